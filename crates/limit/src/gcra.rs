@@ -1,0 +1,208 @@
+//! The generic cell rate algorithm: a limit of N units per period, held continuously.
+//!
+//! One `Gcra` is a virtual token bucket kept as a single number, the theoretical
+//! arrival time (`tat`) of the next unit. A request of cost `c` conforms when the
+//! bucket, refilled continuously at `limit / period`, holds `c` units. The bucket
+//! holds `burst` units (at least one whole request, whatever its size), so with the
+//! default burst of one request a 1,200/min limit is held as one request every
+//! 50 ms: providers enforce per-minute limits over shorter periods, and a client
+//! that bursts a minute's budget at once gets 429s.
+
+/// Why a request cannot be admitted now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// Admissible after this many nanoseconds from `now`.
+    Wait(u64),
+    /// The cost alone exceeds what the limit allows in a whole period: it can
+    /// never conform, so waiting would be forever.
+    TooLarge {
+        /// The request's cost.
+        cost: u64,
+        /// The limit per period.
+        limit: u64,
+    },
+}
+
+/// A GCRA limiter: `limit` units per `period`, with a bucket of `burst` units.
+#[derive(Debug, Clone)]
+pub struct Gcra {
+    /// Nanoseconds one unit occupies (period ÷ limit, rounded up so the
+    /// long-run rate never exceeds the limit).
+    unit_nanos: u64,
+    /// Units the bucket holds when idle; a larger request still conforms when
+    /// the bucket is full, so one request is always a possible burst.
+    burst: u64,
+    limit: u64,
+    /// Theoretical arrival time of the next unit, in nanoseconds since the
+    /// caller's origin.
+    tat: u64,
+}
+
+impl Gcra {
+    /// A limit of `limit` units per minute with the default burst of one request.
+    pub fn per_minute(limit: u64) -> Gcra {
+        Gcra::new(limit, 60_000_000_000, 1)
+    }
+
+    /// A limit of `limit` units per `period_nanos`, with a bucket of `burst` units.
+    ///
+    /// `limit` must be at least one; zero is clamped to one.
+    pub fn new(limit: u64, period_nanos: u64, burst: u64) -> Gcra {
+        let limit = limit.max(1);
+        Gcra {
+            unit_nanos: period_nanos.div_ceil(limit).max(1),
+            burst: burst.max(1),
+            limit,
+            tat: 0,
+        }
+    }
+
+    /// The configured limit per period.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Nanoseconds one unit occupies.
+    pub fn unit_nanos(&self) -> u64 {
+        self.unit_nanos
+    }
+
+    /// Whether `cost` units conform at `now`, without taking them.
+    pub fn check(&self, now: u64, cost: u64) -> Result<(), Rejection> {
+        if cost > self.limit {
+            return Err(Rejection::TooLarge {
+                cost,
+                limit: self.limit,
+            });
+        }
+        let capacity = self.burst.max(cost).saturating_mul(self.unit_nanos);
+        let after = self.tat.max(now).saturating_add(cost.saturating_mul(self.unit_nanos));
+        let needed = after - now;
+        if needed <= capacity {
+            Ok(())
+        } else {
+            Err(Rejection::Wait(needed - capacity))
+        }
+    }
+
+    /// Takes `cost` units at `now` if they conform.
+    pub fn try_acquire(&mut self, now: u64, cost: u64) -> Result<(), Rejection> {
+        self.check(now, cost)?;
+        self.take(now, cost);
+        Ok(())
+    }
+
+    /// Takes `cost` units unconditionally (the caller checked, or the units were
+    /// spent anyway, e.g. a response reporting more tokens than estimated).
+    pub fn take(&mut self, now: u64, cost: u64) {
+        self.tat = self.tat.max(now).saturating_add(cost.saturating_mul(self.unit_nanos));
+    }
+
+    /// Gives back `cost` units taken earlier but not spent (an estimate that was
+    /// higher than the response's usage). Never moves below `now`, so a refund
+    /// cannot create a burst larger than the bucket.
+    pub fn refund(&mut self, now: u64, cost: u64) {
+        self.tat = self.tat.saturating_sub(cost.saturating_mul(self.unit_nanos)).max(now);
+    }
+
+    /// Admits nothing before `until` (a provider's `retry-after`, or its reported
+    /// reset of an exhausted limit).
+    pub fn hold_until(&mut self, until: u64) {
+        // A one-unit request conforms exactly when tat <= now + (burst - 1) units.
+        let headroom = (self.burst - 1).saturating_mul(self.unit_nanos);
+        self.tat = self.tat.max(until.saturating_add(headroom));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: u64 = 1_000_000_000;
+
+    /// Admits greedily from t=0 and returns the admission times.
+    fn admit_all(gcra: &mut Gcra, costs: &[u64]) -> Vec<u64> {
+        let mut now = 0;
+        let mut times = Vec::new();
+        for &cost in costs {
+            loop {
+                match gcra.try_acquire(now, cost) {
+                    Ok(()) => break,
+                    Err(Rejection::Wait(w)) => now += w,
+                    Err(e) => panic!("unexpected {e:?}"),
+                }
+            }
+            times.push(now);
+        }
+        times
+    }
+
+    #[test]
+    fn per_minute_limit_is_spread_evenly() {
+        let mut g = Gcra::per_minute(1200);
+        let times = admit_all(&mut g, &[1; 601]);
+        assert_eq!(times[0], 0);
+        assert_eq!(times[1], 50_000_000);
+        assert_eq!(times[600], 30 * SEC);
+    }
+
+    #[test]
+    fn no_sixty_second_window_holds_more_than_the_limit() {
+        let mut g = Gcra::per_minute(90);
+        let times = admit_all(&mut g, &[1; 400]);
+        for (i, &start) in times.iter().enumerate() {
+            let in_window = times[i..].iter().take_while(|&&t| t < start + 60 * SEC).count();
+            assert!(in_window <= 90, "window at {start} held {in_window}");
+        }
+    }
+
+    #[test]
+    fn burst_allows_that_many_at_once_then_the_rate() {
+        let mut g = Gcra::new(60, 60 * SEC, 5);
+        let times = admit_all(&mut g, &[1; 7]);
+        assert_eq!(&times[..5], &[0; 5]);
+        assert_eq!(times[5], SEC);
+        assert_eq!(times[6], 2 * SEC);
+    }
+
+    #[test]
+    fn token_costs_pace_by_size() {
+        let mut g = Gcra::per_minute(60_000); // 1,000 tokens per second
+        let times = admit_all(&mut g, &[500, 2_000, 100]);
+        assert_eq!(times, vec![0, SEC / 2, SEC / 2 + 2 * SEC]);
+    }
+
+    #[test]
+    fn a_request_larger_than_the_limit_is_rejected_not_delayed() {
+        let g = Gcra::per_minute(1_000);
+        assert_eq!(
+            g.check(0, 1_001),
+            Err(Rejection::TooLarge {
+                cost: 1_001,
+                limit: 1_000
+            })
+        );
+        assert_eq!(g.check(0, 1_000), Ok(()));
+    }
+
+    #[test]
+    fn refund_returns_unspent_units_but_never_below_now() {
+        let mut g = Gcra::per_minute(60_000);
+        g.try_acquire(0, 3_000).unwrap();
+        assert_eq!(g.check(SEC, 1), Err(Rejection::Wait(2 * SEC)));
+        g.refund(SEC, 2_000);
+        assert_eq!(g.check(SEC, 1), Ok(()));
+        g.refund(SEC, 1_000_000);
+        g.try_acquire(SEC, 1_000).unwrap();
+        // The huge refund did not bank credit: the next 1,000 wait a full second.
+        assert_eq!(g.check(SEC, 1_000), Err(Rejection::Wait(SEC)));
+    }
+
+    #[test]
+    fn hold_until_blocks_everything_before_the_reset() {
+        let mut g = Gcra::per_minute(6_000);
+        g.hold_until(5 * SEC);
+        assert_eq!(g.check(SEC, 1), Err(Rejection::Wait(4 * SEC)));
+        assert_eq!(g.check(5 * SEC, 1), Ok(()));
+    }
+}
