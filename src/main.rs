@@ -1,1 +1,36 @@
-fn main() {}
+//! The `sluice` binary: parses the command line and dispatches to a command.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+mod cli;
+mod commands;
+mod display;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    init_logging();
+    match commands::dispatch(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            let invalid = error
+                .downcast_ref::<sluice_engine::Error>()
+                .is_some_and(sluice_engine::Error::is_invalid_input)
+                || error.downcast_ref::<commands::UsageError>().is_some();
+            ExitCode::from(if invalid { 2 } else { 1 })
+        }
+    }
+}
+
+/// Logs go to stderr, filtered by `SLUICE_LOG` (e.g. `SLUICE_LOG=debug`); warnings by default.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

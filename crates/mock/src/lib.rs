@@ -1,1 +1,75 @@
-//! placeholder
+//! A built-in OpenAI-compatible fake API: rate limits, latency and faults, seeded.
+//!
+//! `sluice mock`, `sluice demo`, the integration tests and the benchmarks all point
+//! the real client at this server. It answers `POST /v1/chat/completions`,
+//! `/v1/completions` and `/v1/embeddings` in OpenAI's shapes, enforces
+//! requests/minute and tokens/minute the way providers do, injects faults from a
+//! seeded RNG, and records what the client did ([`MockStats`]) so a test can assert
+//! that no limit was exceeded and no request was sent twice.
+//!
+//! # One API request, in order
+//!
+//! 1. **Auth.** With [`MockConfig::api_key`] set, a missing or wrong
+//!    `Authorization: Bearer <key>` gets 401 at once.
+//! 2. **Parse.** A body that is not JSON, lacks a required field (`model`, and
+//!    `messages`, `prompt` or `input`), is empty where a list is required, or asks
+//!    for `stream: true` gets 400 at once. 401 and 400 skip the latency: they
+//!    model a gateway rejecting the request before it reaches the model.
+//! 3. **Concurrency.** Past [`MockConfig::max_concurrency`] requests in flight,
+//!    429 at once with `retry-after-ms` = max(latency, 1).
+//! 4. **Fault draws**, in this order, first match wins: reset (the connection is
+//!    closed with no response), hang (no response for an hour), 500. Faulted
+//!    requests are not charged against the limits.
+//! 5. **Admission.** Cost is one request and `prompt + completion` tokens, both
+//!    known before the reply is written. Each limit is a [`sluice_limit::Gcra`] with
+//!    a burst of one unit, so a client that bursts a minute's budget gets 429s,
+//!    checked with a little slack (min(25 ms, half the request's own time slot)) so
+//!    a client that paces exactly is not punished for network jitter. A request
+//!    failing either limit is charged to neither; one larger than the whole
+//!    tokens/minute limit can never conform and gets a 429 without `retry-after`.
+//! 6. **Latency** (`latency_ms` plus uniform `0..=jitter_ms`), then the response.
+//!    Resets and 429s from step 5 wait it too; the truncation draw applies to 200s.
+//!
+//! Every API response carries OpenAI's `x-ratelimit-{limit,remaining,reset}-
+//! {requests,tokens}` headers for the limits that are set. `remaining-requests`
+//! is the GCRA bucket level (0 or 1 with a burst of one); `remaining-tokens` is
+//! the largest request that would be admitted now (the whole limit when the
+//! bucket is full, since a full bucket admits one request of any size). Both are
+//! measured strictly, without the slack. `reset` is the time until the bucket is
+//! full, in Go's duration format (`"20ms"`, `"1.5s"`, `"6m0s"`). A rate-limit 429
+//! also carries `retry-after` (whole seconds, rounded up) and `retry-after-ms`
+//! (the strict wait until it would conform).
+//!
+//! # Counting
+//!
+//! Each API request lands in exactly one outcome counter, so `ok + rate_limited +
+//! server_errors + resets + hangs + truncated + unauthorized + bad_requests ==
+//! requests`; a truncated 200 counts as `truncated`, not `ok`. Outcomes are counted
+//! when decided, before the latency; the first/last OK times when the 200 is sent.
+//! The per-minute maxima are measured over accepted requests (200s, truncated or
+//! not) at admission time, to the millisecond; since the limiter allows a little
+//! slack, a client pacing at exactly the limit may show one request (or one
+//! request's tokens) over it.
+//!
+//! Faults and jitter use one RNG seeded with [`MockConfig::seed`], drawn in arrival
+//! order, so a client that sends the same requests one at a time sees the same
+//! outcomes. Replies are a function of the seed and the request body.
+//!
+//! `GET /healthz`, `GET /_mock/stats` and `POST /_mock/reset` need no key and are
+//! not counted. Reset zeroes the stats and returns the limiters, RNG and id
+//! counter to their start state; requests in flight finish normally.
+
+mod config;
+mod faults;
+mod handler;
+mod limits;
+mod reply;
+mod request;
+mod response;
+mod server;
+mod state;
+mod stats;
+
+pub use config::MockConfig;
+pub use server::{serve, MockServer};
+pub use stats::MockStats;

@@ -1,1 +1,10 @@
-//! placeholder
+//! HTTP calls to API providers: one pooled client, and every response sorted into
+//! done, retry or fail — expected outcomes are values, not errors.
+
+mod client;
+mod outcome;
+mod signals;
+
+pub use client::{Client, ClientError, Endpoint};
+pub use outcome::{classify, Attempt, Failure, FailureKind, Success};
+pub use signals::{parse_reset_duration, RateSignals};

@@ -1,1 +1,87 @@
-//! placeholder
+//! Durable state of sluice runs: the [`Store`] trait and its SQLite implementation.
+//!
+//! The engine records every item's outcome here before it reports it, and on a
+//! second invocation asks which items already have one, so a run resumes exactly
+//! where it stopped. The trait is synchronous and free of SQLite specifics so a
+//! PostgreSQL store can implement it too; the engine calls it from a dedicated
+//! writer thread and from blocking tasks, one store value (connection) each.
+//!
+//! An item with no record is pending; a record is either `done` or `failed`, and a
+//! later record for the same `(run, item_id)` replaces an earlier one.
+
+mod error;
+mod sqlite;
+mod types;
+
+#[cfg(test)]
+mod tests;
+
+pub(crate) use error::During;
+pub use error::{Error, Result};
+pub use sqlite::SqliteStore;
+pub use types::{
+    ItemRecord, ItemStatus, Known, NewRun, RunCounts, RunMeta, RunSummary, RUN_STATES,
+    STATE_FINISHED, STATE_INTERRUPTED, STATE_RUNNING,
+};
+
+use std::path::PathBuf;
+
+/// The callback error type of [`Store::for_each_item`]: whatever the sink (a file,
+/// stdout, a socket) failed with.
+pub type SinkError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Where runs and their item outcomes are kept.
+///
+/// Every method taking a `run_id` returns [`Error::NoSuchRun`] when the store does
+/// not hold that run. Every write is durable when the method returns (for SQLite:
+/// against a process crash or `kill -9`; see [`SqliteStore`]).
+pub trait Store: Send {
+    /// Creates a run with id `<name>-<seq>` (seq counts runs of that name, from 1),
+    /// in state `running`.
+    fn create_run(&mut self, new: &NewRun) -> Result<RunMeta>;
+    /// By exact id, else the latest run with that name.
+    fn find_run(&mut self, key: &str) -> Result<Option<RunMeta>>;
+    /// Latest run (by created_at, then seq) whose `source` equals `source`.
+    fn latest_run_for_source(&mut self, source: &str) -> Result<Option<RunMeta>>;
+    /// Every run with its counts, newest first.
+    fn list_runs(&mut self) -> Result<Vec<RunSummary>>;
+    /// Records how many input items the run has, once known.
+    fn set_total(&mut self, run_id: &str, total: u64) -> Result<()>;
+    /// Moves the run to `state` (one of [`RUN_STATES`]), setting `finished_at`
+    /// (`None` clears it, e.g. when a finished run is resumed for a retry).
+    fn set_state(&mut self, run_id: &str, state: &str, finished_at: Option<i64>) -> Result<()>;
+    /// Replaces the run's settings (e.g. flags changed on resume). No secrets.
+    fn update_settings(&mut self, run_id: &str, settings: &serde_json::Value) -> Result<()>;
+    /// Existing outcomes for these ids (any order; ids not found are absent).
+    /// Meant for batches of ~1,000 ids.
+    fn lookup(&mut self, run_id: &str, item_ids: &[&str]) -> Result<Vec<Known>>;
+    /// Moves known items to a new input position (an edited input file shifted
+    /// them). Ids without a record are ignored.
+    fn set_positions(&mut self, run_id: &str, moves: &[(String, u64)]) -> Result<()>;
+    /// Records outcomes in one transaction: all or none are stored. A record
+    /// replaces an earlier one with the same item id (e.g. a failed item retried).
+    fn write_batch(&mut self, run_id: &str, records: &[ItemRecord]) -> Result<()>;
+    /// Totals over the run's recorded items.
+    fn counts(&mut self, run_id: &str) -> Result<RunCounts>;
+    /// The most frequent error messages of failed items: (message, count), most
+    /// frequent first (ties by message), at most `limit`.
+    fn top_errors(&mut self, run_id: &str, limit: usize) -> Result<Vec<(String, u64)>>;
+    /// Calls `f` for every recorded item in input order (idx, then item_id),
+    /// streaming rather than loading all rows. Stops at the first error `f`
+    /// returns and passes it on as [`Error::Callback`].
+    fn for_each_item(
+        &mut self,
+        run_id: &str,
+        f: &mut dyn FnMut(ItemRecord) -> std::result::Result<(), SinkError>,
+    ) -> Result<()>;
+    /// Deletes failed items' records so they become pending again; returns how many.
+    fn reset_failed(&mut self, run_id: &str) -> Result<u64>;
+    /// The record of one item, if it has one.
+    fn get_item(&mut self, run_id: &str, item_id: &str) -> Result<Option<ItemRecord>>;
+}
+
+/// The default store path: `.sluice/sluice.db` under the current directory
+/// (returned relative, so it follows the process's working directory).
+pub fn default_sqlite_path() -> PathBuf {
+    PathBuf::from(".sluice").join("sluice.db")
+}

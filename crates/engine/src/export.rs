@@ -1,0 +1,258 @@
+//! Writing a run's results in input order: OpenAI Batch API output lines
+//! (JSONL) or a flat CSV.
+//!
+//! Failed items carry `error: {code, message}`; the code is the part of the
+//! recorded error before its first `": "`.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde_json::value::RawValue;
+use sluice_store::{ItemRecord, ItemStatus, Store};
+
+use crate::error::{Error, Result};
+
+/// Output formats of `sluice export` and `--out`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// One Batch API output object per line.
+    Jsonl,
+    /// A header row, then one row per item.
+    Csv,
+}
+
+impl ExportFormat {
+    /// The format a file name implies (`.csv` → CSV, otherwise JSONL).
+    pub fn from_path(path: &Path) -> ExportFormat {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(ext) if ext.eq_ignore_ascii_case("csv") => ExportFormat::Csv,
+            _ => ExportFormat::Jsonl,
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Writes every recorded item of `run_id` to `out`, in input order. Returns
+/// the number of items written.
+pub fn export_run(
+    store: &mut dyn Store,
+    run_id: &str,
+    format: ExportFormat,
+    out: &mut dyn Write,
+) -> Result<u64> {
+    let mut count = 0u64;
+    let mut io_error: Option<std::io::Error> = None;
+    let result = match format {
+        ExportFormat::Jsonl => store.for_each_item(run_id, &mut |item| {
+            count += 1;
+            let line = batch_output_line(run_id, &item).map_err(|e| Box::new(e) as BoxError)?;
+            out.write_all(line.as_bytes())
+                .and_then(|_| out.write_all(b"\n"))
+                .map_err(|e| {
+                    let boxed: BoxError = e.to_string().into();
+                    io_error = Some(e);
+                    boxed
+                })
+        }),
+        ExportFormat::Csv => {
+            let mut writer = csv::Writer::from_writer(&mut *out);
+            let header = [
+                "custom_id", "status", "status_code", "attempts", "latency_ms",
+                "prompt_tokens", "completion_tokens", "content", "error", "metadata",
+            ];
+            writer.write_record(header).map_err(csv_error)?;
+            let r = store.for_each_item(run_id, &mut |item| {
+                count += 1;
+                writer
+                    .write_record(csv_row(&item))
+                    .map_err(|e| Box::new(e) as BoxError)
+            });
+            writer.flush().map_err(|source| Error::Write {
+                path: "output".into(),
+                source,
+            })?;
+            r
+        }
+    };
+    if let Some(source) = io_error {
+        return Err(Error::Write {
+            path: "output".into(),
+            source,
+        });
+    }
+    result?;
+    Ok(count)
+}
+
+fn csv_error(e: csv::Error) -> Error {
+    Error::Write {
+        path: "output".into(),
+        source: std::io::Error::other(e.to_string()),
+    }
+}
+
+/// Splits a recorded error into its code and message.
+fn split_error(error: &str) -> (&str, &str) {
+    match error.split_once(": ") {
+        Some((code, message)) if !code.contains(' ') => (code, message),
+        _ => ("error", error),
+    }
+}
+
+/// One Batch API output line: `{"id","custom_id","response":{"status_code","body"},"error"}`
+/// plus `metadata` when the input had it.
+fn batch_output_line(run_id: &str, item: &ItemRecord) -> serde_json::Result<String> {
+    #[derive(serde::Serialize)]
+    struct Line<'a> {
+        id: String,
+        custom_id: &'a str,
+        response: Option<Response<'a>>,
+        error: Option<ErrorBody<'a>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        metadata: Option<&'a RawValue>,
+    }
+    #[derive(serde::Serialize)]
+    struct Response<'a> {
+        status_code: u16,
+        body: Body<'a>,
+    }
+    #[derive(serde::Serialize)]
+    #[serde(untagged)]
+    enum Body<'a> {
+        Json(&'a RawValue),
+        Text(&'a str),
+    }
+    #[derive(serde::Serialize)]
+    struct ErrorBody<'a> {
+        code: &'a str,
+        message: &'a str,
+    }
+    let raw_body;
+    let response = match (item.status_code, item.response.as_deref()) {
+        (Some(code), Some(text)) => {
+            raw_body = serde_json::from_str::<&RawValue>(text).ok();
+            Some(Response {
+                status_code: code,
+                body: match raw_body {
+                    Some(raw) => Body::Json(raw),
+                    None => Body::Text(text),
+                },
+            })
+        }
+        _ => None,
+    };
+    let error = match (item.status, item.error.as_deref()) {
+        (ItemStatus::Failed, Some(e)) => {
+            let (code, message) = split_error(e);
+            Some(ErrorBody { code, message })
+        }
+        (ItemStatus::Failed, None) => Some(ErrorBody {
+            code: "error",
+            message: "failed",
+        }),
+        _ => None,
+    };
+    let metadata = item
+        .metadata
+        .as_deref()
+        .and_then(|m| serde_json::from_str::<&RawValue>(m).ok());
+    serde_json::to_string(&Line {
+        id: format!("{run_id}-{}", item.idx),
+        custom_id: item.custom_id.as_deref().unwrap_or(&item.item_id),
+        response,
+        error,
+        metadata,
+    })
+}
+
+/// The answer's text: a chat message's content, a completion's text, else the body.
+fn content(body: &str) -> String {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(body) else {
+        return body.to_string();
+    };
+    let choice = value.pointer("/choices/0");
+    let text = choice
+        .and_then(|c| c.pointer("/message/content").or_else(|| c.get("text")))
+        .or_else(|| value.pointer("/content/0/text"));
+    match text {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        _ => body.to_string(),
+    }
+}
+
+fn csv_row(item: &ItemRecord) -> Vec<String> {
+    let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
+    vec![
+        item.custom_id.clone().unwrap_or_else(|| item.item_id.clone()),
+        item.status.as_str().to_string(),
+        opt(item.status_code.map(u64::from)),
+        item.attempts.to_string(),
+        item.latency_ms.to_string(),
+        opt(item.prompt_tokens),
+        opt(item.completion_tokens),
+        match (item.status, item.response.as_deref()) {
+            (ItemStatus::Done, Some(body)) => content(body),
+            _ => String::new(),
+        },
+        item.error.clone().unwrap_or_default(),
+        item.metadata.clone().unwrap_or_default(),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(status: ItemStatus) -> ItemRecord {
+        ItemRecord {
+            item_id: "a".into(),
+            idx: 3,
+            hash: 1,
+            status,
+            attempts: 2,
+            throttled: 0,
+            status_code: Some(200),
+            response: Some(r#"{"choices":[{"message":{"content":"hi"}}]}"#.into()),
+            error: None,
+            prompt_tokens: Some(5),
+            completion_tokens: Some(1),
+            latency_ms: 7,
+            started_at: 0,
+            finished_at: 0,
+            metadata: Some(r#"{"row":1}"#.into()),
+            custom_id: Some("a".into()),
+        }
+    }
+
+    #[test]
+    fn done_item_is_a_batch_api_output_line_with_metadata() {
+        let line = batch_output_line("r-1", &item(ItemStatus::Done)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["custom_id"], "a");
+        assert_eq!(v["response"]["status_code"], 200);
+        assert_eq!(v["response"]["body"]["choices"][0]["message"]["content"], "hi");
+        assert!(v["error"].is_null());
+        assert_eq!(v["metadata"]["row"], 1);
+    }
+
+    #[test]
+    fn failed_item_splits_code_and_message() {
+        let mut it = item(ItemStatus::Failed);
+        it.status_code = None;
+        it.response = None;
+        it.error = Some("timeout: no complete response within 5s (after 3 attempts)".into());
+        let v: serde_json::Value =
+            serde_json::from_str(&batch_output_line("r", &it).unwrap()).unwrap();
+        assert!(v["response"].is_null());
+        assert_eq!(v["error"]["code"], "timeout");
+        assert_eq!(v["error"]["message"], "no complete response within 5s (after 3 attempts)");
+    }
+
+    #[test]
+    fn csv_content_is_the_answer_text() {
+        let row = csv_row(&item(ItemStatus::Done));
+        assert_eq!(row[7], "hi");
+        assert_eq!(row[1], "done");
+    }
+}

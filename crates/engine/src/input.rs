@@ -1,0 +1,470 @@
+//! Reading a JSONL batch: one request per line, as an OpenAI Batch API line
+//! (`{"custom_id","method","url","body"}`) or a bare request body, streamed so a
+//! file of any size is never loaded whole.
+
+use std::borrow::Cow;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use sluice_limit::{estimate_text_tokens, DEFAULT_COMPLETION_ESTIMATE};
+
+use crate::error::{Error, Result};
+
+/// Where the batch comes from.
+#[derive(Debug, Clone)]
+pub enum InputSource {
+    /// A JSONL file.
+    Path(PathBuf),
+    /// Standard input, spooled to a file under the store's directory first, so
+    /// it can be validated before sending and resumed by piping the same data.
+    Stdin,
+}
+
+/// One request parsed from a line.
+#[derive(Debug, Clone)]
+pub(crate) struct Request {
+    /// The item's id: `custom_id`, else `line-N`.
+    pub(crate) item_id: String,
+    /// The `custom_id` as given, if any.
+    pub(crate) custom_id: Option<String>,
+    /// 1-based line number (the input position).
+    pub(crate) line: u64,
+    /// A batch line's `url` (a path such as `/v1/embeddings`), if any.
+    pub(crate) path: Option<String>,
+    /// The JSON body to send.
+    pub(crate) body: Bytes,
+    /// `metadata` passed through to the results.
+    pub(crate) metadata: Option<String>,
+    /// Tokens reserved before sending: prompt estimate + `max_tokens`.
+    pub(crate) estimate: u64,
+    /// Hash of path + body: a changed request is sent again on resume.
+    pub(crate) hash: u64,
+}
+
+/// A line that is not a valid request.
+#[derive(Debug, Clone)]
+pub(crate) struct BadLine {
+    pub(crate) line: u64,
+    pub(crate) custom_id: Option<String>,
+    pub(crate) message: String,
+}
+
+/// The keys that tell a Batch API line from a bare body, read without
+/// building the rest of the line.
+#[derive(Deserialize)]
+struct LineKeys<'a> {
+    #[serde(borrow, default)]
+    custom_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    body: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    metadata: Option<&'a RawValue>,
+}
+
+/// A Batch API request line; unknown keys are rejected so a typo is not ignored.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchLine<'a> {
+    #[serde(borrow)]
+    custom_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    method: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    url: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    body: &'a RawValue,
+    #[serde(borrow)]
+    metadata: Option<&'a RawValue>,
+}
+
+/// The parts of a request body that decide its token estimate.
+#[derive(Deserialize)]
+struct EstimateView<'a> {
+    #[serde(borrow, default)]
+    messages: Option<Vec<MessageView<'a>>>,
+    #[serde(borrow, default)]
+    prompt: Option<TextOrList<'a>>,
+    #[serde(borrow, default)]
+    input: Option<TextOrList<'a>>,
+    #[serde(borrow, default)]
+    system: Option<TextOrList<'a>>,
+    max_tokens: Option<u64>,
+    max_completion_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct MessageView<'a> {
+    #[serde(borrow, default)]
+    content: Option<Content<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Content<'a> {
+    Text(#[serde(borrow)] Cow<'a, str>),
+    Parts(#[serde(borrow)] Vec<Part<'a>>),
+    Other(serde::de::IgnoredAny),
+}
+
+#[derive(Deserialize)]
+struct Part<'a> {
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum TextOrList<'a> {
+    Text(#[serde(borrow)] Cow<'a, str>),
+    List(#[serde(borrow)] Vec<Cow<'a, str>>),
+    Other(serde::de::IgnoredAny),
+}
+
+impl TextOrList<'_> {
+    fn tokens(&self) -> u64 {
+        match self {
+            TextOrList::Text(t) => estimate_text_tokens(t),
+            TextOrList::List(l) => l.iter().map(|t| estimate_text_tokens(t)).sum(),
+            TextOrList::Other(_) => 0,
+        }
+    }
+}
+
+/// Tokens to reserve for `body`: the prompt's estimate plus the completion cap
+/// (chat and completions; embeddings have no completion).
+fn estimate(body: &str) -> std::result::Result<u64, String> {
+    let view: EstimateView = serde_json::from_str(body)
+        .map_err(|e| format!("the request body is not a JSON object: {e}"))?;
+    let mut prompt = 0;
+    if let Some(messages) = &view.messages {
+        for m in messages {
+            prompt += match &m.content {
+                Some(Content::Text(t)) => estimate_text_tokens(t),
+                Some(Content::Parts(parts)) => parts
+                    .iter()
+                    .filter_map(|p| p.text.as_deref())
+                    .map(estimate_text_tokens)
+                    .sum(),
+                _ => 0,
+            };
+        }
+    }
+    for field in [&view.prompt, &view.input, &view.system].into_iter().flatten() {
+        prompt += field.tokens();
+    }
+    let completion = if view.input.is_some() && view.messages.is_none() && view.prompt.is_none() {
+        0
+    } else {
+        view.max_completion_tokens
+            .or(view.max_tokens)
+            .unwrap_or(DEFAULT_COMPLETION_ESTIMATE)
+    };
+    Ok(prompt + completion)
+}
+
+/// Parses one input line (already known to be non-blank).
+pub(crate) fn parse_line(text: &str, line: u64) -> std::result::Result<Request, BadLine> {
+    let bad = |custom_id: Option<String>, message: String| BadLine {
+        line,
+        custom_id,
+        message,
+    };
+    let trimmed = text.trim();
+    if !trimmed.starts_with('{') {
+        return Err(bad(None, "expected a JSON object on this line".into()));
+    }
+    let keys: LineKeys = serde_json::from_str(trimmed)
+        .map_err(|e| bad(None, format!("invalid JSON: {e}")))?;
+    let batch = keys.body.is_some();
+    let ours = keys.custom_id.is_some() || keys.metadata.is_some();
+    let (custom_id, path, body, metadata) = if batch {
+        let parsed: BatchLine = serde_json::from_str(trimmed)
+            .map_err(|e| bad(None, format!("invalid Batch API line: {e}")))?;
+        let custom_id = parsed.custom_id.map(Cow::into_owned);
+        if let Some(method) = &parsed.method {
+            if !method.eq_ignore_ascii_case("POST") {
+                return Err(bad(
+                    custom_id,
+                    format!("method {method:?} is not supported; Batch API lines use POST"),
+                ));
+            }
+        }
+        if let Some(url) = &parsed.url {
+            if !url.starts_with('/') {
+                return Err(bad(
+                    custom_id,
+                    format!("url {url:?} must be a path such as /v1/chat/completions"),
+                ));
+            }
+        }
+        (
+            custom_id,
+            parsed.url.map(Cow::into_owned),
+            parsed.body.get().to_string(),
+            parsed.metadata.map(|m| m.get().to_string()),
+        )
+    } else if !ours {
+        (None, None, trimmed.to_string(), None)
+    } else {
+        // A bare body: `custom_id` and `metadata` are ours, not the API's, so
+        // they are taken out before sending.
+        let mut obj: serde_json::Map<String, serde_json::Value> = serde_json::from_str(trimmed)
+            .map_err(|e| bad(None, format!("invalid JSON: {e}")))?;
+        let custom_id = match obj.remove("custom_id") {
+            None => None,
+            Some(serde_json::Value::String(s)) => Some(s),
+            Some(other) => {
+                return Err(bad(None, format!("custom_id must be a string, not {other}")))
+            }
+        };
+        let metadata = obj.remove("metadata").map(|m| m.to_string());
+        (custom_id, None, serde_json::Value::Object(obj).to_string(), metadata)
+    };
+    if let Some(id) = &custom_id {
+        if id.is_empty() {
+            return Err(bad(custom_id.clone(), "custom_id is empty".into()));
+        }
+    }
+    let estimate = estimate(&body).map_err(|m| bad(custom_id.clone(), m))?;
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(path.as_deref().unwrap_or("").as_bytes());
+    hasher.update(b"\n");
+    hasher.update(body.as_bytes());
+    Ok(Request {
+        item_id: custom_id.clone().unwrap_or_else(|| format!("line-{line}")),
+        custom_id,
+        line,
+        path,
+        body: Bytes::from(body),
+        metadata,
+        estimate,
+        hash: hasher.digest(),
+    })
+}
+
+/// Reads non-blank lines with their 1-based numbers.
+pub(crate) struct LineReader {
+    reader: BufReader<File>,
+    line: u64,
+    buf: String,
+    path: PathBuf,
+}
+
+impl LineReader {
+    pub(crate) fn open(path: &Path) -> Result<LineReader> {
+        let file = File::open(path).map_err(|source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(LineReader {
+            reader: BufReader::with_capacity(256 * 1024, file),
+            line: 0,
+            buf: String::new(),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The next non-blank line and its number, or `None` at the end.
+    pub(crate) fn next_line(&mut self) -> Result<Option<(u64, &str)>> {
+        loop {
+            self.buf.clear();
+            let n = self.reader.read_line(&mut self.buf).map_err(|source| Error::Read {
+                path: self.path.clone(),
+                source,
+            })?;
+            if n == 0 {
+                return Ok(None);
+            }
+            self.line += 1;
+            if !self.buf.trim().is_empty() {
+                return Ok(Some((self.line, self.buf.as_str())));
+            }
+        }
+    }
+}
+
+/// What the validation pass found.
+#[derive(Debug, Default)]
+pub(crate) struct Survey {
+    /// Non-blank lines.
+    pub(crate) total: u64,
+    /// Bad lines (first few kept in full).
+    pub(crate) bad: Vec<BadLine>,
+    pub(crate) bad_count: u64,
+    /// Line numbers whose id repeats an earlier line's.
+    pub(crate) duplicate_lines: Vec<u64>,
+}
+
+/// Reads the whole input once before anything is sent: counts items, finds
+/// malformed lines and repeated ids. Keeps only a 64-bit hash per id (about
+/// 16 MB per million items, freed when the pass ends).
+pub(crate) fn survey(path: &Path) -> Result<Survey> {
+    let mut reader = LineReader::open(path)?;
+    let mut survey = Survey::default();
+    let mut seen = std::collections::HashSet::<u64>::new();
+    while let Some((line, text)) = reader.next_line()? {
+        survey.total += 1;
+        match parse_line(text, line) {
+            Ok(request) => {
+                if !seen.insert(xxhash_rust::xxh3::xxh3_64(request.item_id.as_bytes())) {
+                    survey.duplicate_lines.push(line);
+                    survey.bad_count += 1;
+                    if survey.bad.len() < 5 {
+                        let first = first_line_with_id(path, &request.item_id, line)?;
+                        survey.bad.push(BadLine {
+                            line,
+                            custom_id: request.custom_id,
+                            message: format!(
+                                "custom_id {:?} repeats line {first}; every line needs its own id",
+                                request.item_id
+                            ),
+                        });
+                    }
+                }
+            }
+            Err(bad) => {
+                survey.bad_count += 1;
+                if survey.bad.len() < 5 {
+                    survey.bad.push(bad);
+                }
+            }
+        }
+    }
+    Ok(survey)
+}
+
+fn first_line_with_id(path: &Path, id: &str, before: u64) -> Result<u64> {
+    let mut reader = LineReader::open(path)?;
+    while let Some((line, text)) = reader.next_line()? {
+        if line >= before {
+            break;
+        }
+        if let Ok(r) = parse_line(text, line) {
+            if r.item_id == id {
+                return Ok(line);
+            }
+        }
+    }
+    Ok(before)
+}
+
+/// Copies standard input to `dir/stdin-<hash>.jsonl` and returns that path;
+/// the same data piped again maps to the same file, so it resumes.
+pub(crate) fn spool_stdin(dir: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Write {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let tmp = dir.join(format!("stdin-{}.partial", std::process::id()));
+    let write_err = |source| Error::Write {
+        path: tmp.clone(),
+        source,
+    };
+    let mut out = std::io::BufWriter::new(File::create(&tmp).map_err(write_err)?);
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut stdin = std::io::stdin().lock();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = stdin.read(&mut buf).map_err(|source| Error::Read {
+            path: PathBuf::from("-"),
+            source,
+        })?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n]).map_err(write_err)?;
+    }
+    out.flush().map_err(write_err)?;
+    drop(out);
+    let path = dir.join(format!("stdin-{:016x}.jsonl", hasher.digest()));
+    std::fs::rename(&tmp, &path).map_err(|source| Error::Write {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_line_keeps_custom_id_path_body_and_metadata() {
+        let line = r#"{"custom_id":"a1","method":"POST","url":"/v1/chat/completions","body":{"model":"m","messages":[{"role":"user","content":"abcdefgh"}],"max_tokens":10},"metadata":{"k":1}}"#;
+        let r = parse_line(line, 3).unwrap();
+        assert_eq!(r.item_id, "a1");
+        assert_eq!(r.path.as_deref(), Some("/v1/chat/completions"));
+        assert_eq!(r.metadata.as_deref(), Some(r#"{"k":1}"#));
+        assert_eq!(r.estimate, 2 + 10);
+        assert!(std::str::from_utf8(&r.body).unwrap().starts_with(r#"{"model":"m""#));
+    }
+
+    #[test]
+    fn bare_body_is_sent_without_our_fields() {
+        let line = r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"metadata":{"row":7}}"#;
+        let r = parse_line(line, 9).unwrap();
+        assert_eq!(r.item_id, "line-9");
+        assert_eq!(r.custom_id, None);
+        assert_eq!(r.metadata.as_deref(), Some(r#"{"row":7}"#));
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert!(body.get("metadata").is_none());
+        assert_eq!(r.estimate, 1 + DEFAULT_COMPLETION_ESTIMATE);
+    }
+
+    #[test]
+    fn embeddings_reserve_no_completion() {
+        let r = parse_line(r#"{"model":"e","input":["abcd","abcdefgh"]}"#, 1).unwrap();
+        assert_eq!(r.estimate, 3);
+    }
+
+    #[test]
+    fn content_parts_count_their_text() {
+        let line = r#"{"messages":[{"role":"user","content":[{"type":"text","text":"abcdabcd"},{"type":"image_url","image_url":{"url":"x"}}]}],"max_tokens":1}"#;
+        assert_eq!(parse_line(line, 1).unwrap().estimate, 3);
+    }
+
+    #[test]
+    fn hash_changes_with_the_body_not_the_metadata() {
+        let a = parse_line(r#"{"custom_id":"x","body":{"input":"a"},"metadata":{"v":1}}"#, 1).unwrap();
+        let b = parse_line(r#"{"custom_id":"x","body":{"input":"a"},"metadata":{"v":2}}"#, 1).unwrap();
+        let c = parse_line(r#"{"custom_id":"x","body":{"input":"b"}}"#, 1).unwrap();
+        assert_eq!(a.hash, b.hash);
+        assert_ne!(a.hash, c.hash);
+    }
+
+    #[test]
+    fn malformed_lines_say_what_is_wrong() {
+        let e = parse_line(r#"{"model":"m","messages":[}"#, 4).unwrap_err();
+        assert_eq!(e.line, 4);
+        assert!(e.message.starts_with("invalid JSON"), "{}", e.message);
+        let e = parse_line("[1,2]", 5).unwrap_err();
+        assert!(e.message.contains("JSON object"));
+        let e = parse_line(r#"{"custom_id":"a","body":{},"extra":1}"#, 6).unwrap_err();
+        assert!(e.message.contains("unknown field `extra`"), "{}", e.message);
+        let e = parse_line(r#"{"custom_id":"a","method":"GET","body":{}}"#, 7).unwrap_err();
+        assert!(e.message.contains("GET"));
+        assert_eq!(e.custom_id.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn survey_finds_duplicates_and_bad_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.jsonl");
+        std::fs::write(
+            &path,
+            "{\"custom_id\":\"a\",\"body\":{}}\n\n{\"custom_id\":\"b\",\"body\":{}}\nnot json\n{\"custom_id\":\"a\",\"body\":{}}\n",
+        )
+        .unwrap();
+        let s = survey(&path).unwrap();
+        assert_eq!(s.total, 4);
+        assert_eq!(s.bad_count, 2);
+        assert_eq!(s.bad[0].line, 4);
+        assert_eq!(s.duplicate_lines, vec![5]);
+        assert!(s.bad[1].message.contains("repeats line 1"), "{}", s.bad[1].message);
+    }
+}

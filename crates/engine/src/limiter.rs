@@ -1,0 +1,200 @@
+//! One provider's rate limits held together: requests/minute and tokens/minute
+//! as GCRA, plus pauses the provider asks for (`retry-after`, exhausted
+//! `x-ratelimit-remaining-*`). Concurrency is a semaphore held by the caller.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use sluice_limit::{Gcra, Rejection};
+use sluice_provider::RateSignals;
+
+/// Timer lateness a waiter may recover (tokio's timer wakes up to ~1 ms late).
+const CATCH_UP_NANOS: u64 = 2_000_000;
+
+/// A request the limits can never admit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TooLarge {
+    pub(crate) tokens: u64,
+    pub(crate) tpm: u64,
+}
+
+#[derive(Debug)]
+struct Windows {
+    rpm: Option<Gcra>,
+    tpm: Option<Gcra>,
+}
+
+/// Shared by every call to one provider.
+#[derive(Debug)]
+pub(crate) struct Limiter {
+    origin: Instant,
+    windows: Mutex<Windows>,
+    /// Nothing is sent before this instant (nanoseconds since `origin`); read
+    /// without the lock on the fast path.
+    paused_until: AtomicU64,
+    /// Callers wait in line, so one waiter sleeps at a time and a large
+    /// request is not overtaken forever by small ones.
+    queue: tokio::sync::Mutex<()>,
+    limited: bool,
+}
+
+impl Limiter {
+    pub(crate) fn new(rpm: Option<u64>, tpm: Option<u64>) -> Limiter {
+        Limiter {
+            origin: Instant::now(),
+            windows: Mutex::new(Windows {
+                rpm: rpm.map(|r| Gcra::per_minute(r).with_catch_up(CATCH_UP_NANOS)),
+                tpm: tpm.map(|t| Gcra::per_minute(t).with_catch_up(CATCH_UP_NANOS)),
+            }),
+            paused_until: AtomicU64::new(0),
+            queue: tokio::sync::Mutex::new(()),
+            limited: rpm.is_some() || tpm.is_some(),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.origin.elapsed().as_nanos() as u64
+    }
+
+    /// Waits until one request of `tokens` conforms to every limit, and takes it.
+    pub(crate) async fn acquire(&self, tokens: u64) -> Result<(), TooLarge> {
+        if !self.limited && self.paused_until.load(Relaxed) <= self.now() {
+            return Ok(());
+        }
+        let _turn = self.queue.lock().await;
+        loop {
+            let wait = self.try_take(tokens)?;
+            if wait == 0 {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_nanos(wait)).await;
+        }
+    }
+
+    /// Takes the request if it conforms now; otherwise how long to wait.
+    fn try_take(&self, tokens: u64) -> Result<u64, TooLarge> {
+        let now = self.now();
+        let paused = self.paused_until.load(Relaxed);
+        if paused > now {
+            return Ok(paused - now);
+        }
+        let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        let mut wait = 0;
+        for (gcra, cost) in [(&w.rpm, 1), (&w.tpm, tokens)] {
+            match gcra.as_ref().map(|g| g.check(now, cost)) {
+                Some(Err(Rejection::Wait(n))) => wait = wait.max(n),
+                Some(Err(Rejection::TooLarge { cost, limit })) => {
+                    return Err(TooLarge { tokens: cost, tpm: limit })
+                }
+                _ => {}
+            }
+        }
+        if wait == 0 {
+            if let Some(g) = w.rpm.as_mut() {
+                g.take(now, 1);
+            }
+            if let Some(g) = w.tpm.as_mut() {
+                g.take(now, tokens);
+            }
+        }
+        Ok(wait)
+    }
+
+    /// Corrects the token reservation once the real usage is known.
+    pub(crate) fn settle(&self, reserved: u64, used: u64) {
+        if reserved == used {
+            return;
+        }
+        let now = self.now();
+        let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tpm) = w.tpm.as_mut() {
+            if used < reserved {
+                tpm.refund(now, reserved - used);
+            } else {
+                tpm.take(now, used - reserved);
+            }
+        }
+    }
+
+    /// Pauses every caller for `wait` (a provider's `retry-after`).
+    pub(crate) fn pause(&self, wait: Duration) {
+        let until = self.now() + wait.as_nanos() as u64;
+        self.paused_until.fetch_max(until, Relaxed);
+    }
+
+    /// Applies the provider's own view: a limit it reports as exhausted pauses
+    /// sending until its reset.
+    pub(crate) fn observe(&self, signals: &RateSignals) {
+        for (remaining, reset) in [
+            (signals.remaining_requests, signals.reset_requests),
+            (signals.remaining_tokens, signals.reset_tokens),
+        ] {
+            if let (Some(0), Some(reset)) = (remaining, reset) {
+                self.pause(reset);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn rpm_and_tpm_hold_together() {
+        // 600 rpm = one per 100 ms; 6,000 tpm = 100 tokens per second.
+        let limiter = Limiter::new(Some(600), Some(6_000));
+        let start = tokio::time::Instant::now();
+        for _ in 0..5 {
+            limiter.acquire(10).await.unwrap();
+        }
+        // Requests bind: 4 gaps of 100 ms.
+        assert_eq!(start.elapsed().as_millis() / 10, 40);
+        let start = tokio::time::Instant::now();
+        limiter.acquire(300).await.unwrap();
+        limiter.acquire(300).await.unwrap();
+        // Tokens bind: the second 300 waits 3 s after the first (which itself
+        // waited 100 ms for the 50 tokens taken before it).
+        let ms = start.elapsed().as_millis();
+        assert_eq!(ms, 3_100);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn too_large_fails_at_once() {
+        let limiter = Limiter::new(None, Some(1_000));
+        assert_eq!(
+            limiter.acquire(1_001).await,
+            Err(TooLarge {
+                tokens: 1_001,
+                tpm: 1_000
+            })
+        );
+        assert!(limiter.acquire(1_000).await.is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pause_holds_even_without_configured_limits() {
+        let limiter = Limiter::new(None, None);
+        limiter.pause(Duration::from_millis(700));
+        let start = tokio::time::Instant::now();
+        limiter.acquire(1).await.unwrap();
+        let ms = start.elapsed().as_millis();
+        assert!((700..=710).contains(&ms), "{ms}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn exhausted_remaining_header_pauses_until_reset() {
+        let limiter = Limiter::new(None, None);
+        limiter.observe(&RateSignals {
+            remaining_requests: Some(0),
+            reset_requests: Some(Duration::from_millis(250)),
+            ..Default::default()
+        });
+        let start = tokio::time::Instant::now();
+        limiter.acquire(1).await.unwrap();
+        assert!(start.elapsed().as_millis() >= 250);
+    }
+}

@@ -1,0 +1,123 @@
+//! Live counters of a run, shared between the engine, the writer thread and
+//! whatever displays progress.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+/// Counters updated as the run goes; read with [`Progress::snapshot`].
+///
+/// `done` and `failed` are bumped only after the outcome is committed to the
+/// store, so what is reported is always already durable.
+#[derive(Debug)]
+pub struct Progress {
+    started: Instant,
+    /// Items in the input (known after the validation pass).
+    pub total: AtomicU64,
+    /// Items skipped because an earlier run already did them.
+    pub skipped: AtomicU64,
+    /// Items recorded as done in this run.
+    pub done: AtomicU64,
+    /// Items recorded as failed in this run.
+    pub failed: AtomicU64,
+    /// Calls currently on the wire.
+    pub in_flight: AtomicU64,
+    /// Calls sent, retries included.
+    pub attempts: AtomicU64,
+    /// Calls that were retries.
+    pub retries: AtomicU64,
+    /// 429 responses seen.
+    pub throttled: AtomicU64,
+    /// Prompt + completion tokens reported by responses.
+    pub tokens: AtomicU64,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress {
+            started: Instant::now(),
+            total: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            done: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            attempts: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            throttled: AtomicU64::new(0),
+            tokens: AtomicU64::new(0),
+        }
+    }
+}
+
+/// A consistent-enough copy of the counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct Snapshot {
+    /// Items in the input.
+    pub total: u64,
+    /// Already done by an earlier run.
+    pub skipped: u64,
+    /// Done in this run.
+    pub done: u64,
+    /// Failed in this run.
+    pub failed: u64,
+    /// Calls on the wire now.
+    pub in_flight: u64,
+    /// Calls sent.
+    pub attempts: u64,
+    /// Retries sent.
+    pub retries: u64,
+    /// 429s seen.
+    pub throttled: u64,
+    /// Tokens used.
+    pub tokens: u64,
+    /// Seconds since the run started.
+    pub elapsed_secs: f64,
+}
+
+impl Snapshot {
+    /// Items still to do in this run.
+    pub fn remaining(&self) -> u64 {
+        self.total
+            .saturating_sub(self.skipped + self.done + self.failed)
+    }
+
+    /// Items finished per second in this run.
+    pub fn items_per_sec(&self) -> f64 {
+        if self.elapsed_secs > 0.0 {
+            (self.done + self.failed) as f64 / self.elapsed_secs
+        } else {
+            0.0
+        }
+    }
+
+    /// Estimated time to finish at the average rate so far.
+    pub fn eta(&self) -> Option<Duration> {
+        let rate = self.items_per_sec();
+        (rate > 0.0).then(|| Duration::from_secs_f64(self.remaining() as f64 / rate))
+    }
+}
+
+impl Progress {
+    /// Reads every counter.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            total: self.total.load(Relaxed),
+            skipped: self.skipped.load(Relaxed),
+            done: self.done.load(Relaxed),
+            failed: self.failed.load(Relaxed),
+            in_flight: self.in_flight.load(Relaxed),
+            attempts: self.attempts.load(Relaxed),
+            retries: self.retries.load(Relaxed),
+            throttled: self.throttled.load(Relaxed),
+            tokens: self.tokens.load(Relaxed),
+            elapsed_secs: self.started.elapsed().as_secs_f64(),
+        }
+    }
+
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+
+    pub(crate) fn sub(counter: &AtomicU64, n: u64) {
+        counter.fetch_sub(n, Relaxed);
+    }
+}

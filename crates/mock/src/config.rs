@@ -1,0 +1,45 @@
+//! The settings of one fake API server.
+
+/// Settings of the fake API. Default: zero latency, no limits, no faults, seed 0.
+#[derive(Debug, Clone, Default)]
+pub struct MockConfig {
+    /// Milliseconds added before every response (including 429 and 500), as a
+    /// real model takes time; requests stay in flight meanwhile.
+    pub latency_ms: u64,
+    /// Uniform extra latency `0..=jitter_ms`, drawn from the seeded RNG, so
+    /// responses come back out of order as they do from real providers.
+    pub jitter_ms: u64,
+    /// Requests per minute, enforced as a GCRA with a burst of one request.
+    pub rpm: Option<u64>,
+    /// Tokens (prompt + completion) per minute, enforced as a GCRA.
+    pub tpm: Option<u64>,
+    /// Requests in flight beyond this get an immediate 429.
+    pub max_concurrency: Option<usize>,
+    /// Probability (0.0..=1.0) of an injected 500.
+    pub fail_rate: f64,
+    /// Probability the connection is closed with no response.
+    pub reset_rate: f64,
+    /// Probability the request gets no response for an hour (until the client
+    /// gives up).
+    pub hang_rate: f64,
+    /// Probability of a 200 whose JSON body is cut in half (Content-Length
+    /// matches the cut body), to exercise the client's parse-failure path.
+    pub truncate_rate: f64,
+    /// Seed of the fault and jitter RNG and of the reply text.
+    pub seed: u64,
+    /// When set, API routes require `Authorization: Bearer <key>`, else 401.
+    pub api_key: Option<String>,
+    /// Reply length in tokens when the request sets no `max_tokens`; 0 means 16.
+    pub completion_tokens: u64,
+}
+
+impl MockConfig {
+    /// The reply length a request without `max_tokens` gets.
+    pub(crate) fn default_completion_tokens(&self) -> u64 {
+        if self.completion_tokens == 0 {
+            16
+        } else {
+            self.completion_tokens
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! One API request, in the order providers handle it: auth, parse, concurrency,
+//! faults, admission, latency, response.
+
+use std::fmt;
+use std::time::Duration;
+
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use crate::faults::Fault;
+use crate::limits::{Kind, RateSnapshot, Throttle};
+use crate::request::{self, Api};
+use crate::response::{self, Body};
+use crate::state::{unix_ms, Shared, Verdict};
+use crate::stats::Outcome;
+
+/// Largest request body read; larger ones get 400.
+const MAX_BODY_BYTES: usize = 32 << 20;
+
+/// How long a hung request waits before it is answered after all.
+const HANG: Duration = Duration::from_secs(3_600);
+
+/// The service error that makes hyper close the connection without a response:
+/// the injected reset.
+#[derive(Debug)]
+pub(crate) struct ConnectionReset;
+
+impl fmt::Display for ConnectionReset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("connection reset injected by the mock")
+    }
+}
+
+impl std::error::Error for ConnectionReset {}
+
+/// Answers one request to an API route.
+pub(crate) async fn api(
+    shared: &Shared,
+    api: Api,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ConnectionReset> {
+    if !authorized(shared.cfg.api_key.as_deref(), req.headers()) {
+        let rates = shared.refuse(Outcome::Unauthorized);
+        let res = response::error(
+            StatusCode::UNAUTHORIZED,
+            "Incorrect or missing API key: send `Authorization: Bearer <key>` with the key the mock was started with.",
+            "invalid_request_error",
+            Some("invalid_api_key"),
+        );
+        return Ok(with_rates(res, &rates));
+    }
+    let body = match Limited::new(req.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => {
+            let rates = shared.refuse(Outcome::BadRequest);
+            let msg =
+                format!("Could not read the request body (at most {MAX_BODY_BYTES} bytes): {e}.");
+            return Ok(with_rates(response::bad_request(&msg), &rates));
+        }
+    };
+    let parsed = match request::parse(api, &body, shared.cfg.default_completion_tokens()) {
+        Ok(parsed) => parsed,
+        Err(msg) => {
+            let rates = shared.refuse(Outcome::BadRequest);
+            return Ok(with_rates(response::bad_request(&msg), &rates));
+        }
+    };
+    let place = shared.enter();
+    let hash = xxhash_rust::xxh3::xxh3_64_with_seed(&body, shared.cfg.seed);
+    let tokens = parsed.prompt_tokens + parsed.completion_tokens();
+    let decision = shared.decide(place.is_some(), tokens, hash);
+    let delay = Duration::from_millis(shared.cfg.latency_ms.saturating_add(decision.jitter_ms));
+    let res = match decision.verdict {
+        Verdict::Busy => {
+            let limit = shared.cfg.max_concurrency.unwrap_or(0);
+            let wait_ms = shared.cfg.latency_ms.max(1);
+            let msg = format!(
+                "Too many concurrent requests: at most {limit} in flight. Please try again in {wait_ms}ms."
+            );
+            let mut res = response::error(
+                StatusCode::TOO_MANY_REQUESTS,
+                &msg,
+                "requests",
+                Some("rate_limit_exceeded"),
+            );
+            response::add_retry_after(res.headers_mut(), wait_ms * 1_000_000);
+            res
+        }
+        Verdict::Fault(Fault::Hang) => {
+            tokio::time::sleep(HANG).await;
+            response::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The mock hung this request for an hour (injected fault).",
+                "server_error",
+                None,
+            )
+        }
+        Verdict::Fault(Fault::Reset) => {
+            pause(delay).await;
+            return Err(ConnectionReset);
+        }
+        Verdict::Fault(Fault::ServerError) => {
+            pause(delay).await;
+            response::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The server had an error while processing your request (injected fault).",
+                "server_error",
+                None,
+            )
+        }
+        Verdict::Throttled(throttle) => {
+            pause(delay).await;
+            throttled(throttle)
+        }
+        Verdict::Accept { id, truncate } => {
+            pause(delay).await;
+            let mut body = response::success(api, &parsed, id, unix_ms() / 1_000, hash);
+            if truncate {
+                body.truncate(body.len() / 2);
+            }
+            shared.sent_ok();
+            response::json(StatusCode::OK, body)
+        }
+    };
+    drop(place);
+    Ok(with_rates(res, &decision.rates))
+}
+
+/// Whether `headers` carry the key, when one is required.
+fn authorized(key: Option<&str>, headers: &HeaderMap) -> bool {
+    let Some(key) = key else {
+        return true;
+    };
+    headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .is_some_and(|given| given == key.as_bytes())
+}
+
+async fn pause(delay: Duration) {
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// The 429 for a request a limit refused, worded like OpenAI's.
+fn throttled(throttle: Throttle) -> Response<Body> {
+    let (kind, message, wait) = match throttle {
+        Throttle::Wait {
+            kind,
+            limit,
+            cost,
+            wait_nanos,
+        } => {
+            let (what, abbr) = match kind {
+                Kind::Requests => ("requests", "RPM"),
+                Kind::Tokens => ("tokens", "TPM"),
+            };
+            let ms = wait_nanos.div_ceil(1_000_000).max(1);
+            let message = format!(
+                "Rate limit reached for {what} per min ({abbr}): Limit {limit}, Requested {cost}. Please try again in {ms}ms."
+            );
+            (kind, message, Some(wait_nanos))
+        }
+        Throttle::TooLarge { limit, cost } => {
+            let message = format!(
+                "Request too large for tokens per min (TPM): Limit {limit}, Requested {cost}. It can never be admitted: send fewer tokens or lower max_tokens."
+            );
+            (Kind::Tokens, message, None)
+        }
+    };
+    let mut res = response::error(
+        StatusCode::TOO_MANY_REQUESTS,
+        &message,
+        kind.name(),
+        Some("rate_limit_exceeded"),
+    );
+    if let Some(wait) = wait {
+        response::add_retry_after(res.headers_mut(), wait);
+    }
+    res
+}
+
+fn with_rates(mut res: Response<Body>, rates: &RateSnapshot) -> Response<Body> {
+    response::add_rate_headers(res.headers_mut(), rates);
+    res
+}

@@ -1,0 +1,278 @@
+//! Requests/minute and tokens/minute held the way providers hold them.
+//!
+//! Each limit is a GCRA with a burst of one unit: a minute's budget is spread
+//! evenly over the minute, so a client that bursts gets 429s even when its
+//! per-minute total is fine. A request is checked as if it arrived a little later
+//! than it did (the slack), so a client pacing exactly at the limit is not
+//! punished when the network delivers one request a few milliseconds early; the
+//! units are then taken at the real arrival time, so the slack never accumulates.
+
+use sluice_limit::{Gcra, Rejection};
+
+const MINUTE_NANOS: u64 = 60_000_000_000;
+
+/// The most slack any check gets: more than loopback jitter, far less than a
+/// burst.
+const MAX_SLACK_NANOS: u64 = 25_000_000;
+
+/// Which limit refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Requests,
+    Tokens,
+}
+
+impl Kind {
+    /// The name OpenAI uses in the error's `type` and in its messages.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Kind::Requests => "requests",
+            Kind::Tokens => "tokens",
+        }
+    }
+}
+
+/// Why a request was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Throttle {
+    /// It conforms after `wait_nanos` (measured strictly, without slack).
+    Wait {
+        kind: Kind,
+        limit: u64,
+        cost: u64,
+        wait_nanos: u64,
+    },
+    /// More tokens than the whole per-minute limit: it never conforms.
+    TooLarge { limit: u64, cost: u64 },
+}
+
+/// One limit's state as the `x-ratelimit-*` headers report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LimitState {
+    pub(crate) limit: u64,
+    pub(crate) remaining: u64,
+    pub(crate) reset_nanos: u64,
+}
+
+/// Both limits' states, for the headers of one response.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct RateSnapshot {
+    pub(crate) requests: Option<LimitState>,
+    pub(crate) tokens: Option<LimitState>,
+}
+
+/// The requests/minute and tokens/minute limiters of one server.
+#[derive(Debug)]
+pub(crate) struct Limits {
+    rpm: Option<Gcra>,
+    tpm: Option<Gcra>,
+}
+
+impl Limits {
+    /// Fresh limiters for the configured limits.
+    pub(crate) fn new(rpm: Option<u64>, tpm: Option<u64>) -> Limits {
+        let per_minute = |limit| Gcra::new(limit, MINUTE_NANOS, 1);
+        Limits {
+            rpm: rpm.map(per_minute),
+            tpm: tpm.map(per_minute),
+        }
+    }
+
+    /// Admits one request costing `tokens` at `now` (nanoseconds since the
+    /// server's origin), charging both limits, or charges neither.
+    pub(crate) fn admit(&mut self, now: u64, tokens: u64) -> Result<(), Throttle> {
+        let requests = self
+            .rpm
+            .as_ref()
+            .map_or(Ok(()), |g| check(g, now, 1, Kind::Requests));
+        let token_check = self
+            .tpm
+            .as_ref()
+            .map_or(Ok(()), |g| check(g, now, tokens, Kind::Tokens));
+        match (requests, token_check) {
+            (Ok(()), Ok(())) => {
+                if let Some(g) = &mut self.rpm {
+                    g.take(now, 1);
+                }
+                if let Some(g) = &mut self.tpm {
+                    g.take(now, tokens);
+                }
+                Ok(())
+            }
+            (Err(t), Ok(())) | (Ok(()), Err(t)) => Err(t),
+            (Err(a), Err(b)) => Err(worse(a, b)),
+        }
+    }
+
+    /// What the `x-ratelimit-*` headers say at `now`.
+    pub(crate) fn snapshot(&self, now: u64) -> RateSnapshot {
+        RateSnapshot {
+            requests: self.rpm.as_ref().map(|g| LimitState {
+                limit: g.limit(),
+                remaining: g.available(now),
+                reset_nanos: g.reset_nanos(now),
+            }),
+            tokens: self.tpm.as_ref().map(|g| {
+                let reset_nanos = g.reset_nanos(now);
+                LimitState {
+                    limit: g.limit(),
+                    // A full bucket admits one request of any size up to the limit.
+                    remaining: if reset_nanos == 0 {
+                        g.limit()
+                    } else {
+                        g.available(now)
+                    },
+                    reset_nanos,
+                }
+            }),
+        }
+    }
+}
+
+/// Checks `cost` units against `g` with slack of half the request's own time
+/// slot, at most [`MAX_SLACK_NANOS`].
+fn check(g: &Gcra, now: u64, cost: u64, kind: Kind) -> Result<(), Throttle> {
+    let slack = MAX_SLACK_NANOS.min(cost.max(1).saturating_mul(g.unit_nanos()) / 2);
+    match g.check(now.saturating_add(slack), cost) {
+        Ok(()) => Ok(()),
+        Err(Rejection::Wait(wait)) => Err(Throttle::Wait {
+            kind,
+            limit: g.limit(),
+            cost,
+            wait_nanos: wait + slack,
+        }),
+        Err(Rejection::TooLarge { cost, limit }) => Err(Throttle::TooLarge { limit, cost }),
+    }
+}
+
+/// The refusal to report when both limits refuse: the one that lasts longer.
+fn worse(a: Throttle, b: Throttle) -> Throttle {
+    match (a, b) {
+        (Throttle::TooLarge { .. }, _) => a,
+        (_, Throttle::TooLarge { .. }) => b,
+        (Throttle::Wait { wait_nanos: x, .. }, Throttle::Wait { wait_nanos: y, .. }) => {
+            if y > x {
+                b
+            } else {
+                a
+            }
+        }
+    }
+}
+
+/// `nanos` in Go's duration format, as OpenAI's reset headers use it, rounded up
+/// to the millisecond: `"0s"`, `"20ms"`, `"1.5s"`, `"6m0s"`, `"1h2m3.004s"`.
+pub(crate) fn go_duration(nanos: u64) -> String {
+    let ms = nanos.div_ceil(1_000_000);
+    if ms == 0 {
+        return "0s".to_owned();
+    }
+    if ms < 1_000 {
+        return format!("{ms}ms");
+    }
+    let (h, m, s, frac) = (
+        ms / 3_600_000,
+        ms / 60_000 % 60,
+        ms / 1_000 % 60,
+        ms % 1_000,
+    );
+    let mut out = if h > 0 {
+        format!("{h}h{m}m{s}")
+    } else if m > 0 {
+        format!("{m}m{s}")
+    } else {
+        s.to_string()
+    };
+    if frac > 0 {
+        let digits = format!("{frac:03}");
+        out.push('.');
+        out.push_str(digits.trim_end_matches('0'));
+    }
+    out.push('s');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn durations_read_like_openais() {
+        assert_eq!(go_duration(0), "0s");
+        assert_eq!(go_duration(1), "1ms");
+        assert_eq!(go_duration(20 * MS), "20ms");
+        assert_eq!(go_duration(1_000 * MS), "1s");
+        assert_eq!(go_duration(1_500 * MS), "1.5s");
+        assert_eq!(go_duration(360_000 * MS), "6m0s");
+        assert_eq!(go_duration(3_723_004 * MS), "1h2m3.004s");
+    }
+
+    #[test]
+    fn a_burst_is_refused_with_the_strict_wait() {
+        let mut l = Limits::new(Some(600), None); // one request per 100 ms
+        assert_eq!(l.admit(0, 0), Ok(()));
+        let refused = l.admit(MS, 0);
+        assert_eq!(
+            refused,
+            Err(Throttle::Wait {
+                kind: Kind::Requests,
+                limit: 600,
+                cost: 1,
+                wait_nanos: 99 * MS
+            })
+        );
+        // Arriving up to 25 ms early passes; the slack does not carry over.
+        assert_eq!(l.admit(76 * MS, 0), Ok(()));
+        assert!(l.admit(151 * MS, 0).is_err());
+        assert_eq!(l.admit(176 * MS, 0), Ok(()));
+    }
+
+    #[test]
+    fn a_refused_request_is_charged_to_neither_limit() {
+        let mut l = Limits::new(Some(6_000), Some(6_000)); // 10 ms per request and per token
+        assert_eq!(l.admit(0, 100), Ok(()));
+        let Err(Throttle::Wait {
+            kind, wait_nanos, ..
+        }) = l.admit(10 * MS, 100)
+        else {
+            panic!("tokens should refuse");
+        };
+        assert_eq!((kind, wait_nanos), (Kind::Tokens, 990 * MS));
+        // The refused request took no request slot: one 1-token request fits at 1 s.
+        assert_eq!(l.admit(1_000 * MS, 1), Ok(()));
+        let snap = l.snapshot(1_000 * MS);
+        assert_eq!(
+            snap.requests.map(|s| (s.remaining, s.reset_nanos)),
+            Some((0, 10 * MS))
+        );
+        assert_eq!(
+            snap.tokens.map(|s| (s.remaining, s.reset_nanos)),
+            Some((0, 10 * MS))
+        );
+        let later = l.snapshot(2_000 * MS);
+        assert_eq!(later.requests.map(|s| s.remaining), Some(1));
+        assert_eq!(later.tokens.map(|s| s.remaining), Some(6_000));
+    }
+
+    #[test]
+    fn too_large_outranks_any_wait() {
+        let mut l = Limits::new(Some(1), Some(100));
+        assert_eq!(l.admit(0, 10), Ok(()));
+        assert_eq!(
+            l.admit(0, 101),
+            Err(Throttle::TooLarge {
+                limit: 100,
+                cost: 101
+            })
+        );
+    }
+
+    #[test]
+    fn no_limits_admit_everything() {
+        let mut l = Limits::new(None, None);
+        assert!((0..1_000).all(|_| l.admit(0, 1_000_000).is_ok()));
+        assert_eq!(l.snapshot(0), RateSnapshot::default());
+    }
+}

@@ -1,0 +1,382 @@
+//! The three request shapes, parsed just far enough to price and answer them.
+//!
+//! Token counts are taken while parsing, from borrowed text where the JSON has
+//! no escapes, so pricing a request allocates little more than its parse.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{Deserializer, SeqAccess, Visitor};
+use serde::Deserialize;
+use sluice_limit::estimate_text_tokens;
+
+/// Which API a request is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Api {
+    Chat,
+    Completions,
+    Embeddings,
+}
+
+/// Largest `dimensions` an embeddings request may ask for.
+const MAX_DIMENSIONS: u64 = 4_096;
+/// Vector length when the request does not say.
+const DEFAULT_DIMENSIONS: usize = 8;
+
+/// A valid request: what it costs and what its answer needs.
+#[derive(Debug)]
+pub(crate) struct Parsed<'a> {
+    pub(crate) model: Cow<'a, str>,
+    pub(crate) prompt_tokens: u64,
+    pub(crate) body: ParsedBody<'a>,
+}
+
+/// The part of a request that differs by API.
+#[derive(Debug)]
+pub(crate) enum ParsedBody<'a> {
+    /// Chat or text completion: the reply length, fixed before admission.
+    Completion {
+        completion_tokens: u64,
+        /// `max_tokens` cut the reply short: finish reason "length".
+        cut_short: bool,
+    },
+    Embeddings {
+        inputs: Vec<Cow<'a, str>>,
+        dims: usize,
+        base64: bool,
+    },
+}
+
+impl Parsed<'_> {
+    /// Completion tokens the reply will have (none for embeddings).
+    pub(crate) fn completion_tokens(&self) -> u64 {
+        match self.body {
+            ParsedBody::Completion {
+                completion_tokens, ..
+            } => completion_tokens,
+            ParsedBody::Embeddings { .. } => 0,
+        }
+    }
+}
+
+/// Parses `body` as a request to `api`; `Err` is the 400's message.
+/// `default_completion` is the reply length when `max_tokens` is absent.
+pub(crate) fn parse(api: Api, body: &[u8], default_completion: u64) -> Result<Parsed<'_>, String> {
+    let invalid = |e: serde_json::Error| format!("Invalid request body: {e}.");
+    match api {
+        Api::Chat => {
+            let raw: RawChat<'_> = serde_json::from_slice(body).map_err(invalid)?;
+            if raw.messages.is_empty() {
+                return Err("`messages` must contain at least one message.".to_owned());
+            }
+            refuse_stream(raw.stream)?;
+            let max = raw.max_completion_tokens.or(raw.max_tokens);
+            Ok(Parsed {
+                model: raw.model,
+                prompt_tokens: raw.messages.iter().map(|m| m.content.0).sum(),
+                body: completion(max, default_completion),
+            })
+        }
+        Api::Completions => {
+            let raw: RawCompletion<'_> = serde_json::from_slice(body).map_err(invalid)?;
+            refuse_stream(raw.stream)?;
+            Ok(Parsed {
+                model: raw.model,
+                prompt_tokens: non_empty(&raw.prompt, "prompt")?,
+                body: completion(raw.max_tokens, default_completion),
+            })
+        }
+        Api::Embeddings => {
+            let raw: RawEmbeddings<'_> = serde_json::from_slice(body).map_err(invalid)?;
+            let prompt_tokens = non_empty(&raw.input, "input")?;
+            let dims = match raw.dimensions {
+                None => DEFAULT_DIMENSIONS,
+                Some(d @ 1..=MAX_DIMENSIONS) => d as usize,
+                Some(d) => {
+                    return Err(format!(
+                        "`dimensions` must be 1 to {MAX_DIMENSIONS}, not {d}."
+                    ))
+                }
+            };
+            let base64 = match raw.encoding_format.as_deref() {
+                None | Some("float") => false,
+                Some("base64") => true,
+                Some(other) => {
+                    return Err(format!(
+                        "`encoding_format` must be \"float\" or \"base64\", not {other:?}."
+                    ))
+                }
+            };
+            Ok(Parsed {
+                model: raw.model,
+                prompt_tokens,
+                body: ParsedBody::Embeddings {
+                    inputs: raw.input.0,
+                    dims,
+                    base64,
+                },
+            })
+        }
+    }
+}
+
+fn completion(max_tokens: Option<u64>, default: u64) -> ParsedBody<'static> {
+    ParsedBody::Completion {
+        completion_tokens: max_tokens.map_or(default, |m| m.min(default)),
+        cut_short: max_tokens.is_some_and(|m| m < default),
+    }
+}
+
+fn refuse_stream(stream: Option<bool>) -> Result<(), String> {
+    match stream {
+        Some(true) => Err("`stream: true` is not supported by the mock; omit it.".to_owned()),
+        _ => Ok(()),
+    }
+}
+
+/// The tokens of `texts`, which must not be an empty list.
+fn non_empty(texts: &Texts<'_>, field: &str) -> Result<u64, String> {
+    if texts.0.is_empty() {
+        return Err(format!("`{field}` must not be an empty array."));
+    }
+    Ok(texts.0.iter().map(|t| estimate_text_tokens(t)).sum())
+}
+
+#[derive(Deserialize)]
+struct RawChat<'a> {
+    #[serde(borrow)]
+    model: Cow<'a, str>,
+    messages: Vec<Message>,
+    max_tokens: Option<u64>,
+    max_completion_tokens: Option<u64>,
+    stream: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct Message {
+    /// Absent or null for e.g. an assistant turn that only called tools.
+    #[serde(default)]
+    content: Tokens,
+}
+
+#[derive(Deserialize)]
+struct RawCompletion<'a> {
+    #[serde(borrow)]
+    model: Cow<'a, str>,
+    #[serde(borrow)]
+    prompt: Texts<'a>,
+    max_tokens: Option<u64>,
+    stream: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct RawEmbeddings<'a> {
+    #[serde(borrow)]
+    model: Cow<'a, str>,
+    #[serde(borrow)]
+    input: Texts<'a>,
+    dimensions: Option<u64>,
+    #[serde(borrow)]
+    encoding_format: Option<Cow<'a, str>>,
+}
+
+/// The tokens of a message's `content`: a string, or an array of parts of
+/// which only `{"type":"text","text":...}` count.
+#[derive(Default)]
+struct Tokens(u64);
+
+impl<'de> Deserialize<'de> for Tokens {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Tokens, D::Error> {
+        d.deserialize_any(TokensVisitor)
+    }
+}
+
+struct TokensVisitor;
+
+impl<'de> Visitor<'de> for TokensVisitor {
+    type Value = Tokens;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string, an array of content parts, or null")
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Tokens, E> {
+        Ok(Tokens(estimate_text_tokens(s)))
+    }
+
+    fn visit_unit<E>(self) -> Result<Tokens, E> {
+        Ok(Tokens(0))
+    }
+
+    fn visit_none<E>(self) -> Result<Tokens, E> {
+        Ok(Tokens(0))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Tokens, A::Error> {
+        let mut total = 0;
+        while let Some(part) = seq.next_element::<Part<'de>>()? {
+            if part.kind == "text" {
+                total += part.text.map_or(0, |t| t.0);
+            }
+        }
+        Ok(Tokens(total))
+    }
+}
+
+/// One content part; image and audio parts carry no text tokens.
+#[derive(Deserialize)]
+struct Part<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    text: Option<Tokens>,
+}
+
+/// A string or an array of strings (`prompt`, `input`).
+struct Texts<'a>(Vec<Cow<'a, str>>);
+
+#[derive(Deserialize)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Texts<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Texts<'a>, D::Error> {
+        d.deserialize_any(TextsVisitor(std::marker::PhantomData))
+    }
+}
+
+struct TextsVisitor<'a>(std::marker::PhantomData<&'a str>);
+
+impl<'de: 'a, 'a> Visitor<'de> for TextsVisitor<'a> {
+    type Value = Texts<'a>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string or an array of strings")
+    }
+
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Texts<'a>, E> {
+        Ok(Texts(vec![Cow::Borrowed(s)]))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Texts<'a>, E> {
+        Ok(Texts(vec![Cow::Owned(s.to_owned())]))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Texts<'a>, A::Error> {
+        let mut texts = Vec::with_capacity(seq.size_hint().unwrap_or(1));
+        while let Some(Text(t)) = seq.next_element::<Text<'a>>()? {
+            texts.push(t);
+        }
+        Ok(Texts(texts))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens_of(api: Api, body: &str) -> Result<(u64, u64), String> {
+        parse(api, body.as_bytes(), 16).map(|p| (p.prompt_tokens, p.completion_tokens()))
+    }
+
+    #[test]
+    fn chat_counts_string_and_text_part_content() {
+        let body = r#"{"model":"m","messages":[
+            {"role":"system","content":"abcde"},
+            {"role":"user","content":[{"type":"text","text":"abcd"},
+                {"type":"image_url","image_url":{"url":"data:xxxxxxxxxxxxxxxx"}},
+                {"text":"a\"bcd\u00e9","type":"text"}]},
+            {"role":"assistant","content":null,"tool_calls":[]}],"temperature":0}"#;
+        // 2 + 1 + 2 (six characters once unescaped).
+        assert_eq!(tokens_of(Api::Chat, body), Ok((5, 16)));
+    }
+
+    #[test]
+    fn max_tokens_caps_the_reply_and_marks_it_cut_short() {
+        let p = parse(
+            Api::Chat,
+            br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":5}"#,
+            16,
+        );
+        let Ok(Parsed {
+            body:
+                ParsedBody::Completion {
+                    completion_tokens,
+                    cut_short,
+                },
+            ..
+        }) = p
+        else {
+            panic!("{p:?}");
+        };
+        assert_eq!((completion_tokens, cut_short), (5, true));
+        let body = r#"{"model":"m","messages":[{"content":"hi"}],"max_completion_tokens":99}"#;
+        assert_eq!(tokens_of(Api::Chat, body), Ok((1, 16)));
+    }
+
+    #[test]
+    fn prompts_and_inputs_may_be_one_string_or_many() {
+        assert_eq!(
+            tokens_of(Api::Completions, r#"{"model":"m","prompt":"abcdefgh"}"#),
+            Ok((2, 16))
+        );
+        let many = r#"{"model":"m","prompt":["abc","abcde"],"max_tokens":3}"#;
+        assert_eq!(tokens_of(Api::Completions, many), Ok((3, 3)));
+        let p = parse(
+            Api::Embeddings,
+            br#"{"model":"e","input":["ab","c\nd"],"dimensions":3}"#,
+            16,
+        );
+        let Ok(Parsed {
+            prompt_tokens: 2,
+            body:
+                ParsedBody::Embeddings {
+                    inputs,
+                    dims: 3,
+                    base64: false,
+                },
+            ..
+        }) = p
+        else {
+            panic!("{p:?}");
+        };
+        assert_eq!(inputs, ["ab", "c\nd"]);
+    }
+
+    #[test]
+    fn malformed_requests_are_refused_with_a_reason() {
+        let cases = [
+            (Api::Chat, "not json", "Invalid request body"),
+            (
+                Api::Chat,
+                r#"{"messages":[{"content":"x"}]}"#,
+                "missing field `model`",
+            ),
+            (Api::Chat, r#"{"model":"m","messages":[]}"#, "`messages`"),
+            (
+                Api::Chat,
+                r#"{"model":"m","messages":[{"content":1}]}"#,
+                "Invalid request body",
+            ),
+            (
+                Api::Chat,
+                r#"{"model":"m","messages":[{"content":"x"}],"stream":true}"#,
+                "stream",
+            ),
+            (Api::Completions, r#"{"model":"m","prompt":[]}"#, "`prompt`"),
+            (Api::Embeddings, r#"{"model":"m"}"#, "missing field `input`"),
+            (
+                Api::Embeddings,
+                r#"{"model":"m","input":"x","dimensions":0}"#,
+                "`dimensions`",
+            ),
+            (
+                Api::Embeddings,
+                r#"{"model":"m","input":"x","encoding_format":"hex"}"#,
+                "hex",
+            ),
+        ];
+        for (api, body, expected) in cases {
+            let err = tokens_of(api, body).expect_err(body);
+            assert!(err.contains(expected), "{body}: {err}");
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! The listener: accepts connections, serves HTTP/1.1 with keep-alive, routes.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::config::MockConfig;
+use crate::handler::{self, ConnectionReset};
+use crate::request::Api;
+use crate::response::{self, Body};
+use crate::state::Shared;
+use crate::stats::{MockStats, Outcome};
+
+/// A running mock: its address and live stats.
+///
+/// Dropping it (or calling [`MockServer::shutdown`]) stops the server and closes
+/// its open connections.
+#[derive(Debug)]
+pub struct MockServer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: JoinHandle<io::Result<()>>,
+}
+
+impl MockServer {
+    /// Binds 127.0.0.1:`port` (0 = any free port) and serves in a spawned tokio
+    /// task on the current runtime.
+    pub async fn start(port: u16, cfg: MockConfig) -> io::Result<MockServer> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::new(cfg));
+        let task = tokio::spawn(run(listener, Arc::clone(&shared)));
+        Ok(MockServer { addr, shared, task })
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A snapshot of the stats.
+    pub fn stats(&self) -> MockStats {
+        self.shared.stats()
+    }
+
+    /// Stops accepting and aborts the accept loop, closing open connections.
+    pub fn shutdown(self) {
+        // Drop does the work.
+    }
+}
+
+impl Drop for MockServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Serves the mock on `listener` until the future is dropped (used by the CLI's
+/// foreground `sluice mock`); dropping it closes open connections too.
+///
+/// Accept errors (a client that went away, too many open files) are waited out,
+/// not returned, so in practice this never returns.
+pub async fn serve(listener: TcpListener, cfg: MockConfig) -> io::Result<()> {
+    run(listener, Arc::new(Shared::new(cfg))).await
+}
+
+async fn run(listener: TcpListener, shared: Arc<Shared>) -> io::Result<()> {
+    // Connections live in the set so that dropping the accept loop ends them.
+    let mut connections = JoinSet::new();
+    let mut builder = http1::Builder::new();
+    builder.keep_alive(true);
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                // Out of file descriptors, or a connection aborted before
+                // accept: nothing to answer, so pause rather than spin.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        // Small request/response pairs: waiting to coalesce only adds latency.
+        let _ = stream.set_nodelay(true);
+        while connections.try_join_next().is_some() {}
+        let shared = Arc::clone(&shared);
+        let conn = builder.serve_connection(
+            TokioIo::new(stream),
+            service_fn(move |req| route(Arc::clone(&shared), req)),
+        );
+        connections.spawn(async move {
+            // A connection error is the client's business (or an injected reset).
+            let _ = conn.await;
+        });
+    }
+}
+
+async fn route(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ConnectionReset> {
+    let api = match req.uri().path() {
+        "/v1/chat/completions" => Api::Chat,
+        "/v1/completions" => Api::Completions,
+        "/v1/embeddings" => Api::Embeddings,
+        "/healthz" if req.method() == Method::GET => {
+            let mut res = Response::new(Full::new(bytes::Bytes::from_static(b"ok")));
+            res.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            return Ok(res);
+        }
+        "/_mock/stats" if req.method() == Method::GET => {
+            let body = response::to_json(&shared.stats());
+            return Ok(response::json(StatusCode::OK, body));
+        }
+        "/_mock/reset" if req.method() == Method::POST => {
+            shared.reset();
+            let mut res = Response::new(Full::default());
+            *res.status_mut() = StatusCode::NO_CONTENT;
+            return Ok(res);
+        }
+        "/healthz" | "/_mock/stats" | "/_mock/reset" => {
+            return Ok(method_not_allowed(req.method(), req.uri().path()));
+        }
+        path => {
+            let msg = format!("Unknown request URL: {} {path}.", req.method());
+            let res = response::error(
+                StatusCode::NOT_FOUND,
+                &msg,
+                "invalid_request_error",
+                Some("unknown_url"),
+            );
+            return Ok(res);
+        }
+    };
+    if req.method() != Method::POST {
+        let rates = shared.refuse(Outcome::BadRequest);
+        let mut res = method_not_allowed(req.method(), req.uri().path());
+        response::add_rate_headers(res.headers_mut(), &rates);
+        return Ok(res);
+    }
+    handler::api(&shared, api, req).await
+}
+
+fn method_not_allowed(method: &Method, path: &str) -> Response<Body> {
+    let msg = format!("{method} is not allowed on {path}.");
+    response::error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &msg,
+        "invalid_request_error",
+        None,
+    )
+}

@@ -1,0 +1,211 @@
+//! The state one server shares across connections, and the per-request verdict.
+//!
+//! Everything a request's verdict depends on (counters, limiters, the fault RNG)
+//! sits behind one mutex taken once per request and held only for arithmetic,
+//! so verdicts are serialized in arrival order. The in-flight count and the OK
+//! times are atomics, touched outside the lock.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crate::config::MockConfig;
+use crate::faults::{Fault, Faults};
+use crate::limits::{Limits, RateSnapshot, Throttle};
+use crate::stats::{MockStats, Outcome, Recorder};
+
+/// What happens to a request that parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Over the concurrency cap: 429 at once.
+    Busy,
+    Fault(Fault),
+    Throttled(Throttle),
+    /// Admitted and charged: a 200, the `id`-th since start.
+    Accept {
+        id: u64,
+        truncate: bool,
+    },
+}
+
+/// A verdict, the extra latency drawn for it, and the headers to send with it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Decision {
+    pub(crate) verdict: Verdict,
+    pub(crate) jitter_ms: u64,
+    pub(crate) rates: RateSnapshot,
+}
+
+/// The state of one server, shared by all its connections.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) cfg: MockConfig,
+    /// Time zero of the limiters and the sliding window.
+    origin: Instant,
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
+    /// Unix ms of the first and last 200 sent; zero for none.
+    first_ok_ms: AtomicU64,
+    last_ok_ms: AtomicU64,
+    locked: Mutex<Locked>,
+}
+
+#[derive(Debug)]
+struct Locked {
+    recorder: Recorder,
+    limits: Limits,
+    faults: Faults,
+    next_id: u64,
+}
+
+impl Locked {
+    fn new(cfg: &MockConfig) -> Locked {
+        Locked {
+            recorder: Recorder::default(),
+            limits: Limits::new(cfg.rpm, cfg.tpm),
+            faults: Faults::new(cfg),
+            next_id: 0,
+        }
+    }
+}
+
+/// A request's place among those in flight; leaving it (response produced, or
+/// the client gone and the request dropped) frees the place.
+#[derive(Debug)]
+pub(crate) struct InFlight<'a>(&'a AtomicU64);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Shared {
+    /// A fresh server state; the limiters' clock starts now.
+    pub(crate) fn new(cfg: MockConfig) -> Shared {
+        Shared {
+            locked: Mutex::new(Locked::new(&cfg)),
+            cfg,
+            origin: Instant::now(),
+            in_flight: AtomicU64::new(0),
+            max_in_flight: AtomicU64::new(0),
+            first_ok_ms: AtomicU64::new(0),
+            last_ok_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Locked> {
+        // The lock guards plain counters that are valid after any panic.
+        self.locked.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn now_nanos(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Counts a request answered before admission (401, 400, 405) and returns
+    /// the headers to send with it.
+    pub(crate) fn refuse(&self, outcome: Outcome) -> RateSnapshot {
+        let mut locked = self.lock();
+        locked.recorder.count(outcome);
+        locked.limits.snapshot(self.now_nanos())
+    }
+
+    /// Takes a place in flight, or `None` when the concurrency cap is reached.
+    pub(crate) fn enter(&self) -> Option<InFlight<'_>> {
+        let cap = self.cfg.max_concurrency.map_or(u64::MAX, |c| c as u64);
+        let before = self
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < cap).then_some(n + 1)
+            })
+            .ok()?;
+        self.max_in_flight.fetch_max(before + 1, Ordering::Relaxed);
+        Some(InFlight(&self.in_flight))
+    }
+
+    /// Decides a parsed request costing `tokens`, with body hash `hash`;
+    /// `entered` says whether it got a place in flight.
+    pub(crate) fn decide(&self, entered: bool, tokens: u64, hash: u64) -> Decision {
+        let mut locked = self.lock();
+        let now = self.now_nanos();
+        let (verdict, jitter_ms) = if entered {
+            let draws = locked.faults.draw();
+            let verdict = match draws.fault {
+                Some(fault) => {
+                    locked.recorder.count(match fault {
+                        Fault::Reset => Outcome::Reset,
+                        Fault::Hang => Outcome::Hang,
+                        Fault::ServerError => Outcome::ServerError,
+                    });
+                    Verdict::Fault(fault)
+                }
+                None => match locked.limits.admit(now, tokens) {
+                    Err(throttle) => {
+                        locked.recorder.count(Outcome::RateLimited);
+                        Verdict::Throttled(throttle)
+                    }
+                    Ok(()) => {
+                        locked.recorder.accept(now / 1_000_000, tokens, hash);
+                        locked.recorder.count(if draws.truncate {
+                            Outcome::Truncated
+                        } else {
+                            Outcome::Ok
+                        });
+                        locked.next_id += 1;
+                        Verdict::Accept {
+                            id: locked.next_id,
+                            truncate: draws.truncate,
+                        }
+                    }
+                },
+            };
+            (verdict, draws.jitter_ms)
+        } else {
+            locked.recorder.count(Outcome::RateLimited);
+            (Verdict::Busy, 0)
+        };
+        Decision {
+            verdict,
+            jitter_ms,
+            rates: locked.limits.snapshot(now),
+        }
+    }
+
+    /// Notes that a 200 left now.
+    pub(crate) fn sent_ok(&self) {
+        let ms = unix_ms();
+        let _ = self
+            .first_ok_ms
+            .compare_exchange(0, ms, Ordering::Relaxed, Ordering::Relaxed);
+        self.last_ok_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// A snapshot of the stats.
+    pub(crate) fn stats(&self) -> MockStats {
+        let mut stats = self.lock().recorder.stats.clone();
+        stats.max_in_flight = self.max_in_flight.load(Ordering::Relaxed);
+        let some = |ms: u64| (ms > 0).then_some(ms);
+        stats.first_ok_unix_ms = some(self.first_ok_ms.load(Ordering::Relaxed));
+        stats.last_ok_unix_ms = some(self.last_ok_ms.load(Ordering::Relaxed));
+        stats
+    }
+
+    /// Zeroes the stats and restarts the limiters, RNG and ids; requests in
+    /// flight stay counted as in flight.
+    pub(crate) fn reset(&self) {
+        let mut locked = self.lock();
+        *locked = Locked::new(&self.cfg);
+        self.max_in_flight
+            .store(self.in_flight.load(Ordering::Acquire), Ordering::Relaxed);
+        self.first_ok_ms.store(0, Ordering::Relaxed);
+        self.last_ok_ms.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Now in Unix milliseconds (zero if the clock is before 1970).
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

@@ -1,0 +1,185 @@
+//! What the mock saw: outcome counters, per-minute maxima and duplicate bodies.
+
+use std::collections::{HashSet, VecDeque};
+
+/// A snapshot of what the mock has seen since it started or was last reset.
+///
+/// Every API request lands in exactly one of the outcome counters (`ok` through
+/// `bad_requests`), so they add up to `requests`.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct MockStats {
+    /// Every request received on an API route.
+    pub requests: u64,
+    /// Complete 200s.
+    pub ok: u64,
+    /// 429s, from rpm, tpm or the concurrency cap.
+    pub rate_limited: u64,
+    /// Injected 500s.
+    pub server_errors: u64,
+    /// Connections closed with no response.
+    pub resets: u64,
+    /// Requests that got no response for an hour.
+    pub hangs: u64,
+    /// 200s whose body was cut in half.
+    pub truncated: u64,
+    /// 401s: missing or wrong API key.
+    pub unauthorized: u64,
+    /// 400s (and 405s): a request the client should never have sent.
+    pub bad_requests: u64,
+    /// Peak number of requests being handled at once (past the concurrency cap
+    /// check, so never above it).
+    pub max_in_flight: u64,
+    /// Most accepted requests in any sliding 60 s window: compare with rpm.
+    pub max_requests_per_minute: u64,
+    /// Most tokens charged to accepted requests in any sliding 60 s window:
+    /// compare with tpm.
+    pub max_tokens_per_minute: u64,
+    /// Tokens charged (prompt + completion) to accepted requests.
+    pub tokens_charged: u64,
+    /// Accepted requests whose exact body was accepted before: work the client
+    /// paid for twice.
+    pub duplicate_requests: u64,
+    /// Unix time in milliseconds the first 200 was sent.
+    pub first_ok_unix_ms: Option<u64>,
+    /// Unix time in milliseconds the last 200 was sent.
+    pub last_ok_unix_ms: Option<u64>,
+}
+
+/// One outcome of an API request, for the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Ok,
+    Truncated,
+    RateLimited,
+    ServerError,
+    Reset,
+    Hang,
+    Unauthorized,
+    BadRequest,
+}
+
+/// Accepted requests of one millisecond: the sliding window's unit, which keeps
+/// it at most 60,000 entries however fast the client goes.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    ms: u64,
+    requests: u64,
+    tokens: u64,
+}
+
+const WINDOW_MS: u64 = 60_000;
+
+/// The counters behind [`MockStats`], kept under the server's lock.
+#[derive(Debug, Default)]
+pub(crate) struct Recorder {
+    /// Everything but `max_in_flight` and the OK times, which are atomics
+    /// outside the lock.
+    pub(crate) stats: MockStats,
+    window: VecDeque<Slot>,
+    window_requests: u64,
+    window_tokens: u64,
+    /// Hashes of accepted bodies.
+    seen: HashSet<u64>,
+}
+
+impl Recorder {
+    /// Counts one API request and its outcome.
+    pub(crate) fn count(&mut self, outcome: Outcome) {
+        let s = &mut self.stats;
+        s.requests += 1;
+        let counter = match outcome {
+            Outcome::Ok => &mut s.ok,
+            Outcome::Truncated => &mut s.truncated,
+            Outcome::RateLimited => &mut s.rate_limited,
+            Outcome::ServerError => &mut s.server_errors,
+            Outcome::Reset => &mut s.resets,
+            Outcome::Hang => &mut s.hangs,
+            Outcome::Unauthorized => &mut s.unauthorized,
+            Outcome::BadRequest => &mut s.bad_requests,
+        };
+        *counter += 1;
+    }
+
+    /// Records a request admitted at `now_ms` (since the server's origin) that
+    /// was charged `tokens`, with body hash `hash`.
+    pub(crate) fn accept(&mut self, now_ms: u64, tokens: u64, hash: u64) {
+        while let Some(front) = self.window.front() {
+            if front.ms + WINDOW_MS > now_ms {
+                break;
+            }
+            self.window_requests -= front.requests;
+            self.window_tokens -= front.tokens;
+            self.window.pop_front();
+        }
+        match self.window.back_mut() {
+            // Admissions happen under one lock, so times only repeat or grow.
+            Some(back) if back.ms >= now_ms => {
+                back.requests += 1;
+                back.tokens += tokens;
+            }
+            _ => self.window.push_back(Slot {
+                ms: now_ms,
+                requests: 1,
+                tokens,
+            }),
+        }
+        self.window_requests += 1;
+        self.window_tokens += tokens;
+        let s = &mut self.stats;
+        s.max_requests_per_minute = s.max_requests_per_minute.max(self.window_requests);
+        s.max_tokens_per_minute = s.max_tokens_per_minute.max(self.window_tokens);
+        s.tokens_charged += tokens;
+        if !self.seen.insert(hash) {
+            s.duplicate_requests += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_maxima_forget_what_is_a_minute_old() {
+        let mut r = Recorder::default();
+        r.accept(0, 10, 1);
+        r.accept(0, 10, 2);
+        r.accept(30_000, 5, 3);
+        assert_eq!(r.stats.max_requests_per_minute, 3);
+        assert_eq!(r.stats.max_tokens_per_minute, 25);
+        // At 60 s the two at 0 s leave the window: 2 requests, 105 tokens.
+        r.accept(60_000, 100, 4);
+        assert_eq!(r.stats.max_requests_per_minute, 3);
+        assert_eq!(r.stats.max_tokens_per_minute, 105);
+        r.accept(60_001, 1, 5);
+        r.accept(60_002, 1, 6);
+        assert_eq!(r.stats.max_requests_per_minute, 4);
+        assert_eq!(r.stats.tokens_charged, 127);
+    }
+
+    #[test]
+    fn the_same_body_accepted_twice_is_a_duplicate() {
+        let mut r = Recorder::default();
+        r.accept(0, 1, 7);
+        r.accept(1, 1, 8);
+        r.accept(2, 1, 7);
+        r.accept(3, 1, 7);
+        assert_eq!(r.stats.duplicate_requests, 2);
+    }
+
+    #[test]
+    fn every_outcome_counts_as_a_request() {
+        let mut r = Recorder::default();
+        for o in [
+            Outcome::Ok,
+            Outcome::Truncated,
+            Outcome::Hang,
+            Outcome::BadRequest,
+        ] {
+            r.count(o);
+        }
+        let s = &r.stats;
+        assert_eq!((s.requests, s.ok, s.truncated, s.hangs), (4, 1, 1, 1));
+        assert_eq!(s.bad_requests, 1);
+    }
+}

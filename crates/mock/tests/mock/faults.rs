@@ -1,0 +1,159 @@
+//! Injected faults, latency and their determinism under a seed.
+
+use std::time::{Duration, Instant};
+
+use http::Method;
+use sluice_mock::MockConfig;
+
+use crate::{chat_body, raw_exchange, Mock};
+
+#[tokio::test]
+async fn fail_rate_one_answers_500() {
+    let mock = Mock::start(MockConfig {
+        fail_rate: 1.0,
+        rpm: Some(60),
+        ..MockConfig::default()
+    })
+    .await;
+    for _ in 0..3 {
+        let res = mock.chat("x").await;
+        assert_eq!(res.status, 500);
+        assert_eq!(res.json()["error"]["type"], "server_error");
+        // Faulted requests are not charged: the 1/min limit is untouched.
+        assert_eq!(res.number("x-ratelimit-remaining-requests"), 1);
+    }
+    let stats = mock.server.stats();
+    assert_eq!(
+        (stats.requests, stats.server_errors, stats.tokens_charged),
+        (3, 3, 0)
+    );
+}
+
+#[tokio::test]
+async fn reset_rate_one_closes_the_connection_without_a_response() {
+    let mock = Mock::start(MockConfig {
+        reset_rate: 1.0,
+        ..MockConfig::default()
+    })
+    .await;
+    let err = mock
+        .send(
+            Method::POST,
+            "/v1/chat/completions",
+            &chat_body("x").to_string(),
+            None,
+        )
+        .await
+        .expect_err("a reset is a connection error");
+    assert!(!err.is_empty());
+    // On the wire: the connection ends with not one byte of response.
+    let raw = raw_exchange(
+        mock.addr(),
+        &chat_body("y").to_string(),
+        Duration::from_secs(2),
+    )
+    .await;
+    match raw {
+        Some(Ok(bytes)) => assert!(bytes.is_empty(), "{:?}", String::from_utf8_lossy(&bytes)),
+        Some(Err(e)) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+        None => panic!("the connection stayed open"),
+    }
+    let stats = mock.server.stats();
+    assert_eq!((stats.requests, stats.resets, stats.ok), (2, 2, 0));
+}
+
+#[tokio::test]
+async fn truncate_rate_one_cuts_the_body_in_half() {
+    let mock = Mock::start(MockConfig {
+        truncate_rate: 1.0,
+        ..MockConfig::default()
+    })
+    .await;
+    let res = mock.chat("x").await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.number("content-length"), res.body.len() as u64);
+    assert!(res.body.len() > 40, "{:?}", res.body);
+    assert!(serde_json::from_slice::<serde_json::Value>(&res.body).is_err());
+    let stats = mock.server.stats();
+    assert_eq!(
+        (
+            stats.requests,
+            stats.truncated,
+            stats.ok,
+            stats.tokens_charged
+        ),
+        (1, 1, 0, 17)
+    );
+}
+
+#[tokio::test]
+async fn a_hung_request_frees_its_place_when_the_client_gives_up() {
+    let cfg = MockConfig {
+        hang_rate: 1.0,
+        max_concurrency: Some(1),
+        ..MockConfig::default()
+    };
+    let mock = Mock::start(cfg).await;
+    let body = chat_body("x").to_string();
+    for _ in 0..2 {
+        // Timing out drops the connection; the second request finding the one
+        // place free (it hangs rather than getting 429) shows the first left.
+        let raw = raw_exchange(mock.addr(), &body, Duration::from_millis(200)).await;
+        assert!(raw.is_none(), "expected no response, got {raw:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stats = mock.server.stats();
+    assert_eq!((stats.requests, stats.hangs, stats.rate_limited), (2, 2, 0));
+    assert_eq!(stats.max_in_flight, 1);
+}
+
+#[tokio::test]
+async fn latency_and_jitter_delay_every_response() {
+    let cfg = MockConfig {
+        latency_ms: 100,
+        jitter_ms: 50,
+        fail_rate: 0.5,
+        ..MockConfig::default()
+    };
+    let mock = Mock::start(cfg).await;
+    for _ in 0..4 {
+        let sent = Instant::now();
+        let res = mock.chat("x").await;
+        let took = sent.elapsed();
+        assert!([200, 500].contains(&res.status));
+        assert!(took >= Duration::from_millis(100), "{took:?}");
+        assert!(took < Duration::from_millis(400), "{took:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_same_seed_gives_the_same_outcomes() {
+    let cfg = |seed| MockConfig {
+        fail_rate: 0.5,
+        seed,
+        ..MockConfig::default()
+    };
+    let (a, b, c) = tokio::join!(
+        Mock::start(cfg(7)),
+        Mock::start(cfg(7)),
+        Mock::start(cfg(8))
+    );
+    let mut outcomes = Vec::new();
+    for mock in [&a, &b, &c] {
+        let mut statuses = Vec::new();
+        for i in 0..32 {
+            statuses.push(mock.chat(&format!("request {i}")).await.status);
+        }
+        outcomes.push(statuses);
+    }
+    assert_eq!(outcomes[0], outcomes[1]);
+    assert_ne!(outcomes[0], outcomes[2]);
+    let failures = outcomes[0].iter().filter(|&&s| s == 500).count();
+    assert!((4..=28).contains(&failures), "{failures} of 32 at rate 0.5");
+    // Replies too depend only on the seed and the request.
+    let (ra, rb) = (a.chat("same").await, b.chat("same").await);
+    assert_eq!(ra.status, rb.status);
+    if ra.status == 200 && rb.status == 200 {
+        assert_eq!(ra.json()["choices"], rb.json()["choices"]);
+    }
+}

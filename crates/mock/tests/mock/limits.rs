@@ -1,0 +1,168 @@
+//! Requests/minute, tokens/minute and the concurrency cap, as a client meets them.
+
+use std::time::{Duration, Instant};
+
+use http::Method;
+use serde_json::json;
+use sluice_limit::estimate_text_tokens;
+use sluice_mock::MockConfig;
+
+use crate::{chat_body, Mock};
+
+#[tokio::test]
+async fn rpm_refuses_a_burst_and_admits_after_retry_after() {
+    // One request per 100 ms.
+    let mock = Mock::start(MockConfig {
+        rpm: Some(600),
+        ..MockConfig::default()
+    })
+    .await;
+    let first = mock.chat("a").await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.number("x-ratelimit-limit-requests"), 600);
+    assert_eq!(first.number("x-ratelimit-remaining-requests"), 0);
+    assert!(
+        first.header("x-ratelimit-reset-requests").ends_with("ms"),
+        "{first:?}"
+    );
+    assert_eq!(first.header("x-ratelimit-limit-tokens"), "");
+
+    let refused = mock.chat("b").await;
+    assert_eq!(refused.status, 429);
+    let wait_ms = refused.number("retry-after-ms");
+    assert!((60..=100).contains(&wait_ms), "retry-after-ms {wait_ms}");
+    assert_eq!(refused.number("retry-after"), 1);
+    let error = &refused.json()["error"];
+    assert_eq!(
+        (&error["type"], &error["code"]),
+        (&json!("requests"), &json!("rate_limit_exceeded"))
+    );
+    let message = error["message"].as_str().expect("message");
+    assert!(
+        message.starts_with("Rate limit reached for requests"),
+        "{message}"
+    );
+    assert!(
+        message.ends_with(&format!("Please try again in {wait_ms}ms.")),
+        "{message}"
+    );
+
+    tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+    assert_eq!(mock.chat("b").await.status, 200);
+    let stats = mock.server.stats();
+    assert_eq!(
+        (stats.ok, stats.rate_limited, stats.max_requests_per_minute),
+        (2, 1, 2)
+    );
+    // The refused request was not charged.
+    assert_eq!(stats.tokens_charged, 2 * (1 + 16));
+}
+
+#[tokio::test]
+async fn tpm_refuses_by_tokens_and_never_admits_a_too_large_request() {
+    // 6,000 tokens/min: 10 ms per token. Each chat below costs 4 + 16 = 20 tokens.
+    let mock = Mock::start(MockConfig {
+        tpm: Some(6_000),
+        ..MockConfig::default()
+    })
+    .await;
+    let prompt = "0123456789abcdef";
+    assert_eq!(estimate_text_tokens(prompt), 4);
+    let first = mock.chat(prompt).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.number("x-ratelimit-limit-tokens"), 6_000);
+    assert_eq!(first.number("x-ratelimit-remaining-tokens"), 0);
+
+    let refused = mock.chat(prompt).await;
+    assert_eq!(refused.status, 429);
+    assert_eq!(refused.json()["error"]["type"], "tokens");
+    let wait_ms = refused.number("retry-after-ms");
+    assert!((150..=200).contains(&wait_ms), "retry-after-ms {wait_ms}");
+    tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+    let admitted = mock.chat(prompt).await;
+    assert_eq!(admitted.status, 200);
+
+    // 6,000 characters of prompt alone exceed the whole limit: refused with no
+    // retry-after, since waiting would not help.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let huge = mock.chat(&"x".repeat(24_000)).await;
+    assert_eq!(huge.status, 429);
+    assert_eq!(huge.header("retry-after"), "");
+    let message = huge.json()["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(message.contains("Request too large"), "{message}");
+    // ...and it did not use up the budget either.
+    let idle = mock.chat(prompt).await;
+    assert_eq!(idle.status, 200);
+    let stats = mock.server.stats();
+    assert_eq!(
+        (stats.ok, stats.rate_limited, stats.tokens_charged),
+        (3, 2, 60)
+    );
+    assert_eq!(stats.max_tokens_per_minute, 60);
+}
+
+#[tokio::test]
+async fn concurrency_cap_answers_429_at_once() {
+    let cfg = MockConfig {
+        latency_ms: 300,
+        max_concurrency: Some(2),
+        ..MockConfig::default()
+    };
+    let mock = Mock::start(cfg).await;
+    let timed = |content: &'static str, after_ms: u64| {
+        let mock = &mock;
+        async move {
+            tokio::time::sleep(Duration::from_millis(after_ms)).await;
+            let sent = Instant::now();
+            let res = mock.chat(content).await;
+            (res, sent.elapsed())
+        }
+    };
+    // Two fill the cap; a third, sent while they wait, is refused without latency.
+    let (x, y, z) = tokio::join!(timed("x", 0), timed("y", 0), timed("z", 100));
+    assert_eq!((x.0.status, y.0.status), (200, 200));
+    assert!(
+        x.1 >= Duration::from_millis(300),
+        "latency applies: {:?}",
+        x.1
+    );
+    assert_eq!(z.0.status, 429);
+    assert!(z.1 < Duration::from_millis(200), "429 at once: {:?}", z.1);
+    assert_eq!(z.0.number("retry-after-ms"), 300);
+    assert_eq!(z.0.number("retry-after"), 1);
+    // Finished requests free their places.
+    assert_eq!(timed("w", 0).await.0.status, 200);
+    let stats = mock.server.stats();
+    assert_eq!(
+        (stats.ok, stats.rate_limited, stats.max_in_flight),
+        (3, 1, 2)
+    );
+}
+
+#[tokio::test]
+async fn resetting_the_mock_resets_its_limiters() {
+    let mock = Mock::start(MockConfig {
+        rpm: Some(1),
+        ..MockConfig::default()
+    })
+    .await;
+    assert_eq!(mock.chat("a").await.status, 200);
+    let refused = mock.chat("b").await;
+    assert_eq!(refused.status, 429);
+    assert!(refused.number("retry-after") >= 59, "{refused:?}");
+    assert_eq!(
+        refused.header("x-ratelimit-reset-requests").chars().last(),
+        Some('s')
+    );
+    let reset = mock
+        .send(Method::POST, "/_mock/reset", "", None)
+        .await
+        .expect("reset");
+    assert_eq!(reset.status, 204);
+    let again = mock.post("/v1/chat/completions", &chat_body("b")).await;
+    assert_eq!(again.status, 200);
+    assert_eq!(again.number("x-ratelimit-remaining-requests"), 0);
+}

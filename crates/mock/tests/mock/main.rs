@@ -1,0 +1,137 @@
+//! The mock driven over a real socket on 127.0.0.1, as sluice's client sees it.
+
+mod api;
+mod faults;
+mod limits;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+use sluice_mock::{MockConfig, MockServer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A mock server and a pooled keep-alive client pointed at it.
+pub(crate) struct Mock {
+    pub(crate) server: MockServer,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+/// A whole response.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+}
+
+impl Reply {
+    /// The body as JSON; panics when it is not.
+    pub(crate) fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {:?}", self.body))
+    }
+
+    /// A header as text, or "" when absent.
+    pub(crate) fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// A numeric header; panics when absent.
+    pub(crate) fn number(&self, name: &str) -> u64 {
+        self.header(name)
+            .parse()
+            .unwrap_or_else(|_| panic!("header {name}: {self:?}"))
+    }
+}
+
+impl Mock {
+    pub(crate) async fn start(cfg: MockConfig) -> Mock {
+        let server = MockServer::start(0, cfg).await.expect("bind 127.0.0.1:0");
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        Mock { server, client }
+    }
+
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.server.addr()
+    }
+
+    /// Sends one request; `Err` is a connection-level failure.
+    pub(crate) async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: &str,
+        key: Option<&str>,
+    ) -> Result<Reply, String> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.addr()))
+            .header("content-type", "application/json");
+        if let Some(key) = key {
+            req = req.header("authorization", format!("Bearer {key}"));
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .map_err(|e| e.to_string())?;
+        let res = self
+            .client
+            .request(req)
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        let (parts, body) = res.into_parts();
+        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok(Reply {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        })
+    }
+
+    /// POSTs `body` as JSON; panics on a connection-level failure.
+    pub(crate) async fn post(&self, path: &str, body: &Value) -> Reply {
+        self.send(Method::POST, path, &body.to_string(), None)
+            .await
+            .expect(path)
+    }
+
+    pub(crate) async fn get(&self, path: &str) -> Reply {
+        self.send(Method::GET, path, "", None).await.expect(path)
+    }
+
+    /// A one-message chat request.
+    pub(crate) async fn chat(&self, content: &str) -> Reply {
+        self.post("/v1/chat/completions", &chat_body(content)).await
+    }
+}
+
+pub(crate) fn chat_body(content: &str) -> Value {
+    json!({"model": "gpt-mock", "messages": [{"role": "user", "content": content}]})
+}
+
+/// Sends a raw HTTP/1.1 request over a fresh connection and reads until the
+/// server closes it or `timeout` passes (`None` then).
+pub(crate) async fn raw_exchange(
+    addr: SocketAddr,
+    body: &str,
+    timeout: Duration,
+) -> Option<std::io::Result<Vec<u8>>> {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: mock\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(timeout, stream.read_to_end(&mut received)).await;
+    read.ok().map(|r| r.map(|_| received))
+}

@@ -1,0 +1,189 @@
+//! Command-line arguments: every flag's `///` line is its `--help` text.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Run any batch of API calls as fast as every limit allows, record every
+/// result durably, and resume exactly where it stopped.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about, max_term_width = 100)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run or resume a batch: `sluice run requests.jsonl --url URL`.
+    Run(RunArgs),
+    /// Progress, counts, rates and errors of a run (default: the latest).
+    Status(StatusArgs),
+    /// List the runs in the store.
+    Runs(RunsArgs),
+    /// Write a run's results in input order.
+    Export(ExportArgs),
+    /// Serve a built-in OpenAI-compatible fake API for demos, tests and benchmarks.
+    Mock(MockArgs),
+    /// Run a bundled example batch against the built-in mock.
+    Demo(DemoArgs),
+}
+
+/// Where runs are recorded.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct StoreArg {
+    /// SQLite database holding runs and results.
+    #[arg(long, env = "SLUICE_STORE", default_value = ".sluice/sluice.db")]
+    pub(crate) store: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// JSONL file of requests (Batch API lines or bare bodies); `-` reads stdin.
+    pub(crate) input: String,
+    /// Endpoint URL, e.g. http://127.0.0.1:8080/v1/chat/completions; a Batch API
+    /// line's `url` path replaces the path.
+    #[arg(long, env = "SLUICE_URL")]
+    pub(crate) url: Option<String>,
+    /// Calls in progress at most (including those waiting to retry).
+    #[arg(long, default_value_t = 64)]
+    pub(crate) concurrency: usize,
+    /// Requests per minute, held continuously (GCRA, no bursts).
+    #[arg(long)]
+    pub(crate) rpm: Option<u64>,
+    /// Tokens per minute (prompt estimate + max_tokens reserved, corrected by usage).
+    #[arg(long)]
+    pub(crate) tpm: Option<u64>,
+    /// Retries of a retryable failure (429, 5xx, time-out, reset, bad body).
+    #[arg(long, default_value_t = 5)]
+    pub(crate) retries: u32,
+    /// Time-out of one attempt, whole exchange (e.g. 60s, 500ms).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub(crate) timeout: Duration,
+    /// First retry delay ceiling; doubles per attempt, with full jitter.
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub(crate) backoff_base: Duration,
+    /// Longest retry delay.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub(crate) backoff_cap: Duration,
+    /// Environment variable holding the API key, sent as a bearer token.
+    #[arg(long)]
+    pub(crate) api_key_env: Option<String>,
+    /// Write results here when the run ends (`.csv` for CSV, else JSONL);
+    /// without it results go to stdout (unless --json).
+    #[arg(long)]
+    pub(crate) out: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) store: StoreArg,
+    /// Start a new run instead of resuming the last run of this input.
+    #[arg(long)]
+    pub(crate) fresh: bool,
+    /// Record malformed lines as failed and run the rest (default: refuse to start).
+    #[arg(long)]
+    pub(crate) skip_bad: bool,
+    /// Print a machine-readable summary on stdout.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Name of a new run (default: the input file's name).
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    /// Seconds between progress lines when stderr is not a terminal.
+    #[arg(long, env = "SLUICE_PROGRESS_INTERVAL", default_value_t = 5.0)]
+    pub(crate) progress_interval: f64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    /// Run id or name (default: the latest run).
+    pub(crate) run: Option<String>,
+    #[command(flatten)]
+    pub(crate) store: StoreArg,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunsArgs {
+    #[command(flatten)]
+    pub(crate) store: StoreArg,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum Format {
+    /// OpenAI Batch API output lines.
+    Jsonl,
+    /// One row per item.
+    Csv,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ExportArgs {
+    /// Run id or name.
+    pub(crate) run: String,
+    /// Output format (default: from --out's extension, else jsonl).
+    #[arg(long, value_enum)]
+    pub(crate) format: Option<Format>,
+    /// Output file (default: stdout).
+    #[arg(long)]
+    pub(crate) out: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) store: StoreArg,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct MockArgs {
+    /// Port on 127.0.0.1 (0 picks a free one); prints `listening on 127.0.0.1:PORT` first.
+    #[arg(long, default_value_t = 8080)]
+    pub(crate) port: u16,
+    /// Latency added to every response, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) latency_ms: u64,
+    /// Uniform random extra latency up to this many milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) jitter_ms: u64,
+    /// Requests per minute enforced (429 beyond it).
+    #[arg(long)]
+    pub(crate) rpm: Option<u64>,
+    /// Tokens per minute enforced (429 beyond it).
+    #[arg(long)]
+    pub(crate) tpm: Option<u64>,
+    /// Requests in flight at most (429 beyond it).
+    #[arg(long)]
+    pub(crate) max_concurrency: Option<usize>,
+    /// Share of requests answered with a 500 (0.0–1.0).
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) fail_rate: f64,
+    /// Share of requests whose connection is dropped without a response.
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) reset_rate: f64,
+    /// Share of requests that never get a response.
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) hang_rate: f64,
+    /// Share of 200s whose JSON body is cut short.
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) truncate_rate: f64,
+    /// Seed of the random draws (faults, jitter, replies).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) seed: u64,
+    /// Require `Authorization: Bearer <value of this variable>`.
+    #[arg(long)]
+    pub(crate) api_key_env: Option<String>,
+    /// Reply length in tokens when a request sets no max_tokens.
+    #[arg(long, default_value_t = 16)]
+    pub(crate) completion_tokens: u64,
+    /// Worker threads serving requests.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) threads: usize,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// Items in the demo batch.
+    #[arg(long, default_value_t = 400)]
+    pub(crate) items: u64,
+}

@@ -1,0 +1,65 @@
+//! `sluice mock`: the built-in OpenAI-compatible fake API in the foreground.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use sluice_mock::MockConfig;
+
+use super::UsageError;
+use crate::cli::MockArgs;
+
+pub(crate) fn mock(args: MockArgs) -> anyhow::Result<ExitCode> {
+    for (name, rate) in [
+        ("--fail-rate", args.fail_rate),
+        ("--reset-rate", args.reset_rate),
+        ("--hang-rate", args.hang_rate),
+        ("--truncate-rate", args.truncate_rate),
+    ] {
+        if !(0.0..=1.0).contains(&rate) {
+            return Err(UsageError(format!("{name} must be between 0 and 1, not {rate}")).into());
+        }
+    }
+    let api_key = match &args.api_key_env {
+        Some(var) => Some(std::env::var(var).map_err(|_| {
+            UsageError(format!("the environment variable {var} (from --api-key-env) is not set"))
+        })?),
+        None => None,
+    };
+    let config = MockConfig {
+        latency_ms: args.latency_ms,
+        jitter_ms: args.jitter_ms,
+        rpm: args.rpm,
+        tpm: args.tpm,
+        max_concurrency: args.max_concurrency,
+        fail_rate: args.fail_rate,
+        reset_rate: args.reset_rate,
+        hang_rate: args.hang_rate,
+        truncate_rate: args.truncate_rate,
+        seed: args.seed,
+        api_key,
+        completion_tokens: args.completion_tokens,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.max(1))
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port))
+            .await
+            .with_context(|| format!("cannot listen on 127.0.0.1:{}; is the port in use? try --port 0", args.port))?;
+        let addr = listener.local_addr().context("reading the bound address")?;
+        {
+            // Scripts wait for this line to learn the port.
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "listening on {addr}").context("writing to stdout")?;
+            out.flush().context("writing to stdout")?;
+        }
+        tokio::select! {
+            served = sluice_mock::serve(listener, config) => served.context("serving"),
+            _ = tokio::signal::ctrl_c() => Ok(()),
+        }
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,28 @@
+//! One module per verb; `dispatch` picks it.
+
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command};
+
+mod demo;
+mod export;
+mod mock;
+mod run;
+mod status;
+
+/// A command line that is wrong in a way clap cannot see (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct UsageError(pub(crate) String);
+
+/// Runs the chosen command; `Ok` carries the exit code.
+pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Status(args) => status::status(args),
+        Command::Runs(args) => status::runs(args),
+        Command::Export(args) => export::export(args),
+        Command::Mock(args) => mock::mock(args),
+        Command::Demo(args) => demo::demo(args),
+    }
+}

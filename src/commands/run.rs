@@ -1,0 +1,137 @@
+//! `sluice run`: quick mode over a JSONL file, with progress and a summary.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use sluice_engine::{run_quick, ExportFormat, InputSource, Progress, QuickConfig, RunReport};
+use sluice_limit::Backoff;
+use sluice_store::{SqliteStore, Store};
+
+use super::UsageError;
+use crate::cli::RunArgs;
+use crate::display::{self, ProgressDisplay};
+
+pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    if args.input.ends_with(".toml") {
+        return Err(UsageError(format!(
+            "{}: job files are not supported by this build yet; pass a JSONL file of requests with --url",
+            args.input
+        ))
+        .into());
+    }
+    let Some(url) = args.url.clone() else {
+        return Err(UsageError(
+            "--url is required with a JSONL input, e.g. --url http://127.0.0.1:8080/v1/chat/completions".into(),
+        )
+        .into());
+    };
+    let config = QuickConfig {
+        input: if args.input == "-" {
+            InputSource::Stdin
+        } else {
+            InputSource::Path(PathBuf::from(&args.input))
+        },
+        url,
+        concurrency: args.concurrency,
+        rpm: args.rpm,
+        tpm: args.tpm,
+        retries: args.retries,
+        timeout: args.timeout,
+        api_key_env: args.api_key_env.clone(),
+        store_path: args.store.store.clone(),
+        fresh: args.fresh,
+        skip_bad: args.skip_bad,
+        name: args.name.clone(),
+        backoff: Backoff {
+            base_ms: args.backoff_base.as_millis() as u64,
+            cap_ms: args.backoff_cap.as_millis() as u64,
+        },
+    };
+    let (report, code) = execute(&config, args.progress_interval, !args.json)?;
+    deliver(&args.store.store, &report, args.out.as_deref(), args.json)?;
+    Ok(code)
+}
+
+/// Runs `config` with live progress on stderr and the summary after it.
+pub(crate) fn execute(
+    config: &QuickConfig,
+    progress_interval: f64,
+    summary_on_stderr: bool,
+) -> anyhow::Result<(RunReport, ExitCode)> {
+    let progress = Arc::new(Progress::default());
+    let display = ProgressDisplay::start(progress.clone(), progress_interval);
+    let result = run_quick(config, progress);
+    display.finish();
+    let report = result?;
+    if summary_on_stderr {
+        eprint!("{}", display::summary(&report));
+    }
+    let code = if report.interrupted {
+        ExitCode::from(130)
+    } else if report.progress.failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    };
+    Ok((report, code))
+}
+
+/// Writes the results (to `out`, else stdout) and the JSON summary.
+pub(crate) fn deliver(
+    store_path: &Path,
+    report: &RunReport,
+    out: Option<&Path>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let mut store = SqliteStore::open(store_path)?;
+    if let Some(out) = out {
+        let written =
+            write_atomically(&mut store, &report.run_id, out, ExportFormat::from_path(out))?;
+        if !json {
+            eprintln!("  results    {written} lines → {}", out.display());
+        }
+    } else if !json {
+        let stdout = std::io::stdout();
+        let mut lock = std::io::BufWriter::new(stdout.lock());
+        sluice_engine::export_run(&mut store, &report.run_id, ExportFormat::Jsonl, &mut lock)?;
+        std::io::Write::flush(&mut lock).context("writing results to stdout")?;
+    }
+    if json {
+        let counts = store.counts(&report.run_id)?;
+        let summary = serde_json::json!({
+            "run": report.run_id,
+            "resumed": report.resumed,
+            "interrupted": report.interrupted,
+            "this_run": report.progress,
+            "recorded": counts,
+            "out": out.map(|p| p.display().to_string()),
+        });
+        println!("{summary}");
+    }
+    Ok(())
+}
+
+/// Exports to a temporary file beside `out` and renames it into place, so a
+/// crash never leaves a half-written results file.
+pub(crate) fn write_atomically(
+    store: &mut SqliteStore,
+    run_id: &str,
+    out: &Path,
+    format: ExportFormat,
+) -> anyhow::Result<u64> {
+    let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.partial",
+        out.file_name().and_then(|n| n.to_str()).unwrap_or("results")
+    ));
+    let file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let mut writer = std::io::BufWriter::new(file);
+    let written = sluice_engine::export_run(store, run_id, format, &mut writer)?;
+    let file = writer.into_inner().context("flushing results")?;
+    file.sync_all().context("syncing results")?;
+    std::fs::rename(&tmp, out).with_context(|| format!("renaming into {}", out.display()))?;
+    Ok(written)
+}

@@ -1,0 +1,120 @@
+//! `sluice status` and `sluice runs`: what the store knows about runs.
+
+use std::process::ExitCode;
+
+use sluice_store::{RunCounts, RunMeta, SqliteStore, Store};
+
+use super::UsageError;
+use crate::cli::{RunsArgs, StatusArgs};
+use crate::display::{fmt_count, fmt_duration, fmt_time};
+
+pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let mut store = SqliteStore::open(&args.store.store)?;
+    let run = match &args.run {
+        Some(key) => store.find_run(key)?.ok_or_else(|| {
+            UsageError(format!("no run {key:?}; list runs with `sluice runs`"))
+        })?,
+        None => match store.list_runs()?.into_iter().next() {
+            Some(summary) => summary.run,
+            None => {
+                return Err(UsageError(format!(
+                    "no runs in {} yet; start one with `sluice run`",
+                    args.store.store.display()
+                ))
+                .into())
+            }
+        },
+    };
+    let counts = store.counts(&run.id)?;
+    let errors = store.top_errors(&run.id, 5)?;
+    let pending = pending(&run, &counts);
+    if args.json {
+        let value = serde_json::json!({
+            "run": run,
+            "counts": counts,
+            "pending": pending,
+            "top_errors": errors.iter().map(|(m, n)| serde_json::json!({"error": m, "count": n})).collect::<Vec<_>>(),
+        });
+        println!("{value}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("run        {} ({})", run.id, run.state);
+    if let Some(input) = run.settings.get("input").and_then(|v| v.as_str()) {
+        println!("input      {input}");
+    }
+    if let Some(url) = run.settings.get("url").and_then(|v| v.as_str()) {
+        println!("url        {url}");
+    }
+    println!("created    {}", fmt_time(run.created_at));
+    println!(
+        "items      {} total · {} done · {} failed · {} pending",
+        run.total.map(fmt_count).unwrap_or_else(|| "?".into()),
+        fmt_count(counts.done),
+        fmt_count(counts.failed),
+        pending.map(fmt_count).unwrap_or_else(|| "?".into()),
+    );
+    println!(
+        "calls      {} attempts · {} retries · {} × 429",
+        fmt_count(counts.attempts),
+        fmt_count(counts.retries),
+        fmt_count(counts.throttled)
+    );
+    println!(
+        "tokens     {} prompt · {} completion",
+        fmt_count(counts.prompt_tokens),
+        fmt_count(counts.completion_tokens)
+    );
+    if let (Some(first), Some(last)) = (counts.first_started_at, counts.last_finished_at) {
+        let span = (last - first).max(1) as f64 / 1000.0;
+        let finished = counts.done + counts.failed;
+        println!(
+            "rate       {:.1} items/s over {} · mean latency {} ms",
+            finished as f64 / span,
+            fmt_duration(std::time::Duration::from_secs_f64(span)),
+            counts.latency_ms_sum / finished.max(1)
+        );
+    }
+    if !errors.is_empty() {
+        println!("errors");
+        for (message, count) in errors {
+            println!("  {count:>7} × {message}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
+    let mut store = SqliteStore::open(&args.store.store)?;
+    let runs = store.list_runs()?;
+    if args.json {
+        println!("{}", serde_json::to_string(&runs)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if runs.is_empty() {
+        eprintln!("no runs in {}", args.store.store.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<28} {:<12} {:<20} {:>10} {:>10} {:>8} {:>10}",
+        "RUN", "STATE", "CREATED", "TOTAL", "DONE", "FAILED", "PENDING"
+    );
+    for summary in runs {
+        let pending = pending(&summary.run, &summary.counts);
+        println!(
+            "{:<28} {:<12} {:<20} {:>10} {:>10} {:>8} {:>10}",
+            summary.run.id,
+            summary.run.state,
+            fmt_time(summary.run.created_at),
+            summary.run.total.map(|t| t.to_string()).unwrap_or_else(|| "?".into()),
+            summary.counts.done,
+            summary.counts.failed,
+            pending.map(|p| p.to_string()).unwrap_or_else(|| "?".into()),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Items of the input with no recorded outcome.
+fn pending(run: &RunMeta, counts: &RunCounts) -> Option<u64> {
+    run.total.map(|t| t.saturating_sub(counts.done + counts.failed))
+}

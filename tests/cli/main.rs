@@ -1,0 +1,11 @@
+//! Integration tests: the real `sluice` binary against a real `sluice mock`
+//! process on 127.0.0.1.
+
+mod util;
+
+mod commands;
+mod faults;
+mod input;
+mod limits;
+mod resume;
+mod run;

@@ -1,0 +1,149 @@
+//! Resume: a rerun sends only what is not done; kill -9 loses nothing.
+
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+#[test]
+fn a_rerun_sends_nothing_then_only_changed_and_new_lines() {
+    let mock = Mock::start(&[]);
+    let s = Scratch::new();
+    let mut lines = chat_lines(30);
+    let input = s.write_lines("in.jsonl", &lines);
+    let run = |s: &Scratch| {
+        let output = s
+            .sluice(&["run", input.to_str().unwrap(), "--url", &mock.chat_url(), "--json"])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        json_stdout(&output)
+    };
+    assert_eq!(run(&s)["this_run"]["done"], 30);
+    let again = run(&s);
+    assert_eq!(again["this_run"]["skipped"], 30);
+    assert_eq!(again["this_run"]["attempts"], 0);
+    assert_eq!(mock.stats()["requests"], 30);
+
+    // Edit one request, insert a new line at the top: both are sent, the rest
+    // skipped even though every line moved.
+    lines[7] = chat_line("r-00007", "a different question", 7);
+    lines.insert(0, chat_line("new", "brand new", 99));
+    s.write_lines("in.jsonl", &lines);
+    let edited = run(&s);
+    assert_eq!(edited["this_run"]["done"], 2);
+    assert_eq!(edited["this_run"]["skipped"], 29);
+    assert_eq!(mock.stats()["requests"], 32);
+    // Export follows the new input order.
+    let out = s.path("out.jsonl");
+    s.sluice(&["export", edited["run"].as_str().unwrap(), "--out", out.to_str().unwrap()])
+        .assert()
+        .success();
+    let ids: Vec<String> = read_jsonl(&out).iter().map(|r| r["custom_id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(ids[0], "new");
+    assert_eq!(ids[1], "r-00000");
+    assert_eq!(ids.len(), 31);
+}
+
+#[test]
+fn fresh_starts_a_new_run() {
+    let mock = Mock::start(&[]);
+    let s = Scratch::new();
+    let input = s.write_lines("in.jsonl", &chat_lines(5));
+    for _ in 0..2 {
+        s.sluice(&["run", input.to_str().unwrap(), "--url", &mock.chat_url(), "--fresh"])
+            .assert()
+            .success();
+    }
+    assert_eq!(mock.stats()["requests"], 10);
+    let runs = s.sluice(&["runs", "--json"]).output().unwrap();
+    let runs = json_stdout(&runs);
+    let ids: Vec<&str> = runs.as_array().unwrap().iter().map(|r| r["run"]["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec!["in-2", "in-1"]);
+}
+
+#[test]
+fn kill_9_mid_run_then_rerun_gives_every_item_exactly_once() {
+    let mock = Mock::start(&["--latency-ms", "20", "--jitter-ms", "20", "--seed", "4"]);
+    let s = Scratch::new();
+    let n = 3_000;
+    let input = s.write_lines("in.jsonl", &chat_lines(n));
+    let out = s.path("out.jsonl");
+    let args = [
+        "run", input.to_str().unwrap(), "--url", &mock.chat_url(), "--concurrency", "40",
+        "--out", out.to_str().unwrap(),
+    ];
+    for _ in 0..2 {
+        // Start, let it record some outcomes, then kill -9.
+        let before = u(&mock.stats()["ok"]);
+        let mut child = Command::new(bin())
+            .current_dir(s.dir.path())
+            .args(args)
+            .env("SLUICE_STORE", s.store())
+            .env("SLUICE_PROGRESS_INTERVAL", "0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while u(&mock.stats()["ok"]) < before + 300 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    let sent_before_last = u(&mock.stats()["requests"]);
+    assert!(sent_before_last < n as u64, "the kills came too late to test anything");
+    let output = s.sluice(&args).output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let results = read_jsonl(&out);
+    assert_eq!(results.len(), n);
+    let mut seen = HashMap::new();
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r["custom_id"], format!("r-{i:05}"));
+        assert_eq!(r["response"]["status_code"], 200);
+        *seen.entry(r["custom_id"].as_str().unwrap().to_string()).or_insert(0) += 1;
+    }
+    assert!(seen.values().all(|&c| c == 1));
+    let stats = mock.stats();
+    // Only what was in flight (or answered but not yet committed) at each kill
+    // was sent twice.
+    let duplicates = u(&stats["duplicate_requests"]);
+    assert!(duplicates < 1_000, "{duplicates} requests sent twice");
+    assert_eq!(u(&stats["ok"]) - duplicates, n as u64);
+}
+
+#[test]
+fn sigint_saves_state_exits_130_and_the_rerun_finishes() {
+    let mock = Mock::start(&["--latency-ms", "50"]);
+    let s = Scratch::new();
+    let input = s.write_lines("in.jsonl", &chat_lines(400));
+    let args = ["run", input.to_str().unwrap(), "--url", &mock.chat_url(), "--concurrency", "10", "--json"];
+    let child = Command::new(bin())
+        .current_dir(s.dir.path())
+        .args(args)
+        .env("SLUICE_STORE", s.store())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while u(&mock.stats()["ok"]) < 30 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
+    let summary = json_stdout(&output);
+    assert_eq!(summary["interrupted"], true);
+    let done_first = u(&summary["recorded"]["done"]);
+    assert!(done_first > 0 && done_first < 400);
+    let status = json_stdout(&s.sluice(&["status", "--json"]).output().unwrap());
+    assert_eq!(status["run"]["state"], "interrupted");
+    let rerun = s.sluice(&args).output().unwrap();
+    assert_eq!(rerun.status.code(), Some(0), "{}", stderr(&rerun));
+    let summary = json_stdout(&rerun);
+    assert_eq!(u(&summary["this_run"]["skipped"]), done_first);
+    assert_eq!(summary["recorded"]["done"], 400);
+}

@@ -1,0 +1,157 @@
+//! Small helpers: a mock process, request files, the binary with a scratch store.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+/// Path of the binary under test.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_sluice"))
+}
+
+/// A `sluice mock` child process, killed on drop.
+pub struct Mock {
+    child: Child,
+    pub port: u16,
+}
+
+impl Mock {
+    /// Starts `sluice mock --port 0 ARGS...` and waits for its address line.
+    pub fn start(args: &[&str]) -> Mock {
+        Mock::start_with_env(args, &[])
+    }
+
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Mock {
+        let mut cmd = Command::new(bin());
+        cmd.args(["mock", "--port", "0"]).args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn mock");
+        let stdout = child.stdout.take().expect("mock stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("mock address line");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        let port = addr.rsplit(':').next().unwrap().parse().unwrap();
+        Mock { child, port }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn chat_url(&self) -> String {
+        self.url("/v1/chat/completions")
+    }
+
+    /// What the mock has seen (`GET /_mock/stats`).
+    pub fn stats(&self) -> Value {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            stream,
+            "GET /_mock/stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let body = response.split("\r\n\r\n").nth(1).expect("stats body");
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("stats {body:?}: {e}"))
+    }
+}
+
+impl Drop for Mock {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A scratch directory with a store, for one test.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        Scratch {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn store(&self) -> PathBuf {
+        self.path("store/sluice.db")
+    }
+
+    /// `sluice ARGS... --store <scratch store>`, run in the scratch directory.
+    pub fn sluice(&self, args: &[&str]) -> assert_cmd::Command {
+        let mut cmd = assert_cmd::Command::new(bin());
+        cmd.current_dir(self.dir.path())
+            .args(args)
+            .env("SLUICE_STORE", self.store())
+            .env("SLUICE_PROGRESS_INTERVAL", "0")
+            .timeout(Duration::from_secs(120));
+        cmd
+    }
+
+    /// Writes lines to a file and returns its path.
+    pub fn write_lines(&self, name: &str, lines: &[String]) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        path
+    }
+}
+
+/// `n` Batch API chat lines with ids `r-00000`… and metadata `{"i": i}`.
+pub fn chat_lines(n: usize) -> Vec<String> {
+    (0..n).map(|i| chat_line(&format!("r-{i:05}"), &format!("question number {i}"), i)).collect()
+}
+
+pub fn chat_line(id: &str, prompt: &str, i: usize) -> String {
+    json!({
+        "custom_id": id,
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": "m", "messages": [{"role": "user", "content": prompt}], "max_tokens": 20},
+        "metadata": {"i": i},
+    })
+    .to_string()
+}
+
+/// Parses a JSONL file.
+pub fn read_jsonl(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}")))
+        .collect()
+}
+
+/// Parses stdout of a `--json` command.
+pub fn json_stdout(output: &std::process::Output) -> Value {
+    let text = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("stdout {text:?}: {e}"))
+}
+
+pub fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+pub fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
