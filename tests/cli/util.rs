@@ -9,23 +9,23 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 /// Path of the binary under test.
-pub fn bin() -> PathBuf {
+pub(crate) fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_sluice"))
 }
 
 /// A `sluice mock` child process, killed on drop.
-pub struct Mock {
+pub(crate) struct Mock {
     child: Child,
-    pub port: u16,
+    pub(crate) port: u16,
 }
 
 impl Mock {
     /// Starts `sluice mock --port 0 ARGS...` and waits for its address line.
-    pub fn start(args: &[&str]) -> Mock {
+    pub(crate) fn start(args: &[&str]) -> Mock {
         Mock::start_with_env(args, &[])
     }
 
-    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Mock {
+    pub(crate) fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Mock {
         let mut cmd = Command::new(bin());
         cmd.args(["mock", "--port", "0"]).args(args);
         for (k, v) in env {
@@ -47,16 +47,16 @@ impl Mock {
         Mock { child, port }
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    pub fn chat_url(&self) -> String {
+    pub(crate) fn chat_url(&self) -> String {
         self.url("/v1/chat/completions")
     }
 
     /// What the mock has seen (`GET /_mock/stats`).
-    pub fn stats(&self) -> Value {
+    pub(crate) fn stats(&self) -> Value {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         write!(
@@ -79,27 +79,27 @@ impl Drop for Mock {
 }
 
 /// A scratch directory with a store, for one test.
-pub struct Scratch {
-    pub dir: tempfile::TempDir,
+pub(crate) struct Scratch {
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl Scratch {
-    pub fn new() -> Scratch {
+    pub(crate) fn new() -> Scratch {
         Scratch {
             dir: tempfile::tempdir().unwrap(),
         }
     }
 
-    pub fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
-    pub fn store(&self) -> PathBuf {
+    pub(crate) fn store(&self) -> PathBuf {
         self.path("store/sluice.db")
     }
 
     /// `sluice ARGS... --store <scratch store>`, run in the scratch directory.
-    pub fn sluice(&self, args: &[&str]) -> assert_cmd::Command {
+    pub(crate) fn sluice(&self, args: &[&str]) -> assert_cmd::Command {
         let mut cmd = assert_cmd::Command::new(bin());
         cmd.current_dir(self.dir.path())
             .args(args)
@@ -110,7 +110,7 @@ impl Scratch {
     }
 
     /// Writes lines to a file and returns its path.
-    pub fn write_lines(&self, name: &str, lines: &[String]) -> PathBuf {
+    pub(crate) fn write_lines(&self, name: &str, lines: &[String]) -> PathBuf {
         let path = self.path(name);
         std::fs::write(&path, lines.join("\n") + "\n").unwrap();
         path
@@ -118,11 +118,11 @@ impl Scratch {
 }
 
 /// `n` Batch API chat lines with ids `r-00000`… and metadata `{"i": i}`.
-pub fn chat_lines(n: usize) -> Vec<String> {
+pub(crate) fn chat_lines(n: usize) -> Vec<String> {
     (0..n).map(|i| chat_line(&format!("r-{i:05}"), &format!("question number {i}"), i)).collect()
 }
 
-pub fn chat_line(id: &str, prompt: &str, i: usize) -> String {
+pub(crate) fn chat_line(id: &str, prompt: &str, i: usize) -> String {
     json!({
         "custom_id": id,
         "method": "POST",
@@ -134,7 +134,7 @@ pub fn chat_line(id: &str, prompt: &str, i: usize) -> String {
 }
 
 /// Parses a JSONL file.
-pub fn read_jsonl(path: &Path) -> Vec<Value> {
+pub(crate) fn read_jsonl(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
         .lines()
@@ -143,15 +143,15 @@ pub fn read_jsonl(path: &Path) -> Vec<Value> {
 }
 
 /// Parses stdout of a `--json` command.
-pub fn json_stdout(output: &std::process::Output) -> Value {
+pub(crate) fn json_stdout(output: &std::process::Output) -> Value {
     let text = String::from_utf8_lossy(&output.stdout);
     serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("stdout {text:?}: {e}"))
 }
 
-pub fn stderr(output: &std::process::Output) -> String {
+pub(crate) fn stderr(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-pub fn u(v: &Value) -> u64 {
+pub(crate) fn u(v: &Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
 }

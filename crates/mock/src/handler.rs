@@ -71,7 +71,9 @@ pub(crate) async fn api(
     };
     let place = shared.enter();
     let hash = xxhash_rust::xxh3::xxh3_64_with_seed(&body, shared.cfg.seed);
-    let tokens = parsed.prompt_tokens + parsed.completion_tokens();
+    let tokens = parsed
+        .prompt_tokens
+        .saturating_add(parsed.completion_tokens());
     let decision = shared.decide(place.is_some(), tokens, hash);
     let delay = Duration::from_millis(shared.cfg.latency_ms.saturating_add(decision.jitter_ms));
     let res = match decision.verdict {
@@ -87,7 +89,7 @@ pub(crate) async fn api(
                 "requests",
                 Some("rate_limit_exceeded"),
             );
-            response::add_retry_after(res.headers_mut(), wait_ms * 1_000_000);
+            response::add_retry_after(res.headers_mut(), wait_ms.saturating_mul(1_000_000));
             res
         }
         Verdict::Fault(Fault::Hang) => {

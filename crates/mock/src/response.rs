@@ -125,7 +125,7 @@ pub(crate) fn success(
             let usage = Usage {
                 prompt_tokens: parsed.prompt_tokens,
                 completion_tokens: *completion_tokens,
-                total_tokens: parsed.prompt_tokens + completion_tokens,
+                total_tokens: parsed.prompt_tokens.saturating_add(*completion_tokens),
             };
             if api == Api::Chat {
                 to_json(&Completion {

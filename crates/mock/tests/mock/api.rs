@@ -223,3 +223,50 @@ async fn stats_are_served_and_reset_over_http() {
         (1, 1, 0)
     );
 }
+
+#[tokio::test]
+async fn serve_answers_on_a_given_listener_until_dropped() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(sluice_mock::serve(listener, MockConfig::default()));
+    let raw = crate::raw_exchange(
+        addr,
+        &chat_body("x").to_string(),
+        std::time::Duration::from_millis(300),
+    )
+    .await;
+    // Keep-alive: the response arrives and the connection stays open.
+    assert!(raw.is_none());
+    task.abort();
+    let _ = task.await;
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "still accepting"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_stops_accepting_and_closes_open_connections() {
+    let mock = Mock::start(MockConfig::default()).await;
+    assert_eq!(mock.chat("x").await.status, 200);
+    let addr = mock.addr();
+    let Mock { server, .. } = mock;
+    let mut open = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    server.shutdown();
+    let mut buf = [0u8; 1];
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        tokio::io::AsyncReadExt::read(&mut open, &mut buf),
+    )
+    .await;
+    assert!(
+        matches!(read, Ok(Ok(0) | Err(_))),
+        "open connection not closed: {read:?}"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "still accepting"
+    );
+}
