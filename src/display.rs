@@ -89,10 +89,7 @@ fn status_text(s: &Snapshot) -> String {
     } else {
         0.0
     };
-    let eta = s
-        .eta()
-        .map(fmt_duration)
-        .unwrap_or_else(|| "–".to_string());
+    let eta = s.eta().map(fmt_duration).unwrap_or_else(|| "–".to_string());
     format!(
         "{} done · {} failed · {} in flight · {:.0} calls/s · {} tok/min · {} retries · {} × 429 · ETA {eta}",
         fmt_count(s.done),

@@ -22,7 +22,9 @@ pub(crate) fn mock(args: MockArgs) -> anyhow::Result<ExitCode> {
     }
     let api_key = match &args.api_key_env {
         Some(var) => Some(std::env::var(var).map_err(|_| {
-            UsageError(format!("the environment variable {var} (from --api-key-env) is not set"))
+            UsageError(format!(
+                "the environment variable {var} (from --api-key-env) is not set"
+            ))
         })?),
         None => None,
     };
@@ -48,7 +50,12 @@ pub(crate) fn mock(args: MockArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port))
             .await
-            .with_context(|| format!("cannot listen on 127.0.0.1:{}; is the port in use? try --port 0", args.port))?;
+            .with_context(|| {
+                format!(
+                    "cannot listen on 127.0.0.1:{}; is the port in use? try --port 0",
+                    args.port
+                )
+            })?;
         let addr = listener.local_addr().context("reading the bound address")?;
         {
             // Scripts wait for this line to learn the port.

@@ -87,8 +87,12 @@ pub(crate) fn deliver(
 ) -> anyhow::Result<()> {
     let mut store = SqliteStore::open(store_path)?;
     if let Some(out) = out {
-        let written =
-            write_atomically(&mut store, &report.run_id, out, ExportFormat::from_path(out))?;
+        let written = write_atomically(
+            &mut store,
+            &report.run_id,
+            out,
+            ExportFormat::from_path(out),
+        )?;
         if !json {
             eprintln!("  results    {written} lines → {}", out.display());
         }
@@ -121,13 +125,19 @@ pub(crate) fn write_atomically(
     out: &Path,
     format: ExportFormat,
 ) -> anyhow::Result<u64> {
-    let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let tmp = dir.join(format!(
         ".{}.partial",
-        out.file_name().and_then(|n| n.to_str()).unwrap_or("results")
+        out.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("results")
     ));
-    let file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let file =
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let mut writer = std::io::BufWriter::new(file);
     let written = sluice_engine::export_run(store, run_id, format, &mut writer)?;
     let file = writer.into_inner().context("flushing results")?;

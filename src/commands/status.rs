@@ -11,9 +11,9 @@ use crate::display::{fmt_count, fmt_duration, fmt_time};
 pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let mut store = SqliteStore::open(&args.store.store)?;
     let run = match &args.run {
-        Some(key) => store.find_run(key)?.ok_or_else(|| {
-            UsageError(format!("no run {key:?}; list runs with `sluice runs`"))
-        })?,
+        Some(key) => store
+            .find_run(key)?
+            .ok_or_else(|| UsageError(format!("no run {key:?}; list runs with `sluice runs`")))?,
         None => match store.list_runs()?.into_iter().next() {
             Some(summary) => summary.run,
             None => {
@@ -105,7 +105,11 @@ pub(crate) fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
             summary.run.id,
             summary.run.state,
             fmt_time(summary.run.created_at),
-            summary.run.total.map(|t| t.to_string()).unwrap_or_else(|| "?".into()),
+            summary
+                .run
+                .total
+                .map(|t| t.to_string())
+                .unwrap_or_else(|| "?".into()),
             summary.counts.done,
             summary.counts.failed,
             pending.map(|p| p.to_string()).unwrap_or_else(|| "?".into()),
@@ -116,5 +120,6 @@ pub(crate) fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
 
 /// Items of the input with no recorded outcome.
 fn pending(run: &RunMeta, counts: &RunCounts) -> Option<u64> {
-    run.total.map(|t| t.saturating_sub(counts.done + counts.failed))
+    run.total
+        .map(|t| t.saturating_sub(counts.done + counts.failed))
 }

@@ -10,7 +10,17 @@ fn status_runs_and_export_describe_a_run() {
     lines[1] = lines[1].replace("\"model\":\"m\"", "\"model\":\"m\",\"temperature\":0");
     let input = s.write_lines("batch.jsonl", &lines);
     let output = s
-        .sluice(&["run", input.to_str().unwrap(), "--url", &mock.chat_url(), "--retries", "1", "--backoff-base", "1ms", "--json"])
+        .sluice(&[
+            "run",
+            input.to_str().unwrap(),
+            "--url",
+            &mock.chat_url(),
+            "--retries",
+            "1",
+            "--backoff-base",
+            "1ms",
+            "--json",
+        ])
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
@@ -18,13 +28,22 @@ fn status_runs_and_export_describe_a_run() {
     let status = s.sluice(&["status"]).output().unwrap();
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(text.contains("batch-1 (finished)"), "{text}");
-    assert!(text.contains("4 total · 0 done · 4 failed · 0 pending"), "{text}");
+    assert!(
+        text.contains("4 total · 0 done · 4 failed · 0 pending"),
+        "{text}"
+    );
     assert!(text.contains("4 × server_error: HTTP 500"), "{text}");
 
     let runs = String::from_utf8_lossy(&s.sluice(&["runs"]).output().unwrap().stdout).into_owned();
-    assert!(runs.lines().nth(1).unwrap().starts_with("batch-1"), "{runs}");
+    assert!(
+        runs.lines().nth(1).unwrap().starts_with("batch-1"),
+        "{runs}"
+    );
 
-    let csv = s.sluice(&["export", "batch-1", "--format", "csv"]).output().unwrap();
+    let csv = s
+        .sluice(&["export", "batch-1", "--format", "csv"])
+        .output()
+        .unwrap();
     assert!(csv.status.success());
     let csv = String::from_utf8_lossy(&csv.stdout).into_owned();
     let rows: Vec<&str> = csv.lines().collect();
@@ -44,7 +63,8 @@ fn demo_runs_the_bundled_example_and_summarises() {
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let err = stderr(&output);
     assert!(err.contains("60 total · 60 done · 0 failed"), "{err}");
-    let first: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&output.stdout).trim()).unwrap();
+    let first: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&output.stdout).trim()).unwrap();
     assert_eq!(first["custom_id"], "q-00000");
 }
 

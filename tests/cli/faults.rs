@@ -5,18 +5,38 @@ use serde_json::json;
 use crate::util::*;
 
 /// Runs 60 chat lines against a mock with `mock_args`; returns (exit code, results, mock stats).
-fn run_against(mock_args: &[&str], run_args: &[&str]) -> (Option<i32>, Vec<serde_json::Value>, serde_json::Value, String) {
+fn run_against(
+    mock_args: &[&str],
+    run_args: &[&str],
+) -> (
+    Option<i32>,
+    Vec<serde_json::Value>,
+    serde_json::Value,
+    String,
+) {
     let mock = Mock::start(mock_args);
     let s = Scratch::new();
     let input = s.write_lines("in.jsonl", &chat_lines(60));
     let out = s.path("out.jsonl");
     let output = s
-        .sluice(&["run", input.to_str().unwrap(), "--url", &mock.chat_url(), "--backoff-base", "10ms"])
+        .sluice(&[
+            "run",
+            input.to_str().unwrap(),
+            "--url",
+            &mock.chat_url(),
+            "--backoff-base",
+            "10ms",
+        ])
         .args(["--backoff-cap", "100ms", "--out", out.to_str().unwrap()])
         .args(run_args)
         .output()
         .unwrap();
-    (output.status.code(), read_jsonl(&out), mock.stats(), stderr(&output))
+    (
+        output.status.code(),
+        read_jsonl(&out),
+        mock.stats(),
+        stderr(&output),
+    )
 }
 
 fn all_done(results: &[serde_json::Value]) {
@@ -29,7 +49,10 @@ fn all_done(results: &[serde_json::Value]) {
 
 #[test]
 fn injected_500s_are_retried_until_done() {
-    let (code, results, stats, err) = run_against(&["--fail-rate", "0.3", "--seed", "11"], &["--retries", "20"]);
+    let (code, results, stats, err) = run_against(
+        &["--fail-rate", "0.3", "--seed", "11"],
+        &["--retries", "20"],
+    );
     assert_eq!(code, Some(0), "{err}");
     all_done(&results);
     assert!(u(&stats["server_errors"]) > 5, "{stats}");
@@ -38,7 +61,10 @@ fn injected_500s_are_retried_until_done() {
 
 #[test]
 fn connection_resets_are_retried_until_done() {
-    let (code, results, stats, err) = run_against(&["--reset-rate", "0.3", "--seed", "5"], &["--retries", "20"]);
+    let (code, results, stats, err) = run_against(
+        &["--reset-rate", "0.3", "--seed", "5"],
+        &["--retries", "20"],
+    );
     assert_eq!(code, Some(0), "{err}");
     all_done(&results);
     assert!(u(&stats["resets"]) > 5, "{stats}");
@@ -46,7 +72,10 @@ fn connection_resets_are_retried_until_done() {
 
 #[test]
 fn truncated_json_is_retried_until_done() {
-    let (code, results, stats, err) = run_against(&["--truncate-rate", "0.3", "--seed", "9"], &["--retries", "20"]);
+    let (code, results, stats, err) = run_against(
+        &["--truncate-rate", "0.3", "--seed", "9"],
+        &["--retries", "20"],
+    );
     assert_eq!(code, Some(0), "{err}");
     all_done(&results);
     assert!(u(&stats["truncated"]) > 5, "{stats}");
@@ -54,8 +83,10 @@ fn truncated_json_is_retried_until_done() {
 
 #[test]
 fn hung_requests_time_out_and_are_retried() {
-    let (code, results, stats, err) =
-        run_against(&["--hang-rate", "0.2", "--seed", "2"], &["--retries", "20", "--timeout", "300ms"]);
+    let (code, results, stats, err) = run_against(
+        &["--hang-rate", "0.2", "--seed", "2"],
+        &["--retries", "20", "--timeout", "300ms"],
+    );
     assert_eq!(code, Some(0), "{err}");
     all_done(&results);
     assert!(u(&stats["hangs"]) > 3, "{stats}");
@@ -69,7 +100,10 @@ fn persistent_500s_fail_with_the_reason_after_every_retry() {
     for r in &results {
         assert_eq!(r["error"]["code"], "server_error");
         let message = r["error"]["message"].as_str().unwrap();
-        assert!(message.contains("HTTP 500") && message.contains("after 3 attempts"), "{message}");
+        assert!(
+            message.contains("HTTP 500") && message.contains("after 3 attempts"),
+            "{message}"
+        );
         assert_eq!(r["response"]["status_code"], 500);
     }
     assert_eq!(stats["server_errors"], 180);
@@ -86,13 +120,23 @@ fn a_4xx_fails_at_once_without_retrying() {
     let input = s.write_lines("in.jsonl", &lines);
     let out = s.path("out.jsonl");
     let output = s
-        .sluice(&["run", input.to_str().unwrap(), "--url", &mock.chat_url(), "--out", out.to_str().unwrap()])
+        .sluice(&[
+            "run",
+            input.to_str().unwrap(),
+            "--url",
+            &mock.chat_url(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
     let results = read_jsonl(&out);
     assert_eq!(results[0]["error"]["code"], "request_error");
-    assert!(results[0]["error"]["message"].as_str().unwrap().contains("after 1 attempt"));
+    assert!(results[0]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("after 1 attempt"));
     assert_eq!(results[0]["response"]["status_code"], 400);
     assert_eq!(results[1]["response"]["status_code"], 200);
     let stats = mock.stats();
@@ -103,14 +147,24 @@ fn a_4xx_fails_at_once_without_retrying() {
 #[test]
 fn an_unreachable_url_is_one_clear_sentence_and_exit_2() {
     // Bind then drop a listener to get a port nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let s = Scratch::new();
     let input = s.write_lines("in.jsonl", &chat_lines(3));
     let url = format!("http://127.0.0.1:{port}/v1/chat/completions");
-    let output = s.sluice(&["run", input.to_str().unwrap(), "--url", &url]).output().unwrap();
+    let output = s
+        .sluice(&["run", input.to_str().unwrap(), "--url", &url])
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(2));
     let err = stderr(&output);
-    assert!(err.contains(&format!("cannot reach 127.0.0.1:{port}")), "{err}");
+    assert!(
+        err.contains(&format!("cannot reach 127.0.0.1:{port}")),
+        "{err}"
+    );
     assert!(err.contains("Nothing was sent"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }

@@ -15,7 +15,10 @@ fn a_malformed_line_exits_2_naming_file_and_line_and_sends_nothing() {
     let mock = Mock::start(&[]);
     let s = Scratch::new();
     let input = s.write_lines("broken.jsonl", &with_bad_line_3());
-    let output = s.sluice(&["run", input.to_str().unwrap(), "--url", &mock.chat_url()]).output().unwrap();
+    let output = s
+        .sluice(&["run", input.to_str().unwrap(), "--url", &mock.chat_url()])
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(2));
     let err = stderr(&output);
     assert!(err.contains("broken.jsonl:3: invalid JSON"), "{err}");
@@ -30,7 +33,13 @@ fn skip_bad_records_the_line_as_failed_and_runs_the_rest() {
     let input = s.write_lines("broken.jsonl", &with_bad_line_3());
     let out = s.path("out.jsonl");
     let output = s
-        .sluice(&["run", input.to_str().unwrap(), "--url", &mock.chat_url(), "--skip-bad"])
+        .sluice(&[
+            "run",
+            input.to_str().unwrap(),
+            "--url",
+            &mock.chat_url(),
+            "--skip-bad",
+        ])
         .args(["--out", out.to_str().unwrap()])
         .output()
         .unwrap();
@@ -38,7 +47,10 @@ fn skip_bad_records_the_line_as_failed_and_runs_the_rest() {
     let results = read_jsonl(&out);
     assert_eq!(results.len(), 5);
     assert_eq!(results[2]["error"]["code"], "invalid_input");
-    assert!(results[2]["error"]["message"].as_str().unwrap().contains("line 3"));
+    assert!(results[2]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("line 3"));
     assert_eq!(results[3]["response"]["status_code"], 200);
     assert_eq!(mock.stats()["requests"], 4);
 }
@@ -50,10 +62,16 @@ fn repeated_custom_ids_are_refused_with_both_lines() {
     let mut lines = chat_lines(4);
     lines.push(chat_line("r-00001", "again", 9));
     let input = s.write_lines("dups.jsonl", &lines);
-    let output = s.sluice(&["run", input.to_str().unwrap(), "--url", &mock.chat_url()]).output().unwrap();
+    let output = s
+        .sluice(&["run", input.to_str().unwrap(), "--url", &mock.chat_url()])
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(2));
     let err = stderr(&output);
-    assert!(err.contains("dups.jsonl:5:") && err.contains("repeats line 2"), "{err}");
+    assert!(
+        err.contains("dups.jsonl:5:") && err.contains("repeats line 2"),
+        "{err}"
+    );
     assert_eq!(mock.stats()["requests"], 0);
 }
 
@@ -63,24 +81,47 @@ fn bad_flags_and_missing_key_are_one_sentence_exit_2() {
     let s = Scratch::new();
     let input = s.write_lines("in.jsonl", &chat_lines(2));
     let path = input.to_str().unwrap();
-    let unknown = s.sluice(&["run", path, "--url", &mock.chat_url(), "--concurency", "3"]).output().unwrap();
+    let unknown = s
+        .sluice(&["run", path, "--url", &mock.chat_url(), "--concurency", "3"])
+        .output()
+        .unwrap();
     assert_eq!(unknown.status.code(), Some(2));
     assert!(stderr(&unknown).contains("--concurency"));
-    let no_url = s.sluice(&["run", path]).env_remove("SLUICE_URL").output().unwrap();
+    let no_url = s
+        .sluice(&["run", path])
+        .env_remove("SLUICE_URL")
+        .output()
+        .unwrap();
     assert_eq!(no_url.status.code(), Some(2));
     assert!(stderr(&no_url).contains("--url is required"));
     let no_key = s
-        .sluice(&["run", path, "--url", &mock.chat_url(), "--api-key-env", "SLUICE_TEST_NO_SUCH_VAR"])
+        .sluice(&[
+            "run",
+            path,
+            "--url",
+            &mock.chat_url(),
+            "--api-key-env",
+            "SLUICE_TEST_NO_SUCH_VAR",
+        ])
         .env_remove("SLUICE_TEST_NO_SUCH_VAR")
         .output()
         .unwrap();
     assert_eq!(no_key.status.code(), Some(2));
     let err = stderr(&no_key);
-    assert!(err.contains("SLUICE_TEST_NO_SUCH_VAR") && err.contains("not set"), "{err}");
-    let bad_url = s.sluice(&["run", path, "--url", "ftp://x/y"]).output().unwrap();
+    assert!(
+        err.contains("SLUICE_TEST_NO_SUCH_VAR") && err.contains("not set"),
+        "{err}"
+    );
+    let bad_url = s
+        .sluice(&["run", path, "--url", "ftp://x/y"])
+        .output()
+        .unwrap();
     assert_eq!(bad_url.status.code(), Some(2));
     assert!(stderr(&bad_url).contains("http or https"));
-    let missing = s.sluice(&["run", "nope.jsonl", "--url", &mock.chat_url()]).output().unwrap();
+    let missing = s
+        .sluice(&["run", "nope.jsonl", "--url", &mock.chat_url()])
+        .output()
+        .unwrap();
     assert_eq!(missing.status.code(), Some(2));
     assert!(stderr(&missing).contains("cannot read nope.jsonl"));
     assert_eq!(mock.stats()["requests"], 0);
@@ -96,7 +137,14 @@ fn the_api_key_is_sent_but_never_stored_logged_or_exported() {
     let input = s.write_lines("in.jsonl", &lines);
     let out = s.path("out.jsonl");
     let output = s
-        .sluice(&["run", input.to_str().unwrap(), "--url", &mock.chat_url(), "--api-key-env", "MY_KEY"])
+        .sluice(&[
+            "run",
+            input.to_str().unwrap(),
+            "--url",
+            &mock.chat_url(),
+            "--api-key-env",
+            "MY_KEY",
+        ])
         .args(["--out", out.to_str().unwrap()])
         .env("MY_KEY", secret)
         .env("SLUICE_LOG", "debug")
@@ -107,13 +155,20 @@ fn the_api_key_is_sent_but_never_stored_logged_or_exported() {
     assert_eq!(stats["ok"], 10, "{stats}");
     assert_eq!(stats["unauthorized"], 0);
     assert_eq!(output.status.code(), Some(1));
-    let mut haystacks = vec![output.stdout.clone(), output.stderr.clone(), std::fs::read(&out).unwrap()];
+    let mut haystacks = vec![
+        output.stdout.clone(),
+        output.stderr.clone(),
+        std::fs::read(&out).unwrap(),
+    ];
     for entry in std::fs::read_dir(s.path("store")).unwrap() {
         haystacks.push(std::fs::read(entry.unwrap().path()).unwrap());
     }
     let status = s.sluice(&["status", "--json"]).output().unwrap();
     haystacks.push(status.stdout);
     for hay in haystacks {
-        assert!(!String::from_utf8_lossy(&hay).contains(secret), "the key leaked");
+        assert!(
+            !String::from_utf8_lossy(&hay).contains(secret),
+            "the key leaked"
+        );
     }
 }

@@ -11,7 +11,15 @@ fn concurrency_is_never_exceeded() {
     let s = Scratch::new();
     let input = s.write_lines("in.jsonl", &chat_lines(80));
     let output = s
-        .sluice(&["run", input.to_str().unwrap(), "--url", &mock.chat_url(), "--concurrency", "8", "--json"])
+        .sluice(&[
+            "run",
+            input.to_str().unwrap(),
+            "--url",
+            &mock.chat_url(),
+            "--concurrency",
+            "8",
+            "--json",
+        ])
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
@@ -29,7 +37,15 @@ fn rpm_limit_paces_requests_so_the_provider_never_throttles() {
     let s = Scratch::new();
     let input = s.write_lines("in.jsonl", &chat_lines(20));
     let output = s
-        .sluice(&["run", input.to_str().unwrap(), "--url", &mock.chat_url(), "--rpm", "600", "--json"])
+        .sluice(&[
+            "run",
+            input.to_str().unwrap(),
+            "--url",
+            &mock.chat_url(),
+            "--rpm",
+            "600",
+            "--json",
+        ])
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
@@ -39,7 +55,10 @@ fn rpm_limit_paces_requests_so_the_provider_never_throttles() {
     assert!(u(&stats["max_requests_per_minute"]) <= 600);
     // The spacing is the limiter's doing: 19 gaps of at least ~100 ms.
     let span = u(&stats["last_ok_unix_ms"]) - u(&stats["first_ok_unix_ms"]);
-    assert!(span >= 19 * 100 - 100, "20 requests at 600/min took only {span} ms");
+    assert!(
+        span >= 19 * 100 - 100,
+        "20 requests at 600/min took only {span} ms"
+    );
 }
 
 #[test]
@@ -48,12 +67,23 @@ fn without_a_client_limit_429s_are_retried_after_retry_after() {
     let s = Scratch::new();
     let input = s.write_lines("in.jsonl", &chat_lines(15));
     let output = s
-        .sluice(&["run", input.to_str().unwrap(), "--url", &mock.chat_url(), "--retries", "20", "--json"])
+        .sluice(&[
+            "run",
+            input.to_str().unwrap(),
+            "--url",
+            &mock.chat_url(),
+            "--retries",
+            "20",
+            "--json",
+        ])
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let stats = mock.stats();
-    assert!(u(&stats["rate_limited"]) > 0, "the mock should have throttled a burst: {stats}");
+    assert!(
+        u(&stats["rate_limited"]) > 0,
+        "the mock should have throttled a burst: {stats}"
+    );
     assert_eq!(stats["ok"], 15);
     let summary = json_stdout(&output);
     assert_eq!(summary["this_run"]["throttled"], stats["rate_limited"]);
@@ -67,14 +97,24 @@ fn tpm_limit_is_held_with_estimates_corrected_by_usage() {
     let mock = Mock::start(&["--tpm", "60000"]);
     let s = Scratch::new();
     let prompt = "word ".repeat(40);
-    let lines: Vec<String> = (0..40).map(|i| chat_line(&format!("t{i}"), &format!("{prompt}{i:03}"), i)).collect();
+    let lines: Vec<String> = (0..40)
+        .map(|i| chat_line(&format!("t{i}"), &format!("{prompt}{i:03}"), i))
+        .collect();
     let lines: Vec<String> = lines
         .into_iter()
         .map(|l| l.replace("\"max_tokens\":20", "\"max_tokens\":50"))
         .collect();
     let input = s.write_lines("in.jsonl", &lines);
     let output = s
-        .sluice(&["run", input.to_str().unwrap(), "--url", &mock.chat_url(), "--tpm", "60000", "--json"])
+        .sluice(&[
+            "run",
+            input.to_str().unwrap(),
+            "--url",
+            &mock.chat_url(),
+            "--tpm",
+            "60000",
+            "--json",
+        ])
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
@@ -82,7 +122,8 @@ fn tpm_limit_is_held_with_estimates_corrected_by_usage() {
     assert_eq!(stats["rate_limited"], 0, "{stats}");
     assert_eq!(stats["ok"], 40);
     let summary = json_stdout(&output);
-    let used = u(&summary["recorded"]["prompt_tokens"]) + u(&summary["recorded"]["completion_tokens"]);
+    let used =
+        u(&summary["recorded"]["prompt_tokens"]) + u(&summary["recorded"]["completion_tokens"]);
     assert_eq!(used, u(&stats["tokens_charged"]));
     // Paced by actual usage (~66 tokens each), not by the 100-token reservation:
     // 40 × 66 tokens at 1,000/s is at least ~2.5 s of sending.
@@ -99,14 +140,24 @@ fn a_request_larger_than_the_tpm_limit_fails_clearly_and_is_not_sent() {
     let input = s.write_lines("in.jsonl", &[big, small]);
     let out = s.path("out.jsonl");
     let output = s
-        .sluice(&["run", input.to_str().unwrap(), "--url", &mock.chat_url(), "--tpm", "1000"])
+        .sluice(&[
+            "run",
+            input.to_str().unwrap(),
+            "--url",
+            &mock.chat_url(),
+            "--tpm",
+            "1000",
+        ])
         .args(["--out", out.to_str().unwrap()])
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     let results = read_jsonl(&out);
     assert_eq!(results[0]["error"]["code"], "token_limit");
-    assert!(results[0]["error"]["message"].as_str().unwrap().contains("raise --tpm"));
+    assert!(results[0]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("raise --tpm"));
     assert_eq!(results[1]["response"]["status_code"], 200);
     assert_eq!(mock.stats()["requests"], 1);
 }

@@ -14,7 +14,13 @@ fn a_rerun_sends_nothing_then_only_changed_and_new_lines() {
     let input = s.write_lines("in.jsonl", &lines);
     let run = |s: &Scratch| {
         let output = s
-            .sluice(&["run", input.to_str().unwrap(), "--url", &mock.chat_url(), "--json"])
+            .sluice(&[
+                "run",
+                input.to_str().unwrap(),
+                "--url",
+                &mock.chat_url(),
+                "--json",
+            ])
             .output()
             .unwrap();
         assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
@@ -37,10 +43,18 @@ fn a_rerun_sends_nothing_then_only_changed_and_new_lines() {
     assert_eq!(mock.stats()["requests"], 32);
     // Export follows the new input order.
     let out = s.path("out.jsonl");
-    s.sluice(&["export", edited["run"].as_str().unwrap(), "--out", out.to_str().unwrap()])
-        .assert()
-        .success();
-    let ids: Vec<String> = read_jsonl(&out).iter().map(|r| r["custom_id"].as_str().unwrap().to_string()).collect();
+    s.sluice(&[
+        "export",
+        edited["run"].as_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .assert()
+    .success();
+    let ids: Vec<String> = read_jsonl(&out)
+        .iter()
+        .map(|r| r["custom_id"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(ids[0], "new");
     assert_eq!(ids[1], "r-00000");
     assert_eq!(ids.len(), 31);
@@ -52,14 +66,25 @@ fn fresh_starts_a_new_run() {
     let s = Scratch::new();
     let input = s.write_lines("in.jsonl", &chat_lines(5));
     for _ in 0..2 {
-        s.sluice(&["run", input.to_str().unwrap(), "--url", &mock.chat_url(), "--fresh"])
-            .assert()
-            .success();
+        s.sluice(&[
+            "run",
+            input.to_str().unwrap(),
+            "--url",
+            &mock.chat_url(),
+            "--fresh",
+        ])
+        .assert()
+        .success();
     }
     assert_eq!(mock.stats()["requests"], 10);
     let runs = s.sluice(&["runs", "--json"]).output().unwrap();
     let runs = json_stdout(&runs);
-    let ids: Vec<&str> = runs.as_array().unwrap().iter().map(|r| r["run"]["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["run"]["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, vec!["in-2", "in-1"]);
 }
 
@@ -71,8 +96,14 @@ fn kill_9_mid_run_then_rerun_gives_every_item_exactly_once() {
     let input = s.write_lines("in.jsonl", &chat_lines(n));
     let out = s.path("out.jsonl");
     let args = [
-        "run", input.to_str().unwrap(), "--url", &mock.chat_url(), "--concurrency", "40",
-        "--out", out.to_str().unwrap(),
+        "run",
+        input.to_str().unwrap(),
+        "--url",
+        &mock.chat_url(),
+        "--concurrency",
+        "40",
+        "--out",
+        out.to_str().unwrap(),
     ];
     for _ in 0..2 {
         // Start, let it record some outcomes, then kill -9.
@@ -94,7 +125,10 @@ fn kill_9_mid_run_then_rerun_gives_every_item_exactly_once() {
         child.wait().unwrap();
     }
     let sent_before_last = u(&mock.stats()["requests"]);
-    assert!(sent_before_last < n as u64, "the kills came too late to test anything");
+    assert!(
+        sent_before_last < n as u64,
+        "the kills came too late to test anything"
+    );
     let output = s.sluice(&args).output().unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let results = read_jsonl(&out);
@@ -103,7 +137,9 @@ fn kill_9_mid_run_then_rerun_gives_every_item_exactly_once() {
     for (i, r) in results.iter().enumerate() {
         assert_eq!(r["custom_id"], format!("r-{i:05}"));
         assert_eq!(r["response"]["status_code"], 200);
-        *seen.entry(r["custom_id"].as_str().unwrap().to_string()).or_insert(0) += 1;
+        *seen
+            .entry(r["custom_id"].as_str().unwrap().to_string())
+            .or_insert(0) += 1;
     }
     assert!(seen.values().all(|&c| c == 1));
     let stats = mock.stats();
@@ -119,7 +155,15 @@ fn sigint_saves_state_exits_130_and_the_rerun_finishes() {
     let mock = Mock::start(&["--latency-ms", "50"]);
     let s = Scratch::new();
     let input = s.write_lines("in.jsonl", &chat_lines(400));
-    let args = ["run", input.to_str().unwrap(), "--url", &mock.chat_url(), "--concurrency", "10", "--json"];
+    let args = [
+        "run",
+        input.to_str().unwrap(),
+        "--url",
+        &mock.chat_url(),
+        "--concurrency",
+        "10",
+        "--json",
+    ];
     let child = Command::new(bin())
         .current_dir(s.dir.path())
         .args(args)
@@ -132,7 +176,10 @@ fn sigint_saves_state_exits_130_and_the_rerun_finishes() {
     while u(&mock.stats()["ok"]) < 30 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     let output = child.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
     let summary = json_stdout(&output);

@@ -11,7 +11,14 @@ fn every_line_gets_one_result_in_input_order_with_metadata() {
     let input = s.write_lines("requests.jsonl", &chat_lines(300));
     let out = s.path("results.jsonl");
     let output = s
-        .sluice(&["run", input.to_str().unwrap(), "--url", &mock.chat_url(), "--concurrency", "16"])
+        .sluice(&[
+            "run",
+            input.to_str().unwrap(),
+            "--url",
+            &mock.chat_url(),
+            "--concurrency",
+            "16",
+        ])
         .args(["--out", out.to_str().unwrap(), "--json"])
         .output()
         .unwrap();
@@ -61,9 +68,18 @@ fn bare_bodies_and_batch_lines_route_to_their_endpoints() {
     assert_eq!(results[0]["metadata"]["row"], 1);
     assert_eq!(results[0]["response"]["body"]["object"], "chat.completion");
     assert_eq!(results[1]["response"]["body"]["object"], "list");
-    assert_eq!(results[1]["response"]["body"]["data"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        results[1]["response"]["body"]["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
     assert_eq!(results[2]["response"]["body"]["object"], "text_completion");
-    assert_eq!(results[2]["response"]["body"]["usage"]["completion_tokens"], 4);
+    assert_eq!(
+        results[2]["response"]["body"]["usage"]["completion_tokens"],
+        4
+    );
 }
 
 #[test]

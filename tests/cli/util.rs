@@ -38,7 +38,9 @@ impl Mock {
             .expect("spawn mock");
         let stdout = child.stdout.take().expect("mock stdout");
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("mock address line");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("mock address line");
         let addr = line
             .trim()
             .strip_prefix("listening on ")
@@ -58,7 +60,9 @@ impl Mock {
     /// What the mock has seen (`GET /_mock/stats`).
     pub(crate) fn stats(&self) -> Value {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         write!(
             stream,
             "GET /_mock/stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
@@ -119,7 +123,9 @@ impl Scratch {
 
 /// `n` Batch API chat lines with ids `r-00000`… and metadata `{"i": i}`.
 pub(crate) fn chat_lines(n: usize) -> Vec<String> {
-    (0..n).map(|i| chat_line(&format!("r-{i:05}"), &format!("question number {i}"), i)).collect()
+    (0..n)
+        .map(|i| chat_line(&format!("r-{i:05}"), &format!("question number {i}"), i))
+        .collect()
 }
 
 pub(crate) fn chat_line(id: &str, prompt: &str, i: usize) -> String {

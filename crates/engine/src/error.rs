@@ -58,7 +58,10 @@ impl Error {
     pub fn is_invalid_input(&self) -> bool {
         matches!(
             self,
-            Error::BadLine { .. } | Error::Config(_) | Error::Unreachable { .. } | Error::Read { .. }
+            Error::BadLine { .. }
+                | Error::Config(_)
+                | Error::Unreachable { .. }
+                | Error::Read { .. }
         )
     }
 }

@@ -58,8 +58,16 @@ pub fn export_run(
         ExportFormat::Csv => {
             let mut writer = csv::Writer::from_writer(&mut *out);
             let header = [
-                "custom_id", "status", "status_code", "attempts", "latency_ms",
-                "prompt_tokens", "completion_tokens", "content", "error", "metadata",
+                "custom_id",
+                "status",
+                "status_code",
+                "attempts",
+                "latency_ms",
+                "prompt_tokens",
+                "completion_tokens",
+                "content",
+                "error",
+                "metadata",
             ];
             writer.write_record(header).map_err(csv_error)?;
             let r = store.for_each_item(run_id, &mut |item| {
@@ -184,7 +192,9 @@ fn content(body: &str) -> String {
 fn csv_row(item: &ItemRecord) -> Vec<String> {
     let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
     vec![
-        item.custom_id.clone().unwrap_or_else(|| item.item_id.clone()),
+        item.custom_id
+            .clone()
+            .unwrap_or_else(|| item.item_id.clone()),
         item.status.as_str().to_string(),
         opt(item.status_code.map(u64::from)),
         item.attempts.to_string(),
@@ -231,7 +241,10 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["custom_id"], "a");
         assert_eq!(v["response"]["status_code"], 200);
-        assert_eq!(v["response"]["body"]["choices"][0]["message"]["content"], "hi");
+        assert_eq!(
+            v["response"]["body"]["choices"][0]["message"]["content"],
+            "hi"
+        );
         assert!(v["error"].is_null());
         assert_eq!(v["metadata"]["row"], 1);
     }
@@ -246,7 +259,10 @@ mod tests {
             serde_json::from_str(&batch_output_line("r", &it).unwrap()).unwrap();
         assert!(v["response"].is_null());
         assert_eq!(v["error"]["code"], "timeout");
-        assert_eq!(v["error"]["message"], "no complete response within 5s (after 3 attempts)");
+        assert_eq!(
+            v["error"]["message"],
+            "no complete response within 5s (after 3 attempts)"
+        );
     }
 
     #[test]

@@ -153,7 +153,10 @@ fn estimate(body: &str) -> std::result::Result<u64, String> {
             };
         }
     }
-    for field in [&view.prompt, &view.input, &view.system].into_iter().flatten() {
+    for field in [&view.prompt, &view.input, &view.system]
+        .into_iter()
+        .flatten()
+    {
         prompt += field.tokens();
     }
     let completion = if view.input.is_some() && view.messages.is_none() && view.prompt.is_none() {
@@ -177,8 +180,8 @@ pub(crate) fn parse_line(text: &str, line: u64) -> std::result::Result<Request, 
     if !trimmed.starts_with('{') {
         return Err(bad(None, "expected a JSON object on this line".into()));
     }
-    let keys: LineKeys = serde_json::from_str(trimmed)
-        .map_err(|e| bad(None, format!("invalid JSON: {e}")))?;
+    let keys: LineKeys =
+        serde_json::from_str(trimmed).map_err(|e| bad(None, format!("invalid JSON: {e}")))?;
     let batch = keys.body.is_some();
     let ours = keys.custom_id.is_some() || keys.metadata.is_some();
     let (custom_id, path, body, metadata) = if batch {
@@ -212,17 +215,25 @@ pub(crate) fn parse_line(text: &str, line: u64) -> std::result::Result<Request, 
     } else {
         // A bare body: `custom_id` and `metadata` are ours, not the API's, so
         // they are taken out before sending.
-        let mut obj: serde_json::Map<String, serde_json::Value> = serde_json::from_str(trimmed)
-            .map_err(|e| bad(None, format!("invalid JSON: {e}")))?;
+        let mut obj: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(trimmed).map_err(|e| bad(None, format!("invalid JSON: {e}")))?;
         let custom_id = match obj.remove("custom_id") {
             None => None,
             Some(serde_json::Value::String(s)) => Some(s),
             Some(other) => {
-                return Err(bad(None, format!("custom_id must be a string, not {other}")))
+                return Err(bad(
+                    None,
+                    format!("custom_id must be a string, not {other}"),
+                ))
             }
         };
         let metadata = obj.remove("metadata").map(|m| m.to_string());
-        (custom_id, None, serde_json::Value::Object(obj).to_string(), metadata)
+        (
+            custom_id,
+            None,
+            serde_json::Value::Object(obj).to_string(),
+            metadata,
+        )
     };
     if let Some(id) = &custom_id {
         if id.is_empty() {
@@ -272,10 +283,13 @@ impl LineReader {
     pub(crate) fn next_line(&mut self) -> Result<Option<(u64, &str)>> {
         loop {
             self.buf.clear();
-            let n = self.reader.read_line(&mut self.buf).map_err(|source| Error::Read {
-                path: self.path.clone(),
-                source,
-            })?;
+            let n = self
+                .reader
+                .read_line(&mut self.buf)
+                .map_err(|source| Error::Read {
+                    path: self.path.clone(),
+                    source,
+                })?;
             if n == 0 {
                 return Ok(None);
             }
@@ -401,12 +415,15 @@ mod tests {
         assert_eq!(r.path.as_deref(), Some("/v1/chat/completions"));
         assert_eq!(r.metadata.as_deref(), Some(r#"{"k":1}"#));
         assert_eq!(r.estimate, 2 + 10);
-        assert!(std::str::from_utf8(&r.body).unwrap().starts_with(r#"{"model":"m""#));
+        assert!(std::str::from_utf8(&r.body)
+            .unwrap()
+            .starts_with(r#"{"model":"m""#));
     }
 
     #[test]
     fn bare_body_is_sent_without_our_fields() {
-        let line = r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"metadata":{"row":7}}"#;
+        let line =
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"metadata":{"row":7}}"#;
         let r = parse_line(line, 9).unwrap();
         assert_eq!(r.item_id, "line-9");
         assert_eq!(r.custom_id, None);
@@ -430,8 +447,16 @@ mod tests {
 
     #[test]
     fn hash_changes_with_the_body_not_the_metadata() {
-        let a = parse_line(r#"{"custom_id":"x","body":{"input":"a"},"metadata":{"v":1}}"#, 1).unwrap();
-        let b = parse_line(r#"{"custom_id":"x","body":{"input":"a"},"metadata":{"v":2}}"#, 1).unwrap();
+        let a = parse_line(
+            r#"{"custom_id":"x","body":{"input":"a"},"metadata":{"v":1}}"#,
+            1,
+        )
+        .unwrap();
+        let b = parse_line(
+            r#"{"custom_id":"x","body":{"input":"a"},"metadata":{"v":2}}"#,
+            1,
+        )
+        .unwrap();
         let c = parse_line(r#"{"custom_id":"x","body":{"input":"b"}}"#, 1).unwrap();
         assert_eq!(a.hash, b.hash);
         assert_ne!(a.hash, c.hash);
@@ -465,6 +490,10 @@ mod tests {
         assert_eq!(s.bad_count, 2);
         assert_eq!(s.bad[0].line, 4);
         assert_eq!(s.duplicate_lines, vec![5]);
-        assert!(s.bad[1].message.contains("repeats line 1"), "{}", s.bad[1].message);
+        assert!(
+            s.bad[1].message.contains("repeats line 1"),
+            "{}",
+            s.bad[1].message
+        );
     }
 }

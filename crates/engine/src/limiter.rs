@@ -87,7 +87,10 @@ impl Limiter {
             match gcra.as_ref().map(|g| g.check(now, cost)) {
                 Some(Err(Rejection::Wait(n))) => wait = wait.max(n),
                 Some(Err(Rejection::TooLarge { cost, limit })) => {
-                    return Err(TooLarge { tokens: cost, tpm: limit })
+                    return Err(TooLarge {
+                        tokens: cost,
+                        tpm: limit,
+                    })
                 }
                 _ => {}
             }

@@ -121,7 +121,10 @@ pub fn run_quick(cfg: &QuickConfig, progress: Arc<Progress>) -> Result<RunReport
             (run, true)
         }
         None => {
-            let name = cfg.name.clone().unwrap_or_else(|| default_name(&input_path));
+            let name = cfg
+                .name
+                .clone()
+                .unwrap_or_else(|| default_name(&input_path));
             (
                 store.create_run(&NewRun {
                     name,
@@ -138,7 +141,9 @@ pub fn run_quick(cfg: &QuickConfig, progress: Arc<Progress>) -> Result<RunReport
 
     let client = Client::new(
         cfg.concurrency,
-        api_key.as_ref().map(|(var, key)| (var.as_str(), key.as_str())),
+        api_key
+            .as_ref()
+            .map(|(var, key)| (var.as_str(), key.as_str())),
     )
     .map_err(|e| Error::Config(e.to_string()))?;
     let shared = Arc::new(Shared {
@@ -150,7 +155,11 @@ pub fn run_quick(cfg: &QuickConfig, progress: Arc<Progress>) -> Result<RunReport
         progress: progress.clone(),
         stopping: AtomicBool::new(false),
     });
-    let writer = Writer::start(Box::new(SqliteStore::open(&cfg.store_path)?), run.id.clone(), progress.clone());
+    let writer = Writer::start(
+        Box::new(SqliteStore::open(&cfg.store_path)?),
+        run.id.clone(),
+        progress.clone(),
+    );
     let dispatch = Dispatch {
         shared: shared.clone(),
         base,
@@ -167,7 +176,11 @@ pub fn run_quick(cfg: &QuickConfig, progress: Arc<Progress>) -> Result<RunReport
     writer.finish()?;
 
     let mut store = SqliteStore::open(&cfg.store_path)?;
-    let state = if interrupted { "interrupted" } else { "finished" };
+    let state = if interrupted {
+        "interrupted"
+    } else {
+        "finished"
+    };
     store.set_state(&run.id, state, (!interrupted).then(now_ms))?;
     Ok(RunReport {
         run_id: run.id,
@@ -206,7 +219,10 @@ impl Dispatch {
                             Err(BadLine {
                                 line,
                                 custom_id: r.custom_id,
-                                message: format!("custom_id {:?} repeats an earlier line", r.item_id),
+                                message: format!(
+                                    "custom_id {:?} repeats an earlier line",
+                                    r.item_id
+                                ),
                             })
                         } else {
                             Ok(r)
@@ -291,7 +307,10 @@ impl Dispatch {
     }
 
     /// What the store holds for this chunk's ids (empty for a new run).
-    fn known(&mut self, chunk: &[std::result::Result<Request, BadLine>]) -> Result<HashMap<String, Known>> {
+    fn known(
+        &mut self,
+        chunk: &[std::result::Result<Request, BadLine>],
+    ) -> Result<HashMap<String, Known>> {
         let Some(store) = self.lookup.as_mut() else {
             return Ok(HashMap::new());
         };
@@ -351,7 +370,14 @@ async fn call(shared: &Shared, endpoint: &Endpoint, request: Request) -> Option<
     let mut attempts = 0u32;
     let mut throttled = 0u32;
     let progress = &shared.progress;
-    let finish = |status, code: Option<u16>, response: Option<String>, error: Option<String>, usage: (Option<u64>, Option<u64>), latency: Duration, attempts, throttled| ItemRecord {
+    let finish = |status,
+                  code: Option<u16>,
+                  response: Option<String>,
+                  error: Option<String>,
+                  usage: (Option<u64>, Option<u64>),
+                  latency: Duration,
+                  attempts,
+                  throttled| ItemRecord {
         item_id: request.item_id.clone(),
         idx: request.line,
         hash: request.hash,
@@ -399,7 +425,8 @@ async fn call(shared: &Shared, endpoint: &Endpoint, request: Request) -> Option<
         match attempt {
             Attempt::Ok(success) => {
                 shared.limiter.observe(&success.signals);
-                let used = success.prompt_tokens.unwrap_or(0) + success.completion_tokens.unwrap_or(0);
+                let used =
+                    success.prompt_tokens.unwrap_or(0) + success.completion_tokens.unwrap_or(0);
                 if success.prompt_tokens.is_some() || success.completion_tokens.is_some() {
                     shared.limiter.settle(request.estimate, used);
                 }
@@ -417,7 +444,10 @@ async fn call(shared: &Shared, endpoint: &Endpoint, request: Request) -> Option<
             }
             Attempt::Failed(failure) => {
                 shared.limiter.observe(&failure.signals);
-                if matches!(failure.kind, FailureKind::RateLimited | FailureKind::Connect) {
+                if matches!(
+                    failure.kind,
+                    FailureKind::RateLimited | FailureKind::Connect
+                ) {
                     // The provider did not take these tokens.
                     shared.limiter.settle(request.estimate, 0);
                 }
@@ -451,7 +481,9 @@ async fn call(shared: &Shared, endpoint: &Endpoint, request: Request) -> Option<
                     format!("{attempts} attempts")
                 };
                 let error = format!("{code}: {} (after {tries})", failure.message);
-                let body = failure.body.map(|b| String::from_utf8_lossy(&b).into_owned());
+                let body = failure
+                    .body
+                    .map(|b| String::from_utf8_lossy(&b).into_owned());
                 return Some(finish(
                     ItemStatus::Failed,
                     failure.status,
@@ -547,7 +579,13 @@ fn default_name(path: &Path) -> String {
         .and_then(|s| s.to_str())
         .unwrap_or("run")
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect::<String>();
     if stem.is_empty() {
         "run".into()

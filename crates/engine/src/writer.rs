@@ -56,7 +56,10 @@ impl Writer {
                     }
                     store.write_batch(&run_id, &batch)?;
                     // Counted only once committed: what is reported is durable.
-                    let failed = batch.iter().filter(|r| r.status == ItemStatus::Failed).count();
+                    let failed = batch
+                        .iter()
+                        .filter(|r| r.status == ItemStatus::Failed)
+                        .count();
                     let tokens: u64 = batch
                         .iter()
                         .map(|r| r.prompt_tokens.unwrap_or(0) + r.completion_tokens.unwrap_or(0))
@@ -76,6 +79,8 @@ impl Writer {
     /// be dropped first.
     pub(crate) fn finish(self) -> sluice_store::Result<()> {
         drop(self.tx);
-        self.handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        self.handle
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     }
 }

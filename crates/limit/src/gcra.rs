@@ -92,7 +92,10 @@ impl Gcra {
     /// back to back. (A larger request also conforms whenever the bucket is full.)
     pub fn available(&self, now: u64) -> u64 {
         let debt = self.tat.saturating_sub(now);
-        self.burst.saturating_mul(self.unit_nanos).saturating_sub(debt) / self.unit_nanos
+        self.burst
+            .saturating_mul(self.unit_nanos)
+            .saturating_sub(debt)
+            / self.unit_nanos
     }
 
     /// Nanoseconds from `now` until the bucket is full again; zero when it is.
@@ -109,7 +112,9 @@ impl Gcra {
             });
         }
         let capacity = self.burst.max(cost).saturating_mul(self.unit_nanos);
-        let after = self.base(now).saturating_add(cost.saturating_mul(self.unit_nanos));
+        let after = self
+            .base(now)
+            .saturating_add(cost.saturating_mul(self.unit_nanos));
         let needed = after.saturating_sub(now);
         if needed <= capacity {
             Ok(())
@@ -128,14 +133,19 @@ impl Gcra {
     /// Takes `cost` units unconditionally (the caller checked, or the units were
     /// spent anyway, e.g. a response reporting more tokens than estimated).
     pub fn take(&mut self, now: u64, cost: u64) {
-        self.tat = self.base(now).saturating_add(cost.saturating_mul(self.unit_nanos));
+        self.tat = self
+            .base(now)
+            .saturating_add(cost.saturating_mul(self.unit_nanos));
     }
 
     /// Gives back `cost` units taken earlier but not spent (an estimate that was
     /// higher than the response's usage). Never moves below `now`, so a refund
     /// cannot create a burst larger than the bucket.
     pub fn refund(&mut self, now: u64, cost: u64) {
-        self.tat = self.tat.saturating_sub(cost.saturating_mul(self.unit_nanos)).max(now);
+        self.tat = self
+            .tat
+            .saturating_sub(cost.saturating_mul(self.unit_nanos))
+            .max(now);
     }
 
     /// Admits nothing before `until` (a provider's `retry-after`, or its reported
@@ -184,7 +194,10 @@ mod tests {
         let mut g = Gcra::per_minute(90);
         let times = admit_all(&mut g, &[1; 400]);
         for (i, &start) in times.iter().enumerate() {
-            let in_window = times[i..].iter().take_while(|&&t| t < start + 60 * SEC).count();
+            let in_window = times[i..]
+                .iter()
+                .take_while(|&&t| t < start + 60 * SEC)
+                .count();
             assert!(in_window <= 90, "window at {start} held {in_window}");
         }
     }

@@ -52,7 +52,9 @@ impl Endpoint {
             url: url.to_string(),
             reason: reason.to_string(),
         };
-        let uri: Uri = url.parse().map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
+        let uri: Uri = url
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
         match uri.scheme_str() {
             Some("http") | Some("https") => {}
             _ => return Err(bad("the scheme must be http or https")),
@@ -66,12 +68,13 @@ impl Endpoint {
     /// The same origin with another path (a batch line's `url` such as `/v1/embeddings`).
     pub fn with_path(&self, path_and_query: &str) -> Result<Endpoint, ClientError> {
         let mut parts = self.uri.clone().into_parts();
-        parts.path_and_query = Some(path_and_query.parse().map_err(|e: http::uri::InvalidUri| {
-            ClientError::BadUrl {
-                url: path_and_query.to_string(),
-                reason: e.to_string(),
-            }
-        })?);
+        parts.path_and_query =
+            Some(path_and_query.parse().map_err(|e: http::uri::InvalidUri| {
+                ClientError::BadUrl {
+                    url: path_and_query.to_string(),
+                    reason: e.to_string(),
+                }
+            })?);
         let uri = Uri::from_parts(parts).map_err(|e| ClientError::BadUrl {
             url: path_and_query.to_string(),
             reason: e.to_string(),
@@ -88,7 +91,11 @@ impl Endpoint {
         let port = self
             .uri
             .port_u16()
-            .unwrap_or(if self.uri.scheme_str() == Some("https") { 443 } else { 80 });
+            .unwrap_or(if self.uri.scheme_str() == Some("https") {
+                443
+            } else {
+                80
+            });
         if host.contains(':') && !host.starts_with('[') {
             format!("[{host}]:{port}")
         } else {
@@ -121,8 +128,11 @@ impl Client {
     pub fn new(max_idle: usize, api_key: Option<(&str, &str)>) -> Result<Client, ClientError> {
         let auth = match api_key {
             Some((var, key)) => {
-                let mut value = HeaderValue::from_str(&format!("Bearer {key}"))
-                    .map_err(|_| ClientError::BadKey { var: var.to_string() })?;
+                let mut value = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
+                    ClientError::BadKey {
+                        var: var.to_string(),
+                    }
+                })?;
                 value.set_sensitive(true);
                 Some(value)
             }
@@ -183,7 +193,9 @@ impl Client {
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>((parts, bytes))
         };
         match tokio::time::timeout(timeout, exchange).await {
-            Ok(Ok((parts, bytes))) => classify(parts.status, &parts.headers, bytes, started.elapsed()),
+            Ok(Ok((parts, bytes))) => {
+                classify(parts.status, &parts.headers, bytes, started.elapsed())
+            }
             Ok(Err(error)) => Attempt::Failed(transport_failure(&*error, started.elapsed())),
             Err(_) => Attempt::Failed(Failure {
                 kind: FailureKind::Timeout,

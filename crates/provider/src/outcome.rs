@@ -83,7 +83,12 @@ pub struct Failure {
 }
 
 /// Sorts a complete HTTP response.
-pub fn classify(status: StatusCode, headers: &HeaderMap, body: Bytes, latency: Duration) -> Attempt {
+pub fn classify(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: Bytes,
+    latency: Duration,
+) -> Attempt {
     let signals = RateSignals::from_headers(headers);
     if status.is_success() {
         return match serde_json::from_slice::<UsageView>(&body) {
@@ -200,8 +205,11 @@ mod tests {
 
     #[test]
     fn success_reads_usage() {
-        let Attempt::Ok(s) = run(200, &[], r#"{"usage":{"prompt_tokens":7,"completion_tokens":3}}"#)
-        else {
+        let Attempt::Ok(s) = run(
+            200,
+            &[],
+            r#"{"usage":{"prompt_tokens":7,"completion_tokens":3}}"#,
+        ) else {
             panic!("expected success")
         };
         assert_eq!((s.prompt_tokens, s.completion_tokens), (Some(7), Some(3)));
@@ -214,7 +222,11 @@ mod tests {
         };
         assert_eq!(f.kind, FailureKind::BadBody);
         assert!(f.kind.is_retryable());
-        assert!(f.message.contains(r#"{\"id\":\"x\",\"choi"#), "{}", f.message);
+        assert!(
+            f.message.contains(r#"{\"id\":\"x\",\"choi"#),
+            "{}",
+            f.message
+        );
     }
 
     #[test]
@@ -233,12 +245,18 @@ mod tests {
 
     #[test]
     fn client_errors_are_final_server_errors_are_not() {
-        let Attempt::Failed(f) = run(400, &[], "nope") else { panic!() };
+        let Attempt::Failed(f) = run(400, &[], "nope") else {
+            panic!()
+        };
         assert!(!f.kind.is_retryable());
         assert_eq!(f.message, "HTTP 400: \"nope\"");
-        let Attempt::Failed(f) = run(503, &[], "") else { panic!() };
+        let Attempt::Failed(f) = run(503, &[], "") else {
+            panic!()
+        };
         assert!(f.kind.is_retryable());
-        let Attempt::Failed(f) = run(408, &[], "") else { panic!() };
+        let Attempt::Failed(f) = run(408, &[], "") else {
+            panic!()
+        };
         assert!(f.kind.is_retryable());
     }
 }

@@ -45,7 +45,12 @@ impl RateSignals {
 /// The wait a provider asked for: `retry-after-ms` (milliseconds) wins over
 /// `retry-after` (seconds; an HTTP date is ignored, it is rare on APIs).
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
     if let Some(ms) = text("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
         if ms.is_finite() && ms >= 0.0 {
             return Some(Duration::from_micros((ms * 1000.0) as u64));
@@ -100,12 +105,18 @@ mod tests {
     fn parses_openai_reset_formats() {
         assert_eq!(parse_reset_duration("1s"), Some(Duration::from_secs(1)));
         assert_eq!(parse_reset_duration("6m0s"), Some(Duration::from_secs(360)));
-        assert_eq!(parse_reset_duration("20ms"), Some(Duration::from_millis(20)));
+        assert_eq!(
+            parse_reset_duration("20ms"),
+            Some(Duration::from_millis(20))
+        );
         assert_eq!(
             parse_reset_duration("1h2m3.5s"),
             Some(Duration::from_secs_f64(3723.5))
         );
-        assert_eq!(parse_reset_duration("2.5"), Some(Duration::from_millis(2500)));
+        assert_eq!(
+            parse_reset_duration("2.5"),
+            Some(Duration::from_millis(2500))
+        );
         assert_eq!(parse_reset_duration("soon"), None);
         assert_eq!(parse_reset_duration("5x"), None);
     }

@@ -117,13 +117,17 @@ pub(crate) fn chat_body(content: &str) -> Value {
     json!({"model": "gpt-mock", "messages": [{"role": "user", "content": content}]})
 }
 
-/// Sends a raw HTTP/1.1 request over a fresh connection and reads until the
-/// server closes it or `timeout` passes (`None` then).
-pub(crate) async fn raw_exchange(
-    addr: SocketAddr,
-    body: &str,
-    timeout: Duration,
-) -> Option<std::io::Result<Vec<u8>>> {
+/// What came back on a raw connection.
+#[derive(Debug)]
+pub(crate) struct Raw {
+    pub(crate) bytes: Vec<u8>,
+    /// How the connection ended: `None` if it was still open at the timeout.
+    pub(crate) end: Option<std::io::Result<()>>,
+}
+
+/// Sends a raw HTTP/1.1 chat request over a fresh connection and reads until
+/// the server closes it or `timeout` passes.
+pub(crate) async fn raw_exchange(addr: SocketAddr, body: &str, timeout: Duration) -> Raw {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     let request = format!(
         "POST /v1/chat/completions HTTP/1.1\r\nhost: mock\r\ncontent-type: application/json\r\n\
@@ -131,7 +135,15 @@ pub(crate) async fn raw_exchange(
         body.len()
     );
     stream.write_all(request.as_bytes()).await.expect("write");
-    let mut received = Vec::new();
-    let read = tokio::time::timeout(timeout, stream.read_to_end(&mut received)).await;
-    read.ok().map(|r| r.map(|_| received))
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut bytes = Vec::new();
+    loop {
+        let end = match tokio::time::timeout_at(deadline, stream.read_buf(&mut bytes)).await {
+            Err(_) => None,
+            Ok(Ok(0)) => Some(Ok(())),
+            Ok(Ok(_)) => continue,
+            Ok(Err(e)) => Some(Err(e)),
+        };
+        return Raw { bytes, end };
+    }
 }

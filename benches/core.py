@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""Core-runner benchmarks: sluice against `sluice mock` on 127.0.0.1, each figure
+printed as a ratio to its physical bound.
+
+    cargo build --release && python3 benches/core.py [--quick] [--only NAME ...]
+
+Scenarios (issue 3):
+  latency   20,000 calls, 100 ms latency, concurrency 200     bound N*lat/conc = 10 s, target <= 1.03
+  rpm       600 calls under --rpm 1200 (mock enforces 1200)   bound N/R min = 30 s, no 429s, <= 1.05
+  overhead  50,000 calls, zero latency, concurrency 64,
+            durable store + --out file, vs `wrk -t1 -c64`     target >= 60% of wrk's calls/s;
+            CPU per call vs the Python asyncio script's ~570 us  target <= 1/20 (28.5 us)
+  memory    1,000,000 input lines, peak RSS                    target < 64 MB
+Only 127.0.0.1 is contacted; every scenario stops by itself.
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release", "sluice")
+
+
+class Mock:
+    def __init__(self, *args):
+        self.proc = subprocess.Popen([BIN, "mock", "--port", "0", *args],
+                                     stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline().strip()
+        self.port = int(line.rsplit(":", 1)[1])
+
+    def url(self, path="/v1/chat/completions"):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def stats(self):
+        with urllib.request.urlopen(self.url("/_mock/stats")) as r:
+            return json.load(r)
+
+    def close(self):
+        self.proc.terminate()
+        self.proc.wait()
+
+
+def write_input(path, n, prompt_chars=40):
+    with open(path, "w") as f:
+        for i in range(n):
+            body = {"model": "m", "messages": [{"role": "user",
+                    "content": f"q{i} " + "x" * prompt_chars}], "max_tokens": 16}
+            f.write(json.dumps({"custom_id": f"r{i}", "body": body}) + "\n")
+
+
+def run_sluice(workdir, input_path, url, *flags):
+    """Runs `sluice run`; returns (wall seconds, cpu seconds, peak RSS MB, exit code)."""
+    out = os.path.join(workdir, "results.jsonl")
+    args = [BIN, "run", input_path, "--url", url, "--store",
+            os.path.join(workdir, "store.db"), "--out", out, "--fresh", *flags]
+    env = dict(os.environ, SLUICE_PROGRESS_INTERVAL="0")
+    start = time.monotonic()
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.monotonic() - start
+    stderr = proc.stderr.read().decode()
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        print(stderr, file=sys.stderr)
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, code
+
+
+def latency(quick, tmp):
+    n, lat, conc = (2_000, 100, 200) if quick else (20_000, 100, 200)
+    mock = Mock("--latency-ms", str(lat))
+    write_input(f"{tmp}/in.jsonl", n)
+    wall, cpu, rss, code = run_sluice(tmp, f"{tmp}/in.jsonl", mock.url(), "--concurrency", str(conc))
+    stats = mock.stats()
+    mock.close()
+    bound = n * lat / 1000 / conc
+    return dict(name="latency", detail=f"{n} calls, {lat} ms, concurrency {conc}",
+                bound=f"{bound:.2f} s", measured=f"{wall:.2f} s", ratio=wall / bound,
+                ok=code == 0 and stats["ok"] == n and wall / bound <= 1.03, target="<= 1.03")
+
+
+def rpm(quick, tmp):
+    n, r = (100, 1200) if quick else (600, 1200)
+    mock = Mock("--rpm", str(r))
+    write_input(f"{tmp}/in.jsonl", n)
+    wall, cpu, rss, code = run_sluice(tmp, f"{tmp}/in.jsonl", mock.url(), "--rpm", str(r))
+    stats = mock.stats()
+    mock.close()
+    bound = n / r * 60
+    return dict(name="rpm", detail=f"{n} calls at --rpm {r}; 429s seen: {stats['rate_limited']}",
+                bound=f"{bound:.2f} s", measured=f"{wall:.2f} s", ratio=wall / bound,
+                ok=code == 0 and stats["rate_limited"] == 0 and wall / bound <= 1.05,
+                target="<= 1.05, no 429")
+
+
+WRK_LUA = """wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"model":"m","messages":[{"role":"user","content":"q1 xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}],"max_tokens":16}'
+"""
+
+
+def overhead(quick, tmp):
+    n = 10_000 if quick else 50_000
+    mock = Mock()
+    wrk_rate = None
+    if shutil.which("wrk"):
+        with open(f"{tmp}/post.lua", "w") as f:
+            f.write(WRK_LUA)
+        out = subprocess.run(["wrk", "-t1", "-c64", "-d3s" if quick else "-d8s", "-s",
+                              f"{tmp}/post.lua", mock.url()], capture_output=True, text=True).stdout
+        m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+        wrk_rate = float(m.group(1)) if m else None
+    write_input(f"{tmp}/in.jsonl", n)
+    wall, cpu, rss, code = run_sluice(tmp, f"{tmp}/in.jsonl", mock.url(), "--concurrency", "64")
+    mock.close()
+    rate = n / wall
+    cpu_us = cpu / n * 1e6
+    share = rate / wrk_rate if wrk_rate else float("nan")
+    return dict(name="overhead",
+                detail=f"{n} calls, zero latency, c=64, durable + --out; wrk -t1 -c64: "
+                       f"{wrk_rate or 0:,.0f}/s; sluice CPU {cpu_us:.1f} us/call "
+                       f"(Python asyncio ~570 us: {570 / cpu_us:.0f}x less)",
+                bound=f"{wrk_rate or 0:,.0f}/s", measured=f"{rate:,.0f}/s", ratio=share,
+                ok=code == 0 and (wrk_rate is None or share >= 0.60) and cpu_us <= 28.5,
+                target=">= 0.60, <= 28.5 us")
+
+
+def memory(quick, tmp):
+    n = 100_000 if quick else 1_000_000
+    mock = Mock()
+    write_input(f"{tmp}/in.jsonl", n)
+    wall, cpu, rss, code = run_sluice(tmp, f"{tmp}/in.jsonl", mock.url(), "--concurrency", "64")
+    mock.close()
+    return dict(name="memory", detail=f"{n:,} input lines in {wall:.1f} s",
+                bound="64 MB", measured=f"{rss:.1f} MB", ratio=rss / 64,
+                ok=code == 0 and rss < 64, target="< 1.0")
+
+
+SCENARIOS = {"latency": latency, "rpm": rpm, "overhead": overhead, "memory": memory}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="small sizes (CI smoke)")
+    p.add_argument("--only", nargs="*", choices=list(SCENARIOS))
+    args = p.parse_args()
+    if not os.path.exists(BIN):
+        sys.exit(f"{BIN} not found: run `cargo build --release` first")
+    rows = []
+    for name in args.only or SCENARIOS:
+        with tempfile.TemporaryDirectory() as tmp:
+            rows.append(SCENARIOS[name](args.quick, tmp))
+            r = rows[-1]
+            print(f"{r['name']:<9} {r['bound']:>12} {r['measured']:>12} {r['ratio']:>7.3f} "
+                  f"{'pass' if r['ok'] else 'FAIL':<5} target {r['target']:<22} {r['detail']}", flush=True)
+    sys.exit(0 if all(r["ok"] for r in rows) else 1)
+
+
+if __name__ == "__main__":
+    main()
