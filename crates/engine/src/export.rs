@@ -46,10 +46,7 @@ pub fn export_run(
     let result = match format {
         ExportFormat::Jsonl => store.for_each_item(run_id, &mut |item| {
             count += 1;
-            let line = batch_output_line(run_id, &item).map_err(|e| Box::new(e) as BoxError)?;
-            out.write_all(line.as_bytes())
-                .and_then(|_| out.write_all(b"\n"))
-                .map_err(|e| {
+            write_output_line(&mut *out, run_id, &item).map_err(|e| {
                     let boxed: BoxError = e.to_string().into();
                     io_error = Some(e);
                     boxed
@@ -108,70 +105,53 @@ fn split_error(error: &str) -> (&str, &str) {
     }
 }
 
-/// One Batch API output line: `{"id","custom_id","response":{"status_code","body"},"error"}`
-/// plus `metadata` when the input had it.
-fn batch_output_line(run_id: &str, item: &ItemRecord) -> serde_json::Result<String> {
-    #[derive(serde::Serialize)]
-    struct Line<'a> {
-        id: String,
-        custom_id: &'a str,
-        response: Option<Response<'a>>,
-        error: Option<ErrorBody<'a>>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        metadata: Option<&'a RawValue>,
-    }
-    #[derive(serde::Serialize)]
-    struct Response<'a> {
-        status_code: u16,
-        body: Body<'a>,
-    }
-    #[derive(serde::Serialize)]
-    #[serde(untagged)]
-    enum Body<'a> {
-        Json(&'a RawValue),
-        Text(&'a str),
-    }
-    #[derive(serde::Serialize)]
-    struct ErrorBody<'a> {
-        code: &'a str,
-        message: &'a str,
-    }
-    let raw_body;
-    let response = match (item.status_code, item.response.as_deref()) {
-        (Some(code), Some(text)) => {
-            raw_body = serde_json::from_str::<&RawValue>(text).ok();
-            Some(Response {
-                status_code: code,
-                body: match raw_body {
-                    Some(raw) => Body::Json(raw),
-                    None => Body::Text(text),
-                },
-            })
-        }
-        _ => None,
+/// Writes one Batch API output line:
+/// `{"id","custom_id","response":{"status_code","body"},"error"}` plus
+/// `metadata` when the input had it, and a newline.
+///
+/// Written by hand rather than through a serde struct: a done item's body and
+/// every item's metadata were validated as JSON when they were recorded, so
+/// they are copied as they are instead of being parsed again (export is a
+/// pass over every row at the end of each run).
+fn write_output_line(out: &mut dyn Write, run_id: &str, item: &ItemRecord) -> std::io::Result<()> {
+    let text = |out: &mut dyn Write, s: &str| -> std::io::Result<()> {
+        serde_json::to_writer(&mut *out, s).map_err(std::io::Error::other)
     };
-    let error = match (item.status, item.error.as_deref()) {
-        (ItemStatus::Failed, Some(e)) => {
-            let (code, message) = split_error(e);
-            Some(ErrorBody { code, message })
+    write!(out, "{{\"id\":")?;
+    text(out, &format!("{run_id}-{}", item.idx))?;
+    out.write_all(b",\"custom_id\":")?;
+    text(out, item.custom_id.as_deref().unwrap_or(&item.item_id))?;
+    out.write_all(b",\"response\":")?;
+    match (item.status_code, item.response.as_deref()) {
+        (Some(code), Some(body)) => {
+            write!(out, "{{\"status_code\":{code},\"body\":")?;
+            let trusted = item.status == ItemStatus::Done;
+            if trusted || serde_json::from_str::<&RawValue>(body).is_ok() {
+                out.write_all(body.trim().as_bytes())?;
+            } else {
+                text(out, body)?;
+            }
+            out.write_all(b"}")?;
         }
-        (ItemStatus::Failed, None) => Some(ErrorBody {
-            code: "error",
-            message: "failed",
-        }),
-        _ => None,
-    };
-    let metadata = item
-        .metadata
-        .as_deref()
-        .and_then(|m| serde_json::from_str::<&RawValue>(m).ok());
-    serde_json::to_string(&Line {
-        id: format!("{run_id}-{}", item.idx),
-        custom_id: item.custom_id.as_deref().unwrap_or(&item.item_id),
-        response,
-        error,
-        metadata,
-    })
+        _ => out.write_all(b"null")?,
+    }
+    out.write_all(b",\"error\":")?;
+    match item.status {
+        ItemStatus::Done => out.write_all(b"null")?,
+        ItemStatus::Failed => {
+            let (code, message) = split_error(item.error.as_deref().unwrap_or("error: failed"));
+            out.write_all(b"{\"code\":")?;
+            text(out, code)?;
+            out.write_all(b",\"message\":")?;
+            text(out, message)?;
+            out.write_all(b"}")?;
+        }
+    }
+    if let Some(metadata) = item.metadata.as_deref() {
+        out.write_all(b",\"metadata\":")?;
+        out.write_all(metadata.as_bytes())?;
+    }
+    out.write_all(b"}\n")
 }
 
 /// The answer's text: a chat message's content, a completion's text, else the body.
@@ -235,9 +215,16 @@ mod tests {
         }
     }
 
+    fn line(run_id: &str, item: &ItemRecord) -> String {
+        let mut out = Vec::new();
+        write_output_line(&mut out, run_id, item).unwrap();
+        assert_eq!(out.last(), Some(&b'\n'));
+        String::from_utf8(out).unwrap()
+    }
+
     #[test]
     fn done_item_is_a_batch_api_output_line_with_metadata() {
-        let line = batch_output_line("r-1", &item(ItemStatus::Done)).unwrap();
+        let line = line("r-1", &item(ItemStatus::Done));
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["custom_id"], "a");
         assert_eq!(v["response"]["status_code"], 200);
@@ -255,14 +242,26 @@ mod tests {
         it.status_code = None;
         it.response = None;
         it.error = Some("timeout: no complete response within 5s (after 3 attempts)".into());
-        let v: serde_json::Value =
-            serde_json::from_str(&batch_output_line("r", &it).unwrap()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line("r", &it)).unwrap();
         assert!(v["response"].is_null());
         assert_eq!(v["error"]["code"], "timeout");
         assert_eq!(
             v["error"]["message"],
             "no complete response within 5s (after 3 attempts)"
         );
+    }
+
+    #[test]
+    fn a_failed_items_non_json_body_is_exported_as_a_string() {
+        let mut it = item(ItemStatus::Failed);
+        it.status_code = Some(502);
+        it.response = Some("<html>Bad gateway \"x\"</html>".into());
+        it.error = Some("server_error: HTTP 502".into());
+        it.custom_id = Some("quote\"d".into());
+        let v: serde_json::Value = serde_json::from_str(&line("r", &it)).unwrap();
+        assert_eq!(v["response"]["body"], "<html>Bad gateway \"x\"</html>");
+        assert_eq!(v["custom_id"], "quote\"d");
+        assert_eq!(v["id"], "r-3");
     }
 
     #[test]

@@ -91,7 +91,9 @@ pub fn run_quick(cfg: &QuickConfig, progress: Arc<Progress>) -> Result<RunReport
     if cfg.concurrency == 0 {
         return Err(Error::Config("--concurrency must be at least 1".into()));
     }
+    let surveyed = std::time::Instant::now();
     let found = survey(&input_path)?;
+    tracing::debug!(items = found.total, elapsed = ?surveyed.elapsed(), "validated input");
     if found.bad_count > 0 && !cfg.skip_bad {
         let first = &found.bad[0];
         return Err(Error::BadLine {
@@ -169,11 +171,14 @@ pub fn run_quick(cfg: &QuickConfig, progress: Arc<Progress>) -> Result<RunReport
         run_id: run.id.clone(),
         duplicate_lines: found.duplicate_lines,
     };
+    let dispatched = std::time::Instant::now();
     let interrupted = runtime.block_on(dispatch.run(&input_path, cfg.concurrency))?;
+    tracing::debug!(elapsed = ?dispatched.elapsed(), "all calls finished");
     // Dropping the runtime drops any call still in flight after the grace
     // period; those items stay pending and the next run sends them.
     drop(runtime);
     writer.finish()?;
+    tracing::debug!(elapsed = ?dispatched.elapsed(), "all outcomes committed");
 
     let mut store = SqliteStore::open(&cfg.store_path)?;
     let state = if interrupted {

@@ -1,17 +1,24 @@
-//! The pooled HTTP/1.1 client (hyper + rustls) that sends one request per call.
+//! The HTTP/1.1 client (hyper + rustls) that sends one request per call over a
+//! pool of kept-alive connections per origin.
 //!
-//! hyper-util's client is used directly rather than reqwest: on this machine kind
-//! it measured 65–80% of `wrk` against a zero-latency server where reqwest reached
-//! 43–61% (shared/PERFORMANCE.md), and the engine's overhead target is 60%.
+//! Built on hyper's connection API rather than reqwest or hyper-util's pooled
+//! client: on this machine kind reqwest reached 43–61% of `wrk` against a
+//! zero-latency server and hyper-util's client 65–80% (shared/PERFORMANCE.md).
+//! A call here pops an idle connection from a stack, sends on it and pushes it
+//! back — no pool keys, no per-request Host formatting — which is what the
+//! engine's overhead target (60% of `wrk` with durable recording) needs.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST, USER_AGENT};
 use http::{Method, Request, Uri};
 use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use tower_service::Service;
 
 use crate::outcome::{classify, Attempt, Failure, FailureKind};
 
@@ -43,6 +50,10 @@ pub struct Endpoint {
     pub uri: Uri,
     /// HTTP method (POST for every API call in quick mode).
     pub method: Method,
+    /// `/path?query`, what an HTTP/1.1 request line carries.
+    origin_form: Uri,
+    /// The `Host` header value.
+    host: HeaderValue,
 }
 
 impl Endpoint {
@@ -62,7 +73,22 @@ impl Endpoint {
         if uri.host().is_none() {
             return Err(bad("it has no host"));
         }
-        Ok(Endpoint { uri, method })
+        Endpoint::from_uri(uri, method).map_err(|reason| bad(&reason))
+    }
+
+    fn from_uri(uri: Uri, method: Method) -> Result<Endpoint, String> {
+        let origin_form = match uri.path_and_query() {
+            Some(pq) => pq.as_str().parse::<Uri>().map_err(|e| e.to_string())?,
+            None => Uri::from_static("/"),
+        };
+        let authority = uri.authority().map(|a| a.as_str()).unwrap_or("");
+        let host = HeaderValue::from_str(authority).map_err(|e| e.to_string())?;
+        Ok(Endpoint {
+            uri,
+            method,
+            origin_form,
+            host,
+        })
     }
 
     /// The same origin with another path (a batch line's `url` such as `/v1/embeddings`).
@@ -75,14 +101,12 @@ impl Endpoint {
                     reason: e.to_string(),
                 }
             })?);
-        let uri = Uri::from_parts(parts).map_err(|e| ClientError::BadUrl {
+        let bad = |reason: String| ClientError::BadUrl {
             url: path_and_query.to_string(),
-            reason: e.to_string(),
-        })?;
-        Ok(Endpoint {
-            uri,
-            method: self.method.clone(),
-        })
+            reason,
+        };
+        let uri = Uri::from_parts(parts).map_err(|e| bad(e.to_string()))?;
+        Endpoint::from_uri(uri, self.method.clone()).map_err(bad)
     }
 
     /// `host:port` for connecting (default ports filled in).
@@ -104,10 +128,18 @@ impl Endpoint {
     }
 }
 
-/// A pooled client with the bearer token already made into a header.
+/// Idle kept-alive connections to one origin (scheme + host + port).
+struct Origin {
+    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+}
+
+/// A client with a connection pool per origin and the bearer token already
+/// made into a header. Cheap to clone.
 #[derive(Clone)]
 pub struct Client {
-    inner: hyper_util::client::legacy::Client<Https, Full<Bytes>>,
+    connector: Https,
+    origins: Arc<Mutex<HashMap<String, Arc<Origin>>>>,
+    max_idle: usize,
     auth: Option<HeaderValue>,
     user_agent: HeaderValue,
 }
@@ -121,18 +153,21 @@ impl std::fmt::Debug for Client {
     }
 }
 
+/// Why a call could not get a connection or lost it.
+enum Transport {
+    Connect(Box<dyn std::error::Error + Send + Sync>),
+    Exchange(Box<dyn std::error::Error + Send + Sync>),
+}
+
 impl Client {
-    /// A client keeping up to `max_idle` idle connections per host, sending
+    /// A client keeping up to `max_idle` idle connections per origin, sending
     /// `Authorization: Bearer <key>` when `api_key` is given (`key_var` names its
     /// environment variable, for error messages only).
     pub fn new(max_idle: usize, api_key: Option<(&str, &str)>) -> Result<Client, ClientError> {
         let auth = match api_key {
             Some((var, key)) => {
-                let mut value = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
-                    ClientError::BadKey {
-                        var: var.to_string(),
-                    }
-                })?;
+                let mut value = HeaderValue::from_str(&format!("Bearer {key}"))
+                    .map_err(|_| ClientError::BadKey { var: var.to_string() })?;
                 value.set_sensitive(true);
                 Some(value)
             }
@@ -144,7 +179,7 @@ impl Client {
             // No system certificates (a bare container): plain http still works,
             // https calls fail with a certificate error that says so.
             Err(_) => hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(
-                rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+                rustls::ClientConfig::builder_with_provider(Arc::new(
                     rustls::crypto::ring::default_provider(),
                 ))
                 .with_safe_default_protocol_versions()
@@ -161,15 +196,68 @@ impl Client {
         http.set_nodelay(true);
         http.set_connect_timeout(Some(Duration::from_secs(10)));
         let connector = builder.https_or_http().enable_http1().wrap_connector(http);
-        let inner = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(max_idle)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
         Ok(Client {
-            inner,
+            connector,
+            origins: Arc::new(Mutex::new(HashMap::new())),
+            max_idle,
             auth,
             user_agent: HeaderValue::from_static(concat!("sluice/", env!("CARGO_PKG_VERSION"))),
         })
+    }
+
+    fn origin(&self, endpoint: &Endpoint) -> Arc<Origin> {
+        let key = format!(
+            "{}://{}",
+            endpoint.uri.scheme_str().unwrap_or("http"),
+            endpoint.uri.authority().map(|a| a.as_str()).unwrap_or("")
+        );
+        let mut origins = self.origins.lock().unwrap_or_else(|e| e.into_inner());
+        origins
+            .entry(key)
+            .or_insert_with(|| {
+                Arc::new(Origin {
+                    idle: Mutex::new(Vec::new()),
+                })
+            })
+            .clone()
+    }
+
+    /// An idle connection that is ready for a request, or a new one.
+    async fn checkout(
+        &self,
+        origin: &Origin,
+        endpoint: &Endpoint,
+    ) -> Result<SendRequest<Full<Bytes>>, Transport> {
+        loop {
+            let idle = origin.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let Some(mut sender) = idle else { break };
+            // A connection the server closed while idle is dropped; `ready`
+            // also waits for hyper to finish reading the previous response.
+            if !sender.is_closed() && sender.ready().await.is_ok() {
+                return Ok(sender);
+            }
+        }
+        let stream = self
+            .connector
+            .clone()
+            .call(endpoint.uri.clone())
+            .await
+            .map_err(Transport::Connect)?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(stream)
+            .await
+            .map_err(|e| Transport::Connect(Box::new(e)))?;
+        tokio::spawn(connection);
+        Ok(sender)
+    }
+
+    fn checkin(&self, origin: &Origin, sender: SendRequest<Full<Bytes>>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = origin.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < self.max_idle {
+            idle.push(sender);
+        }
     }
 
     /// Sends `body` as JSON to `endpoint` and sorts the result. `timeout` covers
@@ -179,24 +267,40 @@ impl Client {
         let started = Instant::now();
         let mut request = Request::new(Full::new(body));
         *request.method_mut() = endpoint.method.clone();
-        *request.uri_mut() = endpoint.uri.clone();
+        *request.uri_mut() = endpoint.origin_form.clone();
         let headers = request.headers_mut();
+        headers.insert(HOST, endpoint.host.clone());
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(USER_AGENT, self.user_agent.clone());
         if let Some(auth) = &self.auth {
             headers.insert(AUTHORIZATION, auth.clone());
         }
+        let origin = self.origin(endpoint);
         let exchange = async {
-            let response = self.inner.request(request).await?;
+            let mut sender = self.checkout(&origin, endpoint).await?;
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|e| Transport::Exchange(Box::new(e)))?;
             let (parts, body) = response.into_parts();
-            let bytes = body.collect().await?.to_bytes();
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>((parts, bytes))
+            let bytes = body
+                .collect()
+                .await
+                .map_err(|e| Transport::Exchange(Box::new(e)))?
+                .to_bytes();
+            // Only a connection whose exchange completed goes back to the pool;
+            // a timed-out one is dropped with this future, which closes it.
+            self.checkin(&origin, sender);
+            Ok::<_, Transport>((parts, bytes))
         };
         match tokio::time::timeout(timeout, exchange).await {
-            Ok(Ok((parts, bytes))) => {
-                classify(parts.status, &parts.headers, bytes, started.elapsed())
+            Ok(Ok((parts, bytes))) => classify(parts.status, &parts.headers, bytes, started.elapsed()),
+            Ok(Err(Transport::Connect(error))) => {
+                Attempt::Failed(transport_failure(&*error, true, started.elapsed()))
             }
-            Ok(Err(error)) => Attempt::Failed(transport_failure(&*error, started.elapsed())),
+            Ok(Err(Transport::Exchange(error))) => {
+                Attempt::Failed(transport_failure(&*error, false, started.elapsed()))
+            }
             Err(_) => Attempt::Failed(Failure {
                 kind: FailureKind::Timeout,
                 status: None,
@@ -220,25 +324,21 @@ fn fmt_duration(d: Duration) -> String {
 
 /// Describes a transport error by its innermost cause ("connection refused",
 /// "connection reset by peer"), which is what a user can act on.
-fn transport_failure(error: &(dyn std::error::Error + 'static), latency: Duration) -> Failure {
+fn transport_failure(
+    error: &(dyn std::error::Error + 'static),
+    connect: bool,
+    latency: Duration,
+) -> Failure {
     let mut cause: &(dyn std::error::Error + 'static) = error;
-    let mut connect = false;
-    loop {
-        if let Some(e) = cause.downcast_ref::<hyper_util::client::legacy::Error>() {
-            connect |= e.is_connect();
-        }
-        match cause.source() {
-            Some(next) => cause = next,
-            None => break,
-        }
+    while let Some(next) = cause.source() {
+        cause = next;
     }
     let detail = cause.to_string();
-    let message = if connect {
-        format!("cannot connect: {detail}")
-    } else if detail == error.to_string() {
-        format!("connection error: {detail}")
-    } else {
-        format!("connection error: {error}: {detail}")
+    let outer = error.to_string();
+    let message = match (connect, detail == outer) {
+        (true, _) => format!("cannot connect: {detail}"),
+        (false, true) => format!("connection error: {detail}"),
+        (false, false) => format!("connection error: {outer}: {detail}"),
     };
     Failure {
         kind: if connect {
