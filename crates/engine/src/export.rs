@@ -47,10 +47,10 @@ pub fn export_run(
         ExportFormat::Jsonl => store.for_each_item(run_id, &mut |item| {
             count += 1;
             write_output_line(&mut *out, run_id, &item).map_err(|e| {
-                    let boxed: BoxError = e.to_string().into();
-                    io_error = Some(e);
-                    boxed
-                })
+                let boxed: BoxError = e.to_string().into();
+                io_error = Some(e);
+                boxed
+            })
         }),
         ExportFormat::Csv => {
             let mut writer = csv::Writer::from_writer(&mut *out);

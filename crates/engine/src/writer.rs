@@ -52,7 +52,9 @@ impl Writer {
                 let mut batch = Vec::with_capacity(BATCH);
                 let mut open = true;
                 while open {
-                    let Some(first) = rx.blocking_recv() else { break };
+                    let Some(first) = rx.blocking_recv() else {
+                        break;
+                    };
                     apply(&mut *store, &run_id, first, &mut batch)?;
                     let deadline = Instant::now() + GATHER;
                     while batch.len() < BATCH {
@@ -71,7 +73,10 @@ impl Writer {
                     }
                     store.write_batch(&run_id, &batch)?;
                     // Counted only once committed: what is reported is durable.
-                    let failed = batch.iter().filter(|r| r.status == ItemStatus::Failed).count();
+                    let failed = batch
+                        .iter()
+                        .filter(|r| r.status == ItemStatus::Failed)
+                        .count();
                     let tokens: u64 = batch
                         .iter()
                         .map(|r| r.prompt_tokens.unwrap_or(0) + r.completion_tokens.unwrap_or(0))

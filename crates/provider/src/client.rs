@@ -1,28 +1,23 @@
-//! The HTTP/1.1 client (hyper + rustls) that sends one request per call over a
-//! pool of kept-alive connections per origin.
-//!
-//! Built on hyper's connection API rather than reqwest or hyper-util's pooled
-//! client: on this machine kind reqwest reached 43–61% of `wrk` against a
-//! zero-latency server and hyper-util's client 65–80% (shared/PERFORMANCE.md).
-//! A call here pops an idle connection from a stack, sends on it and pushes it
-//! back — no pool keys, no per-request Host formatting — which is what the
-//! engine's overhead target (60% of `wrk` with durable recording) needs.
+//! The HTTP client: a pool of kept-alive HTTP/1.1 connections per origin,
+//! plain TCP or TLS (rustls with the system's roots), each call running its
+//! exchange in its own task (see `wire`).
 
 use std::collections::HashMap;
+use std::io::Write as _;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST, USER_AGENT};
-use http::{Method, Request, Uri};
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::client::legacy::connect::HttpConnector;
-use tower_service::Service;
+use http::{Method, Uri};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
 
 use crate::outcome::{classify, Attempt, Failure, FailureKind};
-
-type Https = hyper_rustls::HttpsConnector<HttpConnector>;
+use crate::wire::{exchange, WireError};
 
 /// Errors building a client or an endpoint (bad URL, bad header value).
 #[derive(Debug, thiserror::Error)]
@@ -50,10 +45,8 @@ pub struct Endpoint {
     pub uri: Uri,
     /// HTTP method (POST for every API call in quick mode).
     pub method: Method,
-    /// `/path?query`, what an HTTP/1.1 request line carries.
-    origin_form: Uri,
-    /// The `Host` header value.
-    host: HeaderValue,
+    /// The request line and `Host` header, written once: `POST /path HTTP/1.1\r\nHost: h\r\n`.
+    head: Bytes,
 }
 
 impl Endpoint {
@@ -77,17 +70,21 @@ impl Endpoint {
     }
 
     fn from_uri(uri: Uri, method: Method) -> Result<Endpoint, String> {
-        let origin_form = match uri.path_and_query() {
-            Some(pq) => pq.as_str().parse::<Uri>().map_err(|e| e.to_string())?,
-            None => Uri::from_static("/"),
-        };
+        let path = uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
+        let path = if path.is_empty() { "/" } else { path };
         let authority = uri.authority().map(|a| a.as_str()).unwrap_or("");
-        let host = HeaderValue::from_str(authority).map_err(|e| e.to_string())?;
+        if path
+            .bytes()
+            .chain(authority.bytes())
+            .any(|b| b.is_ascii_control() || b == b' ')
+        {
+            return Err("it contains spaces or control characters".into());
+        }
+        let head = format!("{method} {path} HTTP/1.1\r\nHost: {authority}\r\n");
         Ok(Endpoint {
             uri,
             method,
-            origin_form,
-            host,
+            head: Bytes::from(head),
         })
     }
 
@@ -128,80 +125,153 @@ impl Endpoint {
     }
 }
 
+/// A socket, plain or TLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => s.get_ref().0,
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// A kept-alive connection and its read buffer.
+struct Conn {
+    stream: Stream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    /// Whether the server closed (or wrote to) this idle connection: its socket
+    /// became readable while nobody was waiting for a response. Uses the
+    /// readiness the runtime already has, so it costs no system call.
+    fn went_stale(&self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        self.stream.tcp().poll_read_ready(&mut cx).is_ready()
+    }
+}
+
 /// Idle kept-alive connections to one origin (scheme + host + port).
+#[derive(Default)]
 struct Origin {
-    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+    idle: Mutex<Vec<Conn>>,
 }
 
 /// A client with a connection pool per origin and the bearer token already
-/// made into a header. Cheap to clone.
+/// in header form. Cheap to clone.
 #[derive(Clone)]
 pub struct Client {
-    connector: Https,
+    tls: TlsConnector,
     origins: Arc<Mutex<HashMap<String, Arc<Origin>>>>,
     max_idle: usize,
-    auth: Option<HeaderValue>,
-    user_agent: HeaderValue,
+    /// `User-Agent`, `Content-Type` and `Authorization` lines, written once.
+    /// Holds the API key: never logged or shown.
+    fixed_headers: Arc<[u8]>,
+    has_auth: bool,
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the key.
         f.debug_struct("Client")
-            .field("auth", &self.auth.as_ref().map(|_| "<redacted>"))
+            .field("auth", &self.has_auth.then_some("<redacted>"))
             .finish()
     }
 }
 
-/// Why a call could not get a connection or lost it.
+/// Why a call failed below HTTP.
 enum Transport {
-    Connect(Box<dyn std::error::Error + Send + Sync>),
-    Exchange(Box<dyn std::error::Error + Send + Sync>),
+    Connect(String),
+    Exchange(WireError),
 }
 
 impl Client {
     /// A client keeping up to `max_idle` idle connections per origin, sending
-    /// `Authorization: Bearer <key>` when `api_key` is given (`key_var` names its
-    /// environment variable, for error messages only).
+    /// `Authorization: Bearer <key>` when `api_key` is given as `(variable
+    /// name, key)`; the name is only used in error messages.
     pub fn new(max_idle: usize, api_key: Option<(&str, &str)>) -> Result<Client, ClientError> {
-        let auth = match api_key {
-            Some((var, key)) => {
-                let mut value = HeaderValue::from_str(&format!("Bearer {key}"))
-                    .map_err(|_| ClientError::BadKey { var: var.to_string() })?;
-                value.set_sensitive(true);
-                Some(value)
+        let mut fixed = Vec::new();
+        let _ = write!(
+            fixed,
+            "User-Agent: sluice/{}\r\nContent-Type: application/json\r\n",
+            env!("CARGO_PKG_VERSION")
+        );
+        if let Some((var, key)) = api_key {
+            if key.bytes().any(|b| b.is_ascii_control()) {
+                return Err(ClientError::BadKey {
+                    var: var.to_string(),
+                });
             }
-            None => None,
-        };
-        let builder = hyper_rustls::HttpsConnectorBuilder::new();
-        let builder = match builder.with_native_roots() {
-            Ok(b) => b,
-            // No system certificates (a bare container): plain http still works,
-            // https calls fail with a certificate error that says so.
-            Err(_) => hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(
-                rustls::ClientConfig::builder_with_provider(Arc::new(
-                    rustls::crypto::ring::default_provider(),
-                ))
-                .with_safe_default_protocol_versions()
-                .map_err(|e| ClientError::BadUrl {
-                    url: "https".into(),
-                    reason: e.to_string(),
-                })?
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth(),
-            ),
-        };
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(Duration::from_secs(10)));
-        let connector = builder.https_or_http().enable_http1().wrap_connector(http);
+            let _ = write!(fixed, "Authorization: Bearer {key}\r\n");
+        }
+        // System roots; none found (a bare container) leaves https failing
+        // with a certificate error that says so, while http works.
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(cert);
+        }
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::BadUrl {
+            url: "https://".into(),
+            reason: e.to_string(),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Client {
-            connector,
+            tls: TlsConnector::from(Arc::new(config)),
             origins: Arc::new(Mutex::new(HashMap::new())),
             max_idle,
-            auth,
-            user_agent: HeaderValue::from_static(concat!("sluice/", env!("CARGO_PKG_VERSION"))),
+            fixed_headers: fixed.into(),
+            has_auth: api_key.is_some(),
         })
     }
 
@@ -212,51 +282,58 @@ impl Client {
             endpoint.uri.authority().map(|a| a.as_str()).unwrap_or("")
         );
         let mut origins = self.origins.lock().unwrap_or_else(|e| e.into_inner());
-        origins
-            .entry(key)
-            .or_insert_with(|| {
-                Arc::new(Origin {
-                    idle: Mutex::new(Vec::new()),
-                })
-            })
-            .clone()
+        origins.entry(key).or_default().clone()
     }
 
-    /// An idle connection that is ready for a request, or a new one.
+    async fn connect(&self, endpoint: &Endpoint) -> Result<Conn, Transport> {
+        let host = endpoint
+            .uri
+            .host()
+            .unwrap_or("")
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let tcp = TcpStream::connect(endpoint.host_port())
+            .await
+            .map_err(|e| Transport::Connect(e.to_string()))?;
+        let _ = tcp.set_nodelay(true);
+        let stream = if endpoint.uri.scheme_str() == Some("https") {
+            let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                .map_err(|e| Transport::Connect(format!("bad TLS server name {host:?}: {e}")))?;
+            let tls = self
+                .tls
+                .connect(name, tcp)
+                .await
+                .map_err(|e| Transport::Connect(format!("TLS handshake failed: {e}")))?;
+            Stream::Tls(Box::new(tls))
+        } else {
+            Stream::Plain(tcp)
+        };
+        Ok(Conn {
+            stream,
+            buf: Vec::with_capacity(8192),
+        })
+    }
+
+    /// An idle connection, or a new one; the flag says whether it was reused.
     async fn checkout(
         &self,
         origin: &Origin,
         endpoint: &Endpoint,
-    ) -> Result<SendRequest<Full<Bytes>>, Transport> {
+    ) -> Result<(Conn, bool), Transport> {
         loop {
             let idle = origin.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-            let Some(mut sender) = idle else { break };
-            // A connection the server closed while idle is dropped; `ready`
-            // also waits for hyper to finish reading the previous response.
-            if !sender.is_closed() && sender.ready().await.is_ok() {
-                return Ok(sender);
+            match idle {
+                Some(conn) if conn.went_stale() => continue,
+                Some(conn) => return Ok((conn, true)),
+                None => return Ok((self.connect(endpoint).await?, false)),
             }
         }
-        let stream = self
-            .connector
-            .clone()
-            .call(endpoint.uri.clone())
-            .await
-            .map_err(Transport::Connect)?;
-        let (sender, connection) = hyper::client::conn::http1::handshake(stream)
-            .await
-            .map_err(|e| Transport::Connect(Box::new(e)))?;
-        tokio::spawn(connection);
-        Ok(sender)
     }
 
-    fn checkin(&self, origin: &Origin, sender: SendRequest<Full<Bytes>>) {
-        if sender.is_closed() {
-            return;
-        }
+    fn checkin(&self, origin: &Origin, conn: Conn) {
         let mut idle = origin.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < self.max_idle {
-            idle.push(sender);
+            idle.push(conn);
         }
     }
 
@@ -265,52 +342,60 @@ impl Client {
     /// connection is cut.
     pub async fn send_json(&self, endpoint: &Endpoint, body: Bytes, timeout: Duration) -> Attempt {
         let started = Instant::now();
-        let mut request = Request::new(Full::new(body));
-        *request.method_mut() = endpoint.method.clone();
-        *request.uri_mut() = endpoint.origin_form.clone();
-        let headers = request.headers_mut();
-        headers.insert(HOST, endpoint.host.clone());
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert(USER_AGENT, self.user_agent.clone());
-        if let Some(auth) = &self.auth {
-            headers.insert(AUTHORIZATION, auth.clone());
-        }
+        let mut head = Vec::with_capacity(endpoint.head.len() + self.fixed_headers.len() + 32);
+        head.extend_from_slice(&endpoint.head);
+        head.extend_from_slice(&self.fixed_headers);
+        let _ = write!(head, "Content-Length: {}\r\n\r\n", body.len());
         let origin = self.origin(endpoint);
-        let exchange = async {
-            let mut sender = self.checkout(&origin, endpoint).await?;
-            let response = sender
-                .send_request(request)
-                .await
-                .map_err(|e| Transport::Exchange(Box::new(e)))?;
-            let (parts, body) = response.into_parts();
-            let bytes = body
-                .collect()
-                .await
-                .map_err(|e| Transport::Exchange(Box::new(e)))?
-                .to_bytes();
-            // Only a connection whose exchange completed goes back to the pool;
-            // a timed-out one is dropped with this future, which closes it.
-            self.checkin(&origin, sender);
-            Ok::<_, Transport>((parts, bytes))
+        let call = async {
+            loop {
+                let (mut conn, reused) = self.checkout(&origin, endpoint).await?;
+                match exchange(&mut conn.stream, &mut conn.buf, &head, &body).await {
+                    Ok(response) => {
+                        if response.keep_alive {
+                            self.checkin(&origin, conn);
+                        }
+                        return Ok(response);
+                    }
+                    // The server closed a pooled connection just as it was
+                    // reused, before answering: not an attempt, try a new one.
+                    Err(e) if reused && e.nothing_received() => continue,
+                    Err(e) => return Err(Transport::Exchange(e)),
+                }
+            }
         };
-        match tokio::time::timeout(timeout, exchange).await {
-            Ok(Ok((parts, bytes))) => classify(parts.status, &parts.headers, bytes, started.elapsed()),
-            Ok(Err(Transport::Connect(error))) => {
-                Attempt::Failed(transport_failure(&*error, true, started.elapsed()))
-            }
-            Ok(Err(Transport::Exchange(error))) => {
-                Attempt::Failed(transport_failure(&*error, false, started.elapsed()))
-            }
-            Err(_) => Attempt::Failed(Failure {
-                kind: FailureKind::Timeout,
-                status: None,
-                message: format!("no complete response within {}", fmt_duration(timeout)),
-                body: None,
-                retry_after: None,
-                latency: started.elapsed(),
-                signals: Default::default(),
-            }),
+        // A timed-out call drops its connection with the future: it may still
+        // carry the old response.
+        match tokio::time::timeout(timeout, call).await {
+            Ok(Ok(r)) => classify(r.status, &r.headers, r.body, started.elapsed()),
+            Ok(Err(Transport::Connect(detail))) => Attempt::Failed(transport_failure(
+                FailureKind::Connect,
+                format!("cannot connect to {}: {detail}", endpoint.host_port()),
+                started.elapsed(),
+            )),
+            Ok(Err(Transport::Exchange(e))) => Attempt::Failed(transport_failure(
+                FailureKind::Connection,
+                format!("connection error: {e}"),
+                started.elapsed(),
+            )),
+            Err(_) => Attempt::Failed(transport_failure(
+                FailureKind::Timeout,
+                format!("no complete response within {}", fmt_duration(timeout)),
+                started.elapsed(),
+            )),
         }
+    }
+}
+
+fn transport_failure(kind: FailureKind, message: String, latency: Duration) -> Failure {
+    Failure {
+        kind,
+        status: None,
+        message,
+        body: None,
+        retry_after: None,
+        latency,
+        signals: Default::default(),
     }
 }
 
@@ -319,38 +404,5 @@ fn fmt_duration(d: Duration) -> String {
         format!("{}s", d.as_secs())
     } else {
         format!("{}ms", d.as_millis())
-    }
-}
-
-/// Describes a transport error by its innermost cause ("connection refused",
-/// "connection reset by peer"), which is what a user can act on.
-fn transport_failure(
-    error: &(dyn std::error::Error + 'static),
-    connect: bool,
-    latency: Duration,
-) -> Failure {
-    let mut cause: &(dyn std::error::Error + 'static) = error;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    let detail = cause.to_string();
-    let outer = error.to_string();
-    let message = match (connect, detail == outer) {
-        (true, _) => format!("cannot connect: {detail}"),
-        (false, true) => format!("connection error: {detail}"),
-        (false, false) => format!("connection error: {outer}: {detail}"),
-    };
-    Failure {
-        kind: if connect {
-            FailureKind::Connect
-        } else {
-            FailureKind::Connection
-        },
-        status: None,
-        message,
-        body: None,
-        retry_after: None,
-        latency,
-        signals: Default::default(),
     }
 }

@@ -4,6 +4,7 @@
 mod client;
 mod outcome;
 mod signals;
+mod wire;
 
 pub use client::{Client, ClientError, Endpoint};
 pub use outcome::{classify, Attempt, Failure, FailureKind, Success};
