@@ -385,139 +385,163 @@ impl Dispatch {
     }
 }
 
+/// The final result of an item's attempts.
+struct Outcome {
+    status: ItemStatus,
+    code: Option<u16>,
+    response: Option<String>,
+    error: Option<String>,
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    latency: Duration,
+}
+
+impl Outcome {
+    fn failed(
+        code: Option<u16>,
+        response: Option<String>,
+        error: String,
+        latency: Duration,
+    ) -> Outcome {
+        Outcome {
+            status: ItemStatus::Failed,
+            code,
+            response,
+            error: Some(error),
+            prompt_tokens: None,
+            completion_tokens: None,
+            latency,
+        }
+    }
+}
+
 /// Sends one request until it succeeds, fails for good, or the run stops.
 /// Returns the outcome to record, or `None` to leave the item pending.
 async fn call(shared: &Shared, endpoint: &Endpoint, request: Request) -> Option<ItemRecord> {
     let started_at = now_ms();
-    let mut attempts = 0u32;
-    let mut throttled = 0u32;
-    let progress = &shared.progress;
-    let finish = |status,
-                  code: Option<u16>,
-                  response: Option<String>,
-                  error: Option<String>,
-                  usage: (Option<u64>, Option<u64>),
-                  latency: Duration,
-                  attempts,
-                  throttled| ItemRecord {
-        item_id: request.item_id.clone(),
+    let (mut attempts, mut throttled) = (0u32, 0u32);
+    let outcome = attempt(shared, endpoint, &request, &mut attempts, &mut throttled).await?;
+    Some(ItemRecord {
+        item_id: request.item_id,
         idx: request.line,
         hash: request.hash,
-        status,
+        status: outcome.status,
         attempts,
         throttled,
-        status_code: code,
-        response,
-        error,
-        prompt_tokens: usage.0,
-        completion_tokens: usage.1,
-        latency_ms: latency.as_millis() as u64,
+        status_code: outcome.code,
+        response: outcome.response,
+        error: outcome.error,
+        prompt_tokens: outcome.prompt_tokens,
+        completion_tokens: outcome.completion_tokens,
+        latency_ms: outcome.latency.as_millis() as u64,
         started_at,
         finished_at: now_ms(),
-        metadata: request.metadata.clone(),
-        custom_id: request.custom_id.clone(),
-    };
+        metadata: request.metadata,
+        custom_id: request.custom_id,
+    })
+}
+
+/// The attempts themselves: limits, send, retry with backoff.
+async fn attempt(
+    shared: &Shared,
+    endpoint: &Endpoint,
+    request: &Request,
+    attempts: &mut u32,
+    throttled: &mut u32,
+) -> Option<Outcome> {
+    let progress = &shared.progress;
     loop {
         if let Err(too_large) = shared.limiter.acquire(request.estimate).await {
-            return Some(finish(
-                ItemStatus::Failed,
+            return Some(Outcome::failed(
                 None,
                 None,
-                Some(format!(
+                format!(
                     "token_limit: this request needs about {} tokens (prompt estimate + max_tokens) but --tpm allows {} per minute, so it can never be sent; raise --tpm or lower max_tokens",
                     too_large.tokens, too_large.tpm
-                )),
-                (None, None),
+                ),
                 Duration::ZERO,
-                attempts,
-                throttled,
             ));
         }
-        attempts += 1;
+        *attempts += 1;
         Progress::add(&progress.attempts, 1);
-        if attempts > 1 {
+        if *attempts > 1 {
             Progress::add(&progress.retries, 1);
         }
         Progress::add(&progress.in_flight, 1);
-        let attempt = shared
+        let result = shared
             .client
             .send_json(endpoint, request.body.clone(), shared.timeout)
             .await;
         Progress::sub(&progress.in_flight, 1);
-        match attempt {
+        let failure = match result {
             Attempt::Ok(success) => {
                 shared.limiter.observe(&success.signals);
-                let used =
-                    success.prompt_tokens.unwrap_or(0) + success.completion_tokens.unwrap_or(0);
                 if success.prompt_tokens.is_some() || success.completion_tokens.is_some() {
+                    let used =
+                        success.prompt_tokens.unwrap_or(0) + success.completion_tokens.unwrap_or(0);
                     shared.limiter.settle(request.estimate, used);
                 }
-                let body = String::from_utf8_lossy(&success.body).into_owned();
-                return Some(finish(
-                    ItemStatus::Done,
-                    Some(success.status),
-                    Some(body),
-                    None,
-                    (success.prompt_tokens, success.completion_tokens),
-                    success.latency,
-                    attempts,
-                    throttled,
-                ));
+                return Some(Outcome {
+                    status: ItemStatus::Done,
+                    code: Some(success.status),
+                    response: Some(String::from_utf8_lossy(&success.body).into_owned()),
+                    error: None,
+                    prompt_tokens: success.prompt_tokens,
+                    completion_tokens: success.completion_tokens,
+                    latency: success.latency,
+                });
             }
-            Attempt::Failed(failure) => {
-                shared.limiter.observe(&failure.signals);
-                if matches!(
-                    failure.kind,
-                    FailureKind::RateLimited | FailureKind::Connect
-                ) {
-                    // The provider did not take these tokens.
-                    shared.limiter.settle(request.estimate, 0);
-                }
-                if failure.kind == FailureKind::RateLimited {
-                    throttled += 1;
-                    Progress::add(&progress.throttled, 1);
-                    if let Some(after) = failure.retry_after {
-                        shared.limiter.pause(after);
-                    }
-                }
-                let retry = failure.kind.is_retryable() && attempts <= shared.retries;
-                if retry && shared.stopping.load(Relaxed) {
-                    return None;
-                }
-                if retry {
-                    let delay = shared.backoff.delay_ms(
-                        attempts,
-                        fastrand::f64(),
-                        failure.retry_after.map(|d| d.as_millis() as u64),
-                    );
-                    tokio::time::sleep(Duration::from_millis(delay)).await;
-                    if shared.stopping.load(Relaxed) {
-                        return None;
-                    }
-                    continue;
-                }
-                let code = error_code(failure.kind);
-                let tries = if attempts == 1 {
-                    "1 attempt".to_string()
-                } else {
-                    format!("{attempts} attempts")
-                };
-                let error = format!("{code}: {} (after {tries})", failure.message);
-                let body = failure
-                    .body
-                    .map(|b| String::from_utf8_lossy(&b).into_owned());
-                return Some(finish(
-                    ItemStatus::Failed,
-                    failure.status,
-                    body,
-                    Some(error),
-                    (None, None),
-                    failure.latency,
-                    attempts,
-                    throttled,
-                ));
+            Attempt::Failed(failure) => failure,
+        };
+        shared.limiter.observe(&failure.signals);
+        if matches!(
+            failure.kind,
+            FailureKind::RateLimited | FailureKind::Connect
+        ) {
+            // The provider did not take these tokens.
+            shared.limiter.settle(request.estimate, 0);
+        }
+        if failure.kind == FailureKind::RateLimited {
+            *throttled += 1;
+            Progress::add(&progress.throttled, 1);
+            if let Some(after) = failure.retry_after {
+                shared.limiter.pause(after);
             }
         }
+        let retry = failure.kind.is_retryable() && *attempts <= shared.retries;
+        if retry {
+            if shared.stopping.load(Relaxed) {
+                return None;
+            }
+            let delay = shared.backoff.delay_ms(
+                *attempts,
+                fastrand::f64(),
+                failure.retry_after.map(|d| d.as_millis() as u64),
+            );
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            if shared.stopping.load(Relaxed) {
+                return None;
+            }
+            continue;
+        }
+        let tries = match *attempts {
+            1 => "1 attempt".to_string(),
+            n => format!("{n} attempts"),
+        };
+        let error = format!(
+            "{}: {} (after {tries})",
+            error_code(failure.kind),
+            failure.message
+        );
+        let body = failure
+            .body
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        return Some(Outcome::failed(
+            failure.status,
+            body,
+            error,
+            failure.latency,
+        ));
     }
 }
 

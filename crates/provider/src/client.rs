@@ -47,6 +47,8 @@ pub struct Endpoint {
     pub method: Method,
     /// The request line and `Host` header, written once: `POST /path HTTP/1.1\r\nHost: h\r\n`.
     head: Bytes,
+    /// `scheme://host:port`, the connection pool's key.
+    origin: String,
 }
 
 impl Endpoint {
@@ -81,10 +83,12 @@ impl Endpoint {
             return Err("it contains spaces or control characters".into());
         }
         let head = format!("{method} {path} HTTP/1.1\r\nHost: {authority}\r\n");
+        let origin = format!("{}://{authority}", uri.scheme_str().unwrap_or("http"));
         Ok(Endpoint {
             uri,
             method,
             head: Bytes::from(head),
+            origin,
         })
     }
 
@@ -276,13 +280,11 @@ impl Client {
     }
 
     fn origin(&self, endpoint: &Endpoint) -> Arc<Origin> {
-        let key = format!(
-            "{}://{}",
-            endpoint.uri.scheme_str().unwrap_or("http"),
-            endpoint.uri.authority().map(|a| a.as_str()).unwrap_or("")
-        );
         let mut origins = self.origins.lock().unwrap_or_else(|e| e.into_inner());
-        origins.entry(key).or_default().clone()
+        if let Some(origin) = origins.get(&endpoint.origin) {
+            return origin.clone();
+        }
+        origins.entry(endpoint.origin.clone()).or_default().clone()
     }
 
     async fn connect(&self, endpoint: &Endpoint) -> Result<Conn, Transport> {
