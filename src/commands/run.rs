@@ -118,7 +118,7 @@ pub(crate) fn deliver(
 }
 
 /// Exports to a temporary file beside `out` and renames it into place, so a
-/// crash never leaves a half-written results file.
+/// killed process never leaves a half-written results file.
 pub(crate) fn write_atomically(
     store: &mut SqliteStore,
     run_id: &str,
@@ -140,8 +140,9 @@ pub(crate) fn write_atomically(
         std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let mut writer = std::io::BufWriter::new(file);
     let written = sluice_engine::export_run(store, run_id, format, &mut writer)?;
-    let file = writer.into_inner().context("flushing results")?;
-    file.sync_all().context("syncing results")?;
+    // No fsync: the store is the durable copy and `sluice export` rewrites this
+    // file from it; the rename alone keeps a killed process from leaving half a file.
+    writer.into_inner().context("flushing results")?;
     std::fs::rename(&tmp, out).with_context(|| format!("renaming into {}", out.display()))?;
     Ok(written)
 }

@@ -2,7 +2,7 @@
 //! faults, admission, latency, response.
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -40,6 +40,8 @@ pub(crate) async fn api(
     api: Api,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ConnectionReset> {
+    // Latency counts from arrival, so the mock's own work is inside it.
+    let arrived = Instant::now();
     if !authorized(shared.cfg.api_key.as_deref(), req.headers()) {
         let rates = shared.refuse(Outcome::Unauthorized);
         let res = response::error(
@@ -102,11 +104,11 @@ pub(crate) async fn api(
             )
         }
         Verdict::Fault(Fault::Reset) => {
-            pause(delay).await;
+            pause(arrived, delay).await;
             return Err(ConnectionReset);
         }
         Verdict::Fault(Fault::ServerError) => {
-            pause(delay).await;
+            pause(arrived, delay).await;
             response::error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "The server had an error while processing your request (injected fault).",
@@ -115,11 +117,11 @@ pub(crate) async fn api(
             )
         }
         Verdict::Throttled(throttle) => {
-            pause(delay).await;
+            pause(arrived, delay).await;
             throttled(throttle)
         }
         Verdict::Accept { id, truncate } => {
-            pause(delay).await;
+            pause(arrived, delay).await;
             let mut body = response::success(api, &parsed, id, unix_ms() / 1_000, hash);
             if truncate {
                 body.truncate(body.len() / 2);
@@ -143,9 +145,9 @@ fn authorized(key: Option<&str>, headers: &HeaderMap) -> bool {
         .is_some_and(|given| given == key.as_bytes())
 }
 
-async fn pause(delay: Duration) {
+async fn pause(arrived: Instant, delay: Duration) {
     if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
+        crate::timer::sleep_until(arrived + delay).await;
     }
 }
 

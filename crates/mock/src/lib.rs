@@ -69,6 +69,7 @@ mod response;
 mod server;
 mod state;
 mod stats;
+mod timer;
 
 pub use config::MockConfig;
 pub use server::{serve, MockServer};
