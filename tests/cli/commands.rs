@@ -10,17 +10,11 @@ fn status_runs_and_export_describe_a_run() {
     lines[1] = lines[1].replace("\"model\":\"m\"", "\"model\":\"m\",\"temperature\":0");
     let input = s.write_lines("batch.jsonl", &lines);
     let output = s
-        .sluice(&[
-            "run",
-            input.to_str().unwrap(),
-            "--url",
+        .run(
+            &input,
             &mock.chat_url(),
-            "--retries",
-            "1",
-            "--backoff-base",
-            "1ms",
-            "--json",
-        ])
+            &["--retries", "1", "--backoff-base", "1ms", "--json"],
+        )
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));

@@ -19,14 +19,7 @@ fn run_against(
     let input = s.write_lines("in.jsonl", &chat_lines(60));
     let out = s.path("out.jsonl");
     let output = s
-        .sluice(&[
-            "run",
-            input.to_str().unwrap(),
-            "--url",
-            &mock.chat_url(),
-            "--backoff-base",
-            "10ms",
-        ])
+        .run(&input, &mock.chat_url(), &["--backoff-base", "10ms"])
         .args(["--backoff-cap", "100ms", "--out", out.to_str().unwrap()])
         .args(run_args)
         .output()
@@ -120,14 +113,7 @@ fn a_4xx_fails_at_once_without_retrying() {
     let input = s.write_lines("in.jsonl", &lines);
     let out = s.path("out.jsonl");
     let output = s
-        .sluice(&[
-            "run",
-            input.to_str().unwrap(),
-            "--url",
-            &mock.chat_url(),
-            "--out",
-            out.to_str().unwrap(),
-        ])
+        .run(&input, &mock.chat_url(), &["--out", out.to_str().unwrap()])
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
@@ -155,10 +141,7 @@ fn an_unreachable_url_is_one_clear_sentence_and_exit_2() {
     let s = Scratch::new();
     let input = s.write_lines("in.jsonl", &chat_lines(3));
     let url = format!("http://127.0.0.1:{port}/v1/chat/completions");
-    let output = s
-        .sluice(&["run", input.to_str().unwrap(), "--url", &url])
-        .output()
-        .unwrap();
+    let output = s.run(&input, &url, &[]).output().unwrap();
     assert_eq!(output.status.code(), Some(2));
     let err = stderr(&output);
     assert!(

@@ -15,10 +15,7 @@ fn a_malformed_line_exits_2_naming_file_and_line_and_sends_nothing() {
     let mock = Mock::start(&[]);
     let s = Scratch::new();
     let input = s.write_lines("broken.jsonl", &with_bad_line_3());
-    let output = s
-        .sluice(&["run", input.to_str().unwrap(), "--url", &mock.chat_url()])
-        .output()
-        .unwrap();
+    let output = s.run(&input, &mock.chat_url(), &[]).output().unwrap();
     assert_eq!(output.status.code(), Some(2));
     let err = stderr(&output);
     assert!(err.contains("broken.jsonl:3: invalid JSON"), "{err}");
@@ -33,13 +30,7 @@ fn skip_bad_records_the_line_as_failed_and_runs_the_rest() {
     let input = s.write_lines("broken.jsonl", &with_bad_line_3());
     let out = s.path("out.jsonl");
     let output = s
-        .sluice(&[
-            "run",
-            input.to_str().unwrap(),
-            "--url",
-            &mock.chat_url(),
-            "--skip-bad",
-        ])
+        .run(&input, &mock.chat_url(), &["--skip-bad"])
         .args(["--out", out.to_str().unwrap()])
         .output()
         .unwrap();
@@ -62,10 +53,7 @@ fn repeated_custom_ids_are_refused_with_both_lines() {
     let mut lines = chat_lines(4);
     lines.push(chat_line("r-00001", "again", 9));
     let input = s.write_lines("dups.jsonl", &lines);
-    let output = s
-        .sluice(&["run", input.to_str().unwrap(), "--url", &mock.chat_url()])
-        .output()
-        .unwrap();
+    let output = s.run(&input, &mock.chat_url(), &[]).output().unwrap();
     assert_eq!(output.status.code(), Some(2));
     let err = stderr(&output);
     assert!(
@@ -137,14 +125,7 @@ fn the_api_key_is_sent_but_never_stored_logged_or_exported() {
     let input = s.write_lines("in.jsonl", &lines);
     let out = s.path("out.jsonl");
     let output = s
-        .sluice(&[
-            "run",
-            input.to_str().unwrap(),
-            "--url",
-            &mock.chat_url(),
-            "--api-key-env",
-            "MY_KEY",
-        ])
+        .run(&input, &mock.chat_url(), &["--api-key-env", "MY_KEY"])
         .args(["--out", out.to_str().unwrap()])
         .env("MY_KEY", secret)
         .env("SLUICE_LOG", "debug")

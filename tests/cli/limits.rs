@@ -11,15 +11,7 @@ fn concurrency_is_never_exceeded() {
     let s = Scratch::new();
     let input = s.write_lines("in.jsonl", &chat_lines(80));
     let output = s
-        .sluice(&[
-            "run",
-            input.to_str().unwrap(),
-            "--url",
-            &mock.chat_url(),
-            "--concurrency",
-            "8",
-            "--json",
-        ])
+        .run(&input, &mock.chat_url(), &["--concurrency", "8", "--json"])
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
@@ -37,15 +29,7 @@ fn rpm_limit_paces_requests_so_the_provider_never_throttles() {
     let s = Scratch::new();
     let input = s.write_lines("in.jsonl", &chat_lines(20));
     let output = s
-        .sluice(&[
-            "run",
-            input.to_str().unwrap(),
-            "--url",
-            &mock.chat_url(),
-            "--rpm",
-            "600",
-            "--json",
-        ])
+        .run(&input, &mock.chat_url(), &["--rpm", "600", "--json"])
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
@@ -67,15 +51,7 @@ fn without_a_client_limit_429s_are_retried_after_retry_after() {
     let s = Scratch::new();
     let input = s.write_lines("in.jsonl", &chat_lines(15));
     let output = s
-        .sluice(&[
-            "run",
-            input.to_str().unwrap(),
-            "--url",
-            &mock.chat_url(),
-            "--retries",
-            "20",
-            "--json",
-        ])
+        .run(&input, &mock.chat_url(), &["--retries", "20", "--json"])
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
@@ -106,15 +82,7 @@ fn tpm_limit_is_held_with_estimates_corrected_by_usage() {
         .collect();
     let input = s.write_lines("in.jsonl", &lines);
     let output = s
-        .sluice(&[
-            "run",
-            input.to_str().unwrap(),
-            "--url",
-            &mock.chat_url(),
-            "--tpm",
-            "60000",
-            "--json",
-        ])
+        .run(&input, &mock.chat_url(), &["--tpm", "60000", "--json"])
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
@@ -140,14 +108,7 @@ fn a_request_larger_than_the_tpm_limit_fails_clearly_and_is_not_sent() {
     let input = s.write_lines("in.jsonl", &[big, small]);
     let out = s.path("out.jsonl");
     let output = s
-        .sluice(&[
-            "run",
-            input.to_str().unwrap(),
-            "--url",
-            &mock.chat_url(),
-            "--tpm",
-            "1000",
-        ])
+        .run(&input, &mock.chat_url(), &["--tpm", "1000"])
         .args(["--out", out.to_str().unwrap()])
         .output()
         .unwrap();

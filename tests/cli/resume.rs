@@ -14,13 +14,7 @@ fn a_rerun_sends_nothing_then_only_changed_and_new_lines() {
     let input = s.write_lines("in.jsonl", &lines);
     let run = |s: &Scratch| {
         let output = s
-            .sluice(&[
-                "run",
-                input.to_str().unwrap(),
-                "--url",
-                &mock.chat_url(),
-                "--json",
-            ])
+            .run(&input, &mock.chat_url(), &["--json"])
             .output()
             .unwrap();
         assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
@@ -66,15 +60,9 @@ fn fresh_starts_a_new_run() {
     let s = Scratch::new();
     let input = s.write_lines("in.jsonl", &chat_lines(5));
     for _ in 0..2 {
-        s.sluice(&[
-            "run",
-            input.to_str().unwrap(),
-            "--url",
-            &mock.chat_url(),
-            "--fresh",
-        ])
-        .assert()
-        .success();
+        s.run(&input, &mock.chat_url(), &["--fresh"])
+            .assert()
+            .success();
     }
     assert_eq!(mock.stats()["requests"], 10);
     let runs = s.sluice(&["runs", "--json"]).output().unwrap();

@@ -11,14 +11,7 @@ fn every_line_gets_one_result_in_input_order_with_metadata() {
     let input = s.write_lines("requests.jsonl", &chat_lines(300));
     let out = s.path("results.jsonl");
     let output = s
-        .sluice(&[
-            "run",
-            input.to_str().unwrap(),
-            "--url",
-            &mock.chat_url(),
-            "--concurrency",
-            "16",
-        ])
+        .run(&input, &mock.chat_url(), &["--concurrency", "16"])
         .args(["--out", out.to_str().unwrap(), "--json"])
         .output()
         .unwrap();
@@ -53,10 +46,7 @@ fn bare_bodies_and_batch_lines_route_to_their_endpoints() {
         json!({"custom_id": "cmp", "url": "/v1/completions", "body": {"model": "c", "prompt": "once upon", "max_tokens": 4}}).to_string(),
     ];
     let input = s.write_lines("mixed.jsonl", &lines);
-    let output = s
-        .sluice(&["run", input.to_str().unwrap(), "--url", &mock.chat_url()])
-        .output()
-        .unwrap();
+    let output = s.run(&input, &mock.chat_url(), &[]).output().unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     // Without --out, results go to stdout.
     let results: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)

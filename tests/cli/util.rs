@@ -113,6 +113,13 @@ impl Scratch {
         cmd
     }
 
+    /// `sluice run INPUT --url URL EXTRA...`, ready for more `.args` or `.output()`.
+    pub(crate) fn run(&self, input: &Path, url: &str, extra: &[&str]) -> assert_cmd::Command {
+        let mut cmd = self.sluice(&["run", input.to_str().unwrap(), "--url", url]);
+        cmd.args(extra);
+        cmd
+    }
+
     /// Writes lines to a file and returns its path.
     pub(crate) fn write_lines(&self, name: &str, lines: &[String]) -> PathBuf {
         let path = self.path(name);
