@@ -213,7 +213,7 @@ pub struct Client {
     tls: TlsConnector,
     origins: Arc<Mutex<HashMap<String, Arc<Origin>>>>,
     max_idle: usize,
-    /// `User-Agent`, `Content-Type` and `Authorization` lines, written once.
+    /// `User-Agent` and `Authorization` lines, written once.
     /// Holds the API key: never logged or shown.
     fixed_headers: Arc<[u8]>,
     has_auth: bool,
@@ -225,6 +225,28 @@ impl std::fmt::Debug for Client {
         f.debug_struct("Client")
             .field("auth", &self.has_auth.then_some("<redacted>"))
             .finish()
+    }
+}
+
+/// How a call differs from the default JSON POST.
+#[derive(Debug, Clone, Copy)]
+pub struct CallOptions<'a> {
+    /// Extra request headers (name, value).
+    pub headers: &'a [(String, String)],
+    /// `Content-Type` of the body; `None` = `application/json`.
+    pub content_type: Option<&'a str>,
+    /// Whether a 2xx must carry a JSON body (a non-JSON one is a retryable
+    /// `BadBody`); `false` for files and plain text.
+    pub expect_json: bool,
+}
+
+impl Default for CallOptions<'_> {
+    fn default() -> Self {
+        CallOptions {
+            headers: &[],
+            content_type: None,
+            expect_json: true,
+        }
     }
 }
 
@@ -242,7 +264,7 @@ impl Client {
         let mut fixed = Vec::new();
         let _ = write!(
             fixed,
-            "User-Agent: sluice/{}\r\nContent-Type: application/json\r\n",
+            "User-Agent: sluice/{}\r\n",
             env!("CARGO_PKG_VERSION")
         );
         if let Some((var, key)) = api_key {
@@ -343,11 +365,47 @@ impl Client {
     /// the whole exchange: connecting, waiting and reading the body, so a hung
     /// connection is cut.
     pub async fn send_json(&self, endpoint: &Endpoint, body: Bytes, timeout: Duration) -> Attempt {
+        self.send(endpoint, body, timeout, &CallOptions::default())
+            .await
+    }
+
+    /// Sends `body` to `endpoint` with `options` (extra headers, content type,
+    /// whether a 2xx must be JSON) and sorts the result.
+    pub async fn send(
+        &self,
+        endpoint: &Endpoint,
+        body: Bytes,
+        timeout: Duration,
+        options: &CallOptions<'_>,
+    ) -> Attempt {
         let started = Instant::now();
-        let mut head = Vec::with_capacity(endpoint.head.len() + self.fixed_headers.len() + 32);
+        let mut head = Vec::with_capacity(endpoint.head.len() + self.fixed_headers.len() + 64);
         head.extend_from_slice(&endpoint.head);
         head.extend_from_slice(&self.fixed_headers);
-        let _ = write!(head, "Content-Length: {}\r\n\r\n", body.len());
+        for (name, value) in options.headers {
+            // Checked by `CallOptions::check_headers` when the job is validated;
+            // a control character here would split the request.
+            if name
+                .bytes()
+                .chain(value.bytes())
+                .any(|b| b == b'\r' || b == b'\n')
+            {
+                return Attempt::Failed(transport_failure(
+                    FailureKind::Client,
+                    format!(
+                        "header {name:?} contains a line break; fix the template that renders it"
+                    ),
+                    Duration::ZERO,
+                ));
+            }
+            let _ = write!(head, "{name}: {value}\r\n");
+        }
+        let content_type = options.content_type.unwrap_or("application/json");
+        let _ = write!(
+            head,
+            "Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
         let origin = self.origin(endpoint);
         let call = async {
             loop {
@@ -369,7 +427,13 @@ impl Client {
         // A timed-out call drops its connection with the future: it may still
         // carry the old response.
         match tokio::time::timeout(timeout, call).await {
-            Ok(Ok(r)) => classify(r.status, &r.headers, r.body, started.elapsed()),
+            Ok(Ok(r)) => classify(
+                r.status,
+                &r.headers,
+                r.body,
+                started.elapsed(),
+                options.expect_json,
+            ),
             Ok(Err(Transport::Connect(detail))) => Attempt::Failed(transport_failure(
                 FailureKind::Connect,
                 format!("cannot connect to {}: {detail}", endpoint.host_port()),

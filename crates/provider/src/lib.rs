@@ -6,6 +6,6 @@ mod outcome;
 mod signals;
 mod wire;
 
-pub use client::{Client, ClientError, Endpoint};
+pub use client::{CallOptions, Client, ClientError, Endpoint};
 pub use outcome::{classify, Attempt, Failure, FailureKind, Success};
 pub use signals::{parse_reset_duration, RateSignals};

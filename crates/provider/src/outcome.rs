@@ -82,14 +82,31 @@ pub struct Failure {
     pub signals: RateSignals,
 }
 
-/// Sorts a complete HTTP response.
+/// Sorts a complete HTTP response. With `expect_json`, a 2xx whose body is not
+/// JSON is a retryable `BadBody` (a truncated answer); without it any 2xx is a
+/// success and usage is read only if the body happens to be JSON.
 pub fn classify(
     status: StatusCode,
     headers: &HeaderMap,
     body: Bytes,
     latency: Duration,
+    expect_json: bool,
 ) -> Attempt {
     let signals = RateSignals::from_headers(headers);
+    if status.is_success() && !expect_json {
+        let usage = serde_json::from_slice::<UsageView>(&body)
+            .ok()
+            .and_then(|v| v.usage)
+            .unwrap_or_default();
+        return Attempt::Ok(Success {
+            status: status.as_u16(),
+            prompt_tokens: usage.prompt_tokens.or(usage.input_tokens),
+            completion_tokens: usage.completion_tokens.or(usage.output_tokens),
+            body,
+            latency,
+            signals,
+        });
+    }
     if status.is_success() {
         return match serde_json::from_slice::<UsageView>(&body) {
             Ok(view) => {
@@ -200,6 +217,7 @@ mod tests {
             &map,
             Bytes::from(body.to_string()),
             Duration::from_millis(5),
+            true,
         )
     }
 
@@ -241,6 +259,21 @@ mod tests {
         assert_eq!(f.kind, FailureKind::RateLimited);
         assert_eq!(f.retry_after, Some(Duration::from_millis(250)));
         assert_eq!(f.message, "HTTP 429: Rate limit reached");
+    }
+
+    #[test]
+    fn a_binary_2xx_is_a_success_when_json_is_not_expected() {
+        let Attempt::Ok(s) = classify(
+            StatusCode::OK,
+            &HeaderMap::new(),
+            Bytes::from_static(b"\x89PNG..."),
+            Duration::ZERO,
+            false,
+        ) else {
+            panic!("expected success")
+        };
+        assert_eq!(&s.body[..4], b"\x89PNG");
+        assert_eq!(s.prompt_tokens, None);
     }
 
     #[test]
