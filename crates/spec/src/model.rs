@@ -1,0 +1,288 @@
+//! The validated job: what the engine runs. Built only by `load`, so every
+//! value here has been checked (providers exist, steps reference earlier steps,
+//! templates compile and name only known variables).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::template::{TValue, Template};
+
+/// A whole job file, validated.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// `name`, else the file's stem.
+    pub name: String,
+    /// The job file (absolute).
+    pub path: PathBuf,
+    /// Environment variables templates may read as `env.NAME`.
+    pub env: Vec<String>,
+    /// Units (item × matrix combination) in progress at once; 1 = strictly sequential.
+    pub concurrency: usize,
+    /// Where items come from.
+    pub input: Input,
+    /// Axes in file order; units are items × the cartesian product.
+    pub matrix: Vec<MatrixAxis>,
+    /// In file order.
+    pub providers: Vec<Provider>,
+    /// In file order; a step may only reference earlier ones.
+    pub steps: Vec<Step>,
+    /// Results file and saved files.
+    pub output: Output,
+}
+
+impl Job {
+    /// The provider named `name`.
+    pub fn provider(&self, name: &str) -> Option<&Provider> {
+        self.providers.iter().find(|p| p.name == name)
+    }
+
+    /// Number of matrix combinations (1 without a matrix).
+    pub fn combinations(&self) -> u64 {
+        self.matrix.iter().map(|a| a.values.len() as u64).product()
+    }
+}
+
+/// One `[matrix]` key and its values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MatrixAxis {
+    /// The key, used as `matrix.<name>`.
+    pub name: String,
+    /// Values in file (or `--set`) order.
+    pub values: Vec<serde_json::Value>,
+}
+
+/// `[input]`.
+#[derive(Debug, Clone)]
+pub struct Input {
+    /// Where the items are read from.
+    pub source: InputSource,
+    /// `id` template; without it: the item's `custom_id` or `id` field, else
+    /// `line-N` (files) or the path (glob).
+    pub id: Option<Template>,
+}
+
+/// The kinds of input.
+#[derive(Debug, Clone)]
+pub enum InputSource {
+    /// A file, resolved against the job file's directory.
+    File {
+        /// Absolute path.
+        path: PathBuf,
+        /// From `format` or the extension.
+        format: InputFormat,
+    },
+    /// `path = "-"`.
+    Stdin {
+        /// From `format`; JSONL by default.
+        format: InputFormat,
+    },
+    /// One item per matching file: `{path, name, stem, size}`.
+    Glob {
+        /// Absolute pattern.
+        pattern: String,
+    },
+    /// An HTTP JSON API (a CMS), fetched page by page with limit/offset.
+    Url {
+        /// The first page's URL (without the paging parameters).
+        url: String,
+        /// JSON pointer to the list in each page (`/data`); none = the page is the list.
+        pointer: Option<String>,
+        /// Items per page; none = one request, no paging.
+        page_size: Option<u64>,
+        /// Query parameter names for paging.
+        limit_param: String,
+        /// Query parameter names for paging.
+        offset_param: String,
+        /// Request headers; values may use `env.NAME`.
+        headers: Vec<(String, Template)>,
+    },
+}
+
+/// File formats of `[input]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputFormat {
+    /// One JSON object per line.
+    Jsonl,
+    /// Header row, then one item per row (all fields strings).
+    Csv,
+    /// One JSON array of objects.
+    Json,
+}
+
+/// `[providers.NAME]`.
+#[derive(Debug, Clone)]
+pub struct Provider {
+    /// The table's key.
+    pub name: String,
+    /// `base_url`, or the `urls` pool (at least one; no trailing slash).
+    pub base_urls: Vec<String>,
+    /// Environment variable with the bearer token.
+    pub api_key_env: Option<String>,
+    /// Calls in flight at most, across every step using this provider.
+    pub concurrency: Option<usize>,
+    /// Requests per minute.
+    pub rpm: Option<u64>,
+    /// Tokens per minute.
+    pub tpm: Option<u64>,
+    /// One attempt's time-out (default 60 s).
+    pub timeout: Duration,
+    /// Retry policy (default 5 retries, 500 ms base, 60 s cap).
+    pub retries: Retries,
+    /// Extra headers on every call; values may use `env.NAME`.
+    pub headers: Vec<(String, Template)>,
+}
+
+/// `retries = { max, base, cap }`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Retries {
+    /// Retries after the first attempt.
+    pub max: u32,
+    /// First backoff ceiling.
+    pub base: Duration,
+    /// Largest backoff.
+    pub cap: Duration,
+}
+
+impl Default for Retries {
+    fn default() -> Self {
+        Retries {
+            max: 5,
+            base: Duration::from_millis(500),
+            cap: Duration::from_secs(60),
+        }
+    }
+}
+
+/// One `[[steps]]` entry.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// Unique; referenced as `steps.<name>`.
+    pub name: String,
+    /// Position in the job (0-based).
+    pub index: usize,
+    /// Provider name (required for chat, embed, conversation; optional for http).
+    pub provider: Option<String>,
+    /// For a `for_each` step: elements of one unit in flight at once (default
+    /// 4; 1 = in order, one by one). Otherwise: this step's calls in flight
+    /// across all units (default: no cap beyond the provider's).
+    pub concurrency: Option<usize>,
+    /// Fans the step out over the list this renders to; the element is `each`,
+    /// its position `each_index`, and the step's output is the list of outputs.
+    pub for_each: Option<Template>,
+    /// Overrides the provider's time-out (command steps: their own; default 10 min).
+    pub timeout: Option<Duration>,
+    /// Overrides the provider's retry policy.
+    pub retries: Option<Retries>,
+    /// What the step does.
+    pub kind: StepKind,
+}
+
+/// A chat message template.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// Rendered per unit.
+    pub content: Template,
+}
+
+/// A multipart file upload.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    /// Form field name of the file (default `file`).
+    pub field: String,
+    /// Path of the file to send.
+    pub file: Template,
+    /// Other form fields.
+    pub fields: Vec<(String, Template)>,
+}
+
+/// The step kinds.
+#[derive(Debug, Clone)]
+pub enum StepKind {
+    /// OpenAI-compatible chat completion.
+    Chat {
+        /// Model name.
+        model: Template,
+        /// The messages.
+        messages: Vec<Message>,
+        /// Other body fields (`temperature`, `max_tokens`, …), strings templated.
+        params: TValue,
+        /// Passed through; when set, the answer is parsed as JSON into `.json`.
+        response_format: Option<serde_json::Value>,
+        /// Path under the provider's base URL (default `/chat/completions`).
+        path: String,
+    },
+    /// OpenAI-compatible embeddings.
+    Embed {
+        /// Model name.
+        model: Template,
+        /// A string or a list of strings.
+        input: TValue,
+        /// Other body fields.
+        params: TValue,
+        /// Path under the provider's base URL (default `/embeddings`).
+        path: String,
+    },
+    /// Any HTTP call.
+    Http {
+        /// GET, POST, PUT, PATCH or DELETE (default POST).
+        method: String,
+        /// Absolute URL; or `path` on the provider's base URL.
+        url: Option<Template>,
+        /// Path on the provider's base URL.
+        path: Option<Template>,
+        /// Extra headers.
+        headers: Vec<(String, Template)>,
+        /// JSON body.
+        json: Option<TValue>,
+        /// Raw text body.
+        body: Option<Template>,
+        /// Multipart upload.
+        upload: Option<Upload>,
+        /// Write the response body to a file under the output directory (`.file`).
+        save: bool,
+    },
+    /// A local program per unit.
+    Command {
+        /// Program and arguments (no shell).
+        argv: Vec<Template>,
+        /// Written to the program's standard input.
+        stdin: Option<Template>,
+    },
+    /// Turns asked in order in one growing message history.
+    Conversation {
+        /// Model name.
+        model: Template,
+        /// Optional system message.
+        system: Option<Template>,
+        /// The user turns.
+        turns: Vec<Template>,
+        /// Other body fields.
+        params: TValue,
+        /// Path under the provider's base URL (default `/chat/completions`).
+        path: String,
+    },
+}
+
+impl StepKind {
+    /// The `kind = "..."` name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            StepKind::Chat { .. } => "chat",
+            StepKind::Embed { .. } => "embed",
+            StepKind::Http { .. } => "http",
+            StepKind::Command { .. } => "command",
+            StepKind::Conversation { .. } => "conversation",
+        }
+    }
+}
+
+/// `[output]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    /// Results file written at the end of a run (`.csv` → CSV), if any.
+    pub path: Option<PathBuf>,
+    /// Where `save = "file"` responses go (default `<job dir>/output`).
+    pub dir: PathBuf,
+}
