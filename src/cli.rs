@@ -16,8 +16,12 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Run or resume a batch: `sluice run requests.jsonl --url URL`.
+    /// Run or resume a batch: `sluice run requests.jsonl --url URL` or `sluice run job.toml`.
     Run(RunArgs),
+    /// Validate a job file and estimate calls, tokens and time; sends nothing.
+    Plan(PlanArgs),
+    /// Re-queue a run's failed items (or one step's failures) and run them.
+    Retry(RetryArgs),
     /// Progress, counts, rates and errors of a run (default: the latest).
     Status(StatusArgs),
     /// List the runs in the store.
@@ -40,8 +44,13 @@ pub(crate) struct StoreArg {
 
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
-    /// JSONL file of requests (Batch API lines or bare bodies); `-` reads stdin.
+    /// A job file (`.toml`), or a JSONL file of requests (Batch API lines or
+    /// bare bodies); `-` reads JSONL from stdin.
     pub(crate) input: String,
+    /// Job file override, repeatable: `matrix.model=a,b`, `concurrency=1`,
+    /// `steps.NAME.concurrency=N`, `providers.NAME.rpm=N`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub(crate) sets: Vec<String>,
     /// Endpoint URL, e.g. http://127.0.0.1:8080/v1/chat/completions; a Batch API
     /// line's `url` path replaces the path.
     #[arg(long, env = "SLUICE_URL")]
@@ -91,6 +100,32 @@ pub(crate) struct RunArgs {
     /// Seconds between progress lines when stderr is not a terminal.
     #[arg(long, env = "SLUICE_PROGRESS_INTERVAL", default_value_t = 5.0)]
     pub(crate) progress_interval: f64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PlanArgs {
+    /// The job file.
+    pub(crate) job: PathBuf,
+    /// Job file override, repeatable (as for `run`).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub(crate) sets: Vec<String>,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RetryArgs {
+    /// Run id or name.
+    pub(crate) run: String,
+    /// Only this step's failures (job runs).
+    #[arg(long)]
+    pub(crate) step: Option<String>,
+    #[command(flatten)]
+    pub(crate) store: StoreArg,
+    /// Print a machine-readable summary on stdout.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -21,7 +21,8 @@ fn main() -> ExitCode {
             let invalid = error
                 .downcast_ref::<sluice_engine::Error>()
                 .is_some_and(sluice_engine::Error::is_invalid_input)
-                || error.downcast_ref::<commands::UsageError>().is_some();
+                || error.downcast_ref::<commands::UsageError>().is_some()
+                || error.downcast_ref::<sluice_spec::SpecError>().is_some();
             ExitCode::from(if invalid { 2 } else { 1 })
         }
     }

@@ -6,6 +6,7 @@ use crate::cli::{Cli, Command};
 
 mod demo;
 mod export;
+mod job;
 mod mock;
 mod run;
 mod status;
@@ -19,6 +20,8 @@ pub(crate) struct UsageError(pub(crate) String);
 pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Plan(args) => job::plan(args),
+        Command::Retry(args) => job::retry(args),
         Command::Status(args) => status::status(args),
         Command::Runs(args) => status::runs(args),
         Command::Export(args) => export::export(args),

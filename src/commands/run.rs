@@ -15,10 +15,12 @@ use crate::display::{self, ProgressDisplay};
 
 pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if args.input.ends_with(".toml") {
-        return Err(UsageError(format!(
-            "{}: job files are not supported by this build yet; pass a JSONL file of requests with --url",
-            args.input
-        ))
+        return super::job::run(args);
+    }
+    if !args.sets.is_empty() {
+        return Err(UsageError(
+            "--set applies to job files (.toml); with a JSONL input use the flags directly".into(),
+        )
         .into());
     }
     let Some(url) = args.url.clone() else {
@@ -60,9 +62,21 @@ pub(crate) fn execute(
     progress_interval: f64,
     summary_on_stderr: bool,
 ) -> anyhow::Result<(RunReport, ExitCode)> {
+    with_progress(progress_interval, summary_on_stderr, |p| {
+        run_quick(config, p)
+    })
+}
+
+/// Runs `work` with live progress on stderr, then prints the summary and
+/// picks the exit code.
+pub(crate) fn with_progress(
+    progress_interval: f64,
+    summary_on_stderr: bool,
+    work: impl FnOnce(Arc<Progress>) -> sluice_engine::Result<RunReport>,
+) -> anyhow::Result<(RunReport, ExitCode)> {
     let progress = Arc::new(Progress::default());
     let display = ProgressDisplay::start(progress.clone(), progress_interval);
-    let result = run_quick(config, progress);
+    let result = work(progress);
     display.finish();
     let report = result?;
     if summary_on_stderr {

@@ -1,11 +1,13 @@
 //! Integration tests: the real `sluice` binary against a real `sluice mock`
 //! process on 127.0.0.1.
 
+mod fakehost;
 mod util;
 
 mod commands;
 mod faults;
 mod input;
+mod jobs;
 mod limits;
 mod resume;
 mod run;

@@ -43,6 +43,12 @@ pub fn export_run(
 ) -> Result<u64> {
     let mut count = 0u64;
     let mut io_error: Option<std::io::Error> = None;
+    let job = store
+        .find_run(run_id)?
+        .filter(|r| r.settings.get("mode").and_then(|m| m.as_str()) == Some("job"));
+    if let Some(run) = job {
+        return crate::job::export::export_units(store, &run, format, out);
+    }
     let result = match format {
         ExportFormat::Jsonl => store.for_each_item(run_id, &mut |item| {
             count += 1;
@@ -98,7 +104,7 @@ fn csv_error(e: csv::Error) -> Error {
 }
 
 /// Splits a recorded error into its code and message.
-fn split_error(error: &str) -> (&str, &str) {
+pub(crate) fn split_error(error: &str) -> (&str, &str) {
     match error.split_once(": ") {
         Some((code, message)) if !code.contains(' ') => (code, message),
         _ => ("error", error),

@@ -1,16 +1,21 @@
 //! The engine: reads a batch, sends it through the limiters, records every
 //! outcome durably and resumes where a previous run stopped.
 
+mod calls;
 mod error;
 mod export;
 mod input;
+mod inputs;
+mod job;
 mod limiter;
 mod progress;
 mod quick;
+mod steps;
 mod writer;
 
 pub use error::{Error, Result};
 pub use export::{export_run, ExportFormat};
 pub use input::InputSource;
+pub use job::{plan, run_job, JobConfig, Plan, ProviderPlan, StepPlan};
 pub use progress::{Progress, Snapshot};
 pub use quick::{run_quick, QuickConfig, RunReport};

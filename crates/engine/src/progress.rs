@@ -29,6 +29,8 @@ pub struct Progress {
     pub throttled: AtomicU64,
     /// Prompt + completion tokens reported by responses.
     pub tokens: AtomicU64,
+    /// Pipeline step outcomes recorded (steps, fan-out elements, turns).
+    pub steps: AtomicU64,
 }
 
 impl Default for Progress {
@@ -44,6 +46,7 @@ impl Default for Progress {
             retries: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
             tokens: AtomicU64::new(0),
+            steps: AtomicU64::new(0),
         }
     }
 }
@@ -69,6 +72,8 @@ pub struct Snapshot {
     pub throttled: u64,
     /// Tokens used.
     pub tokens: u64,
+    /// Pipeline step outcomes recorded.
+    pub steps: u64,
     /// Seconds since the run started.
     pub elapsed_secs: f64,
 }
@@ -109,6 +114,7 @@ impl Progress {
             retries: self.retries.load(Relaxed),
             throttled: self.throttled.load(Relaxed),
             tokens: self.tokens.load(Relaxed),
+            steps: self.steps.load(Relaxed),
             elapsed_secs: self.started.elapsed().as_secs_f64(),
         }
     }

@@ -9,11 +9,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::Method;
 use sluice_limit::Backoff;
-use sluice_provider::{Attempt, Client, Endpoint, FailureKind};
+use sluice_provider::{CallOptions, Client, Endpoint};
 use sluice_store::{ItemRecord, ItemStatus, Known, NewRun, SqliteStore, Store};
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
 
+use crate::calls::{self, CallEnd, CallEnv, CallRequest, Tally};
 use crate::error::{Error, Result};
 use crate::input::{parse_line, spool_stdin, survey, BadLine, InputSource, LineReader, Request};
 use crate::limiter::Limiter;
@@ -441,7 +442,7 @@ async fn call(shared: &Shared, endpoint: &Endpoint, request: Request) -> Option<
     })
 }
 
-/// The attempts themselves: limits, send, retry with backoff.
+/// The attempts themselves, mapped to what quick mode records.
 async fn attempt(
     shared: &Shared,
     endpoint: &Endpoint,
@@ -449,117 +450,52 @@ async fn attempt(
     attempts: &mut u32,
     throttled: &mut u32,
 ) -> Option<Outcome> {
-    let progress = &shared.progress;
-    loop {
-        if let Err(too_large) = shared.limiter.acquire(request.estimate).await {
-            return Some(Outcome::failed(
-                None,
-                None,
-                format!(
-                    "token_limit: this request needs about {} tokens (prompt estimate + max_tokens) but --tpm allows {} per minute, so it can never be sent; raise --tpm or lower max_tokens",
-                    too_large.tokens, too_large.tpm
-                ),
-                Duration::ZERO,
-            ));
-        }
-        *attempts += 1;
-        Progress::add(&progress.attempts, 1);
-        if *attempts > 1 {
-            Progress::add(&progress.retries, 1);
-        }
-        Progress::add(&progress.in_flight, 1);
-        let result = shared
-            .client
-            .send_json(endpoint, request.body.clone(), shared.timeout)
-            .await;
-        Progress::sub(&progress.in_flight, 1);
-        let failure = match result {
-            Attempt::Ok(success) => {
-                shared.limiter.observe(&success.signals);
-                if success.prompt_tokens.is_some() || success.completion_tokens.is_some() {
-                    let used =
-                        success.prompt_tokens.unwrap_or(0) + success.completion_tokens.unwrap_or(0);
-                    shared.limiter.settle(request.estimate, used);
-                }
-                return Some(Outcome {
-                    status: ItemStatus::Done,
-                    code: Some(success.status),
-                    response: Some(String::from_utf8_lossy(&success.body).into_owned()),
-                    error: None,
-                    prompt_tokens: success.prompt_tokens,
-                    completion_tokens: success.completion_tokens,
-                    latency: success.latency,
-                });
-            }
-            Attempt::Failed(failure) => failure,
-        };
-        shared.limiter.observe(&failure.signals);
-        if matches!(
-            failure.kind,
-            FailureKind::RateLimited | FailureKind::Connect
-        ) {
-            // The provider did not take these tokens.
-            shared.limiter.settle(request.estimate, 0);
-        }
-        if failure.kind == FailureKind::RateLimited {
-            *throttled += 1;
-            Progress::add(&progress.throttled, 1);
-            if let Some(after) = failure.retry_after {
-                shared.limiter.pause(after);
-            }
-        }
-        let retry = failure.kind.is_retryable() && *attempts <= shared.retries;
-        if retry {
-            if shared.stopping.load(Relaxed) {
-                return None;
-            }
-            let delay = shared.backoff.delay_ms(
-                *attempts,
-                fastrand::f64(),
-                failure.retry_after.map(|d| d.as_millis() as u64),
-            );
-            tokio::time::sleep(Duration::from_millis(delay)).await;
-            if shared.stopping.load(Relaxed) {
-                return None;
-            }
-            continue;
-        }
-        let tries = match *attempts {
-            1 => "1 attempt".to_string(),
-            n => format!("{n} attempts"),
-        };
-        let error = format!(
-            "{}: {} (after {tries})",
-            error_code(failure.kind),
-            failure.message
-        );
-        let body = failure
-            .body
-            .map(|b| String::from_utf8_lossy(&b).into_owned());
-        return Some(Outcome::failed(
-            failure.status,
-            body,
+    let env = CallEnv {
+        client: &shared.client,
+        limiter: &shared.limiter,
+        progress: &shared.progress,
+        stopping: &shared.stopping,
+        backoff: shared.backoff,
+        retries: shared.retries,
+        timeout: shared.timeout,
+    };
+    let call_request = CallRequest {
+        endpoint,
+        body: request.body.clone(),
+        options: CallOptions::default(),
+        estimate: request.estimate,
+    };
+    let mut tally = Tally::default();
+    let end = calls::call(&env, &call_request, &mut tally).await;
+    *attempts = tally.attempts;
+    *throttled = tally.throttled;
+    match end {
+        CallEnd::Done(success) => Some(Outcome {
+            status: ItemStatus::Done,
+            code: Some(success.status),
+            response: Some(String::from_utf8_lossy(&success.body).into_owned()),
+            error: None,
+            prompt_tokens: success.prompt_tokens,
+            completion_tokens: success.completion_tokens,
+            latency: success.latency,
+        }),
+        CallEnd::Failed {
             error,
-            failure.latency,
-        ));
-    }
-}
-
-/// The error code exported with a failed item.
-fn error_code(kind: FailureKind) -> &'static str {
-    match kind {
-        FailureKind::RateLimited => "rate_limited",
-        FailureKind::Server => "server_error",
-        FailureKind::Timeout => "timeout",
-        FailureKind::Connect => "connect_error",
-        FailureKind::Connection => "connection_error",
-        FailureKind::BadBody => "bad_response",
-        FailureKind::Client => "request_error",
+            status,
+            body,
+            latency,
+        } => Some(Outcome::failed(
+            status,
+            body.map(|b| String::from_utf8_lossy(&b).into_owned()),
+            error,
+            latency,
+        )),
+        CallEnd::Stopped => None,
     }
 }
 
 /// Notifies on the first SIGINT/SIGTERM, and again on every further one.
-async fn watch_signals(stop: Arc<Notify>) {
+pub(crate) async fn watch_signals(stop: Arc<Notify>) {
     #[cfg(unix)]
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     loop {
@@ -584,7 +520,7 @@ async fn watch_signals(stop: Arc<Notify>) {
 }
 
 /// Fails fast, before anything is sent, when the host refuses connections.
-async fn preflight(endpoint: &Endpoint) -> Result<()> {
+pub(crate) async fn preflight(endpoint: &Endpoint) -> Result<()> {
     let host = endpoint.host_port();
     let connect = tokio::net::TcpStream::connect(host.clone());
     match tokio::time::timeout(Duration::from_secs(10), connect).await {
@@ -657,7 +593,7 @@ fn settings_json(cfg: &QuickConfig, input: &Path) -> serde_json::Value {
     })
 }
 
-fn store_dir(store: &Path) -> PathBuf {
+pub(crate) fn store_dir(store: &Path) -> PathBuf {
     store
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

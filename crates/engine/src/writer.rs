@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use sluice_store::{ItemRecord, ItemStatus, Store};
+use sluice_store::{ItemRecord, ItemStatus, StepRecord, Store};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
 
@@ -28,6 +28,9 @@ const POLL: Duration = Duration::from_millis(1);
 pub(crate) enum Message {
     /// Record one outcome.
     Record(ItemRecord),
+    /// Record one pipeline step's outcome (committed before the unit's own
+    /// record in the same batch, so a finished unit always has its steps).
+    Step(StepRecord),
     /// Move already-recorded items to new input positions.
     Moves(Vec<(String, u64)>),
 }
@@ -49,7 +52,7 @@ impl Writer {
         let handle = std::thread::Builder::new()
             .name("sluice-writer".into())
             .spawn(move || {
-                let mut batch = Vec::with_capacity(BATCH);
+                let mut batch = Batch::default();
                 let mut open = true;
                 while open {
                     let Some(first) = rx.blocking_recv() else {
@@ -71,20 +74,37 @@ impl Writer {
                     if batch.is_empty() {
                         continue;
                     }
-                    store.write_batch(&run_id, &batch)?;
+                    if !batch.steps.is_empty() {
+                        store.write_steps(&run_id, &batch.steps)?;
+                        let tokens: u64 = batch.steps.iter().map(step_tokens).sum();
+                        Progress::add(&progress.tokens, tokens);
+                        Progress::add(&progress.steps, batch.steps.len() as u64);
+                        batch.steps.clear();
+                    }
+                    if batch.items.is_empty() {
+                        continue;
+                    }
+                    store.write_batch(&run_id, &batch.items)?;
                     // Counted only once committed: what is reported is durable.
                     let failed = batch
+                        .items
                         .iter()
                         .filter(|r| r.status == ItemStatus::Failed)
                         .count();
-                    let tokens: u64 = batch
-                        .iter()
-                        .map(|r| r.prompt_tokens.unwrap_or(0) + r.completion_tokens.unwrap_or(0))
-                        .sum();
                     Progress::add(&progress.failed, failed as u64);
-                    Progress::add(&progress.done, (batch.len() - failed) as u64);
-                    Progress::add(&progress.tokens, tokens);
-                    batch.clear();
+                    Progress::add(&progress.done, (batch.items.len() - failed) as u64);
+                    if !batch.pipeline {
+                        // A pipeline's tokens were counted with its steps.
+                        let tokens: u64 = batch
+                            .items
+                            .iter()
+                            .map(|r| {
+                                r.prompt_tokens.unwrap_or(0) + r.completion_tokens.unwrap_or(0)
+                            })
+                            .sum();
+                        Progress::add(&progress.tokens, tokens);
+                    }
+                    batch.items.clear();
                 }
                 Ok(())
             })
@@ -102,16 +122,44 @@ impl Writer {
     }
 }
 
+/// Outcomes gathered for one commit.
+#[derive(Default)]
+struct Batch {
+    items: Vec<ItemRecord>,
+    steps: Vec<StepRecord>,
+    /// Step records were seen: tokens are counted per step, not per unit.
+    pipeline: bool,
+}
+
+impl Batch {
+    fn len(&self) -> usize {
+        self.items.len() + self.steps.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn step_tokens(r: &StepRecord) -> u64 {
+    r.prompt_tokens.unwrap_or(0) + r.completion_tokens.unwrap_or(0)
+}
+
 /// Queues a record into the batch, or applies position moves at once.
 fn apply(
     store: &mut dyn Store,
     run_id: &str,
     message: Message,
-    batch: &mut Vec<ItemRecord>,
+    batch: &mut Batch,
 ) -> sluice_store::Result<()> {
     match message {
         Message::Record(record) => {
-            batch.push(record);
+            batch.items.push(record);
+            Ok(())
+        }
+        Message::Step(record) => {
+            batch.pipeline = true;
+            batch.steps.push(record);
             Ok(())
         }
         Message::Moves(moves) => store.set_positions(run_id, &moves),

@@ -35,6 +35,8 @@ pub struct Success {
     pub latency: Duration,
     /// Rate-limit headers.
     pub signals: RateSignals,
+    /// The response's `Content-Type`, if sent (picks a saved file's extension).
+    pub content_type: Option<String>,
 }
 
 /// What kind of failure, which decides retry.
@@ -93,6 +95,10 @@ pub fn classify(
     expect_json: bool,
 ) -> Attempt {
     let signals = RateSignals::from_headers(headers);
+    let content_type = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     if status.is_success() && !expect_json {
         let usage = serde_json::from_slice::<UsageView>(&body)
             .ok()
@@ -105,6 +111,7 @@ pub fn classify(
             body,
             latency,
             signals,
+            content_type,
         });
     }
     if status.is_success() {
@@ -118,6 +125,7 @@ pub fn classify(
                     body,
                     latency,
                     signals,
+                    content_type,
                 })
             }
             Err(e) => Attempt::Failed(Failure {
@@ -225,12 +233,13 @@ mod tests {
     fn success_reads_usage() {
         let Attempt::Ok(s) = run(
             200,
-            &[],
+            &[("content-type", "application/json")],
             r#"{"usage":{"prompt_tokens":7,"completion_tokens":3}}"#,
         ) else {
             panic!("expected success")
         };
         assert_eq!((s.prompt_tokens, s.completion_tokens), (Some(7), Some(3)));
+        assert_eq!(s.content_type.as_deref(), Some("application/json"));
     }
 
     #[test]

@@ -158,7 +158,10 @@ fn wanted(name: &str) -> bool {
     let lower = |prefix: &str| {
         name.len() >= prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(prefix)
     };
-    lower("retry-after") || lower("x-ratelimit-") || lower("anthropic-ratelimit-")
+    lower("retry-after")
+        || lower("x-ratelimit-")
+        || lower("anthropic-ratelimit-")
+        || name.eq_ignore_ascii_case("content-type")
 }
 
 async fn read_response<S: AsyncRead + Unpin>(

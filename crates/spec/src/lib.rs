@@ -1,9 +1,25 @@
 //! Job files for sluice: TOML parsed and validated into a [`Job`] (every error
 //! with file, line and column), and the templates it renders per unit.
 
+mod build;
+mod ctx;
+mod diag;
+mod document;
+mod input;
+mod kinds;
+mod load;
 mod model;
+mod raw;
+mod sets;
+mod steps;
 mod template;
+mod templates_check;
 
+#[cfg(test)]
+mod tests;
+
+pub use diag::{Diagnostic, SpecError};
+pub use load::{load, parse_str};
 pub use model::{
     Input, InputFormat, InputSource, Job, MatrixAxis, Message, Output, Provider, Retries, Step,
     StepKind, Upload,

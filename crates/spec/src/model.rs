@@ -198,6 +198,8 @@ pub struct Upload {
 }
 
 /// The step kinds.
+// Built once per job and never moved on a hot path: size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum StepKind {
     /// OpenAI-compatible chat completion.

@@ -76,6 +76,15 @@ impl Template {
         }
     }
 
+    /// A template in an environment of its own, for values built outside a job
+    /// file (tests, callers assembling steps by hand). Returns the compile
+    /// error's message on failure.
+    pub fn standalone(place: &str, source: &str) -> Result<Template, String> {
+        let mut env = environment();
+        Template::compile(&mut env, place, source)?;
+        Ok(Template::bind(&Arc::new(env), place, source))
+    }
+
     /// The template text as written.
     pub fn source(&self) -> &str {
         &self.source

@@ -20,7 +20,7 @@ pub(crate) use error::During;
 pub use error::{Error, Result};
 pub use sqlite::SqliteStore;
 pub use types::{
-    ItemRecord, ItemStatus, Known, NewRun, RunCounts, RunMeta, RunSummary, RUN_STATES,
+    ItemRecord, ItemStatus, Known, NewRun, RunCounts, RunMeta, RunSummary, StepRecord, RUN_STATES,
     STATE_FINISHED, STATE_INTERRUPTED, STATE_RUNNING,
 };
 
@@ -78,6 +78,15 @@ pub trait Store: Send {
     fn reset_failed(&mut self, run_id: &str) -> Result<u64>;
     /// The record of one item, if it has one.
     fn get_item(&mut self, run_id: &str, item_id: &str) -> Result<Option<ItemRecord>>;
+    /// Records step outcomes of pipeline units in one transaction; a record
+    /// replaces an earlier one for the same (unit, step, part).
+    fn write_steps(&mut self, run_id: &str, records: &[StepRecord]) -> Result<()>;
+    /// Every step record of one unit, by step then part.
+    fn unit_steps(&mut self, run_id: &str, unit_id: &str) -> Result<Vec<StepRecord>>;
+    /// Deletes failed step records (of `step`, or of every step) and the
+    /// records of the units they failed, so a rerun retries them; returns how
+    /// many units became pending.
+    fn reset_failed_steps(&mut self, run_id: &str, step: Option<&str>) -> Result<u64>;
 }
 
 /// The default store path: `.sluice/sluice.db` under the current directory

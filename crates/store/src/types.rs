@@ -172,3 +172,39 @@ pub struct RunSummary {
     /// Its items' totals.
     pub counts: RunCounts,
 }
+
+/// The outcome of one step (or one fan-out element, or one conversation turn)
+/// of one pipeline unit.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StepRecord {
+    /// The unit: an input item × one matrix combination.
+    pub unit_id: String,
+    /// The step's name.
+    pub step: String,
+    /// -1 for a whole step; the element or turn index otherwise.
+    pub part: i64,
+    /// Hash of the rendered request.
+    pub hash: u64,
+    /// Done or failed.
+    pub status: ItemStatus,
+    /// Attempts made.
+    pub attempts: u32,
+    /// 429s seen.
+    pub throttled: u32,
+    /// HTTP status or exit code of the last attempt.
+    pub status_code: Option<u16>,
+    /// Usage reported.
+    pub prompt_tokens: Option<u64>,
+    /// Usage reported.
+    pub completion_tokens: Option<u64>,
+    /// Last attempt's latency.
+    pub latency_ms: u64,
+    /// First attempt (unix ms).
+    pub started_at: i64,
+    /// Outcome known (unix ms).
+    pub finished_at: i64,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// The step's output as JSON text.
+    pub output: Option<String>,
+}

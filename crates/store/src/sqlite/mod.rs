@@ -8,6 +8,7 @@
 //! writer at the disk's flush rate.
 
 mod rows;
+mod steps;
 mod store;
 
 use std::path::{Path, PathBuf};
@@ -19,7 +20,10 @@ use crate::{During, Error, Result, RunCounts, RunMeta};
 use rows::item_columns;
 
 /// The schema, one step per `user_version`: entry `i` migrates version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/0001_init.sql"),
+    include_str!("../../migrations/0002_steps.sql"),
+];
 
 /// How long a statement waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);

@@ -49,7 +49,7 @@ pub(super) fn to_u64(what: &'static str, value: i64) -> Result<u64> {
     u64::try_from(value).map_err(|_| corrupt(what, format!("{value} is negative")))
 }
 
-fn to_u32(what: &'static str, value: i64) -> Result<u32> {
+pub(super) fn to_u32(what: &'static str, value: i64) -> Result<u32> {
     u32::try_from(value).map_err(|_| corrupt(what, format!("{value} is out of range")))
 }
 
@@ -64,7 +64,7 @@ pub(super) fn status_from_str(s: &str) -> Result<ItemStatus> {
 }
 
 /// Reads column `i`, naming the failure as a read of the store.
-fn col<T: FromSql>(row: &Row<'_>, i: usize) -> Result<T> {
+pub(super) fn col<T: FromSql>(row: &Row<'_>, i: usize) -> Result<T> {
     row.get(i).during("read a stored row")
 }
 

@@ -7,7 +7,7 @@ use super::rows::{self, item_columns, run_columns};
 use super::{SqliteStore, FOR_EACH_SQL, LOOKUP_SIZES};
 use crate::{
     During, Error, ItemRecord, Known, NewRun, Result, RunCounts, RunMeta, RunSummary, SinkError,
-    Store, RUN_STATES, STATE_RUNNING,
+    StepRecord, Store, RUN_STATES, STATE_RUNNING,
 };
 
 impl Store for SqliteStore {
@@ -289,5 +289,18 @@ impl Store for SqliteStore {
             Some(row) => rows::item_from_row(row).map(Some),
             None => Ok(None),
         }
+    }
+
+    fn write_steps(&mut self, run_id: &str, records: &[StepRecord]) -> Result<()> {
+        super::steps::write(self, run_id, records)
+    }
+
+    fn unit_steps(&mut self, run_id: &str, unit_id: &str) -> Result<Vec<StepRecord>> {
+        self.ensure_run(run_id)?;
+        super::steps::of_unit(self, run_id, unit_id)
+    }
+
+    fn reset_failed_steps(&mut self, run_id: &str, step: Option<&str>) -> Result<u64> {
+        super::steps::reset_failed(self, run_id, step)
     }
 }

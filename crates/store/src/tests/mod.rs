@@ -7,10 +7,12 @@
 mod connections;
 mod items;
 mod runs;
+mod steps;
 
 pub(crate) use connections::*;
 pub(crate) use items::*;
 pub(crate) use runs::*;
+pub(crate) use steps::*;
 
 use crate::{ItemRecord, ItemStatus, NewRun, Store};
 
@@ -31,7 +33,8 @@ macro_rules! store_suite {
             reset_failed_makes_items_pending, set_positions_changes_export_order,
             reader_proceeds_while_writer_commits, concurrent_writer_and_reader_threads,
             batch_is_atomic, unknown_run_is_an_error, survives_drop_without_close,
-            reopening_is_idempotent, lists_runs_newest_first);
+            reopening_is_idempotent, lists_runs_newest_first,
+            step_records_round_trip_and_replace, reset_failed_steps_reopens_their_units);
     };
     (@each $fresh:path; $($check:ident),* $(,)?) => {
         $(

@@ -1,0 +1,163 @@
+//! One logical call with its retries: limits, send, sort the answer, back off,
+//! try again. Shared by quick mode and every pipeline step that calls HTTP.
+
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::Duration;
+
+use bytes::Bytes;
+use sluice_limit::Backoff;
+use sluice_provider::{Attempt, CallOptions, Client, Endpoint, FailureKind, Success};
+
+use crate::limiter::Limiter;
+use crate::progress::Progress;
+
+/// What a call needs besides its request.
+pub(crate) struct CallEnv<'a> {
+    pub(crate) client: &'a Client,
+    pub(crate) limiter: &'a Limiter,
+    pub(crate) progress: &'a Progress,
+    /// Set when the run is stopping: no further retries start.
+    pub(crate) stopping: &'a AtomicBool,
+    pub(crate) backoff: Backoff,
+    /// Retries after the first attempt.
+    pub(crate) retries: u32,
+    pub(crate) timeout: Duration,
+}
+
+/// The request of a call.
+pub(crate) struct CallRequest<'a> {
+    pub(crate) endpoint: &'a Endpoint,
+    pub(crate) body: Bytes,
+    pub(crate) options: CallOptions<'a>,
+    /// Tokens reserved against tokens/minute before sending.
+    pub(crate) estimate: u64,
+}
+
+/// Attempts made for one call.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Tally {
+    pub(crate) attempts: u32,
+    pub(crate) throttled: u32,
+}
+
+/// How a call ended.
+pub(crate) enum CallEnd {
+    /// A successful answer.
+    Done(Success),
+    /// Failed for good; `error` is `code: message (after N attempts)`.
+    Failed {
+        error: String,
+        status: Option<u16>,
+        body: Option<Bytes>,
+        latency: Duration,
+    },
+    /// The run is stopping: leave the work pending.
+    Stopped,
+}
+
+/// Sends `request` until it succeeds, fails for good, or the run stops.
+pub(crate) async fn call(
+    env: &CallEnv<'_>,
+    request: &CallRequest<'_>,
+    tally: &mut Tally,
+) -> CallEnd {
+    let progress = env.progress;
+    loop {
+        if let Err(too_large) = env.limiter.acquire(request.estimate).await {
+            return CallEnd::Failed {
+                error: format!(
+                    "token_limit: this request needs about {} tokens (prompt estimate + max_tokens) but the tokens/minute limit is {}, so it can never be sent; raise the limit or lower max_tokens",
+                    too_large.tokens, too_large.tpm
+                ),
+                status: None,
+                body: None,
+                latency: Duration::ZERO,
+            };
+        }
+        tally.attempts += 1;
+        Progress::add(&progress.attempts, 1);
+        if tally.attempts > 1 {
+            Progress::add(&progress.retries, 1);
+        }
+        Progress::add(&progress.in_flight, 1);
+        let result = env
+            .client
+            .send(
+                request.endpoint,
+                request.body.clone(),
+                env.timeout,
+                &request.options,
+            )
+            .await;
+        Progress::sub(&progress.in_flight, 1);
+        let failure = match result {
+            Attempt::Ok(success) => {
+                env.limiter.observe(&success.signals);
+                if success.prompt_tokens.is_some() || success.completion_tokens.is_some() {
+                    let used =
+                        success.prompt_tokens.unwrap_or(0) + success.completion_tokens.unwrap_or(0);
+                    env.limiter.settle(request.estimate, used);
+                }
+                return CallEnd::Done(success);
+            }
+            Attempt::Failed(failure) => failure,
+        };
+        env.limiter.observe(&failure.signals);
+        if matches!(
+            failure.kind,
+            FailureKind::RateLimited | FailureKind::Connect
+        ) {
+            // The provider did not take these tokens.
+            env.limiter.settle(request.estimate, 0);
+        }
+        if failure.kind == FailureKind::RateLimited {
+            tally.throttled += 1;
+            Progress::add(&progress.throttled, 1);
+            if let Some(after) = failure.retry_after {
+                env.limiter.pause(after);
+            }
+        }
+        if failure.kind.is_retryable() && tally.attempts <= env.retries {
+            if env.stopping.load(Relaxed) {
+                return CallEnd::Stopped;
+            }
+            let delay = env.backoff.delay_ms(
+                tally.attempts,
+                fastrand::f64(),
+                failure.retry_after.map(|d| d.as_millis() as u64),
+            );
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            if env.stopping.load(Relaxed) {
+                return CallEnd::Stopped;
+            }
+            continue;
+        }
+        let tries = match tally.attempts {
+            1 => "1 attempt".to_string(),
+            n => format!("{n} attempts"),
+        };
+        return CallEnd::Failed {
+            error: format!(
+                "{}: {} (after {tries})",
+                error_code(failure.kind),
+                failure.message
+            ),
+            status: failure.status,
+            body: failure.body,
+            latency: failure.latency,
+        };
+    }
+}
+
+/// The error code exported with a failed item.
+pub(crate) fn error_code(kind: FailureKind) -> &'static str {
+    match kind {
+        FailureKind::RateLimited => "rate_limited",
+        FailureKind::Server => "server_error",
+        FailureKind::Timeout => "timeout",
+        FailureKind::Connect => "connect_error",
+        FailureKind::Connection => "connection_error",
+        FailureKind::BadBody => "bad_response",
+        FailureKind::Client => "request_error",
+    }
+}

@@ -1,0 +1,147 @@
+//! Results of a job run: one line (or row) per unit, with every step's output.
+//!
+//! JSONL: `{"id","item_id","matrix","status","error","steps":{name: output}}`.
+//! CSV: `id, item_id, status, error`, a column per matrix key, then
+//! `<step>.text`, `<step>.json`, `<step>.file`, `<step>.status` per step (a
+//! fan-out step's list is JSON in its `.json` cell).
+
+use std::io::Write;
+
+use serde_json::{json, Value as Json};
+use sluice_store::{ItemRecord, ItemStatus, RunMeta, Store};
+
+use crate::error::{Error, Result};
+use crate::export::{split_error, ExportFormat};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Writes every recorded unit of `run` in input order; returns how many.
+pub(crate) fn export_units(
+    store: &mut dyn Store,
+    run: &RunMeta,
+    format: ExportFormat,
+    out: &mut dyn Write,
+) -> Result<u64> {
+    let names = |key: &str| -> Vec<String> {
+        run.settings
+            .get(key)
+            .and_then(Json::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (steps, axes) = (names("steps"), names("matrix"));
+    let mut count = 0u64;
+    let written = match format {
+        ExportFormat::Jsonl => store.for_each_item(&run.id, &mut |item| {
+            count += 1;
+            let line = unit_line(&item);
+            writeln!(out, "{line}").map_err(|e| Box::new(e) as BoxError)
+        }),
+        ExportFormat::Csv => {
+            let mut writer = csv::Writer::from_writer(&mut *out);
+            let mut header = vec![
+                "id".to_string(),
+                "item_id".into(),
+                "status".into(),
+                "error".into(),
+            ];
+            header.extend(axes.iter().map(|a| format!("matrix.{a}")));
+            for s in &steps {
+                for field in ["text", "json", "file", "status"] {
+                    header.push(format!("{s}.{field}"));
+                }
+            }
+            writer.write_record(&header).map_err(csv_error)?;
+            let r = store.for_each_item(&run.id, &mut |item| {
+                count += 1;
+                writer
+                    .write_record(unit_row(&item, &steps, &axes))
+                    .map_err(|e| Box::new(e) as BoxError)
+            });
+            writer.flush().map_err(|source| Error::Write {
+                path: "output".into(),
+                source,
+            })?;
+            r
+        }
+    };
+    written?;
+    Ok(count)
+}
+
+fn csv_error(e: csv::Error) -> Error {
+    Error::Write {
+        path: "output".into(),
+        source: std::io::Error::other(e.to_string()),
+    }
+}
+
+fn recorded(item: &ItemRecord) -> Json {
+    item.response
+        .as_deref()
+        .and_then(|r| serde_json::from_str(r).ok())
+        .unwrap_or_else(|| json!({}))
+}
+
+fn error_value(item: &ItemRecord) -> Json {
+    match (item.status, item.error.as_deref()) {
+        (ItemStatus::Failed, Some(e)) => {
+            let (code, message) = split_error(e);
+            json!({"code": code, "message": message})
+        }
+        (ItemStatus::Failed, None) => json!({"code": "error", "message": "failed"}),
+        _ => Json::Null,
+    }
+}
+
+fn unit_line(item: &ItemRecord) -> Json {
+    let r = recorded(item);
+    json!({
+        "id": item.item_id,
+        "item_id": r.get("item_id").cloned().unwrap_or_else(|| json!(item.custom_id)),
+        "matrix": r.get("matrix").cloned().unwrap_or_else(|| json!({})),
+        "status": item.status.as_str(),
+        "error": error_value(item),
+        "steps": r.get("steps").cloned().unwrap_or_else(|| json!({})),
+    })
+}
+
+fn cell(v: Option<&Json>) -> String {
+    match v {
+        None | Some(Json::Null) => String::new(),
+        Some(Json::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn unit_row(item: &ItemRecord, steps: &[String], axes: &[String]) -> Vec<String> {
+    let r = recorded(item);
+    let mut row = vec![
+        item.item_id.clone(),
+        cell(r.get("item_id")),
+        item.status.as_str().to_string(),
+        item.error.clone().unwrap_or_default(),
+    ];
+    for a in axes {
+        row.push(cell(r.pointer(&format!("/matrix/{a}"))));
+    }
+    for s in steps {
+        let out = r.get("steps").and_then(|st| st.get(s));
+        match out {
+            // A fan-out step: its list of outputs goes in the .json cell.
+            Some(Json::Array(_)) => {
+                row.extend([String::new(), cell(out), String::new(), String::new()]);
+            }
+            _ => {
+                for field in ["text", "json", "file", "status"] {
+                    row.push(cell(out.and_then(|o| o.get(field))));
+                }
+            }
+        }
+    }
+    row
+}

@@ -1,0 +1,337 @@
+//! Job-file runs: units (item × matrix) streamed through the steps, each step
+//! limited by its provider, every step outcome recorded, resumable per step.
+
+pub(crate) mod export;
+mod lanes;
+mod output;
+mod plan;
+mod requests;
+mod runner;
+mod units;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sluice_spec::{InputSource, Job};
+use sluice_store::{ItemRecord, ItemStatus, NewRun, SqliteStore, Store};
+use tokio::sync::{Notify, Semaphore};
+
+use crate::error::{Error, Result};
+use crate::inputs::{self, BadItem};
+use crate::progress::Progress;
+use crate::quick::{now_ms, preflight, store_dir, watch_signals, RunReport};
+use crate::writer::{Message, Writer};
+use lanes::Lanes;
+use runner::{run_unit, Shared};
+use units::{Combos, UnitIds};
+
+pub use plan::{plan, Plan, ProviderPlan, StepPlan};
+
+/// How a job run was asked for (besides the job itself).
+#[derive(Debug, Clone)]
+pub struct JobConfig {
+    /// SQLite database path.
+    pub store_path: PathBuf,
+    /// Start a new run instead of resuming.
+    pub fresh: bool,
+    /// Record bad input entries as failed and run the rest.
+    pub skip_bad: bool,
+    /// The `--set` overrides the job was loaded with (kept with the run so
+    /// `sluice retry` loads it the same way).
+    pub sets: Vec<String>,
+}
+
+/// Units looked up in the store per batch on resume.
+const CHUNK: usize = 512;
+
+/// Runs (or resumes) `job` on a single-threaded runtime (see quick mode for why).
+pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<RunReport> {
+    let env = job_env(job)?;
+    let env_value =
+        minijinja::Value::from(minijinja::value::Serde(serde_json::json!({ "env": env })));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Config(format!("cannot start the async runtime: {e}")))?;
+    let lanes = Lanes::new(job, &env_value)?;
+    let spool = store_dir(&cfg.store_path).join("inputs");
+    let prepared = runtime
+        .block_on(inputs::prepare(
+            &job.input.source,
+            &lanes.direct().client,
+            &spool,
+            &env_value,
+        ))
+        .map_err(|e| Error::Config(e.to_string()))?;
+    let input_name = input_name(&job.input.source);
+    if prepared.bad_count > 0 && !cfg.skip_bad {
+        let first = &prepared.bad[0];
+        return Err(bad_item(&input_name, first, prepared.bad_count - 1));
+    }
+    // Ids are checked before anything is sent: a template error or a repeated
+    // id is an input error like a malformed line.
+    let ids = UnitIds::check(job, &prepared, &input_name)?;
+    for lane in lanes.all() {
+        for base in lane.base_urls() {
+            let endpoint = sluice_provider::Endpoint::parse(base, http::Method::POST)
+                .map_err(|e| Error::Config(e.to_string()))?;
+            runtime.block_on(preflight(&endpoint))?;
+        }
+    }
+
+    let combos = Combos::new(job);
+    let mut store = SqliteStore::open(&cfg.store_path)?;
+    let source = format!("job:{}|{}", job.path.display(), prepared.source_key);
+    let previous = if cfg.fresh {
+        None
+    } else {
+        store.latest_run_for_source(&source)?
+    };
+    let settings = serde_json::json!({
+        "mode": "job",
+        "job": job.path.display().to_string(),
+        "sets": cfg.sets,
+        "input": prepared.source_key,
+        "skip_bad": cfg.skip_bad,
+        // Column names of the CSV export.
+        "steps": job.steps.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+        "matrix": job.matrix.iter().map(|a| a.name.clone()).collect::<Vec<_>>(),
+    });
+    let (run, resumed) = match previous {
+        Some(run) => {
+            store.update_settings(&run.id, &settings)?;
+            (run, true)
+        }
+        None => (
+            store.create_run(&NewRun {
+                name: job.name.clone(),
+                source,
+                settings,
+            })?,
+            false,
+        ),
+    };
+    let total = prepared.total * combos.len() as u64;
+    store.set_total(&run.id, total)?;
+    store.set_state(&run.id, "running", None)?;
+    Progress::add(&progress.total, total);
+
+    let writer = Writer::start(
+        Box::new(SqliteStore::open(&cfg.store_path)?),
+        run.id.clone(),
+        progress.clone(),
+    );
+    let shared = Arc::new(Shared {
+        job: Arc::new(job.clone()),
+        step_slots: job
+            .steps
+            .iter()
+            .map(|s| match (s.for_each.is_none(), s.concurrency) {
+                (true, Some(n)) => Some(Arc::new(Semaphore::new(n.max(1)))),
+                _ => None,
+            })
+            .collect(),
+        lanes,
+        progress: progress.clone(),
+        stopping: AtomicBool::new(false),
+        tx: writer.tx.clone(),
+        command_slots: Arc::new(Semaphore::new(
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+        )),
+        output_dir: job.output.dir.join(&run.id),
+        env: serde_json::Value::Object(env),
+        reader: if resumed {
+            Some(Mutex::new(SqliteStore::open(&cfg.store_path)?))
+        } else {
+            None
+        },
+        run_id: run.id.clone(),
+    });
+    let lookup = if resumed { Some(store) } else { None };
+    let interrupted = runtime.block_on(dispatch(
+        shared.clone(),
+        &prepared,
+        &ids,
+        &combos,
+        lookup,
+        &run.id,
+        job.concurrency,
+    ))?;
+    drop(runtime);
+    drop(shared);
+    writer.finish()?;
+    let mut store = SqliteStore::open(&cfg.store_path)?;
+    let state = if interrupted {
+        "interrupted"
+    } else {
+        "finished"
+    };
+    store.set_state(&run.id, state, (!interrupted).then(now_ms))?;
+    Ok(RunReport {
+        run_id: run.id,
+        resumed,
+        interrupted,
+        progress: progress.snapshot(),
+    })
+}
+
+/// The variables the job lists in `env`, read now; a missing one stops the run.
+fn job_env(job: &Job) -> Result<serde_json::Map<String, serde_json::Value>> {
+    let mut env = serde_json::Map::new();
+    for name in &job.env {
+        match std::env::var(name) {
+            Ok(v) => {
+                env.insert(name.clone(), serde_json::Value::String(v));
+            }
+            Err(_) => {
+                return Err(Error::Config(format!(
+                "the job lists {name} in env = [...], but it is not set; export {name}=... first"
+            )))
+            }
+        }
+    }
+    Ok(env)
+}
+
+fn input_name(source: &InputSource) -> String {
+    match source {
+        InputSource::File { path, .. } => path.display().to_string(),
+        InputSource::Stdin { .. } => "-".into(),
+        InputSource::Glob { pattern } => pattern.clone(),
+        InputSource::Url { url, .. } => url.clone(),
+    }
+}
+
+pub(crate) fn bad_item(input: &str, bad: &BadItem, others: u64) -> Error {
+    Error::BadLine {
+        path: input.to_string(),
+        line: bad.line.unwrap_or(bad.position + 1),
+        message: match bad.line {
+            Some(_) => bad.message.clone(),
+            None => format!("item {}: {}", bad.position + 1, bad.message),
+        },
+        others,
+    }
+}
+
+/// Streams units into tasks, `limit` at once; returns whether it was interrupted.
+async fn dispatch(
+    shared: Arc<Shared>,
+    prepared: &inputs::Prepared,
+    ids: &UnitIds,
+    combos: &Combos,
+    mut lookup: Option<SqliteStore>,
+    run_id: &str,
+    limit: usize,
+) -> Result<bool> {
+    let stop = Arc::new(Notify::new());
+    let signal = tokio::spawn(watch_signals(stop.clone()));
+    let slots = Arc::new(Semaphore::new(limit.max(1)));
+    let items = prepared.items().map_err(|e| Error::Config(e.to_string()))?;
+    let mut pending: Vec<runner::Unit> = Vec::with_capacity(CHUNK);
+    let mut interrupted = false;
+    let mut items = items.peekable();
+    'outer: loop {
+        pending.clear();
+        while pending.len() < CHUNK {
+            let Some(entry) = items.next() else { break };
+            match entry {
+                Ok(item) => pending.extend(ids.units(&item, combos)),
+                Err(bad) => {
+                    for unit_id in ids.bad_unit_ids(&bad, combos) {
+                        record_bad(&shared, unit_id.0, unit_id.1, &bad).await;
+                    }
+                }
+            }
+        }
+        if pending.is_empty() && items.peek().is_none() {
+            break;
+        }
+        let known = match lookup.as_mut() {
+            Some(store) => {
+                let keys: Vec<&str> = pending.iter().map(|u| u.id.as_str()).collect();
+                store
+                    .lookup(run_id, &keys)?
+                    .into_iter()
+                    .map(|k| (k.item_id.clone(), k))
+                    .collect()
+            }
+            None => std::collections::HashMap::new(),
+        };
+        let mut moves = Vec::new();
+        for unit in pending.drain(..) {
+            if let Some(k) = known.get(&unit.id) {
+                if k.status == ItemStatus::Done && k.hash == unit.hash {
+                    Progress::add(&shared.progress.skipped, 1);
+                    if k.idx != unit.idx {
+                        moves.push((unit.id.clone(), unit.idx));
+                    }
+                    continue;
+                }
+            }
+            let permit = tokio::select! {
+                permit = slots.clone().acquire_owned() => permit.expect("semaphore never closed"),
+                _ = stop.notified() => { interrupted = true; break 'outer; }
+            };
+            let task_shared = shared.clone();
+            tokio::spawn(async move {
+                if let Some(record) = run_unit(&task_shared, unit).await {
+                    let _ = task_shared.tx.send(Message::Record(record)).await;
+                }
+                drop(permit);
+            });
+        }
+        if !moves.is_empty() {
+            let _ = shared.tx.send(Message::Moves(moves)).await;
+        }
+    }
+    let all = u32::try_from(limit.max(1)).unwrap_or(u32::MAX);
+    if !interrupted {
+        tokio::select! {
+            _ = slots.acquire_many(all) => {}
+            _ = stop.notified() => interrupted = true,
+        }
+    }
+    if interrupted {
+        shared.stopping.store(true, Relaxed);
+        let grace = tokio::time::sleep(Duration::from_secs(5));
+        tokio::select! {
+            _ = slots.acquire_many(all) => {}
+            _ = grace => {}
+            _ = stop.notified() => {}
+        }
+    }
+    signal.abort();
+    Ok(interrupted)
+}
+
+async fn record_bad(shared: &Shared, unit_id: String, idx: u64, bad: &BadItem) {
+    let now = now_ms();
+    let where_ = match bad.line {
+        Some(line) => format!("line {line}"),
+        None => format!("item {}", bad.position + 1),
+    };
+    let record = ItemRecord {
+        item_id: unit_id,
+        idx,
+        hash: 0,
+        status: ItemStatus::Failed,
+        attempts: 0,
+        throttled: 0,
+        status_code: None,
+        response: None,
+        error: Some(format!("invalid_input: {where_}: {}", bad.message)),
+        prompt_tokens: None,
+        completion_tokens: None,
+        latency_ms: 0,
+        started_at: now,
+        finished_at: now,
+        metadata: None,
+        custom_id: None,
+    };
+    let _ = shared.tx.send(Message::Record(record)).await;
+}

@@ -1,0 +1,93 @@
+//! What a step leaves for later steps and for the results: `steps.<name>`.
+
+use serde::{Deserialize, Serialize};
+
+/// One step's (or fan-out element's, or turn's) output, as templates see it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct StepOutput {
+    /// The answer's text: chat content, command stdout, an http body that is text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) text: Option<String>,
+    /// Parsed JSON: a chat answer with `response_format`, an http JSON body,
+    /// embedding vectors, a command's JSON stdout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) json: Option<serde_json::Value>,
+    /// A saved file's path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) file: Option<String>,
+    /// HTTP status or exit code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) status: Option<i64>,
+    /// Tokens reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) usage: Option<Usage>,
+    /// A conversation's turns: `[{prompt, answer}]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) turns: Option<Vec<Turn>>,
+}
+
+/// Token usage of one call (or the sum over a conversation).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Usage {
+    pub(crate) prompt_tokens: u64,
+    pub(crate) completion_tokens: u64,
+}
+
+/// One exchange of a conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Turn {
+    pub(crate) prompt: String,
+    pub(crate) answer: String,
+    /// This turn's tokens: its prompt holds the whole history so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) usage: Option<Usage>,
+}
+
+impl StepOutput {
+    /// As JSON for templates and results.
+    pub(crate) fn to_value(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// Parses `text` as JSON when it looks like an object or array (possibly in a
+/// ```json fence, as models often answer).
+pub(crate) fn parse_json_text(text: &str) -> Option<serde_json::Value> {
+    let trimmed = text.trim();
+    let unfenced = trimmed
+        .strip_prefix("```json")
+        .or_else(|| trimmed.strip_prefix("```"))
+        .and_then(|rest| rest.trim_end().strip_suffix("```"))
+        .map(str::trim)
+        .unwrap_or(trimmed);
+    if unfenced.starts_with('{') || unfenced.starts_with('[') {
+        serde_json::from_str(unfenced).ok()
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_answers_are_found_in_fences() {
+        assert_eq!(
+            parse_json_text("```json\n{\"a\":1}\n```"),
+            Some(serde_json::json!({"a":1}))
+        );
+        assert_eq!(parse_json_text(" [1,2] "), Some(serde_json::json!([1, 2])));
+        assert_eq!(parse_json_text("hello"), None);
+        assert_eq!(parse_json_text("{broken"), None);
+    }
+
+    #[test]
+    fn empty_fields_are_left_out() {
+        let out = StepOutput {
+            text: Some("hi".into()),
+            ..Default::default()
+        };
+        assert_eq!(out.to_value(), serde_json::json!({"text": "hi"}));
+    }
+}

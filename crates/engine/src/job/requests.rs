@@ -1,0 +1,278 @@
+//! Rendering a step into its request, and reading its answer back.
+//!
+//! Chat, embed and conversation steps are built here; http and command steps
+//! by `crate::steps`. Every step also has a fingerprint: the hash of everything
+//! its templates rendered to, so a resumed run reuses a step's output only when
+//! its request would be the same.
+
+use serde_json::{json, Map, Value as Json};
+use sluice_limit::{estimate_text_tokens, DEFAULT_COMPLETION_ESTIMATE};
+use sluice_spec::{RenderError, Step, StepKind};
+
+use super::output::{parse_json_text, StepOutput, Usage};
+
+/// A rendered OpenAI-style JSON request.
+pub(crate) struct JsonRequest {
+    /// Path under the provider's base URL.
+    pub(crate) path: String,
+    pub(crate) body: Json,
+    /// Tokens to reserve: prompt estimate + completion cap.
+    pub(crate) estimate: u64,
+}
+
+/// Renders a chat or embed step (not conversation, not http/command).
+pub(crate) fn json_request(
+    step: &Step,
+    ctx: &minijinja::Value,
+) -> Result<Option<JsonRequest>, RenderError> {
+    match &step.kind {
+        StepKind::Chat {
+            model,
+            messages,
+            params,
+            response_format,
+            path,
+        } => {
+            let mut body = object(params.render(ctx)?);
+            let mut rendered = Vec::with_capacity(messages.len());
+            for m in messages {
+                rendered.push(json!({"role": m.role, "content": m.content.render(ctx)?}));
+            }
+            body.insert("model".into(), Json::String(model.render(ctx)?));
+            body.insert("messages".into(), Json::Array(rendered));
+            if let Some(rf) = response_format {
+                body.insert("response_format".into(), rf.clone());
+            }
+            let body = Json::Object(body);
+            Ok(Some(JsonRequest {
+                path: path.clone(),
+                estimate: chat_estimate(&body),
+                body,
+            }))
+        }
+        StepKind::Embed {
+            model,
+            input,
+            params,
+            path,
+        } => {
+            let mut body = object(params.render(ctx)?);
+            let input = input.render(ctx)?;
+            let estimate = text_estimate(&input);
+            body.insert("model".into(), Json::String(model.render(ctx)?));
+            body.insert("input".into(), input);
+            Ok(Some(JsonRequest {
+                path: path.clone(),
+                body: Json::Object(body),
+                estimate,
+            }))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The chat body of conversation turn `k`: the system message, the earlier
+/// turns with their answers, then turn `k`.
+pub(crate) fn conversation_request(
+    step: &Step,
+    ctx: &minijinja::Value,
+    prompts: &[String],
+    answers: &[String],
+) -> Result<Option<JsonRequest>, RenderError> {
+    let StepKind::Conversation {
+        model,
+        system,
+        params,
+        path,
+        ..
+    } = &step.kind
+    else {
+        return Ok(None);
+    };
+    let mut messages = Vec::new();
+    if let Some(system) = system {
+        messages.push(json!({"role": "system", "content": system.render(ctx)?}));
+    }
+    for (k, prompt) in prompts.iter().enumerate() {
+        messages.push(json!({"role": "user", "content": prompt}));
+        if let Some(answer) = answers.get(k) {
+            messages.push(json!({"role": "assistant", "content": answer}));
+        }
+    }
+    let mut body = object(params.render(ctx)?);
+    body.insert("model".into(), Json::String(model.render(ctx)?));
+    body.insert("messages".into(), Json::Array(messages));
+    let body = Json::Object(body);
+    Ok(Some(JsonRequest {
+        path: path.clone(),
+        estimate: chat_estimate(&body),
+        body,
+    }))
+}
+
+fn object(value: Json) -> Map<String, Json> {
+    match value {
+        Json::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+/// Prompt characters ÷ 4 plus the completion cap (the same estimate as quick mode).
+fn chat_estimate(body: &Json) -> u64 {
+    let prompt: u64 = body["messages"]
+        .as_array()
+        .map(|ms| ms.iter().map(|m| text_estimate(&m["content"])).sum())
+        .unwrap_or(0);
+    let completion = body
+        .get("max_completion_tokens")
+        .or_else(|| body.get("max_tokens"))
+        .and_then(Json::as_u64)
+        .unwrap_or(DEFAULT_COMPLETION_ESTIMATE);
+    prompt + completion
+}
+
+fn text_estimate(value: &Json) -> u64 {
+    match value {
+        Json::String(s) => estimate_text_tokens(s),
+        Json::Array(items) => items.iter().map(text_estimate).sum(),
+        Json::Object(o) => o.get("text").map(text_estimate).unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Reads a chat answer: content, usage, and `.json` (required to parse when
+/// the step asked for a JSON `response_format`).
+pub(crate) fn chat_output(step: &Step, body: &[u8]) -> Result<StepOutput, String> {
+    let value: Json = serde_json::from_slice(body).map_err(|e| format!("bad_response: {e}"))?;
+    let text = value
+        .pointer("/choices/0/message/content")
+        .or_else(|| value.pointer("/content/0/text"))
+        .and_then(Json::as_str)
+        .ok_or_else(|| "bad_response: the answer has no choices[0].message.content".to_string())?
+        .to_string();
+    let wants_json = matches!(
+        &step.kind,
+        StepKind::Chat {
+            response_format: Some(_),
+            ..
+        }
+    );
+    let json = parse_json_text(&text);
+    if wants_json && json.is_none() {
+        let start: String = text.chars().take(120).collect();
+        return Err(format!(
+            "bad_response: the answer is not the JSON the step's response_format asks for; it starts: {start:?}"
+        ));
+    }
+    Ok(StepOutput {
+        text: Some(text),
+        json,
+        usage: usage(&value),
+        ..Default::default()
+    })
+}
+
+/// Reads embeddings: one vector for a string input, a list for a list input.
+pub(crate) fn embed_output(body: &[u8], single: bool) -> Result<StepOutput, String> {
+    let value: Json = serde_json::from_slice(body).map_err(|e| format!("bad_response: {e}"))?;
+    let mut vectors: Vec<(u64, Json)> = value["data"]
+        .as_array()
+        .ok_or_else(|| "bad_response: the answer has no data list".to_string())?
+        .iter()
+        .map(|d| (d["index"].as_u64().unwrap_or(0), d["embedding"].clone()))
+        .collect();
+    vectors.sort_by_key(|(i, _)| *i);
+    let mut list: Vec<Json> = vectors.into_iter().map(|(_, v)| v).collect();
+    let json = if single && list.len() == 1 {
+        list.remove(0)
+    } else {
+        Json::Array(list)
+    };
+    Ok(StepOutput {
+        json: Some(json),
+        usage: usage(&value),
+        ..Default::default()
+    })
+}
+
+fn usage(value: &Json) -> Option<Usage> {
+    let u = value.get("usage")?;
+    let get = |a: &str, b: &str| u.get(a).or_else(|| u.get(b)).and_then(Json::as_u64);
+    Some(Usage {
+        prompt_tokens: get("prompt_tokens", "input_tokens").unwrap_or(0),
+        completion_tokens: get("completion_tokens", "output_tokens").unwrap_or(0),
+    })
+}
+
+/// Hash of everything a step renders to for this unit (and fan-out element):
+/// equal fingerprints mean an equal request.
+pub(crate) fn fingerprint(
+    step: &Step,
+    ctx: &minijinja::Value,
+    part: i64,
+) -> Result<u64, RenderError> {
+    let mut parts: Vec<Json> = vec![json!(step.name), json!(step.kind.name()), json!(part)];
+    match &step.kind {
+        StepKind::Chat { .. } | StepKind::Embed { .. } => {
+            if let Some(request) = json_request(step, ctx)? {
+                parts.push(json!(request.path));
+                parts.push(request.body);
+            }
+        }
+        StepKind::Conversation { .. } => {
+            // Each turn hashes its own body (history included) in the runner.
+        }
+        StepKind::Http {
+            method,
+            url,
+            path,
+            headers,
+            json,
+            body,
+            upload,
+            save,
+        } => {
+            parts.push(json!(method));
+            parts.push(json!(save));
+            for t in url.iter().chain(path.iter()).chain(body.iter()) {
+                parts.push(Json::String(t.render(ctx)?));
+            }
+            for (name, t) in headers {
+                parts.push(json!([name, t.render(ctx)?]));
+            }
+            if let Some(j) = json {
+                parts.push(j.render(ctx)?);
+            }
+            if let Some(u) = upload {
+                let file = u.file.render(ctx)?;
+                // The file's identity, not its bytes: path, size and mtime.
+                let meta = std::fs::metadata(&file).ok();
+                parts.push(json!([
+                    u.field,
+                    file,
+                    meta.as_ref().map(|m| m.len()),
+                    meta.and_then(|m| m.modified().ok())
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map(|d| d.as_millis() as u64),
+                ]));
+                for (name, t) in &u.fields {
+                    parts.push(json!([name, t.render(ctx)?]));
+                }
+            }
+        }
+        StepKind::Command { argv, stdin } => {
+            for t in argv {
+                parts.push(Json::String(t.render(ctx)?));
+            }
+            if let Some(t) = stdin {
+                parts.push(Json::String(t.render(ctx)?));
+            }
+        }
+    }
+    Ok(hash_json(&Json::Array(parts)))
+}
+
+/// xxh3 of a JSON value's canonical text (object keys sorted by serde_json's map).
+pub(crate) fn hash_json(value: &Json) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(value.to_string().as_bytes())
+}

@@ -1,0 +1,198 @@
+//! `--set KEY=VALUE` overrides: parsed here, applied while the job is built
+//! (before validation, so templates are checked against the final matrix).
+
+use crate::diag::Diags;
+
+/// The forms `--set` accepts, for messages.
+const FORMS: &str = "matrix.KEY=a,b,c, concurrency=N, steps.NAME.concurrency=N, \
+                     providers.NAME.rpm=N, providers.NAME.tpm=N, providers.NAME.concurrency=N";
+
+/// A provider limit `--set` may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Limit {
+    Rpm,
+    Tpm,
+    Concurrency,
+}
+
+/// All overrides, in command-line order (a later one wins).
+#[derive(Debug, Default)]
+pub(crate) struct Sets {
+    /// Replaced or added matrix axes.
+    pub(crate) matrix: Vec<(String, Vec<serde_json::Value>)>,
+    pub(crate) concurrency: Option<u64>,
+    /// `steps.NAME.concurrency`, with the override as written.
+    pub(crate) steps: Vec<(String, u64, String)>,
+    /// `providers.NAME.<limit>`, with the override as written.
+    pub(crate) providers: Vec<(String, Limit, u64, String)>,
+}
+
+impl Sets {
+    /// Parses every override; a bad one is reported and skipped.
+    pub(crate) fn parse(sets: &[String], diags: &mut Diags) -> Sets {
+        let mut out = Sets::default();
+        for set in sets {
+            if let Err(problem) = out.parse_one(set) {
+                diags.set(format!("{set:?}: {problem}"));
+            }
+        }
+        out
+    }
+
+    fn parse_one(&mut self, set: &str) -> Result<(), String> {
+        let Some((key, value)) = set.split_once('=') else {
+            return Err(format!("expected KEY=VALUE; accepted forms: {FORMS}"));
+        };
+        let key = key.trim();
+        let parts: Vec<&str> = key.split('.').collect();
+        match parts.as_slice() {
+            ["matrix", axis] => {
+                if !crate::ctx::is_identifier(axis) {
+                    return Err(format!(
+                        "matrix key {axis:?} is not a name (letters, digits, _; not starting \
+                         with a digit)"
+                    ));
+                }
+                let values = matrix_values(value)?;
+                self.matrix.retain(|(name, _)| name != axis);
+                self.matrix.push((axis.to_string(), values));
+            }
+            ["concurrency"] => self.concurrency = Some(positive(value)?),
+            ["steps", name, "concurrency"] => {
+                self.steps
+                    .push((name.to_string(), positive(value)?, set.to_string()));
+            }
+            ["providers", name, limit] => {
+                let limit = match *limit {
+                    "rpm" => Limit::Rpm,
+                    "tpm" => Limit::Tpm,
+                    "concurrency" => Limit::Concurrency,
+                    _ => return Err(unknown(key)),
+                };
+                let n = positive(value)?;
+                self.providers
+                    .push((name.to_string(), limit, n, set.to_string()));
+            }
+            _ => return Err(unknown(key)),
+        }
+        Ok(())
+    }
+
+    /// The override of step `name`'s concurrency, if any.
+    pub(crate) fn step(&self, name: &str) -> Option<u64> {
+        self.steps
+            .iter()
+            .rev()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, v, _)| *v)
+    }
+
+    /// The override of provider `name`'s `limit`, if any.
+    pub(crate) fn provider(&self, name: &str, limit: Limit) -> Option<u64> {
+        self.providers
+            .iter()
+            .rev()
+            .find(|(n, l, _, _)| n == name && *l == limit)
+            .map(|(_, _, v, _)| *v)
+    }
+
+    /// Reports overrides naming steps or providers the job does not define.
+    pub(crate) fn check_names(&self, steps: &[&str], providers: &[&str], diags: &mut Diags) {
+        for (name, _, set) in &self.steps {
+            if !steps.contains(&name.as_str()) {
+                diags.set(format!(
+                    "{set:?}: the job has no step {name:?}; steps: {}",
+                    steps.join(", ")
+                ));
+            }
+        }
+        for (name, _, _, set) in &self.providers {
+            if !providers.contains(&name.as_str()) {
+                let defined = if providers.is_empty() {
+                    "none".to_string()
+                } else {
+                    providers.join(", ")
+                };
+                diags.set(format!(
+                    "{set:?}: the job has no provider {name:?}; providers: {defined}"
+                ));
+            }
+        }
+    }
+}
+
+fn unknown(key: &str) -> String {
+    format!("{key:?} cannot be set; accepted forms: {FORMS}")
+}
+
+fn positive(value: &str) -> Result<u64, String> {
+    match value.trim().parse::<u64>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{value:?} is not a whole number of at least 1")),
+    }
+}
+
+/// `a,b,c` → values: integers, floats and booleans as such, else strings.
+fn matrix_values(value: &str) -> Result<Vec<serde_json::Value>, String> {
+    let mut out = Vec::new();
+    for raw in value.split(',') {
+        let raw = raw.trim();
+        if raw.is_empty() {
+            return Err("empty value; write the values separated by commas, e.g. a,b,c".into());
+        }
+        let v = if let Ok(i) = raw.parse::<i64>() {
+            serde_json::Value::from(i)
+        } else if let Some(f) = raw
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+        {
+            serde_json::Value::Number(f)
+        } else if raw == "true" || raw == "false" {
+            serde_json::Value::Bool(raw == "true")
+        } else {
+            serde_json::Value::String(raw.to_string())
+        };
+        out.push(v);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn matrix_values_are_typed() {
+        let v = matrix_values("gpt-4o, 3,2.5,true,false").unwrap();
+        assert_eq!(
+            v,
+            vec![
+                json!("gpt-4o"),
+                json!(3),
+                json!(2.5),
+                json!(true),
+                json!(false)
+            ]
+        );
+        assert!(matrix_values("a,,b").is_err());
+    }
+
+    #[test]
+    fn later_overrides_win() {
+        let mut sets = Sets::default();
+        sets.parse_one("steps.a.concurrency=2").unwrap();
+        sets.parse_one("steps.a.concurrency=5").unwrap();
+        sets.parse_one("providers.p.rpm=60").unwrap();
+        sets.parse_one("matrix.m=a").unwrap();
+        sets.parse_one("matrix.m=b,c").unwrap();
+        assert_eq!(sets.step("a"), Some(5));
+        assert_eq!(sets.provider("p", Limit::Rpm), Some(60));
+        assert_eq!(sets.provider("p", Limit::Tpm), None);
+        assert_eq!(
+            sets.matrix,
+            vec![("m".to_string(), vec![json!("b"), json!("c")])]
+        );
+    }
+}

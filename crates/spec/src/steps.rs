@@ -1,0 +1,292 @@
+//! `[[steps]]` → [`Step`]s: names, kinds and the fields each kind takes,
+//! providers, limits and overrides. The per-kind contents are in `kinds`.
+
+use std::ops::Range;
+
+use toml::Spanned;
+
+use crate::ctx::{is_identifier, Ctx};
+use crate::document::StepEntry;
+use crate::model::{Provider, Retries, Step};
+use crate::templates_check::Scope;
+
+/// Keys every step kind takes.
+const COMMON: [&str; 6] = [
+    "name",
+    "kind",
+    "concurrency",
+    "for_each",
+    "timeout",
+    "retries",
+];
+
+/// The step kinds and the keys each takes besides [`COMMON`].
+pub(crate) const KINDS: [(&str, &[&str]); 5] = [
+    (
+        "chat",
+        &[
+            "provider",
+            "model",
+            "messages",
+            "params",
+            "response_format",
+            "path",
+        ],
+    ),
+    ("embed", &["provider", "model", "input", "params", "path"]),
+    (
+        "http",
+        &[
+            "provider", "method", "url", "path", "headers", "json", "body", "upload", "save",
+        ],
+    ),
+    ("command", &["command", "stdin"]),
+    (
+        "conversation",
+        &["provider", "model", "system", "turns", "params", "path"],
+    ),
+];
+
+/// What a kind builder needs to know about its step.
+pub(crate) struct StepCtx {
+    /// `step "name"`, for messages.
+    pub(crate) label: String,
+    /// `steps.name` (or `steps[i]` when the name is unusable), for template places.
+    pub(crate) place: String,
+    /// The `[[steps]]` header, for "missing key" diagnostics.
+    pub(crate) span: Range<usize>,
+    /// Scope of the step's templates.
+    pub(crate) scope: Scope,
+}
+
+/// What templates may read of one `[[steps]]` entry, also of one that failed
+/// to build (so that it causes no follow-up errors in later steps).
+pub(crate) struct StepRef {
+    /// Its `name`, if it is a string.
+    pub(crate) name: Option<String>,
+    /// It has `for_each`, so its output is a list.
+    pub(crate) fans_out: bool,
+}
+
+/// Builds every step; returns them and what templates may read of each entry.
+pub(crate) fn steps(
+    entries: Vec<StepEntry>,
+    steps_span: Option<Range<usize>>,
+    providers: &[Provider],
+    ctx: &mut Ctx,
+) -> (Vec<Step>, Vec<StepRef>) {
+    if entries.is_empty() {
+        let message = "the job has no steps; add a [[steps]] section with a name and a kind";
+        ctx.diags.at(steps_span.unwrap_or(0..0), message);
+    }
+    let refs: Vec<StepRef> = entries
+        .iter()
+        .map(|e| StepRef {
+            name: e.name_hint.clone(),
+            fans_out: e.raw.as_ref().is_some_and(|r| r.for_each.is_some()),
+        })
+        .collect();
+    let names: Vec<Option<String>> = refs.iter().map(|r| r.name.clone()).collect();
+    let mut out = Vec::new();
+    for (index, entry) in entries.into_iter().enumerate() {
+        if let Some(step) = step(index, entry, &names, providers, ctx) {
+            out.push(step);
+        }
+    }
+    (out, refs)
+}
+
+fn step(
+    index: usize,
+    entry: StepEntry,
+    names: &[Option<String>],
+    providers: &[Provider],
+    ctx: &mut Ctx,
+) -> Option<Step> {
+    let raw = entry.raw?;
+    let label = match &entry.name_hint {
+        Some(name) => format!("step {name:?}"),
+        None => format!("step {}", index + 1),
+    };
+    let mut place = format!("steps[{index}]");
+    match &raw.name {
+        None => ctx.diags.at(
+            entry.span.clone(),
+            format!("{label} has no name; add name = \"...\" (letters, digits, _)"),
+        ),
+        Some(name) if !is_identifier(name.get_ref()) => ctx.diags.at(
+            name.span(),
+            format!(
+                "step name {:?} must be letters, digits and _ (not starting with a digit), \
+                 as it is used in templates as steps.NAME",
+                name.get_ref()
+            ),
+        ),
+        Some(name) => match names
+            .iter()
+            .position(|n| n.as_ref() == Some(name.get_ref()))
+        {
+            Some(first) if first < index => ctx.diags.at(
+                name.span(),
+                format!(
+                    "step name {:?} is already used by step {}; step names must be unique",
+                    name.get_ref(),
+                    first + 1
+                ),
+            ),
+            _ => place = format!("steps.{}", name.get_ref()),
+        },
+    }
+    let name = raw
+        .name
+        .as_ref()
+        .map_or_else(String::new, |n| n.get_ref().clone());
+
+    let kind = match &raw.kind {
+        None => {
+            let message = format!(
+                "{label} has no kind; add kind = \"...\", one of: {}",
+                kind_list()
+            );
+            ctx.diags.at(entry.span.clone(), message);
+            None
+        }
+        Some(k) => match KINDS.iter().find(|(n, _)| n == k.get_ref()) {
+            Some((kind, fields)) => {
+                check_fields(&entry.keys, kind, fields, &label, ctx);
+                Some(*kind)
+            }
+            None => {
+                let message = format!(
+                    "unknown step kind {:?}; use one of: {}",
+                    k.get_ref(),
+                    kind_list()
+                );
+                ctx.diags.at(k.span(), message);
+                None
+            }
+        },
+    };
+
+    let provider = provider(&raw.provider, kind, &label, &entry.span, providers, ctx);
+    let concurrency = match (ctx.sets.step(&name), &raw.concurrency) {
+        (Some(n), _) => Some(n),
+        (None, Some(n)) => ctx.positive(n, "concurrency"),
+        (None, None) => None,
+    };
+    let for_each = raw.for_each.as_ref().map(|t| {
+        let scope = Scope::Step {
+            index,
+            each: false,
+            answers: false,
+        };
+        let text = t.get_ref().trim();
+        let inner = text.strip_prefix("{{").and_then(|x| x.strip_suffix("}}"));
+        if inner.is_none_or(|x| x.contains("{{") || x.contains("}}")) {
+            let message = format!(
+                "for_each {:?} must be a single expression that renders to a list, \
+                 e.g. \"{{{{ steps.plan.json.scenes }}}}\"",
+                t.get_ref()
+            );
+            ctx.diags.at(t.span(), message);
+        }
+        ctx.template(format!("{place}.for_each"), t, scope)
+    });
+    let timeout = raw
+        .timeout
+        .as_ref()
+        .and_then(|t| match ctx.duration(t, "timeout") {
+            Some(d) if d.is_zero() => {
+                ctx.diags.at(t.span(), "timeout must be longer than 0s");
+                None
+            }
+            d => d,
+        });
+    let base = provider.map_or_else(Retries::default, |p| p.retries);
+    let retries = raw.retries.as_ref().map(|r| ctx.retries(r, base));
+
+    let scope = Scope::Step {
+        index,
+        each: for_each.is_some(),
+        answers: false,
+    };
+    let step_ctx = StepCtx {
+        label,
+        place,
+        span: entry.span,
+        scope,
+    };
+    let kind = crate::kinds::build(kind?, &raw, &step_ctx, ctx)?;
+    Some(Step {
+        name,
+        index,
+        provider: raw.provider.as_ref().map(|p| p.get_ref().clone()),
+        concurrency: concurrency.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        for_each,
+        timeout,
+        retries,
+        kind,
+    })
+}
+
+/// Keys that belong to another kind are errors naming this kind's keys.
+fn check_fields(keys: &[Spanned<String>], kind: &str, fields: &[&str], label: &str, ctx: &mut Ctx) {
+    for key in keys {
+        let key_name = key.get_ref().as_str();
+        let known = COMMON.contains(&key_name) || KINDS.iter().any(|(_, f)| f.contains(&key_name));
+        if known && !COMMON.contains(&key_name) && !fields.contains(&key_name) {
+            let allowed: Vec<&str> = COMMON.iter().chain(fields).copied().collect();
+            let message = format!(
+                "{label}: `{key_name}` is not used by {kind} steps; {kind} steps take: {}",
+                allowed.join(", ")
+            );
+            ctx.diags.at(key.span(), message);
+        }
+    }
+}
+
+/// The step's provider: required for chat, embed and conversation; must exist.
+fn provider<'p>(
+    raw: &Option<Spanned<String>>,
+    kind: Option<&str>,
+    label: &str,
+    span: &Range<usize>,
+    providers: &'p [Provider],
+    ctx: &mut Ctx,
+) -> Option<&'p Provider> {
+    let defined = if providers.is_empty() {
+        "none; add a [providers.NAME] section".to_string()
+    } else {
+        providers
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if kind == Some("command") {
+        return None; // `provider` on a command step is reported by check_fields
+    }
+    let Some(name) = raw else {
+        if matches!(kind, Some("chat" | "embed" | "conversation")) {
+            let kind = kind.unwrap_or_default();
+            let message = format!(
+                "{label} is a {kind} step and needs provider = \"NAME\"; defined providers: {defined}"
+            );
+            ctx.diags.at(span.clone(), message);
+        }
+        return None;
+    };
+    let found = providers.iter().find(|p| &p.name == name.get_ref());
+    if found.is_none() {
+        let message = format!(
+            "{label} uses provider {:?}, which is not defined; defined: {defined}",
+            name.get_ref()
+        );
+        ctx.diags.at(name.span(), message);
+    }
+    found
+}
+
+fn kind_list() -> String {
+    KINDS.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", ")
+}

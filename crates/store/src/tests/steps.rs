@@ -1,0 +1,84 @@
+//! Checks of pipeline step records.
+
+use super::{new_run, rec, Connect};
+use crate::{ItemStatus, StepRecord};
+
+fn step(unit: &str, name: &str, part: i64, status: ItemStatus) -> StepRecord {
+    StepRecord {
+        unit_id: unit.into(),
+        step: name.into(),
+        part,
+        hash: 0xfeed_0000_0000_0001,
+        status,
+        attempts: 2,
+        throttled: 1,
+        status_code: Some(200),
+        prompt_tokens: Some(5),
+        completion_tokens: None,
+        latency_ms: 12,
+        started_at: 1_000,
+        finished_at: 2_000,
+        error: (status == ItemStatus::Failed).then(|| "server_error: HTTP 500".into()),
+        output: Some(format!(r#"{{"text":"{name}-{part}"}}"#)),
+    }
+}
+
+/// Step records round-trip, are replaced per (unit, step, part), and come back by step and part.
+pub(crate) fn step_records_round_trip_and_replace(connect: Connect<'_>) {
+    let mut s = connect();
+    let run = s.create_run(&new_run("job", "job:a")).unwrap();
+    let first = vec![
+        step("u1", "b", 1, ItemStatus::Done),
+        step("u1", "b", 0, ItemStatus::Failed),
+        step("u1", "a", -1, ItemStatus::Done),
+        step("u2", "a", -1, ItemStatus::Done),
+    ];
+    s.write_steps(&run.id, &first).unwrap();
+    s.write_steps(&run.id, &[step("u1", "b", 0, ItemStatus::Done)])
+        .unwrap();
+    let got = s.unit_steps(&run.id, "u1").unwrap();
+    let keys: Vec<(String, i64, ItemStatus)> = got
+        .iter()
+        .map(|r| (r.step.clone(), r.part, r.status))
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            ("a".into(), -1, ItemStatus::Done),
+            ("b".into(), 0, ItemStatus::Done),
+            ("b".into(), 1, ItemStatus::Done),
+        ]
+    );
+    assert_eq!(got[0], first[2]);
+    assert!(s.unit_steps(&run.id, "nobody").unwrap().is_empty());
+}
+
+/// Resetting failed steps makes their units pending again, optionally for one step only.
+pub(crate) fn reset_failed_steps_reopens_their_units(connect: Connect<'_>) {
+    let mut s = connect();
+    let run = s.create_run(&new_run("job", "job:b")).unwrap();
+    s.write_steps(
+        &run.id,
+        &[
+            step("u1", "a", -1, ItemStatus::Failed),
+            step("u2", "a", -1, ItemStatus::Done),
+            step("u2", "b", -1, ItemStatus::Failed),
+        ],
+    )
+    .unwrap();
+    s.write_batch(
+        &run.id,
+        &[
+            rec("u1", 0, ItemStatus::Failed),
+            rec("u2", 1, ItemStatus::Failed),
+        ],
+    )
+    .unwrap();
+    assert_eq!(s.reset_failed_steps(&run.id, Some("b")).unwrap(), 1);
+    assert!(s.get_item(&run.id, "u2").unwrap().is_none());
+    assert!(s.get_item(&run.id, "u1").unwrap().is_some());
+    assert_eq!(s.unit_steps(&run.id, "u2").unwrap().len(), 1);
+    assert_eq!(s.reset_failed_steps(&run.id, None).unwrap(), 1);
+    assert!(s.get_item(&run.id, "u1").unwrap().is_none());
+    assert!(s.unit_steps(&run.id, "u1").unwrap().is_empty());
+}

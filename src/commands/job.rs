@@ -1,0 +1,218 @@
+//! Job files: `sluice run JOB.toml`, `sluice plan JOB.toml`, `sluice retry RUN`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use sluice_engine::{run_job, JobConfig, Plan};
+use sluice_store::{SqliteStore, Store};
+
+use super::UsageError;
+use crate::cli::{PlanArgs, RetryArgs, RunArgs};
+use crate::display::fmt_count;
+
+pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let quick_only = [
+        ("--url", args.url.is_some()),
+        ("--rpm", args.rpm.is_some()),
+        ("--tpm", args.tpm.is_some()),
+        ("--api-key-env", args.api_key_env.is_some()),
+    ];
+    if let Some((flag, _)) = quick_only.iter().find(|(_, given)| *given) {
+        return Err(UsageError(format!(
+            "{flag} is for JSONL input; in a job file set it under [providers.NAME] (or use --set providers.NAME.rpm=N)"
+        ))
+        .into());
+    }
+    let job = sluice_spec::load(Path::new(&args.input), &args.sets)?;
+    let config = JobConfig {
+        store_path: args.store.store.clone(),
+        fresh: args.fresh,
+        skip_bad: args.skip_bad,
+        sets: args.sets.clone(),
+    };
+    let (report, code) = super::run::with_progress(args.progress_interval, !args.json, |p| {
+        run_job(&job, &config, p)
+    })?;
+    let out = args.out.clone().or_else(|| job.output.path.clone());
+    super::run::deliver(&args.store.store, &report, out.as_deref(), args.json)?;
+    Ok(code)
+}
+
+pub(crate) fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
+    let job = sluice_spec::load(&args.job, &args.sets)?;
+    let spool = std::env::temp_dir().join(format!("sluice-plan-{}", std::process::id()));
+    let plan = sluice_engine::plan(&job, &spool);
+    let _ = std::fs::remove_dir_all(&spool);
+    let plan = plan?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&plan)?);
+    } else {
+        print!("{}", describe(&job, &plan));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The plan for a person.
+fn describe(job: &sluice_spec::Job, plan: &Plan) -> String {
+    let mut text = format!("job        {} ({})\n", plan.name, job.path.display());
+    let unknown = || "? (url input: fetched when the run starts)".to_string();
+    text += &format!(
+        "items      {}\n",
+        plan.items.map(fmt_count).unwrap_or_else(unknown)
+    );
+    if !job.matrix.is_empty() {
+        let axes: Vec<String> = job
+            .matrix
+            .iter()
+            .map(|a| format!("{} ({})", a.name, a.values.len()))
+            .collect();
+        text += &format!(
+            "matrix     {} = {} combinations\n",
+            axes.join(" × "),
+            plan.combinations
+        );
+    }
+    text += &format!(
+        "units      {}  (items × combinations; {} at once)\n",
+        plan.units.map(fmt_count).unwrap_or_else(|| "?".into()),
+        job.concurrency
+    );
+    text += "steps\n";
+    for s in &plan.steps {
+        let calls = format!(
+            "{}{} calls",
+            if s.calls_at_least { "≥ " } else { "" },
+            fmt_count(s.calls)
+        );
+        let tokens = match s.tokens {
+            Some(t) => format!(
+                " · {}{} tokens",
+                if s.tokens_partial { "≥ " } else { "~" },
+                fmt_count(t)
+            ),
+            None => String::new(),
+        };
+        text += &format!(
+            "  {:<16} {:<13} {:<12} {calls}{tokens}\n",
+            s.name,
+            s.kind,
+            s.provider.as_deref().unwrap_or("-"),
+        );
+    }
+    if !plan.providers.is_empty() {
+        text += "providers  (lower bound on wall time from each provider's limits)\n";
+        for p in &plan.providers {
+            let bound = match (p.bound_seconds, p.binding.as_str()) {
+                (Some(s), limit) => format!(
+                    "≥ {} ({limit} binds)",
+                    crate::display::fmt_duration(std::time::Duration::from_secs_f64(s))
+                ),
+                (None, _) => "no rate limit: bound by latency × calls ÷ concurrency".into(),
+            };
+            text += &format!(
+                "  {:<16} {} calls · {} tokens → {bound}\n",
+                p.name,
+                fmt_count(p.calls),
+                fmt_count(p.tokens)
+            );
+        }
+    }
+    text
+}
+
+pub(crate) fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
+    let mut store = SqliteStore::open(&args.store.store)?;
+    let Some(run) = store.find_run(&args.run)? else {
+        return Err(UsageError(format!(
+            "no run {:?}; list runs with `sluice runs`",
+            args.run
+        ))
+        .into());
+    };
+    let mode = run
+        .settings
+        .get("mode")
+        .and_then(|m| m.as_str())
+        .unwrap_or("quick");
+    let reopened = match (&args.step, mode) {
+        (_, "job") => store.reset_failed_steps(&run.id, args.step.as_deref())?,
+        (Some(_), _) => {
+            return Err(
+                UsageError("--step applies to job runs; this run has no steps".into()).into(),
+            )
+        }
+        (None, _) => store.reset_failed(&run.id)?,
+    };
+    drop(store);
+    eprintln!("sluice: {reopened} failed item(s) of {} re-queued", run.id);
+    let setting = |key: &str| {
+        run.settings
+            .get(key)
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    };
+    if mode == "job" {
+        let job_path = setting("job")
+            .ok_or_else(|| UsageError("the run does not say which job file it ran".into()))?;
+        let sets: Vec<String> = run
+            .settings
+            .get("sets")
+            .and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let job = sluice_spec::load(Path::new(&job_path), &sets)?;
+        let config = JobConfig {
+            store_path: args.store.store.clone(),
+            fresh: false,
+            skip_bad: run
+                .settings
+                .get("skip_bad")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false),
+            sets,
+        };
+        let (report, code) =
+            super::run::with_progress(5.0, !args.json, |p| run_job(&job, &config, p))?;
+        super::run::deliver(
+            &args.store.store,
+            &report,
+            job.output.path.as_deref(),
+            args.json,
+        )?;
+        return Ok(code);
+    }
+    let input = setting("input")
+        .ok_or_else(|| UsageError("the run does not say which input it read".into()))?;
+    let url = setting("url")
+        .ok_or_else(|| UsageError("the run does not say which URL it used".into()))?;
+    let number = |key: &str| run.settings.get(key).and_then(|v| v.as_u64());
+    let config = sluice_engine::QuickConfig {
+        input: sluice_engine::InputSource::Path(PathBuf::from(input)),
+        url,
+        concurrency: number("concurrency").unwrap_or(64) as usize,
+        rpm: number("rpm"),
+        tpm: number("tpm"),
+        retries: number("retries").unwrap_or(5) as u32,
+        timeout: std::time::Duration::from_millis(number("timeout_ms").unwrap_or(60_000)),
+        api_key_env: setting("api_key_env"),
+        store_path: args.store.store.clone(),
+        fresh: false,
+        skip_bad: run
+            .settings
+            .get("skip_bad")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false),
+        name: None,
+        backoff: sluice_limit::Backoff {
+            base_ms: 500,
+            cap_ms: 60_000,
+        },
+    };
+    let (report, code) = super::run::execute(&config, 5.0, !args.json)?;
+    super::run::deliver(&args.store.store, &report, None, args.json)?;
+    Ok(code)
+}
