@@ -66,7 +66,7 @@ pub(crate) async fn call(
         if let Err(too_large) = env.limiter.acquire(request.estimate).await {
             return CallEnd::Failed {
                 error: format!(
-                    "token_limit: this request needs about {} tokens (prompt estimate + max_tokens) but the tokens/minute limit is {}, so it can never be sent; raise the limit or lower max_tokens",
+                    "token_limit: this request needs about {} tokens (prompt estimate + max_tokens) but the tokens/minute limit (--tpm, or the provider's tpm) is {}, so it can never be sent; raise --tpm or lower max_tokens",
                     too_large.tokens, too_large.tpm
                 ),
                 status: None,
