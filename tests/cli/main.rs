@@ -8,6 +8,7 @@ mod commands;
 mod faults;
 mod input;
 mod jobs;
+mod jobs_more;
 mod limits;
 mod resume;
 mod run;

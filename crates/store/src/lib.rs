@@ -84,8 +84,8 @@ pub trait Store: Send {
     /// Every step record of one unit, by step then part.
     fn unit_steps(&mut self, run_id: &str, unit_id: &str) -> Result<Vec<StepRecord>>;
     /// Deletes failed step records (of `step`, or of every step) and the
-    /// records of the units they failed, so a rerun retries them; returns how
-    /// many units became pending.
+    /// records of the units they failed (without a step: every failed unit),
+    /// so a rerun retries them; returns how many units became pending.
     fn reset_failed_steps(&mut self, run_id: &str, step: Option<&str>) -> Result<u64>;
 }
 

@@ -100,7 +100,7 @@ pub(crate) async fn run_unit(shared: &Shared, unit: Unit) -> Option<ItemRecord> 
                 outputs.insert(step.name.clone(), value);
             }
             Failed(message) => {
-                failure = Some(format!("step {}: {message}", step.name));
+                failure = Some(unit_error(&step.name, &message));
                 break;
             }
             Stopped => return None,
@@ -134,6 +134,22 @@ pub(crate) async fn run_unit(shared: &Shared, unit: Unit) -> Option<ItemRecord> 
         metadata: None,
         custom_id: Some(unit.item_id),
     })
+}
+
+/// `code: step NAME: message`: the failure's own code first (`server_error`,
+/// `timeout`, …; `template_error` for a template that did not render), so
+/// exports can group by it, then the step.
+fn unit_error(step: &str, message: &str) -> String {
+    let coded = message.split_once(": ").filter(|(code, _)| {
+        !code.is_empty() && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+    });
+    match coded {
+        Some((code, rest)) => format!("{code}: step {step}: {rest}"),
+        None if message.contains("(template: ") => {
+            format!("template_error: step {step}: {message}")
+        }
+        None => format!("step_failed: step {step}: {message}"),
+    }
 }
 
 /// A step's end with its output as JSON.
@@ -194,6 +210,28 @@ fn context(
         ctx["each_index"] = json!(i);
     }
     minijinja::Value::from(minijinja::value::Serde(ctx))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn unit_errors_lead_with_the_failure_code() {
+        assert_eq!(
+            super::unit_error("a", "server_error: HTTP 500 (after 1 attempt)"),
+            "server_error: step a: HTTP 500 (after 1 attempt)"
+        );
+        assert_eq!(
+            super::unit_error(
+                "b",
+                "steps.b.json.x: undefined value (template: \"{{ item.x }}\")"
+            ),
+            "template_error: step b: steps.b.json.x: undefined value (template: \"{{ item.x }}\")"
+        );
+        assert_eq!(
+            super::unit_error("c", "element 2: boom"),
+            "step_failed: step c: element 2: boom"
+        );
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -83,12 +83,13 @@ pub(super) fn reset_failed(
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .during(op)?;
     SqliteStore::touch(&tx, run_id)?;
-    // The units whose failure came from those steps become pending again.
+    // The units whose failure came from those steps become pending again;
+    // without a step, every failed unit (a template error records no step).
     let units = tx
         .prepare_cached(
-            "DELETE FROM items WHERE run_id = ?1 AND status = 'failed' AND item_id IN \
-             (SELECT unit_id FROM steps WHERE run_id = ?1 AND status = 'failed' \
-              AND (?2 IS NULL OR step = ?2))",
+            "DELETE FROM items WHERE run_id = ?1 AND status = 'failed' AND (?2 IS NULL OR \
+             item_id IN (SELECT unit_id FROM steps WHERE run_id = ?1 AND status = 'failed' \
+              AND step = ?2))",
         )
         .and_then(|mut s| s.execute(params![run_id, step]))
         .during(op)?;

@@ -1,0 +1,274 @@
+//! Job files, continued: input kinds, failures that stay with their unit,
+//! retry of one step, and per-step resume after kill -9.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::fakehost::{Behaviour, FakeHost};
+use crate::util::*;
+
+/// A job that prints one field of each item through a command step.
+fn echo_job(input: &str) -> String {
+    format!(
+        r#"
+{input}
+
+[[steps]]
+name = "show"
+kind = "command"
+command = ["printf", "%s|%s", "{{{{ index }}}}", "{{{{ item.name }}}}"]
+
+[output]
+path = "results.jsonl"
+"#
+    )
+}
+
+fn shown(s: &Scratch) -> Vec<String> {
+    read_jsonl(&s.path("results.jsonl"))
+        .iter()
+        .map(|r| {
+            r["steps"]["show"]["text"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn csv_json_stdin_and_paged_url_inputs_stream_in_order() {
+    let s = Scratch::new();
+    std::fs::write(s.path("in.csv"), "name,note\n\"Smith, Ann\",x\nBo,y\n").unwrap();
+    let job = s.job(&echo_job("[input]\npath = \"in.csv\""), None, None);
+    let out = s.sluice(&["run", job.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(shown(&s), ["0|Smith, Ann", "1|Bo"]);
+
+    let s = Scratch::new();
+    std::fs::write(
+        s.path("in.json"),
+        r#"[{"name": "a"}, {"name": "b"}, {"name": "c"}]"#,
+    )
+    .unwrap();
+    let job = s.job(&echo_job("[input]\npath = \"in.json\""), None, None);
+    let out = s.sluice(&["run", job.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(shown(&s), ["0|a", "1|b", "2|c"]);
+
+    let s = Scratch::new();
+    let job = s.job(&echo_job("[input]\npath = \"-\""), None, None);
+    let out = s
+        .sluice(&["run", job.to_str().unwrap()])
+        .write_stdin("{\"name\":\"x\"}\n{\"name\":\"y\"}\n")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(shown(&s), ["0|x", "1|y"]);
+
+    // A CMS: pages of 2 behind a bearer token read from the environment.
+    let items: Vec<_> = (0..5)
+        .map(|i| json!({"id": i, "name": format!("p{i}")}))
+        .collect();
+    let host = FakeHost::start(Behaviour {
+        items,
+        token: Some("cms-secret".into()),
+        ..Default::default()
+    });
+    let s = Scratch::new();
+    let input = format!(
+        "env = [\"CMS_TOKEN\"]\n[input]\nurl = \"{}\"\npointer = \"/data\"\npage_size = 2\nheaders = {{ Authorization = \"Bearer {{{{ env.CMS_TOKEN }}}}\" }}",
+        host.url("/items")
+    );
+    let job = s.job(&echo_job(&input), None, None);
+    let out = s
+        .sluice(&["run", job.to_str().unwrap()])
+        .env("CMS_TOKEN", "cms-secret")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(shown(&s), ["0|p0", "1|p1", "2|p2", "3|p3", "4|p4"]);
+    assert_eq!(host.count("/items"), 3, "pages of 2, 2 and 1");
+}
+
+const STAGES: &str = r#"
+[input]
+path = "in.jsonl"
+
+[providers.gpu]
+base_url = "{HOST}"
+retries = { max = 0 }
+
+[[steps]]
+name = "prepare"
+kind = "http"
+provider = "gpu"
+path = "/stage/prepare"
+json = { name = "{{ item.name }}" }
+
+[[steps]]
+name = "transcribe"
+kind = "http"
+provider = "gpu"
+path = "/stage/transcribe"
+json = { from = "{{ steps.prepare.json.input.name }}", note = "{{ item.note }}" }
+
+[output]
+path = "results.jsonl"
+"#;
+
+#[test]
+fn a_failed_step_fails_only_its_unit_and_retry_reruns_only_that_step() {
+    // Every 4th /stage request fails with a 500; retries are off.
+    let host = FakeHost::start(Behaviour {
+        fail_every: 4,
+        ..Default::default()
+    });
+    let s = Scratch::new();
+    let mut lines: Vec<String> = (0..10)
+        .map(|i| json!({"id": format!("u{i}"), "name": format!("n{i}"), "note": "ok"}).to_string())
+        .collect();
+    // One item lacks `note`: its second step cannot render.
+    lines[9] = json!({"id": "u9", "name": "n9"}).to_string();
+    s.write_lines("in.jsonl", &lines);
+    let job = s.job(
+        &STAGES.replace("\n[input]", "concurrency = 1\n[input]"),
+        None,
+        Some(&host),
+    );
+    let first = s
+        .sluice(&["run", job.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(first.status.code(), Some(1), "{}", stderr(&first));
+    let results = read_jsonl(&s.path("results.jsonl"));
+    assert_eq!(results.len(), 10);
+    let failed: Vec<&serde_json::Value> =
+        results.iter().filter(|r| r["status"] == "failed").collect();
+    assert!(failed.len() >= 3, "{failed:?}");
+    for r in &failed {
+        let message = r["error"]["message"].as_str().unwrap();
+        let code = r["error"]["code"].as_str().unwrap();
+        if r["id"] == "u9" && message.starts_with("step transcribe") {
+            assert_eq!(code, "template_error", "{r}");
+            assert!(
+                message.contains("undefined") && message.contains("item.note"),
+                "{message}"
+            );
+        } else {
+            assert_eq!(code, "server_error", "{r}");
+            assert!(
+                message.starts_with("step ") && message.contains("HTTP 500"),
+                "{message}"
+            );
+        }
+    }
+    let done = results.iter().filter(|r| r["status"] == "done").count();
+    assert_eq!(done + failed.len(), 10, "every unit ends done or failed");
+    let prepared_before = host.count("/stage/prepare");
+
+    // Retry only transcribe's failures: prepare is not sent again for them.
+    let run = json_stdout(&first)["run"].as_str().unwrap().to_string();
+    let retry = s
+        .sluice(&["retry", &run, "--step", "transcribe", "--json"])
+        .output()
+        .unwrap();
+    let after = read_jsonl(&s.path("results.jsonl"));
+    let still_failed: Vec<_> = after
+        .iter()
+        .filter(|r| r["status"] == "failed")
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        still_failed.contains(&"u9".to_string()),
+        "u9 cannot render: {still_failed:?}"
+    );
+    assert!(retry.status.code() == Some(1) || retry.status.code() == Some(0));
+    assert!(still_failed.len() < failed.len(), "{still_failed:?}");
+    assert_eq!(
+        host.count("/stage/prepare"),
+        prepared_before,
+        "prepare outputs were reused"
+    );
+}
+
+#[test]
+fn kill_9_mid_pipeline_then_rerun_resumes_each_unit_at_its_next_step() {
+    let mock = Mock::start(&["--latency-ms", "150"]);
+    let host = FakeHost::start(Behaviour::default());
+    let s = Scratch::new();
+    let n = 60;
+    let lines: Vec<String> = (0..n)
+        .map(|i| json!({"id": format!("k{i}"), "name": format!("n{i}")}).to_string())
+        .collect();
+    s.write_lines("in.jsonl", &lines);
+    let text = format!(
+        r#"
+concurrency = 20
+[input]
+path = "in.jsonl"
+
+[providers.gpu]
+base_url = "{{HOST}}"
+
+[providers.llm]
+base_url = "{{MOCK}}"
+
+[[steps]]
+name = "prepare"
+kind = "http"
+provider = "gpu"
+path = "/stage/prepare"
+json = {{ name = "{{{{ item.name }}}}" }}
+
+[[steps]]
+name = "summarise"
+kind = "chat"
+provider = "llm"
+model = "m"
+messages = [{{ role = "user", content = "Summarise {{{{ steps.prepare.json.input.name }}}}" }}]
+
+[output]
+path = "results.jsonl"
+"#
+    );
+    let job = s.job(&text, Some(&mock), Some(&host));
+    let mut child = Command::new(bin())
+        .current_dir(s.dir.path())
+        .args(["run", job.to_str().unwrap()])
+        .env("SLUICE_STORE", s.store())
+        .env("SLUICE_PROGRESS_INTERVAL", "0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while u(&mock.stats()["ok"]) < 25 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let prepared_at_kill = host.count("/stage/prepare");
+    assert!(prepared_at_kill < n + 20);
+    let out = s.sluice(&["run", job.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let results = read_jsonl(&s.path("results.jsonl"));
+    assert_eq!(results.len(), n);
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r["id"], format!("k{i}"));
+        assert_eq!(r["status"], "done");
+    }
+    // Units whose first step was recorded before the kill did not repeat it:
+    // only calls in flight (or not yet committed) at the kill were sent twice.
+    let prepared_total = host.count("/stage/prepare");
+    assert!(
+        prepared_total < n + 20,
+        "prepare sent {prepared_total} times for {n} units"
+    );
+    assert!(
+        prepared_at_kill > 20,
+        "the kill came too early to test anything ({prepared_at_kill})"
+    );
+}
