@@ -212,28 +212,6 @@ fn context(
     minijinja::Value::from(minijinja::value::Serde(ctx))
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn unit_errors_lead_with_the_failure_code() {
-        assert_eq!(
-            super::unit_error("a", "server_error: HTTP 500 (after 1 attempt)"),
-            "server_error: step a: HTTP 500 (after 1 attempt)"
-        );
-        assert_eq!(
-            super::unit_error(
-                "b",
-                "steps.b.json.x: undefined value (template: \"{{ item.x }}\")"
-            ),
-            "template_error: step b: steps.b.json.x: undefined value (template: \"{{ item.x }}\")"
-        );
-        assert_eq!(
-            super::unit_error("c", "element 2: boom"),
-            "step_failed: step c: element 2: boom"
-        );
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn fan_out(
     shared: &Shared,
@@ -750,5 +728,27 @@ async fn execute(
             None,
             Duration::ZERO,
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn unit_errors_lead_with_the_failure_code() {
+        assert_eq!(
+            super::unit_error("a", "server_error: HTTP 500 (after 1 attempt)"),
+            "server_error: step a: HTTP 500 (after 1 attempt)"
+        );
+        assert_eq!(
+            super::unit_error(
+                "b",
+                "steps.b.json.x: undefined value (template: \"{{ item.x }}\")"
+            ),
+            "template_error: step b: steps.b.json.x: undefined value (template: \"{{ item.x }}\")"
+        );
+        assert_eq!(
+            super::unit_error("c", "element 2: boom"),
+            "step_failed: step c: element 2: boom"
+        );
     }
 }
