@@ -204,37 +204,35 @@ fn kill_9_mid_pipeline_then_rerun_resumes_each_unit_at_its_next_step() {
         .map(|i| json!({"id": format!("k{i}"), "name": format!("n{i}")}).to_string())
         .collect();
     s.write_lines("in.jsonl", &lines);
-    let text = format!(
-        r#"
+    let text = r#"
 concurrency = 20
 [input]
 path = "in.jsonl"
 
 [providers.gpu]
-base_url = "{{HOST}}"
+base_url = "{HOST}"
 
 [providers.llm]
-base_url = "{{MOCK}}"
+base_url = "{MOCK}"
 
 [[steps]]
 name = "prepare"
 kind = "http"
 provider = "gpu"
 path = "/stage/prepare"
-json = {{ name = "{{{{ item.name }}}}" }}
+json = { name = "{{ item.name }}" }
 
 [[steps]]
 name = "summarise"
 kind = "chat"
 provider = "llm"
 model = "m"
-messages = [{{ role = "user", content = "Summarise {{{{ steps.prepare.json.input.name }}}}" }}]
+messages = [{ role = "user", content = "Summarise {{ steps.prepare.json.input.name }}" }]
 
 [output]
 path = "results.jsonl"
-"#
-    );
-    let job = s.job(&text, Some(&mock), Some(&host));
+"#;
+    let job = s.job(text, Some(&mock), Some(&host));
     let mut child = Command::new(bin())
         .current_dir(s.dir.path())
         .args(["run", job.to_str().unwrap()])

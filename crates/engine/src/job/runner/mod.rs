@@ -1,0 +1,251 @@
+//! One unit through every step, in order: render, reuse a recorded output when
+//! the request is unchanged, otherwise call (with fan-out and conversation
+//! turns as parts), record each part, and finally the unit itself.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde_json::{json, Map, Value as Json};
+use sluice_spec::{Job, StepKind};
+use sluice_store::{ItemRecord, ItemStatus, SqliteStore, Store};
+use tokio::sync::{mpsc, Semaphore};
+
+use super::lanes::Lanes;
+use super::output::{StepOutput, Usage};
+use crate::progress::Progress;
+use crate::quick::now_ms;
+use crate::writer::Message;
+
+mod multi;
+mod parts;
+
+use multi::{conversation, fan_out};
+use parts::part;
+
+/// What every unit task shares.
+pub(crate) struct Shared {
+    pub(crate) job: Arc<Job>,
+    pub(crate) lanes: Lanes,
+    pub(crate) progress: Arc<Progress>,
+    pub(crate) stopping: AtomicBool,
+    pub(crate) tx: mpsc::Sender<Message>,
+    /// Step-wide caps (non-fan-out steps with `concurrency`), by step index.
+    pub(crate) step_slots: Vec<Option<Arc<Semaphore>>>,
+    /// Local programs in flight at most (default: the number of CPUs).
+    pub(crate) command_slots: Arc<Semaphore>,
+    pub(crate) output_dir: PathBuf,
+    /// `env` for templates: only the variables the job lists.
+    pub(crate) env: Json,
+    /// Reads earlier step records on resume; `None` for a new run.
+    pub(crate) reader: Option<Mutex<SqliteStore>>,
+    pub(crate) run_id: String,
+}
+
+/// An input item × one matrix combination.
+pub(crate) struct Unit {
+    pub(crate) id: String,
+    pub(crate) item_id: String,
+    /// Export order.
+    pub(crate) idx: u64,
+    pub(crate) index: u64,
+    pub(crate) item: Json,
+    pub(crate) matrix: Map<String, Json>,
+    pub(crate) hash: u64,
+}
+
+/// A part's end: its output, a failure message, or the run stopping.
+pub(super) enum PartEnd {
+    Done(StepOutput),
+    Failed(String),
+    Stopped,
+}
+
+/// Totals over a unit's calls made in this run.
+#[derive(Default)]
+pub(super) struct UnitTally {
+    attempts: u32,
+    throttled: u32,
+    usage: Usage,
+}
+
+/// Runs `unit` through the job; `None` when the run stopped first (the unit
+/// stays pending, its finished steps recorded).
+pub(crate) async fn run_unit(shared: &Shared, unit: Unit) -> Option<ItemRecord> {
+    let started_at = now_ms();
+    let clock = Instant::now();
+    let known = known_parts(shared, &unit.id);
+    let mut outputs = Map::new();
+    let mut tally = UnitTally::default();
+    let mut failure: Option<String> = None;
+    for step in &shared.job.steps {
+        let ctx = context(shared, &unit, &outputs, None);
+        let end = if let Some(for_each) = &step.for_each {
+            fan_out(
+                shared, &unit, step, &outputs, &ctx, for_each, &known, &mut tally,
+            )
+            .await
+        } else if matches!(step.kind, StepKind::Conversation { .. }) {
+            conversation(shared, &unit, step, &ctx, &known, &mut tally).await
+        } else {
+            let stem = crate::steps::http::safe_stem(&unit.id);
+            part(shared, &unit, step, &ctx, -1, &stem, &known, &mut tally)
+                .await
+                .map_done(|o| o.to_value())
+        };
+        match end {
+            Done(value) => {
+                outputs.insert(step.name.clone(), value);
+            }
+            Failed(message) => {
+                failure = Some(unit_error(&step.name, &message));
+                break;
+            }
+            Stopped => return None,
+        }
+    }
+    let status = if failure.is_some() {
+        ItemStatus::Failed
+    } else {
+        ItemStatus::Done
+    };
+    let response = json!({
+        "item_id": unit.item_id,
+        "matrix": unit.matrix,
+        "steps": outputs,
+    });
+    Some(ItemRecord {
+        item_id: unit.id,
+        idx: unit.idx,
+        hash: unit.hash,
+        status,
+        attempts: tally.attempts,
+        throttled: tally.throttled,
+        status_code: None,
+        response: Some(response.to_string()),
+        error: failure,
+        prompt_tokens: Some(tally.usage.prompt_tokens),
+        completion_tokens: Some(tally.usage.completion_tokens),
+        latency_ms: clock.elapsed().as_millis() as u64,
+        started_at,
+        finished_at: now_ms(),
+        metadata: None,
+        custom_id: Some(unit.item_id),
+    })
+}
+
+/// `code: step NAME: message`: the failure's own code first (`server_error`,
+/// `timeout`, …; `template_error` for a template that did not render), so
+/// exports can group by it, then the step.
+fn unit_error(step: &str, message: &str) -> String {
+    let coded = message.split_once(": ").filter(|(code, _)| {
+        !code.is_empty() && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+    });
+    match coded {
+        Some((code, rest)) => format!("{code}: step {step}: {rest}"),
+        None if message.contains("(template: ") => {
+            format!("template_error: step {step}: {message}")
+        }
+        None => format!("step_failed: step {step}: {message}"),
+    }
+}
+
+/// A step's end with its output as JSON.
+pub(super) enum StepEnd {
+    Done(Json),
+    Failed(String),
+    Stopped,
+}
+pub(super) use StepEnd::{Done, Failed, Stopped};
+
+impl PartEnd {
+    pub(super) fn map_done(self, f: impl FnOnce(StepOutput) -> Json) -> StepEnd {
+        match self {
+            PartEnd::Done(o) => Done(f(o)),
+            PartEnd::Failed(m) => Failed(m),
+            PartEnd::Stopped => Stopped,
+        }
+    }
+}
+
+pub(super) type Known = HashMap<(String, i64), (u64, StepOutput)>;
+
+/// Done parts recorded by earlier runs of this unit: (step, part) → (hash, output).
+fn known_parts(shared: &Shared, unit_id: &str) -> Known {
+    let Some(reader) = &shared.reader else {
+        return Known::new();
+    };
+    let mut store = reader.lock().unwrap_or_else(|e| e.into_inner());
+    let Ok(records) = store.unit_steps(&shared.run_id, unit_id) else {
+        return Known::new();
+    };
+    records
+        .into_iter()
+        .filter(|r| r.status == ItemStatus::Done)
+        .filter_map(|r| {
+            let output = serde_json::from_str(r.output.as_deref()?).ok()?;
+            Some(((r.step, r.part), (r.hash, output)))
+        })
+        .collect()
+}
+
+/// The template variables of one unit (and fan-out element).
+pub(super) fn context(
+    shared: &Shared,
+    unit: &Unit,
+    steps: &Map<String, Json>,
+    each: Option<(&Json, usize)>,
+) -> minijinja::Value {
+    let mut ctx = json!({
+        "item": unit.item,
+        "index": unit.index,
+        "matrix": unit.matrix,
+        "env": shared.env,
+        "steps": steps,
+    });
+    if let Some((element, i)) = each {
+        ctx["each"] = element.clone();
+        ctx["each_index"] = json!(i);
+    }
+    minijinja::Value::from(minijinja::value::Serde(ctx))
+}
+
+impl UnitTally {
+    pub(super) fn add(&mut self, other: &UnitTally) {
+        self.attempts += other.attempts;
+        self.throttled += other.throttled;
+        self.usage.prompt_tokens += other.usage.prompt_tokens;
+        self.usage.completion_tokens += other.usage.completion_tokens;
+    }
+
+    pub(super) fn add_usage(&mut self, usage: Option<Usage>) {
+        if let Some(u) = usage {
+            self.usage.prompt_tokens += u.prompt_tokens;
+            self.usage.completion_tokens += u.completion_tokens;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn unit_errors_lead_with_the_failure_code() {
+        assert_eq!(
+            super::unit_error("a", "server_error: HTTP 500 (after 1 attempt)"),
+            "server_error: step a: HTTP 500 (after 1 attempt)"
+        );
+        assert_eq!(
+            super::unit_error(
+                "b",
+                "steps.b.json.x: undefined value (template: \"{{ item.x }}\")"
+            ),
+            "template_error: step b: steps.b.json.x: undefined value (template: \"{{ item.x }}\")"
+        );
+        assert_eq!(
+            super::unit_error("c", "element 2: boom"),
+            "step_failed: step c: element 2: boom"
+        );
+    }
+}

@@ -1,0 +1,182 @@
+//! Steps made of several parts: a fan-out over a list, and a conversation's turns.
+
+use futures_util::stream::{self, StreamExt};
+use serde_json::{json, Map, Value as Json};
+use sluice_spec::{Step, StepKind};
+
+use super::parts::{call_json, part, record, CallOutcome};
+use super::{context, Done, Failed, Known, PartEnd, Shared, StepEnd, Stopped, Unit, UnitTally};
+use crate::calls::Tally;
+use crate::job::output::{parse_json_text, StepOutput, Turn, Usage};
+use crate::job::requests::{self, hash_json};
+use crate::quick::now_ms;
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn fan_out(
+    shared: &Shared,
+    unit: &Unit,
+    step: &Step,
+    outputs: &Map<String, Json>,
+    ctx: &minijinja::Value,
+    for_each: &sluice_spec::Template,
+    known: &Known,
+    tally: &mut UnitTally,
+) -> StepEnd {
+    let list = match for_each.render_value(ctx) {
+        Ok(Json::Array(list)) => list,
+        Ok(other) => {
+            return Failed(format!(
+                "for_each must render to a list, got {} (template: {:?})",
+                kind_of(&other),
+                for_each.source()
+            ))
+        }
+        Err(e) => return Failed(e.to_string()),
+    };
+    let width = step.concurrency.unwrap_or(4).max(1);
+    let base_stem = crate::steps::http::safe_stem(&unit.id);
+    // Futures built first, then run `width` at a time in order: a closure
+    // inside the stream trips rustc's Send inference (rust-lang/rust#64552).
+    let mut elements = Vec::with_capacity(list.len());
+    for (i, element) in list.iter().enumerate() {
+        let ctx = context(shared, unit, outputs, Some((element, i)));
+        let stem = format!("{base_stem}-{i}");
+        elements.push(async move {
+            let mut t = UnitTally::default();
+            let end = part(shared, unit, step, &ctx, i as i64, &stem, known, &mut t).await;
+            (end, t)
+        });
+    }
+    let results: Vec<(PartEnd, UnitTally)> = stream::iter(elements).buffered(width).collect().await;
+    let mut values = Vec::with_capacity(results.len());
+    let mut first_failure = None;
+    for (i, (end, t)) in results.into_iter().enumerate() {
+        tally.add(&t);
+        match end {
+            PartEnd::Done(o) => values.push(o.to_value()),
+            PartEnd::Failed(m) if first_failure.is_none() => {
+                first_failure = Some(format!("element {i}: {m}"))
+            }
+            PartEnd::Failed(_) => {}
+            PartEnd::Stopped => return Stopped,
+        }
+    }
+    match first_failure {
+        Some(m) => Failed(m),
+        None => Done(Json::Array(values)),
+    }
+}
+
+fn kind_of(v: &Json) -> &'static str {
+    match v {
+        Json::Null => "null",
+        Json::Bool(_) => "a boolean",
+        Json::Number(_) => "a number",
+        Json::String(_) => "a string",
+        Json::Array(_) => "a list",
+        Json::Object(_) => "an object",
+    }
+}
+
+pub(super) async fn conversation(
+    shared: &Shared,
+    unit: &Unit,
+    step: &Step,
+    ctx: &minijinja::Value,
+    known: &Known,
+    tally: &mut UnitTally,
+) -> StepEnd {
+    let StepKind::Conversation { turns, .. } = &step.kind else {
+        return Failed("not a conversation".into());
+    };
+    let Some(lane) = step.provider.as_deref().and_then(|p| shared.lanes.get(p)) else {
+        return Failed("the step has no provider".into());
+    };
+    let mut prompts: Vec<String> = Vec::new();
+    let mut answers: Vec<String> = Vec::new();
+    let mut usages: Vec<Option<Usage>> = Vec::new();
+    let mut total = Usage::default();
+    for (k, turn) in turns.iter().enumerate() {
+        // A turn may quote earlier answers: `answers[0]`.
+        let mut turn_ctx: Json = serde_json::to_value(ctx).unwrap_or(Json::Null);
+        turn_ctx["answers"] = json!(answers);
+        let turn_ctx = minijinja::Value::from(minijinja::value::Serde(turn_ctx));
+        let prompt = match turn.render(&turn_ctx) {
+            Ok(p) => p,
+            Err(e) => return Failed(e.to_string()),
+        };
+        prompts.push(prompt.clone());
+        let request = match requests::conversation_request(step, ctx, &prompts, &answers) {
+            Ok(Some(r)) => r,
+            Ok(None) => return Failed("not a conversation".into()),
+            Err(e) => return Failed(e.to_string()),
+        };
+        let hash = hash_json(&json!([step.name, k, request.path, request.body]));
+        let part = k as i64;
+        let output = if let Some((h, output)) = known.get(&(step.name.clone(), part)) {
+            if *h == hash {
+                Some(output.clone())
+            } else {
+                None
+            }
+        } else {
+            None
+        };
+        let output = match output {
+            Some(o) => o,
+            None => {
+                let started = now_ms();
+                let mut t = Tally::default();
+                let (end, code, latency) = call_json(shared, lane, step, &request, &mut t).await;
+                let end = match end {
+                    CallOutcome::Done(body) => match requests::chat_output(step, &body) {
+                        Ok(o) => PartEnd::Done(o),
+                        Err(m) => PartEnd::Failed(m),
+                    },
+                    CallOutcome::Failed(m) => PartEnd::Failed(m),
+                    CallOutcome::Stopped => PartEnd::Stopped,
+                };
+                tally.attempts += t.attempts;
+                tally.throttled += t.throttled;
+                record(
+                    shared, unit, step, part, hash, &end, &t, code, latency, started,
+                )
+                .await;
+                match end {
+                    PartEnd::Done(o) => {
+                        tally.add_usage(o.usage);
+                        o
+                    }
+                    PartEnd::Failed(m) => return Failed(format!("turn {}: {m}", k + 1)),
+                    PartEnd::Stopped => return Stopped,
+                }
+            }
+        };
+        if let Some(u) = output.usage {
+            total.prompt_tokens += u.prompt_tokens;
+            total.completion_tokens += u.completion_tokens;
+        }
+        answers.push(output.text.clone().unwrap_or_default());
+        usages.push(output.usage);
+    }
+    let last = answers.last().cloned().unwrap_or_default();
+    let out = StepOutput {
+        json: parse_json_text(&last),
+        text: Some(last),
+        usage: Some(total),
+        turns: Some(
+            prompts
+                .into_iter()
+                .zip(answers)
+                .zip(usages)
+                .map(|((prompt, answer), usage)| Turn {
+                    prompt,
+                    answer,
+                    usage,
+                })
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    Done(out.to_value())
+}
