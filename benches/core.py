@@ -13,6 +13,9 @@ Scenarios (issue 3):
             with validation and the final export, is printed beside it);
             CPU per call vs the Python asyncio script's ~570 us  target <= 1/20 (28.5 us)
   memory    1,000,000 input lines, peak RSS                    target < 64 MB
+  pipeline  job file, 4 chat steps x 50 ms, concurrency 50 each, 2,000 items:
+            bound = one step's share (N x lat / conc) + fill (3 x lat)   target <= 1.15,
+            and >= 3x faster than running the steps one after another (barriers)
 Only 127.0.0.1 is contacted; every scenario stops by itself.
 """
 import argparse
@@ -162,7 +165,66 @@ def memory(quick, tmp):
                 ok=code == 0 and rss < 64, target="< 1.0")
 
 
-SCENARIOS = {"latency": latency, "rpm": rpm, "overhead": overhead, "memory": memory}
+PIPELINE_JOB = """
+concurrency = {units}
+[input]
+path = "items.jsonl"
+[providers.mock]
+base_url = "{url}"
+{steps}
+"""
+
+STEP = """
+[[steps]]
+name = "s{k}"
+kind = "chat"
+provider = "mock"
+model = "m"
+messages = [{{ role = "user", content = "step {k} of {{{{ item.q }}}}" }}]
+params = {{ max_tokens = 8 }}
+concurrency = {conc}
+"""
+
+
+def run_job(workdir, text):
+    with open(f"{workdir}/job.toml", "w") as f:
+        f.write(text)
+    env = dict(os.environ, SLUICE_PROGRESS_INTERVAL="0")
+    start = time.monotonic()
+    proc = subprocess.run([BIN, "run", f"{workdir}/job.toml", "--fresh", "--store", f"{workdir}/store.db"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    if proc.returncode != 0:
+        print(proc.stderr.decode(), file=sys.stderr)
+    return time.monotonic() - start, proc.returncode
+
+
+def pipeline(quick, tmp):
+    """4 chat steps x 50 ms, concurrency 50 each: streaming vs one step at a time."""
+    n, lat, conc, k = (400, 50, 50, 4) if quick else (2_000, 50, 50, 4)
+    mock = Mock("--latency-ms", str(lat))
+    with open(f"{tmp}/items.jsonl", "w") as f:
+        for i in range(n):
+            f.write(json.dumps({"id": f"i{i}", "q": f"question {i}"}) + "\n")
+    steps = "".join(STEP.format(k=i, conc=conc) for i in range(k))
+    stream_wall, code = run_job(tmp, PIPELINE_JOB.format(units=k * conc, url=mock.url("/v1"), steps=steps))
+    barrier_wall = 0.0
+    for i in range(k):
+        one = STEP.format(k=i, conc=conc)
+        wall, c = run_job(tmp, PIPELINE_JOB.format(units=conc, url=mock.url("/v1"), steps=one))
+        barrier_wall += wall
+        code = code or c
+    mock.close()
+    per_step = n * lat / 1000 / conc
+    bound = per_step + (k - 1) * lat / 1000
+    speedup = barrier_wall / stream_wall
+    return dict(name="pipeline", detail=f"{n} items x {k} steps x {lat} ms, concurrency {conc} per step; "
+                f"one step at a time (barriers) {barrier_wall:.2f} s = {speedup:.1f}x slower",
+                bound=f"{bound:.2f} s", measured=f"{stream_wall:.2f} s", ratio=stream_wall / bound,
+                ok=code == 0 and stream_wall / bound <= 1.15 and speedup >= 3.0,
+                target="<= 1.15, >= 3x barriers")
+
+
+SCENARIOS = {"latency": latency, "rpm": rpm, "overhead": overhead, "memory": memory, "pipeline": pipeline}
 
 
 def main():

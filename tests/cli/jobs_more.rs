@@ -270,3 +270,98 @@ path = "results.jsonl"
         "the kill came too early to test anything ({prepared_at_kill})"
     );
 }
+
+#[test]
+fn embed_steps_return_vectors_and_csv_export_flattens_steps() {
+    let mock = Mock::start(&[]);
+    let s = Scratch::new();
+    s.write_lines(
+        "in.jsonl",
+        &[json!({"id": "d1", "title": "Rivers", "body": "Water flows."}).to_string()],
+    );
+    let text = r#"
+[input]
+path = "in.jsonl"
+
+[providers.local]
+base_url = "{MOCK}"
+
+[[steps]]
+name = "one"
+kind = "embed"
+provider = "local"
+model = "e"
+input = "{{ item.title }}"
+
+[[steps]]
+name = "both"
+kind = "embed"
+provider = "local"
+model = "e"
+input = ["{{ item.title }}", "{{ item.body }}"]
+params = { dimensions = 4 }
+"#;
+    let job = s.job(text, Some(&mock), None);
+    let out = s.sluice(&["run", job.to_str().unwrap(), "--out", "r.jsonl"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let r = &read_jsonl(&s.path("r.jsonl"))[0];
+    let one = r["steps"]["one"]["json"].as_array().unwrap();
+    assert_eq!(one.len(), 8, "a single input gives one vector (mock default 8 dims)");
+    assert!(one[0].is_number());
+    let both = r["steps"]["both"]["json"].as_array().unwrap();
+    assert_eq!(both.len(), 2);
+    assert_eq!(both[1].as_array().unwrap().len(), 4);
+    assert!(u(&r["steps"]["both"]["usage"]["prompt_tokens"]) > 0);
+
+    let run = s.sluice(&["runs", "--json"]).output().unwrap();
+    let run_id = json_stdout(&run)[0]["run"]["id"].as_str().unwrap().to_string();
+    let csv = s.sluice(&["export", &run_id, "--format", "csv"]).output().unwrap();
+    let csv = String::from_utf8_lossy(&csv.stdout).into_owned();
+    let header = csv.lines().next().unwrap();
+    assert_eq!(
+        header,
+        "id,item_id,status,error,one.text,one.json,one.file,one.status,both.text,both.json,both.file,both.status"
+    );
+    assert!(csv.lines().nth(1).unwrap().starts_with("d1,d1,done,,"), "{csv}");
+}
+
+#[test]
+fn concurrency_one_runs_units_and_fan_out_strictly_in_order() {
+    let host = FakeHost::start(Behaviour::default());
+    let s = Scratch::new();
+    let lines: Vec<String> = (0..3).map(|i| json!({"id": format!("e{i}")}).to_string()).collect();
+    s.write_lines("in.jsonl", &lines);
+    let text = r#"
+concurrency = 4
+[input]
+path = "in.jsonl"
+
+[[steps]]
+name = "shots"
+kind = "http"
+url = "{HOST}/stage/shot"
+json = { episode = "{{ item.id }}", shot = "{{ each }}" }
+for_each = "{{ [1, 2, 3, 4] }}"
+concurrency = 4
+"#;
+    let job = s.job(text, None, Some(&host));
+    let out = s
+        .sluice(&["run", job.to_str().unwrap(), "--set", "concurrency=1", "--set", "steps.shots.concurrency=1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let order: Vec<(String, i64)> = host
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, _, body)| {
+            let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+            (v["episode"].as_str().unwrap().to_string(), v["shot"].as_i64().unwrap())
+        })
+        .collect();
+    let expected: Vec<(String, i64)> = (0..3)
+        .flat_map(|e| (1..=4).map(move |k| (format!("e{e}"), k)))
+        .collect();
+    assert_eq!(order, expected, "workers = 1 means strictly sequential");
+}

@@ -14,7 +14,7 @@ use crate::steps::StepRef;
 use crate::template::{environment, TValue, Template};
 
 /// The outputs a step exposes as `steps.NAME.<field>`.
-pub(crate) const STEP_FIELDS: [&str; 6] = ["text", "json", "file", "status", "usage", "body"];
+pub(crate) const STEP_FIELDS: [&str; 6] = ["text", "json", "file", "status", "usage", "turns"];
 
 /// Which variables a template may read, by where it is.
 #[derive(Debug, Clone, Copy)]

@@ -72,7 +72,7 @@ fn step_output_field_must_exist() {
         40,
         &[
             "a step's output has no \"answer\"",
-            "text, json, file, status, usage, body",
+            "text, json, file, status, usage, turns",
         ],
     );
     // Anything below the field is free.
