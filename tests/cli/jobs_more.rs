@@ -302,11 +302,18 @@ input = ["{{ item.title }}", "{{ item.body }}"]
 params = { dimensions = 4 }
 "#;
     let job = s.job(text, Some(&mock), None);
-    let out = s.sluice(&["run", job.to_str().unwrap(), "--out", "r.jsonl"]).output().unwrap();
+    let out = s
+        .sluice(&["run", job.to_str().unwrap(), "--out", "r.jsonl"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let r = &read_jsonl(&s.path("r.jsonl"))[0];
     let one = r["steps"]["one"]["json"].as_array().unwrap();
-    assert_eq!(one.len(), 8, "a single input gives one vector (mock default 8 dims)");
+    assert_eq!(
+        one.len(),
+        8,
+        "a single input gives one vector (mock default 8 dims)"
+    );
     assert!(one[0].is_number());
     let both = r["steps"]["both"]["json"].as_array().unwrap();
     assert_eq!(both.len(), 2);
@@ -314,22 +321,33 @@ params = { dimensions = 4 }
     assert!(u(&r["steps"]["both"]["usage"]["prompt_tokens"]) > 0);
 
     let run = s.sluice(&["runs", "--json"]).output().unwrap();
-    let run_id = json_stdout(&run)[0]["run"]["id"].as_str().unwrap().to_string();
-    let csv = s.sluice(&["export", &run_id, "--format", "csv"]).output().unwrap();
+    let run_id = json_stdout(&run)[0]["run"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let csv = s
+        .sluice(&["export", &run_id, "--format", "csv"])
+        .output()
+        .unwrap();
     let csv = String::from_utf8_lossy(&csv.stdout).into_owned();
     let header = csv.lines().next().unwrap();
     assert_eq!(
         header,
         "id,item_id,status,error,one.text,one.json,one.file,one.status,both.text,both.json,both.file,both.status"
     );
-    assert!(csv.lines().nth(1).unwrap().starts_with("d1,d1,done,,"), "{csv}");
+    assert!(
+        csv.lines().nth(1).unwrap().starts_with("d1,d1,done,,"),
+        "{csv}"
+    );
 }
 
 #[test]
 fn concurrency_one_runs_units_and_fan_out_strictly_in_order() {
     let host = FakeHost::start(Behaviour::default());
     let s = Scratch::new();
-    let lines: Vec<String> = (0..3).map(|i| json!({"id": format!("e{i}")}).to_string()).collect();
+    let lines: Vec<String> = (0..3)
+        .map(|i| json!({"id": format!("e{i}")}).to_string())
+        .collect();
     s.write_lines("in.jsonl", &lines);
     let text = r#"
 concurrency = 4
@@ -346,7 +364,14 @@ concurrency = 4
 "#;
     let job = s.job(text, None, Some(&host));
     let out = s
-        .sluice(&["run", job.to_str().unwrap(), "--set", "concurrency=1", "--set", "steps.shots.concurrency=1"])
+        .sluice(&[
+            "run",
+            job.to_str().unwrap(),
+            "--set",
+            "concurrency=1",
+            "--set",
+            "steps.shots.concurrency=1",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -357,7 +382,10 @@ concurrency = 4
         .iter()
         .map(|(_, _, body)| {
             let v: serde_json::Value = serde_json::from_slice(body).unwrap();
-            (v["episode"].as_str().unwrap().to_string(), v["shot"].as_i64().unwrap())
+            (
+                v["episode"].as_str().unwrap().to_string(),
+                v["shot"].as_i64().unwrap(),
+            )
         })
         .collect();
     let expected: Vec<(String, i64)> = (0..3)
