@@ -7,6 +7,7 @@ mod export;
 mod input;
 mod inputs;
 mod job;
+mod lifecycle;
 mod limiter;
 mod progress;
 mod quick;

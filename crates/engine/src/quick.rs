@@ -10,13 +10,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::Method;
 use sluice_limit::Backoff;
 use sluice_provider::{CallOptions, Client, Endpoint};
-use sluice_store::{ItemRecord, ItemStatus, Known, NewRun, SqliteStore, Store};
+use sluice_store::{ItemRecord, ItemStatus, Known, SqliteStore, Store};
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
 
 use crate::calls::{self, CallEnd, CallEnv, CallRequest, Tally};
 use crate::error::{Error, Result};
 use crate::input::{parse_line, spool_stdin, survey, BadLine, InputSource, LineReader, Request};
+use crate::lifecycle::{close_run, drain, open_run, watch_signals};
 use crate::limiter::Limiter;
 use crate::progress::{Progress, Snapshot};
 use crate::writer::{Message, Writer};
@@ -113,32 +114,12 @@ pub fn run_quick(cfg: &QuickConfig, progress: Arc<Progress>) -> Result<RunReport
 
     let mut store = SqliteStore::open(&cfg.store_path)?;
     let source = source_key(&input_path);
-    let previous = if cfg.fresh {
-        None
-    } else {
-        store.latest_run_for_source(&source)?
-    };
     let settings = settings_json(cfg, &input_path);
-    let (run, resumed) = match previous {
-        Some(run) => {
-            store.update_settings(&run.id, &settings)?;
-            (run, true)
-        }
-        None => {
-            let name = cfg
-                .name
-                .clone()
-                .unwrap_or_else(|| default_name(&input_path));
-            (
-                store.create_run(&NewRun {
-                    name,
-                    source,
-                    settings,
-                })?,
-                false,
-            )
-        }
-    };
+    let name = cfg
+        .name
+        .clone()
+        .unwrap_or_else(|| default_name(&input_path));
+    let (run, resumed) = open_run(&mut store, cfg.fresh, source, name, settings)?;
     store.set_total(&run.id, found.total)?;
     store.set_state(&run.id, "running", None)?;
     Progress::add(&progress.total, found.total);
@@ -182,19 +163,7 @@ pub fn run_quick(cfg: &QuickConfig, progress: Arc<Progress>) -> Result<RunReport
     writer.finish()?;
     tracing::debug!(elapsed = ?dispatched.elapsed(), "all outcomes committed");
 
-    let mut store = SqliteStore::open(&cfg.store_path)?;
-    let state = if interrupted {
-        "interrupted"
-    } else {
-        "finished"
-    };
-    store.set_state(&run.id, state, (!interrupted).then(now_ms))?;
-    Ok(RunReport {
-        run_id: run.id,
-        resumed,
-        interrupted,
-        progress: progress.snapshot(),
-    })
+    close_run(&cfg.store_path, run, resumed, interrupted, &progress)
 }
 
 struct Dispatch {
@@ -309,22 +278,7 @@ impl Dispatch {
         // signal, get a short grace period for the calls on the wire).
         drop(work_tx);
         let all_done = async { while workers.join_next().await.is_some() {} };
-        tokio::pin!(all_done);
-        if !interrupted {
-            tokio::select! {
-                _ = &mut all_done => {}
-                _ = stop.notified() => interrupted = true,
-            }
-        }
-        if interrupted {
-            self.shared.stopping.store(true, Relaxed);
-            let grace = tokio::time::sleep(Duration::from_secs(5));
-            tokio::select! {
-                _ = &mut all_done => {}
-                _ = grace => {}
-                _ = stop.notified() => {}
-            }
-        }
+        let interrupted = drain(all_done, &stop, &self.shared.stopping, interrupted).await;
         signal.abort();
         Ok(interrupted)
     }
@@ -491,31 +445,6 @@ async fn attempt(
             latency,
         )),
         CallEnd::Stopped => None,
-    }
-}
-
-/// Notifies on the first SIGINT/SIGTERM, and again on every further one.
-pub(crate) async fn watch_signals(stop: Arc<Notify>) {
-    #[cfg(unix)]
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    loop {
-        #[cfg(unix)]
-        let terminated = async {
-            match term.as_mut() {
-                Some(t) => {
-                    t.recv().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        };
-        #[cfg(not(unix))]
-        let terminated = std::future::pending::<()>();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminated => {}
-        }
-        stop.notify_waiters();
-        stop.notify_one();
     }
 }
 

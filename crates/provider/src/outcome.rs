@@ -99,11 +99,27 @@ pub fn classify(
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    if status.is_success() && !expect_json {
-        let usage = serde_json::from_slice::<UsageView>(&body)
-            .ok()
-            .and_then(|v| v.usage)
-            .unwrap_or_default();
+    if status.is_success() {
+        // Parsed once: the usage, and whether the body is JSON at all.
+        let usage = match serde_json::from_slice::<UsageView>(&body) {
+            Ok(view) => view.usage.unwrap_or_default(),
+            Err(_) if !expect_json => Usage::default(),
+            Err(e) => {
+                return Attempt::Failed(Failure {
+                    kind: FailureKind::BadBody,
+                    status: Some(status.as_u16()),
+                    message: format!(
+                        "HTTP {} with a body that is not valid JSON ({e}); it starts: {}",
+                        status.as_u16(),
+                        preview(&body)
+                    ),
+                    body: None,
+                    retry_after: None,
+                    latency,
+                    signals,
+                })
+            }
+        };
         return Attempt::Ok(Success {
             status: status.as_u16(),
             prompt_tokens: usage.prompt_tokens.or(usage.input_tokens),
@@ -113,35 +129,6 @@ pub fn classify(
             signals,
             content_type,
         });
-    }
-    if status.is_success() {
-        return match serde_json::from_slice::<UsageView>(&body) {
-            Ok(view) => {
-                let usage = view.usage.unwrap_or_default();
-                Attempt::Ok(Success {
-                    status: status.as_u16(),
-                    prompt_tokens: usage.prompt_tokens.or(usage.input_tokens),
-                    completion_tokens: usage.completion_tokens.or(usage.output_tokens),
-                    body,
-                    latency,
-                    signals,
-                    content_type,
-                })
-            }
-            Err(e) => Attempt::Failed(Failure {
-                kind: FailureKind::BadBody,
-                status: Some(status.as_u16()),
-                message: format!(
-                    "HTTP {} with a body that is not valid JSON ({e}); it starts: {}",
-                    status.as_u16(),
-                    preview(&body)
-                ),
-                body: None,
-                retry_after: None,
-                latency,
-                signals,
-            }),
-        };
     }
     let code = status.as_u16();
     let kind = match code {

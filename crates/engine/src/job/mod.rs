@@ -10,18 +10,18 @@ mod runner;
 mod units;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use sluice_spec::{InputSource, Job};
-use sluice_store::{ItemRecord, ItemStatus, NewRun, SqliteStore, Store};
+use sluice_store::{ItemRecord, ItemStatus, SqliteStore, Store};
 use tokio::sync::{Notify, Semaphore};
 
 use crate::error::{Error, Result};
 use crate::inputs::{self, BadItem};
+use crate::lifecycle::{close_run, drain, open_run, watch_signals};
 use crate::progress::Progress;
-use crate::quick::{now_ms, preflight, store_dir, watch_signals, RunReport};
+use crate::quick::{now_ms, preflight, store_dir, RunReport};
 use crate::writer::{Message, Writer};
 use lanes::Lanes;
 use runner::{run_unit, Shared};
@@ -84,11 +84,6 @@ pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<Ru
     let combos = Combos::new(job);
     let mut store = SqliteStore::open(&cfg.store_path)?;
     let source = format!("job:{}|{}", job.path.display(), prepared.source_key);
-    let previous = if cfg.fresh {
-        None
-    } else {
-        store.latest_run_for_source(&source)?
-    };
     let settings = serde_json::json!({
         "mode": "job",
         "job": job.path.display().to_string(),
@@ -99,20 +94,7 @@ pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<Ru
         "steps": job.steps.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
         "matrix": job.matrix.iter().map(|a| a.name.clone()).collect::<Vec<_>>(),
     });
-    let (run, resumed) = match previous {
-        Some(run) => {
-            store.update_settings(&run.id, &settings)?;
-            (run, true)
-        }
-        None => (
-            store.create_run(&NewRun {
-                name: job.name.clone(),
-                source,
-                settings,
-            })?,
-            false,
-        ),
-    };
+    let (run, resumed) = open_run(&mut store, cfg.fresh, source, job.name.clone(), settings)?;
     let total = prepared.total * combos.len() as u64;
     store.set_total(&run.id, total)?;
     store.set_state(&run.id, "running", None)?;
@@ -164,19 +146,7 @@ pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<Ru
     drop(runtime);
     drop(shared);
     writer.finish()?;
-    let mut store = SqliteStore::open(&cfg.store_path)?;
-    let state = if interrupted {
-        "interrupted"
-    } else {
-        "finished"
-    };
-    store.set_state(&run.id, state, (!interrupted).then(now_ms))?;
-    Ok(RunReport {
-        run_id: run.id,
-        resumed,
-        interrupted,
-        progress: progress.snapshot(),
-    })
+    close_run(&cfg.store_path, run, resumed, interrupted, &progress)
 }
 
 /// The variables the job lists in `env`, read now; a missing one stops the run.
@@ -290,21 +260,10 @@ async fn dispatch(
         }
     }
     let all = u32::try_from(limit.max(1)).unwrap_or(u32::MAX);
-    if !interrupted {
-        tokio::select! {
-            _ = slots.acquire_many(all) => {}
-            _ = stop.notified() => interrupted = true,
-        }
-    }
-    if interrupted {
-        shared.stopping.store(true, Relaxed);
-        let grace = tokio::time::sleep(Duration::from_secs(5));
-        tokio::select! {
-            _ = slots.acquire_many(all) => {}
-            _ = grace => {}
-            _ = stop.notified() => {}
-        }
-    }
+    let all_done = async {
+        let _ = slots.acquire_many(all).await;
+    };
+    let interrupted = drain(all_done, &stop, &shared.stopping, interrupted).await;
     signal.abort();
     Ok(interrupted)
 }

@@ -1,0 +1,123 @@
+//! How a run begins and ends: found or created in the store, stopped on a
+//! signal with a grace period, and closed with its final state.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_store::{NewRun, RunMeta, SqliteStore, Store};
+use tokio::sync::Notify;
+
+use crate::error::Result;
+use crate::progress::Progress;
+use crate::quick::{now_ms, RunReport};
+
+/// How long calls on the wire may finish after a stop signal.
+const GRACE: Duration = Duration::from_secs(5);
+
+/// The latest run of `source` (resumed, `true`) unless `fresh`, else a new one.
+pub(crate) fn open_run(
+    store: &mut SqliteStore,
+    fresh: bool,
+    source: String,
+    name: String,
+    settings: serde_json::Value,
+) -> Result<(RunMeta, bool)> {
+    let previous = if fresh {
+        None
+    } else {
+        store.latest_run_for_source(&source)?
+    };
+    Ok(match previous {
+        Some(run) => {
+            store.update_settings(&run.id, &settings)?;
+            (run, true)
+        }
+        None => (
+            store.create_run(&NewRun {
+                name,
+                source,
+                settings,
+            })?,
+            false,
+        ),
+    })
+}
+
+/// Records the run's final state and reports it.
+pub(crate) fn close_run(
+    store_path: &Path,
+    run: RunMeta,
+    resumed: bool,
+    interrupted: bool,
+    progress: &Progress,
+) -> Result<RunReport> {
+    let mut store = SqliteStore::open(store_path)?;
+    let state = if interrupted {
+        "interrupted"
+    } else {
+        "finished"
+    };
+    store.set_state(&run.id, state, (!interrupted).then(now_ms))?;
+    Ok(RunReport {
+        run_id: run.id,
+        resumed,
+        interrupted,
+        progress: progress.snapshot(),
+    })
+}
+
+/// Waits for `all_done`. On a stop signal (already seen: `interrupted`, or
+/// while waiting) sets `stopping`, so no retry starts, and gives the calls
+/// on the wire a grace period; a second signal ends it at once. Returns
+/// whether the run was interrupted.
+pub(crate) async fn drain(
+    all_done: impl Future<Output = ()>,
+    stop: &Notify,
+    stopping: &AtomicBool,
+    mut interrupted: bool,
+) -> bool {
+    tokio::pin!(all_done);
+    if !interrupted {
+        tokio::select! {
+            _ = &mut all_done => {}
+            _ = stop.notified() => interrupted = true,
+        }
+    }
+    if interrupted {
+        stopping.store(true, Relaxed);
+        tokio::select! {
+            _ = &mut all_done => {}
+            _ = tokio::time::sleep(GRACE) => {}
+            _ = stop.notified() => {}
+        }
+    }
+    interrupted
+}
+
+/// Notifies on the first SIGINT/SIGTERM, and again on every further one.
+pub(crate) async fn watch_signals(stop: Arc<Notify>) {
+    #[cfg(unix)]
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    loop {
+        #[cfg(unix)]
+        let terminated = async {
+            match term.as_mut() {
+                Some(t) => {
+                    t.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let terminated = std::future::pending::<()>();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminated => {}
+        }
+        stop.notify_waiters();
+        stop.notify_one();
+    }
+}
