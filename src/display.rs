@@ -107,6 +107,8 @@ pub(crate) fn summary(report: &RunReport) -> String {
     let s = &report.progress;
     let headline = if report.interrupted {
         "interrupted (state saved; run the same command again to resume)"
+    } else if s.budget_reached {
+        "stopped at its budget (state saved)"
     } else if s.failed > 0 {
         "finished with failures"
     } else {
@@ -140,6 +142,32 @@ pub(crate) fn summary(report: &RunReport) -> String {
         fmt_count(s.retries),
         fmt_count(s.throttled)
     );
+    if s.cache_hits > 0 || s.fallbacks > 0 {
+        text += &format!(
+            "  steps      {} from cache · {} ended with their fallback\n",
+            fmt_count(s.cache_hits),
+            fmt_count(s.fallbacks)
+        );
+    }
+    if s.spent_usd > 0.0 || s.budget_reached {
+        text += &format!("  spent      ${:.4}", s.spent_usd);
+        if s.budget_reached {
+            text += " · budget reached: no new calls were started; rerun with a higher budget to continue";
+        }
+        text += "\n";
+    }
+    if s.breaker_openings > 0 {
+        text += &format!(
+            "  breakers   opened {} time(s): an endpoint kept failing and was rested\n",
+            s.breaker_openings
+        );
+    }
+    if s.webhook_failures > 0 {
+        text += &format!(
+            "  webhooks   {} deliveries failed after their retries (recorded as step \"(webhook)\")\n",
+            fmt_count(s.webhook_failures)
+        );
+    }
     if s.failed > 0 {
         text += &format!("  see errors with `sluice status {}`\n", report.run_id);
     }

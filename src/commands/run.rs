@@ -84,7 +84,8 @@ pub(crate) fn with_progress(
     }
     let code = if report.interrupted {
         ExitCode::from(130)
-    } else if report.progress.failed > 0 {
+    } else if report.progress.failed > 0 || report.progress.budget_reached {
+        // A spent budget leaves items pending: not every item succeeded.
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS

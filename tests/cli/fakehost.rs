@@ -16,7 +16,12 @@ use std::sync::{Arc, Mutex};
 pub(crate) struct FakeHost {
     pub(crate) port: u16,
     pub(crate) seen: Arc<Seen>,
+    /// Webhook deliveries to `POST /hook`: (lower-cased headers, body).
+    pub(crate) hooks: Arc<Hooks>,
 }
+
+/// Webhook deliveries seen.
+pub(crate) type Hooks = Mutex<Vec<(HashMap<String, String>, Vec<u8>)>>;
 
 /// What the host does besides its routes.
 #[derive(Clone, Default)]
@@ -34,15 +39,16 @@ impl FakeHost {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let hooks = Arc::new(Mutex::new(Vec::new()));
         let counter = Arc::new(AtomicUsize::new(0));
-        let (s, b) = (seen.clone(), Arc::new(behaviour));
+        let (s, h, b) = (seen.clone(), hooks.clone(), Arc::new(behaviour));
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (s, b, c) = (s.clone(), b.clone(), counter.clone());
-                std::thread::spawn(move || serve(stream, &s, &b, &c));
+                let (s, h, b, c) = (s.clone(), h.clone(), b.clone(), counter.clone());
+                std::thread::spawn(move || serve(stream, &s, &h, &b, &c));
             }
         });
-        FakeHost { port, seen }
+        FakeHost { port, seen, hooks }
     }
 
     pub(crate) fn url(&self, path: &str) -> String {
@@ -63,7 +69,13 @@ impl FakeHost {
 /// Requests seen: (method, path, body).
 type Seen = Mutex<Vec<(String, String, Vec<u8>)>>;
 
-fn serve(stream: TcpStream, seen: &Seen, behaviour: &Behaviour, counter: &AtomicUsize) {
+fn serve(
+    stream: TcpStream,
+    seen: &Seen,
+    hooks: &Hooks,
+    behaviour: &Behaviour,
+    counter: &AtomicUsize,
+) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut writer = stream;
     loop {
@@ -96,6 +108,9 @@ fn serve(stream: TcpStream, seen: &Seen, behaviour: &Behaviour, counter: &Atomic
         seen.lock()
             .unwrap()
             .push((method.clone(), path.clone(), body.clone()));
+        if path == "/hook" {
+            hooks.lock().unwrap().push((headers.clone(), body.clone()));
+        }
         let (status, content_type, payload) =
             route(&method, &target, &headers, &body, behaviour, counter);
         let head = format!(
@@ -197,6 +212,9 @@ fn route(
             .cloned()
             .collect();
         return json("200 OK", serde_json::json!({"data": page}));
+    }
+    if method == "POST" && path == "/hook" {
+        return json("200 OK", serde_json::json!({"ok": true}));
     }
     json(
         "404 Not Found",

@@ -10,5 +10,6 @@ mod input;
 mod jobs;
 mod jobs_more;
 mod limits;
+mod resilience;
 mod resume;
 mod run;

@@ -1,6 +1,7 @@
 //! One logical call with its retries: limits, send, sort the answer, back off,
 //! try again. Shared by quick mode and every pipeline step that calls HTTP.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
@@ -24,9 +25,46 @@ pub(crate) struct CallEnv<'a> {
     pub(crate) timeout: Duration,
 }
 
+/// What one attempt said about the endpoint it went to (for breakers and
+/// adaptive concurrency).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Report {
+    /// A 2xx after this round trip.
+    Success(Duration),
+    /// A failure; `retryable` counts against a breaker, `backpressure` (429,
+    /// 503, time-out) shrinks adaptive concurrency.
+    Failure { retryable: bool, backpressure: bool },
+}
+
+/// Where each attempt of a call goes.
+pub(crate) trait Route {
+    /// Holds the attempt's place on its endpoint until reported (or dropped,
+    /// when the call is cut off).
+    type Ticket;
+    /// The endpoint for the next attempt; waits while every endpoint is
+    /// cooling down (that wait is not an attempt). An `Err` is a request
+    /// that cannot be addressed (a bad URL).
+    async fn pick(&self) -> Result<(Cow<'_, Endpoint>, Self::Ticket), String>;
+    /// What the attempt said about its endpoint.
+    fn report(&self, ticket: Self::Ticket, report: Report);
+}
+
+/// Always the same endpoint, nothing to report to.
+pub(crate) struct Fixed<'a>(pub(crate) &'a Endpoint);
+
+impl Route for Fixed<'_> {
+    type Ticket = ();
+
+    async fn pick(&self) -> Result<(Cow<'_, Endpoint>, ()), String> {
+        Ok((Cow::Borrowed(self.0), ()))
+    }
+
+    fn report(&self, _: (), _: Report) {}
+}
+
 /// The request of a call.
-pub(crate) struct CallRequest<'a> {
-    pub(crate) endpoint: &'a Endpoint,
+pub(crate) struct CallRequest<'a, R: Route> {
+    pub(crate) route: &'a R,
     pub(crate) body: Bytes,
     pub(crate) options: CallOptions<'a>,
     /// Tokens reserved against tokens/minute before sending.
@@ -56,9 +94,9 @@ pub(crate) enum CallEnd {
 }
 
 /// Sends `request` until it succeeds, fails for good, or the run stops.
-pub(crate) async fn call(
+pub(crate) async fn call<R: Route>(
     env: &CallEnv<'_>,
-    request: &CallRequest<'_>,
+    request: &CallRequest<'_, R>,
     tally: &mut Tally,
 ) -> CallEnd {
     let progress = env.progress;
@@ -79,17 +117,45 @@ pub(crate) async fn call(
         if tally.attempts > 1 {
             Progress::add(&progress.retries, 1);
         }
+        let (endpoint, ticket) = match request.route.pick().await {
+            Ok(picked) => picked,
+            Err(e) => {
+                // A route error carries its own code when it has one.
+                let coded = e.split_once(": ").is_some_and(|(c, _)| !c.contains(' '));
+                return CallEnd::Failed {
+                    error: if coded {
+                        e
+                    } else {
+                        format!("request_error: {e}")
+                    },
+                    status: None,
+                    body: None,
+                    latency: Duration::ZERO,
+                };
+            }
+        };
         Progress::add(&progress.in_flight, 1);
         let result = env
             .client
             .send(
-                request.endpoint,
+                &endpoint,
                 request.body.clone(),
                 env.timeout,
                 &request.options,
             )
             .await;
         Progress::sub(&progress.in_flight, 1);
+        request.route.report(
+            ticket,
+            match &result {
+                Attempt::Ok(s) => Report::Success(s.latency),
+                Attempt::Failed(f) => Report::Failure {
+                    retryable: f.kind.is_retryable() && f.kind != FailureKind::RateLimited,
+                    backpressure: matches!(f.kind, FailureKind::RateLimited | FailureKind::Timeout)
+                        || f.status == Some(503),
+                },
+            },
+        );
         let failure = match result {
             Attempt::Ok(success) => {
                 env.limiter.observe(&success.signals);

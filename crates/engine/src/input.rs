@@ -85,6 +85,8 @@ struct BatchLine<'a> {
 #[derive(Deserialize)]
 struct EstimateView<'a> {
     #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
     messages: Option<Vec<MessageView<'a>>>,
     #[serde(borrow, default)]
     prompt: Option<TextOrList<'a>>,
@@ -125,29 +127,52 @@ enum TextOrList<'a> {
 }
 
 impl TextOrList<'_> {
-    fn tokens(&self) -> u64 {
+    fn tokens(&self, count: &dyn Fn(&str) -> u64) -> u64 {
         match self {
-            TextOrList::Text(t) => estimate_text_tokens(t),
-            TextOrList::List(l) => l.iter().map(|t| estimate_text_tokens(t)).sum(),
+            TextOrList::Text(t) => count(t),
+            TextOrList::List(l) => l.iter().map(|t| count(t)).sum(),
             TextOrList::Other(_) => 0,
         }
     }
 }
 
+/// Tokens to reserve for `body` counted as chars ÷ 4 (cheap: every line gets
+/// one, limited or not).
+fn estimate(body: &str) -> std::result::Result<u64, String> {
+    estimate_with(body, false)
+}
+
+/// The same with the model's own tokenizer when it has one (see `tokens`);
+/// used when a tokens/minute limit makes the estimate matter.
+pub(crate) fn exact_estimate(body: &[u8]) -> u64 {
+    std::str::from_utf8(body)
+        .ok()
+        .and_then(|b| estimate_with(b, true).ok())
+        .unwrap_or(0)
+}
+
 /// Tokens to reserve for `body`: the prompt's estimate plus the completion cap
 /// (chat and completions; embeddings have no completion).
-fn estimate(body: &str) -> std::result::Result<u64, String> {
+fn estimate_with(body: &str, exact: bool) -> std::result::Result<u64, String> {
     let view: EstimateView = serde_json::from_str(body)
         .map_err(|e| format!("the request body is not a JSON object: {e}"))?;
+    let model = view.model.as_deref();
+    let count = |text: &str| {
+        if exact {
+            crate::tokens::estimate(model, text)
+        } else {
+            estimate_text_tokens(text)
+        }
+    };
     let mut prompt = 0;
     if let Some(messages) = &view.messages {
         for m in messages {
             prompt += match &m.content {
-                Some(Content::Text(t)) => estimate_text_tokens(t),
+                Some(Content::Text(t)) => count(t),
                 Some(Content::Parts(parts)) => parts
                     .iter()
                     .filter_map(|p| p.text.as_deref())
-                    .map(estimate_text_tokens)
+                    .map(count)
                     .sum(),
                 _ => 0,
             };
@@ -157,7 +182,7 @@ fn estimate(body: &str) -> std::result::Result<u64, String> {
         .into_iter()
         .flatten()
     {
-        prompt += field.tokens();
+        prompt += field.tokens(&count);
     }
     let completion = if view.input.is_some() && view.messages.is_none() && view.prompt.is_none() {
         0

@@ -12,6 +12,9 @@ mod limiter;
 mod progress;
 mod quick;
 mod steps;
+mod tokens;
+#[allow(dead_code)] // Wired into the job runner separately.
+mod webhook;
 mod writer;
 
 pub use error::{Error, Result};

@@ -1,6 +1,7 @@
-//! One provider's rate limits held together: requests/minute and tokens/minute
-//! as GCRA, plus pauses the provider asks for (`retry-after`, exhausted
-//! `x-ratelimit-remaining-*`). Concurrency is a semaphore held by the caller.
+//! One provider's rate limits held together: requests per second, minute,
+//! hour and day and tokens per minute and day (GCRA windows), plus pauses the
+//! provider asks for (`retry-after`, exhausted `x-ratelimit-remaining-*`).
+//! Concurrency is held by the caller.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use sluice_limit::{Gcra, Rejection};
+use sluice_limit::{Rejection, WindowLimits, Windows};
 use sluice_provider::RateSignals;
 
 /// Timer lateness a waiter may recover (tokio's timer wakes up to ~1 ms late).
@@ -21,14 +22,7 @@ pub(crate) struct TooLarge {
     pub(crate) tpm: u64,
 }
 
-#[derive(Debug)]
-struct Windows {
-    rpm: Option<Gcra>,
-    tpm: Option<Gcra>,
-}
-
 /// Shared by every call to one provider.
-#[derive(Debug)]
 pub(crate) struct Limiter {
     origin: Instant,
     windows: Mutex<Windows>,
@@ -42,17 +36,24 @@ pub(crate) struct Limiter {
 }
 
 impl Limiter {
-    pub(crate) fn new(rpm: Option<u64>, tpm: Option<u64>) -> Limiter {
+    pub(crate) fn new(limits: &WindowLimits) -> Limiter {
+        let windows = Windows::new(limits, CATCH_UP_NANOS);
         Limiter {
             origin: Instant::now(),
-            windows: Mutex::new(Windows {
-                rpm: rpm.map(|r| Gcra::per_minute(r).with_catch_up(CATCH_UP_NANOS)),
-                tpm: tpm.map(|t| Gcra::per_minute(t).with_catch_up(CATCH_UP_NANOS)),
-            }),
+            limited: windows.is_limited(),
+            windows: Mutex::new(windows),
             paused_until: AtomicU64::new(0),
             queue: tokio::sync::Mutex::new(()),
-            limited: rpm.is_some() || tpm.is_some(),
         }
+    }
+
+    /// Requests and tokens per minute only (quick mode).
+    pub(crate) fn per_minute(rpm: Option<u64>, tpm: Option<u64>) -> Limiter {
+        Limiter::new(&WindowLimits {
+            rpm,
+            tpm,
+            ..WindowLimits::default()
+        })
     }
 
     fn now(&self) -> u64 {
@@ -82,28 +83,14 @@ impl Limiter {
             return Ok(paused - now);
         }
         let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
-        let mut wait = 0;
-        for (gcra, cost) in [(&w.rpm, 1), (&w.tpm, tokens)] {
-            match gcra.as_ref().map(|g| g.check(now, cost)) {
-                Some(Err(Rejection::Wait(n))) => wait = wait.max(n),
-                Some(Err(Rejection::TooLarge { cost, limit })) => {
-                    return Err(TooLarge {
-                        tokens: cost,
-                        tpm: limit,
-                    })
-                }
-                _ => {}
-            }
+        match w.try_acquire(now, tokens) {
+            Ok(()) => Ok(0),
+            Err(Rejection::Wait(n)) => Ok(n.max(1)),
+            Err(Rejection::TooLarge { cost, limit }) => Err(TooLarge {
+                tokens: cost,
+                tpm: limit,
+            }),
         }
-        if wait == 0 {
-            if let Some(g) = w.rpm.as_mut() {
-                g.take(now, 1);
-            }
-            if let Some(g) = w.tpm.as_mut() {
-                g.take(now, tokens);
-            }
-        }
-        Ok(wait)
     }
 
     /// Corrects the token reservation once the real usage is known.
@@ -112,14 +99,10 @@ impl Limiter {
             return;
         }
         let now = self.now();
-        let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(tpm) = w.tpm.as_mut() {
-            if used < reserved {
-                tpm.refund(now, reserved - used);
-            } else {
-                tpm.take(now, used - reserved);
-            }
-        }
+        self.windows
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .settle(now, reserved, used);
     }
 
     /// Pauses every caller for `wait` (a provider's `retry-after`).
@@ -149,7 +132,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn rpm_and_tpm_hold_together() {
         // 600 rpm = one per 100 ms; 6,000 tpm = 100 tokens per second.
-        let limiter = Limiter::new(Some(600), Some(6_000));
+        let limiter = Limiter::per_minute(Some(600), Some(6_000));
         let start = tokio::time::Instant::now();
         for _ in 0..5 {
             limiter.acquire(10).await.unwrap();
@@ -167,7 +150,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn too_large_fails_at_once() {
-        let limiter = Limiter::new(None, Some(1_000));
+        let limiter = Limiter::per_minute(None, Some(1_000));
         assert_eq!(
             limiter.acquire(1_001).await,
             Err(TooLarge {
@@ -180,7 +163,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn pause_holds_even_without_configured_limits() {
-        let limiter = Limiter::new(None, None);
+        let limiter = Limiter::per_minute(None, None);
         limiter.pause(Duration::from_millis(700));
         let start = tokio::time::Instant::now();
         limiter.acquire(1).await.unwrap();
@@ -190,7 +173,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn exhausted_remaining_header_pauses_until_reset() {
-        let limiter = Limiter::new(None, None);
+        let limiter = Limiter::per_minute(None, None);
         limiter.observe(&RateSignals {
             remaining_requests: Some(0),
             reset_requests: Some(Duration::from_millis(250)),

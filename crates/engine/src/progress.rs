@@ -31,6 +31,18 @@ pub struct Progress {
     pub tokens: AtomicU64,
     /// Pipeline step outcomes recorded (steps, fan-out elements, turns).
     pub steps: AtomicU64,
+    /// Step outputs served from the cache.
+    pub cache_hits: AtomicU64,
+    /// Steps that ended with their fallback.
+    pub fallbacks: AtomicU64,
+    /// Spend so far, in millionths of a USD (priced providers only).
+    pub spent_micro_usd: AtomicU64,
+    /// 1 once the budget stopped new calls.
+    pub budget_reached: AtomicU64,
+    /// Webhook deliveries that failed after their retries.
+    pub webhook_failures: AtomicU64,
+    /// Times an endpoint's circuit breaker opened.
+    pub breaker_openings: AtomicU64,
 }
 
 impl Default for Progress {
@@ -47,6 +59,12 @@ impl Default for Progress {
             throttled: AtomicU64::new(0),
             tokens: AtomicU64::new(0),
             steps: AtomicU64::new(0),
+            cache_hits: AtomicU64::new(0),
+            fallbacks: AtomicU64::new(0),
+            spent_micro_usd: AtomicU64::new(0),
+            budget_reached: AtomicU64::new(0),
+            webhook_failures: AtomicU64::new(0),
+            breaker_openings: AtomicU64::new(0),
         }
     }
 }
@@ -74,6 +92,18 @@ pub struct Snapshot {
     pub tokens: u64,
     /// Pipeline step outcomes recorded.
     pub steps: u64,
+    /// Step outputs served from the cache.
+    pub cache_hits: u64,
+    /// Steps that ended with their fallback.
+    pub fallbacks: u64,
+    /// Spend so far in USD (priced providers only).
+    pub spent_usd: f64,
+    /// Whether the budget stopped new calls.
+    pub budget_reached: bool,
+    /// Webhook deliveries that failed.
+    pub webhook_failures: u64,
+    /// Times an endpoint's circuit breaker opened.
+    pub breaker_openings: u64,
     /// Seconds since the run started.
     pub elapsed_secs: f64,
 }
@@ -115,6 +145,12 @@ impl Progress {
             throttled: self.throttled.load(Relaxed),
             tokens: self.tokens.load(Relaxed),
             steps: self.steps.load(Relaxed),
+            cache_hits: self.cache_hits.load(Relaxed),
+            fallbacks: self.fallbacks.load(Relaxed),
+            spent_usd: self.spent_micro_usd.load(Relaxed) as f64 / 1e6,
+            budget_reached: self.budget_reached.load(Relaxed) > 0,
+            webhook_failures: self.webhook_failures.load(Relaxed),
+            breaker_openings: self.breaker_openings.load(Relaxed),
             elapsed_secs: self.started.elapsed().as_secs_f64(),
         }
     }

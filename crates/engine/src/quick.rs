@@ -133,7 +133,7 @@ pub fn run_quick(cfg: &QuickConfig, progress: Arc<Progress>) -> Result<RunReport
     .map_err(|e| Error::Config(e.to_string()))?;
     let shared = Arc::new(Shared {
         client,
-        limiter: Limiter::new(cfg.rpm, cfg.tpm),
+        limiter: Limiter::per_minute(cfg.rpm, cfg.tpm),
         backoff: cfg.backoff,
         retries: cfg.retries,
         timeout: cfg.timeout,
@@ -153,6 +153,7 @@ pub fn run_quick(cfg: &QuickConfig, progress: Arc<Progress>) -> Result<RunReport
         lookup: if resumed { Some(store) } else { None },
         run_id: run.id.clone(),
         duplicate_lines: found.duplicate_lines,
+        exact_tokens: cfg.tpm.is_some(),
     };
     let dispatched = std::time::Instant::now();
     let interrupted = runtime.block_on(dispatch.run(&input_path, cfg.concurrency))?;
@@ -175,6 +176,8 @@ struct Dispatch {
     lookup: Option<SqliteStore>,
     run_id: String,
     duplicate_lines: Vec<u64>,
+    /// A tokens/minute limit is set: estimate with the model's tokenizer.
+    exact_tokens: bool,
 }
 
 impl Dispatch {
@@ -252,6 +255,10 @@ impl Dispatch {
                         }
                         continue;
                     }
+                }
+                let mut request = request;
+                if self.exact_tokens {
+                    request.estimate = crate::input::exact_estimate(&request.body);
                 }
                 let endpoint = match self.endpoint(request.path.as_deref()) {
                     Ok(e) => e,
@@ -413,8 +420,9 @@ async fn attempt(
         retries: shared.retries,
         timeout: shared.timeout,
     };
+    let route = calls::Fixed(endpoint);
     let call_request = CallRequest {
-        endpoint,
+        route: &route,
         body: request.body.clone(),
         options: CallOptions::default(),
         estimate: request.estimate,

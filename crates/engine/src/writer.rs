@@ -33,6 +33,8 @@ pub(crate) enum Message {
     Step(StepRecord),
     /// Move already-recorded items to new input positions.
     Moves(Vec<(String, u64)>),
+    /// Remember a step output for `cache = { ttl }`: (request key, output JSON, unix ms).
+    Cache(u64, String, i64),
 }
 
 /// Handle to the writer thread.
@@ -73,6 +75,10 @@ impl Writer {
                     }
                     if batch.is_empty() {
                         continue;
+                    }
+                    if !batch.cache.is_empty() {
+                        store.cache_put(&batch.cache)?;
+                        batch.cache.clear();
                     }
                     if !batch.steps.is_empty() {
                         store.write_steps(&run_id, &batch.steps)?;
@@ -127,13 +133,14 @@ impl Writer {
 struct Batch {
     items: Vec<ItemRecord>,
     steps: Vec<StepRecord>,
+    cache: Vec<(u64, String, i64)>,
     /// Step records were seen: tokens are counted per step, not per unit.
     pipeline: bool,
 }
 
 impl Batch {
     fn len(&self) -> usize {
-        self.items.len() + self.steps.len()
+        self.items.len() + self.steps.len() + self.cache.len()
     }
 
     fn is_empty(&self) -> bool {
@@ -163,5 +170,9 @@ fn apply(
             Ok(())
         }
         Message::Moves(moves) => store.set_positions(run_id, &moves),
+        Message::Cache(key, output, at) => {
+            batch.cache.push((key, output, at));
+            Ok(())
+        }
     }
 }

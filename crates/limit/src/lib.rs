@@ -1,13 +1,20 @@
-//! Rate-limit arithmetic for sluice: GCRA, token estimates and retry backoff.
+//! Rate-limit arithmetic for sluice: GCRA and the rate windows built from it,
+//! token estimates, retry backoff, circuit breakers and adaptive concurrency.
 //!
 //! Pure logic with the clock passed in (nanoseconds since an origin the caller
 //! picks), so every limiter is tested deterministically and the same code can
 //! later run against state kept in a shared store.
 
+mod aimd;
 mod backoff;
+mod breaker;
 mod gcra;
 mod tokens;
+mod windows;
 
+pub use aimd::{Aimd, AimdConfig};
 pub use backoff::Backoff;
+pub use breaker::{Breaker, BreakerConfig, BreakerState};
 pub use gcra::{Gcra, Rejection};
 pub use tokens::{estimate_text_tokens, DEFAULT_COMPLETION_ESTIMATE};
+pub use windows::{WindowLimits, Windows};

@@ -217,6 +217,9 @@ pub struct Client {
     /// Holds the API key: never logged or shown.
     fixed_headers: Arc<[u8]>,
     has_auth: bool,
+    /// Longest wait for a TCP connection (and TLS handshake), within the
+    /// call's own time-out: a host that does not answer fails fast.
+    connect_timeout: Duration,
 }
 
 impl std::fmt::Debug for Client {
@@ -298,6 +301,7 @@ impl Client {
             max_idle,
             fixed_headers: fixed.into(),
             has_auth: api_key.is_some(),
+            connect_timeout: Duration::from_secs(10),
         })
     }
 
@@ -309,7 +313,23 @@ impl Client {
         origins.entry(endpoint.origin.clone()).or_default().clone()
     }
 
+    /// Sets the connect time-out (default 10 s).
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Client {
+        self.connect_timeout = timeout;
+        self
+    }
+
     async fn connect(&self, endpoint: &Endpoint) -> Result<Conn, Transport> {
+        match tokio::time::timeout(self.connect_timeout, self.connect_inner(endpoint)).await {
+            Ok(result) => result,
+            Err(_) => Err(Transport::Connect(format!(
+                "no connection within {}",
+                fmt_duration(self.connect_timeout)
+            ))),
+        }
+    }
+
+    async fn connect_inner(&self, endpoint: &Endpoint) -> Result<Conn, Transport> {
         let host = endpoint
             .uri
             .host()

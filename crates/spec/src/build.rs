@@ -1,6 +1,7 @@
-//! Raw sections → the validated model: the job's top level, `[matrix]`,
-//! `[providers.*]` and `[output]` (`[input]` is in `input`, steps in
-//! `steps`), each problem reported at its span with what to do.
+//! Raw sections → the validated model: the job's top level (with `budget`),
+//! `[matrix]`, `[output]` and `[webhook]` (`[input]` is in `input`, providers
+//! in `provider`, steps in `steps`), each problem reported at its span with
+//! what to do.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,17 +9,21 @@ use std::time::Duration;
 use toml::Spanned;
 
 use crate::ctx::{is_http_url, is_identifier, Ctx};
-use crate::document::{Entry, Part, RawJob};
-use crate::model::{Job, MatrixAxis, Output, Provider, Retries};
-use crate::raw::{RawOutput, RawProvider, RawValue};
-use crate::sets::Limit;
+use crate::document::{Part, RawJob};
+use crate::model::{Job, MatrixAxis, Output, Provider, Retries, Webhook, WebhookOn};
+use crate::raw::{RawBudget, RawOutput, RawValue, RawWebhook};
 use crate::steps::StepRef;
 use crate::templates_check::Scope;
 
 /// Default units in progress at once.
 const DEFAULT_CONCURRENCY: u64 = 64;
-/// Default time-out of one provider call.
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Webhook deliveries: a receiver that is down for half a minute is retried
+/// past that, but a run's end is not held up for long.
+const WEBHOOK_RETRIES: Retries = Retries {
+    max: 5,
+    base: Duration::from_millis(500),
+    cap: Duration::from_secs(30),
+};
 
 /// Builds the job (only used when no diagnostic was reported) and returns it
 /// with every step entry's name, by position, for the template check.
@@ -47,10 +52,16 @@ pub(crate) fn job(raw: RawJob, path: PathBuf, ctx: &mut Ctx) -> (Job, Vec<StepRe
     let providers: Vec<Provider> = raw
         .providers
         .into_iter()
-        .map(|p| provider(p, ctx))
+        .map(|p| crate::provider::provider(p, ctx))
         .collect();
     let (steps, step_refs) = crate::steps::steps(raw.steps, raw.steps_span, &providers, ctx);
     let output = output(raw.output, ctx);
+    let unit_timeout = raw
+        .unit_timeout
+        .as_ref()
+        .and_then(|t| ctx.nonzero(t, "unit_timeout"));
+    let webhook = webhook(raw.webhook, ctx);
+    let budget_usd = budget(raw.budget.as_ref(), &providers, ctx);
     let job = Job {
         name,
         path,
@@ -61,6 +72,9 @@ pub(crate) fn job(raw: RawJob, path: PathBuf, ctx: &mut Ctx) -> (Job, Vec<StepRe
         providers,
         steps,
         output,
+        unit_timeout,
+        webhook,
+        budget_usd,
     };
     (job, step_refs)
 }
@@ -147,90 +161,6 @@ fn matrix(
     out
 }
 
-fn provider(entry: Entry<RawProvider>, ctx: &mut Ctx) -> Provider {
-    let name = entry.name.get_ref().clone();
-    let mut provider = Provider {
-        name: name.clone(),
-        base_urls: Vec::new(),
-        api_key_env: None,
-        concurrency: None,
-        rpm: None,
-        tpm: None,
-        timeout: DEFAULT_TIMEOUT,
-        retries: Retries::default(),
-        headers: Vec::new(),
-    };
-    let Some(raw) = entry.raw else {
-        return provider;
-    };
-    let ctx_name = format!("[providers.{name}]");
-    match (&raw.base_url, &raw.urls) {
-        (Some(_), Some(urls)) => ctx.diags.at(
-            urls.span(),
-            format!("{ctx_name} has both base_url and urls; keep one"),
-        ),
-        (None, None) => ctx.diags.at(
-            entry.name.span(),
-            format!("{ctx_name} needs base_url = \"https://host/v1\" (or urls = [...] for a pool)"),
-        ),
-        (_, Some(urls)) if urls.get_ref().is_empty() => ctx.diags.at(
-            urls.span(),
-            format!("{ctx_name} urls is empty; list at least one URL"),
-        ),
-        _ => {}
-    }
-    let urls: Vec<&Spanned<String>> = raw
-        .base_url
-        .iter()
-        .chain(raw.urls.iter().flat_map(|u| u.get_ref()))
-        .collect();
-    for url in urls {
-        if !is_http_url(url.get_ref()) {
-            let message = format!(
-                "{ctx_name} URL {:?} must start with http:// or https://",
-                url.get_ref()
-            );
-            ctx.diags.at(url.span(), message);
-        }
-        provider
-            .base_urls
-            .push(url.get_ref().trim_end_matches('/').to_string());
-    }
-    if let Some(key) = &raw.api_key_env {
-        if !is_identifier(key.get_ref()) {
-            let message = format!(
-                "api_key_env names the environment variable that holds the key (e.g. \"OPENAI_API_KEY\"); {:?} is not such a name",
-                key.get_ref()
-            );
-            ctx.diags.at(key.span(), message);
-        }
-        provider.api_key_env = Some(key.get_ref().clone());
-    }
-    let mut limit = |raw: &Option<Spanned<u64>>, limit: Limit, what: &str| {
-        let file = raw
-            .as_ref()
-            .and_then(|n| ctx.positive(n, &format!("{ctx_name} {what}")));
-        ctx.sets.provider(&name, limit).or(file)
-    };
-    provider.concurrency =
-        limit(&raw.concurrency, Limit::Concurrency, "concurrency").map(|n| n as usize);
-    provider.rpm = limit(&raw.rpm, Limit::Rpm, "rpm");
-    provider.tpm = limit(&raw.tpm, Limit::Tpm, "tpm");
-    if let Some(t) = &raw.timeout {
-        match ctx.duration(t, "timeout") {
-            Some(d) if d.is_zero() => ctx.diags.at(t.span(), "timeout must be longer than 0s"),
-            Some(d) => provider.timeout = d,
-            None => {}
-        }
-    }
-    if let Some(r) = &raw.retries {
-        provider.retries = ctx.retries(r, Retries::default());
-    }
-    let place = format!("providers.{name}.headers");
-    provider.headers = ctx.headers(raw.headers.as_ref(), &place, Scope::EnvOnly);
-    provider
-}
-
 fn output(part: Part<RawOutput>, ctx: &mut Ctx) -> Output {
     let raw = match part {
         Part::Present { raw, .. } => raw,
@@ -255,4 +185,100 @@ fn output(part: Part<RawOutput>, ctx: &mut Ctx) -> Output {
             None => ctx.resolve("output"),
         },
     }
+}
+
+fn webhook(part: Part<RawWebhook>, ctx: &mut Ctx) -> Option<Webhook> {
+    let Part::Present { span, raw } = part else {
+        return None;
+    };
+    let url = match &raw.url {
+        None => {
+            let message = "[webhook] needs url = \"https://...\", where each POST goes";
+            ctx.diags.at(span, message);
+            String::new()
+        }
+        Some(u) if !is_http_url(u.get_ref()) => {
+            let message = format!(
+                "[webhook] url {:?} must be an absolute http:// or https:// URL",
+                u.get_ref()
+            );
+            ctx.diags.at(u.span(), message);
+            String::new()
+        }
+        Some(u) if u.get_ref().contains("{{") || u.get_ref().contains("{%") => {
+            let message = "[webhook] url is one fixed URL, not a template; the item or run \
+                           it reports on is in the body";
+            ctx.diags.at(u.span(), message);
+            String::new()
+        }
+        Some(u) => u.get_ref().clone(),
+    };
+    let on = match raw.on.as_ref().map(|o| (o, o.get_ref().as_str())) {
+        None | Some((_, "item")) => WebhookOn::Item,
+        Some((_, "run")) => WebhookOn::Run,
+        Some((o, other)) => {
+            let message = format!(
+                "[webhook] on {other:?} must be \"item\" (once per finished item) or \"run\" \
+                 (once when the run ends)"
+            );
+            ctx.diags.at(o.span(), message);
+            WebhookOn::Item
+        }
+    };
+    if let Some(key) = raw
+        .secret_env
+        .as_ref()
+        .filter(|k| !is_identifier(k.get_ref()))
+    {
+        let message = format!(
+            "[webhook] secret_env names the environment variable that holds the HMAC key \
+             (e.g. \"HOOK_SECRET\"); {:?} is not such a name",
+            key.get_ref()
+        );
+        ctx.diags.at(key.span(), message);
+    }
+    let headers = ctx.headers(raw.headers.as_ref(), "webhook.headers", Scope::EnvOnly);
+    let retries = match &raw.retries {
+        Some(r) => ctx.retries(r, WEBHOOK_RETRIES),
+        None => WEBHOOK_RETRIES,
+    };
+    Some(Webhook {
+        url,
+        on,
+        secret_env: raw.secret_env.map(Spanned::into_inner),
+        headers,
+        retries,
+    })
+}
+
+/// `budget = { usd }` (or `--set budget.usd=X`); spend is counted by the
+/// providers' prices, so a budget without any is refused.
+fn budget(raw: Option<&Spanned<RawBudget>>, providers: &[Provider], ctx: &mut Ctx) -> Option<f64> {
+    let file = raw.and_then(|b| match &b.get_ref().usd {
+        None => {
+            let message = "budget needs usd = AMOUNT, e.g. budget = { usd = 50.0 }";
+            ctx.diags.at(b.span(), message);
+            None
+        }
+        Some(u) if !(u.get_ref().is_finite() && *u.get_ref() > 0.0) => {
+            let message = format!(
+                "budget.usd must be more than 0 (USD), not {}; remove budget for no limit",
+                u.get_ref()
+            );
+            ctx.diags.at(u.span(), message);
+            None
+        }
+        Some(u) => Some(*u.get_ref()),
+    });
+    let usd = ctx.sets.budget_usd.or(file)?;
+    if providers.iter().all(|p| p.prices.is_empty()) {
+        let message = "a budget needs prices to count spend, but no provider has any; add \
+                       prices = { \"MODEL\" = { input = 2.5, output = 10 } } (USD per million \
+                       tokens; \"*\" for any model) to the providers the steps call";
+        match raw {
+            Some(b) => ctx.diags.at(b.span(), message),
+            None => ctx.diags.set(format!("\"budget.usd={usd}\": {message}")),
+        }
+    }
+    Some(usd)
 }

@@ -106,6 +106,17 @@ impl Ctx<'_> {
         }
     }
 
+    /// A duration that must be longer than zero (time-outs, cooldowns, ttls).
+    pub(crate) fn nonzero(&mut self, s: &Spanned<String>, what: &str) -> Option<Duration> {
+        let d = self.duration(s, what)?;
+        if d.is_zero() {
+            self.diags
+                .at(s.span(), format!("{what} must be longer than 0s"));
+            return None;
+        }
+        Some(d)
+    }
+
     /// A count that must be at least 1.
     pub(crate) fn positive(&mut self, n: &Spanned<u64>, what: &str) -> Option<u64> {
         if *n.get_ref() == 0 {

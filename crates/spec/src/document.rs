@@ -9,10 +9,11 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
 use crate::diag::Diags;
-use crate::raw::{RawInput, RawOutput, RawProvider, RawStep, RawValue};
+use crate::raw::{RawBudget, RawInput, RawOutput, RawProvider, RawStep, RawValue, RawWebhook};
 
 /// The top-level keys, in the order the docs list them.
-const TOP_KEYS: &str = "name, env, concurrency, input, matrix, providers, steps, output";
+const TOP_KEYS: &str = "name, env, concurrency, unit_timeout, budget, input, matrix, providers, \
+                        steps, output, webhook";
 
 /// The whole file, as raw sections.
 #[derive(Default)]
@@ -20,6 +21,8 @@ pub(crate) struct RawJob {
     pub(crate) name: Option<Spanned<String>>,
     pub(crate) env: Option<Spanned<Vec<Spanned<String>>>>,
     pub(crate) concurrency: Option<Spanned<u64>>,
+    pub(crate) unit_timeout: Option<Spanned<String>>,
+    pub(crate) budget: Option<Spanned<RawBudget>>,
     pub(crate) input: Part<RawInput>,
     /// `[matrix]` keys with their values (none when the value had a TOML error).
     pub(crate) matrix: Vec<(Spanned<String>, Option<Spanned<RawValue>>)>,
@@ -28,6 +31,7 @@ pub(crate) struct RawJob {
     pub(crate) steps_span: Option<Range<usize>>,
     pub(crate) steps: Vec<StepEntry>,
     pub(crate) output: Part<RawOutput>,
+    pub(crate) webhook: Part<RawWebhook>,
 }
 
 /// A section that may be missing, broken (already reported) or fine.
@@ -77,6 +81,9 @@ pub(crate) fn parse(text: &str, diags: &mut Diags<'_>) -> Option<RawJob> {
             "name" => job.name = de(value, "", Some("name"), diags),
             "env" => job.env = de(value, "", Some("env"), diags),
             "concurrency" => job.concurrency = de(value, "", Some("concurrency"), diags),
+            "unit_timeout" => job.unit_timeout = de(value, "", Some("unit_timeout"), diags),
+            "budget" => job.budget = de(value, "", Some("budget"), diags),
+            "webhook" => job.webhook = part(value, "[webhook]", diags),
             "input" => job.input = part(value, "[input]", diags),
             "output" => job.output = part(value, "[output]", diags),
             "matrix" => job.matrix = matrix(value, diags),

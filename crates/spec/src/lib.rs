@@ -9,6 +9,7 @@ mod input;
 mod kinds;
 mod load;
 mod model;
+mod provider;
 mod raw;
 mod sets;
 mod steps;
@@ -21,7 +22,7 @@ mod tests;
 pub use diag::{Diagnostic, SpecError};
 pub use load::{load, parse_str};
 pub use model::{
-    Input, InputFormat, InputSource, Job, MatrixAxis, Message, Output, Provider, Retries, Step,
-    StepKind, Upload,
+    BreakerSpec, Fallback, Input, InputFormat, InputSource, Job, MatrixAxis, Message, Output,
+    Price, Provider, Retries, Step, StepKind, Upload, Webhook, WebhookOn,
 };
 pub use template::{RenderError, TValue, Template};

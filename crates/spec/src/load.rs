@@ -12,7 +12,8 @@ use crate::templates_check::{Known, Templates};
 
 /// Loads and validates a job file. `sets` are `--set KEY=VALUE` overrides:
 /// `matrix.KEY=a,b,c`, `concurrency=N`, `steps.NAME.concurrency=N`,
-/// `providers.NAME.rpm=N` / `.tpm=N` / `.concurrency=N`.
+/// `providers.NAME.LIMIT=N` (`concurrency`, `url_concurrency`, `rps`, `rpm`,
+/// `rph`, `rpd`, `tpm`, `tpd`), `budget.usd=X`.
 pub fn load(path: &Path, sets: &[String]) -> Result<Job, SpecError> {
     let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
         path: path.to_path_buf(),

@@ -28,6 +28,14 @@ pub struct Job {
     pub steps: Vec<Step>,
     /// Results file and saved files.
     pub output: Output,
+    /// Deadline of one whole unit: every step, retries and backoff included;
+    /// past it the unit fails with whatever it has not finished.
+    pub unit_timeout: Option<Duration>,
+    /// `[webhook]`: a signed POST per finished item or per run.
+    pub webhook: Option<Webhook>,
+    /// `budget = { usd }`: spend (by the providers' `prices`) after which no
+    /// new call starts. Only set when some provider has prices.
+    pub budget_usd: Option<f64>,
 }
 
 impl Job {
@@ -118,18 +126,113 @@ pub struct Provider {
     pub base_urls: Vec<String>,
     /// Environment variable with the bearer token.
     pub api_key_env: Option<String>,
-    /// Calls in flight at most, across every step using this provider.
+    /// Calls in flight at most, across every step using this provider
+    /// (`None` also when `concurrency = "auto"`; see `adaptive`).
     pub concurrency: Option<usize>,
+    /// `concurrency = "auto"`: the cap adapts to latency and errors, never
+    /// above this (`max_concurrency`, default 256).
+    pub adaptive: Option<usize>,
+    /// Requests per second.
+    pub rps: Option<u64>,
     /// Requests per minute.
     pub rpm: Option<u64>,
+    /// Requests per hour.
+    pub rph: Option<u64>,
+    /// Requests per day.
+    pub rpd: Option<u64>,
     /// Tokens per minute.
     pub tpm: Option<u64>,
+    /// Tokens per day.
+    pub tpd: Option<u64>,
+    /// Calls in flight at most per base URL of the pool (one slow host must
+    /// not take every slot of `concurrency`).
+    pub url_concurrency: Option<usize>,
+    /// When to stop calling after failures (default on: 5 failures, 30 s
+    /// cooldown); `None` = `circuit_breaker = false`.
+    pub breaker: Option<BreakerSpec>,
+    /// Time to open a connection (default 10 s); shorter than `timeout` so a
+    /// dead host is left quickly.
+    pub connect_timeout: Duration,
     /// One attempt's time-out (default 60 s).
     pub timeout: Duration,
     /// Retry policy (default 5 retries, 500 ms base, 60 s cap).
     pub retries: Retries,
     /// Extra headers on every call; values may use `env.NAME`.
     pub headers: Vec<(String, Template)>,
+    /// USD per million tokens by model, in file order, for cost and `budget`.
+    pub prices: Vec<Price>,
+}
+
+impl Default for Provider {
+    /// What a `[providers.NAME]` table gets for every key it leaves out (no
+    /// name, no URLs): no caps, the default breaker, 10 s to connect, 60 s per
+    /// attempt, the default retries.
+    fn default() -> Self {
+        Provider {
+            name: String::new(),
+            base_urls: Vec::new(),
+            api_key_env: None,
+            concurrency: None,
+            adaptive: None,
+            rps: None,
+            rpm: None,
+            rph: None,
+            rpd: None,
+            tpm: None,
+            tpd: None,
+            url_concurrency: None,
+            breaker: Some(BreakerSpec::default()),
+            connect_timeout: Duration::from_secs(10),
+            timeout: Duration::from_secs(60),
+            retries: Retries::default(),
+            headers: Vec::new(),
+            prices: Vec::new(),
+        }
+    }
+}
+
+impl Provider {
+    /// The price of `model`: its own entry, else the `*` entry.
+    pub fn price(&self, model: &str) -> Option<&Price> {
+        let exact = self.prices.iter().find(|p| p.model == model);
+        exact.or_else(|| self.prices.iter().find(|p| p.model == "*"))
+    }
+}
+
+/// `circuit_breaker = { failures, cooldown, window, rate }`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BreakerSpec {
+    /// Consecutive failures that open the breaker (at least 1).
+    pub failures: u32,
+    /// How long it stays open before one trial call is let through.
+    pub cooldown: Duration,
+    /// Also open when, of the last `window` calls, the share `rate` failed;
+    /// 0 = only consecutive failures count. Otherwise at least `failures`.
+    pub window: u32,
+    /// Failure share (0 < rate ≤ 1) that opens the breaker over `window`.
+    pub rate: f64,
+}
+
+impl Default for BreakerSpec {
+    fn default() -> Self {
+        BreakerSpec {
+            failures: 5,
+            cooldown: Duration::from_secs(30),
+            window: 0,
+            rate: 0.5,
+        }
+    }
+}
+
+/// One entry of `prices = { MODEL = { input, output } }`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Price {
+    /// The model name as sent, or `*` for any model without its own entry.
+    pub model: String,
+    /// USD per million prompt tokens.
+    pub input_per_mtok: f64,
+    /// USD per million completion tokens.
+    pub output_per_mtok: f64,
 }
 
 /// `retries = { max, base, cap }`.
@@ -173,8 +276,23 @@ pub struct Step {
     pub timeout: Option<Duration>,
     /// Overrides the provider's retry policy.
     pub retries: Option<Retries>,
+    /// What the step's output is when it fails after its retries, instead
+    /// of failing the unit.
+    pub fallback: Option<Fallback>,
+    /// `cache = { ttl }`: reuse an identical request's result younger than this.
+    pub cache_ttl: Option<Duration>,
     /// What the step does.
     pub kind: StepKind,
+}
+
+/// `fallback = { value = ... }` or `fallback = { provider = "NAME" }`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fallback {
+    /// The step's output when it fails, as written (not a template).
+    Value(serde_json::Value),
+    /// The same request sent to this other provider (chat, embed,
+    /// conversation, and http steps with `path`).
+    Provider(String),
 }
 
 /// A chat message template.
@@ -278,6 +396,30 @@ impl StepKind {
             StepKind::Conversation { .. } => "conversation",
         }
     }
+}
+
+/// `[webhook]`.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    /// Absolute `http://` or `https://` URL the POST goes to.
+    pub url: String,
+    /// When it fires.
+    pub on: WebhookOn,
+    /// Environment variable holding the HMAC key; none = unsigned.
+    pub secret_env: Option<String>,
+    /// Extra headers; values may use `env.NAME`.
+    pub headers: Vec<(String, Template)>,
+    /// Delivery retries (default 5 retries, 500 ms base, 30 s cap).
+    pub retries: Retries,
+}
+
+/// `[webhook] on`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookOn {
+    /// Once per finished item (all its units, done or failed).
+    Item,
+    /// Once when the run ends.
+    Run,
 }
 
 /// `[output]`.

@@ -34,12 +34,99 @@ pub(crate) struct RawProvider {
     pub(crate) base_url: Option<Spanned<String>>,
     pub(crate) urls: Option<Spanned<Vec<Spanned<String>>>>,
     pub(crate) api_key_env: Option<Spanned<String>>,
-    pub(crate) concurrency: Option<Spanned<u64>>,
+    pub(crate) concurrency: Option<Spanned<RawConcurrency>>,
+    pub(crate) max_concurrency: Option<Spanned<u64>>,
+    pub(crate) url_concurrency: Option<Spanned<u64>>,
+    pub(crate) rps: Option<Spanned<u64>>,
     pub(crate) rpm: Option<Spanned<u64>>,
+    pub(crate) rph: Option<Spanned<u64>>,
+    pub(crate) rpd: Option<Spanned<u64>>,
     pub(crate) tpm: Option<Spanned<u64>>,
+    pub(crate) tpd: Option<Spanned<u64>>,
     pub(crate) timeout: Option<Spanned<String>>,
+    pub(crate) connect_timeout: Option<Spanned<String>>,
     pub(crate) retries: Option<Spanned<RawRetries>>,
+    pub(crate) circuit_breaker: Option<Spanned<RawBreakerSetting>>,
     pub(crate) headers: Option<Spanned<Table<Spanned<String>>>>,
+    pub(crate) prices: Option<Spanned<Table<Spanned<RawPrice>>>>,
+}
+
+/// A provider's `concurrency`: a count, or a word (only `"auto"` is valid).
+pub(crate) enum RawConcurrency {
+    Count(u64),
+    Word(String),
+}
+
+impl<'de> Deserialize<'de> for RawConcurrency {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = RawConcurrency;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a whole number or \"auto\"")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(RawConcurrency::Count(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                u64::try_from(v)
+                    .map(RawConcurrency::Count)
+                    .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(RawConcurrency::Word(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `circuit_breaker = false | true | { ... }`.
+pub(crate) enum RawBreakerSetting {
+    Enabled(bool),
+    Table(RawBreaker),
+}
+
+impl<'de> Deserialize<'de> for RawBreakerSetting {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawBreakerSetting;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("false or a table like { failures = 5, cooldown = \"30s\" }")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(RawBreakerSetting::Enabled(v))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                // The fields still come from toml's own map, so they keep their spans.
+                RawBreaker::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(RawBreakerSetting::Table)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `circuit_breaker = { failures, cooldown, window, rate }`; every field optional.
+#[derive(DeriveDeserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBreaker {
+    pub(crate) failures: Option<Spanned<u32>>,
+    pub(crate) cooldown: Option<Spanned<String>>,
+    pub(crate) window: Option<Spanned<u32>>,
+    pub(crate) rate: Option<Spanned<f64>>,
+}
+
+/// One `prices` entry: USD per million tokens.
+#[derive(DeriveDeserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table like { input = 2.5, output = 10 }"
+)]
+pub(crate) struct RawPrice {
+    pub(crate) input: Option<Spanned<f64>>,
+    pub(crate) output: Option<Spanned<f64>>,
 }
 
 /// `retries = { max, base, cap }`; every field optional.
@@ -67,6 +154,8 @@ pub(crate) struct RawStep {
     pub(crate) for_each: Option<Spanned<String>>,
     pub(crate) timeout: Option<Spanned<String>>,
     pub(crate) retries: Option<Spanned<RawRetries>>,
+    pub(crate) fallback: Option<Spanned<RawFallback>>,
+    pub(crate) cache: Option<Spanned<RawCache>>,
     pub(crate) model: Option<Spanned<String>>,
     pub(crate) messages: Option<Spanned<Vec<Spanned<RawMessage>>>>,
     pub(crate) params: Option<Spanned<RawValue>>,
@@ -84,6 +173,24 @@ pub(crate) struct RawStep {
     pub(crate) stdin: Option<Spanned<String>>,
     pub(crate) system: Option<Spanned<String>>,
     pub(crate) turns: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// `fallback = { value = ... }` or `{ provider = "NAME" }`.
+#[derive(DeriveDeserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table like { value = \"unavailable\" } or { provider = \"backup\" }"
+)]
+pub(crate) struct RawFallback {
+    pub(crate) value: Option<Spanned<RawValue>>,
+    pub(crate) provider: Option<Spanned<String>>,
+}
+
+/// `cache = { ttl = "168h" }`.
+#[derive(DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a table like { ttl = \"168h\" }")]
+pub(crate) struct RawCache {
+    pub(crate) ttl: Option<Spanned<String>>,
 }
 
 /// `{ role = "user", content = "..." }`.
@@ -115,6 +222,24 @@ pub(crate) struct RawUpload {
 pub(crate) struct RawOutput {
     pub(crate) path: Option<Spanned<String>>,
     pub(crate) dir: Option<Spanned<String>>,
+}
+
+/// `[webhook]`.
+#[derive(DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(crate) struct RawWebhook {
+    pub(crate) url: Option<Spanned<String>>,
+    pub(crate) on: Option<Spanned<String>>,
+    pub(crate) secret_env: Option<Spanned<String>>,
+    pub(crate) headers: Option<Spanned<Table<Spanned<String>>>>,
+    pub(crate) retries: Option<Spanned<RawRetries>>,
+}
+
+/// `budget = { usd = 50.0 }`.
+#[derive(DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a table like { usd = 50.0 }")]
+pub(crate) struct RawBudget {
+    pub(crate) usd: Option<Spanned<f64>>,
 }
 
 /// A TOML table with its keys in file order.

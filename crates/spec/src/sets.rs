@@ -5,14 +5,20 @@ use crate::diag::Diags;
 
 /// The forms `--set` accepts, for messages.
 const FORMS: &str = "matrix.KEY=a,b,c, concurrency=N, steps.NAME.concurrency=N, \
-                     providers.NAME.rpm=N, providers.NAME.tpm=N, providers.NAME.concurrency=N";
+                     providers.NAME.LIMIT=N (LIMIT: concurrency, url_concurrency, rps, rpm, \
+                     rph, rpd, tpm, tpd), budget.usd=X";
 
 /// A provider limit `--set` may change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Limit {
+    Rps,
     Rpm,
+    Rph,
+    Rpd,
     Tpm,
+    Tpd,
     Concurrency,
+    UrlConcurrency,
 }
 
 /// All overrides, in command-line order (a later one wins).
@@ -25,6 +31,8 @@ pub(crate) struct Sets {
     pub(crate) steps: Vec<(String, u64, String)>,
     /// `providers.NAME.<limit>`, with the override as written.
     pub(crate) providers: Vec<(String, Limit, u64, String)>,
+    /// `budget.usd`, replacing (or adding) the job's budget.
+    pub(crate) budget_usd: Option<f64>,
 }
 
 impl Sets {
@@ -64,15 +72,21 @@ impl Sets {
             }
             ["providers", name, limit] => {
                 let limit = match *limit {
+                    "rps" => Limit::Rps,
                     "rpm" => Limit::Rpm,
+                    "rph" => Limit::Rph,
+                    "rpd" => Limit::Rpd,
                     "tpm" => Limit::Tpm,
+                    "tpd" => Limit::Tpd,
                     "concurrency" => Limit::Concurrency,
+                    "url_concurrency" => Limit::UrlConcurrency,
                     _ => return Err(unknown(key)),
                 };
                 let n = positive(value)?;
                 self.providers
                     .push((name.to_string(), limit, n, set.to_string()));
             }
+            ["budget", "usd"] => self.budget_usd = Some(usd(value)?),
             _ => return Err(unknown(key)),
         }
         Ok(())
@@ -132,6 +146,15 @@ fn positive(value: &str) -> Result<u64, String> {
     }
 }
 
+fn usd(value: &str) -> Result<f64, String> {
+    match value.trim().parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
+        _ => Err(format!(
+            "{value:?} is not an amount of USD greater than 0, e.g. 25 or 12.5"
+        )),
+    }
+}
+
 /// `a,b,c` → values: integers, floats and booleans as such, else strings.
 fn matrix_values(value: &str) -> Result<Vec<serde_json::Value>, String> {
     let mut out = Vec::new();
@@ -185,11 +208,17 @@ mod tests {
         sets.parse_one("steps.a.concurrency=2").unwrap();
         sets.parse_one("steps.a.concurrency=5").unwrap();
         sets.parse_one("providers.p.rpm=60").unwrap();
+        sets.parse_one("providers.p.rpd=900").unwrap();
+        sets.parse_one("budget.usd=2.5").unwrap();
         sets.parse_one("matrix.m=a").unwrap();
         sets.parse_one("matrix.m=b,c").unwrap();
         assert_eq!(sets.step("a"), Some(5));
         assert_eq!(sets.provider("p", Limit::Rpm), Some(60));
         assert_eq!(sets.provider("p", Limit::Tpm), None);
+        assert_eq!(sets.provider("p", Limit::Rpd), Some(900));
+        assert_eq!(sets.budget_usd, Some(2.5));
+        assert!(sets.parse_one("budget.usd=0").is_err());
+        assert!(sets.parse_one("budget.usd=nan").is_err());
         assert_eq!(
             sets.matrix,
             vec![("m".to_string(), vec![json!("b"), json!("c")])]

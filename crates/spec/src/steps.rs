@@ -1,5 +1,6 @@
 //! `[[steps]]` → [`Step`]s: names, kinds and the fields each kind takes,
-//! providers, limits and overrides. The per-kind contents are in `kinds`.
+//! providers, limits and overrides, fallbacks and caches. The per-kind
+//! contents are in `kinds`.
 
 use std::ops::Range;
 
@@ -7,17 +8,19 @@ use toml::Spanned;
 
 use crate::ctx::{is_identifier, Ctx};
 use crate::document::StepEntry;
-use crate::model::{Provider, Retries, Step};
+use crate::model::{Fallback, Provider, Retries, Step};
+use crate::raw::RawStep;
 use crate::templates_check::Scope;
 
 /// Keys every step kind takes.
-const COMMON: [&str; 6] = [
+const COMMON: [&str; 7] = [
     "name",
     "kind",
     "concurrency",
     "for_each",
     "timeout",
     "retries",
+    "fallback",
 ];
 
 /// The step kinds and the keys each takes besides [`COMMON`].
@@ -31,13 +34,18 @@ pub(crate) const KINDS: [(&str, &[&str]); 5] = [
             "params",
             "response_format",
             "path",
+            "cache",
         ],
     ),
-    ("embed", &["provider", "model", "input", "params", "path"]),
+    (
+        "embed",
+        &["provider", "model", "input", "params", "path", "cache"],
+    ),
     (
         "http",
         &[
             "provider", "method", "url", "path", "headers", "json", "body", "upload", "save",
+            "cache",
         ],
     ),
     ("command", &["command", "stdin"]),
@@ -192,18 +200,11 @@ fn step(
         }
         ctx.template(format!("{place}.for_each"), t, scope)
     });
-    let timeout = raw
-        .timeout
-        .as_ref()
-        .and_then(|t| match ctx.duration(t, "timeout") {
-            Some(d) if d.is_zero() => {
-                ctx.diags.at(t.span(), "timeout must be longer than 0s");
-                None
-            }
-            d => d,
-        });
+    let timeout = raw.timeout.as_ref().and_then(|t| ctx.nonzero(t, "timeout"));
     let base = provider.map_or_else(Retries::default, |p| p.retries);
     let retries = raw.retries.as_ref().map(|r| ctx.retries(r, base));
+    let fallback = fallback(&raw, kind, &label, providers, ctx);
+    let cache_ttl = cache(&raw, kind, &label, ctx);
 
     let scope = Scope::Step {
         index,
@@ -225,6 +226,8 @@ fn step(
         for_each,
         timeout,
         retries,
+        fallback,
+        cache_ttl,
         kind,
     })
 }
@@ -233,6 +236,9 @@ fn step(
 fn check_fields(keys: &[Spanned<String>], kind: &str, fields: &[&str], label: &str, ctx: &mut Ctx) {
     for key in keys {
         let key_name = key.get_ref().as_str();
+        if key_name == "cache" {
+            continue; // refused with its reason by `cache`
+        }
         let known = COMMON.contains(&key_name) || KINDS.iter().any(|(_, f)| f.contains(&key_name));
         if known && !COMMON.contains(&key_name) && !fields.contains(&key_name) {
             let allowed: Vec<&str> = COMMON.iter().chain(fields).copied().collect();
@@ -254,15 +260,7 @@ fn provider<'p>(
     providers: &'p [Provider],
     ctx: &mut Ctx,
 ) -> Option<&'p Provider> {
-    let defined = if providers.is_empty() {
-        "none; add a [providers.NAME] section".to_string()
-    } else {
-        providers
-            .iter()
-            .map(|p| p.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let defined = defined(providers);
     if kind == Some("command") {
         return None; // `provider` on a command step is reported by check_fields
     }
@@ -285,6 +283,107 @@ fn provider<'p>(
         ctx.diags.at(name.span(), message);
     }
     found
+}
+
+/// `fallback = { value }` for any kind, or `{ provider }` for the kinds
+/// that call a provider: another defined one, not the step's own.
+fn fallback(
+    raw: &RawStep,
+    kind: Option<&str>,
+    label: &str,
+    providers: &[Provider],
+    ctx: &mut Ctx,
+) -> Option<Fallback> {
+    let f = raw.fallback.as_ref()?;
+    let (value, provider) = (&f.get_ref().value, &f.get_ref().provider);
+    let p = match (value, provider) {
+        (Some(_), Some(p)) => {
+            let message = format!("{label}: fallback has both value and provider; keep one");
+            ctx.diags.at(p.span(), message);
+            return None;
+        }
+        (None, None) => {
+            let message = format!(
+                "{label}: fallback needs value = ... (the step's output when it fails) or \
+                 provider = \"NAME\" (another provider to send the request to)"
+            );
+            ctx.diags.at(f.span(), message);
+            return None;
+        }
+        (Some(v), None) => return Some(Fallback::Value(v.get_ref().to_json())),
+        (None, Some(p)) => p,
+    };
+    let name = p.get_ref();
+    let own = raw.provider.as_ref().map(Spanned::get_ref);
+    let problem = match kind {
+        Some("command") => Some(
+            "a command step calls no provider, so it cannot fall back to one; \
+             use fallback = { value = ... }"
+                .to_string(),
+        ),
+        Some("http") if raw.url.is_some() => Some(
+            "a provider fallback sends the request to that provider's base URL, so this \
+             http step needs path = \"/...\" instead of url; or use fallback = { value = ... }"
+                .to_string(),
+        ),
+        _ if own == Some(name) => Some(format!(
+            "fallback provider {name:?} is the step's own provider; name another one"
+        )),
+        _ if !providers.iter().any(|d| &d.name == name) => Some(format!(
+            "fallback provider {name:?} is not defined; defined: {}",
+            defined(providers)
+        )),
+        _ => None,
+    };
+    if let Some(problem) = problem {
+        ctx.diags.at(p.span(), format!("{label}: {problem}"));
+    }
+    Some(Fallback::Provider(name.clone()))
+}
+
+/// `cache = { ttl }`: only for steps whose result depends on the request alone.
+fn cache(
+    raw: &RawStep,
+    kind: Option<&str>,
+    label: &str,
+    ctx: &mut Ctx,
+) -> Option<std::time::Duration> {
+    let c = raw.cache.as_ref()?;
+    let why = match kind {
+        Some("command") => Some(
+            "a command may have side effects (files written, messages sent), so it runs \
+             every time",
+        ),
+        Some("conversation") => Some(
+            "a conversation's turns depend on each other (each sees the earlier answers), \
+             so one cannot be reused on its own",
+        ),
+        _ => None,
+    };
+    if let (Some(why), Some(kind)) = (why, kind) {
+        let message = format!("{label}: {kind} steps cannot be cached: {why}; remove cache");
+        ctx.diags.at(c.span(), message);
+        return None;
+    }
+    let Some(ttl) = &c.get_ref().ttl else {
+        let message =
+            format!("{label}: cache needs ttl = \"168h\", how long a stored result is reused");
+        ctx.diags.at(c.span(), message);
+        return None;
+    };
+    ctx.nonzero(ttl, "cache.ttl")
+}
+
+fn defined(providers: &[Provider]) -> String {
+    if providers.is_empty() {
+        "none; add a [providers.NAME] section".to_string()
+    } else {
+        providers
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 fn kind_list() -> String {

@@ -272,6 +272,9 @@ fn templates_mut(job: &mut Job) -> Vec<&mut Template> {
     for p in &mut job.providers {
         out.extend(p.headers.iter_mut().map(|(_, t)| t));
     }
+    if let Some(hook) = &mut job.webhook {
+        out.extend(hook.headers.iter_mut().map(|(_, t)| t));
+    }
     for step in &mut job.steps {
         out.extend(step.for_each.as_mut());
         match &mut step.kind {

@@ -1,17 +1,78 @@
 //! Per-provider runtime state: its client (with its key), limiter, concurrency
-//! and pool of base URLs.
+//! gate (fixed or adaptive), and pool of base URLs with a circuit breaker each.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 
-use sluice_limit::Backoff;
-use sluice_provider::Client;
-use sluice_spec::{Job, Provider, Retries, Step};
-use tokio::sync::Semaphore;
+use http::Method;
+use sluice_limit::{Aimd, AimdConfig, Backoff, Breaker, BreakerConfig, WindowLimits};
+use sluice_provider::{Client, Endpoint};
+use sluice_spec::{Job, Price, Provider, Retries, Step};
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
+use crate::calls::{Report, Route};
 use crate::error::{Error, Result};
 use crate::limiter::Limiter;
+
+/// How often a caller waiting on a full per-URL concurrency looks again.
+const POLL: Duration = Duration::from_millis(5);
+
+/// One base URL of a provider's pool.
+struct Base {
+    url: String,
+    in_flight: AtomicUsize,
+    breaker: Option<Mutex<Breaker>>,
+}
+
+/// Calls in flight to a provider: a fixed cap, an adaptive one, or none.
+pub(crate) struct Gate {
+    in_flight: AtomicUsize,
+    fixed: Option<usize>,
+    adaptive: Option<Mutex<Aimd>>,
+    freed: Notify,
+}
+
+/// A place inside a [`Gate`]; leaving it lets the next caller in.
+pub(crate) struct GateGuard<'a>(&'a Gate);
+
+impl Drop for GateGuard<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Relaxed);
+        self.0.freed.notify_one();
+    }
+}
+
+impl Gate {
+    fn limit(&self) -> usize {
+        match (&self.adaptive, self.fixed) {
+            (Some(aimd), _) => aimd.lock().unwrap_or_else(|e| e.into_inner()).limit(),
+            (None, Some(n)) => n,
+            (None, None) => usize::MAX,
+        }
+    }
+
+    /// Waits for a place under the current limit.
+    pub(crate) async fn enter(&self) -> GateGuard<'_> {
+        loop {
+            let notified = self.freed.notified();
+            let now = self.in_flight.load(Relaxed);
+            if now < self.limit() {
+                self.in_flight.store(now + 1, Relaxed);
+                if let Some(aimd) = &self.adaptive {
+                    aimd.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .on_start(now + 1);
+                }
+                return GateGuard(self);
+            }
+            // A shrinking adaptive limit frees no place: look again soon.
+            let _ = tokio::time::timeout(POLL * 20, notified).await;
+        }
+    }
+}
 
 /// One provider while a job runs.
 pub(crate) struct Lane {
@@ -19,25 +80,15 @@ pub(crate) struct Lane {
     pub(crate) client: Client,
     pub(crate) limiter: Limiter,
     /// Calls in flight to this provider, across all steps.
-    pub(crate) slots: Option<Arc<Semaphore>>,
-    /// Base URLs with their calls in flight: each call goes to the least busy.
-    bases: Vec<(String, AtomicUsize)>,
+    pub(crate) gate: Gate,
+    bases: Vec<Base>,
+    url_concurrency: Option<usize>,
     /// Provider headers, rendered once (they may only use `env`).
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) retries: Retries,
     pub(crate) timeout: Duration,
-}
-
-/// A base URL chosen for one call; frees its place when dropped.
-pub(crate) struct BaseGuard<'a> {
-    pub(crate) url: &'a str,
-    count: &'a AtomicUsize,
-}
-
-impl Drop for BaseGuard<'_> {
-    fn drop(&mut self) {
-        self.count.fetch_sub(1, Relaxed);
-    }
+    pub(crate) prices: Vec<Price>,
+    origin: Instant,
 }
 
 impl Lane {
@@ -55,10 +106,11 @@ impl Lane {
             None => None,
         };
         let client = Client::new(
-            provider.concurrency.unwrap_or(256),
+            provider.concurrency.or(provider.adaptive).unwrap_or(256),
             key.as_ref().map(|(v, k)| (v.as_str(), k.as_str())),
         )
-        .map_err(|e| Error::Config(e.to_string()))?;
+        .map_err(|e| Error::Config(e.to_string()))?
+        .with_connect_timeout(provider.connect_timeout);
         if provider.base_urls.is_empty() {
             return Err(Error::Config(format!(
                 "provider {:?} has no base_url or urls",
@@ -72,39 +124,155 @@ impl Lane {
                 .map_err(|e| Error::Config(e.to_string()))?;
             headers.push((name.clone(), value));
         }
+        let breaker = |_: &String| {
+            provider.breaker.as_ref().map(|b| {
+                Mutex::new(Breaker::new(BreakerConfig {
+                    failures: b.failures,
+                    cooldown_nanos: b.cooldown.as_nanos() as u64,
+                    window: b.window,
+                    rate: b.rate,
+                }))
+            })
+        };
         Ok(Lane {
             name: provider.name.clone(),
             client,
-            limiter: Limiter::new(provider.rpm, provider.tpm),
-            slots: provider
-                .concurrency
-                .map(|n| Arc::new(Semaphore::new(n.max(1)))),
+            limiter: Limiter::new(&WindowLimits {
+                rps: provider.rps,
+                rpm: provider.rpm,
+                rph: provider.rph,
+                rpd: provider.rpd,
+                tpm: provider.tpm,
+                tpd: provider.tpd,
+            }),
+            gate: Gate {
+                in_flight: AtomicUsize::new(0),
+                fixed: provider.concurrency,
+                adaptive: provider
+                    .adaptive
+                    .map(|max| Mutex::new(Aimd::new(AimdConfig::up_to(max)))),
+                freed: Notify::new(),
+            },
             bases: provider
                 .base_urls
                 .iter()
-                .map(|u| (u.trim_end_matches('/').to_string(), AtomicUsize::new(0)))
+                .map(|u| Base {
+                    url: u.trim_end_matches('/').to_string(),
+                    in_flight: AtomicUsize::new(0),
+                    breaker: breaker(u),
+                })
                 .collect(),
+            url_concurrency: provider.url_concurrency,
             headers,
             retries: provider.retries,
             timeout: provider.timeout,
+            prices: provider.prices.clone(),
+            origin: Instant::now(),
         })
+    }
+
+    fn now(&self) -> u64 {
+        self.origin.elapsed().as_nanos() as u64
     }
 
     /// Every base URL.
     pub(crate) fn base_urls(&self) -> impl Iterator<Item = &str> {
-        self.bases.iter().map(|(u, _)| u.as_str())
+        self.bases.iter().map(|b| b.url.as_str())
     }
 
-    /// The least busy base URL.
-    pub(crate) fn base(&self) -> BaseGuard<'_> {
-        // `new` refuses a provider without base URLs, so there is a first.
-        let (url, count) = self
-            .bases
+    /// The first base URL (to build a request whose path is then re-based).
+    pub(crate) fn first_base(&self) -> &str {
+        self.bases.first().map(|b| b.url.as_str()).unwrap_or("")
+    }
+
+    /// Times breakers of this provider opened.
+    pub(crate) fn breaker_openings(&self) -> u64 {
+        self.bases
             .iter()
-            .min_by_key(|(_, n)| n.load(Relaxed))
-            .unwrap_or(&self.bases[0]);
-        count.fetch_add(1, Relaxed);
-        BaseGuard { url, count }
+            .filter_map(|b| b.breaker.as_ref())
+            .map(|b| b.lock().unwrap_or_else(|e| e.into_inner()).opened_count())
+            .sum()
+    }
+
+    /// The least busy base URL whose breaker lets a call through; waits while
+    /// none does (waiting is not an attempt, so items do not burn retries).
+    /// With `fail_when_open`, returns `None` instead of waiting when every
+    /// breaker is open (a step with a fallback takes it rather than wait).
+    async fn pick(&self, fail_when_open: bool) -> Option<usize> {
+        loop {
+            let now = self.now();
+            let mut best: Option<usize> = None;
+            let mut all_open = true;
+            let mut wake = now + POLL.as_nanos() as u64;
+            let mut order: Vec<usize> = (0..self.bases.len()).collect();
+            order.sort_by_key(|&i| self.bases[i].in_flight.load(Relaxed));
+            for i in order {
+                let base = &self.bases[i];
+                if self
+                    .url_concurrency
+                    .is_some_and(|cap| base.in_flight.load(Relaxed) >= cap)
+                {
+                    continue;
+                }
+                let admitted = match &base.breaker {
+                    Some(b) => {
+                        let mut b = b.lock().unwrap_or_else(|e| e.into_inner());
+                        let ok = b.try_acquire(now);
+                        if !ok {
+                            wake = wake.min(b.retry_at(now));
+                        } else {
+                            all_open = false;
+                        }
+                        ok
+                    }
+                    None => {
+                        all_open = false;
+                        true
+                    }
+                };
+                if admitted {
+                    best = Some(i);
+                    break;
+                }
+            }
+            if let Some(i) = best {
+                self.bases[i].in_flight.fetch_add(1, Relaxed);
+                return Some(i);
+            }
+            if fail_when_open && all_open {
+                return None;
+            }
+            let wait = wake.saturating_sub(now).max(1_000_000);
+            tokio::time::sleep(Duration::from_nanos(wait)).await;
+        }
+    }
+
+    fn done(&self, index: usize, report: Report) {
+        let Some(base) = self.bases.get(index) else {
+            return;
+        };
+        base.in_flight.fetch_sub(1, Relaxed);
+        let now = self.now();
+        if let Some(b) = &base.breaker {
+            let mut b = b.lock().unwrap_or_else(|e| e.into_inner());
+            match report {
+                Report::Success(_) => b.on_success(now),
+                Report::Failure {
+                    retryable: true, ..
+                } => b.on_failure(now),
+                Report::Failure { .. } => {}
+            }
+        }
+        if let Some(aimd) = &self.gate.adaptive {
+            let mut aimd = aimd.lock().unwrap_or_else(|e| e.into_inner());
+            match report {
+                Report::Success(rtt) => aimd.on_response(now, rtt.as_nanos() as u64),
+                Report::Failure {
+                    backpressure: true, ..
+                } => aimd.on_backpressure(now),
+                Report::Failure { .. } => {}
+            }
+        }
     }
 
     /// The retry policy and time-out for `step` on this provider.
@@ -118,6 +286,73 @@ impl Lane {
             },
             step.timeout.unwrap_or(self.timeout),
         )
+    }
+
+    /// USD for `usage` of `model` (exact price, else `*`), if priced.
+    pub(crate) fn cost(&self, model: Option<&str>, prompt: u64, completion: u64) -> Option<f64> {
+        let price = self
+            .prices
+            .iter()
+            .find(|p| Some(p.model.as_str()) == model)
+            .or_else(|| self.prices.iter().find(|p| p.model == "*"))?;
+        Some(
+            prompt as f64 * price.input_per_mtok / 1e6
+                + completion as f64 * price.output_per_mtok / 1e6,
+        )
+    }
+}
+
+/// Each attempt of a call to a lane goes to the least busy healthy base URL,
+/// `path` appended.
+pub(crate) struct LaneRoute<'a> {
+    pub(crate) lane: &'a Lane,
+    pub(crate) path: String,
+    pub(crate) method: Method,
+    /// Fail at once while every endpoint's breaker is open (the step has a fallback).
+    pub(crate) fail_when_open: bool,
+}
+
+/// An attempt's place on a base URL; freed if the attempt is abandoned.
+pub(crate) struct Ticket<'a> {
+    lane: &'a Lane,
+    index: usize,
+    reported: bool,
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if !self.reported {
+            // Cut off (time-out of the unit, stop): free the place, blame no one.
+            if let Some(base) = self.lane.bases.get(self.index) {
+                base.in_flight.fetch_sub(1, Relaxed);
+            }
+        }
+    }
+}
+
+impl<'a> Route for LaneRoute<'a> {
+    type Ticket = Ticket<'a>;
+
+    async fn pick(&self) -> std::result::Result<(Cow<'_, Endpoint>, Ticket<'a>), String> {
+        let Some(index) = self.lane.pick(self.fail_when_open).await else {
+            return Err(format!(
+                "circuit_open: every endpoint of provider {} is failing (its circuit breakers are open)",
+                self.lane.name
+            ));
+        };
+        let ticket = Ticket {
+            lane: self.lane,
+            index,
+            reported: false,
+        };
+        let url = format!("{}{}", self.lane.bases[index].url, self.path);
+        let endpoint = Endpoint::parse(&url, self.method.clone()).map_err(|e| e.to_string())?;
+        Ok((Cow::Owned(endpoint), ticket))
+    }
+
+    fn report(&self, mut ticket: Ticket<'a>, report: Report) {
+        ticket.reported = true;
+        self.lane.done(ticket.index, report);
     }
 }
 
@@ -142,20 +377,24 @@ impl Lanes {
                 base_urls: vec!["http://127.0.0.1".into()],
                 api_key_env: None,
                 concurrency: None,
+                adaptive: None,
+                rps: None,
                 rpm: None,
+                rph: None,
+                rpd: None,
                 tpm: None,
+                tpd: None,
+                url_concurrency: None,
+                breaker: None,
+                connect_timeout: Duration::from_secs(10),
                 timeout: Duration::from_secs(60),
                 retries: Retries::default(),
                 headers: Vec::new(),
+                prices: Vec::new(),
             },
             env,
         )?;
         Ok(Lanes { lanes, direct })
-    }
-
-    /// The lane of http steps that name no provider.
-    pub(crate) fn direct(&self) -> &Lane {
-        &self.direct
     }
 
     /// The lane named `name`.
@@ -166,5 +405,10 @@ impl Lanes {
     /// Every lane.
     pub(crate) fn all(&self) -> &[Lane] {
         &self.lanes
+    }
+
+    /// The lane of http steps that name no provider.
+    pub(crate) fn direct(&self) -> &Lane {
+        &self.direct
     }
 }

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
-use sluice_spec::{InputSource, Job};
+use sluice_spec::{InputSource, Job, Webhook, WebhookOn};
 use sluice_store::{ItemRecord, ItemStatus, SqliteStore, Store};
 use tokio::sync::{Notify, Semaphore};
 
@@ -126,13 +126,23 @@ pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<Ru
         )),
         output_dir: job.output.dir.join(&run.id),
         env: serde_json::Value::Object(env),
-        reader: if resumed {
+        reader: if resumed || job.steps.iter().any(|s| s.cache_ttl.is_some()) {
             Some(Mutex::new(SqliteStore::open(&cfg.store_path)?))
         } else {
             None
         },
+        resumed,
         run_id: run.id.clone(),
+        budget_micro_usd: job.budget_usd.map(|usd| (usd * 1e6).round() as u64),
+        item_hook: match &job.webhook {
+            Some(hook) if hook.on == WebhookOn::Item => Some(webhook_target(hook, &env_value)?),
+            _ => None,
+        },
     });
+    let run_hook = match &job.webhook {
+        Some(hook) if hook.on == WebhookOn::Run => Some(webhook_target(hook, &env_value)?),
+        _ => None,
+    };
     let lookup = if resumed { Some(store) } else { None };
     let interrupted = runtime.block_on(dispatch(
         shared.clone(),
@@ -143,10 +153,64 @@ pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<Ru
         &run.id,
         job.concurrency,
     ))?;
+    let openings: u64 = shared
+        .lanes
+        .all()
+        .iter()
+        .map(|l| l.breaker_openings())
+        .sum();
+    Progress::add(&progress.breaker_openings, openings);
+    if let Some(target) = &run_hook {
+        let done = progress.done.load(std::sync::atomic::Ordering::Relaxed);
+        let failed = progress.failed.load(std::sync::atomic::Ordering::Relaxed);
+        let snapshot = progress.snapshot();
+        let event =
+            crate::webhook::run_event(&run.id, done, failed, snapshot.remaining(), interrupted);
+        if let crate::webhook::Delivery::Failed { error, .. } = runtime.block_on(
+            crate::webhook::deliver(&shared.lanes.direct().client, target, &event),
+        ) {
+            Progress::add(&progress.webhook_failures, 1);
+            tracing::warn!("run webhook failed: {error}");
+        }
+    }
     drop(runtime);
     drop(shared);
     writer.finish()?;
     close_run(&cfg.store_path, run, resumed, interrupted, &progress)
+}
+
+/// The webhook's target: headers rendered (they may use `env`), the HMAC key
+/// read from its variable (never stored or shown).
+fn webhook_target(hook: &Webhook, env: &minijinja::Value) -> Result<crate::webhook::WebhookTarget> {
+    let mut headers = Vec::new();
+    for (name, t) in &hook.headers {
+        headers.push((
+            name.clone(),
+            t.render(env).map_err(|e| Error::Config(e.to_string()))?,
+        ));
+    }
+    let secret = match &hook.secret_env {
+        Some(var) => match std::env::var(var) {
+            Ok(v) if !v.is_empty() => Some(v.into_bytes()),
+            _ => {
+                return Err(Error::Config(format!(
+                "[webhook] secret_env names {var}, which is not set; export {var}=<secret> first"
+            )))
+            }
+        },
+        None => None,
+    };
+    Ok(crate::webhook::WebhookTarget {
+        url: hook.url.clone(),
+        headers,
+        secret,
+        max_retries: hook.retries.max,
+        backoff: sluice_limit::Backoff {
+            base_ms: hook.retries.base.as_millis() as u64,
+            cap_ms: hook.retries.cap.as_millis() as u64,
+        },
+        timeout: std::time::Duration::from_secs(30),
+    })
 }
 
 /// The variables the job lists in `env`, read now; a missing one stops the run.
@@ -247,10 +311,37 @@ async fn dispatch(
                 permit = slots.clone().acquire_owned() => permit.expect("semaphore never closed"),
                 _ = stop.notified() => { interrupted = true; break 'outer; }
             };
+            if shared
+                .progress
+                .budget_reached
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > 0
+            {
+                // The budget is spent: the rest stays pending.
+                break 'outer;
+            }
             let task_shared = shared.clone();
             tokio::spawn(async move {
                 if let Some(record) = run_unit(&task_shared, unit).await {
+                    let hook = task_shared.item_hook.as_ref().map(|target| {
+                        let output = record
+                            .response
+                            .as_deref()
+                            .and_then(|r| serde_json::from_str(r).ok())
+                            .unwrap_or(serde_json::Value::Null);
+                        let event = crate::webhook::item_event(
+                            &task_shared.run_id,
+                            &record.item_id,
+                            record.status.as_str(),
+                            record.error.as_deref(),
+                            &output,
+                        );
+                        (target, event, record.item_id.clone())
+                    });
                     let _ = task_shared.tx.send(Message::Record(record)).await;
+                    if let Some((target, event, unit_id)) = hook {
+                        notify(&task_shared, target, &event, &unit_id).await;
+                    }
                 }
                 drop(permit);
             });
@@ -266,6 +357,45 @@ async fn dispatch(
     let interrupted = drain(all_done, &stop, &shared.stopping, interrupted).await;
     signal.abort();
     Ok(interrupted)
+}
+
+/// Delivers one item webhook and records how it went as a `(webhook)` step
+/// of the unit; a failure never fails the item.
+async fn notify(
+    shared: &Shared,
+    target: &crate::webhook::WebhookTarget,
+    event: &serde_json::Value,
+    unit_id: &str,
+) {
+    let started = now_ms();
+    let delivery = crate::webhook::deliver(&shared.lanes.direct().client, target, event).await;
+    let (status, attempts, code, error) = match delivery {
+        crate::webhook::Delivery::Delivered { attempts, status } => {
+            (ItemStatus::Done, attempts, Some(status), None)
+        }
+        crate::webhook::Delivery::Failed { attempts, error } => {
+            Progress::add(&shared.progress.webhook_failures, 1);
+            (ItemStatus::Failed, attempts, None, Some(error))
+        }
+    };
+    let record = sluice_store::StepRecord {
+        unit_id: unit_id.to_string(),
+        step: "(webhook)".into(),
+        part: -1,
+        hash: 0,
+        status,
+        attempts,
+        throttled: 0,
+        status_code: code,
+        prompt_tokens: None,
+        completion_tokens: None,
+        latency_ms: (now_ms() - started).max(0) as u64,
+        started_at: started,
+        finished_at: now_ms(),
+        error,
+        output: None,
+    };
+    let _ = shared.tx.send(Message::Step(record)).await;
 }
 
 async fn record_bad(shared: &Shared, unit_id: String, idx: u64, bad: &BadItem) {

@@ -24,6 +24,12 @@ pub(crate) struct StepOutput {
     /// A conversation's turns: `[{prompt, answer}]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) turns: Option<Vec<Turn>>,
+    /// Set when this output is the step's fallback: why the step failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) fallback: Option<String>,
+    /// Set when this output came from the cache instead of a call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) cached: Option<bool>,
 }
 
 /// Token usage of one call (or the sum over a conversation).

@@ -6,7 +6,7 @@
 //! its request would be the same.
 
 use serde_json::{json, Map, Value as Json};
-use sluice_limit::{estimate_text_tokens, DEFAULT_COMPLETION_ESTIMATE};
+use sluice_limit::DEFAULT_COMPLETION_ESTIMATE;
 use sluice_spec::{RenderError, Step, StepKind};
 
 use super::output::{parse_json_text, StepOutput, Usage};
@@ -58,8 +58,9 @@ pub(crate) fn json_request(
         } => {
             let mut body = object(params.render(ctx)?);
             let input = input.render(ctx)?;
-            let estimate = text_estimate(&input);
-            body.insert("model".into(), Json::String(model.render(ctx)?));
+            let model = model.render(ctx)?;
+            let estimate = text_estimate(Some(&model), &input);
+            body.insert("model".into(), Json::String(model));
             body.insert("input".into(), input);
             Ok(Some(JsonRequest {
                 path: path.clone(),
@@ -117,11 +118,13 @@ fn object(value: Json) -> Map<String, Json> {
     }
 }
 
-/// Prompt characters ÷ 4 plus the completion cap (the same estimate as quick mode).
+/// The prompt's tokens (the model's tokenizer, else chars ÷ 4) plus the
+/// completion cap (the same estimate as quick mode).
 fn chat_estimate(body: &Json) -> u64 {
+    let model = body["model"].as_str();
     let prompt: u64 = body["messages"]
         .as_array()
-        .map(|ms| ms.iter().map(|m| text_estimate(&m["content"])).sum())
+        .map(|ms| ms.iter().map(|m| text_estimate(model, &m["content"])).sum())
         .unwrap_or(0);
     let completion = body
         .get("max_completion_tokens")
@@ -131,11 +134,11 @@ fn chat_estimate(body: &Json) -> u64 {
     prompt + completion
 }
 
-fn text_estimate(value: &Json) -> u64 {
+fn text_estimate(model: Option<&str>, value: &Json) -> u64 {
     match value {
-        Json::String(s) => estimate_text_tokens(s),
-        Json::Array(items) => items.iter().map(text_estimate).sum(),
-        Json::Object(o) => o.get("text").map(text_estimate).unwrap_or(0),
+        Json::String(s) => crate::tokens::estimate(model, s),
+        Json::Array(items) => items.iter().map(|i| text_estimate(model, i)).sum(),
+        Json::Object(o) => o.get("text").map(|t| text_estimate(model, t)).unwrap_or(0),
         _ => 0,
     }
 }

@@ -14,7 +14,7 @@ fn every_complete_example_in_the_docs_is_valid() {
         .filter(|block| block.contains("[input]") && block.contains("[[steps]]"))
         .collect();
     assert!(
-        blocks.len() >= 6,
+        blocks.len() >= 7,
         "found {} complete examples",
         blocks.len()
     );

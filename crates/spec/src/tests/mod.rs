@@ -5,6 +5,8 @@
 
 mod docs;
 mod good;
+mod policies;
+mod providers;
 mod rules;
 mod templates;
 

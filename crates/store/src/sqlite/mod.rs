@@ -23,6 +23,7 @@ use rows::item_columns;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_init.sql"),
     include_str!("../../migrations/0002_steps.sql"),
+    include_str!("../../migrations/0003_cache.sql"),
 ];
 
 /// How long a statement waits for another connection's write lock before failing.

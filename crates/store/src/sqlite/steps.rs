@@ -127,3 +127,39 @@ fn from_row(row: &Row<'_>) -> Result<StepRecord> {
         output: rows::col(row, 14)?,
     })
 }
+
+pub(super) fn cache_get(store: &mut SqliteStore, key: u64, since: i64) -> Result<Option<String>> {
+    let op = "read the cache";
+    let mut stmt = store
+        .conn
+        .prepare_cached("SELECT output FROM cache WHERE key = ?1 AND created_at >= ?2")
+        .during(op)?;
+    let mut found = stmt
+        .query(params![rows::hash_to_i64(key), since])
+        .during(op)?;
+    match found.next().during(op)? {
+        Some(row) => Ok(Some(rows::col(row, 0)?)),
+        None => Ok(None),
+    }
+}
+
+pub(super) fn cache_put(store: &mut SqliteStore, entries: &[(u64, String, i64)]) -> Result<()> {
+    let op = "write the cache";
+    let tx = store
+        .conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .during(op)?;
+    {
+        let mut stmt = tx
+            .prepare_cached(
+                "INSERT INTO cache (key, output, created_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (key) DO UPDATE SET output = excluded.output, created_at = excluded.created_at",
+            )
+            .during(op)?;
+        for (key, output, at) in entries {
+            stmt.execute(params![rows::hash_to_i64(*key), output, at])
+                .during(op)?;
+        }
+    }
+    tx.commit().during(op)
+}

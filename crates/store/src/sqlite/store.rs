@@ -303,4 +303,12 @@ impl Store for SqliteStore {
     fn reset_failed_steps(&mut self, run_id: &str, step: Option<&str>) -> Result<u64> {
         super::steps::reset_failed(self, run_id, step)
     }
+
+    fn cache_get(&mut self, key: u64, since: i64) -> Result<Option<String>> {
+        super::steps::cache_get(self, key, since)
+    }
+
+    fn cache_put(&mut self, entries: &[(u64, String, i64)]) -> Result<()> {
+        super::steps::cache_put(self, entries)
+    }
 }

@@ -34,7 +34,8 @@ macro_rules! store_suite {
             reader_proceeds_while_writer_commits, concurrent_writer_and_reader_threads,
             batch_is_atomic, unknown_run_is_an_error, survives_drop_without_close,
             reopening_is_idempotent, lists_runs_newest_first,
-            step_records_round_trip_and_replace, reset_failed_steps_reopens_their_units);
+            step_records_round_trip_and_replace, reset_failed_steps_reopens_their_units,
+            cache_entries_expire_by_age);
     };
     (@each $fresh:path; $($check:ident),* $(,)?) => {
         $(

@@ -82,3 +82,31 @@ pub(crate) fn reset_failed_steps_reopens_their_units(connect: Connect<'_>) {
     assert!(s.get_item(&run.id, "u1").unwrap().is_none());
     assert!(s.unit_steps(&run.id, "u1").unwrap().is_empty());
 }
+
+/// The cache is shared by runs, replaced per key, and honours `since` (the TTL).
+pub(crate) fn cache_entries_expire_by_age(connect: Connect<'_>) {
+    let mut s = connect();
+    assert_eq!(s.cache_get(7, 0).unwrap(), None);
+    s.cache_put(&[
+        (7, r#"{"text":"a"}"#.into(), 1_000),
+        (u64::MAX, "{}".into(), 5_000),
+    ])
+    .unwrap();
+    assert_eq!(
+        s.cache_get(7, 500).unwrap().as_deref(),
+        Some(r#"{"text":"a"}"#)
+    );
+    assert_eq!(
+        s.cache_get(7, 1_001).unwrap(),
+        None,
+        "older than the TTL allows"
+    );
+    s.cache_put(&[(7, r#"{"text":"b"}"#.into(), 9_000)])
+        .unwrap();
+    let mut other = connect();
+    assert_eq!(
+        other.cache_get(7, 8_000).unwrap().as_deref(),
+        Some(r#"{"text":"b"}"#)
+    );
+    assert_eq!(other.cache_get(u64::MAX, 0).unwrap().as_deref(), Some("{}"));
+}

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -39,9 +39,57 @@ pub(crate) struct Shared {
     pub(crate) output_dir: PathBuf,
     /// `env` for templates: only the variables the job lists.
     pub(crate) env: Json,
-    /// Reads earlier step records on resume; `None` for a new run.
+    /// Reads earlier step records on resume and the cache; `None` for a new
+    /// run without cached steps.
     pub(crate) reader: Option<Mutex<SqliteStore>>,
+    /// Whether `reader` holds step records worth reading (a resumed run).
+    pub(crate) resumed: bool,
     pub(crate) run_id: String,
+    /// `budget = { usd }` in millionths of a USD.
+    pub(crate) budget_micro_usd: Option<u64>,
+    /// `[webhook] on = "item"`: notified per finished unit.
+    pub(crate) item_hook: Option<crate::webhook::WebhookTarget>,
+}
+
+impl Shared {
+    /// A cached output for `key` younger than `ttl`, if any.
+    pub(crate) fn cached(&self, key: u64, ttl: std::time::Duration) -> Option<StepOutput> {
+        let reader = self.reader.as_ref()?;
+        let since = now_ms() - ttl.as_millis().min(i64::MAX as u128) as i64;
+        let mut store = reader.lock().unwrap_or_else(|e| e.into_inner());
+        let text = store.cache_get(key, since).ok()??;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// Whether the budget is spent: no new call starts (and the run stops).
+    pub(crate) fn over_budget(&self) -> bool {
+        let Some(budget) = self.budget_micro_usd else {
+            return false;
+        };
+        if self.progress.spent_micro_usd.load(Relaxed) < budget {
+            return false;
+        }
+        if self.progress.budget_reached.swap(1, Relaxed) == 0 {
+            tracing::warn!("budget reached: no new calls; rerun with a higher budget to continue");
+        }
+        self.stopping.store(true, Relaxed);
+        true
+    }
+
+    /// Adds the price of `usage` on `lane` for `model` to the spend.
+    pub(crate) fn charge(
+        &self,
+        lane: &super::lanes::Lane,
+        model: Option<&str>,
+        usage: Option<Usage>,
+    ) {
+        let Some(u) = usage else { return };
+        if let Some(usd) = lane.cost(model, u.prompt_tokens, u.completion_tokens) {
+            self.progress
+                .spent_micro_usd
+                .fetch_add((usd * 1e6).round() as u64, Relaxed);
+        }
+    }
 }
 
 /// An input item × one matrix combination.
@@ -80,30 +128,29 @@ pub(crate) async fn run_unit(shared: &Shared, unit: Unit) -> Option<ItemRecord> 
     let mut outputs = Map::new();
     let mut tally = UnitTally::default();
     let mut failure: Option<String> = None;
-    for step in &shared.job.steps {
-        let ctx = context(shared, &unit, &outputs, None);
-        let end = if let Some(for_each) = &step.for_each {
-            fan_out(
-                shared, &unit, step, &outputs, &ctx, for_each, &known, &mut tally,
-            )
-            .await
-        } else if matches!(step.kind, StepKind::Conversation { .. }) {
-            conversation(shared, &unit, step, &ctx, &known, &mut tally).await
-        } else {
-            let stem = crate::steps::http::safe_stem(&unit.id);
-            part(shared, &unit, step, &ctx, -1, &stem, &known, &mut tally)
-                .await
-                .map_done(|o| o.to_value())
-        };
-        match end {
-            Done(value) => {
-                outputs.insert(step.name.clone(), value);
+    let steps = run_steps(
+        shared,
+        &unit,
+        &known,
+        &mut outputs,
+        &mut tally,
+        &mut failure,
+    );
+    match shared.job.unit_timeout {
+        Some(limit) => match tokio::time::timeout(limit, steps).await {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(_) => {
+                failure = Some(format!(
+                    "deadline: the unit did not finish within unit_timeout ({}); calls in flight were cut",
+                    humantime_like(limit)
+                ));
             }
-            Failed(message) => {
-                failure = Some(unit_error(&step.name, &message));
-                break;
+        },
+        None => {
+            if !steps.await {
+                return None;
             }
-            Stopped => return None,
         }
     }
     let status = if failure.is_some() {
@@ -134,6 +181,50 @@ pub(crate) async fn run_unit(shared: &Shared, unit: Unit) -> Option<ItemRecord> 
         metadata: None,
         custom_id: Some(unit.item_id),
     })
+}
+
+/// Runs the steps in order; `false` when the run stopped first.
+async fn run_steps(
+    shared: &Shared,
+    unit: &Unit,
+    known: &Known,
+    outputs: &mut Map<String, Json>,
+    tally: &mut UnitTally,
+    failure: &mut Option<String>,
+) -> bool {
+    for step in &shared.job.steps {
+        let ctx = context(shared, unit, outputs, None);
+        let end = if let Some(for_each) = &step.for_each {
+            fan_out(shared, unit, step, outputs, &ctx, for_each, known, tally).await
+        } else if matches!(step.kind, StepKind::Conversation { .. }) {
+            conversation(shared, unit, step, &ctx, known, tally).await
+        } else {
+            let stem = crate::steps::http::safe_stem(&unit.id);
+            part(shared, unit, step, &ctx, -1, &stem, known, tally)
+                .await
+                .map_done(|o| o.to_value())
+        };
+        match end {
+            Done(value) => {
+                outputs.insert(step.name.clone(), value);
+            }
+            Failed(message) => {
+                *failure = Some(unit_error(&step.name, &message));
+                break;
+            }
+            Stopped => return false,
+        }
+    }
+    true
+}
+
+fn humantime_like(d: std::time::Duration) -> String {
+    let secs = d.as_secs();
+    if secs.is_multiple_of(60) && secs >= 60 {
+        format!("{}m", secs / 60)
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
 }
 
 /// `code: step NAME: message`: the failure's own code first (`server_error`,
@@ -174,7 +265,7 @@ pub(super) type Known = HashMap<(String, i64), (u64, StepOutput)>;
 
 /// Done parts recorded by earlier runs of this unit: (step, part) → (hash, output).
 fn known_parts(shared: &Shared, unit_id: &str) -> Known {
-    let Some(reader) = &shared.reader else {
+    let Some(reader) = shared.reader.as_ref().filter(|_| shared.resumed) else {
         return Known::new();
     };
     let mut store = reader.lock().unwrap_or_else(|e| e.into_inner());

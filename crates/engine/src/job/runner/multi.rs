@@ -125,12 +125,18 @@ pub(super) async fn conversation(
         let output = match output {
             Some(o) => o,
             None => {
+                if shared.over_budget() {
+                    return Stopped;
+                }
                 let started = now_ms();
                 let mut t = Tally::default();
                 let (end, code, latency) = call_json(shared, lane, step, &request, &mut t).await;
                 let end = match end {
                     CallOutcome::Done(body) => match requests::chat_output(step, &body) {
-                        Ok(o) => PartEnd::Done(o),
+                        Ok(o) => {
+                            shared.charge(lane, request.body["model"].as_str(), o.usage);
+                            PartEnd::Done(o)
+                        }
                         Err(m) => PartEnd::Failed(m),
                     },
                     CallOutcome::Failed(m) => PartEnd::Failed(m),

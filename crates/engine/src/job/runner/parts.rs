@@ -6,14 +6,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::Method;
 use sluice_provider::{CallOptions, Endpoint};
-use sluice_spec::{Step, StepKind};
+use sluice_spec::{Fallback, Step, StepKind};
 use sluice_store::{ItemStatus, StepRecord};
 
 use super::{Known, PartEnd, Shared, Unit, UnitTally};
 use crate::calls::{self, CallEnd, CallEnv, CallRequest, Tally};
-use crate::job::lanes::Lane;
+use crate::job::lanes::{Lane, LaneRoute};
 use crate::job::output::{parse_json_text, StepOutput};
 use crate::job::requests::{self, JsonRequest};
+use crate::progress::Progress;
 use crate::quick::now_ms;
 use crate::writer::Message;
 
@@ -38,23 +39,101 @@ pub(super) async fn part(
             return PartEnd::Done(output.clone());
         }
     }
+    let cache_key = step.cache_ttl.map(|_| cache_key(step, hash));
+    if let (Some(ttl), Some(key)) = (step.cache_ttl, cache_key) {
+        if let Some(mut output) = shared.cached(key, ttl) {
+            output.cached = Some(true);
+            Progress::add(&shared.progress.cache_hits, 1);
+            let end = PartEnd::Done(output);
+            let none = Tally::default();
+            record(
+                shared,
+                unit,
+                step,
+                part,
+                hash,
+                &end,
+                &none,
+                None,
+                Duration::ZERO,
+                now_ms(),
+            )
+            .await;
+            return end;
+        }
+    }
+    if shared.over_budget() {
+        // Items stay pending; a rerun with a higher budget continues.
+        return PartEnd::Stopped;
+    }
     let _step_slot = match &shared.step_slots[step.index] {
         Some(slots) if step.for_each.is_none() => slots.clone().acquire_owned().await.ok(),
         _ => None,
     };
     let started = now_ms();
     let mut t = Tally::default();
-    let (end, code, latency) = execute(shared, unit, step, ctx, file_stem, &mut t).await;
+    let (mut end, mut code, mut latency) =
+        execute(shared, unit, step, ctx, file_stem, None, &mut t).await;
+    if let (PartEnd::Failed(reason), Some(fallback)) = (&end, &step.fallback) {
+        let reason = reason.clone();
+        match fallback {
+            Fallback::Value(value) => {
+                end = PartEnd::Done(StepOutput {
+                    text: Some(match value {
+                        serde_json::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    }),
+                    json: Some(value.clone()),
+                    fallback: Some(reason),
+                    ..Default::default()
+                });
+            }
+            Fallback::Provider(other) => {
+                let (again, c, l) =
+                    execute(shared, unit, step, ctx, file_stem, Some(other), &mut t).await;
+                (end, code, latency) = match again {
+                    PartEnd::Done(mut o) => {
+                        o.fallback = Some(format!("provider {other} after: {reason}"));
+                        (PartEnd::Done(o), c, l)
+                    }
+                    PartEnd::Failed(m) => (
+                        PartEnd::Failed(format!("{reason}; fallback provider {other}: {m}")),
+                        c,
+                        l,
+                    ),
+                    PartEnd::Stopped => (PartEnd::Stopped, c, l),
+                };
+            }
+        }
+        if matches!(end, PartEnd::Done(_)) {
+            Progress::add(&shared.progress.fallbacks, 1);
+        }
+    }
     tally.attempts += t.attempts;
     tally.throttled += t.throttled;
     if let PartEnd::Done(o) = &end {
         tally.add_usage(o.usage);
+        if let (Some(key), None) = (cache_key, &o.fallback) {
+            let _ = shared
+                .tx
+                .send(Message::Cache(key, o.to_value().to_string(), now_ms()))
+                .await;
+        }
     }
     record(
         shared, unit, step, part, hash, &end, &t, code, latency, started,
     )
     .await;
     end
+}
+
+/// The cache key of a step's request: its fingerprint and where it goes (the
+/// same prompt to another provider is another answer).
+fn cache_key(step: &Step, fingerprint: u64) -> u64 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(&fingerprint.to_le_bytes());
+    hasher.update(step.provider.as_deref().unwrap_or("").as_bytes());
+    hasher.digest()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -115,24 +194,16 @@ pub(super) async fn call_json(
     request: &JsonRequest,
     tally: &mut Tally,
 ) -> (CallOutcome, Option<u16>, Duration) {
-    let base = lane.base();
-    let url = format!("{}{}", base.url, request.path);
-    let endpoint = match Endpoint::parse(&url, Method::POST) {
-        Ok(e) => e,
-        Err(e) => {
-            return (
-                CallOutcome::Failed(format!("request_error: {e}")),
-                None,
-                Duration::ZERO,
-            )
-        }
-    };
     let body = Bytes::from(request.body.to_string());
+    let target = Target::Pool {
+        path: request.path.clone(),
+        method: Method::POST,
+    };
     let (end, _) = send(
         shared,
         lane,
         step,
-        &endpoint,
+        target,
         body,
         &lane.headers,
         None,
@@ -144,13 +215,21 @@ pub(super) async fn call_json(
     end
 }
 
-/// Sends one call on `lane`, holding the provider's concurrency slot.
+/// Where a step's calls go.
+pub(super) enum Target {
+    /// `path` on the lane's least busy healthy base URL, per attempt.
+    Pool { path: String, method: Method },
+    /// One absolute URL.
+    Url(Endpoint),
+}
+
+/// Sends one call on `lane`, holding a place in the provider's concurrency.
 #[allow(clippy::too_many_arguments)]
 async fn send(
     shared: &Shared,
     lane: &Lane,
     step: &Step,
-    endpoint: &Endpoint,
+    target: Target,
     body: Bytes,
     headers: &[(String, String)],
     content_type: Option<&str>,
@@ -158,10 +237,7 @@ async fn send(
     estimate: u64,
     tally: &mut Tally,
 ) -> ((CallOutcome, Option<u16>, Duration), Option<String>) {
-    let _slot = match &lane.slots {
-        Some(slots) => slots.clone().acquire_owned().await.ok(),
-        None => None,
-    };
+    let _place = lane.gate.enter().await;
     let (retries, backoff, timeout) = lane.policy(step);
     let env = CallEnv {
         client: &lane.client,
@@ -172,17 +248,39 @@ async fn send(
         retries,
         timeout,
     };
-    let request = CallRequest {
-        endpoint,
-        body,
-        options: CallOptions {
-            headers,
-            content_type,
-            expect_json,
-        },
-        estimate,
+    let options = CallOptions {
+        headers,
+        content_type,
+        expect_json,
     };
-    match calls::call(&env, &request, tally).await {
+    let end = match target {
+        Target::Pool { path, method } => {
+            let route = LaneRoute {
+                lane,
+                path,
+                method,
+                fail_when_open: step.fallback.is_some(),
+            };
+            let request = CallRequest {
+                route: &route,
+                body,
+                options,
+                estimate,
+            };
+            calls::call(&env, &request, tally).await
+        }
+        Target::Url(endpoint) => {
+            let route = calls::Fixed(&endpoint);
+            let request = CallRequest {
+                route: &route,
+                body,
+                options,
+                estimate,
+            };
+            calls::call(&env, &request, tally).await
+        }
+    };
+    match end {
         CallEnd::Done(success) => {
             let code = Some(success.status);
             let latency = success.latency;
@@ -209,11 +307,14 @@ async fn execute(
     step: &Step,
     ctx: &minijinja::Value,
     file_stem: &str,
+    provider: Option<&str>,
     tally: &mut Tally,
 ) -> (PartEnd, Option<u16>, Duration) {
+    // `provider` overrides the step's own (a fallback provider).
+    let provider = provider.or(step.provider.as_deref());
     match &step.kind {
         StepKind::Chat { .. } | StepKind::Embed { .. } => {
-            let Some(lane) = step.provider.as_deref().and_then(|p| shared.lanes.get(p)) else {
+            let Some(lane) = provider.and_then(|p| shared.lanes.get(p)) else {
                 return (
                     PartEnd::Failed("the step has no provider".into()),
                     None,
@@ -232,6 +333,7 @@ async fn execute(
                 Err(e) => return (PartEnd::Failed(e.to_string()), None, Duration::ZERO),
             };
             let single = !request.body["input"].is_array();
+            let model = request.body["model"].as_str().map(str::to_string);
             let (end, code, latency) = call_json(shared, lane, step, &request, tally).await;
             let end = match end {
                 CallOutcome::Done(body) => {
@@ -241,7 +343,10 @@ async fn execute(
                         requests::embed_output(&body, single)
                     };
                     match parsed {
-                        Ok(o) => PartEnd::Done(o),
+                        Ok(o) => {
+                            shared.charge(lane, model.as_deref(), o.usage);
+                            PartEnd::Done(o)
+                        }
                         Err(m) => PartEnd::Failed(m),
                     }
                 }
@@ -251,23 +356,31 @@ async fn execute(
             (end, code, latency)
         }
         StepKind::Http { save, .. } => {
-            let provider_lane = step.provider.as_deref().and_then(|p| shared.lanes.get(p));
-            let base = provider_lane.map(|l| l.base());
-            let call =
-                match crate::steps::http::build(&step.kind, base.as_ref().map(|b| b.url), &[], ctx)
-                {
-                    Ok(c) => c,
-                    Err(e) => return (PartEnd::Failed(e.to_string()), None, Duration::ZERO),
-                };
+            let provider_lane = provider.and_then(|p| shared.lanes.get(p));
+            let first_base = provider_lane.map(|l| l.first_base());
+            let call = match crate::steps::http::build(&step.kind, first_base, &[], ctx) {
+                Ok(c) => c,
+                Err(e) => return (PartEnd::Failed(e.to_string()), None, Duration::ZERO),
+            };
             let mut headers: Vec<(String, String)> =
                 provider_lane.map(|l| l.headers.clone()).unwrap_or_default();
             headers.extend(call.headers.iter().cloned());
+            // A `path` step was built on the first base URL; each attempt
+            // re-bases it on the least busy healthy one of the pool.
+            let uri = call.endpoint.uri.to_string();
+            let target = match (provider_lane, first_base.and_then(|b| uri.strip_prefix(b))) {
+                (Some(_), Some(path)) if path.starts_with('/') => Target::Pool {
+                    path: path.to_string(),
+                    method: call.endpoint.method.clone(),
+                },
+                _ => Target::Url(call.endpoint.clone()),
+            };
             let lane = provider_lane.unwrap_or_else(|| shared.lanes.direct());
             let ((end, code, latency), content_type) = send(
                 shared,
                 lane,
                 step,
-                &call.endpoint,
+                target,
                 call.body.clone(),
                 &headers,
                 call.content_type.as_deref(),
@@ -276,7 +389,6 @@ async fn execute(
                 tally,
             )
             .await;
-            drop(base);
             let end = match end {
                 CallOutcome::Done(body) => match crate::steps::http::finish(
                     *save,
@@ -292,8 +404,7 @@ async fn execute(
                         json: out.json,
                         file: out.file.map(|p| p.display().to_string()),
                         status: Some(i64::from(out.status)),
-                        usage: None,
-                        turns: None,
+                        ..Default::default()
                     }),
                     Err(e) => PartEnd::Failed(e.to_string()),
                 },

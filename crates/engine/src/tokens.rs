@@ -1,0 +1,32 @@
+//! Token estimates made before a call, to reserve tokens/minute budget.
+//!
+//! OpenAI-family models (`gpt-*`, `o1`/`o3`/`o4*`, `text-embedding-*`, …) are
+//! counted with their own BPE tokenizer (tiktoken-rs embeds the tables, so it
+//! works offline); any other model falls back to characters ÷ 4. Either way
+//! the response's `usage` corrects the reservation afterwards.
+
+use sluice_limit::estimate_text_tokens;
+
+/// Estimated tokens of `text` for `model`.
+pub(crate) fn estimate(model: Option<&str>, text: &str) -> u64 {
+    match model.and_then(|m| tiktoken_rs::bpe_for_model(m).ok()) {
+        Some(bpe) => bpe.encode_ordinary(text).len() as u64,
+        None => estimate_text_tokens(text),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openai_models_use_their_tokenizer_others_chars_over_four() {
+        // "hello world" is two tokens for o200k and cl100k alike.
+        assert_eq!(estimate(Some("gpt-4o"), "hello world"), 2);
+        assert_eq!(estimate(Some("gpt-4o-mini"), "hello world"), 2);
+        assert_eq!(estimate(Some("gpt-3.5-turbo"), "hello world"), 2);
+        // 11 characters → 3 by the fallback.
+        assert_eq!(estimate(Some("qwen-72b"), "hello world"), 3);
+        assert_eq!(estimate(None, "hello world"), 3);
+    }
+}

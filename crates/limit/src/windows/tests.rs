@@ -1,0 +1,258 @@
+//! Tests for [`Windows`]: which window binds when, day totals, oversize
+//! requests, settling and holds.
+
+use super::*;
+
+const MS: u64 = 1_000_000;
+
+fn windows(limits: WindowLimits) -> Windows {
+    Windows::new(&limits, 0)
+}
+
+/// Admits `n` requests of `tokens` greedily from `start`, waiting exactly as
+/// told, and returns the admission times.
+fn admit(w: &mut Windows, start: u64, n: usize, tokens: u64) -> Vec<u64> {
+    let mut now = start;
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        loop {
+            match w.try_acquire(now, tokens) {
+                Ok(()) => break,
+                Err(Rejection::Wait(wait)) => now += wait,
+                Err(e) => panic!("unexpected {e:?}"),
+            }
+        }
+        times.push(now);
+    }
+    times
+}
+
+/// The most admissions in any half-open span of `period` nanoseconds.
+fn busiest(times: &[u64], period: u64) -> usize {
+    (0..times.len())
+        .map(|i| {
+            times[i..]
+                .iter()
+                .take_while(|&&t| t < times[i] + period)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn the_tighter_of_rps_and_rpm_binds() {
+    // 30/min is one per 2 s: the minute binds, 10/s never gets a say.
+    let mut w = windows(WindowLimits {
+        rps: Some(10),
+        rpm: Some(30),
+        ..Default::default()
+    });
+    assert_eq!(admit(&mut w, 0, 3, 0), [0, 2 * SECOND, 4 * SECOND]);
+    // Both refuse at 4.05 s; the wait is the longer of the two.
+    assert_eq!(
+        w.try_acquire(4 * SECOND + 50 * MS, 0),
+        Err(Rejection::Wait(2 * SECOND - 50 * MS))
+    );
+
+    // 1,200/min is one per 50 ms: now the second binds, at 100 ms.
+    let mut w = windows(WindowLimits {
+        rps: Some(10),
+        rpm: Some(1_200),
+        ..Default::default()
+    });
+    assert_eq!(admit(&mut w, 0, 3, 0), [0, 100 * MS, 200 * MS]);
+}
+
+#[test]
+fn a_request_refused_by_one_window_takes_from_none() {
+    let mut w = windows(WindowLimits {
+        rps: Some(10),
+        rpm: Some(1_200),
+        ..Default::default()
+    });
+    w.try_acquire(0, 1).unwrap();
+    // At 60 ms the minute would admit (50 ms spacing), the second would not.
+    assert_eq!(w.try_acquire(60 * MS, 1), Err(Rejection::Wait(40 * MS)));
+    // Had the minute been charged at 60 ms, 100 ms would be 10 ms too early.
+    assert_eq!(w.try_acquire(100 * MS, 1), Ok(()));
+}
+
+#[test]
+fn an_hour_window_lends_a_sixtieth_then_paces() {
+    // 600/h: a burst of 10 (at the per-second pace), then the hour binds, its
+    // rate lowered by the nine extra requests the burst lent: 591 per hour.
+    let mut w = windows(WindowLimits {
+        rps: Some(10),
+        rph: Some(600),
+        ..Default::default()
+    });
+    let times = admit(&mut w, 0, 12, 0);
+    let per_second: Vec<u64> = (0..10).map(|i| i * 100 * MS).collect();
+    assert_eq!(&times[..10], &per_second[..]);
+    let unit = HOUR.div_ceil(591);
+    assert_eq!(&times[10..], &[unit, 2 * unit]);
+}
+
+#[test]
+fn a_small_day_limit_holds_its_total_over_every_day() {
+    // 120/day: a burst of two, then one every ~12 minutes, whatever the
+    // per-second window would allow.
+    let mut w = windows(WindowLimits {
+        rps: Some(10),
+        rpd: Some(120),
+        ..Default::default()
+    });
+    let times = admit(&mut w, 0, 360, 0);
+    let unit = DAY.div_ceil(119);
+    assert_eq!(&times[..4], &[0, 100 * MS, unit, 2 * unit]);
+    // The first day admits the whole budget, and no day ever holds more.
+    assert_eq!(times.iter().filter(|&&t| t < DAY).count(), 120);
+    assert_eq!(busiest(&times, DAY), 120);
+    // Once the day's 120 are spent, nothing more goes that day.
+    assert!(times[119] > 23 * HOUR && times[120] >= DAY, "{times:?}");
+    // After the burst, a request waits for the day's pace, not the second's.
+    let mut w = windows(WindowLimits {
+        rpd: Some(120),
+        ..Default::default()
+    });
+    admit(&mut w, 0, 2, 0);
+    assert_eq!(
+        w.try_acquire(MINUTE, 0),
+        Err(Rejection::Wait(unit - MINUTE))
+    );
+}
+
+#[test]
+fn a_large_day_limit_is_not_paced_to_the_second() {
+    // 14,400/day spaced evenly would be one per 6 s; with a burst of 240 a job
+    // of 200 requests runs at the per-second limit.
+    let mut w = windows(WindowLimits {
+        rps: Some(20),
+        rpd: Some(14_400),
+        ..Default::default()
+    });
+    let times = admit(&mut w, 0, 200, 0);
+    assert_eq!(times[199], 199 * 50 * MS);
+}
+
+#[test]
+fn tokens_above_tpm_or_tpd_are_too_large() {
+    let mut w = windows(WindowLimits {
+        rpm: Some(1),
+        tpm: Some(1_000),
+        tpd: Some(50_000),
+        ..Default::default()
+    });
+    assert_eq!(
+        w.try_acquire(0, 1_001),
+        Err(Rejection::TooLarge {
+            cost: 1_001,
+            limit: 1_000
+        })
+    );
+    // Refused outright, not charged: the one request a minute is still there.
+    assert_eq!(w.try_acquire(0, 1_000), Ok(()));
+
+    let mut w = windows(WindowLimits {
+        tpm: Some(10_000),
+        tpd: Some(2_000),
+        ..Default::default()
+    });
+    assert_eq!(
+        w.try_acquire(0, 2_001),
+        Err(Rejection::TooLarge {
+            cost: 2_001,
+            limit: 2_000
+        })
+    );
+    // Within tpd but above the rate left after its burst: refused, named
+    // against the configured limit, rather than waiting forever.
+    assert_eq!(
+        w.try_acquire(0, 1_990),
+        Err(Rejection::TooLarge {
+            cost: 1_990,
+            limit: 2_000
+        })
+    );
+}
+
+#[test]
+fn settle_refunds_and_charges_every_token_window() {
+    // 100 tokens/s per minute; ~1 token/s per day, with a burst of 1,440.
+    let mut w = windows(WindowLimits {
+        tpm: Some(6_000),
+        tpd: Some(86_400),
+        ..Default::default()
+    });
+    let debts = |w: &Windows, now| -> Vec<u64> {
+        w.windows.iter().map(|x| x.gcra.reset_nanos(now)).collect()
+    };
+    let day_unit = DAY.div_ceil(86_400 - 1_440 + 1);
+    w.try_acquire(0, 2_000).unwrap();
+    assert_eq!(debts(&w, 0), [20 * SECOND, 2_000 * day_unit]);
+    // The day window binds: 2,100 tokens of debt against a bucket of 1,440.
+    assert!(matches!(w.try_acquire(0, 100), Err(Rejection::Wait(_))));
+    // Only 200 were used: both windows get 1,800 back.
+    w.settle(0, 2_000, 200);
+    assert_eq!(debts(&w, 0), [2 * SECOND, 200 * day_unit]);
+    assert_eq!(w.try_acquire(2 * SECOND, 100), Ok(()));
+    // Using more than reserved charges both.
+    w.settle(2 * SECOND, 100, 600);
+    assert_eq!(
+        debts(&w, 2 * SECOND),
+        [6 * SECOND, 800 * day_unit - 2 * SECOND]
+    );
+}
+
+#[test]
+fn requests_without_tokens_pass_token_windows() {
+    let mut w = windows(WindowLimits {
+        rpm: Some(6_000),
+        tpm: Some(600),
+        ..Default::default()
+    });
+    w.try_acquire(0, 600).unwrap();
+    // The minute's tokens are spent, but a call that spends none still goes.
+    assert_eq!(w.try_acquire(10 * MS, 0), Ok(()));
+    assert!(matches!(w.try_acquire(10 * MS, 1), Err(Rejection::Wait(_))));
+}
+
+#[test]
+fn hold_pauses_everything_and_spends_no_budget() {
+    let mut w = windows(WindowLimits::default());
+    assert!(!w.is_limited());
+    assert_eq!(w.try_acquire(0, 1), Ok(()));
+    // A retry-after holds even a provider with no configured limits.
+    w.hold_until(700 * MS);
+    w.hold_until(300 * MS);
+    assert!(w.is_limited());
+    assert_eq!(w.try_acquire(100 * MS, 1), Err(Rejection::Wait(600 * MS)));
+    assert_eq!(w.try_acquire(700 * MS, 1), Ok(()));
+
+    // After the hold, the hour window's burst is still whole.
+    let mut w = windows(WindowLimits {
+        rph: Some(600),
+        ..Default::default()
+    });
+    assert!(w.is_limited());
+    w.hold_until(5 * SECOND);
+    assert_eq!(w.try_acquire(0, 0), Err(Rejection::Wait(5 * SECOND)));
+    assert_eq!(admit(&mut w, 5 * SECOND, 10, 0), [5 * SECOND; 10]);
+}
+
+#[test]
+fn catch_up_reaches_every_window() {
+    let mut w = Windows::new(
+        &WindowLimits {
+            rps: Some(100),
+            tpm: Some(60_000),
+            ..Default::default()
+        },
+        2 * MS,
+    );
+    w.try_acquire(0, 10).unwrap();
+    // Woken 1.5 ms late: the next slot is still 10 ms after the first.
+    w.try_acquire(11 * MS + MS / 2, 10).unwrap();
+    assert_eq!(w.try_acquire(20 * MS, 10), Ok(()), "the lateness was lost");
+}
