@@ -99,6 +99,17 @@ fn describe(job: &sluice_spec::Job, plan: &Plan) -> String {
             s.provider.as_deref().unwrap_or("-"),
         );
     }
+    let total: Option<f64> = plan
+        .providers
+        .iter()
+        .filter_map(|p| p.cost_usd)
+        .reduce(|a, b| a + b);
+    if let Some(usd) = total {
+        text += &format!("cost       ~${usd:.2} (completions at their max_tokens; a ceiling)\n");
+    }
+    if let Some(budget) = job.budget_usd {
+        text += &format!("budget     ${budget:.2}: no new call starts once it is spent\n");
+    }
     if !plan.providers.is_empty() {
         text += "providers  (lower bound on wall time from each provider's limits)\n";
         for p in &plan.providers {
@@ -109,8 +120,12 @@ fn describe(job: &sluice_spec::Job, plan: &Plan) -> String {
                 ),
                 (None, _) => "no rate limit: bound by latency × calls ÷ concurrency".into(),
             };
+            let cost = p
+                .cost_usd
+                .map(|c| format!(" · ~${c:.2}"))
+                .unwrap_or_default();
             text += &format!(
-                "  {:<16} {} calls · {} tokens → {bound}\n",
+                "  {:<16} {} calls · {} tokens{cost} → {bound}\n",
                 p.name,
                 fmt_count(p.calls),
                 fmt_count(p.tokens)

@@ -64,6 +64,9 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         fmt_count(counts.prompt_tokens),
         fmt_count(counts.completion_tokens)
     );
+    if let Some(usd) = run.settings.get("spent_usd").and_then(|v| v.as_f64()) {
+        println!("spent      ${usd:.4} (priced providers)");
+    }
     if let (Some(first), Some(last)) = (counts.first_started_at, counts.last_finished_at) {
         let span = (last - first).max(1) as f64 / 1000.0;
         let finished = counts.done + counts.failed;

@@ -250,6 +250,13 @@ fn a_budget_stops_new_calls_and_a_higher_one_resumes() {
         mock.url("/v1")
     );
     let path = job(&s, &head, ASK);
+    let plan = s
+        .sluice(&["plan", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let plan = String::from_utf8_lossy(&plan.stdout).into_owned();
+    assert!(plan.contains("cost       ~$"), "{plan}");
+    assert!(plan.contains("budget     $50.00"), "{plan}");
     let first = s
         .sluice(&["run", path.to_str().unwrap(), "--json"])
         .output()
@@ -272,4 +279,7 @@ fn a_budget_stops_new_calls_and_a_higher_one_resumes() {
         20,
         "the rerun sent only what was pending"
     );
+    let status = s.sluice(&["status"]).output().unwrap();
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(status.contains("spent      $"), "{status}");
 }

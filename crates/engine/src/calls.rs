@@ -101,22 +101,9 @@ pub(crate) async fn call<R: Route>(
 ) -> CallEnd {
     let progress = env.progress;
     loop {
-        if let Err(too_large) = env.limiter.acquire(request.estimate).await {
-            return CallEnd::Failed {
-                error: format!(
-                    "token_limit: this request needs about {} tokens (prompt estimate + max_tokens) but the tokens/minute limit (--tpm, or the provider's tpm) is {}, so it can never be sent; raise --tpm or lower max_tokens",
-                    too_large.tokens, too_large.tpm
-                ),
-                status: None,
-                body: None,
-                latency: Duration::ZERO,
-            };
-        }
-        tally.attempts += 1;
-        Progress::add(&progress.attempts, 1);
-        if tally.attempts > 1 {
-            Progress::add(&progress.retries, 1);
-        }
+        // A place first (provider concurrency, a healthy endpoint), then the
+        // rate: a call that took its rate slot and then queued for a place
+        // would go out late, and the next one on time — closer than the limit.
         let (endpoint, ticket) = match request.route.pick().await {
             Ok(picked) => picked,
             Err(e) => {
@@ -134,6 +121,22 @@ pub(crate) async fn call<R: Route>(
                 };
             }
         };
+        if let Err(too_large) = env.limiter.acquire(request.estimate).await {
+            return CallEnd::Failed {
+                error: format!(
+                    "token_limit: this request needs about {} tokens (prompt estimate + max_tokens) but the tokens/minute limit (--tpm, or the provider's tpm) is {}, so it can never be sent; raise --tpm or lower max_tokens",
+                    too_large.tokens, too_large.tpm
+                ),
+                status: None,
+                body: None,
+                latency: Duration::ZERO,
+            };
+        }
+        tally.attempts += 1;
+        Progress::add(&progress.attempts, 1);
+        if tally.attempts > 1 {
+            Progress::add(&progress.retries, 1);
+        }
         Progress::add(&progress.in_flight, 1);
         let result = env
             .client

@@ -32,6 +32,11 @@ pub(crate) fn open_run(
     };
     Ok(match previous {
         Some(run) => {
+            let mut settings = settings;
+            // Totals kept with the run survive the new settings.
+            if let Some(spent) = run.settings.get("spent_usd") {
+                settings["spent_usd"] = spent.clone();
+            }
             store.update_settings(&run.id, &settings)?;
             (run, true)
         }

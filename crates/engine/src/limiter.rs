@@ -32,7 +32,12 @@ pub(crate) struct Limiter {
     /// Callers wait in line, so one waiter sleeps at a time and a large
     /// request is not overtaken forever by small ones.
     queue: tokio::sync::Mutex<()>,
-    limited: bool,
+    limited: std::sync::atomic::AtomicBool,
+    /// What the job configured; the provider's own limits (headers) fill in
+    /// what it left out.
+    configured: WindowLimits,
+    /// The per-minute limits learned from `x-ratelimit-limit-*` (0 = none).
+    learned: [AtomicU64; 2],
 }
 
 impl Limiter {
@@ -40,8 +45,10 @@ impl Limiter {
         let windows = Windows::new(limits, CATCH_UP_NANOS);
         Limiter {
             origin: Instant::now(),
-            limited: windows.is_limited(),
+            limited: std::sync::atomic::AtomicBool::new(windows.is_limited()),
             windows: Mutex::new(windows),
+            configured: limits.clone(),
+            learned: [AtomicU64::new(0), AtomicU64::new(0)],
             paused_until: AtomicU64::new(0),
             queue: tokio::sync::Mutex::new(()),
         }
@@ -62,7 +69,7 @@ impl Limiter {
 
     /// Waits until one request of `tokens` conforms to every limit, and takes it.
     pub(crate) async fn acquire(&self, tokens: u64) -> Result<(), TooLarge> {
-        if !self.limited && self.paused_until.load(Relaxed) <= self.now() {
+        if !self.limited.load(Relaxed) && self.paused_until.load(Relaxed) <= self.now() {
             return Ok(());
         }
         let _turn = self.queue.lock().await;
@@ -112,13 +119,56 @@ impl Limiter {
     }
 
     /// Applies the provider's own view: a limit it reports as exhausted pauses
-    /// sending until its reset.
+    /// sending until its reset, and a per-minute limit it announces
+    /// (`x-ratelimit-limit-*`) is held from then on when the job set none,
+    /// so a client that was not told the limit stops drawing 429s.
     pub(crate) fn observe(&self, signals: &RateSignals) {
-        for (remaining, reset) in [
+        let rpm = signals
+            .limit_requests
+            .filter(|_| self.configured.rpm.is_none());
+        let tpm = signals
+            .limit_tokens
+            .filter(|_| self.configured.tpm.is_none());
+        let changed = [rpm, tpm]
+            .iter()
+            .zip(&self.learned)
+            .any(|(new, old)| new.is_some_and(|n| n > 0 && n != old.load(Relaxed)));
+        if changed {
+            if let Some(r) = rpm {
+                self.learned[0].store(r, Relaxed);
+            }
+            if let Some(t) = tpm {
+                self.learned[1].store(t, Relaxed);
+            }
+            let learned = |i: usize| Some(self.learned[i].load(Relaxed)).filter(|&n| n > 0);
+            let limits = WindowLimits {
+                rpm: self.configured.rpm.or(learned(0)),
+                tpm: self.configured.tpm.or(learned(1)),
+                ..self.configured.clone()
+            };
+            let mut windows = Windows::new(&limits, CATCH_UP_NANOS);
+            // The request that brought this answer counts against the new
+            // window, so the next one waits its turn instead of drawing a 429.
+            let _ = windows.try_acquire(self.now(), 0);
+            self.limited.store(windows.is_limited(), Relaxed);
+            *self.windows.lock().unwrap_or_else(|e| e.into_inner()) = windows;
+            tracing::debug!(?limits, "holding the limits the provider announced");
+        }
+        // An exhausted budget pauses everyone until its reset — unless that
+        // limit is already held here (configured or learned): the GCRA paces
+        // to it precisely, and the pause would only add lateness.
+        let known = [
+            self.configured.rpm.is_some() || self.learned[0].load(Relaxed) > 0,
+            self.configured.tpm.is_some() || self.learned[1].load(Relaxed) > 0,
+        ];
+        for ((remaining, reset), known) in [
             (signals.remaining_requests, signals.reset_requests),
             (signals.remaining_tokens, signals.reset_tokens),
-        ] {
-            if let (Some(0), Some(reset)) = (remaining, reset) {
+        ]
+        .into_iter()
+        .zip(known)
+        {
+            if let (Some(0), Some(reset), false) = (remaining, reset, known) {
                 self.pause(reset);
             }
         }
@@ -169,6 +219,32 @@ mod tests {
         limiter.acquire(1).await.unwrap();
         let ms = start.elapsed().as_millis();
         assert!((700..=710).contains(&ms), "{ms}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_announced_limit_is_held_when_none_was_configured() {
+        let limiter = Limiter::per_minute(None, None);
+        limiter.acquire(1).await.unwrap();
+        limiter.observe(&RateSignals {
+            limit_requests: Some(600),
+            ..Default::default()
+        });
+        // The answered request counts: the next two wait 100 ms each.
+        let start = tokio::time::Instant::now();
+        limiter.acquire(1).await.unwrap();
+        limiter.acquire(1).await.unwrap();
+        let ms = start.elapsed().as_millis();
+        assert!((195..=205).contains(&ms), "{ms}");
+        // A configured limit is not replaced by the provider's.
+        let configured = Limiter::per_minute(Some(60), None);
+        configured.observe(&RateSignals {
+            limit_requests: Some(6_000),
+            ..Default::default()
+        });
+        configured.acquire(1).await.unwrap();
+        let start = tokio::time::Instant::now();
+        configured.acquire(1).await.unwrap();
+        assert!(start.elapsed().as_millis() >= 990);
     }
 
     #[tokio::test(start_paused = true)]

@@ -16,6 +16,10 @@ pub struct RateSignals {
     pub remaining_tokens: Option<u64>,
     /// `x-ratelimit-reset-tokens`.
     pub reset_tokens: Option<Duration>,
+    /// `x-ratelimit-limit-requests`: the provider's requests per minute.
+    pub limit_requests: Option<u64>,
+    /// `x-ratelimit-limit-tokens`: the provider's tokens per minute.
+    pub limit_tokens: Option<u64>,
 }
 
 impl RateSignals {
@@ -38,6 +42,8 @@ impl RateSignals {
             reset_requests: dur("x-ratelimit-reset-requests"),
             remaining_tokens: num("x-ratelimit-remaining-tokens"),
             reset_tokens: dur("x-ratelimit-reset-tokens"),
+            limit_requests: num("x-ratelimit-limit-requests"),
+            limit_tokens: num("x-ratelimit-limit-tokens"),
         }
     }
 }

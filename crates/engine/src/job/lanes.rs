@@ -312,11 +312,14 @@ pub(crate) struct LaneRoute<'a> {
     pub(crate) fail_when_open: bool,
 }
 
-/// An attempt's place on a base URL; freed if the attempt is abandoned.
+/// An attempt's place in the provider's concurrency and on a base URL;
+/// freed when the attempt ends or is abandoned, so a call waiting to retry
+/// holds neither.
 pub(crate) struct Ticket<'a> {
     lane: &'a Lane,
     index: usize,
     reported: bool,
+    _place: GateGuard<'a>,
 }
 
 impl Drop for Ticket<'_> {
@@ -334,6 +337,7 @@ impl<'a> Route for LaneRoute<'a> {
     type Ticket = Ticket<'a>;
 
     async fn pick(&self) -> std::result::Result<(Cow<'_, Endpoint>, Ticket<'a>), String> {
+        let place = self.lane.gate.enter().await;
         let Some(index) = self.lane.pick(self.fail_when_open).await else {
             return Err(format!(
                 "circuit_open: every endpoint of provider {} is failing (its circuit breakers are open)",
@@ -344,6 +348,7 @@ impl<'a> Route for LaneRoute<'a> {
             lane: self.lane,
             index,
             reported: false,
+            _place: place,
         };
         let url = format!("{}{}", self.lane.bases[index].url, self.path);
         let endpoint = Endpoint::parse(&url, self.method.clone()).map_err(|e| e.to_string())?;

@@ -73,11 +73,25 @@ pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<Ru
     // Ids are checked before anything is sent: a template error or a repeated
     // id is an input error like a malformed line.
     let ids = UnitIds::check(job, &prepared, &input_name)?;
+    // A provider none of whose base URLs answers stops the run before
+    // anything is sent; one dead URL of a pool is only a warning (its breaker
+    // will keep calls away from it).
     for lane in lanes.all() {
+        let mut first_error = None;
+        let mut reachable = 0;
         for base in lane.base_urls() {
             let endpoint = sluice_provider::Endpoint::parse(base, http::Method::POST)
                 .map_err(|e| Error::Config(e.to_string()))?;
-            runtime.block_on(preflight(&endpoint))?;
+            match runtime.block_on(preflight(&endpoint)) {
+                Ok(()) => reachable += 1,
+                Err(e) => {
+                    tracing::warn!("provider {}: {e}", lane.name);
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let (0, Some(e)) = (reachable, first_error) {
+            return Err(e);
         }
     }
 
@@ -176,6 +190,21 @@ pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<Ru
     drop(runtime);
     drop(shared);
     writer.finish()?;
+    let spent = progress.snapshot().spent_usd;
+    if spent > 0.0 {
+        // Kept with the run (across resumes) for `sluice status`.
+        let mut store = SqliteStore::open(&cfg.store_path)?;
+        let mut settings = store
+            .find_run(&run.id)?
+            .map(|r| r.settings)
+            .unwrap_or_default();
+        let before = settings
+            .get("spent_usd")
+            .and_then(|v| v.as_f64())
+            .unwrap_or(0.0);
+        settings["spent_usd"] = serde_json::json!(before + spent);
+        store.update_settings(&run.id, &settings)?;
+    }
     close_run(&cfg.store_path, run, resumed, interrupted, &progress)
 }
 

@@ -27,6 +27,8 @@ pub struct StepPlan {
     /// Whether some prompts depend on earlier steps' answers, so `tokens`
     /// counts only their template text.
     pub tokens_partial: bool,
+    /// Estimated USD (completions at their caps), when the provider has prices.
+    pub cost_usd: Option<f64>,
 }
 
 /// The lower bound one provider's limits put on the run's wall time.
@@ -46,6 +48,8 @@ pub struct ProviderPlan {
     pub bound_seconds: Option<f64>,
     /// `rpm`, `tpm`, or `none` (only latency × calls ÷ concurrency bounds it).
     pub binding: String,
+    /// Estimated USD, when priced.
+    pub cost_usd: Option<f64>,
 }
 
 /// A job's plan.
@@ -84,6 +88,7 @@ pub fn plan(job: &Job, spool_dir: &std::path::Path) -> Result<Plan> {
             )
             .then_some(0),
             tokens_partial: false,
+            cost_usd: None,
         })
         .collect();
     let items = if matches!(job.input.source, InputSource::Url { .. }) {
@@ -114,12 +119,16 @@ pub fn plan(job: &Job, spool_dir: &std::path::Path) -> Result<Plan> {
                     };
                     plan.calls += turns;
                     if let Some(tokens) = plan.tokens.as_mut() {
-                        match estimate(step, &ctx) {
-                            Some(t) => *tokens += t,
+                        let t = match estimate(step, &ctx) {
+                            Some(t) => t,
                             None => {
                                 plan.tokens_partial = true;
-                                *tokens += template_estimate(step);
+                                template_estimate(step)
                             }
+                        };
+                        *tokens += t;
+                        if let Some(usd) = cost(job, step, &ctx, t, turns) {
+                            *plan.cost_usd.get_or_insert(0.0) += usd;
                         }
                     }
                 }
@@ -144,7 +153,13 @@ pub fn plan(job: &Job, spool_dir: &std::path::Path) -> Result<Plan> {
                 (None, Some(t)) => (Some(t), "tpm"),
                 (None, None) => (None, "none"),
             };
+            let cost_usd = steps
+                .iter()
+                .filter(|s| s.provider.as_deref() == Some(&p.name))
+                .filter_map(|s| s.cost_usd)
+                .reduce(|a, b| a + b);
             ProviderPlan {
+                cost_usd,
                 name: p.name.clone(),
                 calls,
                 tokens,
@@ -163,6 +178,37 @@ pub fn plan(job: &Job, spool_dir: &std::path::Path) -> Result<Plan> {
         steps,
         providers,
     })
+}
+
+/// USD of `tokens` for one unit's call(s) of `step`: the completion caps at
+/// the output price, the rest at the input price.
+fn cost(
+    job: &Job,
+    step: &sluice_spec::Step,
+    ctx: &minijinja::Value,
+    tokens: u64,
+    calls: u64,
+) -> Option<f64> {
+    let provider = job.provider(step.provider.as_deref()?)?;
+    let (model, params) = match &step.kind {
+        StepKind::Chat { model, params, .. } | StepKind::Conversation { model, params, .. } => {
+            (model, Some(params))
+        }
+        StepKind::Embed { model, .. } => (model, None),
+        _ => return None,
+    };
+    let price = provider.price(&model.render(ctx).ok()?)?;
+    let cap = params
+        .and_then(|p| p.render(ctx).ok())
+        .and_then(|p| {
+            p.get("max_completion_tokens")
+                .or_else(|| p.get("max_tokens"))
+                .and_then(Json::as_u64)
+        })
+        .unwrap_or(if params.is_some() { 256 } else { 0 });
+    let output = (cap * calls).min(tokens);
+    let input = tokens - output;
+    Some(input as f64 * price.input_per_mtok / 1e6 + output as f64 * price.output_per_mtok / 1e6)
 }
 
 /// Tokens of one unit's call(s) of `step`, when its templates render without

@@ -237,7 +237,6 @@ async fn send(
     estimate: u64,
     tally: &mut Tally,
 ) -> ((CallOutcome, Option<u16>, Duration), Option<String>) {
-    let _place = lane.gate.enter().await;
     let (retries, backoff, timeout) = lane.policy(step);
     let env = CallEnv {
         client: &lane.client,
@@ -270,6 +269,8 @@ async fn send(
             calls::call(&env, &request, tally).await
         }
         Target::Url(endpoint) => {
+            // One URL, no pool: the provider's concurrency is held for the call.
+            let _place = lane.gate.enter().await;
             let route = calls::Fixed(&endpoint);
             let request = CallRequest {
                 route: &route,
