@@ -380,22 +380,8 @@ impl Lanes {
             &Provider {
                 name: "(direct)".into(),
                 base_urls: vec!["http://127.0.0.1".into()],
-                api_key_env: None,
-                concurrency: None,
-                adaptive: None,
-                rps: None,
-                rpm: None,
-                rph: None,
-                rpd: None,
-                tpm: None,
-                tpd: None,
-                url_concurrency: None,
                 breaker: None,
-                connect_timeout: Duration::from_secs(10),
-                timeout: Duration::from_secs(60),
-                retries: Retries::default(),
-                headers: Vec::new(),
-                prices: Vec::new(),
+                ..Provider::default()
             },
             env,
         )?;

@@ -260,25 +260,33 @@ async fn send(
                 method,
                 fail_when_open: step.fallback.is_some(),
             };
-            let request = CallRequest {
-                route: &route,
-                body,
-                options,
-                estimate,
-            };
-            calls::call(&env, &request, tally).await
+            calls::call(
+                &env,
+                &CallRequest {
+                    route: &route,
+                    body,
+                    options,
+                    estimate,
+                },
+                tally,
+            )
+            .await
         }
         Target::Url(endpoint) => {
             // One URL, no pool: the provider's concurrency is held for the call.
             let _place = lane.gate.enter().await;
             let route = calls::Fixed(&endpoint);
-            let request = CallRequest {
-                route: &route,
-                body,
-                options,
-                estimate,
-            };
-            calls::call(&env, &request, tally).await
+            calls::call(
+                &env,
+                &CallRequest {
+                    route: &route,
+                    body,
+                    options,
+                    estimate,
+                },
+                tally,
+            )
+            .await
         }
     };
     match end {
