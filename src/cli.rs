@@ -55,9 +55,11 @@ pub(crate) struct RunArgs {
     /// line's `url` path replaces the path.
     #[arg(long, env = "SLUICE_URL")]
     pub(crate) url: Option<String>,
-    /// Calls in progress at most (including those waiting to retry).
-    #[arg(long, default_value_t = 64)]
-    pub(crate) concurrency: usize,
+    /// Calls in progress at most, including those waiting to retry (default 64;
+    /// with --rpm and no --concurrency, grows to what the rate needs at the
+    /// latency observed).
+    #[arg(long)]
+    pub(crate) concurrency: Option<usize>,
     /// Requests per minute, held continuously (GCRA, no bursts).
     #[arg(long)]
     pub(crate) rpm: Option<u64>,

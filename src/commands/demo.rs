@@ -85,6 +85,7 @@ fn demo_in(dir: &std::path::Path, items: u64) -> anyhow::Result<ExitCode> {
         input: InputSource::Path(input),
         url: format!("http://{addr}/v1/chat/completions"),
         concurrency: 32,
+        grow_to_rate: false,
         rpm: Some(6_000),
         tpm: None,
         retries: 5,

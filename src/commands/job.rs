@@ -209,6 +209,7 @@ pub(crate) fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
         input: sluice_engine::InputSource::Path(PathBuf::from(input)),
         url,
         concurrency: number("concurrency").unwrap_or(64) as usize,
+        grow_to_rate: false,
         rpm: number("rpm"),
         tpm: number("tpm"),
         retries: number("retries").unwrap_or(5) as u32,

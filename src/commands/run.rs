@@ -36,7 +36,8 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             InputSource::Path(PathBuf::from(&args.input))
         },
         url,
-        concurrency: args.concurrency,
+        concurrency: args.concurrency.unwrap_or(64),
+        grow_to_rate: args.concurrency.is_none(),
         rpm: args.rpm,
         tpm: args.tpm,
         retries: args.retries,

@@ -122,3 +122,37 @@ fn a_request_larger_than_the_tpm_limit_fails_clearly_and_is_not_sent() {
     assert_eq!(results[1]["response"]["status_code"], 200);
     assert_eq!(mock.stats()["requests"], 1);
 }
+
+#[test]
+fn with_only_a_rate_the_workers_grow_to_what_the_latency_needs() {
+    // 100 requests/s at 1 s latency needs ~100 in flight, more than the 64 default.
+    let mock = Mock::start(&["--latency-ms", "1000", "--rpm", "6000"]);
+    let s = Scratch::new();
+    let input = s.write_lines("in.jsonl", &chat_lines(300));
+    let out = s
+        .run(&input, &mock.chat_url(), &["--rpm", "6000"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let stats = mock.stats();
+    assert_eq!(stats["ok"], 300);
+    assert_eq!(stats["rate_limited"], 0, "{stats}");
+    let peak = u(&stats["max_in_flight"]);
+    assert!(
+        peak > 64,
+        "workers did not grow past the default 64: peak {peak}"
+    );
+    // Given --concurrency, it stays the cap.
+    let mock = Mock::start(&["--latency-ms", "300"]);
+    let small = s.write_lines("small.jsonl", &chat_lines(40));
+    let out = s
+        .run(
+            &small,
+            &mock.chat_url(),
+            &["--rpm", "6000", "--concurrency", "8"],
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(u(&mock.stats()["max_in_flight"]) <= 8);
+}

@@ -161,6 +161,7 @@ pub(crate) async fn call<R: Route>(
         );
         let failure = match result {
             Attempt::Ok(success) => {
+                progress.observe_latency(success.latency);
                 env.limiter.observe(&success.signals);
                 if success.prompt_tokens.is_some() || success.completion_tokens.is_some() {
                     let used =

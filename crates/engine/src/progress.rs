@@ -43,6 +43,8 @@ pub struct Progress {
     pub webhook_failures: AtomicU64,
     /// Times an endpoint's circuit breaker opened.
     pub breaker_openings: AtomicU64,
+    /// Moving average of successful calls' latency, in microseconds.
+    pub latency_ewma_us: AtomicU64,
 }
 
 impl Default for Progress {
@@ -65,6 +67,7 @@ impl Default for Progress {
             budget_reached: AtomicU64::new(0),
             webhook_failures: AtomicU64::new(0),
             breaker_openings: AtomicU64::new(0),
+            latency_ewma_us: AtomicU64::new(0),
         }
     }
 }
@@ -157,6 +160,19 @@ impl Progress {
 
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Relaxed);
+    }
+
+    /// Folds one successful call's latency into the moving average.
+    pub(crate) fn observe_latency(&self, latency: std::time::Duration) {
+        let sample = latency.as_micros() as u64;
+        let old = self.latency_ewma_us.load(Relaxed);
+        // Races between threads only lose a sample; the average stays sound.
+        let new = if old == 0 {
+            sample
+        } else {
+            (old * 4 + sample) / 5
+        };
+        self.latency_ewma_us.store(new, Relaxed);
     }
 
     pub(crate) fn sub(counter: &AtomicU64, n: u64) {

@@ -12,7 +12,6 @@ use sluice_limit::Backoff;
 use sluice_provider::{CallOptions, Client, Endpoint};
 use sluice_store::{ItemRecord, ItemStatus, Known, SqliteStore, Store};
 use tokio::sync::{mpsc, Notify};
-use tokio::task::JoinSet;
 
 use crate::calls::{self, CallEnd, CallEnv, CallRequest, Tally};
 use crate::error::{Error, Result};
@@ -34,6 +33,9 @@ pub struct QuickConfig {
     pub url: String,
     /// Calls in progress at most (including those waiting to retry).
     pub concurrency: usize,
+    /// With `rpm`: add workers beyond `concurrency` when the observed latency
+    /// needs more to reach the rate (the user gave no `--concurrency`).
+    pub grow_to_rate: bool,
     /// Requests per minute.
     pub rpm: Option<u64>,
     /// Tokens per minute.
@@ -154,6 +156,7 @@ pub fn run_quick(cfg: &QuickConfig, progress: Arc<Progress>) -> Result<RunReport
         run_id: run.id.clone(),
         duplicate_lines: found.duplicate_lines,
         exact_tokens: cfg.tpm.is_some(),
+        grow_to_rpm: if cfg.grow_to_rate { cfg.rpm } else { None },
     };
     let dispatched = std::time::Instant::now();
     let interrupted = runtime.block_on(dispatch.run(&input_path, cfg.concurrency))?;
@@ -178,6 +181,54 @@ struct Dispatch {
     duplicate_lines: Vec<u64>,
     /// A tokens/minute limit is set: estimate with the model's tokenizer.
     exact_tokens: bool,
+    /// `--rpm` without `--concurrency`: grow the workers to reach it.
+    grow_to_rpm: Option<u64>,
+}
+
+/// Most workers a rate may grow to.
+const MAX_WORKERS: usize = 2_048;
+
+/// Workers to reach `rpm` at the observed latency, with 25% headroom.
+fn needed_workers(rpm: u64, progress: &Progress) -> usize {
+    let latency = progress.latency_ewma_us.load(Relaxed) as f64 / 1e6;
+    let needed = (rpm as f64 / 60.0 * latency * 1.25).ceil() as usize;
+    needed.min(MAX_WORKERS)
+}
+
+/// Live worker tasks, so the end of the run can wait for all of them.
+#[derive(Default)]
+struct Workers {
+    live: std::sync::atomic::AtomicUsize,
+    gone: Notify,
+}
+
+impl Workers {
+    async fn all_done(&self) {
+        loop {
+            let gone = self.gone.notified();
+            if self.live.load(Relaxed) == 0 {
+                return;
+            }
+            gone.await;
+        }
+    }
+}
+
+/// Counts one worker while it lives.
+struct WorkerGuard(Arc<Workers>);
+
+impl WorkerGuard {
+    fn enter(workers: Arc<Workers>) -> WorkerGuard {
+        workers.live.fetch_add(1, Relaxed);
+        WorkerGuard(workers)
+    }
+}
+
+impl Drop for WorkerGuard {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Relaxed);
+        self.0.gone.notify_waiters();
+    }
 }
 
 impl Dispatch {
@@ -191,25 +242,35 @@ impl Dispatch {
         // server idle half the time at zero latency).
         let (work_tx, work_rx) = mpsc::channel::<(Arc<Endpoint>, Request)>(concurrency.max(32) * 2);
         let work_rx = Arc::new(tokio::sync::Mutex::new(work_rx));
-        let mut workers = JoinSet::new();
-        for _ in 0..concurrency {
-            let (shared, tx, rx) = (self.shared.clone(), self.tx.clone(), work_rx.clone());
-            workers.spawn(async move {
-                loop {
-                    let next = rx.lock().await.recv().await;
-                    let Some((endpoint, request)) = next else {
-                        break;
-                    };
-                    if shared.stopping.load(Relaxed) {
-                        break;
+        let workers = Arc::new(Workers::default());
+        let (worker_shared, worker_tx) = (self.shared.clone(), self.tx.clone());
+        let spawn = |n: usize| {
+            for _ in 0..n {
+                let (shared, tx, rx) = (worker_shared.clone(), worker_tx.clone(), work_rx.clone());
+                let guard = WorkerGuard::enter(workers.clone());
+                tokio::spawn(async move {
+                    let _guard = guard;
+                    loop {
+                        let next = rx.lock().await.recv().await;
+                        let Some((endpoint, request)) = next else {
+                            break;
+                        };
+                        if shared.stopping.load(Relaxed) {
+                            break;
+                        }
+                        if let Some(record) = call(&shared, &endpoint, request).await {
+                            // A send error means the writer died; its error is reported at the end.
+                            let _ = tx.send(Message::Record(record)).await;
+                        }
                     }
-                    if let Some(record) = call(&shared, &endpoint, request).await {
-                        // A send error means the writer died; its error is reported at the end.
-                        let _ = tx.send(Message::Record(record)).await;
-                    }
-                }
-            });
-        }
+                });
+            }
+        };
+        spawn(concurrency);
+        // With a rate but no --concurrency, workers are added until there are
+        // enough to reach the rate at the latency observed (Little's law).
+        let mut grown = concurrency;
+        let mut next_check = tokio::time::Instant::now();
         let mut reader = LineReader::open(path)?;
         let mut chunk: Vec<std::result::Result<Request, BadLine>> = Vec::with_capacity(CHUNK);
         let mut interrupted = false;
@@ -272,6 +333,17 @@ impl Dispatch {
                         continue;
                     }
                 };
+                if let Some(rpm) = self.grow_to_rpm {
+                    if tokio::time::Instant::now() >= next_check {
+                        next_check += Duration::from_millis(200);
+                        let needed = needed_workers(rpm, &self.shared.progress);
+                        if needed > grown {
+                            tracing::debug!(needed, "adding workers to reach the rate");
+                            spawn(needed - grown);
+                            grown = needed;
+                        }
+                    }
+                }
                 tokio::select! {
                     sent = work_tx.send((endpoint, request)) => if sent.is_err() { break 'read },
                     _ = stop.notified() => { interrupted = true; break 'read; }
@@ -284,7 +356,7 @@ impl Dispatch {
         // Everything queued: the workers drain the queue and stop (or, after a
         // signal, get a short grace period for the calls on the wire).
         drop(work_tx);
-        let all_done = async { while workers.join_next().await.is_some() {} };
+        let all_done = workers.all_done();
         let interrupted = drain(all_done, &stop, &self.shared.stopping, interrupted).await;
         signal.abort();
         Ok(interrupted)
