@@ -102,7 +102,14 @@ fn demo_in(dir: &std::path::Path, items: u64) -> anyhow::Result<ExitCode> {
     };
     let (report, code) = super::run::execute(&config, 1.0, true)?;
     let out = dir.join("results.jsonl");
-    super::run::deliver(&config.store_path, &report, Some(&out), false)?;
+    // The scratch directory goes away at exit: the first line is shown below.
+    let mut store = sluice_store::SqliteStore::open(&config.store_path)?;
+    super::run::write_atomically(
+        &mut store,
+        &report.run_id,
+        &out,
+        sluice_engine::ExportFormat::Jsonl,
+    )?;
     let _ = stop_tx.send(());
     let stats = mock_thread
         .join()
