@@ -283,3 +283,28 @@ fn a_budget_stops_new_calls_and_a_higher_one_resumes() {
     let status = String::from_utf8_lossy(&status.stdout).into_owned();
     assert!(status.contains("spent      $"), "{status}");
 }
+
+#[test]
+fn a_run_webhook_fires_once_with_the_totals() {
+    let mock = Mock::start(&[]);
+    let host = FakeHost::start(Behaviour::default());
+    let s = Scratch::new();
+    items(&s, 4);
+    let head = format!(
+        "[providers.main]\nbase_url = \"{}\"\n[webhook]\nurl = \"{}\"\non = \"run\"",
+        mock.url("/v1"),
+        host.url("/hook")
+    );
+    let path = job(&s, &head, ASK);
+    let out = s.sluice(&["run", path.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let hooks = host.hooks.lock().unwrap().clone();
+    assert_eq!(hooks.len(), 1, "one event for the run");
+    let event: serde_json::Value = serde_json::from_slice(&hooks[0].1).unwrap();
+    assert_eq!(event["event"], "run.finished");
+    assert_eq!(event["done"], 4);
+    assert_eq!(event["failed"], 0);
+    assert_eq!(event["interrupted"], false);
+    // Without a secret there is no signature header.
+    assert!(!hooks[0].0.contains_key("x-sluice-signature"));
+}

@@ -174,22 +174,29 @@ pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<Ru
         .map(|l| l.breaker_openings())
         .sum();
     Progress::add(&progress.breaker_openings, openings);
+    drop(runtime);
+    drop(shared);
+    writer.finish()?;
     if let Some(target) = &run_hook {
+        // After the writer finished: the totals are everything committed.
         let done = progress.done.load(std::sync::atomic::Ordering::Relaxed);
         let failed = progress.failed.load(std::sync::atomic::Ordering::Relaxed);
         let snapshot = progress.snapshot();
         let event =
             crate::webhook::run_event(&run.id, done, failed, snapshot.remaining(), interrupted);
-        if let crate::webhook::Delivery::Failed { error, .. } = runtime.block_on(
-            crate::webhook::deliver(&shared.lanes.direct().client, target, &event),
-        ) {
+        let client =
+            sluice_provider::Client::new(1, None).map_err(|e| Error::Config(e.to_string()))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Config(format!("cannot start the async runtime: {e}")))?;
+        if let crate::webhook::Delivery::Failed { error, .. } =
+            runtime.block_on(crate::webhook::deliver(&client, target, &event))
+        {
             Progress::add(&progress.webhook_failures, 1);
             tracing::warn!("run webhook failed: {error}");
         }
     }
-    drop(runtime);
-    drop(shared);
-    writer.finish()?;
     let spent = progress.snapshot().spent_usd;
     if spent > 0.0 {
         // Kept with the run (across resumes) for `sluice status`.
