@@ -32,6 +32,11 @@ pub(crate) struct Behaviour {
     pub(crate) items: Vec<serde_json::Value>,
     /// Bearer token `/items` requires.
     pub(crate) token: Option<String>,
+    /// Answer 503 to `/stage` for this long after its first request (an outage
+    /// that ends).
+    pub(crate) outage: Option<std::time::Duration>,
+    /// When the first `/stage` request came.
+    pub(crate) first_stage: Arc<Mutex<Option<std::time::Instant>>>,
 }
 
 impl FakeHost {
@@ -171,6 +176,19 @@ fn route(
         );
     }
     if method == "POST" && path.starts_with("/stage/") {
+        if let Some(outage) = behaviour.outage {
+            let first = *behaviour
+                .first_stage
+                .lock()
+                .unwrap()
+                .get_or_insert_with(std::time::Instant::now);
+            if first.elapsed() < outage {
+                return json(
+                    "503 Service Unavailable",
+                    serde_json::json!({"error": "down"}),
+                );
+            }
+        }
         let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
         if behaviour.fail_every > 0 && n.is_multiple_of(behaviour.fail_every) {
             return json(

@@ -308,3 +308,38 @@ fn a_run_webhook_fires_once_with_the_totals() {
     // Without a secret there is no signature header.
     assert!(!hooks[0].0.contains_key("x-sluice-signature"));
 }
+
+/// A pipeline against one endpoint that is down for the first `outage`.
+fn outage_run(breaker: &str) -> (Option<i32>, Vec<serde_json::Value>) {
+    let host = FakeHost::start(Behaviour {
+        outage: Some(std::time::Duration::from_millis(600)),
+        ..Default::default()
+    });
+    let s = Scratch::new();
+    items(&s, 10);
+    let head = format!(
+        "concurrency = 10\n[providers.gpu]\nbase_url = \"{}\"\nretries = {{ max = 3, base = \"10ms\", cap = \"20ms\" }}\n{breaker}",
+        host.url("")
+    );
+    let steps = "[[steps]]\nname = \"stage\"\nkind = \"http\"\nprovider = \"gpu\"\npath = \"/stage/a\"\njson = { q = \"{{ item.q }}\" }\n";
+    let path = job(&s, &head, steps);
+    let out = s.sluice(&["run", path.to_str().unwrap()]).output().unwrap();
+    (out.status.code(), read_jsonl(&s.path("results.jsonl")))
+}
+
+#[test]
+fn while_the_breaker_is_open_items_wait_instead_of_burning_retries() {
+    // With the breaker, items wait out the outage and all succeed: only the
+    // half-open probes (one per 300 ms cooldown, at most two inside the
+    // outage) spend an attempt of the item that carries them.
+    let (code, results) = outage_run("circuit_breaker = { failures = 2, cooldown = \"300ms\" }");
+    assert_eq!(code, Some(0), "{results:?}");
+    assert!(results.iter().all(|r| r["status"] == "done"));
+    // Without it, four quick attempts all land inside the 600 ms outage.
+    let (code, results) = outage_run("circuit_breaker = false");
+    assert_eq!(code, Some(1));
+    assert!(
+        results.iter().all(|r| r["status"] == "failed"),
+        "{results:?}"
+    );
+}
