@@ -343,3 +343,22 @@ fn while_the_breaker_is_open_items_wait_instead_of_burning_retries() {
         "{results:?}"
     );
 }
+
+#[test]
+fn with_only_a_rate_the_unit_window_grows_to_reach_it() {
+    // 100 calls/s at 1 s latency needs ~100 units in flight; the default is 64.
+    let mock = Mock::start(&["--latency-ms", "1000"]);
+    let s = Scratch::new();
+    items(&s, 300);
+    let head = format!(
+        "[providers.main]\nbase_url = \"{}\"\nrpm = 6000",
+        mock.url("/v1")
+    );
+    let path = job(&s, &head, ASK);
+    let out = s.sluice(&["run", path.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let stats = mock.stats();
+    assert_eq!(stats["ok"], 300);
+    let peak = u(&stats["max_in_flight"]);
+    assert!(peak > 64, "the window did not grow past 64: peak {peak}");
+}

@@ -42,6 +42,7 @@ pub(crate) fn job(raw: RawJob, path: PathBuf, ctx: &mut Ctx) -> (Job, Vec<StepRe
             .map_or_else(|| "job".to_string(), |s| s.to_string_lossy().into_owned()),
     };
     let env = env(raw.env, ctx);
+    let concurrency_set = raw.concurrency.is_some() || ctx.sets.concurrency.is_some();
     let concurrency = match (&raw.concurrency, ctx.sets.concurrency) {
         (_, Some(n)) => n,
         (Some(n), None) => ctx.positive(n, "concurrency").unwrap_or(1),
@@ -67,6 +68,7 @@ pub(crate) fn job(raw: RawJob, path: PathBuf, ctx: &mut Ctx) -> (Job, Vec<StepRe
         path,
         env,
         concurrency: usize::try_from(concurrency).unwrap_or(usize::MAX),
+        concurrency_set,
         input,
         matrix,
         providers,

@@ -18,6 +18,9 @@ pub struct Job {
     pub env: Vec<String>,
     /// Units (item × matrix combination) in progress at once; 1 = strictly sequential.
     pub concurrency: usize,
+    /// Whether `concurrency` was given (file or `--set`); otherwise the engine
+    /// may grow it to what a provider's rate needs at the observed latency.
+    pub concurrency_set: bool,
     /// Where items come from.
     pub input: Input,
     /// Axes in file order; units are items × the cartesian product.

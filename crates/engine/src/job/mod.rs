@@ -301,6 +301,23 @@ async fn dispatch(
     let stop = Arc::new(Notify::new());
     let signal = tokio::spawn(watch_signals(stop.clone()));
     let slots = Arc::new(Semaphore::new(limit.max(1)));
+    // Without a set `concurrency`, the window of units grows to what the
+    // fastest provider rate needs at the latency observed (Little's law).
+    let job = &shared.job;
+    let grow = (!job.concurrency_set)
+        .then(|| {
+            job.providers
+                .iter()
+                .filter_map(|p| {
+                    let per_sec = [p.rps.map(|r| r as f64), p.rpm.map(|r| r as f64 / 60.0)];
+                    per_sec.into_iter().flatten().reduce(f64::min)
+                })
+                .reduce(f64::max)
+        })
+        .flatten();
+    let steps = job.steps.len().max(1);
+    let mut window = limit.max(1);
+    let mut next_check = tokio::time::Instant::now();
     let items = prepared.items().map_err(|e| Error::Config(e.to_string()))?;
     let mut pending: Vec<runner::Unit> = Vec::with_capacity(CHUNK);
     let mut interrupted = false;
@@ -341,6 +358,17 @@ async fn dispatch(
                         moves.push((unit.id.clone(), unit.idx));
                     }
                     continue;
+                }
+            }
+            if let Some(rate) = grow {
+                if tokio::time::Instant::now() >= next_check {
+                    next_check += std::time::Duration::from_millis(200);
+                    let needed = needed_units(rate, steps, &shared.progress);
+                    if needed > window {
+                        tracing::debug!(needed, "more units in flight to reach the rate");
+                        slots.add_permits(needed - window);
+                        window = needed;
+                    }
                 }
             }
             let permit = tokio::select! {
@@ -386,7 +414,7 @@ async fn dispatch(
             let _ = shared.tx.send(Message::Moves(moves)).await;
         }
     }
-    let all = u32::try_from(limit.max(1)).unwrap_or(u32::MAX);
+    let all = u32::try_from(window).unwrap_or(u32::MAX);
     let all_done = async {
         let _ = slots.acquire_many(all).await;
     };
@@ -432,6 +460,20 @@ async fn notify(
         output: None,
     };
     let _ = shared.tx.send(Message::Step(record)).await;
+}
+
+/// Most units a rate may grow the window to.
+const MAX_UNITS: usize = 4_096;
+
+/// Units in flight to sustain `per_sec` calls a second when each unit makes
+/// `steps` calls in turn at the observed latency, with 25% headroom.
+fn needed_units(per_sec: f64, steps: usize, progress: &Progress) -> usize {
+    let latency = progress
+        .latency_ewma_us
+        .load(std::sync::atomic::Ordering::Relaxed) as f64
+        / 1e6;
+    let needed = (per_sec * latency * steps as f64 * 1.25).ceil() as usize;
+    needed.min(MAX_UNITS)
 }
 
 async fn record_bad(shared: &Shared, unit_id: String, idx: u64, bad: &BadItem) {
