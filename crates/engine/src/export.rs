@@ -96,7 +96,7 @@ pub fn export_run(
     Ok(count)
 }
 
-fn csv_error(e: csv::Error) -> Error {
+pub(crate) fn csv_error(e: csv::Error) -> Error {
     Error::Write {
         path: "output".into(),
         source: std::io::Error::other(e.to_string()),

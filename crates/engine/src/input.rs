@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -389,43 +389,6 @@ fn first_line_with_id(path: &Path, id: &str, before: u64) -> Result<u64> {
         }
     }
     Ok(before)
-}
-
-/// Copies standard input to `dir/stdin-<hash>.jsonl` and returns that path;
-/// the same data piped again maps to the same file, so it resumes.
-pub(crate) fn spool_stdin(dir: &Path) -> Result<PathBuf> {
-    std::fs::create_dir_all(dir).map_err(|source| Error::Write {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let tmp = dir.join(format!("stdin-{}.partial", std::process::id()));
-    let write_err = |source| Error::Write {
-        path: tmp.clone(),
-        source,
-    };
-    let mut out = std::io::BufWriter::new(File::create(&tmp).map_err(write_err)?);
-    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-    let mut stdin = std::io::stdin().lock();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = stdin.read(&mut buf).map_err(|source| Error::Read {
-            path: PathBuf::from("-"),
-            source,
-        })?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        out.write_all(&buf[..n]).map_err(write_err)?;
-    }
-    out.flush().map_err(write_err)?;
-    drop(out);
-    let path = dir.join(format!("stdin-{:016x}.jsonl", hasher.digest()));
-    std::fs::rename(&tmp, &path).map_err(|source| Error::Write {
-        path: path.clone(),
-        source,
-    })?;
-    Ok(path)
 }
 
 #[cfg(test)]

@@ -15,7 +15,8 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::calls::{self, CallEnd, CallEnv, CallRequest, Tally};
 use crate::error::{Error, Result};
-use crate::input::{parse_line, spool_stdin, survey, BadLine, InputSource, LineReader, Request};
+use crate::input::{parse_line, survey, BadLine, InputSource, LineReader, Request};
+use crate::inputs::{spool_stdin_jsonl, InputError};
 use crate::lifecycle::{close_run, drain, open_run, watch_signals};
 use crate::limiter::Limiter;
 use crate::progress::{Progress, Snapshot};
@@ -89,7 +90,12 @@ struct Shared {
 pub fn run_quick(cfg: &QuickConfig, progress: Arc<Progress>) -> Result<RunReport> {
     let input_path = match &cfg.input {
         InputSource::Path(p) => p.clone(),
-        InputSource::Stdin => spool_stdin(&store_dir(&cfg.store_path).join("inputs"))?,
+        InputSource::Stdin => spool_stdin_jsonl(&store_dir(&cfg.store_path).join("inputs"))
+            .map_err(|e| match e {
+                InputError::Read { path, source } => Error::Read { path, source },
+                InputError::Write { path, source } => Error::Write { path, source },
+                other => Error::Config(other.to_string()),
+            })?,
     };
     let api_key = read_api_key(cfg.api_key_env.as_deref())?;
     let base = Endpoint::parse(&cfg.url, Method::POST).map_err(|e| Error::Config(e.to_string()))?;

@@ -49,6 +49,13 @@ type Entry = Result<RawItem, BadItem>;
 /// broken JSON syntax) and ends the stream.
 type Entries = Box<dyn Iterator<Item = Result<Entry, InputError>> + Send>;
 
+/// Spools standard input as JSONL for quick mode's `-` (the same file a job's
+/// `path = "-"` would use) and returns its path.
+pub(crate) fn spool_stdin_jsonl(dir: &Path) -> Result<PathBuf, InputError> {
+    let (path, _) = spool::stdin(&mut std::io::stdin().lock(), dir, InputFormat::Jsonl)?;
+    Ok(path)
+}
+
 /// How many bad entries [`Prepared::bad`] keeps in full.
 const KEEP_BAD: usize = 5;
 

@@ -11,7 +11,7 @@ use serde_json::{json, Value as Json};
 use sluice_store::{ItemRecord, ItemStatus, RunMeta, Store};
 
 use crate::error::{Error, Result};
-use crate::export::{split_error, ExportFormat};
+use crate::export::{csv_error, split_error, ExportFormat};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -71,13 +71,6 @@ pub(crate) fn export_units(
     };
     written?;
     Ok(count)
-}
-
-fn csv_error(e: csv::Error) -> Error {
-    Error::Write {
-        path: "output".into(),
-        source: std::io::Error::other(e.to_string()),
-    }
 }
 
 fn recorded(item: &ItemRecord) -> Json {
