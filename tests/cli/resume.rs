@@ -164,8 +164,9 @@ fn sigint_saves_state_exits_130_and_the_rerun_finishes() {
     while u(&mock.stats()["ok"]) < 30 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+    // The shell's own `kill`: a bare machine need not have procps' /bin/kill.
+    Command::new("sh")
+        .args(["-c", &format!("kill -INT {}", child.id())])
         .status()
         .unwrap();
     let output = child.wait_with_output().unwrap();
