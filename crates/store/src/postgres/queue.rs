@@ -1,0 +1,427 @@
+//! Shared runs in PostgreSQL: units leased with `FOR UPDATE SKIP LOCKED`,
+//! renewed by each worker's heartbeat, fenced by a token when their result
+//! is written; the job definition; shared limiter state.
+
+use std::time::Duration;
+
+use super::conn::{Conn, Handle};
+use super::rows::{self, ItemColumns};
+use super::store::{
+    create_run_in, ensure_run, item_params, item_upsert_set, one_run, LATEST_FOR_SOURCE,
+};
+use super::PostgresStore;
+use crate::num::{self, hash_from_i64, hash_to_i64, item_columns, now_ms, run_columns, to_i64};
+use crate::{
+    Claimed, During, ItemRecord, JobDef, NewRun, QueueCounts, QueuedUnit, Result, RunMeta,
+    SharedRuns, SharedUpdate, WorkerBeat,
+};
+
+/// The database clock in unix milliseconds, the one clock every lease is
+/// measured by (workers' clocks may disagree).
+macro_rules! db_now_ms {
+    () => {
+        "(extract(epoch from clock_timestamp()) * 1000)::int8"
+    };
+}
+
+/// Records a beat and, in the same transaction, renews the worker's leases
+/// in the run (`running`) or returns them to the queue (`stopped`): the
+/// heartbeat is what keeps a lease alive.
+pub(super) fn heartbeat(handle: &Handle, beat: &WorkerBeat) -> Result<()> {
+    let beat = beat.clone();
+    handle.call(move |c| {
+        let op = "record a worker heartbeat";
+        c.tx(op, |c| {
+            ensure_run(c, &beat.run_id)?;
+            let in_flight = i64::try_from(beat.in_flight).unwrap_or(i64::MAX);
+            let live = beat.live.to_string();
+            c.execute(
+                "INSERT INTO workers (run_id, worker_id, host, pid, started_at, beat_at, state, \
+                 in_flight, live) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 ON CONFLICT (run_id, worker_id) DO UPDATE SET host = excluded.host, \
+                 pid = excluded.pid, started_at = excluded.started_at, beat_at = excluded.beat_at, \
+                 state = excluded.state, in_flight = excluded.in_flight, live = excluded.live",
+                &[
+                    &beat.run_id,
+                    &beat.worker_id,
+                    &beat.host,
+                    &i64::from(beat.pid),
+                    &beat.started_at,
+                    &beat.beat_at,
+                    &beat.state,
+                    &in_flight,
+                    &live,
+                ],
+            )
+            .during(op)?;
+            let sql = if beat.state == "running" {
+                concat!(
+                    "UPDATE units SET lease_expires = ",
+                    db_now_ms!(),
+                    " + lease_ms WHERE run_id = $1 AND state = 'leased' AND lease_owner = $2"
+                )
+            } else {
+                "UPDATE units SET state = 'queued', lease_owner = NULL, lease_expires = NULL \
+                 WHERE run_id = $1 AND state = 'leased' AND lease_owner = $2"
+            };
+            c.execute(sql, &[&beat.run_id, &beat.worker_id])
+                .during(op)?;
+            Ok(())
+        })
+    })
+}
+
+pub(super) fn workers(handle: &Handle, run_id: &str) -> Result<Vec<WorkerBeat>> {
+    let run_id = run_id.to_owned();
+    handle.call(move |c| {
+        ensure_run(c, &run_id)?;
+        let op = "read worker heartbeats";
+        let rows = c
+            .query(
+                "SELECT worker_id, host, pid, started_at, beat_at, state, in_flight, live \
+                 FROM workers WHERE run_id = $1 ORDER BY beat_at DESC, worker_id",
+                &[&run_id],
+            )
+            .during(op)?;
+        rows.iter()
+            .map(|r| {
+                let live: String = r.try_get(7).during(op)?;
+                let pid: i64 = r.try_get(2).during(op)?;
+                Ok(WorkerBeat {
+                    run_id: run_id.clone(),
+                    worker_id: r.try_get(0).during(op)?,
+                    host: r.try_get(1).during(op)?,
+                    pid: u32::try_from(pid).map_err(|_| num::corrupt("pid", pid.to_string()))?,
+                    started_at: r.try_get(3).during(op)?,
+                    beat_at: r.try_get(4).during(op)?,
+                    state: r.try_get(5).during(op)?,
+                    in_flight: num::to_u64("in flight", r.try_get(6).during(op)?)?,
+                    live: rows::json("worker live state", &live)?,
+                })
+            })
+            .collect()
+    })
+}
+
+fn sets_json(sets: &[String]) -> String {
+    serde_json::Value::from(sets.to_vec()).to_string()
+}
+
+impl SharedRuns for PostgresStore {
+    fn open_shared_run(&mut self, new: &NewRun, fresh: bool) -> Result<(RunMeta, bool)> {
+        let new = new.clone();
+        self.handle.call(move |c| {
+            c.tx("open a shared run", |c| {
+                // Serialises openers of one source: the second finds the
+                // first one's run instead of creating another.
+                c.query(
+                    "SELECT pg_advisory_xact_lock(hashtext('sluice-source:' || $1))",
+                    &[&new.source],
+                )
+                .during("open a shared run")?;
+                if !fresh {
+                    if let Some(run) = one_run(c, LATEST_FOR_SOURCE, &new.source)? {
+                        return Ok((run, true));
+                    }
+                }
+                Ok((create_run_in(c, &new)?, false))
+            })
+        })
+    }
+
+    fn put_job(&mut self, run_id: &str, job: &JobDef) -> Result<()> {
+        let run_id = run_id.to_owned();
+        let (path, text, sets) = (job.path.clone(), job.text.clone(), sets_json(&job.sets));
+        self.handle.call(move |c| {
+            let op = "store the job definition";
+            c.tx(op, |c| {
+                ensure_run(c, &run_id)?;
+                c.execute(
+                    "INSERT INTO run_jobs (run_id, path, body, sets, ready, updated_at) \
+                     VALUES ($1, $2, $3, $4, false, $5) ON CONFLICT (run_id) DO UPDATE SET \
+                     path = excluded.path, body = excluded.body, sets = excluded.sets, \
+                     ready = false, updated_at = excluded.updated_at",
+                    &[&run_id, &path, &text, &sets, &now_ms()],
+                )
+                .during(op)?;
+                // This pass queues again whatever the input still holds.
+                c.execute(
+                    "DELETE FROM units WHERE run_id = $1 AND state = 'queued'",
+                    &[&run_id],
+                )
+                .during(op)?;
+                Ok(())
+            })
+        })
+    }
+
+    fn job_def(&mut self, run_id: &str) -> Result<Option<JobDef>> {
+        let run_id = run_id.to_owned();
+        self.handle.call(move |c| {
+            ensure_run(c, &run_id)?;
+            let op = "read the job definition";
+            let Some(row) = c
+                .query_opt(
+                    "SELECT path, body, sets FROM run_jobs WHERE run_id = $1",
+                    &[&run_id],
+                )
+                .during(op)?
+            else {
+                return Ok(None);
+            };
+            let sets: String = row.try_get(2).during(op)?;
+            let sets = match rows::json("job overrides", &sets)? {
+                serde_json::Value::Array(a) => a
+                    .into_iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            Ok(Some(JobDef {
+                path: row.try_get(0).during(op)?,
+                text: row.try_get(1).during(op)?,
+                sets,
+            }))
+        })
+    }
+
+    fn enqueue(&mut self, run_id: &str, units: &[QueuedUnit]) -> Result<u64> {
+        const SQL: &str = "INSERT INTO units (run_id, unit_id, idx, hash, body, state) \
+            SELECT $1, u.unit_id, u.idx, u.hash, u.body, \
+              CASE WHEN EXISTS (SELECT 1 FROM items i WHERE i.run_id = $1 \
+                AND i.item_id = u.unit_id AND i.status = 'done' AND i.hash = u.hash) \
+              THEN 'done' ELSE 'queued' END \
+            FROM unnest($2::text[], $3::int8[], $4::int8[], $5::text[]) AS u(unit_id, idx, hash, body) \
+            ON CONFLICT (run_id, unit_id) DO UPDATE SET idx = excluded.idx, hash = excluded.hash, \
+              body = excluded.body, state = CASE WHEN units.state = 'leased' \
+                AND units.hash = excluded.hash THEN 'leased' ELSE excluded.state END \
+            RETURNING state = 'done'";
+        let run_id = run_id.to_owned();
+        let ids: Vec<String> = units.iter().map(|u| u.unit_id.clone()).collect();
+        let idx = units
+            .iter()
+            .map(|u| to_i64("unit idx", u.idx))
+            .collect::<Result<Vec<_>>>()?;
+        let hashes: Vec<i64> = units.iter().map(|u| hash_to_i64(u.hash)).collect();
+        let bodies: Vec<String> = units.iter().map(|u| u.body.clone()).collect();
+        self.handle.call(move |c| {
+            let op = "queue units";
+            c.tx(op, |c| {
+                ensure_run(c, &run_id)?;
+                let rows = c
+                    .query(SQL, &[&run_id, &ids, &idx, &hashes, &bodies])
+                    .during(op)?;
+                Ok(rows.iter().filter(|r| r.get::<_, bool>(0)).count() as u64)
+            })
+        })
+    }
+
+    fn finish_enqueue(&mut self, run_id: &str) -> Result<()> {
+        let run_id = run_id.to_owned();
+        self.handle.call(move |c| {
+            let op = "finish queueing units";
+            c.tx(op, |c| {
+                ensure_run(c, &run_id)?;
+                // Recorded items follow the input's new order (an edited file).
+                c.execute(
+                    "UPDATE items i SET idx = u.idx FROM units u WHERE u.run_id = $1 \
+                     AND i.run_id = $1 AND i.item_id = u.unit_id AND i.idx <> u.idx",
+                    &[&run_id],
+                )
+                .during(op)?;
+                c.execute(
+                    "UPDATE run_jobs SET ready = true, updated_at = $2 WHERE run_id = $1",
+                    &[&run_id, &now_ms()],
+                )
+                .during(op)?;
+                Ok(())
+            })
+        })
+    }
+
+    fn claim(
+        &mut self,
+        run_id: &str,
+        worker_id: &str,
+        max: usize,
+        lease: Duration,
+    ) -> Result<Vec<Claimed>> {
+        const SQL: &str = concat!(
+            "WITH picked AS (SELECT unit_id FROM units WHERE run_id = $1 AND state <> 'done' \
+               AND (state = 'queued' OR lease_expires < ",
+            db_now_ms!(),
+            ") ORDER BY idx LIMIT $2 FOR UPDATE SKIP LOCKED) \
+             UPDATE units u SET state = 'leased', lease_owner = $3, \
+               lease_token = nextval('lease_tokens'), lease_ms = $4, claims = u.claims + 1, \
+               lease_expires = ",
+            db_now_ms!(),
+            " + $4 FROM picked WHERE u.run_id = $1 AND u.unit_id = picked.unit_id \
+             RETURNING u.unit_id, u.idx, u.hash, u.body, u.lease_token"
+        );
+        let (run_id, worker_id) = (run_id.to_owned(), worker_id.to_owned());
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX).max(1);
+        self.handle.call(move |c| {
+            let op = "claim units";
+            let rows = c
+                .query(SQL, &[&run_id, &max, &worker_id, &lease_ms])
+                .during(op)?;
+            let mut claimed = rows
+                .iter()
+                .map(|r| {
+                    Ok(Claimed {
+                        unit: QueuedUnit {
+                            unit_id: r.try_get(0).during(op)?,
+                            idx: num::to_u64("unit idx", r.try_get(1).during(op)?)?,
+                            hash: hash_from_i64(r.try_get(2).during(op)?),
+                            body: r.try_get(3).during(op)?,
+                        },
+                        token: r.try_get(4).during(op)?,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            // RETURNING follows no order: input order is what workers expect.
+            claimed.sort_by_key(|c| c.unit.idx);
+            Ok(claimed)
+        })
+    }
+
+    fn release(&mut self, run_id: &str, tokens: &[i64]) -> Result<u64> {
+        let (run_id, tokens) = (run_id.to_owned(), tokens.to_vec());
+        self.handle.call(move |c| {
+            c.execute(
+                "UPDATE units SET state = 'queued', lease_owner = NULL, lease_expires = NULL \
+                 WHERE run_id = $1 AND state = 'leased' AND lease_token = ANY($2)",
+                &[&run_id, &tokens],
+            )
+            .during("release units")
+        })
+    }
+
+    fn complete(&mut self, run_id: &str, records: &[(ItemRecord, i64)]) -> Result<Vec<String>> {
+        // One statement: the lease check and the result write cannot be
+        // separated by another worker's claim.
+        const SQL: &str = concat!(
+            "WITH fenced AS (UPDATE units u SET state = 'done', lease_owner = NULL, \
+               lease_expires = NULL FROM unnest($18::text[], $19::int8[]) AS l(unit_id, token) \
+               WHERE u.run_id = $1 AND u.unit_id = l.unit_id AND u.lease_token = l.token \
+               AND u.state = 'leased' RETURNING u.unit_id) \
+             INSERT INTO items (run_id, ",
+            item_columns!(),
+            ") SELECT $1, r.* FROM unnest($2::text[], $3::int8[], $4::int8[], $5::text[], \
+             $6::int8[], $7::int8[], $8::int8[], $9::text[], $10::text[], $11::int8[], \
+             $12::int8[], $13::int8[], $14::int8[], $15::int8[], $16::text[], $17::text[]) \
+             AS r (item_id, idx, hash, status, attempts, throttled, status_code, response, \
+             error, prompt_tokens, completion_tokens, latency_ms, started_at, finished_at, \
+             metadata, custom_id) WHERE r.item_id IN (SELECT unit_id FROM fenced)",
+            item_upsert_set!(),
+            " RETURNING item_id"
+        );
+        let refs: Vec<&ItemRecord> = records.iter().map(|(r, _)| r).collect();
+        let columns = ItemColumns::new(&refs)?;
+        let ids: Vec<String> = records.iter().map(|(r, _)| r.item_id.clone()).collect();
+        let tokens: Vec<i64> = records.iter().map(|(_, t)| *t).collect();
+        let run_id = run_id.to_owned();
+        self.handle.call(move |c| {
+            let op = "record results";
+            c.tx(op, |c| {
+                super::store::touch(c, &run_id)?;
+                let items = item_params(&run_id, &columns);
+                let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = items.to_vec();
+                params.push(&ids);
+                params.push(&tokens);
+                let rows = c.query(SQL, &params).during(op)?;
+                rows.iter()
+                    .map(|r| r.try_get::<_, String>(0).during(op))
+                    .collect()
+            })
+        })
+    }
+
+    fn queue_counts(&mut self, run_id: &str) -> Result<QueueCounts> {
+        const SQL: &str = concat!(
+            "SELECT COUNT(*) FILTER (WHERE state = 'queued'), \
+               COUNT(*) FILTER (WHERE state = 'leased'), \
+               COUNT(*) FILTER (WHERE state = 'leased' AND lease_expires < ",
+            db_now_ms!(),
+            "), (SELECT COUNT(*) FROM units WHERE run_id = $1 AND state = 'done'), \
+               COALESCE((SELECT ready FROM run_jobs WHERE run_id = $1), false) \
+             FROM units WHERE run_id = $1 AND state <> 'done'"
+        );
+        let run_id = run_id.to_owned();
+        self.handle.call(move |c| {
+            ensure_run(c, &run_id)?;
+            let op = "count queued units";
+            let row = c
+                .query_opt(SQL, &[&run_id])
+                .during(op)?
+                .ok_or_else(|| num::corrupt("queue counts", "no row".into()))?;
+            let n = |i: usize| -> Result<u64> {
+                num::to_u64("unit count", row.try_get::<_, i64>(i).during(op)?)
+            };
+            Ok(QueueCounts {
+                queued: n(0)?,
+                leased: n(1)?,
+                expired: n(2)?,
+                done: n(3)?,
+                ready: row.try_get(4).during(op)?,
+            })
+        })
+    }
+
+    fn runnable_runs(&mut self) -> Result<Vec<RunMeta>> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM runs r WHERE r.state <> 'finished' \
+               AND EXISTS (SELECT 1 FROM run_jobs j WHERE j.run_id = r.id) \
+               AND EXISTS (SELECT 1 FROM units u WHERE u.run_id = r.id AND u.state <> 'done' \
+                 AND (u.state = 'queued' OR u.lease_expires < ",
+            db_now_ms!(),
+            ")) ORDER BY r.created_at, r.ord"
+        );
+        self.handle.call(|c| {
+            let rows = c.query(SQL, &[]).during("find runnable runs")?;
+            rows::all(&rows, num::run_from)
+        })
+    }
+
+    fn update_shared(&mut self, key: &str, update: SharedUpdate) -> Result<serde_json::Value> {
+        let key = key.to_owned();
+        self.handle
+            .call(move |c| c.tx("update shared limits", |c| update_in(c, &key, update)))
+    }
+}
+
+fn update_in(c: &mut Conn, key: &str, update: SharedUpdate) -> Result<serde_json::Value> {
+    let op = "update shared limits";
+    c.execute(
+        "INSERT INTO shared_state (key, value, updated_at) VALUES ($1, 'null', $2) \
+         ON CONFLICT (key) DO NOTHING",
+        &[&key, &now_ms()],
+    )
+    .during(op)?;
+    let row = c
+        .query_opt(
+            concat!(
+                "SELECT value, (extract(epoch from clock_timestamp()) * 1000000)::int8 \
+                 FROM shared_state WHERE key = $1 FOR UPDATE"
+            ),
+            &[&key],
+        )
+        .during(op)?
+        .ok_or_else(|| num::corrupt("shared state", format!("{key}: no row")))?;
+    let text: String = row.try_get(0).during(op)?;
+    let now_us: i64 = row.try_get(1).during(op)?;
+    let stored = match rows::json("shared state", &text)? {
+        serde_json::Value::Null => None,
+        v => Some(v),
+    };
+    let (value, out) = update(stored, now_us);
+    c.execute(
+        "UPDATE shared_state SET value = $2, updated_at = $3 WHERE key = $1",
+        &[&key, &value.to_string(), &now_ms()],
+    )
+    .during(op)?;
+    Ok(out)
+}
