@@ -33,6 +33,9 @@ pub(crate) enum Command {
     Mock(MockArgs),
     /// Run a bundled example batch against the built-in mock.
     Demo(DemoArgs),
+    /// Join the runs of a shared store (PostgreSQL) and work their units
+    /// together with every other process on them, until stopped.
+    Worker(WorkerArgs),
 }
 
 /// Where runs are recorded.
@@ -105,6 +108,30 @@ pub(crate) struct RunArgs {
     /// Seconds between progress lines when stderr is not a terminal.
     #[arg(long, env = "SLUICE_PROGRESS_INTERVAL", default_value_t = 5.0)]
     pub(crate) progress_interval: f64,
+    /// With a postgres:// store: how long a claimed unit stays leased
+    /// without this process's heartbeat (a killed process's units return
+    /// to the queue after this).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub(crate) lease: Duration,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WorkerArgs {
+    #[command(flatten)]
+    pub(crate) store: StoreArg,
+    /// Work only this run (id or name); default: any runnable run, oldest first.
+    #[arg(long)]
+    pub(crate) run: Option<String>,
+    /// Exit once no run has units left to claim, instead of waiting for new runs.
+    #[arg(long)]
+    pub(crate) exit_when_idle: bool,
+    /// How long a claimed unit stays leased without this worker's heartbeat
+    /// (a killed worker's units return to the queue after this).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub(crate) lease: Duration,
+    /// How often an idle worker looks for runnable runs.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub(crate) poll: Duration,
 }
 
 #[derive(Debug, Args)]

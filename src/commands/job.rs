@@ -28,6 +28,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         fresh: args.fresh,
         skip_bad: args.skip_bad,
         sets: args.sets.clone(),
+        lease: args.lease,
     };
     let (report, code) = super::run::with_progress(args.progress_interval, !args.json, |p| {
         run_job(&job, &config, p)
@@ -188,6 +189,7 @@ pub(crate) fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
                 .and_then(|v| v.as_bool())
                 .unwrap_or(false),
             sets,
+            lease: sluice_engine::DEFAULT_LEASE,
         };
         let (report, code) =
             super::run::with_progress(5.0, !args.json, |p| run_job(&job, &config, p))?;

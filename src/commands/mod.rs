@@ -10,6 +10,7 @@ mod job;
 mod mock;
 mod run;
 mod status;
+mod worker;
 
 /// A command line that is wrong in a way clap cannot see (exit code 2).
 #[derive(Debug, thiserror::Error)]
@@ -27,5 +28,6 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Export(args) => export::export(args),
         Command::Mock(args) => mock::mock(args),
         Command::Demo(args) => demo::demo(args),
+        Command::Worker(args) => worker::worker(args),
     }
 }

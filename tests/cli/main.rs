@@ -2,6 +2,7 @@
 //! process on 127.0.0.1.
 
 mod fakehost;
+mod pg;
 mod util;
 
 mod commands;
@@ -13,3 +14,4 @@ mod limits;
 mod resilience;
 mod resume;
 mod run;
+mod shared;

@@ -121,6 +121,11 @@ pub(crate) async fn call<R: Route>(
                 };
             }
         };
+        if env.stopping.load(Relaxed) {
+            // Got a place only after the stop: calls on the wire may finish,
+            // new ones do not start (the unit stays pending).
+            return CallEnd::Stopped;
+        }
         if let Err(too_large) = env.limiter.acquire(request.estimate).await {
             return CallEnd::Failed {
                 error: format!(

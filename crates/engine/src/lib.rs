@@ -12,16 +12,19 @@ mod limiter;
 mod live;
 mod progress;
 mod quick;
+mod shared_limits;
 mod steps;
 mod tokens;
 #[allow(dead_code)] // Wired into the job runner separately.
 mod webhook;
+mod worker;
 mod writer;
 
 pub use error::{Error, Result};
 pub use export::{export_run, ExportFormat};
 pub use input::InputSource;
-pub use job::{plan, run_job, JobConfig, Plan, ProviderPlan, StepPlan};
+pub use job::{plan, run_job, JobConfig, Plan, ProviderPlan, StepPlan, DEFAULT_LEASE};
 pub use live::{Rates, BEAT_PERIOD, BEAT_STALE};
 pub use progress::{Progress, Snapshot};
 pub use quick::{now_ms, run_quick, QuickConfig, RunReport};
+pub use worker::{run_worker, WorkerConfig, WorkerEvent};

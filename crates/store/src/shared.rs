@@ -27,6 +27,10 @@ pub struct Claimed {
     pub unit: QueuedUnit,
     /// The lease's fencing token: its result is accepted only with it.
     pub token: i64,
+    /// Times the unit has been claimed, this claim included: more than one
+    /// means an earlier lease was lost or released (its worker may have
+    /// recorded some of the unit's steps).
+    pub claims: u64,
 }
 
 /// Where a shared run's units stand.

@@ -1,9 +1,11 @@
 //! Per-provider runtime state: its client (with its key), limiter, concurrency
 //! gate (fixed or adaptive), and pool of base URLs with a circuit breaker each.
+//! On a shared store, [`Lanes::share`] ties the limiter, the fixed
+//! concurrency and the breakers to the other processes' (`shared_limits.rs`).
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::Method;
@@ -16,6 +18,7 @@ use tokio::time::Instant;
 use crate::calls::{Report, Route};
 use crate::error::{Error, Result};
 use crate::limiter::Limiter;
+use crate::shared_limits::{SharedLimits, SharedStore};
 
 /// How often a caller waiting on a full per-URL concurrency looks again.
 const POLL: Duration = Duration::from_millis(5);
@@ -33,6 +36,10 @@ pub(crate) struct Gate {
     fixed: Option<usize>,
     adaptive: Option<Mutex<Aimd>>,
     freed: Notify,
+    /// Callers waiting for a place (reported with a shared concurrency share).
+    waiting: AtomicUsize,
+    /// This process's share of a concurrency limit held with other processes.
+    shared: Option<Arc<SharedLimits>>,
 }
 
 /// A place inside a [`Gate`]; leaving it lets the next caller in.
@@ -40,27 +47,44 @@ pub(crate) struct GateGuard<'a>(&'a Gate);
 
 impl Drop for GateGuard<'_> {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Relaxed);
+        let now = self.0.in_flight.fetch_sub(1, Relaxed) - 1;
+        self.0.report(now);
         self.0.freed.notify_one();
     }
 }
 
 impl Gate {
     fn limit(&self) -> usize {
-        match (&self.adaptive, self.fixed) {
-            (Some(aimd), _) => aimd.lock().unwrap_or_else(|e| e.into_inner()).limit(),
-            (None, Some(n)) => n,
-            (None, None) => usize::MAX,
+        match (&self.adaptive, self.fixed, &self.shared) {
+            (Some(aimd), _, _) => aimd.lock().unwrap_or_else(|e| e.into_inner()).limit(),
+            (None, Some(n), Some(shared)) => n.min(shared.granted.load(Relaxed)),
+            (None, Some(n), None) => n,
+            (None, None, _) => usize::MAX,
+        }
+    }
+
+    /// Tells the shared share what this process has in flight and wants.
+    fn report(&self, in_flight: usize) {
+        if let Some(shared) = &self.shared {
+            shared.in_flight.store(in_flight, Relaxed);
+            shared
+                .wanted
+                .store(in_flight + self.waiting.load(Relaxed), Relaxed);
         }
     }
 
     /// Waits for a place under the current limit.
     pub(crate) async fn enter(&self) -> GateGuard<'_> {
+        let mut waited = false;
         loop {
             let notified = self.freed.notified();
             let now = self.in_flight.load(Relaxed);
             if now < self.limit() {
+                if waited {
+                    self.waiting.fetch_sub(1, Relaxed);
+                }
                 self.in_flight.store(now + 1, Relaxed);
+                self.report(now + 1);
                 if let Some(aimd) = &self.adaptive {
                     aimd.lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -68,7 +92,16 @@ impl Gate {
                 }
                 return GateGuard(self);
             }
-            // A shrinking adaptive limit frees no place: look again soon.
+            if !waited {
+                waited = true;
+                self.waiting.fetch_add(1, Relaxed);
+                self.report(now);
+                if let Some(shared) = &self.shared {
+                    // Out of places: ask for a bigger share now, not in a second.
+                    shared.wake.notify_one();
+                }
+            }
+            // A shrinking adaptive (or shared) limit frees no place: look again soon.
             let _ = tokio::time::timeout(POLL * 20, notified).await;
         }
     }
@@ -89,6 +122,9 @@ pub(crate) struct Lane {
     pub(crate) timeout: Duration,
     pub(crate) prices: Vec<Price>,
     origin: Instant,
+    /// How long a breaker stays open (told to other processes).
+    cooldown: Duration,
+    shared: Option<Arc<SharedLimits>>,
 }
 
 impl Lane {
@@ -152,6 +188,8 @@ impl Lane {
                     .adaptive
                     .map(|max| Mutex::new(Aimd::new(AimdConfig::up_to(max)))),
                 freed: Notify::new(),
+                waiting: AtomicUsize::new(0),
+                shared: None,
             },
             bases: provider
                 .base_urls
@@ -168,6 +206,11 @@ impl Lane {
             timeout: provider.timeout,
             prices: provider.prices.clone(),
             origin: Instant::now(),
+            cooldown: provider
+                .breaker
+                .as_ref()
+                .map_or(Duration::ZERO, |b| b.cooldown),
+            shared: None,
         })
     }
 
@@ -214,6 +257,14 @@ impl Lane {
                 {
                     continue;
                 }
+                if self
+                    .shared
+                    .as_ref()
+                    .is_some_and(|s| s.open_elsewhere(&base.url, now))
+                {
+                    // Another process found it failing; its cooldown is not over.
+                    continue;
+                }
                 let admitted = match &base.breaker {
                     Some(b) => {
                         let mut b = b.lock().unwrap_or_else(|e| e.into_inner());
@@ -255,12 +306,16 @@ impl Lane {
         let now = self.now();
         if let Some(b) = &base.breaker {
             let mut b = b.lock().unwrap_or_else(|e| e.into_inner());
+            let opened = b.opened_count();
             match report {
                 Report::Success(_) => b.on_success(now),
                 Report::Failure {
                     retryable: true, ..
                 } => b.on_failure(now),
                 Report::Failure { .. } => {}
+            }
+            if let Some(shared) = self.shared.as_ref().filter(|_| b.opened_count() > opened) {
+                shared.publish_open(&base.url, self.cooldown);
             }
         }
         if let Some(aimd) = &self.gate.adaptive {
@@ -396,6 +451,29 @@ impl Lanes {
     /// Every lane.
     pub(crate) fn all(&self) -> &[Lane] {
         &self.lanes
+    }
+
+    /// Holds every provider's rates, fixed concurrency and breakers together
+    /// with the other processes using `store`; returns each lane's shared
+    /// limits (the caller runs their sync loops and leaves at the end).
+    pub(crate) fn share(&mut self, store: &SharedStore, process: &str) -> Vec<Arc<SharedLimits>> {
+        self.lanes
+            .iter_mut()
+            .map(|lane| {
+                let urls: Vec<String> = lane.bases.iter().map(|b| b.url.clone()).collect();
+                let shared = Arc::new(SharedLimits::new(
+                    store.clone(),
+                    &urls,
+                    process,
+                    lane.limiter.origin(),
+                    lane.gate.fixed,
+                ));
+                lane.limiter.share(shared.clone());
+                lane.gate.shared = Some(shared.clone());
+                lane.shared = Some(shared.clone());
+                shared
+            })
+            .collect()
     }
 
     /// The lane of http steps that name no provider.

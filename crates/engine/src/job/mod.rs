@@ -1,6 +1,7 @@
 //! Job-file runs: units (item × matrix) streamed through the steps, each step
 //! limited by its provider, every step outcome recorded, resumable per step.
 
+mod claimed;
 pub(crate) mod export;
 mod lanes;
 mod output;
@@ -26,6 +27,9 @@ use lanes::Lanes;
 use runner::{run_unit, Shared};
 use units::{Combos, UnitIds};
 
+pub(crate) use claimed::dispatch as claimed_dispatch;
+pub use claimed::DEFAULT_LEASE;
+pub(crate) use lanes::Lanes as JobLanes;
 pub use plan::{plan, Plan, ProviderPlan, StepPlan};
 
 /// How a job run was asked for (besides the job itself).
@@ -40,6 +44,9 @@ pub struct JobConfig {
     /// The `--set` overrides the job was loaded with (kept with the run so
     /// `sluice retry` loads it the same way).
     pub sets: Vec<String>,
+    /// On a shared store: how long a claimed unit stays leased without a
+    /// heartbeat renewing it (a killed worker's units return after this).
+    pub lease: std::time::Duration,
 }
 
 /// Units looked up in the store per batch on resume.
@@ -50,10 +57,7 @@ pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<Ru
     let env = job_env(job)?;
     let env_value =
         minijinja::Value::from(minijinja::value::Serde(serde_json::json!({ "env": env })));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Config(format!("cannot start the async runtime: {e}")))?;
+    let runtime = new_runtime()?;
     let lanes = Lanes::new(job, &env_value)?;
     let spool = cfg.store.local_dir().join("inputs");
     let prepared = runtime
@@ -72,9 +76,104 @@ pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<Ru
     // Ids are checked before anything is sent: a template error or a repeated
     // id is an input error like a malformed line.
     let ids = UnitIds::check(job, &prepared, &input_name)?;
-    // A provider none of whose base URLs answers stops the run before
-    // anything is sent; one dead URL of a pool is only a warning (its breaker
-    // will keep calls away from it).
+    check_reachable(&runtime, &lanes)?;
+
+    let combos = Combos::new(job);
+    let mut store = cfg.store.open()?;
+    let source = format!("job:{}|{}", job.path.display(), prepared.source_key);
+    let settings = serde_json::json!({
+        "mode": "job",
+        "job": job.path.display().to_string(),
+        "sets": cfg.sets,
+        "input": prepared.source_key,
+        "skip_bad": cfg.skip_bad,
+        // Column names of the CSV export.
+        "steps": job.steps.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+        "matrix": job.matrix.iter().map(|a| a.name.clone()).collect::<Vec<_>>(),
+    });
+    let total = prepared.total * combos.len() as u64;
+    if cfg.store.is_shared() {
+        // Several processes may work this run: its units go on the store's
+        // queue and are claimed from there, by this process too.
+        let (run, resumed) = claimed::create_or_join(
+            &mut *store,
+            job,
+            cfg,
+            claimed::Source {
+                key: source,
+                settings,
+                prepared: &prepared,
+                ids: &ids,
+                combos: &combos,
+            },
+            &progress,
+        )?;
+        store.set_total(&run.id, total)?;
+        store.set_state(&run.id, "running", None)?;
+        Progress::add(&progress.total, total);
+        let run_id = run.id.clone();
+        let lease = cfg.lease;
+        let env = Env {
+            vars: env,
+            value: env_value,
+        };
+        let interrupted = execute(
+            job,
+            &cfg.store,
+            runtime,
+            lanes,
+            env,
+            &run,
+            resumed,
+            &progress,
+            |shared| claimed::dispatch(shared, store, run_id, job.concurrency, lease),
+        )?;
+        return crate::lifecycle::close_shared_run(
+            &cfg.store,
+            run,
+            resumed,
+            interrupted,
+            &progress,
+        );
+    }
+    let (run, resumed) = open_run(&mut *store, cfg.fresh, source, job.name.clone(), settings)?;
+    store.set_total(&run.id, total)?;
+    store.set_state(&run.id, "running", None)?;
+    Progress::add(&progress.total, total);
+    let lookup = if resumed { Some(store) } else { None };
+    let run_id = run.id.clone();
+    let env = Env {
+        vars: env,
+        value: env_value,
+    };
+    let interrupted = execute(
+        job,
+        &cfg.store,
+        runtime,
+        lanes,
+        env,
+        &run,
+        resumed,
+        &progress,
+        |shared| {
+            dispatch(
+                shared,
+                &prepared,
+                &ids,
+                &combos,
+                lookup,
+                run_id,
+                job.concurrency,
+            )
+        },
+    )?;
+    close_run(&cfg.store, run, resumed, interrupted, &progress)
+}
+
+/// A provider none of whose base URLs answers stops the run before anything
+/// is sent; one dead URL of a pool is only a warning (its breaker will keep
+/// calls away from it).
+pub(crate) fn check_reachable(runtime: &tokio::runtime::Runtime, lanes: &Lanes) -> Result<()> {
     for lane in lanes.all() {
         let mut first_error = None;
         let mut reachable = 0;
@@ -93,27 +192,60 @@ pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<Ru
             return Err(e);
         }
     }
+    Ok(())
+}
 
-    let combos = Combos::new(job);
-    let mut store = cfg.store.open()?;
-    let source = format!("job:{}|{}", job.path.display(), prepared.source_key);
-    let settings = serde_json::json!({
-        "mode": "job",
-        "job": job.path.display().to_string(),
-        "sets": cfg.sets,
-        "input": prepared.source_key,
-        "skip_bad": cfg.skip_bad,
-        // Column names of the CSV export.
-        "steps": job.steps.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
-        "matrix": job.matrix.iter().map(|a| a.name.clone()).collect::<Vec<_>>(),
-    });
-    let (run, resumed) = open_run(&mut *store, cfg.fresh, source, job.name.clone(), settings)?;
-    let total = prepared.total * combos.len() as u64;
-    store.set_total(&run.id, total)?;
-    store.set_state(&run.id, "running", None)?;
-    Progress::add(&progress.total, total);
+/// The single-threaded runtime a run works on (see quick mode for why).
+pub(crate) fn new_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Config(format!("cannot start the async runtime: {e}")))
+}
 
-    let writer = Writer::start(cfg.store.open()?, run.id.clone(), progress.clone());
+/// The environment variables a job lists, as read and as template values.
+pub(crate) struct Env {
+    pub(crate) vars: serde_json::Map<String, serde_json::Value>,
+    pub(crate) value: minijinja::Value,
+}
+
+/// Works a run: starts the writer and heartbeats, runs the units `dispatch`
+/// hands out (on a shared store with limits held together with the other
+/// processes), then records what is left to record; returns whether the run
+/// was interrupted.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn execute<F, Fut>(
+    job: &Job,
+    location: &StoreLocation,
+    runtime: tokio::runtime::Runtime,
+    mut lanes: Lanes,
+    env: Env,
+    run: &sluice_store::RunMeta,
+    resumed: bool,
+    progress: &Arc<Progress>,
+    dispatch: F,
+) -> Result<bool>
+where
+    F: FnOnce(Arc<Shared>) -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let Env {
+        vars: env,
+        value: env_value,
+    } = env;
+    let shared_limits = if location.is_shared() {
+        let store: crate::shared_limits::SharedStore = Arc::new(Mutex::new(location.open()?));
+        let limits = lanes.share(&store, &crate::live::identity().worker_id);
+        for l in &limits {
+            // The first share of each provider's concurrency before any call.
+            runtime.block_on(l.sync());
+            runtime.spawn(l.clone().sync_loop());
+        }
+        limits
+    } else {
+        Vec::new()
+    };
+    let writer = Writer::start(location.open()?, run.id.clone(), progress.clone());
     runtime.spawn(crate::live::beat_loop(
         writer.tx.clone(),
         run.id.clone(),
@@ -140,8 +272,11 @@ pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<Ru
         )),
         output_dir: job.output.dir.join(&run.id),
         env: serde_json::Value::Object(env),
-        reader: if resumed || job.steps.iter().any(|s| s.cache_ttl.is_some()) {
-            Some(Mutex::new(cfg.store.open()?))
+        reader: if resumed
+            || location.is_shared()
+            || job.steps.iter().any(|s| s.cache_ttl.is_some())
+        {
+            Some(Mutex::new(location.open()?))
         } else {
             None
         },
@@ -157,16 +292,7 @@ pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<Ru
         Some(hook) if hook.on == WebhookOn::Run => Some(webhook_target(hook, &env_value)?),
         _ => None,
     };
-    let lookup = if resumed { Some(store) } else { None };
-    let interrupted = runtime.block_on(dispatch(
-        shared.clone(),
-        &prepared,
-        &ids,
-        &combos,
-        lookup,
-        &run.id,
-        job.concurrency,
-    ))?;
+    let interrupted = runtime.block_on(dispatch(shared.clone()))?;
     let openings: u64 = shared
         .lanes
         .all()
@@ -177,6 +303,9 @@ pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<Ru
     drop(runtime);
     drop(shared);
     writer.finish()?;
+    for l in &shared_limits {
+        l.leave();
+    }
     if let Some(target) = &run_hook {
         // After the writer finished: the totals are everything committed.
         let done = progress.done.load(std::sync::atomic::Ordering::Relaxed);
@@ -200,7 +329,7 @@ pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<Ru
     let spent = progress.snapshot().spent_usd;
     if spent > 0.0 {
         // Kept with the run (across resumes) for `sluice status`.
-        let mut store = cfg.store.open()?;
+        let mut store = location.open()?;
         let mut settings = store
             .find_run(&run.id)?
             .map(|r| r.settings)
@@ -212,7 +341,7 @@ pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<Ru
         settings["spent_usd"] = serde_json::json!(before + spent);
         store.update_settings(&run.id, &settings)?;
     }
-    close_run(&cfg.store, run, resumed, interrupted, &progress)
+    Ok(interrupted)
 }
 
 /// The webhook's target: headers rendered (they may use `env`), the HMAC key
@@ -250,7 +379,7 @@ fn webhook_target(hook: &Webhook, env: &minijinja::Value) -> Result<crate::webho
 }
 
 /// The variables the job lists in `env`, read now; a missing one stops the run.
-fn job_env(job: &Job) -> Result<serde_json::Map<String, serde_json::Value>> {
+pub(crate) fn job_env(job: &Job) -> Result<serde_json::Map<String, serde_json::Value>> {
     let mut env = serde_json::Map::new();
     for name in &job.env {
         match std::env::var(name) {
@@ -295,29 +424,13 @@ async fn dispatch(
     ids: &UnitIds,
     combos: &Combos,
     mut lookup: Option<Box<dyn Store>>,
-    run_id: &str,
+    run_id: String,
     limit: usize,
 ) -> Result<bool> {
     let stop = Arc::new(Notify::new());
     let signal = tokio::spawn(watch_signals(stop.clone()));
     let slots = Arc::new(Semaphore::new(limit.max(1)));
-    // Without a set `concurrency`, the window of units grows to what the
-    // fastest provider rate needs at the latency observed (Little's law).
-    let job = &shared.job;
-    let grow = (!job.concurrency_set)
-        .then(|| {
-            job.providers
-                .iter()
-                .filter_map(|p| {
-                    let per_sec = [p.rps.map(|r| r as f64), p.rpm.map(|r| r as f64 / 60.0)];
-                    per_sec.into_iter().flatten().reduce(f64::min)
-                })
-                .reduce(f64::max)
-        })
-        .flatten();
-    let steps = job.steps.len().max(1);
-    let mut window = limit.max(1);
-    let mut next_check = tokio::time::Instant::now();
+    let mut window = Window::new(&shared.job, limit);
     let items = prepared.items().map_err(|e| Error::Config(e.to_string()))?;
     let mut pending: Vec<runner::Unit> = Vec::with_capacity(CHUNK);
     let mut interrupted = false;
@@ -342,7 +455,7 @@ async fn dispatch(
             Some(store) => {
                 let keys: Vec<&str> = pending.iter().map(|u| u.id.as_str()).collect();
                 store
-                    .lookup(run_id, &keys)?
+                    .lookup(&run_id, &keys)?
                     .into_iter()
                     .map(|k| (k.item_id.clone(), k))
                     .collect()
@@ -360,17 +473,7 @@ async fn dispatch(
                     continue;
                 }
             }
-            if let Some(rate) = grow {
-                if tokio::time::Instant::now() >= next_check {
-                    next_check += std::time::Duration::from_millis(200);
-                    let needed = needed_units(rate, steps, &shared.progress);
-                    if needed > window {
-                        tracing::debug!(needed, "more units in flight to reach the rate");
-                        slots.add_permits(needed - window);
-                        window = needed;
-                    }
-                }
-            }
+            window.grow(&slots, &shared.progress);
             let permit = tokio::select! {
                 permit = slots.clone().acquire_owned() => permit.expect("semaphore never closed"),
                 _ = stop.notified() => { interrupted = true; break 'outer; }
@@ -384,43 +487,56 @@ async fn dispatch(
                 // The budget is spent: the rest stays pending.
                 break 'outer;
             }
-            let task_shared = shared.clone();
-            tokio::spawn(async move {
-                if let Some(record) = run_unit(&task_shared, unit).await {
-                    let hook = task_shared.item_hook.as_ref().map(|target| {
-                        let output = record
-                            .response
-                            .as_deref()
-                            .and_then(|r| serde_json::from_str(r).ok())
-                            .unwrap_or(serde_json::Value::Null);
-                        let event = crate::webhook::item_event(
-                            &task_shared.run_id,
-                            &record.item_id,
-                            record.status.as_str(),
-                            record.error.as_deref(),
-                            &output,
-                        );
-                        (target, event, record.item_id.clone())
-                    });
-                    let _ = task_shared.tx.send(Message::Record(record)).await;
-                    if let Some((target, event, unit_id)) = hook {
-                        notify(&task_shared, target, &event, &unit_id).await;
-                    }
-                }
-                drop(permit);
-            });
+            spawn_unit(&shared, unit, permit, None);
         }
         if !moves.is_empty() {
             let _ = shared.tx.send(Message::Moves(moves)).await;
         }
     }
-    let all = u32::try_from(window).unwrap_or(u32::MAX);
-    let all_done = async {
-        let _ = slots.acquire_many(all).await;
-    };
+    let all_done = window.all_done(&slots);
     let interrupted = drain(all_done, &stop, &shared.stopping, interrupted).await;
     signal.abort();
     Ok(interrupted)
+}
+
+/// Runs one unit in its own task holding `permit`, then records it (under
+/// its lease `token` for a unit claimed from a shared queue) and fires the
+/// item webhook.
+pub(crate) fn spawn_unit(
+    shared: &Arc<Shared>,
+    unit: runner::Unit,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    token: Option<i64>,
+) {
+    let task_shared = shared.clone();
+    tokio::spawn(async move {
+        if let Some(record) = run_unit(&task_shared, unit).await {
+            let hook = task_shared.item_hook.as_ref().map(|target| {
+                let output = record
+                    .response
+                    .as_deref()
+                    .and_then(|r| serde_json::from_str(r).ok())
+                    .unwrap_or(serde_json::Value::Null);
+                let event = crate::webhook::item_event(
+                    &task_shared.run_id,
+                    &record.item_id,
+                    record.status.as_str(),
+                    record.error.as_deref(),
+                    &output,
+                );
+                (target, event, record.item_id.clone())
+            });
+            let message = match token {
+                Some(token) => Message::Fenced(record, token),
+                None => Message::Record(record),
+            };
+            let _ = task_shared.tx.send(message).await;
+            if let Some((target, event, unit_id)) = hook {
+                notify(&task_shared, target, &event, &unit_id).await;
+            }
+        }
+        drop(permit);
+    });
 }
 
 /// Delivers one item webhook and records how it went as a `(webhook)` step
@@ -462,6 +578,59 @@ async fn notify(
     let _ = shared.tx.send(Message::Step(record)).await;
 }
 
+/// The units in flight at most. Without a set `concurrency`, the window
+/// grows to what the fastest provider rate needs at the latency observed
+/// (Little's law).
+pub(crate) struct Window {
+    rate: Option<f64>,
+    steps: usize,
+    size: usize,
+    next_check: tokio::time::Instant,
+}
+
+impl Window {
+    pub(crate) fn new(job: &Job, limit: usize) -> Window {
+        let rate = (!job.concurrency_set)
+            .then(|| {
+                job.providers
+                    .iter()
+                    .filter_map(|p| {
+                        let per_sec = [p.rps.map(|r| r as f64), p.rpm.map(|r| r as f64 / 60.0)];
+                        per_sec.into_iter().flatten().reduce(f64::min)
+                    })
+                    .reduce(f64::max)
+            })
+            .flatten();
+        Window {
+            rate,
+            steps: job.steps.len().max(1),
+            size: limit.max(1),
+            next_check: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Adds places to `slots` when the rate needs more units in flight.
+    pub(crate) fn grow(&mut self, slots: &Semaphore, progress: &Progress) {
+        let Some(rate) = self.rate else { return };
+        if tokio::time::Instant::now() < self.next_check {
+            return;
+        }
+        self.next_check += std::time::Duration::from_millis(200);
+        let needed = needed_units(rate, self.steps, progress);
+        if needed > self.size {
+            tracing::debug!(needed, "more units in flight to reach the rate");
+            slots.add_permits(needed - self.size);
+            self.size = needed;
+        }
+    }
+
+    /// Resolves once every unit in flight has finished.
+    pub(crate) async fn all_done(&self, slots: &Semaphore) {
+        let all = u32::try_from(self.size).unwrap_or(u32::MAX);
+        let _ = slots.acquire_many(all).await;
+    }
+}
+
 /// Most units a rate may grow the window to.
 const MAX_UNITS: usize = 4_096;
 
@@ -477,12 +646,18 @@ fn needed_units(per_sec: f64, steps: usize, progress: &Progress) -> usize {
 }
 
 async fn record_bad(shared: &Shared, unit_id: String, idx: u64, bad: &BadItem) {
+    let record = bad_item_record(unit_id, idx, bad);
+    let _ = shared.tx.send(Message::Record(record)).await;
+}
+
+/// The failed record of a bad input entry's unit.
+pub(crate) fn bad_item_record(unit_id: String, idx: u64, bad: &BadItem) -> ItemRecord {
     let now = now_ms();
     let where_ = match bad.line {
         Some(line) => format!("line {line}"),
         None => format!("item {}", bad.position + 1),
     };
-    let record = ItemRecord {
+    ItemRecord {
         item_id: unit_id,
         idx,
         hash: 0,
@@ -499,6 +674,5 @@ async fn record_bad(shared: &Shared, unit_id: String, idx: u64, bad: &BadItem) {
         finished_at: now,
         metadata: None,
         custom_id: None,
-    };
-    let _ = shared.tx.send(Message::Record(record)).await;
+    }
 }

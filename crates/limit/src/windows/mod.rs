@@ -196,6 +196,23 @@ impl Windows {
             .all(|w| w.gcra.tat_after(at, w.cost(tokens)) <= end)
     }
 
+    /// Whether a request of `tokens` can never conform: `(cost, limit)` of
+    /// the window it exceeds (the same check [`Windows::try_acquire`] makes).
+    pub fn too_large(&self, tokens: u64) -> Option<(u64, u64)> {
+        self.windows
+            .iter()
+            .filter(|w| w.applies(tokens))
+            .find_map(|w| {
+                let cost = w.cost(tokens);
+                let never = cost > w.limit
+                    || matches!(
+                        w.gcra.check(u64::MAX / 2, cost),
+                        Err(Rejection::TooLarge { .. })
+                    );
+                never.then_some((cost, w.limit))
+            })
+    }
+
     /// The sending time one request of `tokens` occupies in the tightest
     /// paced window (nanoseconds): the least a slice must last to admit it.
     pub fn occupancy(&self, tokens: u64) -> u64 {

@@ -256,7 +256,7 @@ impl SharedRuns for PostgresStore {
                lease_expires = ",
             db_now_ms!(),
             " + $4 FROM picked WHERE u.run_id = $1 AND u.unit_id = picked.unit_id \
-             RETURNING u.unit_id, u.idx, u.hash, u.body, u.lease_token"
+             RETURNING u.unit_id, u.idx, u.hash, u.body, u.lease_token, u.claims"
         );
         let (run_id, worker_id) = (run_id.to_owned(), worker_id.to_owned());
         let max = i64::try_from(max).unwrap_or(i64::MAX);
@@ -277,6 +277,7 @@ impl SharedRuns for PostgresStore {
                             body: r.try_get(3).during(op)?,
                         },
                         token: r.try_get(4).during(op)?,
+                        claims: num::to_u64("claims", r.try_get(5).during(op)?)?,
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;

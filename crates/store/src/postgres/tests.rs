@@ -328,6 +328,7 @@ fn a_result_is_accepted_only_under_its_current_lease() {
         .remove(0);
     assert_eq!(taken.unit.unit_id, lost.unit.unit_id);
     assert_ne!(taken.token, lost.token);
+    assert_eq!((lost.claims, taken.claims), (1, 2));
     let late = a.complete(&run, &[(done(&lost.unit), lost.token)]).unwrap();
     assert!(late.is_empty(), "a result under a lost lease is dropped");
     assert_eq!(a.counts(&run).unwrap().done, 0);

@@ -1,0 +1,326 @@
+//! Shared runs (a PostgreSQL store): the process that creates or joins a run
+//! puts its units on the store's queue with the job definition; every
+//! process working on the run — that one and any `sluice worker` — claims
+//! units in batches under a lease, runs them like any other unit, and
+//! records each result under its lease token.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Map, Value as Json};
+use sluice_spec::Job;
+use sluice_store::{Claimed, ItemRecord, ItemStatus, JobDef, NewRun, QueuedUnit, RunMeta, Store};
+use tokio::sync::{Notify, Semaphore};
+
+use super::runner::{Shared, Unit};
+use super::units::{Combos, UnitIds};
+use super::{bad_item_record, spawn_unit, JobConfig, Window};
+use crate::error::{Error, Result};
+use crate::inputs::Prepared;
+use crate::lifecycle::{drain, watch_signals};
+use crate::progress::Progress;
+
+/// How long a claimed unit stays leased unless its worker's heartbeat (every
+/// second) renews it: a killed worker's units go back to the queue after this.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+
+/// Units queued per transaction.
+const ENQUEUE_CHUNK: usize = 1_000;
+/// Units claimed at once at most.
+const CLAIM_MAX: usize = 512;
+/// How often a worker with nothing to claim looks again (other workers'
+/// leases may expire, or the creator may still be queueing).
+const POLL: Duration = Duration::from_millis(200);
+
+/// What the creating process knows about the run's input.
+pub(crate) struct Source<'a> {
+    pub(crate) key: String,
+    pub(crate) settings: Json,
+    pub(crate) prepared: &'a Prepared,
+    pub(crate) ids: &'a UnitIds,
+    pub(crate) combos: &'a Combos,
+}
+
+fn shared_store(store: &mut dyn Store) -> Result<&mut dyn sluice_store::SharedRuns> {
+    store.shared().ok_or_else(|| {
+        Error::Config("this store cannot share a run between processes (use PostgreSQL)".into())
+    })
+}
+
+/// Opens the job's run (the latest of its source, or a new one), stores the
+/// job definition and queues every unit not done yet; returns the run and
+/// whether it was resumed.
+pub(crate) fn create_or_join(
+    store: &mut dyn Store,
+    job: &Job,
+    cfg: &JobConfig,
+    source: Source<'_>,
+    progress: &Progress,
+) -> Result<(RunMeta, bool)> {
+    let new = NewRun {
+        name: job.name.clone(),
+        source: source.key,
+        settings: source.settings,
+    };
+    let (run, resumed) = shared_store(store)?.open_shared_run(&new, cfg.fresh)?;
+    if resumed {
+        let mut settings = new.settings.clone();
+        // Totals kept with the run survive the new settings.
+        if let Some(spent) = run.settings.get("spent_usd") {
+            settings["spent_usd"] = spent.clone();
+        }
+        store.update_settings(&run.id, &settings)?;
+    }
+    let text = std::fs::read_to_string(&job.path).map_err(|e| Error::Read {
+        path: job.path.clone(),
+        source: e,
+    })?;
+    let def = JobDef {
+        path: job.path.display().to_string(),
+        text,
+        sets: cfg.sets.clone(),
+    };
+    shared_store(store)?.put_job(&run.id, &def)?;
+    let items = source
+        .prepared
+        .items()
+        .map_err(|e| Error::Config(e.to_string()))?;
+    let mut batch = Vec::with_capacity(ENQUEUE_CHUNK);
+    let mut bad = Vec::new();
+    for entry in items {
+        match entry {
+            Ok(item) => {
+                for unit in source.ids.units(&item, source.combos) {
+                    batch.push(queued(&unit));
+                }
+            }
+            Err(b) => {
+                for (unit_id, idx) in source.ids.bad_unit_ids(&b, source.combos) {
+                    bad.push(bad_item_record(unit_id, idx, &b));
+                }
+            }
+        }
+        if batch.len() >= ENQUEUE_CHUNK {
+            let done = shared_store(store)?.enqueue(&run.id, &batch)?;
+            Progress::add(&progress.skipped, done);
+            batch.clear();
+        }
+    }
+    if !batch.is_empty() {
+        let done = shared_store(store)?.enqueue(&run.id, &batch)?;
+        Progress::add(&progress.skipped, done);
+    }
+    if !bad.is_empty() {
+        // Bad entries are no units to claim: recorded failed at once.
+        store.write_batch(&run.id, &bad)?;
+        Progress::add(&progress.failed, bad.len() as u64);
+    }
+    shared_store(store)?.finish_enqueue(&run.id)?;
+    Ok((run, resumed))
+}
+
+/// A unit as the queue keeps it: what any worker needs to run it.
+fn queued(unit: &Unit) -> QueuedUnit {
+    QueuedUnit {
+        unit_id: unit.id.clone(),
+        idx: unit.idx,
+        hash: unit.hash,
+        body: json!({
+            "item_id": unit.item_id,
+            "index": unit.index,
+            "item": unit.item,
+            "matrix": unit.matrix,
+        })
+        .to_string(),
+    }
+}
+
+/// The unit of a claimed queue entry.
+fn unit_of(claimed: &Claimed) -> std::result::Result<Unit, String> {
+    let body: Json = serde_json::from_str(&claimed.unit.body)
+        .map_err(|e| format!("the queued unit does not decode: {e}"))?;
+    let matrix: Map<String, Json> = match body.get("matrix") {
+        Some(Json::Object(m)) => m.clone(),
+        _ => Map::new(),
+    };
+    Ok(Unit {
+        id: claimed.unit.unit_id.clone(),
+        item_id: body
+            .get("item_id")
+            .and_then(Json::as_str)
+            .unwrap_or(&claimed.unit.unit_id)
+            .to_owned(),
+        idx: claimed.unit.idx,
+        index: body.get("index").and_then(Json::as_u64).unwrap_or(0),
+        item: body.get("item").cloned().unwrap_or(Json::Null),
+        matrix,
+        hash: claimed.unit.hash,
+        resume: claimed.claims > 1,
+    })
+}
+
+/// Runs `f` with the store on a blocking thread (the store is synchronous;
+/// the runtime's one thread keeps serving calls meanwhile).
+async fn blocking<T: Send + 'static>(
+    store: &mut Option<Box<dyn Store>>,
+    f: impl FnOnce(&mut dyn sluice_store::SharedRuns) -> sluice_store::Result<T> + Send + 'static,
+) -> Result<T> {
+    let mut taken = store
+        .take()
+        .ok_or_else(|| Error::Config("the store connection was lost".into()))?;
+    let (back, result) = tokio::task::spawn_blocking(move || {
+        let result = match taken.shared() {
+            Some(shared) => f(shared).map_err(Error::from),
+            None => Err(Error::Config(
+                "this store cannot share a run between processes".into(),
+            )),
+        };
+        (taken, result)
+    })
+    .await
+    .map_err(|e| Error::Config(format!("a store call panicked: {e}")))?;
+    *store = Some(back);
+    result
+}
+
+/// Claims and runs the run's units until none is left to claim (or the run
+/// stops); returns whether it was interrupted.
+pub(crate) async fn dispatch(
+    shared: Arc<Shared>,
+    store: Box<dyn Store>,
+    run_id: String,
+    limit: usize,
+    lease: Duration,
+) -> Result<bool> {
+    let stop = Arc::new(Notify::new());
+    let signal = tokio::spawn(watch_signals(stop.clone()));
+    let slots = Arc::new(Semaphore::new(limit.max(1)));
+    let mut window = Window::new(&shared.job, limit);
+    let worker = crate::live::identity().worker_id.clone();
+    let mut store = Some(store);
+    let mut interrupted = false;
+    'outer: loop {
+        if shared
+            .progress
+            .budget_reached
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+        {
+            break;
+        }
+        window.grow(&slots, &shared.progress);
+        // A place first, so no unit waits under lease for one.
+        let first = tokio::select! {
+            permit = slots.clone().acquire_owned() => permit.expect("semaphore never closed"),
+            _ = stop.notified() => { interrupted = true; break 'outer; }
+        };
+        let want = (slots.available_permits() + 1).min(CLAIM_MAX);
+        let (run, who) = (run_id.clone(), worker.clone());
+        let claimed = blocking(&mut store, move |s| s.claim(&run, &who, want, lease)).await?;
+        if claimed.is_empty() {
+            drop(first);
+            let run = run_id.clone();
+            let counts = blocking(&mut store, move |s| s.queue_counts(&run)).await?;
+            if counts.complete() {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(POLL) => {}
+                _ = stop.notified() => { interrupted = true; break 'outer; }
+            }
+            continue;
+        }
+        let mut permit = Some(first);
+        for entry in claimed {
+            let place = match permit.take() {
+                Some(p) => p,
+                None => tokio::select! {
+                    p = slots.clone().acquire_owned() => p.expect("semaphore never closed"),
+                    // The units claimed but not started go back with this
+                    // worker's last (stopped) heartbeat.
+                    _ = stop.notified() => { interrupted = true; break 'outer; }
+                },
+            };
+            match unit_of(&entry) {
+                Ok(unit) => spawn_unit(&shared, unit, place, Some(entry.token)),
+                Err(message) => {
+                    let record = failed_unit(&entry, message);
+                    let _ = shared
+                        .tx
+                        .send(crate::writer::Message::Fenced(record, entry.token))
+                        .await;
+                }
+            }
+        }
+    }
+    let interrupted = drain(
+        window.all_done(&slots),
+        &stop,
+        &shared.stopping,
+        interrupted,
+    )
+    .await;
+    signal.abort();
+    Ok(interrupted)
+}
+
+fn failed_unit(entry: &Claimed, message: String) -> ItemRecord {
+    let now = crate::quick::now_ms();
+    ItemRecord {
+        item_id: entry.unit.unit_id.clone(),
+        idx: entry.unit.idx,
+        hash: entry.unit.hash,
+        status: ItemStatus::Failed,
+        attempts: 0,
+        throttled: 0,
+        status_code: None,
+        response: None,
+        error: Some(format!("invalid_input: {message}")),
+        prompt_tokens: None,
+        completion_tokens: None,
+        latency_ms: 0,
+        started_at: now,
+        finished_at: now,
+        metadata: None,
+        custom_id: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_queued_unit_comes_back_as_the_same_unit() {
+        let unit = Unit {
+            id: "q1#model=a".into(),
+            item_id: "q1".into(),
+            idx: 7,
+            index: 3,
+            item: json!({"prompt": "hi", "n": [1, 2]}),
+            matrix: json!({"model": "a"}).as_object().unwrap().clone(),
+            hash: u64::MAX - 5,
+            resume: false,
+        };
+        let claimed = Claimed {
+            unit: queued(&unit),
+            token: 42,
+            claims: 2,
+        };
+        let back = unit_of(&claimed).unwrap();
+        assert_eq!(
+            (&back.id, &back.item_id, back.idx, back.index, back.hash),
+            (&unit.id, &unit.item_id, 7, 3, unit.hash)
+        );
+        assert_eq!((back.item, back.matrix), (unit.item, unit.matrix));
+        assert!(back.resume, "claimed before: look for its recorded steps");
+        let broken = Claimed {
+            unit: QueuedUnit {
+                body: "{".into(),
+                ..claimed.unit.clone()
+            },
+            ..claimed
+        };
+        assert!(matches!(unit_of(&broken), Err(e) if e.contains("does not decode")));
+    }
+}
