@@ -186,8 +186,8 @@ fn a_killed_workers_units_are_finished_by_the_others() {
     wait_status(&s, &pg, "the run to start", |v| {
         v["run"]["state"] == "running"
     });
-    let mut victim = spawn(&s, &pg, &["worker", "--exit-when-idle", "--lease", "2s"]);
-    let survivor = spawn(&s, &pg, &["worker", "--exit-when-idle", "--lease", "2s"]);
+    let mut victim = spawn(&s, &pg, &["worker", "--exit-when-idle", "--lease", "5s"]);
+    let survivor = spawn(&s, &pg, &["worker", "--exit-when-idle", "--lease", "5s"]);
     // Kill the first worker once it has recorded some units.
     let pid = victim.id();
     wait_status(&s, &pg, "the victim's first results", |v| {

@@ -32,6 +32,50 @@ const CLAIM_MAX: usize = 512;
 /// leases may expire, or the creator may still be queueing).
 const POLL: Duration = Duration::from_millis(200);
 
+/// Units claimed but not yet calling, beyond which a process claims no more
+/// (at least; more when it finishes more than this in half a second).
+const MIN_BACKLOG: usize = 8;
+
+/// How fast this process finishes units, so it claims about half a second
+/// of work ahead: a unit waiting here under lease is one the other workers
+/// cannot run (with a shared rate, each process sends only in its slices).
+struct Pace {
+    at: std::time::Instant,
+    count: u64,
+    per_sec: f64,
+}
+
+impl Pace {
+    fn new(progress: &Progress) -> Pace {
+        Pace {
+            at: std::time::Instant::now(),
+            count: finished(progress),
+            per_sec: 0.0,
+        }
+    }
+
+    /// Units that may wait here, claimed but not calling yet.
+    fn backlog(&mut self, progress: &Progress) -> usize {
+        let elapsed = self.at.elapsed().as_secs_f64();
+        if elapsed >= 0.2 {
+            let count = finished(progress);
+            let rate = count.saturating_sub(self.count) as f64 / elapsed;
+            self.per_sec = if self.per_sec == 0.0 {
+                rate
+            } else {
+                0.5 * self.per_sec + 0.5 * rate
+            };
+            (self.at, self.count) = (std::time::Instant::now(), count);
+        }
+        ((self.per_sec * 0.5).ceil() as usize).max(MIN_BACKLOG)
+    }
+}
+
+fn finished(progress: &Progress) -> u64 {
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    load(&progress.done) + load(&progress.failed)
+}
+
 /// What the creating process knows about the run's input.
 pub(crate) struct Source<'a> {
     pub(crate) key: String,
@@ -199,6 +243,7 @@ pub(crate) async fn dispatch(
     let worker = crate::live::identity().worker_id.clone();
     let mut store = Some(store);
     let mut interrupted = false;
+    let mut pace = Pace::new(&shared.progress);
     'outer: loop {
         if shared
             .progress
@@ -214,7 +259,26 @@ pub(crate) async fn dispatch(
             permit = slots.clone().acquire_owned() => permit.expect("semaphore never closed"),
             _ = stop.notified() => { interrupted = true; break 'outer; }
         };
-        let want = (slots.available_permits() + 1).min(CLAIM_MAX);
+        // Units here but not calling (waiting for a place, a rate slot or
+        // between steps) are roughly those in progress less the calls on the wire.
+        let in_progress = window.size().saturating_sub(slots.available_permits());
+        let calling = shared
+            .progress
+            .in_flight
+            .load(std::sync::atomic::Ordering::Relaxed) as usize;
+        let waiting = in_progress.saturating_sub(calling).saturating_sub(1);
+        let backlog = pace.backlog(&shared.progress);
+        if waiting >= backlog {
+            drop(first);
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+                _ = stop.notified() => { interrupted = true; break 'outer; }
+            }
+            continue;
+        }
+        let want = (backlog - waiting)
+            .min(slots.available_permits() + 1)
+            .min(CLAIM_MAX);
         let (run, who) = (run_id.clone(), worker.clone());
         let claimed = blocking(&mut store, move |s| s.claim(&run, &who, want, lease)).await?;
         if claimed.is_empty() {

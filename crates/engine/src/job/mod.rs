@@ -624,6 +624,11 @@ impl Window {
         }
     }
 
+    /// Units in flight at most, now.
+    pub(crate) fn size(&self) -> usize {
+        self.size
+    }
+
     /// Resolves once every unit in flight has finished.
     pub(crate) async fn all_done(&self, slots: &Semaphore) {
         let all = u32::try_from(self.size).unwrap_or(u32::MAX);
