@@ -8,12 +8,16 @@ Scenarios:
   commits   PostgreSQL's commit rate here (pgbench, one-row insert per
             transaction, 1 and 3 clients): the bound on how often the
             workers can record
-  rpm       3 processes on one job under a provider rpm R, the mock enforcing
+  rpm       3 workers on one job under a provider rpm R, the mock enforcing
             R: max requests in any 60 s window <= R, 0 x 429, rate >= 95% of R
-  scaling   no limits, zero latency: calls/s of 3 processes vs 1 (target >= 2x),
+  scaling   no limits, zero latency: calls/s of 3 workers vs 1 (target >= 2x),
             with the commits/s the run made (pg_stat_database)
-  kill      kill -9 one of 3 processes mid-run: every unit exactly once in
+  kill      kill -9 one of 3 workers mid-run: every unit exactly once in
             the results; requests the mock saw twice (the victim's in flight)
+
+Each run is queued with `sluice run JOB --queue-only`, then worked by
+`sluice worker --exit-when-idle` processes only; times run from the first
+worker's start to the last one's exit.
 
 The store is a fresh schema in SLUICE_BENCH_POSTGRES (default
 postgres://postgres@127.0.0.1:5432/test), dropped afterwards. Only 127.0.0.1
@@ -27,11 +31,30 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from core import BIN, Mock  # noqa: E402
-
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release", "sluice")
 BASE = os.environ.get("SLUICE_BENCH_POSTGRES", "postgres://postgres@127.0.0.1:5432/test")
+
+
+class Mock:
+    def __init__(self, *args):
+        self.proc = subprocess.Popen([BIN, "mock", "--port", "0", *args],
+                                     stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline().strip()
+        self.port = int(line.rsplit(":", 1)[1])
+
+    def url(self, path="/v1/chat/completions"):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def stats(self):
+        with urllib.request.urlopen(self.url("/_mock/stats")) as r:
+            return json.load(r)
+
+    def close(self):
+        self.proc.terminate()
+        self.proc.wait()
 
 
 def psql(sql):
@@ -89,33 +112,25 @@ def status(tmp, url):
     return json.loads(out.stdout) if out.returncode == 0 else None
 
 
-def wait_running(tmp, url):
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        s = status(tmp, url)
-        if s and s["run"]["state"] == "running" and s["queue"] and s["queue"]["ready"]:
-            return
-        time.sleep(0.1)
-    raise SystemExit("the run did not start")
-
-
 def run_shared(tmp, url, job, processes, lease="10s", on_running=None):
-    """The creator plus processes-1 workers; returns wall seconds."""
+    """Queues the job's run, then `processes` x `sluice worker`; returns the
+    seconds from the first worker's start until the last one exited."""
+    env = dict(os.environ, SLUICE_STORE=url)
+    subprocess.run([BIN, "run", job, "--queue-only"], cwd=tmp, env=env, check=True,
+                   stderr=subprocess.DEVNULL)
     t0 = time.monotonic()
-    creator = start(tmp, url, "run", job, "--out", "out.jsonl", "--lease", lease)
-    workers = []
-    if processes > 1:
-        wait_running(tmp, url)
-        workers = [start(tmp, url, "worker", "--exit-when-idle", "--lease", lease)
-                   for _ in range(processes - 1)]
+    workers = [start(tmp, url, "worker", "--exit-when-idle", "--lease", lease)
+               for _ in range(processes)]
     if on_running:
-        on_running(creator, workers)
-    for p in [creator, *workers]:
+        on_running(workers)
+    for p in workers:
         p.wait()
         if p.returncode not in (0, -9):
             print(p.stderr.read().decode(), file=sys.stderr)
-            raise SystemExit(f"a process failed ({p.returncode})")
-    return time.monotonic() - t0
+            raise SystemExit(f"a worker failed ({p.returncode})")
+    wall = time.monotonic() - t0
+    subprocess.run([BIN, "export", "bench", "--out", "out.jsonl"], cwd=tmp, env=env, check=True)
+    return wall
 
 
 def exported(tmp):
@@ -166,7 +181,7 @@ def rpm(quick):
     rate = sustained(stats) * 60
     ok = (stats["max_requests_per_minute"] <= r and stats["rate_limited"] == 0
           and rate >= 0.95 * r and len(rows) == n)
-    print(f"rpm       3 processes, {n:,} units, rpm {r:,} (mock enforcing it): "
+    print(f"rpm       3 workers, {n:,} units, rpm {r:,} (mock enforcing it): "
           f"max {stats['max_requests_per_minute']:,} in any 60 s · {stats['rate_limited']} x 429 · "
           f"{rate:,.0f}/min = {rate / r:.3f} of R · wall {wall:.1f} s (bound {n / r * 60:.1f} s) "
           f"{'pass' if ok else 'FAIL'}")
@@ -192,7 +207,7 @@ def scaling(quick):
     one, three = results[1][0], results[3][0]
     ok = three >= 2 * one and results[1][3] == n and results[3][3] == n
     for p, (rate, wall, made, _) in results.items():
-        print(f"scaling   {p} process{'es' if p > 1 else ''}, {n:,} units, zero latency: "
+        print(f"scaling   {p} worker{'s' if p > 1 else ''}, {n:,} units, zero latency: "
               f"{rate:,.0f} calls/s sustained · wall {wall:.2f} s · {made / wall:,.0f} commits/s")
     print(f"scaling   3 vs 1: {three / one:.2f}x (target >= 2x) {'pass' if ok else 'FAIL'}")
     return {"name": "scaling", "ok": ok}
@@ -206,7 +221,7 @@ def kill(quick):
     with tempfile.TemporaryDirectory() as tmp:
         job = write_job(tmp, mock, n, "concurrency = 16")
 
-        def victim(creator, workers):
+        def victim(workers):
             while mock.stats()["ok"] < n // 3:
                 time.sleep(0.05)
             killed["at"] = mock.stats()["ok"]
@@ -219,7 +234,7 @@ def kill(quick):
     schema.drop()
     ids = {r["id"] for r in rows}
     ok = len(rows) == n and len(ids) == n and all(r["status"] == "done" for r in rows)
-    print(f"kill      3 processes, {n:,} units, kill -9 one after {killed['at']:,} answers: "
+    print(f"kill      3 workers, {n:,} units, kill -9 one after {killed['at']:,} answers: "
           f"{len(rows):,} results, {len(ids):,} distinct · {stats['duplicate_requests']} requests "
           f"sent twice (the victim's in flight) · wall {wall:.1f} s "
           f"{'pass' if ok else 'FAIL'}")

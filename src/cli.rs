@@ -113,6 +113,10 @@ pub(crate) struct RunArgs {
     /// to the queue after this).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub(crate) lease: Duration,
+    /// With a postgres:// store: queue the job's units and exit, leaving
+    /// the work to `sluice worker` processes.
+    #[arg(long)]
+    pub(crate) queue_only: bool,
 }
 
 #[derive(Debug, Args)]

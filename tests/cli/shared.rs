@@ -134,8 +134,8 @@ fn several_workers_share_a_run_and_no_unit_is_done_twice() {
         &pg,
         &["run", job.to_str().unwrap(), "--out", "out.jsonl"],
     );
-    wait_status(&s, &pg, "the run to start", |v| {
-        v["run"]["state"] == "running"
+    wait_status(&s, &pg, "the run to be queued", |v| {
+        v["queue"]["ready"] == true
     });
     let workers: Vec<Child> = (0..2)
         .map(|_| spawn(&s, &pg, &["worker", "--exit-when-idle"]))
@@ -183,8 +183,8 @@ fn a_killed_workers_units_are_finished_by_the_others() {
             "2s",
         ],
     );
-    wait_status(&s, &pg, "the run to start", |v| {
-        v["run"]["state"] == "running"
+    wait_status(&s, &pg, "the run to be queued", |v| {
+        v["queue"]["ready"] == true
     });
     let mut victim = spawn(&s, &pg, &["worker", "--exit-when-idle", "--lease", "5s"]);
     let survivor = spawn(&s, &pg, &["worker", "--exit-when-idle", "--lease", "5s"]);
@@ -206,11 +206,14 @@ fn a_killed_workers_units_are_finished_by_the_others() {
     let (code, err) = finish(survivor, Duration::from_secs(60));
     assert_eq!(code, Some(0), "{err}");
     exported_once(&s.path("out.jsonl"), n);
-    // Only calls the victim had on the wire were sent twice.
+    // Sent twice: only what the victim had on the wire or had been answered
+    // but not yet committed (6 places × 40 ms; the writer commits every few
+    // ms, slower on a loaded machine): a fraction of a second of its calls,
+    // never its whole share of the run.
     let dup = u(&mock.stats()["duplicate_requests"]);
     assert!(
-        dup <= 6,
-        "{dup} duplicates: more than the victim's concurrency"
+        dup <= 40,
+        "{dup} duplicates: more than the victim's last moments"
     );
     let status = wait_status(&s, &pg, "the final status", |v| {
         v["run"]["state"] == "finished"
@@ -229,41 +232,43 @@ fn a_killed_workers_units_are_finished_by_the_others() {
 }
 
 #[test]
-fn three_processes_hold_one_shared_rpm() {
+fn three_workers_hold_one_shared_rpm() {
     let Some(pg) = PgSchema::create() else { return };
     // 1,200/min (20/s), enforced by the mock as providers do: no bursts.
     let mock = Mock::start(&["--rpm", "1200"]);
     let s = Scratch::new();
     let n = 160;
     let job = job(&s, &mock, n, "concurrency = 8\nrpm = 1200");
-    let creator = spawn(
+    // Queued only: the three workers share the whole run.
+    let queued = sluice(
         &s,
         &pg,
-        &["run", job.to_str().unwrap(), "--out", "out.jsonl"],
+        &["run", job.to_str().unwrap(), "--queue-only", "--json"],
     );
-    wait_status(&s, &pg, "the run to start", |v| {
-        v["run"]["state"] == "running"
-    });
-    let workers: Vec<Child> = (0..2)
+    assert!(queued.status.success(), "{}", stderr(&queued));
+    assert_eq!(json_stdout(&queued)["run"], "shared-1");
+    assert_eq!(mock.stats()["requests"], 0, "queueing sends nothing");
+    let workers: Vec<Child> = (0..3)
         .map(|_| spawn(&s, &pg, &["worker", "--exit-when-idle"]))
         .collect();
-    let (code, err) = finish(creator, Duration::from_secs(120));
-    assert_eq!(code, Some(0), "{err}");
     for w in workers {
-        let (code, err) = finish(w, Duration::from_secs(60));
+        let (code, err) = finish(w, Duration::from_secs(120));
         assert_eq!(code, Some(0), "{err}");
     }
+    let export = sluice(&s, &pg, &["export", "shared-1", "--out", "out.jsonl"]);
+    assert!(export.status.success(), "{}", stderr(&export));
     exported_once(&s.path("out.jsonl"), n);
     let stats = mock.stats();
     assert_eq!(
         stats["rate_limited"], 0,
-        "the processes together went too fast: {stats}"
+        "the workers together went too fast: {stats}"
     );
     assert!(u(&stats["max_requests_per_minute"]) <= 1200, "{stats}");
     let status = wait_status(&s, &pg, "the final status", |v| {
         v["run"]["state"] == "finished"
     });
     let done = worker_done(&status);
+    assert_eq!(done.len(), 3, "{status}");
     assert!(
         done.iter().filter(|&&d| d > 0).count() >= 2,
         "work was shared: {done:?}"

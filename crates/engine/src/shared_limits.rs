@@ -140,7 +140,9 @@ impl SharedLimits {
             open_elsewhere: Mutex::new(BTreeMap::new()),
             cap,
             granted: AtomicUsize::new(if cap.is_some() { 0 } else { usize::MAX }),
-            wanted: AtomicUsize::new(0),
+            // The first exchange asks for every place; shares even out at
+            // the next ones if other processes want some too.
+            wanted: AtomicUsize::new(cap.unwrap_or(0)),
             in_flight: AtomicUsize::new(0),
             wake: Notify::new(),
         }

@@ -47,6 +47,9 @@ pub struct JobConfig {
     /// On a shared store: how long a claimed unit stays leased without a
     /// heartbeat renewing it (a killed worker's units return after this).
     pub lease: std::time::Duration,
+    /// On a shared store: queue the units and return, leaving the work to
+    /// `sluice worker` processes.
+    pub queue_only: bool,
 }
 
 /// Units looked up in the store per batch on resume.
@@ -111,6 +114,14 @@ pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<Ru
         store.set_total(&run.id, total)?;
         store.set_state(&run.id, "running", None)?;
         Progress::add(&progress.total, total);
+        if cfg.queue_only {
+            return Ok(RunReport {
+                run_id: run.id,
+                resumed,
+                interrupted: false,
+                progress: progress.snapshot(),
+            });
+        }
         let run_id = run.id.clone();
         let lease = cfg.lease;
         let env = Env {
