@@ -56,6 +56,12 @@ class Mock:
         self.proc.terminate()
         self.proc.wait()
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
 
 def psql(sql):
     out = subprocess.run(["psql", "-qAt", BASE, "-c", sql], check=True,
@@ -72,6 +78,12 @@ class Schema:
 
     def drop(self):
         psql(f"DROP SCHEMA IF EXISTS {self.name} CASCADE")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.drop()
 
 
 def write_job(tmp, mock, n, limits, concurrency=None):
@@ -93,7 +105,7 @@ name = "ask"
 kind = "chat"
 provider = "mock"
 model = "m"
-max_tokens = 16
+params = {{ max_tokens = 16 }}
 messages = [{{ role = "user", content = "{{{{ item.q }}}}" }}]
 """)
     return path
@@ -117,7 +129,7 @@ def run_shared(tmp, url, job, processes, lease="10s", on_running=None):
     seconds from the first worker's start until the last one exited."""
     env = dict(os.environ, SLUICE_STORE=url)
     subprocess.run([BIN, "run", job, "--queue-only"], cwd=tmp, env=env, check=True,
-                   stderr=subprocess.DEVNULL)
+                   stdout=subprocess.DEVNULL)
     t0 = time.monotonic()
     workers = [start(tmp, url, "worker", "--exit-when-idle", "--lease", lease)
                for _ in range(processes)]
@@ -169,15 +181,12 @@ def xact_commits():
 
 def rpm(quick):
     r, n = (6000, 1500) if quick else (3000, 3000)
-    mock = Mock("--rpm", str(r))
-    schema = Schema("rpm")
-    with tempfile.TemporaryDirectory() as tmp:
+    with Mock("--rpm", str(r)) as mock, Schema("rpm") as schema, \
+            tempfile.TemporaryDirectory() as tmp:
         job = write_job(tmp, mock, n, f"concurrency = 16\nrpm = {r}")
         wall = run_shared(tmp, schema.url, job, 3)
         rows = exported(tmp)
-    stats = mock.stats()
-    mock.close()
-    schema.drop()
+        stats = mock.stats()
     rate = sustained(stats) * 60
     ok = (stats["max_requests_per_minute"] <= r and stats["rate_limited"] == 0
           and rate >= 0.95 * r and len(rows) == n)
@@ -192,17 +201,14 @@ def scaling(quick):
     n = 6000 if quick else 20000
     results = {}
     for processes in (1, 3):
-        mock = Mock()
-        schema = Schema(f"scale{processes}")
-        with tempfile.TemporaryDirectory() as tmp:
+        with Mock() as mock, Schema(f"scale{processes}") as schema, \
+                tempfile.TemporaryDirectory() as tmp:
             job = write_job(tmp, mock, n, "", concurrency=64)
             before = xact_commits()
             wall = run_shared(tmp, schema.url, job, processes)
             made = xact_commits() - before
             rows = exported(tmp)
-        stats = mock.stats()
-        mock.close()
-        schema.drop()
+            stats = mock.stats()
         results[processes] = (sustained(stats), wall, made, len(rows))
     one, three = results[1][0], results[3][0]
     ok = three >= 2 * one and results[1][3] == n and results[3][3] == n
@@ -215,10 +221,9 @@ def scaling(quick):
 
 def kill(quick):
     n = 1500 if quick else 3000
-    mock = Mock("--latency-ms", "20")
-    schema = Schema("kill")
     killed = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    with Mock("--latency-ms", "20") as mock, Schema("kill") as schema, \
+            tempfile.TemporaryDirectory() as tmp:
         job = write_job(tmp, mock, n, "concurrency = 16")
 
         def victim(workers):
@@ -229,9 +234,7 @@ def kill(quick):
 
         wall = run_shared(tmp, schema.url, job, 3, lease="3s", on_running=victim)
         rows = exported(tmp)
-    stats = mock.stats()
-    mock.close()
-    schema.drop()
+        stats = mock.stats()
     ids = {r["id"] for r in rows}
     ok = len(rows) == n and len(ids) == n and all(r["status"] == "done" for r in rows)
     print(f"kill      3 workers, {n:,} units, kill -9 one after {killed['at']:,} answers: "
@@ -247,8 +250,15 @@ def main():
     parser.add_argument("--only", nargs="*")
     args = parser.parse_args()
     scenarios = {"commits": commits, "rpm": rpm, "scaling": scaling, "kill": kill}
-    rows = [f(args.quick) for name, f in scenarios.items()
-            if not args.only or name in args.only]
+    rows = []
+    for name, f in scenarios.items():
+        if args.only and name not in args.only:
+            continue
+        try:
+            rows.append(f(args.quick))
+        except Exception as e:  # one broken scenario must not hide the others
+            print(f"{name:<9} FAILED: {e}")
+            rows.append({"name": name, "ok": False})
     sys.exit(0 if all(r["ok"] for r in rows) else 1)
 
 

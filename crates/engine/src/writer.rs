@@ -86,8 +86,15 @@ impl Writer {
                         store.cache_put(&batch.cache)?;
                         batch.cache.clear();
                     }
-                    if !batch.steps.is_empty() {
+                    if !batch.fenced.is_empty() {
+                        // Steps and leased units' outcomes in one commit.
+                        let accepted =
+                            complete(&mut *store, &run_id, &batch.steps, &mut batch.fenced)?;
+                        batch.fenced_done = accepted;
+                    } else if !batch.steps.is_empty() {
                         store.write_steps(&run_id, &batch.steps)?;
+                    }
+                    if !batch.steps.is_empty() {
                         let tokens: u64 = batch.steps.iter().map(step_tokens).sum();
                         Progress::add(&progress.tokens, tokens);
                         Progress::add(&progress.steps, batch.steps.len() as u64);
@@ -96,10 +103,7 @@ impl Writer {
                     if !batch.items.is_empty() {
                         store.write_batch(&run_id, &batch.items)?;
                     }
-                    if !batch.fenced.is_empty() {
-                        let accepted = complete(&mut *store, &run_id, &mut batch.fenced)?;
-                        batch.items.extend(accepted);
-                    }
+                    batch.items.append(&mut batch.fenced_done);
                     if batch.items.is_empty() {
                         continue;
                     }
@@ -146,6 +150,8 @@ struct Batch {
     items: Vec<ItemRecord>,
     /// Leased units' outcomes with their lease tokens.
     fenced: Vec<(ItemRecord, i64)>,
+    /// Those of them committed (their leases held), to count.
+    fenced_done: Vec<ItemRecord>,
     steps: Vec<StepRecord>,
     cache: Vec<(u64, String, i64)>,
     /// Step records were seen: tokens are counted per step, not per unit.
@@ -167,6 +173,7 @@ impl Batch {
 fn complete(
     store: &mut dyn Store,
     run_id: &str,
+    steps: &[StepRecord],
     fenced: &mut Vec<(ItemRecord, i64)>,
 ) -> sluice_store::Result<Vec<ItemRecord>> {
     let Some(shared) = store.shared() else {
@@ -174,8 +181,10 @@ fn complete(
             "a leased unit's outcome needs a shared store (PostgreSQL)".into(),
         ));
     };
-    let accepted: std::collections::HashSet<String> =
-        shared.complete(run_id, fenced)?.into_iter().collect();
+    let accepted: std::collections::HashSet<String> = shared
+        .complete(run_id, steps, fenced)?
+        .into_iter()
+        .collect();
     let lost = fenced.len() - accepted.len();
     if lost > 0 {
         tracing::info!(

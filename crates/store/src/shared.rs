@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::{ItemRecord, NewRun, Result, RunMeta};
+use crate::{ItemRecord, NewRun, Result, RunMeta, StepRecord};
 
 /// One unit put on a shared run's queue.
 #[derive(Debug, Clone, PartialEq)]
@@ -105,11 +105,18 @@ pub trait SharedRuns {
     ) -> Result<Vec<Claimed>>;
     /// Returns leased units to the queue at once (a worker stopping).
     fn release(&mut self, run_id: &str, tokens: &[i64]) -> Result<u64>;
-    /// Records outcomes of leased units in one transaction, each only if its
-    /// token is still the unit's lease; returns the ids accepted. A result
-    /// whose lease was lost (expired and taken over) is dropped, so no unit
-    /// is counted twice.
-    fn complete(&mut self, run_id: &str, records: &[(ItemRecord, i64)]) -> Result<Vec<String>>;
+    /// Records `steps` (as [`crate::Store::write_steps`]) and the outcomes of
+    /// leased units in one transaction, each outcome only if its token is
+    /// still the unit's lease; returns the ids accepted. A result whose lease
+    /// was lost (expired and taken over) is dropped, so no unit is counted
+    /// twice. (Step records are kept either way: the same request's output,
+    /// reused by whichever worker finishes the unit.)
+    fn complete(
+        &mut self,
+        run_id: &str,
+        steps: &[StepRecord],
+        records: &[(ItemRecord, i64)],
+    ) -> Result<Vec<String>>;
     /// Where the run's units stand.
     fn queue_counts(&mut self, run_id: &str) -> Result<QueueCounts>;
     /// Shared job runs, not finished, with a unit to claim now; oldest first.

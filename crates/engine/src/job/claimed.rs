@@ -4,12 +4,14 @@
 //! units in batches under a lease, runs them like any other unit, and
 //! records each result under its lease token.
 
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Map, Value as Json};
 use sluice_spec::Job;
-use sluice_store::{Claimed, ItemRecord, ItemStatus, JobDef, NewRun, QueuedUnit, RunMeta, Store};
+use sluice_store::{Claimed, ItemRecord, JobDef, NewRun, QueuedUnit, RunMeta, Store};
 use tokio::sync::{Notify, Semaphore};
 
 use super::runner::{Shared, Unit};
@@ -19,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::inputs::Prepared;
 use crate::lifecycle::{drain, watch_signals};
 use crate::progress::Progress;
+use crate::writer::Message;
 
 /// How long a claimed unit stays leased unless its worker's heartbeat (every
 /// second) renews it: a killed worker's units go back to the queue after this.
@@ -27,13 +30,13 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 /// Units queued per transaction.
 const ENQUEUE_CHUNK: usize = 1_000;
 /// Units claimed at once at most.
-const CLAIM_MAX: usize = 512;
+const CLAIM_MAX: usize = 1_024;
 /// How often a worker with nothing to claim looks again (other workers'
 /// leases may expire, or the creator may still be queueing).
 const POLL: Duration = Duration::from_millis(200);
 
-/// Units claimed but not yet calling, beyond which a process claims no more
-/// (at least; more when it finishes more than this in half a second).
+/// Units claimed but not yet calling that a process keeps at least (more
+/// when it finishes more than this in half a second).
 const MIN_BACKLOG: usize = 8;
 
 /// How fast this process finishes units, so it claims about half a second
@@ -54,7 +57,8 @@ impl Pace {
         }
     }
 
-    /// Units that may wait here, claimed but not calling yet.
+    /// Units that may wait here, claimed but not calling yet: about half a
+    /// second of this process's pace.
     fn backlog(&mut self, progress: &Progress) -> usize {
         let elapsed = self.at.elapsed().as_secs_f64();
         if elapsed >= 0.2 {
@@ -72,8 +76,7 @@ impl Pace {
 }
 
 fn finished(progress: &Progress) -> u64 {
-    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
-    load(&progress.done) + load(&progress.failed)
+    progress.done.load(Relaxed) + progress.failed.load(Relaxed)
 }
 
 /// What the creating process knows about the run's input.
@@ -204,31 +207,45 @@ fn unit_of(claimed: &Claimed) -> std::result::Result<Unit, String> {
 }
 
 /// Runs `f` with the store on a blocking thread (the store is synchronous;
-/// the runtime's one thread keeps serving calls meanwhile).
-async fn blocking<T: Send + 'static>(
-    store: &mut Option<Box<dyn Store>>,
+/// the runtime's one thread keeps serving calls meanwhile), handing the
+/// store back with the result.
+fn on_blocking<T: Send + 'static>(
+    mut store: Box<dyn Store>,
     f: impl FnOnce(&mut dyn sluice_store::SharedRuns) -> sluice_store::Result<T> + Send + 'static,
-) -> Result<T> {
-    let mut taken = store
-        .take()
-        .ok_or_else(|| Error::Config("the store connection was lost".into()))?;
-    let (back, result) = tokio::task::spawn_blocking(move || {
-        let result = match taken.shared() {
+) -> tokio::task::JoinHandle<(Box<dyn Store>, Result<T>)> {
+    tokio::task::spawn_blocking(move || {
+        let result = match store.shared() {
             Some(shared) => f(shared).map_err(Error::from),
             None => Err(Error::Config(
                 "this store cannot share a run between processes".into(),
             )),
         };
-        (taken, result)
+        (store, result)
     })
-    .await
-    .map_err(|e| Error::Config(format!("a store call panicked: {e}")))?;
-    *store = Some(back);
-    result
+}
+
+/// A claim on its way: its result, when it is back.
+type Pending = tokio::task::JoinHandle<(Box<dyn Store>, Result<Vec<Claimed>>)>;
+
+/// Waits for the claim in flight, if any (never resolves without one).
+async fn landed(pending: &mut Option<Pending>) -> (Box<dyn Store>, Result<Vec<Claimed>>) {
+    match pending.as_mut() {
+        Some(handle) => {
+            let joined = handle.await;
+            *pending = None;
+            joined.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// Claims and runs the run's units until none is left to claim (or the run
 /// stops); returns whether it was interrupted.
+///
+/// Claims run on a blocking thread while units run, so the next batch is
+/// there when places free up; about half a second of work is kept claimed
+/// ahead ([`Pace`]), no more: a unit waiting here under lease is one the
+/// other workers cannot run.
 pub(crate) async fn dispatch(
     shared: Arc<Shared>,
     store: Box<dyn Store>,
@@ -242,81 +259,87 @@ pub(crate) async fn dispatch(
     let mut window = Window::new(&shared.job, limit);
     let worker = crate::live::identity().worker_id.clone();
     let mut store = Some(store);
+    let mut pending: Option<Pending> = None;
+    let mut buffer: VecDeque<Claimed> = VecDeque::new();
+    let mut dry = false;
     let mut interrupted = false;
     let mut pace = Pace::new(&shared.progress);
-    'outer: loop {
-        if shared
-            .progress
-            .budget_reached
-            .load(std::sync::atomic::Ordering::Relaxed)
-            > 0
-        {
-            break;
+    let result = loop {
+        if shared.progress.budget_reached.load(Relaxed) > 0 {
+            break Ok(());
         }
         window.grow(&slots, &shared.progress);
-        // A place first, so no unit waits under lease for one.
-        let first = tokio::select! {
-            permit = slots.clone().acquire_owned() => permit.expect("semaphore never closed"),
-            _ = stop.notified() => { interrupted = true; break 'outer; }
-        };
-        // Units here but not calling (waiting for a place, a rate slot or
-        // between steps) are roughly those in progress less the calls on the wire.
-        let in_progress = window.size().saturating_sub(slots.available_permits());
-        let calling = shared
-            .progress
-            .in_flight
-            .load(std::sync::atomic::Ordering::Relaxed) as usize;
-        let waiting = in_progress.saturating_sub(calling).saturating_sub(1);
         let backlog = pace.backlog(&shared.progress);
-        if waiting >= backlog {
-            drop(first);
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
-                _ = stop.notified() => { interrupted = true; break 'outer; }
+        // Units here but not calling: the buffer, and those in progress
+        // waiting for a place, a rate slot or between steps (roughly those
+        // in progress less the calls on the wire).
+        let in_progress = window.size().saturating_sub(slots.available_permits());
+        let calling = shared.progress.in_flight.load(Relaxed) as usize;
+        let waiting = in_progress.saturating_sub(calling);
+        let want = backlog.saturating_sub(waiting + buffer.len());
+        if pending.is_none() && !dry && want > 0 && buffer.len() < backlog.div_ceil(2) + 1 {
+            if let Some(s) = store.take() {
+                let (run, who) = (run_id.clone(), worker.clone());
+                let n = want.min(CLAIM_MAX);
+                pending = Some(on_blocking(s, move |q| q.claim(&run, &who, n, lease)));
             }
-            continue;
         }
-        let want = (backlog - waiting)
-            .min(slots.available_permits() + 1)
-            .min(CLAIM_MAX);
-        let (run, who) = (run_id.clone(), worker.clone());
-        let claimed = blocking(&mut store, move |s| s.claim(&run, &who, want, lease)).await?;
-        if claimed.is_empty() {
-            drop(first);
+        if buffer.is_empty() && pending.is_none() {
+            // Nothing claimed last time: done once the queue is complete;
+            // otherwise other workers' leases may still expire.
+            let Some(s) = store.take() else {
+                break Err(Error::Config("the store connection was lost".into()));
+            };
             let run = run_id.clone();
-            let counts = blocking(&mut store, move |s| s.queue_counts(&run)).await?;
-            if counts.complete() {
-                break;
+            let (back, counts) = on_blocking(s, move |q| q.queue_counts(&run))
+                .await
+                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+            store = Some(back);
+            match counts {
+                Ok(c) if c.complete() => break Ok(()),
+                Ok(_) => {}
+                Err(e) => break Err(e),
             }
             tokio::select! {
                 _ = tokio::time::sleep(POLL) => {}
-                _ = stop.notified() => { interrupted = true; break 'outer; }
+                _ = stop.notified() => { interrupted = true; break Ok(()); }
             }
+            dry = false;
             continue;
         }
-        let mut permit = Some(first);
-        for entry in claimed {
-            let place = match permit.take() {
-                Some(p) => p,
-                None => tokio::select! {
-                    p = slots.clone().acquire_owned() => p.expect("semaphore never closed"),
-                    // The units claimed but not started go back with this
-                    // worker's last (stopped) heartbeat.
-                    _ = stop.notified() => { interrupted = true; break 'outer; }
-                },
-            };
-            match unit_of(&entry) {
-                Ok(unit) => spawn_unit(&shared, unit, place, Some(entry.token)),
-                Err(message) => {
-                    let record = failed_unit(&entry, message);
-                    let _ = shared
-                        .tx
-                        .send(crate::writer::Message::Fenced(record, entry.token))
-                        .await;
+        let may_start = !buffer.is_empty() && waiting < backlog;
+        tokio::select! {
+            (back, claimed) = landed(&mut pending) => {
+                store = Some(back);
+                match claimed {
+                    Ok(claimed) => {
+                        dry = claimed.is_empty();
+                        buffer.extend(claimed);
+                    }
+                    Err(e) => break Err(e),
                 }
             }
+            permit = slots.clone().acquire_owned(), if may_start => {
+                let place = permit.expect("semaphore never closed");
+                let Some(entry) = buffer.pop_front() else { continue };
+                match unit_of(&entry) {
+                    Ok(unit) => spawn_unit(&shared, unit, place, Some(entry.token)),
+                    Err(message) => {
+                        let record = failed_unit(&entry, message);
+                        let _ = shared.tx.send(Message::Fenced(record, entry.token)).await;
+                    }
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_millis(5)), if !may_start => {}
+            _ = stop.notified() => { interrupted = true; break Ok(()); }
         }
+    };
+    // A claim still on its way lands before the last (stopped) heartbeat
+    // gives this worker's units back; the buffer's units go back with it.
+    if pending.is_some() {
+        let _ = landed(&mut pending).await;
     }
+    result?;
     let interrupted = drain(
         window.all_done(&slots),
         &stop,
@@ -329,25 +352,9 @@ pub(crate) async fn dispatch(
 }
 
 fn failed_unit(entry: &Claimed, message: String) -> ItemRecord {
-    let now = crate::quick::now_ms();
-    ItemRecord {
-        item_id: entry.unit.unit_id.clone(),
-        idx: entry.unit.idx,
-        hash: entry.unit.hash,
-        status: ItemStatus::Failed,
-        attempts: 0,
-        throttled: 0,
-        status_code: None,
-        response: None,
-        error: Some(format!("invalid_input: {message}")),
-        prompt_tokens: None,
-        completion_tokens: None,
-        latency_ms: 0,
-        started_at: now,
-        finished_at: now,
-        metadata: None,
-        custom_id: None,
-    }
+    let unit = &entry.unit;
+    let error = format!("invalid_input: {message}");
+    super::failed_record(unit.unit_id.clone(), unit.idx, unit.hash, error)
 }
 
 #[cfg(test)]

@@ -95,90 +95,71 @@ pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<Ru
         "matrix": job.matrix.iter().map(|a| a.name.clone()).collect::<Vec<_>>(),
     });
     let total = prepared.total * combos.len() as u64;
-    if cfg.store.is_shared() {
-        // Several processes may work this run: its units go on the store's
-        // queue and are claimed from there, by this process too.
-        let (run, resumed) = claimed::create_or_join(
-            &mut *store,
-            job,
-            cfg,
-            claimed::Source {
-                key: source,
-                settings,
-                prepared: &prepared,
-                ids: &ids,
-                combos: &combos,
-            },
-            &progress,
-        )?;
-        store.set_total(&run.id, total)?;
-        store.set_state(&run.id, "running", None)?;
-        Progress::add(&progress.total, total);
-        if cfg.queue_only {
-            return Ok(RunReport {
-                run_id: run.id,
-                resumed,
-                interrupted: false,
-                progress: progress.snapshot(),
-            });
-        }
-        let run_id = run.id.clone();
-        let lease = cfg.lease;
-        let env = Env {
-            vars: env,
-            value: env_value,
+    // On a shared store several processes may work this run: its units go on
+    // the store's queue and are claimed from there, by this process too.
+    let shared_run = cfg.store.is_shared();
+    let (run, resumed) = if shared_run {
+        let source = claimed::Source {
+            key: source,
+            settings,
+            prepared: &prepared,
+            ids: &ids,
+            combos: &combos,
         };
-        let interrupted = execute(
+        claimed::create_or_join(&mut *store, job, cfg, source, &progress)?
+    } else {
+        open_run(&mut *store, cfg.fresh, source, job.name.clone(), settings)?
+    };
+    store.set_total(&run.id, total)?;
+    store.set_state(&run.id, "running", None)?;
+    Progress::add(&progress.total, total);
+    if shared_run && cfg.queue_only {
+        let progress = progress.snapshot();
+        return Ok(RunReport {
+            run_id: run.id,
+            resumed,
+            interrupted: false,
+            progress,
+        });
+    }
+    let run_id = run.id.clone();
+    let env = Env {
+        vars: env,
+        value: env_value,
+    };
+    let (location, limit) = (&cfg.store, job.concurrency);
+    let interrupted = if shared_run {
+        let lease = cfg.lease;
+        execute(
             job,
-            &cfg.store,
+            location,
             runtime,
             lanes,
             env,
             &run,
             resumed,
             &progress,
-            |shared| claimed::dispatch(shared, store, run_id, job.concurrency, lease),
-        )?;
-        return crate::lifecycle::close_shared_run(
-            &cfg.store,
-            run,
+            |shared| claimed::dispatch(shared, store, run_id, limit, lease),
+        )?
+    } else {
+        let lookup = resumed.then_some(store);
+        execute(
+            job,
+            location,
+            runtime,
+            lanes,
+            env,
+            &run,
             resumed,
-            interrupted,
             &progress,
-        );
-    }
-    let (run, resumed) = open_run(&mut *store, cfg.fresh, source, job.name.clone(), settings)?;
-    store.set_total(&run.id, total)?;
-    store.set_state(&run.id, "running", None)?;
-    Progress::add(&progress.total, total);
-    let lookup = if resumed { Some(store) } else { None };
-    let run_id = run.id.clone();
-    let env = Env {
-        vars: env,
-        value: env_value,
+            |shared| dispatch(shared, &prepared, &ids, &combos, lookup, run_id, limit),
+        )?
     };
-    let interrupted = execute(
-        job,
-        &cfg.store,
-        runtime,
-        lanes,
-        env,
-        &run,
-        resumed,
-        &progress,
-        |shared| {
-            dispatch(
-                shared,
-                &prepared,
-                &ids,
-                &combos,
-                lookup,
-                run_id,
-                job.concurrency,
-            )
-        },
-    )?;
-    close_run(&cfg.store, run, resumed, interrupted, &progress)
+    if shared_run {
+        crate::lifecycle::close_shared_run(location, run, resumed, interrupted, &progress)
+    } else {
+        close_run(location, run, resumed, interrupted, &progress)
+    }
 }
 
 /// A provider none of whose base URLs answers stops the run before anything
@@ -668,21 +649,31 @@ async fn record_bad(shared: &Shared, unit_id: String, idx: u64, bad: &BadItem) {
 
 /// The failed record of a bad input entry's unit.
 pub(crate) fn bad_item_record(unit_id: String, idx: u64, bad: &BadItem) -> ItemRecord {
-    let now = now_ms();
     let where_ = match bad.line {
         Some(line) => format!("line {line}"),
         None => format!("item {}", bad.position + 1),
     };
+    failed_record(
+        unit_id,
+        idx,
+        0,
+        format!("invalid_input: {where_}: {}", bad.message),
+    )
+}
+
+/// The record of a unit that failed before any call.
+pub(crate) fn failed_record(unit_id: String, idx: u64, hash: u64, error: String) -> ItemRecord {
+    let now = now_ms();
     ItemRecord {
         item_id: unit_id,
         idx,
-        hash: 0,
+        hash,
         status: ItemStatus::Failed,
         attempts: 0,
         throttled: 0,
         status_code: None,
         response: None,
-        error: Some(format!("invalid_input: {where_}: {}", bad.message)),
+        error: Some(error),
         prompt_tokens: None,
         completion_tokens: None,
         latency_ms: 0,

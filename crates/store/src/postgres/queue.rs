@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::conn::{Conn, Handle};
-use super::rows::{self, ItemColumns};
+use super::rows::{self, ItemColumns, StepColumns};
 use super::store::{
     create_run_in, ensure_run, item_params, item_upsert_set, one_run, LATEST_FOR_SOURCE,
 };
@@ -13,7 +13,7 @@ use super::PostgresStore;
 use crate::num::{self, hash_from_i64, hash_to_i64, item_columns, now_ms, run_columns, to_i64};
 use crate::{
     Claimed, During, ItemRecord, JobDef, NewRun, QueueCounts, QueuedUnit, Result, RunMeta,
-    SharedRuns, SharedUpdate, WorkerBeat,
+    SharedRuns, SharedUpdate, StepRecord, WorkerBeat,
 };
 
 /// The database clock in unix milliseconds, the one clock every lease is
@@ -299,7 +299,12 @@ impl SharedRuns for PostgresStore {
         })
     }
 
-    fn complete(&mut self, run_id: &str, records: &[(ItemRecord, i64)]) -> Result<Vec<String>> {
+    fn complete(
+        &mut self,
+        run_id: &str,
+        steps: &[StepRecord],
+        records: &[(ItemRecord, i64)],
+    ) -> Result<Vec<String>> {
         // One statement: the lease check and the result write cannot be
         // separated by another worker's claim.
         const SQL: &str = concat!(
@@ -320,6 +325,7 @@ impl SharedRuns for PostgresStore {
         );
         let refs: Vec<&ItemRecord> = records.iter().map(|(r, _)| r).collect();
         let columns = ItemColumns::new(&refs)?;
+        let steps = StepColumns::new(steps)?;
         let ids: Vec<String> = records.iter().map(|(r, _)| r.item_id.clone()).collect();
         let tokens: Vec<i64> = records.iter().map(|(_, t)| *t).collect();
         let run_id = run_id.to_owned();
@@ -327,6 +333,10 @@ impl SharedRuns for PostgresStore {
             let op = "record results";
             c.tx(op, |c| {
                 super::store::touch(c, &run_id)?;
+                super::steps::write_in(c, &run_id, &steps)?;
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
                 let items = item_params(&run_id, &columns);
                 let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = items.to_vec();
                 params.push(&ids);

@@ -1,12 +1,25 @@
 //! Step records of pipeline units and the cross-run cache, in PostgreSQL.
 
-use super::conn::Handle;
+use super::conn::{Conn, Handle};
 use super::rows::{self, StepColumns};
 use super::store::{ensure_run, touch};
 use crate::num::{self, hash_to_i64};
 use crate::{During, Result, StepRecord};
 
 pub(super) fn write(handle: &Handle, run_id: &str, records: &[StepRecord]) -> Result<()> {
+    let c = StepColumns::new(records)?;
+    let run_id = run_id.to_owned();
+    handle.call(move |conn| {
+        let op = "record step results";
+        conn.tx(op, |conn| {
+            touch(conn, &run_id)?;
+            write_in(conn, &run_id, &c)
+        })
+    })
+}
+
+/// Upserts step records inside the caller's transaction.
+pub(super) fn write_in(conn: &mut Conn, run_id: &String, c: &StepColumns) -> Result<()> {
     const SQL: &str = "INSERT INTO steps (run_id, unit_id, step, part, hash, status, attempts, \
         throttled, status_code, prompt_tokens, completion_tokens, latency_ms, started_at, \
         finished_at, error, output) \
@@ -19,37 +32,32 @@ pub(super) fn write(handle: &Handle, run_id: &str, records: &[StepRecord]) -> Re
         completion_tokens = excluded.completion_tokens, latency_ms = excluded.latency_ms, \
         started_at = excluded.started_at, finished_at = excluded.finished_at, \
         error = excluded.error, output = excluded.output";
-    let c = StepColumns::new(records)?;
-    let run_id = run_id.to_owned();
-    handle.call(move |conn| {
-        let op = "record step results";
-        conn.tx(op, |conn| {
-            touch(conn, &run_id)?;
-            conn.execute(
-                SQL,
-                &[
-                    &run_id,
-                    &c.unit_id,
-                    &c.step,
-                    &c.part,
-                    &c.hash,
-                    &c.status,
-                    &c.attempts,
-                    &c.throttled,
-                    &c.status_code,
-                    &c.prompt_tokens,
-                    &c.completion_tokens,
-                    &c.latency_ms,
-                    &c.started_at,
-                    &c.finished_at,
-                    &c.error,
-                    &c.output,
-                ],
-            )
-            .during(op)?;
-            Ok(())
-        })
-    })
+    if c.unit_id.is_empty() {
+        return Ok(());
+    }
+    conn.execute(
+        SQL,
+        &[
+            run_id,
+            &c.unit_id,
+            &c.step,
+            &c.part,
+            &c.hash,
+            &c.status,
+            &c.attempts,
+            &c.throttled,
+            &c.status_code,
+            &c.prompt_tokens,
+            &c.completion_tokens,
+            &c.latency_ms,
+            &c.started_at,
+            &c.finished_at,
+            &c.error,
+            &c.output,
+        ],
+    )
+    .during("record step results")?;
+    Ok(())
 }
 
 pub(super) fn of_unit(handle: &Handle, run_id: &str, unit_id: &str) -> Result<Vec<StepRecord>> {

@@ -329,16 +329,41 @@ fn a_result_is_accepted_only_under_its_current_lease() {
     assert_eq!(taken.unit.unit_id, lost.unit.unit_id);
     assert_ne!(taken.token, lost.token);
     assert_eq!((lost.claims, taken.claims), (1, 2));
-    let late = a.complete(&run, &[(done(&lost.unit), lost.token)]).unwrap();
+    let step = crate::StepRecord {
+        unit_id: lost.unit.unit_id.clone(),
+        step: "ask".into(),
+        part: -1,
+        hash: 9,
+        status: ItemStatus::Done,
+        attempts: 1,
+        throttled: 0,
+        status_code: Some(200),
+        prompt_tokens: None,
+        completion_tokens: None,
+        latency_ms: 1,
+        started_at: 1,
+        finished_at: 2,
+        error: None,
+        output: Some(r#"{"text":"x"}"#.into()),
+    };
+    let late = a
+        .complete(
+            &run,
+            std::slice::from_ref(&step),
+            &[(done(&lost.unit), lost.token)],
+        )
+        .unwrap();
     assert!(late.is_empty(), "a result under a lost lease is dropped");
+    // Its step records are kept: the same output, reused by whoever finishes.
+    assert_eq!(a.unit_steps(&run, &lost.unit.unit_id).unwrap(), [step]);
     assert_eq!(a.counts(&run).unwrap().done, 0);
     let mut ok = done(&taken.unit);
     ok.attempts = 2;
-    let accepted = b.complete(&run, &[(ok.clone(), taken.token)]).unwrap();
+    let accepted = b.complete(&run, &[], &[(ok.clone(), taken.token)]).unwrap();
     assert_eq!(accepted, [taken.unit.unit_id.clone()]);
     // The same result again (a writer retrying) is not counted twice.
     assert!(b
-        .complete(&run, &[(ok.clone(), taken.token)])
+        .complete(&run, &[], &[(ok.clone(), taken.token)])
         .unwrap()
         .is_empty());
     assert_eq!(a.counts(&run).unwrap().done, 1);
@@ -401,7 +426,7 @@ fn enqueue_again_skips_done_units_and_requeues_changed_ones() {
         .take(3)
         .map(|c| (done(&c.unit), c.token))
         .collect();
-    s.complete(&run, &results).unwrap();
+    s.complete(&run, &[], &results).unwrap();
     s.heartbeat(&beat(&run, "w", "stopped")).unwrap();
     // A second pass: unit 0 changed, units 1-2 the same, 3-4 never finished.
     let (again, resumed) = s
