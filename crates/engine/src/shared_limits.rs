@@ -257,11 +257,11 @@ impl SharedLimits {
     /// returns how long to wait before looking again when none is free yet.
     pub(crate) async fn claim(&self, min_len_ns: u64) -> Option<Duration> {
         let mut publish = self.publish();
-        // A whole number of requests' spacing: a slice that ends mid-gap
-        // would waste the rest of it.
+        // A whole number of requests' spacing (a slice that ends mid-gap
+        // would waste the rest of it), plus the guard trimmed at each end.
         let unit = (min_len_ns.div_ceil(1_000) as i64).max(1);
         let count = (SLICE_US + unit - 1) / unit;
-        publish.slice_us = Some(count.max(1) * unit);
+        publish.slice_us = Some(count.max(1) * unit + 2 * self.guard_us());
         if let Some(old) = *lock(&self.slice) {
             let now_db = self.to_db_us(self.origin.elapsed().as_nanos() as u64);
             publish.give_back = Some((now_db, old.db_end));
@@ -272,10 +272,7 @@ impl SharedLimits {
         };
         match (reply.slice, reply.later_us) {
             (Some((start, end)), _) => {
-                // Half the round trip is how far this process's idea of the
-                // store's clock may be off: kept clear at both ends, so two
-                // processes' slices never overlap in real time.
-                let guard = (self.rtt_us.load(Relaxed) / 2 + 1_000).clamp(1_000, MAX_GUARD_US);
+                let guard = self.guard_us();
                 *lock(&self.slice) = Some(LocalSlice {
                     start: self.to_local_ns(start + guard),
                     end: self.to_local_ns(end - guard),
@@ -288,6 +285,13 @@ impl SharedLimits {
             )),
             (None, None) => Some(Duration::from_millis(100)),
         }
+    }
+
+    /// Half the round trip is how far this process's idea of the store's
+    /// clock may be off: kept clear at both ends of a slice, so two
+    /// processes' slices never overlap in real time (µs).
+    fn guard_us(&self) -> i64 {
+        (self.rtt_us.load(Relaxed).saturating_add(1) / 2 + 1_000).clamp(1_000, MAX_GUARD_US)
     }
 
     /// Publishes and reads the shared state; renews the concurrency share.

@@ -44,6 +44,8 @@ CREATE TABLE units (
 CREATE INDEX units_open ON units (run_id, idx) WHERE state <> 'done';
 -- Renewal and release by worker.
 CREATE INDEX units_by_owner ON units (run_id, lease_owner) WHERE state = 'leased';
+-- Fencing: results find their leases by token.
+CREATE INDEX units_by_token ON units (lease_token) WHERE state = 'leased';
 
 CREATE SEQUENCE lease_tokens;
 

@@ -8,6 +8,7 @@
 //! workers starting at the same moment migrate once.
 
 mod conn;
+mod live;
 mod queue;
 mod rows;
 mod steps;

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::conn::{Conn, Handle};
+use super::conn::Conn;
 use super::rows::{self, ItemColumns, StepColumns};
 use super::store::{
     create_run_in, ensure_run, item_params, item_upsert_set, one_run, LATEST_FOR_SOURCE,
@@ -13,7 +13,7 @@ use super::PostgresStore;
 use crate::num::{self, hash_from_i64, hash_to_i64, item_columns, now_ms, run_columns, to_i64};
 use crate::{
     Claimed, During, ItemRecord, JobDef, NewRun, QueueCounts, QueuedUnit, Result, RunMeta,
-    SharedRuns, SharedUpdate, StepRecord, WorkerBeat,
+    SharedRuns, SharedUpdate, StepRecord,
 };
 
 /// The database clock in unix milliseconds, the one clock every lease is
@@ -23,85 +23,7 @@ macro_rules! db_now_ms {
         "(extract(epoch from clock_timestamp()) * 1000)::int8"
     };
 }
-
-/// Records a beat and, in the same transaction, renews the worker's leases
-/// in the run (`running`) or returns them to the queue (`stopped`): the
-/// heartbeat is what keeps a lease alive.
-pub(super) fn heartbeat(handle: &Handle, beat: &WorkerBeat) -> Result<()> {
-    let beat = beat.clone();
-    handle.call(move |c| {
-        let op = "record a worker heartbeat";
-        c.tx(op, |c| {
-            ensure_run(c, &beat.run_id)?;
-            let in_flight = i64::try_from(beat.in_flight).unwrap_or(i64::MAX);
-            let live = beat.live.to_string();
-            c.execute(
-                "INSERT INTO workers (run_id, worker_id, host, pid, started_at, beat_at, state, \
-                 in_flight, live) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-                 ON CONFLICT (run_id, worker_id) DO UPDATE SET host = excluded.host, \
-                 pid = excluded.pid, started_at = excluded.started_at, beat_at = excluded.beat_at, \
-                 state = excluded.state, in_flight = excluded.in_flight, live = excluded.live",
-                &[
-                    &beat.run_id,
-                    &beat.worker_id,
-                    &beat.host,
-                    &i64::from(beat.pid),
-                    &beat.started_at,
-                    &beat.beat_at,
-                    &beat.state,
-                    &in_flight,
-                    &live,
-                ],
-            )
-            .during(op)?;
-            let sql = if beat.state == "running" {
-                concat!(
-                    "UPDATE units SET lease_expires = ",
-                    db_now_ms!(),
-                    " + lease_ms WHERE run_id = $1 AND state = 'leased' AND lease_owner = $2"
-                )
-            } else {
-                "UPDATE units SET state = 'queued', lease_owner = NULL, lease_expires = NULL \
-                 WHERE run_id = $1 AND state = 'leased' AND lease_owner = $2"
-            };
-            c.execute(sql, &[&beat.run_id, &beat.worker_id])
-                .during(op)?;
-            Ok(())
-        })
-    })
-}
-
-pub(super) fn workers(handle: &Handle, run_id: &str) -> Result<Vec<WorkerBeat>> {
-    let run_id = run_id.to_owned();
-    handle.call(move |c| {
-        ensure_run(c, &run_id)?;
-        let op = "read worker heartbeats";
-        let rows = c
-            .query(
-                "SELECT worker_id, host, pid, started_at, beat_at, state, in_flight, live \
-                 FROM workers WHERE run_id = $1 ORDER BY beat_at DESC, worker_id",
-                &[&run_id],
-            )
-            .during(op)?;
-        rows.iter()
-            .map(|r| {
-                let live: String = r.try_get(7).during(op)?;
-                let pid: i64 = r.try_get(2).during(op)?;
-                Ok(WorkerBeat {
-                    run_id: run_id.clone(),
-                    worker_id: r.try_get(0).during(op)?,
-                    host: r.try_get(1).during(op)?,
-                    pid: u32::try_from(pid).map_err(|_| num::corrupt("pid", pid.to_string()))?,
-                    started_at: r.try_get(3).during(op)?,
-                    beat_at: r.try_get(4).during(op)?,
-                    state: r.try_get(5).during(op)?,
-                    in_flight: num::to_u64("in flight", r.try_get(6).during(op)?)?,
-                    live: rows::json("worker live state", &live)?,
-                })
-            })
-            .collect()
-    })
-}
+pub(super) use db_now_ms;
 
 fn sets_json(sets: &[String]) -> String {
     serde_json::Value::from(sets.to_vec()).to_string()
@@ -308,9 +230,12 @@ impl SharedRuns for PostgresStore {
         // One statement: the lease check and the result write cannot be
         // separated by another worker's claim.
         const SQL: &str = concat!(
+            // A token is issued (from one sequence) for one claim of one unit
+            // of this run, so the tokens alone pick each result's own lease,
+            // through their index; the run and the ids would steer the
+            // planner to scan every leased unit of the run per result.
             "WITH fenced AS (UPDATE units u SET state = 'done', lease_owner = NULL, \
-               lease_expires = NULL FROM unnest($18::text[], $19::int8[]) AS l(unit_id, token) \
-               WHERE u.run_id = $1 AND u.unit_id = l.unit_id AND u.lease_token = l.token \
+               lease_expires = NULL WHERE u.lease_token = ANY($18::int8[]) \
                AND u.state = 'leased' RETURNING u.unit_id) \
              INSERT INTO items (run_id, ",
             item_columns!(),
@@ -326,7 +251,6 @@ impl SharedRuns for PostgresStore {
         let refs: Vec<&ItemRecord> = records.iter().map(|(r, _)| r).collect();
         let columns = ItemColumns::new(&refs)?;
         let steps = StepColumns::new(steps)?;
-        let ids: Vec<String> = records.iter().map(|(r, _)| r.item_id.clone()).collect();
         let tokens: Vec<i64> = records.iter().map(|(_, t)| *t).collect();
         let run_id = run_id.to_owned();
         self.handle.call(move |c| {
@@ -334,12 +258,11 @@ impl SharedRuns for PostgresStore {
             c.tx(op, |c| {
                 super::store::touch(c, &run_id)?;
                 super::steps::write_in(c, &run_id, &steps)?;
-                if ids.is_empty() {
+                if tokens.is_empty() {
                     return Ok(Vec::new());
                 }
                 let items = item_params(&run_id, &columns);
                 let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = items.to_vec();
-                params.push(&ids);
                 params.push(&tokens);
                 let rows = c.query(SQL, &params).during(op)?;
                 rows.iter()

@@ -482,26 +482,15 @@ impl Store for PostgresStore {
     }
 
     fn heartbeat(&mut self, beat: &WorkerBeat) -> Result<()> {
-        super::queue::heartbeat(&self.handle, beat)
+        super::live::heartbeat(&self.handle, beat)
     }
 
     fn workers(&mut self, run_id: &str) -> Result<Vec<WorkerBeat>> {
-        super::queue::workers(&self.handle, run_id)
+        super::live::workers(&self.handle, run_id)
     }
 
     fn put_run_state(&mut self, run_id: &str, key: &str, value: &serde_json::Value) -> Result<()> {
-        let (run_id, key, value) = (run_id.to_owned(), key.to_owned(), value.to_string());
-        self.handle.call(move |c| {
-            ensure_run(c, &run_id)?;
-            c.execute(
-                "INSERT INTO run_state (run_id, key, value, updated_at) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value, \
-                 updated_at = excluded.updated_at",
-                &[&run_id, &key, &value, &now_ms()],
-            )
-            .during("record run state")?;
-            Ok(())
-        })
+        super::live::put_run_state(&self.handle, run_id, key, value)
     }
 
     fn run_state(
@@ -509,25 +498,7 @@ impl Store for PostgresStore {
         run_id: &str,
         prefix: &str,
     ) -> Result<Vec<(String, serde_json::Value)>> {
-        let (run_id, prefix) = (run_id.to_owned(), prefix.to_owned());
-        self.handle.call(move |c| {
-            ensure_run(c, &run_id)?;
-            let op = "read run state";
-            // left(), not LIKE: a key may contain % or _.
-            let rows = c
-                .query(
-                    "SELECT key, value FROM run_state WHERE run_id = $1 \
-                     AND left(key, length($2)) = $2 ORDER BY key",
-                    &[&run_id, &prefix],
-                )
-                .during(op)?;
-            rows.iter()
-                .map(|r| {
-                    let value: String = r.try_get(1).during(op)?;
-                    Ok((r.try_get(0).during(op)?, rows::json("run state", &value)?))
-                })
-                .collect()
-        })
+        super::live::run_state(&self.handle, run_id, prefix)
     }
 
     fn shared(&mut self) -> Option<&mut dyn SharedRuns> {
