@@ -175,6 +175,22 @@ def commits(quick):
     return {"name": "commits", "ok": True, "rates": rates}
 
 
+def cpu_ticks():
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
+
+
+def wal_lsn():
+    return psql("SELECT pg_current_wal_lsn()")
+
+
+def wal_bytes(since):
+    return int(float(psql(f"SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{since}')")))
+
+
 def xact_commits():
     return int(psql("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"))
 
@@ -207,16 +223,23 @@ def scaling(quick):
                 tempfile.TemporaryDirectory() as tmp:
             job = write_job(tmp, mock, n, "", concurrency=64)
             before = xact_commits()
+            lsn = wal_lsn()
+            busy0, total0 = cpu_ticks()
             wall = run_shared(tmp, schema.url, job, processes)
+            busy1, total1 = cpu_ticks()
             made = xact_commits() - before
+            wal = wal_bytes(lsn)
+            cpu = (busy1 - busy0) / max(total1 - total0, 1)
             rows = exported(tmp)
             stats = mock.stats()
-        results[processes] = (sustained(stats), wall, made, len(rows))
+        results[processes] = (sustained(stats), wall, made, len(rows), cpu, wal)
     one, three = results[1][0], results[3][0]
     ok = three >= 2 * one and results[1][3] == n and results[3][3] == n
-    for p, (rate, wall, made, _) in results.items():
+    for p, (rate, wall, made, _, cpu, wal) in results.items():
         print(f"scaling   {p} worker{'s' if p > 1 else ''}, {n:,} units, zero latency: "
-              f"{rate:,.0f} calls/s sustained · wall {wall:.2f} s · {made / wall:,.0f} commits/s")
+              f"{rate:,.0f} calls/s sustained · wall {wall:.2f} s · {made / wall:,.0f} commits/s · "
+              f"WAL {wal / n:,.0f} B/unit, {wal / wall / 1e6:.1f} MB/s · "
+              f"machine CPU {cpu:.0%} busy ({os.cpu_count()} cores)")
     print(f"scaling   3 vs 1: {three / one:.2f}x (target >= 2x) {'pass' if ok else 'FAIL'}")
     return {"name": "scaling", "ok": ok}
 

@@ -19,7 +19,8 @@ CREATE TABLE run_jobs (
 );
 
 -- Every unit of a shared run: queued, leased to one worker, or done (has an
--- item record). A lease expires unless its worker's heartbeat renews it.
+-- item record). A lease is lost once past `lease_expires` with its worker's
+-- heartbeat (workers.seen_at) older than `lease_ms`.
 CREATE TABLE units (
     run_id        TEXT COLLATE "C"    NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
     unit_id       TEXT COLLATE "C"    NOT NULL,
@@ -40,9 +41,16 @@ CREATE TABLE units (
     PRIMARY KEY (run_id, unit_id)
 );
 
--- Claims scan the open units in input order.
-CREATE INDEX units_open ON units (run_id, idx) WHERE state <> 'done';
--- Renewal and release by worker.
+-- A unit's lease also holds while its worker beats: `seen_at` is the
+-- database clock at the worker's last heartbeat (one row a second renews
+-- every unit the worker holds).
+ALTER TABLE workers ADD COLUMN seen_at BIGINT NOT NULL DEFAULT 0;
+
+-- Claims take queued units in input order, and look at leased ones (for
+-- lost leases) only when the queue runs short.
+CREATE INDEX units_queued ON units (run_id, idx) WHERE state = 'queued';
+CREATE INDEX units_leased ON units (run_id, idx) WHERE state = 'leased';
+-- Release by worker.
 CREATE INDEX units_by_owner ON units (run_id, lease_owner) WHERE state = 'leased';
 -- Fencing: results find their leases by token.
 CREATE INDEX units_by_token ON units (lease_token) WHERE state = 'leased';

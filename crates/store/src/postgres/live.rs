@@ -8,9 +8,9 @@ use super::store::ensure_run;
 use crate::num::{self, now_ms};
 use crate::{During, Result, WorkerBeat};
 
-/// Records a beat and, in the same transaction, renews the worker's leases
-/// in the run (`running`) or returns them to the queue (`stopped`): the
-/// heartbeat is what keeps a lease alive.
+/// Records a beat with the database's clock (`seen_at`), which keeps every
+/// lease the worker holds in the run alive; a `stopped` beat returns them to
+/// the queue in the same transaction.
 pub(super) fn heartbeat(handle: &Handle, beat: &WorkerBeat) -> Result<()> {
     let beat = beat.clone();
     handle.call(move |c| {
@@ -20,11 +20,17 @@ pub(super) fn heartbeat(handle: &Handle, beat: &WorkerBeat) -> Result<()> {
             let in_flight = i64::try_from(beat.in_flight).unwrap_or(i64::MAX);
             let live = beat.live.to_string();
             c.execute(
-                "INSERT INTO workers (run_id, worker_id, host, pid, started_at, beat_at, state, \
-                 in_flight, live) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-                 ON CONFLICT (run_id, worker_id) DO UPDATE SET host = excluded.host, \
-                 pid = excluded.pid, started_at = excluded.started_at, beat_at = excluded.beat_at, \
-                 state = excluded.state, in_flight = excluded.in_flight, live = excluded.live",
+                concat!(
+                    "INSERT INTO workers (run_id, worker_id, host, pid, started_at, beat_at, \
+                     state, in_flight, live, seen_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
+                     $9, ",
+                    db_now_ms!(),
+                    ") ON CONFLICT (run_id, worker_id) DO UPDATE SET host = excluded.host, \
+                     pid = excluded.pid, started_at = excluded.started_at, \
+                     beat_at = excluded.beat_at, state = excluded.state, \
+                     in_flight = excluded.in_flight, live = excluded.live, \
+                     seen_at = excluded.seen_at"
+                ),
                 &[
                     &beat.run_id,
                     &beat.worker_id,
@@ -38,18 +44,15 @@ pub(super) fn heartbeat(handle: &Handle, beat: &WorkerBeat) -> Result<()> {
                 ],
             )
             .during(op)?;
-            let sql = if beat.state == "running" {
-                concat!(
-                    "UPDATE units SET lease_expires = ",
-                    db_now_ms!(),
-                    " + lease_ms WHERE run_id = $1 AND state = 'leased' AND lease_owner = $2"
+            if beat.state != "running" {
+                c.execute(
+                    "UPDATE units SET state = 'queued', lease_owner = NULL, \
+                     lease_expires = NULL WHERE run_id = $1 AND state = 'leased' \
+                     AND lease_owner = $2",
+                    &[&beat.run_id, &beat.worker_id],
                 )
-            } else {
-                "UPDATE units SET state = 'queued', lease_owner = NULL, lease_expires = NULL \
-                 WHERE run_id = $1 AND state = 'leased' AND lease_owner = $2"
-            };
-            c.execute(sql, &[&beat.run_id, &beat.worker_id])
                 .during(op)?;
+            }
             Ok(())
         })
     })

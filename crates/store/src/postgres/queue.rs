@@ -25,6 +25,23 @@ macro_rules! db_now_ms {
 }
 pub(super) use db_now_ms;
 
+/// Whether unit `u`'s lease is lost: past its expiry, and its worker's
+/// heartbeat (which keeps every lease of that worker alive with one row a
+/// second, instead of rewriting each leased unit) not fresh either.
+macro_rules! lease_lost {
+    () => {
+        concat!(
+            "(u.lease_expires < ",
+            db_now_ms!(),
+            " AND NOT EXISTS (SELECT 1 FROM workers w WHERE w.run_id = u.run_id \
+             AND w.worker_id = u.lease_owner AND w.state = 'running' \
+             AND w.seen_at + u.lease_ms >= ",
+            db_now_ms!(),
+            "))"
+        )
+    };
+}
+
 fn sets_json(sets: &[String]) -> String {
     serde_json::Value::from(sets.to_vec()).to_string()
 }
@@ -168,26 +185,57 @@ impl SharedRuns for PostgresStore {
         max: usize,
         lease: Duration,
     ) -> Result<Vec<Claimed>> {
-        const SQL: &str = concat!(
-            "WITH picked AS (SELECT unit_id FROM units WHERE run_id = $1 AND state <> 'done' \
-               AND (state = 'queued' OR lease_expires < ",
-            db_now_ms!(),
-            ") ORDER BY idx LIMIT $2 FOR UPDATE SKIP LOCKED) \
-             UPDATE units u SET state = 'leased', lease_owner = $3, \
-               lease_token = nextval('lease_tokens'), lease_ms = $4, claims = u.claims + 1, \
-               lease_expires = ",
-            db_now_ms!(),
-            " + $4 FROM picked WHERE u.run_id = $1 AND u.unit_id = picked.unit_id \
-             RETURNING u.unit_id, u.idx, u.hash, u.body, u.lease_token, u.claims"
-        );
+        // Queued units first (their own index); leased ones are looked at,
+        // for leases lost by dead workers, only when the queue runs short:
+        // that scan reads every leased unit of the run.
+        macro_rules! claim_sql {
+            ($which:expr) => {
+                concat!(
+                    "WITH picked AS (SELECT u.unit_id FROM units u WHERE u.run_id = $1 \
+                     AND u.idx >= $5 AND ",
+                    $which,
+                    " ORDER BY u.idx LIMIT $2 FOR UPDATE OF u SKIP LOCKED) \
+                     UPDATE units u SET state = 'leased', lease_owner = $3, \
+                       lease_token = nextval('lease_tokens'), lease_ms = $4, \
+                       claims = u.claims + 1, lease_expires = ",
+                    db_now_ms!(),
+                    " + $4 FROM picked WHERE u.run_id = $1 AND u.unit_id = picked.unit_id \
+                     RETURNING u.unit_id, u.idx, u.hash, u.body, u.lease_token, u.claims"
+                )
+            };
+        }
+        const QUEUED: &str = claim_sql!("u.state = 'queued'");
+        const LOST: &str = claim_sql!(concat!("u.state = 'leased' AND ", lease_lost!()));
         let (run_id, worker_id) = (run_id.to_owned(), worker_id.to_owned());
         let max = i64::try_from(max).unwrap_or(i64::MAX);
         let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX).max(1);
-        self.handle.call(move |c| {
+        let from = self.claim_from.get(&run_id).copied().unwrap_or(0);
+        let run = run_id.clone();
+        let claimed = self.handle.call(move |c| {
             let op = "claim units";
-            let rows = c
-                .query(SQL, &[&run_id, &max, &worker_id, &lease_ms])
+            let mut rows = c
+                .query(QUEUED, &[&run_id, &max, &worker_id, &lease_ms, &from])
                 .during(op)?;
+            let short = |rows: &Vec<_>| max - rows.len() as i64;
+            if short(&rows) > 0 && from > 0 {
+                // Units released or given back behind this connection's position.
+                let more = c
+                    .query(
+                        QUEUED,
+                        &[&run_id, &short(&rows), &worker_id, &lease_ms, &0i64],
+                    )
+                    .during(op)?;
+                rows.extend(more);
+            }
+            if short(&rows) > 0 {
+                let lost = c
+                    .query(
+                        LOST,
+                        &[&run_id, &short(&rows), &worker_id, &lease_ms, &0i64],
+                    )
+                    .during(op)?;
+                rows.extend(lost);
+            }
             let mut claimed = rows
                 .iter()
                 .map(|r| {
@@ -206,7 +254,15 @@ impl SharedRuns for PostgresStore {
             // RETURNING follows no order: input order is what workers expect.
             claimed.sort_by_key(|c| c.unit.idx);
             Ok(claimed)
-        })
+        })?;
+        if let Some(last) = claimed.iter().map(|c| c.unit.idx).max() {
+            let next = i64::try_from(last).unwrap_or(i64::MAX).saturating_add(1);
+            let at = self.claim_from.entry(run).or_insert(0);
+            *at = (*at).max(next);
+        } else {
+            self.claim_from.remove(&run);
+        }
+        Ok(claimed)
     }
 
     fn release(&mut self, run_id: &str, tokens: &[i64]) -> Result<u64> {
@@ -274,13 +330,13 @@ impl SharedRuns for PostgresStore {
 
     fn queue_counts(&mut self, run_id: &str) -> Result<QueueCounts> {
         const SQL: &str = concat!(
-            "SELECT COUNT(*) FILTER (WHERE state = 'queued'), \
-               COUNT(*) FILTER (WHERE state = 'leased'), \
-               COUNT(*) FILTER (WHERE state = 'leased' AND lease_expires < ",
-            db_now_ms!(),
+            "SELECT COUNT(*) FILTER (WHERE u.state = 'queued'), \
+               COUNT(*) FILTER (WHERE u.state = 'leased'), \
+               COUNT(*) FILTER (WHERE u.state = 'leased' AND ",
+            lease_lost!(),
             "), (SELECT COUNT(*) FROM units WHERE run_id = $1 AND state = 'done'), \
                COALESCE((SELECT ready FROM run_jobs WHERE run_id = $1), false) \
-             FROM units WHERE run_id = $1 AND state <> 'done'"
+             FROM units u WHERE u.run_id = $1 AND u.state <> 'done'"
         );
         let run_id = run_id.to_owned();
         self.handle.call(move |c| {
@@ -310,8 +366,8 @@ impl SharedRuns for PostgresStore {
             " FROM runs r WHERE r.state <> 'finished' \
                AND EXISTS (SELECT 1 FROM run_jobs j WHERE j.run_id = r.id) \
                AND EXISTS (SELECT 1 FROM units u WHERE u.run_id = r.id AND u.state <> 'done' \
-                 AND (u.state = 'queued' OR u.lease_expires < ",
-            db_now_ms!(),
+                 AND (u.state = 'queued' OR ",
+            lease_lost!(),
             ")) ORDER BY r.created_at, r.ord"
         );
         self.handle.call(|c| {
@@ -337,10 +393,8 @@ fn update_in(c: &mut Conn, key: &str, update: SharedUpdate) -> Result<serde_json
     .during(op)?;
     let row = c
         .query_opt(
-            concat!(
-                "SELECT value, (extract(epoch from clock_timestamp()) * 1000000)::int8 \
-                 FROM shared_state WHERE key = $1 FOR UPDATE"
-            ),
+            "SELECT value, (extract(epoch from clock_timestamp()) * 1000000)::int8 \
+             FROM shared_state WHERE key = $1 FOR UPDATE",
             &[&key],
         )
         .during(op)?

@@ -320,12 +320,13 @@ fn a_result_is_accepted_only_under_its_current_lease() {
     let short = Duration::from_millis(50);
     let lost = a.claim(&run, "wa", 1, short).unwrap().remove(0);
     std::thread::sleep(Duration::from_millis(120));
-    // The lease expired: another worker takes the unit over.
+    // The lease expired: another worker takes the unit over, once the
+    // queued units are claimed (they come first).
     let mut b = schema.open();
-    let taken = b
-        .claim(&run, "wb", 1, Duration::from_secs(30))
-        .unwrap()
-        .remove(0);
+    let claimed = b.claim(&run, "wb", 3, Duration::from_secs(30)).unwrap();
+    let ids: Vec<u64> = claimed.iter().map(|c| c.unit.idx).collect();
+    assert_eq!(ids, [0, 1, 2]);
+    let taken = claimed.into_iter().next().unwrap();
     assert_eq!(taken.unit.unit_id, lost.unit.unit_id);
     assert_ne!(taken.token, lost.token);
     assert_eq!((lost.claims, taken.claims), (1, 2));
@@ -360,7 +361,7 @@ fn a_result_is_accepted_only_under_its_current_lease() {
     let mut ok = done(&taken.unit);
     ok.attempts = 2;
     let accepted = b.complete(&run, &[], &[(ok.clone(), taken.token)]).unwrap();
-    assert_eq!(accepted, [taken.unit.unit_id.clone()]);
+    assert_eq!(accepted, std::slice::from_ref(&taken.unit.unit_id));
     // The same result again (a writer retrying) is not counted twice.
     assert!(b
         .complete(&run, &[], &[(ok.clone(), taken.token)])
@@ -369,7 +370,7 @@ fn a_result_is_accepted_only_under_its_current_lease() {
     assert_eq!(a.counts(&run).unwrap().done, 1);
     assert_eq!(a.get_item(&run, &ok.item_id).unwrap(), Some(ok));
     let counts = a.queue_counts(&run).unwrap();
-    assert_eq!((counts.queued, counts.leased, counts.done), (2, 0, 1));
+    assert_eq!((counts.queued, counts.leased, counts.done), (0, 2, 1));
 }
 
 fn beat(run: &str, worker: &str, state: &str) -> WorkerBeat {
