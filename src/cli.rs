@@ -32,6 +32,8 @@ pub(crate) enum Command {
     Mock(MockArgs),
     /// Run a bundled example batch against the built-in mock.
     Demo(DemoArgs),
+    /// Measure sluice against the physical bounds, on a local mock (BENCHMARKS.md).
+    Bench(BenchArgs),
 }
 
 /// Where runs are recorded.
@@ -223,4 +225,18 @@ pub(crate) struct DemoArgs {
     /// Items in the demo batch.
     #[arg(long, default_value_t = 400)]
     pub(crate) items: u64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// Small sizes: the whole suite in under a minute; only broken scenarios
+    /// (lost or duplicated items, unexpected 429s, crashes) fail it, never speed.
+    #[arg(long)]
+    pub(crate) quick: bool,
+    /// Print the results as JSON on stdout (progress stays on stderr).
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Run only these scenarios (names as in the table, e.g. `--only latency rpm`).
+    #[arg(long, num_args = 1.., value_name = "NAME")]
+    pub(crate) only: Vec<String>,
 }

@@ -4,6 +4,7 @@
 mod fakehost;
 mod util;
 
+mod bench;
 mod commands;
 mod faults;
 mod input;
