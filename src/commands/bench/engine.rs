@@ -1,11 +1,6 @@
 //! What the engine itself costs: calls/s against a raw load generator at zero
 //! latency, CPU per call, and peak memory over a million input lines.
 
-use std::io::BufRead;
-use std::path::Path;
-
-use anyhow::Context;
-
 use super::data::{fmt_int, write_requests};
 use super::harness::{check_batch, own_rss_mb, rate, run_batch, span_seconds, Ctx, Mock};
 use super::loadgen;
@@ -36,7 +31,6 @@ pub(super) fn overhead(ctx: &Ctx) -> anyhow::Result<Scenario> {
     let mock = Mock::start(ctx, &[])?;
     let input = dir.join("in.jsonl");
     write_requests(&input, n, &|_| 40, 16)?;
-    let bodies = bodies_of(&input)?;
     let per_10k = |cpu: std::time::Duration| cpu.as_secs_f64() / n as f64 * 10_000.0;
     let mut best = Best {
         raw_cpu_10k: f64::INFINITY,
@@ -48,7 +42,7 @@ pub(super) fn overhead(ctx: &Ctx) -> anyhow::Result<Scenario> {
     // varies from second to second, and both sides get the same luck.
     for _ in 0..rounds {
         mock.reset()?;
-        let load = loadgen::run(mock.addr, "/v1/chat/completions", &bodies, concurrency)?;
+        let load = loadgen::run(mock.addr, "/v1/chat/completions", &input, concurrency)?;
         let stats = mock.stats()?;
         raw_all_ok &= load.ok == n && load.other == 0 && stats.ok == n;
         best.raw_rate = best.raw_rate.max(stats.ok as f64 / span_seconds(&stats));
@@ -123,19 +117,6 @@ pub(super) fn overhead(ctx: &Ctx) -> anyhow::Result<Scenario> {
         check_batch(&mut s, &exit, &dir, n)?;
     }
     Ok(s)
-}
-
-/// The request bodies of a Batch API file, serialized as sluice sends them.
-fn bodies_of(input: &Path) -> anyhow::Result<Vec<String>> {
-    let file =
-        std::fs::File::open(input).with_context(|| format!("reading {}", input.display()))?;
-    std::io::BufReader::new(file)
-        .lines()
-        .map(|line| {
-            let line: serde_json::Value = serde_json::from_str(&line?)?;
-            Ok(line["body"].to_string())
-        })
-        .collect()
 }
 
 /// Peak resident memory of `sluice run` over 1,000,000 input lines.

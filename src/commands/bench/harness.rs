@@ -208,6 +208,13 @@ pub(super) fn spawn(ctx: &Ctx, dir: &Path, args: &[&str]) -> anyhow::Result<Runn
     unsafe {
         command.pre_exec(|| Ok(()));
     }
+    // What the bench freed (the load generator's requests, parsed results)
+    // may still be mapped by malloc; hand it back so the fork copies little.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap memory to the system.
+    unsafe {
+        libc::malloc_trim(0);
+    }
     let child = command
         .current_dir(dir)
         .args(args)

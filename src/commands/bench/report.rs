@@ -198,10 +198,37 @@ impl Scenario {
     }
 }
 
+/// Where the figures were measured.
+#[derive(Debug, Serialize)]
+pub(super) struct Machine {
+    /// `release` or `debug`: a debug build's figures say nothing about speed.
+    pub(super) build: &'static str,
+    pub(super) cpus: usize,
+    pub(super) os: String,
+}
+
+impl Machine {
+    fn here() -> Machine {
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        Machine {
+            build: if cfg!(debug_assertions) {
+                "debug"
+            } else {
+                "release"
+            },
+            cpus: std::thread::available_parallelism().map_or(0, usize::from),
+            os: format!("{} {}", std::env::consts::OS, kernel.trim())
+                .trim()
+                .to_string(),
+        }
+    }
+}
+
 /// The whole suite's outcome.
 #[derive(Debug, Serialize)]
 pub(super) struct Report {
     pub(super) quick: bool,
+    pub(super) machine: Machine,
     pub(super) seconds: f64,
     /// The suite's verdict: correctness always, targets only outside `--quick`.
     pub(super) passed: bool,
@@ -215,6 +242,7 @@ impl Report {
             .all(|s| s.correct && (quick || s.targets_met));
         Report {
             quick,
+            machine: Machine::here(),
             seconds,
             passed,
             scenarios,
@@ -279,10 +307,14 @@ impl Report {
                 text += &format!("  ·      {n}\n");
             }
         }
+        let m = &self.machine;
         text += &format!(
-            "\n{} in {:.1} s{}: {}\n",
+            "\n{} in {:.1} s ({} build, {} CPUs, {}){}: {}\n",
             if self.quick { "quick suite" } else { "suite" },
             self.seconds,
+            m.build,
+            m.cpus,
+            m.os,
             if self.quick {
                 " (speed targets reported, not enforced)"
             } else {
