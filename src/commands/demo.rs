@@ -91,7 +91,7 @@ fn demo_in(dir: &std::path::Path, items: u64) -> anyhow::Result<ExitCode> {
         retries: 5,
         timeout: Duration::from_secs(10),
         api_key_env: None,
-        store_path: dir.join("sluice.db"),
+        store: dir.join("sluice.db").into(),
         fresh: true,
         skip_bad: false,
         name: Some("demo".into()),
@@ -103,9 +103,9 @@ fn demo_in(dir: &std::path::Path, items: u64) -> anyhow::Result<ExitCode> {
     let (report, code) = super::run::execute(&config, 1.0, true)?;
     let out = dir.join("results.jsonl");
     // The scratch directory goes away at exit: the first line is shown below.
-    let mut store = sluice_store::SqliteStore::open(&config.store_path)?;
+    let mut store = config.store.open()?;
     super::run::write_atomically(
-        &mut store,
+        &mut *store,
         &report.run_id,
         &out,
         sluice_engine::ExportFormat::Jsonl,
