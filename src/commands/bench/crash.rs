@@ -5,30 +5,27 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 
-use super::data::{fmt_int, write_requests};
-use super::harness::{arg, check_batch, run, spawn, Ctx, Mock};
+use super::data::fmt_int;
+use super::harness::{arg, run, spawn, Ctx};
 use super::report::{Figure, Scenario, Target};
+use super::runs::Batch;
 
 const KILLS: u64 = 3;
 
 pub(super) fn crash_resume(ctx: &Ctx) -> anyhow::Result<Scenario> {
     let (n, latency_ms, concurrency) =
         (ctx.size(1_000, 6_000), ctx.size(20, 50), ctx.size(20, 100));
-    let dir = ctx.dir("crash-resume")?;
     let lat = latency_ms.to_string();
-    let mock = Mock::start(
-        ctx,
-        &["--latency-ms", &lat, "--jitter-ms", &lat, "--seed", "4"],
-    )?;
-    let input = dir.join("in.jsonl");
-    write_requests(&input, n, &|_| 40, 16)?;
+    let mock_args = ["--latency-ms", &lat, "--jitter-ms", &lat, "--seed", "4"];
+    let batch = Batch::new(ctx, "crash-resume", n, &mock_args)?;
+    let (dir, mock, input) = (&batch.dir, &batch.mock, &batch.input);
     let (store, out) = (dir.join("store.db"), dir.join("out.jsonl"));
     let url = mock.chat_url();
     let c = concurrency.to_string();
     // No --fresh: resuming is the default, the same command every time.
     let args = [
         "run",
-        arg(&input)?,
+        arg(input)?,
         "--url",
         &url,
         "--store",
@@ -47,7 +44,7 @@ pub(super) fn crash_resume(ctx: &Ctx) -> anyhow::Result<Scenario> {
         // A random point: 5–25% of the items further in. Three kills leave at
         // least a quarter for the final run, so each lands mid-run.
         let target = before + rng.u64(n / 20..=n / 4);
-        let mut child = spawn(ctx, &dir, &args)?;
+        let mut child = spawn(ctx, dir, &args)?;
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if child.poll()?.is_some() {
@@ -66,7 +63,7 @@ pub(super) fn crash_resume(ctx: &Ctx) -> anyhow::Result<Scenario> {
         }
     }
     let sent_before_last = mock.stats()?.requests;
-    let exit = run(ctx, &dir, &args)?;
+    let exit = run(ctx, dir, &args)?;
     let stats = mock.stats()?;
     let landed = kill_points.len() as u64;
     let mut s = Scenario::new(
@@ -82,7 +79,7 @@ pub(super) fn crash_resume(ctx: &Ctx) -> anyhow::Result<Scenario> {
         format!("all {KILLS} kills landed mid-run ({landed} did)"),
         landed == KILLS && sent_before_last < n,
     );
-    check_batch(&mut s, &exit, &dir, n)?;
+    batch.check(&mut s, &exit)?;
     s.check(
         format!(
             "every request the mock answered twice is a resend (answered {} = {} items + {} twice)",

@@ -38,6 +38,33 @@ pub(super) fn write_items(path: &Path, n: u64) -> anyhow::Result<()> {
     )
 }
 
+/// A job over DIR/items.jsonl (written by [`write_items`]) with one chat step,
+/// `ask`, on the provider `mock` configured by `provider` (TOML lines);
+/// `top` goes first (top-level keys), and with `output` the results go to
+/// DIR/results.jsonl.
+pub(super) fn ask_job(top: &str, provider: &str, output: bool) -> String {
+    let output = if output {
+        "[output]\npath = \"results.jsonl\"\n"
+    } else {
+        ""
+    };
+    format!(
+        r#"{top}
+[input]
+path = "items.jsonl"
+[providers.mock]
+{provider}
+[[steps]]
+name = "ask"
+kind = "chat"
+provider = "mock"
+model = "m"
+messages = [{{ role = "user", content = "{{{{ item.q }}}}" }}]
+params = {{ max_tokens = 8 }}
+{output}"#
+    )
+}
+
 fn write_lines(path: &Path, n: u64, line: &dyn Fn(u64) -> Value) -> anyhow::Result<()> {
     let context = || format!("writing {}", path.display());
     let mut out = BufWriter::new(std::fs::File::create(path).with_context(context)?);

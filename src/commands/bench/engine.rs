@@ -1,10 +1,11 @@
 //! What the engine itself costs: calls/s against a raw load generator at zero
 //! latency, CPU per call, and peak memory over a million input lines.
 
-use super::data::{fmt_int, write_requests};
-use super::harness::{check_batch, own_rss_mb, rate, run_batch, span_seconds, Ctx, Mock};
+use super::data::fmt_int;
+use super::harness::{own_rss_mb, Ctx};
 use super::loadgen;
 use super::report::{Figure, Scenario, Target};
+use super::runs::{rate, span_seconds, Batch};
 
 /// CPU per 10,000 calls of the Python asyncio + aiohttp script measured in
 /// shared/PERFORMANCE.md (~570 µs per call); the target is 20× less.
@@ -26,11 +27,9 @@ struct Best {
 /// the raw load generator's against the same mock, same bodies, same
 /// concurrency.
 pub(super) fn overhead(ctx: &Ctx) -> anyhow::Result<Scenario> {
-    let (n, rounds, concurrency) = (ctx.size(10_000, 50_000), ctx.size(1, 3), 64usize);
-    let dir = ctx.dir("overhead")?;
-    let mock = Mock::start(ctx, &[])?;
-    let input = dir.join("in.jsonl");
-    write_requests(&input, n, &|_| 40, 16)?;
+    let (n, rounds, concurrency) = (ctx.size(5_000, 50_000), ctx.size(1, 3), 64usize);
+    let batch = Batch::new(ctx, "overhead", n, &[])?;
+    let mock = &batch.mock;
     let per_10k = |cpu: std::time::Duration| cpu.as_secs_f64() / n as f64 * 10_000.0;
     let mut best = Best {
         raw_cpu_10k: f64::INFINITY,
@@ -42,7 +41,7 @@ pub(super) fn overhead(ctx: &Ctx) -> anyhow::Result<Scenario> {
     // varies from second to second, and both sides get the same luck.
     for _ in 0..rounds {
         mock.reset()?;
-        let load = loadgen::run(mock.addr, "/v1/chat/completions", &input, concurrency)?;
+        let load = loadgen::run(mock.addr, "/v1/chat/completions", &batch.input, concurrency)?;
         let stats = mock.stats()?;
         raw_all_ok &= load.ok == n && load.other == 0 && stats.ok == n;
         best.raw_rate = best.raw_rate.max(stats.ok as f64 / span_seconds(&stats));
@@ -50,13 +49,7 @@ pub(super) fn overhead(ctx: &Ctx) -> anyhow::Result<Scenario> {
         best.raw_cpu_10k = best.raw_cpu_10k.min(per_10k(load.cpu));
 
         mock.reset()?;
-        let exit = run_batch(
-            ctx,
-            &dir,
-            &input,
-            &mock.chat_url(),
-            &["--concurrency", &concurrency.to_string()],
-        )?;
+        let exit = batch.run(ctx, &["--concurrency", &concurrency.to_string()])?;
         let stats = mock.stats()?;
         exits_ok &= exit.code == Some(0);
         // Sustained: what the server answered between its first and last
@@ -112,28 +105,19 @@ pub(super) fn overhead(ctx: &Ctx) -> anyhow::Result<Scenario> {
         "the raw load generator got a 200 for every call",
         raw_all_ok,
     );
-    s.check(format!("every round exited 0 ({rounds})"), exits_ok);
+    s.check(format!("every round exited 0 ({rounds} rounds)"), exits_ok);
     if let Some(exit) = last_exit {
-        check_batch(&mut s, &exit, &dir, n)?;
+        batch.check(&mut s, &exit)?;
     }
     Ok(s)
 }
 
 /// Peak resident memory of `sluice run` over 1,000,000 input lines.
 pub(super) fn memory(ctx: &Ctx) -> anyhow::Result<Scenario> {
-    let n = ctx.size(20_000, 1_000_000);
-    let dir = ctx.dir("memory")?;
-    let mock = Mock::start(ctx, &[])?;
-    let input = dir.join("in.jsonl");
-    write_requests(&input, n, &|_| 40, 16)?;
+    let n = ctx.size(10_000, 1_000_000);
+    let batch = Batch::new(ctx, "memory", n, &[])?;
     let own = own_rss_mb();
-    let exit = run_batch(
-        ctx,
-        &dir,
-        &input,
-        &mock.chat_url(),
-        &["--concurrency", "64"],
-    )?;
+    let exit = batch.run(ctx, &["--concurrency", "64"])?;
     let mut s = Scenario::new(
         "memory",
         format!(
@@ -153,6 +137,6 @@ pub(super) fn memory(ctx: &Ctx) -> anyhow::Result<Scenario> {
          (a floor under the figure: Linux starts a forked child's peak there)",
         exit.wall.as_secs_f64()
     ));
-    check_batch(&mut s, &exit, &dir, n)?;
+    batch.check(&mut s, &exit)?;
     Ok(s)
 }

@@ -7,30 +7,10 @@ use std::path::Path;
 use anyhow::Context;
 use sluice_store::{SqliteStore, Store};
 
-use super::data::{fmt_int, write_items};
-use super::harness::{check_exit, check_units, run_job, secs, Ctx, Mock};
+use super::data::{ask_job, fmt_int, write_items};
+use super::harness::{Ctx, Mock};
 use super::report::{Figure, Scenario, Target};
-
-const JOB: &str = r#"
-concurrency = 256
-[input]
-path = "items.jsonl"
-[providers.pool]
-urls = [{urls}]
-concurrency = {slots}
-timeout = "1s"
-retries = { max = 20, base = "20ms", cap = "200ms" }
-circuit_breaker = { failures = 5, cooldown = "2s" }
-[[steps]]
-name = "ask"
-kind = "chat"
-provider = "pool"
-model = "m"
-messages = [{ role = "user", content = "{{ item.q }}" }]
-params = { max_tokens = 8 }
-[output]
-path = "results.jsonl"
-"#;
+use super::runs::{check_exit, check_units, run_job, secs};
 
 /// Calls the provider has in flight at most.
 const SLOTS: u64 = 64;
@@ -76,9 +56,12 @@ pub(super) fn faults(ctx: &Ctx) -> anyhow::Result<Scenario> {
     ]
     .map(|u| format!("\"{u}\""))
     .join(", ");
-    let toml = JOB
-        .replace("{urls}", &urls)
-        .replace("{slots}", &SLOTS.to_string());
+    let provider = format!(
+        "urls = [{urls}]\nconcurrency = {SLOTS}\ntimeout = \"1s\"\n\
+         retries = {{ max = 20, base = \"20ms\", cap = \"200ms\" }}\n\
+         circuit_breaker = {{ failures = 5, cooldown = \"2s\" }}"
+    );
+    let toml = ask_job("concurrency = 256", &provider, true);
     let exit = run_job(ctx, &dir, &toml)?;
     let (f, h) = (flaky.stats()?, healthy.stats()?);
     let mut s = Scenario::new(

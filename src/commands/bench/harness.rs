@@ -15,8 +15,6 @@ use anyhow::{bail, Context};
 use serde_json::Value;
 use sluice_mock::MockStats;
 
-use super::report::Scenario;
-
 /// Where the suite runs: the binary under test and a scratch directory that
 /// is removed when the suite ends.
 pub(super) struct Ctx {
@@ -339,106 +337,4 @@ pub(super) fn own_rss_mb() -> f64 {
 pub(super) fn arg(path: &Path) -> anyhow::Result<&str> {
     path.to_str()
         .with_context(|| format!("{} is not UTF-8", path.display()))
-}
-
-/// Seconds between the mock's first and its last 200 (at least 1 ms).
-pub(super) fn span_seconds(stats: &MockStats) -> f64 {
-    match (stats.first_ok_unix_ms, stats.last_ok_unix_ms) {
-        (Some(first), Some(last)) => (last.saturating_sub(first).max(1)) as f64 / 1000.0,
-        _ => f64::NAN,
-    }
-}
-
-/// `sluice run IN --url URL --store DIR/store.db --out DIR/out.jsonl --fresh --json EXTRA...`.
-pub(super) fn run_batch(
-    ctx: &Ctx,
-    dir: &Path,
-    input: &Path,
-    url: &str,
-    extra: &[&str],
-) -> anyhow::Result<Exit> {
-    let (store, out) = (dir.join("store.db"), dir.join("out.jsonl"));
-    let mut args = vec!["run", arg(input)?, "--url", url, "--store", arg(&store)?];
-    args.extend(["--out", arg(&out)?, "--fresh", "--json"]);
-    args.extend(extra);
-    run(ctx, dir, &args)
-}
-
-/// Writes `toml` to DIR/job.toml and runs it: `sluice run DIR/job.toml --fresh --store
-/// DIR/store.db --json`.
-pub(super) fn run_job(ctx: &Ctx, dir: &Path, toml: &str) -> anyhow::Result<Exit> {
-    let job = dir.join("job.toml");
-    std::fs::write(&job, toml).with_context(|| format!("writing {}", job.display()))?;
-    let store = dir.join("store.db");
-    run(
-        ctx,
-        dir,
-        &[
-            "run",
-            arg(&job)?,
-            "--fresh",
-            "--store",
-            arg(&store)?,
-            "--json",
-        ],
-    )
-}
-
-/// The checks every quick-mode run must pass: a clean exit and DIR/out.jsonl
-/// holding each of the `n` items once, all answered 200.
-pub(super) fn check_batch(s: &mut Scenario, exit: &Exit, dir: &Path, n: u64) -> anyhow::Result<()> {
-    check_exit(s, exit, &[0]);
-    let out = dir.join("out.jsonl");
-    if out.exists() {
-        super::data::tally_batch(&out, n)?.check(s, n, true);
-    } else {
-        s.check("the results file was written", false);
-    }
-    Ok(())
-}
-
-/// Checks that `exit` is one of `codes`.
-pub(super) fn check_exit(s: &mut Scenario, exit: &Exit, codes: &[i32]) {
-    let ok = exit.code.is_some_and(|c| codes.contains(&c));
-    let expected = codes
-        .iter()
-        .map(i32::to_string)
-        .collect::<Vec<_>>()
-        .join(" or ");
-    let what = if ok {
-        format!("the run exited {expected}")
-    } else {
-        format!("the run exited {expected} ({})", exit.describe())
-    };
-    s.check(what, ok);
-}
-
-/// Seconds, as the table shows them.
-pub(super) fn secs(v: f64) -> String {
-    format!("{v:.2} s")
-}
-
-/// A rate, rounded, with thousands separators: `12,345/s`.
-pub(super) fn rate(v: f64, unit: &str) -> String {
-    if v.is_finite() {
-        format!("{}{unit}", super::data::fmt_int(v.round() as u64))
-    } else {
-        format!("?{unit}")
-    }
-}
-
-/// The checks of a job's results file: each of the `n` units once and, with
-/// `all_ok`, every one done (else every failure with its reason).
-pub(super) fn check_units(
-    s: &mut Scenario,
-    results: &Path,
-    n: u64,
-    all_ok: bool,
-) -> anyhow::Result<()> {
-    if results.exists() {
-        super::data::tally_units(results, n)?.check(s, n, all_ok);
-    } else {
-        s.check("the results file was written", false);
-    }
-    Ok(())
 }

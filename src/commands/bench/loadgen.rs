@@ -200,4 +200,23 @@ mod tests {
         assert_eq!(parse_head(b"HTTP/1.1 200 OK\r\ncontent-le").unwrap(), None);
         assert!(parse_head(b"HTTP/1.1 200 OK\r\n\r\n").is_err());
     }
+
+    #[test]
+    fn every_line_is_sent_once_and_answered() {
+        let dir = std::env::temp_dir().join(format!("sluice-bench-loadgen-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let input = dir.join("in.jsonl");
+        super::super::data::write_requests(&input, 300, &|i| i as usize, 16).unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let mock = runtime
+            .block_on(sluice_mock::MockServer::start(0, Default::default()))
+            .unwrap();
+        let load = run(mock.addr(), "/v1/chat/completions", &input, 8).unwrap();
+        assert_eq!((load.ok, load.other), (300, 0));
+        let stats = mock.stats();
+        // Each body once, each parsed by the mock as a valid chat request.
+        assert_eq!((stats.ok, stats.bad_requests), (300, 0));
+        assert_eq!(stats.duplicate_requests, 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -21,6 +21,7 @@ mod limits;
 mod loadgen;
 mod pipeline;
 mod report;
+mod runs;
 mod scale;
 
 use harness::Ctx;

@@ -2,8 +2,9 @@
 //! as it leaves step 1) against the same steps run one after another.
 
 use super::data::{fmt_int, write_items};
-use super::harness::{check_exit, check_units, run_job, secs, Ctx, Mock};
+use super::harness::{Ctx, Mock};
 use super::report::{Figure, Scenario, Target};
+use super::runs::{check_exit, check_units, run_job, secs};
 
 const JOB: &str = r#"
 concurrency = {units}

@@ -10,30 +10,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::data::{fmt_int, write_items};
-use super::harness::{check_units, rate, secs, span_seconds, Ctx, Mock};
+use super::data::{ask_job, fmt_int, write_items};
+use super::harness::{Ctx, Mock};
 use super::report::{Figure, Scenario, Target};
+use super::runs::{check_units, rate, secs, span_seconds};
 
 const ABOUT: &str = "1 vs 3 sluice workers on one PostgreSQL run; shared rpm";
 const POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";
 /// The rate the mock enforces in the shared-limit part.
 const RPM: u64 = 1_200;
-
-const JOB: &str = r#"
-[input]
-path = "items.jsonl"
-[providers.mock]
-base_url = "{url}"
-concurrency = 64
-{rpm}
-[[steps]]
-name = "ask"
-kind = "chat"
-provider = "mock"
-model = "m"
-messages = [{ role = "user", content = "{{ item.q }}" }]
-params = { max_tokens = 8 }
-"#;
 
 /// What one run worked by several workers did.
 struct WorkersRun {
@@ -85,7 +70,7 @@ pub(super) fn scale_out(ctx: &Ctx) -> anyhow::Result<Scenario> {
     let mut runs = Vec::new();
     for workers in [1, 3] {
         let dir = ctx.dir(&format!("scale-out-{workers}"))?;
-        write_job(&dir, &free, n, None)?;
+        write_job(&dir, &free.url("/v1"), n, None)?;
         match run_on_workers(ctx, &dir, &postgres, workers)? {
             Some(run) => runs.push(run),
             None => {
@@ -96,7 +81,7 @@ pub(super) fn scale_out(ctx: &Ctx) -> anyhow::Result<Scenario> {
     let limited = Mock::start(ctx, &["--rpm", &RPM.to_string(), "--latency-ms", "20"])?;
     let held_n = ctx.size(60, 1_200);
     let dir = ctx.dir("scale-out-rpm")?;
-    write_job(&dir, &limited, held_n, Some(RPM))?;
+    write_job(&dir, &limited.url("/v1"), held_n, Some(RPM))?;
     let Some(held) = run_on_workers(ctx, &dir, &postgres, 3)? else {
         return skip("run_on_workers in src/commands/bench/scale.rs is not written yet");
     };
@@ -147,12 +132,29 @@ pub(super) fn scale_out(ctx: &Ctx) -> anyhow::Result<Scenario> {
     Ok(s)
 }
 
-fn write_job(dir: &Path, mock: &Mock, n: u64, rpm: Option<u64>) -> anyhow::Result<()> {
+/// DIR/job.toml and DIR/items.jsonl: `n` chat calls to `url`, at `rpm` if given.
+fn write_job(dir: &Path, url: &str, n: u64, rpm: Option<u64>) -> anyhow::Result<()> {
     write_items(&dir.join("items.jsonl"), n)?;
-    let toml = JOB.replace("{url}", &mock.url("/v1")).replace(
-        "{rpm}",
-        &rpm.map_or(String::new(), |r| format!("rpm = {r}")),
-    );
+    let rpm = rpm.map_or(String::new(), |r| format!("\nrpm = {r}"));
+    let provider = format!("base_url = \"{url}\"\nconcurrency = 64{rpm}");
+    let toml = ask_job("", &provider, false);
     std::fs::write(dir.join("job.toml"), toml)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scale_out_jobs_are_valid_job_files() {
+        let dir = std::env::temp_dir().join(format!("sluice-bench-scale-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for rpm in [None, Some(RPM)] {
+            write_job(&dir, "http://127.0.0.1:9/v1", 3, rpm).unwrap();
+            let job = sluice_spec::load(&dir.join("job.toml"), &[]).unwrap();
+            assert_eq!(job.steps.len(), 1);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
