@@ -246,7 +246,8 @@ pub(crate) struct BenchArgs {
     /// Print the results as JSON on stdout (progress stays on stderr).
     #[arg(long)]
     pub(crate) json: bool,
-    /// Run only these scenarios (names as in the table, e.g. `--only latency rpm`).
+    /// Run only these scenarios: latency, rpm, tpm, overhead, memory, pipeline,
+    /// crash-resume, scale-out, faults, unknown-rpm.
     #[arg(long, num_args = 1.., value_name = "NAME")]
     pub(crate) only: Vec<String>,
 }
