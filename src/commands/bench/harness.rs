@@ -41,6 +41,16 @@ impl Ctx {
         Ok(dir)
     }
 
+    /// Removes every scenario's directory (the memory scenario's alone holds
+    /// over a gigabyte at full size).
+    pub(super) fn clear(&self) {
+        if let Ok(entries) = std::fs::read_dir(&self.root) {
+            for entry in entries.flatten() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+
     /// The quick or the full size of something.
     pub(super) fn size<T>(&self, quick: T, full: T) -> T {
         if self.quick {

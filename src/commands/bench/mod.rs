@@ -66,6 +66,7 @@ pub(crate) fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         let began = Instant::now();
         let mut scenario = measure(&ctx).unwrap_or_else(|e| Scenario::crashed(name, &e));
         scenario.seconds = began.elapsed().as_secs_f64();
+        ctx.clear();
         eprintln!(
             "bench: {name} {} in {:.1} s",
             match (scenario.status, scenario.correct, scenario.targets_met) {
