@@ -202,8 +202,18 @@ pub(super) struct Running {
 
 /// Starts `sluice ARGS...` in `dir`, stdout and stderr to files there.
 pub(super) fn spawn(ctx: &Ctx, dir: &Path, args: &[&str]) -> anyhow::Result<Running> {
-    let stdout = dir.join("sluice.stdout");
-    let stderr = dir.join("sluice.stderr");
+    spawn_as(ctx, dir, "sluice", args)
+}
+
+/// [`spawn`], its output in DIR/`name`.stdout and .stderr (several at once).
+pub(super) fn spawn_as(
+    ctx: &Ctx,
+    dir: &Path,
+    name: &str,
+    args: &[&str],
+) -> anyhow::Result<Running> {
+    let stdout = dir.join(format!("{name}.stdout"));
+    let stderr = dir.join(format!("{name}.stderr"));
     let file =
         |p: &Path| std::fs::File::create(p).with_context(|| format!("creating {}", p.display()));
     let started = Instant::now();
