@@ -9,6 +9,7 @@ mod input;
 mod kinds;
 mod load;
 mod model;
+mod offload;
 mod provider;
 mod raw;
 mod sets;
@@ -21,6 +22,7 @@ mod tests;
 
 pub use diag::{Diagnostic, SpecError};
 pub use load::{load, parse_str};
+pub use offload::{Api, BatchRetry, BatchSpec, Mode};
 pub use model::{
     BreakerSpec, Fallback, Input, InputFormat, InputSource, Job, MatrixAxis, Message, Output,
     Price, Provider, Retries, Step, StepKind, Upload, Webhook, WebhookOn,
