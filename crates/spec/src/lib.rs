@@ -22,9 +22,9 @@ mod tests;
 
 pub use diag::{Diagnostic, SpecError};
 pub use load::{load, parse_str};
-pub use offload::{Api, BatchRetry, BatchSpec, Mode};
 pub use model::{
     BreakerSpec, Fallback, Input, InputFormat, InputSource, Job, MatrixAxis, Message, Output,
     Price, Provider, Retries, Step, StepKind, Upload, Webhook, WebhookOn,
 };
+pub use offload::{Api, BatchRetry, BatchSpec, Mode};
 pub use template::{RenderError, TValue, Template};

@@ -158,7 +158,9 @@ pub(crate) fn provider(raw: &RawProvider, ctx_name: &str, provider: &mut Provide
                 );
                 match (&set_mode, &raw.mode) {
                     (None, Some(m)) => ctx.diags.at(m.span(), message),
-                    _ => ctx.diags.set(format!("providers.{name}.mode=auto: {message}")),
+                    _ => ctx
+                        .diags
+                        .set(format!("providers.{name}.mode=auto: {message}")),
                 }
                 Mode::Live
             }
@@ -239,7 +241,13 @@ fn batch(raw: &Spanned<RawBatch>, ctx_name: &str, ctx: &mut Ctx) -> BatchSpec {
 }
 
 /// Rules a step obeys because of its provider's dialect and mode.
-pub(crate) fn step(raw: &RawStep, kind: Option<&str>, label: &str, provider: &Provider, ctx: &mut Ctx) {
+pub(crate) fn step(
+    raw: &RawStep,
+    kind: Option<&str>,
+    label: &str,
+    provider: &Provider,
+    ctx: &mut Ctx,
+) {
     if kind == Some("embed") && provider.api == Api::Anthropic {
         if let Some(p) = &raw.provider {
             let message = format!(

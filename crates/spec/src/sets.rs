@@ -163,9 +163,13 @@ fn word(key: &str, value: &str) -> Result<(&'static str, String), String> {
     let ok = |k: &'static str| Ok((k, value.to_string()));
     match key {
         "api" if matches!(value, "openai" | "anthropic") => ok("api"),
-        "api" => Err(format!("api {value:?} is not known; use openai or anthropic")),
+        "api" => Err(format!(
+            "api {value:?} is not known; use openai or anthropic"
+        )),
         "mode" if matches!(value, "live" | "batch" | "auto") => ok("mode"),
-        "mode" => Err(format!("mode {value:?} is not known; use live, batch or auto")),
+        "mode" => Err(format!(
+            "mode {value:?} is not known; use live, batch or auto"
+        )),
         _ => match humantime::parse_duration(value) {
             Ok(d) if !d.is_zero() => ok("deadline"),
             _ => Err(format!(

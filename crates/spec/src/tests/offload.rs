@@ -168,7 +168,12 @@ fn embeddings_need_an_openai_compatible_provider() {
         "kind = \"chat\"\nprovider = \"openai\"\nmodel = \"m\"\nmessages = [{ role = \"user\", content = \"Hi {{ item.name }}\" }]",
         "kind = \"embed\"\nprovider = \"openai\"\nmodel = \"m\"\ninput = \"{{ item.name }}\"",
     );
-    assert_one(&text, 11, 12, &["embed steps need an OpenAI-compatible provider"]);
+    assert_one(
+        &text,
+        11,
+        12,
+        &["embed steps need an OpenAI-compatible provider"],
+    );
 }
 
 #[test]
@@ -182,15 +187,18 @@ fn streaming_is_for_live_chat_and_conversation_steps() {
         10,
         &["stream = true", "mode = \"batch\""],
     );
-    let embed = BASE.replace(
-        "messages = [{ role = \"user\", content = \"Hi {{ item.name }}\" }]",
-        "input = \"x\"\nstream = true",
-    )
-    .replace("kind = \"chat\"", "kind = \"embed\"");
+    let embed = BASE
+        .replace(
+            "messages = [{ role = \"user\", content = \"Hi {{ item.name }}\" }]",
+            "input = \"x\"\nstream = true",
+        )
+        .replace("kind = \"chat\"", "kind = \"embed\"");
     let list = errors(&embed, &[]);
     assert_eq!(list.len(), 1, "{list:?}");
     assert!(
-        list[0].message.contains("`stream` is not used by embed steps"),
+        list[0]
+            .message
+            .contains("`stream` is not used by embed steps"),
         "{}",
         list[0]
     );
