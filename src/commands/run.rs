@@ -126,6 +126,7 @@ pub(crate) fn deliver(
             "interrupted": report.interrupted,
             "this_run": report.progress,
             "recorded": counts,
+            "notes": report.notes,
             "out": out.map(|p| p.display().to_string()),
         });
         println!("{summary}");

@@ -21,7 +21,7 @@ mod writer;
 pub use error::{Error, Result};
 pub use export::{export_run, ExportFormat};
 pub use input::InputSource;
-pub use job::{plan, run_job, JobConfig, Plan, ProviderPlan, StepPlan};
+pub use job::{plan, run_job, JobConfig, Offload, Plan, ProviderPlan, StepPlan};
 pub use live::{Rates, BEAT_PERIOD, BEAT_STALE};
 pub use progress::{Progress, Snapshot};
 pub use quick::{now_ms, run_quick, QuickConfig, RunReport};

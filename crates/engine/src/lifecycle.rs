@@ -74,6 +74,7 @@ pub(crate) fn close_run(
         resumed,
         interrupted,
         progress: progress.snapshot(),
+        notes: Vec::new(),
     })
 }
 

@@ -70,6 +70,10 @@ pub struct RunReport {
     pub interrupted: bool,
     /// Final counters.
     pub progress: Snapshot,
+    /// Things the run decided that the summary should say (e.g. live or
+    /// batch, and why).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// State every call task shares.
@@ -506,6 +510,7 @@ async fn attempt(
         body: request.body.clone(),
         options: CallOptions::default(),
         estimate: request.estimate,
+        stream: None,
     };
     let mut tally = Tally::default();
     let end = calls::call(&env, &call_request, &mut tally).await;

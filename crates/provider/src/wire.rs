@@ -266,7 +266,7 @@ pub(crate) async fn exchange_streaming<S>(
     buf: &mut Vec<u8>,
     head: &[u8],
     body: &[u8],
-    on_data: &mut dyn FnMut(&[u8]),
+    on_data: &mut (dyn FnMut(&[u8]) + Send),
 ) -> Result<Response, WireError>
 where
     S: AsyncRead + AsyncWrite + Unpin,

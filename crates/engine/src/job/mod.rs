@@ -1,9 +1,13 @@
 //! Job-file runs: units (item × matrix) streamed through the steps, each step
 //! limited by its provider, every step outcome recorded, resumable per step.
 
+mod batch;
+mod choose;
 pub(crate) mod export;
 mod lanes;
+mod offload;
 mod output;
+mod place;
 mod plan;
 mod requests;
 mod runner;
@@ -26,6 +30,7 @@ use lanes::Lanes;
 use runner::{run_unit, Shared};
 use units::{Combos, UnitIds};
 
+pub use choose::Offload;
 pub use plan::{plan, Plan, ProviderPlan, StepPlan};
 
 /// How a job run was asked for (besides the job itself).
@@ -95,9 +100,10 @@ pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<Ru
     }
 
     let combos = Combos::new(job);
+    let mut offload = offload::decide_all(job, &prepared)?;
     let mut store = cfg.store.open()?;
     let source = format!("job:{}|{}", job.path.display(), prepared.source_key);
-    let settings = serde_json::json!({
+    let mut settings = serde_json::json!({
         "mode": "job",
         "job": job.path.display().to_string(),
         "sets": cfg.sets,
@@ -106,14 +112,38 @@ pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<Ru
         // Column names of the CSV export.
         "steps": job.steps.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
         "matrix": job.matrix.iter().map(|a| a.name.clone()).collect::<Vec<_>>(),
+        // Steps whose outputs carry streaming figures (extra CSV columns).
+        "streamed": job.steps.iter().filter(|s| s.stream).map(|s| s.name.clone()).collect::<Vec<_>>(),
     });
-    let (run, resumed) = open_run(&mut *store, cfg.fresh, source, job.name.clone(), settings)?;
+    settings["offload"] = offload::to_json(&offload);
+    let (run, resumed) = open_run(
+        &mut *store,
+        cfg.fresh,
+        source,
+        job.name.clone(),
+        settings.clone(),
+    )?;
+    if resumed && offload::keep_earlier(&mut offload, &run.settings) {
+        settings["offload"] = offload::to_json(&offload);
+        store.update_settings(&run.id, &settings)?;
+    }
     let total = prepared.total * combos.len() as u64;
     store.set_total(&run.id, total)?;
     store.set_state(&run.id, "running", None)?;
     Progress::add(&progress.total, total);
 
     let writer = Writer::start(cfg.store.open()?, run.id.clone(), progress.clone());
+    let batched: Vec<String> = offload
+        .iter()
+        .filter(|(_, o)| o.batched())
+        .map(|(name, _)| name.clone())
+        .collect();
+    let batches = if batched.is_empty() {
+        batch::Batches::none()
+    } else {
+        let _inside = runtime.enter();
+        batch::Batches::start(job, &lanes, &batched, &run.id, cfg.store.open()?)?
+    };
     runtime.spawn(crate::live::beat_loop(
         writer.tx.clone(),
         run.id.clone(),
@@ -152,7 +182,11 @@ pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<Ru
             Some(hook) if hook.on == WebhookOn::Item => Some(webhook_target(hook, &env_value)?),
             _ => None,
         },
+        batches,
     });
+    if !shared.batches.is_empty() {
+        runtime.spawn(offload::watch_stop(shared.clone()));
+    }
     let run_hook = match &job.webhook {
         Some(hook) if hook.on == WebhookOn::Run => Some(webhook_target(hook, &env_value)?),
         _ => None,
@@ -174,9 +208,14 @@ pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<Ru
         .map(|l| l.breaker_openings())
         .sum();
     Progress::add(&progress.breaker_openings, openings);
+    let delivered = shared.batches.delivered();
     drop(runtime);
     drop(shared);
     writer.finish()?;
+    // Every result handed out is committed now: those batches need no fetching again.
+    for (batcher, records) in delivered {
+        batcher.store_records(&records);
+    }
     if let Some(target) = &run_hook {
         // After the writer finished: the totals are everything committed.
         let done = progress.done.load(std::sync::atomic::Ordering::Relaxed);
@@ -212,7 +251,9 @@ pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<Ru
         settings["spent_usd"] = serde_json::json!(before + spent);
         store.update_settings(&run.id, &settings)?;
     }
-    close_run(&cfg.store, run, resumed, interrupted, &progress)
+    let mut report = close_run(&cfg.store, run, resumed, interrupted, &progress)?;
+    report.notes = offload::notes(&offload);
+    Ok(report)
 }
 
 /// The webhook's target: headers rendered (they may use `env`), the HMAC key
@@ -385,6 +426,9 @@ async fn dispatch(
                 break 'outer;
             }
             let task_shared = shared.clone();
+            let place = Arc::new(place::Place::new(permit, shared.batches.floating.clone()));
+            let mut unit = unit;
+            unit.place = Some(place.clone());
             tokio::spawn(async move {
                 if let Some(record) = run_unit(&task_shared, unit).await {
                     let hook = task_shared.item_hook.as_ref().map(|target| {
@@ -407,7 +451,7 @@ async fn dispatch(
                         notify(&task_shared, target, &event, &unit_id).await;
                     }
                 }
-                drop(permit);
+                drop(place);
             });
         }
         if !moves.is_empty() {
@@ -417,6 +461,8 @@ async fn dispatch(
     let all = u32::try_from(window).unwrap_or(u32::MAX);
     let all_done = async {
         let _ = slots.acquire_many(all).await;
+        // Units waiting for a batch hold no slot (see `place`).
+        shared.batches.floating.idle().await;
     };
     let interrupted = drain(all_done, &stop, &shared.stopping, interrupted).await;
     signal.abort();

@@ -1,0 +1,592 @@
+//! One provider's batches while a run goes: requests gathered into open
+//! batches (by API path, up to the size, byte and time limits), each sealed
+//! batch stored then submitted, polled and its results handed to the units
+//! waiting for them — or kept until they arrive, on a resumed run.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use sluice_spec::{BatchRetry, BatchSpec};
+use sluice_store::Store;
+use tokio::sync::{oneshot, Semaphore};
+
+use super::api::Remote;
+use super::state::{self, BatchRecord, LineResult, Requests, ABANDONED, SUBMITTING};
+use super::{BatchEnd, BatchRequest, Stop};
+use crate::job::runner::Unit;
+use crate::quick::now_ms;
+
+/// A batch being filled.
+struct Open {
+    seq: u64,
+    lines: Vec<String>,
+    ids: Requests,
+    bytes: usize,
+}
+
+/// A unit waiting for its request's result.
+struct Waiter {
+    tx: oneshot::Sender<BatchEnd>,
+    request: BatchRequest,
+    /// Batch attempts so far, this one included.
+    attempt: u32,
+    since: Instant,
+}
+
+/// A sealed batch.
+struct Entry {
+    record: BatchRecord,
+    /// Attempt number of each request in it.
+    attempts: HashMap<String, u32>,
+    /// Results not yet handed to a unit; `None` until fetched.
+    results: Option<HashMap<String, LineResult>>,
+    /// A task submits, polls or fetches it.
+    busy: bool,
+}
+
+#[derive(Default)]
+struct Inner {
+    next_seq: u64,
+    open: HashMap<String, Open>,
+    entries: HashMap<u64, Entry>,
+    /// The latest batch holding each request.
+    index: HashMap<String, u64>,
+    waiters: HashMap<String, Waiter>,
+}
+
+/// One provider's batch offload.
+pub(crate) struct LaneBatcher {
+    remote: Remote,
+    spec: BatchSpec,
+    run_id: String,
+    /// Requests and bytes per batch at most.
+    cap: (usize, usize),
+    /// Further batch attempts of an expired or retryably failed request.
+    retries: u32,
+    inner: Mutex<Inner>,
+    store: Arc<Mutex<Box<dyn Store>>>,
+    /// Units waiting for results at most (`batch.waiting`).
+    waiting: Arc<Semaphore>,
+    stop: Arc<Stop>,
+}
+
+impl LaneBatcher {
+    /// A batcher that knows the batches earlier runs of `run_id` stored;
+    /// the unfinished ones are polled again at once.
+    pub(crate) fn start(
+        remote: Remote,
+        spec: BatchSpec,
+        retries: u32,
+        run_id: &str,
+        store: Arc<Mutex<Box<dyn Store>>>,
+        stop: Arc<Stop>,
+    ) -> sluice_store::Result<Arc<LaneBatcher>> {
+        let (api_requests, api_bytes) = remote.limits();
+        let prefix = format!("batch:{}:", remote.provider);
+        let stored = lock(&store).run_state(run_id, &prefix)?;
+        let batcher = Arc::new(LaneBatcher {
+            cap: (spec.size.clamp(1, api_requests), api_bytes),
+            waiting: Arc::new(Semaphore::new(spec.waiting.max(1))),
+            remote,
+            spec,
+            run_id: run_id.to_string(),
+            retries,
+            inner: Mutex::new(Inner {
+                next_seq: 1,
+                ..Inner::default()
+            }),
+            store,
+            stop,
+        });
+        for (_, value) in stored {
+            let Ok(record) = serde_json::from_value::<BatchRecord>(value) else {
+                continue;
+            };
+            batcher.resume(record)?;
+        }
+        Ok(batcher)
+    }
+
+    /// Takes up a batch an earlier run stored.
+    fn resume(self: &Arc<Self>, record: BatchRecord) -> sluice_store::Result<()> {
+        let mut inner = self.lock();
+        inner.next_seq = inner.next_seq.max(record.seq + 1);
+        if record.collected || record.state == ABANDONED {
+            return Ok(());
+        }
+        if record.id.is_none() && record.input_file_id.is_none() {
+            // Stopped before any of it reached the provider: its requests
+            // are submitted again as their units arrive.
+            let mut record = record;
+            record.state = ABANDONED.into();
+            self.persist(&record);
+            return Ok(());
+        }
+        let key = state::requests_key(&self.remote.provider, record.seq);
+        let requests: Requests = lock(&self.store)
+            .run_state(&self.run_id, &key)?
+            .into_iter()
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, v)| serde_json::from_value(v).ok())
+            .unwrap_or_default();
+        let seq = record.seq;
+        for (id, _) in &requests {
+            inner.index.insert(id.clone(), seq);
+        }
+        inner.entries.insert(
+            seq,
+            Entry {
+                record,
+                attempts: requests.into_iter().collect(),
+                results: None,
+                busy: true,
+            },
+        );
+        drop(inner);
+        let this = self.clone();
+        tokio::spawn(async move { this.run_batch(seq, None).await });
+        Ok(())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends `request` through a batch and waits for its result. `unit`
+    /// leaves the window of units in progress while it waits.
+    pub(crate) async fn call(self: &Arc<Self>, unit: &Unit, request: BatchRequest) -> BatchEnd {
+        let _waiting = tokio::select! {
+            permit = self.waiting.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => return BatchEnd::Stopped,
+            },
+            _ = self.stop.wait() => return BatchEnd::Stopped,
+        };
+        if let Some(place) = &unit.place {
+            place.float();
+        }
+        let rx = self.register(request);
+        tokio::select! {
+            end = rx => end.unwrap_or(BatchEnd::Stopped),
+            _ = self.stop.wait() => BatchEnd::Stopped,
+        }
+    }
+
+    fn register(self: &Arc<Self>, request: BatchRequest) -> oneshot::Receiver<BatchEnd> {
+        let (tx, rx) = oneshot::channel();
+        let id = request.custom_id.clone();
+        let mut inner = self.lock();
+        let since = Instant::now();
+        let Some(seq) = inner.index.get(&id).copied() else {
+            self.enqueue(&mut inner, &request, 1);
+            let waiter = Waiter {
+                tx,
+                request,
+                attempt: 1,
+                since,
+            };
+            inner.waiters.insert(id, waiter);
+            return rx;
+        };
+        // Submitted by an earlier run (or earlier in this one).
+        let Some(entry) = inner.entries.get_mut(&seq) else {
+            return rx;
+        };
+        let attempt = entry.attempts.get(&id).copied().unwrap_or(1);
+        let ready = entry.results.as_mut().and_then(|r| r.remove(&id));
+        let start = !entry.busy && ready.is_none() && entry.results.is_none();
+        entry.busy |= start;
+        let waiter = Waiter {
+            tx,
+            request,
+            attempt,
+            since,
+        };
+        match ready {
+            Some(result) => self.settle(&mut inner, waiter, result),
+            None => {
+                inner.waiters.insert(id, waiter);
+            }
+        }
+        drop(inner);
+        if start {
+            let this = self.clone();
+            tokio::spawn(async move { this.run_batch(seq, None).await });
+        }
+        rx
+    }
+
+    /// Adds a request to the open batch of its path, sealing it when full.
+    fn enqueue(self: &Arc<Self>, inner: &mut Inner, request: &BatchRequest, attempt: u32) {
+        let api_path = self.remote.api_path(&request.path);
+        let line = self
+            .remote
+            .line(&request.custom_id, &api_path, &request.body);
+        let (max_requests, max_bytes) = self.cap;
+        if line.len() + 1 > max_bytes {
+            if let Some(w) = inner.waiters.remove(&request.custom_id) {
+                let _ = w.tx.send(BatchEnd::Failed {
+                    error: format!(
+                        "request_error: the request is larger than one batch may be ({} MB)",
+                        max_bytes >> 20
+                    ),
+                    status: None,
+                    attempts: attempt,
+                });
+            }
+            return;
+        }
+        let full = inner
+            .open
+            .get(&api_path)
+            .is_some_and(|o| o.bytes + line.len() + 1 > max_bytes);
+        if full {
+            self.seal(inner, &api_path);
+        }
+        if !inner.open.contains_key(&api_path) {
+            let seq = inner.next_seq;
+            inner.next_seq += 1;
+            inner.open.insert(
+                api_path.clone(),
+                Open {
+                    seq,
+                    lines: Vec::new(),
+                    ids: Vec::new(),
+                    bytes: 0,
+                },
+            );
+            let (this, path, window) = (self.clone(), api_path.clone(), self.spec.window);
+            tokio::spawn(async move {
+                tokio::time::sleep(window).await;
+                let mut inner = this.lock();
+                if inner.open.get(&path).is_some_and(|o| o.seq == seq) {
+                    this.seal(&mut inner, &path);
+                }
+            });
+        }
+        let open = inner.open.get_mut(&api_path).expect("inserted above");
+        open.bytes += line.len() + 1;
+        open.lines.push(line);
+        open.ids.push((request.custom_id.clone(), attempt));
+        if open.lines.len() >= max_requests {
+            self.seal(inner, &api_path);
+        }
+    }
+
+    /// Closes the open batch of `path`: stored first (so a crash cannot lose
+    /// track of it), then submitted by its own task.
+    fn seal(self: &Arc<Self>, inner: &mut Inner, path: &str) {
+        let Some(open) = inner.open.remove(path) else {
+            return;
+        };
+        let now = now_ms();
+        let record = BatchRecord {
+            provider: self.remote.provider.clone(),
+            api: format!("{:?}", self.remote.dialect).to_lowercase(),
+            seq: open.seq,
+            path: path.to_string(),
+            state: SUBMITTING.into(),
+            id: None,
+            input_file_id: None,
+            output_file_id: None,
+            error_file_id: None,
+            results_url: None,
+            requests: open.ids.len() as u64,
+            succeeded: 0,
+            errored: 0,
+            expired: 0,
+            created_at: now,
+            updated_at: now,
+            ended_at: None,
+            collected: false,
+            error: None,
+            key: format!("{}:{}:{}", self.run_id, self.remote.provider, open.seq),
+        };
+        let key = state::requests_key(&self.remote.provider, open.seq);
+        let ids = serde_json::to_value(&open.ids).unwrap_or_default();
+        if let Err(e) = lock(&self.store).put_run_state(&self.run_id, &key, &ids) {
+            tracing::warn!("could not store batch {}: {e}", open.seq);
+        }
+        self.persist(&record);
+        for (id, _) in &open.ids {
+            inner.index.insert(id.clone(), open.seq);
+        }
+        let seq = open.seq;
+        inner.entries.insert(
+            seq,
+            Entry {
+                record,
+                attempts: open.ids.into_iter().collect(),
+                results: None,
+                busy: true,
+            },
+        );
+        let this = self.clone();
+        let lines = open.lines;
+        tokio::spawn(async move { this.run_batch(seq, Some(lines)).await });
+    }
+
+    /// Submits (when `lines` are given, or an uploaded file waits to become
+    /// a batch), polls until the provider is done, then hands out results.
+    async fn run_batch(self: Arc<Self>, seq: u64, lines: Option<Vec<String>>) {
+        let Some(mut record) = self.record(seq) else {
+            return;
+        };
+        if record.id.is_none() {
+            if let Some(found) = self.find(&record).await {
+                record.id = Some(found);
+                record.state = "validating".into();
+                self.save(&record);
+            } else if lines.is_none() && record.input_file_id.is_none() {
+                return self.abandon(seq, "nothing of it reached the provider");
+            } else {
+                let lines = lines.unwrap_or_default();
+                let save = |r: &BatchRecord| self.save(r);
+                if let Err(e) = self.remote.submit(&mut record, &lines, &save).await {
+                    tracing::warn!(provider = %self.remote.provider, "batch {seq}: {e}");
+                    return self.fail_all(seq, &format!("batch_error: could not submit it: {e}"));
+                }
+            }
+        }
+        let Some(id) = record.id.clone() else {
+            return;
+        };
+        while !record.ended() {
+            tokio::time::sleep(self.spec.poll).await;
+            match self.remote.status(&id).await {
+                Ok(status) => {
+                    let changed = status.state != record.state
+                        || (status.succeeded, status.errored, status.expired)
+                            != (record.succeeded, record.errored, record.expired);
+                    record.state = status.state;
+                    record.succeeded = status.succeeded;
+                    record.errored = status.errored;
+                    record.expired = status.expired;
+                    record.output_file_id = status.output_file_id.or(record.output_file_id);
+                    record.error_file_id = status.error_file_id.or(record.error_file_id);
+                    record.results_url = status.results_url.or(record.results_url);
+                    record.error = status.error.or(record.error);
+                    if record.ended() {
+                        record.ended_at = Some(now_ms());
+                    }
+                    if changed {
+                        record.updated_at = now_ms();
+                        self.save(&record);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(provider = %self.remote.provider, "batch {seq} status: {e}")
+                }
+            }
+        }
+        let results = match self.remote.results(&record).await {
+            Ok(r) => r,
+            Err(e) => {
+                // Not retried in a new batch (that would pay twice): a rerun
+                // fetches the results again.
+                let message =
+                    format!("batch_error: could not fetch the results of batch {id}: {e}; run again to fetch them");
+                return self.fail_all(seq, &message);
+            }
+        };
+        self.deliver(seq, &record, results);
+    }
+
+    /// A batch created before a crash but whose id was not stored.
+    async fn find(&self, record: &BatchRecord) -> Option<String> {
+        if record.state != SUBMITTING || record.input_file_id.is_none() {
+            return None;
+        }
+        self.remote.find(&record.key).await.ok().flatten()
+    }
+
+    fn record(&self, seq: u64) -> Option<BatchRecord> {
+        self.lock().entries.get(&seq).map(|e| e.record.clone())
+    }
+
+    /// Stores `record` and keeps it as the entry's.
+    fn save(&self, record: &BatchRecord) {
+        if let Some(entry) = self.lock().entries.get_mut(&record.seq) {
+            entry.record = record.clone();
+        }
+        self.persist(record);
+    }
+
+    fn persist(&self, record: &BatchRecord) {
+        let value = serde_json::to_value(record).unwrap_or_default();
+        if let Err(e) = lock(&self.store).put_run_state(&self.run_id, &record.store_key(), &value) {
+            tracing::warn!("could not store the state of batch {}: {e}", record.seq);
+        }
+    }
+
+    /// The results of an ended batch: to the units waiting for them now;
+    /// the rest are kept for units still to come.
+    fn deliver(
+        self: &Arc<Self>,
+        seq: u64,
+        record: &BatchRecord,
+        results: Vec<(String, LineResult)>,
+    ) {
+        let mut inner = self.lock();
+        let Some(entry) = inner.entries.get_mut(&seq) else {
+            return;
+        };
+        let mut map: HashMap<String, LineResult> = results
+            .into_iter()
+            .filter(|(id, _)| entry.attempts.contains_key(id))
+            .collect();
+        for id in entry.attempts.keys() {
+            map.entry(id.clone()).or_insert_with(|| LineResult::Err {
+                status: None,
+                error: format!(
+                    "batch_expired: batch {} ended ({}) without a result for this request",
+                    record.id.as_deref().unwrap_or("?"),
+                    record.state
+                ),
+                retryable: true,
+            });
+        }
+        let mut record = record.clone();
+        record.succeeded = map
+            .values()
+            .filter(|r| matches!(r, LineResult::Ok { .. }))
+            .count() as u64;
+        let expired = map
+            .values()
+            .filter(|r| matches!(r, LineResult::Err { error, .. } if error.starts_with("batch_expired") || error.starts_with("batch_cancelled")))
+            .count() as u64;
+        record.expired = expired;
+        record.errored = map.len() as u64 - record.succeeded - expired;
+        record.updated_at = now_ms();
+        entry.record = record.clone();
+        entry.busy = false;
+        let ids: Vec<String> = map.keys().cloned().collect();
+        entry.results = Some(map);
+        drop(inner);
+        self.persist(&record);
+        let mut inner = self.lock();
+        for id in ids {
+            if inner.index.get(&id) != Some(&seq) || !inner.waiters.contains_key(&id) {
+                continue;
+            }
+            let result = inner
+                .entries
+                .get_mut(&seq)
+                .and_then(|e| e.results.as_mut())
+                .and_then(|r| r.remove(&id));
+            let (Some(result), Some(waiter)) = (result, inner.waiters.remove(&id)) else {
+                continue;
+            };
+            self.settle(&mut inner, waiter, result);
+        }
+    }
+
+    /// Decides what a result means for its waiter: done, failed, or another
+    /// attempt (a later batch, or live).
+    fn settle(self: &Arc<Self>, inner: &mut Inner, waiter: Waiter, result: LineResult) {
+        let attempts = waiter.attempt;
+        let end = match result {
+            LineResult::Ok { status, body } => BatchEnd::Done {
+                status,
+                body,
+                latency: waiter.since.elapsed(),
+                attempts,
+            },
+            LineResult::Err {
+                retryable: true, ..
+            } if attempts <= self.retries => match self.spec.retry {
+                BatchRetry::Live => BatchEnd::Live { attempts },
+                BatchRetry::Batch => {
+                    let id = waiter.request.custom_id.clone();
+                    self.enqueue(inner, &waiter.request, attempts + 1);
+                    let again = Waiter {
+                        attempt: attempts + 1,
+                        ..waiter
+                    };
+                    inner.waiters.insert(id, again);
+                    return;
+                }
+            },
+            LineResult::Err { status, error, .. } => BatchEnd::Failed {
+                error: format!(
+                    "{error} (after {attempts} batch attempt{})",
+                    if attempts == 1 { "" } else { "s" }
+                ),
+                status,
+                attempts,
+            },
+        };
+        // A unit that gave up (its deadline) no longer listens.
+        let _ = waiter.tx.send(end);
+    }
+
+    /// Fails every waiting request of batch `seq` (it could not be submitted
+    /// or its results fetched); a failed submission is forgotten so that a
+    /// rerun submits those requests again.
+    fn fail_all(&self, seq: u64, error: &str) {
+        let mut inner = self.lock();
+        let Some(entry) = inner.entries.get_mut(&seq) else {
+            return;
+        };
+        entry.busy = false;
+        let submitted = entry.record.id.is_some();
+        if !submitted {
+            entry.record.state = ABANDONED.into();
+            entry.record.error = Some(error.to_string());
+        }
+        let record = entry.record.clone();
+        let ids: Vec<(String, u32)> = entry
+            .attempts
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        for (id, attempt) in ids {
+            if inner.index.get(&id) != Some(&seq) {
+                continue;
+            }
+            if !submitted {
+                inner.index.remove(&id);
+            }
+            if let Some(w) = inner.waiters.remove(&id) {
+                let _ = w.tx.send(BatchEnd::Failed {
+                    error: error.to_string(),
+                    status: None,
+                    attempts: attempt,
+                });
+            }
+        }
+        drop(inner);
+        self.persist(&record);
+    }
+
+    fn abandon(&self, seq: u64, why: &str) {
+        self.fail_all(seq, &format!("batch_error: {why}"));
+    }
+
+    /// Batches whose every result went to a unit: once the run's records are
+    /// committed they need not be fetched again.
+    pub(crate) fn delivered(&self) -> Vec<BatchRecord> {
+        let inner = self.lock();
+        inner
+            .entries
+            .values()
+            .filter(|e| e.results.as_ref().is_some_and(HashMap::is_empty))
+            .map(|e| BatchRecord {
+                collected: true,
+                ..e.record.clone()
+            })
+            .collect()
+    }
+
+    /// Stores records (after the run's own records were committed).
+    pub(crate) fn store_records(&self, records: &[BatchRecord]) {
+        for r in records {
+            self.persist(r);
+        }
+    }
+}
+
+fn lock(store: &Mutex<Box<dyn Store>>) -> MutexGuard<'_, Box<dyn Store>> {
+    store.lock().unwrap_or_else(|e| e.into_inner())
+}
