@@ -29,7 +29,8 @@ pub(crate) enum Command {
     Runs(RunsArgs),
     /// Write a run's results in input order.
     Export(ExportArgs),
-    /// Serve a built-in OpenAI-compatible fake API for demos, tests and benchmarks.
+    /// Serve a built-in fake API (OpenAI-compatible, Anthropic Messages, both batch
+    /// APIs) for demos, tests and benchmarks.
     Mock(MockArgs),
     /// Run a bundled example batch against the built-in mock.
     Demo(DemoArgs),
@@ -219,6 +220,18 @@ pub(crate) struct MockArgs {
     /// Worker threads serving requests.
     #[arg(long, default_value_t = 1)]
     pub(crate) threads: usize,
+    /// Milliseconds between the events of a streamed answer (`stream: true`).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) stream_interval_ms: u64,
+    /// How long a batch (OpenAI Batch or Anthropic Message Batch) takes to process.
+    #[arg(long, default_value_t = 2_000)]
+    pub(crate) batch_delay_ms: u64,
+    /// Share of batched requests answered with a server error (0.0–1.0).
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) batch_error_rate: f64,
+    /// Share of batched requests that expire unanswered (0.0–1.0).
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) batch_expire_rate: f64,
 }
 
 #[derive(Debug, Args)]

@@ -15,6 +15,8 @@ pub(crate) fn mock(args: MockArgs) -> anyhow::Result<ExitCode> {
         ("--reset-rate", args.reset_rate),
         ("--hang-rate", args.hang_rate),
         ("--truncate-rate", args.truncate_rate),
+        ("--batch-error-rate", args.batch_error_rate),
+        ("--batch-expire-rate", args.batch_expire_rate),
     ] {
         if !(0.0..=1.0).contains(&rate) {
             return Err(UsageError(format!("{name} must be between 0 and 1, not {rate}")).into());
@@ -41,6 +43,10 @@ pub(crate) fn mock(args: MockArgs) -> anyhow::Result<ExitCode> {
         seed: args.seed,
         api_key,
         completion_tokens: args.completion_tokens,
+        stream_interval_ms: args.stream_interval_ms,
+        batch_delay_ms: args.batch_delay_ms,
+        batch_error_rate: args.batch_error_rate,
+        batch_expire_rate: args.batch_expire_rate,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads.max(1))

@@ -122,12 +122,27 @@ pub(crate) async fn api(
         }
         Verdict::Accept { id, truncate } => {
             pause(arrived, delay).await;
-            let mut body = response::success(api, &parsed, id, unix_ms() / 1_000, hash);
+            // Chat replies follow the conversation, whatever carried it.
+            let seed = parsed
+                .conversation
+                .map_or(hash, |c| crate::convo::reply_seed(shared.cfg.seed, c));
+            let created = unix_ms() / 1_000;
+            let (mut body, streamed) = match parsed.stream {
+                Some(usage) => (
+                    crate::sse::openai_chat(&parsed, id, created, seed, usage),
+                    true,
+                ),
+                None => (response::success(api, &parsed, id, created, seed), false),
+            };
             if truncate {
                 body.truncate(body.len() / 2);
             }
             shared.sent_ok();
-            response::json(StatusCode::OK, body)
+            if streamed {
+                crate::sse::response(body)
+            } else {
+                response::json(StatusCode::OK, body)
+            }
         }
     };
     drop(place);

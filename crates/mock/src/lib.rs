@@ -55,11 +55,25 @@
 //! order, so a client that sends the same requests one at a time sees the same
 //! outcomes. Replies are a function of the seed and the request body.
 //!
-//! `GET /healthz`, `GET /_mock/stats` and `POST /_mock/reset` need no key and are
-//! not counted. Reset zeroes the stats and returns the limiters, RNG and id
+//! Chat replies are seeded by the conversation (model, roles and texts, see
+//! `convo`), not by the body's bytes: the same conversation gets the same
+//! reply as an OpenAI chat completion or an Anthropic message, live, streamed
+//! (`stream: true`: server-sent events, [`MockConfig::stream_interval_ms`]
+//! apart) or through a batch API (see `batches`).
+//!
+//! `POST /v1/messages` is Anthropic's Messages API under the same limits,
+//! faults and counters (see `anthropic`). `/v1/files`, `/v1/batches` and
+//! `/v1/messages/batches` are the batch APIs; `GET /_mock/batches` reports
+//! what they saw ([`BatchStats`]).
+//!
+//! `GET /healthz`, `GET /_mock/stats`, `GET /_mock/batches` and `POST
+//! /_mock/reset` need no key and are not counted. Reset zeroes the stats and returns the limiters, RNG and id
 //! counter to their start state; requests in flight finish normally.
 
+mod anthropic;
+mod batches;
 mod config;
+mod convo;
 mod faults;
 mod handler;
 mod limits;
@@ -67,10 +81,12 @@ mod reply;
 mod request;
 mod response;
 mod server;
+mod sse;
 mod state;
 mod stats;
 mod timer;
 
+pub use batches::BatchStats;
 pub use config::MockConfig;
 pub use server::{serve, MockServer};
 pub use stats::MockStats;
