@@ -100,13 +100,14 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     if let Some(offload) = run.settings.get("offload").and_then(|o| o.as_object()) {
         for (name, o) in offload {
             let text = |k: &str| o.get(k).and_then(|v| v.as_str()).unwrap_or("?");
-            if text("configured") != "live" {
-                println!(
-                    "offload    {name}: {} ({}: {})",
+            match text("configured") {
+                "live" => {}
+                "auto" => println!(
+                    "offload    {name}: auto chose {}: {}",
                     text("mode"),
-                    text("configured"),
                     text("reason")
-                );
+                ),
+                _ => println!("offload    {name}: batch API (mode = \"batch\")"),
             }
         }
     }

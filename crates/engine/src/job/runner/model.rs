@@ -20,6 +20,7 @@ use crate::job::batch::{BatchEnd, BatchRequest};
 use crate::job::lanes::Lane;
 use crate::job::output::StepOutput;
 use crate::job::requests::{self, JsonRequest};
+use crate::progress::Progress;
 
 /// One model call: which unit, step and part it belongs to, and its request
 /// (OpenAI-shaped, as rendered).
@@ -82,7 +83,19 @@ pub(super) async fn call_model(
             path: path.clone(),
             body: body.clone(),
         };
-        match batcher.call(call.unit, request).await {
+        let end = batcher.call(call.unit, request).await;
+        if let BatchEnd::Done { attempts, .. }
+        | BatchEnd::Failed { attempts, .. }
+        | BatchEnd::Live { attempts } = &end
+        {
+            // Each batch a request went into is an attempt, as a live call's would be.
+            Progress::add(&shared.progress.attempts, u64::from(*attempts));
+            Progress::add(
+                &shared.progress.retries,
+                u64::from(attempts.saturating_sub(1)),
+            );
+        }
+        match end {
             BatchEnd::Done {
                 status,
                 body,
