@@ -163,8 +163,7 @@ fn one_job_gives_the_same_results_and_exports_on_every_path() {
             assert!(stderr.contains("through the batch API"), "{stderr}");
         }
         let csv = s.path("results.csv");
-        let id = format!("paths-1");
-        let exported = run(&s, &["export", &id, "--out", csv.to_str().unwrap()]);
+        let exported = run(&s, &["export", "paths-1", "--out", csv.to_str().unwrap()]);
         assert_eq!(exported.status.code(), Some(0), "{}", stderr(&exported));
         // The key reached the mock (it requires it) but is stored nowhere.
         let db = std::fs::read(s.store()).unwrap();

@@ -4,6 +4,7 @@
 //! such events `stream_interval_ms` apart.
 
 use std::collections::VecDeque;
+use std::future::Future as _;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -230,5 +231,3 @@ impl HttpBody for Paced {
         }
     }
 }
-
-use std::future::Future as _;

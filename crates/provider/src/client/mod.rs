@@ -414,7 +414,13 @@ impl Client {
         let started = Instant::now();
         let head = match self.head(endpoint, options, body.len()) {
             Ok(head) => head,
-            Err(failure) => return Attempt::Failed(failure),
+            Err(message) => {
+                return Attempt::Failed(transport_failure(
+                    FailureKind::Client,
+                    message,
+                    Duration::ZERO,
+                ))
+            }
         };
         let origin = self.origin(endpoint);
         let call = async {
@@ -451,13 +457,14 @@ impl Client {
 }
 
 impl Client {
-    /// The request head: line, fixed headers, `options`' headers, type and length.
+    /// The request head: line, fixed headers, `options`' headers, type and
+    /// length; `Err` says which header cannot be sent.
     fn head(
         &self,
         endpoint: &Endpoint,
         options: &CallOptions<'_>,
         body_len: usize,
-    ) -> Result<Vec<u8>, Failure> {
+    ) -> Result<Vec<u8>, String> {
         let mut head = Vec::with_capacity(endpoint.head.len() + self.fixed_headers.len() + 64);
         head.extend_from_slice(&endpoint.head);
         head.extend_from_slice(&self.fixed_headers);
@@ -469,12 +476,8 @@ impl Client {
                 .chain(value.bytes())
                 .any(|b| b == b'\r' || b == b'\n')
             {
-                return Err(transport_failure(
-                    FailureKind::Client,
-                    format!(
-                        "header {name:?} contains a line break; fix the template that renders it"
-                    ),
-                    Duration::ZERO,
+                return Err(format!(
+                    "header {name:?} contains a line break; fix the template that renders it"
                 ));
             }
             let _ = write!(head, "{name}: {value}\r\n");

@@ -30,7 +30,13 @@ impl Client {
         let started = Instant::now();
         let head = match self.head(endpoint, options, body.len()) {
             Ok(head) => head,
-            Err(failure) => return Attempt::Failed(failure),
+            Err(message) => {
+                return Attempt::Failed(transport_failure(
+                    FailureKind::Client,
+                    message,
+                    Duration::ZERO,
+                ))
+            }
         };
         let origin = self.origin(endpoint);
         let call = async {
