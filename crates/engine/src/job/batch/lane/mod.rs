@@ -181,14 +181,15 @@ impl LaneBatcher {
         let mut inner = self.lock();
         let since = Instant::now();
         let Some(seq) = inner.index.get(&id).copied() else {
-            self.enqueue(&mut inner, &request, 1);
+            // Waiting first: a request that cannot be batched fails its waiter.
             let waiter = Waiter {
                 tx,
-                request,
+                request: request.clone(),
                 attempt: 1,
                 since,
             };
             inner.waiters.insert(id, waiter);
+            self.enqueue(&mut inner, &request, 1);
             return rx;
         };
         // Submitted by an earlier run (or earlier in this one).
@@ -332,4 +333,93 @@ impl LaneBatcher {
 
 pub(super) fn lock(store: &Mutex<Box<dyn Store>>) -> MutexGuard<'_, Box<dyn Store>> {
     store.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::lanes::Lanes;
+    use serde_json::json;
+
+    /// A batcher of a provider nobody answers (nothing here awaits, so no
+    /// submission runs), holding at most `cap` requests and bytes per batch.
+    fn batcher(dir: &std::path::Path, cap: (usize, usize)) -> Arc<LaneBatcher> {
+        let text = "[input]\npath = \"x.jsonl\"\n[providers.p]\nbase_url = \"http://127.0.0.1:9/v1\"\nmode = \"batch\"\n[[steps]]\nname = \"a\"\nkind = \"chat\"\nprovider = \"p\"\nmodel = \"m\"\nmessages = [{ role = \"user\", content = \"hi\" }]\n";
+        let job = sluice_spec::parse_str(text, &dir.join("job.toml"), &[]).unwrap();
+        let env = minijinja::Value::from(minijinja::value::Serde(json!({"env": {}})));
+        let lanes = Lanes::new(&job, &env).unwrap();
+        let lane = lanes.get("p").unwrap();
+        let mut store = sluice_store::SqliteStore::open(&dir.join("s.db")).unwrap();
+        let run = store
+            .create_run(&sluice_store::NewRun {
+                name: "t".into(),
+                source: "t".into(),
+                settings: json!({}),
+            })
+            .unwrap();
+        let store: Arc<Mutex<Box<dyn Store>>> = Arc::new(Mutex::new(Box::new(store)));
+        let spec = job.providers[0].batch;
+        let remote = Remote::new(lane, &spec);
+        let mut b = LaneBatcher::start(remote, spec, 2, &run.id, store, Arc::default()).unwrap();
+        Arc::get_mut(&mut b).unwrap().cap = cap;
+        b
+    }
+
+    fn request(i: usize, text_len: usize) -> BatchRequest {
+        BatchRequest {
+            custom_id: format!("r{i}"),
+            path: "/chat/completions".into(),
+            body: json!({"model": "m", "messages": [{"role": "user", "content": "x".repeat(text_len)}]}),
+        }
+    }
+
+    fn sealed_sizes(b: &LaneBatcher) -> Vec<u64> {
+        let inner = b.lock();
+        let mut seqs: Vec<&u64> = inner.entries.keys().collect();
+        seqs.sort();
+        seqs.iter()
+            .map(|s| inner.entries[s].record.requests)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn batches_split_at_the_request_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = batcher(dir.path(), (3, 1 << 20));
+        let _waiting: Vec<_> = (0..7).map(|i| b.register(request(i, 10))).collect();
+        assert_eq!(sealed_sizes(&b), [3, 3]);
+        let inner = b.lock();
+        let open = &inner.open["/v1/chat/completions"];
+        assert_eq!(
+            open.ids.len(),
+            1,
+            "the seventh waits for more or its window"
+        );
+        // Sealed batches are stored before they are submitted.
+        let stored = lock(&b.store).run_state(&b.run_id, "batch:p:").unwrap();
+        assert_eq!(stored.len(), 2);
+        assert_eq!(stored[0].1["state"], "submitting");
+        assert_eq!(inner.index["r4"], 2);
+    }
+
+    #[tokio::test]
+    async fn batches_split_before_a_line_would_pass_the_byte_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = batcher(dir.path(), (100, 1_000));
+        let line = b
+            .remote
+            .line("r0", "/v1/chat/completions", &request(0, 200).body);
+        let per = line.len() + 1;
+        assert!(3 * per <= 1_000 && 4 * per > 1_000, "{per}");
+        let _waiting: Vec<_> = (0..5).map(|i| b.register(request(i, 200))).collect();
+        assert_eq!(sealed_sizes(&b), [3]);
+        // One line larger than a whole batch fails at once.
+        let mut rx = b.register(request(9, 2_000));
+        match rx.try_recv() {
+            Ok(BatchEnd::Failed { error, .. }) => {
+                assert!(error.contains("larger than one batch"), "{error}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -198,13 +198,13 @@ impl LaneBatcher {
             } if attempts <= self.retries => match self.spec.retry {
                 BatchRetry::Live => BatchEnd::Live { attempts },
                 BatchRetry::Batch => {
-                    let id = waiter.request.custom_id.clone();
-                    self.enqueue(inner, &waiter.request, attempts + 1);
+                    let request = waiter.request.clone();
                     let again = Waiter {
                         attempt: attempts + 1,
                         ..waiter
                     };
-                    inner.waiters.insert(id, again);
+                    inner.waiters.insert(request.custom_id.clone(), again);
+                    self.enqueue(inner, &request, attempts + 1);
                     return;
                 }
             },
