@@ -521,3 +521,46 @@ fn dialect_and_mode_rules_are_checked_before_anything_is_sent() {
     );
     assert_eq!(u(&mock.stats()["requests"]), 0);
 }
+
+#[test]
+fn embeddings_go_through_the_openai_batch_api_with_the_live_vectors() {
+    let text = ONE_BATCH.replace(
+        "kind = \"chat\"\nprovider = \"llm\"\nmodel = \"m\"\nmessages = [{ role = \"user\", content = \"{{ item.q }}\" }]",
+        "kind = \"embed\"\nprovider = \"llm\"\nmodel = \"e\"\ninput = [\"{{ item.q }}\", \"{{ item.id }}\"]\nparams = { dimensions = 4 }",
+    );
+    let mut vectors = Vec::new();
+    for mode in ["batch", "live"] {
+        let mock = start_mock(&["--batch-delay-ms", "50"]);
+        let s = Scratch::new();
+        items(&s, 5);
+        let job = s.job(&text, Some(&mock), None);
+        let set = format!("providers.llm.mode={mode}");
+        let out = s.path("out.jsonl");
+        let output = run(
+            &s,
+            &[
+                "run",
+                job.to_str().unwrap(),
+                "--set",
+                &set,
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(output.status.code(), Some(0), "{mode}: {}", stderr(&output));
+        let batches = mock.batches();
+        assert_eq!(
+            batches["requests"],
+            if mode == "batch" { 5 } else { 0 },
+            "{batches}"
+        );
+        let results = read_jsonl(&out);
+        for r in &results {
+            let json = &r["steps"]["ask"]["json"];
+            assert_eq!(json.as_array().map(Vec::len), Some(2), "{r}");
+            assert_eq!(json[0].as_array().map(Vec::len), Some(4), "{r}");
+        }
+        vectors.push(std::fs::read_to_string(&out).unwrap());
+    }
+    assert_eq!(vectors[0], vectors[1]);
+}

@@ -268,7 +268,9 @@ impl LaneBatcher {
                 }
             });
         }
-        let open = inner.open.get_mut(&api_path).expect("inserted above");
+        let Some(open) = inner.open.get_mut(&api_path) else {
+            return;
+        };
         open.bytes += line.len() + 1;
         open.lines.push(line);
         open.ids.push((request.custom_id.clone(), attempt));
