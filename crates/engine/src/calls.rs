@@ -147,10 +147,17 @@ pub(crate) async fn call<R: Route>(
                     .send(&endpoint, body, env.timeout, &request.options)
                     .await
             }
+            // Boxed: the streamed exchange's larger state stays out of
+            // every call's future.
             Some(dialect) => {
-                env.client
-                    .send_stream(&endpoint, body, env.timeout, &request.options, dialect)
-                    .await
+                Box::pin(env.client.send_stream(
+                    &endpoint,
+                    body,
+                    env.timeout,
+                    &request.options,
+                    dialect,
+                ))
+                .await
             }
         };
         Progress::sub(&progress.in_flight, 1);

@@ -28,7 +28,11 @@ impl RateSignals {
     /// ones are `None`.
     pub fn from_headers(headers: &HeaderMap) -> RateSignals {
         let openai = RateSignals::openai(headers);
-        if openai != RateSignals::default() {
+        // Most responses carry no Anthropic headers: check once, allocate nothing.
+        let anthropic = headers
+            .keys()
+            .any(|k| k.as_str().starts_with(ANTHROPIC_PREFIX));
+        if openai != RateSignals::default() || !anthropic {
             return openai;
         }
         RateSignals::anthropic(headers, unix_now())
@@ -65,7 +69,7 @@ impl RateSignals {
     fn anthropic(headers: &HeaderMap, now: f64) -> RateSignals {
         let text = |name: &str| {
             headers
-                .get(format!("anthropic-ratelimit-{name}"))
+                .get(format!("{ANTHROPIC_PREFIX}{name}"))
                 .and_then(|v| v.to_str().ok())
                 .map(str::trim)
         };
@@ -89,6 +93,8 @@ impl RateSignals {
         }
     }
 }
+
+const ANTHROPIC_PREFIX: &str = "anthropic-ratelimit-";
 
 fn unix_now() -> f64 {
     std::time::SystemTime::now()

@@ -55,7 +55,8 @@ pub(super) async fn call_model(
 ) -> ModelEnd {
     let lane = call.lane;
     let chat = !matches!(call.step.kind, StepKind::Embed { .. });
-    let (path, mut body, estimate) = match lane.dialect {
+    // Only a translated body is a new value; an OpenAI one is sent as rendered.
+    let (path, translated, estimate) = match lane.dialect {
         Dialect::Anthropic if chat => {
             let body = to_anthropic(&call.request.body);
             // Anthropic reserves the max_tokens it was sent, which defaults
@@ -69,14 +70,11 @@ pub(super) async fn call_model(
                 call.request.estimate
             };
             let path = lane.dialect.chat_path(&call.request.path).to_string();
-            (path, body, estimate)
+            (path, Some(body), estimate)
         }
-        _ => (
-            call.request.path.clone(),
-            call.request.body.clone(),
-            call.request.estimate,
-        ),
+        _ => (call.request.path.clone(), None, call.request.estimate),
     };
+    let body = translated.as_ref().unwrap_or(&call.request.body);
     if let Some(batcher) = shared.batches.lane(&lane.name) {
         let request = BatchRequest {
             custom_id: custom_id(call, &lane.name),
@@ -125,11 +123,16 @@ pub(super) async fn call_model(
         }
     }
     let stream = (call.step.stream && chat).then_some(lane.dialect);
-    if let Some(dialect) = stream {
-        dialect.set_streaming(&mut body);
-    }
+    let text = match stream {
+        Some(dialect) => {
+            let mut body = body.clone();
+            dialect.set_streaming(&mut body);
+            body.to_string()
+        }
+        None => body.to_string(),
+    };
     let out = Outgoing {
-        body: Bytes::from(body.to_string()),
+        body: Bytes::from(text),
         headers: &lane.headers,
         content_type: None,
         expect_json: true,
