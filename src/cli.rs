@@ -216,6 +216,23 @@ pub(crate) struct MockArgs {
     /// Worker threads serving requests.
     #[arg(long, default_value_t = 1)]
     pub(crate) threads: usize,
+    /// Share of distinct requests refused with 422 every time (decided by the
+    /// seed and the content: inputs the service cannot process).
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) reject_rate: f64,
+    /// `/stages/*` refuse uploads larger than this many bytes with 413.
+    #[arg(long)]
+    pub(crate) max_upload_bytes: Option<u64>,
+    /// Serve every NAME.json in this directory as a CMS collection at /items/NAME.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) cms: Option<PathBuf>,
+    /// Keep the last N requests for GET /_mock/requests.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub(crate) journal: usize,
+    /// Environment variable holding the key webhook deliveries to /hooks/*
+    /// must be signed with (401 otherwise).
+    #[arg(long, value_name = "VAR")]
+    pub(crate) hook_secret_env: Option<String>,
 }
 
 #[derive(Debug, Args)]
