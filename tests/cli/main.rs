@@ -5,6 +5,7 @@ mod fakehost;
 mod util;
 
 mod commands;
+mod examples;
 mod faults;
 mod input;
 mod jobs;

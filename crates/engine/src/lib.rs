@@ -22,4 +22,4 @@ pub use export::{export_run, ExportFormat};
 pub use input::InputSource;
 pub use job::{plan, run_job, JobConfig, Plan, ProviderPlan, StepPlan};
 pub use progress::{Progress, Snapshot};
-pub use quick::{run_quick, QuickConfig, RunReport};
+pub use quick::{run_quick, BreakerReport, QuickConfig, RunReport};

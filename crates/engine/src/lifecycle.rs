@@ -71,6 +71,7 @@ pub(crate) fn close_run(
         resumed,
         interrupted,
         progress: progress.snapshot(),
+        breakers: Vec::new(),
     })
 }
 

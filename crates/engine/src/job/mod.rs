@@ -167,13 +167,16 @@ pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<Ru
         &run.id,
         job.concurrency,
     ))?;
-    let openings: u64 = shared
+    let breakers: Vec<crate::BreakerReport> = shared
         .lanes
         .all()
         .iter()
-        .map(|l| l.breaker_openings())
-        .sum();
-    Progress::add(&progress.breaker_openings, openings);
+        .flat_map(|l| l.breaker_openings())
+        .collect();
+    Progress::add(
+        &progress.breaker_openings,
+        breakers.iter().map(|b| b.openings).sum(),
+    );
     drop(runtime);
     drop(shared);
     writer.finish()?;
@@ -212,7 +215,9 @@ pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<Ru
         settings["spent_usd"] = serde_json::json!(before + spent);
         store.update_settings(&run.id, &settings)?;
     }
-    close_run(&cfg.store_path, run, resumed, interrupted, &progress)
+    let mut report = close_run(&cfg.store_path, run, resumed, interrupted, &progress)?;
+    report.breakers = breakers;
+    Ok(report)
 }
 
 /// The webhook's target: headers rendered (they may use `env`), the HMAC key

@@ -1,0 +1,1 @@
+//! examples/video (written next).

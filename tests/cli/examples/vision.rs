@@ -1,0 +1,1 @@
+//! examples/vision (written next).
