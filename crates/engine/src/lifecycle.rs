@@ -93,6 +93,12 @@ pub(crate) async fn drain(
         }
     }
     if interrupted {
+        // `watch_signals` wakes the tasks waiting and also stores a permit
+        // for the next one (so a signal is not lost while nobody waits).
+        // Whoever saw this signal was woken, so a permit left now is the same
+        // signal, not a second one: without this, one Ctrl-C skipped the
+        // grace period and calls already answered were never recorded.
+        let _ = futures_util::FutureExt::now_or_never(stop.notified());
         stopping.store(true, Relaxed);
         tokio::select! {
             _ = &mut all_done => {}

@@ -18,6 +18,8 @@ pub struct JournalEntry {
     pub seq: u64,
     /// Milliseconds since the server started.
     pub at_ms: u64,
+    /// Unix time in milliseconds, to line up the journals of several mocks.
+    pub unix_ms: u64,
     /// `GET`, `POST`, …
     pub method: String,
     /// Path and query.
@@ -81,6 +83,7 @@ impl Journal {
         guard.1.push_back(JournalEntry {
             seq,
             at_ms,
+            unix_ms: crate::state::unix_ms(),
             method: method.to_owned(),
             path: path.to_owned(),
             headers,

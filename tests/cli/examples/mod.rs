@@ -90,3 +90,18 @@ pub(crate) fn summary(output: &Output, code: i32) -> serde_json::Value {
     assert_eq!(output.status.code(), Some(code), "{}", stderr(output));
     json_stdout(output)
 }
+
+/// The most journal entries that arrived within any `window_ms`: the rate
+/// the server saw, at millisecond resolution.
+pub(crate) fn most_in_window(entries: &[serde_json::Value], window_ms: u64) -> usize {
+    let at: Vec<u64> = entries.iter().map(|e| u(&e["at_ms"])).collect();
+    (0..at.len())
+        .map(|i| {
+            at[i..]
+                .iter()
+                .take_while(|&&t| t < at[i] + window_ms)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
