@@ -30,7 +30,7 @@ pub(crate) enum Command {
     Export(ExportArgs),
     /// Serve a built-in OpenAI-compatible fake API for demos, tests and benchmarks.
     Mock(MockArgs),
-    /// Run a bundled example batch against the built-in mock.
+    /// Run examples/audio-pipeline against built-in mocks and show where the results are.
     Demo(DemoArgs),
 }
 
@@ -237,7 +237,11 @@ pub(crate) struct MockArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct DemoArgs {
-    /// Items in the demo batch.
-    #[arg(long, default_value_t = 400)]
+    /// Recordings in the demo batch (every sixth is too long for the hosts).
+    #[arg(long, default_value_t = 120)]
     pub(crate) items: u64,
+    /// Where the demo writes its job, data, store and results (replaced on
+    /// every run; default: sluice-demo in the system's temporary directory).
+    #[arg(long)]
+    pub(crate) dir: Option<PathBuf>,
 }
