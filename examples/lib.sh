@@ -21,6 +21,7 @@ trap 'exit 130' INT TERM
 start_mock() {
     port=$1
     shift
+    : >"$LOGS/$port.log"
     "$SLUICE" mock --port "$port" "$@" >"$LOGS/$port.log" 2>&1 &
     MOCKS="$MOCKS $!"
     tries=0
