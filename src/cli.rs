@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use sluice_store::StoreLocation;
 
 /// Run any batch of API calls as fast as every limit allows, record every
 /// result durably, and resume exactly where it stopped.
@@ -37,9 +38,11 @@ pub(crate) enum Command {
 /// Where runs are recorded.
 #[derive(Debug, Args, Clone)]
 pub(crate) struct StoreArg {
-    /// SQLite database holding runs and results.
-    #[arg(long, env = "SLUICE_STORE", default_value = ".sluice/sluice.db")]
-    pub(crate) store: PathBuf,
+    /// Where runs and results are kept: a SQLite file, or a `postgres://` URL
+    /// shared by several workers.
+    #[arg(long, env = "SLUICE_STORE", default_value = ".sluice/sluice.db",
+          value_parser = parse_store)]
+    pub(crate) store: StoreLocation,
 }
 
 #[derive(Debug, Args)]
@@ -244,4 +247,11 @@ pub(crate) struct DemoArgs {
     /// every run; default: sluice-demo in the system's temporary directory).
     #[arg(long)]
     pub(crate) dir: Option<PathBuf>,
+}
+
+fn parse_store(text: &str) -> Result<StoreLocation, String> {
+    if text.trim().is_empty() {
+        return Err("give a SQLite file path or a postgres:// URL".into());
+    }
+    Ok(StoreLocation::parse(text))
 }

@@ -120,8 +120,9 @@ pub(crate) fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     );
     let job = sluice_spec::load(&job_path, &[])?;
     let store = dir.join(".sluice/sluice.db");
+    let location = sluice_store::StoreLocation::from(store.clone());
     let config = JobConfig {
-        store_path: store.clone(),
+        store: location.clone(),
         fresh: true,
         skip_bad: false,
         sets: Vec::new(),
@@ -133,7 +134,7 @@ pub(crate) fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .map_err(|_| anyhow::anyhow!("the mock thread panicked"))??;
     let (report, code) = outcome?;
     let results = job.output.path.clone().unwrap_or(dir.join("results.jsonl"));
-    super::run::deliver(&store, &report, Some(&results), false)?;
+    super::run::deliver(&location, &report, Some(&results), false)?;
     let records = dir.join("transcripts.json");
     std::fs::write(&records, serde_json::to_string_pretty(&seen.transcripts)?)?;
 

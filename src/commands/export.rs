@@ -4,18 +4,16 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use sluice_engine::{export_run, ExportFormat};
-use sluice_store::{SqliteStore, Store};
 
 use super::UsageError;
 use crate::cli::{ExportArgs, Format};
 
 pub(crate) fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
-    let mut store = SqliteStore::open(&args.store.store)?;
+    let mut store = args.store.store.open()?;
     let Some(run) = store.find_run(&args.run)? else {
         return Err(UsageError(format!(
             "no run {:?} in {}; list runs with `sluice runs`",
-            args.run,
-            args.store.store.display()
+            args.run, args.store.store
         ))
         .into());
     };
@@ -25,14 +23,14 @@ pub(crate) fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
                 Some(f) => to_format(f),
                 None => ExportFormat::from_path(out),
             };
-            let written = super::run::write_atomically(&mut store, &run.id, out, format)?;
+            let written = super::run::write_atomically(&mut *store, &run.id, out, format)?;
             eprintln!("{written} items of {} → {}", run.id, out.display());
         }
         None => {
             let format = args.format.map(to_format).unwrap_or(ExportFormat::Jsonl);
             let stdout = std::io::stdout();
             let mut writer = std::io::BufWriter::new(stdout.lock());
-            export_run(&mut store, &run.id, format, &mut writer)?;
+            export_run(&mut *store, &run.id, format, &mut writer)?;
             std::io::Write::flush(&mut writer).context("writing results to stdout")?;
         }
     }

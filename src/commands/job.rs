@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use sluice_engine::{run_job, JobConfig, Plan};
-use sluice_store::{SqliteStore, Store};
 
 use super::UsageError;
 use crate::cli::{PlanArgs, RetryArgs, RunArgs};
@@ -25,7 +24,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let job = sluice_spec::load(Path::new(&args.input), &args.sets)?;
     let config = JobConfig {
-        store_path: args.store.store.clone(),
+        store: args.store.store.clone(),
         fresh: args.fresh,
         skip_bad: args.skip_bad,
         sets: args.sets.clone(),
@@ -136,7 +135,7 @@ fn describe(job: &sluice_spec::Job, plan: &Plan) -> String {
 }
 
 pub(crate) fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
-    let mut store = SqliteStore::open(&args.store.store)?;
+    let mut store = args.store.store.open()?;
     let Some(run) = store.find_run(&args.run)? else {
         return Err(UsageError(format!(
             "no run {:?}; list runs with `sluice runs`",
@@ -181,7 +180,7 @@ pub(crate) fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_default();
         let job = sluice_spec::load(Path::new(&job_path), &sets)?;
         let config = JobConfig {
-            store_path: args.store.store.clone(),
+            store: args.store.store.clone(),
             fresh: false,
             skip_bad: run
                 .settings
@@ -215,7 +214,7 @@ pub(crate) fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
         retries: number("retries").unwrap_or(5) as u32,
         timeout: std::time::Duration::from_millis(number("timeout_ms").unwrap_or(60_000)),
         api_key_env: setting("api_key_env"),
-        store_path: args.store.store.clone(),
+        store: args.store.store.clone(),
         fresh: false,
         skip_bad: run
             .settings

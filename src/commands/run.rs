@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use sluice_engine::{run_quick, ExportFormat, InputSource, Progress, QuickConfig, RunReport};
 use sluice_limit::Backoff;
-use sluice_store::{SqliteStore, Store};
+use sluice_store::{Store, StoreLocation};
 
 use super::UsageError;
 use crate::cli::RunArgs;
@@ -43,7 +43,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         retries: args.retries,
         timeout: args.timeout,
         api_key_env: args.api_key_env.clone(),
-        store_path: args.store.store.clone(),
+        store: args.store.store.clone(),
         fresh: args.fresh,
         skip_bad: args.skip_bad,
         name: args.name.clone(),
@@ -96,15 +96,15 @@ pub(crate) fn with_progress(
 
 /// Writes the results (to `out`, else stdout) and the JSON summary.
 pub(crate) fn deliver(
-    store_path: &Path,
+    location: &StoreLocation,
     report: &RunReport,
     out: Option<&Path>,
     json: bool,
 ) -> anyhow::Result<()> {
-    let mut store = SqliteStore::open(store_path)?;
+    let mut store = location.open()?;
     if let Some(out) = out {
         let written = write_atomically(
-            &mut store,
+            &mut *store,
             &report.run_id,
             out,
             ExportFormat::from_path(out),
@@ -115,7 +115,7 @@ pub(crate) fn deliver(
     } else if !json {
         let stdout = std::io::stdout();
         let mut lock = std::io::BufWriter::new(stdout.lock());
-        sluice_engine::export_run(&mut store, &report.run_id, ExportFormat::Jsonl, &mut lock)?;
+        sluice_engine::export_run(&mut *store, &report.run_id, ExportFormat::Jsonl, &mut lock)?;
         std::io::Write::flush(&mut lock).context("writing results to stdout")?;
     }
     if json {
@@ -137,7 +137,7 @@ pub(crate) fn deliver(
 /// Exports to a temporary file beside `out` and renames it into place, so a
 /// killed process never leaves a half-written results file.
 pub(crate) fn write_atomically(
-    store: &mut SqliteStore,
+    store: &mut dyn Store,
     run_id: &str,
     out: &Path,
     format: ExportFormat,

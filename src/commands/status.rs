@@ -2,14 +2,14 @@
 
 use std::process::ExitCode;
 
-use sluice_store::{RunCounts, RunMeta, SqliteStore, Store};
+use sluice_store::{RunCounts, RunMeta};
 
 use super::UsageError;
 use crate::cli::{RunsArgs, StatusArgs};
 use crate::display::{fmt_count, fmt_duration, fmt_time};
 
 pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let mut store = SqliteStore::open(&args.store.store)?;
+    let mut store = args.store.store.open()?;
     let run = match &args.run {
         Some(key) => store
             .find_run(key)?
@@ -19,7 +19,7 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             None => {
                 return Err(UsageError(format!(
                     "no runs in {} yet; start one with `sluice run`",
-                    args.store.store.display()
+                    args.store.store
                 ))
                 .into())
             }
@@ -27,13 +27,25 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     };
     let counts = store.counts(&run.id)?;
     let errors = store.top_errors(&run.id, 5)?;
+    let workers = store.workers(&run.id)?;
     let pending = pending(&run, &counts);
+    let now = sluice_engine::now_ms();
     if args.json {
         let value = serde_json::json!({
             "run": run,
             "counts": counts,
             "pending": pending,
             "top_errors": errors.iter().map(|(m, n)| serde_json::json!({"error": m, "count": n})).collect::<Vec<_>>(),
+            "workers": workers.iter().map(|w| serde_json::json!({
+                "worker_id": w.worker_id,
+                "host": w.host,
+                "pid": w.pid,
+                "state": worker_state(w, now),
+                "in_flight": w.in_flight,
+                "started_at": w.started_at,
+                "last_beat_at": w.beat_at,
+                "live": w.live,
+            })).collect::<Vec<_>>(),
         });
         println!("{value}");
         return Ok(ExitCode::SUCCESS);
@@ -77,6 +89,20 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             counts.latency_ms_sum / finished.max(1)
         );
     }
+    if !workers.is_empty() {
+        println!("workers");
+        for w in &workers {
+            let ago = std::time::Duration::from_millis((now - w.beat_at).max(0) as u64);
+            println!(
+                "  {}  pid {:<7} {:<8} {:>5} in flight · last beat {} ago",
+                w.host,
+                w.pid,
+                worker_state(w, now),
+                fmt_count(w.in_flight),
+                fmt_duration(ago)
+            );
+        }
+    }
     if !errors.is_empty() {
         println!("errors");
         for (message, count) in errors {
@@ -86,15 +112,26 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `running`, `stopped`, or `lost` for a running worker whose beats stopped
+/// (killed, or its machine gone).
+fn worker_state(w: &sluice_store::WorkerBeat, now: i64) -> &'static str {
+    let stale = sluice_engine::BEAT_STALE.as_millis() as i64;
+    match w.state.as_str() {
+        "running" if now - w.beat_at > stale => "lost",
+        "running" => "running",
+        _ => "stopped",
+    }
+}
+
 pub(crate) fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
-    let mut store = SqliteStore::open(&args.store.store)?;
+    let mut store = args.store.store.open()?;
     let runs = store.list_runs()?;
     if args.json {
         println!("{}", serde_json::to_string(&runs)?);
         return Ok(ExitCode::SUCCESS);
     }
     if runs.is_empty() {
-        eprintln!("no runs in {}", args.store.store.display());
+        eprintln!("no runs in {}", args.store.store);
         return Ok(ExitCode::SUCCESS);
     }
     println!(

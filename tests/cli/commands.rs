@@ -119,3 +119,53 @@ fn help_lists_the_commands() {
         assert!(text.contains(verb), "{text}");
     }
 }
+
+#[test]
+fn status_lists_the_worker_live_while_running_and_stopped_after() {
+    let mock = Mock::start(&["--latency-ms", "200"]);
+    let s = Scratch::new();
+    let input = s.write_lines("slow.jsonl", &chat_lines(30));
+    let mut child = std::process::Command::new(bin())
+        .current_dir(s.dir.path())
+        .args(["run", input.to_str().unwrap(), "--url", &mock.chat_url()])
+        .args(["--concurrency", "2", "--out", "out.jsonl"])
+        .env("SLUICE_STORE", s.store())
+        .env("SLUICE_PROGRESS_INTERVAL", "0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    // 30 calls, 2 at a time, 200 ms each: about 3 s, beating every second.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let live = loop {
+        assert!(std::time::Instant::now() < deadline, "no running beat seen");
+        let out = s.sluice(&["status", "--json"]).output().unwrap();
+        if out.status.success() {
+            let v = json_stdout(&out);
+            if let Some(w) = v["workers"].as_array().and_then(|w| w.first()) {
+                if w["state"] == "running" && u(&w["live"]["counters"]["done"]) > 0 {
+                    break w.clone();
+                }
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(u(&live["pid"]), u64::from(pid));
+    assert!(u(&live["in_flight"]) <= 2, "{live}");
+    assert!(
+        live["live"]["rates"]["calls_per_sec"].as_f64().unwrap() > 0.0,
+        "{live}"
+    );
+    assert!(child.wait().unwrap().success());
+
+    let v = json_stdout(&s.sluice(&["status", "--json"]).output().unwrap());
+    let workers = v["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 1, "{v}");
+    assert_eq!(workers[0]["state"], "stopped");
+    assert_eq!(u(&workers[0]["live"]["counters"]["done"]), 30);
+    assert_eq!(u(&workers[0]["in_flight"]), 0);
+    let text =
+        String::from_utf8_lossy(&s.sluice(&["status"]).output().unwrap().stdout).into_owned();
+    assert!(text.contains(&format!("pid {pid}")), "{text}");
+}

@@ -2,12 +2,11 @@
 //! signal with a grace period, and closed with its final state.
 
 use std::future::Future;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_store::{NewRun, RunMeta, SqliteStore, Store};
+use sluice_store::{NewRun, RunMeta, Store, StoreLocation};
 use tokio::sync::Notify;
 
 use crate::error::Result;
@@ -19,7 +18,7 @@ const GRACE: Duration = Duration::from_secs(5);
 
 /// The latest run of `source` (resumed, `true`) unless `fresh`, else a new one.
 pub(crate) fn open_run(
-    store: &mut SqliteStore,
+    store: &mut dyn Store,
     fresh: bool,
     source: String,
     name: String,
@@ -53,19 +52,23 @@ pub(crate) fn open_run(
 
 /// Records the run's final state and reports it.
 pub(crate) fn close_run(
-    store_path: &Path,
+    location: &StoreLocation,
     run: RunMeta,
     resumed: bool,
     interrupted: bool,
     progress: &Progress,
 ) -> Result<RunReport> {
-    let mut store = SqliteStore::open(store_path)?;
+    let mut store = location.open()?;
     let state = if interrupted {
         "interrupted"
     } else {
         "finished"
     };
     store.set_state(&run.id, state, (!interrupted).then(now_ms))?;
+    let (last_beat, _) = crate::live::beat(&run.id, "stopped", progress, None);
+    if let Err(e) = store.heartbeat(&last_beat) {
+        tracing::warn!("could not record this worker's last heartbeat: {e}");
+    }
     Ok(RunReport {
         run_id: run.id,
         resumed,

@@ -2,7 +2,7 @@
 //! under the limits and recorded; a rerun resumes.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::Method;
 use sluice_limit::Backoff;
 use sluice_provider::{CallOptions, Client, Endpoint};
-use sluice_store::{ItemRecord, ItemStatus, Known, SqliteStore, Store};
+use sluice_store::{ItemRecord, ItemStatus, Known, Store, StoreLocation};
 use tokio::sync::{mpsc, Notify};
 
 use crate::calls::{self, CallEnd, CallEnv, CallRequest, Tally};
@@ -47,8 +47,8 @@ pub struct QuickConfig {
     pub timeout: Duration,
     /// Name of the environment variable holding the API key.
     pub api_key_env: Option<String>,
-    /// SQLite database path.
-    pub store_path: PathBuf,
+    /// Where runs are recorded.
+    pub store: StoreLocation,
     /// Start a new run instead of resuming.
     pub fresh: bool,
     /// Record malformed lines as failed and run the rest.
@@ -103,12 +103,13 @@ struct Shared {
 pub fn run_quick(cfg: &QuickConfig, progress: Arc<Progress>) -> Result<RunReport> {
     let input_path = match &cfg.input {
         InputSource::Path(p) => p.clone(),
-        InputSource::Stdin => spool_stdin_jsonl(&store_dir(&cfg.store_path).join("inputs"))
-            .map_err(|e| match e {
+        InputSource::Stdin => {
+            spool_stdin_jsonl(&cfg.store.local_dir().join("inputs")).map_err(|e| match e {
                 InputError::Read { path, source } => Error::Read { path, source },
                 InputError::Write { path, source } => Error::Write { path, source },
                 other => Error::Config(other.to_string()),
-            })?,
+            })?
+        }
     };
     let api_key = read_api_key(cfg.api_key_env.as_deref())?;
     let base = Endpoint::parse(&cfg.url, Method::POST).map_err(|e| Error::Config(e.to_string()))?;
@@ -133,14 +134,14 @@ pub fn run_quick(cfg: &QuickConfig, progress: Arc<Progress>) -> Result<RunReport
         .map_err(|e| Error::Config(format!("cannot start the async runtime: {e}")))?;
     runtime.block_on(preflight(&base))?;
 
-    let mut store = SqliteStore::open(&cfg.store_path)?;
+    let mut store = cfg.store.open()?;
     let source = source_key(&input_path);
     let settings = settings_json(cfg, &input_path);
     let name = cfg
         .name
         .clone()
         .unwrap_or_else(|| default_name(&input_path));
-    let (run, resumed) = open_run(&mut store, cfg.fresh, source, name, settings)?;
+    let (run, resumed) = open_run(&mut *store, cfg.fresh, source, name, settings)?;
     store.set_total(&run.id, found.total)?;
     store.set_state(&run.id, "running", None)?;
     Progress::add(&progress.total, found.total);
@@ -161,11 +162,12 @@ pub fn run_quick(cfg: &QuickConfig, progress: Arc<Progress>) -> Result<RunReport
         progress: progress.clone(),
         stopping: AtomicBool::new(false),
     });
-    let writer = Writer::start(
-        Box::new(SqliteStore::open(&cfg.store_path)?),
+    let writer = Writer::start(cfg.store.open()?, run.id.clone(), progress.clone());
+    runtime.spawn(crate::live::beat_loop(
+        writer.tx.clone(),
         run.id.clone(),
         progress.clone(),
-    );
+    ));
     let dispatch = Dispatch {
         shared: shared.clone(),
         base,
@@ -186,7 +188,7 @@ pub fn run_quick(cfg: &QuickConfig, progress: Arc<Progress>) -> Result<RunReport
     writer.finish()?;
     tracing::debug!(elapsed = ?dispatched.elapsed(), "all outcomes committed");
 
-    close_run(&cfg.store_path, run, resumed, interrupted, &progress)
+    close_run(&cfg.store, run, resumed, interrupted, &progress)
 }
 
 struct Dispatch {
@@ -195,7 +197,7 @@ struct Dispatch {
     endpoints: HashMap<String, Arc<Endpoint>>,
     tx: tokio::sync::mpsc::Sender<Message>,
     /// A connection for resume look-ups; `None` for a new run (nothing to skip).
-    lookup: Option<SqliteStore>,
+    lookup: Option<Box<dyn Store>>,
     run_id: String,
     duplicate_lines: Vec<u64>,
     /// A tokens/minute limit is set: estimate with the model's tokenizer.
@@ -621,15 +623,8 @@ fn settings_json(cfg: &QuickConfig, input: &Path) -> serde_json::Value {
     })
 }
 
-pub(crate) fn store_dir(store: &Path) -> PathBuf {
-    store
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
-}
-
-pub(crate) fn now_ms() -> i64 {
+/// Milliseconds since the unix epoch (0 if the clock is before 1970).
+pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use sluice_store::{ItemRecord, ItemStatus, StepRecord, Store};
+use sluice_store::{ItemRecord, ItemStatus, StepRecord, Store, WorkerBeat};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
 
@@ -35,6 +35,8 @@ pub(crate) enum Message {
     Moves(Vec<(String, u64)>),
     /// Remember a step output for `cache = { ttl }`: (request key, output JSON, unix ms).
     Cache(u64, String, i64),
+    /// This process's live state, written at once (see [`crate::live`]).
+    Beat(Box<WorkerBeat>),
 }
 
 /// Handle to the writer thread.
@@ -172,6 +174,14 @@ fn apply(
         Message::Moves(moves) => store.set_positions(run_id, &moves),
         Message::Cache(key, output, at) => {
             batch.cache.push((key, output, at));
+            Ok(())
+        }
+        Message::Beat(beat) => {
+            // A lost beat only makes the live view a second older; it must
+            // never stop the recording of outcomes.
+            if let Err(e) = store.heartbeat(&beat) {
+                tracing::warn!("could not record this worker's heartbeat: {e}");
+            }
             Ok(())
         }
     }

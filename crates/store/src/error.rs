@@ -95,6 +95,9 @@ pub enum Error {
     /// The callback given to `for_each_item` failed; iteration stopped.
     #[error(transparent)]
     Callback(Box<dyn std::error::Error + Send + Sync>),
+    /// The store cannot do what was asked (e.g. a backend this build lacks).
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// Names what the store was doing when a database call failed; each backend

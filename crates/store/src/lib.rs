@@ -10,6 +10,7 @@
 //! later record for the same `(run, item_id)` replaces an earlier one.
 
 mod error;
+mod location;
 mod sqlite;
 mod types;
 
@@ -18,10 +19,11 @@ mod tests;
 
 pub(crate) use error::During;
 pub use error::{Error, Result};
+pub use location::{redact_url, StoreLocation};
 pub use sqlite::SqliteStore;
 pub use types::{
-    ItemRecord, ItemStatus, Known, NewRun, RunCounts, RunMeta, RunSummary, StepRecord, RUN_STATES,
-    STATE_FINISHED, STATE_INTERRUPTED, STATE_RUNNING,
+    ItemRecord, ItemStatus, Known, NewRun, RunCounts, RunMeta, RunSummary, StepRecord, WorkerBeat,
+    RUN_STATES, STATE_FINISHED, STATE_INTERRUPTED, STATE_RUNNING,
 };
 
 use std::path::PathBuf;
@@ -91,6 +93,16 @@ pub trait Store: Send {
     fn cache_get(&mut self, key: u64, since: i64) -> Result<Option<String>>;
     /// Stores step outputs in the cache (replacing older ones), in one transaction.
     fn cache_put(&mut self, entries: &[(u64, String, i64)]) -> Result<()>;
+    /// Records one process's live state for a run, replacing its previous beat
+    /// (same run and `worker_id`).
+    fn heartbeat(&mut self, beat: &WorkerBeat) -> Result<()>;
+    /// Every process that has beaten for the run, latest beat first.
+    fn workers(&mut self, run_id: &str) -> Result<Vec<WorkerBeat>>;
+    /// Stores a named piece of run state (JSON), replacing an earlier value.
+    fn put_run_state(&mut self, run_id: &str, key: &str, value: &serde_json::Value) -> Result<()>;
+    /// The run's state entries whose key starts with `prefix` (`""`: all), by key.
+    fn run_state(&mut self, run_id: &str, prefix: &str)
+        -> Result<Vec<(String, serde_json::Value)>>;
 }
 
 /// The default store path: `.sluice/sluice.db` under the current directory

@@ -208,3 +208,30 @@ pub struct StepRecord {
     /// The step's output as JSON text.
     pub output: Option<String>,
 }
+
+/// One process's live state in one run, written every second or so while it
+/// works: what `sluice status` lists per worker and what the server streams
+/// for runs started elsewhere (e.g. from the CLI against the same store).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WorkerBeat {
+    /// The run being worked on.
+    pub run_id: String,
+    /// Unique per process and run: `<host>:<pid>:<started_at>`.
+    pub worker_id: String,
+    /// Host name of the process.
+    pub host: String,
+    /// Process id.
+    pub pid: u32,
+    /// When the process joined the run, unix milliseconds.
+    pub started_at: i64,
+    /// When this beat was written, unix milliseconds; a beat much older than
+    /// its period means the process died.
+    pub beat_at: i64,
+    /// `running` while working, `stopped` once it left the run (finished,
+    /// interrupted, or shut down).
+    pub state: String,
+    /// Calls the process had on the wire at the beat.
+    pub in_flight: u64,
+    /// The engine's live counters and rates (free-form JSON, no secrets).
+    pub live: serde_json::Value,
+}

@@ -112,10 +112,7 @@ fn video_episodes_share_one_image_rate_fall_back_to_marked_placeholders_and_keep
     // each could send far more; and the episodes' requests interleaved.
     let journal = images.journal("/stages/");
     let most = most_in_window(&journal, 1_000);
-    assert!(
-        (10..=21).contains(&most),
-        "{most} image requests within one second"
-    );
+    assert!(most <= 21, "{most} image requests within one second");
     let sent: Vec<String> = journal
         .iter()
         .map(|e| {

@@ -9,19 +9,18 @@ mod requests;
 mod runner;
 mod units;
 
-use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use sluice_spec::{InputSource, Job, Webhook, WebhookOn};
-use sluice_store::{ItemRecord, ItemStatus, SqliteStore, Store};
+use sluice_store::{ItemRecord, ItemStatus, Store, StoreLocation};
 use tokio::sync::{Notify, Semaphore};
 
 use crate::error::{Error, Result};
 use crate::inputs::{self, BadItem};
 use crate::lifecycle::{close_run, drain, open_run, watch_signals};
 use crate::progress::Progress;
-use crate::quick::{now_ms, preflight, store_dir, RunReport};
+use crate::quick::{now_ms, preflight, RunReport};
 use crate::writer::{Message, Writer};
 use lanes::Lanes;
 use runner::{run_unit, Shared};
@@ -32,8 +31,8 @@ pub use plan::{plan, Plan, ProviderPlan, StepPlan};
 /// How a job run was asked for (besides the job itself).
 #[derive(Debug, Clone)]
 pub struct JobConfig {
-    /// SQLite database path.
-    pub store_path: PathBuf,
+    /// Where runs are recorded.
+    pub store: StoreLocation,
     /// Start a new run instead of resuming.
     pub fresh: bool,
     /// Record bad input entries as failed and run the rest.
@@ -56,7 +55,7 @@ pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<Ru
         .build()
         .map_err(|e| Error::Config(format!("cannot start the async runtime: {e}")))?;
     let lanes = Lanes::new(job, &env_value)?;
-    let spool = store_dir(&cfg.store_path).join("inputs");
+    let spool = cfg.store.local_dir().join("inputs");
     let prepared = runtime
         .block_on(inputs::prepare(
             &job.input.source,
@@ -96,7 +95,7 @@ pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<Ru
     }
 
     let combos = Combos::new(job);
-    let mut store = SqliteStore::open(&cfg.store_path)?;
+    let mut store = cfg.store.open()?;
     let source = format!("job:{}|{}", job.path.display(), prepared.source_key);
     let settings = serde_json::json!({
         "mode": "job",
@@ -108,17 +107,18 @@ pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<Ru
         "steps": job.steps.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
         "matrix": job.matrix.iter().map(|a| a.name.clone()).collect::<Vec<_>>(),
     });
-    let (run, resumed) = open_run(&mut store, cfg.fresh, source, job.name.clone(), settings)?;
+    let (run, resumed) = open_run(&mut *store, cfg.fresh, source, job.name.clone(), settings)?;
     let total = prepared.total * combos.len() as u64;
     store.set_total(&run.id, total)?;
     store.set_state(&run.id, "running", None)?;
     Progress::add(&progress.total, total);
 
-    let writer = Writer::start(
-        Box::new(SqliteStore::open(&cfg.store_path)?),
+    let writer = Writer::start(cfg.store.open()?, run.id.clone(), progress.clone());
+    runtime.spawn(crate::live::beat_loop(
+        writer.tx.clone(),
         run.id.clone(),
         progress.clone(),
-    );
+    ));
     let shared = Arc::new(Shared {
         job: Arc::new(job.clone()),
         step_slots: job
@@ -141,7 +141,7 @@ pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<Ru
         output_dir: job.output.dir.join(&run.id),
         env: serde_json::Value::Object(env),
         reader: if resumed || job.steps.iter().any(|s| s.cache_ttl.is_some()) {
-            Some(Mutex::new(SqliteStore::open(&cfg.store_path)?))
+            Some(Mutex::new(cfg.store.open()?))
         } else {
             None
         },
@@ -203,7 +203,7 @@ pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<Ru
     let spent = progress.snapshot().spent_usd;
     if spent > 0.0 {
         // Kept with the run (across resumes) for `sluice status`.
-        let mut store = SqliteStore::open(&cfg.store_path)?;
+        let mut store = cfg.store.open()?;
         let mut settings = store
             .find_run(&run.id)?
             .map(|r| r.settings)
@@ -215,7 +215,7 @@ pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<Ru
         settings["spent_usd"] = serde_json::json!(before + spent);
         store.update_settings(&run.id, &settings)?;
     }
-    let mut report = close_run(&cfg.store_path, run, resumed, interrupted, &progress)?;
+    let mut report = close_run(&cfg.store, run, resumed, interrupted, &progress)?;
     report.breakers = breakers;
     Ok(report)
 }
@@ -299,7 +299,7 @@ async fn dispatch(
     prepared: &inputs::Prepared,
     ids: &UnitIds,
     combos: &Combos,
-    mut lookup: Option<SqliteStore>,
+    mut lookup: Option<Box<dyn Store>>,
     run_id: &str,
     limit: usize,
 ) -> Result<bool> {

@@ -7,6 +7,7 @@
 //! commits, never corrupt the file. `FULL` would fsync every commit and cap the
 //! writer at the disk's flush rate.
 
+mod live;
 mod rows;
 mod steps;
 mod store;
@@ -24,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_init.sql"),
     include_str!("../../migrations/0002_steps.sql"),
     include_str!("../../migrations/0003_cache.sql"),
+    include_str!("../../migrations/0004_workers.sql"),
 ];
 
 /// How long a statement waits for another connection's write lock before failing.

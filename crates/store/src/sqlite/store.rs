@@ -7,7 +7,7 @@ use super::rows::{self, item_columns, run_columns};
 use super::{SqliteStore, FOR_EACH_SQL, LOOKUP_SIZES};
 use crate::{
     During, Error, ItemRecord, Known, NewRun, Result, RunCounts, RunMeta, RunSummary, SinkError,
-    StepRecord, Store, RUN_STATES, STATE_RUNNING,
+    StepRecord, Store, WorkerBeat, RUN_STATES, STATE_RUNNING,
 };
 
 impl Store for SqliteStore {
@@ -310,5 +310,27 @@ impl Store for SqliteStore {
 
     fn cache_put(&mut self, entries: &[(u64, String, i64)]) -> Result<()> {
         super::steps::cache_put(self, entries)
+    }
+
+    fn heartbeat(&mut self, beat: &WorkerBeat) -> Result<()> {
+        super::live::heartbeat(self, beat)
+    }
+
+    fn workers(&mut self, run_id: &str) -> Result<Vec<WorkerBeat>> {
+        self.ensure_run(run_id)?;
+        super::live::workers(self, run_id)
+    }
+
+    fn put_run_state(&mut self, run_id: &str, key: &str, value: &serde_json::Value) -> Result<()> {
+        super::live::put_run_state(self, run_id, key, value)
+    }
+
+    fn run_state(
+        &mut self,
+        run_id: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, serde_json::Value)>> {
+        self.ensure_run(run_id)?;
+        super::live::run_state(self, run_id, prefix)
     }
 }

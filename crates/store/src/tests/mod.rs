@@ -6,11 +6,13 @@
 
 mod connections;
 mod items;
+mod live;
 mod runs;
 mod steps;
 
 pub(crate) use connections::*;
 pub(crate) use items::*;
+pub(crate) use live::*;
 pub(crate) use runs::*;
 pub(crate) use steps::*;
 
@@ -35,7 +37,7 @@ macro_rules! store_suite {
             batch_is_atomic, unknown_run_is_an_error, survives_drop_without_close,
             reopening_is_idempotent, lists_runs_newest_first,
             step_records_round_trip_and_replace, reset_failed_steps_reopens_their_units,
-            cache_entries_expire_by_age);
+            cache_entries_expire_by_age, heartbeats_replace_per_worker, run_state_by_prefix);
     };
     (@each $fresh:path; $($check:ident),* $(,)?) => {
         $(

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use serde_json::{json, Map, Value as Json};
 use sluice_spec::{Job, StepKind};
-use sluice_store::{ItemRecord, ItemStatus, SqliteStore, Store};
+use sluice_store::{ItemRecord, ItemStatus, Store};
 use tokio::sync::{mpsc, Semaphore};
 
 use super::lanes::Lanes;
@@ -41,7 +41,7 @@ pub(crate) struct Shared {
     pub(crate) env: Json,
     /// Reads earlier step records on resume and the cache; `None` for a new
     /// run without cached steps.
-    pub(crate) reader: Option<Mutex<SqliteStore>>,
+    pub(crate) reader: Option<Mutex<Box<dyn Store>>>,
     /// Whether `reader` holds step records worth reading (a resumed run).
     pub(crate) resumed: bool,
     pub(crate) run_id: String,

@@ -1,0 +1,184 @@
+//! This process's heartbeat in a run: who it is, and its live counters and
+//! rates, written to the store every second so `sluice status`, the server and
+//! other workers see runs that other processes are working on.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use sluice_store::WorkerBeat;
+use tokio::sync::mpsc;
+
+use crate::progress::{Progress, Snapshot};
+use crate::quick::now_ms;
+use crate::writer::Message;
+
+/// How often a working process records its heartbeat.
+pub const BEAT_PERIOD: Duration = Duration::from_secs(1);
+
+/// A beat older than this means the process is gone (killed, or its machine lost).
+pub const BEAT_STALE: Duration = Duration::from_secs(15);
+
+/// Who this process is, fixed for its lifetime.
+#[derive(Debug, Clone)]
+pub(crate) struct Identity {
+    pub(crate) worker_id: String,
+    pub(crate) host: String,
+    pub(crate) pid: u32,
+    pub(crate) started_at: i64,
+}
+
+/// The process's identity (computed once).
+pub(crate) fn identity() -> &'static Identity {
+    static ID: OnceLock<Identity> = OnceLock::new();
+    ID.get_or_init(|| {
+        let host = hostname();
+        let pid = std::process::id();
+        let started_at = now_ms();
+        Identity {
+            worker_id: format!("{host}:{pid}:{started_at}"),
+            host,
+            pid,
+            started_at,
+        }
+    })
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Rates over the interval between two snapshots.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct Rates {
+    /// Calls sent per second (retries included).
+    pub calls_per_sec: f64,
+    /// Items (units) finished per second.
+    pub items_per_sec: f64,
+    /// Tokens reported per minute.
+    pub tokens_per_min: f64,
+    /// 429s per second.
+    pub throttled_per_sec: f64,
+}
+
+impl Rates {
+    /// The rates from `before` to `after`, `secs` apart.
+    pub fn between(before: &Snapshot, after: &Snapshot, secs: f64) -> Rates {
+        if secs <= 0.0 {
+            return Rates::default();
+        }
+        let per_sec = |a: u64, b: u64| a.saturating_sub(b) as f64 / secs;
+        Rates {
+            calls_per_sec: per_sec(after.attempts, before.attempts),
+            items_per_sec: per_sec(after.done + after.failed, before.done + before.failed),
+            tokens_per_min: per_sec(after.tokens, before.tokens) * 60.0,
+            throttled_per_sec: per_sec(after.throttled, before.throttled),
+        }
+    }
+}
+
+/// Builds one beat: the counters now and the rates since `previous`.
+pub(crate) fn beat(
+    run_id: &str,
+    state: &str,
+    progress: &Progress,
+    previous: Option<(Instant, Snapshot)>,
+) -> (WorkerBeat, (Instant, Snapshot)) {
+    let id = identity();
+    let now = Instant::now();
+    let snapshot = progress.snapshot();
+    let rates = match previous {
+        Some((at, before)) => Rates::between(&before, &snapshot, (now - at).as_secs_f64()),
+        None => Rates::between(&Snapshot::default(), &snapshot, snapshot.elapsed_secs),
+    };
+    let latency_ms = progress
+        .latency_ewma_us
+        .load(std::sync::atomic::Ordering::Relaxed) as f64
+        / 1e3;
+    let live = serde_json::json!({
+        "counters": snapshot,
+        "rates": rates,
+        "latency_ewma_ms": latency_ms,
+        "eta_secs": snapshot.eta().map(|d| d.as_secs_f64()),
+    });
+    let beat = WorkerBeat {
+        run_id: run_id.to_owned(),
+        worker_id: id.worker_id.clone(),
+        host: id.host.clone(),
+        pid: id.pid,
+        started_at: id.started_at,
+        beat_at: now_ms(),
+        state: state.to_owned(),
+        in_flight: snapshot.in_flight,
+        live,
+    };
+    (beat, (now, snapshot))
+}
+
+/// Sends a `running` beat to the writer every [`BEAT_PERIOD`] until the
+/// channel closes (or the task is dropped with its runtime).
+pub(crate) async fn beat_loop(tx: mpsc::Sender<Message>, run_id: String, progress: Arc<Progress>) {
+    let mut previous = None;
+    let mut ticks = tokio::time::interval(BEAT_PERIOD);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let (beat, now) = beat(&run_id, "running", &progress, previous);
+        previous = Some(now);
+        if tx.send(Message::Beat(Box::new(beat))).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_are_differences_per_interval() {
+        let before = Snapshot {
+            attempts: 10,
+            done: 4,
+            tokens: 1_000,
+            ..Snapshot::default()
+        };
+        let after = Snapshot {
+            attempts: 30,
+            done: 12,
+            failed: 2,
+            tokens: 1_500,
+            throttled: 1,
+            ..Snapshot::default()
+        };
+        let r = Rates::between(&before, &after, 2.0);
+        assert_eq!(
+            r,
+            Rates {
+                calls_per_sec: 10.0,
+                items_per_sec: 5.0,
+                tokens_per_min: 15_000.0,
+                throttled_per_sec: 0.5,
+            }
+        );
+        assert_eq!(Rates::between(&before, &after, 0.0), Rates::default());
+    }
+
+    #[test]
+    fn beat_carries_identity_and_counters() {
+        let progress = Progress::default();
+        Progress::add(&progress.done, 3);
+        Progress::add(&progress.in_flight, 2);
+        let (b, _) = beat("run-1", "running", &progress, None);
+        assert_eq!(b.run_id, "run-1");
+        assert_eq!(b.pid, std::process::id());
+        assert_eq!(b.in_flight, 2);
+        assert_eq!(b.live["counters"]["done"], 3);
+        assert!(b.worker_id.starts_with(&format!("{}:", b.host)));
+        assert_eq!(identity().worker_id, b.worker_id);
+    }
+}
