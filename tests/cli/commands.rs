@@ -169,3 +169,21 @@ fn status_lists_the_worker_live_while_running_and_stopped_after() {
         String::from_utf8_lossy(&s.sluice(&["status"]).output().unwrap().stdout).into_owned();
     assert!(text.contains(&format!("pid {pid}")), "{text}");
 }
+
+#[test]
+fn a_broken_cms_collection_stops_the_mock_before_it_listens() {
+    let s = Scratch::new();
+    std::fs::create_dir(s.path("cms")).unwrap();
+    std::fs::write(s.path("cms/prompts.json"), "[{\"id\": 1},").unwrap();
+    let out = s
+        .sluice(&["mock", "--port", "0", "--cms", "cms"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("--cms") && err.contains("prompts.json") && err.contains("not JSON"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty(), "it never said it was listening");
+}
