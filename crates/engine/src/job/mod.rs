@@ -48,6 +48,7 @@ const CHUNK: usize = 512;
 /// Runs (or resumes) `job` on a single-threaded runtime (see quick mode for why).
 pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<RunReport> {
     let env = job_env(job)?;
+    crate::tokens::warm_up(model_names(job));
     let env_value =
         minijinja::Value::from(minijinja::value::Serde(serde_json::json!({ "env": env })));
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -252,6 +253,33 @@ fn webhook_target(hook: &Webhook, env: &minijinja::Value) -> Result<crate::webho
         },
         timeout: std::time::Duration::from_secs(30),
     })
+}
+
+/// Model names a job may send: literal `model` fields and every matrix value
+/// (a templated model usually comes from the matrix).
+fn model_names(job: &Job) -> Vec<String> {
+    use sluice_spec::StepKind;
+    let mut names: Vec<String> = job
+        .steps
+        .iter()
+        .filter_map(|s| match &s.kind {
+            StepKind::Chat { model, .. }
+            | StepKind::Embed { model, .. }
+            | StepKind::Conversation { model, .. } => Some(model.source().to_owned()),
+            _ => None,
+        })
+        .filter(|m| !m.contains("{{"))
+        .collect();
+    for axis in &job.matrix {
+        names.extend(
+            axis.values
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned)),
+        );
+    }
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// The variables the job lists in `env`, read now; a missing one stops the run.
