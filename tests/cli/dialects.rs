@@ -4,8 +4,6 @@
 //! submission and completion submits nothing twice; expired batch requests
 //! are retried; `auto` follows the deadline; streamed answers are timed.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -54,23 +52,6 @@ path = "results.jsonl"
 "#;
 
 impl Mock {
-    /// `GET path` on the mock, as JSON.
-    fn get_json(&self, path: &str) -> Value {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        let body = response.split("\r\n\r\n").nth(1).expect("body");
-        serde_json::from_str(body).unwrap_or_else(|e| panic!("{path} {body:?}: {e}"))
-    }
-
     /// What the mock's batch APIs saw.
     fn batches(&self) -> Value {
         self.get_json("/_mock/batches")

@@ -6,6 +6,7 @@ mod util;
 
 mod commands;
 mod dialects;
+mod examples;
 mod faults;
 mod input;
 mod jobs;

@@ -24,4 +24,4 @@ pub use input::InputSource;
 pub use job::{plan, run_job, JobConfig, Offload, Plan, ProviderPlan, StepPlan};
 pub use live::{Rates, BEAT_PERIOD, BEAT_STALE};
 pub use progress::{Progress, Snapshot};
-pub use quick::{now_ms, run_quick, QuickConfig, RunReport};
+pub use quick::{now_ms, run_quick, BreakerReport, QuickConfig, RunReport};

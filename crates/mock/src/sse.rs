@@ -20,7 +20,8 @@ use crate::reply;
 use crate::request::{Parsed, ParsedBody};
 use crate::response::Body;
 
-const EVENT_STREAM: &str = "text/event-stream";
+/// The media type of a stream of server-sent events.
+pub(crate) const EVENT_STREAM: &str = "text/event-stream";
 
 /// The reply of `tokens` tokens, cut into one piece per token (4 characters).
 fn pieces(seed: u64, tokens: u64) -> Vec<String> {

@@ -203,13 +203,23 @@ impl Lane {
         self.bases.first().map(|b| b.url.as_str()).unwrap_or("")
     }
 
-    /// Times breakers of this provider opened.
-    pub(crate) fn breaker_openings(&self) -> u64 {
+    /// The base URLs of this provider whose breaker opened, with how often.
+    pub(crate) fn breaker_openings(&self) -> Vec<crate::BreakerReport> {
         self.bases
             .iter()
-            .filter_map(|b| b.breaker.as_ref())
-            .map(|b| b.lock().unwrap_or_else(|e| e.into_inner()).opened_count())
-            .sum()
+            .filter_map(|b| {
+                let breaker = b.breaker.as_ref()?;
+                let openings = breaker
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .opened_count();
+                (openings > 0).then(|| crate::BreakerReport {
+                    provider: self.name.clone(),
+                    url: b.url.clone(),
+                    openings,
+                })
+            })
+            .collect()
     }
 
     /// The least busy base URL whose breaker lets a call through; waits while

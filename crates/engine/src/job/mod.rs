@@ -53,6 +53,7 @@ const CHUNK: usize = 512;
 /// Runs (or resumes) `job` on a single-threaded runtime (see quick mode for why).
 pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<RunReport> {
     let env = job_env(job)?;
+    crate::tokens::warm_up(model_names(job));
     let env_value =
         minijinja::Value::from(minijinja::value::Serde(serde_json::json!({ "env": env })));
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -201,13 +202,16 @@ pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<Ru
         &run.id,
         job.concurrency,
     ))?;
-    let openings: u64 = shared
+    let breakers: Vec<crate::BreakerReport> = shared
         .lanes
         .all()
         .iter()
-        .map(|l| l.breaker_openings())
-        .sum();
-    Progress::add(&progress.breaker_openings, openings);
+        .flat_map(|l| l.breaker_openings())
+        .collect();
+    Progress::add(
+        &progress.breaker_openings,
+        breakers.iter().map(|b| b.openings).sum(),
+    );
     let delivered = shared.batches.delivered();
     drop(runtime);
     drop(shared);
@@ -252,6 +256,7 @@ pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<Ru
         store.update_settings(&run.id, &settings)?;
     }
     let mut report = close_run(&cfg.store, run, resumed, interrupted, &progress)?;
+    report.breakers = breakers;
     report.notes = offload::notes(&offload);
     Ok(report)
 }
@@ -288,6 +293,33 @@ fn webhook_target(hook: &Webhook, env: &minijinja::Value) -> Result<crate::webho
         },
         timeout: std::time::Duration::from_secs(30),
     })
+}
+
+/// Model names a job may send: literal `model` fields and every matrix value
+/// (a templated model usually comes from the matrix).
+fn model_names(job: &Job) -> Vec<String> {
+    use sluice_spec::StepKind;
+    let mut names: Vec<String> = job
+        .steps
+        .iter()
+        .filter_map(|s| match &s.kind {
+            StepKind::Chat { model, .. }
+            | StepKind::Embed { model, .. }
+            | StepKind::Conversation { model, .. } => Some(model.source().to_owned()),
+            _ => None,
+        })
+        .filter(|m| !m.contains("{{"))
+        .collect();
+    for axis in &job.matrix {
+        names.extend(
+            axis.values
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned)),
+        );
+    }
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// The variables the job lists in `env`, read now; a missing one stops the run.

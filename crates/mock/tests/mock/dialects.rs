@@ -5,39 +5,26 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Method, Request};
-use http_body_util::{BodyExt, Full};
+use http::Method;
 use serde_json::{json, Value};
 use sluice_mock::{BatchStats, MockConfig};
 
 use crate::{Mock, Reply};
 
 impl Mock {
-    /// Sends with extra headers.
-    async fn send_with(
+    /// Sends with these headers; panics on a connection-level failure.
+    async fn exchange(
         &self,
         method: Method,
         path: &str,
         body: Bytes,
         headers: &[(&str, &str)],
     ) -> Reply {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(format!("http://{}{path}", self.addr()));
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let res = self
-            .client
-            .request(req.body(Full::new(body)).unwrap())
+        let headers: Vec<(&str, String)> =
+            headers.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        self.send_with(method, path, &headers, body)
             .await
-            .expect(path);
-        let (parts, body) = res.into_parts();
-        Reply {
-            status: parts.status.as_u16(),
-            headers: parts.headers,
-            body: body.collect().await.unwrap().to_bytes(),
-        }
+            .expect(path)
     }
 
     async fn anthropic(&self, path: &str, body: &Value) -> Reply {
@@ -46,13 +33,13 @@ impl Mock {
             ("x-api-key", "k"),
             ("anthropic-version", "2023-06-01"),
         ];
-        self.send_with(Method::POST, path, Bytes::from(body.to_string()), &headers)
+        self.exchange(Method::POST, path, Bytes::from(body.to_string()), &headers)
             .await
     }
 
     async fn anthropic_get(&self, path: &str) -> Reply {
         let headers = [("x-api-key", "k"), ("anthropic-version", "2023-06-01")];
-        self.send_with(Method::GET, path, Bytes::new(), &headers)
+        self.exchange(Method::GET, path, Bytes::new(), &headers)
             .await
     }
 
@@ -109,7 +96,7 @@ async fn anthropic_messages_answer_in_their_shape_with_the_chat_reply() {
     );
 
     let no_version = mock
-        .send_with(
+        .exchange(
             Method::POST,
             "/v1/messages",
             Bytes::from(messages_body().to_string()),
@@ -295,7 +282,7 @@ async fn openai_batches_run_their_file_and_report_errors_and_expiry() {
         .collect();
     let (ct, body) = multipart(&lines.join("\n"));
     let file = mock
-        .send_with(Method::POST, "/v1/files", body, &[("content-type", &ct)])
+        .exchange(Method::POST, "/v1/files", body, &[("content-type", &ct)])
         .await
         .json();
     let file_id = file["id"].as_str().unwrap().to_string();
@@ -372,7 +359,7 @@ async fn an_invalid_file_makes_a_failed_batch() {
     let mock = Mock::start(MockConfig::default()).await;
     let (ct, body) = multipart(&[chat_line("same", "a"), chat_line("same", "b")].join("\n"));
     let file = mock
-        .send_with(Method::POST, "/v1/files", body, &[("content-type", &ct)])
+        .exchange(Method::POST, "/v1/files", body, &[("content-type", &ct)])
         .await
         .json();
     let create = json!({"input_file_id": file["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"});
