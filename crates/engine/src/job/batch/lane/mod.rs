@@ -198,18 +198,24 @@ impl LaneBatcher {
         };
         let attempt = entry.attempts.get(&id).copied().unwrap_or(1);
         let ready = entry.results.as_mut().and_then(|r| r.remove(&id));
+        // Its result was handed out already (to a unit that gave up): it
+        // cannot come again, so the request goes into a new batch.
+        let spent = ready.is_none() && entry.results.is_some();
         let start = !entry.busy && ready.is_none() && entry.results.is_none();
         entry.busy |= start;
         let waiter = Waiter {
             tx,
-            request,
-            attempt,
+            request: request.clone(),
+            attempt: if spent { attempt + 1 } else { attempt },
             since,
         };
         match ready {
             Some(result) => self.settle(&mut inner, waiter, result),
             None => {
                 inner.waiters.insert(id, waiter);
+                if spent {
+                    self.enqueue(&mut inner, &request, attempt + 1);
+                }
             }
         }
         drop(inner);

@@ -136,15 +136,24 @@ impl LaneBatcher {
             .into_iter()
             .filter(|(id, _)| entry.attempts.contains_key(id))
             .collect();
+        // A batch the provider refused as a whole (OpenAI's validation) would
+        // be refused again; one that ended without some results may not.
+        let refused = record.state == "failed";
         for id in entry.attempts.keys() {
             map.entry(id.clone()).or_insert_with(|| LineResult::Err {
                 status: None,
-                error: format!(
-                    "batch_expired: batch {} ended ({}) without a result for this request",
-                    record.id.as_deref().unwrap_or("?"),
-                    record.state
-                ),
-                retryable: true,
+                error: match (refused, &record.error) {
+                    (true, Some(why)) => format!(
+                        "batch_failed: the provider refused batch {}: {why}",
+                        record.id.as_deref().unwrap_or("?")
+                    ),
+                    _ => format!(
+                        "batch_expired: batch {} ended ({}) without a result for this request",
+                        record.id.as_deref().unwrap_or("?"),
+                        record.state
+                    ),
+                },
+                retryable: !refused,
             });
         }
         let mut record = record.clone();
