@@ -6,6 +6,8 @@ mod util;
 
 mod bench;
 mod commands;
+mod dialects;
+mod examples;
 mod faults;
 mod input;
 mod jobs;

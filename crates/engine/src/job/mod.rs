@@ -1,9 +1,13 @@
 //! Job-file runs: units (item × matrix) streamed through the steps, each step
 //! limited by its provider, every step outcome recorded, resumable per step.
 
+mod batch;
+mod choose;
 pub(crate) mod export;
 mod lanes;
+mod offload;
 mod output;
+mod place;
 mod plan;
 mod requests;
 mod runner;
@@ -26,6 +30,7 @@ use lanes::Lanes;
 use runner::{run_unit, Shared};
 use units::{Combos, UnitIds};
 
+pub use choose::Offload;
 pub use plan::{plan, Plan, ProviderPlan, StepPlan};
 
 /// How a job run was asked for (besides the job itself).
@@ -48,6 +53,7 @@ const CHUNK: usize = 512;
 /// Runs (or resumes) `job` on a single-threaded runtime (see quick mode for why).
 pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<RunReport> {
     let env = job_env(job)?;
+    crate::tokens::warm_up(model_names(job));
     let env_value =
         minijinja::Value::from(minijinja::value::Serde(serde_json::json!({ "env": env })));
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -95,9 +101,10 @@ pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<Ru
     }
 
     let combos = Combos::new(job);
+    let mut offload = offload::decide_all(job, &prepared)?;
     let mut store = cfg.store.open()?;
     let source = format!("job:{}|{}", job.path.display(), prepared.source_key);
-    let settings = serde_json::json!({
+    let mut settings = serde_json::json!({
         "mode": "job",
         "job": job.path.display().to_string(),
         "sets": cfg.sets,
@@ -106,14 +113,38 @@ pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<Ru
         // Column names of the CSV export.
         "steps": job.steps.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
         "matrix": job.matrix.iter().map(|a| a.name.clone()).collect::<Vec<_>>(),
+        // Steps whose outputs carry streaming figures (extra CSV columns).
+        "streamed": job.steps.iter().filter(|s| s.stream).map(|s| s.name.clone()).collect::<Vec<_>>(),
     });
-    let (run, resumed) = open_run(&mut *store, cfg.fresh, source, job.name.clone(), settings)?;
+    settings["offload"] = offload::to_json(&offload);
+    let (run, resumed) = open_run(
+        &mut *store,
+        cfg.fresh,
+        source,
+        job.name.clone(),
+        settings.clone(),
+    )?;
+    if resumed && offload::keep_earlier(&mut offload, &run.settings) {
+        settings["offload"] = offload::to_json(&offload);
+        store.update_settings(&run.id, &settings)?;
+    }
     let total = prepared.total * combos.len() as u64;
     store.set_total(&run.id, total)?;
     store.set_state(&run.id, "running", None)?;
     Progress::add(&progress.total, total);
 
     let writer = Writer::start(cfg.store.open()?, run.id.clone(), progress.clone());
+    let batched: Vec<String> = offload
+        .iter()
+        .filter(|(_, o)| o.batched())
+        .map(|(name, _)| name.clone())
+        .collect();
+    let batches = if batched.is_empty() {
+        batch::Batches::none()
+    } else {
+        let _inside = runtime.enter();
+        batch::Batches::start(job, &lanes, &batched, &run.id, cfg.store.open()?)?
+    };
     runtime.spawn(crate::live::beat_loop(
         writer.tx.clone(),
         run.id.clone(),
@@ -152,7 +183,11 @@ pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<Ru
             Some(hook) if hook.on == WebhookOn::Item => Some(webhook_target(hook, &env_value)?),
             _ => None,
         },
+        batches,
     });
+    if !shared.batches.is_empty() {
+        runtime.spawn(offload::watch_stop(shared.clone()));
+    }
     let run_hook = match &job.webhook {
         Some(hook) if hook.on == WebhookOn::Run => Some(webhook_target(hook, &env_value)?),
         _ => None,
@@ -167,16 +202,24 @@ pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<Ru
         &run.id,
         job.concurrency,
     ))?;
-    let openings: u64 = shared
+    let breakers: Vec<crate::BreakerReport> = shared
         .lanes
         .all()
         .iter()
-        .map(|l| l.breaker_openings())
-        .sum();
-    Progress::add(&progress.breaker_openings, openings);
+        .flat_map(|l| l.breaker_openings())
+        .collect();
+    Progress::add(
+        &progress.breaker_openings,
+        breakers.iter().map(|b| b.openings).sum(),
+    );
+    let delivered = shared.batches.delivered();
     drop(runtime);
     drop(shared);
     writer.finish()?;
+    // Every result handed out is committed now: those batches need no fetching again.
+    for (batcher, records) in delivered {
+        batcher.store_records(&records);
+    }
     if let Some(target) = &run_hook {
         // After the writer finished: the totals are everything committed.
         let done = progress.done.load(std::sync::atomic::Ordering::Relaxed);
@@ -212,7 +255,10 @@ pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<Ru
         settings["spent_usd"] = serde_json::json!(before + spent);
         store.update_settings(&run.id, &settings)?;
     }
-    close_run(&cfg.store, run, resumed, interrupted, &progress)
+    let mut report = close_run(&cfg.store, run, resumed, interrupted, &progress)?;
+    report.breakers = breakers;
+    report.notes = offload::notes(&offload);
+    Ok(report)
 }
 
 /// The webhook's target: headers rendered (they may use `env`), the HMAC key
@@ -247,6 +293,33 @@ fn webhook_target(hook: &Webhook, env: &minijinja::Value) -> Result<crate::webho
         },
         timeout: std::time::Duration::from_secs(30),
     })
+}
+
+/// Model names a job may send: literal `model` fields and every matrix value
+/// (a templated model usually comes from the matrix).
+fn model_names(job: &Job) -> Vec<String> {
+    use sluice_spec::StepKind;
+    let mut names: Vec<String> = job
+        .steps
+        .iter()
+        .filter_map(|s| match &s.kind {
+            StepKind::Chat { model, .. }
+            | StepKind::Embed { model, .. }
+            | StepKind::Conversation { model, .. } => Some(model.source().to_owned()),
+            _ => None,
+        })
+        .filter(|m| !m.contains("{{"))
+        .collect();
+    for axis in &job.matrix {
+        names.extend(
+            axis.values
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned)),
+        );
+    }
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// The variables the job lists in `env`, read now; a missing one stops the run.
@@ -385,6 +458,9 @@ async fn dispatch(
                 break 'outer;
             }
             let task_shared = shared.clone();
+            let place = Arc::new(place::Place::new(permit, shared.batches.floating.clone()));
+            let mut unit = unit;
+            unit.place = Some(place.clone());
             tokio::spawn(async move {
                 if let Some(record) = run_unit(&task_shared, unit).await {
                     let hook = task_shared.item_hook.as_ref().map(|target| {
@@ -407,7 +483,7 @@ async fn dispatch(
                         notify(&task_shared, target, &event, &unit_id).await;
                     }
                 }
-                drop(permit);
+                drop(place);
             });
         }
         if !moves.is_empty() {
@@ -417,6 +493,8 @@ async fn dispatch(
     let all = u32::try_from(window).unwrap_or(u32::MAX);
     let all_done = async {
         let _ = slots.acquire_many(all).await;
+        // Units waiting for a batch hold no slot (see `place`).
+        shared.batches.floating.idle().await;
     };
     let interrupted = drain(all_done, &stop, &shared.stopping, interrupted).await;
     signal.abort();
