@@ -29,13 +29,16 @@ pub(crate) enum Command {
     Runs(RunsArgs),
     /// Write a run's results in input order.
     Export(ExportArgs),
-    /// Serve a built-in OpenAI-compatible fake API for demos, tests and benchmarks.
+    /// Serve a built-in fake API (OpenAI-compatible, Anthropic Messages, both batch
+    /// APIs) for demos, tests and benchmarks.
     Mock(MockArgs),
-    /// Run a bundled example batch against the built-in mock.
+    /// Run examples/audio-pipeline against built-in mocks and show where the results are.
     Demo(DemoArgs),
     /// Join the runs of a shared store (PostgreSQL) and work their units
     /// together with every other process on them, until stopped.
     Worker(WorkerArgs),
+    /// Measure sluice against the physical bounds, on a local mock (BENCHMARKS.md).
+    Bench(BenchArgs),
 }
 
 /// Where runs are recorded.
@@ -250,13 +253,46 @@ pub(crate) struct MockArgs {
     /// Worker threads serving requests.
     #[arg(long, default_value_t = 1)]
     pub(crate) threads: usize,
+    /// Share of distinct requests refused with 422 every time (decided by the
+    /// seed and the content: inputs the service cannot process).
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) reject_rate: f64,
+    /// `/stages/*` refuse uploads larger than this many bytes with 413.
+    #[arg(long)]
+    pub(crate) max_upload_bytes: Option<u64>,
+    /// Serve every NAME.json in this directory as a CMS collection at /items/NAME.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) cms: Option<PathBuf>,
+    /// Keep the last N requests for GET /_mock/requests.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub(crate) journal: usize,
+    /// Environment variable holding the key webhook deliveries to /hooks/*
+    /// must be signed with (401 otherwise).
+    #[arg(long, value_name = "VAR")]
+    pub(crate) hook_secret_env: Option<String>,
+    /// Milliseconds between the events of a streamed answer (`stream: true`).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) stream_interval_ms: u64,
+    /// How long a batch (OpenAI Batch or Anthropic Message Batch) takes to process.
+    #[arg(long, default_value_t = 2_000)]
+    pub(crate) batch_delay_ms: u64,
+    /// Share of batched requests answered with a server error (0.0–1.0).
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) batch_error_rate: f64,
+    /// Share of batched requests that expire unanswered (0.0–1.0).
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) batch_expire_rate: f64,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct DemoArgs {
-    /// Items in the demo batch.
-    #[arg(long, default_value_t = 400)]
+    /// Recordings in the demo batch (every sixth is too long for the hosts).
+    #[arg(long, default_value_t = 120)]
     pub(crate) items: u64,
+    /// Where the demo writes its job, data, store and results (replaced on
+    /// every run; default: sluice-demo in the system's temporary directory).
+    #[arg(long)]
+    pub(crate) dir: Option<PathBuf>,
 }
 
 fn parse_store(text: &str) -> Result<StoreLocation, String> {
@@ -264,4 +300,19 @@ fn parse_store(text: &str) -> Result<StoreLocation, String> {
         return Err("give a SQLite file path or a postgres:// URL".into());
     }
     Ok(StoreLocation::parse(text))
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// Small sizes: the whole suite in under a minute; only broken scenarios
+    /// (lost or duplicated items, unexpected 429s, crashes) fail it, never speed.
+    #[arg(long)]
+    pub(crate) quick: bool,
+    /// Print the results as JSON on stdout (progress stays on stderr).
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Run only these scenarios: latency, rpm, tpm, overhead, memory, pipeline,
+    /// crash-resume, scale-out, faults, unknown-rpm.
+    #[arg(long, num_args = 1.., value_name = "NAME")]
+    pub(crate) only: Vec<String>,
 }

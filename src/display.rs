@@ -156,11 +156,20 @@ pub(crate) fn summary(report: &RunReport) -> String {
         }
         text += "\n";
     }
+    for note in &report.notes {
+        text += &format!("  offload    {note}\n");
+    }
     if s.breaker_openings > 0 {
         text += &format!(
             "  breakers   opened {} time(s): an endpoint kept failing and was rested\n",
             s.breaker_openings
         );
+        for b in &report.breakers {
+            text += &format!(
+                "             {} {} opened {} time(s)\n",
+                b.provider, b.url, b.openings
+            );
+        }
     }
     if s.webhook_failures > 0 {
         text += &format!(

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use crate::cli::{Cli, Command};
 
+mod bench;
 mod demo;
 mod export;
 mod job;
@@ -29,5 +30,6 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Mock(args) => mock::mock(args),
         Command::Demo(args) => demo::demo(args),
         Command::Worker(args) => worker::worker(args),
+        Command::Bench(args) => bench::bench(args),
     }
 }

@@ -131,7 +131,9 @@ pub(crate) fn deliver(
             "resumed": report.resumed,
             "interrupted": report.interrupted,
             "this_run": report.progress,
+            "breakers": report.breakers,
             "recorded": counts,
+            "notes": report.notes,
             "out": out.map(|p| p.display().to_string()),
         });
         println!("{summary}");

@@ -5,7 +5,10 @@ mod fakehost;
 mod pg;
 mod util;
 
+mod bench;
 mod commands;
+mod dialects;
+mod examples;
 mod faults;
 mod input;
 mod jobs;

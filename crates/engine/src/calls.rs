@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use sluice_limit::Backoff;
-use sluice_provider::{Attempt, CallOptions, Client, Endpoint, FailureKind, Success};
+use sluice_provider::{Attempt, CallOptions, Client, Dialect, Endpoint, FailureKind, Success};
 
 use crate::limiter::Limiter;
 use crate::progress::Progress;
@@ -69,6 +69,8 @@ pub(crate) struct CallRequest<'a, R: Route> {
     pub(crate) options: CallOptions<'a>,
     /// Tokens reserved against tokens/minute before sending.
     pub(crate) estimate: u64,
+    /// The body asks for a streamed answer in this dialect (read as events).
+    pub(crate) stream: Option<Dialect>,
 }
 
 /// Attempts made for one call.
@@ -121,11 +123,6 @@ pub(crate) async fn call<R: Route>(
                 };
             }
         };
-        if env.stopping.load(Relaxed) {
-            // Got a place only after the stop: calls on the wire may finish,
-            // new ones do not start (the unit stays pending).
-            return CallEnd::Stopped;
-        }
         if let Err(too_large) = env.limiter.acquire(request.estimate).await {
             return CallEnd::Failed {
                 error: format!(
@@ -137,21 +134,37 @@ pub(crate) async fn call<R: Route>(
                 latency: Duration::ZERO,
             };
         }
+        if env.stopping.load(Relaxed) {
+            // Stopping: only calls already on the wire may finish. This one
+            // waited for its place and rate slot and would start now.
+            return CallEnd::Stopped;
+        }
         tally.attempts += 1;
         Progress::add(&progress.attempts, 1);
         if tally.attempts > 1 {
             Progress::add(&progress.retries, 1);
         }
         Progress::add(&progress.in_flight, 1);
-        let result = env
-            .client
-            .send(
-                &endpoint,
-                request.body.clone(),
-                env.timeout,
-                &request.options,
-            )
-            .await;
+        let body = request.body.clone();
+        let result = match request.stream {
+            None => {
+                env.client
+                    .send(&endpoint, body, env.timeout, &request.options)
+                    .await
+            }
+            // Boxed: the streamed exchange's larger state stays out of
+            // every call's future.
+            Some(dialect) => {
+                Box::pin(env.client.send_stream(
+                    &endpoint,
+                    body,
+                    env.timeout,
+                    &request.options,
+                    dialect,
+                ))
+                .await
+            }
+        };
         Progress::sub(&progress.in_flight, 1);
         request.route.report(
             ticket,
@@ -159,8 +172,9 @@ pub(crate) async fn call<R: Route>(
                 Attempt::Ok(s) => Report::Success(s.latency),
                 Attempt::Failed(f) => Report::Failure {
                     retryable: f.kind.is_retryable() && f.kind != FailureKind::RateLimited,
+                    // 529: Anthropic's "overloaded".
                     backpressure: matches!(f.kind, FailureKind::RateLimited | FailureKind::Timeout)
-                        || f.status == Some(503),
+                        || matches!(f.status, Some(503 | 529)),
                 },
             },
         );

@@ -70,6 +70,23 @@ pub struct RunReport {
     pub interrupted: bool,
     /// Final counters.
     pub progress: Snapshot,
+    /// Endpoints whose circuit breaker opened in this run (job runs).
+    pub breakers: Vec<BreakerReport>,
+    /// Things the run decided that the summary should say (e.g. live or
+    /// batch, and why).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// One endpoint whose circuit breaker opened.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BreakerReport {
+    /// The `[providers.NAME]` it belongs to.
+    pub provider: String,
+    /// Its base URL.
+    pub url: String,
+    /// Times it opened.
+    pub openings: u64,
 }
 
 /// State every call task shares.
@@ -506,6 +523,7 @@ async fn attempt(
         body: request.body.clone(),
         options: CallOptions::default(),
         estimate: request.estimate,
+        stream: None,
     };
     let mut tally = Tally::default();
     let end = calls::call(&env, &call_request, &mut tally).await;

@@ -13,7 +13,7 @@ use sluice_store::{RunMeta, StoreLocation};
 use tokio::sync::Notify;
 
 use crate::error::{Error, Result};
-use crate::job::{self, Env, JobLanes};
+use crate::job::{self, Env, JobLanes, Work};
 use crate::lifecycle::{close_shared_run, watch_signals};
 use crate::progress::Progress;
 use crate::quick::RunReport;
@@ -131,16 +131,20 @@ fn work(cfg: &WorkerConfig, run: RunMeta) -> Result<RunReport> {
     let (run_id, lease) = (run.id.clone(), cfg.lease);
     let env = Env { vars, value };
     let concurrency = job.concurrency;
-    let interrupted = job::execute(
-        &job,
-        &cfg.store,
-        runtime,
-        lanes,
-        env,
-        &run,
-        false,
-        &progress,
-        |shared| job::claimed_dispatch(shared, store, run_id, concurrency, lease),
-    )?;
-    close_shared_run(&cfg.store, run, true, interrupted, &progress)
+    let offload = job::worker_offload(&job);
+    let work = Work {
+        job: &job,
+        location: &cfg.store,
+        run: &run,
+        resumed: false,
+        progress: &progress,
+        offload: &offload,
+    };
+    let (interrupted, breakers) = job::execute(work, runtime, lanes, env, |shared| {
+        job::claimed_dispatch(shared, store, run_id, concurrency, lease)
+    })?;
+    let mut report = close_shared_run(&cfg.store, run, true, interrupted, &progress)?;
+    report.breakers = breakers;
+    report.notes = job::offload_notes(&offload);
+    Ok(report)
 }

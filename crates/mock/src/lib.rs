@@ -53,24 +53,57 @@
 //!
 //! Faults and jitter use one RNG seeded with [`MockConfig::seed`], drawn in arrival
 //! order, so a client that sends the same requests one at a time sees the same
-//! outcomes. Replies are a function of the seed and the request body.
+//! outcomes. Completions and embeddings are a function of the seed and the request
+//! body; chat replies are seeded by the conversation (model, roles and texts, see
+//! `convo`), not by the body's bytes: the same conversation gets the same
+//! reply as an OpenAI chat completion or an Anthropic message, live, streamed
+//! (`stream: true`: server-sent events, [`MockConfig::stream_interval_ms`]
+//! apart) or through a batch API (see `batches`).
 //!
-//! `GET /healthz`, `GET /_mock/stats` and `POST /_mock/reset` need no key and are
-//! not counted. Reset zeroes the stats and returns the limiters, RNG and id
-//! counter to their start state; requests in flight finish normally.
+//! `POST /v1/messages` is Anthropic's Messages API under the same limits,
+//! faults and counters (see `anthropic`). `/v1/files`, `/v1/batches` and
+//! `/v1/messages/batches` are the batch APIs; `GET /_mock/batches` reports
+//! what they saw ([`BatchStats`]).
+//!
+//! # Beside the API
+//!
+//! So that pipelines can be tried without their real services, the same
+//! server also plays the other parts (see each module): processing hosts at
+//! `POST /stages/NAME` (multipart uploads or JSON, media files back for names
+//! like `tts.wav`; with the API's limits, faults and latency, plus
+//! [`MockConfig::max_upload_bytes`] and [`MockConfig::reject_rate`]), a
+//! Directus-style CMS at `/items/NAME` ([`MockConfig::cms_dir`]), a webhook
+//! receiver at `POST /hooks/NAME` that checks sluice's signature
+//! ([`MockConfig::hook_secret`]), and a journal of recent requests at
+//! `GET /_mock/requests` ([`MockConfig::journal`]).
+//!
+//! `GET /healthz`, `GET /_mock/stats`, `GET /_mock/batches`, `GET
+//! /_mock/requests` and `POST /_mock/reset` need no key and are not counted.
+//! Reset zeroes the stats and returns the limiters, RNG and id counter to
+//! their start state; requests in flight finish normally.
 
+mod anthropic;
+mod batches;
+mod cms;
 mod config;
+mod convo;
 mod faults;
 mod handler;
+mod journal;
 mod limits;
 mod reply;
 mod request;
 mod response;
+mod routes;
 mod server;
+mod sse;
+mod stage;
 mod state;
 mod stats;
 mod timer;
 
+pub use batches::BatchStats;
 pub use config::MockConfig;
+pub use journal::JournalEntry;
 pub use server::{serve, MockServer};
-pub use stats::MockStats;
+pub use stats::{HookStats, MockStats, RouteStats};

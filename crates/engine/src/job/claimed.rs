@@ -203,6 +203,7 @@ fn unit_of(claimed: &Claimed) -> std::result::Result<Unit, String> {
         matrix,
         hash: claimed.unit.hash,
         resume: claimed.claims > 1,
+        place: None,
     })
 }
 
@@ -341,7 +342,7 @@ pub(crate) async fn dispatch(
     }
     result?;
     let interrupted = drain(
-        window.all_done(&slots),
+        window.all_done(&slots, &shared),
         &stop,
         &shared.stopping,
         interrupted,
@@ -372,6 +373,7 @@ mod tests {
             matrix: json!({"model": "a"}).as_object().unwrap().clone(),
             hash: u64::MAX - 5,
             resume: false,
+            place: None,
         };
         let claimed = Claimed {
             unit: queued(&unit),

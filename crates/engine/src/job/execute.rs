@@ -8,9 +8,11 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use sluice_spec::{Job, WebhookOn};
-use sluice_store::StoreLocation;
+use sluice_store::{RunMeta, StoreLocation};
 use tokio::sync::Semaphore;
 
+use super::batch::Batches;
+use super::choose::Offload;
 use super::lanes::Lanes;
 use super::runner::Shared;
 use super::webhook_target;
@@ -58,26 +60,41 @@ pub(crate) struct Env {
     pub(crate) value: minijinja::Value,
 }
 
+/// What [`execute`] works on.
+pub(crate) struct Work<'a> {
+    pub(crate) job: &'a Job,
+    pub(crate) location: &'a StoreLocation,
+    pub(crate) run: &'a RunMeta,
+    /// An earlier invocation worked the run: look for recorded steps.
+    pub(crate) resumed: bool,
+    pub(crate) progress: &'a Arc<Progress>,
+    /// Live or batch, per provider.
+    pub(crate) offload: &'a [(String, Offload)],
+}
+
 /// Works a run: starts the writer and heartbeats, runs the units `dispatch`
 /// hands out (on a shared store with limits held together with the other
 /// processes), then records what is left to record; returns whether the run
-/// was interrupted.
-#[allow(clippy::too_many_arguments)]
+/// was interrupted, and the endpoints whose breakers opened.
 pub(crate) fn execute<F, Fut>(
-    job: &Job,
-    location: &StoreLocation,
+    work: Work<'_>,
     runtime: tokio::runtime::Runtime,
     mut lanes: Lanes,
     env: Env,
-    run: &sluice_store::RunMeta,
-    resumed: bool,
-    progress: &Arc<Progress>,
     dispatch: F,
-) -> Result<bool>
+) -> Result<(bool, Vec<crate::BreakerReport>)>
 where
     F: FnOnce(Arc<Shared>) -> Fut,
     Fut: std::future::Future<Output = Result<bool>>,
 {
+    let Work {
+        job,
+        location,
+        run,
+        resumed,
+        progress,
+        offload,
+    } = work;
     let Env {
         vars: env,
         value: env_value,
@@ -95,6 +112,17 @@ where
         Vec::new()
     };
     let writer = Writer::start(location.open()?, run.id.clone(), progress.clone());
+    let batched: Vec<String> = offload
+        .iter()
+        .filter(|(_, o)| o.batched())
+        .map(|(name, _)| name.clone())
+        .collect();
+    let batches = if batched.is_empty() {
+        Batches::none()
+    } else {
+        let _inside = runtime.enter();
+        Batches::start(job, &lanes, &batched, &run.id, location.open()?)?
+    };
     runtime.spawn(crate::live::beat_loop(
         writer.tx.clone(),
         run.id.clone(),
@@ -136,22 +164,34 @@ where
             Some(hook) if hook.on == WebhookOn::Item => Some(webhook_target(hook, &env_value)?),
             _ => None,
         },
+        batches,
     });
+    if !shared.batches.is_empty() {
+        runtime.spawn(super::offload::watch_stop(shared.clone()));
+    }
     let run_hook = match &job.webhook {
         Some(hook) if hook.on == WebhookOn::Run => Some(webhook_target(hook, &env_value)?),
         _ => None,
     };
     let interrupted = runtime.block_on(dispatch(shared.clone()))?;
-    let openings: u64 = shared
+    let breakers: Vec<crate::BreakerReport> = shared
         .lanes
         .all()
         .iter()
-        .map(|l| l.breaker_openings())
-        .sum();
-    Progress::add(&progress.breaker_openings, openings);
+        .flat_map(|l| l.breaker_openings())
+        .collect();
+    Progress::add(
+        &progress.breaker_openings,
+        breakers.iter().map(|b| b.openings).sum(),
+    );
+    let delivered = shared.batches.delivered();
     drop(runtime);
     drop(shared);
     writer.finish()?;
+    // Every result handed out is committed now: those batches need no fetching again.
+    for (batcher, records) in delivered {
+        batcher.store_records(&records);
+    }
     for l in &shared_limits {
         l.leave();
     }
@@ -190,5 +230,5 @@ where
         settings["spent_usd"] = serde_json::json!(before + spent);
         store.update_settings(&run.id, &settings)?;
     }
-    Ok(interrupted)
+    Ok((interrupted, breakers))
 }

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use http::Method;
 use sluice_limit::{Aimd, AimdConfig, Backoff, Breaker, BreakerConfig, WindowLimits};
-use sluice_provider::{Client, Endpoint};
-use sluice_spec::{Job, Price, Provider, Retries, Step};
+use sluice_provider::{Client, Dialect, Endpoint};
+use sluice_spec::{Api, Job, Price, Provider, Retries, Step};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -121,6 +121,8 @@ pub(crate) struct Lane {
     pub(crate) retries: Retries,
     pub(crate) timeout: Duration,
     pub(crate) prices: Vec<Price>,
+    /// The API's shape (requests, answers, auth and rate headers).
+    pub(crate) dialect: Dialect,
     origin: Instant,
     /// How long a breaker stays open (told to other processes).
     cooldown: Duration,
@@ -141,7 +143,12 @@ impl Lane {
             },
             None => None,
         };
-        let client = Client::new(
+        let dialect = match provider.api {
+            Api::OpenAi => Dialect::OpenAi,
+            Api::Anthropic => Dialect::Anthropic,
+        };
+        let client = Client::for_dialect(
+            dialect,
             provider.concurrency.or(provider.adaptive).unwrap_or(256),
             key.as_ref().map(|(v, k)| (v.as_str(), k.as_str())),
         )
@@ -159,6 +166,16 @@ impl Lane {
                 .render(env)
                 .map_err(|e| Error::Config(e.to_string()))?;
             headers.push((name.clone(), value));
+        }
+        if dialect == Dialect::Anthropic
+            && !headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("anthropic-version"))
+        {
+            headers.push((
+                "anthropic-version".into(),
+                sluice_provider::dialect::ANTHROPIC_VERSION.into(),
+            ));
         }
         let breaker = |_: &String| {
             provider.breaker.as_ref().map(|b| {
@@ -205,6 +222,7 @@ impl Lane {
             retries: provider.retries,
             timeout: provider.timeout,
             prices: provider.prices.clone(),
+            dialect,
             origin: Instant::now(),
             cooldown: provider
                 .breaker
@@ -228,13 +246,23 @@ impl Lane {
         self.bases.first().map(|b| b.url.as_str()).unwrap_or("")
     }
 
-    /// Times breakers of this provider opened.
-    pub(crate) fn breaker_openings(&self) -> u64 {
+    /// The base URLs of this provider whose breaker opened, with how often.
+    pub(crate) fn breaker_openings(&self) -> Vec<crate::BreakerReport> {
         self.bases
             .iter()
-            .filter_map(|b| b.breaker.as_ref())
-            .map(|b| b.lock().unwrap_or_else(|e| e.into_inner()).opened_count())
-            .sum()
+            .filter_map(|b| {
+                let breaker = b.breaker.as_ref()?;
+                let openings = breaker
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .opened_count();
+                (openings > 0).then(|| crate::BreakerReport {
+                    provider: self.name.clone(),
+                    url: b.url.clone(),
+                    openings,
+                })
+            })
+            .collect()
     }
 
     /// The least busy base URL whose breaker lets a call through; waits while
@@ -343,17 +371,26 @@ impl Lane {
         )
     }
 
-    /// USD for `usage` of `model` (exact price, else `*`), if priced.
-    pub(crate) fn cost(&self, model: Option<&str>, prompt: u64, completion: u64) -> Option<f64> {
+    /// USD for `usage` of `model` (exact price, else `*`), if priced; at the
+    /// batch API's prices when `batch`.
+    pub(crate) fn cost(
+        &self,
+        model: Option<&str>,
+        prompt: u64,
+        completion: u64,
+        batch: bool,
+    ) -> Option<f64> {
         let price = self
             .prices
             .iter()
             .find(|p| Some(p.model.as_str()) == model)
             .or_else(|| self.prices.iter().find(|p| p.model == "*"))?;
-        Some(
-            prompt as f64 * price.input_per_mtok / 1e6
-                + completion as f64 * price.output_per_mtok / 1e6,
-        )
+        let (input, output) = if batch {
+            (price.batch_input_per_mtok, price.batch_output_per_mtok)
+        } else {
+            (price.input_per_mtok, price.output_per_mtok)
+        };
+        Some(prompt as f64 * input / 1e6 + completion as f64 * output / 1e6)
     }
 }
 

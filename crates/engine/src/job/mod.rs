@@ -1,11 +1,15 @@
 //! Job-file runs: units (item × matrix) streamed through the steps, each step
 //! limited by its provider, every step outcome recorded, resumable per step.
 
+mod batch;
+mod choose;
 mod claimed;
 mod execute;
 pub(crate) mod export;
 mod lanes;
+mod offload;
 mod output;
+mod place;
 mod plan;
 mod requests;
 mod runner;
@@ -27,10 +31,12 @@ use lanes::Lanes;
 use runner::{run_unit, Shared};
 use units::{Combos, UnitIds};
 
+pub use choose::Offload;
 pub(crate) use claimed::dispatch as claimed_dispatch;
 pub use claimed::DEFAULT_LEASE;
-pub(crate) use execute::{check_reachable, execute, new_runtime, Env};
+pub(crate) use execute::{check_reachable, execute, new_runtime, Env, Work};
 pub(crate) use lanes::Lanes as JobLanes;
+pub(crate) use offload::{for_worker as worker_offload, notes as offload_notes};
 pub use plan::{plan, Plan, ProviderPlan, StepPlan};
 
 /// How a job run was asked for (besides the job itself).
@@ -59,6 +65,7 @@ const CHUNK: usize = 512;
 /// Runs (or resumes) `job` on a single-threaded runtime (see quick mode for why).
 pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<RunReport> {
     let env = job_env(job)?;
+    crate::tokens::warm_up(model_names(job));
     let env_value =
         minijinja::Value::from(minijinja::value::Serde(serde_json::json!({ "env": env })));
     let runtime = new_runtime()?;
@@ -83,9 +90,10 @@ pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<Ru
     check_reachable(&runtime, &lanes)?;
 
     let combos = Combos::new(job);
+    let mut offload = offload::decide_all(job, &prepared)?;
     let mut store = cfg.store.open()?;
     let source = format!("job:{}|{}", job.path.display(), prepared.source_key);
-    let settings = serde_json::json!({
+    let mut settings = serde_json::json!({
         "mode": "job",
         "job": job.path.display().to_string(),
         "sets": cfg.sets,
@@ -94,7 +102,15 @@ pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<Ru
         // Column names of the CSV export.
         "steps": job.steps.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
         "matrix": job.matrix.iter().map(|a| a.name.clone()).collect::<Vec<_>>(),
+        // Steps whose outputs carry streaming figures (extra CSV columns).
+        "streamed": job.steps.iter().filter(|s| s.stream).map(|s| s.name.clone()).collect::<Vec<_>>(),
     });
+    if cfg.store.is_shared() {
+        // Several processes share the run: calls go live (the batch API's
+        // submissions are kept per process).
+        offload = offload::live_only(offload);
+    }
+    settings["offload"] = offload::to_json(&offload);
     let total = prepared.total * combos.len() as u64;
     // On a shared store several processes may work this run: its units go on
     // the store's queue and are claimed from there, by this process too.
@@ -102,15 +118,25 @@ pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<Ru
     let (run, resumed) = if shared_run {
         let source = claimed::Source {
             key: source,
-            settings,
+            settings: settings.clone(),
             prepared: &prepared,
             ids: &ids,
             combos: &combos,
         };
         claimed::create_or_join(&mut *store, job, cfg, source, &progress)?
     } else {
-        open_run(&mut *store, cfg.fresh, source, job.name.clone(), settings)?
+        open_run(
+            &mut *store,
+            cfg.fresh,
+            source,
+            job.name.clone(),
+            settings.clone(),
+        )?
     };
+    if resumed && offload::keep_earlier(&mut offload, &run.settings) {
+        settings["offload"] = offload::to_json(&offload);
+        store.update_settings(&run.id, &settings)?;
+    }
     store.set_total(&run.id, total)?;
     store.set_state(&run.id, "running", None)?;
     Progress::add(&progress.total, total);
@@ -121,6 +147,8 @@ pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<Ru
             resumed,
             interrupted: false,
             progress,
+            breakers: Vec::new(),
+            notes: Vec::new(),
         });
     }
     let run_id = run.id.clone();
@@ -129,38 +157,33 @@ pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<Ru
         value: env_value,
     };
     let (location, limit) = (&cfg.store, job.concurrency);
-    let interrupted = if shared_run {
+    let work = Work {
+        job,
+        location,
+        run: &run,
+        resumed,
+        progress: &progress,
+        offload: &offload,
+    };
+    let (interrupted, breakers) = if shared_run {
         let lease = cfg.lease;
-        execute(
-            job,
-            location,
-            runtime,
-            lanes,
-            env,
-            &run,
-            resumed,
-            &progress,
-            |shared| claimed::dispatch(shared, store, run_id, limit, lease),
-        )?
+        execute(work, runtime, lanes, env, |shared| {
+            claimed::dispatch(shared, store, run_id, limit, lease)
+        })?
     } else {
         let lookup = resumed.then_some(store);
-        execute(
-            job,
-            location,
-            runtime,
-            lanes,
-            env,
-            &run,
-            resumed,
-            &progress,
-            |shared| dispatch(shared, &prepared, &ids, &combos, lookup, run_id, limit),
-        )?
+        execute(work, runtime, lanes, env, |shared| {
+            dispatch(shared, &prepared, &ids, &combos, lookup, run_id, limit)
+        })?
     };
-    if shared_run {
-        crate::lifecycle::close_shared_run(location, run, resumed, interrupted, &progress)
+    let mut report = if shared_run {
+        crate::lifecycle::close_shared_run(location, run, resumed, interrupted, &progress)?
     } else {
-        close_run(location, run, resumed, interrupted, &progress)
-    }
+        close_run(location, run, resumed, interrupted, &progress)?
+    };
+    report.breakers = breakers;
+    report.notes = offload::notes(&offload);
+    Ok(report)
 }
 
 /// The webhook's target: headers rendered (they may use `env`), the HMAC key
@@ -195,6 +218,33 @@ fn webhook_target(hook: &Webhook, env: &minijinja::Value) -> Result<crate::webho
         },
         timeout: std::time::Duration::from_secs(30),
     })
+}
+
+/// Model names a job may send: literal `model` fields and every matrix value
+/// (a templated model usually comes from the matrix).
+fn model_names(job: &Job) -> Vec<String> {
+    use sluice_spec::StepKind;
+    let mut names: Vec<String> = job
+        .steps
+        .iter()
+        .filter_map(|s| match &s.kind {
+            StepKind::Chat { model, .. }
+            | StepKind::Embed { model, .. }
+            | StepKind::Conversation { model, .. } => Some(model.source().to_owned()),
+            _ => None,
+        })
+        .filter(|m| !m.contains("{{"))
+        .collect();
+    for axis in &job.matrix {
+        names.extend(
+            axis.values
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned)),
+        );
+    }
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// The variables the job lists in `env`, read now; a missing one stops the run.
@@ -312,7 +362,7 @@ async fn dispatch(
             let _ = shared.tx.send(Message::Moves(moves)).await;
         }
     }
-    let all_done = window.all_done(&slots);
+    let all_done = window.all_done(&slots, &shared);
     let interrupted = drain(all_done, &stop, &shared.stopping, interrupted).await;
     signal.abort();
     Ok(interrupted)
@@ -328,6 +378,9 @@ pub(crate) fn spawn_unit(
     token: Option<i64>,
 ) {
     let task_shared = shared.clone();
+    let place = Arc::new(place::Place::new(permit, shared.batches.floating.clone()));
+    let mut unit = unit;
+    unit.place = Some(place.clone());
     tokio::spawn(async move {
         if let Some(record) = run_unit(&task_shared, unit).await {
             let hook = task_shared.item_hook.as_ref().map(|target| {
@@ -354,7 +407,7 @@ pub(crate) fn spawn_unit(
                 notify(&task_shared, target, &event, &unit_id).await;
             }
         }
-        drop(permit);
+        drop(place);
     });
 }
 
@@ -449,9 +502,11 @@ impl Window {
     }
 
     /// Resolves once every unit in flight has finished.
-    pub(crate) async fn all_done(&self, slots: &Semaphore) {
+    pub(crate) async fn all_done(&self, slots: &Semaphore, shared: &Shared) {
         let all = u32::try_from(self.size).unwrap_or(u32::MAX);
         let _ = slots.acquire_many(all).await;
+        // Units waiting for a batch hold no slot (see `place`).
+        shared.batches.floating.idle().await;
     }
 }
 

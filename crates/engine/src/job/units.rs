@@ -171,6 +171,7 @@ impl UnitIds {
                         .as_bytes(),
                 ),
                 resume: false,
+                place: None,
             })
             .collect()
     }
