@@ -394,14 +394,14 @@ fn heartbeats_renew_leases_and_a_stopped_beat_returns_them() {
     };
     let mut a = schema.open();
     let run = queued_run(&mut a, 4);
-    let lease = Duration::from_millis(300);
+    let mut b = schema.open();
+    let lease = Duration::from_millis(600);
     let held = a.claim(&run, "wa", 2, lease).unwrap();
     for _ in 0..4 {
-        std::thread::sleep(Duration::from_millis(150));
+        std::thread::sleep(Duration::from_millis(300));
         a.heartbeat(&beat(&run, "wa", "running")).unwrap();
     }
-    // 600 ms after a 300 ms lease: still held because the beats renewed it.
-    let mut b = schema.open();
+    // 1.2 s after a 0.6 s lease: still held because the beats kept it.
     let other = b.claim(&run, "wb", 4, lease).unwrap();
     assert_eq!(other.len(), 2, "only the units wa does not hold");
     a.heartbeat(&beat(&run, "wa", "stopped")).unwrap();
