@@ -105,7 +105,8 @@ pub(crate) struct SharedLimits {
     cap: Option<usize>,
     /// This process's share of it (`usize::MAX` before the first grant without a cap).
     pub(crate) granted: AtomicUsize,
-    /// Calls in flight and waiting for a place, reported with the share.
+    /// The most calls in flight and waiting for a place (plus one) since the
+    /// last exchange: the share asked for.
     pub(crate) wanted: AtomicUsize,
     pub(crate) in_flight: AtomicUsize,
     /// Wakes the sync task early (a gate ran out of places).
@@ -197,11 +198,10 @@ impl SharedLimits {
             learned_tpm: self.learned_here[1].load(Relaxed),
             opened: std::mem::take(&mut *lock(&self.opened)),
             share: self.cap.map(|cap| {
-                (
-                    self.wanted.load(Relaxed) as u64,
-                    self.in_flight.load(Relaxed) as u64,
-                    cap as u64,
-                )
+                let in_flight = self.in_flight.load(Relaxed);
+                // The peak since the last exchange; the next one starts afresh.
+                let wanted = self.wanted.swap(in_flight + 1, Relaxed);
+                (wanted as u64, in_flight as u64, cap as u64)
             }),
             ..Publish::default()
         }

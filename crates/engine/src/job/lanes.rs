@@ -67,9 +67,12 @@ impl Gate {
     fn report(&self, in_flight: usize) {
         if let Some(shared) = &self.shared {
             shared.in_flight.store(in_flight, Relaxed);
+            // The most wanted since the last exchange, and one more to grow:
+            // a share sized to the calls in flight at one instant would drop
+            // to nothing between two calls.
             shared
                 .wanted
-                .store(in_flight + self.waiting.load(Relaxed), Relaxed);
+                .fetch_max(in_flight + self.waiting.load(Relaxed) + 1, Relaxed);
         }
     }
 
