@@ -160,10 +160,16 @@ pub(super) fn create_run_in(c: &mut Conn, new: &NewRun) -> Result<RunMeta> {
     Ok(run)
 }
 
+/// Retries: a pipeline unit's record sums its steps' attempts, so a run with
+/// step records counts retries per step (webhook deliveries aside).
 pub(super) fn counts_of(c: &mut Conn, run_id: &str) -> Result<RunCounts> {
     const SQL: &str = "SELECT COUNT(*) FILTER (WHERE status = 'done'), \
         COUNT(*) FILTER (WHERE status = 'failed'), COALESCE(SUM(attempts), 0)::int8, \
-        COALESCE(SUM(GREATEST(attempts - 1, 0)), 0)::int8, COALESCE(SUM(throttled), 0)::int8, \
+        CASE WHEN EXISTS (SELECT 1 FROM steps WHERE run_id = $1) \
+            THEN (SELECT COALESCE(SUM(GREATEST(attempts - 1, 0)), 0)::int8 FROM steps \
+                  WHERE run_id = $1 AND step <> '(webhook)') \
+            ELSE COALESCE(SUM(GREATEST(attempts - 1, 0)), 0)::int8 END, \
+        COALESCE(SUM(throttled), 0)::int8, \
         COALESCE(SUM(prompt_tokens), 0)::int8, COALESCE(SUM(completion_tokens), 0)::int8, \
         COALESCE(SUM(latency_ms), 0)::int8, MIN(started_at), MAX(finished_at) \
         FROM items WHERE run_id = $1";

@@ -148,10 +148,16 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Retries: a pipeline unit's record sums its steps' attempts, so a run
+    /// with step records counts retries per step (webhook deliveries aside).
     fn counts_unchecked(&self, run_id: &str) -> Result<RunCounts> {
         const SQL: &str = "SELECT COALESCE(SUM(status = 'done'), 0), \
             COALESCE(SUM(status = 'failed'), 0), COALESCE(SUM(attempts), 0), \
-            COALESCE(SUM(MAX(attempts - 1, 0)), 0), COALESCE(SUM(throttled), 0), \
+            CASE WHEN EXISTS (SELECT 1 FROM steps WHERE run_id = ?1) \
+                THEN (SELECT COALESCE(SUM(MAX(attempts - 1, 0)), 0) FROM steps \
+                      WHERE run_id = ?1 AND step <> '(webhook)') \
+                ELSE COALESCE(SUM(MAX(attempts - 1, 0)), 0) END, \
+            COALESCE(SUM(throttled), 0), \
             COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0), \
             COALESCE(SUM(latency_ms), 0), MIN(started_at), MAX(finished_at) \
             FROM items WHERE run_id = ?1";

@@ -110,3 +110,32 @@ pub(crate) fn cache_entries_expire_by_age(connect: Connect<'_>) {
     );
     assert_eq!(other.cache_get(u64::MAX, 0).unwrap().as_deref(), Some("{}"));
 }
+
+/// A pipeline unit's record sums the attempts of all its steps, so its
+/// retries are counted per step: a unit of three steps answered at once has
+/// three attempts and no retry. Webhook deliveries are not calls of the run.
+pub(crate) fn retries_of_pipeline_runs_count_per_step(connect: Connect<'_>) {
+    let mut s = connect();
+    let run = s.create_run(&new_run("job", "job:r")).unwrap();
+    let mut unit = rec("u1", 0, ItemStatus::Done);
+    unit.attempts = 5;
+    s.write_batch(&run.id, &[unit]).unwrap();
+    let mut once = step("u1", "a", -1, ItemStatus::Done);
+    once.attempts = 1;
+    let mut thrice = step("u1", "b", -1, ItemStatus::Done);
+    thrice.attempts = 3;
+    let mut single = step("u1", "c", 0, ItemStatus::Done);
+    single.attempts = 1;
+    let mut hook = step("u1", "(webhook)", -1, ItemStatus::Done);
+    hook.attempts = 4;
+    s.write_steps(&run.id, &[once, thrice, single, hook])
+        .unwrap();
+    let counts = s.counts(&run.id).unwrap();
+    assert_eq!((counts.attempts, counts.retries), (5, 2));
+    // A run without step records (quick mode) counts per item.
+    let quick = s.create_run(&new_run("quick", "q")).unwrap();
+    let mut item = rec("x", 0, ItemStatus::Done);
+    item.attempts = 4;
+    s.write_batch(&quick.id, &[item]).unwrap();
+    assert_eq!(s.counts(&quick.id).unwrap().retries, 3);
+}
