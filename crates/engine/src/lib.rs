@@ -2,26 +2,36 @@
 //! outcome durably and resumes where a previous run stopped.
 
 mod calls;
+mod control;
 mod error;
 mod export;
+mod fair;
 mod input;
 mod inputs;
 mod job;
 mod lifecycle;
 mod limiter;
 mod live;
+mod meter;
 mod progress;
 mod quick;
+mod stats;
 mod steps;
 mod tokens;
 #[allow(dead_code)] // Wired into the job runner separately.
 mod webhook;
 mod writer;
 
+pub use control::{CommitHook, OpenHook, RunControl, RunHooks};
 pub use error::{Error, Result};
 pub use export::{export_run, ExportFormat};
 pub use input::InputSource;
-pub use job::{plan, run_job, JobConfig, Plan, ProviderPlan, StepPlan};
+pub use job::{plan, run_job, run_job_with, unit_result, JobConfig, Plan, ProviderPlan, StepPlan};
 pub use live::{Rates, BEAT_PERIOD, BEAT_STALE};
+pub use meter::{quantile_ms, CallCounts, FAILURE_KINDS, LATENCY_BUCKETS_MS};
 pub use progress::{Progress, Snapshot};
 pub use quick::{now_ms, run_quick, QuickConfig, RunReport};
+pub use stats::{
+    process_calls, process_providers, EndpointReport, Latency, Limits, ProviderReport, RecentError,
+    RunStats, StatsReport, StepReport,
+};

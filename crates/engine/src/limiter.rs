@@ -1,7 +1,8 @@
 //! One provider's rate limits held together: requests per second, minute,
 //! hour and day and tokens per minute and day (GCRA windows), plus pauses the
 //! provider asks for (`retry-after`, exhausted `x-ratelimit-remaining-*`).
-//! Concurrency is held by the caller.
+//! Concurrency is held by the caller. Waiting callers of several runs take
+//! turns (`fair.rs`); the last minute's use is kept for the live view.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
@@ -11,6 +12,9 @@ use tokio::time::Instant;
 
 use sluice_limit::{Rejection, WindowLimits, Windows};
 use sluice_provider::RateSignals;
+
+use crate::fair::{FairTurn, Tenant};
+use crate::meter::Rolling;
 
 /// Timer lateness a waiter may recover (tokio's timer wakes up to ~1 ms late).
 const CATCH_UP_NANOS: u64 = 2_000_000;
@@ -30,8 +34,10 @@ pub(crate) struct Limiter {
     /// without the lock on the fast path.
     paused_until: AtomicU64,
     /// Callers wait in line, so one waiter sleeps at a time and a large
-    /// request is not overtaken forever by small ones.
-    queue: tokio::sync::Mutex<()>,
+    /// request is not overtaken forever by small ones; runs take turns.
+    queue: FairTurn,
+    /// Requests and tokens taken over the last minute.
+    used: Rolling,
     limited: std::sync::atomic::AtomicBool,
     /// What the job configured; the provider's own limits (headers) fill in
     /// what it left out.
@@ -50,7 +56,8 @@ impl Limiter {
             configured: limits.clone(),
             learned: [AtomicU64::new(0), AtomicU64::new(0)],
             paused_until: AtomicU64::new(0),
-            queue: tokio::sync::Mutex::new(()),
+            queue: FairTurn::default(),
+            used: Rolling::default(),
         }
     }
 
@@ -68,18 +75,51 @@ impl Limiter {
     }
 
     /// Waits until one request of `tokens` conforms to every limit, and takes it.
+    #[cfg(test)]
     pub(crate) async fn acquire(&self, tokens: u64) -> Result<(), TooLarge> {
-        if !self.limited.load(Relaxed) && self.paused_until.load(Relaxed) <= self.now() {
+        self.acquire_for(0, tokens).await
+    }
+
+    /// [`Limiter::acquire`] for a caller of run `tenant`: while callers wait,
+    /// runs take turns.
+    pub(crate) async fn acquire_for(&self, tenant: Tenant, tokens: u64) -> Result<(), TooLarge> {
+        let now = self.now();
+        if !self.limited.load(Relaxed) && self.paused_until.load(Relaxed) <= now {
+            self.used.add(now / 1_000_000_000, 1, tokens as i64);
             return Ok(());
         }
-        let _turn = self.queue.lock().await;
+        let _turn = self.queue.take(tenant).await;
         loop {
             let wait = self.try_take(tokens)?;
             if wait == 0 {
+                self.used.add(self.now() / 1_000_000_000, 1, tokens as i64);
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_nanos(wait)).await;
         }
+    }
+
+    /// The limits held now: the configured ones, and the per-minute ones the
+    /// provider announced where none was configured.
+    pub(crate) fn limits(&self) -> WindowLimits {
+        let learned = |i: usize| Some(self.learned[i].load(Relaxed)).filter(|&n| n > 0);
+        WindowLimits {
+            rpm: self.configured.rpm.or(learned(0)),
+            tpm: self.configured.tpm.or(learned(1)),
+            ..self.configured.clone()
+        }
+    }
+
+    /// Requests and tokens per minute taken over the last minute (or since
+    /// the limiter began, if that is shorter).
+    pub(crate) fn used_per_minute(&self) -> (f64, f64) {
+        let now = self.now() / 1_000_000_000;
+        self.used.per_minute(now, now)
+    }
+
+    /// Whether a caller is waiting for its rate slot now.
+    pub(crate) fn is_waiting(&self) -> bool {
+        !self.queue.is_idle()
     }
 
     /// Takes the request if it conforms now; otherwise how long to wait.
@@ -106,6 +146,8 @@ impl Limiter {
             return;
         }
         let now = self.now();
+        self.used
+            .add(now / 1_000_000_000, 0, used as i64 - reserved as i64);
         self.windows
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -104,6 +104,7 @@ pub(crate) fn beat(
         "rates": rates,
         "latency_ewma_ms": latency_ms,
         "eta_secs": snapshot.eta().map(|d| d.as_secs_f64()),
+        "stats": progress.stats.report(),
     });
     let beat = WorkerBeat {
         run_id: run_id.to_owned(),

@@ -1,9 +1,11 @@
 //! Per-provider runtime state: its client (with its key), limiter, concurrency
 //! gate (fixed or adaptive), and pool of base URLs with a circuit breaker each.
+//! The limiter, gate and pool are shared by every run of this process that
+//! uses the same provider (`sharing.rs`); the gate lets runs in by turns.
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::Method;
@@ -13,18 +15,20 @@ use sluice_spec::{Job, Price, Provider, Retries, Step};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::sharing::{self, ProviderShare};
 use crate::calls::{Report, Route};
 use crate::error::{Error, Result};
+use crate::fair::{FairTurn, Tenant};
 use crate::limiter::Limiter;
 
 /// How often a caller waiting on a full per-URL concurrency looks again.
 const POLL: Duration = Duration::from_millis(5);
 
 /// One base URL of a provider's pool.
-struct Base {
-    url: String,
-    in_flight: AtomicUsize,
-    breaker: Option<Mutex<Breaker>>,
+pub(super) struct Base {
+    pub(super) url: String,
+    pub(super) in_flight: AtomicUsize,
+    pub(super) breaker: Option<Mutex<Breaker>>,
 }
 
 /// Calls in flight to a provider: a fixed cap, an adaptive one, or none.
@@ -33,6 +37,8 @@ pub(crate) struct Gate {
     fixed: Option<usize>,
     adaptive: Option<Mutex<Aimd>>,
     freed: Notify,
+    /// Runs waiting for a place take turns (one run's queue cannot starve another's).
+    turns: FairTurn,
 }
 
 /// A place inside a [`Gate`]; leaving it lets the next caller in.
@@ -46,7 +52,8 @@ impl Drop for GateGuard<'_> {
 }
 
 impl Gate {
-    fn limit(&self) -> usize {
+    /// The cap now (`usize::MAX`: none).
+    pub(crate) fn limit(&self) -> usize {
         match (&self.adaptive, self.fixed) {
             (Some(aimd), _) => aimd.lock().unwrap_or_else(|e| e.into_inner()).limit(),
             (None, Some(n)) => n,
@@ -54,19 +61,40 @@ impl Gate {
         }
     }
 
-    /// Waits for a place under the current limit.
-    pub(crate) async fn enter(&self) -> GateGuard<'_> {
+    /// Calls inside now.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Relaxed)
+    }
+
+    /// Takes a place if one is free under the limit.
+    fn try_take(&self) -> Option<GateGuard<'_>> {
+        let limit = self.limit();
+        // Runs on other threads may share the gate: claim the place atomically.
+        let now = self
+            .in_flight
+            .fetch_update(Relaxed, Relaxed, |n| (n < limit).then_some(n + 1))
+            .ok()?;
+        if let Some(aimd) = &self.adaptive {
+            aimd.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .on_start(now + 1);
+        }
+        Some(GateGuard(self))
+    }
+
+    /// Waits for a place under the current limit; while places are short,
+    /// the waiting runs (`tenant`s) take turns.
+    pub(crate) async fn enter(&self, tenant: Tenant) -> GateGuard<'_> {
+        if self.turns.is_idle() {
+            if let Some(guard) = self.try_take() {
+                return guard;
+            }
+        }
+        let _turn = self.turns.take(tenant).await;
         loop {
             let notified = self.freed.notified();
-            let now = self.in_flight.load(Relaxed);
-            if now < self.limit() {
-                self.in_flight.store(now + 1, Relaxed);
-                if let Some(aimd) = &self.adaptive {
-                    aimd.lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .on_start(now + 1);
-                }
-                return GateGuard(self);
+            if let Some(guard) = self.try_take() {
+                return guard;
             }
             // A shrinking adaptive limit frees no place: look again soon.
             let _ = tokio::time::timeout(POLL * 20, notified).await;
@@ -78,21 +106,67 @@ impl Gate {
 pub(crate) struct Lane {
     pub(crate) name: String,
     pub(crate) client: Client,
-    pub(crate) limiter: Limiter,
-    /// Calls in flight to this provider, across all steps.
-    pub(crate) gate: Gate,
-    bases: Vec<Base>,
-    url_concurrency: Option<usize>,
+    /// Limiter, concurrency gate and endpoint pool, shared with other runs of
+    /// this process that use the same provider.
+    pub(crate) share: Arc<ProviderShare>,
+    /// This run, in the shared gate's and limiter's turns.
+    pub(crate) tenant: Tenant,
     /// Provider headers, rendered once (they may only use `env`).
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) retries: Retries,
     pub(crate) timeout: Duration,
     pub(crate) prices: Vec<Price>,
-    origin: Instant,
+    /// Breaker openings of the shared pool when this run began.
+    openings_before: u64,
+}
+
+/// The shared part of a lane, built when no run of this process holds one.
+pub(super) fn new_share(provider: &Provider) -> ProviderShare {
+    let breaker = |_: &String| {
+        provider.breaker.as_ref().map(|b| {
+            Mutex::new(Breaker::new(BreakerConfig {
+                failures: b.failures,
+                cooldown_nanos: b.cooldown.as_nanos() as u64,
+                window: b.window,
+                rate: b.rate,
+            }))
+        })
+    };
+    ProviderShare {
+        name: provider.name.clone(),
+        limiter: Limiter::new(&WindowLimits {
+            rps: provider.rps,
+            rpm: provider.rpm,
+            rph: provider.rph,
+            rpd: provider.rpd,
+            tpm: provider.tpm,
+            tpd: provider.tpd,
+        }),
+        gate: Gate {
+            in_flight: AtomicUsize::new(0),
+            fixed: provider.concurrency,
+            adaptive: provider
+                .adaptive
+                .map(|max| Mutex::new(Aimd::new(AimdConfig::up_to(max)))),
+            freed: Notify::new(),
+            turns: FairTurn::default(),
+        },
+        bases: provider
+            .base_urls
+            .iter()
+            .map(|u| Base {
+                url: u.trim_end_matches('/').to_string(),
+                in_flight: AtomicUsize::new(0),
+                breaker: breaker(u),
+            })
+            .collect(),
+        url_concurrency: provider.url_concurrency,
+        origin: Instant::now(),
+    }
 }
 
 impl Lane {
-    fn new(provider: &Provider, env: &minijinja::Value) -> Result<Lane> {
+    fn new(provider: &Provider, env: &minijinja::Value, tenant: Tenant) -> Result<Lane> {
         let key = match &provider.api_key_env {
             Some(var) => match std::env::var(var) {
                 Ok(k) if !k.trim().is_empty() => Some((var.clone(), k.trim().to_string())),
@@ -124,74 +198,54 @@ impl Lane {
                 .map_err(|e| Error::Config(e.to_string()))?;
             headers.push((name.clone(), value));
         }
-        let breaker = |_: &String| {
-            provider.breaker.as_ref().map(|b| {
-                Mutex::new(Breaker::new(BreakerConfig {
-                    failures: b.failures,
-                    cooldown_nanos: b.cooldown.as_nanos() as u64,
-                    window: b.window,
-                    rate: b.rate,
-                }))
-            })
-        };
+        let share = sharing::share(provider);
+        let openings_before = share.breaker_openings();
         Ok(Lane {
             name: provider.name.clone(),
             client,
-            limiter: Limiter::new(&WindowLimits {
-                rps: provider.rps,
-                rpm: provider.rpm,
-                rph: provider.rph,
-                rpd: provider.rpd,
-                tpm: provider.tpm,
-                tpd: provider.tpd,
-            }),
-            gate: Gate {
-                in_flight: AtomicUsize::new(0),
-                fixed: provider.concurrency,
-                adaptive: provider
-                    .adaptive
-                    .map(|max| Mutex::new(Aimd::new(AimdConfig::up_to(max)))),
-                freed: Notify::new(),
-            },
-            bases: provider
-                .base_urls
-                .iter()
-                .map(|u| Base {
-                    url: u.trim_end_matches('/').to_string(),
-                    in_flight: AtomicUsize::new(0),
-                    breaker: breaker(u),
-                })
-                .collect(),
-            url_concurrency: provider.url_concurrency,
+            share,
+            tenant,
             headers,
             retries: provider.retries,
             timeout: provider.timeout,
             prices: provider.prices.clone(),
-            origin: Instant::now(),
+            openings_before,
         })
     }
 
     fn now(&self) -> u64 {
-        self.origin.elapsed().as_nanos() as u64
+        self.share.now()
+    }
+
+    /// The provider's rate limiter.
+    pub(crate) fn limiter(&self) -> &Limiter {
+        &self.share.limiter
+    }
+
+    /// The provider's concurrency gate.
+    pub(crate) fn gate(&self) -> &Gate {
+        &self.share.gate
     }
 
     /// Every base URL.
     pub(crate) fn base_urls(&self) -> impl Iterator<Item = &str> {
-        self.bases.iter().map(|b| b.url.as_str())
+        self.share.bases.iter().map(|b| b.url.as_str())
     }
 
     /// The first base URL (to build a request whose path is then re-based).
     pub(crate) fn first_base(&self) -> &str {
-        self.bases.first().map(|b| b.url.as_str()).unwrap_or("")
+        self.share
+            .bases
+            .first()
+            .map(|b| b.url.as_str())
+            .unwrap_or("")
     }
 
-    /// Times breakers of this provider opened.
+    /// Times breakers of this provider opened since this run began.
     pub(crate) fn breaker_openings(&self) -> u64 {
-        self.bases
-            .iter()
-            .filter_map(|b| b.breaker.as_ref())
-            .map(|b| b.lock().unwrap_or_else(|e| e.into_inner()).opened_count())
-            .sum()
+        self.share
+            .breaker_openings()
+            .saturating_sub(self.openings_before)
     }
 
     /// The least busy base URL whose breaker lets a call through; waits while
@@ -204,11 +258,13 @@ impl Lane {
             let mut best: Option<usize> = None;
             let mut all_open = true;
             let mut wake = now + POLL.as_nanos() as u64;
-            let mut order: Vec<usize> = (0..self.bases.len()).collect();
-            order.sort_by_key(|&i| self.bases[i].in_flight.load(Relaxed));
+            let bases = &self.share.bases;
+            let mut order: Vec<usize> = (0..bases.len()).collect();
+            order.sort_by_key(|&i| bases[i].in_flight.load(Relaxed));
             for i in order {
-                let base = &self.bases[i];
+                let base = &bases[i];
                 if self
+                    .share
                     .url_concurrency
                     .is_some_and(|cap| base.in_flight.load(Relaxed) >= cap)
                 {
@@ -236,7 +292,7 @@ impl Lane {
                 }
             }
             if let Some(i) = best {
-                self.bases[i].in_flight.fetch_add(1, Relaxed);
+                bases[i].in_flight.fetch_add(1, Relaxed);
                 return Some(i);
             }
             if fail_when_open && all_open {
@@ -248,7 +304,7 @@ impl Lane {
     }
 
     fn done(&self, index: usize, report: Report) {
-        let Some(base) = self.bases.get(index) else {
+        let Some(base) = self.share.bases.get(index) else {
             return;
         };
         base.in_flight.fetch_sub(1, Relaxed);
@@ -263,7 +319,7 @@ impl Lane {
                 Report::Failure { .. } => {}
             }
         }
-        if let Some(aimd) = &self.gate.adaptive {
+        if let Some(aimd) = &self.share.gate.adaptive {
             let mut aimd = aimd.lock().unwrap_or_else(|e| e.into_inner());
             match report {
                 Report::Success(rtt) => aimd.on_response(now, rtt.as_nanos() as u64),
@@ -326,7 +382,7 @@ impl Drop for Ticket<'_> {
     fn drop(&mut self) {
         if !self.reported {
             // Cut off (time-out of the unit, stop): free the place, blame no one.
-            if let Some(base) = self.lane.bases.get(self.index) {
+            if let Some(base) = self.lane.share.bases.get(self.index) {
                 base.in_flight.fetch_sub(1, Relaxed);
             }
         }
@@ -337,7 +393,7 @@ impl<'a> Route for LaneRoute<'a> {
     type Ticket = Ticket<'a>;
 
     async fn pick(&self) -> std::result::Result<(Cow<'_, Endpoint>, Ticket<'a>), String> {
-        let place = self.lane.gate.enter().await;
+        let place = self.lane.gate().enter(self.lane.tenant).await;
         let Some(index) = self.lane.pick(self.fail_when_open).await else {
             return Err(format!(
                 "circuit_open: every endpoint of provider {} is failing (its circuit breakers are open)",
@@ -350,7 +406,7 @@ impl<'a> Route for LaneRoute<'a> {
             reported: false,
             _place: place,
         };
-        let url = format!("{}{}", self.lane.bases[index].url, self.path);
+        let url = format!("{}{}", self.lane.share.bases[index].url, self.path);
         let endpoint = Endpoint::parse(&url, self.method.clone()).map_err(|e| e.to_string())?;
         Ok((Cow::Owned(endpoint), ticket))
     }
@@ -369,12 +425,13 @@ pub(crate) struct Lanes {
 }
 
 impl Lanes {
-    /// Builds a lane per provider; fails when a key variable is missing.
-    pub(crate) fn new(job: &Job, env: &minijinja::Value) -> Result<Lanes> {
+    /// Builds a lane per provider for the run `tenant`; fails when a key
+    /// variable is missing.
+    pub(crate) fn new(job: &Job, env: &minijinja::Value, tenant: Tenant) -> Result<Lanes> {
         let lanes = job
             .providers
             .iter()
-            .map(|p| Lane::new(p, env))
+            .map(|p| Lane::new(p, env, tenant))
             .collect::<Result<Vec<_>>>()?;
         let direct = Lane::new(
             &Provider {
@@ -384,6 +441,7 @@ impl Lanes {
                 ..Provider::default()
             },
             env,
+            tenant,
         )?;
         Ok(Lanes { lanes, direct })
     }

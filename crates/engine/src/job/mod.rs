@@ -7,6 +7,7 @@ mod output;
 mod plan;
 mod requests;
 mod runner;
+pub(crate) mod sharing;
 mod units;
 
 use std::sync::atomic::AtomicBool;
@@ -16,6 +17,7 @@ use sluice_spec::{InputSource, Job, Webhook, WebhookOn};
 use sluice_store::{ItemRecord, ItemStatus, Store, StoreLocation};
 use tokio::sync::{Notify, Semaphore};
 
+use crate::control::{RunControl, RunHooks};
 use crate::error::{Error, Result};
 use crate::inputs::{self, BadItem};
 use crate::lifecycle::{close_run, drain, open_run, watch_signals};
@@ -26,6 +28,7 @@ use lanes::Lanes;
 use runner::{run_unit, Shared};
 use units::{Combos, UnitIds};
 
+pub use export::unit_result;
 pub use plan::{plan, Plan, ProviderPlan, StepPlan};
 
 /// How a job run was asked for (besides the job itself).
@@ -47,6 +50,18 @@ const CHUNK: usize = 512;
 
 /// Runs (or resumes) `job` on a single-threaded runtime (see quick mode for why).
 pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<RunReport> {
+    run_job_with(job, cfg, progress, RunHooks::default())
+}
+
+/// [`run_job`] steered and watched from outside: `hooks` may pause, resume
+/// and cancel it, learn its id once it is open, and see each batch of
+/// outcomes once committed. Blocks the calling thread until the run ends.
+pub fn run_job_with(
+    job: &Job,
+    cfg: &JobConfig,
+    progress: Arc<Progress>,
+    mut hooks: RunHooks,
+) -> Result<RunReport> {
     let env = job_env(job)?;
     let env_value =
         minijinja::Value::from(minijinja::value::Serde(serde_json::json!({ "env": env })));
@@ -54,7 +69,10 @@ pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<Ru
         .enable_all()
         .build()
         .map_err(|e| Error::Config(format!("cannot start the async runtime: {e}")))?;
-    let lanes = Lanes::new(job, &env_value)?;
+    let lanes = Lanes::new(job, &env_value, crate::fair::new_tenant())?;
+    for lane in lanes.all() {
+        progress.stats.add_provider(&lane.name, &lane.share);
+    }
     let spool = cfg.store.local_dir().join("inputs");
     let prepared = runtime
         .block_on(inputs::prepare(
@@ -108,12 +126,20 @@ pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<Ru
         "matrix": job.matrix.iter().map(|a| a.name.clone()).collect::<Vec<_>>(),
     });
     let (run, resumed) = open_run(&mut *store, cfg.fresh, source, job.name.clone(), settings)?;
+    if let Some(on_open) = hooks.on_open.take() {
+        on_open(&run);
+    }
     let total = prepared.total * combos.len() as u64;
     store.set_total(&run.id, total)?;
     store.set_state(&run.id, "running", None)?;
     Progress::add(&progress.total, total);
 
-    let writer = Writer::start(cfg.store.open()?, run.id.clone(), progress.clone());
+    let writer = Writer::start_observed(
+        cfg.store.open()?,
+        run.id.clone(),
+        progress.clone(),
+        hooks.on_commit.take(),
+    );
     runtime.spawn(crate::live::beat_loop(
         writer.tx.clone(),
         run.id.clone(),
@@ -152,6 +178,7 @@ pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<Ru
             Some(hook) if hook.on == WebhookOn::Item => Some(webhook_target(hook, &env_value)?),
             _ => None,
         },
+        control: hooks.control.clone(),
     });
     let run_hook = match &job.webhook {
         Some(hook) if hook.on == WebhookOn::Run => Some(webhook_target(hook, &env_value)?),
@@ -166,6 +193,7 @@ pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<Ru
         lookup,
         &run.id,
         job.concurrency,
+        hooks.control.clone(),
     ))?;
     let openings: u64 = shared
         .lanes
@@ -174,6 +202,7 @@ pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<Ru
         .map(|l| l.breaker_openings())
         .sum();
     Progress::add(&progress.breaker_openings, openings);
+    progress.stats.freeze_providers();
     drop(runtime);
     drop(shared);
     writer.finish()?;
@@ -297,9 +326,19 @@ async fn dispatch(
     mut lookup: Option<Box<dyn Store>>,
     run_id: &str,
     limit: usize,
+    control: Option<Arc<RunControl>>,
 ) -> Result<bool> {
     let stop = Arc::new(Notify::new());
     let signal = tokio::spawn(watch_signals(stop.clone()));
+    // A cancel from outside stops the run as a signal does.
+    let cancel = control.clone().map(|control| {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            control.cancelled().await;
+            stop.notify_waiters();
+            stop.notify_one();
+        })
+    });
     let slots = Arc::new(Semaphore::new(limit.max(1)));
     // Without a set `concurrency`, the window of units grows to what the
     // fastest provider rate needs at the latency observed (Little's law).
@@ -371,6 +410,13 @@ async fn dispatch(
                     }
                 }
             }
+            if let Some(control) = &control {
+                // Paused: no new unit starts (a cancel ends the wait).
+                if !control.proceed().await {
+                    interrupted = true;
+                    break 'outer;
+                }
+            }
             let permit = tokio::select! {
                 permit = slots.clone().acquire_owned() => permit.expect("semaphore never closed"),
                 _ = stop.notified() => { interrupted = true; break 'outer; }
@@ -420,6 +466,9 @@ async fn dispatch(
     };
     let interrupted = drain(all_done, &stop, &shared.stopping, interrupted).await;
     signal.abort();
+    if let Some(cancel) = cancel {
+        cancel.abort();
+    }
     Ok(interrupted)
 }
 

@@ -49,6 +49,8 @@ pub(crate) struct Shared {
     pub(crate) budget_micro_usd: Option<u64>,
     /// `[webhook] on = "item"`: notified per finished unit.
     pub(crate) item_hook: Option<crate::webhook::WebhookTarget>,
+    /// Pause and cancel from outside (the server).
+    pub(crate) control: Option<Arc<crate::control::RunControl>>,
 }
 
 impl Shared {
