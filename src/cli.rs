@@ -33,6 +33,8 @@ pub(crate) enum Command {
     Mock(MockArgs),
     /// Run a bundled example batch against the built-in mock.
     Demo(DemoArgs),
+    /// Serve the REST API, live events, /metrics and the dashboard over the store.
+    Serve(ServeArgs),
 }
 
 /// Where runs are recorded.
@@ -219,6 +221,22 @@ pub(crate) struct MockArgs {
     /// Worker threads serving requests.
     #[arg(long, default_value_t = 1)]
     pub(crate) threads: usize,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on; anything but loopback needs --token-env.
+    #[arg(long, env = "SLUICE_BIND", default_value = "127.0.0.1:8080")]
+    pub(crate) bind: String,
+    #[command(flatten)]
+    pub(crate) store: StoreArg,
+    /// Environment variable holding the token every request must send as
+    /// `Authorization: Bearer <token>` (all routes but /healthz).
+    #[arg(long)]
+    pub(crate) token_env: Option<String>,
+    /// Largest run submission accepted, in bytes (a job file or JSON with items).
+    #[arg(long, default_value_t = 64 << 20)]
+    pub(crate) max_body: usize,
 }
 
 #[derive(Debug, Args)]

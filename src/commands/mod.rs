@@ -9,6 +9,7 @@ mod export;
 mod job;
 mod mock;
 mod run;
+mod serve;
 mod status;
 
 /// A command line that is wrong in a way clap cannot see (exit code 2).
@@ -27,5 +28,6 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Export(args) => export::export(args),
         Command::Mock(args) => mock::mock(args),
         Command::Demo(args) => demo::demo(args),
+        Command::Serve(args) => serve::serve(args),
     }
 }
