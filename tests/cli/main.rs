@@ -13,3 +13,5 @@ mod limits;
 mod resilience;
 mod resume;
 mod run;
+mod serve;
+mod browser;
