@@ -16,7 +16,8 @@ use crate::util::{Mock, Scratch};
 
 fn missing() -> Option<String> {
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    let driver = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/node_modules/playwright-core");
+    let driver =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/node_modules/playwright-core");
     if !Path::new(&chromium).exists() {
         return Some(format!("{chromium} is missing (apt-get install chromium)"));
     }
@@ -24,7 +25,9 @@ fn missing() -> Option<String> {
         return Some("node is missing".into());
     }
     if !driver.exists() {
-        return Some("tests/browser/node_modules is missing (npm ci --prefix tests/browser)".into());
+        return Some(
+            "tests/browser/node_modules is missing (npm ci --prefix tests/browser)".into(),
+        );
     }
     None
 }
@@ -64,7 +67,11 @@ fn the_dashboard_shows_a_run_progressing_live() {
     let profile = tempfile::tempdir().unwrap();
     let out = Command::new("node")
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/dashboard.mjs"))
-        .args([&format!("http://127.0.0.1:{}", server.port), run_id, shot.to_str().unwrap()])
+        .args([
+            &format!("http://127.0.0.1:{}", server.port),
+            run_id,
+            shot.to_str().unwrap(),
+        ])
         .env("CHROMIUM_PROFILE", profile.path())
         .output()
         .unwrap();
@@ -75,6 +82,12 @@ fn the_dashboard_shows_a_run_progressing_live() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("ok done"), "{stdout}");
-    assert!(std::fs::metadata(&shot).map(|m| m.len() > 10_000).unwrap_or(false), "screenshot at {}", shot.display());
+    assert!(
+        std::fs::metadata(&shot)
+            .map(|m| m.len() > 10_000)
+            .unwrap_or(false),
+        "screenshot at {}",
+        shot.display()
+    );
     eprintln!("dashboard screenshot: {}", shot.display());
 }

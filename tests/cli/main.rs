@@ -4,6 +4,7 @@
 mod fakehost;
 mod util;
 
+mod browser;
 mod commands;
 mod faults;
 mod input;
@@ -14,4 +15,3 @@ mod resilience;
 mod resume;
 mod run;
 mod serve;
-mod browser;

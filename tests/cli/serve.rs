@@ -57,10 +57,21 @@ impl Drop for Serve {
 }
 
 /// One HTTP/1.1 request to 127.0.0.1:`port`; returns (status, body).
-pub(crate) fn http(port: u16, method: &str, path: &str, headers: &[&str], body: &str) -> (u16, String) {
+pub(crate) fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &str,
+) -> (u16, String) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for h in headers {
         head += &format!("{h}\r\n");
     }
@@ -69,8 +80,15 @@ pub(crate) fn http(port: u16, method: &str, path: &str, headers: &[&str], body: 
     stream.read_to_end(&mut response).unwrap();
     let response = String::from_utf8_lossy(&response).into_owned();
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)
     } else {
         body.to_owned()
@@ -94,11 +112,20 @@ fn dechunk(mut body: &str) -> String {
 #[test]
 fn serve_refuses_a_public_bind_without_a_token() {
     let s = Scratch::new();
-    let out = s.sluice(&["serve", "--bind", "0.0.0.0:0"]).output().unwrap();
+    let out = s
+        .sluice(&["serve", "--bind", "0.0.0.0:0"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--token-env"));
     let out = s
-        .sluice(&["serve", "--bind", "0.0.0.0:0", "--token-env", "SLUICE_TEST_NO_SUCH_VAR"])
+        .sluice(&[
+            "serve",
+            "--bind",
+            "0.0.0.0:0",
+            "--token-env",
+            "SLUICE_TEST_NO_SUCH_VAR",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -119,7 +146,13 @@ fn a_public_bind_needs_the_token_on_every_route_but_healthz() {
     assert_eq!(v["error"]["code"], "unauthorized");
     assert_eq!(http(server.port, "GET", "/", &[], "").0, 401);
     assert_eq!(http(server.port, "GET", "/healthz", &[], "").0, 200);
-    let (status, body) = http(server.port, "GET", "/v1/runs", &["Authorization: Bearer tok-123"], "");
+    let (status, body) = http(
+        server.port,
+        "GET",
+        "/v1/runs",
+        &["Authorization: Bearer tok-123"],
+        "",
+    );
     assert_eq!(status, 200, "{body}");
 }
 
@@ -128,7 +161,12 @@ fn a_run_from_the_cli_is_listed_and_its_results_served() {
     let s = Scratch::new();
     let mock = Mock::start(&[]);
     let server = Serve::start(&s, &[], &[]);
-    let input = s.write_lines("items.jsonl", &(0..5).map(|i| format!("{{\"q\":\"q{i}\"}}")).collect::<Vec<_>>());
+    let input = s.write_lines(
+        "items.jsonl",
+        &(0..5)
+            .map(|i| format!("{{\"q\":\"q{i}\"}}"))
+            .collect::<Vec<_>>(),
+    );
     let job = s.path("job.toml");
     std::fs::write(
         &job,
@@ -139,8 +177,15 @@ fn a_run_from_the_cli_is_listed_and_its_results_served() {
         ),
     )
     .unwrap();
-    let out = s.sluice(&["run", job.to_str().unwrap(), "--out", "out.jsonl"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = s
+        .sluice(&["run", job.to_str().unwrap(), "--out", "out.jsonl"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (status, body) = http(server.port, "GET", "/v1/runs", &[], "");
     assert_eq!(status, 200);
     let runs: Value = serde_json::from_str(&body).unwrap();
@@ -149,5 +194,8 @@ fn a_run_from_the_cli_is_listed_and_its_results_served() {
     let (status, results) = http(server.port, "GET", "/v1/runs/cli-1/results", &[], "");
     assert_eq!(status, 200);
     let exported = std::fs::read_to_string(s.path("out.jsonl")).unwrap();
-    assert_eq!(results, exported, "the API serves what `sluice export` writes");
+    assert_eq!(
+        results, exported,
+        "the API serves what `sluice export` writes"
+    );
 }

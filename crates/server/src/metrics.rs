@@ -17,6 +17,9 @@ use sluice_engine::{process_calls, process_providers, LATENCY_BUCKETS_MS};
 
 use crate::state::AppState;
 
+/// One number of a step's counters.
+type Read = fn(&sluice_engine::CallCounts) -> f64;
+
 /// A label value with `\`, `"` and newlines escaped.
 fn esc(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -80,7 +83,7 @@ pub(crate) fn render(active_runs: usize) -> String {
             "sluice_call_latency_seconds_count{{{labels}}} {cumulative}"
         );
     }
-    let per_step: [(&str, &str, fn(&sluice_engine::CallCounts) -> f64); 7] = [
+    let per_step: [(&str, &str, Read); 7] = [
         ("sluice_retries_total", "Attempts that were retries.", |c| {
             c.retries as f64
         }),

@@ -44,6 +44,9 @@ impl SavedJob {
     }
 }
 
+/// Runs kept in memory after they ended (their final live detail).
+const KEEP_ENDED: usize = 200;
+
 /// What a stream attached to a run at its start receives.
 pub(crate) enum StreamMsg {
     /// Outcomes just committed, in commit order.
@@ -189,7 +192,13 @@ pub(crate) async fn start(state: &AppState, launch: Launch) -> ApiResult<(Arc<Li
         .map_err(|e| ApiError::internal("starting the run's thread", e))?;
     let meta = match open_rx.await {
         Ok(Ok(meta)) => meta,
-        Ok(Err(e)) => return Err(e.into()),
+        Ok(Err(e)) => {
+            // Paths in the message are shown relative to the server's directory.
+            let mut error = ApiError::from(e);
+            let prefix = format!("{}/", state.config().workdir.display());
+            error.message = error.message.replace(&prefix, "");
+            return Err(error);
+        }
         Err(_) => return Err(ApiError::internal("the run", "its thread ended early")),
     };
     let live = Arc::new(LiveRun {
@@ -203,7 +212,21 @@ pub(crate) async fn start(state: &AppState, launch: Launch) -> ApiResult<(Arc<Li
             rates: Rates::default(),
         }),
     });
-    state.runs().insert(meta.id.clone(), live.clone());
+    {
+        let mut runs = state.runs();
+        runs.insert(meta.id.clone(), live.clone());
+        // Ended runs keep their live detail for a while; the store keeps the rest.
+        if runs.len() > KEEP_ENDED {
+            let ended: Vec<String> = runs
+                .iter()
+                .filter(|(_, r)| r.is_finished())
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in ended.iter().take(runs.len() - KEEP_ENDED) {
+                runs.remove(id);
+            }
+        }
+    }
     if let Some(saved) = launch.saved {
         let run_id = meta.id.clone();
         state

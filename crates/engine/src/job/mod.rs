@@ -193,7 +193,6 @@ pub fn run_job_with(
         lookup,
         &run.id,
         job.concurrency,
-        hooks.control.clone(),
     ))?;
     let openings: u64 = shared
         .lanes
@@ -326,8 +325,8 @@ async fn dispatch(
     mut lookup: Option<Box<dyn Store>>,
     run_id: &str,
     limit: usize,
-    control: Option<Arc<RunControl>>,
 ) -> Result<bool> {
+    let control: Option<Arc<RunControl>> = shared.control.clone();
     let stop = Arc::new(Notify::new());
     let signal = tokio::spawn(watch_signals(stop.clone()));
     // A cancel from outside stops the run as a signal does.

@@ -22,6 +22,9 @@ fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
     }
 }
 
+/// A request: method, URI, body (content type, text).
+type Call = (String, String, Option<(&'static str, String)>);
+
 /// Problems of `value` against `schema`, with their JSON pointers.
 fn check(doc: &Value, schema: &Value, value: &Value, at: &str, problems: &mut Vec<String>) {
     let schema = resolve(doc, schema);
@@ -115,7 +118,7 @@ async fn every_documented_operation_answers_as_documented() {
     let id = s.submit(&s.job(12, json!({"concurrency": 4}))).await;
     s.wait_for(&id, |v| v["state"] == "finished").await;
     let item = "i0003";
-    let mut calls: Vec<(String, String, Option<(&str, String)>)> = Vec::new();
+    let mut calls: Vec<Call> = Vec::new();
     let paths = doc["paths"].as_object().unwrap();
     for (path, ops) in paths {
         for method in ops.as_object().unwrap().keys() {
