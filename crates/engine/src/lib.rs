@@ -27,7 +27,7 @@ pub use error::{Error, Result};
 pub use export::{export_run, ExportFormat};
 pub use input::InputSource;
 pub use job::{plan, run_job, run_job_with, unit_result, JobConfig, Plan, ProviderPlan, StepPlan};
-pub use live::{Rates, BEAT_PERIOD, BEAT_STALE};
+pub use live::{worker_state, Rates, BEAT_PERIOD, BEAT_STALE};
 pub use meter::{quantile_ms, CallCounts, FAILURE_KINDS, LATENCY_BUCKETS_MS};
 pub use progress::{Progress, Snapshot};
 pub use quick::{now_ms, run_quick, QuickConfig, RunReport};

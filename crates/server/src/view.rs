@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json};
-use sluice_engine::StatsReport;
+use sluice_engine::{worker_state, StatsReport};
 use sluice_store::{RunCounts, RunMeta, Store, WorkerBeat};
 
 use crate::advice::{advise, Advice};
@@ -84,16 +84,6 @@ fn worker(w: &WorkerBeat, now: i64) -> Json {
         "started_at": w.started_at,
         "last_beat_at": w.beat_at,
     })
-}
-
-/// `running`, `stopped`, or `lost` (a running worker whose beats stopped).
-fn worker_state(w: &WorkerBeat, now: i64) -> &'static str {
-    let stale = sluice_engine::BEAT_STALE.as_millis() as i64;
-    match w.state.as_str() {
-        "running" if now - w.beat_at > stale => "lost",
-        "running" => "running",
-        _ => "stopped",
-    }
 }
 
 /// The live detail of a run executed here.

@@ -234,9 +234,10 @@ async fn restart(
     let (job, reopened) = state
         .with_store(move |store| {
             let now = sluice_engine::now_ms();
-            let busy = store.workers(&run.id)?.into_iter().any(|w| {
-                w.state == "running" && now - w.beat_at <= sluice_engine::BEAT_STALE.as_millis() as i64
-            });
+            let busy = store
+                .workers(&run.id)?
+                .iter()
+                .any(|w| sluice_engine::worker_state(w, now) == "running");
             if busy {
                 return Err(ApiError::conflict(format!(
                     "run {} is being worked on by another process; wait for it to stop",
