@@ -31,7 +31,7 @@ pub(crate) enum Command {
     Export(ExportArgs),
     /// Serve a built-in OpenAI-compatible fake API for demos, tests and benchmarks.
     Mock(MockArgs),
-    /// Run a bundled example batch against the built-in mock.
+    /// Run examples/audio-pipeline against built-in mocks and show where the results are.
     Demo(DemoArgs),
     /// Serve the REST API, live events, /metrics and the dashboard over the store.
     Serve(ServeArgs),
@@ -221,6 +221,23 @@ pub(crate) struct MockArgs {
     /// Worker threads serving requests.
     #[arg(long, default_value_t = 1)]
     pub(crate) threads: usize,
+    /// Share of distinct requests refused with 422 every time (decided by the
+    /// seed and the content: inputs the service cannot process).
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) reject_rate: f64,
+    /// `/stages/*` refuse uploads larger than this many bytes with 413.
+    #[arg(long)]
+    pub(crate) max_upload_bytes: Option<u64>,
+    /// Serve every NAME.json in this directory as a CMS collection at /items/NAME.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) cms: Option<PathBuf>,
+    /// Keep the last N requests for GET /_mock/requests.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub(crate) journal: usize,
+    /// Environment variable holding the key webhook deliveries to /hooks/*
+    /// must be signed with (401 otherwise).
+    #[arg(long, value_name = "VAR")]
+    pub(crate) hook_secret_env: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -241,9 +258,13 @@ pub(crate) struct ServeArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct DemoArgs {
-    /// Items in the demo batch.
-    #[arg(long, default_value_t = 400)]
+    /// Recordings in the demo batch (every sixth is too long for the hosts).
+    #[arg(long, default_value_t = 120)]
     pub(crate) items: u64,
+    /// Where the demo writes its job, data, store and results (replaced on
+    /// every run; default: sluice-demo in the system's temporary directory).
+    #[arg(long)]
+    pub(crate) dir: Option<PathBuf>,
 }
 
 fn parse_store(text: &str) -> Result<StoreLocation, String> {

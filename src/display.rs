@@ -161,6 +161,12 @@ pub(crate) fn summary(report: &RunReport) -> String {
             "  breakers   opened {} time(s): an endpoint kept failing and was rested\n",
             s.breaker_openings
         );
+        for b in &report.breakers {
+            text += &format!(
+                "             {} {} opened {} time(s)\n",
+                b.provider, b.url, b.openings
+            );
+        }
     }
     if s.webhook_failures > 0 {
         text += &format!(

@@ -1,128 +1,228 @@
-//! `sluice demo`: a bundled batch run against the built-in mock, in a
-//! scratch directory, ending with the summary and a sample of the results.
+//! `sluice demo`: examples/audio-pipeline, the richest example, run against
+//! built-in mocks started in this process (three GPU hosts, one of them
+//! flaky; an LLM API that is also the CMS and the webhook receiver), on
+//! generated recordings, leaving its results in a directory to look at.
 
-use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use sluice_engine::{InputSource, QuickConfig};
-use sluice_limit::Backoff;
-use sluice_mock::{MockConfig, MockServer};
+use sluice_engine::{run_job, JobConfig};
+use sluice_mock::{MockConfig, MockServer, MockStats};
 
 use crate::cli::DemoArgs;
 
-/// Prompts the demo batch cycles through (examples/quickstart/prompts.txt).
-const PROMPTS: &str = include_str!("../../examples/quickstart/prompts.txt");
+/// The example's job file; its fixed ports are replaced by the mocks'.
+const JOB: &str = include_str!("../../examples/audio-pipeline/job.toml");
 
-pub(crate) fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    let dir = std::env::temp_dir().join(format!("sluice-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let result = demo_in(&dir, args.items);
-    let _ = std::fs::remove_dir_all(&dir);
-    result
+/// The ports the job file names: the LLM/CMS/webhook host, then the pool.
+const PORTS: [u16; 4] = [9200, 9201, 9202, 9203];
+
+/// Uploads larger than this are refused by the GPU hosts (413).
+const MAX_UPLOAD: u64 = 16 * 1024;
+
+/// The webhook secret when `HOOK_SECRET` is not set.
+const SECRET: &str = "sluice-demo-secret";
+
+/// What the mocks saw, collected before they stop.
+struct Seen {
+    gpu: Vec<(String, MockStats)>,
+    llm: MockStats,
+    transcripts: Vec<serde_json::Value>,
 }
 
-fn demo_in(dir: &std::path::Path, items: u64) -> anyhow::Result<ExitCode> {
-    // The mock: 40–80 ms per call, 3% of calls fail with a 500, and it
-    // enforces 6,000 requests/minute the way a provider would.
-    let mock_config = MockConfig {
-        latency_ms: 40,
-        jitter_ms: 40,
-        rpm: Some(6_000),
-        fail_rate: 0.03,
-        seed: 7,
-        ..MockConfig::default()
-    };
+pub(crate) fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("sluice-demo"));
+    // A fresh directory each time, kept afterwards for looking at.
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir.join("audio"))
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let long = write_recordings(&dir.join("audio"), args.items)?;
+    let secret = std::env::var("HOOK_SECRET").unwrap_or_else(|_| SECRET.to_string());
+    if std::env::var_os("HOOK_SECRET").is_none() {
+        // Before any thread starts: the job reads its webhook key from here.
+        std::env::set_var("HOOK_SECRET", &secret);
+    }
+
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let mock_thread = std::thread::spawn(move || -> anyhow::Result<sluice_mock::MockStats> {
+    let mocks = std::thread::spawn(move || -> anyhow::Result<Seen> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()?;
         runtime.block_on(async move {
-            let server = MockServer::start(0, mock_config).await?;
-            let _ = addr_tx.send(server.addr());
+            let gpu = |fail_rate| MockConfig {
+                latency_ms: 40,
+                jitter_ms: 40,
+                max_upload_bytes: Some(MAX_UPLOAD),
+                fail_rate,
+                seed: 3,
+                ..MockConfig::default()
+            };
+            let llm = MockServer::start(
+                0,
+                MockConfig {
+                    latency_ms: 60,
+                    jitter_ms: 60,
+                    completion_tokens: 60,
+                    max_concurrency: Some(100),
+                    hook_secret: Some(secret.into_bytes()),
+                    ..MockConfig::default()
+                },
+            )
+            .await?;
+            let mut pool = Vec::new();
+            for fail_rate in [0.0, 0.0, 0.5] {
+                pool.push(MockServer::start(0, gpu(fail_rate)).await?);
+            }
+            let mut addrs = vec![llm.addr()];
+            addrs.extend(pool.iter().map(MockServer::addr));
+            let _ = addr_tx.send(addrs);
             let _ = stop_rx.await;
-            let stats = server.stats();
-            server.shutdown();
-            Ok(stats)
+            Ok(Seen {
+                gpu: pool
+                    .iter()
+                    .map(|m| (m.addr().to_string(), m.stats()))
+                    .collect(),
+                llm: llm.stats(),
+                transcripts: llm.items("transcripts"),
+            })
         })
     });
-    let addr = addr_rx
+    let addrs = addr_rx
         .recv_timeout(Duration::from_secs(10))
-        .context("the built-in mock did not start")?;
-
-    let prompts: Vec<&str> = PROMPTS.lines().filter(|l| !l.trim().is_empty()).collect();
-    let input = dir.join("requests.jsonl");
-    let mut file = std::io::BufWriter::new(std::fs::File::create(&input)?);
-    for i in 0..items {
-        let prompt = prompts[i as usize % prompts.len()];
-        let line = serde_json::json!({
-            "custom_id": format!("q-{i:05}"),
-            "method": "POST",
-            "url": "/v1/chat/completions",
-            "body": {
-                "model": "mock-small",
-                "messages": [{"role": "user", "content": prompt}],
-                "max_tokens": 64,
-            },
-            "metadata": {"topic": i as usize % prompts.len()},
-        });
-        writeln!(file, "{line}")?;
+        .context("the built-in mocks did not start")?;
+    let mut text = JOB.to_string();
+    for (port, addr) in PORTS.iter().zip(&addrs) {
+        text = text.replace(&format!("127.0.0.1:{port}"), &addr.to_string());
     }
-    file.flush()?;
-    drop(file);
+    let job_path = dir.join("job.toml");
+    std::fs::write(&job_path, text).with_context(|| format!("writing {}", job_path.display()))?;
 
     eprintln!(
-        "sluice demo: {items} chat requests → built-in mock at {addr} (40–80 ms latency, 3% errors, 6,000 rpm enforced)"
+        "sluice demo: examples/audio-pipeline on {} generated recordings ({} too long for the hosts)",
+        args.items, long
     );
     eprintln!(
-        "             sent with --concurrency 32 --rpm 6000: the limiter paces, retries recover the errors\n"
+        "  GPU pool   {}, {}, {} (the last fails half its calls)",
+        addrs[1], addrs[2], addrs[3]
     );
-    let config = QuickConfig {
-        input: InputSource::Path(input),
-        url: format!("http://{addr}/v1/chat/completions"),
-        concurrency: 32,
-        grow_to_rate: false,
-        rpm: Some(6_000),
-        tpm: None,
-        retries: 5,
-        timeout: Duration::from_secs(10),
-        api_key_env: None,
-        store: dir.join("sluice.db").into(),
+    eprintln!(
+        "  LLM API    {} (also the CMS and the webhook receiver)\n",
+        addrs[0]
+    );
+    let job = sluice_spec::load(&job_path, &[])?;
+    let store = dir.join(".sluice/sluice.db");
+    let location = sluice_store::StoreLocation::from(store.clone());
+    let config = JobConfig {
+        store: location.clone(),
         fresh: true,
         skip_bad: false,
-        name: Some("demo".into()),
-        backoff: Backoff {
-            base_ms: 100,
-            cap_ms: 2_000,
-        },
+        sets: Vec::new(),
     };
-    let (report, code) = super::run::execute(&config, 1.0, true)?;
-    let out = dir.join("results.jsonl");
-    // The scratch directory goes away at exit: the first line is shown below.
-    let mut store = config.store.open()?;
-    super::run::write_atomically(
-        &mut *store,
-        &report.run_id,
-        &out,
-        sluice_engine::ExportFormat::Jsonl,
-    )?;
+    let outcome = super::run::with_progress(1.0, true, |p| run_job(&job, &config, p));
     let _ = stop_tx.send(());
-    let stats = mock_thread
+    let seen = mocks
         .join()
         .map_err(|_| anyhow::anyhow!("the mock thread panicked"))??;
-    eprintln!(
-        "  mock saw   {} requests · {} ok · {} × 500 · {} × 429 · peak {} in flight",
-        stats.requests, stats.ok, stats.server_errors, stats.rate_limited, stats.max_in_flight
-    );
-    let results = std::fs::read_to_string(&out)?;
-    eprintln!("\nfirst result line (OpenAI Batch API output format):");
-    if let Some(first) = results.lines().next() {
-        println!("{first}");
+    let (report, code) = outcome?;
+    let results = job.output.path.clone().unwrap_or(dir.join("results.jsonl"));
+    super::run::deliver(&location, &report, Some(&results), false)?;
+    let records = dir.join("transcripts.json");
+    std::fs::write(&records, serde_json::to_string_pretty(&seen.transcripts)?)?;
+
+    eprintln!("\n  what the fake services saw");
+    for (addr, s) in &seen.gpu {
+        eprintln!(
+            "    GPU {addr}  {} calls · {} ok · {} × 500 · {} refused (too long)",
+            s.requests, s.ok, s.server_errors, s.rejected
+        );
     }
-    eprintln!("\nTry it on your own file: sluice run requests.jsonl --url http://HOST/v1/chat/completions --rpm 3000 --out results.jsonl");
-    Ok(code)
+    eprintln!(
+        "    LLM          {} calls · peak {} in flight (limit 100)",
+        seen.llm.requests, seen.llm.max_in_flight
+    );
+    eprintln!(
+        "    CMS          {} transcripts recorded, one per file that went through",
+        seen.transcripts.len()
+    );
+    eprintln!(
+        "    webhooks     {} received · {} with a valid signature",
+        seen.llm.hooks.received, seen.llm.hooks.verified
+    );
+    let store_arg = format!("--store {}", store.display());
+    eprintln!("\n  where to look");
+    eprintln!(
+        "    {}   one line per recording, every step's output or the error",
+        results.display()
+    );
+    eprintln!("    {}   the records the pipeline wrote", records.display());
+    eprintln!(
+        "    {}   the job (ports pointed at the demo's mocks)",
+        job_path.display()
+    );
+    eprintln!("    sluice status {} {store_arg}", report.run_id);
+    eprintln!(
+        "    sluice export {} {store_arg} --format csv",
+        report.run_id
+    );
+    // TODO(issue 6): once `sluice serve` exists, start it on the demo's store
+    // and print the dashboard URL here.
+    eprintln!("\n  the example itself: examples/audio-pipeline/README.md");
+    // Refused recordings are part of the show: the demo worked when the run
+    // completed; only an interruption changes the exit code.
+    Ok(if report.interrupted {
+        code
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Writes `n` fake call recordings (8 kHz mono 8-bit WAV, a tone each);
+/// every sixth is a long call past the hosts' upload limit. Returns how many
+/// are long.
+fn write_recordings(dir: &Path, n: u64) -> anyhow::Result<u64> {
+    let mut long = 0;
+    for i in 1..=n {
+        let samples = if i % 6 == 0 {
+            long += 1;
+            20_000
+        } else {
+            2_000 + (i % 5) * 600
+        };
+        let path: PathBuf = dir.join(format!("call-{i:04}.wav"));
+        std::fs::write(&path, wav(i, samples as u32))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(long)
+}
+
+/// A WAV file of `samples` 8-bit samples of a tone chosen by `i`.
+fn wav(i: u64, samples: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(44 + samples as usize);
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + samples).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    out.extend_from_slice(&1u16.to_le_bytes()); // mono
+    out.extend_from_slice(&8_000u32.to_le_bytes());
+    out.extend_from_slice(&8_000u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&8u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&samples.to_le_bytes());
+    let freq = 200.0 + 40.0 * (i % 10) as f64;
+    out.extend((0..samples).map(|t| {
+        let phase = 2.0 * std::f64::consts::PI * freq * f64::from(t) / 8_000.0;
+        (128.0 + 100.0 * phase.sin()) as u8
+    }));
+    out
 }

@@ -15,19 +15,26 @@ pub(crate) fn mock(args: MockArgs) -> anyhow::Result<ExitCode> {
         ("--reset-rate", args.reset_rate),
         ("--hang-rate", args.hang_rate),
         ("--truncate-rate", args.truncate_rate),
+        ("--reject-rate", args.reject_rate),
     ] {
         if !(0.0..=1.0).contains(&rate) {
             return Err(UsageError(format!("{name} must be between 0 and 1, not {rate}")).into());
         }
     }
-    let api_key = match &args.api_key_env {
-        Some(var) => Some(std::env::var(var).map_err(|_| {
-            UsageError(format!(
-                "the environment variable {var} (from --api-key-env) is not set"
-            ))
-        })?),
-        None => None,
+    let secret = |flag: &str, var: &Option<String>| -> anyhow::Result<Option<String>> {
+        match var {
+            Some(var) => match std::env::var(var) {
+                Ok(v) if !v.is_empty() => Ok(Some(v)),
+                _ => Err(UsageError(format!(
+                    "the environment variable {var} (from {flag}) is not set; export {var}=... first"
+                ))
+                .into()),
+            },
+            None => Ok(None),
+        }
     };
+    let api_key = secret("--api-key-env", &args.api_key_env)?;
+    let hook_secret = secret("--hook-secret-env", &args.hook_secret_env)?;
     let config = MockConfig {
         latency_ms: args.latency_ms,
         jitter_ms: args.jitter_ms,
@@ -41,7 +48,16 @@ pub(crate) fn mock(args: MockArgs) -> anyhow::Result<ExitCode> {
         seed: args.seed,
         api_key,
         completion_tokens: args.completion_tokens,
+        reject_rate: args.reject_rate,
+        max_upload_bytes: args.max_upload_bytes,
+        cms_dir: args.cms.clone(),
+        journal: args.journal,
+        hook_secret: hook_secret.map(String::into_bytes),
     };
+    // Before binding, so a bad --cms stops here with exit code 2.
+    config
+        .validate()
+        .map_err(|e| UsageError(format!("--cms: {e}")))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads.max(1))
         .enable_all()

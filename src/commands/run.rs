@@ -125,6 +125,7 @@ pub(crate) fn deliver(
             "resumed": report.resumed,
             "interrupted": report.interrupted,
             "this_run": report.progress,
+            "breakers": report.breakers,
             "recorded": counts,
             "out": out.map(|p| p.display().to_string()),
         });

@@ -6,6 +6,7 @@ mod util;
 
 mod browser;
 mod commands;
+mod examples;
 mod faults;
 mod input;
 mod jobs;

@@ -59,19 +59,31 @@ impl Mock {
 
     /// What the mock has seen (`GET /_mock/stats`).
     pub(crate) fn stats(&self) -> Value {
+        self.get_json("/_mock/stats")
+    }
+
+    /// The mock's journal of requests whose path starts with `prefix`
+    /// (`GET /_mock/requests`; the mock needs `--journal N`).
+    pub(crate) fn journal(&self, prefix: &str) -> Vec<Value> {
+        let v = self.get_json(&format!("/_mock/requests?path={prefix}"));
+        v["requests"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// `GET path` on the mock, parsed as JSON.
+    pub(crate) fn get_json(&self, path: &str) -> Value {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
         write!(
             stream,
-            "GET /_mock/stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
         )
         .unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).unwrap();
-        let body = response.split("\r\n\r\n").nth(1).expect("stats body");
-        serde_json::from_str(body).unwrap_or_else(|e| panic!("stats {body:?}: {e}"))
+        let body = response.split("\r\n\r\n").nth(1).expect("a body");
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("GET {path}: {body:?}: {e}"))
     }
 }
 

@@ -149,6 +149,11 @@ pub(crate) async fn call<R: Route>(
                 latency: Duration::ZERO,
             };
         }
+        if env.stopping.load(Relaxed) {
+            // Stopping: only calls already on the wire may finish. This one
+            // waited for its place and rate slot and would start now.
+            return CallEnd::Stopped;
+        }
         tally.attempts += 1;
         Progress::add(&progress.attempts, 1);
         if tally.attempts > 1 {

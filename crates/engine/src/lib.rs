@@ -30,7 +30,7 @@ pub use job::{plan, run_job, run_job_with, unit_result, JobConfig, Plan, Provide
 pub use live::{worker_state, Rates, BEAT_PERIOD, BEAT_STALE};
 pub use meter::{quantile_ms, CallCounts, FAILURE_KINDS, LATENCY_BUCKETS_MS};
 pub use progress::{Progress, Snapshot};
-pub use quick::{now_ms, run_quick, QuickConfig, RunReport};
+pub use quick::{now_ms, run_quick, BreakerReport, QuickConfig, RunReport};
 pub use stats::{
     process_calls, process_providers, EndpointReport, Latency, Limits, ProviderReport, RecentError,
     RunStats, StatsReport, StepReport,

@@ -74,6 +74,7 @@ pub(crate) fn close_run(
         resumed,
         interrupted,
         progress: progress.snapshot(),
+        breakers: Vec::new(),
     })
 }
 
@@ -95,6 +96,12 @@ pub(crate) async fn drain(
         }
     }
     if interrupted {
+        // `watch_signals` wakes the tasks waiting and also stores a permit
+        // for the next one (so a signal is not lost while nobody waits).
+        // Whoever saw this signal was woken, so a permit left now is the same
+        // signal, not a second one: without this, one Ctrl-C skipped the
+        // grace period and calls already answered were never recorded.
+        let _ = futures_util::FutureExt::now_or_never(stop.notified());
         stopping.store(true, Relaxed);
         tokio::select! {
             _ = &mut all_done => {}
@@ -127,5 +134,58 @@ pub(crate) async fn watch_signals(stop: Arc<Notify>) {
         }
         stop.notify_waiters();
         stop.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `watch_signals` does for one signal.
+    fn signal(stop: &Notify) {
+        stop.notify_waiters();
+        stop.notify_one();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_signal_seen_by_the_dispatcher_still_gets_the_grace_period() {
+        let stop = Notify::new();
+        let stopping = AtomicBool::new(false);
+        // The dispatcher waits for a unit slot or a signal, and sees it.
+        let waiting = stop.notified();
+        tokio::pin!(waiting);
+        waiting.as_mut().enable();
+        signal(&stop);
+        waiting.await;
+        let started = tokio::time::Instant::now();
+        let calls_finish = tokio::time::sleep(Duration::from_secs(2));
+        assert!(drain(calls_finish, &stop, &stopping, true).await);
+        assert!(stopping.load(Relaxed));
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(2),
+            "waited for the calls"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_second_signal_ends_the_grace_period_and_calls_get_at_most_grace() {
+        let stop = Arc::new(Notify::new());
+        let stopping = AtomicBool::new(false);
+        let started = tokio::time::Instant::now();
+        let signals = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            signal(&signals);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            signal(&signals);
+        });
+        let never = std::future::pending::<()>();
+        assert!(drain(never, &stop, &stopping, false).await);
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+        let started = tokio::time::Instant::now();
+        let slow = tokio::time::sleep(GRACE * 2);
+        assert!(drain(slow, &Notify::new(), &stopping, true).await);
+        assert_eq!(started.elapsed(), GRACE);
     }
 }

@@ -70,6 +70,19 @@ pub struct RunReport {
     pub interrupted: bool,
     /// Final counters.
     pub progress: Snapshot,
+    /// Endpoints whose circuit breaker opened in this run (job runs).
+    pub breakers: Vec<BreakerReport>,
+}
+
+/// One endpoint whose circuit breaker opened.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BreakerReport {
+    /// The `[providers.NAME]` it belongs to.
+    pub provider: String,
+    /// Its base URL.
+    pub url: String,
+    /// Times it opened.
+    pub openings: u64,
 }
 
 /// State every call task shares.

@@ -1,5 +1,7 @@
 //! The settings of one fake API server.
 
+use std::path::PathBuf;
+
 /// Settings of the fake API. Default: zero latency, no limits, no faults, seed 0.
 #[derive(Debug, Clone, Default)]
 pub struct MockConfig {
@@ -31,6 +33,23 @@ pub struct MockConfig {
     pub api_key: Option<String>,
     /// Reply length in tokens when the request sets no `max_tokens`; 0 means 16.
     pub completion_tokens: u64,
+    /// Share (0.0..=1.0) of distinct requests answered 422 on every attempt:
+    /// inputs the service cannot process. Decided by the seed and the
+    /// request's content, so the same request is refused on every host with
+    /// the same seed and in every run, which retries cannot fix.
+    pub reject_rate: f64,
+    /// `/stages/*` refuse an upload (the file of a multipart body, else the
+    /// whole body) larger than this with 413, as GPU hosts cap their input.
+    pub max_upload_bytes: Option<u64>,
+    /// A directory of CMS collections: every `NAME.json` in it (a JSON array,
+    /// or `{"data": [...]}`) is served at `/items/NAME`.
+    pub cms_dir: Option<PathBuf>,
+    /// Requests kept for `GET /_mock/requests` (the most recent ones); 0 keeps
+    /// none and costs nothing.
+    pub journal: usize,
+    /// Key that deliveries to `/hooks/*` must be signed with (sluice's
+    /// `X-Sluice-Signature`); a wrong signature gets 401. `None` accepts all.
+    pub hook_secret: Option<Vec<u8>>,
 }
 
 impl MockConfig {
@@ -41,5 +60,13 @@ impl MockConfig {
         } else {
             self.completion_tokens
         }
+    }
+}
+
+impl MockConfig {
+    /// Checks what a server would refuse to start with (an unreadable CMS
+    /// directory or collection), without binding anything.
+    pub fn validate(&self) -> std::io::Result<()> {
+        crate::cms::Cms::load(self.cms_dir.as_deref()).map(|_| ())
     }
 }

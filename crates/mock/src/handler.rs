@@ -1,12 +1,11 @@
-//! One API request, in the order providers handle it: auth, parse, concurrency,
-//! faults, admission, latency, response.
+//! One API request, in the order providers handle it: auth, parse, content
+//! rejection, concurrency, faults, admission, latency, response.
 
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use http::{HeaderMap, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
+use bytes::Bytes;
+use http::{HeaderMap, Response, StatusCode};
 
 use crate::faults::Fault;
 use crate::limits::{Kind, RateSnapshot, Throttle};
@@ -14,9 +13,6 @@ use crate::request::{self, Api};
 use crate::response::{self, Body};
 use crate::state::{unix_ms, Shared, Verdict};
 use crate::stats::Outcome;
-
-/// Largest request body read; larger ones get 400.
-const MAX_BODY_BYTES: usize = 32 << 20;
 
 /// How long a hung request waits before it is answered after all.
 const HANG: Duration = Duration::from_secs(3_600);
@@ -34,36 +30,18 @@ impl fmt::Display for ConnectionReset {
 
 impl std::error::Error for ConnectionReset {}
 
-/// Answers one request to an API route.
+/// Answers one request to an API route; `arrived` is when its head came in
+/// (latency counts from then, so the mock's own work is inside it).
 pub(crate) async fn api(
     shared: &Shared,
     api: Api,
-    req: Request<Incoming>,
+    arrived: Instant,
+    headers: &HeaderMap,
+    body: Bytes,
 ) -> Result<Response<Body>, ConnectionReset> {
-    // Latency counts from arrival, so the mock's own work is inside it.
-    let arrived = Instant::now();
-    if !authorized(shared.cfg.api_key.as_deref(), req.headers()) {
-        let rates = shared.refuse(Outcome::Unauthorized);
-        let res = response::error(
-            StatusCode::UNAUTHORIZED,
-            "Incorrect or missing API key: send `Authorization: Bearer <key>` with the key the mock was started with.",
-            "invalid_request_error",
-            Some("invalid_api_key"),
-        );
-        return Ok(with_rates(res, &rates));
+    if let Some(res) = unauthorized(shared, headers) {
+        return Ok(res);
     }
-    let body = match Limited::new(req.into_body(), MAX_BODY_BYTES)
-        .collect()
-        .await
-    {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) => {
-            let rates = shared.refuse(Outcome::BadRequest);
-            let msg =
-                format!("Could not read the request body (at most {MAX_BODY_BYTES} bytes): {e}.");
-            return Ok(with_rates(response::bad_request(&msg), &rates));
-        }
-    };
     let parsed = match request::parse(api, &body, shared.cfg.default_completion_tokens()) {
         Ok(parsed) => parsed,
         Err(msg) => {
@@ -71,11 +49,60 @@ pub(crate) async fn api(
             return Ok(with_rates(response::bad_request(&msg), &rates));
         }
     };
-    let place = shared.enter();
     let hash = xxhash_rust::xxh3::xxh3_64_with_seed(&body, shared.cfg.seed);
+    if shared.rejects(hash) {
+        return Ok(rejected(shared, StatusCode::UNPROCESSABLE_ENTITY, REJECTED));
+    }
     let tokens = parsed
         .prompt_tokens
         .saturating_add(parsed.completion_tokens());
+    answer(shared, arrived, tokens, hash, |id| {
+        let body = response::success(api, &parsed, id, unix_ms() / 1_000, hash);
+        (JSON, body)
+    })
+    .await
+}
+
+/// The message of a `reject_rate` refusal.
+pub(crate) const REJECTED: &str =
+    "The service cannot process this input (refused by --reject-rate: the same request is refused every time).";
+
+/// The 401 for a request without the key, when one is required.
+pub(crate) fn unauthorized(shared: &Shared, headers: &HeaderMap) -> Option<Response<Body>> {
+    if authorized(shared.cfg.api_key.as_deref(), headers) {
+        return None;
+    }
+    let rates = shared.refuse(Outcome::Unauthorized);
+    let res = response::error(
+        StatusCode::UNAUTHORIZED,
+        "Incorrect or missing API key: send `Authorization: Bearer <key>` with the key the mock was started with.",
+        "invalid_request_error",
+        Some("invalid_api_key"),
+    );
+    Some(with_rates(res, &rates))
+}
+
+/// A 413 or 422 for a request refused for its content (counted as rejected).
+pub(crate) fn rejected(shared: &Shared, status: StatusCode, message: &str) -> Response<Body> {
+    let rates = shared.refuse(Outcome::Rejected);
+    let res = response::error(status, message, "invalid_request_error", Some("rejected"));
+    with_rates(res, &rates)
+}
+
+/// The media type of a JSON success.
+pub(crate) const JSON: &str = "application/json";
+
+/// Takes the request through concurrency, faults, admission (one request and
+/// `tokens` tokens) and latency; `success` makes the 200's media type and
+/// body from the request's id.
+pub(crate) async fn answer(
+    shared: &Shared,
+    arrived: Instant,
+    tokens: u64,
+    hash: u64,
+    success: impl FnOnce(u64) -> (&'static str, Vec<u8>),
+) -> Result<Response<Body>, ConnectionReset> {
+    let place = shared.enter();
     let decision = shared.decide(place.is_some(), tokens, hash);
     let delay = Duration::from_millis(shared.cfg.latency_ms.saturating_add(decision.jitter_ms));
     let res = match decision.verdict {
@@ -122,12 +149,12 @@ pub(crate) async fn api(
         }
         Verdict::Accept { id, truncate } => {
             pause(arrived, delay).await;
-            let mut body = response::success(api, &parsed, id, unix_ms() / 1_000, hash);
+            let (content_type, mut body) = success(id);
             if truncate {
                 body.truncate(body.len() / 2);
             }
             shared.sent_ok();
-            response::json(StatusCode::OK, body)
+            response::bytes(StatusCode::OK, content_type, body)
         }
     };
     drop(place);

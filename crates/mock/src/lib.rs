@@ -55,22 +55,39 @@
 //! order, so a client that sends the same requests one at a time sees the same
 //! outcomes. Replies are a function of the seed and the request body.
 //!
-//! `GET /healthz`, `GET /_mock/stats` and `POST /_mock/reset` need no key and are
-//! not counted. Reset zeroes the stats and returns the limiters, RNG and id
+//! # Beside the API
+//!
+//! So that pipelines can be tried without their real services, the same
+//! server also plays the other parts (see each module): processing hosts at
+//! `POST /stages/NAME` (multipart uploads or JSON, media files back for names
+//! like `tts.wav`; with the API's limits, faults and latency, plus
+//! [`MockConfig::max_upload_bytes`] and [`MockConfig::reject_rate`]), a
+//! Directus-style CMS at `/items/NAME` ([`MockConfig::cms_dir`]), a webhook
+//! receiver at `POST /hooks/NAME` that checks sluice's signature
+//! ([`MockConfig::hook_secret`]), and a journal of recent requests at
+//! `GET /_mock/requests` ([`MockConfig::journal`]).
+//!
+//! `GET /healthz`, `GET /_mock/stats`, `GET /_mock/requests` and
+//! `POST /_mock/reset` need no key and are not counted. Reset zeroes the stats and returns the limiters, RNG and id
 //! counter to their start state; requests in flight finish normally.
 
+mod cms;
 mod config;
 mod faults;
 mod handler;
+mod journal;
 mod limits;
 mod reply;
 mod request;
 mod response;
+mod routes;
 mod server;
+mod stage;
 mod state;
 mod stats;
 mod timer;
 
 pub use config::MockConfig;
+pub use journal::JournalEntry;
 pub use server::{serve, MockServer};
-pub use stats::MockStats;
+pub use stats::{HookStats, MockStats, RouteStats};

@@ -34,6 +34,19 @@ pub(crate) fn json(status: StatusCode, body: Vec<u8>) -> Response<Body> {
     res
 }
 
+/// A response with `body` of `content_type`.
+pub(crate) fn bytes(
+    status: StatusCode,
+    content_type: &'static str,
+    body: Vec<u8>,
+) -> Response<Body> {
+    let mut res = Response::new(Full::new(Bytes::from(body)));
+    *res.status_mut() = status;
+    res.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    res
+}
+
 /// An OpenAI-style error: `{"error":{"message","type","code"}}`.
 pub(crate) fn error(
     status: StatusCode,

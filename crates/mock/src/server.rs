@@ -3,11 +3,11 @@
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -19,6 +19,7 @@ use crate::config::MockConfig;
 use crate::handler::{self, ConnectionReset};
 use crate::request::Api;
 use crate::response::{self, Body};
+use crate::routes;
 use crate::state::Shared;
 use crate::stats::{MockStats, Outcome};
 
@@ -39,7 +40,7 @@ impl MockServer {
     pub async fn start(port: u16, cfg: MockConfig) -> io::Result<MockServer> {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared::new(cfg));
+        let shared = Arc::new(Shared::new(cfg, addr.to_string())?);
         let task = tokio::spawn(run(listener, Arc::clone(&shared)));
         Ok(MockServer { addr, shared, task })
     }
@@ -52,6 +53,21 @@ impl MockServer {
     /// A snapshot of the stats.
     pub fn stats(&self) -> MockStats {
         self.shared.stats()
+    }
+
+    /// The journal's requests whose path starts with `prefix`, oldest first
+    /// (empty unless [`MockConfig::journal`] is set).
+    pub fn requests(&self, prefix: &str) -> Vec<crate::JournalEntry> {
+        self.shared.journal.list(prefix)
+    }
+
+    /// Every item of CMS collection `name` (empty when there is none).
+    pub fn items(&self, name: &str) -> Vec<serde_json::Value> {
+        let (_, page) =
+            self.shared
+                .cms
+                .handle(&Method::GET, &format!("/items/{name}"), "limit=-1", b"");
+        page["data"].as_array().cloned().unwrap_or_default()
     }
 
     /// Stops accepting and aborts the accept loop, closing open connections.
@@ -72,7 +88,8 @@ impl Drop for MockServer {
 /// Accept errors (a client that went away, too many open files) are waited out,
 /// not returned, so in practice this never returns.
 pub async fn serve(listener: TcpListener, cfg: MockConfig) -> io::Result<()> {
-    run(listener, Arc::new(Shared::new(cfg))).await
+    let host = listener.local_addr()?.to_string();
+    run(listener, Arc::new(Shared::new(cfg, host)?)).await
 }
 
 async fn run(listener: TcpListener, shared: Arc<Shared>) -> io::Result<()> {
@@ -105,14 +122,18 @@ async fn run(listener: TcpListener, shared: Arc<Shared>) -> io::Result<()> {
     }
 }
 
+/// Largest request body read; larger ones get 400.
+const MAX_BODY_BYTES: usize = 32 << 20;
+
 async fn route(
     shared: Arc<Shared>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ConnectionReset> {
+    let arrived = Instant::now();
     let api = match req.uri().path() {
-        "/v1/chat/completions" => Api::Chat,
-        "/v1/completions" => Api::Completions,
-        "/v1/embeddings" => Api::Embeddings,
+        "/v1/chat/completions" => Some(Api::Chat),
+        "/v1/completions" => Some(Api::Completions),
+        "/v1/embeddings" => Some(Api::Embeddings),
         "/healthz" if req.method() == Method::GET => {
             let mut res = Response::new(Full::new(bytes::Bytes::from_static(b"ok")));
             res.headers_mut()
@@ -129,9 +150,13 @@ async fn route(
             *res.status_mut() = StatusCode::NO_CONTENT;
             return Ok(res);
         }
-        "/healthz" | "/_mock/stats" | "/_mock/reset" => {
+        "/_mock/requests" if req.method() == Method::GET => {
+            return Ok(routes::journal(&shared, req.uri().query().unwrap_or("")));
+        }
+        "/healthz" | "/_mock/stats" | "/_mock/reset" | "/_mock/requests" => {
             return Ok(method_not_allowed(req.method(), req.uri().path()));
         }
+        path if routes::is_generic(path) => None,
         path => {
             let msg = format!("Unknown request URL: {} {path}.", req.method());
             let res = response::error(
@@ -143,13 +168,42 @@ async fn route(
             return Ok(res);
         }
     };
-    if req.method() != Method::POST {
-        let rates = shared.refuse(Outcome::BadRequest);
-        let mut res = method_not_allowed(req.method(), req.uri().path());
-        response::add_rate_headers(res.headers_mut(), &rates);
-        return Ok(res);
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => {
+            let msg =
+                format!("Could not read the request body (at most {MAX_BODY_BYTES} bytes): {e}.");
+            let mut res = response::bad_request(&msg);
+            if api.is_some() {
+                let rates = shared.refuse(Outcome::BadRequest);
+                response::add_rate_headers(res.headers_mut(), &rates);
+            }
+            return Ok(res);
+        }
+    };
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let seq = shared.journal.arrive(
+        shared.elapsed_ms(),
+        parts.method.as_str(),
+        target,
+        &parts.headers,
+        &body,
+    );
+    let result = match api {
+        Some(_) if parts.method != Method::POST => {
+            let rates = shared.refuse(Outcome::BadRequest);
+            let mut res = method_not_allowed(&parts.method, parts.uri.path());
+            response::add_rate_headers(res.headers_mut(), &rates);
+            Ok(res)
+        }
+        Some(api) => handler::api(&shared, api, arrived, &parts.headers, body).await,
+        None => routes::generic(&shared, arrived, &parts, body).await,
+    };
+    if let Ok(res) = &result {
+        shared.journal.answer(seq, res.status().as_u16());
     }
-    handler::api(&shared, api, req).await
+    result
 }
 
 fn method_not_allowed(method: &Method, path: &str) -> Response<Body> {

@@ -9,8 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use crate::cms::Cms;
 use crate::config::MockConfig;
 use crate::faults::{Fault, Faults};
+use crate::journal::Journal;
 use crate::limits::{Limits, RateSnapshot, Throttle};
 use crate::stats::{MockStats, Outcome, Recorder};
 
@@ -40,6 +42,11 @@ pub(crate) struct Decision {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) cfg: MockConfig,
+    /// `127.0.0.1:PORT`, named in stage answers so results show which host
+    /// of a pool did the work.
+    pub(crate) host: String,
+    pub(crate) cms: Cms,
+    pub(crate) journal: Journal,
     /// Time zero of the limiters and the sliding window.
     origin: Instant,
     in_flight: AtomicU64,
@@ -81,16 +88,53 @@ impl Drop for InFlight<'_> {
 }
 
 impl Shared {
-    /// A fresh server state; the limiters' clock starts now.
-    pub(crate) fn new(cfg: MockConfig) -> Shared {
-        Shared {
+    /// A fresh server state listening as `host`; the limiters' clock starts
+    /// now. Fails when the CMS directory cannot be read.
+    pub(crate) fn new(cfg: MockConfig, host: String) -> std::io::Result<Shared> {
+        Ok(Shared {
             locked: Mutex::new(Locked::new(&cfg)),
+            cms: Cms::load(cfg.cms_dir.as_deref())?,
+            journal: Journal::new(cfg.journal),
+            host,
             cfg,
             origin: Instant::now(),
             in_flight: AtomicU64::new(0),
             max_in_flight: AtomicU64::new(0),
             first_ok_ms: AtomicU64::new(0),
             last_ok_ms: AtomicU64::new(0),
+        })
+    }
+
+    /// Milliseconds since the server started.
+    pub(crate) fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether `reject_rate` refuses the request whose content hashes to
+    /// `hash`: a function of the two, so the answer never changes.
+    pub(crate) fn rejects(&self, hash: u64) -> bool {
+        if self.cfg.reject_rate <= 0.0 {
+            return false;
+        }
+        // Mixed again so the draw is independent of the reply text's seed.
+        let draw = xxhash_rust::xxh3::xxh3_64_with_seed(&hash.to_le_bytes(), 0x5e1ec7);
+        let share = (draw >> 11) as f64 / (1u64 << 53) as f64;
+        share < self.cfg.reject_rate
+    }
+
+    /// Counts a request to a generic route and its status (`None`: none sent).
+    pub(crate) fn count_route(&self, path: &str, status: Option<u16>) {
+        self.lock().recorder.route(path, status);
+    }
+
+    /// Counts a webhook delivery and whether its signature was checked and good.
+    pub(crate) fn count_hook(&self, verified: Option<bool>) {
+        let hooks = &mut self.lock().recorder.stats.hooks;
+        hooks.received += 1;
+        match verified {
+            Some(true) => hooks.verified += 1,
+            Some(false) => hooks.refused += 1,
+            None => {}
         }
     }
 
@@ -191,11 +235,13 @@ impl Shared {
         stats
     }
 
-    /// Zeroes the stats and restarts the limiters, RNG and ids; requests in
-    /// flight stay counted as in flight.
+    /// Zeroes the stats and the journal and restarts the limiters, RNG and
+    /// ids; requests in flight stay counted as in flight. The CMS keeps its
+    /// items.
     pub(crate) fn reset(&self) {
         let mut locked = self.lock();
         *locked = Locked::new(&self.cfg);
+        self.journal.clear();
         self.max_in_flight
             .store(self.in_flight.load(Ordering::Acquire), Ordering::Relaxed);
         self.first_ok_ms.store(0, Ordering::Relaxed);

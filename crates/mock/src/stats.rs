@@ -1,11 +1,13 @@
 //! What the mock saw: outcome counters, per-minute maxima and duplicate bodies.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 
 /// A snapshot of what the mock has seen since it started or was last reset.
 ///
-/// Every API request lands in exactly one of the outcome counters (`ok` through
-/// `bad_requests`), so they add up to `requests`.
+/// Every API request (the OpenAI routes and `/stages/*`) lands in exactly one
+/// of the outcome counters (`ok` through `rejected`), so they add up to
+/// `requests`. The CMS (`/items/*`) and webhook (`/hooks/*`) routes are not API
+/// requests: they are counted in `routes` and `hooks` only.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq)]
 pub struct MockStats {
     /// Every request received on an API route.
@@ -26,6 +28,10 @@ pub struct MockStats {
     pub unauthorized: u64,
     /// 400s (and 405s): a request the client should never have sent.
     pub bad_requests: u64,
+    /// 413s and 422s: requests refused for their content (`max_upload_bytes`,
+    /// `reject_rate`), which no retry can fix.
+    #[serde(default)]
+    pub rejected: u64,
     /// Peak number of requests being handled at once (past the concurrency cap
     /// check, so never above it).
     pub max_in_flight: u64,
@@ -43,6 +49,36 @@ pub struct MockStats {
     pub first_ok_unix_ms: Option<u64>,
     /// Unix time in milliseconds the last 200 was sent.
     pub last_ok_unix_ms: Option<u64>,
+    /// The generic routes (`/stages/NAME`, `/items/NAME`, `/hooks/NAME`) by
+    /// path: what each answered.
+    #[serde(default)]
+    pub routes: BTreeMap<String, RouteStats>,
+    /// Webhook deliveries to `/hooks/*`.
+    #[serde(default)]
+    pub hooks: HookStats,
+}
+
+/// What one generic route answered.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct RouteStats {
+    /// Requests received.
+    pub requests: u64,
+    /// Responses by HTTP status (`"200"`, `"500"`, …).
+    pub statuses: BTreeMap<String, u64>,
+    /// Requests that got no response: injected resets and hangs.
+    pub no_response: u64,
+}
+
+/// Webhook deliveries received.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct HookStats {
+    /// Deliveries received.
+    pub received: u64,
+    /// Deliveries whose signature matched the hook secret.
+    pub verified: u64,
+    /// Deliveries refused with 401: no or a wrong signature (only with a
+    /// hook secret).
+    pub refused: u64,
 }
 
 /// One outcome of an API request, for the counters.
@@ -56,6 +92,7 @@ pub(crate) enum Outcome {
     Hang,
     Unauthorized,
     BadRequest,
+    Rejected,
 }
 
 /// Accepted requests of one millisecond: the sliding window's unit, which keeps
@@ -96,8 +133,23 @@ impl Recorder {
             Outcome::Hang => &mut s.hangs,
             Outcome::Unauthorized => &mut s.unauthorized,
             Outcome::BadRequest => &mut s.bad_requests,
+            Outcome::Rejected => &mut s.rejected,
         };
         *counter += 1;
+    }
+
+    /// Counts one request to a generic route and its status (`None`: no
+    /// response).
+    pub(crate) fn route(&mut self, path: &str, status: Option<u16>) {
+        let route = match self.stats.routes.get_mut(path) {
+            Some(route) => route,
+            None => self.stats.routes.entry(path.to_owned()).or_default(),
+        };
+        route.requests += 1;
+        match status {
+            Some(code) => *route.statuses.entry(code.to_string()).or_default() += 1,
+            None => route.no_response += 1,
+        }
     }
 
     /// Records a request admitted at `now_ms` (since the server's origin) that

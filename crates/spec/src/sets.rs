@@ -4,7 +4,8 @@
 use crate::diag::Diags;
 
 /// The forms `--set` accepts, for messages.
-const FORMS: &str = "matrix.KEY=a,b,c, concurrency=N, steps.NAME.concurrency=N, \
+const FORMS: &str = "matrix.KEY=a,b,c, concurrency=N, steps.NAME.concurrency=N (NAME * for \
+                     every step), \
                      providers.NAME.LIMIT=N (LIMIT: concurrency, url_concurrency, rps, rpm, \
                      rph, rpd, tpm, tpd), budget.usd=X";
 
@@ -92,12 +93,13 @@ impl Sets {
         Ok(())
     }
 
-    /// The override of step `name`'s concurrency, if any.
+    /// The override of step `name`'s concurrency, if any; `steps.*` covers
+    /// every step, and the later of two overrides wins.
     pub(crate) fn step(&self, name: &str) -> Option<u64> {
         self.steps
             .iter()
             .rev()
-            .find(|(n, _, _)| n == name)
+            .find(|(n, _, _)| n == name || n == "*")
             .map(|(_, v, _)| *v)
     }
 
@@ -113,7 +115,7 @@ impl Sets {
     /// Reports overrides naming steps or providers the job does not define.
     pub(crate) fn check_names(&self, steps: &[&str], providers: &[&str], diags: &mut Diags) {
         for (name, _, set) in &self.steps {
-            if !steps.contains(&name.as_str()) {
+            if name != "*" && !steps.contains(&name.as_str()) {
                 diags.set(format!(
                     "{set:?}: the job has no step {name:?}; steps: {}",
                     steps.join(", ")
@@ -213,6 +215,11 @@ mod tests {
         sets.parse_one("matrix.m=a").unwrap();
         sets.parse_one("matrix.m=b,c").unwrap();
         assert_eq!(sets.step("a"), Some(5));
+        assert_eq!(sets.step("b"), None);
+        sets.parse_one("steps.*.concurrency=1").unwrap();
+        assert_eq!((sets.step("a"), sets.step("b")), (Some(1), Some(1)));
+        sets.parse_one("steps.b.concurrency=3").unwrap();
+        assert_eq!((sets.step("a"), sets.step("b")), (Some(1), Some(3)));
         assert_eq!(sets.provider("p", Limit::Rpm), Some(60));
         assert_eq!(sets.provider("p", Limit::Tpm), None);
         assert_eq!(sets.provider("p", Limit::Rpd), Some(900));

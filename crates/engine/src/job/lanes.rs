@@ -116,8 +116,8 @@ pub(crate) struct Lane {
     pub(crate) retries: Retries,
     pub(crate) timeout: Duration,
     pub(crate) prices: Vec<Price>,
-    /// Breaker openings of the shared pool when this run began.
-    openings_before: u64,
+    /// Breaker openings of each endpoint of the shared pool when this run began.
+    openings_before: Vec<u64>,
 }
 
 /// The shared part of a lane, built when no run of this process holds one.
@@ -241,11 +241,27 @@ impl Lane {
             .unwrap_or("")
     }
 
-    /// Times breakers of this provider opened since this run began.
-    pub(crate) fn breaker_openings(&self) -> u64 {
+    /// The base URLs of this provider whose breaker opened since this run
+    /// began (the pool is shared with other runs of the process), with how often.
+    pub(crate) fn breaker_openings(&self) -> Vec<crate::BreakerReport> {
         self.share
-            .breaker_openings()
-            .saturating_sub(self.openings_before)
+            .bases
+            .iter()
+            .zip(&self.openings_before)
+            .filter_map(|(b, before)| {
+                let breaker = b.breaker.as_ref()?;
+                let openings = breaker
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .opened_count()
+                    .saturating_sub(*before);
+                (openings > 0).then(|| crate::BreakerReport {
+                    provider: self.name.clone(),
+                    url: b.url.clone(),
+                    openings,
+                })
+            })
+            .collect()
     }
 
     /// The least busy base URL whose breaker lets a call through; waits while

@@ -63,6 +63,7 @@ pub fn run_job_with(
     mut hooks: RunHooks,
 ) -> Result<RunReport> {
     let env = job_env(job)?;
+    crate::tokens::warm_up(model_names(job));
     let env_value =
         minijinja::Value::from(minijinja::value::Serde(serde_json::json!({ "env": env })));
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -194,13 +195,16 @@ pub fn run_job_with(
         &run.id,
         job.concurrency,
     ))?;
-    let openings: u64 = shared
+    let breakers: Vec<crate::BreakerReport> = shared
         .lanes
         .all()
         .iter()
-        .map(|l| l.breaker_openings())
-        .sum();
-    Progress::add(&progress.breaker_openings, openings);
+        .flat_map(|l| l.breaker_openings())
+        .collect();
+    Progress::add(
+        &progress.breaker_openings,
+        breakers.iter().map(|b| b.openings).sum(),
+    );
     progress.stats.freeze_providers();
     drop(runtime);
     drop(shared);
@@ -240,7 +244,9 @@ pub fn run_job_with(
         settings["spent_usd"] = serde_json::json!(before + spent);
         store.update_settings(&run.id, &settings)?;
     }
-    close_run(&cfg.store, run, resumed, interrupted, &progress)
+    let mut report = close_run(&cfg.store, run, resumed, interrupted, &progress)?;
+    report.breakers = breakers;
+    Ok(report)
 }
 
 /// The webhook's target: headers rendered (they may use `env`), the HMAC key
@@ -275,6 +281,33 @@ fn webhook_target(hook: &Webhook, env: &minijinja::Value) -> Result<crate::webho
         },
         timeout: std::time::Duration::from_secs(30),
     })
+}
+
+/// Model names a job may send: literal `model` fields and every matrix value
+/// (a templated model usually comes from the matrix).
+fn model_names(job: &Job) -> Vec<String> {
+    use sluice_spec::StepKind;
+    let mut names: Vec<String> = job
+        .steps
+        .iter()
+        .filter_map(|s| match &s.kind {
+            StepKind::Chat { model, .. }
+            | StepKind::Embed { model, .. }
+            | StepKind::Conversation { model, .. } => Some(model.source().to_owned()),
+            _ => None,
+        })
+        .filter(|m| !m.contains("{{"))
+        .collect();
+    for axis in &job.matrix {
+        names.extend(
+            axis.values
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned)),
+        );
+    }
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// The variables the job lists in `env`, read now; a missing one stops the run.

@@ -31,13 +31,17 @@ impl ProviderShare {
         self.origin.elapsed().as_nanos() as u64
     }
 
-    /// Times any endpoint's breaker opened.
-    pub(crate) fn breaker_openings(&self) -> u64 {
+    /// Times each endpoint's breaker opened (0 without a breaker).
+    pub(crate) fn breaker_openings(&self) -> Vec<u64> {
         self.bases
             .iter()
-            .filter_map(|b| b.breaker.as_ref())
-            .map(|b| b.lock().unwrap_or_else(|e| e.into_inner()).opened_count())
-            .sum()
+            .map(|b| {
+                b.breaker
+                    .as_ref()
+                    .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()).opened_count())
+                    .unwrap_or(0)
+            })
+            .collect()
     }
 
     /// Each endpoint: its URL, calls in flight, breaker state and openings.

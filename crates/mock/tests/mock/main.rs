@@ -3,6 +3,7 @@
 mod api;
 mod faults;
 mod limits;
+mod routes;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -72,16 +73,29 @@ impl Mock {
         body: &str,
         key: Option<&str>,
     ) -> Result<Reply, String> {
+        let mut headers = vec![("content-type", "application/json".to_owned())];
+        if let Some(key) = key {
+            headers.push(("authorization", format!("Bearer {key}")));
+        }
+        self.send_with(method, path, &headers, Bytes::from(body.to_owned()))
+            .await
+    }
+
+    /// Sends one request with these headers and body.
+    pub(crate) async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Bytes,
+    ) -> Result<Reply, String> {
         let mut req = Request::builder()
             .method(method)
-            .uri(format!("http://{}{path}", self.addr()))
-            .header("content-type", "application/json");
-        if let Some(key) = key {
-            req = req.header("authorization", format!("Bearer {key}"));
+            .uri(format!("http://{}{path}", self.addr()));
+        for (name, value) in headers {
+            req = req.header(*name, value);
         }
-        let req = req
-            .body(Full::new(Bytes::from(body.to_owned())))
-            .map_err(|e| e.to_string())?;
+        let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
         let res = self
             .client
             .request(req)

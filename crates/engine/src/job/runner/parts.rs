@@ -84,6 +84,7 @@ pub(super) async fn part(
                         other => other.to_string(),
                     }),
                     json: Some(value.clone()),
+                    file: placeholder_file(&shared.job, value),
                     fallback: Some(reason),
                     ..Default::default()
                 });
@@ -125,6 +126,16 @@ pub(super) async fn part(
     )
     .await;
     end
+}
+
+/// A fallback value `{ file = "placeholder.png", ... }` stands in for a saved
+/// file: its `file` becomes the output's `.file` (relative to the job file's
+/// directory, like every path in a job), so later steps and readers of the
+/// results find a path wherever a real call would have left one.
+fn placeholder_file(job: &sluice_spec::Job, value: &serde_json::Value) -> Option<String> {
+    let file = std::path::Path::new(value.get("file")?.as_str()?);
+    let dir = job.path.parent().unwrap_or(std::path::Path::new(""));
+    Some(dir.join(file).display().to_string())
 }
 
 /// The cache key of a step's request: its fingerprint and where it goes (the

@@ -1,0 +1,37 @@
+# Sourced by each example's run.sh (after `cd` into the example): builds
+# sluice once, starts fake services with `start_mock PORT FLAGS...`, and stops
+# them when the script ends, however it ends. Set SLUICE=/path/to/sluice to
+# skip the build.
+set -eu
+ROOT=$(cd ../.. && pwd)
+if [ -z "${SLUICE:-}" ]; then
+    (cd "$ROOT" && cargo build --release --quiet)
+    SLUICE="$ROOT/target/release/sluice"
+fi
+MOCKS=""
+LOGS=$(mktemp -d)
+stop_mocks() {
+    for pid in $MOCKS; do kill "$pid" 2>/dev/null || true; done
+    rm -rf "$LOGS"
+}
+trap stop_mocks EXIT
+trap 'exit 130' INT TERM
+
+# start_mock PORT [sluice mock flags...]: starts it and waits until it listens.
+start_mock() {
+    port=$1
+    shift
+    : >"$LOGS/$port.log"
+    "$SLUICE" mock --port "$port" "$@" >"$LOGS/$port.log" 2>&1 &
+    MOCKS="$MOCKS $!"
+    tries=0
+    until grep -q "listening on" "$LOGS/$port.log"; do
+        tries=$((tries + 1))
+        if [ "$tries" -gt 100 ]; then
+            echo "the mock on port $port did not start:" >&2
+            cat "$LOGS/$port.log" >&2
+            exit 1
+        fi
+        sleep 0.1
+    done
+}
