@@ -87,7 +87,10 @@ async fn retry_reruns_the_failed_items() {
         ..MockConfig::default()
     })
     .await;
-    let job = s.job(40, json!({"concurrency": 4, "retries": {"max": 0}}));
+    let job = s.job(
+        40,
+        json!({"concurrency": 4, "retries": {"max": 0}, "circuit_breaker": false}),
+    );
     let id = s.submit(&job).await;
     let first = s.wait_for(&id, |v| v["state"] == "finished").await;
     let failed = first["counts"]["failed"].as_u64().unwrap();
