@@ -12,7 +12,7 @@ use crate::util::{bin, Mock, Scratch};
 
 /// A `sluice serve` child process, killed on drop.
 pub(crate) struct Serve {
-    child: Child,
+    pub(crate) child: Child,
     pub(crate) port: u16,
 }
 
@@ -198,4 +198,61 @@ fn a_run_from_the_cli_is_listed_and_its_results_served() {
         results, exported,
         "the API serves what `sluice export` writes"
     );
+}
+
+#[test]
+fn stopping_the_server_leaves_its_runs_interrupted_and_resumable() {
+    let s = Scratch::new();
+    let mock = Mock::start(&["--latency-ms", "20"]);
+    let mut server = Serve::start(&s, &[], &[]);
+    let job = serde_json::json!({
+        "name": "long",
+        "items": (0..600).map(|i| serde_json::json!({"q": format!("q{i}")})).collect::<Vec<_>>(),
+        "provider": {"base_url": mock.url("/v1"), "concurrency": 2},
+        "step": {"kind": "chat", "model": "m", "messages": [{"role": "user", "content": "{{ item.q }}"}]},
+    });
+    let (status, body) = http(
+        server.port,
+        "POST",
+        "/v1/runs",
+        &["Content-Type: application/json"],
+        &job.to_string(),
+    );
+    assert_eq!(status, 202, "{body}");
+    loop {
+        let (_, body) = http(server.port, "GET", "/v1/runs/long-1", &[], "");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        if v["counts"]["done"].as_u64() > Some(5) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid = server.child.id();
+    let killed = Command::new("sh")
+        .args(["-c", &format!("kill -TERM {pid}")])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let exit = server.child.wait().unwrap();
+    assert!(exit.success(), "{exit:?}");
+    let out = s.sluice(&["status", "long-1", "--json"]).output().unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["run"]["state"], "interrupted", "{v}");
+    let pending = v["pending"].as_u64().unwrap();
+    assert!(pending > 0 && pending < 600, "{v}");
+    // A new server resumes it.
+    let server = Serve::start(&s, &[], &[]);
+    let (status, body) = http(server.port, "POST", "/v1/runs/long-1/resume", &[], "");
+    assert_eq!(status, 202, "{body}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, body) = http(server.port, "GET", "/v1/runs/long-1", &[], "");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        if v["state"] == "finished" {
+            assert_eq!(v["counts"]["done"], 600);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

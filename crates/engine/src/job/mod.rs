@@ -443,8 +443,12 @@ async fn dispatch(
                 }
             }
             if let Some(control) = &control {
-                // Paused: no new unit starts (a cancel ends the wait).
-                if !control.proceed().await {
+                // Paused: no new unit starts (a cancel or a signal ends the wait).
+                let go = tokio::select! {
+                    go = control.proceed() => go,
+                    _ = stop.notified() => false,
+                };
+                if !go {
                     interrupted = true;
                     break 'outer;
                 }
