@@ -256,3 +256,39 @@ fn stopping_the_server_leaves_its_runs_interrupted_and_resumable() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn sluice_retry_reruns_a_run_submitted_to_the_server() {
+    let s = Scratch::new();
+    let mock = Mock::start(&["--fail-rate", "0.4", "--seed", "4"]);
+    let server = Serve::start(&s, &[], &[]);
+    let job = serde_json::json!({
+        "name": "sub",
+        "items": (0..30).map(|i| serde_json::json!({"q": format!("q{i}")})).collect::<Vec<_>>(),
+        "provider": {"base_url": mock.url("/v1"), "retries": {"max": 0}, "circuit_breaker": false},
+        "step": {"kind": "chat", "model": "m", "messages": [{"role": "user", "content": "{{ item.q }}"}]},
+    });
+    let (status, body) = http(
+        server.port,
+        "POST",
+        "/v1/runs?wait=all",
+        &["Content-Type: application/json"],
+        &job.to_string(),
+    );
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let failed = v["run"]["counts"]["failed"].as_u64().unwrap();
+    assert!(failed > 0, "{v}");
+    drop(server);
+    let out = s.sluice(&["retry", "sub-1", "--json"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{failed} failed item(s) of sub-1 re-queued")),
+        "{stderr}"
+    );
+    let summary: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    assert_eq!(summary["run"], "sub-1", "{summary}");
+    assert_eq!(summary["resumed"], true);
+    assert_eq!(mock.stats()["requests"].as_u64().unwrap(), 30 + failed);
+}

@@ -27,7 +27,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 pub use error::ApiError;
-pub use runner::LiveRun;
+pub use runner::{submitted_job, LiveRun};
 pub use state::{AppState, ServerConfig};
 
 /// The OpenAPI 3 description of every route.

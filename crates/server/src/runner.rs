@@ -47,6 +47,25 @@ impl SavedJob {
 /// Runs kept in memory after they ended (their final live detail).
 const KEEP_ENDED: usize = 200;
 
+/// The job of a run submitted to a server, from its kept run state (`None`
+/// for runs not submitted to a server): what `sluice retry` needs, since such a
+/// job file exists only in the store. Relative paths resolve in `workdir`.
+pub fn submitted_job(
+    store: &mut dyn sluice_store::Store,
+    run_id: &str,
+    workdir: &std::path::Path,
+) -> Option<Result<Job, ApiError>> {
+    let (_, value) = match store.run_state(run_id, SAVED_JOB) {
+        Ok(entries) => entries.into_iter().next()?,
+        Err(e) => return Some(Err(e.into())),
+    };
+    Some(
+        serde_json::from_value::<SavedJob>(value)
+            .map_err(|e| ApiError::internal("reading the kept job", e))
+            .and_then(|saved| saved.load(workdir)),
+    )
+}
+
 /// What a stream attached to a run at its start receives.
 pub(crate) enum StreamMsg {
     /// Outcomes just committed, in commit order.

@@ -17,7 +17,7 @@ use sluice_spec::Job;
 use sluice_store::{RunMeta, Store};
 
 use crate::error::{ApiError, ApiResult};
-use crate::runner::{self, Launch, SavedJob, SAVED_JOB};
+use crate::runner::{self, Launch};
 use crate::state::AppState;
 use crate::view;
 
@@ -288,10 +288,8 @@ fn saved_job(store: &mut dyn Store, run: &RunMeta, workdir: &std::path::Path) ->
             run.id
         )));
     }
-    if let Some((_, value)) = store.run_state(&run.id, SAVED_JOB)?.into_iter().next() {
-        let saved: SavedJob = serde_json::from_value(value)
-            .map_err(|e| ApiError::internal("reading the kept job", e))?;
-        return saved.load(workdir);
+    if let Some(job) = runner::submitted_job(store, &run.id, workdir) {
+        return job;
     }
     let path = run
         .settings
