@@ -35,6 +35,13 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         ))
         .into());
     }
+    // A store that cannot be opened stops the server now, not every request later.
+    drop(
+        args.store
+            .store
+            .open()
+            .with_context(|| format!("opening the store {}", args.store.store))?,
+    );
     let mut config = ServerConfig::new(args.store.store.clone());
     config.token = token;
     config.max_submit_bytes = args.max_body;
