@@ -29,10 +29,13 @@ pub(crate) enum Command {
     Runs(RunsArgs),
     /// Write a run's results in input order.
     Export(ExportArgs),
-    /// Serve a built-in OpenAI-compatible fake API for demos, tests and benchmarks.
+    /// Serve a built-in fake API (OpenAI-compatible, Anthropic Messages, both batch
+    /// APIs) for demos, tests and benchmarks.
     Mock(MockArgs),
     /// Run examples/audio-pipeline against built-in mocks and show where the results are.
     Demo(DemoArgs),
+    /// Measure sluice against the physical bounds, on a local mock (BENCHMARKS.md).
+    Bench(BenchArgs),
     /// Serve the REST API, live events, /metrics and the dashboard over the store.
     Serve(ServeArgs),
 }
@@ -238,6 +241,18 @@ pub(crate) struct MockArgs {
     /// must be signed with (401 otherwise).
     #[arg(long, value_name = "VAR")]
     pub(crate) hook_secret_env: Option<String>,
+    /// Milliseconds between the events of a streamed answer (`stream: true`).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) stream_interval_ms: u64,
+    /// How long a batch (OpenAI Batch or Anthropic Message Batch) takes to process.
+    #[arg(long, default_value_t = 2_000)]
+    pub(crate) batch_delay_ms: u64,
+    /// Share of batched requests answered with a server error (0.0–1.0).
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) batch_error_rate: f64,
+    /// Share of batched requests that expire unanswered (0.0–1.0).
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) batch_expire_rate: f64,
 }
 
 #[derive(Debug, Args)]
@@ -272,4 +287,19 @@ fn parse_store(text: &str) -> Result<StoreLocation, String> {
         return Err("give a SQLite file path or a postgres:// URL".into());
     }
     Ok(StoreLocation::parse(text))
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// Small sizes: the whole suite in under a minute; only broken scenarios
+    /// (lost or duplicated items, unexpected 429s, crashes) fail it, never speed.
+    #[arg(long)]
+    pub(crate) quick: bool,
+    /// Print the results as JSON on stdout (progress stays on stderr).
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Run only these scenarios: latency, rpm, tpm, overhead, memory, pipeline,
+    /// crash-resume, scale-out, faults, unknown-rpm.
+    #[arg(long, num_args = 1.., value_name = "NAME")]
+    pub(crate) only: Vec<String>,
 }

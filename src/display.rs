@@ -156,6 +156,9 @@ pub(crate) fn summary(report: &RunReport) -> String {
         }
         text += "\n";
     }
+    for note in &report.notes {
+        text += &format!("  offload    {note}\n");
+    }
     if s.breaker_openings > 0 {
         text += &format!(
             "  breakers   opened {} time(s): an endpoint kept failing and was rested\n",

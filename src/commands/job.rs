@@ -98,10 +98,17 @@ fn describe(job: &sluice_spec::Job, plan: &Plan) -> String {
             s.provider.as_deref().unwrap_or("-"),
         );
     }
+    // Each provider at the price of the path it takes.
     let total: Option<f64> = plan
         .providers
         .iter()
-        .filter_map(|p| p.cost_usd)
+        .filter_map(|p| {
+            if p.offload.batched() {
+                p.batch_cost_usd
+            } else {
+                p.cost_usd
+            }
+        })
         .reduce(|a, b| a + b);
     if let Some(usd) = total {
         text += &format!("cost       ~${usd:.2} (completions at their max_tokens; a ceiling)\n");
@@ -129,6 +136,23 @@ fn describe(job: &sluice_spec::Job, plan: &Plan) -> String {
                 fmt_count(p.calls),
                 fmt_count(p.tokens)
             );
+            if p.offload.configured != "live" {
+                let prices = match (p.cost_usd, p.batch_cost_usd) {
+                    (Some(live), Some(batch)) => {
+                        format!(" (~${live:.2} live, ~${batch:.2} batch)")
+                    }
+                    _ => String::new(),
+                };
+                text += &format!(
+                    "  {:<16} {}: {}{prices}\n",
+                    "",
+                    match p.offload.configured.as_str() {
+                        "auto" => format!("auto → {}", p.offload.mode),
+                        _ => "batch API".to_string(),
+                    },
+                    p.offload.reason
+                );
+            }
         }
     }
     text

@@ -16,6 +16,8 @@ pub(crate) fn mock(args: MockArgs) -> anyhow::Result<ExitCode> {
         ("--hang-rate", args.hang_rate),
         ("--truncate-rate", args.truncate_rate),
         ("--reject-rate", args.reject_rate),
+        ("--batch-error-rate", args.batch_error_rate),
+        ("--batch-expire-rate", args.batch_expire_rate),
     ] {
         if !(0.0..=1.0).contains(&rate) {
             return Err(UsageError(format!("{name} must be between 0 and 1, not {rate}")).into());
@@ -53,6 +55,10 @@ pub(crate) fn mock(args: MockArgs) -> anyhow::Result<ExitCode> {
         cms_dir: args.cms.clone(),
         journal: args.journal,
         hook_secret: hook_secret.map(String::into_bytes),
+        stream_interval_ms: args.stream_interval_ms,
+        batch_delay_ms: args.batch_delay_ms,
+        batch_error_rate: args.batch_error_rate,
+        batch_expire_rate: args.batch_expire_rate,
     };
     // Before binding, so a bad --cms stops here with exit code 2.
     config

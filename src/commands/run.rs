@@ -127,6 +127,7 @@ pub(crate) fn deliver(
             "this_run": report.progress,
             "breakers": report.breakers,
             "recorded": counts,
+            "notes": report.notes,
             "out": out.map(|p| p.display().to_string()),
         });
         println!("{summary}");

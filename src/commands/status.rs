@@ -29,6 +29,12 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let counts = store.counts(&run.id)?;
     let errors = store.top_errors(&run.id, 5)?;
     let workers = store.workers(&run.id)?;
+    // Batches submitted to providers' batch APIs (named run state `batch:*`).
+    let batches: Vec<serde_json::Value> = store
+        .run_state(&run.id, "batch:")?
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
     let pending = pending(&run, &counts);
     let now = sluice_engine::now_ms();
     if args.json {
@@ -47,6 +53,8 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
                 "last_beat_at": w.beat_at,
                 "live": w.live,
             })).collect::<Vec<_>>(),
+            "offload": run.settings.get("offload"),
+            "batches": batches,
         });
         println!("{value}");
         return Ok(ExitCode::SUCCESS);
@@ -89,6 +97,38 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             fmt_duration(std::time::Duration::from_secs_f64(span)),
             counts.latency_ms_sum / finished.max(1)
         );
+    }
+    if let Some(offload) = run.settings.get("offload").and_then(|o| o.as_object()) {
+        for (name, o) in offload {
+            let text = |k: &str| o.get(k).and_then(|v| v.as_str()).unwrap_or("?");
+            match text("configured") {
+                "live" => {}
+                "auto" => println!(
+                    "offload    {name}: auto chose {}: {}",
+                    text("mode"),
+                    text("reason")
+                ),
+                _ => println!("offload    {name}: batch API (mode = \"batch\")"),
+            }
+        }
+    }
+    if !batches.is_empty() {
+        println!("batches");
+        for b in &batches {
+            let text = |k: &str| b.get(k).and_then(|v| v.as_str()).unwrap_or("-");
+            let n = |k: &str| b.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+            println!(
+                "  {} #{:<4} {:<28} {:<12} {} requests · {} succeeded · {} errored · {} expired",
+                text("provider"),
+                n("seq"),
+                text("id"),
+                text("state"),
+                fmt_count(n("requests")),
+                fmt_count(n("succeeded")),
+                fmt_count(n("errored")),
+                fmt_count(n("expired")),
+            );
+        }
     }
     if !workers.is_empty() {
         println!("workers");

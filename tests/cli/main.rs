@@ -4,8 +4,10 @@
 mod fakehost;
 mod util;
 
+mod bench;
 mod browser;
 mod commands;
+mod dialects;
 mod examples;
 mod faults;
 mod input;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use sluice_limit::Backoff;
-use sluice_provider::{Attempt, CallOptions, Client, Endpoint, FailureKind, Success};
+use sluice_provider::{Attempt, CallOptions, Client, Dialect, Endpoint, FailureKind, Success};
 
 use crate::control::RunControl;
 use crate::fair::Tenant;
@@ -79,6 +79,8 @@ pub(crate) struct CallRequest<'a, R: Route> {
     pub(crate) options: CallOptions<'a>,
     /// Tokens reserved against tokens/minute before sending.
     pub(crate) estimate: u64,
+    /// The body asks for a streamed answer in this dialect (read as events).
+    pub(crate) stream: Option<Dialect>,
 }
 
 /// Attempts made for one call.
@@ -164,15 +166,26 @@ pub(crate) async fn call<R: Route>(
             meter.waited(placed - asked, placed.elapsed());
             meter.started(tally.attempts > 1);
         }
-        let result = env
-            .client
-            .send(
-                &endpoint,
-                request.body.clone(),
-                env.timeout,
-                &request.options,
-            )
-            .await;
+        let body = request.body.clone();
+        let result = match request.stream {
+            None => {
+                env.client
+                    .send(&endpoint, body, env.timeout, &request.options)
+                    .await
+            }
+            // Boxed: the streamed exchange's larger state stays out of
+            // every call's future.
+            Some(dialect) => {
+                Box::pin(env.client.send_stream(
+                    &endpoint,
+                    body,
+                    env.timeout,
+                    &request.options,
+                    dialect,
+                ))
+                .await
+            }
+        };
         Progress::sub(&progress.in_flight, 1);
         for meter in env.meters.iter().flatten() {
             match &result {
@@ -189,8 +202,9 @@ pub(crate) async fn call<R: Route>(
                 Attempt::Ok(s) => Report::Success(s.latency),
                 Attempt::Failed(f) => Report::Failure {
                     retryable: f.kind.is_retryable() && f.kind != FailureKind::RateLimited,
+                    // 529: Anthropic's "overloaded".
                     backpressure: matches!(f.kind, FailureKind::RateLimited | FailureKind::Timeout)
-                        || f.status == Some(503),
+                        || matches!(f.status, Some(503 | 529)),
                 },
             },
         );

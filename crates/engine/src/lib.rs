@@ -26,7 +26,9 @@ pub use control::{CommitHook, OpenHook, RunControl, RunHooks};
 pub use error::{Error, Result};
 pub use export::{export_run, ExportFormat};
 pub use input::InputSource;
-pub use job::{plan, run_job, run_job_with, unit_result, JobConfig, Plan, ProviderPlan, StepPlan};
+pub use job::{
+    plan, run_job, run_job_with, unit_result, JobConfig, Offload, Plan, ProviderPlan, StepPlan,
+};
 pub use live::{worker_state, Rates, BEAT_PERIOD, BEAT_STALE};
 pub use meter::{quantile_ms, CallCounts, FAILURE_KINDS, LATENCY_BUCKETS_MS};
 pub use progress::{Progress, Snapshot};

@@ -75,6 +75,7 @@ pub(crate) fn close_run(
         interrupted,
         progress: progress.snapshot(),
         breakers: Vec::new(),
+        notes: Vec::new(),
     })
 }
 

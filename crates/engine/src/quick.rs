@@ -72,6 +72,10 @@ pub struct RunReport {
     pub progress: Snapshot,
     /// Endpoints whose circuit breaker opened in this run (job runs).
     pub breakers: Vec<BreakerReport>,
+    /// Things the run decided that the summary should say (e.g. live or
+    /// batch, and why).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// One endpoint whose circuit breaker opened.
@@ -522,6 +526,7 @@ async fn attempt(
         body: request.body.clone(),
         options: CallOptions::default(),
         estimate: request.estimate,
+        stream: None,
     };
     let mut tally = Tally::default();
     let end = calls::call(&env, &call_request, &mut tally).await;

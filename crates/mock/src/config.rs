@@ -50,6 +50,14 @@ pub struct MockConfig {
     /// Key that deliveries to `/hooks/*` must be signed with (sluice's
     /// `X-Sluice-Signature`); a wrong signature gets 401. `None` accepts all.
     pub hook_secret: Option<Vec<u8>>,
+    /// Milliseconds between the events of a streamed answer (0: all at once).
+    pub stream_interval_ms: u64,
+    /// How long a batch (either API) takes to process, from its creation.
+    pub batch_delay_ms: u64,
+    /// Probability (0.0..=1.0) that a request in a batch fails with a server error.
+    pub batch_error_rate: f64,
+    /// Probability that a request in a batch expires unanswered.
+    pub batch_expire_rate: f64,
 }
 
 impl MockConfig {

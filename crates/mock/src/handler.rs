@@ -57,8 +57,18 @@ pub(crate) async fn api(
         .prompt_tokens
         .saturating_add(parsed.completion_tokens());
     answer(shared, arrived, tokens, hash, |id| {
-        let body = response::success(api, &parsed, id, unix_ms() / 1_000, hash);
-        (JSON, body)
+        // Chat replies follow the conversation, whatever carried it.
+        let seed = parsed
+            .conversation
+            .map_or(hash, |c| crate::convo::reply_seed(shared.cfg.seed, c));
+        let created = unix_ms() / 1_000;
+        match parsed.stream {
+            Some(usage) => (
+                crate::sse::EVENT_STREAM,
+                crate::sse::openai_chat(&parsed, id, created, seed, usage),
+            ),
+            None => (JSON, response::success(api, &parsed, id, created, seed)),
+        }
     })
     .await
 }

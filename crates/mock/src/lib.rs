@@ -53,7 +53,17 @@
 //!
 //! Faults and jitter use one RNG seeded with [`MockConfig::seed`], drawn in arrival
 //! order, so a client that sends the same requests one at a time sees the same
-//! outcomes. Replies are a function of the seed and the request body.
+//! outcomes. Completions and embeddings are a function of the seed and the request
+//! body; chat replies are seeded by the conversation (model, roles and texts, see
+//! `convo`), not by the body's bytes: the same conversation gets the same
+//! reply as an OpenAI chat completion or an Anthropic message, live, streamed
+//! (`stream: true`: server-sent events, [`MockConfig::stream_interval_ms`]
+//! apart) or through a batch API (see `batches`).
+//!
+//! `POST /v1/messages` is Anthropic's Messages API under the same limits,
+//! faults and counters (see `anthropic`). `/v1/files`, `/v1/batches` and
+//! `/v1/messages/batches` are the batch APIs; `GET /_mock/batches` reports
+//! what they saw ([`BatchStats`]).
 //!
 //! # Beside the API
 //!
@@ -67,12 +77,16 @@
 //! ([`MockConfig::hook_secret`]), and a journal of recent requests at
 //! `GET /_mock/requests` ([`MockConfig::journal`]).
 //!
-//! `GET /healthz`, `GET /_mock/stats`, `GET /_mock/requests` and
-//! `POST /_mock/reset` need no key and are not counted. Reset zeroes the stats and returns the limiters, RNG and id
-//! counter to their start state; requests in flight finish normally.
+//! `GET /healthz`, `GET /_mock/stats`, `GET /_mock/batches`, `GET
+//! /_mock/requests` and `POST /_mock/reset` need no key and are not counted.
+//! Reset zeroes the stats and returns the limiters, RNG and id counter to
+//! their start state; requests in flight finish normally.
 
+mod anthropic;
+mod batches;
 mod cms;
 mod config;
+mod convo;
 mod faults;
 mod handler;
 mod journal;
@@ -82,11 +96,13 @@ mod request;
 mod response;
 mod routes;
 mod server;
+mod sse;
 mod stage;
 mod state;
 mod stats;
 mod timer;
 
+pub use batches::BatchStats;
 pub use config::MockConfig;
 pub use journal::JournalEntry;
 pub use server::{serve, MockServer};

@@ -29,6 +29,12 @@ pub(crate) struct Parsed<'a> {
     pub(crate) model: Cow<'a, str>,
     pub(crate) prompt_tokens: u64,
     pub(crate) body: ParsedBody<'a>,
+    /// Chat: a hash of what the model reads (model, roles, texts), so the
+    /// reply is the same whichever API shape carried the conversation.
+    pub(crate) conversation: Option<u64>,
+    /// Chat with `stream: true`: answer as server-sent events; the flag is
+    /// `stream_options.include_usage` (a final usage chunk).
+    pub(crate) stream: Option<bool>,
 }
 
 /// The part of a request that differs by API.
@@ -69,12 +75,22 @@ pub(crate) fn parse(api: Api, body: &[u8], default_completion: u64) -> Result<Pa
             if raw.messages.is_empty() {
                 return Err("`messages` must contain at least one message.".to_owned());
             }
-            refuse_stream(raw.stream)?;
             let max = raw.max_completion_tokens.or(raw.max_tokens);
+            let conversation = crate::convo::hash(
+                &raw.model,
+                raw.messages
+                    .iter()
+                    .map(|m| (m.role.as_deref().unwrap_or("user"), m.content.1)),
+            );
             Ok(Parsed {
                 model: raw.model,
                 prompt_tokens: raw.messages.iter().map(|m| m.content.0).sum(),
                 body: completion(max, default_completion),
+                conversation: Some(conversation),
+                stream: raw
+                    .stream
+                    .unwrap_or(false)
+                    .then(|| raw.stream_options.is_some_and(|o| o.include_usage)),
             })
         }
         Api::Completions => {
@@ -84,6 +100,8 @@ pub(crate) fn parse(api: Api, body: &[u8], default_completion: u64) -> Result<Pa
                 model: raw.model,
                 prompt_tokens: non_empty(&raw.prompt, "prompt")?,
                 body: completion(raw.max_tokens, default_completion),
+                conversation: None,
+                stream: None,
             })
         }
         Api::Embeddings => {
@@ -115,12 +133,14 @@ pub(crate) fn parse(api: Api, body: &[u8], default_completion: u64) -> Result<Pa
                     dims,
                     base64,
                 },
+                conversation: None,
+                stream: None,
             })
         }
     }
 }
 
-fn completion(max_tokens: Option<u64>, default: u64) -> ParsedBody<'static> {
+pub(crate) fn completion(max_tokens: Option<u64>, default: u64) -> ParsedBody<'static> {
     ParsedBody::Completion {
         completion_tokens: max_tokens.map_or(default, |m| m.min(default)),
         cut_short: max_tokens.is_some_and(|m| m < default),
@@ -129,7 +149,10 @@ fn completion(max_tokens: Option<u64>, default: u64) -> ParsedBody<'static> {
 
 fn refuse_stream(stream: Option<bool>) -> Result<(), String> {
     match stream {
-        Some(true) => Err("`stream: true` is not supported by the mock; omit it.".to_owned()),
+        Some(true) => Err(
+            "`stream: true` is supported by the mock for chat completions only; omit it here."
+                .to_owned(),
+        ),
         _ => Ok(()),
     }
 }
@@ -146,14 +169,24 @@ fn non_empty(texts: &Texts<'_>, field: &str) -> Result<u64, String> {
 struct RawChat<'a> {
     #[serde(borrow)]
     model: Cow<'a, str>,
-    messages: Vec<Message>,
+    #[serde(borrow)]
+    messages: Vec<Message<'a>>,
     max_tokens: Option<u64>,
     max_completion_tokens: Option<u64>,
     stream: Option<bool>,
+    stream_options: Option<StreamOptions>,
 }
 
 #[derive(Deserialize)]
-struct Message {
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
+}
+
+#[derive(Deserialize)]
+struct Message<'a> {
+    #[serde(borrow, default)]
+    role: Option<Cow<'a, str>>,
     /// Absent or null for e.g. an assistant turn that only called tools.
     #[serde(default)]
     content: Tokens,
@@ -180,10 +213,10 @@ struct RawEmbeddings<'a> {
     encoding_format: Option<Cow<'a, str>>,
 }
 
-/// The tokens of a message's `content`: a string, or an array of parts of
-/// which only `{"type":"text","text":...}` count.
+/// The tokens of a message's `content` (a string, or an array of parts of
+/// which only `{"type":"text","text":...}` count), and a hash of its text.
 #[derive(Default)]
-struct Tokens(u64);
+pub(crate) struct Tokens(pub(crate) u64, pub(crate) u64);
 
 impl<'de> Deserialize<'de> for Tokens {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Tokens, D::Error> {
@@ -201,25 +234,35 @@ impl<'de> Visitor<'de> for TokensVisitor {
     }
 
     fn visit_str<E>(self, s: &str) -> Result<Tokens, E> {
-        Ok(Tokens(estimate_text_tokens(s)))
+        Ok(Tokens(
+            estimate_text_tokens(s),
+            crate::convo::text_hash([s]),
+        ))
     }
 
     fn visit_unit<E>(self) -> Result<Tokens, E> {
-        Ok(Tokens(0))
+        Ok(Tokens(0, crate::convo::text_hash([])))
     }
 
     fn visit_none<E>(self) -> Result<Tokens, E> {
-        Ok(Tokens(0))
+        Ok(Tokens(0, crate::convo::text_hash([])))
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Tokens, A::Error> {
         let mut total = 0;
+        let mut texts: Vec<Cow<'de, str>> = Vec::new();
         while let Some(part) = seq.next_element::<Part<'de>>()? {
             if part.kind == "text" {
-                total += part.text.map_or(0, |t| t.0);
+                if let Some(Text(t)) = part.text {
+                    total += estimate_text_tokens(&t);
+                    texts.push(t);
+                }
             }
         }
-        Ok(Tokens(total))
+        Ok(Tokens(
+            total,
+            crate::convo::text_hash(texts.iter().map(|t| &**t)),
+        ))
     }
 }
 
@@ -228,14 +271,15 @@ impl<'de> Visitor<'de> for TokensVisitor {
 struct Part<'a> {
     #[serde(rename = "type", borrow)]
     kind: Cow<'a, str>,
-    text: Option<Tokens>,
+    #[serde(borrow)]
+    text: Option<Text<'a>>,
 }
 
 /// A string or an array of strings (`prompt`, `input`).
 struct Texts<'a>(Vec<Cow<'a, str>>);
 
 #[derive(Deserialize)]
-struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+pub(crate) struct Text<'a>(#[serde(borrow)] pub(crate) Cow<'a, str>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for Texts<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Texts<'a>, D::Error> {
@@ -357,8 +401,8 @@ mod tests {
                 "Invalid request body",
             ),
             (
-                Api::Chat,
-                r#"{"model":"m","messages":[{"content":"x"}],"stream":true}"#,
+                Api::Completions,
+                r#"{"model":"m","prompt":"x","stream":true}"#,
                 "stream",
             ),
             (Api::Completions, r#"{"model":"m","prompt":[]}"#, "`prompt`"),

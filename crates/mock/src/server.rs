@@ -55,6 +55,11 @@ impl MockServer {
         self.shared.stats()
     }
 
+    /// What the batch APIs saw.
+    pub fn batch_stats(&self) -> crate::BatchStats {
+        self.shared.offload.stats()
+    }
+
     /// The journal's requests whose path starts with `prefix`, oldest first
     /// (empty unless [`MockConfig::journal`] is set).
     pub fn requests(&self, prefix: &str) -> Vec<crate::JournalEntry> {
@@ -113,7 +118,15 @@ async fn run(listener: TcpListener, shared: Arc<Shared>) -> io::Result<()> {
         let shared = Arc::clone(&shared);
         let conn = builder.serve_connection(
             TokioIo::new(stream),
-            service_fn(move |req| route(Arc::clone(&shared), req)),
+            service_fn(move |req| {
+                let shared = Arc::clone(&shared);
+                async move {
+                    let gap = Duration::from_millis(shared.cfg.stream_interval_ms);
+                    route(shared, req)
+                        .await
+                        .map(|res| crate::sse::pace(res, gap))
+                }
+            }),
         );
         connections.spawn(async move {
             // A connection error is the client's business (or an injected reset).
@@ -129,6 +142,9 @@ async fn route(
     shared: Arc<Shared>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ConnectionReset> {
+    if crate::batches::owns(req.uri().path()) {
+        return crate::batches::route(&shared, req).await;
+    }
     let arrived = Instant::now();
     let api = match req.uri().path() {
         "/v1/chat/completions" => Some(Api::Chat),

@@ -55,6 +55,8 @@ pub(crate) struct Shared {
     first_ok_ms: AtomicU64,
     last_ok_ms: AtomicU64,
     locked: Mutex<Locked>,
+    /// Files and batches of the batch APIs.
+    pub(crate) offload: crate::batches::Offload,
 }
 
 #[derive(Debug)]
@@ -102,6 +104,7 @@ impl Shared {
             max_in_flight: AtomicU64::new(0),
             first_ok_ms: AtomicU64::new(0),
             last_ok_ms: AtomicU64::new(0),
+            offload: crate::batches::Offload::default(),
         })
     }
 
@@ -246,6 +249,7 @@ impl Shared {
             .store(self.in_flight.load(Ordering::Acquire), Ordering::Relaxed);
         self.first_ok_ms.store(0, Ordering::Relaxed);
         self.last_ok_ms.store(0, Ordering::Relaxed);
+        self.offload.reset();
     }
 }
 

@@ -37,6 +37,8 @@ pub struct Success {
     pub signals: RateSignals,
     /// The response's `Content-Type`, if sent (picks a saved file's extension).
     pub content_type: Option<String>,
+    /// Timing of a streamed answer ([`crate::Client::send_stream`]).
+    pub stream: Option<crate::StreamStats>,
 }
 
 /// What kind of failure, which decides retry.
@@ -128,6 +130,7 @@ pub fn classify(
             latency,
             signals,
             content_type,
+            stream: None,
         });
     }
     let code = status.as_u16();

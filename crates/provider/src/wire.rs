@@ -52,6 +52,8 @@ pub(crate) struct Response {
     pub(crate) body: Bytes,
     /// Whether the connection may carry another request.
     pub(crate) keep_alive: bool,
+    /// The body went to the caller's sink as it arrived (`body` is empty).
+    pub(crate) streamed: bool,
 }
 
 /// Sends `head` + `body` and reads one response. `buf` is the connection's
@@ -168,8 +170,23 @@ async fn read_response<S: AsyncRead + Unpin>(
     stream: &mut S,
     buf: &mut Vec<u8>,
 ) -> Result<Response, WireError> {
+    let head = read_head(stream, buf).await?;
+    let (body, keep_alive) = read_body(stream, buf, &head).await?;
+    Ok(Response {
+        status: head.status,
+        headers: head.headers,
+        body,
+        keep_alive,
+        streamed: false,
+    })
+}
+
+/// The final response head, past any interim 1xx responses.
+async fn read_head<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+) -> Result<Head, WireError> {
     loop {
-        // The head, possibly preceded by interim 1xx responses.
         let head = loop {
             if let Some(head) = parse_head(buf)? {
                 break head;
@@ -196,54 +213,129 @@ async fn read_response<S: AsyncRead + Unpin>(
             buf.drain(..head.len);
             continue;
         }
-        let no_body =
-            head.status == StatusCode::NO_CONTENT || head.status == StatusCode::NOT_MODIFIED;
-        let (body, keep_alive) = if no_body {
-            (Bytes::new(), head.keep_alive && buf.len() == head.len)
-        } else if head.chunked {
-            let body = read_chunked(stream, buf, head.len).await?;
-            (body, head.keep_alive)
-        } else if let Some(length) = head.length {
-            if length > MAX_BODY {
-                return Err(WireError::Protocol(format!(
-                    "body of {length} bytes is too large"
-                )));
+        return Ok(head);
+    }
+}
+
+/// The whole body after `head`, and whether the connection may be reused.
+async fn read_body<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+    head: &Head,
+) -> Result<(Bytes, bool), WireError> {
+    let no_body = head.status == StatusCode::NO_CONTENT || head.status == StatusCode::NOT_MODIFIED;
+    Ok(if no_body {
+        (Bytes::new(), head.keep_alive && buf.len() == head.len)
+    } else if head.chunked {
+        let mut body = Vec::new();
+        read_chunked(stream, buf, head.len, |chunk| body.extend_from_slice(chunk)).await?;
+        (Bytes::from(body), head.keep_alive)
+    } else if let Some(length) = head.length {
+        if length > MAX_BODY {
+            return Err(WireError::Protocol(format!(
+                "body of {length} bytes is too large"
+            )));
+        }
+        while buf.len() < head.len + length {
+            if !fill(stream, buf).await? {
+                return Err(WireError::Closed("in the middle of the response body"));
             }
-            while buf.len() < head.len + length {
-                if !fill(stream, buf).await? {
-                    return Err(WireError::Closed("in the middle of the response body"));
-                }
+        }
+        let extra = buf.len() > head.len + length;
+        (
+            Bytes::copy_from_slice(&buf[head.len..head.len + length]),
+            head.keep_alive && !extra,
+        )
+    } else {
+        // No length: the body runs to the end of the connection.
+        while fill(stream, buf).await? {
+            if buf.len() - head.len > MAX_BODY {
+                return Err(WireError::Protocol("body is too large".into()));
             }
-            let extra = buf.len() > head.len + length;
-            (
-                Bytes::copy_from_slice(&buf[head.len..head.len + length]),
-                head.keep_alive && !extra,
-            )
-        } else {
-            // No length: the body runs to the end of the connection.
-            while fill(stream, buf).await? {
-                if buf.len() - head.len > MAX_BODY {
-                    return Err(WireError::Protocol("body is too large".into()));
-                }
-            }
-            (Bytes::copy_from_slice(&buf[head.len..]), false)
-        };
+        }
+        (Bytes::copy_from_slice(&buf[head.len..]), false)
+    })
+}
+
+/// Like [`exchange`], but a 2xx `text/event-stream` body is handed to
+/// `on_data` piece by piece as it arrives (a chunk, or what one read
+/// returned) instead of being collected; such a response comes back with an
+/// empty body and `streamed` set. Any other response is read whole.
+pub(crate) async fn exchange_streaming<S>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+    head: &[u8],
+    body: &[u8],
+    on_data: &mut (dyn FnMut(&[u8]) + Send),
+) -> Result<Response, WireError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    stream.write_all(head).await?;
+    stream.write_all(body).await?;
+    stream.flush().await?;
+    buf.clear();
+    let head = read_head(stream, buf).await?;
+    let events = head.status.is_success()
+        && head
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.trim_start().starts_with("text/event-stream"));
+    if !events {
+        let (body, keep_alive) = read_body(stream, buf, &head).await?;
         return Ok(Response {
             status: head.status,
             headers: head.headers,
             body,
             keep_alive,
+            streamed: false,
         });
     }
+    let keep_alive = if head.chunked {
+        read_chunked(stream, buf, head.len, on_data).await?;
+        head.keep_alive
+    } else {
+        let end = head.length.map(|n| head.len + n);
+        let mut seen = head.len;
+        loop {
+            let upto = end.map_or(buf.len(), |e| buf.len().min(e));
+            if upto > seen {
+                on_data(&buf[seen..upto]);
+                seen = upto;
+            }
+            if end.is_some_and(|e| seen >= e) {
+                break head.keep_alive && buf.len() == seen;
+            }
+            if buf.len() - head.len > MAX_BODY {
+                return Err(WireError::Protocol("body is too large".into()));
+            }
+            if !fill(stream, buf).await? {
+                if end.is_some() {
+                    return Err(WireError::Closed("in the middle of the response body"));
+                }
+                break false;
+            }
+        }
+    };
+    Ok(Response {
+        status: head.status,
+        headers: head.headers,
+        body: Bytes::new(),
+        keep_alive,
+        streamed: true,
+    })
 }
 
-/// Decodes a chunked body starting at `start` in `buf`, reading as needed.
+/// Decodes a chunked body starting at `start` in `buf`, reading as needed and
+/// handing each chunk's data to `on_chunk` once it is complete.
 async fn read_chunked<S: AsyncRead + Unpin>(
     stream: &mut S,
     buf: &mut Vec<u8>,
     start: usize,
-) -> Result<Bytes, WireError> {
-    let mut body = Vec::new();
+    mut on_chunk: impl FnMut(&[u8]),
+) -> Result<(), WireError> {
+    let mut total = 0usize;
     let mut pos = start;
     loop {
         let line_end = line_at(stream, buf, pos).await?;
@@ -260,11 +352,12 @@ async fn read_chunked<S: AsyncRead + Unpin>(
                 let empty = end == pos;
                 pos = end + 2;
                 if empty {
-                    return Ok(Bytes::from(body));
+                    return Ok(());
                 }
             }
         }
-        if body.len() + size > MAX_BODY {
+        total += size;
+        if total > MAX_BODY {
             return Err(WireError::Protocol("body is too large".into()));
         }
         while buf.len() < pos + size + 2 {
@@ -272,7 +365,7 @@ async fn read_chunked<S: AsyncRead + Unpin>(
                 return Err(WireError::Closed("in the middle of a chunked body"));
             }
         }
-        body.extend_from_slice(&buf[pos..pos + size]);
+        on_chunk(&buf[pos..pos + size]);
         if &buf[pos + size..pos + size + 2] != b"\r\n" {
             return Err(WireError::Protocol("chunk not followed by CRLF".into()));
         }

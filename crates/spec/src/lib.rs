@@ -9,6 +9,7 @@ mod input;
 mod kinds;
 mod load;
 mod model;
+mod offload;
 mod provider;
 mod raw;
 mod sets;
@@ -25,4 +26,5 @@ pub use model::{
     BreakerSpec, Fallback, Input, InputFormat, InputSource, Job, MatrixAxis, Message, Output,
     Price, Provider, Retries, Step, StepKind, Upload, Webhook, WebhookOn,
 };
+pub use offload::{Api, BatchRetry, BatchSpec, Mode};
 pub use template::{RenderError, TValue, Template};

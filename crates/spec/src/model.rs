@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::offload::{Api, BatchSpec, Mode};
 use crate::template::{TValue, Template};
 
 /// A whole job file, validated.
@@ -164,6 +165,13 @@ pub struct Provider {
     pub headers: Vec<(String, Template)>,
     /// USD per million tokens by model, in file order, for cost and `budget`.
     pub prices: Vec<Price>,
+    /// The API's shape: OpenAI-compatible (default) or Anthropic Messages.
+    pub api: Api,
+    /// Whether chat, embed and conversation calls go out live, through the
+    /// provider's batch API, or whichever the `deadline` allows.
+    pub mode: Mode,
+    /// How calls are gathered into batches (with `mode = "batch"` or `"auto"`).
+    pub batch: BatchSpec,
 }
 
 impl Default for Provider {
@@ -190,6 +198,9 @@ impl Default for Provider {
             retries: Retries::default(),
             headers: Vec::new(),
             prices: Vec::new(),
+            api: Api::default(),
+            mode: Mode::default(),
+            batch: BatchSpec::default(),
         }
     }
 }
@@ -236,6 +247,12 @@ pub struct Price {
     pub input_per_mtok: f64,
     /// USD per million completion tokens.
     pub output_per_mtok: f64,
+    /// USD per million prompt tokens through the batch API (`batch_input`;
+    /// default half of `input`).
+    pub batch_input_per_mtok: f64,
+    /// USD per million completion tokens through the batch API
+    /// (`batch_output`; default half of `output`).
+    pub batch_output_per_mtok: f64,
 }
 
 /// `retries = { max, base, cap }`.
@@ -284,6 +301,9 @@ pub struct Step {
     pub fallback: Option<Fallback>,
     /// `cache = { ttl }`: reuse an identical request's result younger than this.
     pub cache_ttl: Option<Duration>,
+    /// `stream = true` (chat and conversation): read the answer as server-sent
+    /// events and record the time to first token and tokens per second.
+    pub stream: bool,
     /// What the step does.
     pub kind: StepKind,
 }

@@ -71,6 +71,7 @@ pub(crate) fn provider(entry: Entry<RawProvider>, ctx: &mut Ctx) -> Provider {
     let place = format!("providers.{name}.headers");
     provider.headers = ctx.headers(raw.headers.as_ref(), &place, Scope::EnvOnly);
     provider.prices = prices(raw.prices.as_ref(), &ctx_name, ctx);
+    crate::offload::provider(&raw, &ctx_name, &mut provider, ctx);
     provider
 }
 
@@ -258,10 +259,18 @@ fn prices(
             Some(x) => *x.get_ref(),
         };
         let e = entry.get_ref();
+        let (input, output) = (amount(&e.input, "input"), amount(&e.output, "output"));
+        // The batch APIs of OpenAI and Anthropic charge half the live price.
+        let mut batch = |value: &Option<Spanned<f64>>, key: &str, live: f64| match value {
+            Some(_) => amount(value, key),
+            None => live * 0.5,
+        };
         out.push(Price {
             model: model.clone(),
-            input_per_mtok: amount(&e.input, "input"),
-            output_per_mtok: amount(&e.output, "output"),
+            input_per_mtok: input,
+            output_per_mtok: output,
+            batch_input_per_mtok: batch(&e.batch_input, "batch_input", input),
+            batch_output_per_mtok: batch(&e.batch_output, "batch_output", output),
         });
     }
     out

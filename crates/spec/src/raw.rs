@@ -49,6 +49,25 @@ pub(crate) struct RawProvider {
     pub(crate) circuit_breaker: Option<Spanned<RawBreakerSetting>>,
     pub(crate) headers: Option<Spanned<Table<Spanned<String>>>>,
     pub(crate) prices: Option<Spanned<Table<Spanned<RawPrice>>>>,
+    pub(crate) api: Option<Spanned<String>>,
+    pub(crate) mode: Option<Spanned<String>>,
+    pub(crate) deadline: Option<Spanned<String>>,
+    pub(crate) batch: Option<Spanned<RawBatch>>,
+}
+
+/// `batch = { size, window, poll, waiting, retry, completion_window }`; every field optional.
+#[derive(DeriveDeserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table like { size = 10000, window = \"10s\", poll = \"30s\" }"
+)]
+pub(crate) struct RawBatch {
+    pub(crate) size: Option<Spanned<u64>>,
+    pub(crate) window: Option<Spanned<String>>,
+    pub(crate) poll: Option<Spanned<String>>,
+    pub(crate) waiting: Option<Spanned<u64>>,
+    pub(crate) retry: Option<Spanned<String>>,
+    pub(crate) completion_window: Option<Spanned<String>>,
 }
 
 /// A provider's `concurrency`: a count, or a word (only `"auto"` is valid).
@@ -127,6 +146,8 @@ pub(crate) struct RawBreaker {
 pub(crate) struct RawPrice {
     pub(crate) input: Option<Spanned<f64>>,
     pub(crate) output: Option<Spanned<f64>>,
+    pub(crate) batch_input: Option<Spanned<f64>>,
+    pub(crate) batch_output: Option<Spanned<f64>>,
 }
 
 /// `retries = { max, base, cap }`; every field optional.
@@ -173,6 +194,7 @@ pub(crate) struct RawStep {
     pub(crate) stdin: Option<Spanned<String>>,
     pub(crate) system: Option<Spanned<String>>,
     pub(crate) turns: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(crate) stream: Option<Spanned<bool>>,
 }
 
 /// `fallback = { value = ... }` or `{ provider = "NAME" }`.

@@ -7,7 +7,9 @@ use crate::diag::Diags;
 const FORMS: &str = "matrix.KEY=a,b,c, concurrency=N, steps.NAME.concurrency=N (NAME * for \
                      every step), \
                      providers.NAME.LIMIT=N (LIMIT: concurrency, url_concurrency, rps, rpm, \
-                     rph, rpd, tpm, tpd), budget.usd=X";
+                     rph, rpd, tpm, tpd), providers.NAME.api=openai|anthropic, \
+                     providers.NAME.mode=live|batch|auto, providers.NAME.deadline=DURATION, \
+                     budget.usd=X";
 
 /// A provider limit `--set` may change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +36,8 @@ pub(crate) struct Sets {
     pub(crate) providers: Vec<(String, Limit, u64, String)>,
     /// `budget.usd`, replacing (or adding) the job's budget.
     pub(crate) budget_usd: Option<f64>,
+    /// `providers.NAME.{api,mode,deadline}`: (provider, key, checked value, override as written).
+    pub(crate) words: Vec<(String, &'static str, String, String)>,
 }
 
 impl Sets {
@@ -70,6 +74,11 @@ impl Sets {
             ["steps", name, "concurrency"] => {
                 self.steps
                     .push((name.to_string(), positive(value)?, set.to_string()));
+            }
+            ["providers", name, key @ ("api" | "mode" | "deadline")] => {
+                let (key, value) = word(key, value.trim())?;
+                self.words
+                    .push((name.to_string(), key, value, set.to_string()));
             }
             ["providers", name, limit] => {
                 let limit = match *limit {
@@ -112,6 +121,15 @@ impl Sets {
             .map(|(_, _, v, _)| *v)
     }
 
+    /// The override of provider `name`'s `api`, `mode` or `deadline`, if any.
+    pub(crate) fn word(&self, name: &str, key: &str) -> Option<&str> {
+        self.words
+            .iter()
+            .rev()
+            .find(|(n, k, _, _)| n == name && *k == key)
+            .map(|(_, _, v, _)| v.as_str())
+    }
+
     /// Reports overrides naming steps or providers the job does not define.
     pub(crate) fn check_names(&self, steps: &[&str], providers: &[&str], diags: &mut Diags) {
         for (name, _, set) in &self.steps {
@@ -122,7 +140,8 @@ impl Sets {
                 ));
             }
         }
-        for (name, _, _, set) in &self.providers {
+        let named = self.providers.iter().map(|(n, _, _, s)| (n, s));
+        for (name, set) in named.chain(self.words.iter().map(|(n, _, _, s)| (n, s))) {
             if !providers.contains(&name.as_str()) {
                 let defined = if providers.is_empty() {
                     "none".to_string()
@@ -139,6 +158,27 @@ impl Sets {
 
 fn unknown(key: &str) -> String {
     format!("{key:?} cannot be set; accepted forms: {FORMS}")
+}
+
+/// A checked `api`, `mode` or `deadline` value.
+fn word(key: &str, value: &str) -> Result<(&'static str, String), String> {
+    let ok = |k: &'static str| Ok((k, value.to_string()));
+    match key {
+        "api" if matches!(value, "openai" | "anthropic") => ok("api"),
+        "api" => Err(format!(
+            "api {value:?} is not known; use openai or anthropic"
+        )),
+        "mode" if matches!(value, "live" | "batch" | "auto") => ok("mode"),
+        "mode" => Err(format!(
+            "mode {value:?} is not known; use live, batch or auto"
+        )),
+        _ => match humantime::parse_duration(value) {
+            Ok(d) if !d.is_zero() => ok("deadline"),
+            _ => Err(format!(
+                "deadline {value:?} is not a duration longer than 0s; write e.g. 6h or 90m"
+            )),
+        },
+    }
 }
 
 fn positive(value: &str) -> Result<u64, String> {

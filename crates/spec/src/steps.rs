@@ -35,6 +35,7 @@ pub(crate) const KINDS: [(&str, &[&str]); 5] = [
             "response_format",
             "path",
             "cache",
+            "stream",
         ],
     ),
     (
@@ -51,7 +52,9 @@ pub(crate) const KINDS: [(&str, &[&str]); 5] = [
     ("command", &["command", "stdin"]),
     (
         "conversation",
-        &["provider", "model", "system", "turns", "params", "path"],
+        &[
+            "provider", "model", "system", "turns", "params", "path", "stream",
+        ],
     ),
 ];
 
@@ -177,6 +180,9 @@ fn step(
     };
 
     let provider = provider(&raw.provider, kind, &label, &entry.span, providers, ctx);
+    if let Some(p) = provider {
+        crate::offload::step(&raw, kind, &label, p, ctx);
+    }
     let concurrency = match (ctx.sets.step(&name), &raw.concurrency) {
         (Some(n), _) => Some(n),
         (None, Some(n)) => ctx.positive(n, "concurrency"),
@@ -228,6 +234,7 @@ fn step(
         retries,
         fallback,
         cache_ttl,
+        stream: raw.stream.as_ref().is_some_and(|s| *s.get_ref()),
         kind,
     })
 }

@@ -3,7 +3,8 @@
 //! JSONL: `{"id","item_id","matrix","status","error","steps":{name: output}}`.
 //! CSV: `id, item_id, status, error`, a column per matrix key, then
 //! `<step>.text`, `<step>.json`, `<step>.file`, `<step>.status` per step (a
-//! fan-out step's list is JSON in its `.json` cell).
+//! fan-out step's list is JSON in its `.json` cell), and `<step>.ttft_ms`,
+//! `<step>.tokens_per_s` for steps with `stream = true`.
 
 use std::io::Write;
 
@@ -33,7 +34,7 @@ pub(crate) fn export_units(
             })
             .unwrap_or_default()
     };
-    let (steps, axes) = (names("steps"), names("matrix"));
+    let (steps, axes, streamed) = (names("steps"), names("matrix"), names("streamed"));
     let mut count = 0u64;
     let written = match format {
         ExportFormat::Jsonl => store.for_each_item(&run.id, &mut |item| {
@@ -51,7 +52,7 @@ pub(crate) fn export_units(
             ];
             header.extend(axes.iter().map(|a| format!("matrix.{a}")));
             for s in &steps {
-                for field in ["text", "json", "file", "status"] {
+                for field in fields(s, &streamed) {
                     header.push(format!("{s}.{field}"));
                 }
             }
@@ -59,7 +60,7 @@ pub(crate) fn export_units(
             let r = store.for_each_item(&run.id, &mut |item| {
                 count += 1;
                 writer
-                    .write_record(unit_row(&item, &steps, &axes))
+                    .write_record(unit_row(&item, &steps, &axes, &streamed))
                     .map_err(|e| Box::new(e) as BoxError)
             });
             writer.flush().map_err(|source| Error::Write {
@@ -113,7 +114,23 @@ fn cell(v: Option<&Json>) -> String {
     }
 }
 
-fn unit_row(item: &ItemRecord, steps: &[String], axes: &[String]) -> Vec<String> {
+/// The CSV columns of step `s`.
+fn fields(s: &str, streamed: &[String]) -> &'static [&'static str] {
+    const PLAIN: &[&str] = &["text", "json", "file", "status"];
+    const STREAMED: &[&str] = &["text", "json", "file", "status", "ttft_ms", "tokens_per_s"];
+    if streamed.iter().any(|n| n == s) {
+        STREAMED
+    } else {
+        PLAIN
+    }
+}
+
+fn unit_row(
+    item: &ItemRecord,
+    steps: &[String],
+    axes: &[String],
+    streamed: &[String],
+) -> Vec<String> {
     let r = recorded(item);
     let mut row = vec![
         item.item_id.clone(),
@@ -126,13 +143,16 @@ fn unit_row(item: &ItemRecord, steps: &[String], axes: &[String]) -> Vec<String>
     }
     for s in steps {
         let out = r.get("steps").and_then(|st| st.get(s));
+        let fields = fields(s, streamed);
         match out {
             // A fan-out step: its list of outputs goes in the .json cell.
             Some(Json::Array(_)) => {
-                row.extend([String::new(), cell(out), String::new(), String::new()]);
+                row.extend(
+                    (0..fields.len()).map(|i| if i == 1 { cell(out) } else { String::new() }),
+                );
             }
             _ => {
-                for field in ["text", "json", "file", "status"] {
+                for field in fields {
                     row.push(cell(out.and_then(|o| o.get(field))));
                 }
             }

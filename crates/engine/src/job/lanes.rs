@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use http::Method;
 use sluice_limit::{Aimd, AimdConfig, Backoff, Breaker, BreakerConfig, WindowLimits};
-use sluice_provider::{Client, Endpoint};
-use sluice_spec::{Job, Price, Provider, Retries, Step};
+use sluice_provider::{Client, Dialect, Endpoint};
+use sluice_spec::{Api, Job, Price, Provider, Retries, Step};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -116,6 +116,8 @@ pub(crate) struct Lane {
     pub(crate) retries: Retries,
     pub(crate) timeout: Duration,
     pub(crate) prices: Vec<Price>,
+    /// The API's shape (requests, answers, auth and rate headers).
+    pub(crate) dialect: Dialect,
     /// Breaker openings of each endpoint of the shared pool when this run began.
     openings_before: Vec<u64>,
 }
@@ -179,7 +181,12 @@ impl Lane {
             },
             None => None,
         };
-        let client = Client::new(
+        let dialect = match provider.api {
+            Api::OpenAi => Dialect::OpenAi,
+            Api::Anthropic => Dialect::Anthropic,
+        };
+        let client = Client::for_dialect(
+            dialect,
             provider.concurrency.or(provider.adaptive).unwrap_or(256),
             key.as_ref().map(|(v, k)| (v.as_str(), k.as_str())),
         )
@@ -198,6 +205,16 @@ impl Lane {
                 .map_err(|e| Error::Config(e.to_string()))?;
             headers.push((name.clone(), value));
         }
+        if dialect == Dialect::Anthropic
+            && !headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("anthropic-version"))
+        {
+            headers.push((
+                "anthropic-version".into(),
+                sluice_provider::dialect::ANTHROPIC_VERSION.into(),
+            ));
+        }
         let share = sharing::share(provider);
         let openings_before = share.breaker_openings();
         Ok(Lane {
@@ -210,6 +227,7 @@ impl Lane {
             timeout: provider.timeout,
             prices: provider.prices.clone(),
             openings_before,
+            dialect,
         })
     }
 
@@ -360,17 +378,26 @@ impl Lane {
         )
     }
 
-    /// USD for `usage` of `model` (exact price, else `*`), if priced.
-    pub(crate) fn cost(&self, model: Option<&str>, prompt: u64, completion: u64) -> Option<f64> {
+    /// USD for `usage` of `model` (exact price, else `*`), if priced; at the
+    /// batch API's prices when `batch`.
+    pub(crate) fn cost(
+        &self,
+        model: Option<&str>,
+        prompt: u64,
+        completion: u64,
+        batch: bool,
+    ) -> Option<f64> {
         let price = self
             .prices
             .iter()
             .find(|p| Some(p.model.as_str()) == model)
             .or_else(|| self.prices.iter().find(|p| p.model == "*"))?;
-        Some(
-            prompt as f64 * price.input_per_mtok / 1e6
-                + completion as f64 * price.output_per_mtok / 1e6,
-        )
+        let (input, output) = if batch {
+            (price.batch_input_per_mtok, price.batch_output_per_mtok)
+        } else {
+            (price.input_per_mtok, price.output_per_mtok)
+        };
+        Some(prompt as f64 * input / 1e6 + completion as f64 * output / 1e6)
     }
 }
 

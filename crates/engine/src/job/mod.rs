@@ -1,9 +1,13 @@
 //! Job-file runs: units (item × matrix) streamed through the steps, each step
 //! limited by its provider, every step outcome recorded, resumable per step.
 
+mod batch;
+mod choose;
 pub(crate) mod export;
 mod lanes;
+mod offload;
 mod output;
+mod place;
 mod plan;
 mod requests;
 mod runner;
@@ -28,6 +32,7 @@ use lanes::Lanes;
 use runner::{run_unit, Shared};
 use units::{Combos, UnitIds};
 
+pub use choose::Offload;
 pub use export::unit_result;
 pub use plan::{plan, Plan, ProviderPlan, StepPlan};
 
@@ -114,9 +119,10 @@ pub fn run_job_with(
     }
 
     let combos = Combos::new(job);
+    let mut offload = offload::decide_all(job, &prepared)?;
     let mut store = cfg.store.open()?;
     let source = format!("job:{}|{}", job.path.display(), prepared.source_key);
-    let settings = serde_json::json!({
+    let mut settings = serde_json::json!({
         "mode": "job",
         "job": job.path.display().to_string(),
         "sets": cfg.sets,
@@ -125,8 +131,21 @@ pub fn run_job_with(
         // Column names of the CSV export.
         "steps": job.steps.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
         "matrix": job.matrix.iter().map(|a| a.name.clone()).collect::<Vec<_>>(),
+        // Steps whose outputs carry streaming figures (extra CSV columns).
+        "streamed": job.steps.iter().filter(|s| s.stream).map(|s| s.name.clone()).collect::<Vec<_>>(),
     });
-    let (run, resumed) = open_run(&mut *store, cfg.fresh, source, job.name.clone(), settings)?;
+    settings["offload"] = offload::to_json(&offload);
+    let (run, resumed) = open_run(
+        &mut *store,
+        cfg.fresh,
+        source,
+        job.name.clone(),
+        settings.clone(),
+    )?;
+    if resumed && offload::keep_earlier(&mut offload, &run.settings) {
+        settings["offload"] = offload::to_json(&offload);
+        store.update_settings(&run.id, &settings)?;
+    }
     if let Some(on_open) = hooks.on_open.take() {
         on_open(&run);
     }
@@ -141,6 +160,17 @@ pub fn run_job_with(
         progress.clone(),
         hooks.on_commit.take(),
     );
+    let batched: Vec<String> = offload
+        .iter()
+        .filter(|(_, o)| o.batched())
+        .map(|(name, _)| name.clone())
+        .collect();
+    let batches = if batched.is_empty() {
+        batch::Batches::none()
+    } else {
+        let _inside = runtime.enter();
+        batch::Batches::start(job, &lanes, &batched, &run.id, cfg.store.open()?)?
+    };
     runtime.spawn(crate::live::beat_loop(
         writer.tx.clone(),
         run.id.clone(),
@@ -180,7 +210,11 @@ pub fn run_job_with(
             _ => None,
         },
         control: hooks.control.clone(),
+        batches,
     });
+    if !shared.batches.is_empty() {
+        runtime.spawn(offload::watch_stop(shared.clone()));
+    }
     let run_hook = match &job.webhook {
         Some(hook) if hook.on == WebhookOn::Run => Some(webhook_target(hook, &env_value)?),
         _ => None,
@@ -206,9 +240,14 @@ pub fn run_job_with(
         breakers.iter().map(|b| b.openings).sum(),
     );
     progress.stats.freeze_providers();
+    let delivered = shared.batches.delivered();
     drop(runtime);
     drop(shared);
     writer.finish()?;
+    // Every result handed out is committed now: those batches need no fetching again.
+    for (batcher, records) in delivered {
+        batcher.store_records(&records);
+    }
     if let Some(target) = &run_hook {
         // After the writer finished: the totals are everything committed.
         let done = progress.done.load(std::sync::atomic::Ordering::Relaxed);
@@ -246,6 +285,7 @@ pub fn run_job_with(
     }
     let mut report = close_run(&cfg.store, run, resumed, interrupted, &progress)?;
     report.breakers = breakers;
+    report.notes = offload::notes(&offload);
     Ok(report)
 }
 
@@ -467,6 +507,9 @@ async fn dispatch(
                 break 'outer;
             }
             let task_shared = shared.clone();
+            let place = Arc::new(place::Place::new(permit, shared.batches.floating.clone()));
+            let mut unit = unit;
+            unit.place = Some(place.clone());
             tokio::spawn(async move {
                 if let Some(record) = run_unit(&task_shared, unit).await {
                     let hook = task_shared.item_hook.as_ref().map(|target| {
@@ -489,7 +532,7 @@ async fn dispatch(
                         notify(&task_shared, target, &event, &unit_id).await;
                     }
                 }
-                drop(permit);
+                drop(place);
             });
         }
         if !moves.is_empty() {
@@ -499,6 +542,8 @@ async fn dispatch(
     let all = u32::try_from(window).unwrap_or(u32::MAX);
     let all_done = async {
         let _ = slots.acquire_many(all).await;
+        // Units waiting for a batch hold no slot (see `place`).
+        shared.batches.floating.idle().await;
     };
     let interrupted = drain(all_done, &stop, &shared.stopping, interrupted).await;
     signal.abort();

@@ -30,6 +30,14 @@ pub(crate) struct StepOutput {
     /// Set when this output came from the cache instead of a call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) cached: Option<bool>,
+    /// A streamed answer (`stream = true`): milliseconds from sending to its
+    /// first token (a conversation: the mean over its turns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) ttft_ms: Option<u64>,
+    /// A streamed answer: completion tokens per second after the first token
+    /// (a conversation: all its completion tokens over all its generation time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) tokens_per_s: Option<f64>,
 }
 
 /// Token usage of one call (or the sum over a conversation).
@@ -47,6 +55,12 @@ pub(crate) struct Turn {
     /// This turn's tokens: its prompt holds the whole history so far.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) usage: Option<Usage>,
+    /// A streamed turn: milliseconds to its first token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) ttft_ms: Option<u64>,
+    /// A streamed turn: completion tokens per second after the first token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) tokens_per_s: Option<f64>,
 }
 
 impl StepOutput {

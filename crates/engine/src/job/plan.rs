@@ -4,6 +4,7 @@ use serde::Serialize;
 use serde_json::{json, Value as Json};
 use sluice_spec::{InputSource, Job, StepKind};
 
+use super::choose::Offload;
 use super::requests;
 use super::units::Combos;
 use crate::error::{Error, Result};
@@ -29,6 +30,8 @@ pub struct StepPlan {
     pub tokens_partial: bool,
     /// Estimated USD (completions at their caps), when the provider has prices.
     pub cost_usd: Option<f64>,
+    /// The same through the provider's batch API (its batch prices).
+    pub batch_cost_usd: Option<f64>,
 }
 
 /// The lower bound one provider's limits put on the run's wall time.
@@ -44,12 +47,18 @@ pub struct ProviderPlan {
     pub rpm_seconds: Option<f64>,
     /// Seconds implied by tokens/minute.
     pub tpm_seconds: Option<f64>,
-    /// The larger of the two, and which it is.
+    /// The longest any of its limits (rps, rpm, rph, rpd, tpm, tpd) makes
+    /// the live calls take: the estimated live wall time.
     pub bound_seconds: Option<f64>,
-    /// `rpm`, `tpm`, or `none` (only latency × calls ÷ concurrency bounds it).
+    /// The limit that sets `bound_seconds`, or `none` (only latency × calls
+    /// ÷ concurrency bounds it).
     pub binding: String,
-    /// Estimated USD, when priced.
+    /// Estimated USD live, when priced.
     pub cost_usd: Option<f64>,
+    /// Estimated USD through the batch API, when priced.
+    pub batch_cost_usd: Option<f64>,
+    /// Live or batch, and why (`mode`, or what `auto` chose by the deadline).
+    pub offload: Offload,
 }
 
 /// A job's plan.
@@ -71,6 +80,26 @@ pub struct Plan {
 
 /// Reads the input (not a url input: that would send requests) and estimates.
 pub fn plan(job: &Job, spool_dir: &std::path::Path) -> Result<Plan> {
+    let prepared = if matches!(job.input.source, InputSource::Url { .. }) {
+        None
+    } else {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let client =
+            sluice_provider::Client::new(1, None).map_err(|e| Error::Config(e.to_string()))?;
+        let env = minijinja::Value::from(minijinja::value::Serde(json!({"env": {}})));
+        let prepared = runtime
+            .block_on(inputs::prepare(&job.input.source, &client, spool_dir, &env))
+            .map_err(|e| Error::Config(e.to_string()))?;
+        Some(prepared)
+    };
+    estimate_plan(job, prepared.as_ref())
+}
+
+/// Estimates over `prepared` items (`None`: not known before the run).
+pub(crate) fn estimate_plan(job: &Job, prepared: Option<&inputs::Prepared>) -> Result<Plan> {
     let combos = Combos::new(job);
     let n = combos.len() as u64;
     let mut steps: Vec<StepPlan> = job
@@ -89,21 +118,10 @@ pub fn plan(job: &Job, spool_dir: &std::path::Path) -> Result<Plan> {
             .then_some(0),
             tokens_partial: false,
             cost_usd: None,
+            batch_cost_usd: None,
         })
         .collect();
-    let items = if matches!(job.input.source, InputSource::Url { .. }) {
-        None
-    } else {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Error::Config(e.to_string()))?;
-        let client =
-            sluice_provider::Client::new(1, None).map_err(|e| Error::Config(e.to_string()))?;
-        let env = minijinja::Value::from(minijinja::value::Serde(json!({"env": {}})));
-        let prepared = runtime
-            .block_on(inputs::prepare(&job.input.source, &client, spool_dir, &env))
-            .map_err(|e| Error::Config(e.to_string()))?;
+    let items = if let Some(prepared) = prepared {
         for item in prepared
             .items()
             .map_err(|e| Error::Config(e.to_string()))?
@@ -127,14 +145,17 @@ pub fn plan(job: &Job, spool_dir: &std::path::Path) -> Result<Plan> {
                             }
                         };
                         *tokens += t;
-                        if let Some(usd) = cost(job, step, &ctx, t, turns) {
-                            *plan.cost_usd.get_or_insert(0.0) += usd;
+                        if let Some((live, batch)) = cost(job, step, &ctx, t, turns) {
+                            *plan.cost_usd.get_or_insert(0.0) += live;
+                            *plan.batch_cost_usd.get_or_insert(0.0) += batch;
                         }
                     }
                 }
             }
         }
         Some(prepared.total)
+    } else {
+        None
     };
     let providers = job
         .providers
@@ -147,26 +168,44 @@ pub fn plan(job: &Job, spool_dir: &std::path::Path) -> Result<Plan> {
                 mine.fold((0, 0), |(c, t), s| (c + s.calls, t + s.tokens.unwrap_or(0)));
             let rpm_seconds = p.rpm.map(|r| calls as f64 / r as f64 * 60.0);
             let tpm_seconds = p.tpm.map(|t| tokens as f64 / t as f64 * 60.0);
-            let (bound_seconds, binding) = match (rpm_seconds, tpm_seconds) {
-                (Some(r), Some(t)) if t > r => (Some(t), "tpm"),
-                (Some(r), _) => (Some(r), "rpm"),
-                (None, Some(t)) => (Some(t), "tpm"),
-                (None, None) => (None, "none"),
-            };
-            let cost_usd = steps
+            let windows = [
+                ("rps", p.rps, calls, 1.0),
+                ("rpm", p.rpm, calls, 60.0),
+                ("rph", p.rph, calls, 3600.0),
+                ("rpd", p.rpd, calls, 86_400.0),
+                ("tpm", p.tpm, tokens, 60.0),
+                ("tpd", p.tpd, tokens, 86_400.0),
+            ];
+            let bound = windows
                 .iter()
-                .filter(|s| s.provider.as_deref() == Some(&p.name))
-                .filter_map(|s| s.cost_usd)
-                .reduce(|a, b| a + b);
+                .filter_map(|(name, limit, n, period)| {
+                    limit.map(|l| (*name, *n as f64 / l as f64 * period))
+                })
+                .fold(None, |best: Option<(&str, f64)>, (name, secs)| match best {
+                    Some((_, b)) if b >= secs => best,
+                    _ => Some((name, secs)),
+                });
+            let sum = |f: fn(&StepPlan) -> Option<f64>| {
+                steps
+                    .iter()
+                    .filter(|s| s.provider.as_deref() == Some(&p.name))
+                    .filter_map(f)
+                    .reduce(|a, b| a + b)
+            };
+            let cost_usd = sum(|s| s.cost_usd);
+            let batch_cost_usd = sum(|s| s.batch_cost_usd);
+            let bound_seconds = bound.map(|(_, secs)| secs);
             ProviderPlan {
+                offload: super::choose::decide(p, bound_seconds, cost_usd, batch_cost_usd),
                 cost_usd,
+                batch_cost_usd,
                 name: p.name.clone(),
                 calls,
                 tokens,
                 rpm_seconds,
                 tpm_seconds,
                 bound_seconds,
-                binding: binding.into(),
+                binding: bound.map_or("none", |(name, _)| name).into(),
             }
         })
         .collect();
@@ -180,15 +219,16 @@ pub fn plan(job: &Job, spool_dir: &std::path::Path) -> Result<Plan> {
     })
 }
 
-/// USD of `tokens` for one unit's call(s) of `step`: the completion caps at
-/// the output price, the rest at the input price.
+/// USD of `tokens` for one unit's call(s) of `step`, live and through the
+/// batch API: the completion caps at the output price, the rest at the input
+/// price.
 fn cost(
     job: &Job,
     step: &sluice_spec::Step,
     ctx: &minijinja::Value,
     tokens: u64,
     calls: u64,
-) -> Option<f64> {
+) -> Option<(f64, f64)> {
     let provider = job.provider(step.provider.as_deref()?)?;
     let (model, params) = match &step.kind {
         StepKind::Chat { model, params, .. } | StepKind::Conversation { model, params, .. } => {
@@ -208,7 +248,11 @@ fn cost(
         .unwrap_or(if params.is_some() { 256 } else { 0 });
     let output = (cap * calls).min(tokens);
     let input = tokens - output;
-    Some(input as f64 * price.input_per_mtok / 1e6 + output as f64 * price.output_per_mtok / 1e6)
+    let usd = |i: f64, o: f64| input as f64 * i / 1e6 + output as f64 * o / 1e6;
+    Some((
+        usd(price.input_per_mtok, price.output_per_mtok),
+        usd(price.batch_input_per_mtok, price.batch_output_per_mtok),
+    ))
 }
 
 /// Tokens of one unit's call(s) of `step`, when its templates render without

@@ -7,6 +7,7 @@
 
 use serde_json::{json, Map, Value as Json};
 use sluice_limit::DEFAULT_COMPLETION_ESTIMATE;
+use sluice_provider::dialect::{chat_answer, Dialect};
 use sluice_spec::{RenderError, Step, StepKind};
 
 use super::output::{parse_json_text, StepOutput, Usage};
@@ -143,16 +144,15 @@ fn text_estimate(model: Option<&str>, value: &Json) -> u64 {
     }
 }
 
-/// Reads a chat answer: content, usage, and `.json` (required to parse when
-/// the step asked for a JSON `response_format`).
-pub(crate) fn chat_output(step: &Step, body: &[u8]) -> Result<StepOutput, String> {
-    let value: Json = serde_json::from_slice(body).map_err(|e| format!("bad_response: {e}"))?;
-    let text = value
-        .pointer("/choices/0/message/content")
-        .or_else(|| value.pointer("/content/0/text"))
-        .and_then(Json::as_str)
-        .ok_or_else(|| "bad_response: the answer has no choices[0].message.content".to_string())?
-        .to_string();
+/// Reads a chat answer in `dialect`'s shape: content, usage, and `.json`
+/// (required to parse when the step asked for a JSON `response_format`).
+pub(crate) fn chat_output(
+    step: &Step,
+    dialect: Dialect,
+    body: &[u8],
+) -> Result<StepOutput, String> {
+    let answer = chat_answer(dialect, body).map_err(|e| format!("bad_response: {e}"))?;
+    let text = answer.text;
     let wants_json = matches!(
         &step.kind,
         StepKind::Chat {
@@ -167,10 +167,15 @@ pub(crate) fn chat_output(step: &Step, body: &[u8]) -> Result<StepOutput, String
             "bad_response: the answer is not the JSON the step's response_format asks for; it starts: {start:?}"
         ));
     }
+    let usage =
+        (answer.prompt_tokens.is_some() || answer.completion_tokens.is_some()).then(|| Usage {
+            prompt_tokens: answer.prompt_tokens.unwrap_or(0),
+            completion_tokens: answer.completion_tokens.unwrap_or(0),
+        });
     Ok(StepOutput {
         text: Some(text),
         json,
-        usage: usage(&value),
+        usage,
         ..Default::default()
     })
 }

@@ -1,6 +1,7 @@
 //! The mock driven over a real socket on 127.0.0.1, as sluice's client sees it.
 
 mod api;
+mod dialects;
 mod faults;
 mod limits;
 mod routes;

@@ -5,6 +5,7 @@
 
 mod docs;
 mod good;
+mod offload;
 mod policies;
 mod providers;
 mod rules;

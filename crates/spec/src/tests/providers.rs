@@ -57,11 +57,15 @@ prices = { "gpt-4o" = { input = 2.5, output = 10.0 }, "*" = { input = 1, output 
         model: "gpt-4o".into(),
         input_per_mtok: 2.5,
         output_per_mtok: 10.0,
+        batch_input_per_mtok: 1.25,
+        batch_output_per_mtok: 5.0,
     };
     let any = Price {
         model: "*".into(),
         input_per_mtok: 1.0,
         output_per_mtok: 0.0,
+        batch_input_per_mtok: 0.5,
+        batch_output_per_mtok: 0.0,
     };
     assert_eq!(p.prices, [gpt.clone(), any.clone()]);
     assert_eq!(p.price("gpt-4o"), Some(&gpt));
@@ -339,7 +343,7 @@ fn prices_rules() {
         &prices("{ m = { input = 1, output = 2, cached = 0.5 } }"),
         6,
         41,
-        &["unknown key `cached`", "`input` or `output`"],
+        &["unknown key `cached`", "`input`, `output`, `batch_input`"],
     );
     assert_one(
         &prices("{ \"\" = { input = 1, output = 2 } }"),

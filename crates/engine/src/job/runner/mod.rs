@@ -19,6 +19,7 @@ use crate::progress::Progress;
 use crate::quick::now_ms;
 use crate::writer::Message;
 
+mod model;
 mod multi;
 mod parts;
 
@@ -51,6 +52,8 @@ pub(crate) struct Shared {
     pub(crate) item_hook: Option<crate::webhook::WebhookTarget>,
     /// Pause and cancel from outside (the server).
     pub(crate) control: Option<Arc<crate::control::RunControl>>,
+    /// The batch API of each provider that sends through it.
+    pub(crate) batches: super::batch::Batches,
 }
 
 impl Shared {
@@ -78,15 +81,17 @@ impl Shared {
         true
     }
 
-    /// Adds the price of `usage` on `lane` for `model` to the spend.
+    /// Adds the price of `usage` on `lane` for `model` to the spend (at the
+    /// batch prices when it came through the batch API).
     pub(crate) fn charge(
         &self,
         lane: &super::lanes::Lane,
         model: Option<&str>,
         usage: Option<Usage>,
+        batched: bool,
     ) {
         let Some(u) = usage else { return };
-        if let Some(usd) = lane.cost(model, u.prompt_tokens, u.completion_tokens) {
+        if let Some(usd) = lane.cost(model, u.prompt_tokens, u.completion_tokens, batched) {
             self.progress
                 .spent_micro_usd
                 .fetch_add((usd * 1e6).round() as u64, Relaxed);
@@ -104,6 +109,9 @@ pub(crate) struct Unit {
     pub(crate) item: Json,
     pub(crate) matrix: Map<String, Json>,
     pub(crate) hash: u64,
+    /// Its place in the run (set when it starts): a unit waiting for a batch
+    /// gives up its slot of the window.
+    pub(crate) place: Option<Arc<super::place::Place>>,
 }
 
 /// A part's end: its output, a failure message, or the run stopping.

@@ -4,7 +4,8 @@ use futures_util::stream::{self, StreamExt};
 use serde_json::{json, Map, Value as Json};
 use sluice_spec::{Step, StepKind};
 
-use super::parts::{call_json, part, record, CallOutcome};
+use super::model::{call_model, chat_part_output, conversation_stream, model_of, ModelCall};
+use super::parts::{part, record, CallOutcome};
 use super::{context, Done, Failed, Known, PartEnd, Shared, StepEnd, Stopped, Unit, UnitTally};
 use crate::calls::Tally;
 use crate::job::output::{parse_json_text, StepOutput, Turn, Usage};
@@ -95,6 +96,7 @@ pub(super) async fn conversation(
     let mut prompts: Vec<String> = Vec::new();
     let mut answers: Vec<String> = Vec::new();
     let mut usages: Vec<Option<Usage>> = Vec::new();
+    let mut streams: Vec<(Option<u64>, Option<f64>)> = Vec::new();
     let mut total = Usage::default();
     for (k, turn) in turns.iter().enumerate() {
         // A turn may quote earlier answers: `answers[0]`.
@@ -130,15 +132,27 @@ pub(super) async fn conversation(
                 }
                 let started = now_ms();
                 let mut t = Tally::default();
-                let (end, code, latency) = call_json(shared, lane, step, &request, &mut t).await;
-                let end = match end {
-                    CallOutcome::Done(body) => match requests::chat_output(step, &body) {
-                        Ok(o) => {
-                            shared.charge(lane, request.body["model"].as_str(), o.usage);
-                            PartEnd::Done(o)
+                let call = ModelCall {
+                    unit,
+                    lane,
+                    step,
+                    request: &request,
+                    part,
+                    hash,
+                };
+                let ended = call_model(shared, &call, &mut t).await;
+                let (code, latency) = (ended.code, ended.latency);
+                let end = match ended.outcome {
+                    CallOutcome::Done(body) => {
+                        match chat_part_output(step, lane, &body, ended.stream) {
+                            Ok(o) => {
+                                let model = model_of(&request.body);
+                                shared.charge(lane, model, o.usage, ended.batched);
+                                PartEnd::Done(o)
+                            }
+                            Err(m) => PartEnd::Failed(m),
                         }
-                        Err(m) => PartEnd::Failed(m),
-                    },
+                    }
                     CallOutcome::Failed(m) => PartEnd::Failed(m),
                     CallOutcome::Stopped => PartEnd::Stopped,
                 };
@@ -164,24 +178,31 @@ pub(super) async fn conversation(
         }
         answers.push(output.text.clone().unwrap_or_default());
         usages.push(output.usage);
+        streams.push((output.ttft_ms, output.tokens_per_s));
     }
     let last = answers.last().cloned().unwrap_or_default();
+    let turns: Vec<Turn> = prompts
+        .into_iter()
+        .zip(answers)
+        .zip(usages.into_iter().zip(streams))
+        .map(
+            |((prompt, answer), (usage, (ttft_ms, tokens_per_s)))| Turn {
+                prompt,
+                answer,
+                usage,
+                ttft_ms,
+                tokens_per_s,
+            },
+        )
+        .collect();
+    let (ttft_ms, tokens_per_s) = conversation_stream(&turns);
     let out = StepOutput {
         json: parse_json_text(&last),
         text: Some(last),
         usage: Some(total),
-        turns: Some(
-            prompts
-                .into_iter()
-                .zip(answers)
-                .zip(usages)
-                .map(|((prompt, answer), usage)| Turn {
-                    prompt,
-                    answer,
-                    usage,
-                })
-                .collect(),
-        ),
+        turns: Some(turns),
+        ttft_ms,
+        tokens_per_s,
         ..Default::default()
     };
     Done(out.to_value())

@@ -5,15 +5,16 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::Method;
-use sluice_provider::{CallOptions, Endpoint};
+use sluice_provider::{CallOptions, Dialect, Endpoint, StreamStats};
 use sluice_spec::{Fallback, Step, StepKind};
 use sluice_store::{ItemStatus, StepRecord};
 
+use super::model::{call_model, chat_part_output, ModelCall};
 use super::{Known, PartEnd, Shared, Unit, UnitTally};
 use crate::calls::{self, CallEnd, CallEnv, CallRequest, Tally};
 use crate::job::lanes::{Lane, LaneRoute};
 use crate::job::output::{parse_json_text, StepOutput};
-use crate::job::requests::{self, JsonRequest};
+use crate::job::requests;
 use crate::progress::Progress;
 use crate::quick::now_ms;
 use crate::writer::Message;
@@ -72,8 +73,17 @@ pub(super) async fn part(
     };
     let started = now_ms();
     let mut t = Tally::default();
-    let (mut end, mut code, mut latency) =
-        execute(shared, unit, step, ctx, file_stem, None, &mut t).await;
+    let (mut end, mut code, mut latency) = execute(
+        shared,
+        unit,
+        step,
+        ctx,
+        file_stem,
+        None,
+        (part, hash),
+        &mut t,
+    )
+    .await;
     if let (PartEnd::Failed(reason), Some(fallback)) = (&end, &step.fallback) {
         let reason = reason.clone();
         match fallback {
@@ -90,8 +100,9 @@ pub(super) async fn part(
                 });
             }
             Fallback::Provider(other) => {
+                let key = (part, hash);
                 let (again, c, l) =
-                    execute(shared, unit, step, ctx, file_stem, Some(other), &mut t).await;
+                    execute(shared, unit, step, ctx, file_stem, Some(other), key, &mut t).await;
                 (end, code, latency) = match again {
                     PartEnd::Done(mut o) => {
                         o.fallback = Some(format!("provider {other} after: {reason}"));
@@ -200,35 +211,6 @@ pub(super) enum CallOutcome {
     Stopped,
 }
 
-/// Calls a JSON API on `lane` with its limits and retries.
-pub(super) async fn call_json(
-    shared: &Shared,
-    lane: &Lane,
-    step: &Step,
-    request: &JsonRequest,
-    tally: &mut Tally,
-) -> (CallOutcome, Option<u16>, Duration) {
-    let body = Bytes::from(request.body.to_string());
-    let target = Target::Pool {
-        path: request.path.clone(),
-        method: Method::POST,
-    };
-    let (end, _) = send(
-        shared,
-        lane,
-        step,
-        target,
-        body,
-        &lane.headers,
-        None,
-        true,
-        request.estimate,
-        tally,
-    )
-    .await;
-    end
-}
-
 /// Where a step's calls go.
 pub(super) enum Target {
     /// `path` on the lane's least busy healthy base URL, per attempt.
@@ -237,20 +219,46 @@ pub(super) enum Target {
     Url(Endpoint),
 }
 
+/// How one call of a step went.
+pub(super) struct Sent {
+    pub(super) outcome: CallOutcome,
+    /// HTTP status of the last attempt, if one arrived.
+    pub(super) code: Option<u16>,
+    pub(super) latency: Duration,
+    pub(super) content_type: Option<String>,
+    /// A streamed answer's timing.
+    pub(super) stream: Option<StreamStats>,
+}
+
+/// The body of one call and how to send it.
+pub(super) struct Outgoing<'a> {
+    pub(super) body: Bytes,
+    pub(super) headers: &'a [(String, String)],
+    pub(super) content_type: Option<&'a str>,
+    pub(super) expect_json: bool,
+    /// Tokens reserved against tokens/minute.
+    pub(super) estimate: u64,
+    /// Read the answer as server-sent events in this dialect.
+    pub(super) stream: Option<Dialect>,
+}
+
 /// Sends one call on `lane`, holding a place in the provider's concurrency.
-#[allow(clippy::too_many_arguments)]
-async fn send(
+pub(super) async fn send(
     shared: &Shared,
     lane: &Lane,
     step: &Step,
     target: Target,
-    body: Bytes,
-    headers: &[(String, String)],
-    content_type: Option<&str>,
-    expect_json: bool,
-    estimate: u64,
+    out: Outgoing<'_>,
     tally: &mut Tally,
-) -> ((CallOutcome, Option<u16>, Duration), Option<String>) {
+) -> Sent {
+    let Outgoing {
+        body,
+        headers,
+        content_type,
+        expect_json,
+        estimate,
+        stream,
+    } = out;
     let (retries, backoff, timeout) = lane.policy(step);
     let (run_meter, process_meter) = shared.progress.stats.meters(&step.name, &lane.name);
     let env = CallEnv {
@@ -285,6 +293,7 @@ async fn send(
                     body,
                     options,
                     estimate,
+                    stream,
                 },
                 tally,
             )
@@ -301,33 +310,41 @@ async fn send(
                     body,
                     options,
                     estimate,
+                    stream,
                 },
                 tally,
             )
             .await
         }
     };
+    let sent = |outcome, code, latency| Sent {
+        outcome,
+        code,
+        latency,
+        content_type: None,
+        stream: None,
+    };
     match end {
-        CallEnd::Done(success) => {
-            let code = Some(success.status);
-            let latency = success.latency;
-            let content_type = success.content_type.clone();
-            (
-                (CallOutcome::Done(success.body), code, latency),
-                content_type,
-            )
-        }
+        CallEnd::Done(success) => Sent {
+            code: Some(success.status),
+            latency: success.latency,
+            content_type: success.content_type,
+            stream: success.stream,
+            outcome: CallOutcome::Done(success.body),
+        },
         CallEnd::Failed {
             error,
             status,
             latency,
             ..
-        } => ((CallOutcome::Failed(error), status, latency), None),
-        CallEnd::Stopped => ((CallOutcome::Stopped, None, Duration::ZERO), None),
+        } => sent(CallOutcome::Failed(error), status, latency),
+        CallEnd::Stopped => sent(CallOutcome::Stopped, None, Duration::ZERO),
     }
 }
 
-/// Runs a chat, embed, http or command step once.
+/// Runs a chat, embed, http or command step once; `key` is the part and
+/// the request's fingerprint (a batched call's identity).
+#[allow(clippy::too_many_arguments)]
 async fn execute(
     shared: &Shared,
     unit: &Unit,
@@ -335,6 +352,7 @@ async fn execute(
     ctx: &minijinja::Value,
     file_stem: &str,
     provider: Option<&str>,
+    key: (i64, u64),
     tally: &mut Tally,
 ) -> (PartEnd, Option<u16>, Duration) {
     // `provider` overrides the step's own (a fallback provider).
@@ -361,17 +379,25 @@ async fn execute(
             };
             let single = !request.body["input"].is_array();
             let model = request.body["model"].as_str().map(str::to_string);
-            let (end, code, latency) = call_json(shared, lane, step, &request, tally).await;
-            let end = match end {
+            let call = ModelCall {
+                unit,
+                lane,
+                step,
+                request: &request,
+                part: key.0,
+                hash: key.1,
+            };
+            let end = call_model(shared, &call, tally).await;
+            let outcome = match end.outcome {
                 CallOutcome::Done(body) => {
                     let parsed = if matches!(step.kind, StepKind::Chat { .. }) {
-                        requests::chat_output(step, &body)
+                        chat_part_output(step, lane, &body, end.stream)
                     } else {
                         requests::embed_output(&body, single)
                     };
                     match parsed {
                         Ok(o) => {
-                            shared.charge(lane, model.as_deref(), o.usage);
+                            shared.charge(lane, model.as_deref(), o.usage, end.batched);
                             PartEnd::Done(o)
                         }
                         Err(m) => PartEnd::Failed(m),
@@ -380,7 +406,7 @@ async fn execute(
                 CallOutcome::Failed(m) => PartEnd::Failed(m),
                 CallOutcome::Stopped => PartEnd::Stopped,
             };
-            (end, code, latency)
+            (outcome, end.code, end.latency)
         }
         StepKind::Http { save, .. } => {
             let provider_lane = provider.and_then(|p| shared.lanes.get(p));
@@ -403,19 +429,21 @@ async fn execute(
                 _ => Target::Url(call.endpoint.clone()),
             };
             let lane = provider_lane.unwrap_or_else(|| shared.lanes.direct());
-            let ((end, code, latency), content_type) = send(
-                shared,
-                lane,
-                step,
-                target,
-                call.body.clone(),
-                &headers,
-                call.content_type.as_deref(),
-                call.expect_json,
-                0,
-                tally,
-            )
-            .await;
+            let out = Outgoing {
+                body: call.body.clone(),
+                headers: &headers,
+                content_type: call.content_type.as_deref(),
+                expect_json: call.expect_json,
+                estimate: 0,
+                stream: None,
+            };
+            let Sent {
+                outcome: end,
+                code,
+                latency,
+                content_type,
+                ..
+            } = send(shared, lane, step, target, out, tally).await;
             let end = match end {
                 CallOutcome::Done(body) => match crate::steps::http::finish(
                     *save,

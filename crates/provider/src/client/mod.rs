@@ -16,8 +16,11 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
+use crate::dialect::Dialect;
 use crate::outcome::{classify, Attempt, Failure, FailureKind};
 use crate::wire::{exchange, WireError};
+
+mod streamed;
 
 /// Errors building a client or an endpoint (bad URL, bad header value).
 #[derive(Debug, thiserror::Error)]
@@ -264,6 +267,16 @@ impl Client {
     /// `Authorization: Bearer <key>` when `api_key` is given as `(variable
     /// name, key)`; the name is only used in error messages.
     pub fn new(max_idle: usize, api_key: Option<(&str, &str)>) -> Result<Client, ClientError> {
+        Client::for_dialect(Dialect::OpenAi, max_idle, api_key)
+    }
+
+    /// Like [`Client::new`], with the key sent the way `dialect` expects it
+    /// (Anthropic: `x-api-key`).
+    pub fn for_dialect(
+        dialect: Dialect,
+        max_idle: usize,
+        api_key: Option<(&str, &str)>,
+    ) -> Result<Client, ClientError> {
         let mut fixed = Vec::new();
         let _ = write!(
             fixed,
@@ -276,7 +289,7 @@ impl Client {
                     var: var.to_string(),
                 });
             }
-            let _ = write!(fixed, "Authorization: Bearer {key}\r\n");
+            fixed.extend_from_slice(dialect.auth_line(key).as_bytes());
         }
         // System roots; none found (a bare container) leaves https failing
         // with a certificate error that says so, while http works.
@@ -399,33 +412,16 @@ impl Client {
         options: &CallOptions<'_>,
     ) -> Attempt {
         let started = Instant::now();
-        let mut head = Vec::with_capacity(endpoint.head.len() + self.fixed_headers.len() + 64);
-        head.extend_from_slice(&endpoint.head);
-        head.extend_from_slice(&self.fixed_headers);
-        for (name, value) in options.headers {
-            // Checked by `CallOptions::check_headers` when the job is validated;
-            // a control character here would split the request.
-            if name
-                .bytes()
-                .chain(value.bytes())
-                .any(|b| b == b'\r' || b == b'\n')
-            {
+        let head = match self.head(endpoint, options, body.len()) {
+            Ok(head) => head,
+            Err(message) => {
                 return Attempt::Failed(transport_failure(
                     FailureKind::Client,
-                    format!(
-                        "header {name:?} contains a line break; fix the template that renders it"
-                    ),
+                    message,
                     Duration::ZERO,
-                ));
+                ))
             }
-            let _ = write!(head, "{name}: {value}\r\n");
-        }
-        let content_type = options.content_type.unwrap_or("application/json");
-        let _ = write!(
-            head,
-            "Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        );
+        };
         let origin = self.origin(endpoint);
         let call = async {
             loop {
@@ -454,23 +450,68 @@ impl Client {
                 started.elapsed(),
                 options.expect_json,
             ),
-            Ok(Err(Transport::Connect(detail))) => Attempt::Failed(transport_failure(
-                FailureKind::Connect,
-                format!("cannot connect to {}: {detail}", endpoint.host_port()),
-                started.elapsed(),
-            )),
-            Ok(Err(Transport::Exchange(e))) => Attempt::Failed(transport_failure(
-                FailureKind::Connection,
-                format!("connection error: {e}"),
-                started.elapsed(),
-            )),
-            Err(_) => Attempt::Failed(transport_failure(
-                FailureKind::Timeout,
-                format!("no complete response within {}", fmt_duration(timeout)),
-                started.elapsed(),
-            )),
+            Ok(Err(transport)) => transport_attempt(transport, endpoint, started),
+            Err(_) => timed_out(timeout, started),
         }
     }
+}
+
+impl Client {
+    /// The request head: line, fixed headers, `options`' headers, type and
+    /// length; `Err` says which header cannot be sent.
+    fn head(
+        &self,
+        endpoint: &Endpoint,
+        options: &CallOptions<'_>,
+        body_len: usize,
+    ) -> Result<Vec<u8>, String> {
+        let mut head = Vec::with_capacity(endpoint.head.len() + self.fixed_headers.len() + 64);
+        head.extend_from_slice(&endpoint.head);
+        head.extend_from_slice(&self.fixed_headers);
+        for (name, value) in options.headers {
+            // Checked by `CallOptions::check_headers` when the job is validated;
+            // a control character here would split the request.
+            if name
+                .bytes()
+                .chain(value.bytes())
+                .any(|b| b == b'\r' || b == b'\n')
+            {
+                return Err(format!(
+                    "header {name:?} contains a line break; fix the template that renders it"
+                ));
+            }
+            let _ = write!(head, "{name}: {value}\r\n");
+        }
+        let content_type = options.content_type.unwrap_or("application/json");
+        let _ = write!(
+            head,
+            "Content-Type: {content_type}\r\nContent-Length: {body_len}\r\n\r\n"
+        );
+        Ok(head)
+    }
+}
+
+fn transport_attempt(transport: Transport, endpoint: &Endpoint, started: Instant) -> Attempt {
+    match transport {
+        Transport::Connect(detail) => Attempt::Failed(transport_failure(
+            FailureKind::Connect,
+            format!("cannot connect to {}: {detail}", endpoint.host_port()),
+            started.elapsed(),
+        )),
+        Transport::Exchange(e) => Attempt::Failed(transport_failure(
+            FailureKind::Connection,
+            format!("connection error: {e}"),
+            started.elapsed(),
+        )),
+    }
+}
+
+fn timed_out(timeout: Duration, started: Instant) -> Attempt {
+    Attempt::Failed(transport_failure(
+        FailureKind::Timeout,
+        format!("no complete response within {}", fmt_duration(timeout)),
+        started.elapsed(),
+    ))
 }
 
 fn transport_failure(kind: FailureKind, message: String, latency: Duration) -> Failure {

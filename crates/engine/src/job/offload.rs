@@ -1,0 +1,119 @@
+//! Live or batch for each provider of a run: decided when the run starts
+//! (`auto` by its deadline, from the plan's estimate over the real input),
+//! kept with the run so a resumed run stays on the path it chose, and said
+//! in the run summary.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value as Json;
+use sluice_spec::{Job, Mode};
+
+use super::choose::{decide, Offload};
+use super::runner::Shared;
+use crate::error::Result;
+use crate::inputs::Prepared;
+
+/// Each provider's path, in job order.
+pub(crate) fn decide_all(job: &Job, prepared: &Prepared) -> Result<Vec<(String, Offload)>> {
+    if !job
+        .providers
+        .iter()
+        .any(|p| matches!(p.mode, Mode::Auto { .. }))
+    {
+        return Ok(job
+            .providers
+            .iter()
+            .map(|p| (p.name.clone(), decide(p, None, None, None)))
+            .collect());
+    }
+    let plan = super::plan::estimate_plan(job, Some(prepared))?;
+    Ok(plan
+        .providers
+        .into_iter()
+        .map(|p| (p.name, p.offload))
+        .collect())
+}
+
+/// As stored with the run: `{provider: {mode, configured, reason}}`.
+pub(crate) fn to_json(offload: &[(String, Offload)]) -> Json {
+    Json::Object(
+        offload
+            .iter()
+            .map(|(name, o)| (name.clone(), serde_json::to_value(o).unwrap_or_default()))
+            .collect(),
+    )
+}
+
+/// A resumed run keeps what `auto` chose when it started (its batches are
+/// already at the provider, or its live calls half done); returns whether
+/// anything changed.
+pub(crate) fn keep_earlier(offload: &mut [(String, Offload)], earlier: &Json) -> bool {
+    let mut changed = false;
+    for (name, now) in offload.iter_mut() {
+        let Some(before) = earlier
+            .pointer(&format!("/offload/{name}"))
+            .and_then(|v| serde_json::from_value::<Offload>(v.clone()).ok())
+        else {
+            continue;
+        };
+        if now.configured == "auto" && before.configured == "auto" && *now != before {
+            *now = before;
+            changed = true;
+        }
+    }
+    changed
+}
+
+/// The summary's lines: every provider that is not simply live.
+pub(crate) fn notes(offload: &[(String, Offload)]) -> Vec<String> {
+    offload
+        .iter()
+        .filter(|(_, o)| o.configured != "live")
+        .map(|(name, o)| match o.configured.as_str() {
+            "auto" => format!("provider {name}: auto chose {}: {}", o.mode, o.reason),
+            _ => format!("provider {name}: calls went through the batch API (mode = \"batch\")"),
+        })
+        .collect()
+}
+
+/// Wakes every unit waiting for a batch once the run is stopping (a signal,
+/// or the budget): they stay pending, their batches go on at the provider.
+pub(crate) async fn watch_stop(shared: Arc<Shared>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if shared.stopping.load(Relaxed) {
+            shared.batches.stop.stop();
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offload(mode: &str, configured: &str) -> Offload {
+        Offload {
+            mode: mode.into(),
+            configured: configured.into(),
+            reason: format!("{mode} because"),
+        }
+    }
+
+    #[test]
+    fn a_resumed_run_keeps_what_auto_chose_first() {
+        let earlier =
+            serde_json::json!({"offload": to_json(&[("p".into(), offload("batch", "auto"))])});
+        let mut now = vec![("p".to_string(), offload("live", "auto"))];
+        assert!(keep_earlier(&mut now, &earlier));
+        assert_eq!(now[0].1.mode, "batch");
+        // An explicit mode is always honoured.
+        let mut fixed = vec![("p".to_string(), offload("live", "live"))];
+        assert!(!keep_earlier(&mut fixed, &earlier));
+        assert_eq!(fixed[0].1.mode, "live");
+        assert_eq!(notes(&now), ["provider p: auto chose batch: batch because"]);
+        assert!(notes(&fixed).is_empty());
+    }
+}

@@ -1,0 +1,54 @@
+//! API dialects: one chat request and answer, in the shape each provider
+//! family speaks. The engine builds OpenAI-shaped chat bodies; an Anthropic
+//! provider gets them translated here, and every answer (live, streamed or
+//! from a batch) is read back into the same [`ChatAnswer`].
+
+mod answer;
+mod anthropic;
+
+pub use answer::{chat_answer, ChatAnswer};
+pub use anthropic::{to_anthropic, ANTHROPIC_VERSION, DEFAULT_MAX_TOKENS};
+
+/// Which family of API a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dialect {
+    /// OpenAI-compatible: `/chat/completions`, bearer token, `x-ratelimit-*`.
+    #[default]
+    OpenAi,
+    /// Anthropic Messages: `/messages`, `x-api-key`, `anthropic-ratelimit-*`.
+    Anthropic,
+}
+
+impl Dialect {
+    /// The request header line carrying `key`.
+    pub(crate) fn auth_line(self, key: &str) -> String {
+        match self {
+            Dialect::OpenAi => format!("Authorization: Bearer {key}\r\n"),
+            Dialect::Anthropic => format!("x-api-key: {key}\r\n"),
+        }
+    }
+
+    /// The chat path under a provider's base URL: the step's own, except that
+    /// OpenAI's default means `/messages` to Anthropic.
+    pub fn chat_path(self, step_path: &str) -> &str {
+        match self {
+            Dialect::Anthropic if step_path == "/chat/completions" => "/messages",
+            _ => step_path,
+        }
+    }
+
+    /// Marks a request body (already in this dialect's shape) as streamed:
+    /// OpenAI also needs `stream_options.include_usage` for the final usage chunk.
+    pub fn set_streaming(self, body: &mut serde_json::Value) {
+        let Some(map) = body.as_object_mut() else {
+            return;
+        };
+        map.insert("stream".into(), serde_json::Value::Bool(true));
+        if self == Dialect::OpenAi {
+            map.insert(
+                "stream_options".into(),
+                serde_json::json!({"include_usage": true}),
+            );
+        }
+    }
+}

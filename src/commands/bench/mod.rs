@@ -1,0 +1,93 @@
+//! `sluice bench`: every performance claim measured on this machine against
+//! a local `sluice mock`, each as a ratio to its physical bound
+//! (BENCHMARKS.md explains each bound).
+//!
+//! Correctness checks (nothing lost or doubled, no 429 where none is allowed,
+//! no crash) fail the suite in every mode; speed targets fail it only in the
+//! full run, since `--quick` is a smoke test for CI on loaded machines.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use super::UsageError;
+use crate::cli::BenchArgs;
+
+mod crash;
+mod data;
+mod engine;
+mod faults;
+mod harness;
+mod limits;
+mod loadgen;
+mod pipeline;
+mod report;
+mod runs;
+mod scale;
+
+use harness::Ctx;
+use report::{Report, Scenario};
+
+type Measure = fn(&Ctx) -> anyhow::Result<Scenario>;
+
+/// Every scenario, in the order they run and print.
+const SCENARIOS: &[(&str, Measure)] = &[
+    ("latency", limits::latency),
+    ("rpm", limits::rpm),
+    ("tpm", limits::tpm),
+    ("overhead", engine::overhead),
+    ("memory", engine::memory),
+    ("pipeline", pipeline::pipeline),
+    ("crash-resume", crash::crash_resume),
+    ("scale-out", scale::scale_out),
+    ("faults", faults::faults),
+    ("unknown-rpm", limits::unknown_rpm),
+];
+
+pub(crate) fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let names: Vec<&str> = SCENARIOS.iter().map(|(name, _)| *name).collect();
+    if let Some(unknown) = args.only.iter().find(|o| !names.contains(&o.as_str())) {
+        return Err(UsageError(format!(
+            "--only {unknown}: no such scenario; choose from {}",
+            names.join(", ")
+        ))
+        .into());
+    }
+    if cfg!(debug_assertions) {
+        eprintln!("bench: this is a debug build; its figures say nothing about sluice's speed (use --release)");
+    }
+    let ctx = Ctx::new(args.quick)?;
+    let started = Instant::now();
+    let mut scenarios = Vec::new();
+    for (name, measure) in SCENARIOS {
+        if !args.only.is_empty() && !args.only.iter().any(|o| o == name) {
+            continue;
+        }
+        eprintln!("bench: {name} …");
+        let began = Instant::now();
+        let mut scenario = measure(&ctx).unwrap_or_else(|e| Scenario::crashed(name, &e));
+        scenario.seconds = began.elapsed().as_secs_f64();
+        ctx.clear();
+        eprintln!(
+            "bench: {name} {} in {:.1} s",
+            match (scenario.status, scenario.correct, scenario.targets_met) {
+                (report::Status::Skipped, ..) => "skipped",
+                (_, false, _) => "BROKEN",
+                (_, true, false) => "missed a target",
+                (_, true, true) => "ok",
+            },
+            scenario.seconds
+        );
+        scenarios.push(scenario);
+    }
+    let report = Report::new(args.quick, started.elapsed().as_secs_f64(), scenarios);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(if report.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
