@@ -45,10 +45,12 @@ fn the_dashboard_shows_a_run_progressing_live() {
     let s = Scratch::new();
     let mock = Mock::start(&["--latency-ms", "30"]);
     let server = Serve::start(&s, &[], &[]);
-    // 400 items at 3,000 requests/minute: about 8 s, long enough to watch.
+    // 3,000 items at 3,000 requests/minute: a minute at least, however fast
+    // the machine, so the page (and a slow browser start) sees it run; it is
+    // cancelled once the page was checked.
     let job = json!({
         "name": "browser",
-        "items": (0..400).map(|i| json!({"q": format!("question {i}")})).collect::<Vec<_>>(),
+        "items": (0..3000).map(|i| json!({"q": format!("question {i}")})).collect::<Vec<_>>(),
         "provider": {"base_url": mock.url("/v1"), "concurrency": 4, "rpm": 3000},
         "step": {"kind": "chat", "model": "m", "messages": [{"role": "user", "content": "{{ item.q }}"}]},
     });
@@ -76,6 +78,14 @@ fn the_dashboard_shows_a_run_progressing_live() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
+    let (status, _) = http(
+        server.port,
+        "POST",
+        &format!("/v1/runs/{run_id}/cancel"),
+        &[],
+        "",
+    );
+    assert_eq!(status, 200);
     assert!(
         out.status.success(),
         "dashboard check failed:\n{stdout}\n{}",
