@@ -65,8 +65,15 @@ pub(crate) fn parse(
             "the body is empty; send a job file (TOML) or JSON with items and a step",
         ));
     }
-    let mut job = sluice_spec::parse_str(&text, &workdir.join(SHOWN_AS), &[])
-        .map_err(|e| invalid_job(e, workdir))?;
+    let mut job = sluice_spec::parse_str(&text, &workdir.join(SHOWN_AS), &[]).map_err(|e| {
+        let mut error = invalid_job(e, workdir);
+        if json {
+            // Positions are in the job file the JSON became: show it.
+            let problems = error.details.take().unwrap_or(Json::Null);
+            error.details = Some(serde_json::json!({ "problems": problems, "job_toml": text }));
+        }
+        error
+    })?;
     // Each submission is its own job (a new run, found again by this path on
     // resume), named after the job and a hash of the text and the time.
     let nonce = xxhash_rust::xxh3::xxh3_64(
@@ -272,6 +279,19 @@ mod tests {
         assert!(e.message.starts_with("job.toml:6:"), "{}", e.message);
         let details = e.details.unwrap();
         assert_eq!(details[0]["line"], 6);
+    }
+
+    #[test]
+    fn json_problems_come_with_the_job_file_they_refer_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = br#"{"items":[{"q":"a"}],"step":{"kind":"chat","model":"m","messages":[]}}"#;
+        let e = parse(body, true, dir.path(), dir.path()).unwrap_err();
+        assert_eq!(e.code, "invalid_job");
+        let details = e.details.unwrap();
+        let toml = details["job_toml"].as_str().unwrap();
+        assert!(toml.contains("[[steps]]"), "{toml}");
+        let line = details["problems"][0]["line"].as_u64().unwrap() as usize;
+        assert!(line >= 1 && line <= toml.lines().count(), "{details}");
     }
 
     #[test]
