@@ -34,6 +34,9 @@ pub(crate) enum Command {
     Mock(MockArgs),
     /// Run examples/audio-pipeline against built-in mocks and show where the results are.
     Demo(DemoArgs),
+    /// Join the runs of a shared store (PostgreSQL) and work their units
+    /// together with every other process on them, until stopped.
+    Worker(WorkerArgs),
     /// Measure sluice against the physical bounds, on a local mock (BENCHMARKS.md).
     Bench(BenchArgs),
     /// Serve the REST API, live events, /metrics and the dashboard over the store.
@@ -110,6 +113,34 @@ pub(crate) struct RunArgs {
     /// Seconds between progress lines when stderr is not a terminal.
     #[arg(long, env = "SLUICE_PROGRESS_INTERVAL", default_value_t = 5.0)]
     pub(crate) progress_interval: f64,
+    /// With a postgres:// store: how long a claimed unit stays leased
+    /// without this process's heartbeat (a killed process's units return
+    /// to the queue after this).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub(crate) lease: Duration,
+    /// With a postgres:// store: queue the job's units and exit, leaving
+    /// the work to `sluice worker` processes.
+    #[arg(long)]
+    pub(crate) queue_only: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WorkerArgs {
+    #[command(flatten)]
+    pub(crate) store: StoreArg,
+    /// Work only this run (id or name); default: any runnable run, oldest first.
+    #[arg(long)]
+    pub(crate) run: Option<String>,
+    /// Exit once no run has units left to claim, instead of waiting for new runs.
+    #[arg(long)]
+    pub(crate) exit_when_idle: bool,
+    /// How long a claimed unit stays leased without this worker's heartbeat
+    /// (a killed worker's units return to the queue after this).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub(crate) lease: Duration,
+    /// How often an idle worker looks for runnable runs.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub(crate) poll: Duration,
 }
 
 #[derive(Debug, Args)]

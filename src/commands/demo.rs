@@ -126,6 +126,8 @@ pub(crate) fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         fresh: true,
         skip_bad: false,
         sets: Vec::new(),
+        lease: sluice_engine::DEFAULT_LEASE,
+        queue_only: false,
     };
     let outcome = super::run::with_progress(1.0, true, |p| run_job(&job, &config, p));
     let _ = stop_tx.send(());

@@ -28,7 +28,33 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         fresh: args.fresh,
         skip_bad: args.skip_bad,
         sets: args.sets.clone(),
+        lease: args.lease,
+        queue_only: args.queue_only,
     };
+    if args.queue_only && !args.store.store.is_shared() {
+        return Err(UsageError(
+            "--queue-only needs a store workers can share: --store postgres://…".into(),
+        )
+        .into());
+    }
+    if args.queue_only {
+        let report = run_job(
+            &job,
+            &config,
+            std::sync::Arc::new(sluice_engine::Progress::default()),
+        )?;
+        eprintln!(
+            "sluice: run {} queued ({} units already done); start `sluice worker --store {}` to work it",
+            report.run_id, report.progress.skipped, args.store.store
+        );
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({"run": report.run_id, "queued": true})
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let (report, code) = super::run::with_progress(args.progress_interval, !args.json, |p| {
         run_job(&job, &config, p)
     })?;
@@ -220,6 +246,8 @@ pub(crate) fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
                 .and_then(|v| v.as_bool())
                 .unwrap_or(false),
             sets,
+            lease: sluice_engine::DEFAULT_LEASE,
+            queue_only: false,
         };
         let (report, code) =
             super::run::with_progress(5.0, !args.json, |p| run_job(&job, &config, p))?;

@@ -12,6 +12,7 @@ mod mock;
 mod run;
 mod serve;
 mod status;
+mod worker;
 
 /// A command line that is wrong in a way clap cannot see (exit code 2).
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +30,7 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Export(args) => export::export(args),
         Command::Mock(args) => mock::mock(args),
         Command::Demo(args) => demo::demo(args),
+        Command::Worker(args) => worker::worker(args),
         Command::Bench(args) => bench::bench(args),
         Command::Serve(args) => serve::serve(args),
     }

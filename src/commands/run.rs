@@ -17,6 +17,12 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if args.input.ends_with(".toml") {
         return super::job::run(args);
     }
+    if args.queue_only {
+        return Err(UsageError(
+            "--queue-only applies to job files (.toml); quick-mode runs are worked by the process that starts them".into(),
+        )
+        .into());
+    }
     if !args.sets.is_empty() {
         return Err(UsageError(
             "--set applies to job files (.toml); with a JSONL input use the flags directly".into(),

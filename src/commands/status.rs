@@ -29,6 +29,14 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let counts = store.counts(&run.id)?;
     let errors = store.top_errors(&run.id, 5)?;
     let workers = store.workers(&run.id)?;
+    // A shared run's queue (PostgreSQL): units waiting and leased to workers.
+    let queue = match store.shared() {
+        Some(shared) => match shared.job_def(&run.id)? {
+            Some(_) => Some(shared.queue_counts(&run.id)?),
+            None => None,
+        },
+        None => None,
+    };
     // Batches submitted to providers' batch APIs (named run state `batch:*`).
     let batches: Vec<serde_json::Value> = store
         .run_state(&run.id, "batch:")?
@@ -42,6 +50,13 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             "run": run,
             "counts": counts,
             "pending": pending,
+            "queue": queue.map(|q| serde_json::json!({
+                "queued": q.queued,
+                "leased": q.leased,
+                "expired_leases": q.expired,
+                "done": q.done,
+                "ready": q.ready,
+            })),
             "top_errors": errors.iter().map(|(m, n)| serde_json::json!({"error": m, "count": n})).collect::<Vec<_>>(),
             "workers": workers.iter().map(|w| serde_json::json!({
                 "worker_id": w.worker_id,
@@ -98,6 +113,23 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             counts.latency_ms_sum / finished.max(1)
         );
     }
+    if let Some(q) = queue {
+        println!(
+            "queue      {} queued · {} leased to workers{}{}",
+            fmt_count(q.queued),
+            fmt_count(q.leased),
+            if q.expired > 0 {
+                format!(" ({} with an expired lease)", fmt_count(q.expired))
+            } else {
+                String::new()
+            },
+            if q.ready {
+                ""
+            } else {
+                " · still being queued"
+            },
+        );
+    }
     if let Some(offload) = run.settings.get("offload").and_then(|o| o.as_object()) {
         for (name, o) in offload {
             let text = |k: &str| o.get(k).and_then(|v| v.as_str()).unwrap_or("?");
@@ -108,6 +140,9 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
                     text("mode"),
                     text("reason")
                 ),
+                _ if text("mode") == "live" => {
+                    println!("offload    {name}: live: {}", text("reason"))
+                }
                 _ => println!("offload    {name}: batch API (mode = \"batch\")"),
             }
         }

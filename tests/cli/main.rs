@@ -2,6 +2,7 @@
 //! process on 127.0.0.1.
 
 mod fakehost;
+mod pg;
 mod util;
 
 mod bench;
@@ -18,3 +19,4 @@ mod resilience;
 mod resume;
 mod run;
 mod serve;
+mod shared;

@@ -15,11 +15,13 @@ mod live;
 mod meter;
 mod progress;
 mod quick;
+mod shared_limits;
 mod stats;
 mod steps;
 mod tokens;
 #[allow(dead_code)] // Wired into the job runner separately.
 mod webhook;
+mod worker;
 mod writer;
 
 pub use control::{CommitHook, OpenHook, RunControl, RunHooks};
@@ -28,6 +30,7 @@ pub use export::{export_run, ExportFormat};
 pub use input::InputSource;
 pub use job::{
     plan, run_job, run_job_with, unit_result, JobConfig, Offload, Plan, ProviderPlan, StepPlan,
+    DEFAULT_LEASE,
 };
 pub use live::{worker_state, Rates, BEAT_PERIOD, BEAT_STALE};
 pub use meter::{quantile_ms, CallCounts, FAILURE_KINDS, LATENCY_BUCKETS_MS};
@@ -37,3 +40,4 @@ pub use stats::{
     process_calls, process_providers, EndpointReport, Latency, Limits, ProviderReport, RecentError,
     RunStats, StatsReport, StepReport,
 };
+pub use worker::{run_worker, WorkerConfig, WorkerEvent};

@@ -65,6 +65,51 @@ pub(crate) fn close_run(
         "finished"
     };
     store.set_state(&run.id, state, (!interrupted).then(now_ms))?;
+    last_beat(&mut *store, run, resumed, interrupted, progress)
+}
+
+/// Leaves a shared run: `finished` once its queue is empty; `interrupted`
+/// only if no other worker is still on it (their beats are fresh); the last
+/// `stopped` beat returns any unit this process still holds to the queue.
+pub(crate) fn close_shared_run(
+    location: &StoreLocation,
+    run: RunMeta,
+    resumed: bool,
+    interrupted: bool,
+    progress: &Progress,
+) -> Result<RunReport> {
+    let mut store = location.open()?;
+    if interrupted {
+        let me = &crate::live::identity().worker_id;
+        let stale = crate::live::BEAT_STALE.as_millis() as i64;
+        let now = now_ms();
+        let others = store
+            .workers(&run.id)?
+            .into_iter()
+            .any(|w| &w.worker_id != me && w.state == "running" && now - w.beat_at < stale);
+        if !others {
+            store.set_state(&run.id, "interrupted", None)?;
+        }
+    } else {
+        let complete = match store.shared() {
+            Some(shared) => shared.queue_counts(&run.id)?.complete(),
+            None => true,
+        };
+        if complete {
+            store.set_state(&run.id, "finished", Some(now_ms()))?;
+        }
+    }
+    last_beat(&mut *store, run, resumed, interrupted, progress)
+}
+
+/// Writes this process's last (`stopped`) beat and reports the run.
+fn last_beat(
+    store: &mut dyn Store,
+    run: RunMeta,
+    resumed: bool,
+    interrupted: bool,
+    progress: &Progress,
+) -> Result<RunReport> {
     let (last_beat, _) = crate::live::beat(&run.id, "stopped", progress, None);
     if let Err(e) = store.heartbeat(&last_beat) {
         tracing::warn!("could not record this worker's last heartbeat: {e}");

@@ -1,11 +1,14 @@
 //! One provider's rate limits held together: requests per second, minute,
 //! hour and day and tokens per minute and day (GCRA windows), plus pauses the
 //! provider asks for (`retry-after`, exhausted `x-ratelimit-remaining-*`).
-//! Concurrency is held by the caller. Waiting callers of several runs take
-//! turns (`fair.rs`); the last minute's use is kept for the live view.
+//! Concurrency is held by the caller. On a shared store the limiter sends
+//! only inside slices of sending time claimed for this process
+//! ([`crate::shared_limits`]), so every process together holds the rates.
+//! Waiting callers of several runs take turns (`fair.rs`); the last minute's
+//! use is kept for the live view.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -15,6 +18,7 @@ use sluice_provider::RateSignals;
 
 use crate::fair::{FairTurn, Tenant};
 use crate::meter::Rolling;
+use crate::shared_limits::SharedLimits;
 
 /// Timer lateness a waiter may recover (tokio's timer wakes up to ~1 ms late).
 const CATCH_UP_NANOS: u64 = 2_000_000;
@@ -44,6 +48,19 @@ pub(crate) struct Limiter {
     configured: WindowLimits,
     /// The per-minute limits learned from `x-ratelimit-limit-*` (0 = none).
     learned: [AtomicU64; 2],
+    /// Limits held together with other processes (a shared store); set once
+    /// (the limiter may already be shared by runs of this process).
+    shared: OnceLock<Arc<SharedLimits>>,
+}
+
+/// What a caller must do before its request may go.
+enum Take {
+    /// Nothing: it was admitted.
+    Now,
+    /// Sleep this many nanoseconds and look again.
+    Wait(u64),
+    /// Claim a slice of shared sending time at least this long (ns).
+    Slice(u64),
 }
 
 impl Limiter {
@@ -58,6 +75,44 @@ impl Limiter {
             paused_until: AtomicU64::new(0),
             queue: FairTurn::default(),
             used: Rolling::default(),
+            shared: OnceLock::new(),
+        }
+    }
+
+    /// Holds the limits together with other processes from now on (the
+    /// first call wins).
+    pub(crate) fn share(&self, shared: Arc<SharedLimits>) {
+        let _ = self.shared.set(shared);
+    }
+
+    /// The limits shared with other processes, if any.
+    pub(crate) fn shared(&self) -> Option<Arc<SharedLimits>> {
+        self.shared.get().cloned()
+    }
+
+    /// The clock origin (instants are nanoseconds since it).
+    pub(crate) fn origin(&self) -> Instant {
+        self.origin
+    }
+
+    /// Takes up what other processes published: their pauses and the
+    /// limits their providers announced.
+    fn take_up_shared(&self) {
+        let Some(shared) = self.shared.get() else {
+            return;
+        };
+        self.paused_until
+            .fetch_max(shared.paused_until.load(Relaxed), Relaxed);
+        let rpm = shared.learned_shared[0].load(Relaxed);
+        let tpm = shared.learned_shared[1].load(Relaxed);
+        if (rpm > 0 && rpm != self.learned[0].load(Relaxed))
+            || (tpm > 0 && tpm != self.learned[1].load(Relaxed))
+        {
+            self.observe(&RateSignals {
+                limit_requests: (rpm > 0).then_some(rpm),
+                limit_tokens: (tpm > 0).then_some(tpm),
+                ..RateSignals::default()
+            });
         }
     }
 
@@ -83,6 +138,7 @@ impl Limiter {
     /// [`Limiter::acquire`] for a caller of run `tenant`: while callers wait,
     /// runs take turns.
     pub(crate) async fn acquire_for(&self, tenant: Tenant, tokens: u64) -> Result<(), TooLarge> {
+        self.take_up_shared();
         let now = self.now();
         if !self.limited.load(Relaxed) && self.paused_until.load(Relaxed) <= now {
             self.used.add(now / 1_000_000_000, 1, tokens as i64);
@@ -90,12 +146,21 @@ impl Limiter {
         }
         let _turn = self.queue.take(tenant).await;
         loop {
-            let wait = self.try_take(tokens)?;
-            if wait == 0 {
-                self.used.add(self.now() / 1_000_000_000, 1, tokens as i64);
-                return Ok(());
+            match self.try_take(tokens)? {
+                Take::Now => {
+                    self.used.add(self.now() / 1_000_000_000, 1, tokens as i64);
+                    return Ok(());
+                }
+                Take::Wait(n) => tokio::time::sleep(Duration::from_nanos(n)).await,
+                Take::Slice(len) => {
+                    if let Some(shared) = self.shared.get() {
+                        if let Some(wait) = shared.claim(len).await {
+                            tokio::time::sleep(wait).await;
+                        }
+                        self.take_up_shared();
+                    }
+                }
             }
-            tokio::time::sleep(Duration::from_nanos(wait)).await;
         }
     }
 
@@ -122,17 +187,33 @@ impl Limiter {
         !self.queue.is_idle()
     }
 
-    /// Takes the request if it conforms now; otherwise how long to wait.
-    fn try_take(&self, tokens: u64) -> Result<u64, TooLarge> {
+    /// Takes the request if it conforms now; otherwise what to do first.
+    fn try_take(&self, tokens: u64) -> Result<Take, TooLarge> {
         let now = self.now();
         let paused = self.paused_until.load(Relaxed);
         if paused > now {
-            return Ok(paused - now);
+            return Ok(Take::Wait(paused - now));
         }
         let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((cost, limit)) = w.too_large(tokens) {
+            return Err(TooLarge {
+                tokens: cost,
+                tpm: limit,
+            });
+        }
+        if let Some(shared) = self.shared.get().filter(|_| w.is_limited()) {
+            // Only inside this process's slice, and only if the request's
+            // spacing ends within it (the next owner starts at its end).
+            let slice = *shared.slice.lock().unwrap_or_else(|e| e.into_inner());
+            match slice {
+                Some(s) if now < s.start => return Ok(Take::Wait(s.start - now)),
+                Some(s) if w.fits_before(now, tokens, s.end) => {}
+                _ => return Ok(Take::Slice(w.occupancy(tokens))),
+            }
+        }
         match w.try_acquire(now, tokens) {
-            Ok(()) => Ok(0),
-            Err(Rejection::Wait(n)) => Ok(n.max(1)),
+            Ok(()) => Ok(Take::Now),
+            Err(Rejection::Wait(n)) => Ok(Take::Wait(n.max(1))),
             Err(Rejection::TooLarge { cost, limit }) => Err(TooLarge {
                 tokens: cost,
                 tpm: limit,
@@ -158,6 +239,9 @@ impl Limiter {
     pub(crate) fn pause(&self, wait: Duration) {
         let until = self.now() + wait.as_nanos() as u64;
         self.paused_until.fetch_max(until, Relaxed);
+        if let Some(shared) = self.shared.get() {
+            shared.publish_pause(until);
+        }
     }
 
     /// Applies the provider's own view: a limit it reports as exhausted pauses
@@ -181,6 +265,9 @@ impl Limiter {
             }
             if let Some(t) = tpm {
                 self.learned[1].store(t, Relaxed);
+            }
+            if let Some(shared) = self.shared.get() {
+                shared.publish_learned(rpm, tpm);
             }
             let learned = |i: usize| Some(self.learned[i].load(Relaxed)).filter(|&n| n > 0);
             let limits = WindowLimits {

@@ -28,6 +28,10 @@ const POLL: Duration = Duration::from_millis(1);
 pub(crate) enum Message {
     /// Record one outcome.
     Record(ItemRecord),
+    /// Record the outcome of a unit leased from a shared run's queue, under
+    /// its lease token: dropped if the lease was lost (another worker took
+    /// the unit over), so no unit is counted twice.
+    Fenced(ItemRecord, i64),
     /// Record one pipeline step's outcome (committed before the unit's own
     /// record in the same batch, so a finished unit always has its steps).
     Step(StepRecord),
@@ -89,17 +93,27 @@ impl Writer {
                         store.cache_put(&batch.cache)?;
                         batch.cache.clear();
                     }
-                    if !batch.steps.is_empty() {
+                    if !batch.fenced.is_empty() {
+                        // Steps and leased units' outcomes in one commit.
+                        let accepted =
+                            complete(&mut *store, &run_id, &batch.steps, &mut batch.fenced)?;
+                        batch.fenced_done = accepted;
+                    } else if !batch.steps.is_empty() {
                         store.write_steps(&run_id, &batch.steps)?;
+                    }
+                    if !batch.steps.is_empty() {
                         let tokens: u64 = batch.steps.iter().map(step_tokens).sum();
                         Progress::add(&progress.tokens, tokens);
                         Progress::add(&progress.steps, batch.steps.len() as u64);
                         batch.steps.clear();
                     }
+                    if !batch.items.is_empty() {
+                        store.write_batch(&run_id, &batch.items)?;
+                    }
+                    batch.items.append(&mut batch.fenced_done);
                     if batch.items.is_empty() {
                         continue;
                     }
-                    store.write_batch(&run_id, &batch.items)?;
                     // Counted only once committed: what is reported is durable.
                     let failed = batch
                         .items
@@ -144,6 +158,10 @@ impl Writer {
 #[derive(Default)]
 struct Batch {
     items: Vec<ItemRecord>,
+    /// Leased units' outcomes with their lease tokens.
+    fenced: Vec<(ItemRecord, i64)>,
+    /// Those of them committed (their leases held), to count.
+    fenced_done: Vec<ItemRecord>,
     steps: Vec<StepRecord>,
     cache: Vec<(u64, String, i64)>,
     /// Step records were seen: tokens are counted per step, not per unit.
@@ -152,12 +170,43 @@ struct Batch {
 
 impl Batch {
     fn len(&self) -> usize {
-        self.items.len() + self.steps.len() + self.cache.len()
+        self.items.len() + self.fenced.len() + self.steps.len() + self.cache.len()
     }
 
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Commits leased units' outcomes under their tokens; returns the records
+/// accepted (a unit whose lease was lost is left to the worker that took it).
+fn complete(
+    store: &mut dyn Store,
+    run_id: &str,
+    steps: &[StepRecord],
+    fenced: &mut Vec<(ItemRecord, i64)>,
+) -> sluice_store::Result<Vec<ItemRecord>> {
+    let Some(shared) = store.shared() else {
+        return Err(sluice_store::Error::Unsupported(
+            "a leased unit's outcome needs a shared store (PostgreSQL)".into(),
+        ));
+    };
+    let accepted: std::collections::HashSet<String> = shared
+        .complete(run_id, steps, fenced)?
+        .into_iter()
+        .collect();
+    let lost = fenced.len() - accepted.len();
+    if lost > 0 {
+        tracing::info!(
+            lost,
+            "results dropped: their leases expired and other workers took the units over"
+        );
+    }
+    Ok(fenced
+        .drain(..)
+        .map(|(r, _)| r)
+        .filter(|r| accepted.contains(&r.item_id))
+        .collect())
 }
 
 fn step_tokens(r: &StepRecord) -> u64 {
@@ -174,6 +223,10 @@ fn apply(
     match message {
         Message::Record(record) => {
             batch.items.push(record);
+            Ok(())
+        }
+        Message::Fenced(record, token) => {
+            batch.fenced.push((record, token));
             Ok(())
         }
         Message::Step(record) => {

@@ -123,6 +123,12 @@ impl Gcra {
         }
     }
 
+    /// Where the schedule would end if `cost` units were taken at `now`.
+    pub fn tat_after(&self, now: u64, cost: u64) -> u64 {
+        self.base(now)
+            .saturating_add(cost.saturating_mul(self.unit_nanos))
+    }
+
     /// Takes `cost` units at `now` if they conform.
     pub fn try_acquire(&mut self, now: u64, cost: u64) -> Result<(), Rejection> {
         self.check(now, cost)?;

@@ -1,5 +1,7 @@
 //! Rate-limit arithmetic for sluice: GCRA and the rate windows built from it,
-//! token estimates, retry backoff, circuit breakers and adaptive concurrency.
+//! token estimates, retry backoff, circuit breakers, adaptive concurrency,
+//! and limits shared by several processes (slices of sending time,
+//! concurrency shares).
 //!
 //! Pure logic with the clock passed in (nanoseconds since an origin the caller
 //! picks), so every limiter is tested deterministically and the same code can
@@ -9,6 +11,7 @@ mod aimd;
 mod backoff;
 mod breaker;
 mod gcra;
+mod shared;
 mod tokens;
 mod windows;
 
@@ -16,5 +19,6 @@ pub use aimd::{Aimd, AimdConfig};
 pub use backoff::Backoff;
 pub use breaker::{Breaker, BreakerConfig, BreakerState};
 pub use gcra::{Gcra, Rejection};
+pub use shared::{Share, SharedLimitState, SliceGrant};
 pub use tokens::{estimate_text_tokens, DEFAULT_COMPLETION_ESTIMATE};
 pub use windows::{WindowLimits, Windows};

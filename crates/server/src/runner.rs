@@ -159,6 +159,8 @@ pub(crate) async fn start(state: &AppState, launch: Launch) -> ApiResult<(Arc<Li
         fresh: launch.fresh,
         skip_bad: false,
         sets: Vec::new(),
+        lease: sluice_engine::DEFAULT_LEASE,
+        queue_only: false,
     };
     let hooks = RunHooks {
         control: Some(control.clone()),

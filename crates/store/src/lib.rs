@@ -1,9 +1,10 @@
-//! Durable state of sluice runs: the [`Store`] trait and its SQLite implementation.
+//! Durable state of sluice runs: the [`Store`] trait, its SQLite
+//! implementation (one machine) and its PostgreSQL one (several workers).
 //!
 //! The engine records every item's outcome here before it reports it, and on a
 //! second invocation asks which items already have one, so a run resumes exactly
 //! where it stopped. The trait is synchronous and free of SQLite specifics so a
-//! PostgreSQL store can implement it too; the engine calls it from a dedicated
+//! PostgreSQL store implements it too; the engine calls it from a dedicated
 //! writer thread and from blocking tasks, one store value (connection) each.
 //!
 //! An item with no record is pending; a record is either `done` or `failed`, and a
@@ -11,6 +12,9 @@
 
 mod error;
 mod location;
+mod num;
+mod postgres;
+mod shared;
 mod sqlite;
 mod types;
 
@@ -20,6 +24,8 @@ mod tests;
 pub(crate) use error::During;
 pub use error::{Error, Result};
 pub use location::{redact_url, StoreLocation};
+pub use postgres::PostgresStore;
+pub use shared::{Claimed, JobDef, QueueCounts, QueuedUnit, SharedRuns, SharedUpdate};
 pub use sqlite::SqliteStore;
 pub use types::{
     ItemRecord, ItemStatus, Known, NewRun, RunCounts, RunMeta, RunSummary, StepRecord, WorkerBeat,
@@ -103,6 +109,11 @@ pub trait Store: Send {
     /// The run's state entries whose key starts with `prefix` (`""`: all), by key.
     fn run_state(&mut self, run_id: &str, prefix: &str)
         -> Result<Vec<(String, serde_json::Value)>>;
+    /// The shared-run operations, for a store several processes work on at
+    /// once (PostgreSQL); `None` for a single-process store (SQLite).
+    fn shared(&mut self) -> Option<&mut dyn SharedRuns> {
+        None
+    }
 }
 
 /// The default store path: `.sluice/sluice.db` under the current directory

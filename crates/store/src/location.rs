@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use crate::{Error, Result, SqliteStore, Store};
+use crate::{PostgresStore, Result, SqliteStore, Store};
 
 /// A store's address as the user gave it.
 ///
@@ -35,10 +35,7 @@ impl StoreLocation {
     pub fn open(&self) -> Result<Box<dyn Store>> {
         match self {
             StoreLocation::Sqlite(path) => Ok(Box::new(SqliteStore::open(path)?)),
-            StoreLocation::Postgres(_) => Err(Error::Unsupported(format!(
-                "the PostgreSQL store ({self}) is not available in this build; \
-                 use a SQLite file path with --store"
-            ))),
+            StoreLocation::Postgres(url) => Ok(Box::new(PostgresStore::open(url)?)),
         }
     }
 

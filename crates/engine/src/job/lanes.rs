@@ -2,10 +2,12 @@
 //! gate (fixed or adaptive), and pool of base URLs with a circuit breaker each.
 //! The limiter, gate and pool are shared by every run of this process that
 //! uses the same provider (`sharing.rs`); the gate lets runs in by turns.
+//! On a shared store, [`Lanes::share`] ties the limiter, the fixed
+//! concurrency and the breakers to the other processes' (`shared_limits.rs`).
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use http::Method;
@@ -20,6 +22,7 @@ use crate::calls::{Report, Route};
 use crate::error::{Error, Result};
 use crate::fair::{FairTurn, Tenant};
 use crate::limiter::Limiter;
+use crate::shared_limits::{SharedLimits, SharedStore};
 
 /// How often a caller waiting on a full per-URL concurrency looks again.
 const POLL: Duration = Duration::from_millis(5);
@@ -39,6 +42,11 @@ pub(crate) struct Gate {
     freed: Notify,
     /// Runs waiting for a place take turns (one run's queue cannot starve another's).
     turns: FairTurn,
+    /// Callers waiting for a place (reported with a shared concurrency share).
+    waiting: AtomicUsize,
+    /// This process's share of a concurrency limit held with other processes
+    /// (set once, by the first run of the process on a shared store).
+    shared: OnceLock<Arc<SharedLimits>>,
 }
 
 /// A place inside a [`Gate`]; leaving it lets the next caller in.
@@ -46,7 +54,8 @@ pub(crate) struct GateGuard<'a>(&'a Gate);
 
 impl Drop for GateGuard<'_> {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Relaxed);
+        let now = self.0.in_flight.fetch_sub(1, Relaxed) - 1;
+        self.0.report(now);
         self.0.freed.notify_one();
     }
 }
@@ -54,10 +63,24 @@ impl Drop for GateGuard<'_> {
 impl Gate {
     /// The cap now (`usize::MAX`: none).
     pub(crate) fn limit(&self) -> usize {
-        match (&self.adaptive, self.fixed) {
-            (Some(aimd), _) => aimd.lock().unwrap_or_else(|e| e.into_inner()).limit(),
-            (None, Some(n)) => n,
-            (None, None) => usize::MAX,
+        match (&self.adaptive, self.fixed, self.shared.get()) {
+            (Some(aimd), _, _) => aimd.lock().unwrap_or_else(|e| e.into_inner()).limit(),
+            (None, Some(n), Some(shared)) => n.min(shared.granted.load(Relaxed)),
+            (None, Some(n), None) => n,
+            (None, None, _) => usize::MAX,
+        }
+    }
+
+    /// Tells the shared share what this process has in flight and wants.
+    fn report(&self, in_flight: usize) {
+        if let Some(shared) = self.shared.get() {
+            shared.in_flight.store(in_flight, Relaxed);
+            // The most wanted since the last exchange, and one more to grow:
+            // a share sized to the calls in flight at one instant would drop
+            // to nothing between two calls.
+            shared
+                .wanted
+                .fetch_max(in_flight + self.waiting.load(Relaxed) + 1, Relaxed);
         }
     }
 
@@ -74,6 +97,7 @@ impl Gate {
             .in_flight
             .fetch_update(Relaxed, Relaxed, |n| (n < limit).then_some(n + 1))
             .ok()?;
+        self.report(now + 1);
         if let Some(aimd) = &self.adaptive {
             aimd.lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -90,13 +114,20 @@ impl Gate {
                 return guard;
             }
         }
+        self.waiting.fetch_add(1, Relaxed);
+        self.report(self.in_flight());
+        if let Some(shared) = self.shared.get() {
+            // Out of places: ask for a bigger share now, not in a second.
+            shared.wake.notify_one();
+        }
         let _turn = self.turns.take(tenant).await;
         loop {
             let notified = self.freed.notified();
             if let Some(guard) = self.try_take() {
+                self.waiting.fetch_sub(1, Relaxed);
                 return guard;
             }
-            // A shrinking adaptive limit frees no place: look again soon.
+            // A shrinking adaptive (or shared) limit frees no place: look again soon.
             let _ = tokio::time::timeout(POLL * 20, notified).await;
         }
     }
@@ -120,6 +151,9 @@ pub(crate) struct Lane {
     pub(crate) dialect: Dialect,
     /// Breaker openings of each endpoint of the shared pool when this run began.
     openings_before: Vec<u64>,
+    /// How long a breaker stays open (told to other processes).
+    cooldown: Duration,
+    shared: Option<Arc<SharedLimits>>,
 }
 
 /// The shared part of a lane, built when no run of this process holds one.
@@ -152,6 +186,8 @@ pub(super) fn new_share(provider: &Provider) -> ProviderShare {
                 .map(|max| Mutex::new(Aimd::new(AimdConfig::up_to(max)))),
             freed: Notify::new(),
             turns: FairTurn::default(),
+            waiting: AtomicUsize::new(0),
+            shared: OnceLock::new(),
         },
         bases: provider
             .base_urls
@@ -228,6 +264,11 @@ impl Lane {
             prices: provider.prices.clone(),
             openings_before,
             dialect,
+            cooldown: provider
+                .breaker
+                .as_ref()
+                .map_or(Duration::ZERO, |b| b.cooldown),
+            shared: None,
         })
     }
 
@@ -304,6 +345,14 @@ impl Lane {
                 {
                     continue;
                 }
+                if self
+                    .shared
+                    .as_ref()
+                    .is_some_and(|s| s.open_elsewhere(&base.url, now))
+                {
+                    // Another process found it failing; its cooldown is not over.
+                    continue;
+                }
                 let admitted = match &base.breaker {
                     Some(b) => {
                         let mut b = b.lock().unwrap_or_else(|e| e.into_inner());
@@ -345,12 +394,16 @@ impl Lane {
         let now = self.now();
         if let Some(b) = &base.breaker {
             let mut b = b.lock().unwrap_or_else(|e| e.into_inner());
+            let opened = b.opened_count();
             match report {
                 Report::Success(_) => b.on_success(now),
                 Report::Failure {
                     retryable: true, ..
                 } => b.on_failure(now),
                 Report::Failure { .. } => {}
+            }
+            if let Some(shared) = self.shared.as_ref().filter(|_| b.opened_count() > opened) {
+                shared.publish_open(&base.url, self.cooldown);
             }
         }
         if let Some(aimd) = &self.share.gate.adaptive {
@@ -497,6 +550,33 @@ impl Lanes {
     /// Every lane.
     pub(crate) fn all(&self) -> &[Lane] {
         &self.lanes
+    }
+
+    /// Holds every provider's rates, fixed concurrency and breakers together
+    /// with the other processes using `store`; returns the shared limits this
+    /// run must keep in sync (run their sync loops and leave at the end). A
+    /// provider another run of this process already shares keeps that run's.
+    pub(crate) fn share(&mut self, store: &SharedStore, process: &str) -> Vec<Arc<SharedLimits>> {
+        let mut created = Vec::new();
+        for lane in &mut self.lanes {
+            if let Some(existing) = lane.share.limiter.shared() {
+                lane.shared = Some(existing);
+                continue;
+            }
+            let urls: Vec<String> = lane.share.bases.iter().map(|b| b.url.clone()).collect();
+            let shared = Arc::new(SharedLimits::new(
+                store.clone(),
+                &urls,
+                process,
+                lane.share.limiter.origin(),
+                lane.share.gate.fixed,
+            ));
+            lane.share.limiter.share(shared.clone());
+            let _ = lane.share.gate.shared.set(shared.clone());
+            lane.shared = Some(shared.clone());
+            created.push(shared);
+        }
+        created
     }
 
     /// The lane of http steps that name no provider.

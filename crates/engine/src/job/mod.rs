@@ -3,6 +3,8 @@
 
 mod batch;
 mod choose;
+mod claimed;
+mod execute;
 pub(crate) mod export;
 mod lanes;
 mod offload;
@@ -14,10 +16,9 @@ mod runner;
 pub(crate) mod sharing;
 mod units;
 
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use sluice_spec::{InputSource, Job, Webhook, WebhookOn};
+use sluice_spec::{InputSource, Job, Webhook};
 use sluice_store::{ItemRecord, ItemStatus, Store, StoreLocation};
 use tokio::sync::{Notify, Semaphore};
 
@@ -26,14 +27,19 @@ use crate::error::{Error, Result};
 use crate::inputs::{self, BadItem};
 use crate::lifecycle::{close_run, drain, open_run, watch_signals};
 use crate::progress::Progress;
-use crate::quick::{now_ms, preflight, RunReport};
-use crate::writer::{Message, Writer};
+use crate::quick::{now_ms, RunReport};
+use crate::writer::Message;
 use lanes::Lanes;
 use runner::{run_unit, Shared};
 use units::{Combos, UnitIds};
 
 pub use choose::Offload;
+pub(crate) use claimed::dispatch as claimed_dispatch;
+pub use claimed::DEFAULT_LEASE;
+pub(crate) use execute::{check_reachable, execute, new_runtime, Env, Work};
 pub use export::unit_result;
+pub(crate) use lanes::Lanes as JobLanes;
+pub(crate) use offload::{for_worker as worker_offload, notes as offload_notes};
 pub use plan::{plan, Plan, ProviderPlan, StepPlan};
 
 /// How a job run was asked for (besides the job itself).
@@ -48,6 +54,12 @@ pub struct JobConfig {
     /// The `--set` overrides the job was loaded with (kept with the run so
     /// `sluice retry` loads it the same way).
     pub sets: Vec<String>,
+    /// On a shared store: how long a claimed unit stays leased without a
+    /// heartbeat renewing it (a killed worker's units return after this).
+    pub lease: std::time::Duration,
+    /// On a shared store: queue the units and return, leaving the work to
+    /// `sluice worker` processes.
+    pub queue_only: bool,
 }
 
 /// Units looked up in the store per batch on resume.
@@ -71,10 +83,7 @@ pub fn run_job_with(
     crate::tokens::warm_up(model_names(job));
     let env_value =
         minijinja::Value::from(minijinja::value::Serde(serde_json::json!({ "env": env })));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Config(format!("cannot start the async runtime: {e}")))?;
+    let runtime = new_runtime()?;
     let lanes = Lanes::new(job, &env_value, crate::fair::new_tenant())?;
     for lane in lanes.all() {
         progress.stats.add_provider(&lane.name, &lane.share);
@@ -96,27 +105,7 @@ pub fn run_job_with(
     // Ids are checked before anything is sent: a template error or a repeated
     // id is an input error like a malformed line.
     let ids = UnitIds::check(job, &prepared, &input_name)?;
-    // A provider none of whose base URLs answers stops the run before
-    // anything is sent; one dead URL of a pool is only a warning (its breaker
-    // will keep calls away from it).
-    for lane in lanes.all() {
-        let mut first_error = None;
-        let mut reachable = 0;
-        for base in lane.base_urls() {
-            let endpoint = sluice_provider::Endpoint::parse(base, http::Method::POST)
-                .map_err(|e| Error::Config(e.to_string()))?;
-            match runtime.block_on(preflight(&endpoint)) {
-                Ok(()) => reachable += 1,
-                Err(e) => {
-                    tracing::warn!("provider {}: {e}", lane.name);
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        if let (0, Some(e)) = (reachable, first_error) {
-            return Err(e);
-        }
-    }
+    check_reachable(&runtime, &lanes)?;
 
     let combos = Combos::new(job);
     let mut offload = offload::decide_all(job, &prepared)?;
@@ -134,156 +123,87 @@ pub fn run_job_with(
         // Steps whose outputs carry streaming figures (extra CSV columns).
         "streamed": job.steps.iter().filter(|s| s.stream).map(|s| s.name.clone()).collect::<Vec<_>>(),
     });
+    if cfg.store.is_shared() {
+        // Several processes share the run: calls go live (the batch API's
+        // submissions are kept per process).
+        offload = offload::live_only(offload);
+    }
     settings["offload"] = offload::to_json(&offload);
-    let (run, resumed) = open_run(
-        &mut *store,
-        cfg.fresh,
-        source,
-        job.name.clone(),
-        settings.clone(),
-    )?;
+    let total = prepared.total * combos.len() as u64;
+    // On a shared store several processes may work this run: its units go on
+    // the store's queue and are claimed from there, by this process too.
+    let shared_run = cfg.store.is_shared();
+    let (run, resumed) = if shared_run {
+        let source = claimed::Source {
+            key: source,
+            settings: settings.clone(),
+            prepared: &prepared,
+            ids: &ids,
+            combos: &combos,
+        };
+        claimed::create_or_join(&mut *store, job, cfg, source, &progress)?
+    } else {
+        open_run(
+            &mut *store,
+            cfg.fresh,
+            source,
+            job.name.clone(),
+            settings.clone(),
+        )?
+    };
+    if let Some(on_open) = hooks.on_open.take() {
+        on_open(&run);
+    }
     if resumed && offload::keep_earlier(&mut offload, &run.settings) {
         settings["offload"] = offload::to_json(&offload);
         store.update_settings(&run.id, &settings)?;
     }
-    if let Some(on_open) = hooks.on_open.take() {
-        on_open(&run);
-    }
-    let total = prepared.total * combos.len() as u64;
     store.set_total(&run.id, total)?;
     store.set_state(&run.id, "running", None)?;
     Progress::add(&progress.total, total);
-
-    let writer = Writer::start_observed(
-        cfg.store.open()?,
-        run.id.clone(),
-        progress.clone(),
-        hooks.on_commit.take(),
-    );
-    let batched: Vec<String> = offload
-        .iter()
-        .filter(|(_, o)| o.batched())
-        .map(|(name, _)| name.clone())
-        .collect();
-    let batches = if batched.is_empty() {
-        batch::Batches::none()
-    } else {
-        let _inside = runtime.enter();
-        batch::Batches::start(job, &lanes, &batched, &run.id, cfg.store.open()?)?
+    if shared_run && cfg.queue_only {
+        let progress = progress.snapshot();
+        return Ok(RunReport {
+            run_id: run.id,
+            resumed,
+            interrupted: false,
+            progress,
+            breakers: Vec::new(),
+            notes: Vec::new(),
+        });
+    }
+    let run_id = run.id.clone();
+    let env = Env {
+        vars: env,
+        value: env_value,
     };
-    runtime.spawn(crate::live::beat_loop(
-        writer.tx.clone(),
-        run.id.clone(),
-        progress.clone(),
-    ));
-    let shared = Arc::new(Shared {
-        job: Arc::new(job.clone()),
-        step_slots: job
-            .steps
-            .iter()
-            .map(|s| match (s.for_each.is_none(), s.concurrency) {
-                (true, Some(n)) => Some(Arc::new(Semaphore::new(n.max(1)))),
-                _ => None,
-            })
-            .collect(),
-        lanes,
-        progress: progress.clone(),
-        stopping: AtomicBool::new(false),
-        tx: writer.tx.clone(),
-        command_slots: Arc::new(Semaphore::new(
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2),
-        )),
-        output_dir: job.output.dir.join(&run.id),
-        env: serde_json::Value::Object(env),
-        reader: if resumed || job.steps.iter().any(|s| s.cache_ttl.is_some()) {
-            Some(Mutex::new(cfg.store.open()?))
-        } else {
-            None
-        },
+    let (location, limit) = (&cfg.store, job.concurrency);
+    let work = Work {
+        job,
+        location,
+        run: &run,
         resumed,
-        run_id: run.id.clone(),
-        budget_micro_usd: job.budget_usd.map(|usd| (usd * 1e6).round() as u64),
-        item_hook: match &job.webhook {
-            Some(hook) if hook.on == WebhookOn::Item => Some(webhook_target(hook, &env_value)?),
-            _ => None,
-        },
+        progress: &progress,
+        offload: &offload,
         control: hooks.control.clone(),
-        batches,
-    });
-    if !shared.batches.is_empty() {
-        runtime.spawn(offload::watch_stop(shared.clone()));
-    }
-    let run_hook = match &job.webhook {
-        Some(hook) if hook.on == WebhookOn::Run => Some(webhook_target(hook, &env_value)?),
-        _ => None,
+        on_commit: hooks.on_commit.take(),
     };
-    let lookup = if resumed { Some(store) } else { None };
-    let interrupted = runtime.block_on(dispatch(
-        shared.clone(),
-        &prepared,
-        &ids,
-        &combos,
-        lookup,
-        &run.id,
-        job.concurrency,
-    ))?;
-    let breakers: Vec<crate::BreakerReport> = shared
-        .lanes
-        .all()
-        .iter()
-        .flat_map(|l| l.breaker_openings())
-        .collect();
-    Progress::add(
-        &progress.breaker_openings,
-        breakers.iter().map(|b| b.openings).sum(),
-    );
-    progress.stats.freeze_providers();
-    let delivered = shared.batches.delivered();
-    drop(runtime);
-    drop(shared);
-    writer.finish()?;
-    // Every result handed out is committed now: those batches need no fetching again.
-    for (batcher, records) in delivered {
-        batcher.store_records(&records);
-    }
-    if let Some(target) = &run_hook {
-        // After the writer finished: the totals are everything committed.
-        let done = progress.done.load(std::sync::atomic::Ordering::Relaxed);
-        let failed = progress.failed.load(std::sync::atomic::Ordering::Relaxed);
-        let snapshot = progress.snapshot();
-        let event =
-            crate::webhook::run_event(&run.id, done, failed, snapshot.remaining(), interrupted);
-        let client =
-            sluice_provider::Client::new(1, None).map_err(|e| Error::Config(e.to_string()))?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Error::Config(format!("cannot start the async runtime: {e}")))?;
-        if let crate::webhook::Delivery::Failed { error, .. } =
-            runtime.block_on(crate::webhook::deliver(&client, target, &event))
-        {
-            Progress::add(&progress.webhook_failures, 1);
-            tracing::warn!("run webhook failed: {error}");
-        }
-    }
-    let spent = progress.snapshot().spent_usd;
-    if spent > 0.0 {
-        // Kept with the run (across resumes) for `sluice status`.
-        let mut store = cfg.store.open()?;
-        let mut settings = store
-            .find_run(&run.id)?
-            .map(|r| r.settings)
-            .unwrap_or_default();
-        let before = settings
-            .get("spent_usd")
-            .and_then(|v| v.as_f64())
-            .unwrap_or(0.0);
-        settings["spent_usd"] = serde_json::json!(before + spent);
-        store.update_settings(&run.id, &settings)?;
-    }
-    let mut report = close_run(&cfg.store, run, resumed, interrupted, &progress)?;
+    let (interrupted, breakers) = if shared_run {
+        let lease = cfg.lease;
+        execute(work, runtime, lanes, env, |shared| {
+            claimed::dispatch(shared, store, run_id, limit, lease)
+        })?
+    } else {
+        let lookup = resumed.then_some(store);
+        execute(work, runtime, lanes, env, |shared| {
+            dispatch(shared, &prepared, &ids, &combos, lookup, run_id, limit)
+        })?
+    };
+    let mut report = if shared_run {
+        crate::lifecycle::close_shared_run(location, run, resumed, interrupted, &progress)?
+    } else {
+        close_run(location, run, resumed, interrupted, &progress)?
+    };
     report.breakers = breakers;
     report.notes = offload::notes(&offload);
     Ok(report)
@@ -351,7 +271,7 @@ fn model_names(job: &Job) -> Vec<String> {
 }
 
 /// The variables the job lists in `env`, read now; a missing one stops the run.
-fn job_env(job: &Job) -> Result<serde_json::Map<String, serde_json::Value>> {
+pub(crate) fn job_env(job: &Job) -> Result<serde_json::Map<String, serde_json::Value>> {
     let mut env = serde_json::Map::new();
     for name in &job.env {
         match std::env::var(name) {
@@ -396,12 +316,12 @@ async fn dispatch(
     ids: &UnitIds,
     combos: &Combos,
     mut lookup: Option<Box<dyn Store>>,
-    run_id: &str,
+    run_id: String,
     limit: usize,
 ) -> Result<bool> {
-    let control: Option<Arc<RunControl>> = shared.control.clone();
     let stop = Arc::new(Notify::new());
     let signal = tokio::spawn(watch_signals(stop.clone()));
+    let control: Option<Arc<RunControl>> = shared.control.clone();
     // A cancel from outside stops the run as a signal does.
     let cancel = control.clone().map(|control| {
         let stop = stop.clone();
@@ -412,23 +332,7 @@ async fn dispatch(
         })
     });
     let slots = Arc::new(Semaphore::new(limit.max(1)));
-    // Without a set `concurrency`, the window of units grows to what the
-    // fastest provider rate needs at the latency observed (Little's law).
-    let job = &shared.job;
-    let grow = (!job.concurrency_set)
-        .then(|| {
-            job.providers
-                .iter()
-                .filter_map(|p| {
-                    let per_sec = [p.rps.map(|r| r as f64), p.rpm.map(|r| r as f64 / 60.0)];
-                    per_sec.into_iter().flatten().reduce(f64::min)
-                })
-                .reduce(f64::max)
-        })
-        .flatten();
-    let steps = job.steps.len().max(1);
-    let mut window = limit.max(1);
-    let mut next_check = tokio::time::Instant::now();
+    let mut window = Window::new(&shared.job, limit);
     let items = prepared.items().map_err(|e| Error::Config(e.to_string()))?;
     let mut pending: Vec<runner::Unit> = Vec::with_capacity(CHUNK);
     let mut interrupted = false;
@@ -453,7 +357,7 @@ async fn dispatch(
             Some(store) => {
                 let keys: Vec<&str> = pending.iter().map(|u| u.id.as_str()).collect();
                 store
-                    .lookup(run_id, &keys)?
+                    .lookup(&run_id, &keys)?
                     .into_iter()
                     .map(|k| (k.item_id.clone(), k))
                     .collect()
@@ -471,17 +375,7 @@ async fn dispatch(
                     continue;
                 }
             }
-            if let Some(rate) = grow {
-                if tokio::time::Instant::now() >= next_check {
-                    next_check += std::time::Duration::from_millis(200);
-                    let needed = needed_units(rate, steps, &shared.progress);
-                    if needed > window {
-                        tracing::debug!(needed, "more units in flight to reach the rate");
-                        slots.add_permits(needed - window);
-                        window = needed;
-                    }
-                }
-            }
+            window.grow(&slots, &shared.progress);
             if let Some(control) = &control {
                 // Paused: no new unit starts (a cancel or a signal ends the wait).
                 let go = tokio::select! {
@@ -506,51 +400,62 @@ async fn dispatch(
                 // The budget is spent: the rest stays pending.
                 break 'outer;
             }
-            let task_shared = shared.clone();
-            let place = Arc::new(place::Place::new(permit, shared.batches.floating.clone()));
-            let mut unit = unit;
-            unit.place = Some(place.clone());
-            tokio::spawn(async move {
-                if let Some(record) = run_unit(&task_shared, unit).await {
-                    let hook = task_shared.item_hook.as_ref().map(|target| {
-                        let output = record
-                            .response
-                            .as_deref()
-                            .and_then(|r| serde_json::from_str(r).ok())
-                            .unwrap_or(serde_json::Value::Null);
-                        let event = crate::webhook::item_event(
-                            &task_shared.run_id,
-                            &record.item_id,
-                            record.status.as_str(),
-                            record.error.as_deref(),
-                            &output,
-                        );
-                        (target, event, record.item_id.clone())
-                    });
-                    let _ = task_shared.tx.send(Message::Record(record)).await;
-                    if let Some((target, event, unit_id)) = hook {
-                        notify(&task_shared, target, &event, &unit_id).await;
-                    }
-                }
-                drop(place);
-            });
+            spawn_unit(&shared, unit, permit, None);
         }
         if !moves.is_empty() {
             let _ = shared.tx.send(Message::Moves(moves)).await;
         }
     }
-    let all = u32::try_from(window).unwrap_or(u32::MAX);
-    let all_done = async {
-        let _ = slots.acquire_many(all).await;
-        // Units waiting for a batch hold no slot (see `place`).
-        shared.batches.floating.idle().await;
-    };
+    let all_done = window.all_done(&slots, &shared);
     let interrupted = drain(all_done, &stop, &shared.stopping, interrupted).await;
     signal.abort();
     if let Some(cancel) = cancel {
         cancel.abort();
     }
     Ok(interrupted)
+}
+
+/// Runs one unit in its own task holding `permit`, then records it (under
+/// its lease `token` for a unit claimed from a shared queue) and fires the
+/// item webhook.
+pub(crate) fn spawn_unit(
+    shared: &Arc<Shared>,
+    unit: runner::Unit,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    token: Option<i64>,
+) {
+    let task_shared = shared.clone();
+    let place = Arc::new(place::Place::new(permit, shared.batches.floating.clone()));
+    let mut unit = unit;
+    unit.place = Some(place.clone());
+    tokio::spawn(async move {
+        if let Some(record) = run_unit(&task_shared, unit).await {
+            let hook = task_shared.item_hook.as_ref().map(|target| {
+                let output = record
+                    .response
+                    .as_deref()
+                    .and_then(|r| serde_json::from_str(r).ok())
+                    .unwrap_or(serde_json::Value::Null);
+                let event = crate::webhook::item_event(
+                    &task_shared.run_id,
+                    &record.item_id,
+                    record.status.as_str(),
+                    record.error.as_deref(),
+                    &output,
+                );
+                (target, event, record.item_id.clone())
+            });
+            let message = match token {
+                Some(token) => Message::Fenced(record, token),
+                None => Message::Record(record),
+            };
+            let _ = task_shared.tx.send(message).await;
+            if let Some((target, event, unit_id)) = hook {
+                notify(&task_shared, target, &event, &unit_id).await;
+            }
+        }
+        drop(place);
+    });
 }
 
 /// Delivers one item webhook and records how it went as a `(webhook)` step
@@ -592,6 +497,66 @@ async fn notify(
     let _ = shared.tx.send(Message::Step(record)).await;
 }
 
+/// The units in flight at most. Without a set `concurrency`, the window
+/// grows to what the fastest provider rate needs at the latency observed
+/// (Little's law).
+pub(crate) struct Window {
+    rate: Option<f64>,
+    steps: usize,
+    size: usize,
+    next_check: tokio::time::Instant,
+}
+
+impl Window {
+    pub(crate) fn new(job: &Job, limit: usize) -> Window {
+        let rate = (!job.concurrency_set)
+            .then(|| {
+                job.providers
+                    .iter()
+                    .filter_map(|p| {
+                        let per_sec = [p.rps.map(|r| r as f64), p.rpm.map(|r| r as f64 / 60.0)];
+                        per_sec.into_iter().flatten().reduce(f64::min)
+                    })
+                    .reduce(f64::max)
+            })
+            .flatten();
+        Window {
+            rate,
+            steps: job.steps.len().max(1),
+            size: limit.max(1),
+            next_check: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Adds places to `slots` when the rate needs more units in flight.
+    pub(crate) fn grow(&mut self, slots: &Semaphore, progress: &Progress) {
+        let Some(rate) = self.rate else { return };
+        if tokio::time::Instant::now() < self.next_check {
+            return;
+        }
+        self.next_check += std::time::Duration::from_millis(200);
+        let needed = needed_units(rate, self.steps, progress);
+        if needed > self.size {
+            tracing::debug!(needed, "more units in flight to reach the rate");
+            slots.add_permits(needed - self.size);
+            self.size = needed;
+        }
+    }
+
+    /// Units in flight at most, now.
+    pub(crate) fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Resolves once every unit in flight has finished.
+    pub(crate) async fn all_done(&self, slots: &Semaphore, shared: &Shared) {
+        let all = u32::try_from(self.size).unwrap_or(u32::MAX);
+        let _ = slots.acquire_many(all).await;
+        // Units waiting for a batch hold no slot (see `place`).
+        shared.batches.floating.idle().await;
+    }
+}
+
 /// Most units a rate may grow the window to.
 const MAX_UNITS: usize = 4_096;
 
@@ -607,21 +572,37 @@ fn needed_units(per_sec: f64, steps: usize, progress: &Progress) -> usize {
 }
 
 async fn record_bad(shared: &Shared, unit_id: String, idx: u64, bad: &BadItem) {
-    let now = now_ms();
+    let record = bad_item_record(unit_id, idx, bad);
+    let _ = shared.tx.send(Message::Record(record)).await;
+}
+
+/// The failed record of a bad input entry's unit.
+pub(crate) fn bad_item_record(unit_id: String, idx: u64, bad: &BadItem) -> ItemRecord {
     let where_ = match bad.line {
         Some(line) => format!("line {line}"),
         None => format!("item {}", bad.position + 1),
     };
-    let record = ItemRecord {
+    failed_record(
+        unit_id,
+        idx,
+        0,
+        format!("invalid_input: {where_}: {}", bad.message),
+    )
+}
+
+/// The record of a unit that failed before any call.
+pub(crate) fn failed_record(unit_id: String, idx: u64, hash: u64, error: String) -> ItemRecord {
+    let now = now_ms();
+    ItemRecord {
         item_id: unit_id,
         idx,
-        hash: 0,
+        hash,
         status: ItemStatus::Failed,
         attempts: 0,
         throttled: 0,
         status_code: None,
         response: None,
-        error: Some(format!("invalid_input: {where_}: {}", bad.message)),
+        error: Some(error),
         prompt_tokens: None,
         completion_tokens: None,
         latency_ms: 0,
@@ -629,6 +610,5 @@ async fn record_bad(shared: &Shared, unit_id: String, idx: u64, bad: &BadItem) {
         finished_at: now,
         metadata: None,
         custom_id: None,
-    };
-    let _ = shared.tx.send(Message::Record(record)).await;
+    }
 }

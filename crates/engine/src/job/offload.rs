@@ -66,6 +66,42 @@ pub(crate) fn keep_earlier(offload: &mut [(String, Offload)], earlier: &Json) ->
     changed
 }
 
+/// What a `sluice worker` does per provider: live (see [`live_only`]).
+pub(crate) fn for_worker(job: &Job) -> Vec<(String, Offload)> {
+    live_only(
+        job.providers
+            .iter()
+            .map(|p| (p.name.clone(), decide(p, None, None, None)))
+            .collect(),
+    )
+}
+
+/// The same decisions with every batched provider sent live instead: on a
+/// shared store several processes work the run, and the batch API's
+/// submissions are kept per process.
+pub(crate) fn live_only(offload: Vec<(String, Offload)>) -> Vec<(String, Offload)> {
+    offload
+        .into_iter()
+        .map(|(name, o)| {
+            if !o.batched() {
+                return (name, o);
+            }
+            let reason = format!(
+                "a shared store (PostgreSQL) runs live calls only (mode = \"{}\" applies to runs on SQLite)",
+                o.configured
+            );
+            (
+                name,
+                Offload {
+                    mode: "live".into(),
+                    configured: o.configured,
+                    reason,
+                },
+            )
+        })
+        .collect()
+}
+
 /// The summary's lines: every provider that is not simply live.
 pub(crate) fn notes(offload: &[(String, Offload)]) -> Vec<String> {
     offload
@@ -73,6 +109,7 @@ pub(crate) fn notes(offload: &[(String, Offload)]) -> Vec<String> {
         .filter(|(_, o)| o.configured != "live")
         .map(|(name, o)| match o.configured.as_str() {
             "auto" => format!("provider {name}: auto chose {}: {}", o.mode, o.reason),
+            _ if !o.batched() => format!("provider {name}: live calls: {}", o.reason),
             _ => format!("provider {name}: calls went through the batch API (mode = \"batch\")"),
         })
         .collect()

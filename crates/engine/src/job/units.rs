@@ -170,6 +170,7 @@ impl UnitIds {
                         .to_string()
                         .as_bytes(),
                 ),
+                resume: false,
                 place: None,
             })
             .collect()

@@ -48,6 +48,9 @@ struct Window {
     limit: u64,
     /// Charged a request's tokens rather than one per request.
     tokens: bool,
+    /// Paced with a burst of one request (per-second and per-minute
+    /// windows): what a slice of shared sending time must hold.
+    paced: bool,
 }
 
 impl Window {
@@ -66,6 +69,7 @@ impl Window {
             gcra: Gcra::new(rate, period, burst).with_catch_up(catch_up),
             limit,
             tokens,
+            paced: burst == 1 && period < HOUR,
         }
     }
 
@@ -168,6 +172,56 @@ impl Windows {
             w.gcra.take(now, w.cost(tokens));
         }
         Ok(())
+    }
+
+    /// Whether a request of `tokens`, admitted at `now` or when it next
+    /// conforms, leaves every paced window's schedule ending by `end`: a process
+    /// that owns the provider's sending time only until `end` (a slice of a
+    /// shared limit) must not push its requests' spacing into the next
+    /// owner's time.
+    pub fn fits_before(&self, now: u64, tokens: u64, end: u64) -> bool {
+        let wait = self.held_until.saturating_sub(now);
+        let at = self
+            .windows
+            .iter()
+            .filter(|w| w.paced && w.applies(tokens))
+            .map(|w| match w.gcra.check(now, w.cost(tokens)) {
+                Err(Rejection::Wait(n)) => now + n,
+                _ => now,
+            })
+            .fold(now + wait, u64::max);
+        self.windows
+            .iter()
+            .filter(|w| w.paced && w.applies(tokens))
+            .all(|w| w.gcra.tat_after(at, w.cost(tokens)) <= end)
+    }
+
+    /// Whether a request of `tokens` can never conform: `(cost, limit)` of
+    /// the window it exceeds (the same check [`Windows::try_acquire`] makes).
+    pub fn too_large(&self, tokens: u64) -> Option<(u64, u64)> {
+        self.windows
+            .iter()
+            .filter(|w| w.applies(tokens))
+            .find_map(|w| {
+                let cost = w.cost(tokens);
+                let never = cost > w.limit
+                    || matches!(
+                        w.gcra.check(u64::MAX / 2, cost),
+                        Err(Rejection::TooLarge { .. })
+                    );
+                never.then_some((cost, w.limit))
+            })
+    }
+
+    /// The sending time one request of `tokens` occupies in the tightest
+    /// paced window (nanoseconds): the least a slice must last to admit it.
+    pub fn occupancy(&self, tokens: u64) -> u64 {
+        self.windows
+            .iter()
+            .filter(|w| w.paced && w.applies(tokens))
+            .map(|w| w.cost(tokens).saturating_mul(w.gcra.unit_nanos()))
+            .max()
+            .unwrap_or(0)
     }
 
     /// Corrects the token windows once a response reports its usage: gives

@@ -256,3 +256,25 @@ fn catch_up_reaches_every_window() {
     w.try_acquire(11 * MS + MS / 2, 10).unwrap();
     assert_eq!(w.try_acquire(20 * MS, 10), Ok(()), "the lateness was lost");
 }
+
+#[test]
+fn fits_before_keeps_a_request_inside_a_slice_of_sending_time() {
+    // 600/min: each request occupies 100 ms of the schedule.
+    let mut w = windows(WindowLimits {
+        rpm: Some(600),
+        tpm: Some(60_000), // 1 token per ms
+        rph: Some(100_000),
+        ..Default::default()
+    });
+    assert_eq!(w.occupancy(0), 100 * MS);
+    assert_eq!(w.occupancy(250), 250 * MS, "tokens bind");
+    assert!(w.fits_before(0, 0, 100 * MS));
+    assert!(!w.fits_before(0, 0, 99 * MS));
+    w.try_acquire(0, 0).unwrap();
+    // The next conforms at 100 ms and would end at 200 ms.
+    assert!(w.fits_before(50 * MS, 0, 200 * MS));
+    assert!(!w.fits_before(50 * MS, 0, 150 * MS));
+    // 150 tokens end 150 ms after the token window's tat.
+    assert!(!w.fits_before(100 * MS, 150, 200 * MS));
+    assert!(w.fits_before(100 * MS, 150, 250 * MS));
+}

@@ -151,6 +151,8 @@ async fn events_follow_a_run_started_by_another_process_through_its_heartbeats()
         fresh: true,
         skip_bad: false,
         sets: vec![],
+        lease: sluice_engine::DEFAULT_LEASE,
+        queue_only: false,
     };
     let cli = std::thread::spawn(move || {
         sluice_engine::run_job(&job, &config, Arc::new(sluice_engine::Progress::default()))

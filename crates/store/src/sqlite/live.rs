@@ -4,7 +4,8 @@ use rusqlite::params;
 
 use super::rows;
 use super::SqliteStore;
-use crate::{During, Error, Result, WorkerBeat};
+use crate::num::parse_json;
+use crate::{During, Result, WorkerBeat};
 
 pub(super) fn heartbeat(store: &mut SqliteStore, beat: &WorkerBeat) -> Result<()> {
     store.ensure_run(&beat.run_id)?;
@@ -106,11 +107,4 @@ pub(super) fn run_state(
         .into_iter()
         .map(|(k, v)| Ok((k, parse_json("run state", &v)?)))
         .collect()
-}
-
-fn parse_json(what: &'static str, text: &str) -> Result<serde_json::Value> {
-    serde_json::from_str(text).map_err(|e| Error::Corrupt {
-        what,
-        detail: e.to_string(),
-    })
 }

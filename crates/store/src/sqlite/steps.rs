@@ -6,8 +6,7 @@ use super::rows;
 use super::SqliteStore;
 use crate::{During, Result, StepRecord};
 
-const COLUMNS: &str = "unit_id, step, part, hash, status, attempts, throttled, status_code, \
-    prompt_tokens, completion_tokens, latency_ms, started_at, finished_at, error, output";
+use crate::num::STEP_COLUMNS as COLUMNS;
 
 pub(super) fn write(store: &mut SqliteStore, run_id: &str, records: &[StepRecord]) -> Result<()> {
     let op = "record step results";
@@ -103,29 +102,7 @@ pub(super) fn reset_failed(
 }
 
 fn from_row(row: &Row<'_>) -> Result<StepRecord> {
-    let get_u64 = |i: usize, what: &'static str| -> Result<Option<u64>> {
-        rows::col::<Option<i64>>(row, i)?
-            .map(|v| rows::to_u64(what, v))
-            .transpose()
-    };
-    let status: String = rows::col(row, 4)?;
-    Ok(StepRecord {
-        unit_id: rows::col(row, 0)?,
-        step: rows::col(row, 1)?,
-        part: rows::col(row, 2)?,
-        hash: rows::hash_from_i64(rows::col(row, 3)?),
-        status: rows::status_from_str(&status)?,
-        attempts: rows::to_u32("step attempts", rows::col(row, 5)?)?,
-        throttled: rows::to_u32("step throttled", rows::col(row, 6)?)?,
-        status_code: rows::col::<Option<i64>>(row, 7)?.and_then(|c| u16::try_from(c).ok()),
-        prompt_tokens: get_u64(8, "prompt tokens")?,
-        completion_tokens: get_u64(9, "completion tokens")?,
-        latency_ms: rows::to_u64("latency", rows::col(row, 10)?)?,
-        started_at: rows::col(row, 11)?,
-        finished_at: rows::col(row, 12)?,
-        error: rows::col(row, 13)?,
-        output: rows::col(row, 14)?,
-    })
+    crate::num::step_from(row)
 }
 
 pub(super) fn cache_get(store: &mut SqliteStore, key: u64, since: i64) -> Result<Option<String>> {

@@ -109,6 +109,9 @@ pub(crate) struct Unit {
     pub(crate) item: Json,
     pub(crate) matrix: Map<String, Json>,
     pub(crate) hash: u64,
+    /// Look for step records of an earlier attempt at this unit even in a
+    /// new run (a shared run's unit another worker had claimed before).
+    pub(crate) resume: bool,
     /// Its place in the run (set when it starts): a unit waiting for a batch
     /// gives up its slot of the window.
     pub(crate) place: Option<Arc<super::place::Place>>,
@@ -134,7 +137,7 @@ pub(super) struct UnitTally {
 pub(crate) async fn run_unit(shared: &Shared, unit: Unit) -> Option<ItemRecord> {
     let started_at = now_ms();
     let clock = Instant::now();
-    let known = known_parts(shared, &unit.id);
+    let known = known_parts(shared, &unit.id, unit.resume);
     let mut outputs = Map::new();
     let mut tally = UnitTally::default();
     let mut failure: Option<String> = None;
@@ -274,8 +277,8 @@ impl PartEnd {
 pub(super) type Known = HashMap<(String, i64), (u64, StepOutput)>;
 
 /// Done parts recorded by earlier runs of this unit: (step, part) → (hash, output).
-fn known_parts(shared: &Shared, unit_id: &str) -> Known {
-    let Some(reader) = shared.reader.as_ref().filter(|_| shared.resumed) else {
+fn known_parts(shared: &Shared, unit_id: &str, resume: bool) -> Known {
+    let Some(reader) = shared.reader.as_ref().filter(|_| shared.resumed || resume) else {
         return Known::new();
     };
     let mut store = reader.lock().unwrap_or_else(|e| e.into_inner());

@@ -1,0 +1,247 @@
+//! Working a run once it is open: the writer thread and heartbeats, the
+//! shared state of its unit tasks, the dispatcher that hands units out (from
+//! the input, or claimed from a shared store's queue, with limits held
+//! together with the other processes), and what is recorded after the last
+//! unit; plus the checks and runtime every run starts with.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use sluice_spec::{Job, WebhookOn};
+use sluice_store::{RunMeta, StoreLocation};
+use tokio::sync::Semaphore;
+
+use super::batch::Batches;
+use super::choose::Offload;
+use super::lanes::Lanes;
+use super::runner::Shared;
+use super::webhook_target;
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::quick::preflight;
+use crate::writer::Writer;
+
+/// A provider none of whose base URLs answers stops the run before anything
+/// is sent; one dead URL of a pool is only a warning (its breaker will keep
+/// calls away from it).
+pub(crate) fn check_reachable(runtime: &tokio::runtime::Runtime, lanes: &Lanes) -> Result<()> {
+    for lane in lanes.all() {
+        let mut first_error = None;
+        let mut reachable = 0;
+        for base in lane.base_urls() {
+            let endpoint = sluice_provider::Endpoint::parse(base, http::Method::POST)
+                .map_err(|e| Error::Config(e.to_string()))?;
+            match runtime.block_on(preflight(&endpoint)) {
+                Ok(()) => reachable += 1,
+                Err(e) => {
+                    tracing::warn!("provider {}: {e}", lane.name);
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let (0, Some(e)) = (reachable, first_error) {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// The single-threaded runtime a run works on (see quick mode for why).
+pub(crate) fn new_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Config(format!("cannot start the async runtime: {e}")))
+}
+
+/// The environment variables a job lists, as read and as template values.
+pub(crate) struct Env {
+    pub(crate) vars: serde_json::Map<String, serde_json::Value>,
+    pub(crate) value: minijinja::Value,
+}
+
+/// What [`execute`] works on.
+pub(crate) struct Work<'a> {
+    pub(crate) job: &'a Job,
+    pub(crate) location: &'a StoreLocation,
+    pub(crate) run: &'a RunMeta,
+    /// An earlier invocation worked the run: look for recorded steps.
+    pub(crate) resumed: bool,
+    pub(crate) progress: &'a Arc<Progress>,
+    /// Live or batch, per provider.
+    pub(crate) offload: &'a [(String, Offload)],
+    /// Pause and cancel from outside (the server).
+    pub(crate) control: Option<Arc<crate::control::RunControl>>,
+    /// Sees each batch of outcomes once committed (the server's streams).
+    pub(crate) on_commit: Option<crate::control::CommitHook>,
+}
+
+/// Works a run: starts the writer and heartbeats, runs the units `dispatch`
+/// hands out (on a shared store with limits held together with the other
+/// processes), then records what is left to record; returns whether the run
+/// was interrupted, and the endpoints whose breakers opened.
+pub(crate) fn execute<F, Fut>(
+    work: Work<'_>,
+    runtime: tokio::runtime::Runtime,
+    mut lanes: Lanes,
+    env: Env,
+    dispatch: F,
+) -> Result<(bool, Vec<crate::BreakerReport>)>
+where
+    F: FnOnce(Arc<Shared>) -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let Work {
+        job,
+        location,
+        run,
+        resumed,
+        progress,
+        offload,
+        control,
+        on_commit,
+    } = work;
+    let Env {
+        vars: env,
+        value: env_value,
+    } = env;
+    let shared_limits = if location.is_shared() {
+        let store: crate::shared_limits::SharedStore = Arc::new(Mutex::new(location.open()?));
+        let limits = lanes.share(&store, &crate::live::identity().worker_id);
+        for l in &limits {
+            // The first share of each provider's concurrency before any call.
+            runtime.block_on(l.sync());
+            runtime.spawn(l.clone().sync_loop());
+        }
+        limits
+    } else {
+        Vec::new()
+    };
+    let writer = Writer::start_observed(
+        location.open()?,
+        run.id.clone(),
+        progress.clone(),
+        on_commit,
+    );
+    let batched: Vec<String> = offload
+        .iter()
+        .filter(|(_, o)| o.batched())
+        .map(|(name, _)| name.clone())
+        .collect();
+    let batches = if batched.is_empty() {
+        Batches::none()
+    } else {
+        let _inside = runtime.enter();
+        Batches::start(job, &lanes, &batched, &run.id, location.open()?)?
+    };
+    runtime.spawn(crate::live::beat_loop(
+        writer.tx.clone(),
+        run.id.clone(),
+        progress.clone(),
+    ));
+    let shared = Arc::new(Shared {
+        job: Arc::new(job.clone()),
+        step_slots: job
+            .steps
+            .iter()
+            .map(|s| match (s.for_each.is_none(), s.concurrency) {
+                (true, Some(n)) => Some(Arc::new(Semaphore::new(n.max(1)))),
+                _ => None,
+            })
+            .collect(),
+        lanes,
+        progress: progress.clone(),
+        stopping: AtomicBool::new(false),
+        tx: writer.tx.clone(),
+        command_slots: Arc::new(Semaphore::new(
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+        )),
+        output_dir: job.output.dir.join(&run.id),
+        env: serde_json::Value::Object(env),
+        reader: if resumed
+            || location.is_shared()
+            || job.steps.iter().any(|s| s.cache_ttl.is_some())
+        {
+            Some(Mutex::new(location.open()?))
+        } else {
+            None
+        },
+        resumed,
+        run_id: run.id.clone(),
+        budget_micro_usd: job.budget_usd.map(|usd| (usd * 1e6).round() as u64),
+        item_hook: match &job.webhook {
+            Some(hook) if hook.on == WebhookOn::Item => Some(webhook_target(hook, &env_value)?),
+            _ => None,
+        },
+        batches,
+        control,
+    });
+    if !shared.batches.is_empty() {
+        runtime.spawn(super::offload::watch_stop(shared.clone()));
+    }
+    let run_hook = match &job.webhook {
+        Some(hook) if hook.on == WebhookOn::Run => Some(webhook_target(hook, &env_value)?),
+        _ => None,
+    };
+    let interrupted = runtime.block_on(dispatch(shared.clone()))?;
+    let breakers: Vec<crate::BreakerReport> = shared
+        .lanes
+        .all()
+        .iter()
+        .flat_map(|l| l.breaker_openings())
+        .collect();
+    Progress::add(
+        &progress.breaker_openings,
+        breakers.iter().map(|b| b.openings).sum(),
+    );
+    progress.stats.freeze_providers();
+    let delivered = shared.batches.delivered();
+    drop(runtime);
+    drop(shared);
+    writer.finish()?;
+    // Every result handed out is committed now: those batches need no fetching again.
+    for (batcher, records) in delivered {
+        batcher.store_records(&records);
+    }
+    for l in &shared_limits {
+        l.leave();
+    }
+    if let Some(target) = &run_hook {
+        // After the writer finished: the totals are everything committed.
+        let done = progress.done.load(std::sync::atomic::Ordering::Relaxed);
+        let failed = progress.failed.load(std::sync::atomic::Ordering::Relaxed);
+        let snapshot = progress.snapshot();
+        let event =
+            crate::webhook::run_event(&run.id, done, failed, snapshot.remaining(), interrupted);
+        let client =
+            sluice_provider::Client::new(1, None).map_err(|e| Error::Config(e.to_string()))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Config(format!("cannot start the async runtime: {e}")))?;
+        if let crate::webhook::Delivery::Failed { error, .. } =
+            runtime.block_on(crate::webhook::deliver(&client, target, &event))
+        {
+            Progress::add(&progress.webhook_failures, 1);
+            tracing::warn!("run webhook failed: {error}");
+        }
+    }
+    let spent = progress.snapshot().spent_usd;
+    if spent > 0.0 {
+        // Kept with the run (across resumes) for `sluice status`.
+        let mut store = location.open()?;
+        let mut settings = store
+            .find_run(&run.id)?
+            .map(|r| r.settings)
+            .unwrap_or_default();
+        let before = settings
+            .get("spent_usd")
+            .and_then(|v| v.as_f64())
+            .unwrap_or(0.0);
+        settings["spent_usd"] = serde_json::json!(before + spent);
+        store.update_settings(&run.id, &settings)?;
+    }
+    Ok((interrupted, breakers))
+}

@@ -1,0 +1,155 @@
+//! `sluice worker`: joins the runnable runs of a shared store one after
+//! another — the job rebuilt from the definition kept with the run, secrets
+//! from this process's environment — and works each until its queue is
+//! empty, then looks for the next; stops on SIGINT/SIGTERM (its units go
+//! back to the queue at once) or, with `exit_when_idle`, when none is left.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_store::{RunMeta, StoreLocation};
+use tokio::sync::Notify;
+
+use crate::error::{Error, Result};
+use crate::job::{self, Env, JobLanes, Work};
+use crate::lifecycle::{close_shared_run, watch_signals};
+use crate::progress::Progress;
+use crate::quick::RunReport;
+
+/// How `sluice worker` was asked to work.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// The shared store (PostgreSQL).
+    pub store: StoreLocation,
+    /// Only this run (id or name); otherwise any runnable run.
+    pub run: Option<String>,
+    /// Exit once no run has anything to claim, instead of waiting for more.
+    pub exit_when_idle: bool,
+    /// How long a claimed unit stays leased without a heartbeat renewing it.
+    pub lease: Duration,
+    /// How often an idle worker looks for runnable runs.
+    pub poll: Duration,
+}
+
+/// What the worker did, for the caller to show.
+#[derive(Debug)]
+pub enum WorkerEvent {
+    /// Joined a run.
+    Joined(RunMeta),
+    /// Left a run (its queue empty, or the worker stopping).
+    Left(RunReport),
+    /// A run could not be worked on here (its job does not load, a key is
+    /// missing, its provider is unreachable); the worker leaves it to others.
+    Skipped {
+        /// The run.
+        run_id: String,
+        /// Why.
+        error: Error,
+    },
+}
+
+/// Works runnable runs until stopped (or idle, with `exit_when_idle`);
+/// returns whether a signal stopped it.
+pub fn run_worker(cfg: &WorkerConfig, on_event: &mut dyn FnMut(WorkerEvent)) -> Result<bool> {
+    if !cfg.store.is_shared() {
+        return Err(Error::Config(format!(
+            "`sluice worker` needs a store several processes can share: give --store postgres://… \
+             (not the SQLite file {})",
+            cfg.store
+        )));
+    }
+    let mut store = cfg.store.open()?;
+    let idle = job::new_runtime()?;
+    let stop = Arc::new(Notify::new());
+    idle.spawn(watch_signals(stop.clone()));
+    let mut skipped: HashSet<String> = HashSet::new();
+    loop {
+        let runs = match store.shared() {
+            Some(shared) => shared.runnable_runs()?,
+            None => Vec::new(),
+        };
+        let next = runs.into_iter().find(|r| {
+            !skipped.contains(&r.id)
+                && cfg
+                    .run
+                    .as_ref()
+                    .is_none_or(|want| &r.id == want || &r.name == want)
+        });
+        let Some(run) = next else {
+            if cfg.exit_when_idle {
+                return Ok(false);
+            }
+            let stopped = idle.block_on(async {
+                tokio::select! {
+                    _ = tokio::time::sleep(cfg.poll) => false,
+                    _ = stop.notified() => true,
+                }
+            });
+            if stopped {
+                return Ok(true);
+            }
+            continue;
+        };
+        on_event(WorkerEvent::Joined(run.clone()));
+        let run_id = run.id.clone();
+        match work(cfg, run) {
+            Ok(report) => {
+                let interrupted = report.interrupted;
+                on_event(WorkerEvent::Left(report));
+                if interrupted {
+                    return Ok(true);
+                }
+            }
+            Err(error) => {
+                skipped.insert(run_id.clone());
+                on_event(WorkerEvent::Skipped { run_id, error });
+            }
+        }
+    }
+}
+
+/// Works one run until its queue is empty or a signal stops it.
+fn work(cfg: &WorkerConfig, run: RunMeta) -> Result<RunReport> {
+    let mut store = cfg.store.open()?;
+    let def = store
+        .shared()
+        .map(|s| s.job_def(&run.id))
+        .transpose()?
+        .flatten()
+        .ok_or_else(|| Error::Config(format!("run {} keeps no job definition", run.id)))?;
+    let job = sluice_spec::parse_str(&def.text, Path::new(&def.path), &def.sets)
+        .map_err(|e| Error::Config(format!("the job of run {} does not load here: {e}", run.id)))?;
+    let vars = job::job_env(&job)?;
+    let value = minijinja::Value::from(minijinja::value::Serde(serde_json::json!({ "env": vars })));
+    let runtime = job::new_runtime()?;
+    let lanes = JobLanes::new(&job, &value, crate::fair::new_tenant())?;
+    job::check_reachable(&runtime, &lanes)?;
+    let progress = Arc::new(Progress::default());
+    for lane in lanes.all() {
+        progress.stats.add_provider(&lane.name, &lane.share);
+    }
+    Progress::add(&progress.total, run.total.unwrap_or(0));
+    let (run_id, lease) = (run.id.clone(), cfg.lease);
+    let env = Env { vars, value };
+    let concurrency = job.concurrency;
+    let offload = job::worker_offload(&job);
+    let work = Work {
+        job: &job,
+        location: &cfg.store,
+        run: &run,
+        resumed: false,
+        progress: &progress,
+        offload: &offload,
+        control: None,
+        on_commit: None,
+    };
+    let (interrupted, breakers) = job::execute(work, runtime, lanes, env, |shared| {
+        job::claimed_dispatch(shared, store, run_id, concurrency, lease)
+    })?;
+    let mut report = close_shared_run(&cfg.store, run, true, interrupted, &progress)?;
+    report.breakers = breakers;
+    report.notes = job::offload_notes(&offload);
+    Ok(report)
+}

@@ -1,0 +1,356 @@
+//! Several processes on one run in PostgreSQL: `sluice run JOB --store
+//! postgres://…` creates it, `sluice worker` processes join; every unit is
+//! done once, a killed worker's units are finished by the others, the rpm is
+//! held in total, SIGTERM hands units back at once.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::pg::PgSchema;
+use crate::util::*;
+
+/// A job of `n` items, one chat step on the mock, with provider limits `limits`.
+fn job(s: &Scratch, mock: &Mock, n: usize, limits: &str) -> PathBuf {
+    let lines: Vec<String> = (0..n)
+        .map(|i| {
+            serde_json::json!({"id": format!("q{i:04}"), "q": format!("question {i}")}).to_string()
+        })
+        .collect();
+    s.write_lines("items.jsonl", &lines);
+    let path = s.path("job.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"name = "shared"
+[input]
+path = "items.jsonl"
+[providers.mock]
+base_url = "{}"
+{limits}
+[[steps]]
+name = "ask"
+kind = "chat"
+provider = "mock"
+model = "m"
+messages = [{{ role = "user", content = "{{{{ item.q }}}}" }}]
+"#,
+            mock.url("/v1")
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// `sluice ARGS` in the scratch directory against the shared store, in the background.
+fn spawn(s: &Scratch, pg: &PgSchema, args: &[&str]) -> Child {
+    Command::new(bin())
+        .current_dir(s.dir.path())
+        .args(args)
+        .env("SLUICE_STORE", &pg.url)
+        .env("SLUICE_PROGRESS_INTERVAL", "0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// `sluice ARGS` against the shared store, waited for.
+fn sluice(s: &Scratch, pg: &PgSchema, args: &[&str]) -> std::process::Output {
+    let mut cmd = s.sluice(args);
+    cmd.env("SLUICE_STORE", &pg.url);
+    cmd.output().unwrap()
+}
+
+/// Waits for `child` (at most `limit`), returning its exit code and stderr.
+fn finish(mut child: Child, limit: Duration) -> (Option<i32>, String) {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            return (status.code(), err);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("process still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until `sluice status --json` satisfies `ready`.
+fn wait_status(s: &Scratch, pg: &PgSchema, what: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = sluice(s, pg, &["status", "--json"]);
+        if out.status.success() {
+            let v = json_stdout(&out);
+            if ready(&v) {
+                return v;
+            }
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Every exported unit id, checked to appear once and be done.
+fn exported_once(path: &Path, n: usize) {
+    let rows = read_jsonl(path);
+    let ids: HashSet<&str> = rows.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(rows.len(), n, "one line per unit");
+    assert_eq!(ids.len(), n, "no unit twice");
+    assert!(
+        rows.iter().all(|r| r["status"] == "done"),
+        "every unit done"
+    );
+}
+
+fn worker_done(status: &Value) -> Vec<u64> {
+    status["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| u(&w["live"]["counters"]["done"]))
+        .collect()
+}
+
+#[test]
+fn several_workers_share_a_run_and_no_unit_is_done_twice() {
+    let Some(pg) = PgSchema::create() else { return };
+    let mock = Mock::start(&["--latency-ms", "30"]);
+    let s = Scratch::new();
+    let n = 600;
+    let job = job(&s, &mock, n, "concurrency = 6");
+    let creator = spawn(
+        &s,
+        &pg,
+        &["run", job.to_str().unwrap(), "--out", "out.jsonl"],
+    );
+    wait_status(&s, &pg, "the run to be queued", |v| {
+        v["queue"]["ready"] == true
+    });
+    let workers: Vec<Child> = (0..2)
+        .map(|_| spawn(&s, &pg, &["worker", "--exit-when-idle"]))
+        .collect();
+    let (code, err) = finish(creator, Duration::from_secs(120));
+    assert_eq!(code, Some(0), "{err}");
+    for w in workers {
+        let (code, err) = finish(w, Duration::from_secs(60));
+        assert_eq!(code, Some(0), "{err}");
+    }
+    exported_once(&s.path("out.jsonl"), n);
+    let stats = mock.stats();
+    assert_eq!(stats["duplicate_requests"], 0, "{stats}");
+    assert_eq!(stats["requests"], n as u64, "{stats}");
+    let status = wait_status(&s, &pg, "the final status", |v| {
+        v["run"]["state"] == "finished"
+    });
+    let done = worker_done(&status);
+    assert_eq!(done.len(), 3, "{status}");
+    assert_eq!(done.iter().sum::<u64>(), n as u64, "{done:?}");
+    assert!(
+        done.iter().filter(|&&d| d > 0).count() >= 2,
+        "work was shared: {done:?}"
+    );
+    assert_eq!(status["queue"]["queued"], 0);
+    assert_eq!(status["queue"]["leased"], 0);
+}
+
+#[test]
+fn a_killed_workers_units_are_finished_by_the_others() {
+    let Some(pg) = PgSchema::create() else { return };
+    let mock = Mock::start(&["--latency-ms", "40"]);
+    let s = Scratch::new();
+    let n = 900;
+    let job = job(&s, &mock, n, "concurrency = 6");
+    let creator = spawn(
+        &s,
+        &pg,
+        &[
+            "run",
+            job.to_str().unwrap(),
+            "--out",
+            "out.jsonl",
+            "--lease",
+            "2s",
+        ],
+    );
+    wait_status(&s, &pg, "the run to be queued", |v| {
+        v["queue"]["ready"] == true
+    });
+    let mut victim = spawn(&s, &pg, &["worker", "--exit-when-idle", "--lease", "5s"]);
+    let survivor = spawn(&s, &pg, &["worker", "--exit-when-idle", "--lease", "5s"]);
+    // Kill the first worker once it has recorded some units.
+    let pid = victim.id();
+    wait_status(&s, &pg, "the victim's first results", |v| {
+        v["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| u(&w["pid"]) == u64::from(pid) && u(&w["live"]["counters"]["done"]) >= 20)
+    });
+    let at_kill = u(&mock.stats()["ok"]);
+    victim.kill().unwrap(); // SIGKILL: no last beat, its leases must expire
+    victim.wait().unwrap();
+    assert!(at_kill < n as u64, "the kill came after the run finished");
+    let (code, err) = finish(creator, Duration::from_secs(120));
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err) = finish(survivor, Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{err}");
+    exported_once(&s.path("out.jsonl"), n);
+    // Sent twice: only what the victim had on the wire or had been answered
+    // but not yet committed (6 places × 40 ms; the writer commits every few
+    // ms, slower on a loaded machine): a fraction of a second of its calls,
+    // never its whole share of the run.
+    let dup = u(&mock.stats()["duplicate_requests"]);
+    assert!(
+        dup <= 40,
+        "{dup} duplicates: more than the victim's last moments"
+    );
+    let status = wait_status(&s, &pg, "the final status", |v| {
+        v["run"]["state"] == "finished"
+    });
+    let victim_beat = status["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| u(&w["pid"]) == u64::from(pid))
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        victim_beat["state"], "running",
+        "killed: it never said it stopped"
+    );
+}
+
+#[test]
+fn three_workers_hold_one_shared_rpm() {
+    let Some(pg) = PgSchema::create() else { return };
+    // 1,200/min (20/s), enforced by the mock as providers do: no bursts.
+    let mock = Mock::start(&["--rpm", "1200"]);
+    let s = Scratch::new();
+    let n = 160;
+    let job = job(&s, &mock, n, "concurrency = 8\nrpm = 1200");
+    // Queued only: the three workers share the whole run.
+    let queued = sluice(
+        &s,
+        &pg,
+        &["run", job.to_str().unwrap(), "--queue-only", "--json"],
+    );
+    assert!(queued.status.success(), "{}", stderr(&queued));
+    assert_eq!(json_stdout(&queued)["run"], "shared-1");
+    assert_eq!(mock.stats()["requests"], 0, "queueing sends nothing");
+    let workers: Vec<Child> = (0..3)
+        .map(|_| spawn(&s, &pg, &["worker", "--exit-when-idle"]))
+        .collect();
+    for w in workers {
+        let (code, err) = finish(w, Duration::from_secs(120));
+        assert_eq!(code, Some(0), "{err}");
+    }
+    let export = sluice(&s, &pg, &["export", "shared-1", "--out", "out.jsonl"]);
+    assert!(export.status.success(), "{}", stderr(&export));
+    exported_once(&s.path("out.jsonl"), n);
+    let stats = mock.stats();
+    assert_eq!(
+        stats["rate_limited"], 0,
+        "the workers together went too fast: {stats}"
+    );
+    assert!(u(&stats["max_requests_per_minute"]) <= 1200, "{stats}");
+    let status = wait_status(&s, &pg, "the final status", |v| {
+        v["run"]["state"] == "finished"
+    });
+    let done = worker_done(&status);
+    assert_eq!(done.len(), 3, "{status}");
+    assert!(
+        done.iter().filter(|&&d| d > 0).count() >= 2,
+        "work was shared: {done:?}"
+    );
+}
+
+#[test]
+fn sigterm_hands_a_workers_units_back_at_once() {
+    let Some(pg) = PgSchema::create() else { return };
+    let mock = Mock::start(&["--latency-ms", "200"]);
+    let s = Scratch::new();
+    let n = 60;
+    let job = job(&s, &mock, n, "concurrency = 2");
+    // A long lease: the second worker can only finish quickly if the first
+    // gave its units back when told to stop.
+    let first = spawn(
+        &s,
+        &pg,
+        &[
+            "run",
+            job.to_str().unwrap(),
+            "--lease",
+            "120s",
+            "--out",
+            "out.jsonl",
+        ],
+    );
+    wait_status(&s, &pg, "some results", |v| u(&v["counts"]["done"]) >= 4);
+    let kill = Command::new("sh")
+        .args(["-c", &format!("kill -TERM {}", first.id())])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let (code, err) = finish(first, Duration::from_secs(30));
+    assert_eq!(code, Some(130), "interrupted like any run: {err}");
+    let status = wait_status(&s, &pg, "the stopped beat", |v| {
+        v["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|w| w["state"] == "stopped")
+    });
+    assert_eq!(status["queue"]["leased"], 0, "{status}");
+    let started = Instant::now();
+    let out = sluice(&s, &pg, &["worker", "--exit-when-idle", "--lease", "120s"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        started.elapsed() < Duration::from_secs(100),
+        "waited for a lease to expire"
+    );
+    let export = sluice(&s, &pg, &["export", "shared", "--out", "all.jsonl"]);
+    assert!(export.status.success(), "{}", stderr(&export));
+    exported_once(&s.path("all.jsonl"), n);
+    assert_eq!(mock.stats()["duplicate_requests"], 0);
+}
+
+#[test]
+fn quick_mode_runs_on_postgres_and_resumes() {
+    let Some(pg) = PgSchema::create() else { return };
+    let mock = Mock::start(&[]);
+    let s = Scratch::new();
+    let input = s.write_lines("in.jsonl", &chat_lines(40));
+    let run = |extra: &[&str]| {
+        let mut cmd = s.run(&input, &mock.chat_url(), extra);
+        cmd.env("SLUICE_STORE", &pg.url);
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        json_stdout(&out)
+    };
+    assert_eq!(run(&["--json"])["this_run"]["done"], 40);
+    let again = run(&["--json"]);
+    assert_eq!(again["this_run"]["skipped"], 40);
+    assert_eq!(mock.stats()["requests"], 40);
+    let export = sluice(&s, &pg, &["export", "in", "--out", "out.jsonl"]);
+    assert!(export.status.success(), "{}", stderr(&export));
+    assert_eq!(read_jsonl(&s.path("out.jsonl")).len(), 40);
+}
+
+#[test]
+fn a_worker_refuses_a_sqlite_store() {
+    let s = Scratch::new();
+    let out = s.sluice(&["worker", "--exit-when-idle"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("postgres://"), "{}", stderr(&out));
+}
