@@ -292,3 +292,32 @@ fn sluice_retry_reruns_a_run_submitted_to_the_server() {
     assert_eq!(summary["resumed"], true);
     assert_eq!(mock.stats()["requests"].as_u64().unwrap(), 30 + failed);
 }
+
+#[test]
+fn a_server_on_postgres_streams_a_submitted_run_and_records_it() {
+    let Some(pg) = crate::pg::PgSchema::create() else {
+        return;
+    };
+    let s = Scratch::new();
+    let mock = Mock::start(&[]);
+    let server = Serve::start(&s, &["--store", &pg.url], &[]);
+    let job = serde_json::json!({
+        "name": "pg",
+        "items": (0..20).map(|i| serde_json::json!({"q": format!("q{i}")})).collect::<Vec<_>>(),
+        "provider": {"base_url": mock.url("/v1"), "concurrency": 4},
+        "step": {"kind": "chat", "model": "m", "messages": [{"role": "user", "content": "{{ item.q }}"}]},
+    });
+    let (status, body) = http(
+        server.port,
+        "POST",
+        "/v1/runs?wait=stream",
+        &["Content-Type: application/json"],
+        &job.to_string(),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body.matches("event: item\n").count(), 20, "{body}");
+    assert!(body.contains("event: summary\n"), "{body}");
+    let (status, results) = http(server.port, "GET", "/v1/runs/pg-1/results", &[], "");
+    assert_eq!(status, 200, "{results}");
+    assert_eq!(results.lines().count(), 20);
+}

@@ -84,7 +84,20 @@ pub(crate) fn parse(
         )
         .as_bytes(),
     );
-    job.path = workdir.join(format!("{}.{nonce:016x}.toml", job.name));
+    // The job file is also kept on disk beside the spooled inputs: on a
+    // shared store the run's definition is read from it for the workers
+    // (relative input paths then resolve against that directory: use
+    // absolute paths or inline items for runs other machines work on).
+    let kept = spool_dir
+        .parent()
+        .unwrap_or(spool_dir)
+        .join("jobs")
+        .join(format!("{}.{nonce:016x}.toml", job.name));
+    if let Some(dir) = kept.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| ApiError::internal("keeping the job", e))?;
+    }
+    std::fs::write(&kept, &text).map_err(|e| ApiError::internal("keeping the job", e))?;
+    job.path = std::path::absolute(&kept).unwrap_or(kept);
     let saved = SavedJob {
         text,
         shown_as: SHOWN_AS.into(),
@@ -264,6 +277,11 @@ mod tests {
         assert_eq!(job.steps[0].provider.as_deref(), Some("default"));
         assert_eq!(job.providers[0].concurrency, Some(4));
         assert!(saved.text.contains("[providers.default]"));
+        assert_eq!(
+            std::fs::read_to_string(&job.path).unwrap(),
+            saved.text,
+            "kept on disk"
+        );
         let reloaded = saved.load(dir.path()).unwrap();
         assert_eq!(reloaded.path, job.path);
     }
@@ -273,7 +291,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let body =
             "name = \"x\"\n[input]\npath = \"a.jsonl\"\n[[steps]]\nname = \"s\"\nkind = \"nope\"\n";
-        let e = parse(body.as_bytes(), false, dir.path(), dir.path()).unwrap_err();
+        let e = parse(
+            body.as_bytes(),
+            false,
+            dir.path(),
+            &dir.path().join("inputs"),
+        )
+        .unwrap_err();
         assert_eq!(e.status, 400);
         assert_eq!(e.code, "invalid_job");
         assert!(e.message.starts_with("job.toml:6:"), "{}", e.message);
@@ -285,7 +309,7 @@ mod tests {
     fn json_problems_come_with_the_job_file_they_refer_to() {
         let dir = tempfile::tempdir().unwrap();
         let body = br#"{"items":[{"q":"a"}],"step":{"kind":"chat","model":"m","messages":[]}}"#;
-        let e = parse(body, true, dir.path(), dir.path()).unwrap_err();
+        let e = parse(body, true, dir.path(), &dir.path().join("inputs")).unwrap_err();
         assert_eq!(e.code, "invalid_job");
         let details = e.details.unwrap();
         let toml = details["job_toml"].as_str().unwrap();
@@ -305,9 +329,15 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.message.contains("/concurrency"), "{}", e.message);
-        let e = parse(br#"{"items":[1]}"#, true, dir.path(), dir.path()).unwrap_err();
+        let e = parse(
+            br#"{"items":[1]}"#,
+            true,
+            dir.path(),
+            &dir.path().join("inputs"),
+        )
+        .unwrap_err();
         assert!(e.message.contains("items/0"), "{}", e.message);
-        let e = parse(b"{not json", true, dir.path(), dir.path()).unwrap_err();
+        let e = parse(b"{not json", true, dir.path(), &dir.path().join("inputs")).unwrap_err();
         assert_eq!(e.code, "invalid_json");
     }
 }
