@@ -39,6 +39,8 @@ pub(crate) enum Command {
     Worker(WorkerArgs),
     /// Measure sluice against the physical bounds, on a local mock (BENCHMARKS.md).
     Bench(BenchArgs),
+    /// Serve the REST API, live events, /metrics and the dashboard over the store.
+    Serve(ServeArgs),
 }
 
 /// Where runs are recorded.
@@ -282,6 +284,22 @@ pub(crate) struct MockArgs {
     /// Share of batched requests that expire unanswered (0.0–1.0).
     #[arg(long, default_value_t = 0.0)]
     pub(crate) batch_expire_rate: f64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on; anything but loopback needs --token-env.
+    #[arg(long, env = "SLUICE_BIND", default_value = "127.0.0.1:8080")]
+    pub(crate) bind: String,
+    #[command(flatten)]
+    pub(crate) store: StoreArg,
+    /// Environment variable holding the token every request must send as
+    /// `Authorization: Bearer <token>` (all routes but /healthz).
+    #[arg(long)]
+    pub(crate) token_env: Option<String>,
+    /// Largest run submission accepted, in bytes (a job file or JSON with items).
+    #[arg(long, default_value_t = 64 << 20)]
+    pub(crate) max_body: usize,
 }
 
 #[derive(Debug, Args)]

@@ -207,6 +207,11 @@ pub(crate) fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
         }
         (None, _) => store.reset_failed(&run.id)?,
     };
+    // A run submitted to `sluice serve` keeps its job in the store.
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let submitted = sluice_server::submitted_job(&mut *store, &run.id, &cwd)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
     drop(store);
     eprintln!("sluice: {reopened} failed item(s) of {} re-queued", run.id);
     let setting = |key: &str| {
@@ -228,7 +233,10 @@ pub(crate) fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
                     .collect()
             })
             .unwrap_or_default();
-        let job = sluice_spec::load(Path::new(&job_path), &sets)?;
+        let job = match submitted {
+            Some(job) => job,
+            None => sluice_spec::load(Path::new(&job_path), &sets)?,
+        };
         let config = JobConfig {
             store: args.store.store.clone(),
             fresh: false,

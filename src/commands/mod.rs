@@ -10,6 +10,7 @@ mod export;
 mod job;
 mod mock;
 mod run;
+mod serve;
 mod status;
 mod worker;
 
@@ -31,5 +32,6 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => demo::demo(args),
         Command::Worker(args) => worker::worker(args),
         Command::Bench(args) => bench::bench(args),
+        Command::Serve(args) => serve::serve(args),
     }
 }

@@ -7,6 +7,7 @@ use sluice_store::{RunCounts, RunMeta};
 use super::UsageError;
 use crate::cli::{RunsArgs, StatusArgs};
 use crate::display::{fmt_count, fmt_duration, fmt_time};
+use sluice_engine::worker_state;
 
 pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let mut store = args.store.store.open()?;
@@ -185,17 +186,6 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// `running`, `stopped`, or `lost` for a running worker whose beats stopped
-/// (killed, or its machine gone).
-fn worker_state(w: &sluice_store::WorkerBeat, now: i64) -> &'static str {
-    let stale = sluice_engine::BEAT_STALE.as_millis() as i64;
-    match w.state.as_str() {
-        "running" if now - w.beat_at > stale => "lost",
-        "running" => "running",
-        _ => "stopped",
-    }
 }
 
 pub(crate) fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {

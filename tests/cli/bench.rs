@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::util::*;
 
-const SCENARIOS: [&str; 10] = [
+const SCENARIOS: [&str; 11] = [
     "latency",
     "rpm",
     "tpm",
@@ -19,6 +19,7 @@ const SCENARIOS: [&str; 10] = [
     "scale-out",
     "faults",
     "unknown-rpm",
+    "server",
 ];
 
 #[test]

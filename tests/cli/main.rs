@@ -6,6 +6,7 @@ mod pg;
 mod util;
 
 mod bench;
+mod browser;
 mod commands;
 mod dialects;
 mod examples;
@@ -17,4 +18,5 @@ mod limits;
 mod resilience;
 mod resume;
 mod run;
+mod serve;
 mod shared;

@@ -9,7 +9,10 @@ use bytes::Bytes;
 use sluice_limit::Backoff;
 use sluice_provider::{Attempt, CallOptions, Client, Dialect, Endpoint, FailureKind, Success};
 
+use crate::control::RunControl;
+use crate::fair::Tenant;
 use crate::limiter::Limiter;
+use crate::meter::CallStats;
 use crate::progress::Progress;
 
 /// What a call needs besides its request.
@@ -23,6 +26,13 @@ pub(crate) struct CallEnv<'a> {
     /// Retries after the first attempt.
     pub(crate) retries: u32,
     pub(crate) timeout: Duration,
+    /// The run, in the limiter's turns between runs.
+    pub(crate) tenant: Tenant,
+    /// Pause and cancel from outside (the server); checked before each attempt.
+    pub(crate) control: Option<&'a RunControl>,
+    /// Where attempts are counted: the run's and the process's stats of
+    /// this step on this provider.
+    pub(crate) meters: [Option<&'a CallStats>; 2],
 }
 
 /// What one attempt said about the endpoint it went to (for breakers and
@@ -103,6 +113,12 @@ pub(crate) async fn call<R: Route>(
 ) -> CallEnd {
     let progress = env.progress;
     loop {
+        if let Some(control) = env.control {
+            if !control.proceed().await {
+                return CallEnd::Stopped;
+            }
+        }
+        let asked = std::time::Instant::now();
         // A place first (provider concurrency, a healthy endpoint), then the
         // rate: a call that took its rate slot and then queued for a place
         // would go out late, and the next one on time — closer than the limit.
@@ -123,7 +139,8 @@ pub(crate) async fn call<R: Route>(
                 };
             }
         };
-        if let Err(too_large) = env.limiter.acquire(request.estimate).await {
+        let placed = std::time::Instant::now();
+        if let Err(too_large) = env.limiter.acquire_for(env.tenant, request.estimate).await {
             return CallEnd::Failed {
                 error: format!(
                     "token_limit: this request needs about {} tokens (prompt estimate + max_tokens) but the tokens/minute limit (--tpm, or the provider's tpm) is {}, so it can never be sent; raise --tpm or lower max_tokens",
@@ -145,6 +162,10 @@ pub(crate) async fn call<R: Route>(
             Progress::add(&progress.retries, 1);
         }
         Progress::add(&progress.in_flight, 1);
+        for meter in env.meters.iter().flatten() {
+            meter.waited(placed - asked, placed.elapsed());
+            meter.started(tally.attempts > 1);
+        }
         let body = request.body.clone();
         let result = match request.stream {
             None => {
@@ -166,6 +187,15 @@ pub(crate) async fn call<R: Route>(
             }
         };
         Progress::sub(&progress.in_flight, 1);
+        for meter in env.meters.iter().flatten() {
+            match &result {
+                Attempt::Ok(s) => {
+                    meter.ended(Some(s.status), None, s.latency);
+                    meter.tokens(s.prompt_tokens, s.completion_tokens);
+                }
+                Attempt::Failed(f) => meter.ended(f.status, Some(f.kind), f.latency),
+            }
+        }
         request.route.report(
             ticket,
             match &result {

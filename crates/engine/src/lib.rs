@@ -2,17 +2,21 @@
 //! outcome durably and resumes where a previous run stopped.
 
 mod calls;
+mod control;
 mod error;
 mod export;
+mod fair;
 mod input;
 mod inputs;
 mod job;
 mod lifecycle;
 mod limiter;
 mod live;
+mod meter;
 mod progress;
 mod quick;
 mod shared_limits;
+mod stats;
 mod steps;
 mod tokens;
 #[allow(dead_code)] // Wired into the job runner separately.
@@ -20,11 +24,20 @@ mod webhook;
 mod worker;
 mod writer;
 
+pub use control::{CommitHook, OpenHook, RunControl, RunHooks};
 pub use error::{Error, Result};
 pub use export::{export_run, ExportFormat};
 pub use input::InputSource;
-pub use job::{plan, run_job, JobConfig, Offload, Plan, ProviderPlan, StepPlan, DEFAULT_LEASE};
-pub use live::{Rates, BEAT_PERIOD, BEAT_STALE};
+pub use job::{
+    plan, run_job, run_job_with, unit_result, JobConfig, Offload, Plan, ProviderPlan, StepPlan,
+    DEFAULT_LEASE,
+};
+pub use live::{worker_state, Rates, BEAT_PERIOD, BEAT_STALE};
+pub use meter::{quantile_ms, CallCounts, FAILURE_KINDS, LATENCY_BUCKETS_MS};
 pub use progress::{Progress, Snapshot};
 pub use quick::{now_ms, run_quick, BreakerReport, QuickConfig, RunReport};
+pub use stats::{
+    process_calls, process_providers, EndpointReport, Latency, Limits, ProviderReport, RecentError,
+    RunStats, StatsReport, StepReport,
+};
 pub use worker::{run_worker, WorkerConfig, WorkerEvent};

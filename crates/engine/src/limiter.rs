@@ -4,9 +4,11 @@
 //! Concurrency is held by the caller. On a shared store the limiter sends
 //! only inside slices of sending time claimed for this process
 //! ([`crate::shared_limits`]), so every process together holds the rates.
+//! Waiting callers of several runs take turns (`fair.rs`); the last minute's
+//! use is kept for the live view.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -14,6 +16,8 @@ use tokio::time::Instant;
 use sluice_limit::{Rejection, WindowLimits, Windows};
 use sluice_provider::RateSignals;
 
+use crate::fair::{FairTurn, Tenant};
+use crate::meter::Rolling;
 use crate::shared_limits::SharedLimits;
 
 /// Timer lateness a waiter may recover (tokio's timer wakes up to ~1 ms late).
@@ -34,16 +38,19 @@ pub(crate) struct Limiter {
     /// without the lock on the fast path.
     paused_until: AtomicU64,
     /// Callers wait in line, so one waiter sleeps at a time and a large
-    /// request is not overtaken forever by small ones.
-    queue: tokio::sync::Mutex<()>,
+    /// request is not overtaken forever by small ones; runs take turns.
+    queue: FairTurn,
+    /// Requests and tokens taken over the last minute.
+    used: Rolling,
     limited: std::sync::atomic::AtomicBool,
     /// What the job configured; the provider's own limits (headers) fill in
     /// what it left out.
     configured: WindowLimits,
     /// The per-minute limits learned from `x-ratelimit-limit-*` (0 = none).
     learned: [AtomicU64; 2],
-    /// Limits held together with other processes (a shared store).
-    shared: Option<Arc<SharedLimits>>,
+    /// Limits held together with other processes (a shared store); set once
+    /// (the limiter may already be shared by runs of this process).
+    shared: OnceLock<Arc<SharedLimits>>,
 }
 
 /// What a caller must do before its request may go.
@@ -66,14 +73,21 @@ impl Limiter {
             configured: limits.clone(),
             learned: [AtomicU64::new(0), AtomicU64::new(0)],
             paused_until: AtomicU64::new(0),
-            queue: tokio::sync::Mutex::new(()),
-            shared: None,
+            queue: FairTurn::default(),
+            used: Rolling::default(),
+            shared: OnceLock::new(),
         }
     }
 
-    /// Holds the limits together with other processes from now on.
-    pub(crate) fn share(&mut self, shared: Arc<SharedLimits>) {
-        self.shared = Some(shared);
+    /// Holds the limits together with other processes from now on (the
+    /// first call wins).
+    pub(crate) fn share(&self, shared: Arc<SharedLimits>) {
+        let _ = self.shared.set(shared);
+    }
+
+    /// The limits shared with other processes, if any.
+    pub(crate) fn shared(&self) -> Option<Arc<SharedLimits>> {
+        self.shared.get().cloned()
     }
 
     /// The clock origin (instants are nanoseconds since it).
@@ -84,7 +98,9 @@ impl Limiter {
     /// Takes up what other processes published: their pauses and the
     /// limits their providers announced.
     fn take_up_shared(&self) {
-        let Some(shared) = &self.shared else { return };
+        let Some(shared) = self.shared.get() else {
+            return;
+        };
         self.paused_until
             .fetch_max(shared.paused_until.load(Relaxed), Relaxed);
         let rpm = shared.learned_shared[0].load(Relaxed);
@@ -114,18 +130,30 @@ impl Limiter {
     }
 
     /// Waits until one request of `tokens` conforms to every limit, and takes it.
+    #[cfg(test)]
     pub(crate) async fn acquire(&self, tokens: u64) -> Result<(), TooLarge> {
+        self.acquire_for(0, tokens).await
+    }
+
+    /// [`Limiter::acquire`] for a caller of run `tenant`: while callers wait,
+    /// runs take turns.
+    pub(crate) async fn acquire_for(&self, tenant: Tenant, tokens: u64) -> Result<(), TooLarge> {
         self.take_up_shared();
-        if !self.limited.load(Relaxed) && self.paused_until.load(Relaxed) <= self.now() {
+        let now = self.now();
+        if !self.limited.load(Relaxed) && self.paused_until.load(Relaxed) <= now {
+            self.used.add(now / 1_000_000_000, 1, tokens as i64);
             return Ok(());
         }
-        let _turn = self.queue.lock().await;
+        let _turn = self.queue.take(tenant).await;
         loop {
             match self.try_take(tokens)? {
-                Take::Now => return Ok(()),
+                Take::Now => {
+                    self.used.add(self.now() / 1_000_000_000, 1, tokens as i64);
+                    return Ok(());
+                }
                 Take::Wait(n) => tokio::time::sleep(Duration::from_nanos(n)).await,
                 Take::Slice(len) => {
-                    if let Some(shared) = &self.shared {
+                    if let Some(shared) = self.shared.get() {
                         if let Some(wait) = shared.claim(len).await {
                             tokio::time::sleep(wait).await;
                         }
@@ -134,6 +162,29 @@ impl Limiter {
                 }
             }
         }
+    }
+
+    /// The limits held now: the configured ones, and the per-minute ones the
+    /// provider announced where none was configured.
+    pub(crate) fn limits(&self) -> WindowLimits {
+        let learned = |i: usize| Some(self.learned[i].load(Relaxed)).filter(|&n| n > 0);
+        WindowLimits {
+            rpm: self.configured.rpm.or(learned(0)),
+            tpm: self.configured.tpm.or(learned(1)),
+            ..self.configured.clone()
+        }
+    }
+
+    /// Requests and tokens per minute taken over the last minute (or since
+    /// the limiter began, if that is shorter).
+    pub(crate) fn used_per_minute(&self) -> (f64, f64) {
+        let now = self.now() / 1_000_000_000;
+        self.used.per_minute(now, now)
+    }
+
+    /// Whether a caller is waiting for its rate slot now.
+    pub(crate) fn is_waiting(&self) -> bool {
+        !self.queue.is_idle()
     }
 
     /// Takes the request if it conforms now; otherwise what to do first.
@@ -150,7 +201,7 @@ impl Limiter {
                 tpm: limit,
             });
         }
-        if let Some(shared) = self.shared.as_ref().filter(|_| w.is_limited()) {
+        if let Some(shared) = self.shared.get().filter(|_| w.is_limited()) {
             // Only inside this process's slice, and only if the request's
             // spacing ends within it (the next owner starts at its end).
             let slice = *shared.slice.lock().unwrap_or_else(|e| e.into_inner());
@@ -176,6 +227,8 @@ impl Limiter {
             return;
         }
         let now = self.now();
+        self.used
+            .add(now / 1_000_000_000, 0, used as i64 - reserved as i64);
         self.windows
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -186,7 +239,7 @@ impl Limiter {
     pub(crate) fn pause(&self, wait: Duration) {
         let until = self.now() + wait.as_nanos() as u64;
         self.paused_until.fetch_max(until, Relaxed);
-        if let Some(shared) = &self.shared {
+        if let Some(shared) = self.shared.get() {
             shared.publish_pause(until);
         }
     }
@@ -213,7 +266,7 @@ impl Limiter {
             if let Some(t) = tpm {
                 self.learned[1].store(t, Relaxed);
             }
-            if let Some(shared) = &self.shared {
+            if let Some(shared) = self.shared.get() {
                 shared.publish_learned(rpm, tpm);
             }
             let learned = |i: usize| Some(self.learned[i].load(Relaxed)).filter(|&n| n > 0);

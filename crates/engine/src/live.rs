@@ -52,6 +52,17 @@ fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
+/// `running`, `stopped`, or `lost` for a running worker whose beats stopped
+/// (killed, or its machine gone), as of `now` (unix ms).
+pub fn worker_state(beat: &WorkerBeat, now: i64) -> &'static str {
+    let stale = BEAT_STALE.as_millis() as i64;
+    match beat.state.as_str() {
+        "running" if now - beat.beat_at > stale => "lost",
+        "running" => "running",
+        _ => "stopped",
+    }
+}
+
 /// Rates over the interval between two snapshots.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct Rates {
@@ -104,6 +115,7 @@ pub(crate) fn beat(
         "rates": rates,
         "latency_ewma_ms": latency_ms,
         "eta_secs": snapshot.eta().map(|d| d.as_secs_f64()),
+        "stats": progress.stats.report(),
     });
     let beat = WorkerBeat {
         run_id: run_id.to_owned(),

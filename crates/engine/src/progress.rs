@@ -45,6 +45,8 @@ pub struct Progress {
     pub breaker_openings: AtomicU64,
     /// Moving average of successful calls' latency, in microseconds.
     pub latency_ewma_us: AtomicU64,
+    /// Per step and provider detail (job runs).
+    pub stats: crate::stats::RunStats,
 }
 
 impl Default for Progress {
@@ -68,6 +70,7 @@ impl Default for Progress {
             webhook_failures: AtomicU64::new(0),
             breaker_openings: AtomicU64::new(0),
             latency_ewma_us: AtomicU64::new(0),
+            stats: crate::stats::RunStats::default(),
         }
     }
 }

@@ -516,6 +516,9 @@ async fn attempt(
         backoff: shared.backoff,
         retries: shared.retries,
         timeout: shared.timeout,
+        tenant: 0,
+        control: None,
+        meters: [None, None],
     };
     let route = calls::Fixed(endpoint);
     let call_request = CallRequest {

@@ -124,9 +124,12 @@ fn work(cfg: &WorkerConfig, run: RunMeta) -> Result<RunReport> {
     let vars = job::job_env(&job)?;
     let value = minijinja::Value::from(minijinja::value::Serde(serde_json::json!({ "env": vars })));
     let runtime = job::new_runtime()?;
-    let lanes = JobLanes::new(&job, &value)?;
+    let lanes = JobLanes::new(&job, &value, crate::fair::new_tenant())?;
     job::check_reachable(&runtime, &lanes)?;
     let progress = Arc::new(Progress::default());
+    for lane in lanes.all() {
+        progress.stats.add_provider(&lane.name, &lane.share);
+    }
     Progress::add(&progress.total, run.total.unwrap_or(0));
     let (run_id, lease) = (run.id.clone(), cfg.lease);
     let env = Env { vars, value };
@@ -139,6 +142,8 @@ fn work(cfg: &WorkerConfig, run: RunMeta) -> Result<RunReport> {
         resumed: false,
         progress: &progress,
         offload: &offload,
+        control: None,
+        on_commit: None,
     };
     let (interrupted, breakers) = job::execute(work, runtime, lanes, env, |shared| {
         job::claimed_dispatch(shared, store, run_id, concurrency, lease)

@@ -51,10 +51,17 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// Starts the thread; it owns `store` and counts committed outcomes into `progress`.
-    pub(crate) fn start(
+    pub(crate) fn start(store: Box<dyn Store>, run_id: String, progress: Arc<Progress>) -> Writer {
+        Writer::start_observed(store, run_id, progress, None)
+    }
+
+    /// [`Writer::start`], also handing each committed batch of outcomes to
+    /// `on_commit` (after the commit, so it only ever sees durable outcomes).
+    pub(crate) fn start_observed(
         mut store: Box<dyn Store>,
         run_id: String,
         progress: Arc<Progress>,
+        on_commit: Option<crate::control::CommitHook>,
     ) -> Writer {
         let (tx, mut rx) = mpsc::channel::<Message>(QUEUE);
         let handle = std::thread::Builder::new()
@@ -125,6 +132,9 @@ impl Writer {
                             })
                             .sum();
                         Progress::add(&progress.tokens, tokens);
+                    }
+                    if let Some(hook) = &on_commit {
+                        hook(&batch.items);
                     }
                     batch.items.clear();
                 }

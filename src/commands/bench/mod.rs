@@ -23,6 +23,7 @@ mod pipeline;
 mod report;
 mod runs;
 mod scale;
+mod server;
 
 use harness::Ctx;
 use report::{Report, Scenario};
@@ -41,6 +42,7 @@ const SCENARIOS: &[(&str, Measure)] = &[
     ("scale-out", scale::scale_out),
     ("faults", faults::faults),
     ("unknown-rpm", limits::unknown_rpm),
+    ("server", server::server),
 ];
 
 pub(crate) fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {

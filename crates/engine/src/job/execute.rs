@@ -70,6 +70,10 @@ pub(crate) struct Work<'a> {
     pub(crate) progress: &'a Arc<Progress>,
     /// Live or batch, per provider.
     pub(crate) offload: &'a [(String, Offload)],
+    /// Pause and cancel from outside (the server).
+    pub(crate) control: Option<Arc<crate::control::RunControl>>,
+    /// Sees each batch of outcomes once committed (the server's streams).
+    pub(crate) on_commit: Option<crate::control::CommitHook>,
 }
 
 /// Works a run: starts the writer and heartbeats, runs the units `dispatch`
@@ -94,6 +98,8 @@ where
         resumed,
         progress,
         offload,
+        control,
+        on_commit,
     } = work;
     let Env {
         vars: env,
@@ -111,7 +117,12 @@ where
     } else {
         Vec::new()
     };
-    let writer = Writer::start(location.open()?, run.id.clone(), progress.clone());
+    let writer = Writer::start_observed(
+        location.open()?,
+        run.id.clone(),
+        progress.clone(),
+        on_commit,
+    );
     let batched: Vec<String> = offload
         .iter()
         .filter(|(_, o)| o.batched())
@@ -165,6 +176,7 @@ where
             _ => None,
         },
         batches,
+        control,
     });
     if !shared.batches.is_empty() {
         runtime.spawn(super::offload::watch_stop(shared.clone()));
@@ -184,6 +196,7 @@ where
         &progress.breaker_openings,
         breakers.iter().map(|b| b.openings).sum(),
     );
+    progress.stats.freeze_providers();
     let delivered = shared.batches.delivered();
     drop(runtime);
     drop(shared);

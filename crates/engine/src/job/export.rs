@@ -39,7 +39,7 @@ pub(crate) fn export_units(
     let written = match format {
         ExportFormat::Jsonl => store.for_each_item(&run.id, &mut |item| {
             count += 1;
-            let line = unit_line(&item);
+            let line = unit_result(&item);
             writeln!(out, "{line}").map_err(|e| Box::new(e) as BoxError)
         }),
         ExportFormat::Csv => {
@@ -92,7 +92,9 @@ fn error_value(item: &ItemRecord) -> Json {
     }
 }
 
-fn unit_line(item: &ItemRecord) -> Json {
+/// A job run's result line for one recorded unit, as the JSONL export
+/// writes it: `{"id","item_id","matrix","status","error","steps"}`.
+pub fn unit_result(item: &ItemRecord) -> Json {
     let r = recorded(item);
     json!({
         "id": item.item_id,

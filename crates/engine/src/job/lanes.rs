@@ -1,11 +1,13 @@
 //! Per-provider runtime state: its client (with its key), limiter, concurrency
 //! gate (fixed or adaptive), and pool of base URLs with a circuit breaker each.
+//! The limiter, gate and pool are shared by every run of this process that
+//! uses the same provider (`sharing.rs`); the gate lets runs in by turns.
 //! On a shared store, [`Lanes::share`] ties the limiter, the fixed
 //! concurrency and the breakers to the other processes' (`shared_limits.rs`).
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use http::Method;
@@ -15,8 +17,10 @@ use sluice_spec::{Api, Job, Price, Provider, Retries, Step};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::sharing::{self, ProviderShare};
 use crate::calls::{Report, Route};
 use crate::error::{Error, Result};
+use crate::fair::{FairTurn, Tenant};
 use crate::limiter::Limiter;
 use crate::shared_limits::{SharedLimits, SharedStore};
 
@@ -24,10 +28,10 @@ use crate::shared_limits::{SharedLimits, SharedStore};
 const POLL: Duration = Duration::from_millis(5);
 
 /// One base URL of a provider's pool.
-struct Base {
-    url: String,
-    in_flight: AtomicUsize,
-    breaker: Option<Mutex<Breaker>>,
+pub(super) struct Base {
+    pub(super) url: String,
+    pub(super) in_flight: AtomicUsize,
+    pub(super) breaker: Option<Mutex<Breaker>>,
 }
 
 /// Calls in flight to a provider: a fixed cap, an adaptive one, or none.
@@ -36,10 +40,13 @@ pub(crate) struct Gate {
     fixed: Option<usize>,
     adaptive: Option<Mutex<Aimd>>,
     freed: Notify,
+    /// Runs waiting for a place take turns (one run's queue cannot starve another's).
+    turns: FairTurn,
     /// Callers waiting for a place (reported with a shared concurrency share).
     waiting: AtomicUsize,
-    /// This process's share of a concurrency limit held with other processes.
-    shared: Option<Arc<SharedLimits>>,
+    /// This process's share of a concurrency limit held with other processes
+    /// (set once, by the first run of the process on a shared store).
+    shared: OnceLock<Arc<SharedLimits>>,
 }
 
 /// A place inside a [`Gate`]; leaving it lets the next caller in.
@@ -54,8 +61,9 @@ impl Drop for GateGuard<'_> {
 }
 
 impl Gate {
-    fn limit(&self) -> usize {
-        match (&self.adaptive, self.fixed, &self.shared) {
+    /// The cap now (`usize::MAX`: none).
+    pub(crate) fn limit(&self) -> usize {
+        match (&self.adaptive, self.fixed, self.shared.get()) {
             (Some(aimd), _, _) => aimd.lock().unwrap_or_else(|e| e.into_inner()).limit(),
             (None, Some(n), Some(shared)) => n.min(shared.granted.load(Relaxed)),
             (None, Some(n), None) => n,
@@ -65,7 +73,7 @@ impl Gate {
 
     /// Tells the shared share what this process has in flight and wants.
     fn report(&self, in_flight: usize) {
-        if let Some(shared) = &self.shared {
+        if let Some(shared) = self.shared.get() {
             shared.in_flight.store(in_flight, Relaxed);
             // The most wanted since the last exchange, and one more to grow:
             // a share sized to the calls in flight at one instant would drop
@@ -76,33 +84,48 @@ impl Gate {
         }
     }
 
-    /// Waits for a place under the current limit.
-    pub(crate) async fn enter(&self) -> GateGuard<'_> {
-        let mut waited = false;
+    /// Calls inside now.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Relaxed)
+    }
+
+    /// Takes a place if one is free under the limit.
+    fn try_take(&self) -> Option<GateGuard<'_>> {
+        let limit = self.limit();
+        // Runs on other threads may share the gate: claim the place atomically.
+        let now = self
+            .in_flight
+            .fetch_update(Relaxed, Relaxed, |n| (n < limit).then_some(n + 1))
+            .ok()?;
+        self.report(now + 1);
+        if let Some(aimd) = &self.adaptive {
+            aimd.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .on_start(now + 1);
+        }
+        Some(GateGuard(self))
+    }
+
+    /// Waits for a place under the current limit; while places are short,
+    /// the waiting runs (`tenant`s) take turns.
+    pub(crate) async fn enter(&self, tenant: Tenant) -> GateGuard<'_> {
+        if self.turns.is_idle() {
+            if let Some(guard) = self.try_take() {
+                return guard;
+            }
+        }
+        self.waiting.fetch_add(1, Relaxed);
+        self.report(self.in_flight());
+        if let Some(shared) = self.shared.get() {
+            // Out of places: ask for a bigger share now, not in a second.
+            shared.wake.notify_one();
+        }
+        let _turn = self.turns.take(tenant).await;
         loop {
             let notified = self.freed.notified();
-            let now = self.in_flight.load(Relaxed);
-            if now < self.limit() {
-                if waited {
-                    self.waiting.fetch_sub(1, Relaxed);
-                }
-                self.in_flight.store(now + 1, Relaxed);
-                self.report(now + 1);
-                if let Some(aimd) = &self.adaptive {
-                    aimd.lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .on_start(now + 1);
-                }
-                return GateGuard(self);
-            }
-            if !waited {
-                waited = true;
-                self.waiting.fetch_add(1, Relaxed);
-                self.report(now);
-                if let Some(shared) = &self.shared {
-                    // Out of places: ask for a bigger share now, not in a second.
-                    shared.wake.notify_one();
-                }
+            if let Some(guard) = self.try_take() {
+                self.waiting.fetch_sub(1, Relaxed);
+                return guard;
             }
             // A shrinking adaptive (or shared) limit frees no place: look again soon.
             let _ = tokio::time::timeout(POLL * 20, notified).await;
@@ -114,11 +137,11 @@ impl Gate {
 pub(crate) struct Lane {
     pub(crate) name: String,
     pub(crate) client: Client,
-    pub(crate) limiter: Limiter,
-    /// Calls in flight to this provider, across all steps.
-    pub(crate) gate: Gate,
-    bases: Vec<Base>,
-    url_concurrency: Option<usize>,
+    /// Limiter, concurrency gate and endpoint pool, shared with other runs of
+    /// this process that use the same provider.
+    pub(crate) share: Arc<ProviderShare>,
+    /// This run, in the shared gate's and limiter's turns.
+    pub(crate) tenant: Tenant,
     /// Provider headers, rendered once (they may only use `env`).
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) retries: Retries,
@@ -126,14 +149,62 @@ pub(crate) struct Lane {
     pub(crate) prices: Vec<Price>,
     /// The API's shape (requests, answers, auth and rate headers).
     pub(crate) dialect: Dialect,
-    origin: Instant,
+    /// Breaker openings of each endpoint of the shared pool when this run began.
+    openings_before: Vec<u64>,
     /// How long a breaker stays open (told to other processes).
     cooldown: Duration,
     shared: Option<Arc<SharedLimits>>,
 }
 
+/// The shared part of a lane, built when no run of this process holds one.
+pub(super) fn new_share(provider: &Provider) -> ProviderShare {
+    let breaker = |_: &String| {
+        provider.breaker.as_ref().map(|b| {
+            Mutex::new(Breaker::new(BreakerConfig {
+                failures: b.failures,
+                cooldown_nanos: b.cooldown.as_nanos() as u64,
+                window: b.window,
+                rate: b.rate,
+            }))
+        })
+    };
+    ProviderShare {
+        name: provider.name.clone(),
+        limiter: Limiter::new(&WindowLimits {
+            rps: provider.rps,
+            rpm: provider.rpm,
+            rph: provider.rph,
+            rpd: provider.rpd,
+            tpm: provider.tpm,
+            tpd: provider.tpd,
+        }),
+        gate: Gate {
+            in_flight: AtomicUsize::new(0),
+            fixed: provider.concurrency,
+            adaptive: provider
+                .adaptive
+                .map(|max| Mutex::new(Aimd::new(AimdConfig::up_to(max)))),
+            freed: Notify::new(),
+            turns: FairTurn::default(),
+            waiting: AtomicUsize::new(0),
+            shared: OnceLock::new(),
+        },
+        bases: provider
+            .base_urls
+            .iter()
+            .map(|u| Base {
+                url: u.trim_end_matches('/').to_string(),
+                in_flight: AtomicUsize::new(0),
+                breaker: breaker(u),
+            })
+            .collect(),
+        url_concurrency: provider.url_concurrency,
+        origin: Instant::now(),
+    }
+}
+
 impl Lane {
-    fn new(provider: &Provider, env: &minijinja::Value) -> Result<Lane> {
+    fn new(provider: &Provider, env: &minijinja::Value, tenant: Tenant) -> Result<Lane> {
         let key = match &provider.api_key_env {
             Some(var) => match std::env::var(var) {
                 Ok(k) if !k.trim().is_empty() => Some((var.clone(), k.trim().to_string())),
@@ -180,53 +251,19 @@ impl Lane {
                 sluice_provider::dialect::ANTHROPIC_VERSION.into(),
             ));
         }
-        let breaker = |_: &String| {
-            provider.breaker.as_ref().map(|b| {
-                Mutex::new(Breaker::new(BreakerConfig {
-                    failures: b.failures,
-                    cooldown_nanos: b.cooldown.as_nanos() as u64,
-                    window: b.window,
-                    rate: b.rate,
-                }))
-            })
-        };
+        let share = sharing::share(provider);
+        let openings_before = share.breaker_openings();
         Ok(Lane {
             name: provider.name.clone(),
             client,
-            limiter: Limiter::new(&WindowLimits {
-                rps: provider.rps,
-                rpm: provider.rpm,
-                rph: provider.rph,
-                rpd: provider.rpd,
-                tpm: provider.tpm,
-                tpd: provider.tpd,
-            }),
-            gate: Gate {
-                in_flight: AtomicUsize::new(0),
-                fixed: provider.concurrency,
-                adaptive: provider
-                    .adaptive
-                    .map(|max| Mutex::new(Aimd::new(AimdConfig::up_to(max)))),
-                freed: Notify::new(),
-                waiting: AtomicUsize::new(0),
-                shared: None,
-            },
-            bases: provider
-                .base_urls
-                .iter()
-                .map(|u| Base {
-                    url: u.trim_end_matches('/').to_string(),
-                    in_flight: AtomicUsize::new(0),
-                    breaker: breaker(u),
-                })
-                .collect(),
-            url_concurrency: provider.url_concurrency,
+            share,
+            tenant,
             headers,
             retries: provider.retries,
             timeout: provider.timeout,
             prices: provider.prices.clone(),
+            openings_before,
             dialect,
-            origin: Instant::now(),
             cooldown: provider
                 .breaker
                 .as_ref()
@@ -236,29 +273,47 @@ impl Lane {
     }
 
     fn now(&self) -> u64 {
-        self.origin.elapsed().as_nanos() as u64
+        self.share.now()
+    }
+
+    /// The provider's rate limiter.
+    pub(crate) fn limiter(&self) -> &Limiter {
+        &self.share.limiter
+    }
+
+    /// The provider's concurrency gate.
+    pub(crate) fn gate(&self) -> &Gate {
+        &self.share.gate
     }
 
     /// Every base URL.
     pub(crate) fn base_urls(&self) -> impl Iterator<Item = &str> {
-        self.bases.iter().map(|b| b.url.as_str())
+        self.share.bases.iter().map(|b| b.url.as_str())
     }
 
     /// The first base URL (to build a request whose path is then re-based).
     pub(crate) fn first_base(&self) -> &str {
-        self.bases.first().map(|b| b.url.as_str()).unwrap_or("")
+        self.share
+            .bases
+            .first()
+            .map(|b| b.url.as_str())
+            .unwrap_or("")
     }
 
-    /// The base URLs of this provider whose breaker opened, with how often.
+    /// The base URLs of this provider whose breaker opened since this run
+    /// began (the pool is shared with other runs of the process), with how often.
     pub(crate) fn breaker_openings(&self) -> Vec<crate::BreakerReport> {
-        self.bases
+        self.share
+            .bases
             .iter()
-            .filter_map(|b| {
+            .zip(&self.openings_before)
+            .filter_map(|(b, before)| {
                 let breaker = b.breaker.as_ref()?;
                 let openings = breaker
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .opened_count();
+                    .opened_count()
+                    .saturating_sub(*before);
                 (openings > 0).then(|| crate::BreakerReport {
                     provider: self.name.clone(),
                     url: b.url.clone(),
@@ -278,11 +333,13 @@ impl Lane {
             let mut best: Option<usize> = None;
             let mut all_open = true;
             let mut wake = now + POLL.as_nanos() as u64;
-            let mut order: Vec<usize> = (0..self.bases.len()).collect();
-            order.sort_by_key(|&i| self.bases[i].in_flight.load(Relaxed));
+            let bases = &self.share.bases;
+            let mut order: Vec<usize> = (0..bases.len()).collect();
+            order.sort_by_key(|&i| bases[i].in_flight.load(Relaxed));
             for i in order {
-                let base = &self.bases[i];
+                let base = &bases[i];
                 if self
+                    .share
                     .url_concurrency
                     .is_some_and(|cap| base.in_flight.load(Relaxed) >= cap)
                 {
@@ -318,7 +375,7 @@ impl Lane {
                 }
             }
             if let Some(i) = best {
-                self.bases[i].in_flight.fetch_add(1, Relaxed);
+                bases[i].in_flight.fetch_add(1, Relaxed);
                 return Some(i);
             }
             if fail_when_open && all_open {
@@ -330,7 +387,7 @@ impl Lane {
     }
 
     fn done(&self, index: usize, report: Report) {
-        let Some(base) = self.bases.get(index) else {
+        let Some(base) = self.share.bases.get(index) else {
             return;
         };
         base.in_flight.fetch_sub(1, Relaxed);
@@ -349,7 +406,7 @@ impl Lane {
                 shared.publish_open(&base.url, self.cooldown);
             }
         }
-        if let Some(aimd) = &self.gate.adaptive {
+        if let Some(aimd) = &self.share.gate.adaptive {
             let mut aimd = aimd.lock().unwrap_or_else(|e| e.into_inner());
             match report {
                 Report::Success(rtt) => aimd.on_response(now, rtt.as_nanos() as u64),
@@ -421,7 +478,7 @@ impl Drop for Ticket<'_> {
     fn drop(&mut self) {
         if !self.reported {
             // Cut off (time-out of the unit, stop): free the place, blame no one.
-            if let Some(base) = self.lane.bases.get(self.index) {
+            if let Some(base) = self.lane.share.bases.get(self.index) {
                 base.in_flight.fetch_sub(1, Relaxed);
             }
         }
@@ -432,7 +489,7 @@ impl<'a> Route for LaneRoute<'a> {
     type Ticket = Ticket<'a>;
 
     async fn pick(&self) -> std::result::Result<(Cow<'_, Endpoint>, Ticket<'a>), String> {
-        let place = self.lane.gate.enter().await;
+        let place = self.lane.gate().enter(self.lane.tenant).await;
         let Some(index) = self.lane.pick(self.fail_when_open).await else {
             return Err(format!(
                 "circuit_open: every endpoint of provider {} is failing (its circuit breakers are open)",
@@ -445,7 +502,7 @@ impl<'a> Route for LaneRoute<'a> {
             reported: false,
             _place: place,
         };
-        let url = format!("{}{}", self.lane.bases[index].url, self.path);
+        let url = format!("{}{}", self.lane.share.bases[index].url, self.path);
         let endpoint = Endpoint::parse(&url, self.method.clone()).map_err(|e| e.to_string())?;
         Ok((Cow::Owned(endpoint), ticket))
     }
@@ -464,12 +521,13 @@ pub(crate) struct Lanes {
 }
 
 impl Lanes {
-    /// Builds a lane per provider; fails when a key variable is missing.
-    pub(crate) fn new(job: &Job, env: &minijinja::Value) -> Result<Lanes> {
+    /// Builds a lane per provider for the run `tenant`; fails when a key
+    /// variable is missing.
+    pub(crate) fn new(job: &Job, env: &minijinja::Value, tenant: Tenant) -> Result<Lanes> {
         let lanes = job
             .providers
             .iter()
-            .map(|p| Lane::new(p, env))
+            .map(|p| Lane::new(p, env, tenant))
             .collect::<Result<Vec<_>>>()?;
         let direct = Lane::new(
             &Provider {
@@ -479,6 +537,7 @@ impl Lanes {
                 ..Provider::default()
             },
             env,
+            tenant,
         )?;
         Ok(Lanes { lanes, direct })
     }
@@ -494,26 +553,30 @@ impl Lanes {
     }
 
     /// Holds every provider's rates, fixed concurrency and breakers together
-    /// with the other processes using `store`; returns each lane's shared
-    /// limits (the caller runs their sync loops and leaves at the end).
+    /// with the other processes using `store`; returns the shared limits this
+    /// run must keep in sync (run their sync loops and leave at the end). A
+    /// provider another run of this process already shares keeps that run's.
     pub(crate) fn share(&mut self, store: &SharedStore, process: &str) -> Vec<Arc<SharedLimits>> {
-        self.lanes
-            .iter_mut()
-            .map(|lane| {
-                let urls: Vec<String> = lane.bases.iter().map(|b| b.url.clone()).collect();
-                let shared = Arc::new(SharedLimits::new(
-                    store.clone(),
-                    &urls,
-                    process,
-                    lane.limiter.origin(),
-                    lane.gate.fixed,
-                ));
-                lane.limiter.share(shared.clone());
-                lane.gate.shared = Some(shared.clone());
-                lane.shared = Some(shared.clone());
-                shared
-            })
-            .collect()
+        let mut created = Vec::new();
+        for lane in &mut self.lanes {
+            if let Some(existing) = lane.share.limiter.shared() {
+                lane.shared = Some(existing);
+                continue;
+            }
+            let urls: Vec<String> = lane.share.bases.iter().map(|b| b.url.clone()).collect();
+            let shared = Arc::new(SharedLimits::new(
+                store.clone(),
+                &urls,
+                process,
+                lane.share.limiter.origin(),
+                lane.share.gate.fixed,
+            ));
+            lane.share.limiter.share(shared.clone());
+            let _ = lane.share.gate.shared.set(shared.clone());
+            lane.shared = Some(shared.clone());
+            created.push(shared);
+        }
+        created
     }
 
     /// The lane of http steps that name no provider.

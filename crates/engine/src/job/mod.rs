@@ -13,6 +13,7 @@ mod place;
 mod plan;
 mod requests;
 mod runner;
+pub(crate) mod sharing;
 mod units;
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use sluice_spec::{InputSource, Job, Webhook};
 use sluice_store::{ItemRecord, ItemStatus, Store, StoreLocation};
 use tokio::sync::{Notify, Semaphore};
 
+use crate::control::{RunControl, RunHooks};
 use crate::error::{Error, Result};
 use crate::inputs::{self, BadItem};
 use crate::lifecycle::{close_run, drain, open_run, watch_signals};
@@ -35,6 +37,7 @@ pub use choose::Offload;
 pub(crate) use claimed::dispatch as claimed_dispatch;
 pub use claimed::DEFAULT_LEASE;
 pub(crate) use execute::{check_reachable, execute, new_runtime, Env, Work};
+pub use export::unit_result;
 pub(crate) use lanes::Lanes as JobLanes;
 pub(crate) use offload::{for_worker as worker_offload, notes as offload_notes};
 pub use plan::{plan, Plan, ProviderPlan, StepPlan};
@@ -64,12 +67,27 @@ const CHUNK: usize = 512;
 
 /// Runs (or resumes) `job` on a single-threaded runtime (see quick mode for why).
 pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<RunReport> {
+    run_job_with(job, cfg, progress, RunHooks::default())
+}
+
+/// [`run_job`] steered and watched from outside: `hooks` may pause, resume
+/// and cancel it, learn its id once it is open, and see each batch of
+/// outcomes once committed. Blocks the calling thread until the run ends.
+pub fn run_job_with(
+    job: &Job,
+    cfg: &JobConfig,
+    progress: Arc<Progress>,
+    mut hooks: RunHooks,
+) -> Result<RunReport> {
     let env = job_env(job)?;
     crate::tokens::warm_up(model_names(job));
     let env_value =
         minijinja::Value::from(minijinja::value::Serde(serde_json::json!({ "env": env })));
     let runtime = new_runtime()?;
-    let lanes = Lanes::new(job, &env_value)?;
+    let lanes = Lanes::new(job, &env_value, crate::fair::new_tenant())?;
+    for lane in lanes.all() {
+        progress.stats.add_provider(&lane.name, &lane.share);
+    }
     let spool = cfg.store.local_dir().join("inputs");
     let prepared = runtime
         .block_on(inputs::prepare(
@@ -133,6 +151,9 @@ pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<Ru
             settings.clone(),
         )?
     };
+    if let Some(on_open) = hooks.on_open.take() {
+        on_open(&run);
+    }
     if resumed && offload::keep_earlier(&mut offload, &run.settings) {
         settings["offload"] = offload::to_json(&offload);
         store.update_settings(&run.id, &settings)?;
@@ -164,6 +185,8 @@ pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<Ru
         resumed,
         progress: &progress,
         offload: &offload,
+        control: hooks.control.clone(),
+        on_commit: hooks.on_commit.take(),
     };
     let (interrupted, breakers) = if shared_run {
         let lease = cfg.lease;
@@ -298,6 +321,16 @@ async fn dispatch(
 ) -> Result<bool> {
     let stop = Arc::new(Notify::new());
     let signal = tokio::spawn(watch_signals(stop.clone()));
+    let control: Option<Arc<RunControl>> = shared.control.clone();
+    // A cancel from outside stops the run as a signal does.
+    let cancel = control.clone().map(|control| {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            control.cancelled().await;
+            stop.notify_waiters();
+            stop.notify_one();
+        })
+    });
     let slots = Arc::new(Semaphore::new(limit.max(1)));
     let mut window = Window::new(&shared.job, limit);
     let items = prepared.items().map_err(|e| Error::Config(e.to_string()))?;
@@ -343,6 +376,17 @@ async fn dispatch(
                 }
             }
             window.grow(&slots, &shared.progress);
+            if let Some(control) = &control {
+                // Paused: no new unit starts (a cancel or a signal ends the wait).
+                let go = tokio::select! {
+                    go = control.proceed() => go,
+                    _ = stop.notified() => false,
+                };
+                if !go {
+                    interrupted = true;
+                    break 'outer;
+                }
+            }
             let permit = tokio::select! {
                 permit = slots.clone().acquire_owned() => permit.expect("semaphore never closed"),
                 _ = stop.notified() => { interrupted = true; break 'outer; }
@@ -365,6 +409,9 @@ async fn dispatch(
     let all_done = window.all_done(&slots, &shared);
     let interrupted = drain(all_done, &stop, &shared.stopping, interrupted).await;
     signal.abort();
+    if let Some(cancel) = cancel {
+        cancel.abort();
+    }
     Ok(interrupted)
 }
 

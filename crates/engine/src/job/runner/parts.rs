@@ -173,7 +173,10 @@ pub(super) async fn record(
 ) {
     let (status, output, error) = match end {
         PartEnd::Done(o) => (ItemStatus::Done, Some(o.to_value().to_string()), None),
-        PartEnd::Failed(m) => (ItemStatus::Failed, None, Some(m.clone())),
+        PartEnd::Failed(m) => {
+            shared.progress.stats.error(&unit.id, &step.name, m);
+            (ItemStatus::Failed, None, Some(m.clone()))
+        }
         PartEnd::Stopped => return,
     };
     let usage = match end {
@@ -257,14 +260,18 @@ pub(super) async fn send(
         stream,
     } = out;
     let (retries, backoff, timeout) = lane.policy(step);
+    let (run_meter, process_meter) = shared.progress.stats.meters(&step.name, &lane.name);
     let env = CallEnv {
         client: &lane.client,
-        limiter: &lane.limiter,
+        limiter: lane.limiter(),
         progress: &shared.progress,
         stopping: &shared.stopping,
         backoff,
         retries,
         timeout,
+        tenant: lane.tenant,
+        control: shared.control.as_deref(),
+        meters: [Some(&run_meter), Some(&process_meter)],
     };
     let options = CallOptions {
         headers,
@@ -294,7 +301,7 @@ pub(super) async fn send(
         }
         Target::Url(endpoint) => {
             // One URL, no pool: the provider's concurrency is held for the call.
-            let _place = lane.gate.enter().await;
+            let _place = lane.gate().enter(lane.tenant).await;
             let route = calls::Fixed(&endpoint);
             calls::call(
                 &env,

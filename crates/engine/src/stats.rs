@@ -1,0 +1,319 @@
+//! A run's live detail beyond its counters — calls, latency and waits per
+//! step and provider, each provider's limits and how much of them is in use,
+//! endpoint breakers, the latest errors — and the process-wide totals that
+//! `/metrics` exports.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, Weak};
+
+use serde::{Deserialize, Serialize};
+
+use crate::job::sharing::{live_shares, ProviderShare};
+use crate::meter::{quantile_ms, CallCounts, CallStats};
+use crate::quick::now_ms;
+
+/// Errors kept for the live view.
+const RECENT_ERRORS: usize = 20;
+
+/// One step on one provider: its attempts in this run and in the process.
+struct StepMeter {
+    step: String,
+    provider: String,
+    run: Arc<CallStats>,
+    global: Arc<CallStats>,
+}
+
+/// The detail of one run, kept beside its [`crate::Progress`] counters.
+#[derive(Default)]
+pub struct RunStats {
+    steps: Mutex<Vec<StepMeter>>,
+    /// The providers the run uses (by its own names), while it runs.
+    providers: Mutex<Vec<(String, Weak<ProviderShare>)>>,
+    /// The providers as last seen, shown once the run let go of them.
+    last_providers: Mutex<Vec<ProviderReport>>,
+    errors: Mutex<VecDeque<RecentError>>,
+}
+
+impl std::fmt::Debug for RunStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RunStats")
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// (provider, step) → the process's stats, cumulative across runs.
+type Global = Mutex<Vec<(String, String, Arc<CallStats>)>>;
+
+fn global() -> &'static Global {
+    static GLOBAL: Global = Mutex::new(Vec::new());
+    &GLOBAL
+}
+
+impl RunStats {
+    /// The run's and the process's stats of `step` on `provider` (created on
+    /// first use; looked up once per call, not per attempt).
+    pub(crate) fn meters(&self, step: &str, provider: &str) -> (Arc<CallStats>, Arc<CallStats>) {
+        let mut steps = lock(&self.steps);
+        if let Some(m) = steps
+            .iter()
+            .find(|m| m.step == step && m.provider == provider)
+        {
+            return (m.run.clone(), m.global.clone());
+        }
+        let global = {
+            let mut all = lock(global());
+            match all.iter().find(|(p, s, _)| p == provider && s == step) {
+                Some((_, _, g)) => g.clone(),
+                None => {
+                    let g = Arc::new(CallStats::default());
+                    all.push((provider.to_owned(), step.to_owned(), g.clone()));
+                    g
+                }
+            }
+        };
+        let run = Arc::new(CallStats::default());
+        steps.push(StepMeter {
+            step: step.to_owned(),
+            provider: provider.to_owned(),
+            run: run.clone(),
+            global: global.clone(),
+        });
+        (run, global)
+    }
+
+    /// The run uses `share` as its provider `name`.
+    pub(crate) fn add_provider(&self, name: &str, share: &Arc<ProviderShare>) {
+        lock(&self.providers).push((name.to_owned(), Arc::downgrade(share)));
+    }
+
+    /// Keeps the providers' last state, before the run lets go of them.
+    pub(crate) fn freeze_providers(&self) {
+        let live = self.live_providers();
+        if !live.is_empty() {
+            *lock(&self.last_providers) = live;
+        }
+        lock(&self.providers).clear();
+    }
+
+    /// A step part failed.
+    pub(crate) fn error(&self, unit: &str, step: &str, message: &str) {
+        let mut errors = lock(&self.errors);
+        if errors.len() == RECENT_ERRORS {
+            errors.pop_front();
+        }
+        errors.push_back(RecentError {
+            at: now_ms(),
+            unit: unit.to_owned(),
+            step: step.to_owned(),
+            error: message.to_owned(),
+        });
+    }
+
+    fn live_providers(&self) -> Vec<ProviderReport> {
+        lock(&self.providers)
+            .iter()
+            .filter_map(|(name, w)| Some(provider_report(name, &*w.upgrade()?)))
+            .collect()
+    }
+
+    /// Everything, now.
+    pub fn report(&self) -> StatsReport {
+        let steps = lock(&self.steps)
+            .iter()
+            .map(|m| step_report(&m.step, &m.provider, m.run.counts()))
+            .collect();
+        let mut providers = self.live_providers();
+        if providers.is_empty() {
+            providers = lock(&self.last_providers).clone();
+        }
+        StatsReport {
+            steps,
+            providers,
+            recent_errors: lock(&self.errors).iter().rev().cloned().collect(),
+        }
+    }
+}
+
+/// A run's detail at one moment (also carried in its heartbeats, so the
+/// server can explain runs started elsewhere).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatsReport {
+    /// Per step and provider.
+    pub steps: Vec<StepReport>,
+    /// Per provider the run uses.
+    pub providers: Vec<ProviderReport>,
+    /// Latest failures first.
+    pub recent_errors: Vec<RecentError>,
+}
+
+/// One step on one provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepReport {
+    /// The step's name.
+    pub step: String,
+    /// The provider its calls went to.
+    pub provider: String,
+    /// Attempts by outcome (`"200"`, `"429"`, `"timeout"`, …).
+    pub by_status: Vec<(String, u64)>,
+    /// Attempts made.
+    pub attempts: u64,
+    /// Attempts answered 2xx.
+    pub ok: u64,
+    /// Retries among them.
+    pub retries: u64,
+    /// 429 answers.
+    pub throttled: u64,
+    /// Tokens reported.
+    pub tokens: u64,
+    /// Attempts on the wire now.
+    pub in_flight: u64,
+    /// Latency of answered attempts: `p50`, `p90`, `p99`, `mean` (ms).
+    pub latency_ms: Latency,
+    /// Attempts that waited for a place (concurrency, a free endpoint), and seconds waited.
+    pub place_waits: (u64, f64),
+    /// Attempts that waited for a rate slot, and seconds waited.
+    pub rate_waits: (u64, f64),
+}
+
+/// Latency percentiles in milliseconds (`None`: nothing answered yet).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    /// Median.
+    pub p50: Option<f64>,
+    /// 90th percentile.
+    pub p90: Option<f64>,
+    /// 99th percentile.
+    pub p99: Option<f64>,
+    /// Mean.
+    pub mean: Option<f64>,
+}
+
+/// A provider's limits and how much of them is in use.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProviderReport {
+    /// The provider's name in the job.
+    pub name: String,
+    /// Calls in flight to it now (every run of the process).
+    pub in_flight: u64,
+    /// Its concurrency cap now (`None`: none; adaptive caps move).
+    pub concurrency: Option<u64>,
+    /// Limits held: `rps`, `rpm`, `rph`, `rpd`, `tpm`, `tpd` (configured or announced).
+    pub limits: Limits,
+    /// Requests per minute taken over the last minute.
+    pub used_rpm: f64,
+    /// Tokens per minute reserved over the last minute (corrected by usage).
+    pub used_tpm: f64,
+    /// Whether a call is waiting for a rate slot now.
+    pub rate_waiting: bool,
+    /// Its endpoints and their breakers.
+    pub endpoints: Vec<EndpointReport>,
+}
+
+/// The limits of a provider.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Requests per second.
+    pub rps: Option<u64>,
+    /// Requests per minute.
+    pub rpm: Option<u64>,
+    /// Requests per hour.
+    pub rph: Option<u64>,
+    /// Requests per day.
+    pub rpd: Option<u64>,
+    /// Tokens per minute.
+    pub tpm: Option<u64>,
+    /// Tokens per day.
+    pub tpd: Option<u64>,
+}
+
+/// One endpoint of a provider's pool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndpointReport {
+    /// Its base URL.
+    pub url: String,
+    /// Calls on it now.
+    pub in_flight: u64,
+    /// `closed`, `open`, `half_open`, or `none`.
+    pub breaker: String,
+    /// Times its breaker opened.
+    pub openings: u64,
+}
+
+/// A failure, as the live view lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecentError {
+    /// When (unix ms).
+    pub at: i64,
+    /// The unit.
+    pub unit: String,
+    /// The step.
+    pub step: String,
+    /// What went wrong (no secrets: the same text that is recorded).
+    pub error: String,
+}
+
+fn step_report(step: &str, provider: &str, c: CallCounts) -> StepReport {
+    let q = |p| quantile_ms(&c.latency_buckets, p);
+    let answered: u64 = c.latency_buckets.iter().sum();
+    StepReport {
+        step: step.to_owned(),
+        provider: provider.to_owned(),
+        attempts: c.attempts,
+        ok: c.ok,
+        retries: c.retries,
+        throttled: c.throttled,
+        tokens: c.prompt_tokens + c.completion_tokens,
+        in_flight: c.in_flight,
+        latency_ms: Latency {
+            p50: q(0.5),
+            p90: q(0.9),
+            p99: q(0.99),
+            mean: (answered > 0).then(|| c.latency_sum_secs * 1e3 / answered as f64),
+        },
+        place_waits: c.place_waits,
+        rate_waits: c.rate_waits,
+        by_status: c.by_status,
+    }
+}
+
+fn provider_report(name: &str, share: &ProviderShare) -> ProviderReport {
+    let l = share.limiter.limits();
+    let (used_rpm, used_tpm) = share.limiter.used_per_minute();
+    let cap = share.gate.limit();
+    ProviderReport {
+        name: name.to_owned(),
+        in_flight: share.gate.in_flight() as u64,
+        concurrency: (cap != usize::MAX).then_some(cap as u64),
+        limits: Limits {
+            rps: l.rps,
+            rpm: l.rpm,
+            rph: l.rph,
+            rpd: l.rpd,
+            tpm: l.tpm,
+            tpd: l.tpd,
+        },
+        used_rpm,
+        used_tpm,
+        rate_waiting: share.limiter.is_waiting(),
+        endpoints: share.endpoints(),
+    }
+}
+
+/// The process's totals per (provider, step), cumulative across runs.
+pub fn process_calls() -> Vec<(String, String, CallCounts)> {
+    lock(global())
+        .iter()
+        .map(|(p, s, stats)| (p.clone(), s.clone(), stats.counts()))
+        .collect()
+}
+
+/// Every provider some run of this process uses now.
+pub fn process_providers() -> Vec<ProviderReport> {
+    live_shares()
+        .iter()
+        .map(|s| provider_report(&s.name, s))
+        .collect()
+}

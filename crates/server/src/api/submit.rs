@@ -1,0 +1,343 @@
+//! Reading a submitted run: a job file (TOML) as the body, or JSON with the
+//! same keys as a job file plus inline `items` (and the shorthands `provider`
+//! and `step` for a one-provider, one-step job). Either way it is validated
+//! by sluice-spec, so problems come back as `job.toml:LINE:COL: message`.
+
+use std::path::Path;
+
+use serde_json::{Map, Value as Json};
+use sluice_spec::{Job, SpecError};
+
+use super::super::error::{ApiError, ApiResult};
+use crate::runner::SavedJob;
+
+/// The name problems in a submitted job file are reported under.
+const SHOWN_AS: &str = "job.toml";
+
+/// Turns a spec error into a 400 naming each problem's line and column
+/// (paths shown relative to `workdir`: the server's directories are its own).
+pub(crate) fn invalid_job(e: SpecError, workdir: &Path) -> ApiError {
+    let details = match &e {
+        SpecError::Invalid(list) => Json::Array(
+            list.iter()
+                .map(|d| {
+                    serde_json::json!({
+                        "line": d.line, "column": d.column, "message": d.message,
+                    })
+                })
+                .collect(),
+        ),
+        SpecError::Read { .. } => Json::Array(Vec::new()),
+    };
+    let prefix = format!("{}/", workdir.display());
+    ApiError::bad_request("invalid_job", e.to_string().replace(&prefix, "")).with_details(details)
+}
+
+/// Whether the body is the JSON form (by its content type).
+pub(crate) fn is_json(content_type: Option<&str>) -> bool {
+    content_type
+        .map(|c| c.split(';').next().unwrap_or("").trim())
+        .is_some_and(|c| c.eq_ignore_ascii_case("application/json") || c.ends_with("+json"))
+}
+
+/// The job a body describes, and what to keep so it can be resumed.
+pub(crate) fn parse(
+    body: &[u8],
+    json: bool,
+    workdir: &Path,
+    spool_dir: &Path,
+) -> ApiResult<(Job, SavedJob)> {
+    let text = if json {
+        json_to_toml(body, spool_dir)?
+    } else {
+        std::str::from_utf8(body)
+            .map_err(|e| {
+                ApiError::bad_request(
+                    "invalid_body",
+                    format!("the job file is not UTF-8 text ({e}); send TOML, or JSON with Content-Type: application/json"),
+                )
+            })?
+            .to_owned()
+    };
+    if text.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "the body is empty; send a job file (TOML) or JSON with items and a step",
+        ));
+    }
+    let mut job = sluice_spec::parse_str(&text, &workdir.join(SHOWN_AS), &[]).map_err(|e| {
+        let mut error = invalid_job(e, workdir);
+        if json {
+            // Positions are in the job file the JSON became: show it.
+            let problems = error.details.take().unwrap_or(Json::Null);
+            error.details = Some(serde_json::json!({ "problems": problems, "job_toml": text }));
+        }
+        error
+    })?;
+    // Each submission is its own job (a new run, found again by this path on
+    // resume), named after the job and a hash of the text and the time.
+    let nonce = xxhash_rust::xxh3::xxh3_64(
+        format!(
+            "{text}{}{:?}",
+            sluice_engine::now_ms(),
+            std::thread::current().id()
+        )
+        .as_bytes(),
+    );
+    // The job file is also kept on disk beside the spooled inputs: on a
+    // shared store the run's definition is read from it for the workers
+    // (relative input paths then resolve against that directory: use
+    // absolute paths or inline items for runs other machines work on).
+    let kept = spool_dir
+        .parent()
+        .unwrap_or(spool_dir)
+        .join("jobs")
+        .join(format!("{}.{nonce:016x}.toml", job.name));
+    if let Some(dir) = kept.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| ApiError::internal("keeping the job", e))?;
+    }
+    std::fs::write(&kept, &text).map_err(|e| ApiError::internal("keeping the job", e))?;
+    job.path = std::path::absolute(&kept).unwrap_or(kept);
+    let saved = SavedJob {
+        text,
+        shown_as: SHOWN_AS.into(),
+        path: job.path.clone(),
+    };
+    Ok((job, saved))
+}
+
+/// The JSON form as a job file: `items` spooled to a JSONL file that
+/// `[input] path` names, `provider` as `[providers.default]`, `step` as the
+/// one `[[steps]]` entry (named `main`, on that provider unless it names one).
+fn json_to_toml(body: &[u8], spool_dir: &Path) -> ApiResult<String> {
+    let value: Json = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!(
+                "the body is not valid JSON: {e} (line {}, column {})",
+                e.line(),
+                e.column()
+            ),
+        )
+    })?;
+    let Json::Object(mut doc) = value else {
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            "the body must be a JSON object: {\"items\": [...], \"provider\": {...}, \"step\": {...}}",
+        ));
+    };
+    if let Some(items) = doc.remove("items") {
+        let Json::Array(items) = items else {
+            return Err(ApiError::bad_request(
+                "invalid_json",
+                "`items` must be an array of objects",
+            ));
+        };
+        if doc.contains_key("input") {
+            return Err(ApiError::bad_request(
+                "invalid_json",
+                "give either `items` or `input`, not both",
+            ));
+        }
+        let path = spool(&items, spool_dir)?;
+        let mut input = Map::new();
+        input.insert("path".into(), Json::String(path));
+        if let Some(id) = doc.remove("id") {
+            input.insert("id".into(), id);
+        }
+        doc.insert("input".into(), Json::Object(input));
+    }
+    if let Some(provider) = doc.remove("provider") {
+        let mut providers = match doc.remove("providers") {
+            Some(Json::Object(p)) => p,
+            _ => Map::new(),
+        };
+        providers.insert("default".into(), provider);
+        doc.insert("providers".into(), Json::Object(providers));
+    }
+    if let Some(step) = doc.remove("step") {
+        let Json::Object(mut step) = step else {
+            return Err(ApiError::bad_request(
+                "invalid_json",
+                "`step` must be an object, e.g. {\"kind\": \"chat\", \"model\": \"m\", \"messages\": [...]}",
+            ));
+        };
+        step.entry("name")
+            .or_insert_with(|| Json::String("main".into()));
+        let single_provider = doc
+            .get("providers")
+            .and_then(Json::as_object)
+            .filter(|p| p.len() == 1)
+            .and_then(|p| p.keys().next().cloned());
+        if let Some(name) = single_provider {
+            step.entry("provider").or_insert(Json::String(name));
+        }
+        doc.insert("steps".into(), Json::Array(vec![Json::Object(step)]));
+    }
+    doc.entry("name")
+        .or_insert_with(|| Json::String("api".into()));
+    let table: toml::Table = to_toml(&Json::Object(doc), "")?
+        .try_into()
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("{e}")))?;
+    toml::to_string(&table).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!("the job cannot be written as a job file: {e}"),
+        )
+    })
+}
+
+/// JSON → TOML values; `null` has no TOML form and is refused with its place.
+fn to_toml(v: &Json, at: &str) -> ApiResult<toml::Value> {
+    Ok(match v {
+        Json::Null => {
+            return Err(ApiError::bad_request(
+                "invalid_json",
+                format!(
+                    "null at {} has no meaning in a job; leave the key out",
+                    if at.is_empty() { "/" } else { at }
+                ),
+            ))
+        }
+        Json::Bool(b) => toml::Value::Boolean(*b),
+        Json::Number(n) => match n.as_i64() {
+            Some(i) => toml::Value::Integer(i),
+            None => toml::Value::Float(n.as_f64().unwrap_or(0.0)),
+        },
+        Json::String(s) => toml::Value::String(s.clone()),
+        Json::Array(a) => toml::Value::Array(
+            a.iter()
+                .enumerate()
+                .map(|(i, v)| to_toml(v, &format!("{at}/{i}")))
+                .collect::<ApiResult<_>>()?,
+        ),
+        Json::Object(o) => {
+            let mut t = toml::Table::new();
+            for (k, v) in o {
+                t.insert(k.clone(), to_toml(v, &format!("{at}/{k}"))?);
+            }
+            toml::Value::Table(t)
+        }
+    })
+}
+
+/// Writes inline items as JSONL under the store's directory; returns the path.
+fn spool(items: &[Json], dir: &Path) -> ApiResult<String> {
+    if items.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            "`items` is empty; give at least one item",
+        ));
+    }
+    let mut text = String::new();
+    for (i, item) in items.iter().enumerate() {
+        if !item.is_object() {
+            return Err(ApiError::bad_request(
+                "invalid_json",
+                format!("items/{i} is not an object; every item is a JSON object"),
+            ));
+        }
+        text.push_str(&item.to_string());
+        text.push('\n');
+    }
+    std::fs::create_dir_all(dir).map_err(|e| ApiError::internal("keeping the items", e))?;
+    let hash = xxhash_rust::xxh3::xxh3_64(text.as_bytes());
+    let path = dir.join(format!("api-{hash:016x}.jsonl"));
+    if !path.exists() {
+        let tmp = dir.join(format!("api-{hash:016x}.jsonl.tmp{}", std::process::id()));
+        std::fs::write(&tmp, &text)
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .map_err(|e| ApiError::internal("keeping the items", e))?;
+    }
+    let absolute = std::path::absolute(&path).unwrap_or(path);
+    Ok(absolute.display().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_form_becomes_a_one_step_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = serde_json::json!({
+            "items": [{"q": "a"}, {"q": "b"}],
+            "provider": {"base_url": "http://127.0.0.1:9/v1", "concurrency": 4},
+            "step": {"kind": "chat", "model": "m", "messages": [{"role": "user", "content": "{{ item.q }}"}]},
+        });
+        let (job, saved) = parse(
+            body.to_string().as_bytes(),
+            true,
+            dir.path(),
+            &dir.path().join("inputs"),
+        )
+        .unwrap();
+        assert_eq!(job.name, "api");
+        assert_eq!(job.steps[0].name, "main");
+        assert_eq!(job.steps[0].provider.as_deref(), Some("default"));
+        assert_eq!(job.providers[0].concurrency, Some(4));
+        assert!(saved.text.contains("[providers.default]"));
+        assert_eq!(
+            std::fs::read_to_string(&job.path).unwrap(),
+            saved.text,
+            "kept on disk"
+        );
+        let reloaded = saved.load(dir.path()).unwrap();
+        assert_eq!(reloaded.path, job.path);
+    }
+
+    #[test]
+    fn toml_problems_name_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let body =
+            "name = \"x\"\n[input]\npath = \"a.jsonl\"\n[[steps]]\nname = \"s\"\nkind = \"nope\"\n";
+        let e = parse(
+            body.as_bytes(),
+            false,
+            dir.path(),
+            &dir.path().join("inputs"),
+        )
+        .unwrap_err();
+        assert_eq!(e.status, 400);
+        assert_eq!(e.code, "invalid_job");
+        assert!(e.message.starts_with("job.toml:6:"), "{}", e.message);
+        let details = e.details.unwrap();
+        assert_eq!(details[0]["line"], 6);
+    }
+
+    #[test]
+    fn json_problems_come_with_the_job_file_they_refer_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = br#"{"items":[{"q":"a"}],"step":{"kind":"chat","model":"m","messages":[]}}"#;
+        let e = parse(body, true, dir.path(), &dir.path().join("inputs")).unwrap_err();
+        assert_eq!(e.code, "invalid_job");
+        let details = e.details.unwrap();
+        let toml = details["job_toml"].as_str().unwrap();
+        assert!(toml.contains("[[steps]]"), "{toml}");
+        let line = details["problems"][0]["line"].as_u64().unwrap() as usize;
+        assert!(line >= 1 && line <= toml.lines().count(), "{details}");
+    }
+
+    #[test]
+    fn json_nulls_and_bad_items_are_refused_with_their_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = parse(
+            br#"{"items":[{"a":1}],"concurrency":null}"#,
+            true,
+            dir.path(),
+            dir.path(),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("/concurrency"), "{}", e.message);
+        let e = parse(
+            br#"{"items":[1]}"#,
+            true,
+            dir.path(),
+            &dir.path().join("inputs"),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("items/0"), "{}", e.message);
+        let e = parse(b"{not json", true, dir.path(), &dir.path().join("inputs")).unwrap_err();
+        assert_eq!(e.code, "invalid_json");
+    }
+}

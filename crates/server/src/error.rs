@@ -1,0 +1,99 @@
+//! The server's errors: each carries its HTTP status and a stable code, and
+//! answers `{"error": {"code", "message"}}`. Internal failures are logged and
+//! answered with a generic message (no paths, SQL or secrets leak out).
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// An error answered to a client.
+#[derive(Debug, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// A stable machine-readable code (`invalid_job`, `not_found`, …).
+    pub code: &'static str,
+    /// What went wrong and what to do, for a person.
+    pub message: String,
+    /// Extra structured detail (e.g. each problem of a job file), if any.
+    pub details: Option<serde_json::Value>,
+}
+
+impl ApiError {
+    /// An error with `status`, `code` and `message`.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    /// 400: the request is wrong.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 404: no such run, item or route.
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// 409: the run is not in a state that allows this.
+    pub fn conflict(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::CONFLICT, "conflict", message)
+    }
+
+    /// 500: logged in full here, answered without detail.
+    pub fn internal(what: &str, error: impl std::fmt::Display) -> ApiError {
+        tracing::error!("{what}: {error}");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("{what} failed inside the server; see its log"),
+        )
+    }
+
+    /// With structured `details`.
+    pub fn with_details(mut self, details: serde_json::Value) -> ApiError {
+        self.details = Some(details);
+        self
+    }
+}
+
+impl From<sluice_store::Error> for ApiError {
+    fn from(e: sluice_store::Error) -> ApiError {
+        ApiError::internal("reading the store", e)
+    }
+}
+
+impl From<sluice_engine::Error> for ApiError {
+    fn from(e: sluice_engine::Error) -> ApiError {
+        match e {
+            sluice_engine::Error::Store(e) => e.into(),
+            e if e.is_invalid_input() => ApiError::bad_request("invalid_input", e.to_string()),
+            e => ApiError::internal("the run", e),
+        }
+    }
+}
+
+impl From<tokio::task::JoinError> for ApiError {
+    fn from(e: tokio::task::JoinError) -> ApiError {
+        ApiError::internal("a blocking task", e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut error = json!({ "code": self.code, "message": self.message });
+        if let Some(details) = self.details {
+            error["details"] = details;
+        }
+        (self.status, axum::Json(json!({ "error": error }))).into_response()
+    }
+}
+
+/// Handlers' result.
+pub(crate) type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,141 @@
+//! `sluice serve`: the REST API over the engine and the store, live progress
+//! as server-sent events, Prometheus metrics and a dashboard.
+//!
+//! [`app`] builds the router (tests drive it without a socket); [`serve`]
+//! runs it on a listener until shutdown, then cancels the runs it executes
+//! and waits for them to record their state.
+
+mod advice;
+mod api;
+mod auth;
+mod dashboard;
+mod error;
+mod events;
+mod metrics;
+mod runner;
+mod state;
+mod view;
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+
+pub use error::ApiError;
+pub use runner::{submitted_job, LiveRun};
+pub use state::{AppState, ServerConfig};
+
+/// The OpenAPI 3 description of every route.
+pub const OPENAPI: &str = include_str!("api/openapi.json");
+
+/// Every route of the server.
+pub fn app(state: AppState) -> Router {
+    let submit_limit = state.config().max_submit_bytes;
+    let runs = Router::new()
+        .route(
+            "/v1/runs",
+            get(api::list)
+                .post(api::submit)
+                .layer(DefaultBodyLimit::max(submit_limit)),
+        )
+        .route("/v1/runs/{id}", get(api::get))
+        .route("/v1/runs/{id}/pause", post(api::pause))
+        .route("/v1/runs/{id}/resume", post(api::resume))
+        .route("/v1/runs/{id}/cancel", post(api::cancel))
+        .route("/v1/runs/{id}/retry", post(api::retry))
+        .route("/v1/runs/{id}/results", get(api::results::results))
+        .route("/v1/runs/{id}/items/{item}", get(api::results::item))
+        .route("/v1/runs/{id}/events", get(events::events));
+    Router::new()
+        .merge(runs)
+        .route("/", get(dashboard::index))
+        .route("/assets/app.js", get(dashboard::script))
+        .route("/assets/style.css", get(dashboard::style))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics::metrics))
+        .route("/openapi.json", get(openapi))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(state::MAX_OTHER_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
+        .with_state(state)
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([(CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!(
+        "no route {}; the API is described at /openapi.json",
+        uri.path()
+    ))
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method; see /openapi.json",
+    )
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves; then cancels the
+/// runs it executes (they end `interrupted`, resumable) and waits up to
+/// `grace` for them to record their state.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let router = app(state.clone());
+    let (stopped_tx, stopped_rx) = tokio::sync::watch::channel(false);
+    let signal = async move {
+        shutdown.await;
+        let _ = stopped_tx.send(true);
+    };
+    let server = axum::serve(listener, router).with_graceful_shutdown(signal);
+    let runs_ended = async {
+        let mut stopped = stopped_rx.clone();
+        let _ = stopped.wait_for(|s| *s).await;
+        // Streams end when their runs end: stop the runs first.
+        let active = state.active_runs();
+        for run in &active {
+            run.cancel();
+        }
+        for run in &active {
+            run.finished().await;
+        }
+        // Then give open connections (dashboards) a moment to close.
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        served = server => served?,
+        _ = runs_ended => {}
+    }
+    // A run cancelled while the server stopped on its own is waited for too.
+    let active = state.active_runs();
+    for run in &active {
+        run.cancel();
+    }
+    let all = async {
+        for run in &active {
+            run.finished().await;
+        }
+    };
+    let _ = tokio::time::timeout(grace * 4, all).await;
+    Ok(())
+}

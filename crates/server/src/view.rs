@@ -1,0 +1,181 @@
+//! One run as the API and the dashboard show it: what the store holds
+//! (state, counts, workers) plus the live detail — from the engine directly
+//! for runs executed here, from the workers' heartbeats for runs started
+//! elsewhere (the CLI against the same store) — and the advice derived from it.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value as Json};
+use sluice_engine::{worker_state, StatsReport};
+use sluice_store::{RunCounts, RunMeta, Store, WorkerBeat};
+
+use crate::advice::{advise, Advice};
+use crate::error::ApiResult;
+use crate::runner::LiveRun;
+
+/// Rates as in a heartbeat.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub(crate) struct LiveRates {
+    #[serde(default)]
+    pub(crate) calls_per_sec: f64,
+    #[serde(default)]
+    pub(crate) items_per_sec: f64,
+    #[serde(default)]
+    pub(crate) tokens_per_min: f64,
+    #[serde(default)]
+    pub(crate) throttled_per_sec: f64,
+}
+
+/// The live detail of a running run (a heartbeat's `live` has this shape).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct Live {
+    /// `server` (executed here) or `worker` (from a heartbeat).
+    #[serde(default)]
+    pub(crate) source: String,
+    #[serde(default)]
+    pub(crate) counters: Json,
+    #[serde(default)]
+    pub(crate) rates: LiveRates,
+    #[serde(default)]
+    pub(crate) latency_ewma_ms: f64,
+    #[serde(default)]
+    pub(crate) eta_secs: Option<f64>,
+    #[serde(default)]
+    pub(crate) stats: StatsReport,
+}
+
+/// Totals the API reports for a run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct Counts {
+    pub(crate) total: Option<u64>,
+    pub(crate) done: u64,
+    pub(crate) failed: u64,
+    pub(crate) pending: Option<u64>,
+    pub(crate) attempts: u64,
+    pub(crate) retries: u64,
+    pub(crate) throttled: u64,
+    pub(crate) prompt_tokens: u64,
+    pub(crate) completion_tokens: u64,
+}
+
+impl Counts {
+    fn new(run: &RunMeta, c: &RunCounts) -> Counts {
+        Counts {
+            total: run.total,
+            done: c.done,
+            failed: c.failed,
+            pending: run.total.map(|t| t.saturating_sub(c.done + c.failed)),
+            attempts: c.attempts,
+            retries: c.retries,
+            throttled: c.throttled,
+            prompt_tokens: c.prompt_tokens,
+            completion_tokens: c.completion_tokens,
+        }
+    }
+}
+
+/// A worker as listed with a run.
+fn worker(w: &WorkerBeat, now: i64) -> Json {
+    json!({
+        "worker_id": w.worker_id,
+        "host": w.host,
+        "pid": w.pid,
+        "state": worker_state(w, now),
+        "in_flight": w.in_flight,
+        "started_at": w.started_at,
+        "last_beat_at": w.beat_at,
+    })
+}
+
+/// The live detail of a run executed here.
+pub(crate) fn live_here(run: &LiveRun) -> Live {
+    let (snapshot, rates) = run.sample();
+    let ewma = run
+        .progress
+        .latency_ewma_us
+        .load(std::sync::atomic::Ordering::Relaxed) as f64
+        / 1e3;
+    Live {
+        source: "server".into(),
+        counters: serde_json::to_value(snapshot).unwrap_or(Json::Null),
+        rates: LiveRates {
+            calls_per_sec: rates.calls_per_sec,
+            items_per_sec: rates.items_per_sec,
+            tokens_per_min: rates.tokens_per_min,
+            throttled_per_sec: rates.throttled_per_sec,
+        },
+        latency_ewma_ms: ewma,
+        eta_secs: snapshot.eta().map(|d| d.as_secs_f64()),
+        stats: run.progress.stats.report(),
+    }
+}
+
+/// The run's public state: the store's, or `paused`/`running` for a run
+/// executed here.
+fn state(run: &RunMeta, here: Option<&LiveRun>) -> String {
+    match here {
+        Some(r) if !r.is_finished() && r.control.is_paused() => "paused".into(),
+        Some(r) if !r.is_finished() => "running".into(),
+        _ => run.state.clone(),
+    }
+}
+
+/// Builds the view of `run` (store reads: call on a blocking thread).
+pub(crate) fn view(
+    store: &mut dyn Store,
+    run: &RunMeta,
+    here: Option<&LiveRun>,
+    top_errors: bool,
+) -> ApiResult<Json> {
+    let counts = Counts::new(run, &store.counts(&run.id)?);
+    let beats = store.workers(&run.id)?;
+    let now = sluice_engine::now_ms();
+    let live = match here.filter(|r| !r.is_finished()) {
+        Some(r) => Some(live_here(r)),
+        None => beats
+            .iter()
+            .find(|w| worker_state(w, now) == "running")
+            .and_then(|w| serde_json::from_value::<Live>(w.live.clone()).ok())
+            .map(|mut l| {
+                l.source = "worker".into();
+                l
+            }),
+    };
+    let errors = if top_errors {
+        store.top_errors(&run.id, 5)?
+    } else {
+        Vec::new()
+    };
+    let advice: Vec<Advice> = advise(live.as_ref(), &counts, &errors);
+    let mode = run
+        .settings
+        .get("mode")
+        .and_then(Json::as_str)
+        .unwrap_or("quick");
+    Ok(json!({
+        "id": run.id,
+        "name": run.name,
+        "state": state(run, here),
+        "mode": mode,
+        "executed_here": here.is_some_and(|r| !r.is_finished()),
+        "created_at": run.created_at,
+        "updated_at": run.updated_at,
+        "finished_at": run.finished_at,
+        "counts": counts,
+        "live": live,
+        "workers": beats.iter().map(|w| worker(w, now)).collect::<Vec<_>>(),
+        "top_errors": errors.iter().map(|(m, n)| json!({"error": m, "count": n})).collect::<Vec<_>>(),
+        "recommendations": advice,
+    }))
+}
+
+/// A run in the list of runs.
+pub(crate) fn summary(run: &RunMeta, counts: &RunCounts, here: Option<&LiveRun>) -> Json {
+    json!({
+        "id": run.id,
+        "name": run.name,
+        "state": state(run, here),
+        "created_at": run.created_at,
+        "finished_at": run.finished_at,
+        "counts": Counts::new(run, counts),
+    })
+}

@@ -1,0 +1,120 @@
+//! Bad submissions: 400 with what is wrong and where (job.toml:LINE:COL for
+//! job files), 413 past the size limit, never a run started.
+
+use serde_json::json;
+use sluice_mock::MockConfig;
+
+use crate::util::Setup;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_bodies_are_400_with_a_message_and_start_nothing() {
+    let s = Setup::with(MockConfig::default(), |c| c.max_submit_bytes = 4_096).await;
+    let toml = "name = \"x\"\n[input]\npath = \"items.jsonl\"\n\n[[steps]]\nname = \"a\"\nkind = \"chat\"\nprovider = \"missing\"\nmodel = \"m\"\nmessages = [{ role = \"user\", content = \"{{ item.q }}\" }]\n";
+    let r = s
+        .call("POST", "/v1/runs", Some(("application/toml", toml.into())))
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.error_code(), "invalid_job");
+    let v = r.json();
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("job.toml:8:"), "{message}");
+    assert!(
+        !message.contains(s.dir.path().to_str().unwrap()),
+        "no server paths: {message}"
+    );
+    assert_eq!(v["error"]["details"][0]["line"], 8);
+
+    let r = s
+        .call(
+            "POST",
+            "/v1/runs",
+            Some(("application/json", "{\"items\": [".into())),
+        )
+        .await;
+    assert_eq!(
+        (r.status.as_u16(), r.error_code().as_str()),
+        (400, "invalid_json")
+    );
+    let r = s
+        .call("POST", "/v1/runs", Some(("application/json", "[]".into())))
+        .await;
+    assert_eq!(
+        (r.status.as_u16(), r.error_code().as_str()),
+        (400, "invalid_json")
+    );
+    let r = s
+        .call("POST", "/v1/runs", Some(("application/toml", "".into())))
+        .await;
+    assert_eq!(
+        (r.status.as_u16(), r.error_code().as_str()),
+        (400, "invalid_body")
+    );
+    let r = s
+        .call(
+            "POST",
+            "/v1/runs?wait=forever",
+            Some(("application/json", "{}".into())),
+        )
+        .await;
+    assert_eq!(
+        (r.status.as_u16(), r.error_code().as_str()),
+        (400, "invalid_query")
+    );
+
+    // A job whose input file is not there: refused before anything is sent.
+    let toml = toml.replace("\"missing\"", "\"p\"")
+        + &format!("[providers.p]\nbase_url = \"{}\"\n", s.base());
+    let r = s
+        .call("POST", "/v1/runs", Some(("application/toml", toml)))
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.error_code(), "invalid_input");
+
+    let big = s.job(200, json!({}));
+    let r = s
+        .call(
+            "POST",
+            "/v1/runs",
+            Some(("application/json", big.to_string())),
+        )
+        .await;
+    assert_eq!(
+        (r.status.as_u16(), r.error_code().as_str()),
+        (413, "too_large")
+    );
+
+    assert_eq!(s.mock.stats().requests, 0, "nothing was sent");
+    let list = s.call("GET", "/v1/runs", None).await.json();
+    assert_eq!(
+        list["runs"].as_array().unwrap().len(),
+        0,
+        "no run was created"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_file_body_reads_inputs_relative_to_the_working_directory() {
+    let s = Setup::new(MockConfig::default()).await;
+    std::fs::write(
+        s.dir.path().join("items.jsonl"),
+        "{\"q\":\"a\"}\n{\"q\":\"b\"}\n",
+    )
+    .unwrap();
+    let toml = format!(
+        "name = \"file\"\n[input]\npath = \"items.jsonl\"\n[providers.p]\nbase_url = \"{}\"\n[[steps]]\nname = \"a\"\nkind = \"chat\"\nprovider = \"p\"\nmodel = \"m\"\nmessages = [{{ role = \"user\", content = \"{{{{ item.q }}}}\" }}]\n",
+        s.base()
+    );
+    let r = s
+        .call(
+            "POST",
+            "/v1/runs?wait=all",
+            Some(("application/toml", toml)),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let v = r.json();
+    assert_eq!(v["run"]["state"], "finished");
+    assert_eq!(v["results"].as_array().unwrap().len(), 2);
+    assert_eq!(v["results"][0]["id"], "line-1");
+    assert_eq!(v["results"][1]["status"], "done");
+}

@@ -1,0 +1,10 @@
+//! The server's API driven through `app()` (no socket) and, for streams,
+//! over a real socket; runs go to the in-process mock on 127.0.0.1.
+
+mod auth;
+mod bodies;
+mod control;
+mod openapi;
+mod routes;
+mod streams;
+mod util;

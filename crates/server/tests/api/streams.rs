@@ -1,0 +1,198 @@
+//! Streams over a real socket: `?wait=stream` sends `run`, one `item` per
+//! unit (each already durable), then `summary`; a client that leaves does
+//! not stop or lose the run; `/events` follows runs executed here and runs
+//! executed by another process against the same store (heartbeats).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use serde_json::json;
+use sluice_mock::MockConfig;
+
+use crate::util::{Setup, SseClient};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_sends_each_item_once_after_it_is_durable_then_a_summary() {
+    let s = Setup::new(MockConfig {
+        latency_ms: 5,
+        jitter_ms: 30,
+        seed: 5,
+        ..MockConfig::default()
+    })
+    .await;
+    let addr = s.listen().await;
+    let job = s.job(60, json!({"concurrency": 8}));
+    let mut stream =
+        SseClient::open(addr, "POST", "/v1/runs?wait=stream", Some(&job.to_string())).await;
+    let first = stream.next().await.unwrap();
+    assert_eq!(first.event, "run");
+    let id = first.data["id"].as_str().unwrap().to_owned();
+    let mut seen = Vec::new();
+    let mut progress = 0;
+    let summary = loop {
+        let e = stream
+            .next()
+            .await
+            .expect("the stream ended before its summary");
+        match e.event.as_str() {
+            "item" => {
+                let item = e.data["id"].as_str().unwrap().to_owned();
+                // Only durable outcomes are streamed: the store has it already.
+                let r = s
+                    .call("GET", &format!("/v1/runs/{id}/items/{item}"), None)
+                    .await;
+                assert_eq!(r.status, 200, "{item} streamed before it was recorded");
+                assert_eq!(e.data["status"], "done");
+                seen.push(item);
+            }
+            "progress" => progress += 1,
+            "summary" => break e.data,
+            other => panic!("unexpected event {other}"),
+        }
+    };
+    assert!(stream.next().await.is_none(), "nothing after the summary");
+    assert_eq!(seen.len(), 60);
+    assert_eq!(
+        seen.iter().collect::<HashSet<_>>().len(),
+        60,
+        "each item once"
+    );
+    // Jittered latency: they arrive as they finish, not in input order.
+    let mut sorted = seen.clone();
+    sorted.sort();
+    assert_ne!(seen, sorted, "items should stream in finish order");
+    assert_eq!(summary["state"], "finished");
+    assert_eq!(summary["counts"]["done"], 60);
+    let _ = progress;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_does_not_stop_or_lose_the_run() {
+    let s = Setup::new(MockConfig {
+        latency_ms: 20,
+        ..MockConfig::default()
+    })
+    .await;
+    let addr = s.listen().await;
+    let job = s.job(80, json!({"concurrency": 4}));
+    let mut stream =
+        SseClient::open(addr, "POST", "/v1/runs?wait=stream", Some(&job.to_string())).await;
+    let id = stream.next().await.unwrap().data["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut items = 0;
+    while items < 3 {
+        if stream.next().await.unwrap().event == "item" {
+            items += 1;
+        }
+    }
+    drop(stream);
+    let view = s.wait_for(&id, |v| v["state"] == "finished").await;
+    assert_eq!(view["counts"]["done"], 80);
+    let results = s
+        .call("GET", &format!("/v1/runs/{id}/results?limit=1000"), None)
+        .await;
+    assert_eq!(results.text.lines().count(), 80);
+    assert_eq!(s.mock.stats().requests, 80, "each item sent once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_follow_a_run_executed_here_until_it_ends() {
+    let s = Setup::new(MockConfig {
+        latency_ms: 20,
+        ..MockConfig::default()
+    })
+    .await;
+    let addr = s.listen().await;
+    let id = s
+        .submit(&s.job(60, json!({"concurrency": 3, "rpm": 6000})))
+        .await;
+    let mut events = SseClient::open(addr, "GET", &format!("/v1/runs/{id}/events"), None).await;
+    let mut done = Vec::new();
+    let last = loop {
+        let e = events.next().await.expect("events end with `end`");
+        if e.event == "end" {
+            break e.data;
+        }
+        assert_eq!(e.event, "progress");
+        assert_eq!(e.data["live"]["source"], "server");
+        let providers = &e.data["live"]["stats"]["providers"];
+        assert_eq!(providers[0]["limits"]["rpm"], 6000, "{}", e.data);
+        assert_eq!(providers[0]["concurrency"], 3);
+        done.push(e.data["counts"]["done"].as_u64().unwrap());
+    };
+    assert_eq!(last["state"], "finished");
+    assert_eq!(last["counts"]["done"], 60);
+    assert!(done.windows(2).all(|w| w[0] <= w[1]), "{done:?}");
+    assert!(done.len() >= 2, "progress while it ran: {done:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_follow_a_run_started_by_another_process_through_its_heartbeats() {
+    let s = Setup::new(MockConfig {
+        latency_ms: 30,
+        ..MockConfig::default()
+    })
+    .await;
+    let addr = s.listen().await;
+    // What `sluice run job.toml` would do, against the same store.
+    let items: String = (0..150).map(|i| format!("{{\"q\":\"q{i}\"}}\n")).collect();
+    std::fs::write(s.dir.path().join("cli.jsonl"), items).unwrap();
+    let toml = format!(
+        "name = \"cli\"\nconcurrency = 4\n[input]\npath = \"cli.jsonl\"\n[providers.p]\nbase_url = \"{}\"\nrpm = 30000\n[[steps]]\nname = \"a\"\nkind = \"chat\"\nprovider = \"p\"\nmodel = \"m\"\nmessages = [{{ role = \"user\", content = \"{{{{ item.q }}}}\" }}]\n",
+        s.base()
+    );
+    let path = s.dir.path().join("cli.toml");
+    std::fs::write(&path, toml).unwrap();
+    let job = sluice_spec::load(&path, &[]).unwrap();
+    let config = sluice_engine::JobConfig {
+        store: s.dir.path().join("store.db").into(),
+        fresh: true,
+        skip_bad: false,
+        sets: vec![],
+        lease: sluice_engine::DEFAULT_LEASE,
+        queue_only: false,
+    };
+    let cli = std::thread::spawn(move || {
+        sluice_engine::run_job(&job, &config, Arc::new(sluice_engine::Progress::default()))
+    });
+    // Wait for its first heartbeat to be recorded.
+    let id = loop {
+        let list = s.call("GET", "/v1/runs", None).await.json();
+        if let Some(run) = list["runs"].as_array().unwrap().first() {
+            let id = run["id"].as_str().unwrap().to_owned();
+            let view = s.call("GET", &format!("/v1/runs/{id}"), None).await.json();
+            if !view["live"].is_null() {
+                break id;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let mut events = SseClient::open(addr, "GET", &format!("/v1/runs/{id}/events"), None).await;
+    let e = events.next().await.unwrap();
+    assert_eq!(e.event, "progress", "{}", e.data);
+    assert_eq!(e.data["live"]["source"], "worker");
+    assert_eq!(
+        e.data["live"]["stats"]["providers"][0]["limits"]["rpm"],
+        30000
+    );
+    let last = loop {
+        let e = events
+            .next()
+            .await
+            .expect("events end once the other process stops");
+        if e.event == "end" {
+            break e.data;
+        }
+    };
+    cli.join().unwrap().unwrap();
+    assert_eq!(last["state"], "finished");
+    assert_eq!(last["counts"]["done"], 150);
+    // Another process's run cannot be paused from here.
+    let r = s.call("POST", &format!("/v1/runs/{id}/pause"), None).await;
+    assert_eq!(
+        (r.status.as_u16(), r.error_code().as_str()),
+        (409, "conflict")
+    );
+}

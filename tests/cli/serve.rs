@@ -1,0 +1,323 @@
+//! `sluice serve` as a process: bind rules, the token on a public bind, and
+//! runs started from the CLI against the same store seen through the API.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::util::{bin, Mock, Scratch};
+
+/// A `sluice serve` child process, killed on drop.
+pub(crate) struct Serve {
+    pub(crate) child: Child,
+    pub(crate) port: u16,
+}
+
+impl Serve {
+    /// Starts `sluice serve --bind 127.0.0.1:0 ARGS...` in `dir` over `store`.
+    pub(crate) fn start(scratch: &Scratch, args: &[&str], env: &[(&str, &str)]) -> Serve {
+        let mut cmd = Command::new(bin());
+        cmd.current_dir(scratch.dir.path())
+            .arg("serve")
+            .args(args)
+            .env("SLUICE_STORE", scratch.store());
+        if !args.contains(&"--bind") {
+            cmd.args(["--bind", "127.0.0.1:0"]);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        Serve { child, port }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 request to 127.0.0.1:`port`; returns (status, body).
+pub(crate) fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &str,
+) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for h in headers {
+        head += &format!("{h}\r\n");
+    }
+    write!(stream, "{head}\r\n{body}").unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    (status, body)
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+#[test]
+fn serve_refuses_a_public_bind_without_a_token() {
+    let s = Scratch::new();
+    let out = s
+        .sluice(&["serve", "--bind", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--token-env"));
+    let out = s
+        .sluice(&[
+            "serve",
+            "--bind",
+            "0.0.0.0:0",
+            "--token-env",
+            "SLUICE_TEST_NO_SUCH_VAR",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SLUICE_TEST_NO_SUCH_VAR"));
+}
+
+#[test]
+fn a_public_bind_needs_the_token_on_every_route_but_healthz() {
+    let s = Scratch::new();
+    let server = Serve::start(
+        &s,
+        &["--bind", "0.0.0.0:0", "--token-env", "SERVE_TOKEN"],
+        &[("SERVE_TOKEN", "tok-123")],
+    );
+    let (status, body) = http(server.port, "GET", "/v1/runs", &[], "");
+    assert_eq!(status, 401, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"]["code"], "unauthorized");
+    assert_eq!(http(server.port, "GET", "/", &[], "").0, 401);
+    assert_eq!(http(server.port, "GET", "/healthz", &[], "").0, 200);
+    let (status, body) = http(
+        server.port,
+        "GET",
+        "/v1/runs",
+        &["Authorization: Bearer tok-123"],
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+}
+
+#[test]
+fn a_run_from_the_cli_is_listed_and_its_results_served() {
+    let s = Scratch::new();
+    let mock = Mock::start(&[]);
+    let server = Serve::start(&s, &[], &[]);
+    let input = s.write_lines(
+        "items.jsonl",
+        &(0..5)
+            .map(|i| format!("{{\"q\":\"q{i}\"}}"))
+            .collect::<Vec<_>>(),
+    );
+    let job = s.path("job.toml");
+    std::fs::write(
+        &job,
+        format!(
+            "name = \"cli\"\n[input]\npath = \"{}\"\n[providers.p]\nbase_url = \"{}\"\n[[steps]]\nname = \"a\"\nkind = \"chat\"\nprovider = \"p\"\nmodel = \"m\"\nmessages = [{{ role = \"user\", content = \"{{{{ item.q }}}}\" }}]\n",
+            input.display(),
+            mock.url("/v1")
+        ),
+    )
+    .unwrap();
+    let out = s
+        .sluice(&["run", job.to_str().unwrap(), "--out", "out.jsonl"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (status, body) = http(server.port, "GET", "/v1/runs", &[], "");
+    assert_eq!(status, 200);
+    let runs: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(runs["runs"][0]["id"], "cli-1");
+    assert_eq!(runs["runs"][0]["counts"]["done"], 5);
+    let (status, results) = http(server.port, "GET", "/v1/runs/cli-1/results", &[], "");
+    assert_eq!(status, 200);
+    let exported = std::fs::read_to_string(s.path("out.jsonl")).unwrap();
+    assert_eq!(
+        results, exported,
+        "the API serves what `sluice export` writes"
+    );
+}
+
+#[test]
+fn stopping_the_server_leaves_its_runs_interrupted_and_resumable() {
+    let s = Scratch::new();
+    let mock = Mock::start(&["--latency-ms", "20"]);
+    let mut server = Serve::start(&s, &[], &[]);
+    let job = serde_json::json!({
+        "name": "long",
+        "items": (0..600).map(|i| serde_json::json!({"q": format!("q{i}")})).collect::<Vec<_>>(),
+        "provider": {"base_url": mock.url("/v1"), "concurrency": 2},
+        "step": {"kind": "chat", "model": "m", "messages": [{"role": "user", "content": "{{ item.q }}"}]},
+    });
+    let (status, body) = http(
+        server.port,
+        "POST",
+        "/v1/runs",
+        &["Content-Type: application/json"],
+        &job.to_string(),
+    );
+    assert_eq!(status, 202, "{body}");
+    loop {
+        let (_, body) = http(server.port, "GET", "/v1/runs/long-1", &[], "");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        if v["counts"]["done"].as_u64() > Some(5) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid = server.child.id();
+    let killed = Command::new("sh")
+        .args(["-c", &format!("kill -TERM {pid}")])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let exit = server.child.wait().unwrap();
+    assert!(exit.success(), "{exit:?}");
+    let out = s.sluice(&["status", "long-1", "--json"]).output().unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["run"]["state"], "interrupted", "{v}");
+    let pending = v["pending"].as_u64().unwrap();
+    assert!(pending > 0 && pending < 600, "{v}");
+    // A new server resumes it.
+    let server = Serve::start(&s, &[], &[]);
+    let (status, body) = http(server.port, "POST", "/v1/runs/long-1/resume", &[], "");
+    assert_eq!(status, 202, "{body}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, body) = http(server.port, "GET", "/v1/runs/long-1", &[], "");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        if v["state"] == "finished" {
+            assert_eq!(v["counts"]["done"], 600);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn sluice_retry_reruns_a_run_submitted_to_the_server() {
+    let s = Scratch::new();
+    let mock = Mock::start(&["--fail-rate", "0.4", "--seed", "4"]);
+    let server = Serve::start(&s, &[], &[]);
+    let job = serde_json::json!({
+        "name": "sub",
+        "items": (0..30).map(|i| serde_json::json!({"q": format!("q{i}")})).collect::<Vec<_>>(),
+        "provider": {"base_url": mock.url("/v1"), "retries": {"max": 0}, "circuit_breaker": false},
+        "step": {"kind": "chat", "model": "m", "messages": [{"role": "user", "content": "{{ item.q }}"}]},
+    });
+    let (status, body) = http(
+        server.port,
+        "POST",
+        "/v1/runs?wait=all",
+        &["Content-Type: application/json"],
+        &job.to_string(),
+    );
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let failed = v["run"]["counts"]["failed"].as_u64().unwrap();
+    assert!(failed > 0, "{v}");
+    drop(server);
+    let out = s.sluice(&["retry", "sub-1", "--json"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{failed} failed item(s) of sub-1 re-queued")),
+        "{stderr}"
+    );
+    let summary: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    assert_eq!(summary["run"], "sub-1", "{summary}");
+    assert_eq!(summary["resumed"], true);
+    assert_eq!(mock.stats()["requests"].as_u64().unwrap(), 30 + failed);
+}
+
+#[test]
+fn a_server_on_postgres_streams_a_submitted_run_and_records_it() {
+    let Some(pg) = crate::pg::PgSchema::create() else {
+        return;
+    };
+    let s = Scratch::new();
+    let mock = Mock::start(&[]);
+    let server = Serve::start(&s, &["--store", &pg.url], &[]);
+    let job = serde_json::json!({
+        "name": "pg",
+        "items": (0..20).map(|i| serde_json::json!({"q": format!("q{i}")})).collect::<Vec<_>>(),
+        "provider": {"base_url": mock.url("/v1"), "concurrency": 4},
+        "step": {"kind": "chat", "model": "m", "messages": [{"role": "user", "content": "{{ item.q }}"}]},
+    });
+    let (status, body) = http(
+        server.port,
+        "POST",
+        "/v1/runs?wait=stream",
+        &["Content-Type: application/json"],
+        &job.to_string(),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body.matches("event: item\n").count(), 20, "{body}");
+    assert!(body.contains("event: summary\n"), "{body}");
+    let (status, results) = http(server.port, "GET", "/v1/runs/pg-1/results", &[], "");
+    assert_eq!(status, 200, "{results}");
+    assert_eq!(results.lines().count(), 20);
+}
