@@ -545,3 +545,24 @@ fn embeddings_go_through_the_openai_batch_api_with_the_live_vectors() {
     }
     assert_eq!(vectors[0], vectors[1]);
 }
+
+#[test]
+fn plan_counts_the_max_tokens_an_anthropic_call_is_sent_with() {
+    let s = Scratch::new();
+    items(&s, 4);
+    let job = s.job(&JOB.replace("{MOCK}", "http://127.0.0.1:9/v1"), None, None);
+    let steps = |api: &str| {
+        let set = format!("providers.llm.api={api}");
+        let args = ["plan", job.to_str().unwrap(), "--json", "--set", &set];
+        let plan = json_stdout(&run(&s, &args));
+        let tokens = |i: usize| u(&plan["steps"][i]["tokens"]);
+        (tokens(0), tokens(1))
+    };
+    let (openai_ask, openai_talk) = steps("openai");
+    let (anthropic_ask, anthropic_talk) = steps("anthropic");
+    // "ask" sets no max_tokens: Anthropic requires one, sluice sends 1024 where
+    // the OpenAI estimate reserves 256 — 768 more for each of the 4 calls.
+    assert_eq!(anthropic_ask, openai_ask + 4 * 768);
+    // "talk" sets max_tokens = 8: the same on both.
+    assert_eq!(anthropic_talk, openai_talk);
+}
