@@ -90,8 +90,14 @@ fn status_text(s: &Snapshot) -> String {
         0.0
     };
     let eta = s.eta().map(fmt_duration).unwrap_or_else(|| "–".to_string());
+    // Only runs that offload to a batch API have requests waiting there.
+    let in_batch = if s.in_batch > 0 {
+        format!(" · {} in batch", fmt_count(s.in_batch))
+    } else {
+        String::new()
+    };
     format!(
-        "{} done · {} failed · {} in flight · {:.0} calls/s · {} tok/min · {} retries · {} × 429 · ETA {eta}",
+        "{} done · {} failed · {} in flight{in_batch} · {:.0} calls/s · {} tok/min · {} retries · {} × 429 · ETA {eta}",
         fmt_count(s.done),
         fmt_count(s.failed),
         s.in_flight,

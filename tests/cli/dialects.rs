@@ -566,3 +566,27 @@ fn plan_counts_the_max_tokens_an_anthropic_call_is_sent_with() {
     // "talk" sets max_tokens = 8: the same on both.
     assert_eq!(anthropic_talk, openai_talk);
 }
+
+#[test]
+fn the_progress_line_counts_requests_waiting_in_a_batch() {
+    let mock = start_mock(&["--batch-delay-ms", "1500"]);
+    let s = Scratch::new();
+    items(&s, 3);
+    let job = s.job(ONE_BATCH, Some(&mock), None);
+    let output = s
+        .sluice(&["run", job.to_str().unwrap()])
+        .env("LLM_KEY", KEY)
+        .env("SLUICE_PROGRESS_INTERVAL", "0.1")
+        .output()
+        .unwrap();
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(0), "{err}");
+    // While the batch is processed at the provider, the 3 requests wait in it.
+    assert!(
+        err.contains("0 done · 0 failed · 0 in flight · 3 in batch"),
+        "{err}"
+    );
+    // An answered request leaves the count before its unit counts as done.
+    let both = |l: &&str| l.contains("3 done") && l.contains("in batch");
+    assert!(!err.lines().any(|l| both(&l)), "{err}");
+}
