@@ -539,3 +539,40 @@ fn fmt_duration(d: Duration) -> String {
         format!("{}ms", d.as_millis())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    #[tokio::test]
+    async fn an_https_url_to_a_plain_http_server_fails_its_tls_handshake() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut hello = vec![0u8; 4096];
+            let _ = socket.read(&mut hello).await;
+            let _ = socket
+                .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                .await;
+        });
+        let client = Client::new(1, None).unwrap();
+        let url = format!("https://{addr}/v1/chat/completions");
+        let endpoint = Endpoint::parse(&url, http::Method::POST).unwrap();
+        let attempt = client
+            .send(
+                &endpoint,
+                Bytes::from_static(b"{}"),
+                Duration::from_secs(10),
+                &CallOptions::default(),
+            )
+            .await;
+        let Attempt::Failed(f) = attempt else {
+            panic!("expected a failure");
+        };
+        assert_eq!(f.kind, FailureKind::Connect, "{}", f.message);
+        assert!(f.message.contains("TLS handshake failed"), "{}", f.message);
+    }
+}
