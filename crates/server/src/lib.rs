@@ -143,5 +143,6 @@ pub async fn serve(
         }
     };
     let _ = tokio::time::timeout(grace * 4, all).await;
+    state.inner.uploads.close();
     Ok(())
 }

@@ -104,6 +104,20 @@ impl Uploads {
         mine.as_ref().map(|(dir, _)| dir.clone())
     }
 
+    /// Removes this server's directory and lock if no run's files are left
+    /// in it (on shutdown, once the runs have ended).
+    pub(crate) fn close(&self) {
+        let mut mine = self.mine.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((dir, lock)) = mine.take() {
+            if std::fs::remove_dir(&dir).is_ok() {
+                let _ = std::fs::remove_file(dir.with_extension("lock"));
+                drop(lock);
+            } else {
+                *mine = Some((dir, lock));
+            }
+        }
+    }
+
     /// A new, empty scratch directory for one run.
     pub(crate) fn scratch(&self) -> ApiResult<ScratchDir> {
         let failed = |e: std::io::Error| ApiError::internal("keeping the uploaded files", e);
@@ -189,5 +203,11 @@ mod tests {
         assert!(!orphan.exists());
         assert!(!dead_dir.with_extension("lock").exists());
         assert_eq!(live.sweep(), 0, "and it does not sweep itself");
+        let mine = live.mine_dir().unwrap();
+        live.close();
+        assert!(mine.exists(), "not while a run's files are there");
+        drop(kept);
+        live.close();
+        assert!(!mine.exists() && !mine.with_extension("lock").exists());
     }
 }
