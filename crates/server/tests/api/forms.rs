@@ -120,6 +120,7 @@ async fn bad_forms_are_refused_with_what_is_wrong_and_leave_nothing() {
     let job = job(&s, 1);
     let file = ("file", Some("a.txt"), "text/plain", "alpha");
     let big = "x".repeat(5_000);
+    let no_match = job.replace("*.txt", "*.jpg");
     // The parts, and the status, code and words of the answer.
     let cases: Vec<(Vec<Part<'_>>, u16, &str, &str)> = vec![
         (
@@ -174,6 +175,12 @@ async fn bad_forms_are_refused_with_what_is_wrong_and_leave_nothing() {
             400,
             "invalid_job",
             "job.toml:",
+        ),
+        (
+            vec![("job", None, "application/json", &no_match), file],
+            400,
+            "invalid_input",
+            "*.jpg",
         ),
         (
             vec![
