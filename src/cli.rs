@@ -311,6 +311,10 @@ pub(crate) struct DemoArgs {
     /// every run; default: sluice-demo in the system's temporary directory).
     #[arg(long)]
     pub(crate) dir: Option<PathBuf>,
+    /// After the run, serve the dashboard over the demo's store on a free
+    /// 127.0.0.1 port until Ctrl-C (without it the demo ends by itself).
+    #[arg(long)]
+    pub(crate) serve: bool,
 }
 
 fn parse_store(text: &str) -> Result<StoreLocation, String> {

@@ -1,13 +1,14 @@
 //! The REST API under `/v1`: submit, list and read runs, pause, resume,
 //! cancel and retry them, and read their results and items.
 
+pub(crate) mod form;
 pub(crate) mod results;
 pub(crate) mod stream;
 pub(crate) mod submit;
 
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
@@ -21,17 +22,25 @@ use crate::runner::{self, Launch};
 use crate::state::AppState;
 use crate::view;
 
+/// 413: the body is past the server's limit.
+pub(crate) fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        "the request body is larger than this server accepts (see --max-body); send fewer items or files per run",
+    )
+}
+
 /// The body of a request, or a JSON error for one too large or unreadable.
 pub(crate) fn body(body: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
     body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                "the request body is larger than this server accepts (see --max-body); send fewer items per run",
-            )
+            too_large()
         } else {
-            ApiError::bad_request("invalid_body", format!("the request body could not be read: {e}"))
+            ApiError::bad_request(
+                "invalid_body",
+                format!("the request body could not be read: {e}"),
+            )
         }
     })
 }
@@ -87,41 +96,57 @@ pub(crate) struct SubmitQuery {
     wait: Option<String>,
 }
 
-/// `POST /v1/runs`: starts a run from a job file or JSON with inline items.
+/// `POST /v1/runs`: starts a run from a job file or JSON with inline items,
+/// or from a form carrying one of those and the files it works on.
 pub(crate) async fn submit(
     State(state): State<AppState>,
     Query(query): Query<SubmitQuery>,
-    headers: HeaderMap,
-    payload: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> ApiResult<Response> {
-    let bytes = body(payload)?;
-    let wait = query.wait.as_deref().unwrap_or("none");
-    if !matches!(wait, "none" | "stream" | "all") {
+    let wait = query.wait.as_deref().unwrap_or("none").to_owned();
+    if !matches!(wait.as_str(), "none" | "stream" | "all") {
         return Err(ApiError::bad_request(
             "invalid_query",
             format!("wait={wait:?} is not known; use wait=stream, wait=all, or leave it out"),
         ));
     }
-    let json = submit::is_json(headers.get("content-type").and_then(|v| v.to_str().ok()));
+    let content_type = request
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let (bytes, json, scratch) = if form::is_multipart(content_type.as_deref()) {
+        let multipart = Multipart::from_request(request, &()).await.map_err(|e| {
+            ApiError::bad_request(
+                "invalid_multipart",
+                format!("the form cannot be read: {}", e.body_text()),
+            )
+        })?;
+        let form = form::read(multipart, &state.inner.uploads).await?;
+        (form.job, form.json, Some(form.scratch))
+    } else {
+        let bytes = body(Bytes::from_request(request, &()).await)?;
+        (bytes, submit::is_json(content_type.as_deref()), None)
+    };
     let workdir = state.config().workdir.clone();
     let spool = state.config().store.local_dir().join("inputs");
-    let (job, saved) =
-        tokio::task::spawn_blocking(move || submit::parse(&bytes, json, &workdir, &spool))
-            .await??;
-    match wait {
-        "stream" => stream::submit_streaming(state, job, saved).await,
-        "all" => stream::submit_waiting(state, job, saved).await,
+    let base = scratch.as_ref().map(|s| s.path().to_path_buf());
+    let (job, saved) = tokio::task::spawn_blocking(move || {
+        submit::parse(&bytes, json, &workdir, &spool, base.as_deref())
+    })
+    .await??;
+    let launch = Launch {
+        job,
+        saved: Some(saved),
+        fresh: true,
+        stream: None,
+        scratch,
+    };
+    match wait.as_str() {
+        "stream" => stream::submit_streaming(state, launch).await,
+        "all" => stream::submit_waiting(state, launch).await,
         _ => {
-            let (_, meta) = runner::start(
-                &state,
-                Launch {
-                    job,
-                    saved: Some(saved),
-                    fresh: true,
-                    stream: None,
-                },
-            )
-            .await?;
+            let (_, meta) = runner::start(&state, launch).await?;
             let view = run_view(&state, meta.id.clone(), false).await?;
             let location = format!("/v1/runs/{}", meta.id);
             Ok((StatusCode::ACCEPTED, [("location", location)], Json(view)).into_response())
@@ -265,6 +290,7 @@ async fn restart(
             saved: None,
             fresh: false,
             stream: None,
+            scratch: None,
         },
     )
     .await?;
