@@ -89,8 +89,8 @@ fn a_paused_cli_run_sends_nothing_until_resumed_from_another_process() {
     assert_eq!(status["control"]["state"], "pause");
     let sent = no_new_requests(&mock);
     assert!(sent < n as u64, "the run finished before the pause");
-    let shown = String::from_utf8_lossy(&s.sluice(&["status"]).output().unwrap().stdout)
-        .into_owned();
+    let shown =
+        String::from_utf8_lossy(&s.sluice(&["status"]).output().unwrap().stdout).into_owned();
     assert!(shown.contains("shared-1 (paused)"), "{shown}");
     assert!(
         shown.contains("control    paused by sluice pause on")
@@ -146,20 +146,32 @@ fn a_cancelled_cli_run_ends_interrupted_and_a_rerun_finishes_the_rest() {
     let pending = u(&status["pending"]);
     assert!(pending > 0 && pending < n as u64, "{status}");
     assert_eq!(status["counts"]["failed"], 0, "cancelled items are pending");
-    let shown = String::from_utf8_lossy(&s.sluice(&["status"]).output().unwrap().stdout)
-        .into_owned();
-    assert!(shown.contains("control    cancelled by sluice cancel"), "{shown}");
+    let shown =
+        String::from_utf8_lossy(&s.sluice(&["status"]).output().unwrap().stdout).into_owned();
+    assert!(
+        shown.contains("control    cancelled by sluice cancel"),
+        "{shown}"
+    );
 
     // Nothing executes it now: pause and cancel say so; resume says how.
     let paused = s.sluice(&["pause", "in-1"]).output().unwrap();
     assert_eq!(paused.status.code(), Some(1), "{}", stderr(&paused));
-    assert!(stderr(&paused).contains("is not executing"), "{}", stderr(&paused));
+    assert!(
+        stderr(&paused).contains("is not executing"),
+        "{}",
+        stderr(&paused)
+    );
     let said = ok(&s.sluice(&["resume", "in-1"]).output().unwrap());
     assert!(
         said.contains("is not executing") && said.contains("rerun `sluice run"),
         "{said}"
     );
-    let rerun = s.sluice(&args).arg("--out").arg("out.jsonl").output().unwrap();
+    let rerun = s
+        .sluice(&args)
+        .arg("--out")
+        .arg("out.jsonl")
+        .output()
+        .unwrap();
     assert_eq!(rerun.status.code(), Some(0), "{}", stderr(&rerun));
     ids_once(&s.path("out.jsonl"), n);
     let stats = mock.stats();
@@ -224,7 +236,10 @@ fn the_server_pauses_resumes_and_cancels_a_run_started_from_the_cli() {
         u(&v["counts"]["done"]) > resumed + 2
     });
     let view = post(&server, "/v1/runs/shared-1/cancel");
-    assert_eq!(view["state"], "interrupted", "answered once it stopped: {view}");
+    assert_eq!(
+        view["state"], "interrupted",
+        "answered once it stopped: {view}"
+    );
     let (code, err) = finish(run, Duration::from_secs(60));
     assert_eq!(code, Some(130), "{err}");
     let pending = u(&view["counts"]["pending"]);

@@ -42,6 +42,10 @@ pub(crate) struct Live {
     pub(crate) eta_secs: Option<f64>,
     #[serde(default)]
     pub(crate) stats: StatsReport,
+    /// What the process executing the run applies now: `run`, `pause` or
+    /// `cancel` (lags a stored control by up to a heartbeat).
+    #[serde(default)]
+    pub(crate) control: Option<String>,
 }
 
 /// Totals the API reports for a run.
@@ -107,6 +111,7 @@ pub(crate) fn live_here(run: &LiveRun) -> Live {
         latency_ewma_ms: ewma,
         eta_secs: snapshot.eta().map(|d| d.as_secs_f64()),
         stats: run.progress.stats.report(),
+        control: Some(run.control.state().as_str().to_owned()),
     }
 }
 
