@@ -73,6 +73,10 @@ impl RunControl {
 
     /// Waits while paused; `false` once cancelled (the caller stops).
     pub(crate) async fn proceed(&self) -> bool {
+        // Called before every attempt: the common case is two loads.
+        if !self.paused.load(Relaxed) && !self.is_cancelled() {
+            return true;
+        }
         loop {
             let changed = self.changed.notified();
             if self.is_cancelled() {
