@@ -39,11 +39,11 @@ fn open(args: &ControlArgs, verb: &str) -> anyhow::Result<(Box<dyn Store>, RunMe
     Ok((store, run))
 }
 
-/// "1 process" / "3 processes".
-fn processes(n: usize) -> String {
+/// "the process executing it starts" / "the 3 processes executing it start".
+fn processes(n: usize, verb: &str) -> String {
     match n {
-        1 => "the process".into(),
-        n => format!("the {n} processes"),
+        1 => format!("the process executing it {verb}s"),
+        n => format!("the {n} processes executing it {verb}"),
     }
 }
 
@@ -82,10 +82,10 @@ pub(crate) fn pause(args: ControlArgs) -> anyhow::Result<ExitCode> {
         &requester("sluice pause"),
     )?;
     eprintln!(
-        "sluice pause: run {} paused: {} executing it start no new call within about a second \
+        "sluice pause: run {} paused: {} no new call within about a second \
          (calls on the wire finish and are recorded); `sluice resume {}` continues it",
         run.id,
-        processes(working.len()),
+        processes(working.len(), "start"),
         run.id
     );
     Ok(ExitCode::SUCCESS)
@@ -136,9 +136,9 @@ pub(crate) fn resume(args: ControlArgs) -> anyhow::Result<ExitCode> {
         &requester("sluice resume"),
     )?;
     eprintln!(
-        "sluice resume: run {} resumed: {} executing it continue within about a second",
+        "sluice resume: run {} resumed: {} within about a second",
         run.id,
-        processes(working.len())
+        processes(working.len(), "continue")
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -156,9 +156,9 @@ pub(crate) fn cancel(args: ControlArgs) -> anyhow::Result<ExitCode> {
         &requester("sluice cancel"),
     )?;
     eprintln!(
-        "sluice cancel: run {}: asked {} executing it to stop; waiting for them",
+        "sluice cancel: run {}: cancel recorded; {} within about a second; waiting",
         run.id,
-        processes(working.len())
+        processes(working.len(), "stop")
     );
     let started = Instant::now();
     let mut left = working.len();
