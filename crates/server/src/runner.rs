@@ -215,6 +215,9 @@ pub(crate) async fn start(state: &AppState, launch: Launch) -> ApiResult<(Arc<Li
                 Ok(report) => Ending::Report(report.clone()),
                 Err(e) => Ending::Error(e.to_string()),
             };
+            // Ended before the stream hears of it: the summary it builds
+            // then shows the run's final state, not `running`.
+            let _ = end_tx.send(Some(ending.clone()));
             if let Some(tx) = &stream {
                 let _ = tx.send(StreamMsg::Done(match &ending {
                     Ending::Report(r) => Ok(r.clone()),
@@ -233,7 +236,6 @@ pub(crate) async fn start(state: &AppState, launch: Launch) -> ApiResult<(Arc<Li
                 }
                 Ok(report) => tracing::info!(run = %report.run_id, "run ended"),
             }
-            let _ = end_tx.send(Some(ending));
         })
         .map_err(|e| ApiError::internal("starting the run's thread", e))?;
     let meta = match open_rx.await {

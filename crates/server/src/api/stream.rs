@@ -99,6 +99,7 @@ pub(crate) fn progress_of(view: &Value) -> Value {
     json!({
         "id": view["id"],
         "state": view["state"],
+        "control": view["control"],
         "counts": view["counts"],
         "live": view["live"],
         "recommendations": view["recommendations"],

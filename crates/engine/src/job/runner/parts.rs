@@ -272,7 +272,7 @@ pub(super) async fn send(
         retries,
         timeout,
         tenant: lane.tenant,
-        control: shared.control.as_deref(),
+        control: Some(&shared.control),
         meters: [Some(&run_meter), Some(&process_meter)],
     };
     let options = CallOptions {
