@@ -183,3 +183,44 @@ fn sigint_saves_state_exits_130_and_the_rerun_finishes() {
     assert_eq!(u(&summary["this_run"]["skipped"]), done_first);
     assert_eq!(summary["recorded"]["done"], 400);
 }
+
+#[test]
+fn sigint_does_not_wait_out_the_grace_period_for_calls_still_waiting_for_their_rate_slot() {
+    let mock = Mock::start(&[]);
+    let s = Scratch::new();
+    let input = s.write_lines("in.jsonl", &chat_lines(5));
+    // One call every 30 s: after the first, every call waits for its slot.
+    let child = Command::new(bin())
+        .current_dir(s.dir.path())
+        .args(["run", input.to_str().unwrap(), "--url", &mock.chat_url()])
+        .args(["--rpm", "2", "--json"])
+        .env("SLUICE_STORE", s.store())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while u(&mock.stats()["ok"]) < 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Let the answer be recorded (the writer commits within milliseconds).
+    std::thread::sleep(Duration::from_millis(300));
+    let signalled = Instant::now();
+    Command::new("sh")
+        .args(["-c", &format!("kill -INT {}", child.id())])
+        .status()
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let took = signalled.elapsed();
+    assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
+    // Nothing was on the wire, so nothing earns the 5 s grace period: the
+    // waiting calls give up at once (4 s leaves room for a loaded machine).
+    assert!(took < Duration::from_secs(4), "exit took {took:?}");
+    assert_eq!(
+        u(&mock.stats()["requests"]),
+        1,
+        "no call started after the signal"
+    );
+    let summary = json_stdout(&output);
+    assert_eq!(summary["recorded"]["done"], 1, "{summary}");
+}

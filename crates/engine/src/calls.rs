@@ -2,7 +2,7 @@
 //! try again. Shared by quick mode and every pipeline step that calls HTTP.
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,6 +14,7 @@ use crate::fair::Tenant;
 use crate::limiter::Limiter;
 use crate::meter::CallStats;
 use crate::progress::Progress;
+use crate::stopping::Stopping;
 
 /// What a call needs besides its request.
 pub(crate) struct CallEnv<'a> {
@@ -21,7 +22,7 @@ pub(crate) struct CallEnv<'a> {
     pub(crate) limiter: &'a Limiter,
     pub(crate) progress: &'a Progress,
     /// Set when the run is stopping: no further retries start.
-    pub(crate) stopping: &'a AtomicBool,
+    pub(crate) stopping: &'a Stopping,
     pub(crate) backoff: Backoff,
     /// Retries after the first attempt.
     pub(crate) retries: u32,
@@ -105,6 +106,19 @@ pub(crate) enum CallEnd {
     Stopped,
 }
 
+/// `wait`'s output, unless the run stops first (`None`): a call waiting for
+/// a place, a rate slot or its backoff must not hold up the end of a stopped
+/// run (it would leave only when the grace period for calls on the wire is
+/// over). `wait` is polled first, so one that is ready at once costs no
+/// registration with the stop signal.
+async fn unless_stopping<T>(stopping: &Stopping, wait: impl Future<Output = T>) -> Option<T> {
+    tokio::select! {
+        biased;
+        out = wait => Some(out),
+        () = stopping.wait() => None,
+    }
+}
+
 /// Sends `request` until it succeeds, fails for good, or the run stops.
 pub(crate) async fn call<R: Route>(
     env: &CallEnv<'_>,
@@ -114,7 +128,7 @@ pub(crate) async fn call<R: Route>(
     let progress = env.progress;
     loop {
         if let Some(control) = env.control {
-            if !control.proceed().await {
+            if unless_stopping(env.stopping, control.proceed()).await != Some(true) {
                 return CallEnd::Stopped;
             }
         }
@@ -122,7 +136,10 @@ pub(crate) async fn call<R: Route>(
         // A place first (provider concurrency, a healthy endpoint), then the
         // rate: a call that took its rate slot and then queued for a place
         // would go out late, and the next one on time — closer than the limit.
-        let (endpoint, ticket) = match request.route.pick().await {
+        let Some(picked) = unless_stopping(env.stopping, request.route.pick()).await else {
+            return CallEnd::Stopped;
+        };
+        let (endpoint, ticket) = match picked {
             Ok(picked) => picked,
             Err(e) => {
                 // A route error carries its own code when it has one.
@@ -140,7 +157,15 @@ pub(crate) async fn call<R: Route>(
             }
         };
         let placed = std::time::Instant::now();
-        if let Err(too_large) = env.limiter.acquire_for(env.tenant, request.estimate).await {
+        let Some(acquired) = unless_stopping(
+            env.stopping,
+            env.limiter.acquire_for(env.tenant, request.estimate),
+        )
+        .await
+        else {
+            return CallEnd::Stopped;
+        };
+        if let Err(too_large) = acquired {
             return CallEnd::Failed {
                 error: format!(
                     "token_limit: this request needs about {} tokens (prompt estimate + max_tokens) but the tokens/minute limit (--tpm, or the provider's tpm) is {}, so it can never be sent; raise --tpm or lower max_tokens",
@@ -151,7 +176,7 @@ pub(crate) async fn call<R: Route>(
                 latency: Duration::ZERO,
             };
         }
-        if env.stopping.load(Relaxed) {
+        if env.stopping.is_set() {
             // Stopping: only calls already on the wire may finish. This one
             // waited for its place and rate slot and would start now.
             return CallEnd::Stopped;
@@ -237,7 +262,7 @@ pub(crate) async fn call<R: Route>(
             }
         }
         if failure.kind.is_retryable() && tally.attempts <= env.retries {
-            if env.stopping.load(Relaxed) {
+            if env.stopping.is_set() {
                 return CallEnd::Stopped;
             }
             let delay = env.backoff.delay_ms(
@@ -245,8 +270,11 @@ pub(crate) async fn call<R: Route>(
                 fastrand::f64(),
                 failure.retry_after.map(|d| d.as_millis() as u64),
             );
-            tokio::time::sleep(Duration::from_millis(delay)).await;
-            if env.stopping.load(Relaxed) {
+            let slept = unless_stopping(
+                env.stopping,
+                tokio::time::sleep(Duration::from_millis(delay)),
+            );
+            if slept.await.is_none() {
                 return CallEnd::Stopped;
             }
             continue;

@@ -18,6 +18,7 @@ mod quick;
 mod shared_limits;
 mod stats;
 mod steps;
+mod stopping;
 mod tokens;
 #[allow(dead_code)] // Wired into the job runner separately.
 mod webhook;

@@ -2,7 +2,6 @@
 //! signal with a grace period, and closed with its final state.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +11,7 @@ use tokio::sync::Notify;
 use crate::error::Result;
 use crate::progress::Progress;
 use crate::quick::{now_ms, RunReport};
+use crate::stopping::Stopping;
 
 /// How long calls on the wire may finish after a stop signal.
 const GRACE: Duration = Duration::from_secs(5);
@@ -134,7 +134,7 @@ fn last_beat(
 pub(crate) async fn drain(
     all_done: impl Future<Output = ()>,
     stop: &Notify,
-    stopping: &AtomicBool,
+    stopping: &Stopping,
     mut interrupted: bool,
 ) -> bool {
     tokio::pin!(all_done);
@@ -151,7 +151,7 @@ pub(crate) async fn drain(
         // signal, not a second one: without this, one Ctrl-C skipped the
         // grace period and calls already answered were never recorded.
         let _ = futures_util::FutureExt::now_or_never(stop.notified());
-        stopping.store(true, Relaxed);
+        stopping.set();
         tokio::select! {
             _ = &mut all_done => {}
             _ = tokio::time::sleep(GRACE) => {}
@@ -199,7 +199,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn one_signal_seen_by_the_dispatcher_still_gets_the_grace_period() {
         let stop = Notify::new();
-        let stopping = AtomicBool::new(false);
+        let stopping = Stopping::default();
         // The dispatcher waits for a unit slot or a signal, and sees it.
         let waiting = stop.notified();
         tokio::pin!(waiting);
@@ -209,7 +209,7 @@ mod tests {
         let started = tokio::time::Instant::now();
         let calls_finish = tokio::time::sleep(Duration::from_secs(2));
         assert!(drain(calls_finish, &stop, &stopping, true).await);
-        assert!(stopping.load(Relaxed));
+        assert!(stopping.is_set());
         assert_eq!(
             started.elapsed(),
             Duration::from_secs(2),
@@ -220,7 +220,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_second_signal_ends_the_grace_period_and_calls_get_at_most_grace() {
         let stop = Arc::new(Notify::new());
-        let stopping = AtomicBool::new(false);
+        let stopping = Stopping::default();
         let started = tokio::time::Instant::now();
         let signals = stop.clone();
         tokio::spawn(async move {

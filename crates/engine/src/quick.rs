@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -21,6 +21,7 @@ use crate::inputs::{spool_stdin_jsonl, InputError};
 use crate::lifecycle::{close_run, drain, open_run, watch_signals};
 use crate::limiter::Limiter;
 use crate::progress::{Progress, Snapshot};
+use crate::stopping::Stopping;
 use crate::writer::{Message, Writer};
 
 /// Lines read (and looked up in the store on resume) per chunk.
@@ -98,7 +99,7 @@ struct Shared {
     retries: u32,
     timeout: Duration,
     progress: Arc<Progress>,
-    stopping: AtomicBool,
+    stopping: Stopping,
     /// Pause and cancel from other processes, through the store.
     control: Arc<RunControl>,
 }
@@ -170,7 +171,7 @@ pub fn run_quick(cfg: &QuickConfig, progress: Arc<Progress>) -> Result<RunReport
         retries: cfg.retries,
         timeout: cfg.timeout,
         progress: progress.clone(),
-        stopping: AtomicBool::new(false),
+        stopping: Stopping::default(),
         control: control.clone(),
     });
     let writer = Writer::start(
@@ -298,7 +299,7 @@ impl Dispatch {
                         let Some((endpoint, request)) = next else {
                             break;
                         };
-                        if shared.stopping.load(Relaxed) {
+                        if shared.stopping.is_set() {
                             break;
                         }
                         if let Some(record) = call(&shared, &endpoint, request).await {

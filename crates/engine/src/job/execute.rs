@@ -4,7 +4,6 @@
 //! together with the other processes), and what is recorded after the last
 //! unit; plus the checks and runtime every run starts with.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use sluice_spec::{Job, WebhookOn};
@@ -19,6 +18,7 @@ use super::webhook_target;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::quick::preflight;
+use crate::stopping::Stopping;
 use crate::writer::Writer;
 
 /// A provider none of whose base URLs answers stops the run before anything
@@ -133,11 +133,19 @@ where
         .filter(|(_, o)| o.batched())
         .map(|(name, _)| name.clone())
         .collect();
+    let stopping = Arc::new(Stopping::default());
     let batches = if batched.is_empty() {
         Batches::none()
     } else {
         let _inside = runtime.enter();
-        Batches::start(job, &lanes, &batched, &run.id, location.open()?)?
+        Batches::start(
+            job,
+            &lanes,
+            &batched,
+            &run.id,
+            location.open()?,
+            stopping.clone(),
+        )?
     };
     runtime.spawn(crate::live::beat_loop(
         writer.tx.clone(),
@@ -157,7 +165,7 @@ where
             .collect(),
         lanes,
         progress: progress.clone(),
-        stopping: AtomicBool::new(false),
+        stopping,
         tx: writer.tx.clone(),
         command_slots: Arc::new(Semaphore::new(
             std::thread::available_parallelism()
@@ -184,9 +192,6 @@ where
         batches,
         control,
     });
-    if !shared.batches.is_empty() {
-        runtime.spawn(super::offload::watch_stop(shared.clone()));
-    }
     let run_hook = match &job.webhook {
         Some(hook) if hook.on == WebhookOn::Run => Some(webhook_target(hook, &env_value)?),
         _ => None,

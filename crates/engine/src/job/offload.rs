@@ -3,15 +3,10 @@
 //! kept with the run so a resumed run stays on the path it chose, and said
 //! in the run summary.
 
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
-use std::time::Duration;
-
 use serde_json::Value as Json;
 use sluice_spec::{Job, Mode};
 
 use super::choose::{decide, Offload};
-use super::runner::Shared;
 use crate::error::Result;
 use crate::inputs::Prepared;
 
@@ -113,18 +108,6 @@ pub(crate) fn notes(offload: &[(String, Offload)]) -> Vec<String> {
             _ => format!("provider {name}: calls went through the batch API (mode = \"batch\")"),
         })
         .collect()
-}
-
-/// Wakes every unit waiting for a batch once the run is stopping (a signal,
-/// or the budget): they stay pending, their batches go on at the provider.
-pub(crate) async fn watch_stop(shared: Arc<Shared>) {
-    loop {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if shared.stopping.load(Relaxed) {
-            shared.batches.stop.stop();
-            return;
-        }
-    }
 }
 
 #[cfg(test)]

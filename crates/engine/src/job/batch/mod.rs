@@ -26,7 +26,6 @@ mod lane;
 mod openai;
 mod state;
 
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,13 +33,13 @@ use bytes::Bytes;
 use serde_json::Value as Json;
 use sluice_spec::Job;
 use sluice_store::Store;
-use tokio::sync::Notify;
 
 pub(crate) use lane::LaneBatcher;
 pub(crate) use state::BatchRecord;
 
 use super::lanes::Lanes;
 use super::place::Floating;
+use crate::stopping::Stopping;
 
 /// One request for a batch, in its provider's dialect.
 #[derive(Debug, Clone)]
@@ -76,38 +75,11 @@ pub(crate) enum BatchEnd {
     Stopped,
 }
 
-/// Set once the run is stopping; waiting units give up at once.
-#[derive(Debug, Default)]
-pub(crate) struct Stop {
-    flag: AtomicBool,
-    notify: Notify,
-}
-
-impl Stop {
-    /// Marks the run as stopping and wakes every waiter.
-    pub(crate) fn stop(&self) {
-        self.flag.store(true, SeqCst);
-        self.notify.notify_waiters();
-    }
-
-    /// Resolves once the run is stopping.
-    pub(crate) async fn wait(&self) {
-        let notified = self.notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        if self.flag.load(SeqCst) {
-            return;
-        }
-        notified.await;
-    }
-}
-
 /// The batchers of a run, by provider.
 pub(crate) struct Batches {
     lanes: Vec<(String, Arc<LaneBatcher>)>,
     /// Units that left the window to wait for a batch.
     pub(crate) floating: Arc<Floating>,
-    pub(crate) stop: Arc<Stop>,
 }
 
 impl Batches {
@@ -116,22 +88,22 @@ impl Batches {
         Batches {
             lanes: Vec::new(),
             floating: Floating::new(),
-            stop: Arc::default(),
         }
     }
 
     /// A batcher for each of `providers` (those whose calls go through the
     /// batch API this run), taking up the batches earlier runs stored. Must
-    /// be called inside the run's runtime (it spawns the polls).
+    /// be called inside the run's runtime (it spawns the polls). Units
+    /// waiting for a batch give up once `stop` is set.
     pub(crate) fn start(
         job: &Job,
         lanes: &Lanes,
         providers: &[String],
         run_id: &str,
         store: Box<dyn Store>,
+        stop: Arc<Stopping>,
     ) -> crate::error::Result<Batches> {
         let store = Arc::new(Mutex::new(store));
-        let stop: Arc<Stop> = Arc::default();
         let mut out = Vec::new();
         for name in providers {
             let (Some(lane), Some(provider)) = (lanes.get(name), job.provider(name)) else {
@@ -151,18 +123,12 @@ impl Batches {
         Ok(Batches {
             lanes: out,
             floating: Floating::new(),
-            stop,
         })
     }
 
     /// The batcher of provider `name`, when its calls are batched.
     pub(crate) fn lane(&self, name: &str) -> Option<&Arc<LaneBatcher>> {
         self.lanes.iter().find(|(n, _)| n == name).map(|(_, b)| b)
-    }
-
-    /// Whether any provider batches.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.lanes.is_empty()
     }
 
     /// Batches all of whose results reached their units, to be marked

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -31,7 +31,8 @@ pub(crate) struct Shared {
     pub(crate) job: Arc<Job>,
     pub(crate) lanes: Lanes,
     pub(crate) progress: Arc<Progress>,
-    pub(crate) stopping: AtomicBool,
+    /// Shared with the batchers: set, it also wakes units waiting for a batch.
+    pub(crate) stopping: Arc<crate::stopping::Stopping>,
     pub(crate) tx: mpsc::Sender<Message>,
     /// Step-wide caps (non-fan-out steps with `concurrency`), by step index.
     pub(crate) step_slots: Vec<Option<Arc<Semaphore>>>,
@@ -77,7 +78,7 @@ impl Shared {
         if self.progress.budget_reached.swap(1, Relaxed) == 0 {
             tracing::warn!("budget reached: no new calls; rerun with a higher budget to continue");
         }
-        self.stopping.store(true, Relaxed);
+        self.stopping.set();
         true
     }
 

@@ -15,9 +15,10 @@ mod poll;
 
 use super::api::Remote;
 use super::state::{self, BatchRecord, LineResult, Requests, ABANDONED, SUBMITTING};
-use super::{BatchEnd, BatchRequest, Stop};
+use super::{BatchEnd, BatchRequest};
 use crate::job::runner::Unit;
 use crate::quick::now_ms;
+use crate::stopping::Stopping;
 
 /// A batch being filled.
 struct Open {
@@ -70,7 +71,7 @@ pub(crate) struct LaneBatcher {
     store: Arc<Mutex<Box<dyn Store>>>,
     /// Units waiting for results at most (`batch.waiting`).
     waiting: Arc<Semaphore>,
-    stop: Arc<Stop>,
+    stop: Arc<Stopping>,
 }
 
 impl LaneBatcher {
@@ -82,7 +83,7 @@ impl LaneBatcher {
         retries: u32,
         run_id: &str,
         store: Arc<Mutex<Box<dyn Store>>>,
-        stop: Arc<Stop>,
+        stop: Arc<Stopping>,
     ) -> sluice_store::Result<Arc<LaneBatcher>> {
         let (api_requests, api_bytes) = remote.limits();
         let prefix = format!("batch:{}:", remote.provider);
