@@ -137,26 +137,7 @@ async fn events_follow_a_run_started_by_another_process_through_its_heartbeats()
     .await;
     let addr = s.listen().await;
     // What `sluice run job.toml` would do, against the same store.
-    let items: String = (0..150).map(|i| format!("{{\"q\":\"q{i}\"}}\n")).collect();
-    std::fs::write(s.dir.path().join("cli.jsonl"), items).unwrap();
-    let toml = format!(
-        "name = \"cli\"\nconcurrency = 4\n[input]\npath = \"cli.jsonl\"\n[providers.p]\nbase_url = \"{}\"\nrpm = 30000\n[[steps]]\nname = \"a\"\nkind = \"chat\"\nprovider = \"p\"\nmodel = \"m\"\nmessages = [{{ role = \"user\", content = \"{{{{ item.q }}}}\" }}]\n",
-        s.base()
-    );
-    let path = s.dir.path().join("cli.toml");
-    std::fs::write(&path, toml).unwrap();
-    let job = sluice_spec::load(&path, &[]).unwrap();
-    let config = sluice_engine::JobConfig {
-        store: s.dir.path().join("store.db").into(),
-        fresh: true,
-        skip_bad: false,
-        sets: vec![],
-        lease: sluice_engine::DEFAULT_LEASE,
-        queue_only: false,
-    };
-    let cli = std::thread::spawn(move || {
-        sluice_engine::run_job(&job, &config, Arc::new(sluice_engine::Progress::default()))
-    });
+    let cli = start_cli_run(&s, 150, 4, "rpm = 30000\n");
     // Wait for its first heartbeat to be recorded.
     let id = loop {
         let list = s.call("GET", "/v1/runs", None).await.json();
@@ -207,26 +188,7 @@ async fn a_run_of_another_process_is_paused_and_resumed_through_the_store() {
     let addr = s.listen().await;
     // What `sluice run job.toml` would do, against the same store: not a
     // run of this server, steered only through the store's control.
-    let items: String = (0..120).map(|i| format!("{{\"q\":\"q{i}\"}}\n")).collect();
-    std::fs::write(s.dir.path().join("cli.jsonl"), items).unwrap();
-    let toml = format!(
-        "name = \"cli\"\nconcurrency = 2\n[input]\npath = \"cli.jsonl\"\n[providers.p]\nbase_url = \"{}\"\n[[steps]]\nname = \"a\"\nkind = \"chat\"\nprovider = \"p\"\nmodel = \"m\"\nmessages = [{{ role = \"user\", content = \"{{{{ item.q }}}}\" }}]\n",
-        s.base()
-    );
-    let path = s.dir.path().join("cli.toml");
-    std::fs::write(&path, toml).unwrap();
-    let job = sluice_spec::load(&path, &[]).unwrap();
-    let config = sluice_engine::JobConfig {
-        store: s.dir.path().join("store.db").into(),
-        fresh: true,
-        skip_bad: false,
-        sets: vec![],
-        lease: sluice_engine::DEFAULT_LEASE,
-        queue_only: false,
-    };
-    let cli = std::thread::spawn(move || {
-        sluice_engine::run_job(&job, &config, Arc::new(sluice_engine::Progress::default()))
-    });
+    let cli = start_cli_run(&s, 120, 2, "");
     s.wait_for("cli", |v| {
         !v["live"].is_null() && v["counts"]["done"].as_u64() > Some(4)
     })
@@ -276,4 +238,35 @@ async fn a_run_of_another_process_is_paused_and_resumed_through_the_store() {
     assert!(!report.interrupted);
     assert_eq!(report.progress.done, 120);
     assert_eq!(s.mock.stats().requests, 120);
+}
+
+/// Runs job "cli" (`n` items, one chat step on the mock, `concurrency`,
+/// `provider_extra` lines under its provider) on a thread, the way
+/// `sluice run job.toml` would, against the setup's store.
+fn start_cli_run(
+    s: &Setup,
+    n: usize,
+    concurrency: usize,
+    provider_extra: &str,
+) -> std::thread::JoinHandle<sluice_engine::Result<sluice_engine::RunReport>> {
+    let items: String = (0..n).map(|i| format!("{{\"q\":\"q{i}\"}}\n")).collect();
+    std::fs::write(s.dir.path().join("cli.jsonl"), items).unwrap();
+    let toml = format!(
+        "name = \"cli\"\nconcurrency = {concurrency}\n[input]\npath = \"cli.jsonl\"\n[providers.p]\nbase_url = \"{}\"\n{provider_extra}[[steps]]\nname = \"a\"\nkind = \"chat\"\nprovider = \"p\"\nmodel = \"m\"\nmessages = [{{ role = \"user\", content = \"{{{{ item.q }}}}\" }}]\n",
+        s.base()
+    );
+    let path = s.dir.path().join("cli.toml");
+    std::fs::write(&path, toml).unwrap();
+    let job = sluice_spec::load(&path, &[]).unwrap();
+    let config = sluice_engine::JobConfig {
+        store: s.dir.path().join("store.db").into(),
+        fresh: true,
+        skip_bad: false,
+        sets: vec![],
+        lease: sluice_engine::DEFAULT_LEASE,
+        queue_only: false,
+    };
+    std::thread::spawn(move || {
+        sluice_engine::run_job(&job, &config, Arc::new(sluice_engine::Progress::default()))
+    })
 }
