@@ -121,13 +121,20 @@ impl RunStats {
 
     /// Everything, now.
     pub fn report(&self) -> StatsReport {
-        let steps = lock(&self.steps)
+        let steps: Vec<StepReport> = lock(&self.steps)
             .iter()
             .map(|m| step_report(&m.step, &m.provider, m.run.counts()))
             .collect();
         let mut providers = self.live_providers();
         if providers.is_empty() {
             providers = lock(&self.last_providers).clone();
+        }
+        for p in &mut providers {
+            p.on_wire = steps
+                .iter()
+                .filter(|s| s.provider == p.name)
+                .map(|s| s.in_flight)
+                .sum();
         }
         StatsReport {
             steps,
@@ -196,8 +203,12 @@ pub struct Latency {
 pub struct ProviderReport {
     /// The provider's name in the job.
     pub name: String,
-    /// Calls in flight to it now (every run of the process).
+    /// Places held now (every run of the process): calls on the wire and
+    /// calls that took their place and wait for a rate slot.
     pub in_flight: u64,
+    /// Of this run's calls to it, those on the wire now.
+    #[serde(default)]
+    pub on_wire: u64,
     /// Its concurrency cap now (`None`: none; adaptive caps move).
     pub concurrency: Option<u64>,
     /// Limits held: `rps`, `rpm`, `rph`, `rpd`, `tpm`, `tpd` (configured or announced).
@@ -286,6 +297,8 @@ fn provider_report(name: &str, share: &ProviderShare) -> ProviderReport {
     ProviderReport {
         name: name.to_owned(),
         in_flight: share.gate.in_flight() as u64,
+        // Filled in by `report` from the run's steps.
+        on_wire: 0,
         concurrency: (cap != usize::MAX).then_some(cap as u64),
         limits: Limits {
             rps: l.rps,

@@ -153,8 +153,8 @@ fn provider_advice(p: &ProviderReport, steps: &[StepReport], out: &mut Vec<Advic
         out.push(Advice {
             level: "info",
             message: format!(
-                "no limit of {} is binding: latency{latency_text} and the run's concurrency set the pace ({} calls in flight)",
-                p.name, p.in_flight
+                "no limit of {} is binding: latency{latency_text} and the run's concurrency set the pace ({} calls on the wire)",
+                p.name, p.on_wire
             ),
         });
     }

@@ -13,6 +13,7 @@ fn provider(
     ProviderReport {
         name: "openai".into(),
         in_flight,
+        on_wire: in_flight,
         concurrency,
         limits: Limits {
             rpm,

@@ -153,7 +153,7 @@ function update(p) {
   const rows = slow.map((s) => [s.step, s.provider, s.attempts, fmt(s.latency_ms.p50), fmt(s.latency_ms.p99), s.throttled]);
   table($("steps"), rows);
   table($("providers"), provs.map((x) => [
-    x.name, x.in_flight + (x.concurrency ? " / " + x.concurrency : ""),
+    x.name, (x.on_wire || 0) + " · " + x.in_flight + (x.concurrency ? " / " + x.concurrency : ""),
     x.limits.rpm ? Math.round(100 * x.used_rpm / x.limits.rpm) + "%" : fmt(x.used_rpm) + "/min",
     x.limits.tpm ? Math.round(100 * x.used_tpm / x.limits.tpm) + "%" : fmt(x.used_tpm) + "/min",
     x.endpoints.map((e) => e.breaker).join(" "),

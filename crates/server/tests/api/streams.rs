@@ -240,6 +240,26 @@ async fn a_run_of_another_process_is_paused_and_resumed_through_the_store() {
     assert_eq!(s.mock.stats().requests, 120);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_tells_calls_on_the_wire_from_places_waiting_for_a_rate_slot() {
+    let s = Setup::new(MockConfig::default()).await;
+    // One call a second, 8 units at once: 8 places taken, at most one on the wire.
+    let cli = start_cli_run(&s, 40, 8, "rpm = 60\n");
+    let view = s
+        .wait_for("cli", |v| {
+            v["live"]["stats"]["providers"][0]["in_flight"].as_u64() >= Some(4)
+        })
+        .await;
+    let provider = &view["live"]["stats"]["providers"][0];
+    let on_wire = provider["on_wire"].as_u64().expect("on_wire is reported");
+    assert!(on_wire <= 1, "{provider}");
+    let id = view["id"].as_str().unwrap().to_owned();
+    let r = s.call("POST", &format!("/v1/runs/{id}/cancel"), None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let report = cli.join().unwrap().unwrap();
+    assert!(report.interrupted);
+}
+
 /// Runs job "cli" (`n` items, one chat step on the mock, `concurrency`,
 /// `provider_extra` lines under its provider) on a thread, the way
 /// `sluice run job.toml` would, against the setup's store.
