@@ -216,7 +216,10 @@ pub(crate) fn fmt_duration(d: Duration) -> String {
 
 /// Unix milliseconds → "2026-11-23 14:50:01 UTC" (times before 1970 show as 1970).
 pub(crate) fn fmt_time(unix_ms: i64) -> String {
-    let ms = u64::try_from(unix_ms).unwrap_or(0);
+    // humantime formats years up to 9999 only (a hand-edited or corrupt time
+    // must not stop `sluice status`).
+    const LAST_MS: i64 = 253_402_300_799_999;
+    let ms = u64::try_from(unix_ms.min(LAST_MS)).unwrap_or(0);
     let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
     // "2026-11-23T14:50:01Z" → "2026-11-23 14:50:01 UTC"
     let iso = humantime::format_rfc3339_seconds(at).to_string();
@@ -234,5 +237,7 @@ mod tests {
         assert_eq!(fmt_duration(Duration::from_secs(75)), "1m15s");
         assert_eq!(fmt_time(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(fmt_time(1_795_445_401_000), "2026-11-23 14:50:01 UTC");
+        assert_eq!(fmt_time(i64::MAX), "9999-12-31 23:59:59 UTC");
+        assert_eq!(fmt_time(-5), "1970-01-01 00:00:00 UTC");
     }
 }

@@ -80,6 +80,12 @@ pub(crate) fn close_shared_run(
     progress: &Progress,
 ) -> Result<RunReport> {
     let mut store = location.open()?;
+    // Cancelled for every process only when the store says so: a server
+    // shutting down cancels just its own execution, and the workers on the
+    // run go on.
+    let cancelled = cancelled
+        && crate::control::read_control(&mut *store, &run.id)?
+            .is_some_and(|c| c.state == crate::control::ControlState::Cancel);
     if interrupted && cancelled {
         store.set_state(&run.id, "interrupted", None)?;
     } else if interrupted {

@@ -90,6 +90,18 @@ impl Uploads {
                 removed += runs_in(&dir);
                 let _ = std::fs::remove_dir_all(&dir);
                 let _ = std::fs::remove_file(&path);
+            } else if path.extension().is_some_and(|e| e == "taking") {
+                // A server that died while taking its lock (it is renamed
+                // within microseconds otherwise).
+                let old = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > std::time::Duration::from_secs(60));
+                if old {
+                    let _ = std::fs::remove_file(&path);
+                }
             } else if path.is_dir() && !path.with_extension("lock").exists() {
                 // A directory whose lock is gone has no owner either.
                 removed += runs_in(&path);
@@ -128,12 +140,16 @@ impl Uploads {
                 std::fs::create_dir_all(&self.root).map_err(failed)?;
                 let name = nonce();
                 // The lock first, then the directory: a directory without its
-                // lock is a leftover to any sweep.
-                let lock = File::create(self.root.join(format!("{name}.lock"))).map_err(failed)?;
+                // lock is a leftover to any sweep. The lock is taken under a
+                // name no sweep looks at and only then given its own, so no
+                // sweep ever sees it unlocked.
+                let taking = self.root.join(format!("{name}.taking"));
+                let lock = File::create(&taking).map_err(failed)?;
                 lock.try_lock().map_err(|e| match e {
                     TryLockError::Error(e) => failed(e),
                     TryLockError::WouldBlock => failed(std::io::Error::other("lock taken")),
                 })?;
+                std::fs::rename(&taking, self.root.join(format!("{name}.lock"))).map_err(failed)?;
                 let dir = std::path::absolute(self.root.join(&name)).map_err(failed)?;
                 std::fs::create_dir_all(&dir).map_err(failed)?;
                 *mine = Some((dir.clone(), lock));

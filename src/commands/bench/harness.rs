@@ -82,7 +82,13 @@ fn sweep_leftovers() {
         else {
             continue;
         };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
+        let Ok(pid) = libc::pid_t::try_from(pid) else {
+            continue;
+        };
+        // SAFETY: signal 0 only asks whether the process exists.
+        let gone = unsafe { libc::kill(pid, 0) } != 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
@@ -95,6 +101,15 @@ static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBoo
 /// (drop the [`Ctx`]) and exit 130.
 pub(super) fn interrupted() -> bool {
     INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// After Ctrl-C no child starts: one started now would not have had the
+/// signal, and could outlive the suite.
+pub(super) fn refuse_when_interrupted() -> anyhow::Result<()> {
+    if interrupted() {
+        bail!("interrupted");
+    }
+    Ok(())
 }
 
 /// Ctrl-C ends the suite without unwinding, so [`Ctx`]'s drop would not
@@ -146,6 +161,7 @@ pub(super) struct Mock {
 impl Mock {
     /// Starts the mock with `args` and waits for its `listening on ADDR` line.
     pub(super) fn start(ctx: &Ctx, args: &[&str]) -> anyhow::Result<Mock> {
+        refuse_when_interrupted()?;
         let mut child = Command::new(&ctx.bin)
             .args(["mock", "--port", "0"])
             .args(args)
@@ -286,6 +302,7 @@ pub(super) fn spawn_as(
     let stderr = dir.join(format!("{name}.stderr"));
     let file =
         |p: &Path| std::fs::File::create(p).with_context(|| format!("creating {}", p.display()));
+    refuse_when_interrupted()?;
     let started = Instant::now();
     let mut command = Command::new(&ctx.bin);
     // SAFETY: the hook does nothing, so it is trivially async-signal-safe.

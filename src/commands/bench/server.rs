@@ -49,6 +49,7 @@ impl Drop for Server {
 }
 
 fn serve(ctx: &Ctx, dir: &std::path::Path) -> anyhow::Result<Server> {
+    super::harness::refuse_when_interrupted()?;
     let mut child = Command::new(&ctx.bin)
         .args(["serve", "--bind", "127.0.0.1:0", "--store", "served.db"])
         .current_dir(dir)

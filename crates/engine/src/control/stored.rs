@@ -105,7 +105,9 @@ pub fn executing(store: &mut dyn Store, run_id: &str) -> sluice_store::Result<Ve
 /// Takes the stored control when this process starts executing a run:
 /// a pause holds (the run starts paused); a cancel ended an earlier
 /// execution, so one started on purpose (`sluice run`, a server's resume)
-/// records `run` in its place, while a worker honours it and leaves.
+/// records `run` in its place — once no other process still executes the
+/// run (they may not have read the cancel yet, and would never see it) —
+/// while a worker honours it and leaves.
 /// Returns the control as this process has seen it.
 pub(crate) fn attach(
     store: &mut dyn Store,
@@ -115,6 +117,12 @@ pub(crate) fn attach(
 ) -> sluice_store::Result<Option<StoredControl>> {
     let stored = read_control(store, run_id)?;
     match stored.as_ref().map(|c| c.state) {
+        Some(ControlState::Cancel) if on_purpose && others_executing(store, run_id)? => {
+            tracing::warn!(
+                "run {run_id} is being cancelled and other processes are still stopping; run it again once `sluice status {run_id}` shows none executing it"
+            );
+            control.cancel();
+        }
         Some(ControlState::Cancel) if on_purpose => {
             return write_control(store, run_id, ControlState::Run, &requester("sluice run"))
                 .map(Some);
@@ -132,6 +140,12 @@ pub(crate) fn attach(
         Some(ControlState::Run) | None => {}
     }
     Ok(stored)
+}
+
+/// Whether a process other than this one executes the run now.
+fn others_executing(store: &mut dyn Store, run_id: &str) -> sluice_store::Result<bool> {
+    let me = &crate::live::identity().worker_id;
+    Ok(executing(store, run_id)?.iter().any(|w| &w.worker_id != me))
 }
 
 /// The writer thread's view of the stored control: applied to the run's

@@ -214,24 +214,33 @@ struct Origin {
 /// against local http services (the mock, a GPU host on the LAN) should.
 /// None found (a bare container) leaves https failing with a certificate
 /// error that says so, while http works.
-fn tls_connector() -> Result<TlsConnector, String> {
+async fn tls_connector() -> Result<TlsConnector, String> {
     static TLS: OnceLock<Result<TlsConnector, String>> = OnceLock::new();
-    TLS.get_or_init(|| {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_native_certs::load_native_certs().certs {
-            let _ = roots.add(cert);
-        }
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup failed: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(TlsConnector::from(Arc::new(config)))
-    })
-    .clone()
+    if let Some(ready) = TLS.get() {
+        return ready.clone();
+    }
+    // Reading files: off the runtime's threads (several first connections
+    // may read at once; the first to finish is kept).
+    let made = tokio::task::spawn_blocking(make_tls)
+        .await
+        .unwrap_or_else(|e| Err(format!("TLS setup failed: {e}")));
+    TLS.get_or_init(|| made).clone()
+}
+
+fn make_tls() -> Result<TlsConnector, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("TLS setup failed: {e}"))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsConnector::from(Arc::new(config)))
 }
 
 /// A client with a connection pool per origin and the bearer token already
@@ -363,6 +372,7 @@ impl Client {
             let name = rustls::pki_types::ServerName::try_from(host.to_string())
                 .map_err(|e| Transport::Connect(format!("bad TLS server name {host:?}: {e}")))?;
             let tls = tls_connector()
+                .await
                 .map_err(Transport::Connect)?
                 .connect(name, tcp)
                 .await

@@ -81,9 +81,11 @@ pub(super) async fn call_model(
             path: path.clone(),
             body: body.clone(),
         };
-        Progress::add(&shared.progress.in_batch, 1);
-        let end = batcher.call(call.unit, request).await;
-        Progress::sub(&shared.progress.in_batch, 1);
+        let end = {
+            // Counted down however the wait ends (also when the unit is dropped).
+            let _waiting = InBatch::enter(&shared.progress);
+            batcher.call(call.unit, request).await
+        };
         if let BatchEnd::Done { attempts, .. }
         | BatchEnd::Failed { attempts, .. }
         | BatchEnd::Live { attempts } = &end
@@ -220,4 +222,20 @@ pub(super) fn conversation_stream(
 /// The model name of a rendered body, for prices.
 pub(super) fn model_of(body: &Json) -> Option<&str> {
     body["model"].as_str()
+}
+
+/// One request counted in [`Progress::in_batch`] while it lives.
+struct InBatch<'a>(&'a Progress);
+
+impl<'a> InBatch<'a> {
+    fn enter(progress: &'a Progress) -> InBatch<'a> {
+        Progress::add(&progress.in_batch, 1);
+        InBatch(progress)
+    }
+}
+
+impl Drop for InBatch<'_> {
+    fn drop(&mut self) {
+        Progress::sub(&self.0.in_batch, 1);
+    }
 }
