@@ -1,6 +1,7 @@
 # Sourced by each example's run.sh (after `cd` into the example): builds
-# sluice once, starts fake services with `start_mock PORT FLAGS...`, and stops
-# them when the script ends, however it ends. Set SLUICE=/path/to/sluice to
+# sluice once, starts fake services with `start_mock PORT FLAGS...` (and the
+# server with `start_serve PORT FLAGS...`), and stops them when the script
+# ends, however it ends. Set SLUICE=/path/to/sluice to
 # skip the build.
 set -eu
 ROOT=$(cd ../.. && pwd)
@@ -24,12 +25,27 @@ start_mock() {
     : >"$LOGS/$port.log"
     "$SLUICE" mock --port "$port" "$@" >"$LOGS/$port.log" 2>&1 &
     MOCKS="$MOCKS $!"
+    wait_listening "$port"
+}
+
+# start_serve PORT [sluice serve flags...]: starts `sluice serve` on
+# 127.0.0.1:PORT and waits until it listens (stopped like the mocks).
+start_serve() {
+    port=$1
+    shift
+    : >"$LOGS/$port.log"
+    "$SLUICE" serve --bind "127.0.0.1:$port" "$@" >"$LOGS/$port.log" 2>&1 &
+    MOCKS="$MOCKS $!"
+    wait_listening "$port"
+}
+
+wait_listening() {
     tries=0
-    until grep -q "listening on" "$LOGS/$port.log"; do
+    until grep -q "listening on" "$LOGS/$1.log"; do
         tries=$((tries + 1))
         if [ "$tries" -gt 100 ]; then
-            echo "the mock on port $port did not start:" >&2
-            cat "$LOGS/$port.log" >&2
+            echo "the process on port $1 did not start:" >&2
+            cat "$LOGS/$1.log" >&2
             exit 1
         fi
         sleep 0.1

@@ -29,6 +29,14 @@ pub(crate) enum Command {
     Runs(RunsArgs),
     /// Write a run's results in input order.
     Export(ExportArgs),
+    /// Pause a run wherever it executes (this machine or others on a shared
+    /// store): no new call starts; calls on the wire finish and are recorded.
+    Pause(ControlArgs),
+    /// Un-pause a run; for a run nobody executes, say how to start it again.
+    Resume(ControlArgs),
+    /// Stop a run wherever it executes, as Ctrl-C would: it ends
+    /// interrupted, its unfinished items stay pending for a resume.
+    Cancel(ControlArgs),
     /// Serve a built-in fake API (OpenAI-compatible, Anthropic Messages, both batch
     /// APIs) for demos, tests and benchmarks.
     Mock(MockArgs),
@@ -181,6 +189,14 @@ pub(crate) struct StatusArgs {
 }
 
 #[derive(Debug, Args)]
+pub(crate) struct ControlArgs {
+    /// Run id or name (a name means its latest run).
+    pub(crate) run: String,
+    #[command(flatten)]
+    pub(crate) store: StoreArg,
+}
+
+#[derive(Debug, Args)]
 pub(crate) struct RunsArgs {
     #[command(flatten)]
     pub(crate) store: StoreArg,
@@ -318,6 +334,10 @@ pub(crate) struct DemoArgs {
     /// every run; default: sluice-demo in the system's temporary directory).
     #[arg(long)]
     pub(crate) dir: Option<PathBuf>,
+    /// After the run, serve the dashboard over the demo's store on a free
+    /// 127.0.0.1 port until Ctrl-C (without it the demo ends by itself).
+    #[arg(long)]
+    pub(crate) serve: bool,
 }
 
 fn parse_store(text: &str) -> Result<StoreLocation, String> {

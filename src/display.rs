@@ -90,8 +90,14 @@ fn status_text(s: &Snapshot) -> String {
         0.0
     };
     let eta = s.eta().map(fmt_duration).unwrap_or_else(|| "–".to_string());
+    // Only runs that offload to a batch API have requests waiting there.
+    let in_batch = if s.in_batch > 0 {
+        format!(" · {} in batch", fmt_count(s.in_batch))
+    } else {
+        String::new()
+    };
     format!(
-        "{} done · {} failed · {} in flight · {:.0} calls/s · {} tok/min · {} retries · {} × 429 · ETA {eta}",
+        "{} done · {} failed · {} in flight{in_batch} · {:.0} calls/s · {} tok/min · {} retries · {} × 429 · ETA {eta}",
         fmt_count(s.done),
         fmt_count(s.failed),
         s.in_flight,
@@ -208,26 +214,13 @@ pub(crate) fn fmt_duration(d: Duration) -> String {
     }
 }
 
-/// Unix milliseconds → "2026-11-23 14:50:01 UTC".
+/// Unix milliseconds → "2026-11-23 14:50:01 UTC" (times before 1970 show as 1970).
 pub(crate) fn fmt_time(unix_ms: i64) -> String {
-    let secs = unix_ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let ms = u64::try_from(unix_ms).unwrap_or(0);
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    // "2026-11-23T14:50:01Z" → "2026-11-23 14:50:01 UTC"
+    let iso = humantime::format_rfc3339_seconds(at).to_string();
+    format!("{} UTC", iso.trim_end_matches('Z').replacen('T', " ", 1))
 }
 
 #[cfg(test)]

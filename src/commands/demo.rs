@@ -10,6 +10,8 @@ use std::time::Duration;
 use anyhow::Context;
 use sluice_engine::{run_job, JobConfig};
 use sluice_mock::{MockConfig, MockServer, MockStats};
+use sluice_server::{AppState, ServerConfig};
+use sluice_store::StoreLocation;
 
 use crate::cli::DemoArgs;
 
@@ -120,7 +122,7 @@ pub(crate) fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     );
     let job = sluice_spec::load(&job_path, &[])?;
     let store = dir.join(".sluice/sluice.db");
-    let location = sluice_store::StoreLocation::from(store.clone());
+    let location = StoreLocation::from(store.clone());
     let config = JobConfig {
         store: location.clone(),
         fresh: true,
@@ -175,15 +177,49 @@ pub(crate) fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         "    sluice export {} {store_arg} --format csv",
         report.run_id
     );
-    // TODO(issue 6): once `sluice serve` exists, start it on the demo's store
-    // and print the dashboard URL here.
     eprintln!("\n  the example itself: examples/audio-pipeline/README.md");
+    if args.serve {
+        serve_dashboard(&location, &dir, &report.run_id)?;
+    } else {
+        eprintln!("\n  the dashboard (the run's rates, limits, latency, errors and advice)");
+        eprintln!("    sluice serve {store_arg}");
+        eprintln!(
+            "    then open http://127.0.0.1:8080/#run={}   (or run `sluice demo --serve`)",
+            report.run_id
+        );
+    }
     // Refused recordings are part of the show: the demo worked when the run
     // completed; only an interruption changes the exit code.
     Ok(if report.interrupted {
         code
     } else {
         ExitCode::SUCCESS
+    })
+}
+
+/// Serves the dashboard over the demo's store on a free loopback port until
+/// Ctrl-C or SIGTERM.
+fn serve_dashboard(store: &StoreLocation, dir: &Path, run_id: &str) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the server's runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .context("finding a free port on 127.0.0.1 for the dashboard")?;
+        let addr = listener.local_addr()?;
+        eprintln!("\n  the dashboard   http://{addr}/#run={run_id}   (Ctrl-C stops it)");
+        let mut config = ServerConfig::new(store.clone());
+        config.workdir = dir.to_path_buf();
+        sluice_server::serve(
+            listener,
+            AppState::new(config),
+            super::serve::stop_signal(),
+            Duration::from_millis(200),
+        )
+        .await
+        .context("serving the dashboard")
     })
 }
 

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use crate::cli::{Cli, Command};
 
 mod bench;
+mod control;
 mod demo;
 mod export;
 mod job;
@@ -28,6 +29,9 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => status::status(args),
         Command::Runs(args) => status::runs(args),
         Command::Export(args) => export::export(args),
+        Command::Pause(args) => control::pause(args),
+        Command::Resume(args) => control::resume(args),
+        Command::Cancel(args) => control::cancel(args),
         Command::Mock(args) => mock::mock(args),
         Command::Demo(args) => demo::demo(args),
         Command::Worker(args) => worker::worker(args),

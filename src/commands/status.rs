@@ -2,7 +2,8 @@
 
 use std::process::ExitCode;
 
-use sluice_store::{RunCounts, RunMeta};
+use sluice_engine::{read_control, ControlState, StoredControl};
+use sluice_store::{RunCounts, RunMeta, STATE_RUNNING};
 
 use super::UsageError;
 use crate::cli::{RunsArgs, StatusArgs};
@@ -45,9 +46,14 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         .collect();
     let pending = pending(&run, &counts);
     let now = sluice_engine::now_ms();
+    // What `sluice pause|resume|cancel` (or a server) last asked of the run.
+    let control = read_control(&mut *store, &run.id)?;
+    let shown = shown_state(&run, control.as_ref());
     if args.json {
         let value = serde_json::json!({
             "run": run,
+            "state": shown,
+            "control": control,
             "counts": counts,
             "pending": pending,
             "queue": queue.map(|q| serde_json::json!({
@@ -74,7 +80,35 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         println!("{value}");
         return Ok(ExitCode::SUCCESS);
     }
-    println!("run        {} ({})", run.id, run.state);
+    println!("run        {} ({shown})", run.id);
+    if let Some(c) = control.as_ref().filter(|c| c.state != ControlState::Run) {
+        let asked = match c.state {
+            ControlState::Pause => "paused",
+            _ => "cancelled",
+        };
+        // Processes apply it with their next heartbeat: say how many have.
+        let live: Vec<_> = workers
+            .iter()
+            .filter(|w| worker_state(w, now) == "running")
+            .collect();
+        let applied = live
+            .iter()
+            .filter(|w| w.live.get("control").and_then(|v| v.as_str()) == Some(c.state.as_str()))
+            .count();
+        let how_far = if live.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " · applied by {applied} of {} processes executing it",
+                live.len()
+            )
+        };
+        println!(
+            "control    {asked} by {} at {}{how_far}",
+            c.by,
+            fmt_time(c.at)
+        );
+    }
     if let Some(input) = run.settings.get("input").and_then(|v| v.as_str()) {
         println!("input      {input}");
     }
@@ -221,6 +255,16 @@ pub(crate) fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The run's state as shown: a running run whose control asks for a pause
+/// or a cancel is `paused` or `cancelling`.
+fn shown_state(run: &RunMeta, control: Option<&StoredControl>) -> String {
+    match control.map(|c| c.state) {
+        Some(ControlState::Pause) if run.state == STATE_RUNNING => "paused".into(),
+        Some(ControlState::Cancel) if run.state == STATE_RUNNING => "cancelling".into(),
+        _ => run.state.clone(),
+    }
 }
 
 /// Items of the input with no recorded outcome.

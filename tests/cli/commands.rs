@@ -83,15 +83,18 @@ fn demo_runs_the_audio_pipeline_example_and_says_where_to_look() {
         recorded, done,
         "a record for each success, none for a failure"
     );
+    let store = dir.join(".sluice/sluice.db");
     for place in [
         "results.jsonl",
         "transcripts.json",
         "sluice status audio-pipeline-1",
+        // The dashboard: the exact command and page for this store and run.
+        &format!("sluice serve --store {}", store.display()),
+        "http://127.0.0.1:8080/#run=audio-pipeline-1",
     ] {
         assert!(err.contains(place), "{place}: {err}");
     }
     // The store it points at answers.
-    let store = dir.join(".sluice/sluice.db");
     let status = s
         .sluice(&[
             "status",
@@ -111,12 +114,57 @@ fn demo_runs_the_audio_pipeline_example_and_says_where_to_look() {
 }
 
 #[test]
+fn demo_with_serve_opens_the_dashboard_on_its_store_until_stopped() {
+    use std::io::{BufRead, BufReader};
+    let s = Scratch::new();
+    let dir = s.path("demo");
+    let mut child = std::process::Command::new(bin())
+        .args(["demo", "--items", "12", "--serve", "--dir"])
+        .arg(&dir)
+        .env("SLUICE_PROGRESS_INTERVAL", "0")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("the demo ended without serving")
+            .unwrap();
+        if let Some(rest) = line.trim().strip_prefix("the dashboard   http://") {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    let (addr, page) = url.split_once('/').unwrap();
+    assert_eq!(page, "#run=audio-pipeline-1");
+    let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
+    let (status, html) = crate::serve::http(port, "GET", "/", &[], "");
+    assert_eq!(status, 200);
+    assert!(html.contains("<html"), "the dashboard page");
+    let (status, body) = crate::serve::http(port, "GET", "/v1/runs/audio-pipeline-1", &[], "");
+    assert_eq!(status, 200, "{body}");
+    let run: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(run["state"], "finished", "{run}");
+    assert_eq!(run["counts"]["done"], 10, "{run}");
+    // It serves until stopped, then ends cleanly.
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "{exit:?}");
+}
+
+#[test]
 fn help_lists_the_commands() {
     let s = Scratch::new();
     let help = s.sluice(&["--help"]).output().unwrap();
     let text = String::from_utf8_lossy(&help.stdout);
-    for verb in ["run", "status", "runs", "export", "mock", "demo"] {
-        assert!(text.contains(verb), "{text}");
+    for verb in [
+        "run", "status", "runs", "export", "mock", "demo", "pause", "resume", "cancel",
+    ] {
+        let listed = text.lines().any(|l| l.starts_with(&format!("  {verb} ")));
+        assert!(listed, "{verb} is not listed: {text}");
     }
 }
 

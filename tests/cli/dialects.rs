@@ -556,3 +556,48 @@ fn embeddings_go_through_the_openai_batch_api_with_the_live_vectors() {
     }
     assert_eq!(vectors[0], vectors[1]);
 }
+
+#[test]
+fn plan_counts_the_max_tokens_an_anthropic_call_is_sent_with() {
+    let s = Scratch::new();
+    items(&s, 4);
+    let job = s.job(&JOB.replace("{MOCK}", "http://127.0.0.1:9/v1"), None, None);
+    let steps = |api: &str| {
+        let set = format!("providers.llm.api={api}");
+        let args = ["plan", job.to_str().unwrap(), "--json", "--set", &set];
+        let plan = json_stdout(&run(&s, &args));
+        let tokens = |i: usize| u(&plan["steps"][i]["tokens"]);
+        (tokens(0), tokens(1))
+    };
+    let (openai_ask, openai_talk) = steps("openai");
+    let (anthropic_ask, anthropic_talk) = steps("anthropic");
+    // "ask" sets no max_tokens: Anthropic requires one, sluice sends 1024 where
+    // the OpenAI estimate reserves 256 — 768 more for each of the 4 calls.
+    assert_eq!(anthropic_ask, openai_ask + 4 * 768);
+    // "talk" sets max_tokens = 8: the same on both.
+    assert_eq!(anthropic_talk, openai_talk);
+}
+
+#[test]
+fn the_progress_line_counts_requests_waiting_in_a_batch() {
+    let mock = start_mock(&["--batch-delay-ms", "1500"]);
+    let s = Scratch::new();
+    items(&s, 3);
+    let job = s.job(ONE_BATCH, Some(&mock), None);
+    let output = s
+        .sluice(&["run", job.to_str().unwrap()])
+        .env("LLM_KEY", KEY)
+        .env("SLUICE_PROGRESS_INTERVAL", "0.1")
+        .output()
+        .unwrap();
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(0), "{err}");
+    // While the batch is processed at the provider, the 3 requests wait in it.
+    assert!(
+        err.contains("0 done · 0 failed · 0 in flight · 3 in batch"),
+        "{err}"
+    );
+    // An answered request leaves the count before its unit counts as done.
+    let both = |l: &&str| l.contains("3 done") && l.contains("in batch");
+    assert!(!err.lines().any(|l| both(&l)), "{err}");
+}

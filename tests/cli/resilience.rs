@@ -151,6 +151,19 @@ fn cached_steps_skip_the_call_across_runs_and_are_marked() {
         "{}",
         stderr(&second)
     );
+    // Cached answers spent no tokens: none count against the tpm shown.
+    assert!(
+        stderr(&second).contains("· 0 tokens/min"),
+        "{}",
+        stderr(&second)
+    );
+    // The answers themselves keep their usage.
+    for r in read_jsonl(&s.path("results.jsonl")) {
+        assert!(
+            r["steps"]["ask"]["usage"]["prompt_tokens"].as_u64() > Some(0),
+            "{r}"
+        );
+    }
 }
 
 #[test]

@@ -64,6 +64,17 @@ pub(crate) fn http(
     headers: &[&str],
     body: &str,
 ) -> (u16, String) {
+    http_bytes(port, method, path, headers, body.as_bytes())
+}
+
+/// [`http`] with a binary body.
+pub(crate) fn http_bytes(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &[u8],
+) -> (u16, String) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(60)))
@@ -75,7 +86,8 @@ pub(crate) fn http(
     for h in headers {
         head += &format!("{h}\r\n");
     }
-    write!(stream, "{head}\r\n{body}").unwrap();
+    write!(stream, "{head}\r\n").unwrap();
+    stream.write_all(body).unwrap();
     let mut response = Vec::new();
     stream.read_to_end(&mut response).unwrap();
     let response = String::from_utf8_lossy(&response).into_owned();

@@ -14,7 +14,7 @@ use crate::pg::PgSchema;
 use crate::util::*;
 
 /// A job of `n` items, one chat step on the mock, with provider limits `limits`.
-fn job(s: &Scratch, mock: &Mock, n: usize, limits: &str) -> PathBuf {
+pub(crate) fn job(s: &Scratch, mock: &Mock, n: usize, limits: &str) -> PathBuf {
     let lines: Vec<String> = (0..n)
         .map(|i| {
             serde_json::json!({"id": format!("q{i:04}"), "q": format!("question {i}")}).to_string()
@@ -66,7 +66,7 @@ fn sluice(s: &Scratch, pg: &PgSchema, args: &[&str]) -> std::process::Output {
 }
 
 /// Waits for `child` (at most `limit`), returning its exit code and stderr.
-fn finish(mut child: Child, limit: Duration) -> (Option<i32>, String) {
+pub(crate) fn finish(mut child: Child, limit: Duration) -> (Option<i32>, String) {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -102,7 +102,7 @@ fn wait_status(s: &Scratch, pg: &PgSchema, what: &str, ready: impl Fn(&Value) ->
 }
 
 /// Every exported unit id, checked to appear once and be done.
-fn exported_once(path: &Path, n: usize) {
+pub(crate) fn exported_once(path: &Path, n: usize) {
     let rows = read_jsonl(path);
     let ids: HashSet<&str> = rows.iter().map(|r| r["id"].as_str().unwrap()).collect();
     assert_eq!(rows.len(), n, "one line per unit");
@@ -356,4 +356,85 @@ fn a_worker_refuses_a_sqlite_store() {
     let out = s.sluice(&["worker", "--exit-when-idle"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("postgres://"), "{}", stderr(&out));
+}
+
+#[test]
+fn workers_hold_on_pause_and_give_their_units_back_on_cancel() {
+    use crate::control::{held, no_new_requests};
+    let Some(pg) = PgSchema::create() else { return };
+    let mock = Mock::start(&["--latency-ms", "200"]);
+    let s = Scratch::new();
+    let n = 120;
+    let job = job(&s, &mock, n, "concurrency = 2");
+    let queued = sluice(&s, &pg, &["run", job.to_str().unwrap(), "--queue-only"]);
+    assert!(queued.status.success(), "{}", stderr(&queued));
+    let workers: Vec<Child> = (0..2)
+        .map(|_| spawn(&s, &pg, &["worker", "--exit-when-idle"]))
+        .collect();
+    wait_status(&s, &pg, "some results", |v| u(&v["counts"]["done"]) >= 6);
+    let out = sluice(&s, &pg, &["pause", "shared-1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("the 2 processes"), "{}", stderr(&out));
+    let status = wait_status(&s, &pg, "both workers to hold", |v| {
+        held(v)
+            && v["workers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|w| w["state"] == "running")
+                .count()
+                == 2
+    });
+    assert_eq!(status["state"], "paused", "{status}");
+    no_new_requests(&mock);
+    let out = sluice(&s, &pg, &["resume", "shared-1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let resumed = u(&status["counts"]["done"]);
+    wait_status(&s, &pg, "progress after the resume", |v| {
+        u(&v["counts"]["done"]) > resumed + 4
+    });
+    let out = sluice(&s, &pg, &["cancel", "shared-1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("stopped (interrupted)"),
+        "{}",
+        stderr(&out)
+    );
+    // A cancelled run is left, not the worker's reason to stop: with
+    // nothing else to claim, `--exit-when-idle` ends them normally.
+    for w in workers {
+        let (code, err) = finish(w, Duration::from_secs(60));
+        assert_eq!(code, Some(0), "{err}");
+        assert!(err.contains("left shared-1 (stopping)"), "{err}");
+    }
+    let status = wait_status(&s, &pg, "the cancelled state", |v| {
+        v["run"]["state"] == "interrupted"
+    });
+    assert_eq!(status["queue"]["leased"], 0, "leases given back: {status}");
+    let done = u(&status["counts"]["done"]);
+    assert!(done < n as u64, "{status}");
+    assert_eq!(status["control"]["state"], "cancel");
+    // Cancelled: a worker started now does not join it.
+    let sent = u(&mock.stats()["requests"]);
+    let idle = sluice(&s, &pg, &["worker", "--exit-when-idle"]);
+    assert!(idle.status.success(), "{}", stderr(&idle));
+    assert!(!stderr(&idle).contains("joined"), "{}", stderr(&idle));
+    assert_eq!(u(&mock.stats()["requests"]), sent);
+    // Resumed: workers (any number, started afresh) finish it.
+    let out = sluice(&s, &pg, &["resume", "shared-1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("`sluice worker`"), "{}", stderr(&out));
+    let workers: Vec<Child> = (0..2)
+        .map(|_| spawn(&s, &pg, &["worker", "--exit-when-idle"]))
+        .collect();
+    for w in workers {
+        let (code, err) = finish(w, Duration::from_secs(120));
+        assert_eq!(code, Some(0), "{err}");
+    }
+    let export = sluice(&s, &pg, &["export", "shared-1", "--out", "all.jsonl"]);
+    assert!(export.status.success(), "{}", stderr(&export));
+    exported_once(&s.path("all.jsonl"), n);
+    let stats = mock.stats();
+    assert_eq!(stats["duplicate_requests"], 0, "{stats}");
+    assert_eq!(stats["requests"], n as u64, "{stats}");
 }

@@ -24,7 +24,10 @@ mod webhook;
 mod worker;
 mod writer;
 
-pub use control::{CommitHook, OpenHook, RunControl, RunHooks};
+pub use control::{
+    executing, read_control, requester, write_control, CommitHook, ControlState, OpenHook,
+    RunControl, RunHooks, StoredControl, CONTROL_KEY,
+};
 pub use error::{Error, Result};
 pub use export::{export_run, ExportFormat};
 pub use input::InputSource;

@@ -69,17 +69,20 @@ pub(crate) fn close_run(
 }
 
 /// Leaves a shared run: `finished` once its queue is empty; `interrupted`
-/// only if no other worker is still on it (their beats are fresh); the last
+/// if it was `cancelled` (every process on it is stopping), or else only if
+/// no other worker is still on it (their beats are fresh); the last
 /// `stopped` beat returns any unit this process still holds to the queue.
 pub(crate) fn close_shared_run(
     location: &StoreLocation,
     run: RunMeta,
     resumed: bool,
-    interrupted: bool,
+    (interrupted, cancelled): (bool, bool),
     progress: &Progress,
 ) -> Result<RunReport> {
     let mut store = location.open()?;
-    if interrupted {
+    if interrupted && cancelled {
+        store.set_state(&run.id, "interrupted", None)?;
+    } else if interrupted {
         let me = &crate::live::identity().worker_id;
         let stale = crate::live::BEAT_STALE.as_millis() as i64;
         let now = now_ms();
@@ -110,7 +113,7 @@ fn last_beat(
     interrupted: bool,
     progress: &Progress,
 ) -> Result<RunReport> {
-    let (last_beat, _) = crate::live::beat(&run.id, "stopped", progress, None);
+    let (last_beat, _) = crate::live::beat(&run.id, "stopped", progress, None, None);
     if let Err(e) = store.heartbeat(&last_beat) {
         tracing::warn!("could not record this worker's last heartbeat: {e}");
     }

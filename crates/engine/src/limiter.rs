@@ -176,7 +176,7 @@ impl Limiter {
     }
 
     /// Requests and tokens per minute taken over the last minute (or since
-    /// the limiter began, if that is shorter).
+    /// its first request, if that is shorter).
     pub(crate) fn used_per_minute(&self) -> (f64, f64) {
         let now = self.now() / 1_000_000_000;
         self.used.per_minute(now, now)

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use sluice_store::WorkerBeat;
 use tokio::sync::mpsc;
 
+use crate::control::RunControl;
 use crate::progress::{Progress, Snapshot};
 use crate::quick::now_ms;
 use crate::writer::Message;
@@ -92,11 +93,13 @@ impl Rates {
     }
 }
 
-/// Builds one beat: the counters now and the rates since `previous`.
+/// Builds one beat: the counters now, the rates since `previous`, and
+/// whether this process has the run paused or cancelled (`control`).
 pub(crate) fn beat(
     run_id: &str,
     state: &str,
     progress: &Progress,
+    control: Option<&RunControl>,
     previous: Option<(Instant, Snapshot)>,
 ) -> (WorkerBeat, (Instant, Snapshot)) {
     let id = identity();
@@ -116,6 +119,7 @@ pub(crate) fn beat(
         "latency_ewma_ms": latency_ms,
         "eta_secs": snapshot.eta().map(|d| d.as_secs_f64()),
         "stats": progress.stats.report(),
+        "control": control.map(|c| c.state().as_str()),
     });
     let beat = WorkerBeat {
         run_id: run_id.to_owned(),
@@ -133,13 +137,18 @@ pub(crate) fn beat(
 
 /// Sends a `running` beat to the writer every [`BEAT_PERIOD`] until the
 /// channel closes (or the task is dropped with its runtime).
-pub(crate) async fn beat_loop(tx: mpsc::Sender<Message>, run_id: String, progress: Arc<Progress>) {
+pub(crate) async fn beat_loop(
+    tx: mpsc::Sender<Message>,
+    run_id: String,
+    progress: Arc<Progress>,
+    control: Arc<RunControl>,
+) {
     let mut previous = None;
     let mut ticks = tokio::time::interval(BEAT_PERIOD);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let (beat, now) = beat(&run_id, "running", &progress, previous);
+        let (beat, now) = beat(&run_id, "running", &progress, Some(&control), previous);
         previous = Some(now);
         if tx.send(Message::Beat(Box::new(beat))).await.is_err() {
             return;
@@ -185,11 +194,14 @@ mod tests {
         let progress = Progress::default();
         Progress::add(&progress.done, 3);
         Progress::add(&progress.in_flight, 2);
-        let (b, _) = beat("run-1", "running", &progress, None);
+        let control = RunControl::new();
+        control.pause();
+        let (b, _) = beat("run-1", "running", &progress, Some(&control), None);
         assert_eq!(b.run_id, "run-1");
         assert_eq!(b.pid, std::process::id());
         assert_eq!(b.in_flight, 2);
         assert_eq!(b.live["counters"]["done"], 3);
+        assert_eq!(b.live["control"], "pause");
         assert!(b.worker_id.starts_with(&format!("{}:", b.host)));
         assert_eq!(identity().worker_id, b.worker_id);
     }

@@ -277,11 +277,17 @@ fn kind_label(kind: FailureKind) -> &'static str {
 pub(crate) struct Rolling {
     /// Per slot: the second it counts (since the limiter's origin), requests, tokens.
     slots: [(AtomicU64, AtomicU64, AtomicI64); 60],
+    /// The second of the first request (`u64::MAX` before it): a rate is
+    /// measured from there, not from the limiter's start, so the time a run
+    /// spends before its first call (reading input, loading a tokenizer)
+    /// does not make a limit look less used than it is.
+    first: AtomicU64,
 }
 
 impl Default for Rolling {
     fn default() -> Self {
         Rolling {
+            first: AtomicU64::new(u64::MAX),
             slots: std::array::from_fn(|_| {
                 (
                     AtomicU64::new(u64::MAX),
@@ -296,6 +302,9 @@ impl Default for Rolling {
 impl Rolling {
     /// Counts `requests` and `tokens` (negative: a correction) at second `sec`.
     pub(crate) fn add(&self, sec: u64, requests: u64, tokens: i64) {
+        if requests > 0 {
+            self.first.fetch_min(sec, Relaxed);
+        }
         let (at, req, tok) = &self.slots[(sec % 60) as usize];
         let seen = at.load(Relaxed);
         if seen != sec {
@@ -311,9 +320,13 @@ impl Rolling {
     }
 
     /// Requests and tokens per minute over the last `span` whole seconds
-    /// before `now_sec` (at most 60), scaled to a minute.
+    /// before `now_sec` (at most 60; from the second after the first
+    /// request's, which is only partly used, once there is one), scaled to
+    /// a minute.
     pub(crate) fn per_minute(&self, now_sec: u64, span: u64) -> (f64, f64) {
-        let span = span.clamp(1, 60);
+        let first = self.first.load(Relaxed);
+        let since_first = now_sec.saturating_sub(first.saturating_add(1));
+        let span = span.min(since_first).clamp(1, 60);
         let (mut req, mut tok) = (0u64, 0i64);
         for (at, r, t) in &self.slots {
             let sec = at.load(Relaxed);
@@ -385,5 +398,24 @@ mod tests {
         r.add(70, 1, -50);
         let (rpm, _) = r.per_minute(71, 60);
         assert_eq!(rpm, 1.0);
+    }
+
+    #[test]
+    fn the_seconds_before_the_first_request_do_not_count() {
+        // Calls began 3.5 s after the limiter: 10/s is 600/min from the
+        // first whole second on.
+        let r = Rolling::default();
+        assert_eq!(r.per_minute(3, 3), (0.0, 0.0));
+        r.add(3, 5, 0);
+        assert_eq!(r.per_minute(4, 4).0, 300.0, "only the partial second yet");
+        for sec in 4..6 {
+            r.add(sec, 10, 0);
+        }
+        assert_eq!(r.per_minute(6, 6).0, 600.0);
+        // A correction alone (no request) is not a first request.
+        let r = Rolling::default();
+        r.add(1, 0, -5);
+        r.add(4, 10, 0);
+        assert_eq!(r.per_minute(5, 5).0, 600.0);
     }
 }

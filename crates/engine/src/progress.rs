@@ -21,6 +21,8 @@ pub struct Progress {
     pub failed: AtomicU64,
     /// Calls currently on the wire.
     pub in_flight: AtomicU64,
+    /// Requests handed to a provider's batch API and not answered yet.
+    pub in_batch: AtomicU64,
     /// Calls sent, retries included.
     pub attempts: AtomicU64,
     /// Calls that were retries.
@@ -58,6 +60,7 @@ impl Default for Progress {
             done: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
+            in_batch: AtomicU64::new(0),
             attempts: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
@@ -88,6 +91,8 @@ pub struct Snapshot {
     pub failed: u64,
     /// Calls on the wire now.
     pub in_flight: u64,
+    /// Requests waiting in a provider's batch API now.
+    pub in_batch: u64,
     /// Calls sent.
     pub attempts: u64,
     /// Retries sent.
@@ -146,6 +151,7 @@ impl Progress {
             done: self.done.load(Relaxed),
             failed: self.failed.load(Relaxed),
             in_flight: self.in_flight.load(Relaxed),
+            in_batch: self.in_batch.load(Relaxed),
             attempts: self.attempts.load(Relaxed),
             retries: self.retries.load(Relaxed),
             throttled: self.throttled.load(Relaxed),

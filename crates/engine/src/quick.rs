@@ -14,6 +14,7 @@ use sluice_store::{ItemRecord, ItemStatus, Known, Store, StoreLocation};
 use tokio::sync::{mpsc, Notify};
 
 use crate::calls::{self, CallEnd, CallEnv, CallRequest, Tally};
+use crate::control::RunControl;
 use crate::error::{Error, Result};
 use crate::input::{parse_line, survey, BadLine, InputSource, LineReader, Request};
 use crate::inputs::{spool_stdin_jsonl, InputError};
@@ -98,6 +99,8 @@ struct Shared {
     timeout: Duration,
     progress: Arc<Progress>,
     stopping: AtomicBool,
+    /// Pause and cancel from other processes, through the store.
+    control: Arc<RunControl>,
 }
 
 /// Runs (or resumes) a quick-mode batch on its own single-threaded runtime.
@@ -149,6 +152,9 @@ pub fn run_quick(cfg: &QuickConfig, progress: Arc<Progress>) -> Result<RunReport
     store.set_total(&run.id, found.total)?;
     store.set_state(&run.id, "running", None)?;
     Progress::add(&progress.total, found.total);
+    let control = RunControl::new();
+    // Started on purpose: an earlier cancel is over, a pause holds.
+    let seen = crate::control::attach(&mut *store, &run.id, &control, true)?;
 
     let client = Client::new(
         cfg.concurrency,
@@ -165,12 +171,20 @@ pub fn run_quick(cfg: &QuickConfig, progress: Arc<Progress>) -> Result<RunReport
         timeout: cfg.timeout,
         progress: progress.clone(),
         stopping: AtomicBool::new(false),
+        control: control.clone(),
     });
-    let writer = Writer::start(cfg.store.open()?, run.id.clone(), progress.clone());
+    let writer = Writer::start(
+        cfg.store.open()?,
+        run.id.clone(),
+        progress.clone(),
+        None,
+        Some(crate::control::Watch::new(control.clone(), seen)),
+    );
     runtime.spawn(crate::live::beat_loop(
         writer.tx.clone(),
         run.id.clone(),
         progress.clone(),
+        control,
     ));
     let dispatch = Dispatch {
         shared: shared.clone(),
@@ -261,6 +275,10 @@ impl Dispatch {
     async fn run(mut self, path: &Path, concurrency: usize) -> Result<bool> {
         let stop = Arc::new(Notify::new());
         let signal = tokio::spawn(watch_signals(stop.clone()));
+        let cancel = tokio::spawn(crate::control::stop_on_cancel(
+            self.shared.control.clone(),
+            stop.clone(),
+        ));
         // A fixed set of workers pulls from a short queue: a worker that gets a
         // response sends its next request in the same poll, so requests and
         // responses interleave instead of alternating in waves (which left the
@@ -384,6 +402,7 @@ impl Dispatch {
         let all_done = workers.all_done();
         let interrupted = drain(all_done, &stop, &self.shared.stopping, interrupted).await;
         signal.abort();
+        cancel.abort();
         Ok(interrupted)
     }
 
@@ -517,7 +536,7 @@ async fn attempt(
         retries: shared.retries,
         timeout: shared.timeout,
         tenant: 0,
-        control: None,
+        control: Some(&shared.control),
         meters: [None, None],
     };
     let route = calls::Fixed(endpoint);

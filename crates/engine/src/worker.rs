@@ -3,6 +3,9 @@
 //! from this process's environment — and works each until its queue is
 //! empty, then looks for the next; stops on SIGINT/SIGTERM (its units go
 //! back to the queue at once) or, with `exit_when_idle`, when none is left.
+//! A run whose stored control says pause or cancel is not joined; a run
+//! cancelled while worked on is left like on a signal, and the worker goes
+//! on to the next.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -51,7 +54,8 @@ pub enum WorkerEvent {
 }
 
 /// Works runnable runs until stopped (or idle, with `exit_when_idle`);
-/// returns whether a signal stopped it.
+/// returns whether a signal stopped it (a cancelled run only ends the work
+/// on that run).
 pub fn run_worker(cfg: &WorkerConfig, on_event: &mut dyn FnMut(WorkerEvent)) -> Result<bool> {
     if !cfg.store.is_shared() {
         return Err(Error::Config(format!(
@@ -70,13 +74,19 @@ pub fn run_worker(cfg: &WorkerConfig, on_event: &mut dyn FnMut(WorkerEvent)) -> 
             Some(shared) => shared.runnable_runs()?,
             None => Vec::new(),
         };
-        let next = runs.into_iter().find(|r| {
-            !skipped.contains(&r.id)
+        let mut next = None;
+        for r in runs {
+            let wanted = !skipped.contains(&r.id)
                 && cfg
                     .run
                     .as_ref()
-                    .is_none_or(|want| &r.id == want || &r.name == want)
-        });
+                    .is_none_or(|want| &r.id == want || &r.name == want);
+            // Held or cancelled until someone resumes it (`sluice resume`).
+            if wanted && !held(&mut *store, &r.id)? {
+                next = Some(r);
+                break;
+            }
+        }
         let Some(run) = next else {
             if cfg.exit_when_idle {
                 return Ok(false);
@@ -95,10 +105,10 @@ pub fn run_worker(cfg: &WorkerConfig, on_event: &mut dyn FnMut(WorkerEvent)) -> 
         on_event(WorkerEvent::Joined(run.clone()));
         let run_id = run.id.clone();
         match work(cfg, run) {
-            Ok(report) => {
+            Ok((report, cancelled)) => {
                 let interrupted = report.interrupted;
                 on_event(WorkerEvent::Left(report));
-                if interrupted {
+                if interrupted && !cancelled {
                     return Ok(true);
                 }
             }
@@ -110,8 +120,15 @@ pub fn run_worker(cfg: &WorkerConfig, on_event: &mut dyn FnMut(WorkerEvent)) -> 
     }
 }
 
-/// Works one run until its queue is empty or a signal stops it.
-fn work(cfg: &WorkerConfig, run: RunMeta) -> Result<RunReport> {
+/// Whether the run's stored control keeps workers out (paused or cancelled).
+fn held(store: &mut dyn sluice_store::Store, run_id: &str) -> Result<bool> {
+    Ok(crate::control::read_control(store, run_id)?
+        .is_some_and(|c| c.state != crate::control::ControlState::Run))
+}
+
+/// Works one run until its queue is empty, a signal stops it or it is
+/// cancelled; returns the report and whether it was cancelled.
+fn work(cfg: &WorkerConfig, run: RunMeta) -> Result<(RunReport, bool)> {
     let mut store = cfg.store.open()?;
     let def = store
         .shared()
@@ -135,6 +152,9 @@ fn work(cfg: &WorkerConfig, run: RunMeta) -> Result<RunReport> {
     let env = Env { vars, value };
     let concurrency = job.concurrency;
     let offload = job::worker_offload(&job);
+    let control = crate::control::RunControl::new();
+    // Joined, not started on purpose: a cancel made meanwhile is honoured.
+    let seen = crate::control::attach(&mut *store, &run.id, &control, false)?;
     let work = Work {
         job: &job,
         location: &cfg.store,
@@ -142,14 +162,16 @@ fn work(cfg: &WorkerConfig, run: RunMeta) -> Result<RunReport> {
         resumed: false,
         progress: &progress,
         offload: &offload,
-        control: None,
+        control: control.clone(),
+        seen,
         on_commit: None,
     };
     let (interrupted, breakers) = job::execute(work, runtime, lanes, env, |shared| {
         job::claimed_dispatch(shared, store, run_id, concurrency, lease)
     })?;
-    let mut report = close_shared_run(&cfg.store, run, true, interrupted, &progress)?;
+    let cancelled = control.is_cancelled();
+    let mut report = close_shared_run(&cfg.store, run, true, (interrupted, cancelled), &progress)?;
     report.breakers = breakers;
     report.notes = job::offload_notes(&offload);
-    Ok(report)
+    Ok((report, cancelled))
 }

@@ -9,6 +9,7 @@ use sluice_store::{ItemRecord, ItemStatus, StepRecord, Store, WorkerBeat};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
 
+use crate::control::Watch;
 use crate::progress::Progress;
 
 /// Outcomes waiting for the writer; bounded so memory is too.
@@ -39,7 +40,8 @@ pub(crate) enum Message {
     Moves(Vec<(String, u64)>),
     /// Remember a step output for `cache = { ttl }`: (request key, output JSON, unix ms).
     Cache(u64, String, i64),
-    /// This process's live state, written at once (see [`crate::live`]).
+    /// This process's live state, written at once (see [`crate::live`]);
+    /// a `running` beat also reads the run's stored control.
     Beat(Box<WorkerBeat>),
 }
 
@@ -50,18 +52,16 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// Starts the thread; it owns `store` and counts committed outcomes into `progress`.
-    pub(crate) fn start(store: Box<dyn Store>, run_id: String, progress: Arc<Progress>) -> Writer {
-        Writer::start_observed(store, run_id, progress, None)
-    }
-
-    /// [`Writer::start`], also handing each committed batch of outcomes to
-    /// `on_commit` (after the commit, so it only ever sees durable outcomes).
-    pub(crate) fn start_observed(
+    /// Starts the thread; it owns `store`, counts committed outcomes into
+    /// `progress`, hands each committed batch of outcomes to `on_commit`
+    /// (after the commit, so it only ever sees durable outcomes) and, with
+    /// each heartbeat, applies changes of the stored control through `watch`.
+    pub(crate) fn start(
         mut store: Box<dyn Store>,
         run_id: String,
         progress: Arc<Progress>,
         on_commit: Option<crate::control::CommitHook>,
+        mut watch: Option<Watch>,
     ) -> Writer {
         let (tx, mut rx) = mpsc::channel::<Message>(QUEUE);
         let handle = std::thread::Builder::new()
@@ -73,11 +73,13 @@ impl Writer {
                     let Some(first) = rx.blocking_recv() else {
                         break;
                     };
-                    apply(&mut *store, &run_id, first, &mut batch)?;
+                    apply(&mut *store, &run_id, first, &mut batch, &mut watch)?;
                     let deadline = Instant::now() + GATHER;
                     while batch.len() < BATCH {
                         match rx.try_recv() {
-                            Ok(message) => apply(&mut *store, &run_id, message, &mut batch)?,
+                            Ok(message) => {
+                                apply(&mut *store, &run_id, message, &mut batch, &mut watch)?
+                            }
                             Err(TryRecvError::Disconnected) => {
                                 open = false;
                                 break;
@@ -219,6 +221,7 @@ fn apply(
     run_id: &str,
     message: Message,
     batch: &mut Batch,
+    watch: &mut Option<Watch>,
 ) -> sluice_store::Result<()> {
     match message {
         Message::Record(record) => {
@@ -244,6 +247,11 @@ fn apply(
             // never stop the recording of outcomes.
             if let Err(e) = store.heartbeat(&beat) {
                 tracing::warn!("could not record this worker's heartbeat: {e}");
+            }
+            // With the beat, not per call: one look a second at what other
+            // processes asked of the run.
+            if let (Some(watch), "running") = (watch.as_mut(), beat.state.as_str()) {
+                watch.poll(store, run_id);
             }
             Ok(())
         }

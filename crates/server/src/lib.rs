@@ -14,6 +14,7 @@ mod events;
 mod metrics;
 mod runner;
 mod state;
+mod uploads;
 mod view;
 
 use std::future::Future;
@@ -94,13 +95,18 @@ async fn method_not_allowed() -> ApiError {
 
 /// Serves `state` on `listener` until `shutdown` resolves; then cancels the
 /// runs it executes (they end `interrupted`, resumable) and waits up to
-/// `grace` for them to record their state.
+/// `grace` for them to record their state. First it removes the uploads
+/// that servers no longer running left behind.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> std::io::Result<()> {
+    let swept = state.inner.uploads.sweep();
+    if swept > 0 {
+        tracing::info!("removed the uploads of {swept} run(s) a stopped server left behind");
+    }
     let router = app(state.clone());
     let (stopped_tx, stopped_rx) = tokio::sync::watch::channel(false);
     let signal = async move {
@@ -137,5 +143,6 @@ pub async fn serve(
         }
     };
     let _ = tokio::time::timeout(grace * 4, all).await;
+    state.inner.uploads.close();
     Ok(())
 }

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
+use crate::uploads::ScratchDir;
 
 /// The run-state key under which a submitted job is kept (so the server can
 /// resume or retry it later, even after a restart).
@@ -32,13 +33,26 @@ pub(crate) struct SavedJob {
     pub(crate) shown_as: String,
     /// The job's identity: the path its runs are found by.
     pub(crate) path: PathBuf,
+    /// The scratch directory of the files sent with it, where its relative
+    /// paths resolve (instead of `workdir`); removed when its run ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) uploads: Option<PathBuf>,
 }
 
 impl SavedJob {
     /// Parses the kept text again, as when it was submitted.
     pub(crate) fn load(&self, workdir: &std::path::Path) -> ApiResult<Job> {
-        let mut job = sluice_spec::parse_str(&self.text, &workdir.join(&self.shown_as), &[])
-            .map_err(|e| crate::api::submit::invalid_job(e, workdir))?;
+        let base = match &self.uploads {
+            Some(dir) if !dir.is_dir() => {
+                return Err(ApiError::conflict(
+                    "the files sent with this run were removed when it ended; submit the batch again as a new run",
+                ))
+            }
+            Some(dir) => dir.as_path(),
+            None => workdir,
+        };
+        let mut job = sluice_spec::parse_str(&self.text, &base.join(&self.shown_as), &[])
+            .map_err(|e| crate::api::submit::invalid_job(e, base))?;
         job.path = self.path.clone();
         Ok(job)
     }
@@ -144,6 +158,8 @@ pub(crate) struct Launch {
     pub(crate) fresh: bool,
     /// A stream to feed with committed outcomes and the end.
     pub(crate) stream: Option<mpsc::UnboundedSender<StreamMsg>>,
+    /// The files sent with the submission: removed when the run ends.
+    pub(crate) scratch: Option<ScratchDir>,
 }
 
 /// Starts `launch` on its own thread; answers once the run is open in the
@@ -181,15 +197,27 @@ pub(crate) async fn start(state: &AppState, launch: Launch) -> ApiResult<(Arc<Li
     };
     let job = launch.job;
     let stream = launch.stream;
+    let scratch = launch.scratch;
+    // Paths in messages are shown relative to where the job's paths resolve.
+    let mut shown_from = vec![format!("{}/", state.config().workdir.display())];
+    if let Some(dir) = &scratch {
+        shown_from.insert(0, format!("{}/", dir.path().display()));
+    }
     let thread_progress = progress.clone();
     std::thread::Builder::new()
         .name("sluice-run".into())
         .spawn(move || {
             let result = run_job_with(&job, &config, thread_progress, hooks);
+            // Before the end is announced: whoever sees the run ended finds
+            // its temporary files gone.
+            drop(scratch);
             let ending = match &result {
                 Ok(report) => Ending::Report(report.clone()),
                 Err(e) => Ending::Error(e.to_string()),
             };
+            // Ended before the stream hears of it: the summary it builds
+            // then shows the run's final state, not `running`.
+            let _ = end_tx.send(Some(ending.clone()));
             if let Some(tx) = &stream {
                 let _ = tx.send(StreamMsg::Done(match &ending {
                     Ending::Report(r) => Ok(r.clone()),
@@ -208,16 +236,15 @@ pub(crate) async fn start(state: &AppState, launch: Launch) -> ApiResult<(Arc<Li
                 }
                 Ok(report) => tracing::info!(run = %report.run_id, "run ended"),
             }
-            let _ = end_tx.send(Some(ending));
         })
         .map_err(|e| ApiError::internal("starting the run's thread", e))?;
     let meta = match open_rx.await {
         Ok(Ok(meta)) => meta,
         Ok(Err(e)) => {
-            // Paths in the message are shown relative to the server's directory.
             let mut error = ApiError::from(e);
-            let prefix = format!("{}/", state.config().workdir.display());
-            error.message = error.message.replace(&prefix, "");
+            for prefix in &shown_from {
+                error.message = error.message.replace(prefix, "");
+            }
             return Err(error);
         }
         Err(_) => return Err(ApiError::internal("the run", "its thread ended early")),

@@ -9,6 +9,7 @@ use sluice_store::{Store, StoreLocation};
 
 use crate::error::{ApiError, ApiResult};
 use crate::runner::LiveRun;
+use crate::uploads::Uploads;
 
 /// How the server was started.
 #[derive(Debug, Clone)]
@@ -54,6 +55,8 @@ pub(crate) struct Inner {
     /// Runs executing in this process, by run id (kept after they end, so
     /// their final live detail stays available).
     pub(crate) runs: Mutex<HashMap<String, Arc<LiveRun>>>,
+    /// Files sent with submissions, one scratch directory per run.
+    pub(crate) uploads: Uploads,
 }
 
 impl AppState {
@@ -61,6 +64,7 @@ impl AppState {
     pub fn new(config: ServerConfig) -> AppState {
         AppState {
             inner: Arc::new(Inner {
+                uploads: Uploads::new(&config.store.local_dir()),
                 config,
                 runs: Mutex::new(HashMap::new()),
             }),

@@ -1,11 +1,12 @@
 //! One run as the API and the dashboard show it: what the store holds
-//! (state, counts, workers) plus the live detail — from the engine directly
-//! for runs executed here, from the workers' heartbeats for runs started
-//! elsewhere (the CLI against the same store) — and the advice derived from it.
+//! (state, counts, workers, the control asked of it) plus the live detail —
+//! from the engine directly for runs executed here, from the workers'
+//! heartbeats for runs started elsewhere (the CLI against the same store) —
+//! and the advice derived from it.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json};
-use sluice_engine::{worker_state, StatsReport};
+use sluice_engine::{read_control, worker_state, ControlState, StatsReport, StoredControl};
 use sluice_store::{RunCounts, RunMeta, Store, WorkerBeat};
 
 use crate::advice::{advise, Advice};
@@ -41,6 +42,10 @@ pub(crate) struct Live {
     pub(crate) eta_secs: Option<f64>,
     #[serde(default)]
     pub(crate) stats: StatsReport,
+    /// What the process executing the run applies now: `run`, `pause` or
+    /// `cancel` (lags a stored control by up to a heartbeat).
+    #[serde(default)]
+    pub(crate) control: Option<String>,
 }
 
 /// Totals the API reports for a run.
@@ -106,17 +111,33 @@ pub(crate) fn live_here(run: &LiveRun) -> Live {
         latency_ewma_ms: ewma,
         eta_secs: snapshot.eta().map(|d| d.as_secs_f64()),
         stats: run.progress.stats.report(),
+        control: Some(run.control.state().as_str().to_owned()),
     }
 }
 
 /// The run's public state: the store's, or `paused`/`running` for a run
-/// executed here.
-fn state(run: &RunMeta, here: Option<&LiveRun>) -> String {
+/// executed here; a run running elsewhere whose stored control asks for a
+/// pause is `paused` (its processes hold within a second).
+fn state(run: &RunMeta, here: Option<&LiveRun>, control: Option<&StoredControl>) -> String {
     match here {
         Some(r) if !r.is_finished() && r.control.is_paused() => "paused".into(),
         Some(r) if !r.is_finished() => "running".into(),
+        _ if run.state == sluice_store::STATE_RUNNING
+            && control.is_some_and(|c| c.state == ControlState::Pause) =>
+        {
+            "paused".into()
+        }
         _ => run.state.clone(),
     }
+}
+
+/// The stored control of a run still running, for [`state`] and the view
+/// (`None` for ended runs: nothing left to steer).
+pub(crate) fn control_of(store: &mut dyn Store, run: &RunMeta) -> ApiResult<Option<StoredControl>> {
+    if run.state != sluice_store::STATE_RUNNING {
+        return Ok(None);
+    }
+    Ok(read_control(store, &run.id)?)
 }
 
 /// Builds the view of `run` (store reads: call on a blocking thread).
@@ -128,6 +149,7 @@ pub(crate) fn view(
 ) -> ApiResult<Json> {
     let counts = Counts::new(run, &store.counts(&run.id)?);
     let beats = store.workers(&run.id)?;
+    let control = control_of(store, run)?;
     let now = sluice_engine::now_ms();
     let live = match here.filter(|r| !r.is_finished()) {
         Some(r) => Some(live_here(r)),
@@ -154,7 +176,8 @@ pub(crate) fn view(
     Ok(json!({
         "id": run.id,
         "name": run.name,
-        "state": state(run, here),
+        "state": state(run, here, control.as_ref()),
+        "control": control,
         "mode": mode,
         "executed_here": here.is_some_and(|r| !r.is_finished()),
         "created_at": run.created_at,
@@ -168,12 +191,17 @@ pub(crate) fn view(
     }))
 }
 
-/// A run in the list of runs.
-pub(crate) fn summary(run: &RunMeta, counts: &RunCounts, here: Option<&LiveRun>) -> Json {
+/// A run in the list of runs (`control`: see [`control_of`]).
+pub(crate) fn summary(
+    run: &RunMeta,
+    counts: &RunCounts,
+    here: Option<&LiveRun>,
+    control: Option<&StoredControl>,
+) -> Json {
     json!({
         "id": run.id,
         "name": run.name,
-        "state": state(run, here),
+        "state": state(run, here, control),
         "created_at": run.created_at,
         "finished_at": run.finished_at,
         "counts": Counts::new(run, counts),

@@ -26,8 +26,10 @@ pub(super) struct Ctx {
 impl Ctx {
     pub(super) fn new(quick: bool) -> anyhow::Result<Ctx> {
         let bin = std::env::current_exe().context("finding the sluice binary to benchmark")?;
-        let root = std::env::temp_dir().join(format!("sluice-bench-{}", std::process::id()));
+        sweep_leftovers();
+        let root = std::env::temp_dir().join(format!("{SCRATCH_PREFIX}{}", std::process::id()));
         std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+        remove_on_interrupt(root.clone());
         Ok(Ctx { bin, quick, root })
     }
 
@@ -59,6 +61,74 @@ impl Ctx {
             full
         }
     }
+}
+
+/// Scratch directories are `$TMPDIR/sluice-bench-<pid>`.
+const SCRATCH_PREFIX: &str = "sluice-bench-";
+
+/// Removes the scratch directories of earlier suites whose process is gone
+/// (killed with `kill -9`, or a machine that went down): the memory
+/// scenario's alone holds over a gigabyte.
+fn sweep_leftovers() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(SCRATCH_PREFIX))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Set once Ctrl-C was pressed: what is measured after it is not reported.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether the suite was interrupted: stop, remove the scratch directory
+/// (drop the [`Ctx`]) and exit 130.
+pub(super) fn interrupted() -> bool {
+    INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Ctrl-C ends the suite without unwinding, so [`Ctx`]'s drop would not
+/// run: a watcher thread marks the suite interrupted (the suite's thread then
+/// removes the scratch directory and exits 130) and, should the suite not
+/// get there, does it itself after a while. The
+/// children (mock, runs) are in the terminal's foreground process group too
+/// and get the signal themselves. (Other signals leave the directory to the
+/// next suite's [`sweep_leftovers`].)
+fn remove_on_interrupt(root: PathBuf) {
+    let watcher = move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async {
+            if tokio::signal::ctrl_c().await.is_err() {
+                return;
+            }
+            INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+            eprintln!("bench: interrupted; cleaning up {}", root.display());
+            // The suite's thread cleans up once the scenario's children have
+            // stopped (a run gets 5 s to finish its calls and may write its
+            // results there meanwhile); this is in case it never returns.
+            tokio::time::sleep(Duration::from_secs(15)).await;
+            let _ = std::fs::remove_dir_all(&root);
+            std::process::exit(130);
+        });
+    };
+    let _ = std::thread::Builder::new()
+        .name("bench-interrupt".into())
+        .spawn(watcher);
 }
 
 impl Drop for Ctx {

@@ -68,6 +68,11 @@ pub(crate) fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         let began = Instant::now();
         let mut scenario = measure(&ctx).unwrap_or_else(|e| Scenario::crashed(name, &e));
         scenario.seconds = began.elapsed().as_secs_f64();
+        if harness::interrupted() {
+            // The scenario's children have stopped: nothing writes there now.
+            drop(ctx);
+            return Ok(ExitCode::from(130));
+        }
         ctx.clear();
         eprintln!(
             "bench: {name} {} in {:.1} s",

@@ -5,6 +5,7 @@
 
 mod audio;
 mod eval;
+mod image;
 mod video;
 mod vision;
 
@@ -38,10 +39,15 @@ impl Example {
 
     /// Points every `127.0.0.1:PORT` of the job file at `mock`.
     pub(crate) fn point(&self, port: u16, mock: &Mock) {
+        self.point_to(port, mock.port);
+    }
+
+    /// Points every `127.0.0.1:PORT` of the job file at `127.0.0.1:TO`.
+    pub(crate) fn point_to(&self, port: u16, to: u16) {
         let text = std::fs::read_to_string(&self.job).unwrap();
         let from = format!("127.0.0.1:{port}");
         assert!(text.contains(&from), "the job file does not use {from}");
-        let text = text.replace(&from, &format!("127.0.0.1:{}", mock.port));
+        let text = text.replace(&from, &format!("127.0.0.1:{to}"));
         std::fs::write(&self.job, text).unwrap();
     }
 

@@ -4,7 +4,10 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
 use super::{most_in_window, summary, Example, STALLED};
+use crate::serve::{http, Serve};
 use crate::util::*;
 
 /// Posters the test runs (the example has 500; the rate is raised to match).
@@ -99,5 +102,81 @@ fn vision_rpm_holds_the_rate_resumes_exactly_once_and_caches_for_a_week() {
     );
     for r in ex.results() {
         assert_eq!(r["steps"]["analyse"]["cached"], true, "{r}");
+    }
+}
+
+/// The dashboard's view of an rpm-bound run started from the CLI: `sluice
+/// serve` on the same store names the rpm limit as what holds the run back.
+#[test]
+fn vision_rpm_dashboard_names_the_rpm_limit_as_the_bottleneck() {
+    let ex = Example::copy("vision-rpm");
+    let mock = Mock::start(&["--latency-ms", "150", "--jitter-ms", "100"]);
+    ex.point(9400, &mock);
+    let server = Serve::start(&ex.s, &[], &[]);
+    // 600/min is 10 calls a second: 500 posters would take 50 s; the check
+    // needs a few seconds of it, and the run is killed on the way out,
+    // whatever happens (its resume is tested above).
+    let _run = Killed(
+        Command::new(bin())
+            .current_dir(ex.s.dir.path())
+            .args(["run", ex.job.to_str().unwrap()])
+            .args(["--set", "providers.vision.rpm=600"])
+            .env("SLUICE_STORE", ex.s.store())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let view = loop {
+        let (status, body) = http(server.port, "GET", "/v1/runs/vision-rpm-1", &[], "");
+        if status == 200 {
+            let view: Value = serde_json::from_str(&body).unwrap();
+            let binding = view["recommendations"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|a| a["level"] == "limit");
+            if binding {
+                break view;
+            }
+            assert_ne!(view["state"], "finished", "never binding: {view}");
+        }
+        assert!(Instant::now() < deadline, "no advice in 60 s: {body}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+
+    let advice = &view["recommendations"][0];
+    assert_eq!(advice["level"], "limit", "{view}");
+    let message = advice["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("requests/min limit of vision is binding"),
+        "{message}"
+    );
+    assert!(message.contains("latency is not"), "{message}");
+    assert!(
+        message.contains("more concurrency will not make it faster"),
+        "{message}"
+    );
+    // The same numbers the dashboard draws, from the CLI run's heartbeat.
+    let live = &view["live"];
+    assert_eq!(live["source"], "worker", "{view}");
+    let provider = &live["stats"]["providers"][0];
+    assert_eq!(provider["name"], "vision");
+    assert_eq!(provider["limits"]["rpm"], 600, "{provider}");
+    let used = provider["used_rpm"].as_f64().unwrap();
+    assert!(
+        (540.0..=660.0).contains(&used),
+        "{used} of 600/min: {provider}"
+    );
+}
+
+/// A child process killed when dropped.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

@@ -256,6 +256,11 @@ pub(crate) async fn dispatch(
 ) -> Result<bool> {
     let stop = Arc::new(Notify::new());
     let signal = tokio::spawn(watch_signals(stop.clone()));
+    let control = shared.control.clone();
+    let cancel = tokio::spawn(crate::control::stop_on_cancel(
+        control.clone(),
+        stop.clone(),
+    ));
     let slots = Arc::new(Semaphore::new(limit.max(1)));
     let mut window = Window::new(&shared.job, limit);
     let worker = crate::live::identity().worker_id.clone();
@@ -268,6 +273,20 @@ pub(crate) async fn dispatch(
     let result = loop {
         if shared.progress.budget_reached.load(Relaxed) > 0 {
             break Ok(());
+        }
+        if control.state() != crate::control::ControlState::Run {
+            // Paused: nothing claimed, nothing started; the units claimed
+            // stay leased to this worker (its beats renew them). A cancel
+            // or a signal ends the wait.
+            let go = tokio::select! {
+                go = control.proceed() => go,
+                _ = stop.notified() => false,
+            };
+            if !go {
+                interrupted = true;
+                break Ok(());
+            }
+            continue;
         }
         window.grow(&slots, &shared.progress);
         let backlog = pace.backlog(&shared.progress);
@@ -349,6 +368,7 @@ pub(crate) async fn dispatch(
     )
     .await;
     signal.abort();
+    cancel.abort();
     Ok(interrupted)
 }
 

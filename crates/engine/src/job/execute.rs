@@ -70,8 +70,11 @@ pub(crate) struct Work<'a> {
     pub(crate) progress: &'a Arc<Progress>,
     /// Live or batch, per provider.
     pub(crate) offload: &'a [(String, Offload)],
-    /// Pause and cancel from outside (the server).
-    pub(crate) control: Option<Arc<crate::control::RunControl>>,
+    /// Pause and cancel from outside (a server, or the store's control).
+    pub(crate) control: Arc<crate::control::RunControl>,
+    /// The stored control as seen when the run was opened: the writer
+    /// applies changes after it.
+    pub(crate) seen: Option<crate::control::StoredControl>,
     /// Sees each batch of outcomes once committed (the server's streams).
     pub(crate) on_commit: Option<crate::control::CommitHook>,
 }
@@ -99,6 +102,7 @@ where
         progress,
         offload,
         control,
+        seen,
         on_commit,
     } = work;
     let Env {
@@ -117,11 +121,12 @@ where
     } else {
         Vec::new()
     };
-    let writer = Writer::start_observed(
+    let writer = Writer::start(
         location.open()?,
         run.id.clone(),
         progress.clone(),
         on_commit,
+        Some(crate::control::Watch::new(control.clone(), seen)),
     );
     let batched: Vec<String> = offload
         .iter()
@@ -138,6 +143,7 @@ where
         writer.tx.clone(),
         run.id.clone(),
         progress.clone(),
+        control.clone(),
     ));
     let shared = Arc::new(Shared {
         job: Arc::new(job.clone()),

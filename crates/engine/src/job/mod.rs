@@ -22,7 +22,7 @@ use sluice_spec::{InputSource, Job, Webhook};
 use sluice_store::{ItemRecord, ItemStatus, Store, StoreLocation};
 use tokio::sync::{Notify, Semaphore};
 
-use crate::control::{RunControl, RunHooks};
+use crate::control::RunHooks;
 use crate::error::{Error, Result};
 use crate::inputs::{self, BadItem};
 use crate::lifecycle::{close_run, drain, open_run, watch_signals};
@@ -161,6 +161,9 @@ pub fn run_job_with(
     store.set_total(&run.id, total)?;
     store.set_state(&run.id, "running", None)?;
     Progress::add(&progress.total, total);
+    let control = hooks.control.clone().unwrap_or_default();
+    // Started on purpose: an earlier cancel is over, a pause holds.
+    let seen = crate::control::attach(&mut *store, &run.id, &control, true)?;
     if shared_run && cfg.queue_only {
         let progress = progress.snapshot();
         return Ok(RunReport {
@@ -185,7 +188,8 @@ pub fn run_job_with(
         resumed,
         progress: &progress,
         offload: &offload,
-        control: hooks.control.clone(),
+        control: control.clone(),
+        seen,
         on_commit: hooks.on_commit.take(),
     };
     let (interrupted, breakers) = if shared_run {
@@ -200,7 +204,14 @@ pub fn run_job_with(
         })?
     };
     let mut report = if shared_run {
-        crate::lifecycle::close_shared_run(location, run, resumed, interrupted, &progress)?
+        let cancelled = control.is_cancelled();
+        crate::lifecycle::close_shared_run(
+            location,
+            run,
+            resumed,
+            (interrupted, cancelled),
+            &progress,
+        )?
     } else {
         close_run(location, run, resumed, interrupted, &progress)?
     };
@@ -321,16 +332,11 @@ async fn dispatch(
 ) -> Result<bool> {
     let stop = Arc::new(Notify::new());
     let signal = tokio::spawn(watch_signals(stop.clone()));
-    let control: Option<Arc<RunControl>> = shared.control.clone();
-    // A cancel from outside stops the run as a signal does.
-    let cancel = control.clone().map(|control| {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            control.cancelled().await;
-            stop.notify_waiters();
-            stop.notify_one();
-        })
-    });
+    let control = shared.control.clone();
+    let cancel = tokio::spawn(crate::control::stop_on_cancel(
+        control.clone(),
+        stop.clone(),
+    ));
     let slots = Arc::new(Semaphore::new(limit.max(1)));
     let mut window = Window::new(&shared.job, limit);
     let items = prepared.items().map_err(|e| Error::Config(e.to_string()))?;
@@ -376,7 +382,7 @@ async fn dispatch(
                 }
             }
             window.grow(&slots, &shared.progress);
-            if let Some(control) = &control {
+            if control.state() != crate::control::ControlState::Run {
                 // Paused: no new unit starts (a cancel or a signal ends the wait).
                 let go = tokio::select! {
                     go = control.proceed() => go,
@@ -409,9 +415,7 @@ async fn dispatch(
     let all_done = window.all_done(&slots, &shared);
     let interrupted = drain(all_done, &stop, &shared.stopping, interrupted).await;
     signal.abort();
-    if let Some(cancel) = cancel {
-        cancel.abort();
-    }
+    cancel.abort();
     Ok(interrupted)
 }
 

@@ -2,7 +2,9 @@
 
 use serde::Serialize;
 use serde_json::{json, Value as Json};
-use sluice_spec::{InputSource, Job, StepKind};
+use sluice_limit::DEFAULT_COMPLETION_ESTIMATE;
+use sluice_provider::dialect::DEFAULT_MAX_TOKENS;
+use sluice_spec::{Api, InputSource, Job, StepKind};
 
 use super::choose::Offload;
 use super::requests;
@@ -144,6 +146,7 @@ pub(crate) fn estimate_plan(job: &Job, prepared: Option<&inputs::Prepared>) -> R
                                 template_estimate(step)
                             }
                         };
+                        let t = t + unset_cap_gap(job, step, &ctx) * turns;
                         *tokens += t;
                         if let Some((live, batch)) = cost(job, step, &ctx, t, turns) {
                             *plan.cost_usd.get_or_insert(0.0) += live;
@@ -245,7 +248,13 @@ fn cost(
                 .or_else(|| p.get("max_tokens"))
                 .and_then(Json::as_u64)
         })
-        .unwrap_or(if params.is_some() { 256 } else { 0 });
+        .unwrap_or(if params.is_none() {
+            0
+        } else if provider.api == Api::Anthropic {
+            DEFAULT_MAX_TOKENS
+        } else {
+            DEFAULT_COMPLETION_ESTIMATE
+        });
     let output = (cap * calls).min(tokens);
     let input = tokens - output;
     let usd = |i: f64, o: f64| input as f64 * i / 1e6 + output as f64 * o / 1e6;
@@ -253,6 +262,31 @@ fn cost(
         usd(price.input_per_mtok, price.output_per_mtok),
         usd(price.batch_input_per_mtok, price.batch_output_per_mtok),
     ))
+}
+
+/// Extra tokens per call that the estimate (which reserves
+/// [`DEFAULT_COMPLETION_ESTIMATE`] for an unset cap) misses on an Anthropic
+/// provider: there `max_tokens` is required and sent as [`DEFAULT_MAX_TOKENS`]
+/// when the step sets none, and the limiter reserves that much at run time.
+fn unset_cap_gap(job: &Job, step: &sluice_spec::Step, ctx: &minijinja::Value) -> u64 {
+    let anthropic = step
+        .provider
+        .as_deref()
+        .and_then(|name| job.provider(name))
+        .is_some_and(|p| p.api == Api::Anthropic);
+    let params = match &step.kind {
+        StepKind::Chat { params, .. } | StepKind::Conversation { params, .. } => params,
+        _ => return 0,
+    };
+    let unset = params
+        .render(ctx)
+        .ok()
+        .is_some_and(|p| p.get("max_tokens").is_none() && p.get("max_completion_tokens").is_none());
+    if anthropic && unset {
+        DEFAULT_MAX_TOKENS.saturating_sub(DEFAULT_COMPLETION_ESTIMATE)
+    } else {
+        0
+    }
 }
 
 /// Tokens of one unit's call(s) of `step`, when its templates render without

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -209,11 +209,35 @@ struct Origin {
     idle: Mutex<Vec<Conn>>,
 }
 
+/// The TLS setup every client shares, made on the first https connection:
+/// reading the system's root certificates takes longer than a whole run
+/// against local http services (the mock, a GPU host on the LAN) should.
+/// None found (a bare container) leaves https failing with a certificate
+/// error that says so, while http works.
+fn tls_connector() -> Result<TlsConnector, String> {
+    static TLS: OnceLock<Result<TlsConnector, String>> = OnceLock::new();
+    TLS.get_or_init(|| {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(cert);
+        }
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup failed: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(TlsConnector::from(Arc::new(config)))
+    })
+    .clone()
+}
+
 /// A client with a connection pool per origin and the bearer token already
 /// in header form. Cheap to clone.
 #[derive(Clone)]
 pub struct Client {
-    tls: TlsConnector,
     origins: Arc<Mutex<HashMap<String, Arc<Origin>>>>,
     max_idle: usize,
     /// `User-Agent` and `Authorization` lines, written once.
@@ -291,25 +315,7 @@ impl Client {
             }
             fixed.extend_from_slice(dialect.auth_line(key).as_bytes());
         }
-        // System roots; none found (a bare container) leaves https failing
-        // with a certificate error that says so, while http works.
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_native_certs::load_native_certs().certs {
-            let _ = roots.add(cert);
-        }
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ClientError::BadUrl {
-            url: "https://".into(),
-            reason: e.to_string(),
-        })?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Client {
-            tls: TlsConnector::from(Arc::new(config)),
             origins: Arc::new(Mutex::new(HashMap::new())),
             max_idle,
             fixed_headers: fixed.into(),
@@ -356,8 +362,8 @@ impl Client {
         let stream = if endpoint.uri.scheme_str() == Some("https") {
             let name = rustls::pki_types::ServerName::try_from(host.to_string())
                 .map_err(|e| Transport::Connect(format!("bad TLS server name {host:?}: {e}")))?;
-            let tls = self
-                .tls
+            let tls = tls_connector()
+                .map_err(Transport::Connect)?
                 .connect(name, tcp)
                 .await
                 .map_err(|e| Transport::Connect(format!("TLS handshake failed: {e}")))?;
@@ -531,5 +537,42 @@ fn fmt_duration(d: Duration) -> String {
         format!("{}s", d.as_secs())
     } else {
         format!("{}ms", d.as_millis())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    #[tokio::test]
+    async fn an_https_url_to_a_plain_http_server_fails_its_tls_handshake() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut hello = vec![0u8; 4096];
+            let _ = socket.read(&mut hello).await;
+            let _ = socket
+                .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                .await;
+        });
+        let client = Client::new(1, None).unwrap();
+        let url = format!("https://{addr}/v1/chat/completions");
+        let endpoint = Endpoint::parse(&url, http::Method::POST).unwrap();
+        let attempt = client
+            .send(
+                &endpoint,
+                Bytes::from_static(b"{}"),
+                Duration::from_secs(10),
+                &CallOptions::default(),
+            )
+            .await;
+        let Attempt::Failed(f) = attempt else {
+            panic!("expected a failure");
+        };
+        assert_eq!(f.kind, FailureKind::Connect, "{}", f.message);
+        assert!(f.message.contains("TLS handshake failed"), "{}", f.message);
     }
 }

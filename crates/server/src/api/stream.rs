@@ -12,12 +12,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::Stream;
 use serde_json::{json, Value};
-use sluice_spec::Job;
 use tokio::sync::mpsc;
 
 use super::run_view;
 use crate::error::{ApiError, ApiResult};
-use crate::runner::{self, Ending, Launch, SavedJob, StreamMsg};
+use crate::runner::{self, Ending, Launch, StreamMsg};
 use crate::state::AppState;
 
 /// Events buffered towards a slow client before the producer waits (the
@@ -41,22 +40,10 @@ pub(crate) fn event(name: &str, data: &Value) -> Event {
 }
 
 /// `POST /v1/runs?wait=stream`.
-pub(crate) async fn submit_streaming(
-    state: AppState,
-    job: Job,
-    saved: SavedJob,
-) -> ApiResult<Response> {
+pub(crate) async fn submit_streaming(state: AppState, mut launch: Launch) -> ApiResult<Response> {
     let (items_tx, mut items_rx) = mpsc::unbounded_channel();
-    let (_, meta) = runner::start(
-        &state,
-        Launch {
-            job,
-            saved: Some(saved),
-            fresh: true,
-            stream: Some(items_tx),
-        },
-    )
-    .await?;
+    launch.stream = Some(items_tx);
+    let (_, meta) = runner::start(&state, launch).await?;
     let (tx, rx) = mpsc::channel(EVENT_BUFFER);
     let tick = Duration::from_millis(state.config().tick_ms);
     let run_id = meta.id.clone();
@@ -112,6 +99,7 @@ pub(crate) fn progress_of(view: &Value) -> Value {
     json!({
         "id": view["id"],
         "state": view["state"],
+        "control": view["control"],
         "counts": view["counts"],
         "live": view["live"],
         "recommendations": view["recommendations"],
@@ -121,21 +109,8 @@ pub(crate) fn progress_of(view: &Value) -> Value {
 }
 
 /// `POST /v1/runs?wait=all`: one answer once the run has ended.
-pub(crate) async fn submit_waiting(
-    state: AppState,
-    job: Job,
-    saved: SavedJob,
-) -> ApiResult<Response> {
-    let (live, meta) = runner::start(
-        &state,
-        Launch {
-            job,
-            saved: Some(saved),
-            fresh: true,
-            stream: None,
-        },
-    )
-    .await?;
+pub(crate) async fn submit_waiting(state: AppState, launch: Launch) -> ApiResult<Response> {
+    let (live, meta) = runner::start(&state, launch).await?;
     if let Ending::Error(message) = live.finished().await {
         return Err(ApiError::new(
             axum::http::StatusCode::INTERNAL_SERVER_ERROR,

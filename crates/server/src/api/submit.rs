@@ -40,13 +40,17 @@ pub(crate) fn is_json(content_type: Option<&str>) -> bool {
         .is_some_and(|c| c.eq_ignore_ascii_case("application/json") || c.ends_with("+json"))
 }
 
-/// The job a body describes, and what to keep so it can be resumed.
+/// The job a body describes, and what to keep so it can be resumed. Its
+/// relative paths resolve in `uploads` (the files sent with it), else in
+/// `workdir`.
 pub(crate) fn parse(
     body: &[u8],
     json: bool,
     workdir: &Path,
     spool_dir: &Path,
+    uploads: Option<&Path>,
 ) -> ApiResult<(Job, SavedJob)> {
+    let base = uploads.unwrap_or(workdir);
     let text = if json {
         json_to_toml(body, spool_dir)?
     } else {
@@ -65,8 +69,8 @@ pub(crate) fn parse(
             "the body is empty; send a job file (TOML) or JSON with items and a step",
         ));
     }
-    let mut job = sluice_spec::parse_str(&text, &workdir.join(SHOWN_AS), &[]).map_err(|e| {
-        let mut error = invalid_job(e, workdir);
+    let mut job = sluice_spec::parse_str(&text, &base.join(SHOWN_AS), &[]).map_err(|e| {
+        let mut error = invalid_job(e, base);
         if json {
             // Positions are in the job file the JSON became: show it.
             let problems = error.details.take().unwrap_or(Json::Null);
@@ -102,6 +106,7 @@ pub(crate) fn parse(
         text,
         shown_as: SHOWN_AS.into(),
         path: job.path.clone(),
+        uploads: uploads.map(Path::to_path_buf),
     };
     Ok((job, saved))
 }
@@ -270,6 +275,7 @@ mod tests {
             true,
             dir.path(),
             &dir.path().join("inputs"),
+            None,
         )
         .unwrap();
         assert_eq!(job.name, "api");
@@ -287,6 +293,50 @@ mod tests {
     }
 
     #[test]
+    fn a_job_sent_with_files_resolves_in_their_directory_until_it_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let uploads = dir.path().join("uploads/run");
+        std::fs::create_dir_all(&uploads).unwrap();
+        let body = "name = \"img\"\n[input]\nglob = \"*.png\"\n[providers.p]\nbase_url = \"http://127.0.0.1:9\"\n[[steps]]\nname = \"s\"\nkind = \"http\"\nprovider = \"p\"\npath = \"/x\"\nupload = { file = \"{{ item.path }}\" }\n";
+        let (job, saved) = parse(
+            body.as_bytes(),
+            false,
+            dir.path(),
+            &dir.path().join("inputs"),
+            Some(&uploads),
+        )
+        .unwrap();
+        let sluice_spec::InputSource::Glob { pattern } = &job.input.source else {
+            panic!("{:?}", job.input.source);
+        };
+        assert!(pattern.starts_with(uploads.to_str().unwrap()), "{pattern}");
+        assert!(saved.load(dir.path()).is_ok());
+        std::fs::remove_dir_all(&uploads).unwrap();
+        let e = saved.load(dir.path()).unwrap_err();
+        assert_eq!((e.status.as_u16(), e.code), (409, "conflict"));
+        assert!(
+            e.message.contains("submit the batch again"),
+            "{}",
+            e.message
+        );
+        // A bad job sent with files names no server path either.
+        let e = parse(
+            b"name = \"x\"\n[input]\nglob = \"[\"\n",
+            false,
+            dir.path(),
+            &dir.path().join("inputs"),
+            Some(&dir.path().join("uploads")),
+        )
+        .unwrap_err();
+        assert!(e.message.starts_with("job.toml:"), "{}", e.message);
+        assert!(
+            !e.message.contains(dir.path().to_str().unwrap()),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
     fn toml_problems_name_line_and_column() {
         let dir = tempfile::tempdir().unwrap();
         let body =
@@ -296,6 +346,7 @@ mod tests {
             false,
             dir.path(),
             &dir.path().join("inputs"),
+            None,
         )
         .unwrap_err();
         assert_eq!(e.status, 400);
@@ -309,7 +360,7 @@ mod tests {
     fn json_problems_come_with_the_job_file_they_refer_to() {
         let dir = tempfile::tempdir().unwrap();
         let body = br#"{"items":[{"q":"a"}],"step":{"kind":"chat","model":"m","messages":[]}}"#;
-        let e = parse(body, true, dir.path(), &dir.path().join("inputs")).unwrap_err();
+        let e = parse(body, true, dir.path(), &dir.path().join("inputs"), None).unwrap_err();
         assert_eq!(e.code, "invalid_job");
         let details = e.details.unwrap();
         let toml = details["job_toml"].as_str().unwrap();
@@ -326,6 +377,7 @@ mod tests {
             true,
             dir.path(),
             dir.path(),
+            None,
         )
         .unwrap_err();
         assert!(e.message.contains("/concurrency"), "{}", e.message);
@@ -334,10 +386,18 @@ mod tests {
             true,
             dir.path(),
             &dir.path().join("inputs"),
+            None,
         )
         .unwrap_err();
         assert!(e.message.contains("items/0"), "{}", e.message);
-        let e = parse(b"{not json", true, dir.path(), &dir.path().join("inputs")).unwrap_err();
+        let e = parse(
+            b"{not json",
+            true,
+            dir.path(),
+            &dir.path().join("inputs"),
+            None,
+        )
+        .unwrap_err();
         assert_eq!(e.code, "invalid_json");
     }
 }

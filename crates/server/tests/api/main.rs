@@ -4,6 +4,7 @@
 mod auth;
 mod bodies;
 mod control;
+mod forms;
 mod openapi;
 mod routes;
 mod streams;

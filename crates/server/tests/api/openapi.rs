@@ -83,7 +83,14 @@ fn check(doc: &Value, schema: &Value, value: &Value, at: &str, problems: &mut Ve
 }
 
 /// Asserts `body` matches the documented response of `path`/`method`/`status`.
-fn conforms(doc: &Value, path: &str, method: &str, status: u16, content_type: &str, body: &str) {
+pub(crate) fn conforms(
+    doc: &Value,
+    path: &str,
+    method: &str,
+    status: u16,
+    content_type: &str,
+    body: &str,
+) {
     let op = &doc["paths"][path][method];
     let response = resolve(doc, &op["responses"][status.to_string()]);
     assert!(

@@ -196,3 +196,84 @@ async fn events_follow_a_run_started_by_another_process_through_its_heartbeats()
         (409, "conflict")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_of_another_process_is_paused_and_resumed_through_the_store() {
+    let s = Setup::new(MockConfig {
+        latency_ms: 50,
+        ..MockConfig::default()
+    })
+    .await;
+    let addr = s.listen().await;
+    // What `sluice run job.toml` would do, against the same store: not a
+    // run of this server, steered only through the store's control.
+    let items: String = (0..120).map(|i| format!("{{\"q\":\"q{i}\"}}\n")).collect();
+    std::fs::write(s.dir.path().join("cli.jsonl"), items).unwrap();
+    let toml = format!(
+        "name = \"cli\"\nconcurrency = 2\n[input]\npath = \"cli.jsonl\"\n[providers.p]\nbase_url = \"{}\"\n[[steps]]\nname = \"a\"\nkind = \"chat\"\nprovider = \"p\"\nmodel = \"m\"\nmessages = [{{ role = \"user\", content = \"{{{{ item.q }}}}\" }}]\n",
+        s.base()
+    );
+    let path = s.dir.path().join("cli.toml");
+    std::fs::write(&path, toml).unwrap();
+    let job = sluice_spec::load(&path, &[]).unwrap();
+    let config = sluice_engine::JobConfig {
+        store: s.dir.path().join("store.db").into(),
+        fresh: true,
+        skip_bad: false,
+        sets: vec![],
+        lease: sluice_engine::DEFAULT_LEASE,
+        queue_only: false,
+    };
+    let cli = std::thread::spawn(move || {
+        sluice_engine::run_job(&job, &config, Arc::new(sluice_engine::Progress::default()))
+    });
+    s.wait_for("cli", |v| {
+        !v["live"].is_null() && v["counts"]["done"].as_u64() > Some(4)
+    })
+    .await;
+    let r = s.call("POST", "/v1/runs/cli-1/pause", None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let doc: serde_json::Value = serde_json::from_str(sluice_server::OPENAPI).unwrap();
+    crate::openapi::conforms(
+        &doc,
+        "/v1/runs/{id}/pause",
+        "post",
+        200,
+        "application/json",
+        &r.text,
+    );
+    let view = r.json();
+    assert_eq!(
+        (
+            &view["state"],
+            &view["executed_here"],
+            &view["control"]["state"]
+        ),
+        (&json!("paused"), &json!(false), &json!("pause")),
+        "{view}"
+    );
+    let mut events = SseClient::open(addr, "GET", "/v1/runs/cli-1/events", None).await;
+    let e = events.next().await.unwrap();
+    assert_eq!(
+        (e.event.as_str(), &e.data["state"]),
+        ("progress", &json!("paused"))
+    );
+    assert_eq!(e.data["control"]["state"], "pause");
+    // The other process applies it with its next heartbeat; then nothing
+    // more is sent.
+    s.wait_for("cli-1", |v| {
+        v["live"]["control"] == "pause" && v["live"]["counters"]["in_flight"] == 0
+    })
+    .await;
+    let sent = s.mock.stats().requests;
+    tokio::time::sleep(std::time::Duration::from_millis(1_000)).await;
+    assert_eq!(s.mock.stats().requests, sent, "no call while paused");
+    assert!(sent < 120);
+    let r = s.call("POST", "/v1/runs/cli-1/resume", None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["state"], "running");
+    let report = cli.join().unwrap().unwrap();
+    assert!(!report.interrupted);
+    assert_eq!(report.progress.done, 120);
+    assert_eq!(s.mock.stats().requests, 120);
+}

@@ -50,8 +50,8 @@ pub(crate) struct Shared {
     pub(crate) budget_micro_usd: Option<u64>,
     /// `[webhook] on = "item"`: notified per finished unit.
     pub(crate) item_hook: Option<crate::webhook::WebhookTarget>,
-    /// Pause and cancel from outside (the server).
-    pub(crate) control: Option<Arc<crate::control::RunControl>>,
+    /// Pause and cancel from outside (a server, or the store's control).
+    pub(crate) control: Arc<crate::control::RunControl>,
     /// The batch API of each provider that sends through it.
     pub(crate) batches: super::batch::Batches,
 }

@@ -81,7 +81,9 @@ pub(super) async fn call_model(
             path: path.clone(),
             body: body.clone(),
         };
+        Progress::add(&shared.progress.in_batch, 1);
         let end = batcher.call(call.unit, request).await;
+        Progress::sub(&shared.progress.in_batch, 1);
         if let BatchEnd::Done { attempts, .. }
         | BatchEnd::Failed { attempts, .. }
         | BatchEnd::Live { attempts } = &end

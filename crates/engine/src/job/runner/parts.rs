@@ -180,7 +180,9 @@ pub(super) async fn record(
         PartEnd::Stopped => return,
     };
     let usage = match end {
-        PartEnd::Done(o) => o.usage,
+        // A cached answer's usage stays in its output, but no token was
+        // spent on it: counting it would show a tokens/min no limit saw.
+        PartEnd::Done(o) if o.cached != Some(true) => o.usage,
         _ => None,
     };
     let record = StepRecord {
@@ -270,7 +272,7 @@ pub(super) async fn send(
         retries,
         timeout,
         tenant: lane.tenant,
-        control: shared.control.as_deref(),
+        control: Some(&shared.control),
         meters: [Some(&run_meter), Some(&process_meter)],
     };
     let options = CallOptions {

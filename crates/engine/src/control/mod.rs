@@ -1,13 +1,21 @@
-//! Steering and watching a run from the outside (the server): pause (no new
-//! call starts; calls on the wire finish), resume, cancel (the run ends
-//! `interrupted`, its items stay pending for a later resume), and hooks that
-//! see the run open and each batch of outcomes once it is committed.
+//! Steering and watching a run from the outside: pause (no new call starts;
+//! calls on the wire finish), resume, cancel (the run ends `interrupted`,
+//! its items stay pending for a later resume) — in-process, or from another
+//! process through the store (`stored`) — and hooks that see the run open
+//! and each batch of outcomes once it is committed.
+
+mod stored;
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 
 use sluice_store::{ItemRecord, RunMeta};
 use tokio::sync::Notify;
+
+pub(crate) use stored::{attach, Watch};
+pub use stored::{
+    executing, read_control, requester, write_control, ControlState, StoredControl, CONTROL_KEY,
+};
 
 /// Pause, resume and cancel one run; shared between the run and its steerer.
 #[derive(Debug, Default)]
@@ -52,8 +60,23 @@ impl RunControl {
         self.cancelled.load(Relaxed)
     }
 
+    /// What the run does now, as a stored control would say it.
+    pub fn state(&self) -> ControlState {
+        if self.is_cancelled() {
+            ControlState::Cancel
+        } else if self.is_paused() {
+            ControlState::Pause
+        } else {
+            ControlState::Run
+        }
+    }
+
     /// Waits while paused; `false` once cancelled (the caller stops).
     pub(crate) async fn proceed(&self) -> bool {
+        // Called before every attempt: the common case is two loads.
+        if !self.paused.load(Relaxed) && !self.is_cancelled() {
+            return true;
+        }
         loop {
             let changed = self.changed.notified();
             if self.is_cancelled() {
@@ -78,6 +101,14 @@ impl RunControl {
     }
 }
 
+/// Notifies `stop` as a signal would once `control` is cancelled: a cancel
+/// from outside stops the run as Ctrl-C does.
+pub(crate) async fn stop_on_cancel(control: Arc<RunControl>, stop: Arc<Notify>) {
+    control.cancelled().await;
+    stop.notify_waiters();
+    stop.notify_one();
+}
+
 /// Called with the run once it is found or created in the store (before any
 /// call is sent).
 pub type OpenHook = Box<dyn FnOnce(&RunMeta) + Send>;
@@ -88,7 +119,8 @@ pub type OpenHook = Box<dyn FnOnce(&RunMeta) + Send>;
 pub type CommitHook = Arc<dyn Fn(&[ItemRecord]) + Send + Sync>;
 
 /// What an embedding caller (the server) attaches to a run; the CLI leaves
-/// it empty.
+/// it empty. A run without a control gets one of its own, which the
+/// control kept in the store steers.
 #[derive(Default)]
 pub struct RunHooks {
     /// Pause, resume, cancel.
