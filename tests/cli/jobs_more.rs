@@ -199,7 +199,11 @@ fn a_failed_step_fails_only_its_unit_and_retry_reruns_only_that_step() {
 /// The units of a run recorded in the SQLite store at `db`: those with
 /// `step` done, and those finished. `None` while the store is not there yet.
 fn recorded(db: &Path, step: &str) -> Option<(BTreeSet<String>, BTreeSet<String>)> {
-    let conn = rusqlite::Connection::open(db).ok()?;
+    // Never creates the file under the run; only reads (and may recover the
+    // WAL a killed run left, which reading needs).
+    let flags =
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = rusqlite::Connection::open_with_flags(db, flags).ok()?;
     conn.busy_timeout(Duration::from_secs(10)).ok()?;
     let ids = |sql: &str, arg: &[&dyn rusqlite::ToSql]| -> Option<BTreeSet<String>> {
         let mut stmt = conn.prepare(sql).ok()?;
