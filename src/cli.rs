@@ -244,6 +244,13 @@ pub(crate) struct MockArgs {
     /// Tokens per minute enforced (429 beyond it).
     #[arg(long)]
     pub(crate) tpm: Option<u64>,
+    /// How early a request may arrive against its --rpm/--tpm slot and still
+    /// be admitted, in milliseconds. Default: 25, at most half the request's
+    /// slot, so two at once are refused. Raise it on a loaded machine, where a
+    /// stalled process bunches requests (a slack of S lets about S ÷ slot
+    /// through together; the rate is still held).
+    #[arg(long, value_name = "MS")]
+    pub(crate) slack_ms: Option<u64>,
     /// Requests in flight at most (429 beyond it).
     #[arg(long)]
     pub(crate) max_concurrency: Option<usize>,

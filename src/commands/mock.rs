@@ -42,6 +42,7 @@ pub(crate) fn mock(args: MockArgs) -> anyhow::Result<ExitCode> {
         jitter_ms: args.jitter_ms,
         rpm: args.rpm,
         tpm: args.tpm,
+        slack_ms: args.slack_ms,
         max_concurrency: args.max_concurrency,
         fail_rate: args.fail_rate,
         reset_rate: args.reset_rate,

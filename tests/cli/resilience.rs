@@ -61,8 +61,10 @@ fn the_breaker_takes_a_dead_endpoint_out_of_the_pool() {
 
 #[test]
 fn rate_limit_headers_slow_the_client_before_it_is_throttled() {
-    // No client limit: only the mock's x-ratelimit-remaining/reset headers pace it.
-    let mock = Mock::start(&["--rpm", "600"]);
+    // No client limit: only the mock's x-ratelimit-* headers pace it. At
+    // 240/min (a 250 ms slot) the mock's slack of half a slot forgives a
+    // loaded machine's stalls, never two requests at once (see limits.rs).
+    let mock = Mock::start(&["--rpm", "240", "--slack-ms", "125"]);
     let s = Scratch::new();
     let input = s.write_lines("in.jsonl", &chat_lines(15));
     let out = s

@@ -15,6 +15,14 @@ pub struct MockConfig {
     pub rpm: Option<u64>,
     /// Tokens (prompt + completion) per minute, enforced as a GCRA.
     pub tpm: Option<u64>,
+    /// How early (ms) a request may arrive against its slot in `rpm`/`tpm`
+    /// and still be admitted: arrival jitter forgiven. `None`: 25 ms, at most
+    /// half the request's own slot, so two requests at once are refused.
+    /// A set value is used as it is: a loaded machine stalls processes for
+    /// tens of milliseconds, bunching one request with the next, and a slack
+    /// of S forgives stalls up to S (letting about S ÷ slot requests through
+    /// together; the rate itself is still held).
+    pub slack_ms: Option<u64>,
     /// Requests in flight beyond this get an immediate 429.
     pub max_concurrency: Option<usize>,
     /// Probability (0.0..=1.0) of an injected 500.

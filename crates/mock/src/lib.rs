@@ -23,8 +23,9 @@
 //! 5. **Admission.** Cost is one request and `prompt + completion` tokens, both
 //!    known before the reply is written. Each limit is a [`sluice_limit::Gcra`] with
 //!    a burst of one unit, so a client that bursts a minute's budget gets 429s,
-//!    checked with a little slack (min(25 ms, half the request's own time slot)) so
-//!    a client that paces exactly is not punished for network jitter. A request
+//!    checked with a little slack (by default min(25 ms, half the request's
+//!    own time slot); see [`MockConfig::slack_ms`]) so a client that paces
+//!    exactly is not punished for network jitter. A request
 //!    failing either limit is charged to neither; one larger than the whole
 //!    tokens/minute limit can never conform and gets a 429 without `retry-after`.
 //! 6. **Latency** (`latency_ms` plus uniform `0..=jitter_ms`), then the response.

@@ -6,14 +6,24 @@
 //! than it did (the slack), so a client pacing exactly at the limit is not
 //! punished when the network delivers one request a few milliseconds early; the
 //! units are then taken at the real arrival time, so the slack never accumulates.
+//!
+//! By default the slack is 25 ms, at most half the request's own time slot:
+//! two requests arriving together are refused, and so, within a few
+//! requests, is a client sending faster than the limit. A configured slack
+//! ([`crate::MockConfig::slack_ms`]) is taken as it is: on a loaded machine a
+//! stalled process delays one request and bunches it with the next, and a
+//! slack of S forgives every stall up to S (while letting about S ÷ slot
+//! requests through together). It never adds to the rate: the units are
+//! still taken at the real arrival time.
 
 use sluice_limit::{Gcra, Rejection};
 
 const MINUTE_NANOS: u64 = 60_000_000_000;
 
-/// The most slack any check gets: more than loopback jitter, far less than a
-/// burst.
-const MAX_SLACK_NANOS: u64 = 25_000_000;
+/// The most slack any check gets by default: more than loopback jitter, far
+/// less than a burst. A loaded machine delays processes by more (tens of
+/// milliseconds), hence [`crate::MockConfig::slack_ms`].
+const DEFAULT_SLACK_NANOS: u64 = 25_000_000;
 
 /// Which limit refused a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,29 +76,31 @@ pub(crate) struct RateSnapshot {
 pub(crate) struct Limits {
     rpm: Option<Gcra>,
     tpm: Option<Gcra>,
+    /// The configured slack (ns); `None`: the default (see the module docs).
+    slack_nanos: Option<u64>,
 }
 
 impl Limits {
-    /// Fresh limiters for the configured limits.
-    pub(crate) fn new(rpm: Option<u64>, tpm: Option<u64>) -> Limits {
+    /// Fresh limiters for the configured limits, checked with `slack_ms` of
+    /// slack (`None`: the default).
+    pub(crate) fn new(rpm: Option<u64>, tpm: Option<u64>, slack_ms: Option<u64>) -> Limits {
         let per_minute = |limit| Gcra::new(limit, MINUTE_NANOS, 1);
         Limits {
             rpm: rpm.map(per_minute),
             tpm: tpm.map(per_minute),
+            slack_nanos: slack_ms.map(|ms| ms.saturating_mul(1_000_000)),
         }
     }
 
     /// Admits one request costing `tokens` at `now` (nanoseconds since the
     /// server's origin), charging both limits, or charges neither.
     pub(crate) fn admit(&mut self, now: u64, tokens: u64) -> Result<(), Throttle> {
-        let requests = self
-            .rpm
-            .as_ref()
-            .map_or(Ok(()), |g| check(g, now, 1, Kind::Requests));
-        let token_check = self
-            .tpm
-            .as_ref()
-            .map_or(Ok(()), |g| check(g, now, tokens, Kind::Tokens));
+        let requests = self.rpm.as_ref().map_or(Ok(()), |g| {
+            check(g, now, 1, Kind::Requests, self.slack_nanos)
+        });
+        let token_check = self.tpm.as_ref().map_or(Ok(()), |g| {
+            check(g, now, tokens, Kind::Tokens, self.slack_nanos)
+        });
         match (requests, token_check) {
             (Ok(()), Ok(())) => {
                 if let Some(g) = &mut self.rpm {
@@ -129,10 +141,11 @@ impl Limits {
     }
 }
 
-/// Checks `cost` units against `g` with slack of half the request's own time
-/// slot, at most [`MAX_SLACK_NANOS`].
-fn check(g: &Gcra, now: u64, cost: u64, kind: Kind) -> Result<(), Throttle> {
-    let slack = MAX_SLACK_NANOS.min(cost.max(1).saturating_mul(g.unit_nanos()) / 2);
+/// Checks `cost` units against `g` with `slack` (ns), or by default with
+/// half the request's own time slot, at most [`DEFAULT_SLACK_NANOS`].
+fn check(g: &Gcra, now: u64, cost: u64, kind: Kind, slack: Option<u64>) -> Result<(), Throttle> {
+    let slack = slack
+        .unwrap_or_else(|| DEFAULT_SLACK_NANOS.min(cost.max(1).saturating_mul(g.unit_nanos()) / 2));
     match g.check(now.saturating_add(slack), cost) {
         Ok(()) => Ok(()),
         Err(Rejection::Wait(wait)) => Err(Throttle::Wait {
@@ -211,7 +224,7 @@ mod tests {
 
     #[test]
     fn a_burst_is_refused_with_the_strict_wait() {
-        let mut l = Limits::new(Some(600), None); // one request per 100 ms
+        let mut l = Limits::new(Some(600), None, None); // one request per 100 ms
         assert_eq!(l.admit(0, 0), Ok(()));
         let refused = l.admit(MS, 0);
         assert_eq!(
@@ -230,8 +243,33 @@ mod tests {
     }
 
     #[test]
+    fn a_configured_slack_forgives_a_stall_but_not_a_faster_rate() {
+        // One request per 100 ms; a stall delays one request by 90 ms and
+        // bunches it with the next.
+        let arrivals = [0, 100, 290, 300, 400, 500];
+        let strict = Limits::new(Some(600), None, None);
+        let forgiving = Limits::new(Some(600), None, Some(100));
+        for (mut l, refused) in [(strict, 1), (forgiving, 0)] {
+            let n = arrivals
+                .iter()
+                .filter(|&&t| l.admit(t * MS, 0).is_err())
+                .count();
+            assert_eq!(n, refused);
+        }
+        // Twice the rate is refused all the same, about every other time.
+        let mut l = Limits::new(Some(600), None, Some(100));
+        let refused = (0..40).filter(|i| l.admit(i * 50 * MS, 0).is_err()).count();
+        assert!(refused >= 15, "{refused} of 40 refused");
+        // Zero slack is strict.
+        let mut l = Limits::new(Some(600), None, Some(0));
+        assert_eq!(l.admit(0, 0), Ok(()));
+        assert!(l.admit(99 * MS, 0).is_err());
+        assert_eq!(l.admit(100 * MS, 0), Ok(()));
+    }
+
+    #[test]
     fn a_refused_request_is_charged_to_neither_limit() {
-        let mut l = Limits::new(Some(6_000), Some(6_000)); // 10 ms per request and per token
+        let mut l = Limits::new(Some(6_000), Some(6_000), None); // 10 ms per request and per token
         assert_eq!(l.admit(0, 100), Ok(()));
         let Err(Throttle::Wait {
             kind, wait_nanos, ..
@@ -258,7 +296,7 @@ mod tests {
 
     #[test]
     fn too_large_outranks_any_wait() {
-        let mut l = Limits::new(Some(1), Some(100));
+        let mut l = Limits::new(Some(1), Some(100), None);
         assert_eq!(l.admit(0, 10), Ok(()));
         assert_eq!(
             l.admit(0, 101),
@@ -271,7 +309,7 @@ mod tests {
 
     #[test]
     fn no_limits_admit_everything() {
-        let mut l = Limits::new(None, None);
+        let mut l = Limits::new(None, None, None);
         assert!((0..1_000).all(|_| l.admit(0, 1_000_000).is_ok()));
         assert_eq!(l.snapshot(0), RateSnapshot::default());
     }

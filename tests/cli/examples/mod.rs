@@ -97,6 +97,13 @@ pub(crate) fn summary(output: &Output, code: i32) -> serde_json::Value {
     json_stdout(output)
 }
 
+/// Requests a loaded machine may add to [`most_in_window`] over one second
+/// of a rate paced 50 ms apart (1,200/min): a mock stalled for up to 200 ms
+/// journals the requests sent meanwhile together when it runs again, so a
+/// window ending there also holds those sent up to 200 ms before it. (A
+/// client that did not pace would send its whole window of calls at once.)
+pub(crate) const STALLED: usize = 4;
+
 /// The most journal entries that arrived within any `window_ms`: the rate
 /// the server saw, at millisecond resolution.
 pub(crate) fn most_in_window(entries: &[serde_json::Value], window_ms: u64) -> usize {

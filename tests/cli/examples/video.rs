@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::{most_in_window, summary, Example};
+use super::{most_in_window, summary, Example, STALLED};
 use crate::util::*;
 
 /// The fast stand-ins for the job's services: voice (transient 500s) and
@@ -108,11 +108,15 @@ fn video_episodes_share_one_image_rate_fall_back_to_marked_placeholders_and_keep
     assert_eq!(u(&run["this_run"]["fallbacks"]), placeholders);
     assert!(u(&voice.stats()["server_errors"]) > 0);
     // One rate for all episodes: 1,200/min is 20 in any second (plus the
-    // one request of burst), though three episodes × four calls at 10 ms
-    // each could send far more; and the episodes' requests interleaved.
+    // one request of burst, plus what a stall bunches), though three
+    // episodes × four calls at 10 ms each could send far more; and the
+    // episodes' requests interleaved.
     let journal = images.journal("/stages/");
     let most = most_in_window(&journal, 1_000);
-    assert!(most <= 21, "{most} image requests within one second");
+    assert!(
+        most <= 21 + STALLED,
+        "{most} image requests within one second"
+    );
     let sent: Vec<String> = journal
         .iter()
         .map(|e| {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{most_in_window, summary, Example};
+use super::{most_in_window, summary, Example, STALLED};
 use crate::serve::{http, Serve};
 use crate::util::*;
 
@@ -78,10 +78,10 @@ fn vision_rpm_holds_the_rate_resumes_exactly_once_and_caches_for_a_week() {
     );
     assert_eq!(stats["duplicate_requests"], 0, "{stats}");
     // The rate held — 1,200/min is 20 in any second, plus the one request
-    // of burst — with several calls in flight, though the job sets no
-    // concurrency.
+    // of burst, plus what a stall bunches — with several calls in flight,
+    // though the job sets no concurrency (unpaced, they would all go at once).
     let most = most_in_window(&mock.journal("/v1/"), 1_000);
-    assert!(most <= 21, "{most} requests within one second");
+    assert!(most <= 21 + STALLED, "{most} requests within one second");
     assert!(u(&stats["max_in_flight"]) >= 2, "{stats}");
 
     // A second run of the same job: nothing left to do, no call made.

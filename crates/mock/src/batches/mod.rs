@@ -81,6 +81,8 @@ pub struct BatchStats {
     pub batches_created: u64,
     /// Requests in those batches.
     pub requests: u64,
+    /// Requests in the largest of them: what a client's batch size held.
+    pub largest_batch: u64,
     /// Requests whose custom id was in an earlier batch (a retry, or a double submission).
     pub repeated: u64,
     /// Requests whose custom id had already been answered in an earlier batch: paid twice.
@@ -155,6 +157,7 @@ impl State {
     fn count(&mut self, lines: &[Line]) {
         self.stats.batches_created += 1;
         self.stats.requests += lines.len() as u64;
+        self.stats.largest_batch = self.stats.largest_batch.max(lines.len() as u64);
         for line in lines {
             match self.seen.get(&line.custom_id) {
                 Some(true) => {

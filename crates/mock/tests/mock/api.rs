@@ -231,10 +231,12 @@ async fn serve_answers_on_a_given_listener_until_dropped() {
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let task = tokio::spawn(sluice_mock::serve(listener, MockConfig::default()));
+    // A second: the response takes microseconds, but a loaded machine may
+    // not run this process for a while.
     let raw = crate::raw_exchange(
         addr,
         &chat_body("x").to_string(),
-        std::time::Duration::from_millis(300),
+        std::time::Duration::from_secs(1),
     )
     .await;
     // Keep-alive: the response arrives and the connection stays open.

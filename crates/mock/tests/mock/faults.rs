@@ -120,14 +120,19 @@ async fn latency_and_jitter_delay_every_response() {
         ..MockConfig::default()
     };
     let mock = Mock::start(cfg).await;
-    for _ in 0..4 {
+    let mut best = Duration::MAX;
+    for _ in 0..8 {
         let sent = Instant::now();
         let res = mock.chat("x").await;
         let took = sent.elapsed();
         assert!([200, 500].contains(&res.status));
         assert!(took >= Duration::from_millis(100), "{took:?}");
-        assert!(took < Duration::from_millis(400), "{took:?}");
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        best = best.min(took);
     }
+    // 100-150 ms each; a loaded machine only adds to some of them. Not
+    // the latency twice (200 ms at least).
+    assert!(best < Duration::from_millis(200), "at best {best:?}");
 }
 
 #[tokio::test]
