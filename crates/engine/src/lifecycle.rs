@@ -8,6 +8,7 @@ use std::time::Duration;
 use sluice_store::{NewRun, RunMeta, Store, StoreLocation};
 use tokio::sync::Notify;
 
+use crate::control::RunControl;
 use crate::error::Result;
 use crate::progress::Progress;
 use crate::quick::{now_ms, RunReport};
@@ -165,6 +166,42 @@ pub(crate) async fn drain(
         }
     }
     interrupted
+}
+
+/// What ends a dispatch early: SIGINT/SIGTERM or a cancel of the run, both
+/// waking `stop`. The watchers end with it, on an early return too.
+pub(crate) struct StopSignals {
+    pub(crate) stop: Arc<Notify>,
+    watchers: [tokio::task::JoinHandle<()>; 2],
+}
+
+impl StopSignals {
+    /// Starts watching for signals and for a cancel of `control`.
+    pub(crate) fn watch(control: Arc<RunControl>) -> StopSignals {
+        let stop = Arc::new(Notify::new());
+        let watchers = [
+            tokio::spawn(watch_signals(stop.clone())),
+            tokio::spawn(crate::control::stop_on_cancel(control, stop.clone())),
+        ];
+        StopSignals { stop, watchers }
+    }
+
+    /// Waits while `control` is paused: `false` when a cancel or a signal
+    /// ended the wait (no new unit starts meanwhile).
+    pub(crate) async fn proceed(&self, control: &RunControl) -> bool {
+        tokio::select! {
+            go = control.proceed() => go,
+            _ = self.stop.notified() => false,
+        }
+    }
+}
+
+impl Drop for StopSignals {
+    fn drop(&mut self) {
+        for watcher in &self.watchers {
+            watcher.abort();
+        }
+    }
 }
 
 /// Notifies on the first SIGINT/SIGTERM, and again on every further one.

@@ -18,7 +18,7 @@ use crate::control::RunControl;
 use crate::error::{Error, Result};
 use crate::input::{parse_line, survey, BadLine, InputSource, LineReader, Request};
 use crate::inputs::{spool_stdin_jsonl, InputError};
-use crate::lifecycle::{close_run, drain, open_run, watch_signals};
+use crate::lifecycle::{close_run, drain, open_run, StopSignals};
 use crate::limiter::Limiter;
 use crate::progress::{Progress, Snapshot};
 use crate::stopping::Stopping;
@@ -274,12 +274,8 @@ impl Drop for WorkerGuard {
 impl Dispatch {
     /// Sends every pending line; returns whether it was interrupted.
     async fn run(mut self, path: &Path, concurrency: usize) -> Result<bool> {
-        let stop = Arc::new(Notify::new());
-        let signal = tokio::spawn(watch_signals(stop.clone()));
-        let cancel = tokio::spawn(crate::control::stop_on_cancel(
-            self.shared.control.clone(),
-            stop.clone(),
-        ));
+        let signals = StopSignals::watch(self.shared.control.clone());
+        let stop = &signals.stop;
         // A fixed set of workers pulls from a short queue: a worker that gets a
         // response sends its next request in the same poll, so requests and
         // responses interleave instead of alternating in waves (which left the
@@ -401,10 +397,7 @@ impl Dispatch {
         // signal, get a short grace period for the calls on the wire).
         drop(work_tx);
         let all_done = workers.all_done();
-        let interrupted = drain(all_done, &stop, &self.shared.stopping, interrupted).await;
-        signal.abort();
-        cancel.abort();
-        Ok(interrupted)
+        Ok(drain(all_done, stop, &self.shared.stopping, interrupted).await)
     }
 
     /// What the store holds for this chunk's ids (empty for a new run).

@@ -12,14 +12,14 @@ use std::time::Duration;
 use serde_json::{json, Map, Value as Json};
 use sluice_spec::Job;
 use sluice_store::{Claimed, ItemRecord, JobDef, NewRun, QueuedUnit, RunMeta, Store};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 
 use super::runner::{Shared, Unit};
 use super::units::{Combos, UnitIds};
 use super::{bad_item_record, spawn_unit, JobConfig, Window};
 use crate::error::{Error, Result};
 use crate::inputs::Prepared;
-use crate::lifecycle::{drain, watch_signals};
+use crate::lifecycle::{drain, StopSignals};
 use crate::progress::Progress;
 use crate::writer::Message;
 
@@ -254,13 +254,9 @@ pub(crate) async fn dispatch(
     limit: usize,
     lease: Duration,
 ) -> Result<bool> {
-    let stop = Arc::new(Notify::new());
-    let signal = tokio::spawn(watch_signals(stop.clone()));
     let control = shared.control.clone();
-    let cancel = tokio::spawn(crate::control::stop_on_cancel(
-        control.clone(),
-        stop.clone(),
-    ));
+    let signals = StopSignals::watch(control.clone());
+    let stop = &signals.stop;
     let slots = Arc::new(Semaphore::new(limit.max(1)));
     let mut window = Window::new(&shared.job, limit);
     let worker = crate::live::identity().worker_id.clone();
@@ -278,11 +274,7 @@ pub(crate) async fn dispatch(
             // Paused: nothing claimed, nothing started; the units claimed
             // stay leased to this worker (its beats renew them). A cancel
             // or a signal ends the wait.
-            let go = tokio::select! {
-                go = control.proceed() => go,
-                _ = stop.notified() => false,
-            };
-            if !go {
+            if !signals.proceed(&control).await {
                 interrupted = true;
                 break Ok(());
             }
@@ -360,16 +352,8 @@ pub(crate) async fn dispatch(
         let _ = landed(&mut pending).await;
     }
     result?;
-    let interrupted = drain(
-        window.all_done(&slots, &shared),
-        &stop,
-        &shared.stopping,
-        interrupted,
-    )
-    .await;
-    signal.abort();
-    cancel.abort();
-    Ok(interrupted)
+    let all_done = window.all_done(&slots, &shared);
+    Ok(drain(all_done, stop, &shared.stopping, interrupted).await)
 }
 
 fn failed_unit(entry: &Claimed, message: String) -> ItemRecord {

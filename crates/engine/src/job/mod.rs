@@ -20,12 +20,12 @@ use std::sync::Arc;
 
 use sluice_spec::{InputSource, Job, Webhook};
 use sluice_store::{ItemRecord, ItemStatus, Store, StoreLocation};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 
 use crate::control::RunHooks;
 use crate::error::{Error, Result};
 use crate::inputs::{self, BadItem};
-use crate::lifecycle::{close_run, drain, open_run, watch_signals};
+use crate::lifecycle::{close_run, drain, open_run, StopSignals};
 use crate::progress::Progress;
 use crate::quick::{now_ms, RunReport};
 use crate::writer::Message;
@@ -330,13 +330,9 @@ async fn dispatch(
     run_id: String,
     limit: usize,
 ) -> Result<bool> {
-    let stop = Arc::new(Notify::new());
-    let signal = tokio::spawn(watch_signals(stop.clone()));
     let control = shared.control.clone();
-    let cancel = tokio::spawn(crate::control::stop_on_cancel(
-        control.clone(),
-        stop.clone(),
-    ));
+    let signals = StopSignals::watch(control.clone());
+    let stop = &signals.stop;
     let slots = Arc::new(Semaphore::new(limit.max(1)));
     let mut window = Window::new(&shared.job, limit);
     let items = prepared.items().map_err(|e| Error::Config(e.to_string()))?;
@@ -384,11 +380,7 @@ async fn dispatch(
             window.grow(&slots, &shared.progress);
             if control.state() != crate::control::ControlState::Run {
                 // Paused: no new unit starts (a cancel or a signal ends the wait).
-                let go = tokio::select! {
-                    go = control.proceed() => go,
-                    _ = stop.notified() => false,
-                };
-                if !go {
+                if !signals.proceed(&control).await {
                     interrupted = true;
                     break 'outer;
                 }
@@ -413,10 +405,7 @@ async fn dispatch(
         }
     }
     let all_done = window.all_done(&slots, &shared);
-    let interrupted = drain(all_done, &stop, &shared.stopping, interrupted).await;
-    signal.abort();
-    cancel.abort();
-    Ok(interrupted)
+    Ok(drain(all_done, stop, &shared.stopping, interrupted).await)
 }
 
 /// Runs one unit in its own task holding `permit`, then records it (under
