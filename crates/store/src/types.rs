@@ -66,6 +66,23 @@ pub struct NewRun {
     pub settings: serde_json::Value,
 }
 
+impl NewRun {
+    /// The run as created: number `seq` of its name, running since `now`.
+    pub(crate) fn created(&self, seq: i64, now: i64) -> RunMeta {
+        RunMeta {
+            id: format!("{}-{seq}", self.name),
+            name: self.name.clone(),
+            source: self.source.clone(),
+            created_at: now,
+            updated_at: now,
+            finished_at: None,
+            total: None,
+            settings: self.settings.clone(),
+            state: STATE_RUNNING.to_owned(),
+        }
+    }
+}
+
 /// One run as stored.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunMeta {

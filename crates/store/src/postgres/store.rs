@@ -7,7 +7,7 @@ use super::PostgresStore;
 use crate::num::{self, hash_from_i64, item_columns, now_ms, run_columns, to_i64, to_u64};
 use crate::{
     During, Error, ItemRecord, Known, NewRun, Result, RunCounts, RunMeta, RunSummary, SharedRuns,
-    SinkError, StepRecord, Store, WorkerBeat, RUN_STATES, STATE_RUNNING,
+    SinkError, StepRecord, Store, WorkerBeat, RUN_STATES,
 };
 
 macro_rules! item_upsert_set {
@@ -131,17 +131,7 @@ pub(super) fn create_run_in(c: &mut Conn, new: &NewRun) -> Result<RunMeta> {
         .during(op)?
         .map_or(1, |r| r.get(0));
     let now = now_ms();
-    let run = RunMeta {
-        id: format!("{}-{seq}", new.name),
-        name: new.name.clone(),
-        source: new.source.clone(),
-        created_at: now,
-        updated_at: now,
-        finished_at: None,
-        total: None,
-        settings: new.settings.clone(),
-        state: STATE_RUNNING.to_owned(),
-    };
+    let run = new.created(seq, now);
     let settings = run.settings.to_string();
     c.execute(
         "INSERT INTO runs (id, name, seq, source, created_at, updated_at, settings, state) \

@@ -7,7 +7,7 @@ use super::rows::{self, item_columns, run_columns};
 use super::{SqliteStore, FOR_EACH_SQL, LOOKUP_SIZES};
 use crate::{
     During, Error, ItemRecord, Known, NewRun, Result, RunCounts, RunMeta, RunSummary, SinkError,
-    StepRecord, Store, WorkerBeat, RUN_STATES, STATE_RUNNING,
+    StepRecord, Store, WorkerBeat, RUN_STATES,
 };
 
 impl Store for SqliteStore {
@@ -21,17 +21,7 @@ impl Store for SqliteStore {
             .and_then(|mut s| s.query_row([&new.name], |r| r.get(0)))
             .during("create a run")?;
         let now = rows::now_ms();
-        let run = RunMeta {
-            id: format!("{}-{seq}", new.name),
-            name: new.name.clone(),
-            source: new.source.clone(),
-            created_at: now,
-            updated_at: now,
-            finished_at: None,
-            total: None,
-            settings: new.settings.clone(),
-            state: STATE_RUNNING.to_owned(),
-        };
+        let run = new.created(seq, now);
         tx.prepare_cached(
             "INSERT INTO runs (id, name, seq, source, created_at, updated_at, settings, state) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7)",
