@@ -239,6 +239,61 @@ mod tests {
         stop.notify_one();
     }
 
+    #[test]
+    fn leaving_a_shared_run_marks_it_interrupted_only_for_a_stored_cancel() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = StoreLocation::from(dir.path().join("s.db"));
+        let mut store = location.open().unwrap();
+        let run = store
+            .create_run(&NewRun {
+                name: "r".into(),
+                source: "src".into(),
+                settings: serde_json::json!({}),
+            })
+            .unwrap();
+        // Another process still works the run.
+        let other = sluice_store::WorkerBeat {
+            run_id: run.id.clone(),
+            worker_id: "elsewhere:1:0".into(),
+            host: "elsewhere".into(),
+            pid: 1,
+            started_at: now_ms(),
+            beat_at: now_ms(),
+            state: "running".into(),
+            in_flight: 0,
+            live: serde_json::json!({}),
+        };
+        store.heartbeat(&other).unwrap();
+        let state = |store: &mut Box<dyn Store>| store.find_run(&run.id).unwrap().unwrap().state;
+        // Cancelled in-process only (a server shutting down): the others go on.
+        close_shared_run(
+            &location,
+            run.clone(),
+            false,
+            (true, true),
+            &Progress::default(),
+        )
+        .unwrap();
+        assert_eq!(state(&mut store), "running");
+        // A cancel held in the store stops everyone: the run ends interrupted.
+        crate::control::write_control(
+            &mut *store,
+            &run.id,
+            crate::control::ControlState::Cancel,
+            "t",
+        )
+        .unwrap();
+        close_shared_run(
+            &location,
+            run.clone(),
+            false,
+            (true, true),
+            &Progress::default(),
+        )
+        .unwrap();
+        assert_eq!(state(&mut store), "interrupted");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn one_signal_seen_by_the_dispatcher_still_gets_the_grace_period() {
         let stop = Notify::new();
