@@ -2,14 +2,15 @@
 //! done, retry or fail — expected outcomes are values, not errors.
 
 mod client;
-pub mod dialect;
 mod outcome;
 mod signals;
 mod stream;
 mod wire;
 
 pub use client::{CallOptions, Client, ClientError, Endpoint};
-pub use dialect::Dialect;
+/// Request and answer shapes per API family (the `sluice-dialect` crate).
+pub use sluice_dialect as dialect;
+pub use sluice_dialect::Dialect;
 pub use outcome::{classify, Attempt, Failure, FailureKind, Success};
 pub use signals::{parse_reset_duration, RateSignals};
 pub use stream::StreamStats;

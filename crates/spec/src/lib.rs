@@ -4,6 +4,7 @@
 mod build;
 mod ctx;
 mod diag;
+mod dialect_params;
 mod document;
 mod input;
 mod kinds;

@@ -161,7 +161,7 @@ pub(crate) fn chat_output(
         }
     );
     let json = parse_json_text(&text);
-    if wants_json && json.is_none() {
+    if wants_json && json.is_none() && answer.tool_calls.is_empty() {
         let start: String = text.chars().take(120).collect();
         return Err(format!(
             "bad_response: the answer is not the JSON the step's response_format asks for; it starts: {start:?}"
@@ -172,10 +172,15 @@ pub(crate) fn chat_output(
             prompt_tokens: answer.prompt_tokens.unwrap_or(0),
             completion_tokens: answer.completion_tokens.unwrap_or(0),
         });
+    let tool_calls = (!answer.tool_calls.is_empty())
+        .then(|| answer.tool_calls.iter().map(|c| c.to_openai()).collect());
     Ok(StepOutput {
         text: Some(text),
         json,
         usage,
+        tool_calls,
+        refusal: answer.refusal,
+        finish_reason: answer.finish,
         ..Default::default()
     })
 }

@@ -322,7 +322,7 @@ impl Client {
                     var: var.to_string(),
                 });
             }
-            fixed.extend_from_slice(dialect.auth_line(key).as_bytes());
+            fixed.extend_from_slice(auth_line(dialect, key).as_bytes());
         }
         Ok(Client {
             origins: Arc::new(Mutex::new(HashMap::new())),
@@ -504,6 +504,14 @@ impl Client {
             "Content-Type: {content_type}\r\nContent-Length: {body_len}\r\n\r\n"
         );
         Ok(head)
+    }
+}
+
+/// The request header line carrying `key` the way `dialect` expects it.
+fn auth_line(dialect: Dialect, key: &str) -> String {
+    match dialect {
+        Dialect::OpenAi => format!("Authorization: Bearer {key}\r\n"),
+        Dialect::Anthropic => format!("x-api-key: {key}\r\n"),
     }
 }
 

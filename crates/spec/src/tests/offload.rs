@@ -203,3 +203,43 @@ fn streaming_is_for_live_chat_and_conversation_steps() {
         list[0]
     );
 }
+
+#[test]
+fn anthropic_refuses_parameters_without_an_equivalent_at_their_position() {
+    let anthropic = provider_plus("api = \"anthropic\"");
+    // Line 13 is the step's params (BASE has 12 lines, one added above).
+    let with = |params: &str| format!("{anthropic}params = {params}\n");
+    assert_one(
+        &with("{ reasoning_effort = \"high\" }"),
+        14,
+        31,
+        &[
+            "step \"first\"",
+            "params.reasoning_effort",
+            "provider \"openai\"",
+            "thinking",
+        ],
+    );
+    assert_one(
+        &with("{ temperature = 1.4 }"),
+        14,
+        26,
+        &["params.temperature", "outside Anthropic's range 0–1"],
+    );
+    assert_one(
+        &with("{ metadata = { user_id = \"u\", batch = \"b7\" } }"),
+        14,
+        23,
+        &["params.metadata", "only user_id", "\"batch\""],
+    );
+    // Translated, dropped, within range, or templated (judged once rendered):
+    // all accepted.
+    job(&with(
+        "{ temperature = 1, tools = [], tool_choice = \"required\", seed = 4, n = 1, top_k = 5, \
+         presence_penalty = \"{{ item.p }}\" }",
+    ));
+    // The same parameters are OpenAI's own: nothing to refuse there.
+    job(&format!(
+        "{BASE}params = {{ reasoning_effort = \"high\", temperature = 1.4 }}\n"
+    ));
+}
