@@ -226,7 +226,7 @@ pub(crate) async fn call<R: Route>(
             match &result {
                 Attempt::Ok(s) => Report::Success(s.latency),
                 Attempt::Failed(f) => Report::Failure {
-                    retryable: f.kind.is_retryable() && f.kind != FailureKind::RateLimited,
+                    retryable: f.is_retryable() && f.kind != FailureKind::RateLimited,
                     // 529: Anthropic's "overloaded".
                     backpressure: matches!(f.kind, FailureKind::RateLimited | FailureKind::Timeout)
                         || matches!(f.status, Some(503 | 529)),
@@ -261,7 +261,7 @@ pub(crate) async fn call<R: Route>(
                 env.limiter.pause(after);
             }
         }
-        if failure.kind.is_retryable() && tally.attempts <= env.retries {
+        if failure.is_retryable() && tally.attempts <= env.retries {
             if env.stopping.is_set() {
                 return CallEnd::Stopped;
             }

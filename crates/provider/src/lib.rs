@@ -12,5 +12,5 @@ pub use client::{CallOptions, Client, ClientError, Endpoint};
 pub use sluice_dialect as dialect;
 pub use sluice_dialect::Dialect;
 pub use outcome::{classify, Attempt, Failure, FailureKind, Success};
-pub use signals::{parse_reset_duration, RateSignals};
+pub use signals::{parse_reset_duration, Budget, RateSignals, RETRY_AFTER_CAP};
 pub use stream::StreamStats;

@@ -547,6 +547,7 @@ fn transport_failure(kind: FailureKind, message: String, latency: Duration) -> F
         retry_after: None,
         latency,
         signals: Default::default(),
+        should_retry: None,
     }
 }
 

@@ -176,7 +176,7 @@ impl Remote {
                 .await
             {
                 Attempt::Ok(success) => return Ok(success.body),
-                Attempt::Failed(f) if f.kind.is_retryable() && attempt <= self.retries => {
+                Attempt::Failed(f) if f.is_retryable() && attempt <= self.retries => {
                     let delay = self.backoff.delay_ms(
                         attempt,
                         fastrand::f64(),
