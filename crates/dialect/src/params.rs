@@ -191,7 +191,10 @@ mod tests {
         // A template's value is judged once rendered.
         assert_eq!(anthropic("temperature", None), Verdict::Send);
         assert!(matches!(anthropic("n", Some(&json!(1))), Verdict::Drop(_)));
-        assert!(matches!(anthropic("n", Some(&json!(3))), Verdict::Refuse(_)));
+        assert!(matches!(
+            anthropic("n", Some(&json!(3))),
+            Verdict::Refuse(_)
+        ));
         assert!(matches!(
             anthropic("metadata", Some(&json!({"user_id": "u", "run": "r1"}))),
             Verdict::Refuse(r) if r.contains("\"run\"")

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
-use sluice_limit::Backoff;
+use sluice_limit::{Backoff, Cost};
 use sluice_provider::{Attempt, CallOptions, Client, Dialect, Endpoint, FailureKind, Success};
 
 use crate::control::RunControl;
@@ -78,8 +78,8 @@ pub(crate) struct CallRequest<'a, R: Route> {
     pub(crate) route: &'a R,
     pub(crate) body: Bytes,
     pub(crate) options: CallOptions<'a>,
-    /// Tokens reserved against tokens/minute before sending.
-    pub(crate) estimate: u64,
+    /// Tokens reserved against token limits before sending.
+    pub(crate) estimate: Cost,
     /// The body asks for a streamed answer in this dialect (read as events).
     pub(crate) stream: Option<Dialect>,
 }
@@ -238,8 +238,10 @@ pub(crate) async fn call<R: Route>(
                 progress.observe_latency(success.latency);
                 env.limiter.observe(&success.signals);
                 if success.prompt_tokens.is_some() || success.completion_tokens.is_some() {
-                    let used =
-                        success.prompt_tokens.unwrap_or(0) + success.completion_tokens.unwrap_or(0);
+                    let used = Cost {
+                        input: success.prompt_tokens.unwrap_or(0),
+                        output: success.completion_tokens.unwrap_or(0),
+                    };
                     env.limiter.settle(request.estimate, used);
                 }
                 return CallEnd::Done(success);
@@ -252,11 +254,12 @@ pub(crate) async fn call<R: Route>(
             FailureKind::RateLimited | FailureKind::Connect
         ) {
             // The provider did not take these tokens.
-            env.limiter.settle(request.estimate, 0);
+            env.limiter.settle(request.estimate, Cost::default());
         }
         if failure.kind == FailureKind::RateLimited {
             tally.throttled += 1;
             Progress::add(&progress.throttled, 1);
+            env.limiter.rate_limited();
             if let Some(after) = failure.retry_after {
                 env.limiter.pause(after);
             }

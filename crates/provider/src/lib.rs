@@ -8,9 +8,9 @@ mod stream;
 mod wire;
 
 pub use client::{CallOptions, Client, ClientError, Endpoint};
+pub use outcome::{classify, Attempt, Failure, FailureKind, Success};
+pub use signals::{parse_reset_duration, Budget, RateSignals, RETRY_AFTER_CAP};
 /// Request and answer shapes per API family (the `sluice-dialect` crate).
 pub use sluice_dialect as dialect;
 pub use sluice_dialect::Dialect;
-pub use outcome::{classify, Attempt, Failure, FailureKind, Success};
-pub use signals::{parse_reset_duration, Budget, RateSignals, RETRY_AFTER_CAP};
 pub use stream::StreamStats;

@@ -463,7 +463,10 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
                 let answer = chat_answer(dialect, &body).unwrap();
                 assert_eq!(answer.tool_calls.len(), 1, "{dialect:?}");
                 let call = &answer.tool_calls[0];
-                assert_eq!((call.id.as_str(), call.name.as_str()), ("call_1", "get_weather"));
+                assert_eq!(
+                    (call.id.as_str(), call.name.as_str()),
+                    ("call_1", "get_weather")
+                );
                 let args: Json = serde_json::from_str(&call.arguments).unwrap();
                 assert_eq!(args, json!({"city": "Paris"}), "{dialect:?}");
                 assert_eq!(answer.finish.as_deref(), Some("tool_calls"));

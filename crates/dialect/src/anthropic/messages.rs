@@ -43,7 +43,9 @@ pub(super) fn translate(messages: Option<&Json>) -> Result<Messages, Refusal> {
             other => {
                 return Err(Refusal::new(
                     format!("{at}.role"),
-                    format!("role {other:?} is not one of system, developer, user, assistant, tool"),
+                    format!(
+                        "role {other:?} is not one of system, developer, user, assistant, tool"
+                    ),
                 ))
             }
         };
@@ -170,7 +172,10 @@ fn assistant(m: &Json, at: &str) -> Result<Json, Refusal> {
     for (k, call) in calls.iter().enumerate() {
         let at = format!("{at}.tool_calls[{k}]");
         if call["type"].as_str().unwrap_or("function") != "function" {
-            return Err(Refusal::new(at, "only function tool calls have an Anthropic equivalent"));
+            return Err(Refusal::new(
+                at,
+                "only function tool calls have an Anthropic equivalent",
+            ));
         }
         let name = call.pointer("/function/name").and_then(Json::as_str);
         let id = call["id"].as_str();

@@ -130,10 +130,9 @@ pub fn to_anthropic(body: &Json) -> Result<Translated, Refusal> {
             }
         }
     }
-    if let Some(choice) = tools::tool_choice(
-        fields.get("tool_choice"),
-        fields.get("parallel_tool_calls"),
-    )? {
+    if let Some(choice) =
+        tools::tool_choice(fields.get("tool_choice"), fields.get("parallel_tool_calls"))?
+    {
         out.insert("tool_choice".into(), choice);
     }
     if let Some(meta) = metadata.filter(|m| !m.is_empty()) {
@@ -142,7 +141,10 @@ pub fn to_anthropic(body: &Json) -> Result<Translated, Refusal> {
     out.entry("max_tokens")
         .or_insert_with(|| json!(DEFAULT_MAX_TOKENS));
     if !translated.system.is_empty() {
-        out.insert("system".into(), Json::String(translated.system.join("\n\n")));
+        out.insert(
+            "system".into(),
+            Json::String(translated.system.join("\n\n")),
+        );
     }
     out.insert("messages".into(), Json::Array(translated.messages));
     Ok(Translated {

@@ -142,9 +142,11 @@ fn every_tool_choice_string_translates() {
         out["tool_choice"],
         json!({"type": "auto", "disable_parallel_tool_use": true})
     );
-    assert!(body(json!({"model": "m", "messages": [], "parallel_tool_calls": true}))
-        .get("tool_choice")
-        .is_none());
+    assert!(
+        body(json!({"model": "m", "messages": [], "parallel_tool_calls": true}))
+            .get("tool_choice")
+            .is_none()
+    );
 }
 
 #[test]
@@ -165,11 +167,15 @@ fn refusals_name_the_place_and_the_reason() {
     assert_eq!(r.at, "messages[0].tool_calls[0].function.arguments");
     let r = refused(json!({"model": "m", "messages": [{"role": "tool", "content": "x"}]}));
     assert_eq!(r.at, "messages[0].tool_call_id");
-    let r = refused(json!({"model": "m", "messages": [{"role": "user", "content": [
-        {"type": "input_audio", "input_audio": {"data": "..", "format": "wav"}}
-    ]}]}));
+    let r = refused(
+        json!({"model": "m", "messages": [{"role": "user", "content": [
+            {"type": "input_audio", "input_audio": {"data": "..", "format": "wav"}}
+        ]}]}),
+    );
     assert_eq!(r.at, "messages[0].content[0]");
-    let r = refused(json!({"model": "m", "messages": [], "tools": [{"type": "custom", "custom": {"name": "x"}}]}));
+    let r = refused(
+        json!({"model": "m", "messages": [], "tools": [{"type": "custom", "custom": {"name": "x"}}]}),
+    );
     assert_eq!(r.at, "tools[0]");
     let r = refused(json!({"model": "m", "messages": [], "tool_choice": "sometimes"}));
     assert_eq!(r.at, "tool_choice");

@@ -112,12 +112,7 @@ pub(super) fn tool_choice(
                 choice["disable_parallel_tool_use"] = json!(true);
             }
         }
-        Some(_) => {
-            return Err(Refusal::new(
-                "parallel_tool_calls",
-                "must be true or false",
-            ))
-        }
+        Some(_) => return Err(Refusal::new("parallel_tool_calls", "must be true or false")),
     }
     Ok(out)
 }

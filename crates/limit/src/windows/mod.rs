@@ -430,7 +430,8 @@ impl Windows {
                 let same = |w: &Window| {
                     w.dim == dim
                         && w.announced.is_some_and(|a| {
-                            (a.limit, a.span, a.refill) == (learned.limit, learned.span, learned.refill)
+                            (a.limit, a.span, a.refill)
+                                == (learned.limit, learned.span, learned.refill)
                         })
                 };
                 if !self.windows.iter().any(same) {

@@ -318,7 +318,12 @@ fn the_first_429_turns_a_burst_into_even_pacing() {
     let times = admit(&mut w, 0, 2, 0);
     assert_eq!(times, [21 * 50 * MS, 22 * 50 * MS]);
     // Later reports keep the even pacing.
-    w.observe(2 * SECOND, Dim::Requests, report(1_200, 1_199, 50 * MS), false);
+    w.observe(
+        2 * SECOND,
+        Dim::Requests,
+        report(1_200, 1_199, 50 * MS),
+        false,
+    );
     let t = admit(&mut w, 2 * SECOND, 2, 0);
     assert_eq!(t[1] - t[0], 50 * MS);
 }
@@ -331,7 +336,10 @@ fn a_daily_quota_is_counted_down_to_its_reset() {
     assert_eq!(admit(&mut w, 0, 3, 0), [0, 0, 0]);
     assert_eq!(w.try_acquire(0, 0), Err(Rejection::Wait(reset)));
     let a = w.announced();
-    assert_eq!((a[0].learned.span, a[0].learned.limit), (crate::Span::Day, 10_000));
+    assert_eq!(
+        (a[0].learned.span, a[0].learned.limit),
+        (crate::Span::Day, 10_000)
+    );
 }
 
 #[test]
@@ -343,11 +351,11 @@ fn remaining_zero_holds_even_where_a_limit_is_configured() {
     // The provider (shared with other clients) has nothing left until its
     // daily reset: the configured 100/s does not override that.
     w.observe(0, Dim::Requests, report(1_000, 0, 5 * 3600 * SECOND), true);
-    assert_eq!(
-        w.try_acquire(0, 0),
-        Err(Rejection::Wait(5 * 3600 * SECOND))
+    assert_eq!(w.try_acquire(0, 0), Err(Rejection::Wait(5 * 3600 * SECOND)));
+    assert!(
+        w.announced().is_empty(),
+        "the configured limit is held, not the announced one"
     );
-    assert!(w.announced().is_empty(), "the configured limit is held, not the announced one");
 }
 
 #[test]

@@ -28,7 +28,10 @@ fn anthropic_input_and_output_tokens_are_held_apart() {
         ),
         ("anthropic-ratelimit-output-tokens-limit", "16000"),
         ("anthropic-ratelimit-output-tokens-remaining", "16000"),
-        ("anthropic-ratelimit-output-tokens-reset", "1970-01-01T00:00:10Z"),
+        (
+            "anthropic-ratelimit-output-tokens-reset",
+            "1970-01-01T00:00:10Z",
+        ),
     ]);
     let s = RateSignals::anthropic(&h, 10.0);
     assert_eq!(
@@ -97,7 +100,10 @@ fn retry_after_in_every_form() {
     // Zero and a date in the past ask for nothing: the backoff decides.
     assert_eq!(at(&[("retry-after", "0")]), None);
     assert_eq!(at(&[("retry-after-ms", "0")]), None);
-    assert_eq!(at(&[("retry-after", "Sun, 06 Nov 1994 08:49:00 GMT")]), None);
+    assert_eq!(
+        at(&[("retry-after", "Sun, 06 Nov 1994 08:49:00 GMT")]),
+        None
+    );
     // A day is cut to the cap.
     assert_eq!(at(&[("retry-after", "86400")]), Some(RETRY_AFTER_CAP));
     assert_eq!(at(&[("retry-after", "soon")]), None);
@@ -105,7 +111,10 @@ fn retry_after_in_every_form() {
 
 #[test]
 fn should_retry_is_true_false_or_no_word() {
-    assert_eq!(should_retry(&headers(&[("x-should-retry", "true")])), Some(true));
+    assert_eq!(
+        should_retry(&headers(&[("x-should-retry", "true")])),
+        Some(true)
+    );
     assert_eq!(
         should_retry(&headers(&[("x-should-retry", "false")])),
         Some(false)

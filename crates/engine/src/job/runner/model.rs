@@ -8,7 +8,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Method;
 use serde_json::Value as Json;
-use sluice_limit::DEFAULT_COMPLETION_ESTIMATE;
 use sluice_provider::dialect::{to_anthropic, DEFAULT_MAX_TOKENS};
 use sluice_provider::{Dialect, StreamStats};
 use sluice_spec::{Step, StepKind};
@@ -80,12 +79,10 @@ pub(super) async fn call_model(
             // higher than the estimate of a request that set none.
             let unset = call.request.body.get("max_tokens").is_none()
                 && call.request.body.get("max_completion_tokens").is_none();
-            let estimate = if unset {
-                call.request.estimate - DEFAULT_COMPLETION_ESTIMATE.min(call.request.estimate)
-                    + DEFAULT_MAX_TOKENS
-            } else {
-                call.request.estimate
-            };
+            let mut estimate = call.request.estimate;
+            if unset {
+                estimate.output = DEFAULT_MAX_TOKENS;
+            }
             let path = lane.dialect.chat_path(&call.request.path).to_string();
             (path, Some(body), estimate)
         }
