@@ -165,8 +165,9 @@ pub(crate) async fn call<R: Route>(
         else {
             return CallEnd::Stopped;
         };
-        if let Err(too_large) = acquired {
-            return CallEnd::Failed {
+        let admission = match acquired {
+            Ok(admission) => admission,
+            Err(too_large) => return CallEnd::Failed {
                 error: format!(
                     "token_limit: this request needs about {} tokens (prompt estimate + max_tokens) but the tokens/minute limit (--tpm, or the provider's tpm) is {}, so it can never be sent; raise --tpm or lower max_tokens",
                     too_large.tokens, too_large.tpm
@@ -174,8 +175,8 @@ pub(crate) async fn call<R: Route>(
                 status: None,
                 body: None,
                 latency: Duration::ZERO,
-            };
-        }
+            },
+        };
         if env.stopping.is_set() {
             // Stopping: only calls already on the wire may finish. This one
             // waited for its place and rate slot and would start now.
@@ -236,7 +237,7 @@ pub(crate) async fn call<R: Route>(
         let failure = match result {
             Attempt::Ok(success) => {
                 progress.observe_latency(success.latency);
-                env.limiter.observe(&success.signals);
+                env.limiter.observe(&success.signals, Some(admission));
                 if success.prompt_tokens.is_some() || success.completion_tokens.is_some() {
                     let used = Cost {
                         input: success.prompt_tokens.unwrap_or(0),
@@ -248,7 +249,7 @@ pub(crate) async fn call<R: Route>(
             }
             Attempt::Failed(failure) => failure,
         };
-        env.limiter.observe(&failure.signals);
+        env.limiter.observe(&failure.signals, Some(admission));
         if matches!(
             failure.kind,
             FailureKind::RateLimited | FailureKind::Connect

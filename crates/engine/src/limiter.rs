@@ -30,8 +30,19 @@ pub(crate) struct TooLarge {
     pub(crate) tpm: u64,
 }
 
+/// A request the limiter let go: when, and how much had been let go up to
+/// and including it (requests, input tokens, output tokens), so a provider's
+/// report on it can be read against what was sent after it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Admission {
+    at: u64,
+    upto: [u64; 3],
+}
+
 /// Shared by every call to one provider.
 pub(crate) struct Limiter {
+    /// Requests, input tokens and output tokens let go so far.
+    admitted: [AtomicU64; 3],
     origin: Instant,
     windows: Mutex<Windows>,
     /// Nothing is sent before this instant (nanoseconds since `origin`); read
@@ -68,6 +79,7 @@ impl Limiter {
     pub(crate) fn new(limits: &WindowLimits) -> Limiter {
         let windows = Windows::new(limits, CATCH_UP_NANOS);
         Limiter {
+            admitted: Default::default(),
             origin: Instant::now(),
             limited: std::sync::atomic::AtomicBool::new(windows.is_limited()),
             windows: Mutex::new(windows),
@@ -120,11 +132,14 @@ impl Limiter {
                 limit: (n > 0).then_some(n),
                 ..Budget::default()
             };
-            self.observe(&RateSignals {
-                requests: limit(rpm),
-                tokens: limit(tpm),
-                ..RateSignals::default()
-            });
+            self.observe(
+                &RateSignals {
+                    requests: limit(rpm),
+                    tokens: limit(tpm),
+                    ..RateSignals::default()
+                },
+                None,
+            );
         }
     }
 
@@ -143,27 +158,26 @@ impl Limiter {
 
     /// Waits until one request of `tokens` conforms to every limit, and takes it.
     #[cfg(test)]
-    pub(crate) async fn acquire(&self, tokens: impl Into<Cost>) -> Result<(), TooLarge> {
+    pub(crate) async fn acquire(&self, tokens: impl Into<Cost>) -> Result<Admission, TooLarge> {
         self.acquire_for(0, tokens.into()).await
     }
 
     /// [`Limiter::acquire`] for a caller of run `tenant`: while callers wait,
     /// runs take turns.
-    pub(crate) async fn acquire_for(&self, tenant: Tenant, tokens: Cost) -> Result<(), TooLarge> {
+    pub(crate) async fn acquire_for(
+        &self,
+        tenant: Tenant,
+        tokens: Cost,
+    ) -> Result<Admission, TooLarge> {
         self.take_up_shared();
         let now = self.now();
         if !self.limited.load(Relaxed) && self.paused_until.load(Relaxed) <= now {
-            self.used.add(now / 1_000_000_000, 1, tokens.total() as i64);
-            return Ok(());
+            return Ok(self.admit(now, tokens));
         }
         let _turn = self.queue.take(tenant).await;
         loop {
             match self.try_take(tokens)? {
-                Take::Now => {
-                    self.used
-                        .add(self.now() / 1_000_000_000, 1, tokens.total() as i64);
-                    return Ok(());
-                }
+                Take::Now => return Ok(self.admit(self.now(), tokens)),
                 Take::Wait(n) => tokio::time::sleep(Duration::from_nanos(n)).await,
                 Take::Slice(len) => {
                     if let Some(shared) = self.shared.get() {
@@ -174,6 +188,16 @@ impl Limiter {
                     }
                 }
             }
+        }
+    }
+
+    /// Counts a request let go at `now`.
+    fn admit(&self, now: u64, tokens: Cost) -> Admission {
+        self.used.add(now / 1_000_000_000, 1, tokens.total() as i64);
+        let add = |i: usize, n: u64| self.admitted[i].fetch_add(n, Relaxed).saturating_add(n);
+        Admission {
+            at: now,
+            upto: [add(0, 1), add(1, tokens.input), add(2, tokens.output)],
         }
     }
 
@@ -287,11 +311,12 @@ impl Limiter {
         }
     }
 
-    /// Applies the provider's own view (see [`Windows::observe`]): the limits
-    /// it announces are held where the job set none of their kind, mirroring
-    /// what it says is left, and an exhausted one holds everything until the
+    /// Applies the provider's own view (see [`Windows::observe`]) of the
+    /// request let go as `admission`: the limits it announces are held where
+    /// the job set none of their kind, mirroring what it says is left (less
+    /// what was sent since), and an exhausted one holds everything until the
     /// provider admits again, configured or not.
-    pub(crate) fn observe(&self, signals: &RateSignals) {
+    pub(crate) fn observe(&self, signals: &RateSignals, admission: Option<Admission>) {
         let c = &self.configured;
         let requests = c.rps.or(c.rpm).or(c.rph).or(c.rpd).is_some();
         let all_tokens = c.tpm.or(c.tpd).is_some();
@@ -317,16 +342,30 @@ impl Limiter {
             return;
         }
         let now = self.now();
+        let since = |i: usize| {
+            admission.map_or(0, |a| {
+                self.admitted[i].load(Relaxed).saturating_sub(a.upto[i])
+            })
+        };
         let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
         for (dim, budget, configured) in dims {
             if budget == Budget::default() {
                 continue;
             }
+            let sent_after = match dim {
+                Dim::Requests => since(0),
+                Dim::Tokens => since(1) + since(2),
+                Dim::InputTokens => since(1),
+                Dim::OutputTokens => since(2),
+            };
             let report = Report {
                 limit: budget.limit,
                 remaining: budget.remaining,
                 reset_nanos: budget.reset.map(|d| d.as_nanos() as u64),
+                sent_at: admission.map(|a| a.at),
+                sent_after,
             };
+            tracing::trace!(?dim, ?report, now, "provider report");
             windows.observe(now, dim, report, configured);
         }
         self.limited.store(windows.is_limited(), Relaxed);
@@ -361,6 +400,13 @@ impl Limiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Limiter {
+        /// A report that describes this moment.
+        fn observe_now(&self, signals: &RateSignals) {
+            self.observe(signals, None);
+        }
+    }
 
     #[tokio::test(start_paused = true)]
     async fn rpm_and_tpm_hold_together() {
@@ -408,7 +454,7 @@ mod tests {
     async fn an_announced_limit_is_held_when_none_was_configured() {
         let limiter = Limiter::per_minute(None, None);
         limiter.acquire(1).await.unwrap();
-        limiter.observe(&RateSignals {
+        limiter.observe_now(&RateSignals {
             requests: Budget {
                 limit: Some(600),
                 remaining: Some(0),
@@ -424,7 +470,7 @@ mod tests {
         assert!((195..=205).contains(&ms), "{ms}");
         // A configured limit is not replaced by the provider's.
         let configured = Limiter::per_minute(Some(60), None);
-        configured.observe(&RateSignals {
+        configured.observe_now(&RateSignals {
             requests: Budget {
                 limit: Some(6_000),
                 ..Budget::default()
@@ -440,7 +486,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn exhausted_remaining_header_pauses_until_reset() {
         let limiter = Limiter::per_minute(None, None);
-        limiter.observe(&RateSignals {
+        limiter.observe_now(&RateSignals {
             requests: Budget {
                 remaining: Some(0),
                 reset: Some(Duration::from_millis(250)),

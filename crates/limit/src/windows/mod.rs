@@ -123,6 +123,13 @@ pub struct Report {
     pub remaining: Option<u64>,
     /// Nanoseconds until the limit is whole again.
     pub reset_nanos: Option<u64>,
+    /// When the request that brought the report was admitted here (ns): the
+    /// provider's figures describe that moment, not the answer's arrival.
+    /// `None`: now.
+    pub sent_at: Option<u64>,
+    /// Units of this dimension admitted here after that request: the report
+    /// does not count them yet.
+    pub sent_after: u64,
 }
 
 /// A limit the provider announced, as held.
@@ -407,8 +414,9 @@ impl Windows {
         };
         let learned = Learned::infer(limit, report.remaining, report.reset_nanos);
         let reset = report.reset_nanos.unwrap_or(0);
+        let at = report.sent_at.unwrap_or(now).min(now);
         if report.remaining == Some(0) {
-            self.hold_until(now.saturating_add(learned.next_unit_nanos(reset)));
+            self.hold_until(at.saturating_add(learned.next_unit_nanos(reset)));
         }
         if configured {
             return;
@@ -418,11 +426,12 @@ impl Windows {
                 self.windows
                     .retain(|w| !(w.announced.is_some() && w.dim == dim));
                 self.quotas.retain(|q| q.dim != dim);
+                let left = report.remaining.unwrap_or(limit);
                 self.quotas.push(Quota {
                     dim,
                     learned,
-                    left: report.remaining.unwrap_or(limit),
-                    until: now.saturating_add(reset),
+                    left: left.saturating_sub(report.sent_after),
+                    until: at.saturating_add(reset),
                 });
             }
             Refill::Continuous => {
@@ -443,13 +452,16 @@ impl Windows {
                 let Some(w) = self.windows.iter_mut().find(|w| same(w)) else {
                     return;
                 };
-                // The provider's bucket holds `remaining` now: ours, of
+                // The provider's bucket held `remaining` when it admitted the
+                // request; what was sent here since comes off it too. Ours, of
                 // `burst` units, holds at most that much.
                 let unit = w.gcra.unit_nanos();
                 let burst = if self.even { 1 } else { learned.capacity };
                 let spare = learned.capacity.saturating_sub(burst).saturating_mul(unit);
-                let provider_full = reset.saturating_sub(spare);
-                w.gcra.hold_until_full(now.saturating_add(provider_full));
+                let full = reset
+                    .saturating_add(report.sent_after.saturating_mul(unit))
+                    .saturating_sub(spare);
+                w.gcra.hold_until_full(at.saturating_add(full));
             }
         }
     }
@@ -467,10 +479,12 @@ impl Windows {
         self.even = true;
         for w in self.windows.iter_mut() {
             if let Some(learned) = w.announced.filter(|a| a.capacity > 1) {
-                // What was taken stays taken: the next unit comes after it.
+                // The next unit is due when the provider's bucket, as
+                // mirrored, has one again; from there one per interval.
                 let debt = w.gcra.reset_nanos(now);
+                let spare = (learned.capacity - 1).saturating_mul(w.gcra.unit_nanos());
                 *w = Window::announced(learned, w.dim, true, self.catch_up);
-                w.gcra.hold_until_full(now + debt);
+                w.gcra.hold_until_full(now + debt.saturating_sub(spare));
             }
         }
         changed

@@ -284,7 +284,34 @@ fn report(limit: u64, remaining: u64, reset_nanos: u64) -> Report {
         limit: Some(limit),
         remaining: Some(remaining),
         reset_nanos: Some(reset_nanos),
+        ..Report::default()
     }
+}
+
+#[test]
+fn requests_sent_after_the_reported_one_count_against_the_allowance() {
+    // 64 went out before anything was known; the first answer (of the first
+    // request, admitted at 0) says 239 of 240/min remain. The 63 others are
+    // on their way: 176 are left, not 239.
+    let mut w = windows(WindowLimits::default());
+    let first = Report {
+        sent_at: Some(0),
+        sent_after: 63,
+        ..report(240, 239, 250 * MS)
+    };
+    w.observe(200 * MS, Dim::Requests, first, false);
+    let times = admit(&mut w, 200 * MS, 177, 0);
+    assert_eq!(times[175], 200 * MS, "176 go at once");
+    assert!(times[176] > 200 * MS, "the 177th waits: {}", times[176]);
+    // An evenly paced provider's answer, 20 ms after its request: the next
+    // slot is 50 ms after the request, not after the answer.
+    let mut w = windows(WindowLimits::default());
+    let paced = Report {
+        sent_at: Some(0),
+        ..report(1_200, 0, 50 * MS)
+    };
+    w.observe(20 * MS, Dim::Requests, paced, false);
+    assert_eq!(w.try_acquire(20 * MS, 0), Err(Rejection::Wait(30 * MS)));
 }
 
 #[test]
@@ -313,10 +340,16 @@ fn the_first_429_turns_a_burst_into_even_pacing() {
     assert_eq!(admit(&mut w, 0, 20, 0), [0; 20]);
     assert!(w.back_off(0));
     assert!(!w.back_off(0), "once is enough");
-    // 21 units are spent (the answered request and 20 more): the next is
-    // due after them, then one per 50 ms.
-    let times = admit(&mut w, 0, 2, 0);
-    assert_eq!(times, [21 * 50 * MS, 22 * 50 * MS]);
+    // The mirrored bucket still has room: one now (after the 429's own
+    // retry-after, held apart), then one per 50 ms.
+    let times = admit(&mut w, 0, 3, 0);
+    assert_eq!(times, [0, 50 * MS, 100 * MS]);
+    // An emptied bucket: the next unit when one is back, not when all are.
+    let mut w = windows(WindowLimits::default());
+    w.observe(0, Dim::Requests, report(1_200, 1_199, 50 * MS), false);
+    admit(&mut w, 0, 1_199, 0);
+    w.back_off(0);
+    assert_eq!(admit(&mut w, 0, 2, 0), [50 * MS, 100 * MS]);
     // Later reports keep the even pacing.
     w.observe(
         2 * SECOND,
