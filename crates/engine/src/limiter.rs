@@ -33,7 +33,7 @@ pub(crate) struct TooLarge {
 /// A request the limiter let go: when, and how much had been let go up to
 /// and including it (requests, input tokens, output tokens), so a provider's
 /// report on it can be read against what was sent after it.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Admission {
     at: u64,
     upto: [u64; 3],
@@ -431,7 +431,7 @@ mod tests {
     async fn too_large_fails_at_once() {
         let limiter = Limiter::per_minute(None, Some(1_000));
         assert_eq!(
-            limiter.acquire(1_001).await,
+            limiter.acquire(1_001).await.map(|_| ()),
             Err(TooLarge {
                 tokens: 1_001,
                 tpm: 1_000
