@@ -41,7 +41,7 @@ pub use meter::{quantile_ms, CallCounts, FAILURE_KINDS, LATENCY_BUCKETS_MS};
 pub use progress::{Progress, Snapshot};
 pub use quick::{now_ms, run_quick, BreakerReport, QuickConfig, RunReport};
 pub use stats::{
-    process_calls, process_providers, EndpointReport, Latency, Limits, ProviderReport, RecentError,
-    RunStats, StatsReport, StepReport,
+    process_calls, process_providers, AnnouncedLimit, EndpointReport, Latency, Limits,
+    ProviderReport, RecentError, RunStats, StatsReport, StepReport,
 };
 pub use worker::{run_worker, WorkerConfig, WorkerEvent};
