@@ -8,6 +8,7 @@ mod util;
 mod bench;
 mod browser;
 mod commands;
+mod conformance;
 mod control;
 mod dialects;
 mod examples;

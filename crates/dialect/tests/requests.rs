@@ -34,7 +34,10 @@ const MESSAGES_FIELDS: [&str; 17] = [
 fn check_messages_request(body: &Json) {
     let top = body.as_object().expect("an object");
     for key in top.keys() {
-        assert!(MESSAGES_FIELDS.contains(&key.as_str()), "unknown field {key}");
+        assert!(
+            MESSAGES_FIELDS.contains(&key.as_str()),
+            "unknown field {key}"
+        );
     }
     for required in ["model", "messages", "max_tokens"] {
         assert!(top.contains_key(required), "missing {required}");
@@ -52,7 +55,10 @@ fn check_messages_request(body: &Json) {
     let mut previous = "";
     for (i, m) in messages.iter().enumerate() {
         let role = m["role"].as_str().unwrap();
-        assert!(role == "user" || role == "assistant", "messages[{i}].role {role}");
+        assert!(
+            role == "user" || role == "assistant",
+            "messages[{i}].role {role}"
+        );
         assert_ne!(role, previous, "messages[{i}]: roles must alternate");
         previous = role;
         let keys: Vec<&String> = m.as_object().unwrap().keys().collect();
@@ -90,7 +96,9 @@ fn check_messages_request(body: &Json) {
 }
 
 fn check_block(b: &Json, role: &str, at: &str) {
-    let kind = b["type"].as_str().unwrap_or_else(|| panic!("{at}: no type"));
+    let kind = b["type"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{at}: no type"));
     let keys = |allowed: &[&str]| {
         for k in b.as_object().unwrap().keys() {
             assert!(allowed.contains(&k.as_str()), "{at}: {k} in a {kind} block");
@@ -105,7 +113,9 @@ fn check_block(b: &Json, role: &str, at: &str) {
             keys(&["type", "source", "cache_control"]);
             match b["source"]["type"].as_str() {
                 Some("base64") => {
-                    assert!(b["source"]["media_type"].is_string() && b["source"]["data"].is_string())
+                    assert!(
+                        b["source"]["media_type"].is_string() && b["source"]["data"].is_string()
+                    )
                 }
                 Some("url") => assert!(b["source"]["url"].is_string()),
                 other => panic!("{at}: source type {other:?}"),

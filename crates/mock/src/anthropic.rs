@@ -119,7 +119,13 @@ fn check_fields(raw: &RawMessages<'_>) -> Result<(), String> {
             _ => return Err(format!("tool_choice: Input tag {choice} does not match any of the expected tags: 'auto', 'any', 'tool', 'none'")),
         }
     }
-    if let Some(key) = raw.metadata.iter().flatten().map(|(k, _)| k).find(|k| *k != "user_id") {
+    if let Some(key) = raw
+        .metadata
+        .iter()
+        .flatten()
+        .map(|(k, _)| k)
+        .find(|k| *k != "user_id")
+    {
         return Err(format!("metadata.{key}: Extra inputs are not permitted"));
     }
     Ok(())
@@ -202,7 +208,8 @@ pub(crate) async fn messages(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ConnectionReset> {
     let arrived = Instant::now();
-    if !authorized(shared.cfg.api_key.as_deref(), req.headers()) {
+    let (parts, body) = req.into_parts();
+    if !authorized(shared.cfg.api_key.as_deref(), &parts.headers) {
         let rates = shared.refuse(Outcome::Unauthorized);
         let res = error(
             StatusCode::UNAUTHORIZED,
@@ -211,7 +218,7 @@ pub(crate) async fn messages(
         );
         return Ok(with_rates(res, &rates));
     }
-    if !req.headers().contains_key("anthropic-version") {
+    if !parts.headers.contains_key("anthropic-version") {
         let rates = shared.refuse(Outcome::BadRequest);
         let res = error(
             StatusCode::BAD_REQUEST,
@@ -220,10 +227,7 @@ pub(crate) async fn messages(
         );
         return Ok(with_rates(res, &rates));
     }
-    let body = match Limited::new(req.into_body(), MAX_BODY_BYTES)
-        .collect()
-        .await
-    {
+    let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
         Ok(c) => c.to_bytes(),
         Err(e) => {
             let rates = shared.refuse(Outcome::BadRequest);
@@ -235,6 +239,28 @@ pub(crate) async fn messages(
             return Ok(with_rates(res, &rates));
         }
     };
+    // Journaled like the OpenAI routes, so a test can see what was sent.
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let seq = shared.journal.arrive(
+        shared.elapsed_ms(),
+        parts.method.as_str(),
+        target,
+        &parts.headers,
+        &body,
+    );
+    let result = respond(shared, arrived, body).await;
+    if let Ok(res) = &result {
+        shared.journal.answer(seq, res.status().as_u16());
+    }
+    result
+}
+
+/// Answers a Messages request whose body was read.
+async fn respond(
+    shared: &Shared,
+    arrived: Instant,
+    body: Bytes,
+) -> Result<Response<Body>, ConnectionReset> {
     let parsed = match parse(&body, shared.cfg.default_completion_tokens()) {
         Ok(p) => p,
         Err(message) => {

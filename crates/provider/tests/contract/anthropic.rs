@@ -39,7 +39,10 @@ async fn the_message_object() {
         },
     )
     .await);
-    assert_eq!((s.prompt_tokens, s.completion_tokens), (Some(2095), Some(503)));
+    assert_eq!(
+        (s.prompt_tokens, s.completion_tokens),
+        (Some(2095), Some(503))
+    );
     let a = chat_answer(Dialect::Anthropic, &s.body).unwrap();
     assert_eq!(a.text, "Hi! My name is Claude.");
     // Kept in OpenAI's words, the terms steps are written in.
@@ -105,12 +108,25 @@ event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,
 event: ping\ndata: {\"type\": \"ping\"}\n\n",
     );
     for t in [
-        "Okay", ",", " let", "'s", " check", " the", " weather", " for", " San", " Francisco", ",",
-        " CA", ":",
+        "Okay",
+        ",",
+        " let",
+        "'s",
+        " check",
+        " the",
+        " weather",
+        " for",
+        " San",
+        " Francisco",
+        ",",
+        " CA",
+        ":",
     ] {
         body.push_str(&text_delta(t));
     }
-    body.push_str("event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n");
+    body.push_str(
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+    );
     body.push_str("event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_01T1x1fJ34qAmk2tNTrN7Up6\",\"name\":\"get_weather\",\"input\":{}}}\n\n");
     for j in [
         "",
@@ -139,13 +155,25 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
     )
     .await);
     let a = chat_answer(Dialect::Anthropic, &s.body).unwrap();
-    assert_eq!(a.text, "Okay, let's check the weather for San Francisco, CA:");
-    assert_eq!((a.prompt_tokens, a.completion_tokens), (Some(472), Some(89)));
+    assert_eq!(
+        a.text,
+        "Okay, let's check the weather for San Francisco, CA:"
+    );
+    assert_eq!(
+        (a.prompt_tokens, a.completion_tokens),
+        (Some(472), Some(89))
+    );
     assert_eq!(a.finish.as_deref(), Some("tool_calls"));
     let call = &a.tool_calls[0];
-    assert_eq!((call.id.as_str(), call.name.as_str()), ("toolu_01T1x1fJ34qAmk2tNTrN7Up6", "get_weather"));
+    assert_eq!(
+        (call.id.as_str(), call.name.as_str()),
+        ("toolu_01T1x1fJ34qAmk2tNTrN7Up6", "get_weather")
+    );
     let args: Json = serde_json::from_str(&call.arguments).unwrap();
-    assert_eq!(args, json!({"location": "San Francisco, CA", "unit": "fahrenheit"}));
+    assert_eq!(
+        args,
+        json!({"location": "San Francisco, CA", "unit": "fahrenheit"})
+    );
 }
 
 /// "Streaming Messages", "Streaming request with extended thinking": the
@@ -193,7 +221,10 @@ data: {"type": "message_stop"}
     )
     .await);
     let a = chat_answer(Dialect::Anthropic, &s.body).unwrap();
-    assert_eq!(a.text, "The greatest common divisor of 1071 and 462 is **21**.");
+    assert_eq!(
+        a.text,
+        "The greatest common divisor of 1071 and 462 is **21**."
+    );
     assert!(a.tool_calls.is_empty());
 }
 
@@ -202,19 +233,25 @@ data: {"type": "message_stop"}
 #[tokio::test]
 async fn an_error_event_mid_stream() {
     let body = "event: error\ndata: {\"type\": \"error\", \"error\": {\"type\": \"overloaded_error\", \"message\": \"Overloaded\"}}\n\n";
-    let f = failed(exchange(
-        Dialect::Anthropic,
-        Reply {
-            status: "200 OK",
-            headers: &[],
-            body,
-            stream: true,
-        },
-    )
-    .await);
+    let f = failed(
+        exchange(
+            Dialect::Anthropic,
+            Reply {
+                status: "200 OK",
+                headers: &[],
+                body,
+                stream: true,
+            },
+        )
+        .await,
+    );
     assert_eq!(f.kind, FailureKind::Server);
     assert!(f.is_retryable());
-    assert!(f.message.contains("overloaded_error: Overloaded"), "{}", f.message);
+    assert!(
+        f.message.contains("overloaded_error: Overloaded"),
+        "{}",
+        f.message
+    );
 }
 
 /// "Errors": the error shape and its HTTP codes — 400, 401, 403, 404 and 413
@@ -234,19 +271,22 @@ async fn errors_by_their_documented_codes() {
         let body = format!(
             r#"{{"type": "error", "error": {{"type": "{kind}", "message": "The requested resource could not be found."}}, "request_id": "req_011CSHoEeqs5C35K2UUqR7Fy"}}"#
         );
-        let f = failed(exchange(
-            Dialect::Anthropic,
-            Reply {
-                status,
-                headers: &[],
-                body: &body,
-                stream: false,
-            },
-        )
-        .await);
+        let f = failed(
+            exchange(
+                Dialect::Anthropic,
+                Reply {
+                    status,
+                    headers: &[],
+                    body: &body,
+                    stream: false,
+                },
+            )
+            .await,
+        );
         assert_eq!(f.is_retryable(), retry, "{status}");
         assert!(
-            f.message.ends_with("The requested resource could not be found."),
+            f.message
+                .ends_with("The requested resource could not be found."),
             "{status}: {}",
             f.message
         );
@@ -300,24 +340,38 @@ async fn rate_limit_headers_hold_input_and_output_apart() {
         ("anthropic-ratelimit-output-tokens-reset", r2.as_str()),
     ];
     let body = r#"{"type": "error", "error": {"type": "rate_limit_error", "message": "This request would exceed your organization's rate limit of 16,000 output tokens per minute."}}"#;
-    let f = failed(exchange(
-        Dialect::Anthropic,
-        Reply {
-            status: "429 Too Many Requests",
-            headers: &headers,
-            body,
-            stream: false,
-        },
-    )
-    .await);
+    let f = failed(
+        exchange(
+            Dialect::Anthropic,
+            Reply {
+                status: "429 Too Many Requests",
+                headers: &headers,
+                body,
+                stream: false,
+            },
+        )
+        .await,
+    );
     assert_eq!(f.kind, FailureKind::RateLimited);
     assert_eq!(f.retry_after, Some(Duration::from_secs(30)));
     let s = f.signals;
-    assert_eq!((s.requests.limit, s.requests.remaining), (Some(1000), Some(999)));
-    assert_eq!((s.input_tokens.limit, s.input_tokens.remaining), (Some(80_000), Some(80_000)));
-    assert_eq!((s.output_tokens.limit, s.output_tokens.remaining), (Some(16_000), Some(0)));
+    assert_eq!(
+        (s.requests.limit, s.requests.remaining),
+        (Some(1000), Some(999))
+    );
+    assert_eq!(
+        (s.input_tokens.limit, s.input_tokens.remaining),
+        (Some(80_000), Some(80_000))
+    );
+    assert_eq!(
+        (s.output_tokens.limit, s.output_tokens.remaining),
+        (Some(16_000), Some(0))
+    );
     let wait = s.output_tokens.reset.unwrap();
-    assert!(wait > Duration::from_secs(28) && wait <= Duration::from_secs(30), "{wait:?}");
+    assert!(
+        wait > Duration::from_secs(28) && wait <= Duration::from_secs(30),
+        "{wait:?}"
+    );
     // The combined figure adds nothing to the two it sums.
     assert_eq!(s.tokens.limit, None);
 }

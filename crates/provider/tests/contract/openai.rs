@@ -58,7 +58,10 @@ async fn the_chat_completion_object() {
         },
     )
     .await);
-    assert_eq!((s.prompt_tokens, s.completion_tokens), (Some(1117), Some(46)));
+    assert_eq!(
+        (s.prompt_tokens, s.completion_tokens),
+        (Some(1117), Some(46))
+    );
     let a = chat_answer(Dialect::OpenAi, &s.body).unwrap();
     assert!(a.text.starts_with("The image shows a wooden boardwalk"));
     assert_eq!(a.finish.as_deref(), Some("stop"));
@@ -120,7 +123,10 @@ async fn a_completion_that_calls_a_function() {
     assert_eq!(a.text, "");
     assert_eq!(a.finish.as_deref(), Some("tool_calls"));
     let call = &a.tool_calls[0];
-    assert_eq!((call.id.as_str(), call.name.as_str()), ("call_abc123", "get_current_weather"));
+    assert_eq!(
+        (call.id.as_str(), call.name.as_str()),
+        ("call_abc123", "get_current_weather")
+    );
     let args: Json = serde_json::from_str(&call.arguments).unwrap();
     assert_eq!(args, json!({"location": "Boston, MA"}));
 }
@@ -291,19 +297,26 @@ async fn rate_limit_headers() {
 #[tokio::test]
 async fn an_invalid_key_is_final() {
     let body = r#"{"error": {"message": "Incorrect API key provided: sk-abc***. You can find your API key at https://platform.openai.com/account/api-keys.", "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}}"#;
-    let f = failed(exchange(
-        Dialect::OpenAi,
-        Reply {
-            status: "401 Unauthorized",
-            headers: &[],
-            body,
-            stream: false,
-        },
-    )
-    .await);
+    let f = failed(
+        exchange(
+            Dialect::OpenAi,
+            Reply {
+                status: "401 Unauthorized",
+                headers: &[],
+                body,
+                stream: false,
+            },
+        )
+        .await,
+    );
     assert_eq!(f.kind, FailureKind::Client);
     assert!(!f.is_retryable());
-    assert!(f.message.starts_with("HTTP 401: Incorrect API key provided"), "{}", f.message);
+    assert!(
+        f.message
+            .starts_with("HTTP 401: Incorrect API key provided"),
+        "{}",
+        f.message
+    );
 }
 
 /// Guide "Error codes": 429 "Rate limit reached for requests", with the
@@ -314,31 +327,35 @@ async fn a_rate_limit_is_retried_after_the_wait_it_asks_for() {
     let mut headers = RATE_HEADERS.to_vec();
     headers[2] = ("x-ratelimit-remaining-requests", "0");
     headers.push(("retry-after", "1"));
-    let f = failed(exchange(
-        Dialect::OpenAi,
-        Reply {
-            status: "429 Too Many Requests",
-            headers: &headers,
-            body,
-            stream: false,
-        },
-    )
-    .await);
+    let f = failed(
+        exchange(
+            Dialect::OpenAi,
+            Reply {
+                status: "429 Too Many Requests",
+                headers: &headers,
+                body,
+                stream: false,
+            },
+        )
+        .await,
+    );
     assert_eq!(f.kind, FailureKind::RateLimited);
     assert!(f.is_retryable());
     assert_eq!(f.retry_after, Some(Duration::from_secs(1)));
     assert_eq!(f.signals.requests.remaining, Some(0));
     // openai-python: `x-should-retry: false` wins over the status.
     headers.push(("x-should-retry", "false"));
-    let f = failed(exchange(
-        Dialect::OpenAi,
-        Reply {
-            status: "429 Too Many Requests",
-            headers: &headers,
-            body,
-            stream: false,
-        },
-    )
-    .await);
+    let f = failed(
+        exchange(
+            Dialect::OpenAi,
+            Reply {
+                status: "429 Too Many Requests",
+                headers: &headers,
+                body,
+                stream: false,
+            },
+        )
+        .await,
+    );
     assert!(!f.is_retryable());
 }
