@@ -141,7 +141,8 @@ pub(crate) async fn find(
     record: &BatchRecord,
     known: &HashSet<String>,
 ) -> Result<Option<Json>, String> {
-    let since = (record.create_sent_at.unwrap_or(record.created_at) / 1000 - CLOCK_SKEW_SECS) as f64;
+    let since =
+        (record.create_sent_at.unwrap_or(record.created_at) / 1000 - CLOCK_SKEW_SECS) as f64;
     let mut after: Option<String> = None;
     for _ in 0..MAX_LOOKUP_PAGES {
         let url = match &after {

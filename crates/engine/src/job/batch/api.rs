@@ -193,8 +193,13 @@ impl Remote {
             record.creates += 1;
             record.create_sent_at = Some(now_ms());
             save(record);
-            let timeout = self.timeout.max(Duration::from_secs(60));
-            let failure = match self.client.send(&endpoint, body.clone(), timeout, &options).await {
+            // The provider's `timeout`: a create answers at once, and a lost
+            // answer is looked up rather than waited for.
+            let failure = match self
+                .client
+                .send(&endpoint, body.clone(), self.timeout, &options)
+                .await
+            {
                 Attempt::Ok(success) => {
                     return serde_json::from_slice(&success.body)
                         .map_err(|e| format!("the batch API answered with invalid JSON: {e}"))
@@ -203,7 +208,10 @@ impl Remote {
             };
             let uncertain = matches!(
                 failure.kind,
-                FailureKind::Timeout | FailureKind::Connection | FailureKind::Server | FailureKind::BadBody
+                FailureKind::Timeout
+                    | FailureKind::Connection
+                    | FailureKind::Server
+                    | FailureKind::BadBody
             );
             if uncertain {
                 tracing::info!(provider = %self.provider, "creating batch {} may have reached the provider ({}); looking it up before trying again", record.seq, failure.message);
@@ -299,7 +307,9 @@ impl Remote {
                 .client
                 .download(&endpoint, Bytes::new(), timeout, &options, &mut sink)
                 .await;
-            let flushed = out.flush().map_err(|e| format!("cannot write {}: {e}", to.display()));
+            let flushed = out
+                .flush()
+                .map_err(|e| format!("cannot write {}: {e}", to.display()));
             match result {
                 Ok(done) => return flushed.map(|()| done.bytes),
                 Err(f) if f.kind.is_retryable() && attempt <= self.retries => {

@@ -127,7 +127,10 @@ mod tests {
         // As quoted in openai-python #2084.
         let message = "Enqueued token limit reached for gpt-4o-mini in organization org-snq6hvcTYRCMyB87hjZjkoFr. Limit: 2,000,000 enqueued tokens. Please try again once some in_progress batches have been completed.";
         assert_eq!(announced_limit(message), Some(2_000_000));
-        assert_eq!(announced_limit("Limit: 90000 enqueued tokens."), Some(90_000));
+        assert_eq!(
+            announced_limit("Limit: 90000 enqueued tokens."),
+            Some(90_000)
+        );
         assert_eq!(announced_limit("Enqueued token limit reached."), None);
     }
 

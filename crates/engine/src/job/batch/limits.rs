@@ -146,13 +146,15 @@ mod tests {
 
     #[test]
     fn prompt_tokens_count_messages_system_and_inputs() {
-        let chat = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hello world"}]});
+        let chat =
+            json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hello world"}]});
         assert_eq!(prompt_tokens(&chat), 2);
         let anthropic = json!({"model": "claude-x", "system": "abcdefgh", "messages": [{"role": "user", "content": [{"type": "text", "text": "abcd"}]}]});
         assert_eq!(prompt_tokens(&anthropic), 3);
         let tokens = json!({"model": "text-embedding-3-small", "input": [[1, 2, 3], [4]]});
         assert_eq!(prompt_tokens(&tokens), 4);
-        let texts = json!({"model": "text-embedding-3-small", "input": ["hello world", "hello world"]});
+        let texts =
+            json!({"model": "text-embedding-3-small", "input": ["hello world", "hello world"]});
         assert_eq!(prompt_tokens(&texts), 4);
     }
 }

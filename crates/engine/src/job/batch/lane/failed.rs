@@ -102,7 +102,11 @@ impl LaneBatcher {
         if let Some(limit) = errors.iter().find_map(|e| announced_limit(&e.message)) {
             self.enqueued.learn(&model, limit);
         }
-        if self.enqueued.limit(&model).is_some_and(|l| record.tokens > l) {
+        if self
+            .enqueued
+            .limit(&model)
+            .is_some_and(|l| record.tokens > l)
+        {
             let why = format!(
                 "its ~{} prompt tokens are over the enqueued-token limit of {model:?}; its requests were regrouped under it",
                 record.tokens

@@ -159,8 +159,14 @@ impl LaneBatcher {
     async fn poll(&self, seq: u64, mut record: BatchRecord) -> Option<BatchRecord> {
         let id = record.id.clone()?;
         let mut failed_polls = 0;
-        while !record.ended() {
-            tokio::time::sleep(self.spec.poll).await;
+        // Read at least once: a batch found ended (a look-up, a rerun) still
+        // needs its result files' ids.
+        let mut read = false;
+        while !(read && record.ended()) {
+            if !record.ended() {
+                tokio::time::sleep(self.spec.poll).await;
+            }
+            read = true;
             match self.remote.status(&id).await {
                 Ok(status) => {
                     failed_polls = 0;

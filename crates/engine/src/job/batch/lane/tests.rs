@@ -120,7 +120,9 @@ async fn embedding_batches_split_at_fifty_thousand_inputs() {
     // One request with more inputs than a batch may hold fails at once.
     let mut rx = b.register(embedding(99, 50_001));
     match rx.try_recv() {
-        Ok(BatchEnd::Failed { error, .. }) => assert!(error.contains("embedding inputs"), "{error}"),
+        Ok(BatchEnd::Failed { error, .. }) => {
+            assert!(error.contains("embedding inputs"), "{error}")
+        }
         other => panic!("{other:?}"),
     }
 }
