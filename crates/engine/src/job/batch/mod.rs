@@ -22,6 +22,8 @@
 
 mod anthropic;
 mod api;
+#[cfg(test)]
+mod contract;
 mod enqueued;
 mod lane;
 mod limits;
