@@ -264,6 +264,9 @@ async fn read_body<S: AsyncRead + Unpin>(
     })
 }
 
+/// Takes a streamed body piece by piece; an error ends the exchange.
+type Pieces<'a> = Box<dyn FnMut(&[u8]) -> std::io::Result<()> + Send + 'a>;
+
 /// Where [`exchange_streaming`] hands a 2xx body as it arrives.
 pub(crate) enum Sink<'a> {
     /// Only a `text/event-stream` 2xx is streamed (a live answer read as it
@@ -299,7 +302,7 @@ where
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|t| t.trim_start().starts_with("text/event-stream"));
-    let (cap, on_data): (_, Box<dyn FnMut(&[u8]) -> std::io::Result<()> + Send + '_>) = match sink {
+    let (cap, on_data): (_, Pieces<'_>) = match sink {
         Sink::Events(on) if events => (
             Some(MAX_BODY),
             Box::new(move |piece: &[u8]| {
@@ -336,7 +339,7 @@ async fn stream_body<S: AsyncRead + Unpin>(
     buf: &mut Vec<u8>,
     head: &Head,
     cap: Option<usize>,
-    mut on_data: Box<dyn FnMut(&[u8]) -> std::io::Result<()> + Send + '_>,
+    mut on_data: Pieces<'_>,
 ) -> Result<bool, WireError> {
     if head.chunked {
         read_chunked(stream, buf, head.len, cap, &mut *on_data).await?;
