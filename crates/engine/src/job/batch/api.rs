@@ -1,22 +1,17 @@
-//! A provider's batch API over HTTP: one exchange retried like a live call,
-//! a create that never makes a second batch, downloads to disk, and — per
-//! dialect, in `openai` and `anthropic` — submitting a batch, reading its
-//! status, finding it again and fetching its results.
+//! A provider's batch API over HTTP: one exchange retried like a live call
+//! and downloads to disk. What each dialect does with it is in `dialects`.
 
-use std::collections::HashSet;
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::Method;
 use serde_json::Value as Json;
 use sluice_limit::Backoff;
-use sluice_provider::{Attempt, CallOptions, Client, Dialect, Endpoint, FailureKind};
+use sluice_provider::{Attempt, CallOptions, Client, Dialect, Endpoint};
 
-use super::state::{BatchRecord, LineResult};
 use crate::job::lanes::Lane;
-use crate::quick::now_ms;
 
 /// Uploads and status calls may be slow: at least this long per attempt.
 const LONG_TIMEOUT: Duration = Duration::from_secs(600);
@@ -58,9 +53,9 @@ pub(crate) struct Remote {
     /// The base URL's path (`/v1`): OpenAI batch lines name whole paths.
     base_path: String,
     pub(crate) headers: Vec<(String, String)>,
-    retries: u32,
-    backoff: Backoff,
-    timeout: Duration,
+    pub(super) retries: u32,
+    pub(super) backoff: Backoff,
+    pub(super) timeout: Duration,
 }
 
 impl Remote {
@@ -108,135 +103,7 @@ impl Remote {
         line.to_string()
     }
 
-    /// Sends the batch of `lines` (OpenAI: reusing an uploaded file),
-    /// storing its progress with `save` (the file before the batch is
-    /// created, the time of each create call, the batch id as soon as it is
-    /// known). `known` are the ids of this run's other batches.
-    pub(crate) async fn submit(
-        &self,
-        record: &mut BatchRecord,
-        lines: &[String],
-        known: &HashSet<String>,
-        save: &(dyn Fn(&BatchRecord) + Sync),
-    ) -> Result<(), String> {
-        match self.dialect {
-            Dialect::OpenAi => super::openai::submit(self, record, lines, known, save).await,
-            Dialect::Anthropic => super::anthropic::submit(self, record, lines, known, save).await,
-        }
-    }
-
-    /// The batch's status now.
-    pub(crate) async fn status(&self, id: &str) -> Result<Status, String> {
-        match self.dialect {
-            Dialect::OpenAi => super::openai::status(self, id).await,
-            Dialect::Anthropic => super::anthropic::status(self, id).await,
-        }
-    }
-
-    /// Downloads the result files of an ended batch into `dir`; the files.
-    pub(crate) async fn results(
-        &self,
-        record: &BatchRecord,
-        dir: &Path,
-    ) -> Result<Vec<PathBuf>, String> {
-        match self.dialect {
-            Dialect::OpenAi => super::openai::results(self, record, dir).await,
-            Dialect::Anthropic => super::anthropic::results(self, record, dir).await,
-        }
-    }
-
-    /// One line of a downloaded result file: its custom id and result.
-    pub(crate) fn parse_line(&self, line: &[u8]) -> Option<(String, LineResult)> {
-        match self.dialect {
-            Dialect::OpenAi => super::openai::parse_line(line),
-            Dialect::Anthropic => super::anthropic::parse_line(line),
-        }
-    }
-
-    /// The batch `record` made by a create call whose answer was lost, if
-    /// the provider has it (OpenAI by `metadata` or input file, Anthropic by
-    /// size and time); its object.
-    pub(crate) async fn find(
-        &self,
-        record: &BatchRecord,
-        known: &HashSet<String>,
-    ) -> Result<Option<Json>, String> {
-        match self.dialect {
-            Dialect::OpenAi => super::openai::find(self, record).await,
-            Dialect::Anthropic => super::anthropic::find(self, record, known).await,
-        }
-    }
-
-    /// Creates a batch with `body` at `path`, at most once: every create call
-    /// is stored as sent before it goes out; one whose outcome is uncertain
-    /// (a time-out, a reset, a 5xx: it may have reached the provider) is
-    /// followed by a look-up, and only when that finds nothing by another
-    /// create. Refusals (4xx) end it; 429s and failed connections (nothing
-    /// was created) are retried. The created (or found) batch object.
-    pub(crate) async fn create(
-        &self,
-        record: &mut BatchRecord,
-        path: &str,
-        body: Bytes,
-        known: &HashSet<String>,
-        save: &(dyn Fn(&BatchRecord) + Sync),
-    ) -> Result<Json, String> {
-        let endpoint = self.endpoint(path, Method::POST)?;
-        let options = CallOptions {
-            headers: &self.headers,
-            content_type: None,
-            expect_json: true,
-        };
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            record.creates += 1;
-            record.create_sent_at = Some(now_ms());
-            save(record);
-            // The provider's `timeout`: a create answers at once, and a lost
-            // answer is looked up rather than waited for.
-            let failure = match self
-                .client
-                .send(&endpoint, body.clone(), self.timeout, &options)
-                .await
-            {
-                Attempt::Ok(success) => {
-                    return serde_json::from_slice(&success.body)
-                        .map_err(|e| format!("the batch API answered with invalid JSON: {e}"))
-                }
-                Attempt::Failed(f) => f,
-            };
-            let uncertain = matches!(
-                failure.kind,
-                FailureKind::Timeout
-                    | FailureKind::Connection
-                    | FailureKind::Server
-                    | FailureKind::BadBody
-            );
-            if uncertain {
-                tracing::info!(provider = %self.provider, "creating batch {} may have reached the provider ({}); looking it up before trying again", record.seq, failure.message);
-                if let Ok(Some(found)) = self.find(record, known).await {
-                    return Ok(found);
-                }
-            }
-            if !failure.kind.is_retryable() || attempt > self.retries {
-                return Err(format!(
-                    "POST {} failed: {} (after {attempt} attempt{})",
-                    endpoint.uri.path(),
-                    failure.message,
-                    if attempt == 1 { "" } else { "s" }
-                ));
-            }
-            let delay = self.backoff.delay_ms(
-                attempt,
-                fastrand::f64(),
-                failure.retry_after.map(|d| d.as_millis() as u64),
-            );
-            tokio::time::sleep(Duration::from_millis(delay)).await;
-        }
-    }
-
-    fn endpoint(&self, url: &str, method: Method) -> Result<Endpoint, String> {
+    pub(super) fn endpoint(&self, url: &str, method: Method) -> Result<Endpoint, String> {
         let url = if url.starts_with("http://") || url.starts_with("https://") {
             url.to_string()
         } else {

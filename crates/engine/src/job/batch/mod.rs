@@ -24,6 +24,7 @@ mod anthropic;
 mod api;
 #[cfg(test)]
 mod contract;
+mod dialects;
 mod enqueued;
 mod lane;
 mod limits;
