@@ -318,6 +318,9 @@ pub(crate) struct MockArgs {
     /// The first N batch creations make the batch but never answer.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub(crate) batch_create_hangs: u64,
+    /// Bytes of padding added to each line of an OpenAI batch output file.
+    #[arg(long, value_name = "BYTES", default_value_t = 0)]
+    pub(crate) batch_result_pad_bytes: u64,
 }
 
 #[derive(Debug, Args)]

@@ -64,6 +64,7 @@ pub(crate) fn mock(args: MockArgs) -> anyhow::Result<ExitCode> {
         batch_enqueued_limit: args.batch_enqueued_limit,
         batch_invalid_rate: args.batch_invalid_rate,
         batch_create_hangs: args.batch_create_hangs,
+        batch_result_pad_bytes: args.batch_result_pad_bytes,
     };
     // Before binding, so a bad --cms stops here with exit code 2.
     config

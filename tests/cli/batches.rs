@@ -173,6 +173,46 @@ fn a_create_whose_answer_is_lost_is_found_instead_of_made_twice() {
 }
 
 #[test]
+fn a_result_file_larger_than_any_answer_is_read_from_disk() {
+    // Three answers of 90 MB each: a 270 MB output file, past the 256 MiB
+    // an answer read whole may have (it used to fail on every rerun).
+    let m = mock(&[
+        "--batch-delay-ms",
+        "100",
+        "--batch-result-pad-bytes",
+        "90000000",
+    ]);
+    let s = Scratch::new();
+    items(&s, 3);
+    let path = job(&s, &m, "openai", "");
+    let out = run(&s, &["run", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(batches(&m)["succeeded"], 3);
+    assert_eq!(status(&s)["counts"]["done"], 3);
+    // The downloaded file was removed once read.
+    let left: Vec<_> = walk(&s.path("output"));
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// Files under `dir`, recursively.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .flat_map(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p)
+            } else {
+                vec![p]
+            }
+        })
+        .collect()
+}
+
+#[test]
 fn a_completion_window_other_than_24h_is_refused_by_plan_where_it_is_written() {
     let m = mock(&[]);
     let s = Scratch::new();

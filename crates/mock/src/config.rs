@@ -77,6 +77,9 @@ pub struct MockConfig {
     /// The first N batch creations (either API) make the batch, then never
     /// answer: the client times out not knowing that its batch exists.
     pub batch_create_hangs: u64,
+    /// Bytes added to each line of an OpenAI output file (a `_mock_padding`
+    /// field), to make result files as large as real embedding batches'.
+    pub batch_result_pad_bytes: u64,
 }
 
 impl MockConfig {

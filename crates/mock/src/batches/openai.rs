@@ -427,8 +427,13 @@ pub(super) fn answers(
                 *next += 1;
                 let body = response::success(api, &parsed, *next, now / 1000, seed);
                 let body: Json = serde_json::from_slice(&body).unwrap_or(Json::Null);
-                ok.push(json!({"id": request_id, "custom_id": line.custom_id,
-                    "response": {"status_code": 200, "request_id": request_id, "body": body}, "error": null}));
+                let mut out = json!({"id": request_id, "custom_id": line.custom_id,
+                    "response": {"status_code": 200, "request_id": request_id, "body": body}, "error": null});
+                let pad = shared.cfg.batch_result_pad_bytes as usize;
+                if pad > 0 {
+                    out["_mock_padding"] = Json::String("x".repeat(pad));
+                }
+                ok.push(out);
                 continue;
             }
             (Fate::Answer, Err(message)) => {
