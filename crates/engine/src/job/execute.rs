@@ -143,6 +143,7 @@ where
             &lanes,
             &batched,
             &run.id,
+            &job.output.dir.join(&run.id).join("batch-results"),
             location.open()?,
             stopping.clone(),
         )?

@@ -10,8 +10,9 @@ use http::HeaderMap;
 
 mod time;
 
+use time::http_date_unix;
 pub use time::parse_reset_duration;
-use time::{http_date_unix, rfc3339_unix};
+pub use time::rfc3339_unix;
 
 /// The longest `retry-after` obeyed as given: a longer one (a daily quota's
 /// reset, a misconfigured proxy) is waited for this long, after which the
