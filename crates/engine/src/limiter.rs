@@ -1,6 +1,9 @@
 //! One provider's rate limits held together: requests per second, minute,
-//! hour and day and tokens per minute and day (GCRA windows), plus pauses the
-//! provider asks for (`retry-after`, exhausted `x-ratelimit-remaining-*`).
+//! hour and day, tokens per minute and day, input and output tokens per
+//! minute (GCRA windows), the limits the provider announces where the job set
+//! none (mirrored from what it says is left, read against what was sent after
+//! the request it answered: [`Admission`]), plus pauses it asks for
+//! (`retry-after`, an exhausted `remaining`).
 //! Concurrency is held by the caller. On a shared store the limiter sends
 //! only inside slices of sending time claimed for this process
 //! ([`crate::shared_limits`]), so every process together holds the rates.
