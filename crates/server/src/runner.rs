@@ -10,7 +10,8 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use sluice_engine::{
-    run_job_with, JobConfig, Progress, Rates, RunControl, RunHooks, RunReport, Snapshot,
+    run_job_with, FileAccess, JobConfig, Progress, Rates, RunControl, RunHooks, RunReport,
+    Snapshot, FILE_ACCESS_STATE,
 };
 use sluice_spec::Job;
 use sluice_store::{ItemRecord, RunMeta};
@@ -23,6 +24,13 @@ use crate::uploads::ScratchDir;
 /// The run-state key under which a submitted job is kept (so the server can
 /// resume or retry it later, even after a restart).
 pub(crate) const SAVED_JOB: &str = "server.job";
+
+/// The run-state key of what the run's view tells about how the server
+/// adjusted a submitted job (a clamped concurrency): a JSON list of texts.
+pub(crate) const NOTICES: &str = "server.notices";
+
+/// Seconds a client turned away for `--max-runs` is told to wait.
+const RUNS_RETRY_AFTER: u64 = 5;
 
 /// A submitted job as kept with its run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -37,6 +45,9 @@ pub(crate) struct SavedJob {
     /// paths resolve (instead of `workdir`); removed when its run ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) uploads: Option<PathBuf>,
+    /// The items file the server spooled for it (inline `items`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) spooled: Option<PathBuf>,
 }
 
 impl SavedJob {
@@ -56,6 +67,58 @@ impl SavedJob {
         job.path = self.path.clone();
         Ok(job)
     }
+
+    /// [`SavedJob::load`], then held to the server's policy as at
+    /// submission (the server may have been restarted with other flags):
+    /// the job, what its view should tell, and where it may read files.
+    pub(crate) fn load_confined(
+        &self,
+        config: &crate::state::ServerConfig,
+    ) -> ApiResult<(Job, Vec<String>, FileAccess)> {
+        let mut job = self.load(&config.workdir)?;
+        let store_dir = store_dir(config);
+        let shown_from = self.shown_from(&config.workdir);
+        let notices = crate::policy::confine(
+            &config.jobs,
+            &mut job,
+            &crate::policy::Submission {
+                text: &self.text,
+                json: false,
+                scratch: self.uploads.as_deref(),
+                spooled: self.spooled.as_deref(),
+                store_dir: &store_dir,
+                shown_from: &shown_from,
+            },
+        )?;
+        let files = readable(config, self.uploads.as_deref());
+        Ok((job, notices, files))
+    }
+
+    /// The server's directories, cut from paths shown to clients.
+    pub(crate) fn shown_from(&self, workdir: &std::path::Path) -> Vec<PathBuf> {
+        self.uploads
+            .iter()
+            .cloned()
+            .chain(std::iter::once(workdir.to_path_buf()))
+            .collect()
+    }
+}
+
+/// The store's directory, absolute.
+pub(crate) fn store_dir(config: &crate::state::ServerConfig) -> PathBuf {
+    let dir = config.store.local_dir();
+    std::path::absolute(&dir).unwrap_or(dir)
+}
+
+/// Where a submitted job may read files at run time: what was sent with it
+/// and the operator's `--allow-dir` directories.
+pub(crate) fn readable(
+    config: &crate::state::ServerConfig,
+    uploads: Option<&std::path::Path>,
+) -> FileAccess {
+    let mut dirs = config.jobs.allow_dirs.clone();
+    dirs.extend(uploads.map(std::path::Path::to_path_buf));
+    FileAccess::within(&dirs)
 }
 
 /// Runs kept in memory after they ended (their final live detail).
@@ -69,15 +132,22 @@ pub fn submitted_job(
     run_id: &str,
     workdir: &std::path::Path,
 ) -> Option<Result<Job, ApiError>> {
-    let (_, value) = match store.run_state(run_id, SAVED_JOB) {
-        Ok(entries) => entries.into_iter().next()?,
-        Err(e) => return Some(Err(e.into())),
+    saved(store, run_id)
+        .transpose()
+        .map(|saved| saved.and_then(|s| s.load(workdir)))
+}
+
+/// The job kept with run `run_id` at submission, if it was submitted.
+pub(crate) fn saved(
+    store: &mut dyn sluice_store::Store,
+    run_id: &str,
+) -> ApiResult<Option<SavedJob>> {
+    let Some((_, value)) = store.run_state(run_id, SAVED_JOB)?.into_iter().next() else {
+        return Ok(None);
     };
-    Some(
-        serde_json::from_value::<SavedJob>(value)
-            .map_err(|e| ApiError::internal("reading the kept job", e))
-            .and_then(|saved| saved.load(workdir)),
-    )
+    serde_json::from_value::<SavedJob>(value)
+        .map(Some)
+        .map_err(|e| ApiError::internal("reading the kept job", e))
 }
 
 /// What a stream attached to a run at its start receives.
@@ -160,11 +230,33 @@ pub(crate) struct Launch {
     pub(crate) stream: Option<mpsc::UnboundedSender<StreamMsg>>,
     /// The files sent with the submission: removed when the run ends.
     pub(crate) scratch: Option<ScratchDir>,
+    /// A submitted job's confinement (`None`: a job file of the user's own,
+    /// resumed here).
+    pub(crate) files: Option<FileAccess>,
+    /// What the run's view tells about how the server adjusted the job.
+    pub(crate) notices: Vec<String>,
 }
 
 /// Starts `launch` on its own thread; answers once the run is open in the
 /// store (or failed before anything was sent).
 pub(crate) async fn start(state: &AppState, launch: Launch) -> ApiResult<(Arc<LiveRun>, RunMeta)> {
+    // Held by the run's thread until the run ends.
+    let slot = state
+        .inner
+        .run_slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| {
+            let max = state.config().max_runs;
+            ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "too_many_runs",
+                format!(
+                    "this server already executes {max} runs, as many as it runs at once (--max-runs); try again when one has ended"
+                ),
+            )
+            .with_retry_after(RUNS_RETRY_AFTER)
+        })?;
     let progress = Arc::new(Progress::default());
     let control = RunControl::new();
     let (open_tx, open_rx) = oneshot::channel::<Result<RunMeta, sluice_engine::Error>>();
@@ -194,6 +286,7 @@ pub(crate) async fn start(state: &AppState, launch: Launch) -> ApiResult<(Arc<Li
                 let _ = tx.send(StreamMsg::Items(items.to_vec()));
             }) as sluice_engine::CommitHook
         }),
+        files: launch.files.clone().map(Arc::new),
     };
     let job = launch.job;
     let stream = launch.stream;
@@ -209,8 +302,9 @@ pub(crate) async fn start(state: &AppState, launch: Launch) -> ApiResult<(Arc<Li
         .spawn(move || {
             let result = run_job_with(&job, &config, thread_progress, hooks);
             // Before the end is announced: whoever sees the run ended finds
-            // its temporary files gone.
+            // its temporary files gone, and its place free.
             drop(scratch);
+            drop(slot);
             let ending = match &result {
                 Ok(report) => Ending::Report(report.clone()),
                 Err(e) => Ending::Error(e.to_string()),
@@ -275,15 +369,24 @@ pub(crate) async fn start(state: &AppState, launch: Launch) -> ApiResult<(Arc<Li
             }
         }
     }
-    if let Some(saved) = launch.saved {
-        let run_id = meta.id.clone();
-        state
-            .with_store(move |store| {
+    let (saved, files, notices) = (launch.saved, launch.files, launch.notices);
+    let submitted = files.is_some();
+    let run_id = meta.id.clone();
+    state
+        .with_store(move |store| {
+            if let Some(saved) = saved {
                 let value = serde_json::to_value(&saved)
                     .map_err(|e| ApiError::internal("keeping the job", e))?;
-                Ok(store.put_run_state(&run_id, SAVED_JOB, &value)?)
-            })
-            .await?;
-    }
+                store.put_run_state(&run_id, SAVED_JOB, &value)?;
+            }
+            if let Some(files) = files {
+                store.put_run_state(&run_id, FILE_ACCESS_STATE, &files.to_json())?;
+            }
+            if submitted {
+                store.put_run_state(&run_id, NOTICES, &serde_json::json!(notices))?;
+            }
+            Ok(())
+        })
+        .await?;
     Ok((live, meta))
 }

@@ -168,6 +168,12 @@ pub(crate) fn view(
         Vec::new()
     };
     let advice: Vec<Advice> = advise(live.as_ref(), &counts, &errors);
+    let notices: Vec<String> = store
+        .run_state(&run.id, crate::runner::NOTICES)?
+        .into_iter()
+        .next()
+        .and_then(|(_, v)| serde_json::from_value(v).ok())
+        .unwrap_or_default();
     let mode = run
         .settings
         .get("mode")
@@ -188,6 +194,7 @@ pub(crate) fn view(
         "workers": beats.iter().map(|w| worker(w, now)).collect::<Vec<_>>(),
         "top_errors": errors.iter().map(|(m, n)| json!({"error": m, "count": n})).collect::<Vec<_>>(),
         "recommendations": advice,
+        "notices": notices,
     }))
 }
 

@@ -9,11 +9,7 @@ pub const MAX_NAME: usize = 64;
 /// Why `name` cannot name a run (`None`: it can). The message says what is
 /// allowed, for the caller to prefix with where the name came from.
 pub fn name_problem(name: &str) -> Option<String> {
-    let bad: Vec<char> = name
-        .chars()
-        .filter(|c| !is_name_char(*c))
-        .take(3)
-        .collect();
+    let bad: Vec<char> = name.chars().filter(|c| !is_name_char(*c)).take(3).collect();
     if name.is_empty() {
         Some("is empty; give 1 to 64 letters, digits, '.', '_' or '-'".into())
     } else if !bad.is_empty() {
@@ -61,7 +57,13 @@ mod tests {
 
     #[test]
     fn names_are_short_plain_words() {
-        for ok in ["a", "poster-analysis", "v1.2_final", "A.b-c", &"x".repeat(64)] {
+        for ok in [
+            "a",
+            "poster-analysis",
+            "v1.2_final",
+            "A.b-c",
+            &"x".repeat(64),
+        ] {
             assert_eq!(name_problem(ok), None, "{ok:?}");
         }
         for bad in [
