@@ -11,7 +11,7 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 
-use crate::serve::{http, Serve};
+use crate::serve::Serve;
 use crate::util::{Mock, Scratch};
 
 fn missing() -> Option<String> {
@@ -54,8 +54,7 @@ fn the_dashboard_shows_a_run_progressing_live() {
         "provider": {"base_url": mock.url("/v1"), "concurrency": 4, "rpm": 3000},
         "step": {"kind": "chat", "model": "m", "messages": [{"role": "user", "content": "{{ item.q }}"}]},
     });
-    let (status, body) = http(
-        server.port,
+    let (status, body) = server.http(
         "POST",
         "/v1/runs",
         &["Content-Type: application/json"],
@@ -78,13 +77,7 @@ fn the_dashboard_shows_a_run_progressing_live() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let (status, _) = http(
-        server.port,
-        "POST",
-        &format!("/v1/runs/{run_id}/cancel"),
-        &[],
-        "",
-    );
+    let (status, _) = server.http("POST", &format!("/v1/runs/{run_id}/cancel"), &[], "");
     assert_eq!(status, 200);
     assert!(
         out.status.success(),
