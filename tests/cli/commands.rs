@@ -143,7 +143,7 @@ fn demo_with_serve_opens_the_dashboard_on_its_store_until_stopped() {
         .expect("the URL carries the token");
     let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
     assert_eq!(crate::serve::http(port, "GET", "/", &[], "").0, 401);
-    let (status, head, _) = crate::serve::exchange(port, "GET", &format!("/?{query}"), &[], b"");
+    let (status, head, _) = crate::serve::exchange(port, "GET", &format!("/{query}"), &[], b"");
     assert_eq!(status, 303, "{head}");
     let auth = format!("Authorization: Bearer {token}");
     let (status, html) = crate::serve::http(port, "GET", "/", &[&auth], "");

@@ -14,6 +14,7 @@ mod events;
 mod metrics;
 mod policy;
 mod runner;
+mod sse;
 mod state;
 mod uploads;
 mod view;

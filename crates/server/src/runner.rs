@@ -5,6 +5,7 @@
 //! drops the stream.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -154,8 +155,65 @@ pub(crate) fn saved(
 pub(crate) enum StreamMsg {
     /// Outcomes just committed, in commit order.
     Items(Vec<ItemRecord>),
+    /// Its client fell too far behind: no more outcomes come.
+    Lagged,
     /// The run ended (its report), or stopped with an error.
     Done(Result<RunReport, String>),
+}
+
+/// Outcomes waiting for a `wait=stream` client at most; past them the
+/// client is too slow, and its stream is ended rather than queued further.
+const MAX_QUEUED_ITEMS: usize = 4_096;
+
+/// Outcomes on their way from the writer thread (which must never wait) to
+/// a `wait=stream` client, counted so that a slow client cannot make them
+/// pile up.
+#[derive(Clone)]
+pub(crate) struct ItemSink {
+    tx: mpsc::UnboundedSender<StreamMsg>,
+    queued: Arc<AtomicUsize>,
+    lagged: Arc<AtomicBool>,
+}
+
+impl ItemSink {
+    /// A sink and the receiver its stream reads.
+    pub(crate) fn new() -> (ItemSink, mpsc::UnboundedReceiver<StreamMsg>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let sink = ItemSink {
+            tx,
+            queued: Arc::new(AtomicUsize::new(0)),
+            lagged: Arc::new(AtomicBool::new(false)),
+        };
+        (sink, rx)
+    }
+
+    /// Hands `items` on, or (past the bound) tells the stream once that its
+    /// client lags.
+    fn items(&self, items: &[ItemRecord]) {
+        if self.lagged.load(Ordering::Acquire) {
+            return;
+        }
+        let before = self.queued.fetch_add(items.len(), Ordering::AcqRel);
+        if before + items.len() > MAX_QUEUED_ITEMS {
+            self.lagged.store(true, Ordering::Release);
+            let _ = self.tx.send(StreamMsg::Lagged);
+            return;
+        }
+        // A closed stream (client gone) is not the run's concern.
+        let _ = self.tx.send(StreamMsg::Items(items.to_vec()));
+    }
+
+    /// The stream took `n` outcomes off the queue.
+    pub(crate) fn taken(&self, n: usize) {
+        self.queued.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    fn done(&self, ending: &Ending) {
+        let _ = self.tx.send(StreamMsg::Done(match ending {
+            Ending::Report(r) => Ok(r.clone()),
+            Ending::Error(e) => Err(e.clone()),
+        }));
+    }
 }
 
 /// How a run's thread ended.
@@ -227,7 +285,7 @@ pub(crate) struct Launch {
     /// New run (submissions), or resume the job's latest run.
     pub(crate) fresh: bool,
     /// A stream to feed with committed outcomes and the end.
-    pub(crate) stream: Option<mpsc::UnboundedSender<StreamMsg>>,
+    pub(crate) stream: Option<ItemSink>,
     /// The files sent with the submission: removed when the run ends.
     pub(crate) scratch: Option<ScratchDir>,
     /// A submitted job's confinement (`None`: a job file of the user's own,
@@ -280,11 +338,8 @@ pub(crate) async fn start(state: &AppState, launch: Launch) -> ApiResult<(Arc<Li
                 }
             })
         }),
-        on_commit: launch.stream.clone().map(|tx| {
-            Arc::new(move |items: &[ItemRecord]| {
-                // A closed stream (client gone) is not the run's concern.
-                let _ = tx.send(StreamMsg::Items(items.to_vec()));
-            }) as sluice_engine::CommitHook
+        on_commit: launch.stream.clone().map(|sink| {
+            Arc::new(move |items: &[ItemRecord]| sink.items(items)) as sluice_engine::CommitHook
         }),
         files: launch.files.clone().map(Arc::new),
     };
@@ -312,11 +367,8 @@ pub(crate) async fn start(state: &AppState, launch: Launch) -> ApiResult<(Arc<Li
             // Ended before the stream hears of it: the summary it builds
             // then shows the run's final state, not `running`.
             let _ = end_tx.send(Some(ending.clone()));
-            if let Some(tx) = &stream {
-                let _ = tx.send(StreamMsg::Done(match &ending {
-                    Ending::Report(r) => Ok(r.clone()),
-                    Ending::Error(e) => Err(e.clone()),
-                }));
+            if let Some(sink) = &stream {
+                sink.done(&ending);
             }
             match result {
                 Err(e) => {

@@ -96,6 +96,8 @@ pub(crate) struct Inner {
     pub(crate) hosts: Hosts,
     /// One place per run it may execute (`max_runs`).
     pub(crate) run_slots: Arc<tokio::sync::Semaphore>,
+    /// The progress feeds of `/v1/runs/{id}/events`, one per run watched.
+    pub(crate) feeds: crate::events::Feeds,
 }
 
 impl AppState {
@@ -109,6 +111,7 @@ impl AppState {
                     allowed: config.allow_hosts.clone(),
                 },
                 run_slots: Arc::new(tokio::sync::Semaphore::new(config.max_runs.max(1))),
+                feeds: crate::events::Feeds::default(),
                 config,
                 runs: Mutex::new(HashMap::new()),
             }),
