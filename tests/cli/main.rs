@@ -20,4 +20,5 @@ mod resilience;
 mod resume;
 mod run;
 mod serve;
+mod serve_attacks;
 mod shared;
