@@ -21,4 +21,5 @@ mod resume;
 mod run;
 mod serve;
 mod serve_attacks;
+mod serve_streams;
 mod shared;

@@ -42,7 +42,7 @@ enum Frame {
     Event { bytes: Bytes, last: bool },
 }
 
-/// The feeds of this server, by run id.
+/// The feeds of this server, by the run's id or name as clients ask for it.
 #[derive(Default)]
 pub(crate) struct Feeds {
     by_run: Mutex<HashMap<String, Arc<watch::Sender<Frame>>>>,
@@ -51,11 +51,6 @@ pub(crate) struct Feeds {
 impl Feeds {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<watch::Sender<Frame>>>> {
         self.by_run.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// A receiver of run `id`'s feed, if one is running.
-    fn join(&self, id: &str) -> Option<watch::Receiver<Frame>> {
-        self.lock().get(id).map(|tx| tx.subscribe())
     }
 
     /// A receiver of run `id`'s feed, started if none runs.
@@ -95,15 +90,21 @@ fn is_active(view: &Value) -> bool {
     view["executed_here"] == true || (state == "running" && working) || state == "paused"
 }
 
-/// The feed of run `id`: its view once a tick, until the run ends or no
-/// client is left.
-async fn feed(state: AppState, id: String, tx: Arc<watch::Sender<Frame>>) {
+/// The feed of run `key` (an id, or a name: its latest run when the feed
+/// starts): its view once a tick, until the run ends or no client is left.
+async fn feed(state: AppState, key: String, tx: Arc<watch::Sender<Frame>>) {
+    let id = key.clone();
+    let mut run = key.clone();
     let mut ticks = tokio::time::interval(Duration::from_millis(state.config().tick_ms));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         ticks.tick().await;
-        let frame = match run_view(&state, id.clone(), true).await {
+        let frame = match run_view(&state, run.clone(), true).await {
             Ok(view) => {
+                // A name follows the run it named at first.
+                if let Some(found) = view["id"].as_str() {
+                    run = found.to_owned();
+                }
                 let active = is_active(&view);
                 let name = if active { "progress" } else { "end" };
                 Frame::Event {
@@ -131,19 +132,9 @@ pub(crate) async fn events(
     State(state): State<AppState>,
     Path(key): Path<String>,
 ) -> ApiResult<Response> {
-    let feeds = &state.inner.feeds;
-    // A run's id finds its feed at once; a name (its latest run) or a run
-    // without a feed yet is looked up first (a missing run is a 404 now,
-    // not an empty stream).
-    let rx = match feeds.join(&key) {
-        Some(rx) => rx,
-        None => {
-            let view = run_view(&state, key.clone(), false).await?;
-            let id = view["id"].as_str().unwrap_or(&key).to_owned();
-            feeds.join_or_start(&state, &id)
-        }
-    };
-    let mut rx = rx;
+    // No store read per client: the feed's first view answers a missing
+    // run with a 404 (not an empty stream), and the rest with events.
+    let mut rx = state.inner.feeds.join_or_start(&state, &key);
     let first = rx
         .wait_for(|f| !matches!(f, Frame::Starting))
         .await
