@@ -499,3 +499,44 @@ fn a_listed_origin_gets_cors_and_its_preflight_others_do_not() {
     );
     assert_eq!((status, code(&body).as_str()), (403, "forbidden_origin"));
 }
+
+#[test]
+fn credentials_in_a_url_are_masked_in_status_runs_and_the_api() {
+    let s = Scratch::new();
+    let mock = Mock::start(&[]);
+    let input = s.write_lines("in.jsonl", &crate::util::chat_lines(2));
+    let url = format!(
+        "http://user:KEY123@127.0.0.1:{}/v1/chat/completions?key=QUERYKEY",
+        mock.port
+    );
+    let out = s.run(&input, &url, &["--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", crate::util::stderr(&out));
+    let server = Serve::start(&s, &[], &[]);
+    let (_, view) = server.http("GET", "/v1/runs/in-1", &[], "");
+    let (_, list) = server.http("GET", "/v1/runs", &[], "");
+    let status = s.sluice(&["status", "in-1", "--json"]).output().unwrap();
+    let runs = s.sluice(&["runs", "--json"]).output().unwrap();
+    for shown in [
+        view,
+        list,
+        String::from_utf8_lossy(&status.stdout).into_owned(),
+        String::from_utf8_lossy(&runs.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    ] {
+        assert!(
+            !shown.contains("KEY123") && !shown.contains("QUERYKEY"),
+            "{shown}"
+        );
+    }
+    let stored = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        stored.contains("user:***@") && stored.contains("key=***"),
+        "{stored}"
+    );
+    // Retry cannot call a URL it does not have: it says how to instead.
+    let retry = s.sluice(&["retry", "in-1"]).output().unwrap();
+    assert_eq!(retry.status.code(), Some(2));
+    let err = crate::util::stderr(&retry);
+    assert!(err.contains("rerun `sluice run"), "{err}");
+    assert!(!err.contains("re-queued"), "{err}");
+}

@@ -622,7 +622,10 @@ fn settings_json(cfg: &QuickConfig, input: &Path) -> serde_json::Value {
     serde_json::json!({
         "mode": "quick",
         "input": input.display().to_string(),
-        "url": cfg.url,
+        // Shown by `status` and `runs`: never with its credentials (which
+        // `retry` then cannot reuse: it says to rerun with the URL).
+        "url": sluice_store::redact_url(&cfg.url),
+        "url_redacted": sluice_store::redact_url(&cfg.url) != cfg.url,
         "concurrency": cfg.concurrency,
         "rpm": cfg.rpm,
         "tpm": cfg.tpm,
