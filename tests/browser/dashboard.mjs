@@ -56,9 +56,10 @@ try {
   if (errors.length) fail("page errors: " + errors.join("; "));
   // The same page without the token (no cookie): 401, a page asking for it.
   await context.clearCookies();
-  const refused = await page.goto(`${origin}/#run=${encodeURIComponent(runId)}`);
+  const fresh = await context.newPage();
+  const refused = await fresh.goto(`${origin}/#run=${encodeURIComponent(runId)}`);
   if (refused.status() !== 401) fail(`without the token the page answered ${refused.status()}`);
-  if (!(await page.textContent("body")).includes("token")) fail("the 401 page does not ask for the token");
+  if (!(await fresh.textContent("body")).includes("token")) fail("the 401 page does not ask for the token");
   console.log(`ok done ${first.done} -> ${later.done}, chart points ${first.points} -> ${later.points}, token kept in an HttpOnly cookie, 401 without it, advice: ${advice.trim().slice(0, 120)}`);
 } finally {
   await context.close();
