@@ -59,6 +59,32 @@ impl ApiError {
         )
     }
 
+    /// 400 for a job file that is not valid, naming each problem's line
+    /// and column (paths shown relative to `base`: the server's directories
+    /// are its own).
+    pub fn invalid_job(e: sluice_spec::SpecError, base: &std::path::Path) -> ApiError {
+        let details = match &e {
+            sluice_spec::SpecError::Invalid(list) => serde_json::Value::Array(
+                list.iter()
+                    .map(|d| json!({"line": d.line, "column": d.column, "message": d.message}))
+                    .collect(),
+            ),
+            sluice_spec::SpecError::Read { .. } => serde_json::Value::Array(Vec::new()),
+        };
+        let prefix = format!("{}/", base.display());
+        ApiError::bad_request("invalid_job", e.to_string().replace(&prefix, ""))
+            .with_details(details)
+    }
+
+    /// 413: the body is past the server's limit.
+    pub fn too_large() -> ApiError {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            "the request body is larger than this server accepts (see --max-body); send fewer items or files per run",
+        )
+    }
+
     /// With a `Retry-After` of `secs`.
     pub fn with_retry_after(mut self, secs: u64) -> ApiError {
         self.retry_after = Some(secs);

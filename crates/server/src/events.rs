@@ -11,74 +11,24 @@
 //! nothing is dropped (see `sse`). The feed ends when its run does or when
 //! its last client has gone.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::response::Response;
-use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::api::run_view;
 use crate::api::stream::progress_of;
 use crate::error::{ApiError, ApiResult};
+use crate::feeds::Frame;
 use crate::sse::{self, Outbox};
 use crate::state::AppState;
 
 /// Events waiting for one client (a second each: a client this far behind
 /// skips to the latest, and past `sse::SLOW` is dropped).
 const CLIENT_BUFFER: usize = 8;
-
-/// What a feed publishes.
-#[derive(Clone)]
-enum Frame {
-    /// Nothing computed yet.
-    Starting,
-    /// The run could not be read (a 404 for a missing run).
-    Failed(ApiError),
-    /// An event; the last one (`end`) closes the streams.
-    Event { bytes: Bytes, last: bool },
-}
-
-/// The feeds of this server, by the run's id or name as clients ask for it.
-#[derive(Default)]
-pub(crate) struct Feeds {
-    by_run: Mutex<HashMap<String, Arc<watch::Sender<Frame>>>>,
-}
-
-impl Feeds {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<watch::Sender<Frame>>>> {
-        self.by_run.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// A receiver of run `id`'s feed, started if none runs.
-    fn join_or_start(&self, state: &AppState, id: &str) -> watch::Receiver<Frame> {
-        let mut feeds = self.lock();
-        if let Some(tx) = feeds.get(id) {
-            return tx.subscribe();
-        }
-        let (tx, rx) = watch::channel(Frame::Starting);
-        let tx = Arc::new(tx);
-        feeds.insert(id.to_owned(), tx.clone());
-        tokio::spawn(feed(state.clone(), id.to_owned(), tx));
-        rx
-    }
-
-    /// Takes `tx` out (new clients start a new feed), if it is still the
-    /// feed of `id` and, with `when_idle`, nobody reads it.
-    fn retire(&self, id: &str, tx: &Arc<watch::Sender<Frame>>, when_idle: bool) -> bool {
-        let mut feeds = self.lock();
-        let ours = feeds.get(id).is_some_and(|t| Arc::ptr_eq(t, tx));
-        // Under the lock, so no client joins between the count and the removal.
-        if ours && (!when_idle || tx.receiver_count() == 0) {
-            feeds.remove(id);
-            return true;
-        }
-        !ours
-    }
-}
 
 /// Whether a view shows a run that still moves (executed here, or with a
 /// live worker elsewhere).
@@ -134,7 +84,9 @@ pub(crate) async fn events(
 ) -> ApiResult<Response> {
     // No store read per client: the feed's first view answers a missing
     // run with a 404 (not an empty stream), and the rest with events.
-    let mut rx = state.inner.feeds.join_or_start(&state, &key);
+    let mut rx = state.inner.feeds.join_or_start(&key, |tx| {
+        tokio::spawn(feed(state.clone(), key.clone(), tx));
+    });
     let first = rx
         .wait_for(|f| !matches!(f, Frame::Starting))
         .await

@@ -11,6 +11,9 @@ mod api;
 mod dashboard;
 mod error;
 mod events;
+mod feeds;
+mod figures;
+mod live_run;
 mod metrics;
 mod policy;
 mod runner;
@@ -31,8 +34,9 @@ use axum::Router;
 
 pub use access::{new_token, parse_host, parse_origin};
 pub use error::ApiError;
+pub use live_run::LiveRun;
 pub use policy::JobPolicy;
-pub use runner::{submitted_job, LiveRun};
+pub use runner::submitted_job;
 pub use state::{AppState, ServerConfig, DEFAULT_MAX_RUNS};
 
 /// The OpenAPI 3 description of every route.

@@ -7,28 +7,24 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use sluice_engine::{
-    run_job_with, FileAccess, JobConfig, Progress, Rates, RunControl, RunHooks, RunReport,
-    Snapshot, FILE_ACCESS_STATE,
+    run_job_with, FileAccess, JobConfig, Progress, RunControl, RunHooks, RunReport,
+    FILE_ACCESS_STATE,
 };
 use sluice_spec::Job;
 use sluice_store::{ItemRecord, RunMeta};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::{ApiError, ApiResult};
+pub(crate) use crate::live_run::{Ending, LiveRun};
 use crate::state::AppState;
 use crate::uploads::ScratchDir;
 
 /// The run-state key under which a submitted job is kept (so the server can
 /// resume or retry it later, even after a restart).
 pub(crate) const SAVED_JOB: &str = "server.job";
-
-/// The run-state key of what the run's view tells about how the server
-/// adjusted a submitted job (a clamped concurrency): a JSON list of texts.
-pub(crate) const NOTICES: &str = "server.notices";
 
 /// Seconds a client turned away for `--max-runs` is told to wait.
 const RUNS_RETRY_AFTER: u64 = 5;
@@ -64,7 +60,7 @@ impl SavedJob {
             None => workdir,
         };
         let mut job = sluice_spec::parse_str(&self.text, &base.join(&self.shown_as), &[])
-            .map_err(|e| crate::api::submit::invalid_job(e, base))?;
+            .map_err(|e| ApiError::invalid_job(e, base))?;
         job.path = self.path.clone();
         Ok(job)
     }
@@ -216,68 +212,6 @@ impl ItemSink {
     }
 }
 
-/// How a run's thread ended.
-#[derive(Debug, Clone)]
-pub(crate) enum Ending {
-    Report(RunReport),
-    Error(String),
-}
-
-/// Rates between the two latest looks at a run's counters.
-struct Sampler {
-    at: Instant,
-    snapshot: Snapshot,
-    rates: Rates,
-}
-
-/// A run this server executes (or executed).
-pub struct LiveRun {
-    /// The run's id in the store.
-    pub id: String,
-    pub(crate) progress: Arc<Progress>,
-    pub(crate) control: Arc<RunControl>,
-    ending: watch::Receiver<Option<Ending>>,
-    sampler: Mutex<Sampler>,
-}
-
-impl LiveRun {
-    /// Whether the run's thread has ended.
-    pub fn is_finished(&self) -> bool {
-        self.ending.borrow().is_some()
-    }
-
-    /// Waits for the end of the run.
-    pub(crate) async fn finished(&self) -> Ending {
-        let mut rx = self.ending.clone();
-        loop {
-            if let Some(e) = rx.borrow_and_update().clone() {
-                return e;
-            }
-            if rx.changed().await.is_err() {
-                return Ending::Error("the run's thread stopped without a report".into());
-            }
-        }
-    }
-
-    /// Cancels the run (used on shutdown too).
-    pub fn cancel(&self) {
-        self.control.cancel();
-    }
-
-    /// The counters now and the rates over the last second or so.
-    pub(crate) fn sample(&self) -> (Snapshot, Rates) {
-        let now = self.progress.snapshot();
-        let mut s = self.sampler.lock().unwrap_or_else(|e| e.into_inner());
-        let secs = s.at.elapsed().as_secs_f64();
-        if secs >= 0.9 {
-            s.rates = Rates::between(&s.snapshot, &now, secs);
-            s.snapshot = now;
-            s.at = Instant::now();
-        }
-        (now, s.rates)
-    }
-}
-
 /// A run to start.
 pub(crate) struct Launch {
     pub(crate) job: Job,
@@ -395,17 +329,7 @@ pub(crate) async fn start(state: &AppState, launch: Launch) -> ApiResult<(Arc<Li
         }
         Err(_) => return Err(ApiError::internal("the run", "its thread ended early")),
     };
-    let live = Arc::new(LiveRun {
-        id: meta.id.clone(),
-        progress,
-        control,
-        ending: end_rx,
-        sampler: Mutex::new(Sampler {
-            at: Instant::now(),
-            snapshot: Snapshot::default(),
-            rates: Rates::default(),
-        }),
-    });
+    let live = Arc::new(LiveRun::new(meta.id.clone(), progress, control, end_rx));
     {
         let mut runs = state.runs();
         runs.insert(meta.id.clone(), live.clone());
@@ -435,7 +359,11 @@ pub(crate) async fn start(state: &AppState, launch: Launch) -> ApiResult<(Arc<Li
                 store.put_run_state(&run_id, FILE_ACCESS_STATE, &files.to_json())?;
             }
             if submitted {
-                store.put_run_state(&run_id, NOTICES, &serde_json::json!(notices))?;
+                store.put_run_state(
+                    &run_id,
+                    crate::policy::NOTICES,
+                    &serde_json::json!(notices),
+                )?;
             }
             Ok(())
         })

@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex};
 
 use sluice_store::{Store, StoreLocation};
 
-use crate::access::Hosts;
+use crate::access::rules::Hosts;
 use crate::error::{ApiError, ApiResult};
+use crate::live_run::LiveRun;
 use crate::policy::JobPolicy;
-use crate::runner::LiveRun;
 use crate::uploads::Uploads;
 
 /// How the server was started.
@@ -97,7 +97,7 @@ pub(crate) struct Inner {
     /// One place per run it may execute (`max_runs`).
     pub(crate) run_slots: Arc<tokio::sync::Semaphore>,
     /// The progress feeds of `/v1/runs/{id}/events`, one per run watched.
-    pub(crate) feeds: crate::events::Feeds,
+    pub(crate) feeds: crate::feeds::Feeds,
 }
 
 impl AppState {
@@ -111,7 +111,7 @@ impl AppState {
                     allowed: config.allow_hosts.clone(),
                 },
                 run_slots: Arc::new(tokio::sync::Semaphore::new(config.max_runs.max(1))),
-                feeds: crate::events::Feeds::default(),
+                feeds: crate::feeds::Feeds::default(),
                 config,
                 runs: Mutex::new(HashMap::new()),
             }),

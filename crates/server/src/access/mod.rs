@@ -6,7 +6,7 @@
 //! body unread). `/healthz` is exempt from all of them. Every answer carries
 //! headers that keep other sites from framing or reading it.
 
-mod rules;
+pub(crate) mod rules;
 mod token;
 
 use axum::body::Body;
@@ -21,11 +21,9 @@ use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::api::too_large;
 use crate::error::ApiError;
 use crate::state::{AppState, MAX_OTHER_BYTES};
 
-pub(crate) use rules::Hosts;
 pub use rules::{parse_host, parse_origin};
 pub use token::new_token;
 
@@ -140,7 +138,7 @@ fn over_size(request: &Request, max_submit: usize) -> Option<Response> {
     if length <= limit as u64 {
         return None;
     }
-    let mut response = too_large().into_response();
+    let mut response = ApiError::too_large().into_response();
     response
         .headers_mut()
         .insert(CONNECTION, HeaderValue::from_static("close"));

@@ -16,7 +16,7 @@ use sluice_engine::{executing, read_control, requester, write_control, ControlSt
 use sluice_spec::Job;
 use sluice_store::{RunMeta, Store, STATE_FINISHED};
 
-use super::{find, run_view, submit};
+use super::{find, run_view};
 use crate::error::{ApiError, ApiResult};
 use crate::runner::{self, Launch};
 use crate::state::AppState;
@@ -298,6 +298,6 @@ fn saved_job(
         })
         .unwrap_or_default();
     let job = sluice_spec::load(std::path::Path::new(path), &sets)
-        .map_err(|e| submit::invalid_job(e, workdir))?;
+        .map_err(|e| ApiError::invalid_job(e, workdir))?;
     Ok((job, None))
 }

@@ -24,20 +24,11 @@ use crate::runner::{self, Launch};
 use crate::state::AppState;
 use crate::view;
 
-/// 413: the body is past the server's limit.
-pub(crate) fn too_large() -> ApiError {
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "too_large",
-        "the request body is larger than this server accepts (see --max-body); send fewer items or files per run",
-    )
-}
-
 /// The body of a request, or a JSON error for one too large or unreadable.
 pub(crate) fn body(body: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
     body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            too_large()
+            ApiError::too_large()
         } else {
             ApiError::bad_request(
                 "invalid_body",

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value as Json};
-use sluice_spec::{Job, SpecError};
+use sluice_spec::Job;
 
 use super::super::error::{ApiError, ApiResult};
 use crate::policy::{JobPolicy, Submission};
@@ -14,25 +14,6 @@ use crate::runner::SavedJob;
 
 /// The name problems in a submitted job file are reported under.
 const SHOWN_AS: &str = "job.toml";
-
-/// Turns a spec error into a 400 naming each problem's line and column
-/// (paths shown relative to `workdir`: the server's directories are its own).
-pub(crate) fn invalid_job(e: SpecError, workdir: &Path) -> ApiError {
-    let details = match &e {
-        SpecError::Invalid(list) => Json::Array(
-            list.iter()
-                .map(|d| {
-                    serde_json::json!({
-                        "line": d.line, "column": d.column, "message": d.message,
-                    })
-                })
-                .collect(),
-        ),
-        SpecError::Read { .. } => Json::Array(Vec::new()),
-    };
-    let prefix = format!("{}/", workdir.display());
-    ApiError::bad_request("invalid_job", e.to_string().replace(&prefix, "")).with_details(details)
-}
 
 /// 415 unless the body is a job file (`application/toml`), the JSON form
 /// (`application/json`) or a form (`multipart/form-data`): a browser can
@@ -117,7 +98,7 @@ pub(crate) fn parse(
         ));
     }
     let mut job = sluice_spec::parse_str(&text, &base.join(SHOWN_AS), &[]).map_err(|e| {
-        let mut error = invalid_job(e, base);
+        let mut error = ApiError::invalid_job(e, base);
         if json {
             // Positions are in the job file the JSON became: show it.
             let problems = error.details.take().unwrap_or(Json::Null);

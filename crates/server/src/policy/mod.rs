@@ -21,6 +21,10 @@ use sluice_spec::{InputSource, Job, StepKind};
 use crate::error::ApiError;
 use locate::{position, Key};
 
+/// The run-state key of what the run's view tells about how the server
+/// adjusted a submitted job (a clamped concurrency): a JSON list of texts.
+pub(crate) const NOTICES: &str = "server.notices";
+
 /// What a job submitted over HTTP may do (the default: nothing beyond its
 /// own files and the network).
 #[derive(Debug, Clone, Default)]

@@ -63,12 +63,10 @@ fn refusals(e: &ApiError) -> Vec<serde_json::Value> {
 fn a_command_step_is_refused_at_its_kind_unless_commands_are_allowed() {
     let c = Case::new();
     std::fs::write(c.work.join("items.jsonl"), "{}\n").unwrap();
-    let text = format!(
-        "name = \"x\"\n[input]\npath = \"items.jsonl\"\n\n[[steps]]\nname = \"run\"\nkind = \"command\"\ncommand = [\"touch\", \"/tmp/pwned\"]\n"
-    );
+    let text = "name = \"x\"\n[input]\npath = \"items.jsonl\"\n\n[[steps]]\nname = \"run\"\nkind = \"command\"\ncommand = [\"touch\", \"/tmp/pwned\"]\n";
     let mut policy = JobPolicy::default();
     policy.allow_dir(&c.work).unwrap();
-    let (_, result) = c.check(&text, &policy, None);
+    let (_, result) = c.check(text, &policy, None);
     let e = result.unwrap_err();
     let r = refusals(&e);
     assert_eq!(r.len(), 1, "{r:?}");
@@ -83,7 +81,7 @@ fn a_command_step_is_refused_at_its_kind_unless_commands_are_allowed() {
     );
     assert!(e.message.contains("nothing was run"), "{}", e.message);
     policy.allow_commands = true;
-    assert!(c.check(&text, &policy, None).1.is_ok());
+    assert!(c.check(text, &policy, None).1.is_ok());
 }
 
 #[test]
