@@ -370,3 +370,63 @@ pub(crate) async fn start(state: &AppState, launch: Launch) -> ApiResult<(Arc<Li
         .await?;
     Ok((live, meta))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(i: u64) -> ItemRecord {
+        ItemRecord {
+            item_id: format!("i{i}"),
+            idx: i,
+            hash: 0,
+            status: sluice_store::ItemStatus::Done,
+            attempts: 1,
+            throttled: 0,
+            status_code: Some(200),
+            response: None,
+            error: None,
+            prompt_tokens: None,
+            completion_tokens: None,
+            latency_ms: 1,
+            started_at: 0,
+            finished_at: 0,
+            metadata: None,
+            custom_id: None,
+        }
+    }
+
+    #[test]
+    fn outcomes_for_a_stream_that_falls_too_far_behind_stop_with_one_notice() {
+        let (sink, mut rx) = ItemSink::new();
+        let batch: Vec<ItemRecord> = (0..512).map(item).collect();
+        // Taken as fast as they come: never lags, however many.
+        for _ in 0..20 {
+            sink.items(&batch);
+            match rx.try_recv() {
+                Ok(StreamMsg::Items(got)) => sink.taken(got.len()),
+                _ => panic!("the batch was handed on"),
+            }
+        }
+        // Not taken: up to the bound, then one Lagged and nothing more.
+        let mut queued = 0;
+        while queued + batch.len() <= MAX_QUEUED_ITEMS {
+            sink.items(&batch);
+            queued += batch.len();
+        }
+        sink.items(&batch);
+        sink.items(&batch);
+        let mut got = Vec::new();
+        while let Ok(msg) = rx.try_recv() {
+            got.push(match msg {
+                StreamMsg::Items(items) => items.len(),
+                StreamMsg::Lagged => 0,
+                StreamMsg::Done(_) => usize::MAX,
+            });
+        }
+        let lagged = got.iter().filter(|n| **n == 0).count();
+        assert_eq!(lagged, 1, "{got:?}");
+        assert_eq!(got.last(), Some(&0), "nothing after the notice: {got:?}");
+        assert_eq!(got.iter().filter(|n| **n > 0).sum::<usize>(), queued);
+    }
+}
