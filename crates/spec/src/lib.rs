@@ -28,5 +28,5 @@ pub use model::{
     Price, Provider, Retries, Step, StepKind, Upload, Webhook, WebhookOn,
 };
 pub use names::{name_from_stem, name_problem, MAX_NAME};
-pub use offload::{Api, BatchRetry, BatchSpec, Mode};
+pub use offload::{Api, BatchRetry, BatchSpec, Mode, COMPLETION_WINDOW};
 pub use template::{RenderError, TValue, Template};
