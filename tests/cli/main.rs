@@ -21,4 +21,6 @@ mod resilience;
 mod resume;
 mod run;
 mod serve;
+mod serve_attacks;
+mod serve_streams;
 mod shared;
