@@ -3,6 +3,7 @@
 
 mod calls;
 mod control;
+mod early_stop;
 mod error;
 mod export;
 mod fair;

@@ -12,6 +12,8 @@ use std::sync::Arc;
 use sluice_store::{ItemRecord, RunMeta};
 use tokio::sync::Notify;
 
+use crate::progress::Progress;
+
 pub(crate) use stored::{attach, Watch};
 pub use stored::{
     executing, read_control, requester, write_control, ControlState, StoredControl, CONTROL_KEY,
@@ -89,6 +91,19 @@ impl RunControl {
         }
     }
 
+    /// Resolves once the run is paused or cancelled (at once if it is):
+    /// a call waiting for its place or rate slot then goes back to wait in
+    /// [`RunControl::proceed`] instead of going out.
+    pub(crate) async fn held(&self) {
+        loop {
+            let changed = self.changed.notified();
+            if self.paused.load(Relaxed) || self.is_cancelled() {
+                return;
+            }
+            changed.await;
+        }
+    }
+
     /// Resolves once the run is cancelled.
     pub(crate) async fn cancelled(&self) {
         loop {
@@ -107,6 +122,20 @@ pub(crate) async fn stop_on_cancel(control: Arc<RunControl>, stop: Arc<Notify>) 
     control.cancelled().await;
     stop.notify_waiters();
     stop.notify_one();
+}
+
+/// Keeps `progress` told whether `control` holds the run paused, so the
+/// views stop the run's clock (and its ETA) while it is. Ends with the
+/// run's runtime.
+pub(crate) async fn mirror_pause(control: Arc<RunControl>, progress: Arc<Progress>) {
+    loop {
+        let changed = control.changed.notified();
+        tokio::pin!(changed);
+        // Registered before the state is read, so no change is missed.
+        changed.as_mut().enable();
+        progress.set_paused(control.is_paused());
+        changed.await;
+    }
 }
 
 /// Called with the run once it is found or created in the store (before any
