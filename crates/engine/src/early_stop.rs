@@ -43,7 +43,10 @@ pub(crate) struct FirstCalls {
 #[derive(Debug)]
 enum State {
     /// `alike` calls so far ended with the refusal `first`.
-    Watching { alike: u32, first: Option<String> },
+    Watching {
+        alike: u32,
+        first: Option<(u16, String)>,
+    },
     /// Decided: cleared, or stopped once.
     Over,
 }
@@ -85,12 +88,12 @@ impl FirstCalls {
             return None;
         };
         match first {
-            Some(seen) if seen != message => {
+            Some((seen_code, seen)) if *seen_code != code || seen != message => {
                 *state = State::Over;
                 return None;
             }
             Some(_) => {}
-            None => *first = Some(message.to_owned()),
+            None => *first = Some((code, message.to_owned())),
         }
         *alike += 1;
         if *alike < WINDOW {

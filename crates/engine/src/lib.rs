@@ -37,7 +37,7 @@ pub use job::{
     plan, run_job, run_job_with, unit_result, JobConfig, Offload, Plan, ProviderPlan, StepPlan,
     DEFAULT_LEASE,
 };
-pub use live::{worker_state, Rates, BEAT_PERIOD, BEAT_STALE};
+pub use live::{shown_state, worker_state, Rates, BEAT_PERIOD, BEAT_STALE, STATE_PROCESS_GONE};
 pub use meter::{quantile_ms, CallCounts, FAILURE_KINDS, LATENCY_BUCKETS_MS};
 pub use progress::{Progress, Snapshot};
 pub use quick::{now_ms, run_quick, BreakerReport, QuickConfig, RunReport};

@@ -22,7 +22,9 @@ fn is_active(view: &Value) -> bool {
     let working = view["workers"]
         .as_array()
         .is_some_and(|w| w.iter().any(|w| w["state"] == "running"));
-    view["executed_here"] == true || (state == "running" && working) || state == "paused"
+    view["executed_here"] == true
+        || (state == "running" && working)
+        || matches!(state, "paused" | "pausing")
 }
 
 /// The events handler.
