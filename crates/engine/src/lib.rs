@@ -14,6 +14,7 @@ mod lifecycle;
 mod limiter;
 mod live;
 mod meter;
+mod nul;
 mod progress;
 mod quick;
 mod shared_limits;
