@@ -22,3 +22,4 @@ mod run;
 mod serve;
 mod shared;
 mod stops;
+mod survive;

@@ -15,6 +15,7 @@ use crate::fair::Tenant;
 use crate::limiter::Limiter;
 use crate::meter::CallStats;
 use crate::progress::Progress;
+use crate::recording::Recording;
 use crate::stopping::{Halt, Stopping};
 
 /// What a call needs besides its request.
@@ -38,6 +39,8 @@ pub(crate) struct CallEnv<'a> {
     /// Watches the first calls' endings for a systematic failure, which
     /// halts the run through `stopping`.
     pub(crate) first_calls: Option<&'a FirstCalls>,
+    /// The store's writer: while it hangs, no new call goes out.
+    pub(crate) recording: Option<&'a Recording>,
 }
 
 /// What one attempt said about the endpoint it went to (for breakers and
@@ -229,6 +232,13 @@ pub(crate) async fn call<R: Route>(
         if paused(env) {
             // Paused as its slot came: it waits for the resume like the rest.
             continue;
+        }
+        if let Some(recording) = env.recording.filter(|r| r.stalled()) {
+            // The store does not answer: a result now might not be kept.
+            match unless_held(env, recording.caught_up()).await {
+                Waited::Ready(()) | Waited::Paused => continue,
+                Waited::Stopping => return CallEnd::Stopped,
+            }
         }
         tally.attempts += 1;
         Progress::add(&progress.attempts, 1);

@@ -17,6 +17,7 @@ mod meter;
 mod nul;
 mod progress;
 mod quick;
+mod recording;
 mod shared_limits;
 mod stats;
 mod steps;

@@ -22,6 +22,7 @@ use crate::inputs::{spool_stdin_jsonl, InputError};
 use crate::lifecycle::{close_run, drain_halted, open_run, StopSignals};
 use crate::limiter::Limiter;
 use crate::progress::{Progress, Snapshot};
+use crate::recording::Recording;
 use crate::stopping::{Halt, Stopping};
 use crate::writer::{Message, Writer};
 
@@ -109,6 +110,8 @@ struct Shared {
     control: Arc<RunControl>,
     /// The first answers, watched for a systematic failure.
     first_calls: FirstCalls,
+    /// The writer's store calls: a hanging store holds new calls.
+    recording: Arc<Recording>,
 }
 
 /// Runs (or resumes) a quick-mode batch on its own single-threaded runtime.
@@ -181,6 +184,7 @@ pub fn run_quick(cfg: &QuickConfig, progress: Arc<Progress>) -> Result<RunReport
         stopping: Arc::new(Stopping::default()),
         control: control.clone(),
         first_calls: FirstCalls::new(cfg.early_stop, None),
+        recording: Arc::new(Recording::default()),
     });
     let writer = Writer::start(
         cfg.store.open()?,
@@ -189,6 +193,7 @@ pub fn run_quick(cfg: &QuickConfig, progress: Arc<Progress>) -> Result<RunReport
         None,
         Some(crate::control::Watch::new(control.clone(), seen)),
         shared.stopping.clone(),
+        shared.recording.clone(),
     );
     runtime.spawn(crate::control::mirror_pause(
         control.clone(),
@@ -572,6 +577,7 @@ async fn attempt(
         control: Some(&shared.control),
         meters: [None, None],
         first_calls: Some(&shared.first_calls),
+        recording: Some(&shared.recording),
     };
     let route = calls::Fixed(endpoint);
     let call_request = CallRequest {

@@ -12,6 +12,7 @@ use tokio::sync::mpsc::error::TryRecvError;
 use crate::control::Watch;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
+use crate::recording::Recording;
 use crate::stopping::{Halt, Stopping};
 
 /// Outcomes waiting for the writer; bounded so memory is too.
@@ -70,6 +71,7 @@ impl Writer {
         on_commit: Option<crate::control::CommitHook>,
         mut watch: Option<Watch>,
         stopping: Arc<Stopping>,
+        recording: Arc<Recording>,
     ) -> Writer {
         let (tx, mut rx) = mpsc::channel::<Message>(QUEUE);
         let handle = std::thread::Builder::new()
@@ -79,6 +81,7 @@ impl Writer {
                 let hooks = Hooks {
                     progress: &progress,
                     on_commit: on_commit.as_ref(),
+                    recording: &recording,
                 };
                 let committed = commit_all(
                     &mut *store,
@@ -121,6 +124,8 @@ impl Writer {
 struct Hooks<'a> {
     progress: &'a Progress,
     on_commit: Option<&'a crate::control::CommitHook>,
+    /// Marks each store call, so one that hangs holds new calls.
+    recording: &'a Recording,
 }
 
 /// Commits every message until the channel closes; the first store error
@@ -139,11 +144,11 @@ fn commit_all(
         let Some(first) = rx.blocking_recv() else {
             break;
         };
-        apply(store, run_id, first, batch, watch)?;
+        apply(store, run_id, first, batch, watch, hooks.recording)?;
         let deadline = Instant::now() + GATHER;
         while batch.len() < BATCH {
             match rx.try_recv() {
-                Ok(message) => apply(store, run_id, message, batch, watch)?,
+                Ok(message) => apply(store, run_id, message, batch, watch, hooks.recording)?,
                 Err(TryRecvError::Disconnected) => {
                     open = false;
                     break;
@@ -155,6 +160,7 @@ fn commit_all(
         if batch.is_empty() {
             continue;
         }
+        let _busy = hooks.recording.busy();
         if !batch.cache.is_empty() {
             store.cache_put(&batch.cache)?;
             batch.cache.clear();
@@ -270,6 +276,7 @@ fn apply(
     message: Message,
     batch: &mut Batch,
     watch: &mut Option<Watch>,
+    recording: &Recording,
 ) -> sluice_store::Result<()> {
     match message {
         Message::Record(record) => {
@@ -285,12 +292,16 @@ fn apply(
             batch.steps.push(record);
             Ok(())
         }
-        Message::Moves(moves) => store.set_positions(run_id, &moves),
+        Message::Moves(moves) => {
+            let _busy = recording.busy();
+            store.set_positions(run_id, &moves)
+        }
         Message::Cache(key, output, at) => {
             batch.cache.push((key, output, at));
             Ok(())
         }
         Message::Beat(beat) => {
+            let _busy = recording.busy();
             // A lost beat only makes the live view a second older; it must
             // never stop the recording of outcomes.
             if let Err(e) = store.heartbeat(&beat) {

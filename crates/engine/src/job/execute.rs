@@ -137,6 +137,7 @@ where
         Vec::new()
     };
     let stopping = Arc::new(Stopping::default());
+    let recording = Arc::new(crate::recording::Recording::default());
     let writer = Writer::start(
         location.open()?,
         run.id.clone(),
@@ -144,6 +145,7 @@ where
         on_commit,
         Some(crate::control::Watch::new(control.clone(), seen)),
         stopping.clone(),
+        recording.clone(),
     );
     let batched: Vec<String> = offload
         .iter()
@@ -216,6 +218,7 @@ where
             .iter()
             .map(|s| FirstCalls::new(early_stop, Some(s.name.clone())))
             .collect(),
+        recording,
     });
     let run_hook = match &job.webhook {
         Some(hook) if hook.on == WebhookOn::Run => Some(webhook_target(hook, &env_value)?),

@@ -258,17 +258,22 @@ fn with_reconnect<T>(conn: &mut Conn, f: &mut impl FnMut(&mut Conn) -> Result<T>
         };
         let limit = reconnect_limit();
         let deadline = *deadline.get_or_insert_with(|| Instant::now() + limit);
+        let gave_up = |last: &str| {
+            Error::Unsupported(format!(
+                "lost the connection to PostgreSQL ({how}) and could not work again within \
+                 {} s: {last} (is the database up? SLUICE_PG_RECONNECT_SECS sets how long to \
+                 keep trying)",
+                limit.as_secs_f64()
+            ))
+        };
+        if Instant::now() >= deadline {
+            // Connections come back but keep being lost.
+            return Err(gave_up(&how));
+        }
         tracing::warn!("the PostgreSQL connection was lost ({how}); reconnecting");
         match conn.reconnect(deadline) {
             Ok(()) => tracing::info!("reconnected to PostgreSQL"),
-            Err(last) => {
-                return Err(Error::Unsupported(format!(
-                    "lost the connection to PostgreSQL ({how}) and could not connect again \
-                     within {} s: {last} (is the database up? SLUICE_PG_RECONNECT_SECS sets \
-                     how long to keep trying)",
-                    limit.as_secs_f64()
-                )))
-            }
+            Err(last) => return Err(gave_up(&last)),
         }
     }
 }

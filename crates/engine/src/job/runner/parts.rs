@@ -280,6 +280,7 @@ pub(super) async fn send(
             .iter()
             .position(|s| s.name == step.name)
             .and_then(|i| shared.first_calls.get(i)),
+        recording: Some(&shared.recording),
     };
     let options = CallOptions {
         headers,
