@@ -13,6 +13,9 @@
 
 use std::sync::Mutex;
 
+use crate::error::Error;
+use crate::progress::Snapshot;
+
 /// Calls whose endings decide: enough that one bad line among good ones
 /// never stops a run, few enough that a wrong key costs little.
 pub(crate) const WINDOW: u32 = 20;
@@ -110,6 +113,23 @@ impl FirstCalls {
         *state = State::Over;
         Some(why)
     }
+}
+
+/// The error a run that stopped early ends with: why, what it sent
+/// (`progress`, its counters at the end), what it left pending, what to do.
+pub(crate) fn stopped(why: &str, run: &str, p: &Snapshot) -> Error {
+    let remaining = p.remaining();
+    Error::StoppedEarly(format!(
+        "run {run} stopped early: {why}; {sent} sent in all and nothing else: {remaining} item{s} \
+         stay pending (the failures are recorded: `sluice status {run}`). Fix it and run the \
+         same command again to send them (--no-early-stop sends every item whatever the first \
+         answers are)",
+        sent = match p.attempts {
+            1 => "1 call was".to_string(),
+            n => format!("{n} calls were"),
+        },
+        s = if remaining == 1 { "" } else { "s" },
+    ))
 }
 
 /// What to check for a refusal with this status.

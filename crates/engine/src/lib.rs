@@ -19,6 +19,7 @@ mod progress;
 mod quick;
 mod recording;
 mod shared_limits;
+mod shown;
 mod stats;
 mod steps;
 mod stopping;
@@ -39,10 +40,11 @@ pub use job::{
     plan, run_job, run_job_with, unit_result, JobConfig, Offload, Plan, ProviderPlan, StepPlan,
     DEFAULT_LEASE,
 };
-pub use live::{shown_state, worker_state, Rates, BEAT_PERIOD, BEAT_STALE, STATE_PROCESS_GONE};
+pub use live::{worker_state, Rates, BEAT_PERIOD, BEAT_STALE};
 pub use meter::{quantile_ms, CallCounts, FAILURE_KINDS, LATENCY_BUCKETS_MS};
 pub use progress::{Progress, Snapshot};
 pub use quick::{now_ms, run_quick, BreakerReport, QuickConfig, RunReport};
+pub use shown::{shown_state, STATE_PROCESS_GONE};
 pub use stats::{
     process_calls, process_providers, EndpointReport, Latency, Limits, ProviderReport, RecentError,
     RunStats, StatsReport, StepReport,

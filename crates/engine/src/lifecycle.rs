@@ -182,6 +182,20 @@ pub(crate) async fn drain_halted(
     drain(all_done, stop, stopping, interrupted || halted).await || stopping.halted().is_some()
 }
 
+/// Keeps `progress` told whether `control` holds the run paused, so the
+/// views stop the run's clock (and its ETA) while it is. Ends with the
+/// run's runtime.
+pub(crate) async fn mirror_pause(control: Arc<RunControl>, progress: Arc<Progress>) {
+    loop {
+        let changed = control.on_change();
+        tokio::pin!(changed);
+        // Registered before the state is read, so no change is missed.
+        changed.as_mut().enable();
+        progress.set_paused(control.is_paused());
+        changed.await;
+    }
+}
+
 /// What ends a dispatch early: SIGINT/SIGTERM or a cancel of the run, both
 /// waking `stop`. The watchers end with it, on an early return too.
 pub(crate) struct StopSignals {

@@ -195,7 +195,7 @@ pub fn run_quick(cfg: &QuickConfig, progress: Arc<Progress>) -> Result<RunReport
         shared.stopping.clone(),
         shared.recording.clone(),
     );
-    runtime.spawn(crate::control::mirror_pause(
+    runtime.spawn(crate::lifecycle::mirror_pause(
         control.clone(),
         progress.clone(),
     ));
@@ -227,27 +227,13 @@ pub fn run_quick(cfg: &QuickConfig, progress: Arc<Progress>) -> Result<RunReport
 
     let report = close_run(&cfg.store, run, resumed, interrupted, &progress)?;
     match shared.stopping.halted() {
-        Some(Halt::Systematic(why)) => Err(Error::StoppedEarly(stopped_early(why, &report))),
+        Some(Halt::Systematic(why)) => Err(crate::early_stop::stopped(
+            why,
+            &report.run_id,
+            &report.progress,
+        )),
         _ => Ok(report),
     }
-}
-
-/// The error of a run that stopped early: why, what it sent and left.
-pub(crate) fn stopped_early(why: &str, report: &RunReport) -> String {
-    let p = &report.progress;
-    format!(
-        "run {} stopped early: {why}; {} sent in all and nothing else: {} item{} stay pending \
-         (the failures are recorded: `sluice status {}`). Fix it and run the same command again \
-         to send them (--no-early-stop sends every item whatever the first answers are)",
-        report.run_id,
-        match p.attempts {
-            1 => "1 call was".to_string(),
-            n => format!("{n} calls were"),
-        },
-        p.remaining(),
-        if p.remaining() == 1 { "" } else { "s" },
-        report.run_id,
-    )
 }
 
 struct Dispatch {

@@ -186,9 +186,11 @@ fn work(cfg: &WorkerConfig, run: RunMeta) -> Result<(RunReport, bool)> {
     report.breakers = breakers;
     report.notes = job::offload_notes(&offload);
     if let Some(why) = stopped_early {
-        return Err(Error::StoppedEarly(crate::quick::stopped_early(
-            &why, &report,
-        )));
+        return Err(crate::early_stop::stopped(
+            &why,
+            &report.run_id,
+            &report.progress,
+        ));
     }
     Ok((report, cancelled))
 }

@@ -12,8 +12,6 @@ use std::sync::Arc;
 use sluice_store::{ItemRecord, RunMeta};
 use tokio::sync::Notify;
 
-use crate::progress::Progress;
-
 pub(crate) use stored::{attach, Watch};
 pub use stored::{
     executing, read_control, requester, write_control, ControlState, StoredControl, CONTROL_KEY,
@@ -104,6 +102,12 @@ impl RunControl {
         }
     }
 
+    /// A wake-up for the next pause, resume or cancel (registered when
+    /// enabled or first polled).
+    pub(crate) fn on_change(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
+    }
+
     /// Resolves once the run is cancelled.
     pub(crate) async fn cancelled(&self) {
         loop {
@@ -122,20 +126,6 @@ pub(crate) async fn stop_on_cancel(control: Arc<RunControl>, stop: Arc<Notify>) 
     control.cancelled().await;
     stop.notify_waiters();
     stop.notify_one();
-}
-
-/// Keeps `progress` told whether `control` holds the run paused, so the
-/// views stop the run's clock (and its ETA) while it is. Ends with the
-/// run's runtime.
-pub(crate) async fn mirror_pause(control: Arc<RunControl>, progress: Arc<Progress>) {
-    loop {
-        let changed = control.changed.notified();
-        tokio::pin!(changed);
-        // Registered before the state is read, so no change is missed.
-        changed.as_mut().enable();
-        progress.set_paused(control.is_paused());
-        changed.await;
-    }
 }
 
 /// Called with the run once it is found or created in the store (before any

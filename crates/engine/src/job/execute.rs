@@ -171,7 +171,7 @@ where
         progress.clone(),
         control.clone(),
     ));
-    runtime.spawn(crate::control::mirror_pause(
+    runtime.spawn(crate::lifecycle::mirror_pause(
         control.clone(),
         progress.clone(),
     ));

@@ -232,9 +232,11 @@ pub fn run_job_with(
     report.breakers = breakers;
     report.notes = offload::notes(&offload);
     match stopped_early {
-        Some(why) => Err(Error::StoppedEarly(crate::quick::stopped_early(
-            &why, &report,
-        ))),
+        Some(why) => Err(crate::early_stop::stopped(
+            &why,
+            &report.run_id,
+            &report.progress,
+        )),
         None => Ok(report),
     }
 }
