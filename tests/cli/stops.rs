@@ -143,6 +143,43 @@ fn a_full_store_stops_sending_at_once_and_keeps_what_it_recorded() {
     assert_eq!(u(&stats["requests"]), sent + n as u64 - recorded, "{stats}");
 }
 
+#[test]
+fn a_full_store_stops_a_job_run_at_once_too() {
+    let s = Scratch::new();
+    let Some(fs) = Tmpfs::mount(&s.path("small"), "320k") else {
+        return;
+    };
+    let mock = Mock::start(&["--latency-ms", "20", "--completion-tokens", "400"]);
+    let n = 2_000;
+    let job = crate::shared::job(&s, &mock, n, "concurrency = 8");
+    let store = fs.dir.join("sluice.db");
+    let out = s
+        .sluice(&["run", job.to_str().unwrap()])
+        .env("SLUICE_STORE", &store)
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("database or disk is full") && err.contains("sending stopped at once"),
+        "{err}"
+    );
+    let lost = if err.contains("could not be recorded") {
+        number_before(&err, "answer")
+    } else {
+        0
+    };
+    let sent = u(&mock.stats()["requests"]);
+    let status = status_json(&s, &store, "shared");
+    let recorded = u(&status["counts"]["done"]) + u(&status["counts"]["failed"]);
+    assert!(recorded > 0, "{status}");
+    assert!(
+        sent <= recorded + lost + 8,
+        "sent {sent}, recorded {recorded}, lost {lost}"
+    );
+    assert!(sent < n as u64 / 2, "it kept sending: {sent}");
+}
+
 /// `n` chat lines asking `model`; `broken` drops `messages` (a 400).
 fn lines_for(n: usize, model: &str, broken: bool) -> Vec<String> {
     (0..n)
