@@ -326,6 +326,20 @@ pub(crate) struct MockArgs {
     /// Share of batched requests that expire unanswered (0.0–1.0).
     #[arg(long, default_value_t = 0.0)]
     pub(crate) batch_expire_rate: f64,
+    /// OpenAI batches: enqueued prompt tokens per model at most; a batch past
+    /// it fails with `token_limit_exceeded`.
+    #[arg(long, value_name = "TOKENS")]
+    pub(crate) batch_enqueued_limit: Option<u64>,
+    /// OpenAI batches: share of lines refused at validation (by content),
+    /// failing their batch with an error per line (0.0–1.0).
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) batch_invalid_rate: f64,
+    /// The first N batch creations make the batch but never answer.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub(crate) batch_create_hangs: u64,
+    /// Bytes of padding added to each line of an OpenAI batch output file.
+    #[arg(long, value_name = "BYTES", default_value_t = 0)]
+    pub(crate) batch_result_pad_bytes: u64,
 }
 
 #[derive(Debug, Args)]

@@ -5,6 +5,7 @@ mod fakehost;
 mod pg;
 mod util;
 
+mod batches;
 mod bench;
 mod browser;
 mod commands;

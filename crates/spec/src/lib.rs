@@ -26,5 +26,5 @@ pub use model::{
     BreakerSpec, Fallback, Input, InputFormat, InputSource, Job, MatrixAxis, Message, Output,
     Price, Provider, Retries, Step, StepKind, Upload, Webhook, WebhookOn,
 };
-pub use offload::{Api, BatchRetry, BatchSpec, Mode};
+pub use offload::{Api, BatchRetry, BatchSpec, Mode, COMPLETION_WINDOW};
 pub use template::{RenderError, TValue, Template};

@@ -161,6 +161,7 @@ where
             &lanes,
             &batched,
             &run.id,
+            &job.output.dir.join(&run.id).join("batch-results"),
             location.open()?,
             stopping.clone(),
         )?
