@@ -30,6 +30,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         sets: args.sets.clone(),
         lease: args.lease,
         queue_only: args.queue_only,
+        early_stop: !args.no_early_stop,
     };
     if args.queue_only && !args.store.store.is_shared() {
         return Err(UsageError(
@@ -268,6 +269,7 @@ pub(crate) fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
             sets,
             lease: sluice_engine::DEFAULT_LEASE,
             queue_only: false,
+            early_stop: !args.no_early_stop,
         };
         let (report, code) =
             super::run::with_progress(5.0, !args.json, |p| run_job(&job, &config, p))?;
@@ -307,6 +309,7 @@ pub(crate) fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
             base_ms: 500,
             cap_ms: 60_000,
         },
+        early_stop: !args.no_early_stop,
     };
     let (report, code) = super::run::execute(&config, 5.0, !args.json)?;
     super::run::deliver(&args.store.store, &report, None, args.json)?;
