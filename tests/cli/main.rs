@@ -22,4 +22,8 @@ mod resilience;
 mod resume;
 mod run;
 mod serve;
+mod serve_attacks;
+mod serve_streams;
 mod shared;
+mod stops;
+mod survive;

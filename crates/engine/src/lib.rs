@@ -3,9 +3,11 @@
 
 mod calls;
 mod control;
+mod early_stop;
 mod error;
 mod export;
 mod fair;
+mod files;
 mod input;
 mod inputs;
 mod job;
@@ -13,9 +15,12 @@ mod lifecycle;
 mod limiter;
 mod live;
 mod meter;
+mod nul;
 mod progress;
 mod quick;
+mod recording;
 mod shared_limits;
+mod shown;
 mod stats;
 mod steps;
 mod stopping;
@@ -31,6 +36,7 @@ pub use control::{
 };
 pub use error::{Error, Result};
 pub use export::{export_run, ExportFormat};
+pub use files::{FileAccess, FILE_ACCESS_STATE};
 pub use input::InputSource;
 pub use job::{
     plan, run_job, run_job_with, unit_result, JobConfig, Offload, Plan, ProviderPlan, StepPlan,
@@ -40,6 +46,7 @@ pub use live::{worker_state, Rates, BEAT_PERIOD, BEAT_STALE};
 pub use meter::{quantile_ms, CallCounts, FAILURE_KINDS, LATENCY_BUCKETS_MS};
 pub use progress::{Progress, Snapshot};
 pub use quick::{now_ms, run_quick, BreakerReport, QuickConfig, RunReport};
+pub use shown::{shown_state, STATE_PROCESS_GONE};
 pub use stats::{
     process_calls, process_providers, AnnouncedLimit, EndpointReport, Latency, Limits,
     ProviderReport, RecentError, RunStats, StatsReport, StepReport,

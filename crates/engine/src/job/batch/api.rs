@@ -179,7 +179,7 @@ impl Remote {
                 .map_err(|e| format!("cannot write {}: {e}", to.display()));
             match result {
                 Ok(done) => return flushed.map(|()| done.bytes),
-                Err(f) if f.kind.is_retryable() && attempt <= self.retries => {
+                Err(f) if f.is_retryable() && attempt <= self.retries => {
                     let delay = self.backoff.delay_ms(
                         attempt,
                         fastrand::f64(),
