@@ -15,8 +15,13 @@
 //!   …/en/api/errors, …/en/api/rate-limits
 //!
 //! Where the pages are silent (`x-should-retry`, `retry-after` bounds) the
-//! behaviour follows openai-python 1.x and anthropic-sdk-python 0.x
-//! (`_base_client.py`: `_should_retry`, `_calculate_retry_timeout`).
+//! behaviour follows the official Python SDKs, which openai-python and
+//! anthropic-sdk-python generate from one template (`_base_client.py`:
+//! `_should_retry` obeys `x-should-retry: true|false` before the status
+//! rule of 408, 409, 429 and ≥ 500; `_calculate_retry_timeout` reads
+//! `retry-after-ms`, then `retry-after` as seconds or an HTTP date). sluice
+//! waits for a `retry-after` up to 5 minutes (the SDKs ignore one over 60 s)
+//! and, like them, treats 0 as no request.
 
 mod anthropic;
 mod openai;
