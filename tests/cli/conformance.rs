@@ -107,3 +107,49 @@ fn a_templated_value_out_of_range_fails_its_item_unsent() {
     // Only the item in range reached the provider.
     assert_eq!(u(&mock.stats()["requests"]), 1);
 }
+
+#[test]
+fn a_tool_round_trip_written_in_openai_terms_reaches_anthropic_as_blocks() {
+    let mock = Mock::start(&["--journal", "100"]);
+    let s = Scratch::new();
+    s.write_lines("items.jsonl", &[r#"{"id":"a","city":"Paris"}"#.to_string()]);
+    let job = s.job(
+        r#"
+[input]
+path = "items.jsonl"
+
+[providers.llm]
+base_url = "{MOCK}"
+api = "anthropic"
+
+[[steps]]
+name = "answer"
+kind = "chat"
+provider = "llm"
+model = "m"
+params = { tools = [{ type = "function", function = { name = "get_weather", parameters = { type = "object", properties = { city = { type = "string" } } } } }] }
+messages = [
+  { role = "user", content = "Weather in {{ item.city }}?" },
+  { role = "assistant", content = "", tool_calls = [{ id = "call_1", type = "function", function = { name = "get_weather", arguments = "{\"city\":\"{{ item.city }}\"}" } }] },
+  { role = "tool", tool_call_id = "call_1", content = "Sunny, 21C" },
+]
+
+[output]
+path = "results.jsonl"
+"#,
+        Some(&mock),
+        None,
+    );
+    let out = s.sluice(&["run", job.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let sent = mock.journal("/v1/messages");
+    let body: Value = serde_json::from_str(sent[0]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        body["messages"][1]["content"][0],
+        serde_json::json!({"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {"city": "Paris"}})
+    );
+    assert_eq!(
+        body["messages"][2],
+        serde_json::json!({"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_1", "content": "Sunny, 21C"}]})
+    );
+}

@@ -38,7 +38,14 @@ pub(crate) fn json_request(
             let mut body = object(params.render(ctx)?);
             let mut rendered = Vec::with_capacity(messages.len());
             for m in messages {
-                rendered.push(json!({"role": m.role, "content": m.content.render(ctx)?}));
+                let mut message = json!({"role": m.role, "content": m.content.render(ctx)?});
+                if let Some(id) = &m.tool_call_id {
+                    message["tool_call_id"] = Json::String(id.render(ctx)?);
+                }
+                if let Some(calls) = &m.tool_calls {
+                    message["tool_calls"] = calls.render(ctx)?;
+                }
+                rendered.push(message);
             }
             body.insert("model".into(), Json::String(model.render(ctx)?));
             body.insert("messages".into(), Json::Array(rendered));

@@ -268,3 +268,37 @@ fn anthropic_refuses_parameters_without_an_equivalent_at_their_position() {
         "{BASE}params = {{ reasoning_effort = \"high\", temperature = 1.4 }}\n"
     ));
 }
+
+#[test]
+fn tool_calls_and_tool_messages_can_be_written_and_are_checked() {
+    let turns = r#"messages = [
+  { role = "developer", content = "Use the tools." },
+  { role = "user", content = "Weather in {{ item.name }}?" },
+  { role = "assistant", content = "", tool_calls = [{ id = "call_1", type = "function", function = { name = "get_weather", arguments = "{\"city\":\"{{ item.name }}\"}" } }] },
+  { role = "tool", tool_call_id = "call_1", content = "18C" },
+]
+"#;
+    let text = BASE.replace(
+        "messages = [{ role = \"user\", content = \"Hi {{ item.name }}\" }]\n",
+        turns,
+    );
+    let job = job(&text);
+    let crate::StepKind::Chat { messages, .. } = &job.steps[0].kind else {
+        panic!("a chat step");
+    };
+    assert_eq!(messages[3].role, "tool");
+    assert!(messages[3].tool_call_id.is_some() && messages[2].tool_calls.is_some());
+    // Each field on its own role only, and a tool message answers a call.
+    let misplaced = text.replace(
+        r#"{ role = "tool", tool_call_id = "call_1", content = "18C" }"#,
+        r#"{ role = "user", tool_call_id = "call_1", content = "18C" }"#,
+    );
+    assert_one(
+        &misplaced,
+        16,
+        35,
+        &["tool_call_id belongs on a role = \"tool\""],
+    );
+    let unanswered = text.replace(r#"tool_call_id = "call_1", "#, "");
+    assert_one(&unanswered, 16, 3, &["needs tool_call_id"]);
+}
