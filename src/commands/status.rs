@@ -227,13 +227,13 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `limits     NAME: 1,200 requests/minute (announced; burst 1,200) · …`
-/// per provider, from the newest beat of a process still working.
+/// `limits     NAME: 1,200 requests/minute (burst 1,200) (announced) · …`
+/// per provider, from the newest beat of a process still working, else the
+/// last one written (what the run last held).
 fn limit_lines(workers: &[sluice_store::WorkerBeat], now: i64) -> Vec<String> {
     let Some(beat) = workers
         .iter()
-        .filter(|w| worker_state(w, now) == "running")
-        .max_by_key(|w| w.beat_at)
+        .max_by_key(|w| (worker_state(w, now) == "running", w.beat_at))
     else {
         return Vec::new();
     };

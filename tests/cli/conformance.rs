@@ -153,3 +153,37 @@ path = "results.jsonl"
         serde_json::json!({"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_1", "content": "Sunny, 21C"}]})
     );
 }
+
+#[test]
+fn status_states_an_announced_limit_with_its_window() {
+    let mock = Mock::start(&["--rpm", "1200", "--allowance"]);
+    let s = Scratch::new();
+    s.write_lines("items.jsonl", &[r#"{"id":"a","city":"Paris"}"#.to_string()]);
+    let job = s.job(
+        r#"
+[input]
+path = "items.jsonl"
+
+[providers.llm]
+base_url = "{MOCK}"
+
+[[steps]]
+name = "ask"
+kind = "chat"
+provider = "llm"
+model = "m"
+messages = [{ role = "user", content = "Weather in {{ item.city }}?" }]
+"#,
+        Some(&mock),
+        None,
+    );
+    let out = s.sluice(&["run", job.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let status = s.sluice(&["status"]).output().unwrap();
+    let text = String::from_utf8_lossy(&status.stdout).to_string();
+    // The mock's headers: 1,200 a minute, a full minute's allowance at once.
+    assert!(
+        text.contains("limits     llm: 1,200 requests/minute (burst 1,200) (announced)"),
+        "{text}"
+    );
+}
