@@ -10,10 +10,12 @@ mod kinds;
 mod load;
 mod model;
 mod offload;
+mod params;
 mod provider;
 mod raw;
 mod sets;
 mod steps;
+mod suggest;
 mod template;
 mod templates_check;
 
@@ -27,4 +29,5 @@ pub use model::{
     Price, Provider, Retries, Step, StepKind, Upload, Webhook, WebhookOn,
 };
 pub use offload::{Api, BatchRetry, BatchSpec, Mode};
-pub use template::{RenderError, TValue, Template};
+pub use suggest::{closest, did_you_mean};
+pub use template::{Origin, RenderError, TValue, Template};

@@ -30,12 +30,37 @@ pub(crate) fn environment() -> Environment<'static> {
     env
 }
 
+/// Where a template's string starts in the job file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    /// 1-based line of the string's opening quote.
+    pub line: usize,
+    /// 1-based column (in characters) of the opening quote.
+    pub column: usize,
+    /// The string is written on one line without escapes, so an offset in
+    /// the template text is the same offset in the file after the quote.
+    pub verbatim: bool,
+}
+
+impl Origin {
+    /// Line and column of the character at `offset` (bytes) in `source`:
+    /// exact for a verbatim string, else the string's start.
+    pub fn at(&self, source: &str, offset: usize) -> (usize, usize) {
+        match source.get(..offset) {
+            Some(before) if self.verbatim => (self.line, self.column + 1 + before.chars().count()),
+            _ => (self.line, self.column),
+        }
+    }
+}
+
 /// A compiled template with its place in the job.
 #[derive(Clone)]
 pub struct Template {
     env: Arc<Environment<'static>>,
     /// The template's name in the environment (its place).
     place: String,
+    /// Where it is in the job file (none for templates built by hand).
+    origin: Option<Origin>,
     source: String,
     /// The expression of a template that is exactly `{{ expr }}`.
     expression: Option<String>,
@@ -70,6 +95,7 @@ impl Template {
         Template {
             env: env.clone(),
             place: place.to_string(),
+            origin: None,
             source: source.to_string(),
             expression: single_expression(source).map(str::to_string),
             literal: !source.contains("{{") && !source.contains("{%") && !source.contains("{#"),
@@ -93,6 +119,22 @@ impl Template {
     /// Where it is in the job.
     pub fn place(&self) -> &str {
         &self.place
+    }
+
+    /// Where its string starts in the job file, when it came from one.
+    pub fn origin(&self) -> Option<Origin> {
+        self.origin
+    }
+
+    /// The same template, placed at `origin` in the job file.
+    pub(crate) fn at(mut self, origin: Option<Origin>) -> Template {
+        self.origin = origin;
+        self
+    }
+
+    /// Whether it has any template syntax (otherwise it renders to itself).
+    pub fn is_literal(&self) -> bool {
+        self.literal
     }
 
     /// The variables it reads, as dotted paths (`item.name`, `steps.plan.json`).

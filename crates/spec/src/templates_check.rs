@@ -85,7 +85,8 @@ impl Templates {
                 false
             }
         };
-        let template = Template::bind(&self.placeholder, &place, text);
+        let origin = diags.origin(&source.span(), text);
+        let template = Template::bind(&self.placeholder, &place, text).at(Some(origin));
         self.entries.push(Entry {
             place,
             source: text.clone(),
@@ -101,7 +102,7 @@ impl Templates {
     pub(crate) fn finish(self, job: &mut Job, known: &Known<'_>, diags: &mut Diags) {
         let env = Arc::new(self.env);
         for t in templates_mut(job) {
-            *t = Template::bind(&env, t.place(), t.source());
+            *t = Template::bind(&env, t.place(), t.source()).at(t.origin());
         }
         for entry in self.entries.iter().filter(|e| e.compiled) {
             let template = Template::bind(&env, &entry.place, &entry.source);
