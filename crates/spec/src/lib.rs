@@ -2,6 +2,7 @@
 //! with file, line and column), and the templates it renders per unit.
 
 mod build;
+mod calls_check;
 mod ctx;
 mod diag;
 mod document;
@@ -11,6 +12,7 @@ mod load;
 mod model;
 mod offload;
 mod params;
+mod placeholder;
 mod provider;
 mod raw;
 mod sets;
@@ -29,5 +31,6 @@ pub use model::{
     Price, Provider, Retries, Step, StepKind, Upload, Webhook, WebhookOn,
 };
 pub use offload::{Api, BatchRetry, BatchSpec, Mode};
+pub use placeholder::Placeholder;
 pub use suggest::{closest, did_you_mean};
-pub use template::{Origin, RenderError, TValue, Template};
+pub use template::{Failure, Origin, RenderError, TValue, Template};

@@ -19,6 +19,39 @@ pub struct RenderError {
     pub message: String,
     /// The template text.
     pub source_text: String,
+    /// What kind of failure, for checks that treat them differently.
+    pub failure: Failure,
+    /// The failing part of the template text (byte offsets), when known.
+    pub range: Option<std::ops::Range<usize>>,
+}
+
+/// Kinds of template failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// A variable, field or element that is not there.
+    Undefined,
+    /// `| name` with no such filter.
+    UnknownFilter,
+    /// `is name` with no such test.
+    UnknownTest,
+    /// `name(...)` with no such function, or a method a value does not have.
+    UnknownFunction,
+    /// Anything else: a wrong type for an operation or a filter, a value
+    /// that is not JSON, …
+    Other,
+}
+
+impl Failure {
+    fn of(kind: minijinja::ErrorKind) -> Failure {
+        use minijinja::ErrorKind as K;
+        match kind {
+            K::UndefinedError => Failure::Undefined,
+            K::UnknownFilter => Failure::UnknownFilter,
+            K::UnknownTest => Failure::UnknownTest,
+            K::UnknownFunction | K::UnknownMethod => Failure::UnknownFunction,
+            _ => Failure::Other,
+        }
+    }
 }
 
 /// The environment every template of one job renders in.
@@ -160,26 +193,46 @@ impl Template {
     /// Renders to a JSON value: the expression's own value for `{{ expr }}`,
     /// otherwise the rendered text as a string.
     pub fn render_value(&self, ctx: &Value) -> Result<serde_json::Value, RenderError> {
-        let Some(expr) = &self.expression else {
+        if self.expression.is_none() {
             return self.render(ctx).map(serde_json::Value::String);
+        }
+        let value = self.eval(ctx)?;
+        serde_json::to_value(&value).map_err(|e| RenderError {
+            place: self.place.clone(),
+            message: format!("cannot turn the value into JSON: {e}"),
+            source_text: self.source.clone(),
+            failure: Failure::Other,
+            range: None,
+        })
+    }
+
+    /// The value of a template that is exactly `{{ expr }}` (its text for
+    /// any other template), as minijinja sees it; undefined is an error.
+    pub fn eval(&self, ctx: &Value) -> Result<Value, RenderError> {
+        let Some(expr) = &self.expression else {
+            return self.render(ctx).map(Value::from);
+        };
+        // The expression's offsets, moved to the template text's.
+        let shift = self.source.find(expr.as_str()).unwrap_or(0);
+        let moved = |mut e: RenderError| {
+            e.range = e.range.map(|r| r.start + shift..r.end + shift);
+            e
         };
         let compiled = self
             .env
             .compile_expression(expr)
-            .map_err(|e| self.error(&e))?;
-        let value = compiled.eval(ctx).map_err(|e| self.error(&e))?;
+            .map_err(|e| moved(self.error(&e)))?;
+        let value = compiled.eval(ctx).map_err(|e| moved(self.error(&e)))?;
         if value.is_undefined() {
             return Err(RenderError {
                 place: self.place.clone(),
                 message: "undefined value".into(),
                 source_text: self.source.clone(),
+                failure: Failure::Undefined,
+                range: None,
             });
         }
-        serde_json::to_value(&value).map_err(|e| RenderError {
-            place: self.place.clone(),
-            message: format!("cannot turn the value into JSON: {e}"),
-            source_text: self.source.clone(),
-        })
+        Ok(value)
     }
 
     fn error(&self, e: &minijinja::Error) -> RenderError {
@@ -187,6 +240,8 @@ impl Template {
             place: self.place.clone(),
             message: describe(e),
             source_text: self.source.clone(),
+            failure: Failure::of(e.kind()),
+            range: e.range(),
         }
     }
 }
