@@ -33,8 +33,8 @@ pub use error::{Error, Result};
 pub use export::{export_run, ExportFormat};
 pub use input::InputSource;
 pub use job::{
-    plan, run_job, run_job_with, unit_result, JobConfig, Offload, Plan, ProviderPlan, StepPlan,
-    DEFAULT_LEASE,
+    plan, run_job, run_job_with, unit_result, CheckReport, JobConfig, Offload, Plan, ProviderPlan,
+    StepPlan, TemplateProblem, UnitWindow, DEFAULT_LEASE,
 };
 pub use live::{worker_state, Rates, BEAT_PERIOD, BEAT_STALE};
 pub use meter::{quantile_ms, CallCounts, FAILURE_KINDS, LATENCY_BUCKETS_MS};

@@ -2,6 +2,7 @@
 //! limited by its provider, every step outcome recorded, resumable per step.
 
 mod batch;
+mod check;
 mod choose;
 mod claimed;
 mod execute;
@@ -15,6 +16,7 @@ mod requests;
 mod runner;
 pub(crate) mod sharing;
 mod units;
+mod window;
 
 use std::sync::Arc;
 
@@ -33,6 +35,7 @@ use lanes::Lanes;
 use runner::{run_unit, Shared};
 use units::{Combos, UnitIds};
 
+pub use check::{CheckReport, TemplateProblem};
 pub use choose::Offload;
 pub(crate) use claimed::dispatch as claimed_dispatch;
 pub use claimed::DEFAULT_LEASE;
@@ -41,6 +44,8 @@ pub use export::unit_result;
 pub(crate) use lanes::Lanes as JobLanes;
 pub(crate) use offload::{for_worker as worker_offload, notes as offload_notes};
 pub use plan::{plan, Plan, ProviderPlan, StepPlan};
+pub(crate) use window::unit_window;
+pub use window::UnitWindow;
 
 /// How a job run was asked for (besides the job itself).
 #[derive(Debug, Clone)]
@@ -105,6 +110,12 @@ pub fn run_job_with(
     // Ids are checked before anything is sent: a template error or a repeated
     // id is an input error like a malformed line.
     let ids = UnitIds::check(job, &prepared, &input_name)?;
+    // Every step's templates against the items (one item per shape: the
+    // full check is `plan`'s), before anything is sent.
+    let (report, _) = check::whole_input(job, &prepared, &env, true, None)?;
+    if !report.is_clean() {
+        return Err(Error::Templates(Box::new(report)));
+    }
     check_reachable(&runtime, &lanes)?;
 
     let combos = Combos::new(job);
@@ -180,7 +191,7 @@ pub fn run_job_with(
         vars: env,
         value: env_value,
     };
-    let (location, limit) = (&cfg.store, job.concurrency);
+    let (location, limit) = (&cfg.store, window::unit_window(job).units);
     let work = Work {
         job,
         location,
@@ -550,9 +561,6 @@ impl Window {
     }
 }
 
-/// Most units a rate may grow the window to.
-const MAX_UNITS: usize = 4_096;
-
 /// Units in flight to sustain `per_sec` calls a second when each unit makes
 /// `steps` calls in turn at the observed latency, with 25% headroom.
 fn needed_units(per_sec: f64, steps: usize, progress: &Progress) -> usize {
@@ -561,7 +569,7 @@ fn needed_units(per_sec: f64, steps: usize, progress: &Progress) -> usize {
         .load(std::sync::atomic::Ordering::Relaxed) as f64
         / 1e6;
     let needed = (per_sec * latency * steps as f64 * 1.25).ceil() as usize;
-    needed.min(MAX_UNITS)
+    needed.min(window::MAX_UNITS)
 }
 
 async fn record_bad(shared: &Shared, unit_id: String, idx: u64, bad: &BadItem) {
