@@ -30,6 +30,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         sets: args.sets.clone(),
         lease: args.lease,
         queue_only: args.queue_only,
+        limit: args.limit,
     };
     if args.queue_only && !args.store.store.is_shared() {
         return Err(UsageError(
@@ -248,6 +249,7 @@ pub(crate) fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
             sets,
             lease: sluice_engine::DEFAULT_LEASE,
             queue_only: false,
+            limit: None,
         };
         let (report, code) =
             super::run::with_progress(5.0, !args.json, |p| run_job(&job, &config, p))?;

@@ -177,6 +177,7 @@ pub(crate) async fn start(state: &AppState, launch: Launch) -> ApiResult<(Arc<Li
         sets: Vec::new(),
         lease: sluice_engine::DEFAULT_LEASE,
         queue_only: false,
+        limit: None,
     };
     let hooks = RunHooks {
         control: Some(control.clone()),

@@ -285,6 +285,7 @@ fn start_cli_run(
         sets: vec![],
         lease: sluice_engine::DEFAULT_LEASE,
         queue_only: false,
+        limit: None,
     };
     std::thread::spawn(move || {
         sluice_engine::run_job(&job, &config, Arc::new(sluice_engine::Progress::default()))
