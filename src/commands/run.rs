@@ -57,6 +57,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             base_ms: args.backoff_base.as_millis() as u64,
             cap_ms: args.backoff_cap.as_millis() as u64,
         },
+        limit: args.limit,
     };
     let (report, code) = execute(&config, args.progress_interval, !args.json)?;
     deliver(&args.store.store, &report, args.out.as_deref(), args.json)?;

@@ -34,16 +34,15 @@ pub use error::{Error, Result};
 pub use export::{export_run, ExportFormat};
 pub use input::InputSource;
 pub use job::{
-    limited_name, plan, run_job, run_job_with, unit_result, Bound, CheckReport, Estimate, JobConfig, Measured,
-    Offload, Plan, PlanOptions, ProviderPlan, ShownRequest, StepLatency, StepPlan, TemplateProblem,
-    UnitWindow,
-    DEFAULT_LEASE,
+    limited_name, plan, probe, run_job, run_job_with, unit_result, Bound, CheckReport, Estimate,
+    JobConfig, Measured, Offload, Plan, PlanOptions, ProviderPlan, ShownRequest, StepLatency,
+    StepPlan, TemplateProblem, UnitWindow, DEFAULT_LEASE,
 };
 pub use live::{worker_state, Rates, BEAT_PERIOD, BEAT_STALE};
 pub use meter::{quantile_ms, CallCounts, FAILURE_KINDS, LATENCY_BUCKETS_MS};
 pub use progress::{Progress, Snapshot};
 pub use quick::{now_ms, run_quick, BreakerReport, QuickConfig, RunReport};
-pub use quick_plan::{quick_plan, QuickPlan, QuickPlanConfig};
+pub use quick_plan::{probe_quick, quick_plan, QuickPlan, QuickPlanConfig};
 pub use stats::{
     process_calls, process_providers, EndpointReport, Latency, Limits, ProviderReport, RecentError,
     RunStats, StatsReport, StepReport,

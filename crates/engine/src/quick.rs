@@ -607,7 +607,7 @@ pub(crate) async fn preflight(endpoint: &Endpoint) -> Result<()> {
     }
 }
 
-fn read_api_key(var: Option<&str>) -> Result<Option<(String, String)>> {
+pub(crate) fn read_api_key(var: Option<&str>) -> Result<Option<(String, String)>> {
     let Some(var) = var else { return Ok(None) };
     match std::env::var(var) {
         Ok(key) if !key.trim().is_empty() => Ok(Some((var.to_string(), key.trim().to_string()))),

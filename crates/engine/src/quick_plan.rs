@@ -122,7 +122,8 @@ pub fn quick_plan(cfg: &QuickPlanConfig) -> Result<QuickPlan> {
         plan.tokens += exact;
         plan.completion_tokens += cap.min(exact);
         if plan.shown.len() < cfg.show {
-            plan.shown.push(shown(cfg, &base, &request.item_id, &path, body));
+            plan.shown
+                .push(shown(cfg, &base, &request.item_id, &path, body));
         }
     }
     if let Some((input, output)) = cfg.prices {
@@ -132,6 +133,63 @@ pub fn quick_plan(cfg: &QuickPlanConfig) -> Result<QuickPlan> {
     }
     plan.estimate = estimate(cfg, &plan);
     Ok(plan)
+}
+
+/// `plan --probe N`: sends the first `n` requests one at a time (real,
+/// paid for, not recorded) and returns their median latency.
+pub fn probe_quick(cfg: &QuickPlanConfig, n: usize) -> Result<(f64, String)> {
+    let key = crate::quick::read_api_key(cfg.api_key_env.as_deref())?;
+    let client =
+        sluice_provider::Client::new(1, key.as_ref().map(|(var, k)| (var.as_str(), k.as_str())))
+            .map_err(|e| Error::Config(e.to_string()))?;
+    let base = sluice_provider::Endpoint::parse(&cfg.url, http::Method::POST)
+        .map_err(|e| Error::Config(e.to_string()))?;
+    let runtime = crate::job::new_runtime()?;
+    let mut reader = LineReader::open(&cfg.input)?;
+    let mut times = Vec::new();
+    while let Some((line, text)) = reader.next_line()? {
+        if times.len() >= n {
+            break;
+        }
+        let request = parse_line(text, line).map_err(|bad| Error::BadLine {
+            path: cfg.input.display().to_string(),
+            line: bad.line,
+            message: bad.message,
+            others: 0,
+        })?;
+        let endpoint = match &request.path {
+            Some(path) => base
+                .with_path(path)
+                .map_err(|e| Error::Config(e.to_string()))?,
+            None => base.clone(),
+        };
+        let sent = runtime.block_on(client.send_json(
+            &endpoint,
+            request.body.clone(),
+            std::time::Duration::from_secs(60),
+        ));
+        match sent {
+            sluice_provider::Attempt::Ok(success) => times.push(success.latency),
+            sluice_provider::Attempt::Failed(f) => {
+                return Err(Error::Config(format!(
+                "--probe: line {line} failed ({}); fix it before running, or plan without --probe",
+                f.message
+            )))
+            }
+        }
+    }
+    times.sort();
+    let median = times
+        .get(times.len() / 2)
+        .ok_or_else(|| Error::Config("--probe: the input has no requests".into()))?;
+    Ok((
+        median.as_secs_f64(),
+        format!(
+            "probe ({} call{})",
+            times.len(),
+            if times.len() == 1 { "" } else { "s" }
+        ),
+    ))
 }
 
 fn shown(

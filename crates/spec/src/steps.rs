@@ -272,7 +272,10 @@ fn unknown_keys(entry: &StepEntry, index: usize, ctx: &mut Ctx) {
     for key in entry.keys.iter().filter(|k| !is_step_key(k.get_ref())) {
         let name = key.get_ref();
         let message = match (&own, kind) {
-            (Some(keys), Some(kind)) if crate::params::request_param(kind, name).is_some() => {
+            (Some(keys), Some(kind))
+                if crate::suggest::closest(name, keys.iter().copied()).is_none()
+                    && crate::params::request_param(kind, name).is_some() =>
+            {
                 let meant = crate::params::request_param(kind, name).unwrap_or(name);
                 let hint = if meant == name {
                     String::new()

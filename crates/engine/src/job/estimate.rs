@@ -76,20 +76,34 @@ pub(crate) fn default_latency(kind: &StepKind) -> f64 {
 
 /// The latency used for `step`: measured, else `assume_latency` (the
 /// step's, then its provider's), else the kind's default.
-pub(crate) fn latency(job: &Job, step: &Step, measured: &HashMap<String, Measured>) -> StepLatency {
+pub(crate) fn latency(
+    job: &Job,
+    step: &Step,
+    measured: &HashMap<String, Measured>,
+    default: Option<std::time::Duration>,
+) -> StepLatency {
     let provider = step.provider.as_deref().and_then(|p| job.provider(p));
     let (seconds, source) = if let Some(m) = measured.get(&step.name) {
         (
             m.seconds,
-            format!("probe ({} call{})", m.calls, if m.calls == 1 { "" } else { "s" }),
+            format!(
+                "probe ({} call{})",
+                m.calls,
+                if m.calls == 1 { "" } else { "s" }
+            ),
         )
     } else if let Some(d) = step.assume_latency {
         (d.as_secs_f64(), "assume_latency".to_string())
     } else if let Some(d) = provider.and_then(|p| p.assume_latency) {
         (
             d.as_secs_f64(),
-            format!("assume_latency of provider {}", provider.map_or("", |p| &p.name)),
+            format!(
+                "assume_latency of provider {}",
+                provider.map_or("", |p| &p.name)
+            ),
         )
+    } else if let Some(d) = default {
+        (d.as_secs_f64(), "--assume-latency".to_string())
     } else {
         (
             default_latency(&step.kind),
@@ -111,6 +125,7 @@ pub(crate) struct Inputs<'a> {
     pub(crate) units: u64,
     pub(crate) window: &'a UnitWindow,
     pub(crate) measured: &'a HashMap<String, Measured>,
+    pub(crate) default_latency: Option<std::time::Duration>,
 }
 
 /// The estimate; `None` when there are no units.
@@ -128,7 +143,7 @@ pub(crate) fn estimate(i: &Inputs<'_>) -> Option<Estimate> {
         .job
         .steps
         .iter()
-        .map(|s| latency(i.job, s, i.measured))
+        .map(|s| latency(i.job, s, i.measured, i.default_latency))
         .collect();
     let mut bounds: Vec<Bound> = Vec::new();
     // One unit's calls in order: its latency, and each part of it.

@@ -13,6 +13,7 @@ mod offload;
 mod output;
 mod place;
 mod plan;
+mod probe;
 mod requests;
 mod runner;
 pub(crate) mod sharing;
@@ -41,12 +42,13 @@ pub use check::{CheckReport, TemplateProblem};
 pub use choose::Offload;
 pub(crate) use claimed::dispatch as claimed_dispatch;
 pub use claimed::DEFAULT_LEASE;
+pub use estimate::{Bound, Estimate, Measured, StepLatency};
 pub(crate) use execute::{check_reachable, execute, new_runtime, Env, Work};
 pub use export::unit_result;
 pub(crate) use lanes::Lanes as JobLanes;
 pub(crate) use offload::{for_worker as worker_offload, notes as offload_notes};
-pub use estimate::{Bound, Estimate, Measured, StepLatency};
 pub use plan::{plan, Plan, PlanOptions, ProviderPlan, StepPlan};
+pub use probe::probe;
 pub use show::ShownRequest;
 pub(crate) use window::unit_window;
 pub use window::UnitWindow;
@@ -418,7 +420,8 @@ async fn dispatch(
         if first.is_some_and(|n| handed_out >= n) && pending.is_empty() {
             break;
         }
-        if pending.is_empty() && (items.peek().is_none() || first.is_some_and(|n| handed_out >= n)) {
+        if pending.is_empty() && (items.peek().is_none() || first.is_some_and(|n| handed_out >= n))
+        {
             break;
         }
         let known = match lookup.as_mut() {

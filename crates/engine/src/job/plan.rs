@@ -109,6 +109,8 @@ pub struct PlanOptions {
     pub measured: HashMap<String, Measured>,
     /// Show the first N units' requests as they would be sent.
     pub show: usize,
+    /// Latency for steps with nothing measured and no `assume_latency`.
+    pub default_latency: Option<std::time::Duration>,
 }
 
 /// Reads the input (of a url input only the first page), renders every
@@ -139,8 +141,7 @@ pub fn plan(job: &Job, spool_dir: &std::path::Path, options: &PlanOptions) -> Re
         .enable_all()
         .build()
         .map_err(|e| Error::Config(e.to_string()))?;
-    let client =
-        sluice_provider::Client::new(1, None).map_err(|e| Error::Config(e.to_string()))?;
+    let client = sluice_provider::Client::new(1, None).map_err(|e| Error::Config(e.to_string()))?;
     let env_value = minijinja::Value::from(minijinja::value::Serde(json!({ "env": env })));
     let prepared = runtime
         .block_on(inputs::prepare_with(
@@ -335,6 +336,7 @@ pub(crate) fn estimate_plan(
             units,
             window: &window,
             measured: &options.measured,
+            default_latency: options.default_latency,
         })
     });
     Ok(Plan {
@@ -351,7 +353,6 @@ pub(crate) fn estimate_plan(
         shown: Vec::new(),
     })
 }
-
 
 /// USD of `tokens` for one unit's call(s) of `step`, live and through the
 /// batch API: the completion caps at the output price, the rest at the input

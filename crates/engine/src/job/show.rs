@@ -64,7 +64,10 @@ pub(crate) fn requests_of(
             }
             seen += 1;
             let mut ctx: BTreeMap<String, Value> = BTreeMap::new();
-            ctx.insert("item".into(), Value::from(minijinja::value::Serde(unit.item.clone())));
+            ctx.insert(
+                "item".into(),
+                Value::from(minijinja::value::Serde(unit.item.clone())),
+            );
             ctx.insert("index".into(), Value::from(unit.index));
             ctx.insert(
                 "matrix".into(),
@@ -81,10 +84,7 @@ pub(crate) fn requests_of(
                     unit: &unit.id,
                     secrets: &secrets,
                     env: &env_value,
-                    batched: step
-                        .provider
-                        .as_ref()
-                        .is_some_and(|p| batched.contains(p)),
+                    batched: step.provider.as_ref().is_some_and(|p| batched.contains(p)),
                 };
                 match &step.for_each {
                     Some(for_each) => {
@@ -126,7 +126,11 @@ struct Shown<'a> {
 }
 
 impl Shown<'_> {
-    fn call(&self, ctx: &BTreeMap<String, Value>, part: Option<String>) -> Result<Vec<ShownRequest>> {
+    fn call(
+        &self,
+        ctx: &BTreeMap<String, Value>,
+        part: Option<String>,
+    ) -> Result<Vec<ShownRequest>> {
         let value = Value::from(ctx.clone());
         let render = |e: sluice_spec::RenderError| Error::Config(e.to_string());
         let step = self.step;
@@ -151,7 +155,9 @@ impl Shown<'_> {
                 });
             }
             if dialect == Dialect::Anthropic
-                && !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("anthropic-version"))
+                && !headers
+                    .iter()
+                    .any(|(n, _)| n.eq_ignore_ascii_case("anthropic-version"))
             {
                 headers.push(("anthropic-version".into(), ANTHROPIC_VERSION.into()));
             }
@@ -182,7 +188,10 @@ impl Shown<'_> {
                 let (mut prompts, mut answers) = (Vec::new(), Vec::new());
                 for (k, turn) in turns.iter().enumerate() {
                     let mut turn_ctx = ctx.clone();
-                    let said: Vec<Value> = answers.iter().map(|a: &String| Value::from(a.as_str())).collect();
+                    let said: Vec<Value> = answers
+                        .iter()
+                        .map(|a: &String| Value::from(a.as_str()))
+                        .collect();
                     turn_ctx.insert("answers".into(), Value::from(said));
                     prompts.push(turn.render(&Value::from(turn_ctx)).map_err(render)?);
                     let request = requests::conversation_request(step, &value, &prompts, &answers)
@@ -200,7 +209,9 @@ impl Shown<'_> {
                 let provider_headers = provider.map(|p| p.headers.as_slice()).unwrap_or(&[]);
                 let call = crate::steps::http::build(
                     &step.kind,
-                    provider.and_then(|p| p.base_urls.first()).map(String::as_str),
+                    provider
+                        .and_then(|p| p.base_urls.first())
+                        .map(String::as_str),
                     provider_headers,
                     &value,
                 )
@@ -227,7 +238,11 @@ impl Shown<'_> {
                     .map(|a| a.render(&value))
                     .collect::<std::result::Result<_, _>>()
                     .map_err(render)?;
-                let stdin = stdin.as_ref().map(|t| t.render(&value)).transpose().map_err(render)?;
+                let stdin = stdin
+                    .as_ref()
+                    .map(|t| t.render(&value))
+                    .transpose()
+                    .map_err(render)?;
                 let program = args.first().cloned().unwrap_or_default();
                 let body = json!({"argv": args, "stdin": stdin});
                 Ok(vec![self.finish(part, "RUN", program, Vec::new(), body)])
@@ -293,7 +308,9 @@ impl Secrets {
     fn mask_json(&self, value: Json) -> Json {
         match value {
             Json::String(s) => Json::String(self.mask(&s)),
-            Json::Array(items) => Json::Array(items.into_iter().map(|v| self.mask_json(v)).collect()),
+            Json::Array(items) => {
+                Json::Array(items.into_iter().map(|v| self.mask_json(v)).collect())
+            }
             Json::Object(map) => Json::Object(
                 map.into_iter()
                     .map(|(k, v)| (k, self.mask_json(v)))

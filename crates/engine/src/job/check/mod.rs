@@ -253,8 +253,11 @@ impl<'a> Checker<'a> {
     ) {
         let value = Value::from(ctx.clone());
         if e.failure == Failure::Undefined {
-            if let Some(missing) = report::missing(template, &value) {
-                self.problems.missing(template, missing, position);
+            let missing = report::missing(template, &value);
+            if !missing.is_empty() {
+                for m in missing {
+                    self.problems.missing(template, m, position);
+                }
                 return;
             }
         }

@@ -26,41 +26,47 @@ pub(crate) struct Missing {
     parent_kind: Option<String>,
 }
 
-/// The first name `template` reads that `ctx` does not have, if one can be
-/// found among its variables (a missing element of a list or a name read
+/// Every name `template` reads that `ctx` does not have, as far as they can
+/// be found among its variables (a missing element of a list or a name read
 /// through a loop variable cannot).
-pub(crate) fn missing(template: &Template, ctx: &Value) -> Option<Missing> {
-    for var in template.variables() {
-        let mut parts = var.split('.');
-        let root = parts.next().unwrap_or_default();
-        let mut value = ctx.get_attr(root).ok()?;
-        if value.is_undefined() {
+pub(crate) fn missing(template: &Template, ctx: &Value) -> Vec<Missing> {
+    template
+        .variables()
+        .iter()
+        .filter_map(|var| missing_in(var, ctx))
+        .collect()
+}
+
+fn missing_in(var: &str, ctx: &Value) -> Option<Missing> {
+    let mut parts = var.split('.');
+    let root = parts.next().unwrap_or_default();
+    let mut value = ctx.get_attr(root).ok()?;
+    if value.is_undefined() {
+        return Some(Missing {
+            parent: String::new(),
+            name: root.to_string(),
+            have: None,
+            parent_kind: None,
+        });
+    }
+    let mut path = root.to_string();
+    for part in parts {
+        if Placeholder::is(&value) {
+            break;
+        }
+        let next = value.get_attr(part).unwrap_or(Value::UNDEFINED);
+        if next.is_undefined() {
+            let have = field_names(&value);
+            let parent_kind = have.is_none().then(|| kind_of(&value));
             return Some(Missing {
-                parent: String::new(),
-                name: root.to_string(),
-                have: None,
-                parent_kind: None,
+                parent: path,
+                name: part.to_string(),
+                have,
+                parent_kind,
             });
         }
-        let mut path = root.to_string();
-        for part in parts {
-            if Placeholder::is(&value) {
-                break;
-            }
-            let next = value.get_attr(part).unwrap_or(Value::UNDEFINED);
-            if next.is_undefined() {
-                let have = field_names(&value);
-                let parent_kind = have.is_none().then(|| kind_of(&value));
-                return Some(Missing {
-                    parent: path,
-                    name: part.to_string(),
-                    have,
-                    parent_kind,
-                });
-            }
-            path = format!("{path}.{part}");
-            value = next;
-        }
+        path = format!("{path}.{part}");
+        value = next;
     }
     None
 }
