@@ -177,7 +177,10 @@ fn describe_quick(plan: &QuickPlan, cfg: &QuickPlanConfig) -> String {
     );
     match plan.cost_usd {
         Some(usd) => {
-            text += &format!("cost       ~${usd:.2} (completions at their caps; a ceiling)\n")
+            text += &format!(
+                "cost       ~${} (completions at their caps; a ceiling)\n",
+                usd_text(usd)
+            )
         }
         None => text += "cost       give --prices IN,OUT (USD per million tokens) to see it\n",
     }

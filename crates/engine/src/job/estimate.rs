@@ -63,6 +63,11 @@ pub struct Measured {
     pub calls: usize,
 }
 
+/// Seconds to the microsecond, so that equal bounds compare equal.
+fn round(seconds: f64) -> f64 {
+    (seconds * 1e6).round() / 1e6
+}
+
 /// Default latency by step kind when nothing better is known: an LLM
 /// answer of a few hundred tokens, an embedding, a web call, a program.
 pub(crate) fn default_latency(kind: &StepKind) -> f64 {
@@ -230,7 +235,13 @@ pub(crate) fn estimate(i: &Inputs<'_>) -> Option<Estimate> {
             rate_floor = rate_floor.max(secs);
         }
     }
-    bounds.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+    // Longest first; on a tie (a derived window equals the caps it was
+    // derived from) the limit the user can change comes first.
+    let window = |b: &Bound| b.limit.starts_with("unit window");
+    bounds.sort_by(|a, b| {
+        let (x, y) = (round(b.seconds), round(a.seconds));
+        x.total_cmp(&y).then(window(a).cmp(&window(b)))
+    });
     let top = bounds.first()?;
     // Streaming overlaps the steps; what the binding limit leaves out is the
     // pipeline filling and draining: one unit's other parts.
