@@ -345,6 +345,10 @@ pub(crate) struct MockArgs {
     /// Share of batched requests that expire unanswered (0.0–1.0).
     #[arg(long, default_value_t = 0.0)]
     pub(crate) batch_expire_rate: f64,
+    /// Share of answers to a JSON response_format (json_object, json_schema)
+    /// sent as plain text instead, drawn per answer (0.0–1.0).
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) json_invalid_rate: f64,
 }
 
 #[derive(Debug, Args)]

@@ -18,6 +18,7 @@ pub(crate) fn mock(args: MockArgs) -> anyhow::Result<ExitCode> {
         ("--reject-rate", args.reject_rate),
         ("--batch-error-rate", args.batch_error_rate),
         ("--batch-expire-rate", args.batch_expire_rate),
+        ("--json-invalid-rate", args.json_invalid_rate),
     ] {
         if !(0.0..=1.0).contains(&rate) {
             return Err(UsageError(format!("{name} must be between 0 and 1, not {rate}")).into());
@@ -60,6 +61,7 @@ pub(crate) fn mock(args: MockArgs) -> anyhow::Result<ExitCode> {
         batch_delay_ms: args.batch_delay_ms,
         batch_error_rate: args.batch_error_rate,
         batch_expire_rate: args.batch_expire_rate,
+        json_invalid_rate: args.json_invalid_rate,
     };
     // Before binding, so a bad --cms stops here with exit code 2.
     config

@@ -446,3 +446,51 @@ concurrency = 4
         .collect();
     assert_eq!(order, expected, "workers = 1 means strictly sequential");
 }
+
+/// A grader asking for JSON by schema, against the mock: every answer is a
+/// value of that schema; with `--json-invalid-rate 1` none is JSON and every
+/// unit fails naming what it asked for.
+#[test]
+fn the_mock_answers_a_json_schema_with_a_value_that_fits_it() {
+    let job_text = |url: &str| {
+        format!(
+            r#"
+[input]
+path = "items.jsonl"
+[providers.mock]
+base_url = "{url}"
+[[steps]]
+name = "grade"
+kind = "chat"
+provider = "mock"
+model = "judge"
+messages = [{{ role = "user", content = "Grade {{{{ item.q }}}}" }}]
+response_format = {{ type = "json_schema", json_schema = {{ name = "grade", schema = {{ type = "object", required = ["grade", "why"], properties = {{ grade = {{ type = "integer", minimum = 1, maximum = 5 }}, why = {{ type = "string" }} }} }} }} }}
+[output]
+path = "out.jsonl"
+"#
+        )
+    };
+    let s = Scratch::new();
+    let items: Vec<String> = (0..6).map(|i| json!({"id": i, "q": format!("q{i}")}).to_string()).collect();
+    s.write_lines("items.jsonl", &items);
+    let mock = Mock::start(&[]);
+    std::fs::write(s.path("job.toml"), job_text(&mock.url("/v1"))).unwrap();
+    let out = s.sluice(&["run", "job.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for unit in read_jsonl(&s.path("out.jsonl")) {
+        let grade = &unit["steps"]["grade"]["json"];
+        let n = grade["grade"].as_i64().unwrap_or_else(|| panic!("{unit}"));
+        assert!((1..=5).contains(&n), "{unit}");
+        assert!(grade["why"].is_string(), "{unit}");
+    }
+    let broken = Mock::start(&["--json-invalid-rate", "1"]);
+    std::fs::write(s.path("job.toml"), job_text(&broken.url("/v1"))).unwrap();
+    let out = s.sluice(&["run", "job.toml", "--fresh"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    for unit in read_jsonl(&s.path("out.jsonl")) {
+        assert_eq!(unit["status"], "failed", "{unit}");
+        let error = unit["error"].to_string();
+        assert!(error.contains("not the JSON"), "{unit}");
+    }
+}

@@ -66,6 +66,9 @@ pub struct MockConfig {
     pub batch_error_rate: f64,
     /// Probability that a request in a batch expires unanswered.
     pub batch_expire_rate: f64,
+    /// Share (0.0..=1.0) of answers to a JSON `response_format` sent as plain
+    /// text instead (drawn per answer: a retry may get valid JSON).
+    pub json_invalid_rate: f64,
 }
 
 impl MockConfig {

@@ -86,7 +86,7 @@ fn group(steps: &[&Step], cap: Option<usize>, label: &str) -> (String, usize) {
         .map(|s| step_units(s, cap))
         .try_fold(0usize, |sum, n| n.map(|n| sum + n));
     match (own, cap) {
-        (Some(own), Some(cap)) if own < cap => (format!("{label}: its steps' caps"), own),
+        (Some(own), Some(cap)) if own <= cap => (format!("{label}: its steps' caps"), own),
         (_, Some(cap)) => (format!("{label} concurrency"), cap),
         (Some(own), None) => (format!("{label}: its steps' caps"), own),
         (None, None) => (format!("{label}: no cap"), UNCAPPED_UNITS),
