@@ -471,7 +471,9 @@ path = "out.jsonl"
         )
     };
     let s = Scratch::new();
-    let items: Vec<String> = (0..6).map(|i| json!({"id": i, "q": format!("q{i}")}).to_string()).collect();
+    let items: Vec<String> = (0..6)
+        .map(|i| json!({"id": i, "q": format!("q{i}")}).to_string())
+        .collect();
     s.write_lines("items.jsonl", &items);
     let mock = Mock::start(&[]);
     std::fs::write(s.path("job.toml"), job_text(&mock.url("/v1"))).unwrap();
@@ -492,4 +494,25 @@ path = "out.jsonl"
         let error = unit["error"].to_string();
         assert!(error.contains("not the JSON"), "{unit}");
     }
+    // Six answers, six texts, one cause: grouped in the summary and status.
+    let cause = "6 × grade · bad_response: the answer is not the JSON the step's response_format asks for; it starts: \"…\"";
+    assert!(stderr(&out).contains(cause), "{}", stderr(&out));
+    let status = s.sluice(&["status"]).output().unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains(cause), "{text}");
+    assert_eq!(text.matches(" × grade").count(), 1, "one group: {text}");
+    assert!(text.contains("e.g. "), "{text}");
+    let status = s.sluice(&["status", "--json"]).output().unwrap();
+    let groups = &json_stdout(&status)["error_groups"];
+    assert_eq!(groups.as_array().unwrap().len(), 1, "{groups}");
+    assert_eq!(groups[0]["count"], 6);
+    assert_eq!(groups[0]["step"], "grade");
+    assert_eq!(groups[0]["code"], "bad_response");
+    assert!(
+        groups[0]["example"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("it starts:"),
+        "{groups}"
+    );
 }

@@ -4,6 +4,7 @@
 mod calls;
 mod control;
 mod error;
+mod errors;
 mod export;
 mod fair;
 mod input;
@@ -31,6 +32,7 @@ pub use control::{
     RunControl, RunHooks, StoredControl, CONTROL_KEY,
 };
 pub use error::{Error, Result};
+pub use errors::{group_errors, normalise, ErrorExample, ErrorGroup, ErrorKey};
 pub use export::{export_run, ExportFormat};
 pub use input::InputSource;
 pub use job::{

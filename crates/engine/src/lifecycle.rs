@@ -112,6 +112,9 @@ pub(crate) fn close_shared_run(
     last_beat(&mut *store, run, resumed, interrupted, progress)
 }
 
+/// Causes of failure the run summary names.
+const SUMMARY_GROUPS: usize = 3;
+
 /// Writes this process's last (`stopped`) beat and reports the run.
 fn last_beat(
     store: &mut dyn Store,
@@ -124,13 +127,20 @@ fn last_beat(
     if let Err(e) = store.heartbeat(&last_beat) {
         tracing::warn!("could not record this worker's last heartbeat: {e}");
     }
+    let snapshot = progress.snapshot();
+    let errors = if snapshot.failed > 0 {
+        crate::errors::group_errors(store, &run.id, SUMMARY_GROUPS)?
+    } else {
+        Vec::new()
+    };
     Ok(RunReport {
         run_id: run.id,
         resumed,
         interrupted,
-        progress: progress.snapshot(),
+        progress: snapshot,
         breakers: Vec::new(),
         notes: Vec::new(),
+        errors,
     })
 }
 

@@ -81,6 +81,9 @@ pub struct RunReport {
     /// batch, and why).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// The run's failures by cause, most frequent first (the top few).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<crate::ErrorGroup>,
 }
 
 /// One endpoint whose circuit breaker opened.

@@ -72,7 +72,11 @@ fn generate(schema: &Value, rng: &mut fastrand::Rng, depth: usize) -> Value {
         }
     }
     for branch in ["anyOf", "oneOf", "allOf"] {
-        if let Some(first) = s.get(branch).and_then(Value::as_array).and_then(|b| b.first()) {
+        if let Some(first) = s
+            .get(branch)
+            .and_then(Value::as_array)
+            .and_then(|b| b.first())
+        {
             return generate(first, rng, depth + 1);
         }
     }
@@ -99,7 +103,10 @@ fn generate(schema: &Value, rng: &mut fastrand::Rng, depth: usize) -> Value {
         }
         "array" => {
             let min = s.get("minItems").and_then(Value::as_u64).unwrap_or(1);
-            let max = s.get("maxItems").and_then(Value::as_u64).unwrap_or(min.max(3));
+            let max = s
+                .get("maxItems")
+                .and_then(Value::as_u64)
+                .unwrap_or(min.max(3));
             let n = rng.u64(min..=max.max(min)).min(64);
             let items = s.get("items").cloned().unwrap_or(json!({"type": "string"}));
             Value::Array((0..n).map(|_| generate(&items, rng, depth + 1)).collect())
@@ -117,7 +124,10 @@ fn generate(schema: &Value, rng: &mut fastrand::Rng, depth: usize) -> Value {
         "null" => Value::Null,
         _ => {
             let min = s.get("minLength").and_then(Value::as_u64).unwrap_or(0) as usize;
-            let max = s.get("maxLength").and_then(Value::as_u64).map(|m| m as usize);
+            let max = s
+                .get("maxLength")
+                .and_then(Value::as_u64)
+                .map(|m| m as usize);
             let mut text = reply::text(rng.u64(..), 4).replace("mock reply: ", "");
             while text.chars().count() < min {
                 text.push('x');
@@ -133,8 +143,12 @@ fn generate(schema: &Value, rng: &mut fastrand::Rng, depth: usize) -> Value {
 /// `minimum`/`maximum` (exclusive ones nudged inward), or the defaults.
 fn bounds(s: &Map<String, Value>, lo: f64, hi: f64) -> (f64, f64) {
     let get = |k: &str| s.get(k).and_then(Value::as_f64);
-    let lo = get("minimum").or(get("exclusiveMinimum").map(|x| x + 1.0)).unwrap_or(lo);
-    let hi = get("maximum").or(get("exclusiveMaximum").map(|x| x - 1.0)).unwrap_or(hi.max(lo));
+    let lo = get("minimum")
+        .or(get("exclusiveMinimum").map(|x| x + 1.0))
+        .unwrap_or(lo);
+    let hi = get("maximum")
+        .or(get("exclusiveMaximum").map(|x| x - 1.0))
+        .unwrap_or(hi.max(lo));
     (lo, hi.max(lo))
 }
 
@@ -144,7 +158,9 @@ mod tests {
 
     #[test]
     fn a_json_object_answer_is_an_object() {
-        let text = JsonReply::of(&json!({"type": "json_object"})).unwrap().text(7, 16);
+        let text = JsonReply::of(&json!({"type": "json_object"}))
+            .unwrap()
+            .text(7, 16);
         let v: Value = serde_json::from_str(&text).unwrap();
         assert!(v.is_object(), "{text}");
         assert!(JsonReply::of(&json!({"type": "text"})).is_none());
@@ -153,24 +169,30 @@ mod tests {
     #[test]
     fn a_schema_answer_has_every_property_of_the_right_type() {
         let format = json!({"type": "json_schema", "json_schema": {"name": "grade", "strict": true,
-            "schema": {"type": "object", "required": ["grade", "reason", "tags", "ok", "level"],
-              "properties": {
-                "grade": {"type": "integer", "minimum": 1, "maximum": 5},
-                "reason": {"type": "string", "maxLength": 10},
-                "tags": {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 2},
-                "ok": {"type": "boolean"},
-                "level": {"enum": ["low", "high"]},
-                "score": {"type": ["number", "null"], "minimum": 0.5, "maximum": 0.6}
-              }}}});
+        "schema": {"type": "object", "required": ["grade", "reason", "tags", "ok", "level"],
+          "properties": {
+            "grade": {"type": "integer", "minimum": 1, "maximum": 5},
+            "reason": {"type": "string", "maxLength": 10},
+            "tags": {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 2},
+            "ok": {"type": "boolean"},
+            "level": {"enum": ["low", "high"]},
+            "score": {"type": ["number", "null"], "minimum": 0.5, "maximum": 0.6}
+          }}}});
         for seed in 0..50 {
             let text = JsonReply::of(&format).unwrap().text(seed, 16);
             let v: Value = serde_json::from_str(&text).unwrap();
             let grade = v["grade"].as_i64().unwrap();
             assert!((1..=5).contains(&grade), "{text}");
-            assert!(v["reason"].as_str().unwrap().chars().count() <= 10, "{text}");
+            assert!(
+                v["reason"].as_str().unwrap().chars().count() <= 10,
+                "{text}"
+            );
             assert_eq!(v["tags"].as_array().unwrap().len(), 2, "{text}");
             assert!(v["ok"].is_boolean(), "{text}");
-            assert!(["low", "high"].contains(&v["level"].as_str().unwrap()), "{text}");
+            assert!(
+                ["low", "high"].contains(&v["level"].as_str().unwrap()),
+                "{text}"
+            );
             let score = v["score"].as_f64().unwrap();
             assert!((0.5..=0.6).contains(&score), "{text}");
         }

@@ -204,6 +204,7 @@ pub fn run_job_with(
             progress,
             breakers: Vec::new(),
             notes: Vec::new(),
+            errors: Vec::new(),
         });
     }
     let run_id = run.id.clone();
