@@ -266,7 +266,10 @@ fn describe(job: &sluice_spec::Job, plan: &Plan, shown_path: &str) -> String {
         })
         .reduce(|a, b| a + b);
     if let Some(usd) = total {
-        text += &format!("cost       ~${usd:.2} (completions at their max_tokens; a ceiling)\n");
+        text += &format!(
+            "cost       ~${} (completions at their max_tokens; a ceiling)\n",
+            usd_text(usd)
+        );
     }
     if let Some(budget) = job.budget_usd {
         text += &format!("budget     ${budget:.2}: no new call starts once it is spent\n");
@@ -280,7 +283,7 @@ fn describe(job: &sluice_spec::Job, plan: &Plan, shown_path: &str) -> String {
             };
             let cost = p
                 .cost_usd
-                .map(|c| format!(" · ~${c:.2}"))
+                .map(|c| format!(" · ~${}", usd_text(c)))
                 .unwrap_or_default();
             text += &format!(
                 "  {:<16} {} calls · {} tokens{cost} → {bound}\n",

@@ -510,3 +510,37 @@ fn probe_measures_latency_with_a_few_real_calls() {
         "only step a is sendable without an answer"
     );
 }
+
+/// The whole text of a plan, as a snapshot: what a person reads.
+#[test]
+fn plan_text_snapshot() {
+    let s = Scratch::new();
+    jsonl_items(&s, 40);
+    let steps = chat("answer", "Answer: {{ item.prompt }}", "concurrency = 10")
+        + &chat("grade", "Grade: {{ steps.answer.text }}", "concurrency = 10");
+    let text = job_text("items.jsonl", &steps)
+        .replace("{MOCK}", "http://127.0.0.1:9/v1")
+        .replace(
+            "concurrency = 8",
+            "rpm = 120\nassume_latency = \"1s\"\nprices = { \"*\" = { input = 1.0, output = 4.0 } }",
+        );
+    std::fs::write(s.path("job.toml"), text).unwrap();
+    let out = s.sluice(&["plan", "job.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let expected = "\
+job        eval (job.toml)
+items      40
+units      40  (items × combinations)
+window     20 units at once (derived: 20 (provider mock: its steps' caps); set concurrency to fix it)
+steps
+  answer           chat          mock         40 calls · ~520 tokens
+  grade            chat          mock         40 calls · ≥ 320 tokens
+cost       ~$0.0028 (completions at their max_tokens; a ceiling)
+providers  (lower bound on wall time from each provider's limits)
+  mock             80 calls · 840 tokens · ~$0.0028 → ≥ 40.00s (rpm binds)
+time       ~41.00s (provider mock rpm (120) binds) · one after another ~1m20s · 2.0× faster
+latency    1.00s per call for every step (assume_latency of provider mock)
+limits     provider mock rpm (120) 40.00s · step answer concurrency (10) 4.00s · step grade concurrency (10) 4.00s · unit window (20 units) 4.00s
+";
+    assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
+}
