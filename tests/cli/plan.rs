@@ -3,7 +3,7 @@
 //! and request parameters; quick-mode plan; `--limit`, `--show`, `--probe`;
 //! the derived unit window and the time estimate.
 
-use std::path::PathBuf;
+use std::path::Path;
 
 use serde_json::json;
 
@@ -57,7 +57,7 @@ fn position(text: &str, needle: &str) -> (usize, usize) {
 
 /// `plan` and `run` both refuse with exit 2, say `fragments`, and nothing
 /// reaches the mock.
-fn refused(s: &Scratch, mock: &Mock, job: &PathBuf, fragments: &[&str]) -> String {
+fn refused(s: &Scratch, mock: &Mock, job: &Path, fragments: &[&str]) -> String {
     let mut text = String::new();
     for verb in ["plan", "run"] {
         let out = s.sluice(&[verb, job.to_str().unwrap()]).output().unwrap();
@@ -517,7 +517,11 @@ fn plan_text_snapshot() {
     let s = Scratch::new();
     jsonl_items(&s, 40);
     let steps = chat("answer", "Answer: {{ item.prompt }}", "concurrency = 10")
-        + &chat("grade", "Grade: {{ steps.answer.text }}", "concurrency = 10");
+        + &chat(
+            "grade",
+            "Grade: {{ steps.answer.text }}",
+            "concurrency = 10",
+        );
     let text = job_text("items.jsonl", &steps)
         .replace("{MOCK}", "http://127.0.0.1:9/v1")
         .replace(

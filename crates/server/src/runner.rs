@@ -85,13 +85,13 @@ pub(crate) enum StreamMsg {
     /// Outcomes just committed, in commit order.
     Items(Vec<ItemRecord>),
     /// The run ended (its report), or stopped with an error.
-    Done(Result<RunReport, String>),
+    Done(Result<Box<RunReport>, String>),
 }
 
 /// How a run's thread ended.
 #[derive(Debug, Clone)]
 pub(crate) enum Ending {
-    Report(RunReport),
+    Report(Box<RunReport>),
     Error(String),
 }
 
@@ -213,7 +213,7 @@ pub(crate) async fn start(state: &AppState, launch: Launch) -> ApiResult<(Arc<Li
             // its temporary files gone.
             drop(scratch);
             let ending = match &result {
-                Ok(report) => Ending::Report(report.clone()),
+                Ok(report) => Ending::Report(Box::new(report.clone())),
                 Err(e) => Ending::Error(e.to_string()),
             };
             // Ended before the stream hears of it: the summary it builds

@@ -158,7 +158,6 @@ async fn call(step: &Step, lane: Option<&Lane>, ctx: &Value) -> Result<Duration>
     let render = |e: sluice_spec::RenderError| fail(e.to_string());
     let (lane, endpoint, body, headers, content_type) = match &step.kind {
         StepKind::Http { .. } => {
-            let lane = lane;
             let base = lane.and_then(|l| l.base_urls().next()).map(str::to_string);
             let call = crate::steps::http::build(&step.kind, base.as_deref(), &[], ctx)
                 .map_err(|e| fail(e.to_string()))?;
