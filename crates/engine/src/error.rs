@@ -35,7 +35,7 @@ pub enum Error {
     /// Some units cannot render a template with the input's items (found
     /// before anything is sent).
     #[error("{0}")]
-    Templates(Box<crate::job::CheckReport>),
+    Templates(Box<crate::check_report::CheckReport>),
     /// The target host does not accept connections.
     #[error("cannot reach {host} ({reason}); check --url and that the server is running. Nothing was sent.")]
     Unreachable {

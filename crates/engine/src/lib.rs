@@ -2,6 +2,7 @@
 //! outcome durably and resumes where a previous run stopped.
 
 mod calls;
+mod check_report;
 mod control;
 mod error;
 mod errors;
@@ -36,10 +37,11 @@ pub use errors::{group_errors, normalise, ErrorExample, ErrorGroup, ErrorKey};
 pub use export::{export_run, ExportFormat};
 pub use input::InputSource;
 pub use job::{
-    limited_name, plan, probe, run_job, run_job_with, unit_result, Bound, CheckReport, Estimate,
-    JobConfig, Measured, Offload, Plan, PlanOptions, ProviderPlan, ShownRequest, StepLatency,
-    StepPlan, TemplateProblem, UnitWindow, DEFAULT_LEASE,
+    plan, probe, run_job, run_job_with, unit_result, Bound, CheckReport, Estimate, JobConfig,
+    Measured, Offload, Plan, PlanOptions, ProviderPlan, ShownRequest, StepLatency, StepPlan,
+    TemplateProblem, UnitWindow, DEFAULT_LEASE,
 };
+pub use lifecycle::limited_name;
 pub use live::{worker_state, Rates, BEAT_PERIOD, BEAT_STALE};
 pub use meter::{quantile_ms, CallCounts, FAILURE_KINDS, LATENCY_BUCKETS_MS};
 pub use progress::{Progress, Snapshot};

@@ -346,3 +346,8 @@ mod tests {
         assert_eq!(started.elapsed(), GRACE);
     }
 }
+
+/// The name of a run of the first `n` units of `name` (`--limit`).
+pub fn limited_name(name: &str, n: u64) -> String {
+    format!("{name}-first{n}")
+}

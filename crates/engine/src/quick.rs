@@ -160,7 +160,7 @@ pub fn run_quick(cfg: &QuickConfig, progress: Arc<Progress>) -> Result<RunReport
         // A run of its own: the full run (another source) still sends these lines.
         source = format!("{source}|first={n}");
         if cfg.name.is_none() {
-            name = crate::job::limited_name(&name, n);
+            name = crate::lifecycle::limited_name(&name, n);
         }
         total = total.min(n);
     }

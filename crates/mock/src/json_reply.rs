@@ -52,6 +52,25 @@ impl JsonReply {
     }
 }
 
+/// A chat answer: JSON when the request's `response_format` asks for it
+/// (unless `invalid_json` makes this one plain text, to exercise the
+/// client's handling of a broken JSON answer), else plain reply text.
+pub(crate) fn chat(json: Option<&JsonReply>, seed: u64, tokens: u64, invalid_json: bool) -> String {
+    match json {
+        Some(format) if !invalid_json => format.text(seed, tokens),
+        _ => reply::text(seed, tokens),
+    }
+}
+
+/// Completion tokens of an answer: as asked, except a JSON answer, whose
+/// length is its own (chars ÷ 4, the estimate the client uses).
+pub(crate) fn answer_tokens(json: Option<&JsonReply>, text: &str, asked: u64) -> u64 {
+    match json {
+        Some(_) => sluice_limit::estimate_text_tokens(text),
+        None => asked,
+    }
+}
+
 /// Nesting deeper than this gets `null` (a recursive schema must end).
 const DEPTH: usize = 12;
 

@@ -28,30 +28,6 @@ pub(crate) fn text(seed: u64, tokens: u64) -> String {
     out
 }
 
-/// A chat answer: JSON when the request's `response_format` asks for it
-/// (unless `invalid_json` makes this one plain text, to exercise the
-/// client's handling of a broken JSON answer), else [`text`].
-pub(crate) fn chat(
-    parsed: &crate::request::Parsed<'_>,
-    seed: u64,
-    tokens: u64,
-    invalid_json: bool,
-) -> String {
-    match &parsed.json {
-        Some(format) if !invalid_json => format.text(seed, tokens),
-        _ => text(seed, tokens),
-    }
-}
-
-/// Completion tokens of an answer: as asked, except a JSON answer, whose
-/// length is its own (chars ÷ 4, the estimate the client uses).
-pub(crate) fn answer_tokens(parsed: &crate::request::Parsed<'_>, text: &str, asked: u64) -> u64 {
-    match parsed.json {
-        Some(_) => sluice_limit::estimate_text_tokens(text),
-        None => asked,
-    }
-}
-
 /// A unit-length vector of `dims` numbers that depends on `input` alone, so the
 /// same text embeds the same way on every server, as with a real model.
 pub(crate) fn embedding(input: &str, dims: usize) -> Vec<f32> {

@@ -134,8 +134,14 @@ pub(crate) fn success(
             completion_tokens,
             cut_short,
         } => {
-            let text = reply::chat(parsed, reply_seed, *completion_tokens, invalid_json);
-            let completion_tokens = &reply::answer_tokens(parsed, &text, *completion_tokens);
+            let text = crate::json_reply::chat(
+                parsed.json.as_ref(),
+                reply_seed,
+                *completion_tokens,
+                invalid_json,
+            );
+            let completion_tokens =
+                &crate::json_reply::answer_tokens(parsed.json.as_ref(), &text, *completion_tokens);
             let finish_reason = if *cut_short { "length" } else { "stop" };
             let usage = Usage {
                 prompt_tokens: parsed.prompt_tokens,

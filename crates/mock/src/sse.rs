@@ -54,8 +54,8 @@ pub(crate) fn openai_chat(
     invalid_json: bool,
 ) -> Vec<u8> {
     let (asked, cut_short) = completion(parsed);
-    let text = reply::chat(parsed, seed, asked, invalid_json);
-    let tokens = reply::answer_tokens(parsed, &text, asked);
+    let text = crate::json_reply::chat(parsed.json.as_ref(), seed, asked, invalid_json);
+    let tokens = crate::json_reply::answer_tokens(parsed.json.as_ref(), &text, asked);
     let id = format!("chatcmpl-{id}");
     let chunk = |choices: serde_json::Value| {
         json!({"id": id, "object": "chat.completion.chunk", "created": created,

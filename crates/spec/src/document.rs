@@ -184,7 +184,7 @@ fn steps(value: &Spanned<DeValue<'_>>, diags: &mut Diags) -> Vec<StepEntry> {
         // kind and a suggestion; the rest of the step is still checked.
         let known: DeTable<'_> = t
             .iter()
-            .filter(|(k, _)| crate::steps::is_step_key(k.get_ref()))
+            .filter(|(k, _)| crate::step_keys::is_step_key(k.get_ref()))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let known = Spanned::new(item.span(), DeValue::Table(known));

@@ -137,7 +137,7 @@ fn params(raw: &RawStep, s: &StepCtx, reserved: &[&str], ctx: &mut Ctx) -> TValu
             ctx.diags.at(value.span(), message);
         } else if let Some(warning) = s
             .api
-            .and_then(|api| crate::params::near_miss(api, body, key))
+            .and_then(|api| crate::params::near_miss(api.name(), body, key))
         {
             ctx.diags
                 .warn(value.span(), format!("{}: {warning}", s.label));

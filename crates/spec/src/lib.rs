@@ -16,6 +16,7 @@ mod placeholder;
 mod provider;
 mod raw;
 mod sets;
+mod step_keys;
 mod steps;
 mod suggest;
 mod template;

@@ -5,12 +5,10 @@
 //!
 //! One table per API and body shape; a new dialect adds a row to [`TABLES`].
 
-use crate::offload::Api;
-
 /// The parameters one API takes in one kind of request body.
 pub(crate) struct ParamTable {
-    /// The provider's `api`.
-    pub(crate) api: Api,
+    /// The provider's `api` as written (`openai`, `anthropic`).
+    pub(crate) api: &'static str,
     /// The body shape: `chat` (chat and conversation steps) or `embed`.
     pub(crate) body: &'static str,
     /// What the API's reference calls the request, for messages.
@@ -81,34 +79,35 @@ const OPENAI_EMBEDDINGS: &[&str] = &["model", "input", "dimensions", "encoding_f
 /// Every API's parameters, by body shape.
 pub(crate) const TABLES: &[ParamTable] = &[
     ParamTable {
-        api: Api::OpenAi,
+        api: "openai",
         body: "chat",
         request: "chat completions",
         known: OPENAI_CHAT,
     },
     ParamTable {
-        api: Api::Anthropic,
+        api: "anthropic",
         body: "chat",
         request: "Anthropic Messages",
         known: ANTHROPIC_MESSAGES,
     },
     ParamTable {
-        api: Api::OpenAi,
+        api: "openai",
         body: "embed",
         request: "embeddings",
         known: OPENAI_EMBEDDINGS,
     },
     ParamTable {
-        api: Api::Anthropic,
+        api: "anthropic",
         body: "embed",
         request: "embeddings",
         known: OPENAI_EMBEDDINGS,
     },
 ];
 
-/// The warning for `params.KEY` of a `body` request to `api`, when `key` is
-/// not a parameter of that request but close to one.
-pub(crate) fn near_miss(api: Api, body: &str, key: &str) -> Option<String> {
+/// The warning for `params.KEY` of a `body` request to `api` (its name, as
+/// `api = "…"` spells it), when `key` is not a parameter of that request but
+/// close to one.
+pub(crate) fn near_miss(api: &str, body: &str, key: &str) -> Option<String> {
     let table = TABLES.iter().find(|t| t.api == api && t.body == body)?;
     if table.known.contains(&key) {
         return None;
@@ -147,13 +146,13 @@ mod tests {
 
     #[test]
     fn near_misses_are_named_and_unknown_extras_pass() {
-        let w = near_miss(Api::OpenAi, "chat", "max_token").unwrap();
+        let w = near_miss("openai", "chat", "max_token").unwrap();
         assert!(w.contains("did you mean `max_tokens`"), "{w}");
-        assert!(near_miss(Api::OpenAi, "chat", "temprature").is_some());
-        assert_eq!(near_miss(Api::OpenAi, "chat", "max_tokens"), None);
+        assert!(near_miss("openai", "chat", "temprature").is_some());
+        assert_eq!(near_miss("openai", "chat", "max_tokens"), None);
         // A provider's own parameter, far from every known one.
-        assert_eq!(near_miss(Api::OpenAi, "chat", "repetition_penalty"), None);
-        assert!(near_miss(Api::Anthropic, "chat", "top_kk").is_some());
-        assert!(near_miss(Api::OpenAi, "embed", "dimension").is_some());
+        assert_eq!(near_miss("openai", "chat", "repetition_penalty"), None);
+        assert!(near_miss("anthropic", "chat", "top_kk").is_some());
+        assert!(near_miss("openai", "embed", "dimension").is_some());
     }
 }

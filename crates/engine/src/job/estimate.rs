@@ -9,8 +9,6 @@ use std::collections::HashMap;
 use serde::Serialize;
 use sluice_spec::{Job, Step, StepKind};
 
-use super::choose::Offload;
-use super::plan::{ProviderPlan, StepPlan};
 use super::window::UnitWindow;
 
 /// Where a step's latency comes from, and what it is.
@@ -122,11 +120,28 @@ pub(crate) fn latency(
     }
 }
 
+/// One step's calls over the run.
+pub(crate) struct StepCalls {
+    pub(crate) calls: u64,
+}
+
+/// What one provider's rate limits alone make the run take.
+pub(crate) struct ProviderBound {
+    pub(crate) name: String,
+    /// Its calls go through the batch API.
+    pub(crate) batched: bool,
+    /// Seconds its binding rate limit needs, if it has one.
+    pub(crate) bound_seconds: Option<f64>,
+    /// `rps`, `rpm`, … (the limit that sets `bound_seconds`).
+    pub(crate) binding: String,
+}
+
 /// What the estimate is made from.
 pub(crate) struct Inputs<'a> {
     pub(crate) job: &'a Job,
-    pub(crate) steps: &'a [StepPlan],
-    pub(crate) providers: &'a [ProviderPlan],
+    /// By step, in job order.
+    pub(crate) steps: &'a [StepCalls],
+    pub(crate) providers: &'a [ProviderBound],
     pub(crate) units: u64,
     pub(crate) window: &'a UnitWindow,
     pub(crate) measured: &'a HashMap<String, Measured>,
@@ -142,7 +157,7 @@ pub(crate) fn estimate(i: &Inputs<'_>) -> Option<Estimate> {
         let name = s.provider.as_deref();
         i.providers
             .iter()
-            .any(|p| Some(p.name.as_str()) == name && Offload::batched(&p.offload))
+            .any(|p| Some(p.name.as_str()) == name && p.batched)
     };
     let latencies: Vec<StepLatency> = i
         .job
@@ -201,7 +216,7 @@ pub(crate) fn estimate(i: &Inputs<'_>) -> Option<Estimate> {
     }
     let mut rate_floor: f64 = 0.0;
     for p in i.providers {
-        if p.offload.batched() {
+        if p.batched {
             continue;
         }
         let provider = i.job.provider(&p.name);
@@ -255,7 +270,7 @@ pub(crate) fn estimate(i: &Inputs<'_>) -> Option<Estimate> {
     let batch_note = i
         .providers
         .iter()
-        .filter(|p| p.offload.batched())
+        .filter(|p| p.batched)
         .map(|p| p.name.clone())
         .reduce(|a, b| format!("{a}, {b}"))
         .map(|names| {

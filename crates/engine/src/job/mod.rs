@@ -30,7 +30,7 @@ use tokio::sync::Semaphore;
 use crate::control::RunHooks;
 use crate::error::{Error, Result};
 use crate::inputs::{self, BadItem};
-use crate::lifecycle::{close_run, drain, open_run, StopSignals};
+use crate::lifecycle::{close_run, drain, limited_name, open_run, StopSignals};
 use crate::progress::Progress;
 use crate::quick::{now_ms, RunReport};
 use crate::writer::Message;
@@ -356,11 +356,6 @@ pub(crate) fn bad_item(input: &str, bad: &BadItem, others: u64) -> Error {
         },
         others,
     }
-}
-
-/// The name of a run of the first `n` units of `name` (`--limit`).
-pub fn limited_name(name: &str, n: u64) -> String {
-    format!("{name}-first{n}")
 }
 
 /// The units a dispatcher hands out: the input's items × the matrix, the

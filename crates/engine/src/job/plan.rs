@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use super::check;
 use super::choose::Offload;
-use super::estimate::{Estimate, Measured};
+use super::estimate::{Estimate, Measured, ProviderBound, StepCalls};
 use super::requests;
 use super::show::ShownRequest;
 use super::units::Combos;
@@ -328,11 +328,21 @@ pub(crate) fn estimate_plan(
         None => p.total.saturating_sub(p.bad_count) * n,
     });
     let window = super::window::unit_window(job);
+    let step_calls: Vec<StepCalls> = steps.iter().map(|s| StepCalls { calls: s.calls }).collect();
+    let bounds: Vec<ProviderBound> = providers
+        .iter()
+        .map(|p| ProviderBound {
+            name: p.name.clone(),
+            batched: p.offload.batched(),
+            bound_seconds: p.bound_seconds,
+            binding: p.binding.clone(),
+        })
+        .collect();
     let estimate = units.and_then(|units| {
         super::estimate::estimate(&super::estimate::Inputs {
             job,
-            steps: &steps,
-            providers: &providers,
+            steps: &step_calls,
+            providers: &bounds,
             units,
             window: &window,
             measured: &options.measured,

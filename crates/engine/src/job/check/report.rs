@@ -3,15 +3,14 @@
 //! affects, at its position in the job file.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::ops::Range;
 use std::path::PathBuf;
 
 use minijinja::Value;
-use serde::Serialize;
 use sluice_spec::{Job, Placeholder, Template};
 
 use super::outputs::field_names;
+pub use crate::check_report::{CheckReport, TemplateProblem};
 
 /// A name a template reads that is not there.
 pub(crate) struct Missing {
@@ -253,57 +252,4 @@ fn shown_path(path: &std::path::Path) -> PathBuf {
         .ok()
         .and_then(|cwd| path.strip_prefix(cwd).ok().map(PathBuf::from))
         .unwrap_or_else(|| path.to_path_buf())
-}
-
-/// One template problem: where, what, and how many items it affects.
-#[derive(Debug, Clone, Serialize)]
-pub struct TemplateProblem {
-    /// 1-based line in the job file (0 when unknown).
-    pub line: usize,
-    /// 1-based column, in characters.
-    pub column: usize,
-    /// The template's place, what is wrong, the names there are, a
-    /// suggestion, the items affected and the template text.
-    pub message: String,
-    /// Items with at least one unit that cannot render this template.
-    pub items: u64,
-}
-
-/// Everything the render check found.
-#[derive(Debug, Clone, Serialize)]
-pub struct CheckReport {
-    /// The job file.
-    pub path: PathBuf,
-    /// By position in the job file.
-    pub problems: Vec<TemplateProblem>,
-    /// Items checked.
-    pub items: u64,
-}
-
-impl CheckReport {
-    /// Whether every unit rendered.
-    pub fn is_clean(&self) -> bool {
-        self.problems.is_empty()
-    }
-}
-
-impl fmt::Display for CheckReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for p in &self.problems {
-            writeln!(
-                f,
-                "{}:{}:{}: {}",
-                self.path.display(),
-                p.line,
-                p.column,
-                p.message
-            )?;
-        }
-        let n = self.problems.len();
-        write!(
-            f,
-            "{n} template problem{} with the input's items; nothing was sent",
-            if n == 1 { "" } else { "s" }
-        )
-    }
 }
