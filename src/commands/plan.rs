@@ -298,8 +298,12 @@ fn describe(job: &sluice_spec::Job, plan: &Plan, shown_path: &str) -> String {
                     }
                     _ => String::new(),
                 };
+                let enqueued = p
+                    .max_enqueued_tokens
+                    .map(|n| format!(" · at most {} enqueued tokens per model", fmt_count(n)))
+                    .unwrap_or_default();
                 text += &format!(
-                    "  {:<16} {}: {}{prices}\n",
+                    "  {:<16} {}: {}{prices}{enqueued}\n",
                     "",
                     match p.offload.configured.as_str() {
                         "auto" => format!("auto → {}", p.offload.mode),

@@ -5,6 +5,7 @@ mod fakehost;
 mod pg;
 mod util;
 
+mod batches;
 mod bench;
 mod browser;
 mod commands;
@@ -21,4 +22,6 @@ mod resilience;
 mod resume;
 mod run;
 mod serve;
+mod serve_attacks;
+mod serve_streams;
 mod shared;

@@ -8,6 +8,7 @@ mod error;
 mod errors;
 mod export;
 mod fair;
+mod files;
 mod input;
 mod inputs;
 mod job;
@@ -35,6 +36,7 @@ pub use control::{
 pub use error::{Error, Result};
 pub use errors::{group_errors, normalise, ErrorExample, ErrorGroup, ErrorKey};
 pub use export::{export_run, ExportFormat};
+pub use files::{FileAccess, FILE_ACCESS_STATE};
 pub use input::InputSource;
 pub use job::{
     plan, probe, run_job, run_job_with, unit_result, Bound, CheckReport, Estimate, JobConfig,

@@ -347,7 +347,11 @@ mod tests {
     }
 }
 
-/// The name of a run of the first `n` units of `name` (`--limit`).
+/// The name of a run of the first `n` units of `name` (`--limit`):
+/// `NAME-firstN`, the name shortened to keep it within the longest name.
 pub fn limited_name(name: &str, n: u64) -> String {
-    format!("{name}-first{n}")
+    let suffix = format!("-first{n}");
+    let keep = sluice_spec::MAX_NAME.saturating_sub(suffix.len());
+    let base: String = name.chars().take(keep).collect();
+    format!("{base}{suffix}")
 }

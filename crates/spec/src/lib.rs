@@ -10,6 +10,7 @@ mod input;
 mod kinds;
 mod load;
 mod model;
+mod names;
 mod offload;
 mod params;
 mod placeholder;
@@ -31,7 +32,8 @@ pub use model::{
     BreakerSpec, Fallback, Input, InputFormat, InputSource, Job, MatrixAxis, Message, Output,
     Price, Provider, Retries, Step, StepKind, Upload, Webhook, WebhookOn,
 };
-pub use offload::{Api, BatchRetry, BatchSpec, Mode};
+pub use names::{name_from_stem, name_problem, MAX_NAME};
+pub use offload::{Api, BatchRetry, BatchSpec, Mode, COMPLETION_WINDOW};
 pub use placeholder::Placeholder;
 pub use suggest::{closest, did_you_mean};
 pub use template::{Failure, Origin, RenderError, TValue, Template};

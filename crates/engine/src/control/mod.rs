@@ -129,6 +129,10 @@ pub struct RunHooks {
     pub on_open: Option<OpenHook>,
     /// Outcomes were committed.
     pub on_commit: Option<CommitHook>,
+    /// Where files named at run time (an upload's `file`) may be read from;
+    /// `None`: anywhere (the user's own job). A server sets it for the jobs
+    /// submitted to it.
+    pub files: Option<Arc<crate::FileAccess>>,
 }
 
 #[cfg(test)]

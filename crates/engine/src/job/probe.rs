@@ -159,7 +159,7 @@ async fn call(step: &Step, lane: Option<&Lane>, ctx: &Value) -> Result<Duration>
     let (lane, endpoint, body, headers, content_type) = match &step.kind {
         StepKind::Http { .. } => {
             let base = lane.and_then(|l| l.base_urls().next()).map(str::to_string);
-            let call = crate::steps::http::build(&step.kind, base.as_deref(), &[], ctx)
+            let call = crate::steps::http::build(&step.kind, base.as_deref(), &[], ctx, None)
                 .map_err(|e| fail(e.to_string()))?;
             let mut headers = lane.map(|l| l.headers.clone()).unwrap_or_default();
             headers.extend(call.headers);

@@ -214,6 +214,8 @@ impl Shown<'_> {
                         .map(String::as_str),
                     provider_headers,
                     &value,
+                    // `plan` runs the user's own job: no file confinement.
+                    None,
                 )
                 .map_err(|e| Error::Config(e.to_string()))?;
                 let mut headers = call.headers.clone();
