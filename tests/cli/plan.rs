@@ -535,7 +535,7 @@ fn plan_text_snapshot() {
 job        eval (job.toml)
 items      40
 units      40  (items × combinations)
-window     20 units at once (derived: 20 (provider mock: its steps' caps); set concurrency to fix it)
+window     20 units at once (derived: 20 (provider mock: its steps' caps); grows at run time to what a provider's rate needs; set concurrency to fix it)
 steps
   answer           chat          mock         40 calls · ~520 tokens
   grade            chat          mock         40 calls · ≥ 320 tokens

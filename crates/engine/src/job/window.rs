@@ -69,10 +69,19 @@ pub(crate) fn unit_window(job: &Job) -> UnitWindow {
     } else {
         String::new()
     };
+    let grows = if job
+        .providers
+        .iter()
+        .any(|p| p.rps.is_some() || p.rpm.is_some())
+    {
+        "; grows at run time to what a provider's rate needs"
+    } else {
+        ""
+    };
     UnitWindow {
         units,
         from: format!(
-            "derived: {}{capped}; set concurrency to fix it",
+            "derived: {}{capped}{grows}; set concurrency to fix it",
             terms.join(" + ")
         ),
         derived: true,
