@@ -239,6 +239,15 @@ pub(crate) async fn watch_signals(stop: Arc<Notify>) {
     }
 }
 
+/// The name of a run of the first `n` units of `name` (`--limit`):
+/// `NAME-firstN`, the name shortened to keep it within the longest name.
+pub fn limited_name(name: &str, n: u64) -> String {
+    let suffix = format!("-first{n}");
+    let keep = sluice_spec::MAX_NAME.saturating_sub(suffix.len());
+    let base: String = name.chars().take(keep).collect();
+    format!("{base}{suffix}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,13 +354,4 @@ mod tests {
         assert!(drain(slow, &Notify::new(), &stopping, true).await);
         assert_eq!(started.elapsed(), GRACE);
     }
-}
-
-/// The name of a run of the first `n` units of `name` (`--limit`):
-/// `NAME-firstN`, the name shortened to keep it within the longest name.
-pub fn limited_name(name: &str, n: u64) -> String {
-    let suffix = format!("-first{n}");
-    let keep = sluice_spec::MAX_NAME.saturating_sub(suffix.len());
-    let base: String = name.chars().take(keep).collect();
-    format!("{base}{suffix}")
 }
