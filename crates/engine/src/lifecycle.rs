@@ -252,6 +252,15 @@ pub fn limited_name(name: &str, n: u64) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_limited_run_is_named_after_its_job_within_the_longest_name() {
+        assert_eq!(super::limited_name("eval", 5), "eval-first5");
+        let long = "x".repeat(64);
+        let name = super::limited_name(&long, 100);
+        assert_eq!(name.len(), sluice_spec::MAX_NAME);
+        assert!(name.ends_with("-first100"), "{name}");
+    }
+
     /// What `watch_signals` does for one signal.
     fn signal(stop: &Notify) {
         stop.notify_waiters();
