@@ -135,6 +135,11 @@ pub(crate) struct RunArgs {
     /// go to stdout unless --out is given (never to the job's [output] path).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) limit: Option<u64>,
+    /// Send every item even when the first answers all fail the same way
+    /// no retry can fix (by default the first 20 alike — a wrong key, URL
+    /// or model — stop the run, exit 1, the rest left pending).
+    #[arg(long)]
+    pub(crate) no_early_stop: bool,
 }
 
 #[derive(Debug, Args)]
@@ -154,6 +159,11 @@ pub(crate) struct WorkerArgs {
     /// How often an idle worker looks for runnable runs.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub(crate) poll: Duration,
+    /// Send every item even when the first answers all fail the same way
+    /// no retry can fix (by default the first 20 alike — a wrong key, URL
+    /// or model — stop the run, exit 1, the rest left pending).
+    #[arg(long)]
+    pub(crate) no_early_stop: bool,
 }
 
 #[derive(Debug, Args)]
@@ -213,6 +223,11 @@ pub(crate) struct RetryArgs {
     /// Print a machine-readable summary on stdout.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Send every item even when the first answers all fail the same way
+    /// no retry can fix (by default the first 20 alike — a wrong key, URL
+    /// or model — stop the run, exit 1, the rest left pending).
+    #[arg(long)]
+    pub(crate) no_early_stop: bool,
 }
 
 #[derive(Debug, Args)]
@@ -316,6 +331,10 @@ pub(crate) struct MockArgs {
     /// Worker threads serving requests.
     #[arg(long, default_value_t = 1)]
     pub(crate) threads: usize,
+    /// The models served, comma-separated; a request naming another model
+    /// gets 404 (`model_not_found`). Default: any model.
+    #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
+    pub(crate) models: Vec<String>,
     /// Share of distinct requests refused with 422 every time (decided by the
     /// seed and the content: inputs the service cannot process).
     #[arg(long, default_value_t = 0.0)]

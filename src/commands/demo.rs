@@ -131,6 +131,7 @@ pub(crate) fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         lease: sluice_engine::DEFAULT_LEASE,
         queue_only: false,
         limit: None,
+        early_stop: true,
     };
     let outcome = super::run::with_progress(1.0, true, |p| run_job(&job, &config, p));
     let _ = stop_tx.send(());

@@ -31,6 +31,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         lease: args.lease,
         queue_only: args.queue_only,
         limit: args.limit,
+        early_stop: !args.no_early_stop,
     };
     if args.queue_only && !args.store.store.is_shared() {
         return Err(UsageError(
@@ -149,6 +150,7 @@ pub(crate) fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
             lease: sluice_engine::DEFAULT_LEASE,
             queue_only: false,
             limit: run.settings.get("limit").and_then(|v| v.as_u64()),
+            early_stop: !args.no_early_stop,
         };
         let (report, code) =
             super::run::with_progress(5.0, !args.json, |p| run_job(&job, &config, p))?;
@@ -190,6 +192,7 @@ pub(crate) fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
             cap_ms: 60_000,
         },
         limit: number("limit"),
+        early_stop: !args.no_early_stop,
     };
     let (report, code) = super::run::execute(&config, 5.0, !args.json)?;
     super::run::deliver(&args.store.store, &report, None, args.json)?;

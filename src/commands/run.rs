@@ -62,6 +62,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             cap_ms: args.backoff_cap.as_millis() as u64,
         },
         limit: args.limit,
+        early_stop: !args.no_early_stop,
     };
     let (report, code) = execute(&config, args.progress_interval, !args.json)?;
     deliver(&args.store.store, &report, args.out.as_deref(), args.json)?;

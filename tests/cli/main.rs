@@ -25,3 +25,5 @@ mod serve;
 mod serve_attacks;
 mod serve_streams;
 mod shared;
+mod stops;
+mod survive;

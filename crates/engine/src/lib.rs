@@ -4,6 +4,7 @@
 mod calls;
 mod check_report;
 mod control;
+mod early_stop;
 mod error;
 mod errors;
 mod export;
@@ -16,10 +17,13 @@ mod lifecycle;
 mod limiter;
 mod live;
 mod meter;
+mod nul;
 mod progress;
 mod quick;
 mod quick_plan;
+mod recording;
 mod shared_limits;
+mod shown;
 mod stats;
 mod steps;
 mod stopping;
@@ -49,6 +53,7 @@ pub use meter::{quantile_ms, CallCounts, FAILURE_KINDS, LATENCY_BUCKETS_MS};
 pub use progress::{Progress, Snapshot};
 pub use quick::{now_ms, run_quick, BreakerReport, QuickConfig, RunReport};
 pub use quick_plan::{probe_quick, quick_plan, QuickPlan, QuickPlanConfig};
+pub use shown::{shown_state, STATE_PROCESS_GONE};
 pub use stats::{
     process_calls, process_providers, EndpointReport, Latency, Limits, ProviderReport, RecentError,
     RunStats, StatsReport, StepReport,

@@ -15,13 +15,15 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::calls::{self, CallEnd, CallEnv, CallRequest, Tally};
 use crate::control::RunControl;
+use crate::early_stop::FirstCalls;
 use crate::error::{Error, Result};
 use crate::input::{parse_line, survey, BadLine, InputSource, LineReader, Request};
 use crate::inputs::{spool_stdin_jsonl, InputError};
-use crate::lifecycle::{close_run, drain, open_run, StopSignals};
+use crate::lifecycle::{close_run, drain_halted, open_run, StopSignals};
 use crate::limiter::Limiter;
 use crate::progress::{Progress, Snapshot};
-use crate::stopping::Stopping;
+use crate::recording::Recording;
+use crate::stopping::{Halt, Stopping};
 use crate::writer::{Message, Writer};
 
 /// Lines read (and looked up in the store on resume) per chunk.
@@ -62,6 +64,9 @@ pub struct QuickConfig {
     /// Send only the first N lines, as a run of their own (`NAME-firstN`),
     /// so that the full run still sends them.
     pub limit: Option<u64>,
+    /// Stop sending when the first answers all fail the same way no retry
+    /// can fix (a wrong key, URL or model); `--no-early-stop` turns it off.
+    pub early_stop: bool,
 }
 
 /// How a run ended.
@@ -105,9 +110,14 @@ struct Shared {
     retries: u32,
     timeout: Duration,
     progress: Arc<Progress>,
-    stopping: Stopping,
+    /// Set on a signal or a cancel, and by a halt (the store, early stop).
+    stopping: Arc<Stopping>,
     /// Pause and cancel from other processes, through the store.
     control: Arc<RunControl>,
+    /// The first answers, watched for a systematic failure.
+    first_calls: FirstCalls,
+    /// The writer's store calls: a hanging store holds new calls.
+    recording: Arc<Recording>,
 }
 
 /// Runs (or resumes) a quick-mode batch on its own single-threaded runtime.
@@ -192,8 +202,10 @@ pub fn run_quick(cfg: &QuickConfig, progress: Arc<Progress>) -> Result<RunReport
         retries: cfg.retries,
         timeout: cfg.timeout,
         progress: progress.clone(),
-        stopping: Stopping::default(),
+        stopping: Arc::new(Stopping::default()),
         control: control.clone(),
+        first_calls: FirstCalls::new(cfg.early_stop, None),
+        recording: Arc::new(Recording::default()),
     });
     let writer = Writer::start(
         cfg.store.open()?,
@@ -201,7 +213,13 @@ pub fn run_quick(cfg: &QuickConfig, progress: Arc<Progress>) -> Result<RunReport
         progress.clone(),
         None,
         Some(crate::control::Watch::new(control.clone(), seen)),
+        shared.stopping.clone(),
+        shared.recording.clone(),
     );
+    runtime.spawn(crate::lifecycle::mirror_pause(
+        control.clone(),
+        progress.clone(),
+    ));
     runtime.spawn(crate::live::beat_loop(
         writer.tx.clone(),
         run.id.clone(),
@@ -229,7 +247,15 @@ pub fn run_quick(cfg: &QuickConfig, progress: Arc<Progress>) -> Result<RunReport
     writer.finish()?;
     tracing::debug!(elapsed = ?dispatched.elapsed(), "all outcomes committed");
 
-    close_run(&cfg.store, run, resumed, interrupted, &progress)
+    let report = close_run(&cfg.store, run, resumed, interrupted, &progress)?;
+    match shared.stopping.halted() {
+        Some(Halt::Systematic(why)) => Err(crate::early_stop::stopped(
+            why,
+            &report.run_id,
+            &report.progress,
+        )),
+        _ => Ok(report),
+    }
 }
 
 struct Dispatch {
@@ -296,7 +322,8 @@ impl Drop for WorkerGuard {
 }
 
 impl Dispatch {
-    /// Sends every pending line; returns whether it was interrupted.
+    /// Sends every pending line; returns whether it was interrupted (by a
+    /// signal, a cancel or a halt).
     async fn run(mut self, path: &Path, concurrency: usize) -> Result<bool> {
         let signals = StopSignals::watch(self.shared.control.clone());
         let stop = &signals.stop;
@@ -416,6 +443,9 @@ impl Dispatch {
                 tokio::select! {
                     sent = work_tx.send((endpoint, request)) => if sent.is_err() { break 'read },
                     _ = stop.notified() => { interrupted = true; break 'read; }
+                    // Halted (the store failed, or the first answers all
+                    // failed alike): nothing more is handed out.
+                    () = self.shared.stopping.wait() => break 'read,
                 }
             }
             if !moves.is_empty() {
@@ -426,7 +456,7 @@ impl Dispatch {
         // signal, get a short grace period for the calls on the wire).
         drop(work_tx);
         let all_done = workers.all_done();
-        Ok(drain(all_done, stop, &self.shared.stopping, interrupted).await)
+        Ok(drain_halted(all_done, stop, &self.shared.stopping, interrupted).await)
     }
 
     /// What the store holds for this chunk's ids (empty for a new run).
@@ -561,6 +591,8 @@ async fn attempt(
         tenant: 0,
         control: Some(&shared.control),
         meters: [None, None],
+        first_calls: Some(&shared.first_calls),
+        recording: Some(&shared.recording),
     };
     let route = calls::Fixed(endpoint);
     let call_request = CallRequest {

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 /// How a run's thread ended.
 #[derive(Debug, Clone)]
 pub(crate) enum Ending {
+    /// Boxed: far larger than an error.
     Report(Box<RunReport>),
     Error(String),
 }

@@ -153,7 +153,8 @@ pub(crate) enum StreamMsg {
     Items(Vec<ItemRecord>),
     /// Its client fell too far behind: no more outcomes come.
     Lagged,
-    /// The run ended (its report), or stopped with an error.
+    /// The run ended (its report, boxed: far larger than the rest), or
+    /// stopped with an error.
     Done(Result<Box<RunReport>, String>),
 }
 
@@ -262,6 +263,7 @@ pub(crate) async fn start(state: &AppState, launch: Launch) -> ApiResult<(Arc<Li
         lease: sluice_engine::DEFAULT_LEASE,
         queue_only: false,
         limit: None,
+        early_stop: true,
     };
     let hooks = RunHooks {
         control: Some(control.clone()),
