@@ -113,13 +113,13 @@ impl<'a> Checker<'a> {
                 return;
             }
         }
-        let before = self.problems.len_for(position);
+        let before = self.problems.hits();
         let item_value = Value::from(minijinja::value::Serde(item.clone()));
         for combo in combos.iter() {
             self.unit(&item_value, position, combo);
         }
         if let (Some(shapes), Some(shape)) = (&mut self.fine_shapes, shape) {
-            if self.problems.len_for(position) == before {
+            if self.problems.hits() == before {
                 shapes.insert(shape);
             }
         }

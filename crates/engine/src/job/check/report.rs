@@ -112,7 +112,7 @@ pub(crate) struct Problems {
 impl Problems {
     /// Findings so far; compared before and after an item to learn whether
     /// it had any.
-    pub(crate) fn len_for(&self, _position: u64) -> u64 {
+    pub(crate) fn hits(&self) -> u64 {
         self.hits
     }
 
