@@ -61,6 +61,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             base_ms: args.backoff_base.as_millis() as u64,
             cap_ms: args.backoff_cap.as_millis() as u64,
         },
+        limit: args.limit,
         early_stop: !args.no_early_stop,
     };
     let (report, code) = execute(&config, args.progress_interval, !args.json)?;

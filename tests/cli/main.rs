@@ -18,6 +18,7 @@ mod input;
 mod jobs;
 mod jobs_more;
 mod limits;
+mod plan;
 mod resilience;
 mod resume;
 mod run;
