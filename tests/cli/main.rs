@@ -9,6 +9,7 @@ mod batches;
 mod bench;
 mod browser;
 mod commands;
+mod conformance;
 mod control;
 mod dialects;
 mod examples;
