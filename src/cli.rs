@@ -100,10 +100,14 @@ pub(crate) struct RunArgs {
     /// Environment variable holding the API key, sent as a bearer token.
     #[arg(long)]
     pub(crate) api_key_env: Option<String>,
-    /// Write results here when the run ends (`.csv` for CSV, else JSONL);
-    /// without it results go to stdout (unless --json).
+    /// Write results here when the run ends: `.jsonl`, `.csv` or
+    /// `.parquet`; without it results go to stdout as JSONL (unless --json).
     #[arg(long)]
     pub(crate) out: Option<PathBuf>,
+    /// With --out: carry each item's own fields into the results (see
+    /// `sluice export --help`).
+    #[arg(long)]
+    pub(crate) include_item: bool,
     #[command(flatten)]
     pub(crate) store: StoreArg,
     /// Start a new run instead of resuming the last run of this input.
@@ -207,22 +211,30 @@ pub(crate) struct RunsArgs {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub(crate) enum Format {
-    /// OpenAI Batch API output lines.
+    /// OpenAI Batch API output lines (job runs: one result line per unit).
     Jsonl,
     /// One row per item.
     Csv,
+    /// The CSV's columns, typed; embeddings as lists of float32.
+    Parquet,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct ExportArgs {
     /// Run id or name.
     pub(crate) run: String,
-    /// Output format (default: from --out's extension, else jsonl).
+    /// Output format (default: from --out's extension — .jsonl, .csv,
+    /// .parquet — else jsonl).
     #[arg(long, value_enum)]
     pub(crate) format: Option<Format>,
     /// Output file (default: stdout).
     #[arg(long)]
     pub(crate) out: Option<PathBuf>,
+    /// Carry each item's own fields into the results: a job item's fields
+    /// (`item` in JSONL, `item.KEY` columns in CSV and Parquet); in quick
+    /// mode the keys of each line's `metadata` as `item.KEY` columns.
+    #[arg(long)]
+    pub(crate) include_item: bool,
     #[command(flatten)]
     pub(crate) store: StoreArg,
 }

@@ -55,11 +55,12 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    let out = args.out.clone().or_else(|| job.output.path.clone());
+    let results = super::run::results_target(out.as_deref(), args.include_item)?;
     let (report, code) = super::run::with_progress(args.progress_interval, !args.json, |p| {
         run_job(&job, &config, p)
     })?;
-    let out = args.out.clone().or_else(|| job.output.path.clone());
-    super::run::deliver(&args.store.store, &report, out.as_deref(), args.json)?;
+    super::run::deliver(&args.store.store, &report, results, args.json)?;
     Ok(code)
 }
 
@@ -249,14 +250,10 @@ pub(crate) fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
             lease: sluice_engine::DEFAULT_LEASE,
             queue_only: false,
         };
+        let results = super::run::results_target(job.output.path.as_deref(), false)?;
         let (report, code) =
             super::run::with_progress(5.0, !args.json, |p| run_job(&job, &config, p))?;
-        super::run::deliver(
-            &args.store.store,
-            &report,
-            job.output.path.as_deref(),
-            args.json,
-        )?;
+        super::run::deliver(&args.store.store, &report, results, args.json)?;
         return Ok(code);
     }
     let input = setting("input")

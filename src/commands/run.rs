@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use sluice_engine::{run_quick, ExportFormat, InputSource, Progress, QuickConfig, RunReport};
+use sluice_engine::{
+    run_quick, ExportFormat, ExportOptions, InputSource, Progress, QuickConfig, RunReport,
+};
 use sluice_limit::Backoff;
 use sluice_store::{Store, StoreLocation};
 
@@ -58,9 +60,41 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             cap_ms: args.backoff_cap.as_millis() as u64,
         },
     };
+    let out = results_target(args.out.as_deref(), args.include_item)?;
     let (report, code) = execute(&config, args.progress_interval, !args.json)?;
-    deliver(&args.store.store, &report, args.out.as_deref(), args.json)?;
+    deliver(&args.store.store, &report, out, args.json)?;
     Ok(code)
+}
+
+/// Where and how a run's results go at its end: a file and its format.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ResultsFile<'a> {
+    pub(crate) path: &'a Path,
+    pub(crate) options: ExportOptions,
+}
+
+/// Checks `--out` before anything is sent: its extension must name a format.
+pub(crate) fn results_target(
+    out: Option<&Path>,
+    include_item: bool,
+) -> anyhow::Result<Option<ResultsFile<'_>>> {
+    let Some(path) = out else {
+        if include_item {
+            return Err(UsageError(
+                "--include-item applies to the --out file; give --out results.jsonl|.csv|.parquet, or use `sluice export RUN --include-item`".into(),
+            )
+            .into());
+        }
+        return Ok(None);
+    };
+    let format = ExportFormat::from_path(path).map_err(UsageError)?;
+    Ok(Some(ResultsFile {
+        path,
+        options: ExportOptions {
+            format,
+            include_item,
+        },
+    }))
 }
 
 /// Runs `config` with live progress on stderr and the summary after it.
@@ -104,25 +138,23 @@ pub(crate) fn with_progress(
 pub(crate) fn deliver(
     location: &StoreLocation,
     report: &RunReport,
-    out: Option<&Path>,
+    out: Option<ResultsFile<'_>>,
     json: bool,
 ) -> anyhow::Result<()> {
     let mut store = location.open()?;
-    if let Some(out) = out {
-        let written = write_atomically(
-            &mut *store,
-            &report.run_id,
-            out,
-            ExportFormat::from_path(out),
-        )?;
+    if let Some(file) = out {
+        let written = write_atomically(&mut *store, &report.run_id, file.path, file.options)?;
         if !json {
-            eprintln!("  results    {written} lines → {}", out.display());
+            let unit = match file.options.format {
+                ExportFormat::Jsonl => "lines",
+                ExportFormat::Csv | ExportFormat::Parquet => "rows",
+            };
+            eprintln!("  results    {written} {unit} → {}", file.path.display());
         }
     } else if !json {
-        let stdout = std::io::stdout();
-        let mut lock = std::io::BufWriter::new(stdout.lock());
-        sluice_engine::export_run(&mut *store, &report.run_id, ExportFormat::Jsonl, &mut lock)?;
-        std::io::Write::flush(&mut lock).context("writing results to stdout")?;
+        let mut stdout = std::io::BufWriter::new(std::io::stdout());
+        sluice_engine::export_run(&mut *store, &report.run_id, ExportFormat::Jsonl, &mut stdout)?;
+        std::io::Write::flush(&mut stdout).context("writing results to stdout")?;
     }
     if json {
         let counts = store.counts(&report.run_id)?;
@@ -134,7 +166,7 @@ pub(crate) fn deliver(
             "breakers": report.breakers,
             "recorded": counts,
             "notes": report.notes,
-            "out": out.map(|p| p.display().to_string()),
+            "out": out.map(|f| f.path.display().to_string()),
         });
         println!("{summary}");
     }
@@ -147,7 +179,7 @@ pub(crate) fn write_atomically(
     store: &mut dyn Store,
     run_id: &str,
     out: &Path,
-    format: ExportFormat,
+    options: ExportOptions,
 ) -> anyhow::Result<u64> {
     let dir = out
         .parent()
@@ -163,7 +195,7 @@ pub(crate) fn write_atomically(
     let file =
         std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let mut writer = std::io::BufWriter::new(file);
-    let written = sluice_engine::export_run(store, run_id, format, &mut writer)?;
+    let written = sluice_engine::export_with(store, run_id, options, &mut writer)?;
     // No fsync: the store is the durable copy and `sluice export` rewrites this
     // file from it; the rename alone keeps a killed process from leaving half a file.
     writer.into_inner().context("flushing results")?;

@@ -30,7 +30,7 @@ pub use control::{
     RunControl, RunHooks, StoredControl, CONTROL_KEY,
 };
 pub use error::{Error, Result};
-pub use export::{export_run, ExportFormat};
+pub use export::{export_run, export_with, ExportFormat, ExportOptions};
 pub use input::InputSource;
 pub use job::{
     plan, run_job, run_job_with, unit_result, JobConfig, Offload, Plan, ProviderPlan, StepPlan,
