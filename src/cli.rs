@@ -70,8 +70,11 @@ pub(crate) struct RunArgs {
     /// `steps.NAME.concurrency=N`, `providers.NAME.rpm=N`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub(crate) sets: Vec<String>,
-    /// Endpoint URL, e.g. http://127.0.0.1:8080/v1/chat/completions; a Batch API
-    /// line's `url` path replaces the path.
+    /// Endpoint URL, e.g. http://127.0.0.1:8080/v1/chat/completions, or a
+    /// base URL (path `/` or ending in `/v1`): then each bare body goes to
+    /// /chat/completions, /embeddings or /completions by its shape. A Batch
+    /// API line's `url` path replaces the path. Default: $OPENAI_BASE_URL,
+    /// else https://api.openai.com/v1.
     #[arg(long, env = "SLUICE_URL")]
     pub(crate) url: Option<String>,
     /// Calls in progress at most, including those waiting to retry (default 64;
@@ -97,9 +100,13 @@ pub(crate) struct RunArgs {
     /// Longest retry delay.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub(crate) backoff_cap: Duration,
-    /// Environment variable holding the API key, sent as a bearer token.
-    #[arg(long)]
+    /// Environment variable holding the API key, sent as a bearer token
+    /// (default: OPENAI_API_KEY when it is set; the start line says so).
+    #[arg(long, conflicts_with = "no_api_key")]
     pub(crate) api_key_env: Option<String>,
+    /// Send no API key, even with OPENAI_API_KEY set.
+    #[arg(long)]
+    pub(crate) no_api_key: bool,
     /// Write results here when the run ends: `.jsonl`, `.csv` or
     /// `.parquet`; without it results go to stdout as JSONL (unless --json).
     #[arg(long)]
@@ -117,12 +124,19 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     pub(crate) skip_bad: bool,
     /// Print a machine-readable summary on stdout.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "events")]
     pub(crate) json: bool,
+    /// For programs driving sluice (the Python API): JSON events on stdout,
+    /// one per line — `start`, a `result` per item as soon as it is
+    /// recorded, `progress` every --progress-interval, and `end` with the
+    /// --json summary. Results still go to --out.
+    #[arg(long)]
+    pub(crate) events: bool,
     /// Name of a new run (default: the input file's name).
     #[arg(long)]
     pub(crate) name: Option<String>,
-    /// Seconds between progress lines when stderr is not a terminal.
+    /// Seconds between progress lines when stderr is not a terminal (with
+    /// --events: between progress events).
     #[arg(long, env = "SLUICE_PROGRESS_INTERVAL", default_value_t = 5.0)]
     pub(crate) progress_interval: f64,
     /// With a postgres:// store: how long a claimed unit stays leased
@@ -235,6 +249,10 @@ pub(crate) struct ExportArgs {
     /// mode the keys of each line's `metadata` as `item.KEY` columns.
     #[arg(long)]
     pub(crate) include_item: bool,
+    /// JSONL as one flat object per item with the CSV and Parquet columns
+    /// (typed; embeddings as lists of numbers), for data frames.
+    #[arg(long)]
+    pub(crate) flat: bool,
     #[command(flatten)]
     pub(crate) store: StoreArg,
 }

@@ -139,7 +139,7 @@ pub(crate) fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let (report, code) = outcome?;
     let results = job.output.path.clone().unwrap_or(dir.join("results.jsonl"));
     let target = super::run::results_target(Some(&results), false)?;
-    super::run::deliver(&location, &report, target, false)?;
+    super::run::deliver(&location, &report, target, super::run::Ending::Text)?;
     let records = dir.join("transcripts.json");
     std::fs::write(&records, serde_json::to_string_pretty(&seen.transcripts)?)?;
 

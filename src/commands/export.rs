@@ -17,24 +17,28 @@ pub(crate) fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
         ))
         .into());
     };
+    let format = match (args.format, &args.out) {
+        (Some(f), _) => to_format(f),
+        (None, Some(out)) => ExportFormat::from_path(out).map_err(UsageError)?,
+        (None, None) => ExportFormat::Jsonl,
+    };
+    if args.flat && format != ExportFormat::Jsonl {
+        return Err(UsageError(
+            "--flat applies to JSONL; CSV and Parquet are flat already".into(),
+        )
+        .into());
+    }
+    let options = ExportOptions {
+        format,
+        include_item: args.include_item,
+        flat: args.flat,
+    };
     match &args.out {
         Some(out) => {
-            let format = match args.format {
-                Some(f) => to_format(f),
-                None => ExportFormat::from_path(out).map_err(UsageError)?,
-            };
-            let options = ExportOptions {
-                format,
-                include_item: args.include_item,
-            };
             let written = super::run::write_atomically(&mut *store, &run.id, out, options)?;
             eprintln!("{written} items of {} → {}", run.id, out.display());
         }
         None => {
-            let options = ExportOptions {
-                format: args.format.map(to_format).unwrap_or(ExportFormat::Jsonl),
-                include_item: args.include_item,
-            };
             let mut writer = std::io::BufWriter::new(std::io::stdout());
             export_with(&mut *store, &run.id, options, &mut writer)?;
             std::io::Write::flush(&mut writer).context("writing results to stdout")?;

@@ -10,6 +10,7 @@ mod demo;
 mod export;
 mod job;
 mod mock;
+mod openai;
 mod run;
 mod serve;
 mod status;

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use sluice_engine::{
-    run_quick, ExportFormat, ExportOptions, InputSource, Progress, QuickConfig, RunReport,
+    run_quick, run_quick_with, ExportFormat, ExportOptions, InputSource, Progress, QuickConfig,
+    RunHooks, RunReport,
 };
 use sluice_limit::Backoff;
 use sluice_store::{Store, StoreLocation};
@@ -31,12 +32,8 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         )
         .into());
     }
-    let Some(url) = args.url.clone() else {
-        return Err(UsageError(
-            "--url is required with a JSONL input, e.g. --url http://127.0.0.1:8080/v1/chat/completions".into(),
-        )
-        .into());
-    };
+    let conventions = super::openai::Conventions::resolve(&args)?;
+    let url = conventions.url.clone();
     let config = QuickConfig {
         input: if args.input == "-" {
             InputSource::Stdin
@@ -50,7 +47,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         tpm: args.tpm,
         retries: args.retries,
         timeout: args.timeout,
-        api_key_env: args.api_key_env.clone(),
+        api_key_env: conventions.api_key_env.clone(),
         store: args.store.store.clone(),
         fresh: args.fresh,
         skip_bad: args.skip_bad,
@@ -60,10 +57,83 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             cap_ms: args.backoff_cap.as_millis() as u64,
         },
     };
+    check_include_item(&args, args.out.as_deref())?;
     let out = results_target(args.out.as_deref(), args.include_item)?;
-    let (report, code) = execute(&config, args.progress_interval, !args.json)?;
-    deliver(&args.store.store, &report, out, args.json)?;
+    if let Some(line) = conventions.announcement() {
+        eprintln!("{line}");
+    }
+    let (report, code, ending) = watched(
+        Summary::of(&args),
+        args.progress_interval,
+        args.include_item,
+        |p, hooks| run_quick_with(&config, p, hooks),
+    )?;
+    deliver(&args.store.store, &report, out, ending)?;
     Ok(code)
+}
+
+/// How the end of a run is told on stdout, as the flags ask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Summary {
+    /// A summary for people on stderr; results on stdout unless --out.
+    Text,
+    /// `--json`: the summary as one JSON object on stdout.
+    Json,
+    /// `--events`: the run's events on stdout, the summary as the `end` event.
+    Events,
+}
+
+impl Summary {
+    pub(crate) fn of(args: &RunArgs) -> Summary {
+        if args.events {
+            Summary::Events
+        } else if args.json {
+            Summary::Json
+        } else {
+            Summary::Text
+        }
+    }
+}
+
+/// What [`deliver`] ends a run with.
+pub(crate) enum Ending {
+    Text,
+    Json,
+    /// The event stream, to be ended with the summary.
+    Events(crate::events::EventStream),
+}
+
+/// Runs `work` with progress on stderr and, for `Summary::Events`, its
+/// events on stdout, which [`deliver`] ends.
+pub(crate) fn watched(
+    summary: Summary,
+    progress_interval: f64,
+    include_item: bool,
+    work: impl FnOnce(Arc<Progress>, RunHooks) -> sluice_engine::Result<RunReport>,
+) -> anyhow::Result<(RunReport, ExitCode, Ending)> {
+    match summary {
+        Summary::Text | Summary::Json => {
+            let text = summary == Summary::Text;
+            let (report, code) = with_progress(progress_interval, text, |p| {
+                work(p, RunHooks::default())
+            })?;
+            let ending = if text { Ending::Text } else { Ending::Json };
+            Ok((report, code, ending))
+        }
+        Summary::Events => {
+            let interval = std::time::Duration::from_secs_f64(progress_interval.max(0.0));
+            let mut stream = None;
+            // Plain progress lines would only repeat the events on stderr.
+            let (report, code) = with_progress(0.0, false, |p| {
+                let events = crate::events::EventStream::start(p.clone(), interval);
+                let hooks = events.hooks(include_item);
+                stream = Some(events);
+                work(p, hooks)
+            })?;
+            let ending = stream.map_or(Ending::Json, Ending::Events);
+            Ok((report, code, ending))
+        }
+    }
 }
 
 /// Where and how a run's results go at its end: a file and its format.
@@ -73,18 +143,23 @@ pub(crate) struct ResultsFile<'a> {
     pub(crate) options: ExportOptions,
 }
 
+/// `--include-item` needs somewhere to carry the fields to.
+pub(crate) fn check_include_item(args: &RunArgs, out: Option<&Path>) -> anyhow::Result<()> {
+    if args.include_item && out.is_none() && !args.events {
+        return Err(UsageError(
+            "--include-item applies to the --out file and to --events; give --out results.jsonl|.csv|.parquet, or use `sluice export RUN --include-item`".into(),
+        )
+        .into());
+    }
+    Ok(())
+}
+
 /// Checks `--out` before anything is sent: its extension must name a format.
 pub(crate) fn results_target(
     out: Option<&Path>,
     include_item: bool,
 ) -> anyhow::Result<Option<ResultsFile<'_>>> {
     let Some(path) = out else {
-        if include_item {
-            return Err(UsageError(
-                "--include-item applies to the --out file; give --out results.jsonl|.csv|.parquet, or use `sluice export RUN --include-item`".into(),
-            )
-            .into());
-        }
         return Ok(None);
     };
     let format = ExportFormat::from_path(path).map_err(UsageError)?;
@@ -93,6 +168,7 @@ pub(crate) fn results_target(
         options: ExportOptions {
             format,
             include_item,
+            flat: false,
         },
     }))
 }
@@ -139,8 +215,9 @@ pub(crate) fn deliver(
     location: &StoreLocation,
     report: &RunReport,
     out: Option<ResultsFile<'_>>,
-    json: bool,
+    ending: Ending,
 ) -> anyhow::Result<()> {
+    let json = !matches!(ending, Ending::Text);
     let mut store = location.open()?;
     if let Some(file) = out {
         let written = write_atomically(&mut *store, &report.run_id, file.path, file.options)?;
@@ -158,7 +235,7 @@ pub(crate) fn deliver(
     }
     if json {
         let counts = store.counts(&report.run_id)?;
-        let summary = serde_json::json!({
+        let value = serde_json::json!({
             "run": report.run_id,
             "resumed": report.resumed,
             "interrupted": report.interrupted,
@@ -168,7 +245,10 @@ pub(crate) fn deliver(
             "notes": report.notes,
             "out": out.map(|f| f.path.display().to_string()),
         });
-        println!("{summary}");
+        match ending {
+            Ending::Events(events) => events.finish(value),
+            _ => println!("{value}"),
+        }
     }
     Ok(())
 }

@@ -12,7 +12,7 @@ use std::io::Write;
 use std::path::Path;
 
 use serde_json::value::RawValue;
-use sluice_store::{ItemRecord, ItemStatus, Store};
+use sluice_store::{ItemRecord, ItemStatus, RunMeta, Store};
 
 use crate::error::{Error, Result};
 use table::{Cell, Flatten};
@@ -60,6 +60,9 @@ pub struct ExportOptions {
     /// `item.KEY` columns), a quick-mode line's `metadata` keys (`item.KEY`
     /// columns; its JSONL lines carry `metadata` already).
     pub include_item: bool,
+    /// JSONL only: one flat object per item with the CSV and Parquet columns
+    /// (typed, vectors as lists) instead of the nested result lines.
+    pub flat: bool,
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -75,6 +78,7 @@ pub fn export_run(
     let options = ExportOptions {
         format,
         include_item: false,
+        flat: false,
     };
     export_with(store, run_id, options, out)
 }
@@ -87,19 +91,32 @@ pub fn export_with(
     options: ExportOptions,
     out: &mut (dyn Write + Send),
 ) -> Result<u64> {
-    let job = store
-        .find_run(run_id)?
-        .filter(|r| r.settings.get("mode").and_then(|m| m.as_str()) == Some("job"));
+    let job = store.find_run(run_id)?.filter(is_job);
     if let Some(run) = job {
         return crate::job::export::export_units(store, &run, options, out);
     }
-    match options.format {
-        ExportFormat::Jsonl => write_lines(store, run_id, out),
-        format => {
-            let mut table = quick_table::QuickTable::new(options.include_item);
-            write_table(store, run_id, &mut table, format, out)
-        }
+    if options.format == ExportFormat::Jsonl && !options.flat {
+        return write_lines(store, run_id, out);
     }
+    let mut table = quick_table::QuickTable::new(options.include_item);
+    write_table(store, run_id, &mut table, options.format, out)
+}
+
+/// One recorded item's result line, as the JSONL export of `run` writes it
+/// (without the newline): a Batch API output line, or a job unit's result.
+pub fn result_line(run: &RunMeta, item: &ItemRecord, include_item: bool) -> String {
+    if is_job(run) {
+        return crate::job::export::result_line(item, include_item).to_string();
+    }
+    let mut line = Vec::new();
+    // Writing to memory cannot fail.
+    let _ = write_output_line(&mut line, &run.id, item);
+    line.pop();
+    String::from_utf8_lossy(&line).into_owned()
+}
+
+fn is_job(run: &RunMeta) -> bool {
+    run.settings.get("mode").and_then(|m| m.as_str()) == Some("job")
 }
 
 fn write_lines(store: &mut dyn Store, run_id: &str, out: &mut dyn Write) -> Result<u64> {
@@ -156,7 +173,16 @@ pub(crate) fn write_table(
             result?;
             sink.finish()?;
         }
-        ExportFormat::Csv | ExportFormat::Jsonl => {
+        ExportFormat::Jsonl => {
+            let result = store.for_each_item(run_id, &mut |item| {
+                count += 1;
+                cells.clear();
+                table.row(&item, &mut cells);
+                write_flat(&mut *out, &columns, &cells).map_err(|e| Box::new(e) as BoxError)
+            });
+            result?;
+        }
+        ExportFormat::Csv => {
             let mut writer = csv::Writer::from_writer(&mut *out);
             writer
                 .write_record(columns.iter().map(|c| c.name.as_str()))
@@ -174,6 +200,21 @@ pub(crate) fn write_table(
         }
     }
     Ok(count)
+}
+
+/// One row as a JSON object, keys in column order (a `serde_json::Map`
+/// would sort them).
+fn write_flat(out: &mut dyn Write, columns: &[table::Column], cells: &[Cell]) -> std::io::Result<()> {
+    out.write_all(b"{")?;
+    for (i, (column, cell)) in columns.iter().zip(cells).enumerate() {
+        if i > 0 {
+            out.write_all(b",")?;
+        }
+        serde_json::to_writer(&mut *out, &column.name).map_err(std::io::Error::other)?;
+        out.write_all(b":")?;
+        serde_json::to_writer(&mut *out, &cell.to_json()).map_err(std::io::Error::other)?;
+    }
+    out.write_all(b"}\n")
 }
 
 fn write_error(source: std::io::Error) -> Error {

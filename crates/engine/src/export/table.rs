@@ -88,6 +88,20 @@ impl Cell {
         }
     }
 
+    /// The cell as a JSON value: JSON cells stay text, as in CSV and
+    /// Parquet; vectors are lists of numbers.
+    pub(crate) fn to_json(&self) -> Json {
+        match self {
+            Cell::Null => Json::Null,
+            Cell::Str(s) | Cell::Json(s) => Json::String(s.clone()),
+            Cell::Int(i) => Json::from(*i),
+            Cell::Float(f) => Json::from(*f),
+            Cell::Bool(b) => Json::Bool(*b),
+            Cell::Vector(v) => floats(v),
+            Cell::Vectors(vs) => Json::Array(vs.iter().map(|v| floats(v)).collect()),
+        }
+    }
+
     /// The cell as CSV text: empty for null, JSON text for lists and JSON.
     pub(crate) fn to_csv(&self) -> String {
         match self {
@@ -103,6 +117,16 @@ impl Cell {
             }
         }
     }
+}
+
+/// float32 values as JSON numbers in their shortest float32 spelling
+/// (`0.1`, not the `0.10000000149011612` a widening to f64 would print).
+fn floats(v: &[f32]) -> Json {
+    Json::Array(
+        v.iter()
+            .map(|f| f.to_string().parse::<f64>().map_or(Json::Null, Json::from))
+            .collect(),
+    )
 }
 
 fn json_list(v: &[f32]) -> String {
@@ -294,5 +318,6 @@ mod tests {
         assert_eq!(wrapped.to_csv(), "[[0.5]]");
         assert_eq!(widen(Some(ColType::Vector), ColType::Vectors), ColType::Vectors);
         assert_eq!(widen(Some(ColType::Int), ColType::Str), ColType::Json);
+        assert_eq!(Cell::Vector(vec![0.1]).to_json().to_string(), "[0.1]");
     }
 }

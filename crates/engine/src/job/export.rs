@@ -29,7 +29,7 @@ pub(crate) fn export_units(
     options: ExportOptions,
     out: &mut (dyn Write + Send),
 ) -> Result<u64> {
-    if options.format != ExportFormat::Jsonl {
+    if options.format != ExportFormat::Jsonl || options.flat {
         let mut table = JobTable::new(run, options.include_item);
         return write_table(store, &run.id, &mut table, options.format, out);
     }
