@@ -6,6 +6,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sluice_store::StoreLocation;
 
+use crate::help;
+
 /// Run any batch of API calls as fast as every limit allows, record every
 /// result durably, and resume exactly where it stopped.
 #[derive(Debug, Parser)]
@@ -18,37 +20,57 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run or resume a batch: `sluice run requests.jsonl --url URL` or `sluice run job.toml`.
+    #[command(after_help = help::RUN)]
     Run(RunArgs),
     /// Validate a job file and estimate calls, tokens and time; sends nothing.
+    #[command(after_help = help::PLAN)]
     Plan(PlanArgs),
     /// Re-queue a run's failed items (or one step's failures) and run them.
+    #[command(after_help = help::RETRY)]
     Retry(RetryArgs),
     /// Progress, counts, rates and errors of a run (default: the latest).
+    #[command(after_help = help::STATUS)]
     Status(StatusArgs),
     /// List the runs in the store.
+    #[command(after_help = help::RUNS)]
     Runs(RunsArgs),
     /// Write a run's results in input order.
+    #[command(after_help = help::EXPORT)]
     Export(ExportArgs),
     /// Pause a run wherever it executes (this machine or others on a shared
     /// store): no new call starts; calls on the wire finish and are recorded.
+    #[command(after_help = help::PAUSE)]
     Pause(ControlArgs),
     /// Un-pause a run; for a run nobody executes, say how to start it again.
+    #[command(after_help = help::RESUME)]
     Resume(ControlArgs),
     /// Stop a run wherever it executes, as Ctrl-C would: it ends
     /// interrupted, its unfinished items stay pending for a resume.
+    #[command(after_help = help::CANCEL)]
     Cancel(ControlArgs),
     /// Serve a built-in fake API (OpenAI-compatible, Anthropic Messages, both batch
     /// APIs) for demos, tests and benchmarks.
+    #[command(after_help = help::MOCK)]
     Mock(MockArgs),
     /// Run examples/audio-pipeline against built-in mocks and show where the results are.
+    #[command(after_help = help::DEMO)]
     Demo(DemoArgs),
     /// Join the runs of a shared store (PostgreSQL) and work their units
     /// together with every other process on them, until stopped.
+    #[command(after_help = help::WORKER)]
     Worker(WorkerArgs),
     /// Measure sluice against the physical bounds, on a local mock (BENCHMARKS.md).
+    #[command(after_help = help::BENCH)]
     Bench(BenchArgs),
     /// Serve the REST API, live events, /metrics and the dashboard over the store.
+    #[command(after_help = help::SERVE)]
     Serve(ServeArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    #[command(after_help = help::COMPLETIONS)]
+    Completions(CompletionsArgs),
+    /// Print the man page (roff), or write one page per command into a directory.
+    #[command(after_help = help::MAN)]
+    Man(ManArgs),
 }
 
 /// Where runs are recorded.
@@ -390,4 +412,19 @@ pub(crate) struct BenchArgs {
     /// crash-resume, scale-out, faults, unknown-rpm.
     #[arg(long, num_args = 1.., value_name = "NAME")]
     pub(crate) only: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CompletionsArgs {
+    /// The shell the script is for.
+    #[arg(value_enum)]
+    pub(crate) shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ManArgs {
+    /// Write sluice.1 and a page per command (sluice-run.1, ...) here
+    /// instead of printing sluice.1.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) dir: Option<PathBuf>,
 }

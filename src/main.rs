@@ -11,6 +11,7 @@ mod cli;
 mod commands;
 mod display;
 mod events;
+mod help;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();

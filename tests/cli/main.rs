@@ -21,3 +21,4 @@ mod resume;
 mod run;
 mod serve;
 mod shared;
+mod shell;
