@@ -89,6 +89,7 @@ class EventProcess:
                 results.
         """
         stdout: IO[bytes] = self.process.stdout  # type: ignore[assignment]
+        finished = False
         try:
             for raw in stdout:
                 if not raw.strip():
@@ -97,10 +98,11 @@ class EventProcess:
                 if event.get("event") == "end":
                     self.end = event
                 yield event
+            finished = True
         finally:
-            if self.process.poll() is None and self.end is None:
+            if not finished and self.process.poll() is None:
                 # The caller stopped early (or failed): stop the run like
-                # Ctrl-C would; its state is saved for a resume.
+                # Ctrl-C would; what was recorded is kept for a resume.
                 self.process.terminate()
             code = self.process.wait()
             for thread in self._threads:

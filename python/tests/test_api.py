@@ -187,3 +187,20 @@ def test_openai_variables_are_used_when_nothing_else_is_given(start_mock, store,
     err = capfd.readouterr().err
     assert "from $OPENAI_BASE_URL" in err and "key from $OPENAI_API_KEY" in err, err
     assert "sk-never-shown" not in err
+
+
+def test_leaving_iter_run_early_stops_the_run_and_a_rerun_finishes_it(start_mock, store):
+    slow = start_mock("--latency-ms", "200")
+    prompts = [f"p{i}" for i in range(40)]
+    stream = sluice.iter_run(prompts, url=slow.url("/v1"), model="m", store=store, concurrency=2, name="early")
+    first = next(stream)
+    assert first["error"] is None
+    stream.close()  # what leaving a for loop does
+    state = sluice.status("early-1", store=store)
+    assert state["run"]["state"] == "interrupted", state["run"]
+    done_before = state["counts"]["done"]
+    assert 1 <= done_before < 40
+    rest = sluice.run(prompts, url=slow.url("/v1"), model="m", store=store, name="early", concurrency=20, progress=False)
+    assert rest.run == "early-1"
+    assert rest.summary["this_run"]["skipped"] == done_before
+    assert len(rest) == 40 and not rest.failed

@@ -23,10 +23,9 @@ pub(crate) fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
         (None, None) => ExportFormat::Jsonl,
     };
     if args.flat && format != ExportFormat::Jsonl {
-        return Err(UsageError(
-            "--flat applies to JSONL; CSV and Parquet are flat already".into(),
-        )
-        .into());
+        return Err(
+            UsageError("--flat applies to JSONL; CSV and Parquet are flat already".into()).into(),
+        );
     }
     let options = ExportOptions {
         format,

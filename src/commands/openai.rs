@@ -68,11 +68,13 @@ impl Conventions {
     pub(crate) fn announcement(&self) -> Option<String> {
         let mut parts = Vec::new();
         match self.url_from {
-            Some(BASE_URL_VAR) => parts.push(format!(
-                "url {} from ${BASE_URL_VAR} (no --url)",
+            Some(BASE_URL_VAR) => {
+                parts.push(format!("url {} from ${BASE_URL_VAR} (no --url)", self.url))
+            }
+            Some(from) => parts.push(format!(
+                "url {} ({from}; no --url, no ${BASE_URL_VAR})",
                 self.url
             )),
-            Some(from) => parts.push(format!("url {} ({from}; no --url, no ${BASE_URL_VAR})", self.url)),
             None => {}
         }
         if self.base_url && (self.url_from.is_some() || self.key_by_default) {
@@ -121,7 +123,10 @@ mod tests {
     fn the_environment_fills_what_the_flags_leave_out_and_says_so() {
         let c = Conventions::from_env(
             &args(&[]),
-            env(&[("OPENAI_BASE_URL", "http://127.0.0.1:9/v1"), ("OPENAI_API_KEY", "k")]),
+            env(&[
+                ("OPENAI_BASE_URL", "http://127.0.0.1:9/v1"),
+                ("OPENAI_API_KEY", "k"),
+            ]),
         )
         .unwrap();
         assert_eq!(c.url, "http://127.0.0.1:9/v1");
@@ -145,7 +150,12 @@ mod tests {
     #[test]
     fn flags_win_and_leave_nothing_to_announce() {
         let c = Conventions::from_env(
-            &args(&["--url", "http://h/v1/chat/completions", "--api-key-env", "MINE"]),
+            &args(&[
+                "--url",
+                "http://h/v1/chat/completions",
+                "--api-key-env",
+                "MINE",
+            ]),
             env(&[("OPENAI_BASE_URL", "http://x/v1"), ("OPENAI_API_KEY", "k")]),
         )
         .unwrap();

@@ -114,9 +114,8 @@ pub(crate) fn watched(
     match summary {
         Summary::Text | Summary::Json => {
             let text = summary == Summary::Text;
-            let (report, code) = with_progress(progress_interval, text, |p| {
-                work(p, RunHooks::default())
-            })?;
+            let (report, code) =
+                with_progress(progress_interval, text, |p| work(p, RunHooks::default()))?;
             let ending = if text { Ending::Text } else { Ending::Json };
             Ok((report, code, ending))
         }
@@ -230,7 +229,12 @@ pub(crate) fn deliver(
         }
     } else if !json {
         let mut stdout = std::io::BufWriter::new(std::io::stdout());
-        sluice_engine::export_run(&mut *store, &report.run_id, ExportFormat::Jsonl, &mut stdout)?;
+        sluice_engine::export_run(
+            &mut *store,
+            &report.run_id,
+            ExportFormat::Jsonl,
+            &mut stdout,
+        )?;
         std::io::Write::flush(&mut stdout).context("writing results to stdout")?;
     }
     if json {

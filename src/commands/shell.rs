@@ -19,8 +19,7 @@ pub(crate) fn man(args: ManArgs) -> anyhow::Result<ExitCode> {
     let command = Cli::command();
     match args.dir {
         Some(dir) => {
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             clap_mangen::generate_to(command, &dir)
                 .with_context(|| format!("writing man pages into {}", dir.display()))?;
             eprintln!("man pages written to {}", dir.display());

@@ -7,7 +7,8 @@ use crate::util::{stderr, Mock, Scratch};
 
 fn mixed_lines() -> Vec<String> {
     vec![
-        json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "custom_id": "chat"}).to_string(),
+        json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "custom_id": "chat"})
+            .to_string(),
         json!({"model": "e", "input": "hello", "custom_id": "vec"}).to_string(),
         json!({"model": "c", "prompt": "once", "custom_id": "text"}).to_string(),
     ]
@@ -30,10 +31,16 @@ fn openai_variables_fill_in_url_and_key_and_bodies_go_where_their_shape_says() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let err = stderr(&out);
-    let start = err.lines().find(|l| l.starts_with("sluice: url")).unwrap_or_else(|| panic!("{err}"));
+    let start = err
+        .lines()
+        .find(|l| l.starts_with("sluice: url"))
+        .unwrap_or_else(|| panic!("{err}"));
     assert!(start.contains("from $OPENAI_BASE_URL"), "{start}");
     assert!(start.contains("key from $OPENAI_API_KEY"), "{start}");
-    assert!(!err.contains("sk-test-123"), "the key itself is never shown");
+    assert!(
+        !err.contains("sk-test-123"),
+        "the key itself is never shown"
+    );
     let mut paths: Vec<(String, bool)> = mock
         .journal("/v1")
         .iter()
@@ -55,7 +62,14 @@ fn openai_variables_fill_in_url_and_key_and_bodies_go_where_their_shape_says() {
     );
     // --no-api-key sends none: the mock that wants one refuses.
     let keyless = s
-        .sluice(&["run", input.to_str().unwrap(), "--fresh", "--no-api-key", "--retries", "0"])
+        .sluice(&[
+            "run",
+            input.to_str().unwrap(),
+            "--fresh",
+            "--no-api-key",
+            "--retries",
+            "0",
+        ])
         .env_remove("SLUICE_URL")
         .env("OPENAI_BASE_URL", mock.url("/v1"))
         .env("OPENAI_API_KEY", "sk-test-123")
@@ -122,7 +136,11 @@ fn events_stream_start_each_result_and_the_summary() {
         .collect();
     let input = s.write_lines("q.jsonl", &lines);
     let out = s
-        .run(&input, &mock.url("/v1"), &["--events", "--include-item", "--out", "r.csv"])
+        .run(
+            &input,
+            &mock.url("/v1"),
+            &["--events", "--include-item", "--out", "r.csv"],
+        )
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -137,7 +155,9 @@ fn events_stream_start_each_result_and_the_summary() {
         .collect();
     rows.sort();
     assert_eq!(rows, (0..20).collect::<Vec<u64>>(), "each item once");
-    assert!(results.iter().all(|e| e["result"]["response"]["status_code"] == 200));
+    assert!(results
+        .iter()
+        .all(|e| e["result"]["response"]["status_code"] == 200));
     let end = seen.last().unwrap();
     assert_eq!(end["event"], "end");
     assert_eq!(end["recorded"]["done"], 20);
@@ -158,5 +178,9 @@ fn events_stream_start_each_result_and_the_summary() {
         .run(&input, &mock.url("/v1"), &["--events", "--json"])
         .output()
         .unwrap();
-    assert_eq!(json_too.status.code(), Some(2), "--events and --json conflict");
+    assert_eq!(
+        json_too.status.code(),
+        Some(2),
+        "--events and --json conflict"
+    );
 }

@@ -588,7 +588,9 @@ fn embeddings_go_through_the_openai_batch_api_with_the_live_vectors() {
             assert_eq!(json.as_array().map(Vec::len), Some(2), "{r}");
             assert_eq!(json[0].as_array().map(Vec::len), Some(4), "{r}");
         }
-        vectors.push(without_latency_jsonl(&std::fs::read_to_string(&out).unwrap()));
+        vectors.push(without_latency_jsonl(
+            &std::fs::read_to_string(&out).unwrap(),
+        ));
     }
     assert_eq!(vectors[0], vectors[1]);
 }

@@ -56,7 +56,11 @@ fn quick_embeddings_export_to_parquet_as_float32_lists_matching_jsonl() {
     let s = Scratch::new();
     let input = s.write_lines("emb.jsonl", &embedding_lines());
     let out = s
-        .run(&input, &mock.url("/v1/embeddings"), &["--out", "emb.parquet", "--include-item"])
+        .run(
+            &input,
+            &mock.url("/v1/embeddings"),
+            &["--out", "emb.parquet", "--include-item"],
+        )
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -99,11 +103,17 @@ fn quick_embeddings_export_to_parquet_as_float32_lists_matching_jsonl() {
             .collect();
         assert_eq!(floats(field(row, "embedding")), from_jsonl);
         assert_eq!(field(row, "status_code"), &Field::Long(200));
-        assert_eq!(field(row, "item.n"), &Field::Long(line["metadata"]["n"].as_i64().unwrap()));
+        assert_eq!(
+            field(row, "item.n"),
+            &Field::Long(line["metadata"]["n"].as_i64().unwrap())
+        );
         assert_eq!(field(row, "error"), &Field::Null);
     }
     // The CSV of the same run keeps each vector in one cell.
-    let csv = s.sluice(&["export", "emb-1", "--format", "csv"]).output().unwrap();
+    let csv = s
+        .sluice(&["export", "emb-1", "--format", "csv"])
+        .output()
+        .unwrap();
     let csv = String::from_utf8_lossy(&csv.stdout).into_owned();
     let header = csv.lines().next().unwrap();
     assert!(header.contains(",embedding,error,metadata"), "{header}");
@@ -130,15 +140,28 @@ fn unknown_out_extensions_are_refused_before_anything_is_sent() {
     }
     assert_eq!(mock.stats()["requests"], 0);
     // Named explicitly, the format wins over the name.
-    let ran = s.run(&input, &mock.url("/v1/embeddings"), &[]).output().unwrap();
+    let ran = s
+        .run(&input, &mock.url("/v1/embeddings"), &[])
+        .output()
+        .unwrap();
     assert!(ran.status.success());
     let export = s
-        .sluice(&["export", "emb-1", "--format", "parquet", "--out", "vectors.bin"])
+        .sluice(&[
+            "export",
+            "emb-1",
+            "--format",
+            "parquet",
+            "--out",
+            "vectors.bin",
+        ])
         .output()
         .unwrap();
     assert!(export.status.success(), "{}", stderr(&export));
     assert_eq!(parquet_rows(&s.path("vectors.bin")).len(), 2);
-    let refused = s.sluice(&["export", "emb-1", "--out", "v.txt"]).output().unwrap();
+    let refused = s
+        .sluice(&["export", "emb-1", "--out", "v.txt"])
+        .output()
+        .unwrap();
     assert_eq!(refused.status.code(), Some(2));
     let flat_csv = s
         .sluice(&["export", "emb-1", "--format", "csv", "--flat"])
@@ -182,12 +205,21 @@ fn job_exports_carry_item_fields_usage_latency_and_one_vector_column() {
     );
     let job = s.job(JOB, Some(&mock), None);
     let out = s
-        .sluice(&["run", job.to_str().unwrap(), "--out", "r.jsonl", "--include-item"])
+        .sluice(&[
+            "run",
+            job.to_str().unwrap(),
+            "--out",
+            "r.jsonl",
+            "--include-item",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let lines = read_jsonl(&s.path("r.jsonl"));
-    assert_eq!(lines[0]["item"], json!({"id": "d1", "title": "Rivers", "year": 1999, "score": 0.5}));
+    assert_eq!(
+        lines[0]["item"],
+        json!({"id": "d1", "title": "Rivers", "year": 1999, "score": 0.5})
+    );
     let ask = &lines[0]["steps"]["ask"];
     assert!(ask["latency_ms"].is_u64(), "{ask}");
 
@@ -205,13 +237,23 @@ fn job_exports_carry_item_fields_usage_latency_and_one_vector_column() {
     );
     let parquet = s.path("r.parquet");
     let exported = s
-        .sluice(&["export", &run_id, "--out", parquet.to_str().unwrap(), "--include-item"])
+        .sluice(&[
+            "export",
+            &run_id,
+            "--out",
+            parquet.to_str().unwrap(),
+            "--include-item",
+        ])
         .output()
         .unwrap();
     assert!(exported.status.success(), "{}", stderr(&exported));
     let rows = parquet_rows(&parquet);
     assert_eq!(field(&rows[0], "item.year"), &Field::Long(1999));
-    assert_eq!(field(&rows[1], "item.score"), &Field::Double(1.0), "int and float widen to double");
+    assert_eq!(
+        field(&rows[1], "item.score"),
+        &Field::Double(1.0),
+        "int and float widen to double"
+    );
     assert_eq!(floats(field(&rows[0], "vec.embedding")).len(), 8);
     assert_eq!(
         field(&rows[0], "ask.text"),

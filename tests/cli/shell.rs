@@ -18,8 +18,16 @@ fn complete(script: &std::path::Path, words: &[&str]) -> Vec<String> {
         words[current],
         words[current.saturating_sub(1)],
     );
-    let out = Command::new("bash").arg("-c").arg(program).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(program)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::to_string)
@@ -33,20 +41,29 @@ fn bash_completion_parses_and_completes_commands_flags_and_values() {
     assert!(out.status.success());
     let script = s.path("sluice.bash");
     std::fs::write(&script, &out.stdout).unwrap();
-    let syntax = Command::new("bash").arg("-n").arg(&script).output().unwrap();
+    let syntax = Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .unwrap();
     assert!(
         syntax.status.success(),
         "bash -n: {}",
         String::from_utf8_lossy(&syntax.stderr)
     );
     assert_eq!(complete(&script, &["sluice", "ex"]), vec!["export"]);
-    assert_eq!(complete(&script, &["sluice", "export", "--fo"]), vec!["--format"]);
+    assert_eq!(
+        complete(&script, &["sluice", "export", "--fo"]),
+        vec!["--format"]
+    );
     assert_eq!(
         complete(&script, &["sluice", "export", "r", "--format", ""]),
         vec!["jsonl", "csv", "parquet"]
     );
-    assert!(complete(&script, &["sluice", "run", "x.jsonl", "--include"])
-        .contains(&"--include-item".to_string()));
+    assert!(
+        complete(&script, &["sluice", "run", "x.jsonl", "--include"])
+            .contains(&"--include-item".to_string())
+    );
 }
 
 #[test]
@@ -85,7 +102,10 @@ fn the_man_page_covers_every_command_and_pages_per_command_are_written() {
     assert!(out.status.success());
     let run_page = std::fs::read_to_string(dir.join("sluice-run.1")).unwrap();
     assert!(run_page.contains("include\\-item"), "{run_page:.400}");
-    assert!(run_page.contains("Examples:"), "examples reach the man page");
+    assert!(
+        run_page.contains("Examples:"),
+        "examples reach the man page"
+    );
 }
 
 #[test]

@@ -204,7 +204,11 @@ pub(crate) fn write_table(
 
 /// One row as a JSON object, keys in column order (a `serde_json::Map`
 /// would sort them).
-fn write_flat(out: &mut dyn Write, columns: &[table::Column], cells: &[Cell]) -> std::io::Result<()> {
+fn write_flat(
+    out: &mut dyn Write,
+    columns: &[table::Column],
+    cells: &[Cell],
+) -> std::io::Result<()> {
     out.write_all(b"{")?;
     for (i, (column, cell)) in columns.iter().zip(cells).enumerate() {
         if i > 0 {

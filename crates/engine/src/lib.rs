@@ -40,8 +40,8 @@ pub use job::{
 pub use live::{worker_state, Rates, BEAT_PERIOD, BEAT_STALE};
 pub use meter::{quantile_ms, CallCounts, FAILURE_KINDS, LATENCY_BUCKETS_MS};
 pub use progress::{Progress, Snapshot};
-pub use shape::is_base_url;
 pub use quick::{now_ms, run_quick, run_quick_with, BreakerReport, QuickConfig, RunReport};
+pub use shape::is_base_url;
 pub use stats::{
     process_calls, process_providers, EndpointReport, Latency, Limits, ProviderReport, RecentError,
     RunStats, StatsReport, StepReport,

@@ -246,9 +246,11 @@ impl Buffer {
     ) -> parquet::errors::Result<()> {
         let defs = Some(self.defs.as_slice());
         match self.ty {
-            ColType::Str | ColType::Json => column
-                .typed::<ByteArrayType>()
-                .write_batch(&self.bytes, defs, None)?,
+            ColType::Str | ColType::Json => {
+                column
+                    .typed::<ByteArrayType>()
+                    .write_batch(&self.bytes, defs, None)?
+            }
             ColType::Int => column
                 .typed::<Int64Type>()
                 .write_batch(&self.ints, defs, None)?,
@@ -258,11 +260,11 @@ impl Buffer {
             ColType::Bool => column
                 .typed::<BoolType>()
                 .write_batch(&self.bools, defs, None)?,
-            ColType::Vector | ColType::Vectors => column.typed::<FloatType>().write_batch(
-                &self.vector,
-                defs,
-                Some(&self.reps),
-            )?,
+            ColType::Vector | ColType::Vectors => {
+                column
+                    .typed::<FloatType>()
+                    .write_batch(&self.vector, defs, Some(&self.reps))?
+            }
         };
         Ok(())
     }

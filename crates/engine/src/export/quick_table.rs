@@ -225,10 +225,7 @@ mod tests {
     fn item_fields_come_from_the_metadata() {
         let body = r#"{"choices":[{"message":{"content":"hi"}}]}"#;
         let (names, rows) = table(&[record(body, Some(r#"{"row":7,"topic":"x"}"#))], true);
-        assert_eq!(
-            names[7..].join(","),
-            "content,error,item.row,item.topic"
-        );
+        assert_eq!(names[7..].join(","), "content,error,item.row,item.topic");
         assert_eq!(rows[0][7], Cell::Str("hi".into()));
         assert_eq!(rows[0][9], Cell::Int(7));
     }

@@ -244,11 +244,7 @@ impl ItemFields {
         };
         for (key, ty) in &self.keys {
             let ty = ty.unwrap_or(ColType::Str);
-            let value = if key == WHOLE {
-                whole
-            } else {
-                fields.get(key)
-            };
+            let value = if key == WHOLE { whole } else { fields.get(key) };
             row.push(Cell::of(value, ty));
         }
     }
@@ -272,11 +268,12 @@ mod tests {
     #[test]
     fn item_fields_are_typed_by_every_value_they_take() {
         let mut fields = ItemFields::default();
-        fields.observe(Some(&json!({"n": 1, "x": 1, "s": "a", "b": true, "nested": {"k": 1}})));
+        fields.observe(Some(
+            &json!({"n": 1, "x": 1, "s": "a", "b": true, "nested": {"k": 1}}),
+        ));
         fields.observe(Some(&json!({"n": 2, "x": 2.5, "s": null, "late": "z"})));
         fields.observe(Some(&json!({"n": "three"})));
-        let columns: Vec<(String, ColType)> =
-            fields.columns().map(|c| (c.name, c.ty)).collect();
+        let columns: Vec<(String, ColType)> = fields.columns().map(|c| (c.name, c.ty)).collect();
         assert_eq!(
             columns,
             vec![
@@ -309,14 +306,20 @@ mod tests {
     #[test]
     fn embeddings_are_float32_lists_and_csv_keeps_them_in_one_cell() {
         assert_eq!(embedding_type(&json!([0.5, 1])), Some(ColType::Vector));
-        assert_eq!(embedding_type(&json!([[0.5], [1, 2]])), Some(ColType::Vectors));
+        assert_eq!(
+            embedding_type(&json!([[0.5], [1, 2]])),
+            Some(ColType::Vectors)
+        );
         assert_eq!(embedding_type(&json!(["a"])), None);
         let cell = Cell::of(Some(&json!([0.5, -1.25])), ColType::Vector);
         assert_eq!(cell, Cell::Vector(vec![0.5, -1.25]));
         assert_eq!(cell.to_csv(), "[0.5,-1.25]");
         let wrapped = Cell::of(Some(&json!([0.5])), ColType::Vectors);
         assert_eq!(wrapped.to_csv(), "[[0.5]]");
-        assert_eq!(widen(Some(ColType::Vector), ColType::Vectors), ColType::Vectors);
+        assert_eq!(
+            widen(Some(ColType::Vector), ColType::Vectors),
+            ColType::Vectors
+        );
         assert_eq!(widen(Some(ColType::Int), ColType::Str), ColType::Json);
         assert_eq!(Cell::Vector(vec![0.1]).to_json().to_string(), "[0.1]");
     }

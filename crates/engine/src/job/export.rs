@@ -224,7 +224,10 @@ impl Flatten for JobTable {
         row.push(Cell::Str(item.status.as_str().to_string()));
         row.push(item.error.clone().map_or(Cell::Null, Cell::Str));
         for a in &self.axes {
-            row.push(Cell::of(r.get("matrix").and_then(|m| m.get(a)), ColType::Str));
+            row.push(Cell::of(
+                r.get("matrix").and_then(|m| m.get(a)),
+                ColType::Str,
+            ));
         }
         if self.include_item {
             self.item.cells(r.get("item"), row);
