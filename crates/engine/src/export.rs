@@ -5,14 +5,14 @@
 //! recorded error before its first `": "`.
 
 mod parquet;
-mod quick_table;
+pub(crate) mod quick_table;
 pub(crate) mod table;
 
 use std::io::Write;
 use std::path::Path;
 
 use serde_json::value::RawValue;
-use sluice_store::{ItemRecord, ItemStatus, RunMeta, Store};
+use sluice_store::{ItemRecord, ItemStatus, Store};
 
 use crate::error::{Error, Result};
 use table::{Cell, Flatten};
@@ -67,59 +67,8 @@ pub struct ExportOptions {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Writes every recorded item of `run_id` to `out`, in input order, without
-/// item fields. Returns the number of items written.
-pub fn export_run(
-    store: &mut dyn Store,
-    run_id: &str,
-    format: ExportFormat,
-    out: &mut (dyn Write + Send),
-) -> Result<u64> {
-    let options = ExportOptions {
-        format,
-        include_item: false,
-        flat: false,
-    };
-    export_with(store, run_id, options, out)
-}
-
-/// Writes every recorded item of `run_id` to `out` as `options` say, in
-/// input order. Returns the number of items written.
-pub fn export_with(
-    store: &mut dyn Store,
-    run_id: &str,
-    options: ExportOptions,
-    out: &mut (dyn Write + Send),
-) -> Result<u64> {
-    let job = store.find_run(run_id)?.filter(is_job);
-    if let Some(run) = job {
-        return crate::job::export::export_units(store, &run, options, out);
-    }
-    if options.format == ExportFormat::Jsonl && !options.flat {
-        return write_lines(store, run_id, out);
-    }
-    let mut table = quick_table::QuickTable::new(options.include_item);
-    write_table(store, run_id, &mut table, options.format, out)
-}
-
-/// One recorded item's result line, as the JSONL export of `run` writes it
-/// (without the newline): a Batch API output line, or a job unit's result.
-pub fn result_line(run: &RunMeta, item: &ItemRecord, include_item: bool) -> String {
-    if is_job(run) {
-        return crate::job::export::result_line(item, include_item).to_string();
-    }
-    let mut line = Vec::new();
-    // Writing to memory cannot fail.
-    let _ = write_output_line(&mut line, &run.id, item);
-    line.pop();
-    String::from_utf8_lossy(&line).into_owned()
-}
-
-fn is_job(run: &RunMeta) -> bool {
-    run.settings.get("mode").and_then(|m| m.as_str()) == Some("job")
-}
-
-fn write_lines(store: &mut dyn Store, run_id: &str, out: &mut dyn Write) -> Result<u64> {
+/// Quick mode's JSONL: one Batch API output line per item, in input order.
+pub(crate) fn write_lines(store: &mut dyn Store, run_id: &str, out: &mut dyn Write) -> Result<u64> {
     let mut count = 0u64;
     let mut io_error: Option<std::io::Error> = None;
     let result = store.for_each_item(run_id, &mut |item| {
@@ -251,7 +200,11 @@ pub(crate) fn split_error(error: &str) -> (&str, &str) {
 /// every item's metadata were validated as JSON when they were recorded, so
 /// they are copied as they are instead of being parsed again (export is a
 /// pass over every row at the end of each run).
-fn write_output_line(out: &mut dyn Write, run_id: &str, item: &ItemRecord) -> std::io::Result<()> {
+pub(crate) fn write_output_line(
+    out: &mut dyn Write,
+    run_id: &str,
+    item: &ItemRecord,
+) -> std::io::Result<()> {
     let text = |out: &mut dyn Write, s: &str| -> std::io::Result<()> {
         serde_json::to_writer(&mut *out, s).map_err(std::io::Error::other)
     };

@@ -15,6 +15,7 @@ mod live;
 mod meter;
 mod progress;
 mod quick;
+mod results;
 mod shape;
 mod shared_limits;
 mod stats;
@@ -31,7 +32,7 @@ pub use control::{
     RunControl, RunHooks, StoredControl, CONTROL_KEY,
 };
 pub use error::{Error, Result};
-pub use export::{export_run, export_with, result_line, ExportFormat, ExportOptions};
+pub use export::{ExportFormat, ExportOptions};
 pub use input::InputSource;
 pub use job::{
     plan, run_job, run_job_with, unit_result, JobConfig, Offload, Plan, ProviderPlan, StepPlan,
@@ -41,6 +42,7 @@ pub use live::{worker_state, Rates, BEAT_PERIOD, BEAT_STALE};
 pub use meter::{quantile_ms, CallCounts, FAILURE_KINDS, LATENCY_BUCKETS_MS};
 pub use progress::{Progress, Snapshot};
 pub use quick::{now_ms, run_quick, run_quick_with, BreakerReport, QuickConfig, RunReport};
+pub use results::{export_run, export_with, result_line};
 pub use shape::is_base_url;
 pub use stats::{
     process_calls, process_providers, EndpointReport, Latency, Limits, ProviderReport, RecentError,
