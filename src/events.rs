@@ -122,9 +122,9 @@ impl EventStream {
             }
         };
         RunHooks {
-            control: None,
             on_open: Some(Box::new(on_open)),
             on_commit: Some(Arc::new(on_commit)),
+            ..RunHooks::default()
         }
     }
 

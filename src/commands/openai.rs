@@ -64,8 +64,9 @@ impl Conventions {
     }
 
     /// The start line's account of the defaults taken (`None` when the
-    /// flags said everything).
+    /// flags said everything). Credentials in the URL are masked.
     pub(crate) fn announcement(&self) -> Option<String> {
+        let url = sluice_store::redact_url(&self.url);
         let mut parts = Vec::new();
         match self.url_from {
             Some(BASE_URL_VAR) => {
@@ -84,8 +85,7 @@ impl Conventions {
             );
         } else if self.base_url {
             return Some(format!(
-                "sluice: {} is a base URL: bare bodies go to /chat/completions, /embeddings or /completions by their shape",
-                self.url
+                "sluice: {url} is a base URL: bare bodies go to /chat/completions, /embeddings or /completions by their shape"
             ));
         }
         if self.key_by_default {
@@ -135,6 +135,16 @@ mod tests {
         assert!(line.contains("from $OPENAI_BASE_URL"), "{line}");
         assert!(line.contains("key from $OPENAI_API_KEY"), "{line}");
         assert!(line.contains("by their shape"), "{line}");
+        let secret = Conventions::from_env(
+            &args(&[]),
+            env(&[
+                ("OPENAI_BASE_URL", "https://me:hunter2@h/v1"),
+                ("OPENAI_API_KEY", "k"),
+            ]),
+        )
+        .unwrap();
+        let line = secret.announcement().unwrap();
+        assert!(!line.contains("hunter2"), "{line}");
     }
 
     #[test]

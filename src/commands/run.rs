@@ -17,6 +17,10 @@ use crate::cli::RunArgs;
 use crate::display::{self, ProgressDisplay};
 
 pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    if let Some(problem) = args.name.as_deref().and_then(sluice_spec::name_problem) {
+        let name = args.name.as_deref().unwrap_or_default();
+        return Err(UsageError(format!("--name {name:?} {problem}")).into());
+    }
     if args.input.ends_with(".toml") {
         return super::job::run(args);
     }
@@ -56,6 +60,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             base_ms: args.backoff_base.as_millis() as u64,
             cap_ms: args.backoff_cap.as_millis() as u64,
         },
+        early_stop: !args.no_early_stop,
     };
     check_include_item(&args, args.out.as_deref())?;
     let out = results_target(args.out.as_deref(), args.include_item)?;

@@ -5,6 +5,7 @@ mod fakehost;
 mod pg;
 mod util;
 
+mod batches;
 mod bench;
 mod browser;
 mod commands;
@@ -22,5 +23,9 @@ mod resilience;
 mod resume;
 mod run;
 mod serve;
+mod serve_attacks;
+mod serve_streams;
 mod shared;
 mod shell;
+mod stops;
+mod survive;

@@ -3,9 +3,11 @@
 
 mod calls;
 mod control;
+mod early_stop;
 mod error;
 mod export;
 mod fair;
+mod files;
 mod input;
 mod inputs;
 mod job;
@@ -13,11 +15,14 @@ mod lifecycle;
 mod limiter;
 mod live;
 mod meter;
+mod nul;
 mod progress;
 mod quick;
+mod recording;
 mod results;
 mod shape;
 mod shared_limits;
+mod shown;
 mod stats;
 mod steps;
 mod stopping;
@@ -33,6 +38,7 @@ pub use control::{
 };
 pub use error::{Error, Result};
 pub use export::{ExportFormat, ExportOptions};
+pub use files::{FileAccess, FILE_ACCESS_STATE};
 pub use input::InputSource;
 pub use job::{
     plan, run_job, run_job_with, unit_result, JobConfig, Offload, Plan, ProviderPlan, StepPlan,
@@ -44,6 +50,7 @@ pub use progress::{Progress, Snapshot};
 pub use quick::{now_ms, run_quick, run_quick_with, BreakerReport, QuickConfig, RunReport};
 pub use results::{export_run, export_with, result_line};
 pub use shape::is_base_url;
+pub use shown::{shown_state, STATE_PROCESS_GONE};
 pub use stats::{
     process_calls, process_providers, EndpointReport, Latency, Limits, ProviderReport, RecentError,
     RunStats, StatsReport, StepReport,

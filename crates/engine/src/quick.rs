@@ -15,13 +15,15 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::calls::{self, CallEnd, CallEnv, CallRequest, Tally};
 use crate::control::{RunControl, RunHooks};
+use crate::early_stop::FirstCalls;
 use crate::error::{Error, Result};
 use crate::input::{parse_line, survey, BadLine, InputSource, LineReader, Request};
 use crate::inputs::{spool_stdin_jsonl, InputError};
-use crate::lifecycle::{close_run, drain, open_run, StopSignals};
+use crate::lifecycle::{close_run, drain_halted, open_run, StopSignals};
 use crate::limiter::Limiter;
 use crate::progress::{Progress, Snapshot};
-use crate::stopping::Stopping;
+use crate::recording::Recording;
+use crate::stopping::{Halt, Stopping};
 use crate::writer::{Message, Writer};
 
 /// Lines read (and looked up in the store on resume) per chunk.
@@ -59,6 +61,9 @@ pub struct QuickConfig {
     pub name: Option<String>,
     /// Delays between retries.
     pub backoff: Backoff,
+    /// Stop sending when the first answers all fail the same way no retry
+    /// can fix (a wrong key, URL or model); `--no-early-stop` turns it off.
+    pub early_stop: bool,
 }
 
 /// How a run ended.
@@ -99,9 +104,14 @@ struct Shared {
     retries: u32,
     timeout: Duration,
     progress: Arc<Progress>,
-    stopping: Stopping,
+    /// Set on a signal or a cancel, and by a halt (the store, early stop).
+    stopping: Arc<Stopping>,
     /// Pause and cancel from other processes, through the store.
     control: Arc<RunControl>,
+    /// The first answers, watched for a systematic failure.
+    first_calls: FirstCalls,
+    /// The writer's store calls: a hanging store holds new calls.
+    recording: Arc<Recording>,
 }
 
 /// Runs (or resumes) a quick-mode batch on its own single-threaded runtime.
@@ -157,10 +167,15 @@ pub fn run_quick_with(
     let mut store = cfg.store.open()?;
     let source = source_key(&input_path);
     let settings = settings_json(cfg, &input_path);
-    let name = cfg
-        .name
-        .clone()
-        .unwrap_or_else(|| default_name(&input_path));
+    let name = match &cfg.name {
+        Some(name) => {
+            if let Some(problem) = sluice_spec::name_problem(name) {
+                return Err(Error::Config(format!("--name {name:?} {problem}")));
+            }
+            name.clone()
+        }
+        None => default_name(&input_path),
+    };
     let (run, resumed) = open_run(&mut *store, cfg.fresh, source, name, settings)?;
     store.set_total(&run.id, found.total)?;
     store.set_state(&run.id, "running", None)?;
@@ -186,8 +201,10 @@ pub fn run_quick_with(
         retries: cfg.retries,
         timeout: cfg.timeout,
         progress: progress.clone(),
-        stopping: Stopping::default(),
+        stopping: Arc::new(Stopping::default()),
         control: control.clone(),
+        first_calls: FirstCalls::new(cfg.early_stop, None),
+        recording: Arc::new(Recording::default()),
     });
     let writer = Writer::start(
         cfg.store.open()?,
@@ -195,7 +212,13 @@ pub fn run_quick_with(
         progress.clone(),
         hooks.on_commit.take(),
         Some(crate::control::Watch::new(control.clone(), seen)),
+        shared.stopping.clone(),
+        shared.recording.clone(),
     );
+    runtime.spawn(crate::lifecycle::mirror_pause(
+        control.clone(),
+        progress.clone(),
+    ));
     runtime.spawn(crate::live::beat_loop(
         writer.tx.clone(),
         run.id.clone(),
@@ -223,7 +246,15 @@ pub fn run_quick_with(
     writer.finish()?;
     tracing::debug!(elapsed = ?dispatched.elapsed(), "all outcomes committed");
 
-    close_run(&cfg.store, run, resumed, interrupted, &progress)
+    let report = close_run(&cfg.store, run, resumed, interrupted, &progress)?;
+    match shared.stopping.halted() {
+        Some(Halt::Systematic(why)) => Err(crate::early_stop::stopped(
+            why,
+            &report.run_id,
+            &report.progress,
+        )),
+        _ => Ok(report),
+    }
 }
 
 struct Dispatch {
@@ -290,7 +321,8 @@ impl Drop for WorkerGuard {
 }
 
 impl Dispatch {
-    /// Sends every pending line; returns whether it was interrupted.
+    /// Sends every pending line; returns whether it was interrupted (by a
+    /// signal, a cancel or a halt).
     async fn run(mut self, path: &Path, concurrency: usize) -> Result<bool> {
         let signals = StopSignals::watch(self.shared.control.clone());
         let stop = &signals.stop;
@@ -406,6 +438,9 @@ impl Dispatch {
                 tokio::select! {
                     sent = work_tx.send((endpoint, request)) => if sent.is_err() { break 'read },
                     _ = stop.notified() => { interrupted = true; break 'read; }
+                    // Halted (the store failed, or the first answers all
+                    // failed alike): nothing more is handed out.
+                    () = self.shared.stopping.wait() => break 'read,
                 }
             }
             if !moves.is_empty() {
@@ -416,7 +451,7 @@ impl Dispatch {
         // signal, get a short grace period for the calls on the wire).
         drop(work_tx);
         let all_done = workers.all_done();
-        Ok(drain(all_done, stop, &self.shared.stopping, interrupted).await)
+        Ok(drain_halted(all_done, stop, &self.shared.stopping, interrupted).await)
     }
 
     /// What the store holds for this chunk's ids (empty for a new run).
@@ -565,6 +600,8 @@ async fn attempt(
         tenant: 0,
         control: Some(&shared.control),
         meters: [None, None],
+        first_calls: Some(&shared.first_calls),
+        recording: Some(&shared.recording),
     };
     let route = calls::Fixed(endpoint);
     let call_request = CallRequest {
@@ -640,24 +677,8 @@ fn source_key(path: &Path) -> String {
 }
 
 fn default_name(path: &Path) -> String {
-    let stem = path
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("run")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect::<String>();
-    if stem.is_empty() {
-        "run".into()
-    } else {
-        stem
-    }
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("run");
+    sluice_spec::name_from_stem(stem)
 }
 
 /// What the run was told, for `sluice status` and for retrying it later. The
@@ -666,7 +687,10 @@ fn settings_json(cfg: &QuickConfig, input: &Path) -> serde_json::Value {
     serde_json::json!({
         "mode": "quick",
         "input": input.display().to_string(),
-        "url": cfg.url,
+        // Shown by `status` and `runs`: never with its credentials (which
+        // `retry` then cannot reuse: it says to rerun with the URL).
+        "url": sluice_store::redact_url(&cfg.url),
+        "url_redacted": sluice_store::redact_url(&cfg.url) != cfg.url,
         "concurrency": cfg.concurrency,
         "rpm": cfg.rpm,
         "tpm": cfg.tpm,

@@ -4,79 +4,14 @@
 //! heartbeats for runs started elsewhere (the CLI against the same store) —
 //! and the advice derived from it.
 
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json};
-use sluice_engine::{read_control, worker_state, ControlState, StatsReport, StoredControl};
+use sluice_engine::{read_control, shown_state, worker_state, StoredControl};
 use sluice_store::{RunCounts, RunMeta, Store, WorkerBeat};
 
 use crate::advice::{advise, Advice};
 use crate::error::ApiResult;
-use crate::runner::LiveRun;
-
-/// Rates as in a heartbeat.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
-pub(crate) struct LiveRates {
-    #[serde(default)]
-    pub(crate) calls_per_sec: f64,
-    #[serde(default)]
-    pub(crate) items_per_sec: f64,
-    #[serde(default)]
-    pub(crate) tokens_per_min: f64,
-    #[serde(default)]
-    pub(crate) throttled_per_sec: f64,
-}
-
-/// The live detail of a running run (a heartbeat's `live` has this shape).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub(crate) struct Live {
-    /// `server` (executed here) or `worker` (from a heartbeat).
-    #[serde(default)]
-    pub(crate) source: String,
-    #[serde(default)]
-    pub(crate) counters: Json,
-    #[serde(default)]
-    pub(crate) rates: LiveRates,
-    #[serde(default)]
-    pub(crate) latency_ewma_ms: f64,
-    #[serde(default)]
-    pub(crate) eta_secs: Option<f64>,
-    #[serde(default)]
-    pub(crate) stats: StatsReport,
-    /// What the process executing the run applies now: `run`, `pause` or
-    /// `cancel` (lags a stored control by up to a heartbeat).
-    #[serde(default)]
-    pub(crate) control: Option<String>,
-}
-
-/// Totals the API reports for a run.
-#[derive(Debug, Clone, Default, Serialize)]
-pub(crate) struct Counts {
-    pub(crate) total: Option<u64>,
-    pub(crate) done: u64,
-    pub(crate) failed: u64,
-    pub(crate) pending: Option<u64>,
-    pub(crate) attempts: u64,
-    pub(crate) retries: u64,
-    pub(crate) throttled: u64,
-    pub(crate) prompt_tokens: u64,
-    pub(crate) completion_tokens: u64,
-}
-
-impl Counts {
-    fn new(run: &RunMeta, c: &RunCounts) -> Counts {
-        Counts {
-            total: run.total,
-            done: c.done,
-            failed: c.failed,
-            pending: run.total.map(|t| t.saturating_sub(c.done + c.failed)),
-            attempts: c.attempts,
-            retries: c.retries,
-            throttled: c.throttled,
-            prompt_tokens: c.prompt_tokens,
-            completion_tokens: c.completion_tokens,
-        }
-    }
-}
+use crate::figures::{Counts, Live, LiveRates};
+use crate::live_run::LiveRun;
 
 /// A worker as listed with a run.
 fn worker(w: &WorkerBeat, now: i64) -> Json {
@@ -115,19 +50,20 @@ pub(crate) fn live_here(run: &LiveRun) -> Live {
     }
 }
 
-/// The run's public state: the store's, or `paused`/`running` for a run
-/// executed here; a run running elsewhere whose stored control asks for a
-/// pause is `paused` (its processes hold within a second).
-fn state(run: &RunMeta, here: Option<&LiveRun>, control: Option<&StoredControl>) -> String {
+/// The run's public state: `paused`/`running` for a run executed here
+/// (a pause applies at once in this process); otherwise as every surface
+/// shows it ([`shown_state`]: `pausing` until each process executing it
+/// applied a pause, `interrupted (process gone)` when none is left).
+fn state(
+    run: &RunMeta,
+    here: Option<&LiveRun>,
+    control: Option<&StoredControl>,
+    beats: &[WorkerBeat],
+) -> String {
     match here {
         Some(r) if !r.is_finished() && r.control.is_paused() => "paused".into(),
         Some(r) if !r.is_finished() => "running".into(),
-        _ if run.state == sluice_store::STATE_RUNNING
-            && control.is_some_and(|c| c.state == ControlState::Pause) =>
-        {
-            "paused".into()
-        }
-        _ => run.state.clone(),
+        _ => shown_state(run, control, beats, sluice_engine::now_ms()),
     }
 }
 
@@ -138,6 +74,15 @@ pub(crate) fn control_of(store: &mut dyn Store, run: &RunMeta) -> ApiResult<Opti
         return Ok(None);
     }
     Ok(read_control(store, &run.id)?)
+}
+
+/// The heartbeats of a run still running, for [`state`] (none for ended
+/// runs: their state is the stored one).
+pub(crate) fn beats_of(store: &mut dyn Store, run: &RunMeta) -> ApiResult<Vec<WorkerBeat>> {
+    if run.state != sluice_store::STATE_RUNNING {
+        return Ok(Vec::new());
+    }
+    Ok(store.workers(&run.id)?)
 }
 
 /// Builds the view of `run` (store reads: call on a blocking thread).
@@ -168,6 +113,12 @@ pub(crate) fn view(
         Vec::new()
     };
     let advice: Vec<Advice> = advise(live.as_ref(), &counts, &errors);
+    let notices: Vec<String> = store
+        .run_state(&run.id, crate::policy::NOTICES)?
+        .into_iter()
+        .next()
+        .and_then(|(_, v)| serde_json::from_value(v).ok())
+        .unwrap_or_default();
     let mode = run
         .settings
         .get("mode")
@@ -176,7 +127,7 @@ pub(crate) fn view(
     Ok(json!({
         "id": run.id,
         "name": run.name,
-        "state": state(run, here, control.as_ref()),
+        "state": state(run, here, control.as_ref(), &beats),
         "control": control,
         "mode": mode,
         "executed_here": here.is_some_and(|r| !r.is_finished()),
@@ -188,20 +139,23 @@ pub(crate) fn view(
         "workers": beats.iter().map(|w| worker(w, now)).collect::<Vec<_>>(),
         "top_errors": errors.iter().map(|(m, n)| json!({"error": m, "count": n})).collect::<Vec<_>>(),
         "recommendations": advice,
+        "notices": notices,
     }))
 }
 
-/// A run in the list of runs (`control`: see [`control_of`]).
+/// A run in the list of runs (`control`, `beats`: see [`control_of`],
+/// [`beats_of`]).
 pub(crate) fn summary(
     run: &RunMeta,
     counts: &RunCounts,
     here: Option<&LiveRun>,
     control: Option<&StoredControl>,
+    beats: &[WorkerBeat],
 ) -> Json {
     json!({
         "id": run.id,
         "name": run.name,
-        "state": state(run, here, control),
+        "state": state(run, here, control, beats),
         "created_at": run.created_at,
         "finished_at": run.finished_at,
         "counts": Counts::new(run, counts),

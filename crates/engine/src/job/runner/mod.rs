@@ -39,6 +39,8 @@ pub(crate) struct Shared {
     /// Local programs in flight at most (default: the number of CPUs).
     pub(crate) command_slots: Arc<Semaphore>,
     pub(crate) output_dir: PathBuf,
+    /// Where files named at run time may be read from (`None`: anywhere).
+    pub(crate) files: Option<Arc<crate::FileAccess>>,
     /// `env` for templates: only the variables the job lists.
     pub(crate) env: Json,
     /// Reads earlier step records on resume and the cache; `None` for a new
@@ -55,6 +57,10 @@ pub(crate) struct Shared {
     pub(crate) control: Arc<crate::control::RunControl>,
     /// The batch API of each provider that sends through it.
     pub(crate) batches: super::batch::Batches,
+    /// Per step (by index): the watch over its first calls' endings.
+    pub(crate) first_calls: Vec<crate::early_stop::FirstCalls>,
+    /// The writer's store calls: a hanging store holds new calls.
+    pub(crate) recording: Arc<crate::recording::Recording>,
 }
 
 impl Shared {

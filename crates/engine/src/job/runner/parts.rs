@@ -278,6 +278,13 @@ pub(super) async fn send(
         tenant: lane.tenant,
         control: Some(&shared.control),
         meters: [Some(&run_meter), Some(&process_meter)],
+        first_calls: shared
+            .job
+            .steps
+            .iter()
+            .position(|s| s.name == step.name)
+            .and_then(|i| shared.first_calls.get(i)),
+        recording: Some(&shared.recording),
     };
     let options = CallOptions {
         headers,
@@ -417,7 +424,13 @@ async fn execute(
         StepKind::Http { save, .. } => {
             let provider_lane = provider.and_then(|p| shared.lanes.get(p));
             let first_base = provider_lane.map(|l| l.first_base());
-            let call = match crate::steps::http::build(&step.kind, first_base, &[], ctx) {
+            let call = match crate::steps::http::build(
+                &step.kind,
+                first_base,
+                &[],
+                ctx,
+                shared.files.as_deref(),
+            ) {
                 Ok(c) => c,
                 Err(e) => return (PartEnd::Failed(e.to_string()), None, Duration::ZERO),
             };
