@@ -69,13 +69,8 @@ impl Conventions {
         let url = sluice_store::redact_url(&self.url);
         let mut parts = Vec::new();
         match self.url_from {
-            Some(BASE_URL_VAR) => {
-                parts.push(format!("url {} from ${BASE_URL_VAR} (no --url)", self.url))
-            }
-            Some(from) => parts.push(format!(
-                "url {} ({from}; no --url, no ${BASE_URL_VAR})",
-                self.url
-            )),
+            Some(BASE_URL_VAR) => parts.push(format!("url {url} from ${BASE_URL_VAR} (no --url)")),
+            Some(from) => parts.push(format!("url {url} ({from}; no --url, no ${BASE_URL_VAR})")),
             None => {}
         }
         if self.base_url && (self.url_from.is_some() || self.key_by_default) {
