@@ -11,6 +11,7 @@ mod export;
 mod job;
 mod mock;
 mod openai;
+mod plan;
 mod run;
 mod serve;
 mod shell;
@@ -26,7 +27,7 @@ pub(crate) struct UsageError(pub(crate) String);
 pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => run::run(args),
-        Command::Plan(args) => job::plan(args),
+        Command::Plan(args) => plan::plan(args),
         Command::Retry(args) => job::retry(args),
         Command::Status(args) => status::status(args),
         Command::Runs(args) => status::runs(args),

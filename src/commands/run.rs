@@ -60,6 +60,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             base_ms: args.backoff_base.as_millis() as u64,
             cap_ms: args.backoff_cap.as_millis() as u64,
         },
+        limit: args.limit,
         early_stop: !args.no_early_stop,
     };
     check_include_item(&args, args.out.as_deref())?;
