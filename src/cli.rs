@@ -6,6 +6,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sluice_store::StoreLocation;
 
+use crate::help;
+
 /// Run any batch of API calls as fast as every limit allows, record every
 /// result durably, and resume exactly where it stopped.
 #[derive(Debug, Parser)]
@@ -18,37 +20,57 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run or resume a batch: `sluice run requests.jsonl --url URL` or `sluice run job.toml`.
+    #[command(after_help = help::RUN)]
     Run(RunArgs),
     /// Validate a job file and estimate calls, tokens and time; sends nothing.
+    #[command(after_help = help::PLAN)]
     Plan(PlanArgs),
     /// Re-queue a run's failed items (or one step's failures) and run them.
+    #[command(after_help = help::RETRY)]
     Retry(RetryArgs),
     /// Progress, counts, rates and errors of a run (default: the latest).
+    #[command(after_help = help::STATUS)]
     Status(StatusArgs),
     /// List the runs in the store.
+    #[command(after_help = help::RUNS)]
     Runs(RunsArgs),
     /// Write a run's results in input order.
+    #[command(after_help = help::EXPORT)]
     Export(ExportArgs),
     /// Pause a run wherever it executes (this machine or others on a shared
     /// store): no new call starts; calls on the wire finish and are recorded.
+    #[command(after_help = help::PAUSE)]
     Pause(ControlArgs),
     /// Un-pause a run; for a run nobody executes, say how to start it again.
+    #[command(after_help = help::RESUME)]
     Resume(ControlArgs),
     /// Stop a run wherever it executes, as Ctrl-C would: it ends
     /// interrupted, its unfinished items stay pending for a resume.
+    #[command(after_help = help::CANCEL)]
     Cancel(ControlArgs),
     /// Serve a built-in fake API (OpenAI-compatible, Anthropic Messages, both batch
     /// APIs) for demos, tests and benchmarks.
+    #[command(after_help = help::MOCK)]
     Mock(MockArgs),
     /// Run examples/audio-pipeline against built-in mocks and show where the results are.
+    #[command(after_help = help::DEMO)]
     Demo(DemoArgs),
     /// Join the runs of a shared store (PostgreSQL) and work their units
     /// together with every other process on them, until stopped.
+    #[command(after_help = help::WORKER)]
     Worker(WorkerArgs),
     /// Measure sluice against the physical bounds, on a local mock (BENCHMARKS.md).
+    #[command(after_help = help::BENCH)]
     Bench(BenchArgs),
     /// Serve the REST API, live events, /metrics and the dashboard over the store.
+    #[command(after_help = help::SERVE)]
     Serve(ServeArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    #[command(after_help = help::COMPLETIONS)]
+    Completions(CompletionsArgs),
+    /// Print the man page (roff), or write one page per command into a directory.
+    #[command(after_help = help::MAN)]
+    Man(ManArgs),
 }
 
 /// Where runs are recorded.
@@ -70,8 +92,11 @@ pub(crate) struct RunArgs {
     /// `steps.NAME.concurrency=N`, `providers.NAME.rpm=N`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub(crate) sets: Vec<String>,
-    /// Endpoint URL, e.g. http://127.0.0.1:8080/v1/chat/completions; a Batch API
-    /// line's `url` path replaces the path.
+    /// Endpoint URL, e.g. http://127.0.0.1:8080/v1/chat/completions, or a
+    /// base URL (path `/` or ending in `/v1`): then each bare body goes to
+    /// /chat/completions, /embeddings or /completions by its shape. A Batch
+    /// API line's `url` path replaces the path. Default: $OPENAI_BASE_URL,
+    /// else https://api.openai.com/v1.
     #[arg(long, env = "SLUICE_URL")]
     pub(crate) url: Option<String>,
     /// Calls in progress at most, including those waiting to retry (default 64;
@@ -97,13 +122,21 @@ pub(crate) struct RunArgs {
     /// Longest retry delay.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub(crate) backoff_cap: Duration,
-    /// Environment variable holding the API key, sent as a bearer token.
-    #[arg(long)]
+    /// Environment variable holding the API key, sent as a bearer token
+    /// (default: OPENAI_API_KEY when it is set; the start line says so).
+    #[arg(long, conflicts_with = "no_api_key")]
     pub(crate) api_key_env: Option<String>,
-    /// Write results here when the run ends (`.csv` for CSV, else JSONL);
-    /// without it results go to stdout (unless --json).
+    /// Send no API key, even with OPENAI_API_KEY set.
+    #[arg(long)]
+    pub(crate) no_api_key: bool,
+    /// Write results here when the run ends: `.jsonl`, `.csv` or
+    /// `.parquet`; without it results go to stdout as JSONL (unless --json).
     #[arg(long)]
     pub(crate) out: Option<PathBuf>,
+    /// With --out: carry each item's own fields into the results (see
+    /// `sluice export --help`).
+    #[arg(long)]
+    pub(crate) include_item: bool,
     #[command(flatten)]
     pub(crate) store: StoreArg,
     /// Start a new run instead of resuming the last run of this input.
@@ -113,12 +146,19 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     pub(crate) skip_bad: bool,
     /// Print a machine-readable summary on stdout.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "events")]
     pub(crate) json: bool,
+    /// For programs driving sluice (the Python API): JSON events on stdout,
+    /// one per line — `start`, a `result` per item as soon as it is
+    /// recorded, `progress` every --progress-interval, and `end` with the
+    /// --json summary. Results still go to --out.
+    #[arg(long)]
+    pub(crate) events: bool,
     /// Name of a new run (default: the input file's name).
     #[arg(long)]
     pub(crate) name: Option<String>,
-    /// Seconds between progress lines when stderr is not a terminal.
+    /// Seconds between progress lines when stderr is not a terminal (with
+    /// --events: between progress events).
     #[arg(long, env = "SLUICE_PROGRESS_INTERVAL", default_value_t = 5.0)]
     pub(crate) progress_interval: f64,
     /// With a postgres:// store: how long a claimed unit stays leased
@@ -260,22 +300,34 @@ pub(crate) struct RunsArgs {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub(crate) enum Format {
-    /// OpenAI Batch API output lines.
+    /// OpenAI Batch API output lines (job runs: one result line per unit).
     Jsonl,
     /// One row per item.
     Csv,
+    /// The CSV's columns, typed; embeddings as lists of float32.
+    Parquet,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct ExportArgs {
     /// Run id or name.
     pub(crate) run: String,
-    /// Output format (default: from --out's extension, else jsonl).
+    /// Output format (default: from --out's extension — .jsonl, .csv,
+    /// .parquet — else jsonl).
     #[arg(long, value_enum)]
     pub(crate) format: Option<Format>,
     /// Output file (default: stdout).
     #[arg(long)]
     pub(crate) out: Option<PathBuf>,
+    /// Carry each item's own fields into the results: a job item's fields
+    /// (`item` in JSONL, `item.KEY` columns in CSV and Parquet); in quick
+    /// mode the keys of each line's `metadata` as `item.KEY` columns.
+    #[arg(long)]
+    pub(crate) include_item: bool,
+    /// JSONL as one flat object per item with the CSV and Parquet columns
+    /// (typed; embeddings as lists of numbers), for data frames.
+    #[arg(long)]
+    pub(crate) flat: bool,
     #[command(flatten)]
     pub(crate) store: StoreArg,
 }
@@ -475,4 +527,19 @@ pub(crate) struct BenchArgs {
     /// crash-resume, scale-out, faults, unknown-rpm.
     #[arg(long, num_args = 1.., value_name = "NAME")]
     pub(crate) only: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CompletionsArgs {
+    /// The shell the script is for.
+    #[arg(value_enum)]
+    pub(crate) shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ManArgs {
+    /// Write sluice.1 and a page per command (sluice-run.1, ...) here
+    /// instead of printing sluice.1.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) dir: Option<PathBuf>,
 }

@@ -10,6 +10,8 @@ use clap::Parser;
 mod cli;
 mod commands;
 mod display;
+mod events;
+mod help;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();

@@ -140,7 +140,8 @@ pub(crate) fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .map_err(|_| anyhow::anyhow!("the mock thread panicked"))??;
     let (report, code) = outcome?;
     let results = job.output.path.clone().unwrap_or(dir.join("results.jsonl"));
-    super::run::deliver(&location, &report, Some(&results), false)?;
+    let target = super::run::results_target(Some(&results), false)?;
+    super::run::deliver(&location, &report, target, super::run::Ending::Text)?;
     let records = dir.join("transcripts.json");
     std::fs::write(&records, serde_json::to_string_pretty(&seen.transcripts)?)?;
 

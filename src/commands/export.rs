@@ -1,9 +1,9 @@
-//! `sluice export RUN`: a run's results in input order, JSONL or CSV.
+//! `sluice export RUN`: a run's results in input order, JSONL, CSV or Parquet.
 
 use std::process::ExitCode;
 
 use anyhow::Context;
-use sluice_engine::{export_run, ExportFormat};
+use sluice_engine::{export_with, ExportFormat, ExportOptions};
 
 use super::UsageError;
 use crate::cli::{ExportArgs, Format};
@@ -17,20 +17,29 @@ pub(crate) fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
         ))
         .into());
     };
+    let format = match (args.format, &args.out) {
+        (Some(f), _) => to_format(f),
+        (None, Some(out)) => ExportFormat::from_path(out).map_err(UsageError)?,
+        (None, None) => ExportFormat::Jsonl,
+    };
+    if args.flat && format != ExportFormat::Jsonl {
+        return Err(
+            UsageError("--flat applies to JSONL; CSV and Parquet are flat already".into()).into(),
+        );
+    }
+    let options = ExportOptions {
+        format,
+        include_item: args.include_item,
+        flat: args.flat,
+    };
     match &args.out {
         Some(out) => {
-            let format = match args.format {
-                Some(f) => to_format(f),
-                None => ExportFormat::from_path(out),
-            };
-            let written = super::run::write_atomically(&mut *store, &run.id, out, format)?;
+            let written = super::run::write_atomically(&mut *store, &run.id, out, options)?;
             eprintln!("{written} items of {} → {}", run.id, out.display());
         }
         None => {
-            let format = args.format.map(to_format).unwrap_or(ExportFormat::Jsonl);
-            let stdout = std::io::stdout();
-            let mut writer = std::io::BufWriter::new(stdout.lock());
-            export_run(&mut *store, &run.id, format, &mut writer)?;
+            let mut writer = std::io::BufWriter::new(std::io::stdout());
+            export_with(&mut *store, &run.id, options, &mut writer)?;
             std::io::Write::flush(&mut writer).context("writing results to stdout")?;
         }
     }
@@ -41,5 +50,6 @@ fn to_format(format: Format) -> ExportFormat {
     match format {
         Format::Csv => ExportFormat::Csv,
         Format::Jsonl => ExportFormat::Jsonl,
+        Format::Parquet => ExportFormat::Parquet,
     }
 }

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use sluice_engine::{run_job, JobConfig};
+use sluice_engine::{run_job, run_job_with, JobConfig};
 
 use super::UsageError;
 use crate::cli::{RetryArgs, RunArgs};
@@ -14,6 +14,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         ("--rpm", args.rpm.is_some()),
         ("--tpm", args.tpm.is_some()),
         ("--api-key-env", args.api_key_env.is_some()),
+        ("--no-api-key", args.no_api_key),
     ];
     if let Some((flag, _)) = quick_only.iter().find(|(_, given)| *given) {
         return Err(UsageError(format!(
@@ -57,15 +58,20 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let (report, code) = super::run::with_progress(args.progress_interval, !args.json, |p| {
-        run_job(&job, &config, p)
-    })?;
     // A trial of the first units never replaces the job's results file.
     let out = match args.limit {
         Some(_) => args.out.clone(),
         None => args.out.clone().or_else(|| job.output.path.clone()),
     };
-    super::run::deliver(&args.store.store, &report, out.as_deref(), args.json)?;
+    super::run::check_include_item(&args, out.as_deref())?;
+    let results = super::run::results_target(out.as_deref(), args.include_item)?;
+    let (report, code, ending) = super::run::watched(
+        super::run::Summary::of(&args),
+        args.progress_interval,
+        args.include_item,
+        |p, hooks| run_job_with(&job, &config, p, hooks),
+    )?;
+    super::run::deliver(&args.store.store, &report, results, ending)?;
     Ok(code)
 }
 
@@ -152,15 +158,16 @@ pub(crate) fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
             limit: run.settings.get("limit").and_then(|v| v.as_u64()),
             early_stop: !args.no_early_stop,
         };
-        let (report, code) =
-            super::run::with_progress(5.0, !args.json, |p| run_job(&job, &config, p))?;
         // A trial run of the first units (--limit) never writes the job's results file.
         let out = job
             .output
             .path
             .as_deref()
             .filter(|_| config.limit.is_none());
-        super::run::deliver(&args.store.store, &report, out, args.json)?;
+        let results = super::run::results_target(out, false)?;
+        let (report, code) =
+            super::run::with_progress(5.0, !args.json, |p| run_job(&job, &config, p))?;
+        super::run::deliver(&args.store.store, &report, results, ending(args.json))?;
         return Ok(code);
     }
     let input = setting("input")
@@ -195,6 +202,14 @@ pub(crate) fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
         early_stop: !args.no_early_stop,
     };
     let (report, code) = super::run::execute(&config, 5.0, !args.json)?;
-    super::run::deliver(&args.store.store, &report, None, args.json)?;
+    super::run::deliver(&args.store.store, &report, None, ending(args.json))?;
     Ok(code)
+}
+
+fn ending(json: bool) -> super::run::Ending {
+    if json {
+        super::run::Ending::Json
+    } else {
+        super::run::Ending::Text
+    }
 }

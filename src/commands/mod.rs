@@ -10,9 +10,11 @@ mod demo;
 mod export;
 mod job;
 mod mock;
+mod openai;
 mod plan;
 mod run;
 mod serve;
+mod shell;
 mod status;
 mod worker;
 
@@ -38,5 +40,7 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Worker(args) => worker::worker(args),
         Command::Bench(args) => bench::bench(args),
         Command::Serve(args) => serve::serve(args),
+        Command::Completions(args) => shell::completions(args),
+        Command::Man(args) => shell::man(args),
     }
 }

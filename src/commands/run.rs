@@ -5,7 +5,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use sluice_engine::{run_quick, ExportFormat, InputSource, Progress, QuickConfig, RunReport};
+use sluice_engine::{
+    run_quick, run_quick_with, ExportFormat, ExportOptions, InputSource, Progress, QuickConfig,
+    RunHooks, RunReport,
+};
 use sluice_limit::Backoff;
 use sluice_store::{Store, StoreLocation};
 
@@ -33,12 +36,8 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         )
         .into());
     }
-    let Some(url) = args.url.clone() else {
-        return Err(UsageError(
-            "--url is required with a JSONL input, e.g. --url http://127.0.0.1:8080/v1/chat/completions".into(),
-        )
-        .into());
-    };
+    let conventions = super::openai::Conventions::resolve(&args)?;
+    let url = conventions.url.clone();
     let config = QuickConfig {
         input: if args.input == "-" {
             InputSource::Stdin
@@ -52,7 +51,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         tpm: args.tpm,
         retries: args.retries,
         timeout: args.timeout,
-        api_key_env: args.api_key_env.clone(),
+        api_key_env: conventions.api_key_env.clone(),
         store: args.store.store.clone(),
         fresh: args.fresh,
         skip_bad: args.skip_bad,
@@ -64,9 +63,119 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         limit: args.limit,
         early_stop: !args.no_early_stop,
     };
-    let (report, code) = execute(&config, args.progress_interval, !args.json)?;
-    deliver(&args.store.store, &report, args.out.as_deref(), args.json)?;
+    check_include_item(&args, args.out.as_deref())?;
+    let out = results_target(args.out.as_deref(), args.include_item)?;
+    if let Some(line) = conventions.announcement() {
+        eprintln!("{line}");
+    }
+    let (report, code, ending) = watched(
+        Summary::of(&args),
+        args.progress_interval,
+        args.include_item,
+        |p, hooks| run_quick_with(&config, p, hooks),
+    )?;
+    deliver(&args.store.store, &report, out, ending)?;
     Ok(code)
+}
+
+/// How the end of a run is told on stdout, as the flags ask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Summary {
+    /// A summary for people on stderr; results on stdout unless --out.
+    Text,
+    /// `--json`: the summary as one JSON object on stdout.
+    Json,
+    /// `--events`: the run's events on stdout, the summary as the `end` event.
+    Events,
+}
+
+impl Summary {
+    pub(crate) fn of(args: &RunArgs) -> Summary {
+        if args.events {
+            Summary::Events
+        } else if args.json {
+            Summary::Json
+        } else {
+            Summary::Text
+        }
+    }
+}
+
+/// What [`deliver`] ends a run with.
+pub(crate) enum Ending {
+    Text,
+    Json,
+    /// The event stream, to be ended with the summary.
+    Events(crate::events::EventStream),
+}
+
+/// Runs `work` with progress on stderr and, for `Summary::Events`, its
+/// events on stdout, which [`deliver`] ends.
+pub(crate) fn watched(
+    summary: Summary,
+    progress_interval: f64,
+    include_item: bool,
+    work: impl FnOnce(Arc<Progress>, RunHooks) -> sluice_engine::Result<RunReport>,
+) -> anyhow::Result<(RunReport, ExitCode, Ending)> {
+    match summary {
+        Summary::Text | Summary::Json => {
+            let text = summary == Summary::Text;
+            let (report, code) =
+                with_progress(progress_interval, text, |p| work(p, RunHooks::default()))?;
+            let ending = if text { Ending::Text } else { Ending::Json };
+            Ok((report, code, ending))
+        }
+        Summary::Events => {
+            let interval = std::time::Duration::from_secs_f64(progress_interval.max(0.0));
+            let mut stream = None;
+            // Plain progress lines would only repeat the events on stderr.
+            let (report, code) = with_progress(0.0, false, |p| {
+                let events = crate::events::EventStream::start(p.clone(), interval);
+                let hooks = events.hooks(include_item);
+                stream = Some(events);
+                work(p, hooks)
+            })?;
+            let ending = stream.map_or(Ending::Json, Ending::Events);
+            Ok((report, code, ending))
+        }
+    }
+}
+
+/// Where and how a run's results go at its end: a file and its format.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ResultsFile<'a> {
+    pub(crate) path: &'a Path,
+    pub(crate) options: ExportOptions,
+}
+
+/// `--include-item` needs somewhere to carry the fields to.
+pub(crate) fn check_include_item(args: &RunArgs, out: Option<&Path>) -> anyhow::Result<()> {
+    if args.include_item && out.is_none() && !args.events {
+        return Err(UsageError(
+            "--include-item applies to the --out file and to --events; give --out results.jsonl|.csv|.parquet, or use `sluice export RUN --include-item`".into(),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Checks `--out` before anything is sent: its extension must name a format.
+pub(crate) fn results_target(
+    out: Option<&Path>,
+    include_item: bool,
+) -> anyhow::Result<Option<ResultsFile<'_>>> {
+    let Some(path) = out else {
+        return Ok(None);
+    };
+    let format = ExportFormat::from_path(path).map_err(UsageError)?;
+    Ok(Some(ResultsFile {
+        path,
+        options: ExportOptions {
+            format,
+            include_item,
+            flat: false,
+        },
+    }))
 }
 
 /// Runs `config` with live progress on stderr and the summary after it.
@@ -110,29 +219,33 @@ pub(crate) fn with_progress(
 pub(crate) fn deliver(
     location: &StoreLocation,
     report: &RunReport,
-    out: Option<&Path>,
-    json: bool,
+    out: Option<ResultsFile<'_>>,
+    ending: Ending,
 ) -> anyhow::Result<()> {
+    let json = !matches!(ending, Ending::Text);
     let mut store = location.open()?;
-    if let Some(out) = out {
-        let written = write_atomically(
-            &mut *store,
-            &report.run_id,
-            out,
-            ExportFormat::from_path(out),
-        )?;
+    if let Some(file) = out {
+        let written = write_atomically(&mut *store, &report.run_id, file.path, file.options)?;
         if !json {
-            eprintln!("  results    {written} lines → {}", out.display());
+            let unit = match file.options.format {
+                ExportFormat::Jsonl => "lines",
+                ExportFormat::Csv | ExportFormat::Parquet => "rows",
+            };
+            eprintln!("  results    {written} {unit} → {}", file.path.display());
         }
     } else if !json {
-        let stdout = std::io::stdout();
-        let mut lock = std::io::BufWriter::new(stdout.lock());
-        sluice_engine::export_run(&mut *store, &report.run_id, ExportFormat::Jsonl, &mut lock)?;
-        std::io::Write::flush(&mut lock).context("writing results to stdout")?;
+        let mut stdout = std::io::BufWriter::new(std::io::stdout());
+        sluice_engine::export_run(
+            &mut *store,
+            &report.run_id,
+            ExportFormat::Jsonl,
+            &mut stdout,
+        )?;
+        std::io::Write::flush(&mut stdout).context("writing results to stdout")?;
     }
     if json {
         let counts = store.counts(&report.run_id)?;
-        let summary = serde_json::json!({
+        let value = serde_json::json!({
             "run": report.run_id,
             "resumed": report.resumed,
             "interrupted": report.interrupted,
@@ -140,9 +253,12 @@ pub(crate) fn deliver(
             "breakers": report.breakers,
             "recorded": counts,
             "notes": report.notes,
-            "out": out.map(|p| p.display().to_string()),
+            "out": out.map(|f| f.path.display().to_string()),
         });
-        println!("{summary}");
+        match ending {
+            Ending::Events(events) => events.finish(value),
+            _ => println!("{value}"),
+        }
     }
     Ok(())
 }
@@ -153,7 +269,7 @@ pub(crate) fn write_atomically(
     store: &mut dyn Store,
     run_id: &str,
     out: &Path,
-    format: ExportFormat,
+    options: ExportOptions,
 ) -> anyhow::Result<u64> {
     let dir = out
         .parent()
@@ -169,7 +285,7 @@ pub(crate) fn write_atomically(
     let file =
         std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let mut writer = std::io::BufWriter::new(file);
-    let written = sluice_engine::export_run(store, run_id, format, &mut writer)?;
+    let written = sluice_engine::export_with(store, run_id, options, &mut writer)?;
     // No fsync: the store is the durable copy and `sluice export` rewrites this
     // file from it; the rename alone keeps a killed process from leaving half a file.
     writer.into_inner().context("flushing results")?;

@@ -158,8 +158,8 @@ fn one_job_gives_the_same_results_and_exports_on_every_path() {
         assert!(!db.windows(KEY.len()).any(|w| w == KEY.as_bytes()));
         exports.push((
             format!("{api}-{mode}"),
-            std::fs::read_to_string(s.path("results.jsonl")).unwrap(),
-            std::fs::read_to_string(&csv).unwrap(),
+            without_latency_jsonl(&std::fs::read_to_string(s.path("results.jsonl")).unwrap()),
+            without_latency_csv(&std::fs::read_to_string(&csv).unwrap()),
         ));
     }
     let (first, jsonl, csv) = &exports[0];
@@ -170,8 +170,44 @@ fn one_job_gives_the_same_results_and_exports_on_every_path() {
     let header = csv.lines().next().unwrap();
     assert_eq!(
         header,
-        "id,item_id,status,error,ask.text,ask.json,ask.file,ask.status,talk.text,talk.json,talk.file,talk.status"
+        "id,item_id,status,error,\
+         ask.text,ask.json,ask.file,ask.status,ask.prompt_tokens,ask.completion_tokens,\
+         talk.text,talk.json,talk.file,talk.status,talk.prompt_tokens,talk.completion_tokens"
     );
+}
+
+/// Results with each step's `latency_ms` taken out: the one field that
+/// differs by path (and by run).
+fn without_latency_jsonl(text: &str) -> String {
+    text.lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            if let Some(steps) = v["steps"].as_object_mut() {
+                for out in steps.values_mut() {
+                    if let Some(out) = out.as_object_mut() {
+                        out.remove("latency_ms");
+                    }
+                }
+            }
+            v.to_string() + "\n"
+        })
+        .collect()
+}
+
+/// A CSV export without its `<step>.latency_ms` columns.
+fn without_latency_csv(text: &str) -> String {
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let header = reader.headers().unwrap().clone();
+    let keep: Vec<usize> = (0..header.len())
+        .filter(|&i| !header[i].ends_with(".latency_ms"))
+        .collect();
+    let mut out = csv::Writer::from_writer(Vec::new());
+    out.write_record(keep.iter().map(|&i| &header[i])).unwrap();
+    for record in reader.records() {
+        let record = record.unwrap();
+        out.write_record(keep.iter().map(|&i| &record[i])).unwrap();
+    }
+    String::from_utf8(out.into_inner().unwrap()).unwrap()
 }
 
 /// One chat step, all units in one batch.
@@ -459,7 +495,7 @@ fn streamed_answers_record_time_to_first_token_and_tokens_per_second() {
             csv.lines()
                 .next()
                 .unwrap()
-                .contains("ask.status,ask.ttft_ms,ask.tokens_per_s,talk.text"),
+                .contains("ask.status,ask.ttft_ms,ask.tokens_per_s,ask.prompt_tokens,ask.completion_tokens,ask.latency_ms,talk.text"),
             "{csv}"
         );
     }
@@ -552,7 +588,9 @@ fn embeddings_go_through_the_openai_batch_api_with_the_live_vectors() {
             assert_eq!(json.as_array().map(Vec::len), Some(2), "{r}");
             assert_eq!(json[0].as_array().map(Vec::len), Some(4), "{r}");
         }
-        vectors.push(std::fs::read_to_string(&out).unwrap());
+        vectors.push(without_latency_jsonl(
+            &std::fs::read_to_string(&out).unwrap(),
+        ));
     }
     assert_eq!(vectors[0], vectors[1]);
 }

@@ -385,7 +385,7 @@ params = { dimensions = 4 }
     let header = csv.lines().next().unwrap();
     assert_eq!(
         header,
-        "id,item_id,status,error,one.text,one.json,one.file,one.status,both.text,both.json,both.file,both.status"
+        "id,item_id,status,error,one.embedding,one.prompt_tokens,one.latency_ms,both.embedding,both.prompt_tokens,both.latency_ms"
     );
     assert!(
         csv.lines().nth(1).unwrap().starts_with("d1,d1,done,,"),

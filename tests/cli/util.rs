@@ -121,6 +121,10 @@ impl Scratch {
             .args(args)
             .env("SLUICE_STORE", self.store())
             .env("SLUICE_PROGRESS_INTERVAL", "0")
+            // Quick mode falls back on these; a developer's shell must not
+            // send tests (or their keys) elsewhere.
+            .env_remove("OPENAI_API_KEY")
+            .env_remove("OPENAI_BASE_URL")
             .timeout(Duration::from_secs(120));
         cmd
     }

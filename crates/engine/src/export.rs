@@ -1,8 +1,12 @@
 //! Writing a run's results in input order: OpenAI Batch API output lines
-//! (JSONL) or a flat CSV.
+//! (JSONL), or a flat table (`export/table.rs`) as CSV or Parquet.
 //!
 //! Failed items carry `error: {code, message}`; the code is the part of the
 //! recorded error before its first `": "`.
+
+mod parquet;
+pub(crate) mod quick_table;
+pub(crate) mod table;
 
 use std::io::Write;
 use std::path::Path;
@@ -11,89 +15,166 @@ use serde_json::value::RawValue;
 use sluice_store::{ItemRecord, ItemStatus, Store};
 
 use crate::error::{Error, Result};
+use table::{Cell, Flatten};
 
 /// Output formats of `sluice export` and `--out`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExportFormat {
-    /// One Batch API output object per line.
+    /// One Batch API output object (quick mode) or unit result (job runs) per line.
     Jsonl,
     /// A header row, then one row per item.
     Csv,
+    /// The same columns as CSV, typed; embeddings as lists of float32.
+    Parquet,
 }
 
 impl ExportFormat {
-    /// The format a file name implies (`.csv` → CSV, otherwise JSONL).
-    pub fn from_path(path: &Path) -> ExportFormat {
-        match path.extension().and_then(|e| e.to_str()) {
-            Some(ext) if ext.eq_ignore_ascii_case("csv") => ExportFormat::Csv,
-            _ => ExportFormat::Jsonl,
+    /// The format a file name's extension names: `.jsonl` (or `.ndjson`),
+    /// `.csv`, `.parquet`. Anything else is refused with what to use, so a
+    /// typo never writes JSONL under a name that promises another format.
+    pub fn from_path(path: &Path) -> std::result::Result<ExportFormat, String> {
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        match ext.to_ascii_lowercase().as_str() {
+            "jsonl" | "ndjson" => Ok(ExportFormat::Jsonl),
+            "csv" => Ok(ExportFormat::Csv),
+            "parquet" => Ok(ExportFormat::Parquet),
+            _ => Err(format!(
+                "{}: unknown results format {}; name the file .jsonl, .csv or .parquet (or give --format)",
+                path.display(),
+                if ext.is_empty() {
+                    "(no extension)".to_string()
+                } else {
+                    format!("\".{ext}\"")
+                }
+            )),
         }
     }
+}
+
+/// What an export writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExportOptions {
+    /// The format.
+    pub format: ExportFormat,
+    /// Carry each item's own fields: a job item's fields (`"item"` in JSONL,
+    /// `item.KEY` columns), a quick-mode line's `metadata` keys (`item.KEY`
+    /// columns; its JSONL lines carry `metadata` already).
+    pub include_item: bool,
+    /// JSONL only: one flat object per item with the CSV and Parquet columns
+    /// (typed, vectors as lists) instead of the nested result lines.
+    pub flat: bool,
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Writes every recorded item of `run_id` to `out`, in input order. Returns
-/// the number of items written.
-pub fn export_run(
-    store: &mut dyn Store,
-    run_id: &str,
-    format: ExportFormat,
-    out: &mut dyn Write,
-) -> Result<u64> {
+/// Quick mode's JSONL: one Batch API output line per item, in input order.
+pub(crate) fn write_lines(store: &mut dyn Store, run_id: &str, out: &mut dyn Write) -> Result<u64> {
     let mut count = 0u64;
     let mut io_error: Option<std::io::Error> = None;
-    let job = store
-        .find_run(run_id)?
-        .filter(|r| r.settings.get("mode").and_then(|m| m.as_str()) == Some("job"));
-    if let Some(run) = job {
-        return crate::job::export::export_units(store, &run, format, out);
-    }
-    let result = match format {
-        ExportFormat::Jsonl => store.for_each_item(run_id, &mut |item| {
-            count += 1;
-            write_output_line(&mut *out, run_id, &item).map_err(|e| {
-                let boxed: BoxError = e.to_string().into();
-                io_error = Some(e);
-                boxed
-            })
-        }),
-        ExportFormat::Csv => {
-            let mut writer = csv::Writer::from_writer(&mut *out);
-            let header = [
-                "custom_id",
-                "status",
-                "status_code",
-                "attempts",
-                "latency_ms",
-                "prompt_tokens",
-                "completion_tokens",
-                "content",
-                "error",
-                "metadata",
-            ];
-            writer.write_record(header).map_err(csv_error)?;
-            let r = store.for_each_item(run_id, &mut |item| {
-                count += 1;
-                writer
-                    .write_record(csv_row(&item))
-                    .map_err(|e| Box::new(e) as BoxError)
-            });
-            writer.flush().map_err(|source| Error::Write {
-                path: "output".into(),
-                source,
-            })?;
-            r
-        }
-    };
+    let result = store.for_each_item(run_id, &mut |item| {
+        count += 1;
+        write_output_line(&mut *out, run_id, &item).map_err(|e| {
+            let boxed: BoxError = e.to_string().into();
+            io_error = Some(e);
+            boxed
+        })
+    });
     if let Some(source) = io_error {
-        return Err(Error::Write {
-            path: "output".into(),
-            source,
-        });
+        return Err(write_error(source));
     }
     result?;
     Ok(count)
+}
+
+/// Writes a run as a table: one pass to learn the columns, one to write
+/// the rows. Returns the number of rows.
+pub(crate) fn write_table(
+    store: &mut dyn Store,
+    run_id: &str,
+    table: &mut dyn Flatten,
+    format: ExportFormat,
+    out: &mut (dyn Write + Send),
+) -> Result<u64> {
+    store.for_each_item(run_id, &mut |item| {
+        table.observe(&item);
+        Ok(())
+    })?;
+    let columns = table.columns();
+    let mut count = 0u64;
+    let mut cells: Vec<Cell> = Vec::with_capacity(columns.len());
+    match format {
+        ExportFormat::Parquet => {
+            let mut sink = parquet::ParquetSink::new(&mut *out, &columns)?;
+            let mut failure: Option<Error> = None;
+            let result = store.for_each_item(run_id, &mut |item| {
+                count += 1;
+                cells.clear();
+                table.row(&item, &mut cells);
+                sink.push(&cells).map_err(|e| {
+                    let boxed: BoxError = e.to_string().into();
+                    failure = Some(e);
+                    boxed
+                })
+            });
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            result?;
+            sink.finish()?;
+        }
+        ExportFormat::Jsonl => {
+            let result = store.for_each_item(run_id, &mut |item| {
+                count += 1;
+                cells.clear();
+                table.row(&item, &mut cells);
+                write_flat(&mut *out, &columns, &cells).map_err(|e| Box::new(e) as BoxError)
+            });
+            result?;
+        }
+        ExportFormat::Csv => {
+            let mut writer = csv::Writer::from_writer(&mut *out);
+            writer
+                .write_record(columns.iter().map(|c| c.name.as_str()))
+                .map_err(csv_error)?;
+            let result = store.for_each_item(run_id, &mut |item| {
+                count += 1;
+                cells.clear();
+                table.row(&item, &mut cells);
+                writer
+                    .write_record(cells.iter().map(Cell::to_csv))
+                    .map_err(|e| Box::new(e) as BoxError)
+            });
+            writer.flush().map_err(write_error)?;
+            result?;
+        }
+    }
+    Ok(count)
+}
+
+/// One row as a JSON object, keys in column order (a `serde_json::Map`
+/// would sort them).
+fn write_flat(
+    out: &mut dyn Write,
+    columns: &[table::Column],
+    cells: &[Cell],
+) -> std::io::Result<()> {
+    out.write_all(b"{")?;
+    for (i, (column, cell)) in columns.iter().zip(cells).enumerate() {
+        if i > 0 {
+            out.write_all(b",")?;
+        }
+        serde_json::to_writer(&mut *out, &column.name).map_err(std::io::Error::other)?;
+        out.write_all(b":")?;
+        serde_json::to_writer(&mut *out, &cell.to_json()).map_err(std::io::Error::other)?;
+    }
+    out.write_all(b"}\n")
+}
+
+fn write_error(source: std::io::Error) -> Error {
+    Error::Write {
+        path: "output".into(),
+        source,
+    }
 }
 
 pub(crate) fn csv_error(e: csv::Error) -> Error {
@@ -119,7 +200,11 @@ pub(crate) fn split_error(error: &str) -> (&str, &str) {
 /// every item's metadata were validated as JSON when they were recorded, so
 /// they are copied as they are instead of being parsed again (export is a
 /// pass over every row at the end of each run).
-fn write_output_line(out: &mut dyn Write, run_id: &str, item: &ItemRecord) -> std::io::Result<()> {
+pub(crate) fn write_output_line(
+    out: &mut dyn Write,
+    run_id: &str,
+    item: &ItemRecord,
+) -> std::io::Result<()> {
     let text = |out: &mut dyn Write, s: &str| -> std::io::Result<()> {
         serde_json::to_writer(&mut *out, s).map_err(std::io::Error::other)
     };
@@ -158,42 +243,6 @@ fn write_output_line(out: &mut dyn Write, run_id: &str, item: &ItemRecord) -> st
         out.write_all(metadata.as_bytes())?;
     }
     out.write_all(b"}\n")
-}
-
-/// The answer's text: a chat message's content, a completion's text, else the body.
-fn content(body: &str) -> String {
-    let Ok(value) = serde_json::from_str::<serde_json::Value>(body) else {
-        return body.to_string();
-    };
-    let choice = value.pointer("/choices/0");
-    let text = choice
-        .and_then(|c| c.pointer("/message/content").or_else(|| c.get("text")))
-        .or_else(|| value.pointer("/content/0/text"));
-    match text {
-        Some(serde_json::Value::String(s)) => s.clone(),
-        _ => body.to_string(),
-    }
-}
-
-fn csv_row(item: &ItemRecord) -> Vec<String> {
-    let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
-    vec![
-        item.custom_id
-            .clone()
-            .unwrap_or_else(|| item.item_id.clone()),
-        item.status.as_str().to_string(),
-        opt(item.status_code.map(u64::from)),
-        item.attempts.to_string(),
-        item.latency_ms.to_string(),
-        opt(item.prompt_tokens),
-        opt(item.completion_tokens),
-        match (item.status, item.response.as_deref()) {
-            (ItemStatus::Done, Some(body)) => content(body),
-            _ => String::new(),
-        },
-        item.error.clone().unwrap_or_default(),
-        item.metadata.clone().unwrap_or_default(),
-    ]
 }
 
 #[cfg(test)]
@@ -268,12 +317,5 @@ mod tests {
         assert_eq!(v["response"]["body"], "<html>Bad gateway \"x\"</html>");
         assert_eq!(v["custom_id"], "quote\"d");
         assert_eq!(v["id"], "r-3");
-    }
-
-    #[test]
-    fn csv_content_is_the_answer_text() {
-        let row = csv_row(&item(ItemStatus::Done));
-        assert_eq!(row[7], "hi");
-        assert_eq!(row[1], "done");
     }
 }

@@ -43,6 +43,9 @@ pub(crate) struct Request {
     pub(crate) metadata: Option<String>,
     /// Tokens reserved before sending: the prompt's estimate and `max_tokens`.
     pub(crate) estimate: Cost,
+    /// The endpoint the body's shape implies under a base URL
+    /// (`chat/completions`, `embeddings`, `completions`), if any.
+    pub(crate) shape: Option<&'static str>,
     /// Hash of path + body: a changed request is sent again on resume.
     pub(crate) hash: u64,
 }
@@ -149,8 +152,8 @@ impl TextOrList<'_> {
 }
 
 /// Tokens to reserve for `body` counted as chars ÷ 4 (cheap: every line gets
-/// one, limited or not).
-fn estimate(body: &str) -> std::result::Result<Cost, String> {
+/// one, limited or not), and the endpoint its shape implies.
+fn estimate(body: &str) -> std::result::Result<(Cost, Option<&'static str>), String> {
     estimate_with(body, false)
 }
 
@@ -160,13 +163,17 @@ pub(crate) fn exact_estimate(body: &[u8]) -> Cost {
     std::str::from_utf8(body)
         .ok()
         .and_then(|b| estimate_with(b, true).ok())
-        .unwrap_or_default()
+        .map_or_else(Cost::default, |(tokens, _)| tokens)
 }
 
 /// Tokens to reserve for `body`: the prompt's estimate (a few tokens per chat
 /// message for its framing, images by the tile rule) and the completion cap
-/// (chat and completions; embeddings have no completion).
-fn estimate_with(body: &str, exact: bool) -> std::result::Result<Cost, String> {
+/// (chat and completions; embeddings have no completion); and the endpoint
+/// its shape implies.
+fn estimate_with(
+    body: &str,
+    exact: bool,
+) -> std::result::Result<(Cost, Option<&'static str>), String> {
     let view: EstimateView = serde_json::from_str(body)
         .map_err(|e| format!("the request body is not a JSON object: {e}"))?;
     let model = view.model.as_deref();
@@ -211,10 +218,18 @@ fn estimate_with(body: &str, exact: bool) -> std::result::Result<Cost, String> {
             .or(view.max_tokens)
             .unwrap_or(DEFAULT_COMPLETION_ESTIMATE)
     };
-    Ok(Cost {
-        input: prompt,
-        output: completion,
-    })
+    let shape = crate::shape::endpoint_for(
+        view.messages.is_some(),
+        view.input.is_some(),
+        view.prompt.is_some(),
+    );
+    Ok((
+        Cost {
+            input: prompt,
+            output: completion,
+        },
+        shape,
+    ))
 }
 
 /// Parses one input line (already known to be non-blank).
@@ -291,7 +306,7 @@ pub(crate) fn parse_line(text: &str, line: u64) -> std::result::Result<Request, 
             return Err(bad(custom_id.clone(), "custom_id is empty".into()));
         }
     }
-    let estimate = estimate(&body).map_err(|m| bad(custom_id.clone(), m))?;
+    let (estimate, shape) = estimate(&body).map_err(|m| bad(custom_id.clone(), m))?;
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     hasher.update(path.as_deref().unwrap_or("").as_bytes());
     hasher.update(b"\n");
@@ -304,6 +319,7 @@ pub(crate) fn parse_line(text: &str, line: u64) -> std::result::Result<Request, 
         body: Bytes::from(body),
         metadata,
         estimate,
+        shape,
         hash: hasher.digest(),
     })
 }
@@ -367,13 +383,16 @@ pub(crate) struct Survey {
 /// Reads the whole input once before anything is sent: counts items, finds
 /// malformed lines and repeated ids. Keeps only a 64-bit hash per id (about
 /// 16 MB per million items, freed when the pass ends).
-pub(crate) fn survey(path: &Path) -> Result<Survey> {
+///
+/// Under a base URL (`base_url`), a line that names no endpoint and whose
+/// body's shape implies none is bad: there is nowhere to send it.
+pub(crate) fn survey(path: &Path, base_url: bool) -> Result<Survey> {
     let mut reader = LineReader::open(path)?;
     let mut survey = Survey::default();
     let mut seen = std::collections::HashSet::<u64>::new();
     while let Some((line, text)) = reader.next_line()? {
         survey.total += 1;
-        match parse_line(text, line) {
+        match parse_line(text, line).and_then(|r| routable(r, base_url)) {
             Ok(request) => {
                 if !seen.insert(xxhash_rust::xxh3::xxh3_64(request.item_id.as_bytes())) {
                     survey.duplicate_lines.push(line);
@@ -400,6 +419,19 @@ pub(crate) fn survey(path: &Path) -> Result<Survey> {
         }
     }
     Ok(survey)
+}
+
+/// `request` if it has somewhere to go: under a base URL, a batch line's
+/// `url` or a body shaped like a chat, embeddings or completions request.
+pub(crate) fn routable(request: Request, base_url: bool) -> std::result::Result<Request, BadLine> {
+    if !base_url || request.path.is_some() || request.shape.is_some() {
+        return Ok(request);
+    }
+    Err(BadLine {
+        line: request.line,
+        custom_id: request.custom_id,
+        message: "the URL is a base URL and this body has no `messages`, `input` or `prompt` to tell its endpoint; give the endpoint in --url (e.g. .../v1/chat/completions) or as a Batch API line's \"url\"".into(),
+    })
 }
 
 fn first_line_with_id(path: &Path, id: &str, before: u64) -> Result<u64> {
@@ -516,7 +548,7 @@ mod tests {
             "{\"custom_id\":\"a\",\"body\":{}}\n\n{\"custom_id\":\"b\",\"body\":{}}\nnot json\n{\"custom_id\":\"a\",\"body\":{}}\n",
         )
         .unwrap();
-        let s = survey(&path).unwrap();
+        let s = survey(&path, false).unwrap();
         assert_eq!(s.total, 4);
         assert_eq!(s.bad_count, 2);
         assert_eq!(s.bad[0].line, 4);

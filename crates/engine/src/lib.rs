@@ -22,6 +22,8 @@ mod progress;
 mod quick;
 mod quick_plan;
 mod recording;
+mod results;
+mod shape;
 mod shared_limits;
 mod shown;
 mod stats;
@@ -39,7 +41,7 @@ pub use control::{
 };
 pub use error::{Error, Result};
 pub use errors::{group_errors, normalise, ErrorExample, ErrorGroup, ErrorKey};
-pub use export::{export_run, ExportFormat};
+pub use export::{ExportFormat, ExportOptions};
 pub use files::{FileAccess, FILE_ACCESS_STATE};
 pub use input::InputSource;
 pub use job::{
@@ -51,8 +53,10 @@ pub use lifecycle::limited_name;
 pub use live::{worker_state, Rates, BEAT_PERIOD, BEAT_STALE};
 pub use meter::{quantile_ms, CallCounts, FAILURE_KINDS, LATENCY_BUCKETS_MS};
 pub use progress::{Progress, Snapshot};
-pub use quick::{now_ms, run_quick, BreakerReport, QuickConfig, RunReport};
+pub use quick::{now_ms, run_quick, run_quick_with, BreakerReport, QuickConfig, RunReport};
 pub use quick_plan::{probe_quick, quick_plan, QuickPlan, QuickPlanConfig};
+pub use results::{export_run, export_with, result_line};
+pub use shape::is_base_url;
 pub use shown::{shown_state, STATE_PROCESS_GONE};
 pub use stats::{
     process_calls, process_providers, AnnouncedLimit, EndpointReport, Latency, Limits,

@@ -14,7 +14,7 @@ use sluice_store::{ItemRecord, ItemStatus, Known, Store, StoreLocation};
 use tokio::sync::{mpsc, Notify};
 
 use crate::calls::{self, CallEnd, CallEnv, CallRequest, Tally};
-use crate::control::RunControl;
+use crate::control::{RunControl, RunHooks};
 use crate::early_stop::FirstCalls;
 use crate::error::{Error, Result};
 use crate::input::{parse_line, survey, BadLine, InputSource, LineReader, Request};
@@ -125,6 +125,17 @@ struct Shared {
 /// One thread does reading, dispatch and HTTP (thread hand-offs were the main
 /// cost measured in shared/PERFORMANCE.md); a second thread commits outcomes.
 pub fn run_quick(cfg: &QuickConfig, progress: Arc<Progress>) -> Result<RunReport> {
+    run_quick_with(cfg, progress, RunHooks::default())
+}
+
+/// [`run_quick`] watched from outside: `hooks` learn the run once it is open
+/// and see each batch of outcomes once committed (`hooks.control` is not
+/// used: quick mode is steered through the store, like every run).
+pub fn run_quick_with(
+    cfg: &QuickConfig,
+    progress: Arc<Progress>,
+    mut hooks: RunHooks,
+) -> Result<RunReport> {
     let input_path = match &cfg.input {
         InputSource::Path(p) => p.clone(),
         InputSource::Stdin => {
@@ -141,7 +152,8 @@ pub fn run_quick(cfg: &QuickConfig, progress: Arc<Progress>) -> Result<RunReport
         return Err(Error::Config("--concurrency must be at least 1".into()));
     }
     let surveyed = std::time::Instant::now();
-    let found = survey(&input_path)?;
+    let base_url = crate::shape::is_base_url(&cfg.url);
+    let found = survey(&input_path, base_url)?;
     tracing::debug!(items = found.total, elapsed = ?surveyed.elapsed(), "validated input");
     if found.bad_count > 0 && !cfg.skip_bad {
         let first = &found.bad[0];
@@ -184,6 +196,9 @@ pub fn run_quick(cfg: &QuickConfig, progress: Arc<Progress>) -> Result<RunReport
     store.set_total(&run.id, total)?;
     store.set_state(&run.id, "running", None)?;
     Progress::add(&progress.total, total);
+    if let Some(on_open) = hooks.on_open.take() {
+        on_open(&run);
+    }
     let control = RunControl::new();
     // Started on purpose: an earlier cancel is over, a pause holds.
     let seen = crate::control::attach(&mut *store, &run.id, &control, true)?;
@@ -211,7 +226,7 @@ pub fn run_quick(cfg: &QuickConfig, progress: Arc<Progress>) -> Result<RunReport
         cfg.store.open()?,
         run.id.clone(),
         progress.clone(),
-        None,
+        hooks.on_commit.take(),
         Some(crate::control::Watch::new(control.clone(), seen)),
         shared.stopping.clone(),
         shared.recording.clone(),
@@ -235,6 +250,7 @@ pub fn run_quick(cfg: &QuickConfig, progress: Arc<Progress>) -> Result<RunReport
         run_id: run.id.clone(),
         duplicate_lines: found.duplicate_lines,
         exact_tokens: cfg.tpm.is_some(),
+        base_url,
         grow_to_rpm: if cfg.grow_to_rate { cfg.rpm } else { None },
         first: cfg.limit,
     };
@@ -269,6 +285,8 @@ struct Dispatch {
     duplicate_lines: Vec<u64>,
     /// A tokens/minute limit is set: estimate with the model's tokenizer.
     exact_tokens: bool,
+    /// The URL is a base URL: a bare body goes to the endpoint its shape implies.
+    base_url: bool,
     /// `--rpm` without `--concurrency`: grow the workers to reach it.
     grow_to_rpm: Option<u64>,
     /// `--limit N`: read only the first N lines.
@@ -375,6 +393,7 @@ impl Dispatch {
                 read += 1;
                 match reader.next_line()? {
                     Some((line, text)) => chunk.push(parse_line(text, line).and_then(|r| {
+                        let r = crate::input::routable(r, self.base_url)?;
                         if self.duplicate_lines.binary_search(&line).is_ok() {
                             Err(BadLine {
                                 line,
@@ -417,7 +436,7 @@ impl Dispatch {
                 if self.exact_tokens {
                     request.estimate = crate::input::exact_estimate(&request.body);
                 }
-                let endpoint = match self.endpoint(request.path.as_deref()) {
+                let endpoint = match self.endpoint(request.path.as_deref(), request.shape) {
                     Ok(e) => e,
                     Err(message) => {
                         self.record_bad(BadLine {
@@ -478,7 +497,21 @@ impl Dispatch {
             .collect())
     }
 
-    fn endpoint(&mut self, path: Option<&str>) -> std::result::Result<Arc<Endpoint>, String> {
+    /// Where a request goes: its batch line's `url` path on the URL's
+    /// origin; else, under a base URL, the endpoint its shape implies; else
+    /// the URL itself.
+    fn endpoint(
+        &mut self,
+        path: Option<&str>,
+        shape: Option<&'static str>,
+    ) -> std::result::Result<Arc<Endpoint>, String> {
+        let inferred = match (path, shape) {
+            (None, Some(shape)) if self.base_url => {
+                Some(crate::shape::join(self.base.uri.path(), shape))
+            }
+            _ => None,
+        };
+        let path = path.or(inferred.as_deref());
         let key = path.unwrap_or("");
         if let Some(e) = self.endpoints.get(key) {
             return Ok(e.clone());

@@ -73,7 +73,8 @@ fn default_latency(path: &str) -> f64 {
 
 /// Reads and checks the file and estimates; sends nothing.
 pub fn quick_plan(cfg: &QuickPlanConfig) -> Result<QuickPlan> {
-    let found = survey(&cfg.input)?;
+    let base_url = crate::shape::is_base_url(&cfg.url);
+    let found = survey(&cfg.input, base_url)?;
     if found.bad_count > 0 {
         let first = &found.bad[0];
         return Err(Error::BadLine {
@@ -104,10 +105,13 @@ pub fn quick_plan(cfg: &QuickPlanConfig) -> Result<QuickPlan> {
             continue; // the survey found none
         };
         plan.requests += 1;
-        let path = request
-            .path
-            .clone()
-            .unwrap_or_else(|| base.uri.path().to_string());
+        // Where quick mode sends it: the line's url, else under a base URL
+        // the endpoint its shape implies, else the URL's own path.
+        let path = match (&request.path, request.shape) {
+            (Some(p), _) => p.clone(),
+            (None, Some(shape)) if base_url => crate::shape::join(base.uri.path(), shape),
+            (None, _) => base.uri.path().to_string(),
+        };
         *plan.paths.entry(path.clone()).or_default() += 1;
         let exact = crate::input::exact_estimate(&request.body).total();
         let body: Json = serde_json::from_slice(&request.body).unwrap_or(Json::Null);

@@ -1,18 +1,24 @@
 //! Results of a job run: one line (or row) per unit, with every step's output.
 //!
-//! JSONL: `{"id","item_id","matrix","status","error","steps":{name: output}}`.
-//! CSV: `id, item_id, status, error`, a column per matrix key, then
-//! `<step>.text`, `<step>.json`, `<step>.file`, `<step>.status` per step (a
-//! fan-out step's list is JSON in its `.json` cell), and `<step>.ttft_ms`,
-//! `<step>.tokens_per_s` for steps with `stream = true`.
+//! JSONL: `{"id","item_id","matrix","status","error","steps":{name: output}}`
+//! (and `"item"` with the item's fields when asked for).
+//! CSV and Parquet: `id, item_id, status, error`, a column per matrix key,
+//! `item.KEY` columns when asked for, then per step: `<step>.text`,
+//! `<step>.json`, `<step>.file`, `<step>.status` (a fan-out step's list is
+//! JSON in its `.json` cell), `<step>.ttft_ms`, `<step>.tokens_per_s` for
+//! steps with `stream = true`, and `<step>.prompt_tokens`,
+//! `<step>.completion_tokens`, `<step>.latency_ms`. An `embed` step has
+//! `<step>.embedding` (the vector, or the list of vectors of a list input)
+//! instead of text/json/file/status, and no completion tokens.
 
 use std::io::Write;
 
 use serde_json::{json, Value as Json};
 use sluice_store::{ItemRecord, ItemStatus, RunMeta, Store};
 
-use crate::error::{Error, Result};
-use crate::export::{csv_error, split_error, ExportFormat};
+use crate::error::Result;
+use crate::export::table::{embedding_type, widen, Cell, ColType, Column, Flatten, ItemFields};
+use crate::export::{split_error, write_table, ExportFormat, ExportOptions};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -20,57 +26,19 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub(crate) fn export_units(
     store: &mut dyn Store,
     run: &RunMeta,
-    format: ExportFormat,
-    out: &mut dyn Write,
+    options: ExportOptions,
+    out: &mut (dyn Write + Send),
 ) -> Result<u64> {
-    let names = |key: &str| -> Vec<String> {
-        run.settings
-            .get(key)
-            .and_then(Json::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let (steps, axes, streamed) = (names("steps"), names("matrix"), names("streamed"));
+    if options.format != ExportFormat::Jsonl || options.flat {
+        let mut table = JobTable::new(run, options.include_item);
+        return write_table(store, &run.id, &mut table, options.format, out);
+    }
     let mut count = 0u64;
-    let written = match format {
-        ExportFormat::Jsonl => store.for_each_item(&run.id, &mut |item| {
-            count += 1;
-            let line = unit_result(&item);
-            writeln!(out, "{line}").map_err(|e| Box::new(e) as BoxError)
-        }),
-        ExportFormat::Csv => {
-            let mut writer = csv::Writer::from_writer(&mut *out);
-            let mut header = vec![
-                "id".to_string(),
-                "item_id".into(),
-                "status".into(),
-                "error".into(),
-            ];
-            header.extend(axes.iter().map(|a| format!("matrix.{a}")));
-            for s in &steps {
-                for field in fields(s, &streamed) {
-                    header.push(format!("{s}.{field}"));
-                }
-            }
-            writer.write_record(&header).map_err(csv_error)?;
-            let r = store.for_each_item(&run.id, &mut |item| {
-                count += 1;
-                writer
-                    .write_record(unit_row(&item, &steps, &axes, &streamed))
-                    .map_err(|e| Box::new(e) as BoxError)
-            });
-            writer.flush().map_err(|source| Error::Write {
-                path: "output".into(),
-                source,
-            })?;
-            r
-        }
-    };
-    written?;
+    store.for_each_item(&run.id, &mut |item| {
+        count += 1;
+        let line = result_line(&item, options.include_item);
+        writeln!(out, "{line}").map_err(|e| Box::new(e) as BoxError)
+    })?;
     Ok(count)
 }
 
@@ -95,68 +63,185 @@ fn error_value(item: &ItemRecord) -> Json {
 /// A job run's result line for one recorded unit, as the JSONL export
 /// writes it: `{"id","item_id","matrix","status","error","steps"}`.
 pub fn unit_result(item: &ItemRecord) -> Json {
+    result_line(item, false)
+}
+
+/// [`unit_result`], with `"item"` (the unit's input item) after `matrix`
+/// when `include_item` (null for units recorded before items were kept).
+pub(crate) fn result_line(item: &ItemRecord, include_item: bool) -> Json {
     let r = recorded(item);
-    json!({
-        "id": item.item_id,
-        "item_id": r.get("item_id").cloned().unwrap_or_else(|| json!(item.custom_id)),
-        "matrix": r.get("matrix").cloned().unwrap_or_else(|| json!({})),
-        "status": item.status.as_str(),
-        "error": error_value(item),
-        "steps": r.get("steps").cloned().unwrap_or_else(|| json!({})),
-    })
+    let mut line = serde_json::Map::new();
+    line.insert("id".into(), json!(item.item_id));
+    line.insert(
+        "item_id".into(),
+        r.get("item_id")
+            .cloned()
+            .unwrap_or_else(|| json!(item.custom_id)),
+    );
+    line.insert(
+        "matrix".into(),
+        r.get("matrix").cloned().unwrap_or_else(|| json!({})),
+    );
+    if include_item {
+        line.insert("item".into(), r.get("item").cloned().unwrap_or(Json::Null));
+    }
+    line.insert("status".into(), json!(item.status.as_str()));
+    line.insert("error".into(), error_value(item));
+    line.insert(
+        "steps".into(),
+        r.get("steps").cloned().unwrap_or_else(|| json!({})),
+    );
+    Json::Object(line)
 }
 
-fn cell(v: Option<&Json>) -> String {
-    match v {
-        None | Some(Json::Null) => String::new(),
-        Some(Json::String(s)) => s.clone(),
-        Some(other) => other.to_string(),
+/// One step's columns.
+struct StepColumns {
+    name: String,
+    /// `Some` for an embed step: the type of its vectors once seen.
+    embedding: Option<Option<ColType>>,
+    streamed: bool,
+}
+
+impl StepColumns {
+    fn fields(&self) -> Vec<(&'static str, ColType)> {
+        if let Some(ty) = self.embedding {
+            return vec![
+                ("embedding", ty.unwrap_or(ColType::Vector)),
+                ("prompt_tokens", ColType::Int),
+                ("latency_ms", ColType::Int),
+            ];
+        }
+        let mut fields = vec![
+            ("text", ColType::Str),
+            ("json", ColType::Json),
+            ("file", ColType::Str),
+            ("status", ColType::Int),
+        ];
+        if self.streamed {
+            fields.push(("ttft_ms", ColType::Int));
+            fields.push(("tokens_per_s", ColType::Float));
+        }
+        fields.extend([
+            ("prompt_tokens", ColType::Int),
+            ("completion_tokens", ColType::Int),
+            ("latency_ms", ColType::Int),
+        ]);
+        fields
     }
 }
 
-/// The CSV columns of step `s`.
-fn fields(s: &str, streamed: &[String]) -> &'static [&'static str] {
-    const PLAIN: &[&str] = &["text", "json", "file", "status"];
-    const STREAMED: &[&str] = &["text", "json", "file", "status", "ttft_ms", "tokens_per_s"];
-    if streamed.iter().any(|n| n == s) {
-        STREAMED
-    } else {
-        PLAIN
+/// Flattens a job run's unit records.
+struct JobTable {
+    axes: Vec<String>,
+    steps: Vec<StepColumns>,
+    include_item: bool,
+    item: ItemFields,
+}
+
+impl JobTable {
+    fn new(run: &RunMeta, include_item: bool) -> JobTable {
+        let names = |key: &str| -> Vec<String> {
+            run.settings
+                .get(key)
+                .and_then(Json::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let (streamed, embeds) = (names("streamed"), names("embeds"));
+        JobTable {
+            axes: names("matrix"),
+            steps: names("steps")
+                .into_iter()
+                .map(|name| StepColumns {
+                    embedding: embeds.contains(&name).then_some(None),
+                    streamed: streamed.contains(&name),
+                    name,
+                })
+                .collect(),
+            include_item,
+            item: ItemFields::default(),
+        }
     }
 }
 
-fn unit_row(
-    item: &ItemRecord,
-    steps: &[String],
-    axes: &[String],
-    streamed: &[String],
-) -> Vec<String> {
-    let r = recorded(item);
-    let mut row = vec![
-        item.item_id.clone(),
-        cell(r.get("item_id")),
-        item.status.as_str().to_string(),
-        item.error.clone().unwrap_or_default(),
-    ];
-    for a in axes {
-        row.push(cell(r.pointer(&format!("/matrix/{a}"))));
-    }
-    for s in steps {
-        let out = r.get("steps").and_then(|st| st.get(s));
-        let fields = fields(s, streamed);
-        match out {
-            // A fan-out step: its list of outputs goes in the .json cell.
-            Some(Json::Array(_)) => {
-                row.extend(
-                    (0..fields.len()).map(|i| if i == 1 { cell(out) } else { String::new() }),
-                );
-            }
-            _ => {
-                for field in fields {
-                    row.push(cell(out.and_then(|o| o.get(field))));
+/// A field of a step's output as a cell (usage lives under `usage`).
+fn step_cell(out: &Json, field: &str, ty: ColType) -> Cell {
+    let value = match field {
+        "embedding" => out.get("json"),
+        "prompt_tokens" | "completion_tokens" => out.get("usage").and_then(|u| u.get(field)),
+        _ => out.get(field),
+    };
+    Cell::of(value, ty)
+}
+
+impl Flatten for JobTable {
+    fn observe(&mut self, item: &ItemRecord) {
+        let r = recorded(item);
+        for step in &mut self.steps {
+            if let Some(known) = &mut step.embedding {
+                let vectors = r.pointer(&format!("/steps/{}/json", step.name));
+                if let Some(ty) = vectors.and_then(embedding_type) {
+                    *known = Some(widen(*known, ty));
                 }
             }
         }
+        if self.include_item {
+            self.item.observe(r.get("item"));
+        }
     }
-    row
+
+    fn columns(&self) -> Vec<Column> {
+        let mut columns = vec![
+            Column::new("id", ColType::Str),
+            Column::new("item_id", ColType::Str),
+            Column::new("status", ColType::Str),
+            Column::new("error", ColType::Str),
+        ];
+        columns.extend(
+            self.axes
+                .iter()
+                .map(|a| Column::new(format!("matrix.{a}"), ColType::Str)),
+        );
+        if self.include_item {
+            columns.extend(self.item.columns());
+        }
+        for step in &self.steps {
+            for (field, ty) in step.fields() {
+                columns.push(Column::new(format!("{}.{field}", step.name), ty));
+            }
+        }
+        columns
+    }
+
+    fn row(&self, item: &ItemRecord, row: &mut Vec<Cell>) {
+        let r = recorded(item);
+        row.push(Cell::Str(item.item_id.clone()));
+        row.push(Cell::of(r.get("item_id"), ColType::Str));
+        row.push(Cell::Str(item.status.as_str().to_string()));
+        row.push(item.error.clone().map_or(Cell::Null, Cell::Str));
+        for a in &self.axes {
+            row.push(Cell::of(
+                r.get("matrix").and_then(|m| m.get(a)),
+                ColType::Str,
+            ));
+        }
+        if self.include_item {
+            self.item.cells(r.get("item"), row);
+        }
+        for step in &self.steps {
+            let out = r.get("steps").and_then(|s| s.get(&step.name));
+            for (field, ty) in step.fields() {
+                row.push(match out {
+                    // A fan-out step: its list of outputs goes in the .json cell.
+                    Some(list @ Json::Array(_)) if field == "json" => Cell::Json(list.to_string()),
+                    Some(Json::Array(_)) | None => Cell::Null,
+                    Some(out) => step_cell(out, field, ty),
+                });
+            }
+        }
+    }
 }

@@ -160,6 +160,8 @@ pub fn run_job_with(
         "matrix": job.matrix.iter().map(|a| a.name.clone()).collect::<Vec<_>>(),
         // Steps whose outputs carry streaming figures (extra CSV columns).
         "streamed": job.steps.iter().filter(|s| s.stream).map(|s| s.name.clone()).collect::<Vec<_>>(),
+        // Steps whose outputs are embeddings (a vector column instead of text).
+        "embeds": job.steps.iter().filter(|s| matches!(s.kind, sluice_spec::StepKind::Embed { .. })).map(|s| s.name.clone()).collect::<Vec<_>>(),
     });
     if cfg.store.is_shared() {
         // Several processes share the run: calls go live (the batch API's

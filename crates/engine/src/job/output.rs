@@ -41,6 +41,11 @@ pub(crate) struct StepOutput {
     /// Set when this output came from the cache instead of a call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) cached: Option<bool>,
+    /// Milliseconds the call that produced this output took (its last
+    /// attempt; a conversation: the sum over its turns). None for a
+    /// fallback value, which no call produced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) latency_ms: Option<u64>,
     /// A streamed answer (`stream = true`): milliseconds from sending to its
     /// first token (a conversation: the mean over its turns).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -180,9 +180,12 @@ pub(crate) async fn run_unit(shared: &Shared, unit: Unit) -> Option<ItemRecord> 
     } else {
         ItemStatus::Done
     };
+    // The item is kept with its results so exports can carry its fields
+    // (`--include-item`) without going back to an input that may be gone.
     let response = json!({
         "item_id": unit.item_id,
         "matrix": unit.matrix,
+        "item": unit.item,
         "steps": outputs,
     });
     Some(ItemRecord {

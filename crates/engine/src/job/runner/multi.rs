@@ -98,6 +98,7 @@ pub(super) async fn conversation(
     let mut usages: Vec<Option<Usage>> = Vec::new();
     let mut streams: Vec<(Option<u64>, Option<f64>)> = Vec::new();
     let mut total = Usage::default();
+    let mut latency_ms: Option<u64> = None;
     for (k, turn) in turns.iter().enumerate() {
         // A turn may quote earlier answers: `answers[0]`.
         let mut turn_ctx: Json = serde_json::to_value(ctx).unwrap_or(Json::Null);
@@ -145,7 +146,8 @@ pub(super) async fn conversation(
                 let end = match ended.outcome {
                     CallOutcome::Done(body) => {
                         match chat_part_output(step, lane, &body, ended.stream) {
-                            Ok(o) => {
+                            Ok(mut o) => {
+                                o.latency_ms = Some(latency.as_millis() as u64);
                                 let model = model_of(&request.body);
                                 shared.charge(lane, model, o.usage, ended.batched);
                                 PartEnd::Done(o)
@@ -176,6 +178,9 @@ pub(super) async fn conversation(
             total.prompt_tokens += u.prompt_tokens;
             total.completion_tokens += u.completion_tokens;
         }
+        if let Some(ms) = output.latency_ms {
+            *latency_ms.get_or_insert(0) += ms;
+        }
         answers.push(output.text.clone().unwrap_or_default());
         usages.push(output.usage);
         streams.push((output.ttft_ms, output.tokens_per_s));
@@ -203,6 +208,7 @@ pub(super) async fn conversation(
         turns: Some(turns),
         ttft_ms,
         tokens_per_s,
+        latency_ms,
         ..Default::default()
     };
     Done(out.to_value())

@@ -84,6 +84,9 @@ pub(super) async fn part(
         &mut t,
     )
     .await;
+    if let PartEnd::Done(o) = &mut end {
+        o.latency_ms = Some(latency.as_millis() as u64);
+    }
     if let (PartEnd::Failed(reason), Some(fallback)) = (&end, &step.fallback) {
         let reason = reason.clone();
         match fallback {
@@ -106,6 +109,7 @@ pub(super) async fn part(
                 (end, code, latency) = match again {
                     PartEnd::Done(mut o) => {
                         o.fallback = Some(format!("provider {other} after: {reason}"));
+                        o.latency_ms = Some(l.as_millis() as u64);
                         (PartEnd::Done(o), c, l)
                     }
                     PartEnd::Failed(m) => (
