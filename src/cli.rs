@@ -55,10 +55,46 @@ pub(crate) enum Command {
 #[derive(Debug, Args, Clone)]
 pub(crate) struct StoreArg {
     /// Where runs and results are kept: a SQLite file, or a `postgres://` URL
-    /// shared by several workers.
-    #[arg(long, env = "SLUICE_STORE", default_value = ".sluice/sluice.db",
-          value_parser = parse_store)]
-    pub(crate) store: StoreLocation,
+    /// shared by several workers. Default: the nearest `.sluice/sluice.db` at
+    /// or above the job or input file's directory (`run`) or the current
+    /// directory (other commands); a first run creates one next to its file.
+    #[arg(long, env = "SLUICE_STORE", value_parser = parse_store)]
+    pub(crate) store: Option<StoreLocation>,
+}
+
+impl StoreArg {
+    /// The store for running `input` (a path, or `-` for stdin).
+    pub(crate) fn for_input(&self, input: &str) -> StoreLocation {
+        match (&self.store, input) {
+            (Some(given), _) => given.clone(),
+            (None, "-") => self.here(),
+            (None, file) => crate::locate::for_file(std::path::Path::new(file)),
+        }
+    }
+
+    /// The store for a command that works with whatever runs are there (a
+    /// server, a worker): found from the current directory, else a new one.
+    pub(crate) fn here(&self) -> StoreLocation {
+        self.store
+            .clone()
+            .or_else(crate::locate::nearest_here)
+            .unwrap_or_else(crate::locate::new_here)
+    }
+
+    /// The store for a command about an existing run: found from the
+    /// current directory, or an error saying how to name it.
+    pub(crate) fn existing(&self) -> anyhow::Result<StoreLocation> {
+        match self.store.clone().or_else(crate::locate::nearest_here) {
+            Some(found) => Ok(found),
+            None => Err(crate::commands::UsageError(
+                "no store here: no .sluice/sluice.db in this directory or any above it. A run \
+                 keeps its store next to its job or input file (its first line names it): \
+                 cd there, or pass --store PATH"
+                    .into(),
+            )
+            .into()),
+        }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -10,6 +10,7 @@ use clap::Parser;
 mod cli;
 mod commands;
 mod display;
+mod locate;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();

@@ -9,11 +9,12 @@ use super::UsageError;
 use crate::cli::{ExportArgs, Format};
 
 pub(crate) fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
-    let mut store = args.store.store.open()?;
+    let location = args.store.existing()?;
+    let mut store = location.open()?;
     let Some(run) = store.find_run(&args.run)? else {
         return Err(UsageError(format!(
-            "no run {:?} in {}; list runs with `sluice runs`",
-            args.run, args.store.store
+            "no run {:?} in {location}; list runs with `sluice runs`",
+            args.run
         ))
         .into());
     };

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use sluice_engine::{run_job, JobConfig, Plan};
+use sluice_engine::{run_job_with, JobConfig, Plan, RunHooks, RunStart, StartHook};
 
 use super::UsageError;
 use crate::cli::{PlanArgs, RetryArgs, RunArgs};
@@ -23,29 +23,38 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .into());
     }
     let job = sluice_spec::load(Path::new(&args.input), &args.sets)?;
+    let store = args.store.for_input(&args.input);
     let config = JobConfig {
-        store: args.store.store.clone(),
+        store: store.clone(),
         fresh: args.fresh,
         skip_bad: args.skip_bad,
         sets: args.sets.clone(),
         lease: args.lease,
         queue_only: args.queue_only,
     };
-    if args.queue_only && !args.store.store.is_shared() {
+    if args.queue_only && !store.is_shared() {
         return Err(UsageError(
             "--queue-only needs a store workers can share: --store postgres://…".into(),
         )
         .into());
     }
     if args.queue_only {
-        let report = run_job(
+        let shown = store.clone();
+        let hooks = RunHooks {
+            on_start: Some(Box::new(move |start: &RunStart| {
+                eprintln!("{}", super::run::start_line(start, &shown));
+            })),
+            ..RunHooks::default()
+        };
+        let report = run_job_with(
             &job,
             &config,
             std::sync::Arc::new(sluice_engine::Progress::default()),
+            hooks,
         )?;
         eprintln!(
-            "sluice: run {} queued ({} units already done); start `sluice worker --store {}` to work it",
-            report.run_id, report.progress.skipped, args.store.store
+            "sluice: run {} queued ({} units already done); start `sluice worker --store {store}` to work it",
+            report.run_id, report.progress.skipped
         );
         if args.json {
             println!(
@@ -55,11 +64,12 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let (report, code) = super::run::with_progress(args.progress_interval, !args.json, |p| {
-        run_job(&job, &config, p)
-    })?;
+    let (report, code) =
+        super::run::with_progress(args.progress_interval, !args.json, &store, |p, on_start| {
+            run_job_with(&job, &config, p, started(on_start))
+        })?;
     let out = args.out.clone().or_else(|| job.output.path.clone());
-    super::run::deliver(&args.store.store, &report, out.as_deref(), args.json)?;
+    super::run::deliver(&store, &report, out.as_deref(), args.json)?;
     Ok(code)
 }
 
@@ -184,8 +194,17 @@ fn describe(job: &sluice_spec::Job, plan: &Plan) -> String {
     text
 }
 
+/// Hooks that only announce the run's start.
+fn started(on_start: StartHook) -> RunHooks {
+    RunHooks {
+        on_start: Some(on_start),
+        ..RunHooks::default()
+    }
+}
+
 pub(crate) fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
-    let mut store = args.store.store.open()?;
+    let location = args.store.existing()?;
+    let mut store = location.open()?;
     let Some(run) = store.find_run(&args.run)? else {
         return Err(UsageError(format!(
             "no run {:?}; list runs with `sluice runs`",
@@ -238,7 +257,7 @@ pub(crate) fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
             None => sluice_spec::load(Path::new(&job_path), &sets)?,
         };
         let config = JobConfig {
-            store: args.store.store.clone(),
+            store: location.clone(),
             fresh: false,
             skip_bad: run
                 .settings
@@ -249,14 +268,10 @@ pub(crate) fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
             lease: sluice_engine::DEFAULT_LEASE,
             queue_only: false,
         };
-        let (report, code) =
-            super::run::with_progress(5.0, !args.json, |p| run_job(&job, &config, p))?;
-        super::run::deliver(
-            &args.store.store,
-            &report,
-            job.output.path.as_deref(),
-            args.json,
-        )?;
+        let (report, code) = super::run::with_progress(5.0, !args.json, &location, |p, s| {
+            run_job_with(&job, &config, p, started(s))
+        })?;
+        super::run::deliver(&location, &report, job.output.path.as_deref(), args.json)?;
         return Ok(code);
     }
     let input = setting("input")
@@ -274,7 +289,7 @@ pub(crate) fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
         retries: number("retries").unwrap_or(5) as u32,
         timeout: std::time::Duration::from_millis(number("timeout_ms").unwrap_or(60_000)),
         api_key_env: setting("api_key_env"),
-        store: args.store.store.clone(),
+        store: location.clone(),
         fresh: false,
         skip_bad: run
             .settings
@@ -286,8 +301,9 @@ pub(crate) fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
             base_ms: 500,
             cap_ms: 60_000,
         },
+        lease: sluice_engine::DEFAULT_LEASE,
     };
     let (report, code) = super::run::execute(&config, 5.0, !args.json)?;
-    super::run::deliver(&args.store.store, &report, None, args.json)?;
+    super::run::deliver(&location, &report, None, args.json)?;
     Ok(code)
 }

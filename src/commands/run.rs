@@ -2,16 +2,19 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use sluice_engine::{run_quick, ExportFormat, InputSource, Progress, QuickConfig, RunReport};
+use sluice_engine::{
+    run_quick_with, ExportFormat, InputSource, Progress, QuickConfig, RunReport, RunStart,
+    StartHook,
+};
 use sluice_limit::Backoff;
 use sluice_store::{Store, StoreLocation};
 
 use super::UsageError;
 use crate::cli::RunArgs;
-use crate::display::{self, ProgressDisplay};
+use crate::display::{self, fmt_count, ProgressDisplay};
 
 pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if args.input.ends_with(".toml") {
@@ -35,6 +38,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         )
         .into());
     };
+    let store = args.store.for_input(&args.input);
     let config = QuickConfig {
         input: if args.input == "-" {
             InputSource::Stdin
@@ -49,7 +53,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         retries: args.retries,
         timeout: args.timeout,
         api_key_env: args.api_key_env.clone(),
-        store: args.store.store.clone(),
+        store: store.clone(),
         fresh: args.fresh,
         skip_bad: args.skip_bad,
         name: args.name.clone(),
@@ -57,9 +61,10 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             base_ms: args.backoff_base.as_millis() as u64,
             cap_ms: args.backoff_cap.as_millis() as u64,
         },
+        lease: args.lease,
     };
     let (report, code) = execute(&config, args.progress_interval, !args.json)?;
-    deliver(&args.store.store, &report, args.out.as_deref(), args.json)?;
+    deliver(&store, &report, args.out.as_deref(), args.json)?;
     Ok(code)
 }
 
@@ -69,22 +74,38 @@ pub(crate) fn execute(
     progress_interval: f64,
     summary_on_stderr: bool,
 ) -> anyhow::Result<(RunReport, ExitCode)> {
-    with_progress(progress_interval, summary_on_stderr, |p| {
-        run_quick(config, p)
-    })
+    with_progress(
+        progress_interval,
+        summary_on_stderr,
+        &config.store,
+        |p, on_start| run_quick_with(config, p, on_start),
+    )
 }
 
-/// Runs `work` with live progress on stderr, then prints the summary and
-/// picks the exit code.
+/// Runs `work` with the start line and live progress on stderr, then prints
+/// the summary and picks the exit code. `work` calls the hook it is given
+/// once the run is open: it prints the start line and starts the progress
+/// display (after the line, so a live bar does not garble it).
 pub(crate) fn with_progress(
     progress_interval: f64,
     summary_on_stderr: bool,
-    work: impl FnOnce(Arc<Progress>) -> sluice_engine::Result<RunReport>,
+    store: &StoreLocation,
+    work: impl FnOnce(Arc<Progress>, StartHook) -> sluice_engine::Result<RunReport>,
 ) -> anyhow::Result<(RunReport, ExitCode)> {
     let progress = Arc::new(Progress::default());
-    let display = ProgressDisplay::start(progress.clone(), progress_interval);
-    let result = work(progress);
-    display.finish();
+    let display: Arc<Mutex<Option<ProgressDisplay>>> = Arc::default();
+    let on_start: StartHook = {
+        let (progress, display, store) = (progress.clone(), display.clone(), store.clone());
+        Box::new(move |start: &RunStart| {
+            eprintln!("{}", start_line(start, &store));
+            let shown = ProgressDisplay::start(progress, progress_interval);
+            *display.lock().unwrap_or_else(|e| e.into_inner()) = Some(shown);
+        })
+    };
+    let result = work(progress, on_start);
+    if let Some(shown) = display.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        shown.finish();
+    }
     let report = result?;
     if summary_on_stderr {
         eprint!("{}", display::summary(&report));
@@ -100,7 +121,31 @@ pub(crate) fn with_progress(
     Ok((report, code))
 }
 
-/// Writes the results (to `out`, else stdout) and the JSON summary.
+/// `sluice: new run NAME · store PATH` or `sluice: resuming NAME: N done, M
+/// to send · store PATH`.
+pub(crate) fn start_line(start: &RunStart, store: &StoreLocation) -> String {
+    let what = if start.resumed {
+        format!(
+            "resuming {}: {} done, {} to send",
+            start.run_id,
+            fmt_count(start.done),
+            fmt_count(start.to_send())
+        )
+    } else {
+        format!("new run {}", start.run_id)
+    };
+    let took_over = match &start.took_over {
+        Some((host, pid)) => {
+            format!(" · took it over from pid {pid} on {host}, which is gone")
+        }
+        None => String::new(),
+    };
+    format!("sluice: {what} · store {store}{took_over}")
+}
+
+/// Writes the results (to `out`, else stdout) and the JSON summary, if the
+/// run reached its end: a run that did not leaves an existing `out` as it
+/// was and says how to export what it has.
 pub(crate) fn deliver(
     location: &StoreLocation,
     report: &RunReport,
@@ -108,15 +153,44 @@ pub(crate) fn deliver(
     json: bool,
 ) -> anyhow::Result<()> {
     let mut store = location.open()?;
-    if let Some(out) = out {
-        let written = write_atomically(
+    let counts = store.counts(&report.run_id)?;
+    let total = store
+        .find_run(&report.run_id)?
+        .and_then(|r| r.total)
+        .unwrap_or(0);
+    let pending = total.saturating_sub(counts.done + counts.failed);
+    let complete = !report.interrupted && pending == 0;
+    let mut written = None;
+    if !complete {
+        if !json {
+            let export = format!(
+                "sluice export {}{}{}",
+                report.run_id,
+                out.map(|o| format!(" --out {}", o.display()))
+                    .unwrap_or_default(),
+                store_flag(location)
+            );
+            let kept = match out {
+                Some(o) if o.exists() => format!("{} is left as it was", o.display()),
+                Some(o) => format!("{} is not written", o.display()),
+                None => "results are not printed".into(),
+            };
+            eprintln!(
+                "  results    the run did not finish ({} pending): {kept}; run the same \
+                 command again to finish it, or `{export}` for what is done so far",
+                fmt_count(pending)
+            );
+        }
+    } else if let Some(out) = out {
+        let lines = write_atomically(
             &mut *store,
             &report.run_id,
             out,
             ExportFormat::from_path(out),
         )?;
+        written = Some(out);
         if !json {
-            eprintln!("  results    {written} lines → {}", out.display());
+            eprintln!("  results    {lines} lines → {}", out.display());
         }
     } else if !json {
         let stdout = std::io::stdout();
@@ -125,7 +199,6 @@ pub(crate) fn deliver(
         std::io::Write::flush(&mut lock).context("writing results to stdout")?;
     }
     if json {
-        let counts = store.counts(&report.run_id)?;
         let summary = serde_json::json!({
             "run": report.run_id,
             "resumed": report.resumed,
@@ -133,12 +206,28 @@ pub(crate) fn deliver(
             "this_run": report.progress,
             "breakers": report.breakers,
             "recorded": counts,
+            "pending": pending,
             "notes": report.notes,
-            "out": out.map(|p| p.display().to_string()),
+            "out": written.map(|p| p.display().to_string()),
         });
         println!("{summary}");
     }
     Ok(())
+}
+
+/// ` --store LOCATION`, unless the current directory finds that store by
+/// itself.
+pub(crate) fn store_flag(location: &StoreLocation) -> String {
+    let same = |a: &Path, b: &Path| match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    match (location.sqlite_path(), crate::locate::nearest_here()) {
+        (Some(path), Some(here)) if here.sqlite_path().is_some_and(|h| same(h, path)) => {
+            String::new()
+        }
+        _ => format!(" --store {location}"),
+    }
 }
 
 /// Exports to a temporary file beside `out` and renames it into place, so a
@@ -163,10 +252,20 @@ pub(crate) fn write_atomically(
     let file =
         std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let mut writer = std::io::BufWriter::new(file);
-    let written = sluice_engine::export_run(store, run_id, format, &mut writer)?;
+    let exported = sluice_engine::export_run(store, run_id, format, &mut writer)
+        .map_err(anyhow::Error::from)
+        .and_then(|n| {
+            writer.into_inner().context("flushing results")?;
+            Ok(n)
+        });
     // No fsync: the store is the durable copy and `sluice export` rewrites this
     // file from it; the rename alone keeps a killed process from leaving half a file.
-    writer.into_inner().context("flushing results")?;
-    std::fs::rename(&tmp, out).with_context(|| format!("renaming into {}", out.display()))?;
-    Ok(written)
+    let renamed = exported.and_then(|n| {
+        std::fs::rename(&tmp, out).with_context(|| format!("renaming into {}", out.display()))?;
+        Ok(n)
+    });
+    if renamed.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    renamed
 }

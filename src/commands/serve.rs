@@ -36,13 +36,13 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .into());
     }
     // A store that cannot be opened stops the server now, not every request later.
+    let location = args.store.here();
     drop(
-        args.store
-            .store
+        location
             .open()
-            .with_context(|| format!("opening the store {}", args.store.store))?,
+            .with_context(|| format!("opening the store {location}"))?,
     );
-    let mut config = ServerConfig::new(args.store.store.clone());
+    let mut config = ServerConfig::new(location.clone());
     config.token = token;
     config.max_submit_bytes = args.max_body;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -57,8 +57,7 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         // The first line on stdout is the address (tests and scripts read it).
         println!("listening on {local}");
         eprintln!(
-            "sluice serve: dashboard at http://{local}/ · API at http://{local}/v1/runs · store {}",
-            args.store.store
+            "sluice serve: dashboard at http://{local}/ · API at http://{local}/v1/runs · store {location}"
         );
         let shutdown = async {
             stop_signal().await;

@@ -11,7 +11,8 @@ use crate::display::{fmt_count, fmt_duration, fmt_time};
 use sluice_engine::worker_state;
 
 pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let mut store = args.store.store.open()?;
+    let location = args.store.existing()?;
+    let mut store = location.open()?;
     let run = match &args.run {
         Some(key) => store
             .find_run(key)?
@@ -20,8 +21,7 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             Some(summary) => summary.run,
             None => {
                 return Err(UsageError(format!(
-                    "no runs in {} yet; start one with `sluice run`",
-                    args.store.store
+                    "no runs in {location} yet; start one with `sluice run`"
                 ))
                 .into())
             }
@@ -223,14 +223,15 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub(crate) fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
-    let mut store = args.store.store.open()?;
+    let location = args.store.existing()?;
+    let mut store = location.open()?;
     let runs = store.list_runs()?;
     if args.json {
         println!("{}", serde_json::to_string(&runs)?);
         return Ok(ExitCode::SUCCESS);
     }
     if runs.is_empty() {
-        eprintln!("no runs in {}", args.store.store);
+        eprintln!("no runs in {location}");
         return Ok(ExitCode::SUCCESS);
     }
     println!(

@@ -43,6 +43,9 @@ pub enum Error {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] sluice_store::Error),
+    /// Another process executes the run (it holds the run's lease).
+    #[error("{0}")]
+    Busy(Box<crate::lease::Busy>),
     /// The output file could not be written.
     #[error("cannot write {}: {source}", path.display())]
     Write {
@@ -62,6 +65,7 @@ impl Error {
                 | Error::Config(_)
                 | Error::Unreachable { .. }
                 | Error::Read { .. }
+                | Error::Busy(_)
         )
     }
 }

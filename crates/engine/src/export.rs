@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::Path;
 
 use serde_json::value::RawValue;
-use sluice_store::{ItemRecord, ItemStatus, Store};
+use sluice_store::{ItemRecord, ItemStatus, Output, Store};
 
 use crate::error::{Error, Result};
 
@@ -33,8 +33,10 @@ impl ExportFormat {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Writes every recorded item of `run_id` to `out`, in input order. Returns
-/// the number of items written.
+/// Writes the results of `run_id` to `out`, in input order: one line per
+/// item of its input (`pending` where it has no outcome for its current
+/// request), or for a run without an input list one per recorded item.
+/// Returns the number of lines written.
 pub fn export_run(
     store: &mut dyn Store,
     run_id: &str,
@@ -50,9 +52,15 @@ pub fn export_run(
         return crate::job::export::export_units(store, &run, format, out);
     }
     let result = match format {
-        ExportFormat::Jsonl => store.for_each_item(run_id, &mut |item| {
+        ExportFormat::Jsonl => store.for_each_output(run_id, &mut |output| {
             count += 1;
-            write_output_line(&mut *out, run_id, &item).map_err(|e| {
+            let written = match &output {
+                Output::Recorded(item) => write_output_line(&mut *out, run_id, item),
+                Output::Pending { item_id, idx } => {
+                    write_pending_line(&mut *out, run_id, item_id, *idx)
+                }
+            };
+            written.map_err(|e| {
                 let boxed: BoxError = e.to_string().into();
                 io_error = Some(e);
                 boxed
@@ -73,10 +81,14 @@ pub fn export_run(
                 "metadata",
             ];
             writer.write_record(header).map_err(csv_error)?;
-            let r = store.for_each_item(run_id, &mut |item| {
+            let r = store.for_each_output(run_id, &mut |output| {
                 count += 1;
+                let row = match &output {
+                    Output::Recorded(item) => csv_row(item),
+                    Output::Pending { item_id, .. } => pending_row(item_id),
+                };
                 writer
-                    .write_record(csv_row(&item))
+                    .write_record(row)
                     .map_err(|e| Box::new(e) as BoxError)
             });
             writer.flush().map_err(|source| Error::Write {
@@ -158,6 +170,34 @@ fn write_output_line(out: &mut dyn Write, run_id: &str, item: &ItemRecord) -> st
         out.write_all(metadata.as_bytes())?;
     }
     out.write_all(b"}\n")
+}
+
+/// What a pending item's line and row say.
+pub(crate) const PENDING_MESSAGE: &str =
+    "not sent yet (the run did not finish): run it again to send it";
+
+/// The line of an item with no outcome yet: no response, error `pending`.
+fn write_pending_line(
+    out: &mut dyn Write,
+    run_id: &str,
+    item_id: &str,
+    idx: u64,
+) -> std::io::Result<()> {
+    let line = serde_json::json!({
+        "id": format!("{run_id}-{idx}"),
+        "custom_id": item_id,
+        "response": null,
+        "error": {"code": "pending", "message": PENDING_MESSAGE},
+    });
+    writeln!(out, "{line}")
+}
+
+fn pending_row(item_id: &str) -> Vec<String> {
+    let mut row = vec![String::new(); 10];
+    row[0] = item_id.to_owned();
+    row[1] = "pending".into();
+    row[8] = format!("pending: {PENDING_MESSAGE}");
+    row
 }
 
 /// The answer's text: a chat message's content, a completion's text, else the body.

@@ -286,9 +286,12 @@ pub(crate) fn parse_line(text: &str, line: u64) -> std::result::Result<Request, 
 pub(crate) struct LineReader {
     reader: BufReader<File>,
     line: u64,
-    buf: String,
+    buf: Vec<u8>,
     path: PathBuf,
 }
+
+/// A UTF-8 byte order mark, which some editors put at the start of a file.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 impl LineReader {
     pub(crate) fn open(path: &Path) -> Result<LineReader> {
@@ -299,18 +302,22 @@ impl LineReader {
         Ok(LineReader {
             reader: BufReader::with_capacity(256 * 1024, file),
             line: 0,
-            buf: String::new(),
+            buf: Vec::new(),
             path: path.to_path_buf(),
         })
     }
 
-    /// The next non-blank line and its number, or `None` at the end.
-    pub(crate) fn next_line(&mut self) -> Result<Option<(u64, &str)>> {
-        loop {
+    /// The next non-blank line and its number, or `None` at the end. A line
+    /// that is not UTF-8 is a bad line (with its number), not the end of
+    /// the file; a byte order mark before the first line is skipped.
+    pub(crate) fn next_line(
+        &mut self,
+    ) -> Result<Option<(u64, std::result::Result<&str, BadLine>)>> {
+        let start = loop {
             self.buf.clear();
             let n = self
                 .reader
-                .read_line(&mut self.buf)
+                .read_until(b'\n', &mut self.buf)
                 .map_err(|source| Error::Read {
                     path: self.path.clone(),
                     source,
@@ -319,10 +326,54 @@ impl LineReader {
                 return Ok(None);
             }
             self.line += 1;
-            if !self.buf.trim().is_empty() {
-                return Ok(Some((self.line, self.buf.as_str())));
+            let start = if self.line == 1 && self.buf.starts_with(BOM) {
+                BOM.len()
+            } else {
+                0
+            };
+            let blank = std::str::from_utf8(&self.buf[start..]).is_ok_and(|t| t.trim().is_empty());
+            if !blank {
+                break start;
+            }
+        };
+        match std::str::from_utf8(&self.buf[start..]) {
+            Ok(text) => Ok(Some((self.line, Ok(text)))),
+            Err(e) => {
+                let bad = BadLine {
+                    line: self.line,
+                    custom_id: None,
+                    message: format!(
+                        "not valid UTF-8 (at byte {} of the line); save the file as UTF-8",
+                        e.valid_up_to() + 1
+                    ),
+                };
+                Ok(Some((self.line, Err(bad))))
             }
         }
+    }
+
+    /// The next non-blank line as a request, or why it cannot be one
+    /// (including a repeated id: `duplicates` holds those lines, sorted).
+    pub(crate) fn next_entry(
+        &mut self,
+        duplicates: &[u64],
+    ) -> Result<Option<std::result::Result<Request, BadLine>>> {
+        let Some((line, text)) = self.next_line()? else {
+            return Ok(None);
+        };
+        Ok(Some(text.and_then(|text| parse_line(text, line)).and_then(
+            |r| {
+                if duplicates.binary_search(&line).is_ok() {
+                    Err(BadLine {
+                        line,
+                        custom_id: r.custom_id,
+                        message: format!("custom_id {:?} repeats an earlier line", r.item_id),
+                    })
+                } else {
+                    Ok(r)
+                }
+            },
+        )))
     }
 }
 
@@ -347,7 +398,7 @@ pub(crate) fn survey(path: &Path) -> Result<Survey> {
     let mut seen = std::collections::HashSet::<u64>::new();
     while let Some((line, text)) = reader.next_line()? {
         survey.total += 1;
-        match parse_line(text, line) {
+        match text.and_then(|text| parse_line(text, line)) {
             Ok(request) => {
                 if !seen.insert(xxhash_rust::xxh3::xxh3_64(request.item_id.as_bytes())) {
                     survey.duplicate_lines.push(line);
@@ -382,7 +433,7 @@ fn first_line_with_id(path: &Path, id: &str, before: u64) -> Result<u64> {
         if line >= before {
             break;
         }
-        if let Ok(r) = parse_line(text, line) {
+        if let Ok(r) = text.and_then(|text| parse_line(text, line)) {
             if r.item_id == id {
                 return Ok(line);
             }

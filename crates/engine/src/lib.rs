@@ -9,6 +9,7 @@ mod fair;
 mod input;
 mod inputs;
 mod job;
+mod lease;
 mod lifecycle;
 mod limiter;
 mod live;
@@ -27,7 +28,7 @@ mod writer;
 
 pub use control::{
     executing, read_control, requester, write_control, CommitHook, ControlState, OpenHook,
-    RunControl, RunHooks, StoredControl, CONTROL_KEY,
+    RunControl, RunHooks, StartHook, StoredControl, CONTROL_KEY,
 };
 pub use error::{Error, Result};
 pub use export::{export_run, ExportFormat};
@@ -36,10 +37,12 @@ pub use job::{
     plan, run_job, run_job_with, unit_result, JobConfig, Offload, Plan, ProviderPlan, StepPlan,
     DEFAULT_LEASE,
 };
+pub use lease::Busy;
+pub use lifecycle::RunStart;
 pub use live::{worker_state, Rates, BEAT_PERIOD, BEAT_STALE};
 pub use meter::{quantile_ms, CallCounts, FAILURE_KINDS, LATENCY_BUCKETS_MS};
 pub use progress::{Progress, Snapshot};
-pub use quick::{now_ms, run_quick, BreakerReport, QuickConfig, RunReport};
+pub use quick::{now_ms, run_quick, run_quick_with, BreakerReport, QuickConfig, RunReport};
 pub use stats::{
     process_calls, process_providers, EndpointReport, Latency, Limits, ProviderReport, RecentError,
     RunStats, StatsReport, StepReport,

@@ -17,6 +17,48 @@ use crate::stopping::Stopping;
 /// How long calls on the wire may finish after a stop signal.
 const GRACE: Duration = Duration::from_secs(5);
 
+/// What a run says when it opens, before anything is sent: `new run NAME`
+/// or `resuming NAME: N done, M to send`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RunStart {
+    /// The run's id.
+    pub run_id: String,
+    /// An earlier execution of the run is continued.
+    pub resumed: bool,
+    /// Items (units) in the input.
+    pub total: u64,
+    /// Of them, already done with the same request: skipped.
+    pub done: u64,
+    /// The process this one took the run over from, gone without giving it
+    /// up (host, pid).
+    pub took_over: Option<(String, u32)>,
+}
+
+impl RunStart {
+    pub(crate) fn new(
+        run: &RunMeta,
+        resumed: bool,
+        total: u64,
+        done: u64,
+        lease: Option<&crate::lease::ExecutorLease>,
+    ) -> RunStart {
+        RunStart {
+            run_id: run.id.clone(),
+            resumed,
+            total,
+            done,
+            took_over: lease
+                .and_then(|l| l.took_over.as_ref())
+                .map(|l| (l.holder.host.clone(), l.holder.pid)),
+        }
+    }
+
+    /// Items left to send (failed ones included).
+    pub fn to_send(&self) -> u64 {
+        self.total.saturating_sub(self.done)
+    }
+}
+
 /// The latest run of `source` (resumed, `true`) unless `fresh`, else a new one.
 pub(crate) fn open_run(
     store: &mut dyn Store,

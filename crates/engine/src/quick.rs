@@ -10,14 +10,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::Method;
 use sluice_limit::Backoff;
 use sluice_provider::{CallOptions, Client, Endpoint};
-use sluice_store::{ItemRecord, ItemStatus, Known, Store, StoreLocation};
+use sluice_store::{InputRow, ItemRecord, ItemStatus, Known, Store, StoreLocation};
 use tokio::sync::{mpsc, Notify};
 
 use crate::calls::{self, CallEnd, CallEnv, CallRequest, Tally};
 use crate::control::RunControl;
 use crate::error::{Error, Result};
-use crate::input::{parse_line, survey, BadLine, InputSource, LineReader, Request};
+use crate::input::{survey, BadLine, InputSource, LineReader, Request};
 use crate::inputs::{spool_stdin_jsonl, InputError};
+use crate::lease::ExecutorLease;
+use crate::lifecycle::RunStart;
 use crate::lifecycle::{close_run, drain, open_run, StopSignals};
 use crate::limiter::Limiter;
 use crate::progress::{Progress, Snapshot};
@@ -59,6 +61,9 @@ pub struct QuickConfig {
     pub name: Option<String>,
     /// Delays between retries.
     pub backoff: Backoff,
+    /// How long this process's hold on the run lasts without its heartbeat
+    /// (a killed process blocks a rerun at most this long).
+    pub lease: Duration,
 }
 
 /// How a run ended.
@@ -109,6 +114,16 @@ struct Shared {
 /// One thread does reading, dispatch and HTTP (thread hand-offs were the main
 /// cost measured in shared/PERFORMANCE.md); a second thread commits outcomes.
 pub fn run_quick(cfg: &QuickConfig, progress: Arc<Progress>) -> Result<RunReport> {
+    run_quick_with(cfg, progress, |_| {})
+}
+
+/// [`run_quick`], telling `on_start` which run it is and what is left to
+/// send once the run is open, before anything is sent.
+pub fn run_quick_with(
+    cfg: &QuickConfig,
+    progress: Arc<Progress>,
+    on_start: impl FnOnce(&RunStart),
+) -> Result<RunReport> {
     let input_path = match &cfg.input {
         InputSource::Path(p) => p.clone(),
         InputSource::Stdin => {
@@ -144,16 +159,31 @@ pub fn run_quick(cfg: &QuickConfig, progress: Arc<Progress>) -> Result<RunReport
 
     let mut store = cfg.store.open()?;
     let source = source_key(&input_path);
+    // Before the run is found or created: of two processes started on this
+    // input together, one executes it and the other is refused.
+    let lease = ExecutorLease::acquire(&cfg.store, &mut *store, &source, cfg.lease)?;
     let settings = settings_json(cfg, &input_path);
     let name = cfg
         .name
         .clone()
         .unwrap_or_else(|| default_name(&input_path));
     let (run, resumed) = open_run(&mut *store, cfg.fresh, source, name, settings)?;
+    let listed = store.replace_inputs(
+        &run.id,
+        &mut input_rows(&input_path, &found.duplicate_lines)?,
+    )?;
     store.set_total(&run.id, found.total)?;
     store.set_state(&run.id, "running", None)?;
     Progress::add(&progress.total, found.total);
+    on_start(&RunStart::new(
+        &run,
+        resumed,
+        found.total,
+        listed.done,
+        Some(&lease),
+    ));
     let control = RunControl::new();
+    lease.guard(control.clone());
     // Started on purpose: an earlier cancel is over, a pause holds.
     let seen = crate::control::attach(&mut *store, &run.id, &control, true)?;
 
@@ -207,7 +237,45 @@ pub fn run_quick(cfg: &QuickConfig, progress: Arc<Progress>) -> Result<RunReport
     writer.finish()?;
     tracing::debug!(elapsed = ?dispatched.elapsed(), "all outcomes committed");
 
-    close_run(&cfg.store, run, resumed, interrupted, &progress)
+    let report = close_run(&cfg.store, run, resumed, interrupted, &progress);
+    drop(lease);
+    report
+}
+
+/// The input list of a quick-mode run: every non-blank line's id, position
+/// and request hash; a line that cannot be sent is `line-N` (as recorded
+/// when `--skip-bad` records it failed).
+fn input_rows<'a>(
+    path: &Path,
+    duplicates: &'a [u64],
+) -> Result<impl Iterator<Item = std::result::Result<InputRow, sluice_store::SinkError>> + 'a> {
+    let mut reader = LineReader::open(path)?;
+    Ok(std::iter::from_fn(move || {
+        let entry = match reader.next_entry(duplicates) {
+            Ok(entry) => entry?,
+            Err(e) => return Some(Err(e.to_string().into())),
+        };
+        Some(Ok(match entry {
+            Ok(request) => InputRow {
+                item_id: request.item_id,
+                idx: request.line,
+                hash: request.hash,
+            },
+            Err(bad) => {
+                let (item_id, hash) = bad_line_id(bad.line);
+                InputRow {
+                    item_id,
+                    idx: bad.line,
+                    hash,
+                }
+            }
+        }))
+    }))
+}
+
+/// The id and hash a line that cannot be sent is recorded under.
+fn bad_line_id(line: u64) -> (String, u64) {
+    (format!("line-{line}"), 0)
 }
 
 struct Dispatch {
@@ -317,21 +385,8 @@ impl Dispatch {
         'read: loop {
             chunk.clear();
             while chunk.len() < CHUNK {
-                match reader.next_line()? {
-                    Some((line, text)) => chunk.push(parse_line(text, line).and_then(|r| {
-                        if self.duplicate_lines.binary_search(&line).is_ok() {
-                            Err(BadLine {
-                                line,
-                                custom_id: r.custom_id,
-                                message: format!(
-                                    "custom_id {:?} repeats an earlier line",
-                                    r.item_id
-                                ),
-                            })
-                        } else {
-                            Ok(r)
-                        }
-                    })),
+                match reader.next_entry(&self.duplicate_lines)? {
+                    Some(entry) => chunk.push(entry),
                     None => break,
                 }
             }
@@ -344,7 +399,7 @@ impl Dispatch {
                 let request = match entry {
                     Ok(r) => r,
                     Err(bad) => {
-                        self.record_bad(bad).await;
+                        self.record_bad(bad, None).await;
                         continue;
                     }
                 };
@@ -364,12 +419,15 @@ impl Dispatch {
                 let endpoint = match self.endpoint(request.path.as_deref()) {
                     Ok(e) => e,
                     Err(message) => {
-                        self.record_bad(BadLine {
+                        // Under its own id and hash: the input list has
+                        // this line as the request it parsed to.
+                        let id = Some((request.item_id, request.hash));
+                        let bad = BadLine {
                             line: request.line,
                             custom_id: request.custom_id,
                             message,
-                        })
-                        .await;
+                        };
+                        self.record_bad(bad, id).await;
                         continue;
                     }
                 };
@@ -433,12 +491,15 @@ impl Dispatch {
         Ok(endpoint)
     }
 
-    async fn record_bad(&self, bad: BadLine) {
+    /// Records a line that cannot be sent as failed: under `line-N` (as in
+    /// [`input_rows`]) unless it parsed to a request with an id and hash.
+    async fn record_bad(&self, bad: BadLine, id: Option<(String, u64)>) {
         let now = now_ms();
+        let (item_id, hash) = id.unwrap_or_else(|| bad_line_id(bad.line));
         let record = ItemRecord {
-            item_id: format!("line-{}", bad.line),
+            item_id,
             idx: bad.line,
-            hash: 0,
+            hash,
             status: ItemStatus::Failed,
             attempts: 0,
             throttled: 0,

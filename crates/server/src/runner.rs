@@ -188,6 +188,7 @@ pub(crate) async fn start(state: &AppState, launch: Launch) -> ApiResult<(Arc<Li
                 }
             })
         }),
+        on_start: None,
         on_commit: launch.stream.clone().map(|tx| {
             Arc::new(move |items: &[ItemRecord]| {
                 // A closed stream (client gone) is not the run's concern.

@@ -9,14 +9,16 @@
 use std::io::Write;
 
 use serde_json::{json, Value as Json};
-use sluice_store::{ItemRecord, ItemStatus, RunMeta, Store};
+use sluice_store::{ItemRecord, ItemStatus, Output, RunMeta, Store};
 
 use crate::error::{Error, Result};
 use crate::export::{csv_error, split_error, ExportFormat};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Writes every recorded unit of `run` in input order; returns how many.
+/// Writes a line per unit of `run`'s input in input order (`pending` where
+/// it has no outcome yet; for a run without an input list, one per
+/// recorded unit); returns how many.
 pub(crate) fn export_units(
     store: &mut dyn Store,
     run: &RunMeta,
@@ -37,9 +39,12 @@ pub(crate) fn export_units(
     let (steps, axes, streamed) = (names("steps"), names("matrix"), names("streamed"));
     let mut count = 0u64;
     let written = match format {
-        ExportFormat::Jsonl => store.for_each_item(&run.id, &mut |item| {
+        ExportFormat::Jsonl => store.for_each_output(&run.id, &mut |output| {
             count += 1;
-            let line = unit_result(&item);
+            let line = match &output {
+                Output::Recorded(item) => unit_result(item),
+                Output::Pending { item_id, .. } => pending_result(item_id),
+            };
             writeln!(out, "{line}").map_err(|e| Box::new(e) as BoxError)
         }),
         ExportFormat::Csv => {
@@ -57,10 +62,19 @@ pub(crate) fn export_units(
                 }
             }
             writer.write_record(&header).map_err(csv_error)?;
-            let r = store.for_each_item(&run.id, &mut |item| {
+            let r = store.for_each_output(&run.id, &mut |output| {
                 count += 1;
+                let row = match &output {
+                    Output::Recorded(item) => unit_row(item, &steps, &axes, &streamed),
+                    Output::Pending { item_id, .. } => {
+                        let mut row = vec![String::new(); header.len()];
+                        row[0] = item_id.clone();
+                        row[2] = "pending".into();
+                        row
+                    }
+                };
                 writer
-                    .write_record(unit_row(&item, &steps, &axes, &streamed))
+                    .write_record(row)
                     .map_err(|e| Box::new(e) as BoxError)
             });
             writer.flush().map_err(|source| Error::Write {
@@ -103,6 +117,18 @@ pub fn unit_result(item: &ItemRecord) -> Json {
         "status": item.status.as_str(),
         "error": error_value(item),
         "steps": r.get("steps").cloned().unwrap_or_else(|| json!({})),
+    })
+}
+
+/// The line of a unit with no outcome yet.
+fn pending_result(unit_id: &str) -> Json {
+    json!({
+        "id": unit_id,
+        "item_id": null,
+        "matrix": null,
+        "status": "pending",
+        "error": null,
+        "steps": {},
     })
 }
 

@@ -19,13 +19,14 @@ mod units;
 use std::sync::Arc;
 
 use sluice_spec::{InputSource, Job, Webhook};
-use sluice_store::{ItemRecord, ItemStatus, Store, StoreLocation};
+use sluice_store::{InputRow, ItemRecord, ItemStatus, Store, StoreLocation};
 use tokio::sync::Semaphore;
 
 use crate::control::RunHooks;
 use crate::error::{Error, Result};
 use crate::inputs::{self, BadItem};
-use crate::lifecycle::{close_run, drain, open_run, StopSignals};
+use crate::lease::ExecutorLease;
+use crate::lifecycle::{close_run, drain, open_run, RunStart, StopSignals};
 use crate::progress::Progress;
 use crate::quick::{now_ms, RunReport};
 use crate::writer::Message;
@@ -133,6 +134,18 @@ pub fn run_job_with(
     // On a shared store several processes may work this run: its units go on
     // the store's queue and are claimed from there, by this process too.
     let shared_run = cfg.store.is_shared();
+    // Otherwise one process executes it: taken before the run is found or
+    // created, so of two started together one is refused.
+    let lease = if shared_run {
+        None
+    } else {
+        Some(ExecutorLease::acquire(
+            &cfg.store,
+            &mut *store,
+            &source,
+            cfg.lease,
+        )?)
+    };
     let (run, resumed) = if shared_run {
         let source = claimed::Source {
             key: source,
@@ -158,10 +171,23 @@ pub fn run_job_with(
         settings["offload"] = offload::to_json(&offload);
         store.update_settings(&run.id, &settings)?;
     }
+    let done = if shared_run {
+        // Counted while the units were queued.
+        progress.snapshot().skipped
+    } else {
+        let mut rows = unit_rows(&prepared, &ids, &combos)?;
+        store.replace_inputs(&run.id, &mut rows)?.done
+    };
     store.set_total(&run.id, total)?;
     store.set_state(&run.id, "running", None)?;
     Progress::add(&progress.total, total);
+    if let Some(on_start) = hooks.on_start.take() {
+        on_start(&RunStart::new(&run, resumed, total, done, lease.as_ref()));
+    }
     let control = hooks.control.clone().unwrap_or_default();
+    if let Some(lease) = &lease {
+        lease.guard(control.clone());
+    }
     // Started on purpose: an earlier cancel is over, a pause holds.
     let seen = crate::control::attach(&mut *store, &run.id, &control, true)?;
     if shared_run && cfg.queue_only {
@@ -217,7 +243,41 @@ pub fn run_job_with(
     };
     report.breakers = breakers;
     report.notes = offload::notes(&offload);
+    drop(lease);
     Ok(report)
+}
+
+/// The input list of a job run: every unit's id, position and hash (a bad
+/// entry's units as they are recorded failed).
+fn unit_rows<'a>(
+    prepared: &'a inputs::Prepared,
+    ids: &'a UnitIds,
+    combos: &'a Combos,
+) -> Result<impl Iterator<Item = std::result::Result<InputRow, sluice_store::SinkError>> + 'a> {
+    let items = prepared.items().map_err(|e| Error::Config(e.to_string()))?;
+    Ok(items.flat_map(move |entry| {
+        let rows: Vec<InputRow> = match entry {
+            Ok(item) => ids
+                .units(&item, combos)
+                .into_iter()
+                .map(|u| InputRow {
+                    item_id: u.id,
+                    idx: u.idx,
+                    hash: u.hash,
+                })
+                .collect(),
+            Err(bad) => ids
+                .bad_unit_ids(&bad, combos)
+                .into_iter()
+                .map(|(item_id, idx)| InputRow {
+                    item_id,
+                    idx,
+                    hash: 0,
+                })
+                .collect(),
+        };
+        rows.into_iter().map(Ok)
+    }))
 }
 
 /// The webhook's target: headers rendered (they may use `env`), the HMAC key

@@ -14,7 +14,9 @@ use crate::{During, Error, InputCounts, InputRow, Lease, LeaseHolder, Output, Re
 const CHUNK: usize = 2_000;
 
 fn ttl_ms(ttl: Duration) -> i64 {
-    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2).max(1)
+    i64::try_from(ttl.as_millis())
+        .unwrap_or(i64::MAX / 2)
+        .max(1)
 }
 
 pub(super) fn acquire_lease(
@@ -136,12 +138,11 @@ fn read_lease(c: &mut Conn, key: &str) -> Result<Option<Lease>> {
 
 /// Whether the run has an input list (exports and counts follow it).
 pub(super) fn has_inputs(c: &mut Conn, run_id: &str) -> Result<bool> {
-    Ok(c.query_opt(
-        "SELECT 1 FROM inputs WHERE run_id = $1 LIMIT 1",
-        &[&run_id],
+    Ok(
+        c.query_opt("SELECT 1 FROM inputs WHERE run_id = $1 LIMIT 1", &[&run_id])
+            .during("read the run's input list")?
+            .is_some(),
     )
-    .during("read the run's input list")?
-    .is_some())
 }
 
 pub(super) fn replace_inputs(

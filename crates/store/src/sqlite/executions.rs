@@ -10,7 +10,9 @@ use crate::num::output_columns;
 use crate::{During, Error, InputCounts, InputRow, Lease, LeaseHolder, Output, Result, SinkError};
 
 fn ttl_ms(ttl: Duration) -> i64 {
-    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2).max(1)
+    i64::try_from(ttl.as_millis())
+        .unwrap_or(i64::MAX / 2)
+        .max(1)
 }
 
 pub(super) fn acquire_lease(

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, ErrorCode, TransactionBehavior};
 
-use crate::{During, Error, Result, RunCounts, RunMeta};
 use crate::num::count_sums;
+use crate::{During, Error, Result, RunCounts, RunMeta};
 use rows::item_columns;
 
 /// The schema, one step per `user_version`: entry `i` migrates version `i` to `i + 1`.

@@ -20,7 +20,10 @@ const LONG: Duration = Duration::from_secs(60);
 
 pub(crate) fn lease_is_exclusive_until_released_or_lapsed(connect: Connect<'_>) {
     let (mut a, mut b) = (connect(), connect());
-    assert_eq!(a.acquire_lease("src", &holder("a"), LONG, None).unwrap(), None);
+    assert_eq!(
+        a.acquire_lease("src", &holder("a"), LONG, None).unwrap(),
+        None
+    );
     let held = b
         .acquire_lease("src", &holder("b"), LONG, None)
         .unwrap()
@@ -29,18 +32,28 @@ pub(crate) fn lease_is_exclusive_until_released_or_lapsed(connect: Connect<'_>) 
     assert!(!held.expired());
     assert!(held.expires_at > held.renewed_at);
     // Another key is free; the holder may take its own lease again.
-    assert_eq!(b.acquire_lease("other", &holder("b"), LONG, None).unwrap(), None);
-    assert_eq!(a.acquire_lease("src", &holder("a"), LONG, None).unwrap(), None);
+    assert_eq!(
+        b.acquire_lease("other", &holder("b"), LONG, None).unwrap(),
+        None
+    );
+    assert_eq!(
+        a.acquire_lease("src", &holder("a"), LONG, None).unwrap(),
+        None
+    );
     assert!(a.renew_lease("src", "a", LONG).unwrap());
     assert!(!b.renew_lease("src", "b", LONG).unwrap(), "b never held it");
     // Released: the next one gets it, and the old holder's renewal fails.
     a.release_lease("src", "a").unwrap();
     assert_eq!(b.lease("src").unwrap(), None);
-    assert_eq!(b.acquire_lease("src", &holder("b"), LONG, None).unwrap(), None);
+    assert_eq!(
+        b.acquire_lease("src", &holder("b"), LONG, None).unwrap(),
+        None
+    );
     assert!(!a.renew_lease("src", "a", LONG).unwrap());
     // A holder known to be gone is replaced at once.
     assert_eq!(
-        a.acquire_lease("src", &holder("a"), LONG, Some("b")).unwrap(),
+        a.acquire_lease("src", &holder("a"), LONG, Some("b"))
+            .unwrap(),
         None
     );
     assert_eq!(b.lease("src").unwrap().unwrap().holder.holder, "a");
@@ -49,7 +62,10 @@ pub(crate) fn lease_is_exclusive_until_released_or_lapsed(connect: Connect<'_>) 
     assert!(a.renew_lease("src", "a", short).unwrap());
     std::thread::sleep(Duration::from_millis(80));
     assert!(b.lease("src").unwrap().unwrap().expired());
-    assert_eq!(b.acquire_lease("src", &holder("b"), LONG, None).unwrap(), None);
+    assert_eq!(
+        b.acquire_lease("src", &holder("b"), LONG, None).unwrap(),
+        None
+    );
     assert!(!a.renew_lease("src", "a", LONG).unwrap(), "lost to b");
 }
 
@@ -123,7 +139,11 @@ pub(crate) fn outputs_and_counts_follow_the_input_list(connect: Connect<'_>) {
     ]
     .into_iter();
     let counts = s.replace_inputs(&run.id, &mut list).unwrap();
-    assert_eq!((counts.total, counts.done), (4, 1), "a repeated id keeps its first row");
+    assert_eq!(
+        (counts.total, counts.done),
+        (4, 1),
+        "a repeated id keeps its first row"
+    );
     assert_eq!(
         outputs(&mut *connect(), &run.id),
         vec![
@@ -136,7 +156,10 @@ pub(crate) fn outputs_and_counts_follow_the_input_list(connect: Connect<'_>) {
     );
     let counts = s.counts(&run.id).unwrap();
     assert_eq!((counts.done, counts.failed), (1, 0));
-    assert!(s.get_item(&run.id, "c").unwrap().is_none(), "the stale failure is gone");
+    assert!(
+        s.get_item(&run.id, "c").unwrap().is_none(),
+        "the stale failure is gone"
+    );
     // Recorded from now on: shown with the current position.
     let mut c2 = rec("c", 7, ItemStatus::Failed);
     c2.hash = c.hash;
@@ -145,8 +168,11 @@ pub(crate) fn outputs_and_counts_follow_the_input_list(connect: Connect<'_>) {
     assert_eq!(got[1], ("c".into(), 2, Some(ItemStatus::Failed)));
     assert_eq!(s.counts(&run.id).unwrap().failed, 1);
     // A failing source of rows leaves the previous list as it was.
-    let mut broken = vec![row("x", 1, 1), Err::<InputRow, SinkError>("unreadable".into())]
-        .into_iter();
+    let mut broken = vec![
+        row("x", 1, 1),
+        Err::<InputRow, SinkError>("unreadable".into()),
+    ]
+    .into_iter();
     assert!(matches!(
         s.replace_inputs(&run.id, &mut broken),
         Err(crate::Error::Callback(_))
