@@ -20,6 +20,7 @@ pub(crate) fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     };
     match &args.out {
         Some(out) => {
+            super::run::check_out(out, args.format.is_some(), &[])?;
             let format = match args.format {
                 Some(f) => to_format(f),
                 None => ExportFormat::from_path(out),

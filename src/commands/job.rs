@@ -23,6 +23,13 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .into());
     }
     let job = sluice_spec::load(Path::new(&args.input), &args.sets)?;
+    if let Some(out) = args.out.as_ref().or(job.output.path.as_ref()) {
+        let mut inputs = vec![job.path.as_path()];
+        if let sluice_spec::InputSource::File { path, .. } = &job.input.source {
+            inputs.push(path.as_path());
+        }
+        super::run::check_out(out, false, &inputs)?;
+    }
     let store = args.store.for_input(&args.input);
     let config = JobConfig {
         store: store.clone(),
@@ -57,7 +64,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             report.run_id, report.progress.skipped
         );
         if args.json {
-            println!(
+            outln!(
                 "{}",
                 serde_json::json!({"run": report.run_id, "queued": true})
             );
@@ -80,9 +87,9 @@ pub(crate) fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let _ = std::fs::remove_dir_all(&spool);
     let plan = plan?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&plan)?);
+        outln!("{}", serde_json::to_string_pretty(&plan)?);
     } else {
-        print!("{}", describe(&job, &plan));
+        out!("{}", describe(&job, &plan));
     }
     Ok(ExitCode::SUCCESS)
 }

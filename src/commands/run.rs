@@ -38,6 +38,18 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         )
         .into());
     };
+    if args.backoff_base > args.backoff_cap {
+        return Err(UsageError(format!(
+            "--backoff-base {} is above --backoff-cap {}: the first retry delay cannot exceed the longest; lower the base or raise the cap",
+            humantime::format_duration(args.backoff_base),
+            humantime::format_duration(args.backoff_cap)
+        ))
+        .into());
+    }
+    if let Some(out) = &args.out {
+        let input = (args.input != "-").then(|| Path::new(&args.input));
+        check_out(out, false, input.as_slice())?;
+    }
     let store = args.store.for_input(&args.input);
     let config = QuickConfig {
         input: if args.input == "-" {
@@ -98,6 +110,12 @@ pub(crate) fn with_progress(
         let (progress, display, store) = (progress.clone(), display.clone(), store.clone());
         Box::new(move |start: &RunStart| {
             eprintln!("{}", start_line(start, &store));
+            if start.total == 0 {
+                eprintln!(
+                    "sluice: warning: {} holds no items (is it empty?); nothing to send",
+                    start.input
+                );
+            }
             let shown = ProgressDisplay::start(progress, progress_interval);
             *display.lock().unwrap_or_else(|e| e.into_inner()) = Some(shown);
         })
@@ -210,7 +228,7 @@ pub(crate) fn deliver(
             "notes": report.notes,
             "out": written.map(|p| p.display().to_string()),
         });
-        println!("{summary}");
+        outln!("{summary}");
     }
     Ok(())
 }
@@ -228,6 +246,62 @@ pub(crate) fn store_flag(location: &StoreLocation) -> String {
         }
         _ => format!(" --store {location}"),
     }
+}
+
+/// Refuses a results file that would replace an input, is a directory, or
+/// whose extension names no format (unless `format_given`), before
+/// anything is sent.
+pub(crate) fn check_out(out: &Path, format_given: bool, inputs: &[&Path]) -> anyhow::Result<()> {
+    let shown = out.display();
+    let ends_in_slash = out.as_os_str().to_string_lossy().ends_with('/');
+    if out.is_dir() || ends_in_slash {
+        return Err(UsageError(format!(
+            "--out {shown} is a directory; give a file name, e.g. {}",
+            out.join("results.jsonl").display()
+        ))
+        .into());
+    }
+    if !format_given {
+        let ext = out.extension().and_then(|e| e.to_str()).unwrap_or("");
+        if !OUT_EXTENSIONS.iter().any(|k| k.eq_ignore_ascii_case(ext)) {
+            return Err(UsageError(format!(
+                "--out {shown}: {} names no results format; use .jsonl or .json (JSON lines) or .csv",
+                if ext.is_empty() {
+                    "a file without an extension".to_string()
+                } else {
+                    format!("the extension .{ext}")
+                }
+            ))
+            .into());
+        }
+    }
+    let target = same_file_key(out);
+    for input in inputs {
+        if target.is_some() && same_file_key(input) == target {
+            return Err(UsageError(format!(
+                "--out {shown} is the input {}: writing results there would replace it; choose another file",
+                input.display()
+            ))
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// Extensions `--out` writes (JSON lines for `.jsonl` and `.json`).
+const OUT_EXTENSIONS: [&str; 3] = ["jsonl", "json", "csv"];
+
+/// A path's canonical form, for a file that may not exist yet (its
+/// directory's canonical form and its name).
+fn same_file_key(path: &Path) -> Option<PathBuf> {
+    if let Ok(real) = std::fs::canonicalize(path) {
+        return Some(real);
+    }
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    Some(std::fs::canonicalize(dir).ok()?.join(path.file_name()?))
 }
 
 /// Exports to a temporary file beside `out` and renames it into place, so a

@@ -55,7 +55,7 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot listen on {addr}"))?;
         let local = listener.local_addr()?;
         // The first line on stdout is the address (tests and scripts read it).
-        println!("listening on {local}");
+        outln!("listening on {local}");
         eprintln!(
             "sluice serve: dashboard at http://{local}/ · API at http://{local}/v1/runs · store {location}"
         );

@@ -7,6 +7,7 @@ mod util;
 
 mod bench;
 mod browser;
+mod checks;
 mod commands;
 mod control;
 mod dialects;

@@ -63,6 +63,10 @@ struct LineKeys<'a> {
     body: Option<&'a RawValue>,
     #[serde(borrow, default)]
     metadata: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    method: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    url: Option<&'a RawValue>,
 }
 
 /// A Batch API request line; unknown keys are rejected so a typo is not ignored.
@@ -208,6 +212,18 @@ pub(crate) fn parse_line(text: &str, line: u64) -> std::result::Result<Request, 
     let keys: LineKeys =
         serde_json::from_str(trimmed).map_err(|e| bad(None, format!("invalid JSON: {e}")))?;
     let batch = keys.body.is_some();
+    if !batch && (keys.method.is_some() || keys.url.is_some()) {
+        // A Batch API line without its body would be sent as a bare body:
+        // the line itself, `url` and `method` included.
+        let key = if keys.url.is_some() { "url" } else { "method" };
+        return Err(bad(
+            None,
+            format!(
+                "a Batch API line (it has \"{key}\") needs a \"body\" holding the request; \
+                 add it, or remove \"url\" and \"method\" to send the line itself"
+            ),
+        ));
+    }
     let ours = keys.custom_id.is_some() || keys.metadata.is_some();
     let (custom_id, path, body, metadata) = if batch {
         let parsed: BatchLine = serde_json::from_str(trimmed)
@@ -513,6 +529,33 @@ mod tests {
         let e = parse_line(r#"{"custom_id":"a","method":"GET","body":{}}"#, 7).unwrap_err();
         assert!(e.message.contains("GET"));
         assert_eq!(e.custom_id.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn a_batch_line_without_a_body_is_invalid() {
+        let e = parse_line(
+            r#"{"custom_id":"a","method":"POST","url":"/v1/chat/completions"}"#,
+            2,
+        )
+        .unwrap_err();
+        assert!(e.message.contains("needs a \"body\""), "{}", e.message);
+        let e = parse_line(r#"{"model":"m","url":"/v1/x"}"#, 3).unwrap_err();
+        assert!(e.message.contains("\"url\""), "{}", e.message);
+    }
+
+    #[test]
+    fn a_bom_is_skipped_and_invalid_utf8_is_a_bad_line_with_its_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.jsonl");
+        let mut bytes = b"\xEF\xBB\xBF{\"custom_id\":\"a\",\"body\":{}}\n".to_vec();
+        bytes.extend_from_slice(b"{\"custom_id\":\"b\",\"body\":{\"x\":\"\xff\"}}\n");
+        bytes.extend_from_slice(b"{\"custom_id\":\"c\",\"body\":{}}\n");
+        std::fs::write(&path, bytes).unwrap();
+        let s = survey(&path).unwrap();
+        assert_eq!(s.total, 3);
+        assert_eq!(s.bad_count, 1);
+        assert_eq!(s.bad[0].line, 2);
+        assert!(s.bad[0].message.contains("UTF-8"), "{}", s.bad[0].message);
     }
 
     #[test]

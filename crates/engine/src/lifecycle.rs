@@ -23,6 +23,8 @@ const GRACE: Duration = Duration::from_secs(5);
 pub struct RunStart {
     /// The run's id.
     pub run_id: String,
+    /// The input, as named in messages (a file, a glob, a URL, `-`).
+    pub input: String,
     /// An earlier execution of the run is continued.
     pub resumed: bool,
     /// Items (units) in the input.
@@ -37,6 +39,7 @@ pub struct RunStart {
 impl RunStart {
     pub(crate) fn new(
         run: &RunMeta,
+        input: String,
         resumed: bool,
         total: u64,
         done: u64,
@@ -44,6 +47,7 @@ impl RunStart {
     ) -> RunStart {
         RunStart {
             run_id: run.id.clone(),
+            input,
             resumed,
             total,
             done,

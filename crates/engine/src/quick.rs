@@ -175,8 +175,13 @@ pub fn run_quick_with(
     store.set_total(&run.id, found.total)?;
     store.set_state(&run.id, "running", None)?;
     Progress::add(&progress.total, found.total);
+    let input = match &cfg.input {
+        InputSource::Path(p) => p.display().to_string(),
+        InputSource::Stdin => "-".into(),
+    };
     on_start(&RunStart::new(
         &run,
+        input,
         resumed,
         found.total,
         listed.done,
@@ -296,6 +301,10 @@ struct Dispatch {
 /// Most workers a rate may grow to.
 const MAX_WORKERS: usize = 2_048;
 
+/// Requests read ahead of the workers at most, per worker up to this many
+/// workers (bodies wait in memory there).
+const MAX_QUEUE: usize = 2_048;
+
 /// Workers to reach `rpm` at the observed latency, with 25% headroom.
 fn needed_workers(rpm: u64, progress: &Progress) -> usize {
     let latency = progress.latency_ewma_us.load(Relaxed) as f64 / 1e6;
@@ -348,7 +357,11 @@ impl Dispatch {
         // response sends its next request in the same poll, so requests and
         // responses interleave instead of alternating in waves (which left the
         // server idle half the time at zero latency).
-        let (work_tx, work_rx) = mpsc::channel::<(Arc<Endpoint>, Request)>(concurrency.max(32) * 2);
+        // Workers start as requests are queued, up to `concurrency`: memory
+        // follows the calls actually made, never the flag (100,000 workers
+        // started for 2 items took 387 MB).
+        let queue = concurrency.clamp(32, MAX_QUEUE) * 2;
+        let (work_tx, work_rx) = mpsc::channel::<(Arc<Endpoint>, Request)>(queue);
         let work_rx = Arc::new(tokio::sync::Mutex::new(work_rx));
         let workers = Arc::new(Workers::default());
         let (worker_shared, worker_tx) = (self.shared.clone(), self.tx.clone());
@@ -374,7 +387,7 @@ impl Dispatch {
                 });
             }
         };
-        spawn(concurrency);
+        let mut spawned = 0;
         // With a rate but no --concurrency, workers are added until there are
         // enough to reach the rate at the latency observed (Little's law).
         let mut grown = concurrency;
@@ -437,10 +450,13 @@ impl Dispatch {
                         let needed = needed_workers(rpm, &self.shared.progress);
                         if needed > grown {
                             tracing::debug!(needed, "adding workers to reach the rate");
-                            spawn(needed - grown);
                             grown = needed;
                         }
                     }
+                }
+                if spawned < grown {
+                    spawn(1);
+                    spawned += 1;
                 }
                 tokio::select! {
                     sent = work_tx.send((endpoint, request)) => if sent.is_err() { break 'read },

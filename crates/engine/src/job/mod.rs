@@ -182,7 +182,15 @@ pub fn run_job_with(
     store.set_state(&run.id, "running", None)?;
     Progress::add(&progress.total, total);
     if let Some(on_start) = hooks.on_start.take() {
-        on_start(&RunStart::new(&run, resumed, total, done, lease.as_ref()));
+        let input = input_name.clone();
+        on_start(&RunStart::new(
+            &run,
+            input,
+            resumed,
+            total,
+            done,
+            lease.as_ref(),
+        ));
     }
     let control = hooks.control.clone().unwrap_or_default();
     if let Some(lease) = &lease {
