@@ -81,19 +81,10 @@ impl StoreArg {
             .unwrap_or_else(crate::locate::new_here)
     }
 
-    /// The store for a command about an existing run: found from the
-    /// current directory, or an error saying how to name it.
-    pub(crate) fn existing(&self) -> anyhow::Result<StoreLocation> {
-        match self.store.clone().or_else(crate::locate::nearest_here) {
-            Some(found) => Ok(found),
-            None => Err(crate::commands::UsageError(
-                "no store here: no .sluice/sluice.db in this directory or any above it. A run \
-                 keeps its store next to its job or input file (its first line names it): \
-                 cd there, or pass --store PATH"
-                    .into(),
-            )
-            .into()),
-        }
+    /// The store for a command about an existing run: the one given, else
+    /// the nearest above the current directory, if any.
+    pub(crate) fn existing(&self) -> Option<StoreLocation> {
+        self.store.clone().or_else(crate::locate::nearest_here)
     }
 }
 

@@ -21,7 +21,7 @@ const CANCEL_WAIT: Duration = Duration::from_secs(30);
 
 /// The run named on the command line, refused if it has finished.
 fn open(args: &ControlArgs, verb: &str) -> anyhow::Result<(Box<dyn Store>, RunMeta)> {
-    let location = args.store.existing()?;
+    let location = super::existing_store(&args.store)?;
     let mut store = location.open()?;
     let Some(run) = store.find_run(&args.run)? else {
         return Err(UsageError(format!(

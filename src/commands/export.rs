@@ -9,7 +9,7 @@ use super::UsageError;
 use crate::cli::{ExportArgs, Format};
 
 pub(crate) fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
-    let location = args.store.existing()?;
+    let location = super::existing_store(&args.store)?;
     let mut store = location.open()?;
     let Some(run) = store.find_run(&args.run)? else {
         return Err(UsageError(format!(

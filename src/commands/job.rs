@@ -210,7 +210,7 @@ fn started(on_start: StartHook) -> RunHooks {
 }
 
 pub(crate) fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
-    let location = args.store.existing()?;
+    let location = super::existing_store(&args.store)?;
     let mut store = location.open()?;
     let Some(run) = store.find_run(&args.run)? else {
         return Err(UsageError(format!(

@@ -11,7 +11,7 @@ use crate::display::{fmt_count, fmt_duration, fmt_time};
 use sluice_engine::worker_state;
 
 pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let location = args.store.existing()?;
+    let location = super::existing_store(&args.store)?;
     let mut store = location.open()?;
     let run = match &args.run {
         Some(key) => store
@@ -223,7 +223,7 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub(crate) fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
-    let location = args.store.existing()?;
+    let location = super::existing_store(&args.store)?;
     let mut store = location.open()?;
     let runs = store.list_runs()?;
     if args.json {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use sluice_store::{Lease, LeaseHolder, Store, StoreLocation};
 
 use crate::control::RunControl;
-use crate::error::{Error, Result};
+use crate::error::{Busy, Error, Result};
 use crate::live::{identity, BEAT_PERIOD};
 
 /// The lease this process holds on one run's execution; given up on drop.
@@ -29,7 +29,7 @@ pub(crate) struct ExecutorLease {
     /// Cancelled when the lease is lost, once the run has a control.
     control: Arc<Mutex<Option<Arc<RunControl>>>>,
     /// Whose lease this process took over (its holder was gone), for messages.
-    pub(crate) took_over: Option<Lease>,
+    took_over: Option<Lease>,
 }
 
 impl ExecutorLease {
@@ -98,6 +98,14 @@ impl ExecutorLease {
             control,
             took_over,
         }
+    }
+
+    /// The host and pid of the process this one took the run over from
+    /// (gone without giving it up).
+    pub(crate) fn took_over(&self) -> Option<(String, u32)> {
+        self.took_over
+            .as_ref()
+            .map(|l| (l.holder.host.clone(), l.holder.pid))
     }
 
     /// From now on a lost lease cancels the run like Ctrl-C.
@@ -170,44 +178,6 @@ fn keeper(
     }
     if let Err(e) = store.release_lease(key, me) {
         tracing::warn!("could not release the run's lease (it lapses by itself): {e}");
-    }
-}
-
-/// Why a second process may not execute a run now.
-#[derive(Debug)]
-pub struct Busy {
-    /// The run being executed, if it exists yet.
-    pub run: Option<String>,
-    /// The live lease.
-    pub lease: Lease,
-    /// This process's lease time-to-live (what the holder's would be too).
-    pub ttl: Duration,
-    /// The store, for the commands the message suggests.
-    pub store: String,
-}
-
-impl std::fmt::Display for Busy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let h = &self.lease.holder;
-        let secs = |ms: i64| format!("{:.1} s", ms.max(0) as f64 / 1000.0);
-        let run = self.run.as_deref().unwrap_or("this input");
-        let name = self.run.as_deref().unwrap_or("RUN");
-        write!(
-            f,
-            "{run} is being executed by pid {} on {} (for {}, last heartbeat {} ago); nothing \
-             was sent. Wait for it to end (`sluice status {name} --store {store}` shows its \
-             progress) or stop it (`sluice cancel {name} --store {store}`). If that process \
-             crashed, run this again once its hold lapses, {} after its last heartbeat (in {}); \
-             on {} a dead process is noticed at once",
-            h.pid,
-            h.host,
-            secs(self.lease.now - self.lease.acquired_at),
-            secs(self.lease.now - self.lease.renewed_at),
-            secs(self.ttl.as_millis() as i64),
-            secs(self.lease.expires_at - self.lease.now),
-            h.host,
-            store = self.store,
-        )
     }
 }
 

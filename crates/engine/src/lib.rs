@@ -7,6 +7,7 @@ mod error;
 mod export;
 mod fair;
 mod input;
+mod input_list;
 mod inputs;
 mod job;
 mod lease;
@@ -30,14 +31,14 @@ pub use control::{
     executing, read_control, requester, write_control, CommitHook, ControlState, OpenHook,
     RunControl, RunHooks, StartHook, StoredControl, CONTROL_KEY,
 };
-pub use error::{Error, Result};
+pub use error::{Busy, Error, Result};
 pub use export::{export_run, ExportFormat};
 pub use input::InputSource;
 pub use job::{
     plan, run_job, run_job_with, unit_result, JobConfig, Offload, Plan, ProviderPlan, StepPlan,
     DEFAULT_LEASE,
 };
-pub use lease::Busy;
+
 pub use lifecycle::RunStart;
 pub use live::{worker_state, Rates, BEAT_PERIOD, BEAT_STALE};
 pub use meter::{quantile_ms, CallCounts, FAILURE_KINDS, LATENCY_BUCKETS_MS};

@@ -43,7 +43,7 @@ impl RunStart {
         resumed: bool,
         total: u64,
         done: u64,
-        lease: Option<&crate::lease::ExecutorLease>,
+        took_over: Option<(String, u32)>,
     ) -> RunStart {
         RunStart {
             run_id: run.id.clone(),
@@ -51,9 +51,7 @@ impl RunStart {
             resumed,
             total,
             done,
-            took_over: lease
-                .and_then(|l| l.took_over.as_ref())
-                .map(|l| (l.holder.host.clone(), l.holder.pid)),
+            took_over,
         }
     }
 

@@ -10,13 +10,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::Method;
 use sluice_limit::Backoff;
 use sluice_provider::{CallOptions, Client, Endpoint};
-use sluice_store::{InputRow, ItemRecord, ItemStatus, Known, Store, StoreLocation};
+use sluice_store::{ItemRecord, ItemStatus, Known, Store, StoreLocation};
 use tokio::sync::{mpsc, Notify};
 
 use crate::calls::{self, CallEnd, CallEnv, CallRequest, Tally};
 use crate::control::RunControl;
 use crate::error::{Error, Result};
 use crate::input::{survey, BadLine, InputSource, LineReader, Request};
+use crate::input_list::{bad_line_id, input_rows};
 use crate::inputs::{spool_stdin_jsonl, InputError};
 use crate::lease::ExecutorLease;
 use crate::lifecycle::RunStart;
@@ -185,7 +186,7 @@ pub fn run_quick_with(
         resumed,
         found.total,
         listed.done,
-        Some(&lease),
+        lease.took_over(),
     ));
     let control = RunControl::new();
     lease.guard(control.clone());
@@ -245,42 +246,6 @@ pub fn run_quick_with(
     let report = close_run(&cfg.store, run, resumed, interrupted, &progress);
     drop(lease);
     report
-}
-
-/// The input list of a quick-mode run: every non-blank line's id, position
-/// and request hash; a line that cannot be sent is `line-N` (as recorded
-/// when `--skip-bad` records it failed).
-fn input_rows<'a>(
-    path: &Path,
-    duplicates: &'a [u64],
-) -> Result<impl Iterator<Item = std::result::Result<InputRow, sluice_store::SinkError>> + 'a> {
-    let mut reader = LineReader::open(path)?;
-    Ok(std::iter::from_fn(move || {
-        let entry = match reader.next_entry(duplicates) {
-            Ok(entry) => entry?,
-            Err(e) => return Some(Err(e.to_string().into())),
-        };
-        Some(Ok(match entry {
-            Ok(request) => InputRow {
-                item_id: request.item_id,
-                idx: request.line,
-                hash: request.hash,
-            },
-            Err(bad) => {
-                let (item_id, hash) = bad_line_id(bad.line);
-                InputRow {
-                    item_id,
-                    idx: bad.line,
-                    hash,
-                }
-            }
-        }))
-    }))
-}
-
-/// The id and hash a line that cannot be sent is recorded under.
-fn bad_line_id(line: u64) -> (String, u64) {
-    (format!("line-{line}"), 0)
 }
 
 struct Dispatch {

@@ -19,7 +19,7 @@ mod units;
 use std::sync::Arc;
 
 use sluice_spec::{InputSource, Job, Webhook};
-use sluice_store::{InputRow, ItemRecord, ItemStatus, Store, StoreLocation};
+use sluice_store::{ItemRecord, ItemStatus, Store, StoreLocation};
 use tokio::sync::Semaphore;
 
 use crate::control::RunHooks;
@@ -175,7 +175,7 @@ pub fn run_job_with(
         // Counted while the units were queued.
         progress.snapshot().skipped
     } else {
-        let mut rows = unit_rows(&prepared, &ids, &combos)?;
+        let mut rows = units::input_rows(&prepared, &ids, &combos)?;
         store.replace_inputs(&run.id, &mut rows)?.done
     };
     store.set_total(&run.id, total)?;
@@ -189,7 +189,7 @@ pub fn run_job_with(
             resumed,
             total,
             done,
-            lease.as_ref(),
+            lease.as_ref().and_then(ExecutorLease::took_over),
         ));
     }
     let control = hooks.control.clone().unwrap_or_default();
@@ -253,39 +253,6 @@ pub fn run_job_with(
     report.notes = offload::notes(&offload);
     drop(lease);
     Ok(report)
-}
-
-/// The input list of a job run: every unit's id, position and hash (a bad
-/// entry's units as they are recorded failed).
-fn unit_rows<'a>(
-    prepared: &'a inputs::Prepared,
-    ids: &'a UnitIds,
-    combos: &'a Combos,
-) -> Result<impl Iterator<Item = std::result::Result<InputRow, sluice_store::SinkError>> + 'a> {
-    let items = prepared.items().map_err(|e| Error::Config(e.to_string()))?;
-    Ok(items.flat_map(move |entry| {
-        let rows: Vec<InputRow> = match entry {
-            Ok(item) => ids
-                .units(&item, combos)
-                .into_iter()
-                .map(|u| InputRow {
-                    item_id: u.id,
-                    idx: u.idx,
-                    hash: u.hash,
-                })
-                .collect(),
-            Err(bad) => ids
-                .bad_unit_ids(&bad, combos)
-                .into_iter()
-                .map(|(item_id, idx)| InputRow {
-                    item_id,
-                    idx,
-                    hash: 0,
-                })
-                .collect(),
-        };
-        rows.into_iter().map(Ok)
-    }))
 }
 
 /// The webhook's target: headers rendered (they may use `env`), the HMAC key
