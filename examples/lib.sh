@@ -29,10 +29,15 @@ start_mock() {
 }
 
 # start_serve PORT [sluice serve flags...]: starts `sluice serve` on
-# 127.0.0.1:PORT and waits until it listens (stopped like the mocks).
+# 127.0.0.1:PORT and waits until it listens (stopped like the mocks). Its
+# token is $SLUICE_TOKEN, made up here when not set (clients read it there).
 start_serve() {
     port=$1
     shift
+    if [ -z "${SLUICE_TOKEN:-}" ]; then
+        SLUICE_TOKEN=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+        export SLUICE_TOKEN
+    fi
     : >"$LOGS/$port.log"
     "$SLUICE" serve --bind "127.0.0.1:$port" "$@" >"$LOGS/$port.log" 2>&1 &
     MOCKS="$MOCKS $!"

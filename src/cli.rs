@@ -339,19 +339,68 @@ pub(crate) struct MockArgs {
     /// Share of batched requests that expire unanswered (0.0–1.0).
     #[arg(long, default_value_t = 0.0)]
     pub(crate) batch_expire_rate: f64,
+    /// OpenAI batches: enqueued prompt tokens per model at most; a batch past
+    /// it fails with `token_limit_exceeded`.
+    #[arg(long, value_name = "TOKENS")]
+    pub(crate) batch_enqueued_limit: Option<u64>,
+    /// OpenAI batches: share of lines refused at validation (by content),
+    /// failing their batch with an error per line (0.0–1.0).
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) batch_invalid_rate: f64,
+    /// The first N batch creations make the batch but never answer.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub(crate) batch_create_hangs: u64,
+    /// Bytes of padding added to each line of an OpenAI batch output file.
+    #[arg(long, value_name = "BYTES", default_value_t = 0)]
+    pub(crate) batch_result_pad_bytes: u64,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
-    /// Address to listen on; anything but loopback needs --token-env.
+    /// Address to listen on (loopback by default).
     #[arg(long, env = "SLUICE_BIND", default_value = "127.0.0.1:8080")]
     pub(crate) bind: String,
     #[command(flatten)]
     pub(crate) store: StoreArg,
-    /// Environment variable holding the token every request must send as
-    /// `Authorization: Bearer <token>` (all routes but /healthz).
-    #[arg(long)]
+    /// Environment variable holding the token every request must present
+    /// (`Authorization: Bearer <token>`; all routes but /healthz). Default
+    /// SLUICE_TOKEN; when that is not set, a token is generated and the
+    /// dashboard URL carrying it is printed once.
+    #[arg(long, value_name = "NAME")]
     pub(crate) token_env: Option<String>,
+    /// No token (loopback binds only): every program and user of this
+    /// machine may use the API. Host and Origin are still checked.
+    #[arg(long, conflicts_with = "token_env")]
+    pub(crate) no_token: bool,
+    /// Also answer to this host name (the server answers to loopback names
+    /// and its own address); repeatable.
+    #[arg(long = "allow-host", value_name = "NAME")]
+    pub(crate) allow_hosts: Vec<String>,
+    /// Let pages of this origin (scheme://host[:port]) call the API, with
+    /// CORS; never `*`; repeatable.
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    pub(crate) allow_origins: Vec<String>,
+    /// Let submitted jobs run `command` steps (programs on this machine).
+    #[arg(long)]
+    pub(crate) allow_commands: bool,
+    /// Let submitted jobs read and write files in this directory (beyond
+    /// the files sent with them); repeatable.
+    #[arg(long = "allow-dir", value_name = "DIR")]
+    pub(crate) allow_dirs: Vec<PathBuf>,
+    /// Let submitted jobs name this environment variable (`api_key_env`,
+    /// `secret_env`, `env`); repeatable.
+    #[arg(long = "allow-env", value_name = "NAME")]
+    pub(crate) allow_env: Vec<String>,
+    /// Units in progress at once for a submitted job that sets no `concurrency`.
+    #[arg(long, value_name = "N")]
+    pub(crate) default_concurrency: Option<usize>,
+    /// Most units in progress a submitted job may ask for; more is clamped
+    /// (and the run's view says so).
+    #[arg(long, value_name = "N")]
+    pub(crate) max_concurrency: Option<usize>,
+    /// Runs executing at once; one more is answered 429 with Retry-After.
+    #[arg(long, value_name = "N", default_value_t = sluice_server::DEFAULT_MAX_RUNS)]
+    pub(crate) max_runs: usize,
     /// Largest run submission accepted, in bytes (a job file or JSON with items).
     #[arg(long, default_value_t = 64 << 20)]
     pub(crate) max_body: usize,

@@ -190,7 +190,7 @@ pub(crate) fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         eprintln!("\n  the dashboard (the run's rates, limits, latency, errors and advice)");
         eprintln!("    sluice serve {store_arg}");
         eprintln!(
-            "    then open http://127.0.0.1:8080/#run={}   (or run `sluice demo --serve`)",
+            "    then open the URL it prints (it carries the token), adding #run={}   (or run `sluice demo --serve`)",
             report.run_id
         );
     }
@@ -215,9 +215,14 @@ fn serve_dashboard(store: &StoreLocation, dir: &Path, run_id: &str) -> anyhow::R
             .await
             .context("finding a free port on 127.0.0.1 for the dashboard")?;
         let addr = listener.local_addr()?;
-        eprintln!("\n  the dashboard   http://{addr}/#run={run_id}   (Ctrl-C stops it)");
+        let token = sluice_server::new_token().context("generating the dashboard's token")?;
+        eprintln!(
+            "\n  the dashboard   http://{addr}/?token={token}#run={run_id}   (Ctrl-C stops it)"
+        );
         let mut config = ServerConfig::new(store.clone());
         config.workdir = dir.to_path_buf();
+        config.token = Some(token);
+        config.bound = Some(addr);
         sluice_server::serve(
             listener,
             AppState::new(config),

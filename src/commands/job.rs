@@ -186,8 +186,12 @@ fn describe(job: &sluice_spec::Job, plan: &Plan) -> String {
                     }
                     _ => String::new(),
                 };
+                let enqueued = p
+                    .max_enqueued_tokens
+                    .map(|n| format!(" · at most {} enqueued tokens per model", fmt_count(n)))
+                    .unwrap_or_default();
                 text += &format!(
-                    "  {:<16} {}: {}{prices}\n",
+                    "  {:<16} {}: {}{prices}{enqueued}\n",
                     "",
                     match p.offload.configured.as_str() {
                         "auto" => format!("auto → {}", p.offload.mode),
@@ -224,6 +228,22 @@ pub(crate) fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
         .get("mode")
         .and_then(|m| m.as_str())
         .unwrap_or("quick");
+    // Before anything is re-queued: a URL kept without its credentials
+    // cannot be called again.
+    if mode != "job" && run.settings.get("url_redacted").and_then(|v| v.as_bool()) == Some(true) {
+        let get = |key: &str| {
+            run.settings
+                .get(key)
+                .and_then(|v| v.as_str())
+                .unwrap_or("?")
+        };
+        return Err(UsageError(format!(
+            "the run's URL carried credentials, which are not kept ({}); rerun `sluice run {} --url <the URL>`: it sends the failed items again",
+            get("url"),
+            get("input")
+        ))
+        .into());
+    }
     let reopened = match (&args.step, mode) {
         (_, "job") => store.reset_failed_steps(&run.id, args.step.as_deref())?,
         (Some(_), _) => {
@@ -285,6 +305,7 @@ pub(crate) fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
         .ok_or_else(|| UsageError("the run does not say which input it read".into()))?;
     let url = setting("url")
         .ok_or_else(|| UsageError("the run does not say which URL it used".into()))?;
+
     let number = |key: &str| run.settings.get(key).and_then(|v| v.as_u64());
     let config = sluice_engine::QuickConfig {
         input: sluice_engine::InputSource::Path(PathBuf::from(input)),

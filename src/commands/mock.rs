@@ -18,6 +18,7 @@ pub(crate) fn mock(args: MockArgs) -> anyhow::Result<ExitCode> {
         ("--reject-rate", args.reject_rate),
         ("--batch-error-rate", args.batch_error_rate),
         ("--batch-expire-rate", args.batch_expire_rate),
+        ("--batch-invalid-rate", args.batch_invalid_rate),
     ] {
         if !(0.0..=1.0).contains(&rate) {
             return Err(UsageError(format!("{name} must be between 0 and 1, not {rate}")).into());
@@ -60,6 +61,10 @@ pub(crate) fn mock(args: MockArgs) -> anyhow::Result<ExitCode> {
         batch_delay_ms: args.batch_delay_ms,
         batch_error_rate: args.batch_error_rate,
         batch_expire_rate: args.batch_expire_rate,
+        batch_enqueued_limit: args.batch_enqueued_limit,
+        batch_invalid_rate: args.batch_invalid_rate,
+        batch_create_hangs: args.batch_create_hangs,
+        batch_result_pad_bytes: args.batch_result_pad_bytes,
     };
     // Before binding, so a bad --cms stops here with exit code 2.
     config

@@ -17,6 +17,10 @@ use crate::cli::RunArgs;
 use crate::display::{self, fmt_count, ProgressDisplay};
 
 pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    if let Some(problem) = args.name.as_deref().and_then(sluice_spec::name_problem) {
+        let name = args.name.as_deref().unwrap_or_default();
+        return Err(UsageError(format!("--name {name:?} {problem}")).into());
+    }
     if args.input.ends_with(".toml") {
         return super::job::run(args);
     }

@@ -1,6 +1,10 @@
-// Opens the dashboard of a running run in headless Chromium and checks that
-// it is live: the done counter grows, a chart gains points, advice shows,
-// and saves a screenshot. Usage: node dashboard.mjs URL RUN_ID SCREENSHOT
+// Opens the dashboard of a running run in headless Chromium through the URL
+// `sluice serve` printed (it carries the token once) and checks the token
+// flow — the address bar drops the token, the page keeps it in an HttpOnly,
+// SameSite=Strict cookie its script cannot read, and the same page without
+// it is answered 401 — and that the page is live: the done counter grows, a
+// chart gains points, advice shows; saves a screenshot.
+// Usage: node dashboard.mjs PRINTED_URL RUN_ID SCREENSHOT
 // (exit 0 and a last line `ok ...` on success).
 import { chromium } from "playwright-core";
 
@@ -15,7 +19,16 @@ try {
   const page = context.pages()[0] || (await context.newPage());
   const errors = [];
   page.on("pageerror", (e) => errors.push(String(e)));
-  await page.goto(`${url}/#run=${encodeURIComponent(runId)}`);
+  const origin = new URL(url).origin;
+  const token = new URL(url).searchParams.get("token");
+  if (!token) fail(`the printed URL carries no token: ${url}`);
+  const opened = await page.goto(`${url}#run=${encodeURIComponent(runId)}`);
+  if (opened.status() !== 200) fail(`the printed URL answered ${opened.status()}`);
+  if (page.url().includes(token)) fail(`the address bar still shows the token: ${page.url()}`);
+  const cookies = await context.cookies(origin);
+  const kept = cookies.find((c) => c.value === token);
+  if (!kept || !kept.httpOnly || kept.sameSite !== "Strict") fail(`the token is not in an HttpOnly SameSite=Strict cookie: ${JSON.stringify(cookies)}`);
+  if ((await page.evaluate(() => document.cookie)).includes(token)) fail("the page's script can read the token");
   await page.waitForSelector("#run:not([hidden])", { timeout: 20000 });
   const read = async () => ({
     done: Number(await page.textContent("#c-done")),
@@ -41,7 +54,13 @@ try {
   await page.waitForTimeout(1500);
   await page.screenshot({ path: screenshot, fullPage: true });
   if (errors.length) fail("page errors: " + errors.join("; "));
-  console.log(`ok done ${first.done} -> ${later.done}, chart points ${first.points} -> ${later.points}, advice: ${advice.trim().slice(0, 120)}`);
+  // The same page without the token (no cookie): 401, a page asking for it.
+  await context.clearCookies();
+  const fresh = await context.newPage();
+  const refused = await fresh.goto(`${origin}/#run=${encodeURIComponent(runId)}`);
+  if (refused.status() !== 401) fail(`without the token the page answered ${refused.status()}`);
+  if (!(await fresh.textContent("body")).includes("token")) fail("the 401 page does not ask for the token");
+  console.log(`ok done ${first.done} -> ${later.done}, chart points ${first.points} -> ${later.points}, token kept in an HttpOnly cookie, 401 without it, advice: ${advice.trim().slice(0, 120)}`);
 } finally {
   await context.close();
 }

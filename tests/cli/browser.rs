@@ -1,6 +1,8 @@
-//! The dashboard in real headless Chromium: `sluice serve` and a run against
-//! `sluice mock`, the page opened while the run progresses; its counters and
-//! a chart must update, and a screenshot is kept under target/tmp/.
+//! The dashboard in real headless Chromium: `sluice serve` (with the token it
+//! generates) and a run against `sluice mock`, the page opened through the
+//! URL the server printed while the run progresses; the token moves into a
+//! cookie, the page without it is 401, its counters and a chart update, and
+//! a screenshot is kept under target/tmp/.
 //!
 //! Needs Debian's `chromium` and `npm ci` in tests/browser (playwright-core
 //! drives the browser). Skipped with a message when they are missing,
@@ -11,7 +13,7 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 
-use crate::serve::{http, Serve};
+use crate::serve::Serve;
 use crate::util::{Mock, Scratch};
 
 fn missing() -> Option<String> {
@@ -44,7 +46,9 @@ fn the_dashboard_shows_a_run_progressing_live() {
     }
     let s = Scratch::new();
     let mock = Mock::start(&["--latency-ms", "30"]);
-    let server = Serve::start(&s, &[], &[]);
+    // SLUICE_TOKEN empty: the server generates its token and prints the URL.
+    let server = Serve::start(&s, &[], &[("SLUICE_TOKEN", "")]);
+    assert!(server.dashboard.contains("?token="), "{}", server.dashboard);
     // 3,000 items at 3,000 requests/minute: a minute at least, however fast
     // the machine, so the page (and a slow browser start) sees it run; it is
     // cancelled once the page was checked.
@@ -54,8 +58,7 @@ fn the_dashboard_shows_a_run_progressing_live() {
         "provider": {"base_url": mock.url("/v1"), "concurrency": 4, "rpm": 3000},
         "step": {"kind": "chat", "model": "m", "messages": [{"role": "user", "content": "{{ item.q }}"}]},
     });
-    let (status, body) = http(
-        server.port,
+    let (status, body) = server.http(
         "POST",
         "/v1/runs",
         &["Content-Type: application/json"],
@@ -69,22 +72,12 @@ fn the_dashboard_shows_a_run_progressing_live() {
     let profile = tempfile::tempdir().unwrap();
     let out = Command::new("node")
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/dashboard.mjs"))
-        .args([
-            &format!("http://127.0.0.1:{}", server.port),
-            run_id,
-            shot.to_str().unwrap(),
-        ])
+        .args([&server.dashboard, run_id, shot.to_str().unwrap()])
         .env("CHROMIUM_PROFILE", profile.path())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let (status, _) = http(
-        server.port,
-        "POST",
-        &format!("/v1/runs/{run_id}/cancel"),
-        &[],
-        "",
-    );
+    let (status, _) = server.http("POST", &format!("/v1/runs/{run_id}/cancel"), &[], "");
     assert_eq!(status, 200);
     assert!(
         out.status.success(),

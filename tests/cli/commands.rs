@@ -90,7 +90,7 @@ fn demo_runs_the_audio_pipeline_example_and_says_where_to_look() {
         "sluice status audio-pipeline-1",
         // The dashboard: the exact command and page for this store and run.
         &format!("sluice serve --store {}", store.display()),
-        "http://127.0.0.1:8080/#run=audio-pipeline-1",
+        "#run=audio-pipeline-1",
     ] {
         assert!(err.contains(place), "{place}: {err}");
     }
@@ -136,12 +136,20 @@ fn demo_with_serve_opens_the_dashboard_on_its_store_until_stopped() {
         }
     };
     let (addr, page) = url.split_once('/').unwrap();
-    assert_eq!(page, "#run=audio-pipeline-1");
+    let (query, fragment) = page.split_once('#').unwrap();
+    assert_eq!(fragment, "run=audio-pipeline-1");
+    let token = query
+        .strip_prefix("?token=")
+        .expect("the URL carries the token");
     let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
-    let (status, html) = crate::serve::http(port, "GET", "/", &[], "");
+    assert_eq!(crate::serve::http(port, "GET", "/", &[], "").0, 401);
+    let (status, head, _) = crate::serve::exchange(port, "GET", &format!("/{query}"), &[], b"");
+    assert_eq!(status, 303, "{head}");
+    let auth = format!("Authorization: Bearer {token}");
+    let (status, html) = crate::serve::http(port, "GET", "/", &[&auth], "");
     assert_eq!(status, 200);
     assert!(html.contains("<html"), "the dashboard page");
-    let (status, body) = crate::serve::http(port, "GET", "/v1/runs/audio-pipeline-1", &[], "");
+    let (status, body) = crate::serve::http(port, "GET", "/v1/runs/audio-pipeline-1", &[&auth], "");
     assert_eq!(status, 200, "{body}");
     let run: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(run["state"], "finished", "{run}");

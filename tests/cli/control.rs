@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::serve::{http, Serve};
+use crate::serve::Serve;
 use crate::shared::{exported_once, finish, job};
 use crate::util::*;
 
@@ -192,13 +192,13 @@ fn a_cancelled_cli_run_ends_interrupted_and_a_rerun_finishes_the_rest() {
 }
 
 fn get(server: &Serve, path: &str) -> Value {
-    let (status, body) = http(server.port, "GET", path, &[], "");
+    let (status, body) = server.http("GET", path, &[], "");
     assert_eq!(status, 200, "{body}");
     serde_json::from_str(&body).unwrap()
 }
 
 fn post(server: &Serve, path: &str) -> Value {
-    let (status, body) = http(server.port, "POST", path, &[], "");
+    let (status, body) = server.http("POST", path, &[], "");
     assert_eq!(status, 200, "POST {path}: {body}");
     serde_json::from_str(&body).unwrap()
 }
@@ -245,7 +245,7 @@ fn the_server_pauses_resumes_and_cancels_a_run_started_from_the_cli() {
     let pending = u(&view["counts"]["pending"]);
     assert!(pending > 0, "{view}");
     // Not executing anywhere now: pausing it is a conflict.
-    let (status, body) = http(server.port, "POST", "/v1/runs/shared-1/pause", &[], "");
+    let (status, body) = server.http("POST", "/v1/runs/shared-1/pause", &[], "");
     assert_eq!(status, 409, "{body}");
     assert!(body.contains("is not executing"), "{body}");
 }

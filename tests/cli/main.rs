@@ -5,6 +5,7 @@ mod fakehost;
 mod pg;
 mod util;
 
+mod batches;
 mod bench;
 mod browser;
 mod checks;
@@ -23,4 +24,6 @@ mod results;
 mod resume;
 mod run;
 mod serve;
+mod serve_attacks;
+mod serve_streams;
 mod shared;

@@ -14,10 +14,20 @@ use crate::util::{bin, Mock, Scratch};
 pub(crate) struct Serve {
     pub(crate) child: Child,
     pub(crate) port: u16,
+    /// The token it requires (none with `--no-token`).
+    pub(crate) token: Option<String>,
+    /// The dashboard URL it printed (carrying a generated token).
+    pub(crate) dashboard: String,
 }
 
+/// Distinct tokens for the servers of one test process.
+static NEXT_TOKEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 impl Serve {
-    /// Starts `sluice serve --bind 127.0.0.1:0 ARGS...` in `dir` over `store`.
+    /// Starts `sluice serve --bind 127.0.0.1:0 ARGS...` in `dir` over
+    /// `store`, with a token of the test's in SLUICE_TOKEN unless `args` or
+    /// `env` decide otherwise (`--no-token`, `--token-env`, or SLUICE_TOKEN
+    /// given, empty to have one generated).
     pub(crate) fn start(scratch: &Scratch, args: &[&str], env: &[(&str, &str)]) -> Serve {
         let mut cmd = Command::new(bin());
         cmd.current_dir(scratch.dir.path())
@@ -27,12 +37,34 @@ impl Serve {
         if !args.contains(&"--bind") {
             cmd.args(["--bind", "127.0.0.1:0"]);
         }
+        let chosen = args.contains(&"--no-token")
+            || args.contains(&"--token-env")
+            || env.iter().any(|(k, _)| *k == "SLUICE_TOKEN");
+        let mut token = None;
+        if !chosen {
+            let t = format!(
+                "test-token-{}-{}",
+                std::process::id(),
+                NEXT_TOKEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            );
+            cmd.env("SLUICE_TOKEN", &t);
+            token = Some(t);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
+        let named = args
+            .iter()
+            .position(|a| *a == "--token-env")
+            .and_then(|i| args.get(i + 1))
+            .copied()
+            .unwrap_or("SLUICE_TOKEN");
+        if let Some((_, v)) = env.iter().find(|(k, v)| *k == named && !v.is_empty()) {
+            token = Some(v.to_string());
+        }
         let mut child = cmd
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn serve");
         let mut line = String::new();
@@ -45,7 +77,66 @@ impl Serve {
             .next()
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-        Serve { child, port }
+        // Its stderr is passed on; the dashboard line is kept.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(url) = line.split("dashboard at ").nth(1) {
+                    let _ = tx.send(url.split_whitespace().next().unwrap_or("").to_owned());
+                }
+                eprintln!("[serve] {line}");
+            }
+        });
+        let dashboard = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("sluice serve prints the dashboard URL");
+        if let Some((_, t)) = dashboard.split_once("?token=") {
+            token = Some(t.to_owned());
+        }
+        if args.contains(&"--no-token") {
+            token = None;
+        }
+        Serve {
+            child,
+            port,
+            token,
+            dashboard,
+        }
+    }
+
+    /// One request with its token; (status, body).
+    pub(crate) fn http(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[&str],
+        body: &str,
+    ) -> (u16, String) {
+        self.http_bytes(method, path, headers, body.as_bytes())
+    }
+
+    /// [`Serve::http`] with a binary body.
+    pub(crate) fn http_bytes(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[&str],
+        body: &[u8],
+    ) -> (u16, String) {
+        let auth = self.auth();
+        let mut all: Vec<&str> = headers.to_vec();
+        if let Some(auth) = &auth {
+            all.push(auth);
+        }
+        http_bytes(self.port, method, path, &all, body)
+    }
+
+    /// The header that carries its token, if it has one.
+    pub(crate) fn auth(&self) -> Option<String> {
+        self.token
+            .as_ref()
+            .map(|t| format!("Authorization: Bearer {t}"))
     }
 }
 
@@ -56,7 +147,8 @@ impl Drop for Serve {
     }
 }
 
-/// One HTTP/1.1 request to 127.0.0.1:`port`; returns (status, body).
+/// One HTTP/1.1 request to 127.0.0.1:`port` (named so in `Host`, unless
+/// `headers` name one), without a token; returns (status, body).
 pub(crate) fn http(
     port: u16,
     method: &str,
@@ -75,21 +167,43 @@ pub(crate) fn http_bytes(
     headers: &[&str],
     body: &[u8],
 ) -> (u16, String) {
+    let (status, _, body) = exchange(port, method, path, headers, body);
+    (status, body)
+}
+
+/// One request; (status, response head, body).
+pub(crate) fn exchange(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &[u8],
+) -> (u16, String, String) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap();
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
+    let mut head = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers
+        .iter()
+        .any(|h| h.to_ascii_lowercase().starts_with("host:"))
+    {
+        head += &format!("Host: 127.0.0.1:{port}\r\n");
+    }
+    if !headers
+        .iter()
+        .any(|h| h.to_ascii_lowercase().starts_with("content-length:"))
+    {
+        head += &format!("Content-Length: {}\r\n", body.len());
+    }
     for h in headers {
         head += &format!("{h}\r\n");
     }
     write!(stream, "{head}\r\n").unwrap();
-    stream.write_all(body).unwrap();
+    // A server that answered from the headers may have closed already.
+    let _ = stream.write_all(body);
     let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
+    let _ = stream.read_to_end(&mut response);
     let response = String::from_utf8_lossy(&response).into_owned();
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
     let status = head
@@ -105,7 +219,7 @@ pub(crate) fn http_bytes(
     } else {
         body.to_owned()
     };
-    (status, body)
+    (status, head.to_owned(), body)
 }
 
 fn dechunk(mut body: &str) -> String {
@@ -122,26 +236,45 @@ fn dechunk(mut body: &str) -> String {
 }
 
 #[test]
-fn serve_refuses_a_public_bind_without_a_token() {
+fn serve_refuses_flags_that_would_open_it_and_names_what_to_do() {
     let s = Scratch::new();
-    let out = s
-        .sluice(&["serve", "--bind", "0.0.0.0:0"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--token-env"));
-    let out = s
-        .sluice(&[
-            "serve",
-            "--bind",
-            "0.0.0.0:0",
-            "--token-env",
+    for (args, says) in [
+        (
+            vec!["--bind", "0.0.0.0:0", "--no-token"],
+            "loopback binds only",
+        ),
+        (
+            vec!["--token-env", "SLUICE_TEST_NO_SUCH_VAR"],
             "SLUICE_TEST_NO_SUCH_VAR",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("SLUICE_TEST_NO_SUCH_VAR"));
+        ),
+        (vec!["--allow-origin", "*"], "any web page"),
+        (vec!["--allow-origin", "evil.example"], "scheme://host"),
+        (vec!["--allow-host", "*"], "never *"),
+        (
+            vec!["--allow-dir", "no/such/dir"],
+            "--allow-dir no/such/dir",
+        ),
+        (vec!["--max-runs", "0"], "--max-runs must be at least 1"),
+        (
+            vec!["--default-concurrency", "8", "--max-concurrency", "4"],
+            "above --max-concurrency",
+        ),
+    ] {
+        let mut all = vec!["serve"];
+        if !args.contains(&"--bind") {
+            all.extend(["--bind", "127.0.0.1:0"]);
+        }
+        all.extend(&args);
+        // A server that starts instead would serve forever.
+        let out = s
+            .sluice(&all)
+            .timeout(Duration::from_secs(60))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
 }
 
 #[test]
@@ -151,6 +284,11 @@ fn a_public_bind_needs_the_token_on_every_route_but_healthz() {
         &s,
         &["--bind", "0.0.0.0:0", "--token-env", "SERVE_TOKEN"],
         &[("SERVE_TOKEN", "tok-123")],
+    );
+    assert!(
+        !server.dashboard.contains("tok-123"),
+        "a token from the environment is not printed: {}",
+        server.dashboard
     );
     let (status, body) = http(server.port, "GET", "/v1/runs", &[], "");
     assert_eq!(status, 401, "{body}");
@@ -198,12 +336,12 @@ fn a_run_from_the_cli_is_listed_and_its_results_served() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let (status, body) = http(server.port, "GET", "/v1/runs", &[], "");
+    let (status, body) = server.http("GET", "/v1/runs", &[], "");
     assert_eq!(status, 200);
     let runs: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(runs["runs"][0]["id"], "cli-1");
     assert_eq!(runs["runs"][0]["counts"]["done"], 5);
-    let (status, results) = http(server.port, "GET", "/v1/runs/cli-1/results", &[], "");
+    let (status, results) = server.http("GET", "/v1/runs/cli-1/results", &[], "");
     assert_eq!(status, 200);
     let exported = std::fs::read_to_string(s.path("out.jsonl")).unwrap();
     assert_eq!(
@@ -223,8 +361,7 @@ fn stopping_the_server_leaves_its_runs_interrupted_and_resumable() {
         "provider": {"base_url": mock.url("/v1"), "concurrency": 2},
         "step": {"kind": "chat", "model": "m", "messages": [{"role": "user", "content": "{{ item.q }}"}]},
     });
-    let (status, body) = http(
-        server.port,
+    let (status, body) = server.http(
         "POST",
         "/v1/runs",
         &["Content-Type: application/json"],
@@ -232,7 +369,7 @@ fn stopping_the_server_leaves_its_runs_interrupted_and_resumable() {
     );
     assert_eq!(status, 202, "{body}");
     loop {
-        let (_, body) = http(server.port, "GET", "/v1/runs/long-1", &[], "");
+        let (_, body) = server.http("GET", "/v1/runs/long-1", &[], "");
         let v: Value = serde_json::from_str(&body).unwrap();
         if v["counts"]["done"].as_u64() > Some(5) {
             break;
@@ -254,11 +391,11 @@ fn stopping_the_server_leaves_its_runs_interrupted_and_resumable() {
     assert!(pending > 0 && pending < 600, "{v}");
     // A new server resumes it.
     let server = Serve::start(&s, &[], &[]);
-    let (status, body) = http(server.port, "POST", "/v1/runs/long-1/resume", &[], "");
+    let (status, body) = server.http("POST", "/v1/runs/long-1/resume", &[], "");
     assert_eq!(status, 202, "{body}");
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
-        let (_, body) = http(server.port, "GET", "/v1/runs/long-1", &[], "");
+        let (_, body) = server.http("GET", "/v1/runs/long-1", &[], "");
         let v: Value = serde_json::from_str(&body).unwrap();
         if v["state"] == "finished" {
             assert_eq!(v["counts"]["done"], 600);
@@ -280,8 +417,7 @@ fn sluice_retry_reruns_a_run_submitted_to_the_server() {
         "provider": {"base_url": mock.url("/v1"), "retries": {"max": 0}, "circuit_breaker": false},
         "step": {"kind": "chat", "model": "m", "messages": [{"role": "user", "content": "{{ item.q }}"}]},
     });
-    let (status, body) = http(
-        server.port,
+    let (status, body) = server.http(
         "POST",
         "/v1/runs?wait=all",
         &["Content-Type: application/json"],
@@ -319,8 +455,7 @@ fn a_server_on_postgres_streams_a_submitted_run_and_records_it() {
         "provider": {"base_url": mock.url("/v1"), "concurrency": 4},
         "step": {"kind": "chat", "model": "m", "messages": [{"role": "user", "content": "{{ item.q }}"}]},
     });
-    let (status, body) = http(
-        server.port,
+    let (status, body) = server.http(
         "POST",
         "/v1/runs?wait=stream",
         &["Content-Type: application/json"],
@@ -329,7 +464,7 @@ fn a_server_on_postgres_streams_a_submitted_run_and_records_it() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body.matches("event: item\n").count(), 20, "{body}");
     assert!(body.contains("event: summary\n"), "{body}");
-    let (status, results) = http(server.port, "GET", "/v1/runs/pg-1/results", &[], "");
+    let (status, results) = server.http("GET", "/v1/runs/pg-1/results", &[], "");
     assert_eq!(status, 200, "{results}");
     assert_eq!(results.lines().count(), 20);
 }

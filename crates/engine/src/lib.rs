@@ -6,6 +6,7 @@ mod control;
 mod error;
 mod export;
 mod fair;
+mod files;
 mod input;
 mod input_list;
 mod inputs;
@@ -33,6 +34,7 @@ pub use control::{
 };
 pub use error::{Busy, Error, Result};
 pub use export::{export_run, ExportFormat};
+pub use files::{FileAccess, FILE_ACCESS_STATE};
 pub use input::InputSource;
 pub use job::{
     plan, run_job, run_job_with, unit_result, JobConfig, Offload, Plan, ProviderPlan, StepPlan,

@@ -164,10 +164,15 @@ pub fn run_quick_with(
     // input together, one executes it and the other is refused.
     let lease = ExecutorLease::acquire(&cfg.store, &mut *store, &source, cfg.lease)?;
     let settings = settings_json(cfg, &input_path);
-    let name = cfg
-        .name
-        .clone()
-        .unwrap_or_else(|| default_name(&input_path));
+    let name = match &cfg.name {
+        Some(name) => {
+            if let Some(problem) = sluice_spec::name_problem(name) {
+                return Err(Error::Config(format!("--name {name:?} {problem}")));
+            }
+            name.clone()
+        }
+        None => default_name(&input_path),
+    };
     let (run, resumed) = open_run(&mut *store, cfg.fresh, source, name, settings)?;
     let listed = store.replace_inputs(
         &run.id,
@@ -649,24 +654,8 @@ fn source_key(path: &Path) -> String {
 }
 
 fn default_name(path: &Path) -> String {
-    let stem = path
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("run")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect::<String>();
-    if stem.is_empty() {
-        "run".into()
-    } else {
-        stem
-    }
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("run");
+    sluice_spec::name_from_stem(stem)
 }
 
 /// What the run was told, for `sluice status` and for retrying it later. The
@@ -675,7 +664,10 @@ fn settings_json(cfg: &QuickConfig, input: &Path) -> serde_json::Value {
     serde_json::json!({
         "mode": "quick",
         "input": input.display().to_string(),
-        "url": cfg.url,
+        // Shown by `status` and `runs`: never with its credentials (which
+        // `retry` then cannot reuse: it says to rerun with the URL).
+        "url": sluice_store::redact_url(&cfg.url),
+        "url_redacted": sluice_store::redact_url(&cfg.url) != cfg.url,
         "concurrency": cfg.concurrency,
         "rpm": cfg.rpm,
         "tpm": cfg.tpm,

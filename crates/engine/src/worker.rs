@@ -155,6 +155,8 @@ fn work(cfg: &WorkerConfig, run: RunMeta) -> Result<(RunReport, bool)> {
     let control = crate::control::RunControl::new();
     // Joined, not started on purpose: a cancel made meanwhile is honoured.
     let seen = crate::control::attach(&mut *store, &run.id, &control, false)?;
+    // A job submitted to a server is confined here as there.
+    let files = crate::FileAccess::kept(&mut *store, &run.id)?.map(Arc::new);
     let work = Work {
         job: &job,
         location: &cfg.store,
@@ -165,6 +167,7 @@ fn work(cfg: &WorkerConfig, run: RunMeta) -> Result<(RunReport, bool)> {
         control: control.clone(),
         seen,
         on_commit: None,
+        files,
     };
     let (interrupted, breakers) = job::execute(work, runtime, lanes, env, |shared| {
         job::claimed_dispatch(shared, store, run_id, concurrency, lease)

@@ -66,6 +66,20 @@ pub struct MockConfig {
     pub batch_error_rate: f64,
     /// Probability that a request in a batch expires unanswered.
     pub batch_expire_rate: f64,
+    /// OpenAI batches: prompt tokens per model that may wait in unfinished
+    /// batches; a batch that would pass it fails with `token_limit_exceeded`
+    /// (as OpenAI's enqueued-token limit does).
+    pub batch_enqueued_limit: Option<u64>,
+    /// OpenAI batches: share of lines refused when a batch is validated
+    /// (decided by the line's content and the seed, so the same line is
+    /// refused every time); the batch fails with an error naming each line.
+    pub batch_invalid_rate: f64,
+    /// The first N batch creations (either API) make the batch, then never
+    /// answer: the client times out not knowing that its batch exists.
+    pub batch_create_hangs: u64,
+    /// Bytes added to each line of an OpenAI output file (a `_mock_padding`
+    /// field), to make result files as large as real embedding batches'.
+    pub batch_result_pad_bytes: u64,
 }
 
 impl MockConfig {

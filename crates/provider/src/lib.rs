@@ -8,8 +8,8 @@ mod signals;
 mod stream;
 mod wire;
 
-pub use client::{CallOptions, Client, ClientError, Endpoint};
+pub use client::{CallOptions, Client, ClientError, Downloaded, Endpoint};
 pub use dialect::Dialect;
 pub use outcome::{classify, Attempt, Failure, FailureKind, Success};
-pub use signals::{parse_reset_duration, RateSignals};
+pub use signals::{parse_reset_duration, rfc3339_unix, RateSignals};
 pub use stream::StreamStats;

@@ -104,7 +104,7 @@ fn unix_now() -> f64 {
 
 /// An RFC 3339 time (`2026-12-01T15:04:05Z`, fractions and `+02:00` offsets
 /// allowed) as Unix seconds.
-pub(crate) fn rfc3339_unix(text: &str) -> Option<f64> {
+pub fn rfc3339_unix(text: &str) -> Option<f64> {
     let b = text.as_bytes();
     if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
         return None;

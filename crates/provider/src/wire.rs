@@ -31,6 +31,9 @@ pub(crate) enum WireError {
     /// Not a valid HTTP/1.x response.
     #[error("invalid HTTP response: {0}")]
     Protocol(String),
+    /// A streamed body's sink could not take it (a download's disk is full).
+    #[error("could not write the body: {0}")]
+    Sink(std::io::Error),
 }
 
 const BEFORE_RESPONDING: &str = "before responding";
@@ -220,7 +223,11 @@ async fn read_body<S: AsyncRead + Unpin>(
         (Bytes::new(), head.keep_alive && buf.len() == head.len)
     } else if head.chunked {
         let mut body = Vec::new();
-        read_chunked(stream, buf, head.len, |chunk| body.extend_from_slice(chunk)).await?;
+        let mut collect = |chunk: &[u8]| {
+            body.extend_from_slice(chunk);
+            Ok(())
+        };
+        read_chunked(stream, buf, head.len, Some(MAX_BODY), &mut collect).await?;
         (Bytes::from(body), head.keep_alive)
     } else if let Some(length) = head.length {
         if length > MAX_BODY {
@@ -249,16 +256,29 @@ async fn read_body<S: AsyncRead + Unpin>(
     })
 }
 
-/// Like [`exchange`], but a 2xx `text/event-stream` body is handed to
-/// `on_data` piece by piece as it arrives (a chunk, or what one read
-/// returned) instead of being collected; such a response comes back with an
-/// empty body and `streamed` set. Any other response is read whole.
+/// Takes a streamed body piece by piece; an error ends the exchange.
+type Pieces<'a> = Box<dyn FnMut(&[u8]) -> std::io::Result<()> + Send + 'a>;
+
+/// Where [`exchange_streaming`] hands a 2xx body as it arrives.
+pub(crate) enum Sink<'a> {
+    /// Only a `text/event-stream` 2xx is streamed (a live answer read as it
+    /// is generated), capped like any body.
+    Events(&'a mut (dyn FnMut(&[u8]) + Send)),
+    /// Any 2xx is streamed, with no size limit (a batch's result file runs to
+    /// gigabytes); the sink may fail (a full disk), which ends the exchange.
+    Download(&'a mut (dyn FnMut(&[u8]) -> std::io::Result<()> + Send)),
+}
+
+/// Like [`exchange`], but a 2xx body that `sink` takes is handed to it piece
+/// by piece as it arrives (a chunk's data, or what one read returned) instead
+/// of being collected; such a response comes back with an empty body and
+/// `streamed` set. Any other response is read whole.
 pub(crate) async fn exchange_streaming<S>(
     stream: &mut S,
     buf: &mut Vec<u8>,
     head: &[u8],
     body: &[u8],
-    on_data: &mut (dyn FnMut(&[u8]) + Send),
+    sink: Sink<'_>,
 ) -> Result<Response, WireError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -274,42 +294,27 @@ where
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|t| t.trim_start().starts_with("text/event-stream"));
-    if !events {
-        let (body, keep_alive) = read_body(stream, buf, &head).await?;
-        return Ok(Response {
-            status: head.status,
-            headers: head.headers,
-            body,
-            keep_alive,
-            streamed: false,
-        });
-    }
-    let keep_alive = if head.chunked {
-        read_chunked(stream, buf, head.len, on_data).await?;
-        head.keep_alive
-    } else {
-        let end = head.length.map(|n| head.len + n);
-        let mut seen = head.len;
-        loop {
-            let upto = end.map_or(buf.len(), |e| buf.len().min(e));
-            if upto > seen {
-                on_data(&buf[seen..upto]);
-                seen = upto;
-            }
-            if end.is_some_and(|e| seen >= e) {
-                break head.keep_alive && buf.len() == seen;
-            }
-            if buf.len() - head.len > MAX_BODY {
-                return Err(WireError::Protocol("body is too large".into()));
-            }
-            if !fill(stream, buf).await? {
-                if end.is_some() {
-                    return Err(WireError::Closed("in the middle of the response body"));
-                }
-                break false;
-            }
+    let (cap, on_data): (_, Pieces<'_>) = match sink {
+        Sink::Events(on) if events => (
+            Some(MAX_BODY),
+            Box::new(move |piece: &[u8]| {
+                on(piece);
+                Ok(())
+            }),
+        ),
+        Sink::Download(on) if head.status.is_success() => (None, Box::new(on)),
+        _ => {
+            let (body, keep_alive) = read_body(stream, buf, &head).await?;
+            return Ok(Response {
+                status: head.status,
+                headers: head.headers,
+                body,
+                keep_alive,
+                streamed: false,
+            });
         }
     };
+    let keep_alive = stream_body(stream, buf, &head, cap, on_data).await?;
     Ok(Response {
         status: head.status,
         headers: head.headers,
@@ -319,13 +324,53 @@ where
     })
 }
 
+/// Hands the body after `head` to `on_data` as it arrives, keeping at most
+/// about one read's worth in `buf`; whether the connection may be reused.
+async fn stream_body<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+    head: &Head,
+    cap: Option<usize>,
+    mut on_data: Pieces<'_>,
+) -> Result<bool, WireError> {
+    if head.chunked {
+        read_chunked(stream, buf, head.len, cap, &mut *on_data).await?;
+        return Ok(head.keep_alive);
+    }
+    buf.drain(..head.len);
+    let mut seen = 0usize;
+    loop {
+        let upto = head.length.map_or(buf.len(), |n| buf.len().min(n - seen));
+        if upto > 0 {
+            on_data(&buf[..upto]).map_err(WireError::Sink)?;
+            seen += upto;
+            buf.drain(..upto);
+        }
+        if head.length.is_some_and(|n| seen >= n) {
+            return Ok(head.keep_alive && buf.is_empty());
+        }
+        if cap.is_some_and(|c| seen > c) {
+            return Err(WireError::Protocol("body is too large".into()));
+        }
+        if !fill(stream, buf).await? {
+            if head.length.is_some() {
+                return Err(WireError::Closed("in the middle of the response body"));
+            }
+            return Ok(false);
+        }
+    }
+}
+
 /// Decodes a chunked body starting at `start` in `buf`, reading as needed and
-/// handing each chunk's data to `on_chunk` once it is complete.
+/// handing each chunk's data to `on_chunk` as it arrives (a large chunk in
+/// pieces); consumed bytes leave `buf`, so a body of any size streams through
+/// a small buffer. `cap` bounds the whole body.
 async fn read_chunked<S: AsyncRead + Unpin>(
     stream: &mut S,
     buf: &mut Vec<u8>,
     start: usize,
-    mut on_chunk: impl FnMut(&[u8]),
+    cap: Option<usize>,
+    on_chunk: &mut (dyn FnMut(&[u8]) -> std::io::Result<()> + Send + '_),
 ) -> Result<(), WireError> {
     let mut total = 0usize;
     let mut pos = start;
@@ -348,20 +393,38 @@ async fn read_chunked<S: AsyncRead + Unpin>(
                 }
             }
         }
-        total += size;
-        if total > MAX_BODY {
+        total = total.saturating_add(size);
+        if cap.is_some_and(|c| total > c) {
             return Err(WireError::Protocol("body is too large".into()));
         }
-        while buf.len() < pos + size + 2 {
+        let mut left = size;
+        while left > 0 {
+            if buf.len() <= pos {
+                buf.clear();
+                pos = 0;
+                if !fill(stream, buf).await? {
+                    return Err(WireError::Closed("in the middle of a chunked body"));
+                }
+                continue;
+            }
+            let take = left.min(buf.len() - pos);
+            on_chunk(&buf[pos..pos + take]).map_err(WireError::Sink)?;
+            pos += take;
+            left -= take;
+        }
+        while buf.len() < pos + 2 {
             if !fill(stream, buf).await? {
                 return Err(WireError::Closed("in the middle of a chunked body"));
             }
         }
-        on_chunk(&buf[pos..pos + size]);
-        if &buf[pos + size..pos + size + 2] != b"\r\n" {
+        if &buf[pos..pos + 2] != b"\r\n" {
             return Err(WireError::Protocol("chunk not followed by CRLF".into()));
         }
-        pos += size + 2;
+        pos += 2;
+        if pos >= 64 * 1024 {
+            buf.drain(..pos);
+            pos = 0;
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 use serde::Serialize;
 use sluice_engine::{ProviderReport, StepReport};
 
-use crate::view::{Counts, Live};
+use crate::figures::{Counts, Live};
 
 /// One piece of advice.
 #[derive(Debug, Clone, PartialEq, Serialize)]

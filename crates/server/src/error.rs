@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 /// An error answered to a client.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct ApiError {
     /// The HTTP status.
@@ -18,6 +18,8 @@ pub struct ApiError {
     pub message: String,
     /// Extra structured detail (e.g. each problem of a job file), if any.
     pub details: Option<serde_json::Value>,
+    /// Seconds after which trying again may succeed (`Retry-After`), if any.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -28,6 +30,7 @@ impl ApiError {
             code,
             message: message.into(),
             details: None,
+            retry_after: None,
         }
     }
 
@@ -54,6 +57,38 @@ impl ApiError {
             "internal",
             format!("{what} failed inside the server; see its log"),
         )
+    }
+
+    /// 400 for a job file that is not valid, naming each problem's line
+    /// and column (paths shown relative to `base`: the server's directories
+    /// are its own).
+    pub fn invalid_job(e: sluice_spec::SpecError, base: &std::path::Path) -> ApiError {
+        let details = match &e {
+            sluice_spec::SpecError::Invalid(list) => serde_json::Value::Array(
+                list.iter()
+                    .map(|d| json!({"line": d.line, "column": d.column, "message": d.message}))
+                    .collect(),
+            ),
+            sluice_spec::SpecError::Read { .. } => serde_json::Value::Array(Vec::new()),
+        };
+        let prefix = format!("{}/", base.display());
+        ApiError::bad_request("invalid_job", e.to_string().replace(&prefix, ""))
+            .with_details(details)
+    }
+
+    /// 413: the body is past the server's limit.
+    pub fn too_large() -> ApiError {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            "the request body is larger than this server accepts (see --max-body); send fewer items or files per run",
+        )
+    }
+
+    /// With a `Retry-After` of `secs`.
+    pub fn with_retry_after(mut self, secs: u64) -> ApiError {
+        self.retry_after = Some(secs);
+        self
     }
 
     /// With structured `details`.
@@ -91,7 +126,13 @@ impl IntoResponse for ApiError {
         if let Some(details) = self.details {
             error["details"] = details;
         }
-        (self.status, axum::Json(json!({ "error": error }))).into_response()
+        let mut response = (self.status, axum::Json(json!({ "error": error }))).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 

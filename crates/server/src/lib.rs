@@ -5,14 +5,19 @@
 //! runs it on a listener until shutdown, then cancels the runs it executes
 //! and waits for them to record their state.
 
+mod access;
 mod advice;
 mod api;
-mod auth;
 mod dashboard;
 mod error;
 mod events;
+mod feeds;
+mod figures;
+mod live_run;
 mod metrics;
+mod policy;
 mod runner;
+mod sse;
 mod state;
 mod uploads;
 mod view;
@@ -27,9 +32,12 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
 
+pub use access::{new_token, parse_host, parse_origin};
 pub use error::ApiError;
-pub use runner::{submitted_job, LiveRun};
-pub use state::{AppState, ServerConfig};
+pub use live_run::LiveRun;
+pub use policy::JobPolicy;
+pub use runner::submitted_job;
+pub use state::{AppState, ServerConfig, DEFAULT_MAX_RUNS};
 
 /// The OpenAPI 3 description of every route.
 pub const OPENAPI: &str = include_str!("api/openapi.json");
@@ -65,7 +73,7 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(state::MAX_OTHER_BYTES))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            auth::require_token,
+            access::guard,
         ))
         .with_state(state)
 }
@@ -103,6 +111,14 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> std::io::Result<()> {
+    // Without a token only this machine may reach it (the CLI refuses
+    // sooner; this holds for any embedding caller too).
+    let local = listener.local_addr()?;
+    if state.config().token.is_none() && !local.ip().is_loopback() {
+        return Err(std::io::Error::other(format!(
+            "serving {local} without a token would let anyone who reaches it run jobs; set a token"
+        )));
+    }
     let swept = state.inner.uploads.sweep();
     if swept > 0 {
         tracing::info!("removed the uploads of {swept} run(s) a stopped server left behind");

@@ -5,24 +5,29 @@
 //! drops the stream.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use sluice_engine::{
-    run_job_with, JobConfig, Progress, Rates, RunControl, RunHooks, RunReport, Snapshot,
+    run_job_with, FileAccess, JobConfig, Progress, RunControl, RunHooks, RunReport,
+    FILE_ACCESS_STATE,
 };
 use sluice_spec::Job;
 use sluice_store::{ItemRecord, RunMeta};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::{ApiError, ApiResult};
+pub(crate) use crate::live_run::{Ending, LiveRun};
 use crate::state::AppState;
 use crate::uploads::ScratchDir;
 
 /// The run-state key under which a submitted job is kept (so the server can
 /// resume or retry it later, even after a restart).
 pub(crate) const SAVED_JOB: &str = "server.job";
+
+/// Seconds a client turned away for `--max-runs` is told to wait.
+const RUNS_RETRY_AFTER: u64 = 5;
 
 /// A submitted job as kept with its run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -37,6 +42,9 @@ pub(crate) struct SavedJob {
     /// paths resolve (instead of `workdir`); removed when its run ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) uploads: Option<PathBuf>,
+    /// The items file the server spooled for it (inline `items`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) spooled: Option<PathBuf>,
 }
 
 impl SavedJob {
@@ -52,10 +60,62 @@ impl SavedJob {
             None => workdir,
         };
         let mut job = sluice_spec::parse_str(&self.text, &base.join(&self.shown_as), &[])
-            .map_err(|e| crate::api::submit::invalid_job(e, base))?;
+            .map_err(|e| ApiError::invalid_job(e, base))?;
         job.path = self.path.clone();
         Ok(job)
     }
+
+    /// [`SavedJob::load`], then held to the server's policy as at
+    /// submission (the server may have been restarted with other flags):
+    /// the job, what its view should tell, and where it may read files.
+    pub(crate) fn load_confined(
+        &self,
+        config: &crate::state::ServerConfig,
+    ) -> ApiResult<(Job, Vec<String>, FileAccess)> {
+        let mut job = self.load(&config.workdir)?;
+        let store_dir = store_dir(config);
+        let shown_from = self.shown_from(&config.workdir);
+        let notices = crate::policy::confine(
+            &config.jobs,
+            &mut job,
+            &crate::policy::Submission {
+                text: &self.text,
+                json: false,
+                scratch: self.uploads.as_deref(),
+                spooled: self.spooled.as_deref(),
+                store_dir: &store_dir,
+                shown_from: &shown_from,
+            },
+        )?;
+        let files = readable(config, self.uploads.as_deref());
+        Ok((job, notices, files))
+    }
+
+    /// The server's directories, cut from paths shown to clients.
+    pub(crate) fn shown_from(&self, workdir: &std::path::Path) -> Vec<PathBuf> {
+        self.uploads
+            .iter()
+            .cloned()
+            .chain(std::iter::once(workdir.to_path_buf()))
+            .collect()
+    }
+}
+
+/// The store's directory, absolute.
+pub(crate) fn store_dir(config: &crate::state::ServerConfig) -> PathBuf {
+    let dir = config.store.local_dir();
+    std::path::absolute(&dir).unwrap_or(dir)
+}
+
+/// Where a submitted job may read files at run time: what was sent with it
+/// and the operator's `--allow-dir` directories.
+pub(crate) fn readable(
+    config: &crate::state::ServerConfig,
+    uploads: Option<&std::path::Path>,
+) -> FileAccess {
+    let mut dirs = config.jobs.allow_dirs.clone();
+    dirs.extend(uploads.map(std::path::Path::to_path_buf));
+    FileAccess::within(&dirs)
 }
 
 /// Runs kept in memory after they ended (their final live detail).
@@ -69,84 +129,86 @@ pub fn submitted_job(
     run_id: &str,
     workdir: &std::path::Path,
 ) -> Option<Result<Job, ApiError>> {
-    let (_, value) = match store.run_state(run_id, SAVED_JOB) {
-        Ok(entries) => entries.into_iter().next()?,
-        Err(e) => return Some(Err(e.into())),
+    saved(store, run_id)
+        .transpose()
+        .map(|saved| saved.and_then(|s| s.load(workdir)))
+}
+
+/// The job kept with run `run_id` at submission, if it was submitted.
+pub(crate) fn saved(
+    store: &mut dyn sluice_store::Store,
+    run_id: &str,
+) -> ApiResult<Option<SavedJob>> {
+    let Some((_, value)) = store.run_state(run_id, SAVED_JOB)?.into_iter().next() else {
+        return Ok(None);
     };
-    Some(
-        serde_json::from_value::<SavedJob>(value)
-            .map_err(|e| ApiError::internal("reading the kept job", e))
-            .and_then(|saved| saved.load(workdir)),
-    )
+    serde_json::from_value::<SavedJob>(value)
+        .map(Some)
+        .map_err(|e| ApiError::internal("reading the kept job", e))
 }
 
 /// What a stream attached to a run at its start receives.
 pub(crate) enum StreamMsg {
     /// Outcomes just committed, in commit order.
     Items(Vec<ItemRecord>),
+    /// Its client fell too far behind: no more outcomes come.
+    Lagged,
     /// The run ended (its report), or stopped with an error.
     Done(Result<RunReport, String>),
 }
 
-/// How a run's thread ended.
-#[derive(Debug, Clone)]
-pub(crate) enum Ending {
-    Report(RunReport),
-    Error(String),
+/// Outcomes waiting for a `wait=stream` client at most; past them the
+/// client is too slow, and its stream is ended rather than queued further.
+const MAX_QUEUED_ITEMS: usize = 4_096;
+
+/// Outcomes on their way from the writer thread (which must never wait) to
+/// a `wait=stream` client, counted so that a slow client cannot make them
+/// pile up.
+#[derive(Clone)]
+pub(crate) struct ItemSink {
+    tx: mpsc::UnboundedSender<StreamMsg>,
+    queued: Arc<AtomicUsize>,
+    lagged: Arc<AtomicBool>,
 }
 
-/// Rates between the two latest looks at a run's counters.
-struct Sampler {
-    at: Instant,
-    snapshot: Snapshot,
-    rates: Rates,
-}
-
-/// A run this server executes (or executed).
-pub struct LiveRun {
-    /// The run's id in the store.
-    pub id: String,
-    pub(crate) progress: Arc<Progress>,
-    pub(crate) control: Arc<RunControl>,
-    ending: watch::Receiver<Option<Ending>>,
-    sampler: Mutex<Sampler>,
-}
-
-impl LiveRun {
-    /// Whether the run's thread has ended.
-    pub fn is_finished(&self) -> bool {
-        self.ending.borrow().is_some()
+impl ItemSink {
+    /// A sink and the receiver its stream reads.
+    pub(crate) fn new() -> (ItemSink, mpsc::UnboundedReceiver<StreamMsg>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let sink = ItemSink {
+            tx,
+            queued: Arc::new(AtomicUsize::new(0)),
+            lagged: Arc::new(AtomicBool::new(false)),
+        };
+        (sink, rx)
     }
 
-    /// Waits for the end of the run.
-    pub(crate) async fn finished(&self) -> Ending {
-        let mut rx = self.ending.clone();
-        loop {
-            if let Some(e) = rx.borrow_and_update().clone() {
-                return e;
-            }
-            if rx.changed().await.is_err() {
-                return Ending::Error("the run's thread stopped without a report".into());
-            }
+    /// Hands `items` on, or (past the bound) tells the stream once that its
+    /// client lags.
+    fn items(&self, items: &[ItemRecord]) {
+        if self.lagged.load(Ordering::Acquire) {
+            return;
         }
-    }
-
-    /// Cancels the run (used on shutdown too).
-    pub fn cancel(&self) {
-        self.control.cancel();
-    }
-
-    /// The counters now and the rates over the last second or so.
-    pub(crate) fn sample(&self) -> (Snapshot, Rates) {
-        let now = self.progress.snapshot();
-        let mut s = self.sampler.lock().unwrap_or_else(|e| e.into_inner());
-        let secs = s.at.elapsed().as_secs_f64();
-        if secs >= 0.9 {
-            s.rates = Rates::between(&s.snapshot, &now, secs);
-            s.snapshot = now;
-            s.at = Instant::now();
+        let before = self.queued.fetch_add(items.len(), Ordering::AcqRel);
+        if before + items.len() > MAX_QUEUED_ITEMS {
+            self.lagged.store(true, Ordering::Release);
+            let _ = self.tx.send(StreamMsg::Lagged);
+            return;
         }
-        (now, s.rates)
+        // A closed stream (client gone) is not the run's concern.
+        let _ = self.tx.send(StreamMsg::Items(items.to_vec()));
+    }
+
+    /// The stream took `n` outcomes off the queue.
+    pub(crate) fn taken(&self, n: usize) {
+        self.queued.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    fn done(&self, ending: &Ending) {
+        let _ = self.tx.send(StreamMsg::Done(match ending {
+            Ending::Report(r) => Ok(r.clone()),
+            Ending::Error(e) => Err(e.clone()),
+        }));
     }
 }
 
@@ -157,14 +219,36 @@ pub(crate) struct Launch {
     /// New run (submissions), or resume the job's latest run.
     pub(crate) fresh: bool,
     /// A stream to feed with committed outcomes and the end.
-    pub(crate) stream: Option<mpsc::UnboundedSender<StreamMsg>>,
+    pub(crate) stream: Option<ItemSink>,
     /// The files sent with the submission: removed when the run ends.
     pub(crate) scratch: Option<ScratchDir>,
+    /// A submitted job's confinement (`None`: a job file of the user's own,
+    /// resumed here).
+    pub(crate) files: Option<FileAccess>,
+    /// What the run's view tells about how the server adjusted the job.
+    pub(crate) notices: Vec<String>,
 }
 
 /// Starts `launch` on its own thread; answers once the run is open in the
 /// store (or failed before anything was sent).
 pub(crate) async fn start(state: &AppState, launch: Launch) -> ApiResult<(Arc<LiveRun>, RunMeta)> {
+    // Held by the run's thread until the run ends.
+    let slot = state
+        .inner
+        .run_slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| {
+            let max = state.config().max_runs;
+            ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "too_many_runs",
+                format!(
+                    "this server already executes {max} runs, as many as it runs at once (--max-runs); try again when one has ended"
+                ),
+            )
+            .with_retry_after(RUNS_RETRY_AFTER)
+        })?;
     let progress = Arc::new(Progress::default());
     let control = RunControl::new();
     let (open_tx, open_rx) = oneshot::channel::<Result<RunMeta, sluice_engine::Error>>();
@@ -189,12 +273,10 @@ pub(crate) async fn start(state: &AppState, launch: Launch) -> ApiResult<(Arc<Li
             })
         }),
         on_start: None,
-        on_commit: launch.stream.clone().map(|tx| {
-            Arc::new(move |items: &[ItemRecord]| {
-                // A closed stream (client gone) is not the run's concern.
-                let _ = tx.send(StreamMsg::Items(items.to_vec()));
-            }) as sluice_engine::CommitHook
+        on_commit: launch.stream.clone().map(|sink| {
+            Arc::new(move |items: &[ItemRecord]| sink.items(items)) as sluice_engine::CommitHook
         }),
+        files: launch.files.clone().map(Arc::new),
     };
     let job = launch.job;
     let stream = launch.stream;
@@ -210,8 +292,9 @@ pub(crate) async fn start(state: &AppState, launch: Launch) -> ApiResult<(Arc<Li
         .spawn(move || {
             let result = run_job_with(&job, &config, thread_progress, hooks);
             // Before the end is announced: whoever sees the run ended finds
-            // its temporary files gone.
+            // its temporary files gone, and its place free.
             drop(scratch);
+            drop(slot);
             let ending = match &result {
                 Ok(report) => Ending::Report(report.clone()),
                 Err(e) => Ending::Error(e.to_string()),
@@ -219,11 +302,8 @@ pub(crate) async fn start(state: &AppState, launch: Launch) -> ApiResult<(Arc<Li
             // Ended before the stream hears of it: the summary it builds
             // then shows the run's final state, not `running`.
             let _ = end_tx.send(Some(ending.clone()));
-            if let Some(tx) = &stream {
-                let _ = tx.send(StreamMsg::Done(match &ending {
-                    Ending::Report(r) => Ok(r.clone()),
-                    Ending::Error(e) => Err(e.clone()),
-                }));
+            if let Some(sink) = &stream {
+                sink.done(&ending);
             }
             match result {
                 Err(e) => {
@@ -250,17 +330,7 @@ pub(crate) async fn start(state: &AppState, launch: Launch) -> ApiResult<(Arc<Li
         }
         Err(_) => return Err(ApiError::internal("the run", "its thread ended early")),
     };
-    let live = Arc::new(LiveRun {
-        id: meta.id.clone(),
-        progress,
-        control,
-        ending: end_rx,
-        sampler: Mutex::new(Sampler {
-            at: Instant::now(),
-            snapshot: Snapshot::default(),
-            rates: Rates::default(),
-        }),
-    });
+    let live = Arc::new(LiveRun::new(meta.id.clone(), progress, control, end_rx));
     {
         let mut runs = state.runs();
         runs.insert(meta.id.clone(), live.clone());
@@ -276,15 +346,88 @@ pub(crate) async fn start(state: &AppState, launch: Launch) -> ApiResult<(Arc<Li
             }
         }
     }
-    if let Some(saved) = launch.saved {
-        let run_id = meta.id.clone();
-        state
-            .with_store(move |store| {
+    let (saved, files, notices) = (launch.saved, launch.files, launch.notices);
+    let submitted = files.is_some();
+    let run_id = meta.id.clone();
+    state
+        .with_store(move |store| {
+            if let Some(saved) = saved {
                 let value = serde_json::to_value(&saved)
                     .map_err(|e| ApiError::internal("keeping the job", e))?;
-                Ok(store.put_run_state(&run_id, SAVED_JOB, &value)?)
-            })
-            .await?;
-    }
+                store.put_run_state(&run_id, SAVED_JOB, &value)?;
+            }
+            if let Some(files) = files {
+                store.put_run_state(&run_id, FILE_ACCESS_STATE, &files.to_json())?;
+            }
+            if submitted {
+                store.put_run_state(
+                    &run_id,
+                    crate::policy::NOTICES,
+                    &serde_json::json!(notices),
+                )?;
+            }
+            Ok(())
+        })
+        .await?;
     Ok((live, meta))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(i: u64) -> ItemRecord {
+        ItemRecord {
+            item_id: format!("i{i}"),
+            idx: i,
+            hash: 0,
+            status: sluice_store::ItemStatus::Done,
+            attempts: 1,
+            throttled: 0,
+            status_code: Some(200),
+            response: None,
+            error: None,
+            prompt_tokens: None,
+            completion_tokens: None,
+            latency_ms: 1,
+            started_at: 0,
+            finished_at: 0,
+            metadata: None,
+            custom_id: None,
+        }
+    }
+
+    #[test]
+    fn outcomes_for_a_stream_that_falls_too_far_behind_stop_with_one_notice() {
+        let (sink, mut rx) = ItemSink::new();
+        let batch: Vec<ItemRecord> = (0..512).map(item).collect();
+        // Taken as fast as they come: never lags, however many.
+        for _ in 0..20 {
+            sink.items(&batch);
+            match rx.try_recv() {
+                Ok(StreamMsg::Items(got)) => sink.taken(got.len()),
+                _ => panic!("the batch was handed on"),
+            }
+        }
+        // Not taken: up to the bound, then one Lagged and nothing more.
+        let mut queued = 0;
+        while queued + batch.len() <= MAX_QUEUED_ITEMS {
+            sink.items(&batch);
+            queued += batch.len();
+        }
+        sink.items(&batch);
+        sink.items(&batch);
+        let mut got = Vec::new();
+        while let Ok(msg) = rx.try_recv() {
+            got.push(match msg {
+                StreamMsg::Items(items) => items.len(),
+                StreamMsg::Lagged => 0,
+                StreamMsg::Done(_) => usize::MAX,
+            });
+        }
+        let lagged = got.iter().filter(|n| **n == 0).count();
+        assert_eq!(lagged, 1, "{got:?}");
+        assert_eq!(got.last(), Some(&0), "nothing after the notice: {got:?}");
+        assert_eq!(got.iter().filter(|n| **n > 0).sum::<usize>(), queued);
+    }
 }

@@ -2,13 +2,16 @@
 //! and the runs this server is executing now.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use sluice_store::{Store, StoreLocation};
 
+use crate::access::rules::Hosts;
 use crate::error::{ApiError, ApiResult};
-use crate::runner::LiveRun;
+use crate::live_run::LiveRun;
+use crate::policy::JobPolicy;
 use crate::uploads::Uploads;
 
 /// How the server was started.
@@ -16,8 +19,9 @@ use crate::uploads::Uploads;
 pub struct ServerConfig {
     /// Where runs are kept (the same store the CLI uses).
     pub store: StoreLocation,
-    /// Required as `Authorization: Bearer <token>` on every route but
-    /// `/healthz`; `None` only on a loopback bind.
+    /// Required on every route but `/healthz` (a bearer header, a Basic
+    /// password, or the dashboard's cookie); `None` only on a loopback bind
+    /// (`sluice serve --no-token`).
     pub token: Option<String>,
     /// Largest request body accepted when submitting a run, in bytes.
     pub max_submit_bytes: usize,
@@ -25,11 +29,25 @@ pub struct ServerConfig {
     pub workdir: PathBuf,
     /// How often progress events are sent, in milliseconds.
     pub tick_ms: u64,
+    /// The address the server listens on: the `Host` it answers to, and the
+    /// name of the dashboard's cookie (`None` when driven without a socket).
+    pub bound: Option<SocketAddr>,
+    /// Host names it answers to besides loopback names and `bound`
+    /// (`--allow-host`, lower case, no port).
+    pub allow_hosts: Vec<String>,
+    /// Origins of other sites whose pages may call it, with CORS
+    /// (`--allow-origin`, as [`crate::parse_origin`] gives them).
+    pub allow_origins: Vec<String>,
+    /// What a job submitted over HTTP may do.
+    pub jobs: JobPolicy,
+    /// Runs executing here at once at most; one more is answered 429.
+    pub max_runs: usize,
 }
 
 impl ServerConfig {
     /// Defaults for `store`: no token, 64 MiB submissions, the current
-    /// directory, a progress event a second.
+    /// directory, a progress event a second, no extra hosts or origins,
+    /// submitted jobs confined (see [`JobPolicy`]), 8 runs at once.
     pub fn new(store: StoreLocation) -> ServerConfig {
         ServerConfig {
             store,
@@ -37,9 +55,26 @@ impl ServerConfig {
             max_submit_bytes: 64 << 20,
             workdir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
             tick_ms: 1_000,
+            bound: None,
+            allow_hosts: Vec::new(),
+            allow_origins: Vec::new(),
+            jobs: JobPolicy::default(),
+            max_runs: DEFAULT_MAX_RUNS,
+        }
+    }
+
+    /// The dashboard's cookie: named after the port, since browsers send a
+    /// host's cookies to all its ports (two servers must not share one).
+    pub(crate) fn cookie_name(&self) -> String {
+        match self.bound {
+            Some(addr) => format!("sluice_token_{}", addr.port()),
+            None => "sluice_token".into(),
         }
     }
 }
+
+/// Runs executing at once in one server by default.
+pub const DEFAULT_MAX_RUNS: usize = 8;
 
 /// Largest body of any other request (control calls carry none or little).
 pub(crate) const MAX_OTHER_BYTES: usize = 64 << 10;
@@ -57,6 +92,12 @@ pub(crate) struct Inner {
     pub(crate) runs: Mutex<HashMap<String, Arc<LiveRun>>>,
     /// Files sent with submissions, one scratch directory per run.
     pub(crate) uploads: Uploads,
+    /// The `Host`s it answers to.
+    pub(crate) hosts: Hosts,
+    /// One place per run it may execute (`max_runs`).
+    pub(crate) run_slots: Arc<tokio::sync::Semaphore>,
+    /// The progress feeds of `/v1/runs/{id}/events`, one per run watched.
+    pub(crate) feeds: crate::feeds::Feeds,
 }
 
 impl AppState {
@@ -65,6 +106,12 @@ impl AppState {
         AppState {
             inner: Arc::new(Inner {
                 uploads: Uploads::new(&config.store.local_dir()),
+                hosts: Hosts {
+                    bound: config.bound,
+                    allowed: config.allow_hosts.clone(),
+                },
+                run_slots: Arc::new(tokio::sync::Semaphore::new(config.max_runs.max(1))),
+                feeds: crate::feeds::Feeds::default(),
                 config,
                 runs: Mutex::new(HashMap::new()),
             }),

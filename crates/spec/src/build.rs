@@ -36,10 +36,19 @@ pub(crate) fn job(raw: RawJob, path: PathBuf, ctx: &mut Ctx) -> (Job, Vec<StepRe
             );
             String::new()
         }
-        Some(n) => n.into_inner(),
-        None => path
-            .file_stem()
-            .map_or_else(|| "job".to_string(), |s| s.to_string_lossy().into_owned()),
+        Some(n) => {
+            if let Some(problem) = crate::names::name_problem(n.get_ref()) {
+                let message = format!("name {:?} {problem}", n.get_ref());
+                ctx.diags.at(n.span(), message);
+            }
+            n.into_inner()
+        }
+        // A stem is not the user's choice of name: made to fit, not refused.
+        None => crate::names::name_from_stem(
+            &path
+                .file_stem()
+                .map_or_else(|| "job".into(), |s| s.to_string_lossy()),
+        ),
     };
     let env = env(raw.env, ctx);
     let concurrency_set = raw.concurrency.is_some() || ctx.sets.concurrency.is_some();

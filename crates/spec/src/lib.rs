@@ -9,6 +9,7 @@ mod input;
 mod kinds;
 mod load;
 mod model;
+mod names;
 mod offload;
 mod provider;
 mod raw;
@@ -26,5 +27,6 @@ pub use model::{
     BreakerSpec, Fallback, Input, InputFormat, InputSource, Job, MatrixAxis, Message, Output,
     Price, Provider, Retries, Step, StepKind, Upload, Webhook, WebhookOn,
 };
-pub use offload::{Api, BatchRetry, BatchSpec, Mode};
+pub use names::{name_from_stem, name_problem, MAX_NAME};
+pub use offload::{Api, BatchRetry, BatchSpec, Mode, COMPLETION_WINDOW};
 pub use template::{RenderError, TValue, Template};

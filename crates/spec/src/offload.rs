@@ -82,12 +82,17 @@ pub enum BatchRetry {
     Live,
 }
 
-/// `batch = { size, window, poll, waiting, retry, completion_window }`.
+/// The only completion window the batch APIs offer: OpenAI accepts only
+/// `"24h"`, and Anthropic's batches expire 24 hours after creation.
+pub const COMPLETION_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// `batch = { size, window, poll, waiting, retry, completion_window,
+/// max_enqueued_tokens }`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BatchSpec {
     /// Requests per submitted batch at most (the API's own limits split it
-    /// further: 50,000 requests or 200 MB for OpenAI, 100,000 or 256 MB for
-    /// Anthropic).
+    /// further: 50,000 requests, 200 MB or 50,000 embedding inputs for
+    /// OpenAI, 100,000 requests or 256 MB for Anthropic).
     pub size: usize,
     /// How long an open batch waits for more requests after its first.
     pub window: Duration,
@@ -97,9 +102,14 @@ pub struct BatchSpec {
     pub waiting: usize,
     /// Expired or retryably failed requests: a later batch or a live call.
     pub retry: BatchRetry,
-    /// The time the batch API is given (OpenAI's `completion_window`); `auto`
-    /// batches only when the deadline leaves this much.
+    /// The time the batch API is given (OpenAI's `completion_window`; only
+    /// [`COMPLETION_WINDOW`] is accepted); `auto` batches only when the
+    /// deadline leaves this much.
     pub completion_window: Duration,
+    /// Prompt tokens this provider may have waiting in unfinished batches
+    /// per model (OpenAI's enqueued-token limit), if told; a limit the
+    /// provider announces in a failed batch is learned at run time.
+    pub max_enqueued_tokens: Option<u64>,
 }
 
 impl Default for BatchSpec {
@@ -110,7 +120,8 @@ impl Default for BatchSpec {
             poll: Duration::from_secs(30),
             waiting: 50_000,
             retry: BatchRetry::Batch,
-            completion_window: Duration::from_secs(24 * 3600),
+            completion_window: COMPLETION_WINDOW,
+            max_enqueued_tokens: None,
         }
     }
 }
@@ -216,12 +227,26 @@ fn batch(raw: &Spanned<RawBatch>, ctx_name: &str, ctx: &mut Ctx) -> BatchSpec {
     if let Some(d) = b.poll.as_ref().and_then(|p| ctx.nonzero(p, "batch.poll")) {
         out.poll = d;
     }
-    if let Some(d) = b
-        .completion_window
+    if let Some(c) = &b.completion_window {
+        match ctx.nonzero(c, "batch.completion_window") {
+            Some(d) if d != COMPLETION_WINDOW => {
+                let message = format!(
+                    "{what}.completion_window {:?} is not offered: OpenAI accepts only \"24h\" \
+                     and Anthropic's batches always expire after 24 hours; remove it or write \"24h\"",
+                    c.get_ref()
+                );
+                ctx.diags.at(c.span(), message);
+            }
+            Some(d) => out.completion_window = d,
+            None => {}
+        }
+    }
+    if let Some(n) = b
+        .max_enqueued_tokens
         .as_ref()
-        .and_then(|c| ctx.nonzero(c, "batch.completion_window"))
+        .and_then(|n| ctx.positive(n, &format!("{what}.max_enqueued_tokens")))
     {
-        out.completion_window = d;
+        out.max_enqueued_tokens = Some(n);
     }
     if let Some(r) = &b.retry {
         out.retry = match r.get_ref().as_str() {

@@ -55,7 +55,8 @@ pub(crate) struct RawProvider {
     pub(crate) batch: Option<Spanned<RawBatch>>,
 }
 
-/// `batch = { size, window, poll, waiting, retry, completion_window }`; every field optional.
+/// `batch = { size, window, poll, waiting, retry, completion_window,
+/// max_enqueued_tokens }`; every field optional.
 #[derive(DeriveDeserialize)]
 #[serde(
     deny_unknown_fields,
@@ -68,6 +69,7 @@ pub(crate) struct RawBatch {
     pub(crate) waiting: Option<Spanned<u64>>,
     pub(crate) retry: Option<Spanned<String>>,
     pub(crate) completion_window: Option<Spanned<String>>,
+    pub(crate) max_enqueued_tokens: Option<Spanned<u64>>,
 }
 
 /// A provider's `concurrency`: a count, or a word (only `"auto"` is valid).

@@ -107,32 +107,71 @@ impl fmt::Debug for StoreLocation {
     }
 }
 
-/// The URL with any password (`user:secret@`) and `password=` parameter replaced by `***`.
+/// Query parameters that carry credentials in URLs people use (`?key=` of
+/// Google's APIs, `?sig=` of signed URLs, `?password=` of libpq, …).
+const SECRET_PARAMS: &[&str] = &[
+    "password",
+    "passwd",
+    "pwd",
+    "pass",
+    "secret",
+    "client_secret",
+    "token",
+    "access_token",
+    "auth",
+    "key",
+    "api_key",
+    "apikey",
+    "api-key",
+    "sig",
+    "signature",
+    "sslpassword",
+];
+
+/// The URL with its credentials replaced by `***`: a password
+/// (`user:secret@`), the user too where it is the credential (`http://KEY@`;
+/// a database URL keeps its user name), and credential query parameters
+/// (`password=`, `key=`, `token=`, `sig=`, …). For showing and keeping URLs
+/// in run metadata; never for sending.
 pub fn redact_url(url: &str) -> String {
     let mut out = url.to_owned();
     if let Some(scheme_end) = out.find("://") {
+        let web = out[..scheme_end].eq_ignore_ascii_case("http")
+            || out[..scheme_end].eq_ignore_ascii_case("https");
         let rest_start = scheme_end + 3;
         let authority_end = out[rest_start..]
-            .find(['/', '?'])
+            .find(['/', '?', '#'])
             .map_or(out.len(), |i| rest_start + i);
         if let Some(at) = out[rest_start..authority_end].rfind('@') {
             let userinfo = &out[rest_start..rest_start + at];
-            if let Some(colon) = userinfo.find(':') {
-                let from = rest_start + colon + 1;
-                out.replace_range(from..rest_start + at, "***");
+            match userinfo.find(':') {
+                Some(colon) => {
+                    let from = rest_start + colon + 1;
+                    out.replace_range(from..rest_start + at, "***");
+                }
+                None if web && !userinfo.is_empty() => {
+                    out.replace_range(rest_start..rest_start + at, "***");
+                }
+                None => {}
             }
         }
     }
     if let Some(q) = out.find('?') {
-        let (head, query) = out.split_at(q + 1);
+        let (head, rest) = out.split_at(q + 1);
+        let (query, fragment) = match rest.find('#') {
+            Some(h) => rest.split_at(h),
+            None => (rest, ""),
+        };
         let query: Vec<String> = query
             .split('&')
             .map(|pair| match pair.split_once('=') {
-                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                Some((k, _)) if SECRET_PARAMS.iter().any(|s| k.eq_ignore_ascii_case(s)) => {
+                    format!("{k}=***")
+                }
                 _ => pair.to_owned(),
             })
             .collect();
-        out = format!("{head}{}", query.join("&"));
+        out = format!("{head}{}{fragment}", query.join("&"));
     }
     out
 }
@@ -168,5 +207,31 @@ mod tests {
             !format!("{:?}", StoreLocation::parse("postgres://a:s3cret@h/d")).contains("s3cret")
         );
         assert_eq!(redact_url("postgres://bob@h/db"), "postgres://bob@h/db");
+    }
+
+    #[test]
+    fn credentials_in_any_url_are_masked() {
+        for (url, shown) in [
+            (
+                "http://user:KEY@host:8080/v1/chat",
+                "http://user:***@host:8080/v1/chat",
+            ),
+            (
+                "https://sk-abc@api.example/v1",
+                "https://***@api.example/v1",
+            ),
+            (
+                "https://maps.example/api?key=AIza123&q=x",
+                "https://maps.example/api?key=***&q=x",
+            ),
+            (
+                "https://h/x?X-Sig=1&sig=abc&token=t#frag",
+                "https://h/x?X-Sig=1&sig=***&token=***#frag",
+            ),
+            ("http://host/v1?page=2", "http://host/v1?page=2"),
+            ("http://host/a@b", "http://host/a@b"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
     }
 }

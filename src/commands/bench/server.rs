@@ -39,6 +39,8 @@ const TRIES: usize = 3;
 struct Server {
     child: std::process::Child,
     port: u16,
+    /// The token it was started with.
+    token: String,
 }
 
 impl Drop for Server {
@@ -50,10 +52,14 @@ impl Drop for Server {
 
 fn serve(ctx: &Ctx, dir: &std::path::Path) -> anyhow::Result<Server> {
     super::harness::refuse_when_interrupted()?;
+    let token = sluice_server::new_token().context("generating the server's token")?;
+    // The job reads items.jsonl in `dir`: a submitted job needs leave for that.
     let mut child = Command::new(&ctx.bin)
         .args(["serve", "--bind", "127.0.0.1:0", "--store", "served.db"])
+        .args(["--allow-dir", "."])
         .current_dir(dir)
         .env_remove("SLUICE_STORE")
+        .env("SLUICE_TOKEN", &token)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -68,18 +74,18 @@ fn serve(ctx: &Ctx, dir: &std::path::Path) -> anyhow::Result<Server> {
         let _ = child.kill();
         bail!("`sluice serve` did not start: it printed {line:?}");
     };
-    Ok(Server { child, port })
+    Ok(Server { child, port, token })
 }
 
 /// Submits `toml` with `?wait=stream` and reads the stream to its end:
 /// (wall seconds, item events, whether a summary came last).
-fn submit_streaming(port: u16, toml: &str) -> anyhow::Result<(f64, u64, bool)> {
+fn submit_streaming(port: u16, token: &str, toml: &str) -> anyhow::Result<(f64, u64, bool)> {
     let started = Instant::now();
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(600)))?;
     write!(
         stream,
-        "POST /v1/runs?wait=stream HTTP/1.1\r\nHost: bench\r\nConnection: close\r\nContent-Type: application/toml\r\nContent-Length: {}\r\n\r\n{toml}",
+        "POST /v1/runs?wait=stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\nContent-Type: application/toml\r\nContent-Length: {}\r\n\r\n{toml}",
         toml.len()
     )?;
     let mut body = Vec::new();
@@ -119,7 +125,7 @@ pub(super) fn server(ctx: &Ctx) -> anyhow::Result<Scenario> {
         let exit = run_job(ctx, &dir, &toml)?;
         check_exit(&mut s, &exit, &[0]);
         cli = cli.min(exit.wall.as_secs_f64());
-        let (wall, items, summary) = submit_streaming(server.port, &toml)?;
+        let (wall, items, summary) = submit_streaming(server.port, &server.token, &toml)?;
         streams_complete &= items == n && summary;
         served = served.min(wall);
     }

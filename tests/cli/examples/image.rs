@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::Example;
-use crate::serve::{http, http_bytes, Serve};
+use crate::serve::Serve;
 use crate::util::*;
 
 /// The job's `concurrency`: images in flight at once.
@@ -37,7 +37,7 @@ fn image_service_streams_each_image_as_it_finishes_and_leaves_no_temp_files() {
 
     // wait=stream, every answer held until released.
     model.hold(true);
-    let mut sse = Sse::open(server.port, "/v1/runs?wait=stream", &content_type, &body);
+    let mut sse = Sse::open(&server, "/v1/runs?wait=stream", &content_type, &body);
     let first = sse.next().expect("the run event");
     assert_eq!(first.0, "run", "{first:?}");
     let run = first.1["id"].as_str().unwrap().to_owned();
@@ -78,7 +78,7 @@ fn image_service_streams_each_image_as_it_finishes_and_leaves_no_temp_files() {
 
     // The same batch with wait=all: one answer, input order, same results.
     model.hold(false);
-    let (status, text) = post(server.port, "/v1/runs?wait=all", &content_type, &body);
+    let (status, text) = post(&server, "/v1/runs?wait=all", &content_type, &body);
     assert_eq!(status, 200, "{text}");
     let all: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(all["run"]["state"], "finished", "{all}");
@@ -106,7 +106,7 @@ fn a_client_that_leaves_mid_stream_leaves_the_run_to_finish() {
     let images = images(&ex);
     let (content_type, body) = form(&ex.job, &images);
     model.hold(true);
-    let mut sse = Sse::open(server.port, "/v1/runs?wait=stream", &content_type, &body);
+    let mut sse = Sse::open(&server, "/v1/runs?wait=stream", &content_type, &body);
     let run = sse.next().unwrap().1["id"].as_str().unwrap().to_owned();
     let pick = model.pending_when(N);
     model.release(&pick);
@@ -116,7 +116,7 @@ fn a_client_that_leaves_mid_stream_leaves_the_run_to_finish() {
 
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let (_, text) = http(server.port, "GET", &format!("/v1/runs/{run}"), &[], "");
+        let (_, text) = server.http("GET", &format!("/v1/runs/{run}"), &[], "");
         let view: Value = serde_json::from_str(&text).unwrap();
         if view["state"] == "finished" {
             assert_eq!(view["counts"]["done"], images.len(), "{view}");
@@ -125,13 +125,7 @@ fn a_client_that_leaves_mid_stream_leaves_the_run_to_finish() {
         assert!(Instant::now() < deadline, "{view}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let (status, lines) = http(
-        server.port,
-        "GET",
-        &format!("/v1/runs/{run}/results"),
-        &[],
-        "",
-    );
+    let (status, lines) = server.http("GET", &format!("/v1/runs/{run}/results"), &[], "");
     assert_eq!(status, 200, "{lines}");
     let results: Vec<Value> = lines
         .lines()
@@ -164,6 +158,7 @@ fn the_compare_script_submits_both_ways_against_the_mock() {
         .arg(ex.path("compare.py"))
         .args(["--server", &format!("http://127.0.0.1:{}", server.port)])
         .arg("--json")
+        .env("SLUICE_TOKEN", server.token.as_deref().unwrap_or_default())
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
@@ -277,9 +272,8 @@ fn fnv(bytes: &[u8]) -> u64 {
 }
 
 /// `POST path` with a binary body; (status, body).
-fn post(port: u16, path: &str, content_type: &str, body: &[u8]) -> (u16, String) {
-    http_bytes(
-        port,
+fn post(server: &Serve, path: &str, content_type: &str, body: &[u8]) -> (u16, String) {
+    server.http_bytes(
         "POST",
         path,
         &[&format!("Content-Type: {content_type}")],
@@ -295,14 +289,16 @@ struct Sse {
 }
 
 impl Sse {
-    fn open(port: u16, path: &str, content_type: &str, body: &[u8]) -> Sse {
+    fn open(server: &Serve, path: &str, content_type: &str, body: &[u8]) -> Sse {
+        let port = server.port;
+        let auth = server.auth().map(|a| a + "\r\n").unwrap_or_default();
         let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(60)))
             .unwrap();
         write!(
             stream,
-            "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
             body.len()
         )
         .unwrap();

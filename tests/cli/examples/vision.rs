@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::{most_in_window, summary, Example, STALLED};
-use crate::serve::{http, Serve};
+use crate::serve::Serve;
 use crate::util::*;
 
 /// Posters the test runs (the example has 500; the rate is raised to match).
@@ -129,7 +129,7 @@ fn vision_rpm_dashboard_names_the_rpm_limit_as_the_bottleneck() {
     );
     let deadline = Instant::now() + Duration::from_secs(60);
     let view = loop {
-        let (status, body) = http(server.port, "GET", "/v1/runs/vision-rpm-1", &[], "");
+        let (status, body) = server.http("GET", "/v1/runs/vision-rpm-1", &[], "");
         if status == 200 {
             let view: Value = serde_json::from_str(&body).unwrap();
             let binding = view["recommendations"]

@@ -135,6 +135,10 @@ pub struct RunHooks {
     pub on_start: Option<StartHook>,
     /// Outcomes were committed.
     pub on_commit: Option<CommitHook>,
+    /// Where files named at run time (an upload's `file`) may be read from;
+    /// `None`: anywhere (the user's own job). A server sets it for the jobs
+    /// submitted to it.
+    pub files: Option<Arc<crate::FileAccess>>,
 }
 
 #[cfg(test)]

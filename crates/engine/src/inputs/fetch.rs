@@ -82,7 +82,7 @@ async fn write_pages(
         };
         let body = get(client, &page_url, headers).await?;
         let fetch_err = |message: String| InputError::Fetch {
-            url: page_url.clone(),
+            url: sluice_store::redact_url(&page_url),
             message,
         };
         // A server that ignores the offset would be paged forever.
@@ -141,7 +141,7 @@ async fn get(
     headers: &[(String, String)],
 ) -> Result<Bytes, InputError> {
     let fetch_err = |message: String| InputError::Fetch {
-        url: url.to_string(),
+        url: sluice_store::redact_url(url),
         message,
     };
     let endpoint = Endpoint::parse(url, http::Method::GET).map_err(|e| fetch_err(e.to_string()))?;

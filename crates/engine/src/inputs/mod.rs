@@ -303,7 +303,8 @@ pub(crate) async fn prepare(
                 format: InputFormat::Jsonl,
                 lines: false,
             };
-            (kind, format!("url:{url}"))
+            // The run's identity and its shown input: no credentials.
+            (kind, format!("url:{}", sluice_store::redact_url(url)))
         }
     };
     let surveyed = kind.clone();

@@ -77,6 +77,8 @@ pub(crate) struct Work<'a> {
     pub(crate) seen: Option<crate::control::StoredControl>,
     /// Sees each batch of outcomes once committed (the server's streams).
     pub(crate) on_commit: Option<crate::control::CommitHook>,
+    /// Where files named at run time may be read from (`None`: anywhere).
+    pub(crate) files: Option<Arc<crate::FileAccess>>,
 }
 
 /// Works a run: starts the writer and heartbeats, runs the units `dispatch`
@@ -104,6 +106,7 @@ where
         control,
         seen,
         on_commit,
+        files,
     } = work;
     let Env {
         vars: env,
@@ -143,6 +146,7 @@ where
             &lanes,
             &batched,
             &run.id,
+            &job.output.dir.join(&run.id).join("batch-results"),
             location.open()?,
             stopping.clone(),
         )?
@@ -173,6 +177,7 @@ where
                 .unwrap_or(2),
         )),
         output_dir: job.output.dir.join(&run.id),
+        files,
         env: serde_json::Value::Object(env),
         reader: if resumed
             || location.is_shared()

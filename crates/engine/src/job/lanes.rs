@@ -316,7 +316,7 @@ impl Lane {
                     .saturating_sub(*before);
                 (openings > 0).then(|| crate::BreakerReport {
                     provider: self.name.clone(),
-                    url: b.url.clone(),
+                    url: sluice_store::redact_url(&b.url),
                     openings,
                 })
             })

@@ -225,6 +225,7 @@ pub fn run_job_with(
         control: control.clone(),
         seen,
         on_commit: hooks.on_commit.take(),
+        files: hooks.files.take(),
     };
     let (interrupted, breakers) = if shared_run {
         let lease = cfg.lease;

@@ -61,6 +61,9 @@ pub struct ProviderPlan {
     pub batch_cost_usd: Option<f64>,
     /// Live or batch, and why (`mode`, or what `auto` chose by the deadline).
     pub offload: Offload,
+    /// `batch.max_enqueued_tokens`: prompt tokens per model its unfinished
+    /// batches may hold, when given.
+    pub max_enqueued_tokens: Option<u64>,
 }
 
 /// A job's plan.
@@ -209,6 +212,7 @@ pub(crate) fn estimate_plan(job: &Job, prepared: Option<&inputs::Prepared>) -> R
                 tpm_seconds,
                 bound_seconds,
                 binding: bound.map_or("none", |(name, _)| name).into(),
+                max_enqueued_tokens: p.batch.max_enqueued_tokens,
             }
         })
         .collect();

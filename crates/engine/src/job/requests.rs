@@ -135,7 +135,9 @@ fn chat_estimate(body: &Json) -> u64 {
     prompt + completion
 }
 
-fn text_estimate(model: Option<&str>, value: &Json) -> u64 {
+/// Estimated tokens of a content value (a string, a list of parts or of
+/// inputs, `{text}`).
+pub(crate) fn text_estimate(model: Option<&str>, value: &Json) -> u64 {
     match value {
         Json::String(s) => crate::tokens::estimate(model, s),
         Json::Array(items) => items.iter().map(|i| text_estimate(model, i)).sum(),

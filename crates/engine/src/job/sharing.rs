@@ -64,7 +64,7 @@ impl ProviderShare {
                     None => ("none", 0),
                 };
                 EndpointReport {
-                    url: b.url.clone(),
+                    url: sluice_store::redact_url(&b.url),
                     in_flight: b.in_flight.load(std::sync::atomic::Ordering::Relaxed) as u64,
                     breaker: state.to_owned(),
                     openings,

@@ -60,6 +60,7 @@ pub(crate) fn build(
     base_url: Option<&str>,
     provider_headers: &[(String, Template)],
     ctx: &minijinja::Value,
+    files: Option<&crate::FileAccess>,
 ) -> Result<HttpCall, StepError> {
     let StepKind::Http {
         method,
@@ -131,7 +132,12 @@ pub(crate) fn build(
         content_type.get_or_insert_with(|| "text/plain; charset=utf-8".into());
         Bytes::from(text.render(ctx)?)
     } else if let Some(upload) = upload {
-        let file = PathBuf::from(upload.file.render(ctx)?);
+        let mut file = PathBuf::from(upload.file.render(ctx)?);
+        if let Some(files) = files {
+            file = files
+                .readable(&file, "upload.file")
+                .map_err(StepError::Input)?;
+        }
         let bytes = std::fs::read(&file).map_err(|e| {
             StepError::Input(format!(
                 "cannot read the upload file {}: {e}; check the step's upload.file",
@@ -323,7 +329,7 @@ mod tests {
             ]));
         }
         let provider = vec![("Authorization".to_string(), t("Bearer {{ env.KEY }}"))];
-        let call = build(&kind, Some("http://h:9/v1/"), &provider, &ctx()).unwrap();
+        let call = build(&kind, Some("http://h:9/v1/"), &provider, &ctx(), None).unwrap();
         assert_eq!(call.endpoint.uri.to_string(), "http://h:9/v1/items/3");
         assert_eq!(call.endpoint.method, http::Method::POST);
         let names: Vec<_> = call
@@ -353,7 +359,7 @@ mod tests {
             headers.push(("content-type".into(), t("text/csv")));
             headers.push(("Accept".into(), t("application/json")));
         }
-        let call = build(&kind, None, &[], &ctx()).unwrap();
+        let call = build(&kind, None, &[], &ctx(), None).unwrap();
         assert_eq!(call.endpoint.uri.to_string(), "http://h/x?q=3");
         assert_eq!(call.endpoint.method, http::Method::PUT);
         assert_eq!(&call.body[..], b"n=3");
@@ -364,11 +370,18 @@ mod tests {
 
     #[test]
     fn errors_name_what_is_wrong() {
-        let e = build(&step(None, Some("/x")), None, &[], &ctx()).unwrap_err();
+        let e = build(&step(None, Some("/x")), None, &[], &ctx(), None).unwrap_err();
         assert!(e.to_string().contains("base_url"), "{e}");
-        let e = build(&step(Some("{{ item.missing }}"), None), None, &[], &ctx()).unwrap_err();
+        let e = build(
+            &step(Some("{{ item.missing }}"), None),
+            None,
+            &[],
+            &ctx(),
+            None,
+        )
+        .unwrap_err();
         assert!(matches!(e, StepError::Render(_)), "{e}");
-        let e = build(&step(Some("not a url"), None), None, &[], &ctx()).unwrap_err();
+        let e = build(&step(Some("not a url"), None), None, &[], &ctx(), None).unwrap_err();
         assert!(e.to_string().contains("not a url"), "{e}");
         let mut kind = step(Some("http://h/"), None);
         if let StepKind::Http { upload, .. } = &mut kind {
@@ -378,7 +391,7 @@ mod tests {
                 fields: vec![],
             });
         }
-        let e = build(&kind, None, &[], &ctx()).unwrap_err();
+        let e = build(&kind, None, &[], &ctx(), None).unwrap_err();
         assert!(e.to_string().contains("/nonexistent/x.wav"), "{e}");
     }
 
@@ -395,7 +408,7 @@ mod tests {
                 fields: vec![("n".into(), t("{{ item.n }}"))],
             });
         }
-        let call = build(&kind, None, &[], &ctx()).unwrap();
+        let call = build(&kind, None, &[], &ctx(), None).unwrap();
         let header = call.content_type.unwrap();
         let boundary = header
             .strip_prefix("multipart/form-data; boundary=")

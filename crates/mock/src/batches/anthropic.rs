@@ -1,5 +1,12 @@
-//! Anthropic's Message Batches API: create (requests in the body), list,
-//! get, and the results JSONL once the batch has ended.
+//! Anthropic's Message Batches API: create (requests in the body), list
+//! (paged with `after_id`), get, and the results JSONL once the batch has
+//! ended.
+//!
+//! As the references describe it (Batch processing guide, API reference):
+//! at most 100,000 requests or 256 MB per batch, custom ids matching
+//! `^[a-zA-Z0-9_-]{1,64}$` and unique in the batch, `params` validated only
+//! when the batch is processed (an invalid one is an `errored` result),
+//! `results_url` null until the batch has ended.
 
 use http::{Response, StatusCode};
 use serde_json::{json, Value as Json};
@@ -10,7 +17,8 @@ use crate::response::{self, Body};
 use crate::state::Shared;
 
 const MAX_REQUESTS: usize = 100_000;
-const MAX_BYTES: usize = 256 * 1024 * 1024;
+/// "256 MB": read as 10^6 bytes (the references do not say which).
+const MAX_BYTES: usize = 256 * 1_000_000;
 
 fn valid_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
@@ -108,6 +116,7 @@ fn object(b: &Batch, host: &str, _now: u64) -> Json {
             "expired": out.map_or(0, |o| o.expired),
         },
         "ended_at": out.map(|_| rfc3339(b.done_ms)),
+        "archived_at": null,
         "created_at": rfc3339(b.created_ms),
         "expires_at": rfc3339(b.created_ms + 86_400_000),
         "cancel_initiated_at": null,
@@ -127,20 +136,48 @@ pub(super) fn get(
     respond(index.map(|i| object(&state.batches[i], host, now)))
 }
 
-/// `GET /v1/messages/batches`: newest first.
-pub(super) fn list(state: &mut State, shared: &Shared, host: &str, now: u64) -> Response<Body> {
-    let ids: Vec<String> = state
+/// `GET /v1/messages/batches?limit=N&after_id=ID`: newest first, `limit`
+/// (1–1000, default 20) after `after_id`; `has_more`, `first_id`, `last_id`.
+pub(super) fn list(
+    state: &mut State,
+    shared: &Shared,
+    query: &str,
+    host: &str,
+    now: u64,
+) -> Response<Body> {
+    let param = |key: &str| {
+        query
+            .split('&')
+            .find_map(|p| p.strip_prefix(key)?.strip_prefix('='))
+            .map(str::to_string)
+    };
+    let limit = param("limit")
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(20)
+        .clamp(1, 1000);
+    let all: Vec<String> = state
         .batches
         .iter()
         .rev()
         .filter(|b| b.anthropic)
         .map(|b| b.id.clone())
         .collect();
+    let start = match param("after_id") {
+        Some(after) => all
+            .iter()
+            .position(|id| *id == after)
+            .map_or(all.len(), |i| i + 1),
+        None => 0,
+    };
+    let ids: Vec<String> = all.iter().skip(start).take(limit).cloned().collect();
+    let has_more = start + ids.len() < all.len();
     let data: Vec<Json> = ids
         .iter()
         .filter_map(|id| find(state, shared, id, now).map(|i| object(&state.batches[i], host, now)))
         .collect();
-    let body = json!({"data": data, "has_more": false});
+    state.stats.list_calls += 1;
+    let body =
+        json!({"data": data, "has_more": has_more, "first_id": ids.first(), "last_id": ids.last()});
     response::json(StatusCode::OK, body.to_string().into_bytes())
 }
 

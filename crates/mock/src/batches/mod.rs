@@ -7,8 +7,13 @@
 //! same usage) — or, drawn from the seeded RNG when the batch is created, a
 //! server error ([`crate::MockConfig::batch_error_rate`]) or an expiry
 //! ([`crate::MockConfig::batch_expire_rate`]; an OpenAI batch with expired
-//! requests ends `expired`). The real limits are enforced: 50,000 requests
-//! or 200 MB per OpenAI file, 100,000 requests or 256 MB per Anthropic batch.
+//! requests ends `expired`). The documented limits are enforced (see
+//! `openai` and `anthropic`), and the failures a client must survive can be
+//! injected: OpenAI's enqueued-token limit
+//! ([`crate::MockConfig::batch_enqueued_limit`]), lines refused at
+//! validation ([`crate::MockConfig::batch_invalid_rate`]) and a create whose
+//! answer never comes although the batch was made
+//! ([`crate::MockConfig::batch_create_hangs`]).
 //! `GET /_mock/batches` reports what was submitted ([`BatchStats`]).
 
 mod anthropic;
@@ -93,6 +98,18 @@ pub struct BatchStats {
     pub errored: u64,
     /// Requests that expired.
     pub expired: u64,
+    /// OpenAI batches failed for the enqueued-token limit.
+    #[serde(default)]
+    pub token_limit_failures: u64,
+    /// Lines refused at validation (each named in a failed batch's errors).
+    #[serde(default)]
+    pub refused_lines: u64,
+    /// Creations whose answer was never sent (the batch exists).
+    #[serde(default)]
+    pub create_hangs: u64,
+    /// List calls (`GET /v1/batches`, `GET /v1/messages/batches`): look-ups.
+    #[serde(default)]
+    pub list_calls: u64,
 }
 
 #[derive(Debug, Default)]
@@ -243,39 +260,59 @@ pub(crate) async fn route(
     };
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let now = unix_ms();
-    let mut state = shared.offload.lock();
-    let res = match (&method, segments.as_slice()) {
-        (&Method::POST, ["v1", "files"]) => files::upload(&mut state, &content_type, &body, now),
-        (&Method::GET, ["v1", "files", id]) => files::object(&state, id),
-        (&Method::GET, ["v1", "files", id, "content"]) => files::content(&state, id),
-        (&Method::POST, ["v1", "batches"]) => openai::create(&mut state, shared, &body, now),
-        (&Method::GET, ["v1", "batches"]) => openai::list(&mut state, shared, &query, now),
-        (&Method::GET, ["v1", "batches", id]) => openai::get(&mut state, shared, id, now),
-        (&Method::POST, ["v1", "batches", id, "cancel"]) => {
-            openai::cancel(&mut state, shared, id, now)
+    let creating = method == Method::POST
+        && matches!(
+            segments.as_slice(),
+            ["v1", "batches"] | ["v1", "messages", "batches"]
+        );
+    let (res, hang) = {
+        let mut state = shared.offload.lock();
+        let res = match (&method, segments.as_slice()) {
+            (&Method::POST, ["v1", "files"]) => {
+                files::upload(&mut state, &content_type, &body, now)
+            }
+            (&Method::GET, ["v1", "files", id]) => files::object(&state, id),
+            (&Method::GET, ["v1", "files", id, "content"]) => files::content(&state, id),
+            (&Method::POST, ["v1", "batches"]) => openai::create(&mut state, shared, &body, now),
+            (&Method::GET, ["v1", "batches"]) => openai::list(&mut state, shared, &query, now),
+            (&Method::GET, ["v1", "batches", id]) => openai::get(&mut state, shared, id, now),
+            (&Method::POST, ["v1", "batches", id, "cancel"]) => {
+                openai::cancel(&mut state, shared, id, now)
+            }
+            (&Method::POST, ["v1", "messages", "batches"]) => {
+                anthropic::create(&mut state, shared, &body, now)
+            }
+            (&Method::GET, ["v1", "messages", "batches"]) => {
+                anthropic::list(&mut state, shared, &query, &host, now)
+            }
+            (&Method::GET, ["v1", "messages", "batches", id]) => {
+                anthropic::get(&mut state, shared, id, &host, now)
+            }
+            (&Method::GET, ["v1", "messages", "batches", id, "results"]) => {
+                anthropic::results(&mut state, shared, id, now)
+            }
+            _ => {
+                let msg = format!("Unknown request URL: {method} {path}.");
+                response::error(
+                    StatusCode::NOT_FOUND,
+                    &msg,
+                    "invalid_request_error",
+                    Some("unknown_url"),
+                )
+            }
+        };
+        let hang = creating
+            && res.status().is_success()
+            && state.stats.create_hangs < shared.cfg.batch_create_hangs;
+        if hang {
+            state.stats.create_hangs += 1;
         }
-        (&Method::POST, ["v1", "messages", "batches"]) => {
-            anthropic::create(&mut state, shared, &body, now)
-        }
-        (&Method::GET, ["v1", "messages", "batches"]) => {
-            anthropic::list(&mut state, shared, &host, now)
-        }
-        (&Method::GET, ["v1", "messages", "batches", id]) => {
-            anthropic::get(&mut state, shared, id, &host, now)
-        }
-        (&Method::GET, ["v1", "messages", "batches", id, "results"]) => {
-            anthropic::results(&mut state, shared, id, now)
-        }
-        _ => {
-            let msg = format!("Unknown request URL: {method} {path}.");
-            response::error(
-                StatusCode::NOT_FOUND,
-                &msg,
-                "invalid_request_error",
-                Some("unknown_url"),
-            )
-        }
+        (res, hang)
     };
+    if hang {
+        // The batch exists; its creator never hears of it (and times out).
+        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+    }
     Ok(res)
 }
 

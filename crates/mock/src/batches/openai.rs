@@ -1,5 +1,15 @@
-//! OpenAI's Batch API: create from an uploaded file, list, get, cancel; the
-//! output and error files written when a batch is processed.
+//! OpenAI's Batch API: create from an uploaded file, list (paged with
+//! `after`), get, cancel; the output and error files written when a batch is
+//! processed.
+//!
+//! As the references describe it (Batch API guide, API reference for
+//! Batches): at most 50,000 requests and 200 MB per file, 50,000 embedding
+//! inputs per `/v1/embeddings` batch, one model per file, a unique
+//! `custom_id` per line, `completion_window` only `"24h"`. A file that breaks
+//! them makes a `failed` batch whose `errors.data` name the line (from 1)
+//! where there is one. With [`crate::MockConfig::batch_enqueued_limit`] a
+//! batch whose prompt tokens would put its model's unfinished batches over
+//! the limit fails with `token_limit_exceeded`, worded as OpenAI words it.
 
 use http::{Response, StatusCode};
 use serde_json::{json, Value as Json};
@@ -11,7 +21,9 @@ use crate::response::{self, Body};
 use crate::state::Shared;
 
 const MAX_REQUESTS: usize = 50_000;
-const MAX_BYTES: usize = 200 * 1024 * 1024;
+/// "up to 200 MB": read as 10^6 bytes (the references do not say which).
+const MAX_BYTES: usize = 200 * 1_000_000;
+const MAX_EMBEDDING_INPUTS: usize = 50_000;
 const ENDPOINTS: [&str; 3] = ["/v1/chat/completions", "/v1/embeddings", "/v1/completions"];
 
 /// What an OpenAI batch was created with.
@@ -21,8 +33,17 @@ pub(super) struct Meta {
     endpoint: String,
     completion_window: String,
     metadata: Json,
-    /// Validation errors: the batch is `failed`.
-    pub(super) errors: Vec<String>,
+    /// The model of its lines (the first line's).
+    model: String,
+    /// Prompt tokens of its lines (what it enqueues).
+    tokens: u64,
+    /// Validation errors (`{code, message, param, line}`): the batch is `failed`.
+    pub(super) errors: Vec<Json>,
+}
+
+/// One entry of a failed batch's `errors.data`.
+fn batch_error(code: &str, message: String, line: Option<usize>, param: Option<&str>) -> Json {
+    json!({"code": code, "message": message, "param": param, "line": line})
 }
 
 /// `POST /v1/batches`.
@@ -52,7 +73,32 @@ pub(super) fn create(state: &mut State, shared: &Shared, body: &[u8], now: u64) 
             None,
         );
     };
-    let (lines, errors) = read_file(&file, &endpoint);
+    let (lines, mut errors) = read_file(&file, &endpoint, shared);
+    let model = lines
+        .first()
+        .and_then(|(_, b)| b["model"].as_str())
+        .unwrap_or("")
+        .to_string();
+    let tokens: u64 = lines.iter().map(|(_, b)| prompt_tokens(b)).sum();
+    if errors.is_empty() {
+        if let Some(limit) = shared.cfg.batch_enqueued_limit {
+            let enqueued = enqueued_tokens(state, &model, now);
+            if enqueued + tokens > limit {
+                state.stats.token_limit_failures += 1;
+                errors.push(batch_error(
+                    "token_limit_exceeded",
+                    format!(
+                        "Enqueued token limit reached for {model} in organization org-mock. \
+                         Limit: {} enqueued tokens. Please try again once some in_progress \
+                         batches have been completed.",
+                        thousands(limit)
+                    ),
+                    None,
+                    None,
+                ));
+            }
+        }
+    }
     let fates = state.fates(
         shared.cfg.seed,
         shared.cfg.batch_error_rate,
@@ -72,6 +118,7 @@ pub(super) fn create(state: &mut State, shared: &Shared, body: &[u8], now: u64) 
         state.count(&lines);
     } else {
         state.stats.batches_created += 1;
+        state.stats.refused_lines += errors.iter().filter(|e| e["line"].is_u64()).count() as u64;
     }
     let id = state.id("batch_");
     state.batches.push(Batch {
@@ -85,6 +132,8 @@ pub(super) fn create(state: &mut State, shared: &Shared, body: &[u8], now: u64) 
             endpoint,
             completion_window: window,
             metadata: req.get("metadata").cloned().unwrap_or(Json::Null),
+            model,
+            tokens,
             errors,
         }),
         output: None,
@@ -95,43 +144,139 @@ pub(super) fn create(state: &mut State, shared: &Shared, body: &[u8], now: u64) 
 }
 
 /// The lines of a batch file, and why it is invalid (if it is).
-fn read_file(file: &File, endpoint: &str) -> (Vec<(String, Json)>, Vec<String>) {
+fn read_file(file: &File, endpoint: &str, shared: &Shared) -> (Vec<(String, Json)>, Vec<Json>) {
     let mut lines = Vec::new();
     let mut errors = Vec::new();
     if file.bytes.len() > MAX_BYTES {
-        errors.push(format!("The file is larger than {MAX_BYTES} bytes."));
+        let message = format!("The batch input file is larger than the {MAX_BYTES} bytes allowed.");
+        errors.push(batch_error("file_too_large", message, None, None));
     }
     let mut seen = std::collections::HashSet::new();
+    let mut model: Option<String> = None;
+    let mut inputs = 0usize;
+    let rate = shared.cfg.batch_invalid_rate;
     for (n, raw) in file.bytes.split(|&b| b == b'\n').enumerate() {
         if raw.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
+        let line = Some(n + 1);
         let Ok(v) = serde_json::from_slice::<Json>(raw) else {
-            errors.push(format!("Line {}: invalid JSON.", n + 1));
+            errors.push(batch_error(
+                "invalid_json_line",
+                "This line is not valid JSON.".into(),
+                line,
+                None,
+            ));
             continue;
         };
         let id = v["custom_id"].as_str().unwrap_or("").to_string();
         if id.is_empty() || !seen.insert(id.clone()) {
-            errors.push(format!("Line {}: custom_id missing or repeated.", n + 1));
+            let message = "The custom_id for this request is missing or repeated; it must be unique for each request in a batch.".into();
+            errors.push(batch_error(
+                "duplicate_custom_id",
+                message,
+                line,
+                Some("custom_id"),
+            ));
         }
         if v["url"].as_str() != Some(endpoint) || v["method"].as_str() != Some("POST") {
-            errors.push(format!(
-                "Line {}: method must be POST and url {endpoint}.",
-                n + 1
-            ));
+            let message =
+                format!("The method must be POST and the url {endpoint}, the batch's endpoint.");
+            errors.push(batch_error("invalid_url", message, line, Some("url")));
+        }
+        let this_model = v["body"]["model"].as_str().unwrap_or("").to_string();
+        match &model {
+            None => model = Some(this_model),
+            Some(first) if *first != this_model => {
+                let message = format!("The model {this_model:?} differs from the model {first:?} of this file's first request; a file holds requests to one model.");
+                errors.push(batch_error(
+                    "mismatched_model",
+                    message,
+                    line,
+                    Some("body.model"),
+                ));
+            }
+            Some(_) => {}
+        }
+        if endpoint == "/v1/embeddings" {
+            inputs += match &v["body"]["input"] {
+                Json::Array(items) if items.iter().all(Json::is_number) => 1,
+                Json::Array(items) => items.len(),
+                _ => 1,
+            };
+        }
+        if rate > 0.0 {
+            let x = xxhash_rust::xxh3::xxh3_64_with_seed(raw, shared.cfg.seed ^ 0x1a71d) as f64
+                / u64::MAX as f64;
+            if x < rate {
+                let message = "This request is invalid (injected by --batch-invalid-rate).".into();
+                errors.push(batch_error("invalid_request", message, line, Some("body")));
+            }
         }
         lines.push((id, v["body"].clone()));
     }
+    if inputs > MAX_EMBEDDING_INPUTS {
+        let message = format!("The batch has {inputs} embedding inputs; at most {MAX_EMBEDDING_INPUTS} across all requests.");
+        errors.push(batch_error("too_many_inputs", message, None, None));
+    }
     if lines.len() > MAX_REQUESTS {
-        errors.push(format!(
+        let message = format!(
             "The file has {} requests; at most {MAX_REQUESTS}.",
             lines.len()
-        ));
+        );
+        errors.push(batch_error("too_many_requests", message, None, None));
     }
     if lines.is_empty() {
-        errors.push("The file has no requests.".into());
+        errors.push(batch_error(
+            "empty_file",
+            "The file has no requests.".into(),
+            None,
+            None,
+        ));
     }
     (lines, errors)
+}
+
+/// Prompt tokens of a request body (its texts at four characters a token).
+fn prompt_tokens(body: &Json) -> u64 {
+    fn text(v: &Json) -> u64 {
+        match v {
+            Json::String(s) => sluice_limit::estimate_text_tokens(s),
+            Json::Array(items) => items.iter().map(text).sum(),
+            Json::Object(o) => o.get("text").map_or(0, text),
+            _ => 0,
+        }
+    }
+    let messages: u64 = body["messages"]
+        .as_array()
+        .map(|ms| ms.iter().map(|m| text(&m["content"])).sum())
+        .unwrap_or(0);
+    messages + text(&body["input"]) + text(&body["prompt"])
+}
+
+/// Prompt tokens of `model` in batches not yet processed nor failed.
+fn enqueued_tokens(state: &State, model: &str, now: u64) -> u64 {
+    state
+        .batches
+        .iter()
+        .filter(|b| b.output.is_none() && !b.cancelled && now < b.done_ms)
+        .filter_map(|b| b.openai.as_ref())
+        .filter(|m| m.errors.is_empty() && m.model == model)
+        .map(|m| m.tokens)
+        .sum()
+}
+
+/// `2000000` → `2,000,000`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn respond(batch: Option<Json>) -> Response<Body> {
@@ -161,7 +306,9 @@ fn object(b: &Batch, now: u64, fresh: bool) -> Json {
     };
     let errors = meta
         .filter(|m| !m.errors.is_empty())
-        .map(|m| json!({"object": "list", "data": m.errors.iter().map(|e| json!({"code": "invalid_file", "message": e})).collect::<Vec<_>>()}));
+        .map(|m| json!({"object": "list", "data": m.errors}));
+    let failed = status == "failed";
+    let at = |on: bool, ms: u64| on.then_some(ms / 1000);
     json!({
         "id": b.id,
         "object": "batch",
@@ -173,9 +320,15 @@ fn object(b: &Batch, now: u64, fresh: bool) -> Json {
         "output_file_id": out.and_then(|o| o.output_file_id.clone()),
         "error_file_id": out.and_then(|o| o.error_file_id.clone()),
         "created_at": b.created_ms / 1000,
-        "in_progress_at": b.created_ms / 1000,
+        "in_progress_at": at(!failed && !fresh, b.created_ms),
         "expires_at": b.created_ms / 1000 + 86_400,
-        "completed_at": out.map(|_| now / 1000),
+        "finalizing_at": at(status == "completed", b.done_ms),
+        "completed_at": at(status == "completed", b.done_ms),
+        "failed_at": at(failed, b.created_ms),
+        "expired_at": at(status == "expired", b.done_ms),
+        "cancelling_at": at(b.cancelled, b.created_ms),
+        "cancelled_at": at(status == "cancelled", now),
+        "model": meta.map(|m| m.model.clone()),
         "request_counts": {
             "total": b.lines.len(),
             "completed": out.map_or(0, |o| o.succeeded),
@@ -203,28 +356,44 @@ pub(super) fn cancel(state: &mut State, shared: &Shared, id: &str, now: u64) -> 
     respond(Some(object(&state.batches[index], now, false)))
 }
 
-/// `GET /v1/batches?limit=N`: newest first.
+/// `GET /v1/batches?limit=N&after=ID`: newest first, `limit` (1–100,
+/// default 20) after the batch `after`; `has_more`, `first_id`, `last_id`.
 pub(super) fn list(state: &mut State, shared: &Shared, query: &str, now: u64) -> Response<Body> {
-    let limit = query
-        .split('&')
-        .find_map(|p| p.strip_prefix("limit="))
+    let param = |key: &str| {
+        query
+            .split('&')
+            .find_map(|p| p.strip_prefix(key)?.strip_prefix('='))
+            .map(str::to_string)
+    };
+    let limit = param("limit")
         .and_then(|n| n.parse::<usize>().ok())
-        .unwrap_or(20);
-    let ids: Vec<String> = state
+        .unwrap_or(20)
+        .clamp(1, 100);
+    let all: Vec<String> = state
         .batches
         .iter()
         .rev()
         .filter(|b| !b.anthropic)
-        .take(limit)
         .map(|b| b.id.clone())
         .collect();
+    let start = match param("after") {
+        Some(after) => all
+            .iter()
+            .position(|id| *id == after)
+            .map_or(all.len(), |i| i + 1),
+        None => 0,
+    };
+    let ids: Vec<String> = all.iter().skip(start).take(limit).cloned().collect();
+    let has_more = start + ids.len() < all.len();
     let data: Vec<Json> = ids
         .iter()
         .filter_map(|id| {
             find(state, shared, id, now).map(|i| object(&state.batches[i], now, false))
         })
         .collect();
-    let body = json!({"object": "list", "data": data, "has_more": false});
+    state.stats.list_calls += 1;
+    let body = json!({"object": "list", "data": data, "first_id": ids.first(),
+                      "last_id": ids.last(), "has_more": has_more});
     response::json(StatusCode::OK, body.to_string().into_bytes())
 }
 
@@ -258,8 +427,13 @@ pub(super) fn answers(
                 *next += 1;
                 let body = response::success(api, &parsed, *next, now / 1000, seed);
                 let body: Json = serde_json::from_slice(&body).unwrap_or(Json::Null);
-                ok.push(json!({"id": request_id, "custom_id": line.custom_id,
-                    "response": {"status_code": 200, "request_id": request_id, "body": body}, "error": null}));
+                let mut out = json!({"id": request_id, "custom_id": line.custom_id,
+                    "response": {"status_code": 200, "request_id": request_id, "body": body}, "error": null});
+                let pad = shared.cfg.batch_result_pad_bytes as usize;
+                if pad > 0 {
+                    out["_mock_padding"] = Json::String("x".repeat(pad));
+                }
+                ok.push(out);
                 continue;
             }
             (Fate::Answer, Err(message)) => {

@@ -369,12 +369,36 @@ async fn an_invalid_file_makes_a_failed_batch() {
         .to_string();
     let b = mock.get(&format!("/v1/batches/{id}")).await.json();
     assert_eq!(b["status"], "failed");
-    assert!(
-        b["errors"]["data"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("repeated"),
+    // The reference's BatchError: `code`, `line` (of the input file), `message`, `param`.
+    let error = &b["errors"]["data"][0];
+    assert_eq!(
+        (&error["code"], &error["line"]),
+        (&json!("duplicate_custom_id"), &json!(2)),
         "{b}"
+    );
+    assert_eq!(error["param"], "custom_id");
+    assert!(
+        error["message"].as_str().unwrap().contains("repeated"),
+        "{b}"
+    );
+    // Listed newest first, paged with `after`.
+    let again = json!({"input_file_id": file["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"});
+    let newer = mock.post("/v1/batches", &again).await.json()["id"].clone();
+    let page = mock.get("/v1/batches?limit=1").await.json();
+    assert_eq!(
+        (&page["data"][0]["id"], &page["has_more"], &page["last_id"]),
+        (&newer, &json!(true), &newer)
+    );
+    let next = mock
+        .get(&format!(
+            "/v1/batches?limit=1&after={}",
+            newer.as_str().unwrap()
+        ))
+        .await
+        .json();
+    assert_eq!(
+        (&next["data"][0]["id"], &next["has_more"]),
+        (&json!(id), &json!(false))
     );
     let wrong_window = json!({"input_file_id": file["id"], "endpoint": "/v1/chat/completions", "completion_window": "1h"});
     assert_eq!(mock.post("/v1/batches", &wrong_window).await.status, 400);

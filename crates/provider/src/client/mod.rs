@@ -20,7 +20,10 @@ use crate::dialect::Dialect;
 use crate::outcome::{classify, Attempt, Failure, FailureKind};
 use crate::wire::{exchange, WireError};
 
+mod download;
 mod streamed;
+
+pub use download::Downloaded;
 
 /// Errors building a client or an endpoint (bad URL, bad header value).
 #[derive(Debug, thiserror::Error)]

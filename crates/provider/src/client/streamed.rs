@@ -11,7 +11,7 @@ use super::{
 use crate::dialect::Dialect;
 use crate::outcome::{classify, Attempt, Failure, FailureKind};
 use crate::stream::{Collector, StreamError};
-use crate::wire::exchange_streaming;
+use crate::wire::{exchange_streaming, Sink};
 
 impl Client {
     /// Like [`Client::send`] for a request that asked for a streamed answer
@@ -44,8 +44,14 @@ impl Client {
             let mut conn = self.checkout(&origin, endpoint).await?;
             let mut collector = Collector::new(dialect, started);
             let mut sink = |piece: &[u8]| collector.feed(piece);
-            let result =
-                exchange_streaming(&mut conn.stream, &mut conn.buf, &head, &body, &mut sink).await;
+            let result = exchange_streaming(
+                &mut conn.stream,
+                &mut conn.buf,
+                &head,
+                &body,
+                Sink::Events(&mut sink),
+            )
+            .await;
             match result {
                 Ok(response) => {
                     if response.keep_alive {

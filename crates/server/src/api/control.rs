@@ -16,7 +16,7 @@ use sluice_engine::{executing, read_control, requester, write_control, ControlSt
 use sluice_spec::Job;
 use sluice_store::{RunMeta, Store, STATE_FINISHED};
 
-use super::{find, run_view, submit};
+use super::{find, run_view};
 use crate::error::{ApiError, ApiResult};
 use crate::runner::{self, Launch};
 use crate::state::AppState;
@@ -199,9 +199,9 @@ async fn restart(
     run: RunMeta,
     retry: Option<Option<String>>,
 ) -> ApiResult<Response> {
-    let workdir = state.config().workdir.clone();
+    let config = state.config().clone();
     let run_id = run.id.clone();
-    let (job, reopened) = state
+    let (loaded, reopened) = state
         .with_store(move |store| {
             if !executing(store, &run.id)?.is_empty() {
                 return Err(ApiError::conflict(format!(
@@ -215,7 +215,7 @@ async fn restart(
                     run.id
                 )));
             }
-            let job = saved_job(store, &run, &workdir)?;
+            let loaded = saved_job(store, &run, &config)?;
             let reopened = match retry {
                 Some(step) => Some(store.reset_failed_steps(&run.id, step.as_deref())?),
                 None => None,
@@ -225,9 +225,14 @@ async fn restart(
             if held {
                 write_control(store, &run.id, ControlState::Run, &by())?;
             }
-            Ok((job, reopened))
+            Ok((loaded, reopened))
         })
         .await?;
+    let (job, confined) = loaded;
+    let (files, notices) = match confined {
+        Some((files, notices)) => (Some(files), notices),
+        None => (None, Vec::new()),
+    };
     let (_, meta) = runner::start(
         state,
         Launch {
@@ -236,6 +241,8 @@ async fn restart(
             fresh: false,
             stream: None,
             scratch: None,
+            files,
+            notices,
         },
     )
     .await?;
@@ -249,9 +256,19 @@ async fn restart(
     Ok((StatusCode::ACCEPTED, Json(view)).into_response())
 }
 
-/// The job a run ran: kept by this server at submission, else the job file
-/// named in its settings (runs started with `sluice run JOB.toml`).
-fn saved_job(store: &mut dyn Store, run: &RunMeta, workdir: &std::path::Path) -> ApiResult<Job> {
+/// A job to run again, with its confinement and notices when it was
+/// submitted over HTTP (`None`: a job file of the user's own).
+type Loaded = (Job, Option<(sluice_engine::FileAccess, Vec<String>)>);
+
+/// The job a run ran: kept by a server at submission (held to this
+/// server's policy again), else the job file named in its settings (runs
+/// started with `sluice run JOB.toml`: the user's own, as they wrote it).
+fn saved_job(
+    store: &mut dyn Store,
+    run: &RunMeta,
+    config: &crate::state::ServerConfig,
+) -> ApiResult<Loaded> {
+    let workdir = &config.workdir;
     let mode = run.settings.get("mode").and_then(Value::as_str);
     if mode != Some("job") {
         return Err(ApiError::conflict(format!(
@@ -259,8 +276,9 @@ fn saved_job(store: &mut dyn Store, run: &RunMeta, workdir: &std::path::Path) ->
             run.id
         )));
     }
-    if let Some(job) = runner::submitted_job(store, &run.id, workdir) {
-        return job;
+    if let Some(saved) = runner::saved(store, &run.id)? {
+        let (job, notices, files) = saved.load_confined(config)?;
+        return Ok((job, Some((files, notices))));
     }
     let path = run
         .settings
@@ -279,6 +297,7 @@ fn saved_job(store: &mut dyn Store, run: &RunMeta, workdir: &std::path::Path) ->
                 .collect()
         })
         .unwrap_or_default();
-    sluice_spec::load(std::path::Path::new(path), &sets)
-        .map_err(|e| submit::invalid_job(e, workdir))
+    let job = sluice_spec::load(std::path::Path::new(path), &sets)
+        .map_err(|e| ApiError::invalid_job(e, workdir))?;
+    Ok((job, None))
 }

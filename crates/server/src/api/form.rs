@@ -108,7 +108,7 @@ fn invalid(message: impl Into<String>) -> ApiError {
 /// A form the server cannot read: too large (413), or malformed (400).
 fn refused(e: MultipartError) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        super::too_large()
+        ApiError::too_large()
     } else {
         invalid(format!(
             "the multipart/form-data body could not be read: {}",

@@ -24,20 +24,11 @@ use crate::runner::{self, Launch};
 use crate::state::AppState;
 use crate::view;
 
-/// 413: the body is past the server's limit.
-pub(crate) fn too_large() -> ApiError {
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "too_large",
-        "the request body is larger than this server accepts (see --max-body); send fewer items or files per run",
-    )
-}
-
 /// The body of a request, or a JSON error for one too large or unreadable.
 pub(crate) fn body(body: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
     body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            too_large()
+            ApiError::too_large()
         } else {
             ApiError::bad_request(
                 "invalid_body",
@@ -126,6 +117,7 @@ pub(crate) async fn submit(
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    submit::check_type(content_type.as_deref())?;
     let (bytes, json, scratch) = if form::is_multipart(content_type.as_deref()) {
         let multipart = Multipart::from_request(request, &()).await.map_err(|e| {
             ApiError::bad_request(
@@ -139,19 +131,30 @@ pub(crate) async fn submit(
         let bytes = body(Bytes::from_request(request, &()).await)?;
         (bytes, submit::is_json(content_type.as_deref()), None)
     };
-    let workdir = state.config().workdir.clone();
-    let spool = state.config().store.local_dir().join("inputs");
+    let config = state.config().clone();
+    let spool = runner::store_dir(&config).join("inputs");
     let base = scratch.as_ref().map(|s| s.path().to_path_buf());
-    let (job, saved) = tokio::task::spawn_blocking(move || {
-        submit::parse(&bytes, json, &workdir, &spool, base.as_deref())
+    let parsed = tokio::task::spawn_blocking(move || {
+        let parsed = submit::parse(
+            &bytes,
+            json,
+            &config.workdir,
+            &spool,
+            base.as_deref(),
+            &config.jobs,
+        )?;
+        Ok::<_, ApiError>((parsed, runner::readable(&config, base.as_deref())))
     })
-    .await??;
+    .await?;
+    let (parsed, files) = parsed?;
     let launch = Launch {
-        job,
-        saved: Some(saved),
+        job: parsed.job,
+        saved: Some(parsed.saved),
         fresh: true,
         stream: None,
         scratch,
+        files: Some(files),
+        notices: parsed.notices,
     };
     match wait.as_str() {
         "stream" => stream::submit_streaming(state, launch).await,

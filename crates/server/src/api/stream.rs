@@ -2,54 +2,37 @@
 //! `run` first, one `item` per unit as soon as its outcome is committed,
 //! `progress` every tick, `summary` last — and `?wait=all` answers once with
 //! every result in input order. Either way the run belongs to the server:
-//! a client that goes away only drops its stream.
+//! a client that goes away only drops its stream, and so does one too slow
+//! to keep up (its outcomes are not queued without limit; an `error` event
+//! with code `too_slow` says where its results are).
 
-use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures_util::Stream;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
 
 use super::run_view;
 use crate::error::{ApiError, ApiResult};
-use crate::runner::{self, Ending, Launch, StreamMsg};
+use crate::runner::{self, Ending, ItemSink, Launch, StreamMsg};
+use crate::sse::{self, frame};
 use crate::state::AppState;
 
-/// Events buffered towards a slow client before the producer waits (the
-/// outcomes themselves queue unbounded behind it: they are small, and
-/// already durable).
+/// Events buffered towards a client (past them, and `sse::SLOW` later, a
+/// client that reads nothing is dropped).
 const EVENT_BUFFER: usize = 256;
-
-/// An SSE response fed by `rx`.
-pub(crate) fn sse_from(
-    rx: mpsc::Receiver<Event>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|event| (Ok(event), rx))
-    });
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-}
-
-/// An event named `name` with JSON `data`.
-pub(crate) fn event(name: &str, data: &Value) -> Event {
-    Event::default().event(name).data(data.to_string())
-}
 
 /// `POST /v1/runs?wait=stream`.
 pub(crate) async fn submit_streaming(state: AppState, mut launch: Launch) -> ApiResult<Response> {
-    let (items_tx, mut items_rx) = mpsc::unbounded_channel();
-    launch.stream = Some(items_tx);
+    let (sink, mut items_rx) = ItemSink::new();
+    launch.stream = Some(sink.clone());
     let (_, meta) = runner::start(&state, launch).await?;
-    let (tx, rx) = mpsc::channel(EVENT_BUFFER);
+    let (outbox, response) = sse::channel(EVENT_BUFFER);
     let tick = Duration::from_millis(state.config().tick_ms);
     let run_id = meta.id.clone();
     tokio::spawn(async move {
         let first = json!({"id": meta.id, "name": meta.name, "state": "running"});
-        if tx.send(event("run", &first)).await.is_err() {
+        if !outbox.push(frame("run", &first)).await {
             return;
         }
         let mut ticks = tokio::time::interval(tick);
@@ -58,12 +41,21 @@ pub(crate) async fn submit_streaming(state: AppState, mut launch: Launch) -> Api
             tokio::select! {
                 msg = items_rx.recv() => match msg {
                     Some(StreamMsg::Items(items)) => {
+                        sink.taken(items.len());
                         for item in &items {
                             let line = sluice_engine::unit_result(item);
-                            if tx.send(event("item", &line)).await.is_err() {
-                                return; // The client left; the run goes on.
+                            if !outbox.push(frame("item", &line)).await {
+                                return; // The client left (or was too slow); the run goes on.
                             }
                         }
+                    }
+                    Some(StreamMsg::Lagged) => {
+                        let message = format!(
+                            "this client read the events more slowly than the run produced them, so its stream ends here; the run goes on: its results are at /v1/runs/{run_id}/results"
+                        );
+                        let error = json!({"error": {"code": "too_slow", "message": message}});
+                        let _ = outbox.push(frame("error", &error)).await;
+                        return;
                     }
                     Some(StreamMsg::Done(result)) => {
                         let summary = match result {
@@ -76,14 +68,14 @@ pub(crate) async fn submit_streaming(state: AppState, mut launch: Launch) -> Api
                             },
                             Err(message) => json!({"error": {"code": "run_failed", "message": message}}),
                         };
-                        let _ = tx.send(event("summary", &summary)).await;
+                        let _ = outbox.push(frame("summary", &summary)).await;
                         return;
                     }
                     None => return,
                 },
                 _ = ticks.tick() => {
                     if let Ok(view) = run_view(&state, run_id.clone(), false).await {
-                        if tx.send(event("progress", &progress_of(&view))).await.is_err() {
+                        if !outbox.push(frame("progress", &progress_of(&view))).await {
                             return;
                         }
                     }
@@ -91,7 +83,7 @@ pub(crate) async fn submit_streaming(state: AppState, mut launch: Launch) -> Api
             }
         }
     });
-    Ok(sse_from(rx).into_response())
+    Ok(response)
 }
 
 /// The part of a run's view a progress event carries.

@@ -3,34 +3,50 @@
 //! and `step` for a one-provider, one-step job). Either way it is validated
 //! by sluice-spec, so problems come back as `job.toml:LINE:COL: message`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value as Json};
-use sluice_spec::{Job, SpecError};
+use sluice_spec::Job;
 
 use super::super::error::{ApiError, ApiResult};
+use crate::policy::{JobPolicy, Submission};
 use crate::runner::SavedJob;
 
 /// The name problems in a submitted job file are reported under.
 const SHOWN_AS: &str = "job.toml";
 
-/// Turns a spec error into a 400 naming each problem's line and column
-/// (paths shown relative to `workdir`: the server's directories are its own).
-pub(crate) fn invalid_job(e: SpecError, workdir: &Path) -> ApiError {
-    let details = match &e {
-        SpecError::Invalid(list) => Json::Array(
-            list.iter()
-                .map(|d| {
-                    serde_json::json!({
-                        "line": d.line, "column": d.column, "message": d.message,
-                    })
-                })
-                .collect(),
-        ),
-        SpecError::Read { .. } => Json::Array(Vec::new()),
+/// 415 unless the body is a job file (`application/toml`), the JSON form
+/// (`application/json`) or a form (`multipart/form-data`): a browser can
+/// send none of these to another site without a preflight, which the
+/// server refuses for pages of other sites.
+pub(crate) fn check_type(content_type: Option<&str>) -> ApiResult<()> {
+    let essence = content_type
+        .map(|c| {
+            c.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    if matches!(
+        essence.as_str(),
+        "application/toml" | "application/json" | "multipart/form-data"
+    ) {
+        return Ok(());
+    }
+    let sent = if essence.is_empty() {
+        "no Content-Type".to_owned()
+    } else {
+        format!("Content-Type {essence}")
     };
-    let prefix = format!("{}/", workdir.display());
-    ApiError::bad_request("invalid_job", e.to_string().replace(&prefix, "")).with_details(details)
+    Err(ApiError::new(
+        axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        format!(
+            "a run is submitted as application/toml (a job file), application/json or multipart/form-data, not with {sent}; e.g. curl -H 'content-type: application/toml' --data-binary @job.toml"
+        ),
+    ))
 }
 
 /// Whether the body is the JSON form (by its content type).
@@ -40,28 +56,40 @@ pub(crate) fn is_json(content_type: Option<&str>) -> bool {
         .is_some_and(|c| c.eq_ignore_ascii_case("application/json") || c.ends_with("+json"))
 }
 
-/// The job a body describes, and what to keep so it can be resumed. Its
+/// A job as submitted, held to the server's policy.
+#[derive(Debug)]
+pub(crate) struct Parsed {
+    pub(crate) job: Job,
+    /// What to keep so it can be resumed.
+    pub(crate) saved: SavedJob,
+    /// What the run's view tells about how the server adjusted it.
+    pub(crate) notices: Vec<String>,
+}
+
+/// The job a body describes, held to `policy` (see [`crate::policy`]). Its
 /// relative paths resolve in `uploads` (the files sent with it), else in
-/// `workdir`.
+/// `workdir`; inline items are spooled to `spool_dir`, the job kept beside.
 pub(crate) fn parse(
     body: &[u8],
     json: bool,
     workdir: &Path,
     spool_dir: &Path,
     uploads: Option<&Path>,
-) -> ApiResult<(Job, SavedJob)> {
+    policy: &JobPolicy,
+) -> ApiResult<Parsed> {
     let base = uploads.unwrap_or(workdir);
-    let text = if json {
+    let (text, spooled) = if json {
         json_to_toml(body, spool_dir)?
     } else {
-        std::str::from_utf8(body)
+        let text = std::str::from_utf8(body)
             .map_err(|e| {
                 ApiError::bad_request(
                     "invalid_body",
                     format!("the job file is not UTF-8 text ({e}); send TOML, or JSON with Content-Type: application/json"),
                 )
             })?
-            .to_owned()
+            .to_owned();
+        (text, None)
     };
     if text.trim().is_empty() {
         return Err(ApiError::bad_request(
@@ -70,7 +98,7 @@ pub(crate) fn parse(
         ));
     }
     let mut job = sluice_spec::parse_str(&text, &base.join(SHOWN_AS), &[]).map_err(|e| {
-        let mut error = invalid_job(e, base);
+        let mut error = ApiError::invalid_job(e, base);
         if json {
             // Positions are in the job file the JSON became: show it.
             let problems = error.details.take().unwrap_or(Json::Null);
@@ -78,6 +106,25 @@ pub(crate) fn parse(
         }
         error
     })?;
+    let store_dir = spool_dir.parent().unwrap_or(spool_dir);
+    let store_dir = std::path::absolute(store_dir).unwrap_or(store_dir.to_path_buf());
+    let shown_from: Vec<PathBuf> = uploads
+        .into_iter()
+        .map(Path::to_path_buf)
+        .chain([workdir.to_path_buf()])
+        .collect();
+    let notices = crate::policy::confine(
+        policy,
+        &mut job,
+        &Submission {
+            text: &text,
+            json,
+            scratch: uploads,
+            spooled: spooled.as_deref(),
+            store_dir: &store_dir,
+            shown_from: &shown_from,
+        },
+    )?;
     // Each submission is its own job (a new run, found again by this path on
     // resume), named after the job and a hash of the text and the time.
     let nonce = xxhash_rust::xxh3::xxh3_64(
@@ -107,14 +154,20 @@ pub(crate) fn parse(
         shown_as: SHOWN_AS.into(),
         path: job.path.clone(),
         uploads: uploads.map(Path::to_path_buf),
+        spooled,
     };
-    Ok((job, saved))
+    Ok(Parsed {
+        job,
+        saved,
+        notices,
+    })
 }
 
 /// The JSON form as a job file: `items` spooled to a JSONL file that
-/// `[input] path` names, `provider` as `[providers.default]`, `step` as the
-/// one `[[steps]]` entry (named `main`, on that provider unless it names one).
-fn json_to_toml(body: &[u8], spool_dir: &Path) -> ApiResult<String> {
+/// `[input] path` names (returned too), `provider` as `[providers.default]`,
+/// `step` as the one `[[steps]]` entry (named `main`, on that provider
+/// unless it names one).
+fn json_to_toml(body: &[u8], spool_dir: &Path) -> ApiResult<(String, Option<PathBuf>)> {
     let value: Json = serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request(
             "invalid_json",
@@ -131,6 +184,7 @@ fn json_to_toml(body: &[u8], spool_dir: &Path) -> ApiResult<String> {
             "the body must be a JSON object: {\"items\": [...], \"provider\": {...}, \"step\": {...}}",
         ));
     };
+    let mut spooled = None;
     if let Some(items) = doc.remove("items") {
         let Json::Array(items) = items else {
             return Err(ApiError::bad_request(
@@ -145,6 +199,7 @@ fn json_to_toml(body: &[u8], spool_dir: &Path) -> ApiResult<String> {
             ));
         }
         let path = spool(&items, spool_dir)?;
+        spooled = Some(PathBuf::from(&path));
         let mut input = Map::new();
         input.insert("path".into(), Json::String(path));
         if let Some(id) = doc.remove("id") {
@@ -184,12 +239,13 @@ fn json_to_toml(body: &[u8], spool_dir: &Path) -> ApiResult<String> {
     let table: toml::Table = to_toml(&Json::Object(doc), "")?
         .try_into()
         .map_err(|e| ApiError::bad_request("invalid_json", format!("{e}")))?;
-    toml::to_string(&table).map_err(|e| {
+    let text = toml::to_string(&table).map_err(|e| {
         ApiError::bad_request(
             "invalid_json",
             format!("the job cannot be written as a job file: {e}"),
         )
-    })
+    })?;
+    Ok((text, spooled))
 }
 
 /// JSON → TOML values; `null` has no TOML form and is refused with its place.
@@ -270,12 +326,13 @@ mod tests {
             "provider": {"base_url": "http://127.0.0.1:9/v1", "concurrency": 4},
             "step": {"kind": "chat", "model": "m", "messages": [{"role": "user", "content": "{{ item.q }}"}]},
         });
-        let (job, saved) = parse(
+        let Parsed { job, saved, .. } = parse(
             body.to_string().as_bytes(),
             true,
             dir.path(),
             &dir.path().join("inputs"),
             None,
+            &JobPolicy::default(),
         )
         .unwrap();
         assert_eq!(job.name, "api");
@@ -298,12 +355,13 @@ mod tests {
         let uploads = dir.path().join("uploads/run");
         std::fs::create_dir_all(&uploads).unwrap();
         let body = "name = \"img\"\n[input]\nglob = \"*.png\"\n[providers.p]\nbase_url = \"http://127.0.0.1:9\"\n[[steps]]\nname = \"s\"\nkind = \"http\"\nprovider = \"p\"\npath = \"/x\"\nupload = { file = \"{{ item.path }}\" }\n";
-        let (job, saved) = parse(
+        let Parsed { job, saved, .. } = parse(
             body.as_bytes(),
             false,
             dir.path(),
             &dir.path().join("inputs"),
             Some(&uploads),
+            &JobPolicy::default(),
         )
         .unwrap();
         let sluice_spec::InputSource::Glob { pattern } = &job.input.source else {
@@ -326,6 +384,7 @@ mod tests {
             dir.path(),
             &dir.path().join("inputs"),
             Some(&dir.path().join("uploads")),
+            &JobPolicy::default(),
         )
         .unwrap_err();
         assert!(e.message.starts_with("job.toml:"), "{}", e.message);
@@ -347,6 +406,7 @@ mod tests {
             dir.path(),
             &dir.path().join("inputs"),
             None,
+            &JobPolicy::default(),
         )
         .unwrap_err();
         assert_eq!(e.status, 400);
@@ -360,7 +420,15 @@ mod tests {
     fn json_problems_come_with_the_job_file_they_refer_to() {
         let dir = tempfile::tempdir().unwrap();
         let body = br#"{"items":[{"q":"a"}],"step":{"kind":"chat","model":"m","messages":[]}}"#;
-        let e = parse(body, true, dir.path(), &dir.path().join("inputs"), None).unwrap_err();
+        let e = parse(
+            body,
+            true,
+            dir.path(),
+            &dir.path().join("inputs"),
+            None,
+            &JobPolicy::default(),
+        )
+        .unwrap_err();
         assert_eq!(e.code, "invalid_job");
         let details = e.details.unwrap();
         let toml = details["job_toml"].as_str().unwrap();
@@ -378,6 +446,7 @@ mod tests {
             dir.path(),
             dir.path(),
             None,
+            &JobPolicy::default(),
         )
         .unwrap_err();
         assert!(e.message.contains("/concurrency"), "{}", e.message);
@@ -387,6 +456,7 @@ mod tests {
             dir.path(),
             &dir.path().join("inputs"),
             None,
+            &JobPolicy::default(),
         )
         .unwrap_err();
         assert!(e.message.contains("items/0"), "{}", e.message);
@@ -396,6 +466,7 @@ mod tests {
             dir.path(),
             &dir.path().join("inputs"),
             None,
+            &JobPolicy::default(),
         )
         .unwrap_err();
         assert_eq!(e.code, "invalid_json");

@@ -83,6 +83,9 @@ function list(el, items, render, empty) {
 
 async function api(method, path) {
   const r = await fetch(path, { method, headers: { accept: "application/json" } });
+  // The token cookie is gone or stale (a restarted server has a new one):
+  // the page itself then asks for the token.
+  if (r.status === 401) { location.reload(); throw new Error("the server needs its token"); }
   const body = await r.json().catch(() => ({}));
   if (!r.ok) throw new Error((body.error && body.error.message) || r.statusText);
   return body;

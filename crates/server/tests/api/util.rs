@@ -29,6 +29,8 @@ impl Setup {
         let mut config = ServerConfig::new(dir.path().join("store.db").into());
         config.workdir = dir.path().to_path_buf();
         config.tick_ms = 100;
+        // The jobs of these tests read files from their scratch directory.
+        config.jobs.allow_dir(dir.path()).unwrap();
         tune(&mut config);
         let mock = MockServer::start(0, mock).await.unwrap();
         Setup {
@@ -187,7 +189,7 @@ impl SseClient {
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         let body = body.unwrap_or("");
         let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
         stream.write_all(head.as_bytes()).await.unwrap();

@@ -28,7 +28,7 @@ fn every_offload_key() {
         r#"api = "anthropic"
 mode = "auto"
 deadline = "6h"
-batch = { size = 500, window = "2s", poll = "250ms", waiting = 900, retry = "live", completion_window = "12h" }
+batch = { size = 500, window = "2s", poll = "250ms", waiting = 900, retry = "live", completion_window = "1day", max_enqueued_tokens = 90000 }
 prices = { "m" = { input = 3, output = 15, batch_output = 6 } }"#,
     );
     let job = job(&text);
@@ -46,7 +46,8 @@ prices = { "m" = { input = 3, output = 15, batch_output = 6 } }"#,
         poll: Duration::from_millis(250),
         waiting: 900,
         retry: BatchRetry::Live,
-        completion_window: Duration::from_secs(12 * 3600),
+        completion_window: Duration::from_secs(24 * 3600),
+        max_enqueued_tokens: Some(90_000),
     };
     assert_eq!(p.batch, expected);
     // batch_input defaults to half the live price; batch_output was given.
@@ -160,6 +161,30 @@ fn batch_settings_are_checked() {
         18,
         &["batch.poll must be longer than 0s"],
     );
+    assert_one(
+        &provider_plus("batch = { max_enqueued_tokens = 0 }"),
+        6,
+        33,
+        &["batch.max_enqueued_tokens must be at least 1"],
+    );
+}
+
+#[test]
+fn a_completion_window_other_than_24h_is_refused_where_it_is_written() {
+    // OpenAI: "Currently only `24h` is supported" (API reference, Create
+    // batch); Anthropic batches "expire if processing does not complete
+    // within 24 hours" (Batch processing guide).
+    for window in ["12h", "48h", "7d"] {
+        assert_one(
+            &provider_plus(&format!("batch = {{ completion_window = \"{window}\" }}")),
+            6,
+            31,
+            &[
+                &format!("batch.completion_window \"{window}\" is not offered"),
+                "only \"24h\"",
+            ],
+        );
+    }
 }
 
 #[test]

@@ -410,3 +410,22 @@ fn for_each_is_one_expression() {
         ],
     );
 }
+
+#[test]
+fn a_name_that_is_not_a_plain_word_is_refused_at_its_place() {
+    let text = format!("name = \"../../srv/x/TRAV\"\n{BASE}");
+    assert_one(
+        &text,
+        1,
+        8,
+        &["name \"../../srv/x/TRAV\"", "'/'", "letters, digits"],
+    );
+    assert_one(&format!("name = \"a\\nb\"\n{BASE}"), 1, 8, &["'\\n'"]);
+    assert_one(&format!("name = \"..\"\n{BASE}"), 1, 8, &["only dots"]);
+}
+
+#[test]
+fn a_name_from_the_file_stem_is_made_to_fit() {
+    let job = crate::parse_str(BASE, std::path::Path::new("/jobs/my batch (2).toml"), &[]).unwrap();
+    assert_eq!(job.name, "my_batch__2_");
+}

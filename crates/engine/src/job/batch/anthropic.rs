@@ -1,72 +1,84 @@
 //! Anthropic's Message Batches API: create (the requests in the body), poll,
-//! fetch the results from `results_url`.
+//! fetch the results from `results_url`; and find a batch whose create
+//! answer was lost.
+//!
+//! References: Batch processing guide (docs.claude.com/en/docs/build-with-claude/batch-processing),
+//! API reference: Create / Retrieve / List Message Batches, Retrieve Message
+//! Batch results (docs.claude.com/en/api/…); errors (docs.claude.com/en/api/errors).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 
 use http::Method;
 use serde_json::Value as Json;
 
-use super::api::{count, text, Remote, Status};
+use super::api::{count, text, Remote, Status, CLOCK_SKEW_SECS, MAX_LOOKUP_PAGES};
 use super::state::{BatchRecord, LineResult};
 
 pub(crate) async fn submit(
     remote: &Remote,
     record: &mut BatchRecord,
     lines: &[String],
+    known: &HashSet<String>,
     save: &(dyn Fn(&BatchRecord) + Sync),
 ) -> Result<(), String> {
-    let body = format!("{{\"requests\":[{}]}}", lines.join(","));
-    let answer = remote
-        .exchange(
-            Method::POST,
-            "/messages/batches",
-            bytes::Bytes::from(body),
-            None,
-            true,
-        )
+    let body = bytes::Bytes::from(create_body(lines));
+    let batch = remote
+        .create(record, "/messages/batches", body, known, save)
         .await?;
-    let batch: Json = serde_json::from_slice(&answer).map_err(|e| e.to_string())?;
     record.id = Some(text(&batch, "/id").ok_or("the Message Batches API answered without an id")?);
     record.state = text(&batch, "/processing_status").unwrap_or_else(|| "in_progress".into());
     save(record);
     Ok(())
 }
 
+/// The body of `POST /v1/messages/batches`: `{"requests": [{custom_id, params}, …]}`.
+pub(crate) fn create_body(lines: &[String]) -> String {
+    format!("{{\"requests\":[{}]}}", lines.join(","))
+}
+
 pub(crate) async fn status(remote: &Remote, id: &str) -> Result<Status, String> {
     let b = remote
         .json(Method::GET, &format!("/messages/batches/{id}"), None)
         .await?;
-    Ok(Status {
-        state: text(&b, "/processing_status").unwrap_or_default(),
-        succeeded: count(&b, "/request_counts/succeeded"),
-        errored: count(&b, "/request_counts/errored"),
-        expired: count(&b, "/request_counts/expired") + count(&b, "/request_counts/canceled"),
+    Ok(read_status(&b))
+}
+
+/// A Message Batch object as a [`Status`].
+pub(crate) fn read_status(b: &Json) -> Status {
+    Status {
+        state: text(b, "/processing_status").unwrap_or_default(),
+        succeeded: count(b, "/request_counts/succeeded"),
+        errored: count(b, "/request_counts/errored"),
+        expired: count(b, "/request_counts/expired") + count(b, "/request_counts/canceled"),
         output_file_id: None,
         error_file_id: None,
-        results_url: text(&b, "/results_url"),
-        error: None,
-    })
+        results_url: text(b, "/results_url"),
+        errors: Vec::new(),
+    }
 }
 
 pub(crate) async fn results(
     remote: &Remote,
     record: &BatchRecord,
-) -> Result<Vec<(String, LineResult)>, String> {
+    dir: &Path,
+) -> Result<Vec<PathBuf>, String> {
+    // "The path for retrieving Message Batch results should be pulled from
+    // the batch's `results_url`" (Retrieve Message Batch results).
     let url = match (&record.results_url, &record.id) {
         (Some(u), _) => u.clone(),
         (None, Some(id)) => format!("/messages/batches/{id}/results"),
         (None, None) => return Ok(Vec::new()),
     };
-    let body = remote
-        .exchange(Method::GET, &url, bytes::Bytes::new(), None, false)
-        .await?;
-    Ok(body
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .filter_map(parse_line)
-        .collect())
+    let to = dir.join(format!("{}-{}-results.jsonl", record.provider, record.seq));
+    remote.download(&url, &to).await?;
+    Ok(vec![to])
 }
 
-/// One line of a results file.
-fn parse_line(line: &[u8]) -> Option<(String, LineResult)> {
+/// One line of a results file: `custom_id` and `result` of type
+/// `succeeded` (`message`), `errored` (`error`, the standard error shape),
+/// `canceled` or `expired`.
+pub(crate) fn parse_line(line: &[u8]) -> Option<(String, LineResult)> {
     let v: Json = serde_json::from_slice(line).ok()?;
     let id = text(&v, "/custom_id")?;
     let r = &v["result"];
@@ -89,6 +101,7 @@ fn parse_line(line: &[u8]) -> Option<(String, LineResult)> {
             let (code, retryable) = match kind {
                 "invalid_request_error"
                 | "authentication_error"
+                | "billing_error"
                 | "permission_error"
                 | "not_found_error"
                 | "request_too_large" => ("request_error", false),
@@ -116,18 +129,61 @@ fn parse_line(line: &[u8]) -> Option<(String, LineResult)> {
     Some((id, result))
 }
 
+/// The batch made for `record` by a create call whose answer was lost.
+/// Message batches carry no metadata, so it is the newest batch created
+/// since the call (allowing for clock skew) that holds as many requests as
+/// ours and is not one of this run's (`known`); the results it brings are
+/// checked against our custom ids before they are used (`adopted`). Pages
+/// are read with `after_id` = the last id while `has_more` (List Message
+/// Batches).
+pub(crate) async fn find(
+    remote: &Remote,
+    record: &BatchRecord,
+    known: &HashSet<String>,
+) -> Result<Option<Json>, String> {
+    let since =
+        (record.create_sent_at.unwrap_or(record.created_at) / 1000 - CLOCK_SKEW_SECS) as f64;
+    let mut after: Option<String> = None;
+    for _ in 0..MAX_LOOKUP_PAGES {
+        let url = match &after {
+            Some(last) => format!("/messages/batches?limit=100&after_id={last}"),
+            None => "/messages/batches?limit=100".to_string(),
+        };
+        let page = remote.json(Method::GET, &url, None).await?;
+        let data = page["data"].as_array().cloned().unwrap_or_default();
+        let created = |b: &Json| {
+            b["created_at"]
+                .as_str()
+                .and_then(sluice_provider::rfc3339_unix)
+        };
+        let found = data.iter().find(|b| {
+            let total: u64 = ["processing", "succeeded", "errored", "canceled", "expired"]
+                .iter()
+                .map(|k| count(b, &format!("/request_counts/{k}")))
+                .sum();
+            total == record.requests
+                && created(b).is_some_and(|t| t >= since)
+                && text(b, "/id").is_some_and(|id| !known.contains(&id))
+        });
+        if let Some(found) = found {
+            return Ok(Some(found.clone()));
+        }
+        let older = data.iter().any(|b| created(b).is_some_and(|t| t < since));
+        let more = page["has_more"].as_bool().unwrap_or(false);
+        after = text(&page, "/last_id").or_else(|| data.last().and_then(|b| text(b, "/id")));
+        if older || !more || after.is_none() {
+            break;
+        }
+    }
+    Ok(None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn result_types_become_results() {
-        let ok =
-            br#"{"custom_id":"a","result":{"type":"succeeded","message":{"id":"m","content":[]}}}"#;
-        assert!(matches!(
-            parse_line(ok).unwrap().1,
-            LineResult::Ok { status: 200, .. }
-        ));
         let overloaded = br#"{"custom_id":"b","result":{"type":"errored","error":{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}}}"#;
         assert_eq!(
             parse_line(overloaded).unwrap().1,
@@ -137,14 +193,6 @@ mod tests {
                 retryable: true
             }
         );
-        let invalid = br#"{"custom_id":"c","result":{"type":"errored","error":{"type":"error","error":{"type":"invalid_request_error","message":"bad"}}}}"#;
-        assert!(matches!(
-            parse_line(invalid).unwrap().1,
-            LineResult::Err {
-                retryable: false,
-                ..
-            }
-        ));
         let expired = br#"{"custom_id":"d","result":{"type":"expired"}}"#;
         assert!(matches!(
             parse_line(expired).unwrap().1,

@@ -1,7 +1,8 @@
-//! A provider's batch API over HTTP: one exchange retried like a live call,
-//! and — per dialect, in `openai` and `anthropic` — submitting a batch,
-//! reading its status and fetching its results.
+//! A provider's batch API over HTTP: one exchange retried like a live call
+//! and downloads to disk. What each dialect does with it is in `dialects`.
 
+use std::io::Write as _;
+use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -9,15 +10,24 @@ use http::Method;
 use serde_json::Value as Json;
 use sluice_limit::Backoff;
 use sluice_provider::{Attempt, CallOptions, Client, Dialect, Endpoint};
-use sluice_spec::BatchSpec;
 
-use super::state::{BatchRecord, LineResult};
 use crate::job::lanes::Lane;
 
-/// Uploads and downloads may be large: at least this long per attempt.
+/// Uploads and status calls may be slow: at least this long per attempt.
 const LONG_TIMEOUT: Duration = Duration::from_secs(600);
+/// A result file may run to gigabytes: at least this long per download.
+const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Attempts of a batch API call at least (polls must survive a bad minute).
 const MIN_RETRIES: u32 = 5;
+
+/// One entry of a failed batch's `errors.data` (OpenAI).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BatchError {
+    pub(crate) code: String,
+    pub(crate) message: String,
+    /// The line of the input file it is about (from 1), if any.
+    pub(crate) line: Option<u64>,
+}
 
 /// What a status check says.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -30,7 +40,7 @@ pub(crate) struct Status {
     pub(crate) error_file_id: Option<String>,
     pub(crate) results_url: Option<String>,
     /// Why the whole batch failed.
-    pub(crate) error: Option<String>,
+    pub(crate) errors: Vec<BatchError>,
 }
 
 /// One provider's batch API.
@@ -43,15 +53,14 @@ pub(crate) struct Remote {
     /// The base URL's path (`/v1`): OpenAI batch lines name whole paths.
     base_path: String,
     pub(crate) headers: Vec<(String, String)>,
-    retries: u32,
-    backoff: Backoff,
-    timeout: Duration,
-    pub(crate) completion_window: Duration,
+    pub(super) retries: u32,
+    pub(super) backoff: Backoff,
+    pub(super) timeout: Duration,
 }
 
 impl Remote {
     /// The batch API of `lane`'s provider.
-    pub(crate) fn new(lane: &Lane, spec: &BatchSpec) -> Remote {
+    pub(crate) fn new(lane: &Lane) -> Remote {
         let base = lane.first_base().to_string();
         let base_path = base
             .split("://")
@@ -71,15 +80,6 @@ impl Remote {
                 cap_ms: lane.retries.cap.as_millis() as u64,
             },
             timeout: lane.timeout,
-            completion_window: spec.completion_window,
-        }
-    }
-
-    /// Most requests and bytes one batch may hold at this provider.
-    pub(crate) fn limits(&self) -> (usize, usize) {
-        match self.dialect {
-            Dialect::OpenAi => (50_000, 200 * 1024 * 1024),
-            Dialect::Anthropic => (100_000, 256 * 1024 * 1024),
         }
     }
 
@@ -103,50 +103,18 @@ impl Remote {
         line.to_string()
     }
 
-    /// Sends the batch of `lines`, storing its progress with `save` (the file
-    /// before the batch is created, the batch id as soon as it is known).
-    pub(crate) async fn submit(
-        &self,
-        record: &mut BatchRecord,
-        lines: &[String],
-        save: &(dyn Fn(&BatchRecord) + Sync),
-    ) -> Result<(), String> {
-        match self.dialect {
-            Dialect::OpenAi => super::openai::submit(self, record, lines, save).await,
-            Dialect::Anthropic => super::anthropic::submit(self, record, lines, save).await,
-        }
-    }
-
-    /// The batch's status now.
-    pub(crate) async fn status(&self, id: &str) -> Result<Status, String> {
-        match self.dialect {
-            Dialect::OpenAi => super::openai::status(self, id).await,
-            Dialect::Anthropic => super::anthropic::status(self, id).await,
-        }
-    }
-
-    /// Every result of an ended batch, by custom id.
-    pub(crate) async fn results(
-        &self,
-        record: &BatchRecord,
-    ) -> Result<Vec<(String, LineResult)>, String> {
-        match self.dialect {
-            Dialect::OpenAi => super::openai::results(self, record).await,
-            Dialect::Anthropic => super::anthropic::results(self, record).await,
-        }
-    }
-
-    /// The id of the batch created with `key`, if the provider can tell
-    /// (OpenAI keeps `metadata`; Anthropic cannot be asked).
-    pub(crate) async fn find(&self, key: &str) -> Result<Option<String>, String> {
-        match self.dialect {
-            Dialect::OpenAi => super::openai::find(self, key).await,
-            Dialect::Anthropic => Ok(None),
-        }
+    pub(super) fn endpoint(&self, url: &str, method: Method) -> Result<Endpoint, String> {
+        let url = if url.starts_with("http://") || url.starts_with("https://") {
+            url.to_string()
+        } else {
+            format!("{}{url}", self.base)
+        };
+        Endpoint::parse(&url, method).map_err(|e| e.to_string())
     }
 
     /// `method` on `url` (absolute, or a path under the base URL), retried
-    /// like a live call; the body of the 2xx, or what went wrong.
+    /// like a live call; the body of the 2xx, or what went wrong. Not for
+    /// creating batches (see [`Remote::create`]).
     pub(crate) async fn exchange(
         &self,
         method: Method,
@@ -155,12 +123,7 @@ impl Remote {
         content_type: Option<&str>,
         json: bool,
     ) -> Result<Bytes, String> {
-        let url = if url.starts_with("http://") || url.starts_with("https://") {
-            url.to_string()
-        } else {
-            format!("{}{url}", self.base)
-        };
-        let endpoint = Endpoint::parse(&url, method).map_err(|e| e.to_string())?;
+        let endpoint = self.endpoint(url, method)?;
         let options = CallOptions {
             headers: &self.headers,
             content_type,
@@ -185,15 +148,47 @@ impl Remote {
                     tracing::debug!(provider = %self.provider, "batch API call failed, retrying: {}", f.message);
                     tokio::time::sleep(Duration::from_millis(delay)).await;
                 }
-                Attempt::Failed(f) => {
-                    let path = endpoint.uri.path().to_string();
-                    return Err(format!(
-                        "{} {path} failed: {} (after {attempt} attempt{})",
-                        endpoint.method,
-                        f.message,
-                        if attempt == 1 { "" } else { "s" }
-                    ));
+                Attempt::Failed(f) => return Err(failed(&endpoint, &f.message, attempt)),
+            }
+        }
+    }
+
+    /// Downloads `url` into the file `to` (made afresh on every attempt),
+    /// with no size limit; retried like [`Remote::exchange`]. Its size.
+    pub(crate) async fn download(&self, url: &str, to: &Path) -> Result<u64, String> {
+        let endpoint = self.endpoint(url, Method::GET)?;
+        let options = CallOptions {
+            headers: &self.headers,
+            content_type: None,
+            expect_json: false,
+        };
+        let timeout = self.timeout.max(DOWNLOAD_TIMEOUT);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let file = std::fs::File::create(to)
+                .map_err(|e| format!("cannot write {}: {e}", to.display()))?;
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+            let mut sink = |piece: &[u8]| out.write_all(piece);
+            let result = self
+                .client
+                .download(&endpoint, Bytes::new(), timeout, &options, &mut sink)
+                .await;
+            let flushed = out
+                .flush()
+                .map_err(|e| format!("cannot write {}: {e}", to.display()));
+            match result {
+                Ok(done) => return flushed.map(|()| done.bytes),
+                Err(f) if f.kind.is_retryable() && attempt <= self.retries => {
+                    let delay = self.backoff.delay_ms(
+                        attempt,
+                        fastrand::f64(),
+                        f.retry_after.map(|d| d.as_millis() as u64),
+                    );
+                    tracing::debug!(provider = %self.provider, "batch download failed, retrying: {}", f.message);
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
                 }
+                Err(f) => return Err(failed(&endpoint, &f.message, attempt)),
             }
         }
     }
@@ -212,6 +207,15 @@ impl Remote {
     }
 }
 
+fn failed(endpoint: &Endpoint, message: &str, attempt: u32) -> String {
+    format!(
+        "{} {} failed: {message} (after {attempt} attempt{})",
+        endpoint.method,
+        endpoint.uri.path(),
+        if attempt == 1 { "" } else { "s" }
+    )
+}
+
 /// The string at `pointer`, if any.
 pub(crate) fn text(value: &Json, pointer: &str) -> Option<String> {
     value
@@ -224,3 +228,10 @@ pub(crate) fn text(value: &Json, pointer: &str) -> Option<String> {
 pub(crate) fn count(value: &Json, pointer: &str) -> u64 {
     value.pointer(pointer).and_then(Json::as_u64).unwrap_or(0)
 }
+
+/// How far a provider's clock may be behind ours, in seconds, when a
+/// look-up compares a batch's `created_at` with when we sent the create.
+pub(crate) const CLOCK_SKEW_SECS: i64 = 300;
+
+/// Pages of a list a look-up reads at most (100 batches each).
+pub(crate) const MAX_LOOKUP_PAGES: usize = 50;

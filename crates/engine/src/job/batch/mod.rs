@@ -4,10 +4,10 @@
 //!
 //! How it fits the streaming pipeline: a unit reaching a batched step hands
 //! its request to the provider's [`LaneBatcher`] and waits. Requests gather
-//! into an open batch per API path until it holds `batch.size` requests (or
-//! the API's limit: 50,000 / 200 MB at OpenAI, 100,000 / 256 MB at
-//! Anthropic), or `batch.window` has passed since its first request; then it
-//! is stored (`batch:*` run state), submitted, and polled every
+//! into an open batch per API path and model until it holds `batch.size`
+//! requests or reaches a documented per-batch limit (see `limits`) or the
+//! enqueued-token limit (see `enqueued`), or `batch.window` has passed since
+//! its first request; then it is stored (`batch:*` run state), submitted, and polled every
 //! `batch.poll`. A waiting unit leaves the window of units in progress (see
 //! `place`), so others keep starting — up to `batch.waiting` units per
 //! provider wait at once. When the batch ends, each unit gets its result as
@@ -22,7 +22,12 @@
 
 mod anthropic;
 mod api;
+#[cfg(test)]
+mod contract;
+mod dialects;
+mod enqueued;
 mod lane;
+mod limits;
 mod openai;
 mod state;
 
@@ -94,12 +99,15 @@ impl Batches {
     /// A batcher for each of `providers` (those whose calls go through the
     /// batch API this run), taking up the batches earlier runs stored. Must
     /// be called inside the run's runtime (it spawns the polls). Units
-    /// waiting for a batch give up once `stop` is set.
+    /// waiting for a batch give up once `stop` is set. Result files are
+    /// downloaded under `downloads` (a folder per provider) and removed once
+    /// read.
     pub(crate) fn start(
         job: &Job,
         lanes: &Lanes,
         providers: &[String],
         run_id: &str,
+        downloads: &std::path::Path,
         store: Box<dyn Store>,
         stop: Arc<Stopping>,
     ) -> crate::error::Result<Batches> {
@@ -109,12 +117,13 @@ impl Batches {
             let (Some(lane), Some(provider)) = (lanes.get(name), job.provider(name)) else {
                 continue;
             };
-            let remote = api::Remote::new(lane, &provider.batch);
+            let remote = api::Remote::new(lane);
             let batcher = LaneBatcher::start(
                 remote,
                 provider.batch,
                 lane.retries.max,
                 run_id,
+                downloads.join(name),
                 store.clone(),
                 stop.clone(),
             )?;

@@ -13,6 +13,10 @@ use serde::{Deserialize, Serialize};
 pub(crate) const SUBMITTING: &str = "submitting";
 /// A batch found never to have reached the provider (a crash while submitting).
 pub(crate) const ABANDONED: &str = "abandoned";
+/// A batch the provider refused before running anything (its enqueued-token
+/// limit, or validation errors on some lines): its requests went into
+/// later batches, the bad lines failed.
+pub(crate) const SPLIT: &str = "split";
 
 /// One batch as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,6 +76,27 @@ pub(crate) struct BatchRecord {
     /// Identifies the batch at the provider (OpenAI `metadata`), to find it
     /// again after a crash between creating it and storing its id.
     pub(crate) key: String,
+    /// The model of its requests (one per batch: OpenAI requires it, and
+    /// enqueued tokens are counted per model).
+    #[serde(default)]
+    pub(crate) model: Option<String>,
+    /// Estimated prompt tokens of its requests (what it enqueues).
+    #[serde(default)]
+    pub(crate) tokens: u64,
+    /// Create calls sent so far; a re-creation after the provider refused
+    /// the batch for its enqueued-token limit counts up (OpenAI `metadata`
+    /// `sluice_try`), so a look-up never takes the refused one for it.
+    #[serde(default)]
+    pub(crate) creates: u32,
+    /// Unix ms the latest create call was sent: from then until its id is
+    /// stored the batch may exist at the provider, so it is looked up before
+    /// any new create.
+    #[serde(default)]
+    pub(crate) create_sent_at: Option<i64>,
+    /// Found by a look-up after an uncertain create (Anthropic: by its
+    /// size and time), so its results are checked to hold our custom ids.
+    #[serde(default)]
+    pub(crate) adopted: bool,
 }
 
 impl BatchRecord {
@@ -156,6 +181,11 @@ mod tests {
             collected: false,
             error: None,
             key: "run-1:p:12".into(),
+            model: Some("m".into()),
+            tokens: 120,
+            creates: 1,
+            create_sent_at: Some(5),
+            adopted: false,
         };
         let back: BatchRecord = serde_json::from_value(serde_json::to_value(&r).unwrap()).unwrap();
         assert_eq!(back, r);

@@ -39,6 +39,8 @@ pub(crate) struct Shared {
     /// Local programs in flight at most (default: the number of CPUs).
     pub(crate) command_slots: Arc<Semaphore>,
     pub(crate) output_dir: PathBuf,
+    /// Where files named at run time may be read from (`None`: anywhere).
+    pub(crate) files: Option<Arc<crate::FileAccess>>,
     /// `env` for templates: only the variables the job lists.
     pub(crate) env: Json,
     /// Reads earlier step records on resume and the cache; `None` for a new

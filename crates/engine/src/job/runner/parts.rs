@@ -413,7 +413,13 @@ async fn execute(
         StepKind::Http { save, .. } => {
             let provider_lane = provider.and_then(|p| shared.lanes.get(p));
             let first_base = provider_lane.map(|l| l.first_base());
-            let call = match crate::steps::http::build(&step.kind, first_base, &[], ctx) {
+            let call = match crate::steps::http::build(
+                &step.kind,
+                first_base,
+                &[],
+                ctx,
+                shared.files.as_deref(),
+            ) {
                 Ok(c) => c,
                 Err(e) => return (PartEnd::Failed(e.to_string()), None, Duration::ZERO),
             };

@@ -1,9 +1,11 @@
 //! One provider's batches while a run goes: requests gathered into open
-//! batches (by API path, up to the size, byte and time limits), each sealed
-//! batch stored then submitted, polled and its results handed to the units
-//! waiting for them — or kept until they arrive, on a resumed run.
+//! batches (by API path and model, up to every documented per-batch limit
+//! and the enqueued-token limit), each sealed batch stored then submitted,
+//! polled and its results handed to the units waiting for them — or kept
+//! until they arrive, on a resumed run.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -11,10 +13,13 @@ use sluice_spec::BatchSpec;
 use sluice_store::Store;
 use tokio::sync::{oneshot, Semaphore};
 
+mod failed;
 mod poll;
 
-use super::api::Remote;
-use super::state::{self, BatchRecord, LineResult, Requests, ABANDONED, SUBMITTING};
+use super::api::{BatchError, Remote};
+use super::enqueued::Enqueued;
+use super::limits::{BatchLimits, Weight};
+use super::state::{self, BatchRecord, LineResult, Requests, ABANDONED, SPLIT, SUBMITTING};
 use super::{BatchEnd, BatchRequest};
 use crate::job::runner::Unit;
 use crate::quick::now_ms;
@@ -23,9 +28,12 @@ use crate::stopping::Stopping;
 /// A batch being filled.
 struct Open {
     seq: u64,
+    path: String,
+    model: String,
     lines: Vec<String>,
     ids: Requests,
-    bytes: usize,
+    /// What its requests add up to.
+    weight: Weight,
 }
 
 /// A unit waiting for its request's result.
@@ -42,16 +50,26 @@ struct Entry {
     record: BatchRecord,
     /// Attempt number of each request in it.
     attempts: HashMap<String, u32>,
+    /// Its custom ids in the order of its lines (a provider's validation
+    /// errors name lines).
+    order: Vec<String>,
     /// Results not yet handed to a unit; `None` until fetched.
     results: Option<HashMap<String, LineResult>>,
     /// A task submits, polls or fetches it.
     busy: bool,
+    /// Its tokens count as enqueued at the provider.
+    enqueued: bool,
+    /// Requests whose result was handed out while its files were read.
+    handed: HashSet<String>,
+    /// Why the provider failed it as a whole (OpenAI `errors.data`).
+    errors: Vec<BatchError>,
 }
 
 #[derive(Default)]
 struct Inner {
     next_seq: u64,
-    open: HashMap<String, Open>,
+    /// Open batches by API path and model.
+    open: HashMap<(String, String), Open>,
     entries: HashMap<u64, Entry>,
     /// The latest batch holding each request.
     index: HashMap<String, u64>,
@@ -63,8 +81,12 @@ pub(crate) struct LaneBatcher {
     remote: Remote,
     spec: BatchSpec,
     run_id: String,
-    /// Requests and bytes per batch at most.
-    cap: (usize, usize),
+    /// What one batch may hold (the API's limits, `batch.size`).
+    limits: BatchLimits,
+    /// Prompt tokens in unfinished batches, per model, and their limits.
+    enqueued: Enqueued,
+    /// Where result files are downloaded (each removed once read).
+    downloads: PathBuf,
     /// Further batch attempts of an expired or retryably failed request.
     retries: u32,
     inner: Mutex<Inner>,
@@ -76,20 +98,25 @@ pub(crate) struct LaneBatcher {
 
 impl LaneBatcher {
     /// A batcher that knows the batches earlier runs of `run_id` stored;
-    /// the unfinished ones are polled again at once.
+    /// the unfinished ones are polled again at once. Result files are
+    /// downloaded under `downloads`.
     pub(crate) fn start(
         remote: Remote,
         spec: BatchSpec,
         retries: u32,
         run_id: &str,
+        downloads: PathBuf,
         store: Arc<Mutex<Box<dyn Store>>>,
         stop: Arc<Stopping>,
     ) -> sluice_store::Result<Arc<LaneBatcher>> {
-        let (api_requests, api_bytes) = remote.limits();
+        let mut limits = BatchLimits::of(remote.dialect);
+        limits.requests = limits.requests.min(spec.size.max(1));
         let prefix = format!("batch:{}:", remote.provider);
         let stored = lock(&store).run_state(run_id, &prefix)?;
         let batcher = Arc::new(LaneBatcher {
-            cap: (spec.size.clamp(1, api_requests), api_bytes),
+            limits,
+            enqueued: Enqueued::new(spec.max_enqueued_tokens),
+            downloads,
             waiting: Arc::new(Semaphore::new(spec.waiting.max(1))),
             remote,
             spec,
@@ -115,10 +142,11 @@ impl LaneBatcher {
     fn resume(self: &Arc<Self>, record: BatchRecord) -> sluice_store::Result<()> {
         let mut inner = self.lock();
         inner.next_seq = inner.next_seq.max(record.seq + 1);
-        if record.collected || record.state == ABANDONED {
+        if record.collected || record.state == ABANDONED || record.state == SPLIT {
             return Ok(());
         }
-        if record.id.is_none() && record.input_file_id.is_none() {
+        if record.id.is_none() && record.input_file_id.is_none() && record.create_sent_at.is_none()
+        {
             // Stopped before any of it reached the provider: its requests
             // are submitted again as their units arrive.
             let mut record = record;
@@ -137,13 +165,23 @@ impl LaneBatcher {
         for (id, _) in &requests {
             inner.index.insert(id.clone(), seq);
         }
+        // A batch at the provider and not ended holds its tokens there.
+        let enqueued = record.id.is_some() && !record.ended();
+        if enqueued {
+            self.enqueued
+                .hold(record.model.as_deref().unwrap_or(""), record.tokens);
+        }
         inner.entries.insert(
             seq,
             Entry {
                 record,
+                order: requests.iter().map(|(id, _)| id.clone()).collect(),
                 attempts: requests.into_iter().collect(),
                 results: None,
                 busy: true,
+                enqueued,
+                handed: HashSet::new(),
+                errors: Vec::new(),
             },
         );
         drop(inner);
@@ -227,69 +265,99 @@ impl LaneBatcher {
         rx
     }
 
-    /// Adds a request to the open batch of its path, sealing it when full.
+    /// Why `weight` cannot go into any batch, if it cannot.
+    fn too_large(&self, weight: &Weight, model: &str) -> Option<String> {
+        let limits = &self.limits;
+        if weight.bytes > limits.bytes {
+            return Some(format!(
+                "request_error: the request is {} bytes, more than one batch may hold ({} bytes)",
+                weight.bytes, limits.bytes
+            ));
+        }
+        if weight.inputs > limits.embedding_inputs {
+            return Some(format!(
+                "request_error: the request has {} embedding inputs, more than one batch may hold ({})",
+                weight.inputs, limits.embedding_inputs
+            ));
+        }
+        match self.enqueued.limit(model) {
+            Some(limit) if weight.tokens > limit => Some(format!(
+                "request_error: the request's ~{} prompt tokens are more than the enqueued-token limit of model {model:?} at this provider ({limit})",
+                weight.tokens
+            )),
+            _ => None,
+        }
+    }
+
+    /// Adds a request to the open batch of its path and model, sealing it
+    /// when full.
     fn enqueue(self: &Arc<Self>, inner: &mut Inner, request: &BatchRequest, attempt: u32) {
         let api_path = self.remote.api_path(&request.path);
+        let model = request.body["model"].as_str().unwrap_or("").to_string();
         let line = self
             .remote
             .line(&request.custom_id, &api_path, &request.body);
-        let (max_requests, max_bytes) = self.cap;
-        if line.len() + 1 > max_bytes {
+        let weight = Weight::of(&api_path, &request.body, &line);
+        if let Some(why) = self.too_large(&weight, &model) {
             if let Some(w) = inner.waiters.remove(&request.custom_id) {
                 let _ = w.tx.send(BatchEnd::Failed {
-                    error: format!(
-                        "request_error: the request is larger than one batch may be ({} MB)",
-                        max_bytes >> 20
-                    ),
+                    error: why,
                     status: None,
                     attempts: attempt,
                 });
             }
             return;
         }
-        let full = inner
-            .open
-            .get(&api_path)
-            .is_some_and(|o| o.bytes + line.len() + 1 > max_bytes);
+        let key = (api_path.clone(), model.clone());
+        let token_limit = self.enqueued.limit(&model);
+        let full = inner.open.get(&key).is_some_and(|o| {
+            o.weight.bytes + weight.bytes > self.limits.bytes
+                || o.weight.inputs + weight.inputs > self.limits.embedding_inputs
+                || token_limit.is_some_and(|l| o.weight.tokens + weight.tokens > l)
+        });
         if full {
-            self.seal(inner, &api_path);
+            self.seal(inner, &key);
         }
-        if !inner.open.contains_key(&api_path) {
+        if !inner.open.contains_key(&key) {
             let seq = inner.next_seq;
             inner.next_seq += 1;
             inner.open.insert(
-                api_path.clone(),
+                key.clone(),
                 Open {
                     seq,
+                    path: api_path,
+                    model,
                     lines: Vec::new(),
                     ids: Vec::new(),
-                    bytes: 0,
+                    weight: Weight::default(),
                 },
             );
-            let (this, path, window) = (self.clone(), api_path.clone(), self.spec.window);
+            let (this, open_key, window) = (self.clone(), key.clone(), self.spec.window);
             tokio::spawn(async move {
                 tokio::time::sleep(window).await;
                 let mut inner = this.lock();
-                if inner.open.get(&path).is_some_and(|o| o.seq == seq) {
-                    this.seal(&mut inner, &path);
+                if inner.open.get(&open_key).is_some_and(|o| o.seq == seq) {
+                    this.seal(&mut inner, &open_key);
                 }
             });
         }
-        let Some(open) = inner.open.get_mut(&api_path) else {
+        let Some(open) = inner.open.get_mut(&key) else {
             return;
         };
-        open.bytes += line.len() + 1;
+        open.weight.bytes += weight.bytes;
+        open.weight.inputs += weight.inputs;
+        open.weight.tokens += weight.tokens;
         open.lines.push(line);
         open.ids.push((request.custom_id.clone(), attempt));
-        if open.lines.len() >= max_requests {
-            self.seal(inner, &api_path);
+        if open.lines.len() >= self.limits.requests {
+            self.seal(inner, &key);
         }
     }
 
-    /// Closes the open batch of `path`: stored first (so a crash cannot lose
+    /// Closes the open batch of `key`: stored first (so a crash cannot lose
     /// track of it), then submitted by its own task.
-    fn seal(self: &Arc<Self>, inner: &mut Inner, path: &str) {
-        let Some(open) = inner.open.remove(path) else {
+    fn seal(self: &Arc<Self>, inner: &mut Inner, key: &(String, String)) {
+        let Some(open) = inner.open.remove(key) else {
             return;
         };
         let now = now_ms();
@@ -297,7 +365,7 @@ impl LaneBatcher {
             provider: self.remote.provider.clone(),
             api: format!("{:?}", self.remote.dialect).to_lowercase(),
             seq: open.seq,
-            path: path.to_string(),
+            path: open.path.clone(),
             state: SUBMITTING.into(),
             id: None,
             input_file_id: None,
@@ -314,10 +382,15 @@ impl LaneBatcher {
             collected: false,
             error: None,
             key: format!("{}:{}:{}", self.run_id, self.remote.provider, open.seq),
+            model: Some(open.model.clone()),
+            tokens: open.weight.tokens,
+            creates: 0,
+            create_sent_at: None,
+            adopted: false,
         };
-        let key = state::requests_key(&self.remote.provider, open.seq);
+        let requests_key = state::requests_key(&self.remote.provider, open.seq);
         let ids = serde_json::to_value(&open.ids).unwrap_or_default();
-        if let Err(e) = lock(&self.store).put_run_state(&self.run_id, &key, &ids) {
+        if let Err(e) = lock(&self.store).put_run_state(&self.run_id, &requests_key, &ids) {
             tracing::warn!("could not store batch {}: {e}", open.seq);
         }
         self.persist(&record);
@@ -329,9 +402,13 @@ impl LaneBatcher {
             seq,
             Entry {
                 record,
+                order: open.ids.iter().map(|(id, _)| id.clone()).collect(),
                 attempts: open.ids.into_iter().collect(),
                 results: None,
                 busy: true,
+                enqueued: false,
+                handed: HashSet::new(),
+                errors: Vec::new(),
             },
         );
         let this = self.clone();
@@ -345,90 +422,4 @@ pub(super) fn lock(store: &Mutex<Box<dyn Store>>) -> MutexGuard<'_, Box<dyn Stor
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::job::lanes::Lanes;
-    use serde_json::json;
-
-    /// A batcher of a provider nobody answers (nothing here awaits, so no
-    /// submission runs), holding at most `cap` requests and bytes per batch.
-    fn batcher(dir: &std::path::Path, cap: (usize, usize)) -> Arc<LaneBatcher> {
-        let text = "[input]\npath = \"x.jsonl\"\n[providers.p]\nbase_url = \"http://127.0.0.1:9/v1\"\nmode = \"batch\"\n[[steps]]\nname = \"a\"\nkind = \"chat\"\nprovider = \"p\"\nmodel = \"m\"\nmessages = [{ role = \"user\", content = \"hi\" }]\n";
-        let job = sluice_spec::parse_str(text, &dir.join("job.toml"), &[]).unwrap();
-        let env = minijinja::Value::from(minijinja::value::Serde(json!({"env": {}})));
-        let lanes = Lanes::new(&job, &env, 0).unwrap();
-        let lane = lanes.get("p").unwrap();
-        let mut store = sluice_store::SqliteStore::open(&dir.join("s.db")).unwrap();
-        let run = store
-            .create_run(&sluice_store::NewRun {
-                name: "t".into(),
-                source: "t".into(),
-                settings: json!({}),
-            })
-            .unwrap();
-        let store: Arc<Mutex<Box<dyn Store>>> = Arc::new(Mutex::new(Box::new(store)));
-        let spec = job.providers[0].batch;
-        let remote = Remote::new(lane, &spec);
-        let mut b = LaneBatcher::start(remote, spec, 2, &run.id, store, Arc::default()).unwrap();
-        Arc::get_mut(&mut b).unwrap().cap = cap;
-        b
-    }
-
-    fn request(i: usize, text_len: usize) -> BatchRequest {
-        BatchRequest {
-            custom_id: format!("r{i}"),
-            path: "/chat/completions".into(),
-            body: json!({"model": "m", "messages": [{"role": "user", "content": "x".repeat(text_len)}]}),
-        }
-    }
-
-    fn sealed_sizes(b: &LaneBatcher) -> Vec<u64> {
-        let inner = b.lock();
-        let mut seqs: Vec<&u64> = inner.entries.keys().collect();
-        seqs.sort();
-        seqs.iter()
-            .map(|s| inner.entries[s].record.requests)
-            .collect()
-    }
-
-    #[tokio::test]
-    async fn batches_split_at_the_request_count() {
-        let dir = tempfile::tempdir().unwrap();
-        let b = batcher(dir.path(), (3, 1 << 20));
-        let _waiting: Vec<_> = (0..7).map(|i| b.register(request(i, 10))).collect();
-        assert_eq!(sealed_sizes(&b), [3, 3]);
-        let inner = b.lock();
-        let open = &inner.open["/v1/chat/completions"];
-        assert_eq!(
-            open.ids.len(),
-            1,
-            "the seventh waits for more or its window"
-        );
-        // Sealed batches are stored before they are submitted.
-        let stored = lock(&b.store).run_state(&b.run_id, "batch:p:").unwrap();
-        assert_eq!(stored.len(), 2);
-        assert_eq!(stored[0].1["state"], "submitting");
-        assert_eq!(inner.index["r4"], 2);
-    }
-
-    #[tokio::test]
-    async fn batches_split_before_a_line_would_pass_the_byte_limit() {
-        let dir = tempfile::tempdir().unwrap();
-        let b = batcher(dir.path(), (100, 1_000));
-        let line = b
-            .remote
-            .line("r0", "/v1/chat/completions", &request(0, 200).body);
-        let per = line.len() + 1;
-        assert!(3 * per <= 1_000 && 4 * per > 1_000, "{per}");
-        let _waiting: Vec<_> = (0..5).map(|i| b.register(request(i, 200))).collect();
-        assert_eq!(sealed_sizes(&b), [3]);
-        // One line larger than a whole batch fails at once.
-        let mut rx = b.register(request(9, 2_000));
-        match rx.try_recv() {
-            Ok(BatchEnd::Failed { error, .. }) => {
-                assert!(error.contains("larger than one batch"), "{error}")
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-}
+mod tests;

@@ -1,12 +1,16 @@
-//! A sealed batch's life after it is stored: submitted (or found again after
-//! a crash), polled until the provider is done, its results handed out; and
-//! what is stored about it along the way.
+//! A sealed batch's life after it is stored: admitted under the enqueued-
+//! token limit, submitted (or found again after a crash or a lost create
+//! answer), polled until the provider is done, its result files downloaded
+//! and read line by line into the waiting units; and what is stored about it
+//! along the way.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::io::BufRead as _;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::{lock, Inner, LaneBatcher, Waiter};
-use crate::job::batch::state::{BatchRecord, LineResult, ABANDONED, SUBMITTING};
+use crate::job::batch::state::{BatchRecord, LineResult, ABANDONED};
 use crate::job::batch::BatchEnd;
 use crate::quick::now_ms;
 use sluice_spec::BatchRetry;
@@ -15,35 +19,154 @@ use sluice_spec::BatchRetry;
 /// units are failed; the batch stays stored, so a rerun polls it again.
 const MAX_FAILED_POLLS: u32 = 10;
 
+/// What happened to a batch the provider ended.
+pub(super) enum Ended {
+    /// Its results are to be read.
+    Results,
+    /// It is to be created again (it failed for the enqueued-token limit).
+    Again,
+    /// Dealt with (split, or its requests failed).
+    Done,
+}
+
 impl LaneBatcher {
-    /// Submits (when `lines` are given, or an uploaded file waits to become
-    /// a batch), polls until the provider is done, then hands out results.
+    /// Submits (when `lines` are given, or an uploaded file or a create
+    /// call waits to become a batch), polls until the provider is done, then
+    /// hands out results.
     pub(super) async fn run_batch(self: Arc<Self>, seq: u64, lines: Option<Vec<String>>) {
-        let Some(mut record) = self.record(seq) else {
-            return;
-        };
-        if record.id.is_none() {
-            if let Some(found) = self.find(&record).await {
-                record.id = Some(found);
-                record.state = "validating".into();
-                self.save(&record);
-            } else if lines.is_none() && record.input_file_id.is_none() {
-                return self.abandon(seq, "nothing of it reached the provider");
-            } else {
-                let lines = lines.unwrap_or_default();
-                let save = |r: &BatchRecord| self.save(r);
-                if let Err(e) = self.remote.submit(&mut record, &lines, &save).await {
-                    tracing::warn!(provider = %self.remote.provider, "batch {seq}: {e}");
-                    return self.fail_all(seq, &format!("batch_error: could not submit it: {e}"));
-                }
+        let mut lines = lines;
+        loop {
+            let Some(record) = self.record(seq) else {
+                return;
+            };
+            let Some(record) = self.ensure_submitted(seq, record, lines.as_deref()).await else {
+                return;
+            };
+            let Some(record) = self.poll(seq, record).await else {
+                return;
+            };
+            match self.on_ended(seq, &record).await {
+                Ended::Results => return self.collect(seq, &record).await,
+                Ended::Again => lines = None,
+                Ended::Done => return,
             }
         }
-        let Some(id) = record.id.clone() else {
-            return;
+    }
+
+    /// The batch at the provider: found again (a create call was sent before
+    /// a crash), or created now once its tokens fit the enqueued limit.
+    /// `None` when it cannot be (its units were failed) or the run stops.
+    async fn ensure_submitted(
+        &self,
+        seq: u64,
+        mut record: BatchRecord,
+        lines: Option<&[String]>,
+    ) -> Option<BatchRecord> {
+        if record.id.is_some() {
+            return Some(record);
+        }
+        let known = self.known_ids();
+        if lines.is_none() && record.create_sent_at.is_some() {
+            if let Ok(Some(found)) = self.remote.find(&record, &known).await {
+                self.adopt(&mut record, &found);
+                self.mark_enqueued(seq);
+                return Some(record);
+            }
+        }
+        if lines.is_none() && record.input_file_id.is_none() {
+            self.abandon(seq, "nothing of it reached the provider");
+            return None;
+        }
+        if !self.admit(seq, &record).await {
+            return None;
+        }
+        let save = |r: &BatchRecord| self.save(r);
+        match self
+            .remote
+            .submit(&mut record, lines.unwrap_or_default(), &known, &save)
+            .await
+        {
+            Ok(()) => Some(record),
+            Err(e) => {
+                tracing::warn!(provider = %self.remote.provider, "batch {seq}: {e}");
+                self.release(seq);
+                self.fail_all(seq, &format!("batch_error: could not submit it: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Takes `found` (a batch object the look-up returned) as the record's.
+    fn adopt(&self, record: &mut BatchRecord, found: &serde_json::Value) {
+        let status = match self.remote.dialect {
+            sluice_provider::Dialect::OpenAi => crate::job::batch::openai::read_status(found),
+            sluice_provider::Dialect::Anthropic => crate::job::batch::anthropic::read_status(found),
         };
+        record.id = found["id"].as_str().map(str::to_string);
+        record.state = status.state;
+        record.adopted = true;
+        tracing::info!(provider = %self.remote.provider, "batch {} was created before its answer was lost: found it as {}", record.seq, record.id.as_deref().unwrap_or("?"));
+        self.save(record);
+    }
+
+    /// Waits until the batch's prompt tokens fit under its model's enqueued
+    /// limit, then counts them; `false` when the run stops first.
+    async fn admit(&self, seq: u64, record: &BatchRecord) -> bool {
+        let model = record.model.as_deref().unwrap_or("");
+        loop {
+            if self.enqueued.try_admit(model, record.tokens) {
+                self.mark_enqueued(seq);
+                return true;
+            }
+            tokio::select! {
+                _ = self.enqueued.wait(self.spec.poll) => {}
+                _ = self.stop.wait() => return false,
+            }
+        }
+    }
+
+    fn mark_enqueued(&self, seq: u64) {
+        if let Some(e) = self.lock().entries.get_mut(&seq) {
+            e.enqueued = true;
+        }
+    }
+
+    /// The batch's tokens leave the enqueued count (it ended, or never got there).
+    pub(super) fn release(&self, seq: u64) {
+        let released = {
+            let mut inner = self.lock();
+            inner.entries.get_mut(&seq).and_then(|e| {
+                std::mem::take(&mut e.enqueued)
+                    .then(|| (e.record.model.clone().unwrap_or_default(), e.record.tokens))
+            })
+        };
+        if let Some((model, tokens)) = released {
+            self.enqueued.release(&model, tokens);
+        }
+    }
+
+    /// Provider ids of this run's batches (a look-up must not take one of them).
+    fn known_ids(&self) -> HashSet<String> {
+        self.lock()
+            .entries
+            .values()
+            .filter_map(|e| e.record.id.clone())
+            .collect()
+    }
+
+    /// Polls until the provider is done with the batch; `None` when its
+    /// status cannot be read (its units were failed; a rerun polls again).
+    async fn poll(&self, seq: u64, mut record: BatchRecord) -> Option<BatchRecord> {
+        let id = record.id.clone()?;
         let mut failed_polls = 0;
-        while !record.ended() {
-            tokio::time::sleep(self.spec.poll).await;
+        // Read at least once: a batch found ended (a look-up, a rerun) still
+        // needs its result files' ids.
+        let mut read = false;
+        while !(read && record.ended()) {
+            if !record.ended() {
+                tokio::time::sleep(self.spec.poll).await;
+            }
+            read = true;
             match self.remote.status(&id).await {
                 Ok(status) => {
                     failed_polls = 0;
@@ -57,7 +180,17 @@ impl LaneBatcher {
                     record.output_file_id = status.output_file_id.or(record.output_file_id);
                     record.error_file_id = status.error_file_id.or(record.error_file_id);
                     record.results_url = status.results_url.or(record.results_url);
-                    record.error = status.error.or(record.error);
+                    if !status.errors.is_empty() {
+                        self.set_errors(seq, status.errors.clone());
+                        record.error = Some(
+                            status
+                                .errors
+                                .iter()
+                                .map(|e| format!("{}: {}", e.code, e.message))
+                                .collect::<Vec<_>>()
+                                .join("; "),
+                        );
+                    }
                     if record.ended() {
                         record.ended_at = Some(now_ms());
                     }
@@ -75,30 +208,39 @@ impl LaneBatcher {
                         let message = format!(
                             "batch_error: the status of batch {id} could not be read {failed_polls} times in a row ({e}); run again to keep polling it"
                         );
-                        return self.fail_all(seq, &message);
+                        self.fail_all(seq, &message);
+                        return None;
                     }
                 }
             }
         }
-        let results = match self.remote.results(&record).await {
-            Ok(r) => r,
+        self.release(seq);
+        Some(record)
+    }
+
+    /// Downloads the batch's result files and hands their lines out.
+    async fn collect(self: &Arc<Self>, seq: u64, record: &BatchRecord) {
+        let dir = self.downloads.clone();
+        let files = match std::fs::create_dir_all(&dir) {
+            Ok(()) => self.remote.results(record, &dir).await,
+            Err(e) => Err(format!("cannot create {}: {e}", dir.display())),
+        };
+        let files = match files {
+            Ok(f) => f,
             Err(e) => {
                 // Not retried in a new batch (that would pay twice): a rerun
                 // fetches the results again.
-                let message =
-                    format!("batch_error: could not fetch the results of batch {id}: {e}; run again to fetch them");
+                let id = record.id.as_deref().unwrap_or("?");
+                let message = format!(
+                    "batch_error: could not fetch the results of batch {id}: {e}; run again to fetch them"
+                );
                 return self.fail_all(seq, &message);
             }
         };
-        self.deliver(seq, &record, results);
-    }
-
-    /// A batch created before a crash but whose id was not stored.
-    pub(super) async fn find(&self, record: &BatchRecord) -> Option<String> {
-        if record.state != SUBMITTING || record.input_file_id.is_none() {
-            return None;
+        self.deliver(seq, record, &files);
+        for f in files {
+            let _ = std::fs::remove_file(f);
         }
-        self.remote.find(&record.key).await.ok().flatten()
     }
 
     pub(super) fn record(&self, seq: u64) -> Option<BatchRecord> {
@@ -120,27 +262,55 @@ impl LaneBatcher {
         }
     }
 
-    /// The results of an ended batch: to the units waiting for them now;
-    /// the rest are kept for units still to come.
-    pub(super) fn deliver(
-        self: &Arc<Self>,
-        seq: u64,
-        record: &BatchRecord,
-        results: Vec<(String, LineResult)>,
-    ) {
-        let mut inner = self.lock();
-        let Some(entry) = inner.entries.get_mut(&seq) else {
-            return;
+    /// Reads the result `files` of an ended batch: each line goes to its
+    /// unit if it waits, else is kept for it; requests without a line get
+    /// an error (retryable, unless the provider refused the whole batch).
+    pub(super) fn deliver(self: &Arc<Self>, seq: u64, record: &BatchRecord, files: &[PathBuf]) {
+        let ours: HashSet<String> = match self.lock().entries.get(&seq) {
+            Some(e) => e.attempts.keys().cloned().collect(),
+            None => return,
         };
-        let mut map: HashMap<String, LineResult> = results
-            .into_iter()
-            .filter(|(id, _)| entry.attempts.contains_key(id))
-            .collect();
-        // A batch the provider refused as a whole (OpenAI's validation) would
-        // be refused again; one that ended without some results may not.
+        if record.adopted && !files.is_empty() && !self.holds_ours(files, &ours) {
+            // A look-up took another client's batch of the same size for
+            // ours: its results are not ours, our requests go out again.
+            tracing::warn!(provider = %self.remote.provider, "batch {seq}: the batch found after a lost create answer holds none of our requests; sending them again");
+            return self.split(seq, &HashMap::new(), "its requests were sent again");
+        }
+        let mut kept: HashMap<String, LineResult> = HashMap::new();
+        let mut counts = (0u64, 0u64, 0u64);
+        for file in files {
+            let Ok(f) = std::fs::File::open(file) else {
+                continue;
+            };
+            let mut reader = std::io::BufReader::with_capacity(1 << 20, f);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match reader.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                let Some((id, result)) = self.remote.parse_line(&line) else {
+                    continue;
+                };
+                if !ours.contains(&id) {
+                    continue;
+                }
+                tally(&mut counts, &result);
+                if let Some(result) = self.hand(seq, &id, result) {
+                    kept.insert(id, result);
+                }
+            }
+        }
+        // A batch the provider refused as a whole would be refused again;
+        // one that ended without some results may not.
         let refused = record.state == "failed";
-        for id in entry.attempts.keys() {
-            map.entry(id.clone()).or_insert_with(|| LineResult::Err {
+        let handed: HashSet<String> = self.handed(seq);
+        for id in &ours {
+            if kept.contains_key(id) || handed.contains(id) {
+                continue;
+            }
+            let result = LineResult::Err {
                 status: None,
                 error: match (refused, &record.error) {
                     (true, Some(why)) => format!(
@@ -154,41 +324,78 @@ impl LaneBatcher {
                     ),
                 },
                 retryable: !refused,
-            });
+            };
+            tally(&mut counts, &result);
+            if let Some(result) = self.hand(seq, id, result) {
+                kept.insert(id.clone(), result);
+            }
         }
         let mut record = record.clone();
-        record.succeeded = map
-            .values()
-            .filter(|r| matches!(r, LineResult::Ok { .. }))
-            .count() as u64;
-        let expired = map
-            .values()
-            .filter(|r| matches!(r, LineResult::Err { error, .. } if error.starts_with("batch_expired") || error.starts_with("batch_cancelled")))
-            .count() as u64;
-        record.expired = expired;
-        record.errored = map.len() as u64 - record.succeeded - expired;
+        (record.succeeded, record.errored, record.expired) = counts;
         record.updated_at = now_ms();
+        let mut inner = self.lock();
+        let Some(entry) = inner.entries.get_mut(&seq) else {
+            return;
+        };
         entry.record = record.clone();
         entry.busy = false;
-        let ids: Vec<String> = map.keys().cloned().collect();
-        entry.results = Some(map);
+        entry.handed.clear();
+        entry.results = Some(HashMap::new());
+        // Units that arrived while the files were read wait for lines kept.
+        let mut still = HashMap::new();
+        for (id, result) in kept {
+            let waiter = (inner.index.get(&id) == Some(&seq))
+                .then(|| inner.waiters.remove(&id))
+                .flatten();
+            match waiter {
+                Some(w) => self.settle(&mut inner, w, result),
+                None => {
+                    still.insert(id, result);
+                }
+            }
+        }
+        if let Some(entry) = inner.entries.get_mut(&seq) {
+            entry.results = Some(still);
+        }
         drop(inner);
         self.persist(&record);
-        let mut inner = self.lock();
-        for id in ids {
-            if inner.index.get(&id) != Some(&seq) || !inner.waiters.contains_key(&id) {
-                continue;
-            }
-            let result = inner
-                .entries
-                .get_mut(&seq)
-                .and_then(|e| e.results.as_mut())
-                .and_then(|r| r.remove(&id));
-            let (Some(result), Some(waiter)) = (result, inner.waiters.remove(&id)) else {
-                continue;
+    }
+
+    /// Whether any line of `files` is for one of `ours`.
+    fn holds_ours(&self, files: &[PathBuf], ours: &HashSet<String>) -> bool {
+        files.iter().any(|file| {
+            let Ok(f) = std::fs::File::open(file) else {
+                return false;
             };
-            self.settle(&mut inner, waiter, result);
+            std::io::BufReader::new(f)
+                .split(b'\n')
+                .map_while(Result::ok)
+                .filter_map(|l| self.remote.parse_line(&l))
+                .any(|(id, _)| ours.contains(&id))
+        })
+    }
+
+    /// Gives `result` to the unit waiting for `id` in batch `seq`; the result
+    /// back when none waits.
+    fn hand(self: &Arc<Self>, seq: u64, id: &str, result: LineResult) -> Option<LineResult> {
+        let mut inner = self.lock();
+        if inner.index.get(id) != Some(&seq) {
+            return Some(result);
         }
+        let waiter = inner.waiters.remove(id)?;
+        if let Some(e) = inner.entries.get_mut(&seq) {
+            e.handed.insert(id.to_string());
+        }
+        self.settle(&mut inner, waiter, result);
+        None
+    }
+
+    fn handed(&self, seq: u64) -> HashSet<String> {
+        self.lock()
+            .entries
+            .get(&seq)
+            .map(|e| e.handed.clone())
+            .unwrap_or_default()
     }
 
     /// Decides what a result means for its waiter: done, failed, or another
@@ -293,5 +500,18 @@ impl LaneBatcher {
         for r in records {
             self.persist(r);
         }
+    }
+}
+
+/// Counts `result` as (succeeded, errored, expired).
+fn tally(counts: &mut (u64, u64, u64), result: &LineResult) {
+    match result {
+        LineResult::Ok { .. } => counts.0 += 1,
+        LineResult::Err { error, .. }
+            if error.starts_with("batch_expired") || error.starts_with("batch_cancelled") =>
+        {
+            counts.2 += 1
+        }
+        LineResult::Err { .. } => counts.1 += 1,
     }
 }
