@@ -403,6 +403,9 @@ pub(crate) struct Survey {
     pub(crate) bad_count: u64,
     /// Line numbers whose id repeats an earlier line's.
     pub(crate) duplicate_lines: Vec<u64>,
+    /// A hash of every non-blank line with its number: the same for the same
+    /// input, so an unchanged file's input list need not be written again.
+    pub(crate) fingerprint: u64,
 }
 
 /// Reads the whole input once before anything is sent: counts items, finds
@@ -412,8 +415,14 @@ pub(crate) fn survey(path: &Path) -> Result<Survey> {
     let mut reader = LineReader::open(path)?;
     let mut survey = Survey::default();
     let mut seen = std::collections::HashSet::<u64>::new();
+    let mut fingerprint = xxhash_rust::xxh3::Xxh3::new();
     while let Some((line, text)) = reader.next_line()? {
         survey.total += 1;
+        fingerprint.update(&line.to_le_bytes());
+        match &text {
+            Ok(text) => fingerprint.update(text.as_bytes()),
+            Err(bad) => fingerprint.update(bad.message.as_bytes()),
+        }
         match text.and_then(|text| parse_line(text, line)) {
             Ok(request) => {
                 if !seen.insert(xxhash_rust::xxh3::xxh3_64(request.item_id.as_bytes())) {
@@ -440,6 +449,7 @@ pub(crate) fn survey(path: &Path) -> Result<Survey> {
             }
         }
     }
+    survey.fingerprint = fingerprint.digest();
     Ok(survey)
 }
 

@@ -1,18 +1,48 @@
 //! The input list of a quick-mode run: every line's id, position and request
-//! hash, read once when an execution starts and kept in the store, so exports
-//! and counts follow the input as it is now.
+//! hash, read when an execution starts and kept in the store, so exports and
+//! counts follow the input as it is now.
 
 use std::path::Path;
 
-use sluice_store::InputRow;
+use sluice_store::{InputCounts, InputRow, Store};
 
 use crate::error::Result;
-use crate::input::LineReader;
+use crate::input::{LineReader, Survey};
+
+/// The run state entry that says which input the list was made from.
+const LISTED: &str = "input_list";
+
+/// Makes the run's input list that of `path` (as `found` surveyed it), and
+/// earlier failures pending. An input unchanged since the list was written
+/// (same fingerprint) keeps its list: rewriting a million rows took seconds.
+pub(crate) fn input_list(
+    store: &mut dyn Store,
+    run_id: &str,
+    path: &Path,
+    found: &Survey,
+) -> Result<InputCounts> {
+    let fingerprint = serde_json::json!({ "fingerprint": format!("{:016x}", found.fingerprint) });
+    let unchanged = store
+        .run_state(run_id, LISTED)?
+        .into_iter()
+        .any(|(key, value)| key == LISTED && value == fingerprint);
+    if unchanged {
+        store.reset_failed(run_id)?;
+        let done = store.counts(run_id)?.done;
+        return Ok(InputCounts {
+            total: found.total,
+            done,
+        });
+    }
+    let listed = store.replace_inputs(run_id, &mut input_rows(path, &found.duplicate_lines)?)?;
+    store.put_run_state(run_id, LISTED, &fingerprint)?;
+    Ok(listed)
+}
 
 /// The input list of a quick-mode run: every non-blank line's id, position
 /// and request hash; a line that cannot be sent is `line-N` (as recorded
 /// when `--skip-bad` records it failed).
-pub(crate) fn input_rows<'a>(
+fn input_rows<'a>(
     path: &Path,
     duplicates: &'a [u64],
 ) -> Result<impl Iterator<Item = std::result::Result<InputRow, sluice_store::SinkError>> + 'a> {

@@ -17,7 +17,7 @@ use crate::calls::{self, CallEnd, CallEnv, CallRequest, Tally};
 use crate::control::RunControl;
 use crate::error::{Error, Result};
 use crate::input::{survey, BadLine, InputSource, LineReader, Request};
-use crate::input_list::{bad_line_id, input_rows};
+use crate::input_list::{bad_line_id, input_list};
 use crate::inputs::{spool_stdin_jsonl, InputError};
 use crate::lease::ExecutorLease;
 use crate::lifecycle::RunStart;
@@ -174,10 +174,9 @@ pub fn run_quick_with(
         None => default_name(&input_path),
     };
     let (run, resumed) = open_run(&mut *store, cfg.fresh, source, name, settings)?;
-    let listed = store.replace_inputs(
-        &run.id,
-        &mut input_rows(&input_path, &found.duplicate_lines)?,
-    )?;
+    let listing = std::time::Instant::now();
+    let listed = input_list(&mut *store, &run.id, &input_path, &found)?;
+    tracing::debug!(items = listed.total, elapsed = ?listing.elapsed(), "recorded the input list");
     store.set_total(&run.id, found.total)?;
     store.set_state(&run.id, "running", None)?;
     Progress::add(&progress.total, found.total);
