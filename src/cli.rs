@@ -162,6 +162,11 @@ pub(crate) struct RunArgs {
     /// the work to `sluice worker` processes.
     #[arg(long)]
     pub(crate) queue_only: bool,
+    /// Send every item even when the first answers all fail the same way
+    /// no retry can fix (by default the first 20 alike — a wrong key, URL
+    /// or model — stop the run, exit 1, the rest left pending).
+    #[arg(long)]
+    pub(crate) no_early_stop: bool,
 }
 
 #[derive(Debug, Args)]
@@ -181,6 +186,11 @@ pub(crate) struct WorkerArgs {
     /// How often an idle worker looks for runnable runs.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub(crate) poll: Duration,
+    /// Send every item even when the first answers all fail the same way
+    /// no retry can fix (by default the first 20 alike — a wrong key, URL
+    /// or model — stop the run, exit 1, the rest left pending).
+    #[arg(long)]
+    pub(crate) no_early_stop: bool,
 }
 
 #[derive(Debug, Args)]
@@ -207,6 +217,11 @@ pub(crate) struct RetryArgs {
     /// Print a machine-readable summary on stdout.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Send every item even when the first answers all fail the same way
+    /// no retry can fix (by default the first 20 alike — a wrong key, URL
+    /// or model — stop the run, exit 1, the rest left pending).
+    #[arg(long)]
+    pub(crate) no_early_stop: bool,
 }
 
 #[derive(Debug, Args)]
@@ -310,6 +325,10 @@ pub(crate) struct MockArgs {
     /// Worker threads serving requests.
     #[arg(long, default_value_t = 1)]
     pub(crate) threads: usize,
+    /// The models served, comma-separated; a request naming another model
+    /// gets 404 (`model_not_found`). Default: any model.
+    #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
+    pub(crate) models: Vec<String>,
     /// Share of distinct requests refused with 422 every time (decided by the
     /// seed and the content: inputs the service cannot process).
     #[arg(long, default_value_t = 0.0)]

@@ -89,7 +89,12 @@ fn status_text(s: &Snapshot) -> String {
     } else {
         0.0
     };
-    let eta = s.eta().map(fmt_duration).unwrap_or_else(|| "–".to_string());
+    // A paused run's clock stands still: no ETA until it resumes.
+    let eta = if s.paused {
+        "– (paused)".to_string()
+    } else {
+        s.eta().map(fmt_duration).unwrap_or_else(|| "–".to_string())
+    };
     // Only runs that offload to a batch API have requests waiting there.
     let in_batch = if s.in_batch > 0 {
         format!(" · {} in batch", fmt_count(s.in_batch))

@@ -38,6 +38,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         sets: args.sets.clone(),
         lease: args.lease,
         queue_only: args.queue_only,
+        early_stop: !args.no_early_stop,
     };
     if args.queue_only && !store.is_shared() {
         return Err(UsageError(
@@ -294,6 +295,7 @@ pub(crate) fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
             sets,
             lease: sluice_engine::DEFAULT_LEASE,
             queue_only: false,
+            early_stop: !args.no_early_stop,
         };
         let (report, code) = super::run::with_progress(5.0, !args.json, &location, |p, s| {
             run_job_with(&job, &config, p, started(s))
@@ -330,6 +332,7 @@ pub(crate) fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
             cap_ms: 60_000,
         },
         lease: sluice_engine::DEFAULT_LEASE,
+        early_stop: !args.no_early_stop,
     };
     let (report, code) = super::run::execute(&config, 5.0, !args.json)?;
     super::run::deliver(&location, &report, None, args.json)?;

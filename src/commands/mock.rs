@@ -53,6 +53,7 @@ pub(crate) fn mock(args: MockArgs) -> anyhow::Result<ExitCode> {
         api_key,
         completion_tokens: args.completion_tokens,
         reject_rate: args.reject_rate,
+        models: args.models.clone(),
         max_upload_bytes: args.max_upload_bytes,
         cms_dir: args.cms.clone(),
         journal: args.journal,

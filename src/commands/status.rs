@@ -2,8 +2,8 @@
 
 use std::process::ExitCode;
 
-use sluice_engine::{read_control, ControlState, StoredControl};
-use sluice_store::{RunCounts, RunMeta, STATE_RUNNING};
+use sluice_engine::{read_control, shown_state, ControlState};
+use sluice_store::{RunCounts, RunMeta};
 
 use super::UsageError;
 use crate::cli::{RunsArgs, StatusArgs};
@@ -48,7 +48,7 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let now = sluice_engine::now_ms();
     // What `sluice pause|resume|cancel` (or a server) last asked of the run.
     let control = read_control(&mut *store, &run.id)?;
-    let shown = shown_state(&run, control.as_ref());
+    let shown = shown_state(&run, control.as_ref(), &workers, now);
     if args.json {
         let value = serde_json::json!({
             "run": run,
@@ -262,16 +262,6 @@ pub(crate) fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The run's state as shown: a running run whose control asks for a pause
-/// or a cancel is `paused` or `cancelling`.
-fn shown_state(run: &RunMeta, control: Option<&StoredControl>) -> String {
-    match control.map(|c| c.state) {
-        Some(ControlState::Pause) if run.state == STATE_RUNNING => "paused".into(),
-        Some(ControlState::Cancel) if run.state == STATE_RUNNING => "cancelling".into(),
-        _ => run.state.clone(),
-    }
 }
 
 /// Items of the input with no recorded outcome.

@@ -14,6 +14,7 @@ pub(crate) fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         exit_when_idle: args.exit_when_idle,
         lease: args.lease,
         poll: args.poll,
+        early_stop: !args.no_early_stop,
     };
     eprintln!("sluice worker: looking for runs in {}", cfg.store);
     let stopped = run_worker(&cfg, &mut |event| match event {

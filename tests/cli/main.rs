@@ -27,3 +27,5 @@ mod serve;
 mod serve_attacks;
 mod serve_streams;
 mod shared;
+mod stops;
+mod survive;

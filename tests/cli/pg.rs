@@ -55,6 +55,66 @@ impl PgSchema {
     }
 }
 
+impl PgSchema {
+    /// The store URL with `application_name=NAME`: the connections of the
+    /// processes given it can be told apart (and terminated) in
+    /// `pg_stat_activity`, without touching anyone else's.
+    pub(crate) fn url_named(&self, name: &str) -> String {
+        format!("{}&application_name={name}", self.url)
+    }
+
+    /// The server's host and port.
+    pub(crate) fn address(&self) -> (String, u16) {
+        let config: tokio_postgres::Config = self.base.parse().unwrap();
+        let host = match config.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            _ => "127.0.0.1".into(),
+        };
+        (host, config.get_ports().first().copied().unwrap_or(5432))
+    }
+
+    /// This schema's store URL through 127.0.0.1:`port` (a proxy).
+    pub(crate) fn url_via(&self, port: u16) -> String {
+        let config: tokio_postgres::Config = self.base.parse().unwrap();
+        let user = config.get_user().unwrap_or("postgres");
+        let password = config
+            .get_password()
+            .map(|p| format!(":{}", String::from_utf8_lossy(p)))
+            .unwrap_or_default();
+        let db = config.get_dbname().unwrap_or("postgres");
+        format!(
+            "postgres://{user}{password}@127.0.0.1:{port}/{db}?options=-csearch_path%3D{}",
+            self.name
+        )
+    }
+
+    /// Terminates every backend named `name` (see [`PgSchema::url_named`]),
+    /// as a failover or a restarted pooler would; returns how many.
+    pub(crate) fn terminate(&self, name: &str) -> u64 {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (client, connection) = tokio_postgres::connect(&self.base, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            let driver = tokio::spawn(connection);
+            let row = client
+                .query_one(
+                    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) \
+                     FROM pg_stat_activity WHERE application_name = $1",
+                    &[&name],
+                )
+                .await
+                .unwrap();
+            drop(client);
+            let _ = driver.await;
+            row.get::<_, i64>(0) as u64
+        })
+    }
+}
+
 impl Drop for PgSchema {
     fn drop(&mut self) {
         let _ = exec(

@@ -226,8 +226,8 @@ fn a_killed_workers_units_are_finished_by_the_others() {
         .cloned()
         .unwrap();
     assert_eq!(
-        victim_beat["state"], "running",
-        "killed: it never said it stopped"
+        victim_beat["state"], "lost",
+        "killed: it never said it stopped, and its pid is gone on this host"
     );
 }
 

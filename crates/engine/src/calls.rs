@@ -10,11 +10,13 @@ use sluice_limit::Backoff;
 use sluice_provider::{Attempt, CallOptions, Client, Dialect, Endpoint, FailureKind, Success};
 
 use crate::control::RunControl;
+use crate::early_stop::{Ending, FirstCalls};
 use crate::fair::Tenant;
 use crate::limiter::Limiter;
 use crate::meter::CallStats;
 use crate::progress::Progress;
-use crate::stopping::Stopping;
+use crate::recording::Recording;
+use crate::stopping::{Halt, Stopping};
 
 /// What a call needs besides its request.
 pub(crate) struct CallEnv<'a> {
@@ -34,6 +36,11 @@ pub(crate) struct CallEnv<'a> {
     /// Where attempts are counted: the run's and the process's stats of
     /// this step on this provider.
     pub(crate) meters: [Option<&'a CallStats>; 2],
+    /// Watches the first calls' endings for a systematic failure, which
+    /// halts the run through `stopping`.
+    pub(crate) first_calls: Option<&'a FirstCalls>,
+    /// The store's writer: while it hangs, no new call goes out.
+    pub(crate) recording: Option<&'a Recording>,
 }
 
 /// What one attempt said about the endpoint it went to (for breakers and
@@ -106,16 +113,50 @@ pub(crate) enum CallEnd {
     Stopped,
 }
 
-/// `wait`'s output, unless the run stops first (`None`): a call waiting for
-/// a place, a rate slot or its backoff must not hold up the end of a stopped
-/// run (it would leave only when the grace period for calls on the wire is
-/// over). `wait` is polled first, so one that is ready at once costs no
-/// registration with the stop signal.
-async fn unless_stopping<T>(stopping: &Stopping, wait: impl Future<Output = T>) -> Option<T> {
+/// What a wait before an attempt came to.
+enum Waited<T> {
+    /// It ended with this.
+    Ready(T),
+    /// The run is stopping: leave the work pending.
+    Stopping,
+    /// The run was paused (or cancelled) meanwhile: start over, which waits
+    /// for the resume (or stops).
+    Paused,
+}
+
+/// `wait`'s output, unless the run stops or is paused first: a call waiting
+/// for a place, a rate slot or its backoff must not hold up the end of a
+/// stopped run (it would leave only when the grace period for calls on the
+/// wire is over), nor go out once the run is paused (pause holds everything
+/// not on the wire yet). `wait` is polled first, so one that is ready at
+/// once costs no registration with the stop signal.
+async fn unless_held<T>(env: &CallEnv<'_>, wait: impl Future<Output = T>) -> Waited<T> {
+    let paused = async {
+        match env.control {
+            Some(control) => control.held().await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         biased;
-        out = wait => Some(out),
-        () = stopping.wait() => None,
+        out = wait => Waited::Ready(out),
+        () = env.stopping.wait() => Waited::Stopping,
+        () = paused => Waited::Paused,
+    }
+}
+
+/// Whether the run is paused now (a call that got its place and rate slot
+/// meanwhile does not go out).
+fn paused(env: &CallEnv<'_>) -> bool {
+    env.control.is_some_and(RunControl::is_paused)
+}
+
+/// Reports a call's ending to the watch over the first calls; a systematic
+/// failure halts the run.
+fn watch_ending(env: &CallEnv<'_>, ending: Ending<'_>) {
+    if let Some(why) = env.first_calls.and_then(|w| w.observe(ending)) {
+        tracing::debug!("stopping early: {why}");
+        env.stopping.halt(Halt::Systematic(why));
     }
 }
 
@@ -128,7 +169,12 @@ pub(crate) async fn call<R: Route>(
     let progress = env.progress;
     loop {
         if let Some(control) = env.control {
-            if unless_stopping(env.stopping, control.proceed()).await != Some(true) {
+            let go = tokio::select! {
+                biased;
+                go = control.proceed() => go,
+                () = env.stopping.wait() => false,
+            };
+            if !go {
                 return CallEnd::Stopped;
             }
         }
@@ -136,8 +182,10 @@ pub(crate) async fn call<R: Route>(
         // A place first (provider concurrency, a healthy endpoint), then the
         // rate: a call that took its rate slot and then queued for a place
         // would go out late, and the next one on time — closer than the limit.
-        let Some(picked) = unless_stopping(env.stopping, request.route.pick()).await else {
-            return CallEnd::Stopped;
+        let picked = match unless_held(env, request.route.pick()).await {
+            Waited::Ready(picked) => picked,
+            Waited::Paused => continue,
+            Waited::Stopping => return CallEnd::Stopped,
         };
         let (endpoint, ticket) = match picked {
             Ok(picked) => picked,
@@ -157,14 +205,14 @@ pub(crate) async fn call<R: Route>(
             }
         };
         let placed = std::time::Instant::now();
-        let Some(acquired) = unless_stopping(
-            env.stopping,
-            env.limiter.acquire_for(env.tenant, request.estimate),
-        )
-        .await
-        else {
-            return CallEnd::Stopped;
-        };
+        let acquired =
+            match unless_held(env, env.limiter.acquire_for(env.tenant, request.estimate)).await {
+                Waited::Ready(acquired) => acquired,
+                // The place is given back with its ticket; the rate slot is
+                // taken again after the resume.
+                Waited::Paused => continue,
+                Waited::Stopping => return CallEnd::Stopped,
+            };
         if let Err(too_large) = acquired {
             return CallEnd::Failed {
                 error: format!(
@@ -180,6 +228,17 @@ pub(crate) async fn call<R: Route>(
             // Stopping: only calls already on the wire may finish. This one
             // waited for its place and rate slot and would start now.
             return CallEnd::Stopped;
+        }
+        if paused(env) {
+            // Paused as its slot came: it waits for the resume like the rest.
+            continue;
+        }
+        if let Some(recording) = env.recording.filter(|r| r.stalled()) {
+            // The store does not answer: a result now might not be kept.
+            match unless_held(env, recording.caught_up()).await {
+                Waited::Ready(()) | Waited::Paused => continue,
+                Waited::Stopping => return CallEnd::Stopped,
+            }
         }
         tally.attempts += 1;
         Progress::add(&progress.attempts, 1);
@@ -242,6 +301,7 @@ pub(crate) async fn call<R: Route>(
                         success.prompt_tokens.unwrap_or(0) + success.completion_tokens.unwrap_or(0);
                     env.limiter.settle(request.estimate, used);
                 }
+                watch_ending(env, Ending::Success);
                 return CallEnd::Done(success);
             }
             Attempt::Failed(failure) => failure,
@@ -270,15 +330,25 @@ pub(crate) async fn call<R: Route>(
                 fastrand::f64(),
                 failure.retry_after.map(|d| d.as_millis() as u64),
             );
-            let slept = unless_stopping(
-                env.stopping,
-                tokio::time::sleep(Duration::from_millis(delay)),
-            );
-            if slept.await.is_none() {
+            // A pause during the backoff is held at the top of the loop.
+            let slept = tokio::select! {
+                biased;
+                () = tokio::time::sleep(Duration::from_millis(delay)) => true,
+                () = env.stopping.wait() => false,
+            };
+            if !slept {
                 return CallEnd::Stopped;
             }
             continue;
         }
+        watch_ending(
+            env,
+            Ending::Failure {
+                status: failure.status,
+                retryable: failure.kind.is_retryable(),
+                message: &failure.message,
+            },
+        );
         let tries = match tally.attempts {
             1 => "1 attempt".to_string(),
             n => format!("{n} attempts"),

@@ -46,6 +46,26 @@ pub enum Error {
     /// Another process executes the run (it holds the run's lease).
     #[error("{0}")]
     Busy(Box<Busy>),
+    /// The store stopped recording in the middle of a run: sending stopped
+    /// at once, and what was committed before stays.
+    #[error(
+        "{cause}; sending stopped at once: every result recorded before stays{}; \
+         fix the store (free space, reach the database) and run the same command again \
+         to send the rest",
+        lost_answers(*lost)
+    )]
+    StoreFailed {
+        /// The store's own error (shown in the message, not as `source()`,
+        /// so `{:#}` prints it once).
+        cause: sluice_store::Error,
+        /// Answers received (paid for) that could not be recorded: the
+        /// failed commit's and those of the calls on the wire then.
+        lost: u64,
+    },
+    /// The run stopped sending on its own: its first calls all failed the
+    /// same way no retry can fix. The message says how and what to do.
+    #[error("{0}")]
+    StoppedEarly(String),
     /// The output file could not be written.
     #[error("cannot write {}: {source}", path.display())]
     Write {
@@ -67,6 +87,14 @@ impl Error {
                 | Error::Read { .. }
                 | Error::Busy(_)
         )
+    }
+}
+
+fn lost_answers(lost: u64) -> String {
+    match lost {
+        0 => String::new(),
+        1 => ", but 1 answer received after the last commit could not be recorded".into(),
+        n => format!(", but {n} answers received after the last commit could not be recorded"),
     }
 }
 

@@ -209,6 +209,9 @@ pub(crate) fn parse_line(text: &str, line: u64) -> std::result::Result<Request, 
     if !trimmed.starts_with('{') {
         return Err(bad(None, "expected a JSON object on this line".into()));
     }
+    if let Some(path) = crate::nul::in_line(trimmed) {
+        return Err(bad(None, crate::nul::message(&path)));
+    }
     let keys: LineKeys =
         serde_json::from_str(trimmed).map_err(|e| bad(None, format!("invalid JSON: {e}")))?;
     let batch = keys.body.is_some();

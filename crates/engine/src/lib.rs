@@ -3,6 +3,7 @@
 
 mod calls;
 mod control;
+mod early_stop;
 mod error;
 mod export;
 mod fair;
@@ -16,9 +17,12 @@ mod lifecycle;
 mod limiter;
 mod live;
 mod meter;
+mod nul;
 mod progress;
 mod quick;
+mod recording;
 mod shared_limits;
+mod shown;
 mod stats;
 mod steps;
 mod stopping;
@@ -46,6 +50,7 @@ pub use live::{worker_state, Rates, BEAT_PERIOD, BEAT_STALE};
 pub use meter::{quantile_ms, CallCounts, FAILURE_KINDS, LATENCY_BUCKETS_MS};
 pub use progress::{Progress, Snapshot};
 pub use quick::{now_ms, run_quick, run_quick_with, BreakerReport, QuickConfig, RunReport};
+pub use shown::{shown_state, STATE_PROCESS_GONE};
 pub use stats::{
     process_calls, process_providers, EndpointReport, Latency, Limits, ProviderReport, RecentError,
     RunStats, StatsReport, StepReport,

@@ -212,6 +212,34 @@ pub(crate) async fn drain(
     interrupted
 }
 
+/// [`drain`] for a dispatcher that may have been halted (the store failed,
+/// or the first answers all failed alike): a halt gives the calls on the
+/// wire the grace period, as a signal does, and the run ends interrupted,
+/// its rest pending — also when the halt came while the last units ran.
+pub(crate) async fn drain_halted(
+    all_done: impl Future<Output = ()>,
+    stop: &Notify,
+    stopping: &Stopping,
+    interrupted: bool,
+) -> bool {
+    let halted = stopping.halted().is_some();
+    drain(all_done, stop, stopping, interrupted || halted).await || stopping.halted().is_some()
+}
+
+/// Keeps `progress` told whether `control` holds the run paused, so the
+/// views stop the run's clock (and its ETA) while it is. Ends with the
+/// run's runtime.
+pub(crate) async fn mirror_pause(control: Arc<RunControl>, progress: Arc<Progress>) {
+    loop {
+        let changed = control.on_change();
+        tokio::pin!(changed);
+        // Registered before the state is read, so no change is missed.
+        changed.as_mut().enable();
+        progress.set_paused(control.is_paused());
+        changed.await;
+    }
+}
+
 /// What ends a dispatch early: SIGINT/SIGTERM or a cancel of the run, both
 /// waking `stop`. The watchers end with it, on an early return too.
 pub(crate) struct StopSignals {

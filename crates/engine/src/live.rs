@@ -53,15 +53,26 @@ fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-/// `running`, `stopped`, or `lost` for a running worker whose beats stopped
-/// (killed, or its machine gone), as of `now` (unix ms).
+/// `running`, `stopped`, or `lost` for a running worker that is gone: its
+/// beats stopped (killed, or its machine lost), or, on this host, its
+/// process no longer exists (known at once, without waiting for the beats
+/// to go stale), as of `now` (unix ms).
 pub fn worker_state(beat: &WorkerBeat, now: i64) -> &'static str {
     let stale = BEAT_STALE.as_millis() as i64;
     match beat.state.as_str() {
         "running" if now - beat.beat_at > stale => "lost",
+        "running" if beat.host == identity().host && !process_exists(beat.pid) => "lost",
         "running" => "running",
         _ => "stopped",
     }
+}
+
+/// Whether a process with this id runs on this host. Where that cannot be
+/// told (no `/proc`), it is taken to run: only a stale beat then says it
+/// is gone. A reused pid only delays that until the beat is stale.
+fn process_exists(pid: u32) -> bool {
+    let proc = std::path::Path::new("/proc");
+    !proc.join("self").exists() || proc.join(pid.to_string()).exists()
 }
 
 /// Rates over the interval between two snapshots.

@@ -49,6 +49,11 @@ pub struct Progress {
     pub latency_ewma_us: AtomicU64,
     /// Per step and provider detail (job runs).
     pub stats: crate::stats::RunStats,
+    /// While paused: microseconds since `started` when the pause began,
+    /// plus one (0: not paused).
+    paused_since_us: AtomicU64,
+    /// Microseconds spent paused before the current pause.
+    paused_us: AtomicU64,
 }
 
 impl Default for Progress {
@@ -74,6 +79,8 @@ impl Default for Progress {
             breaker_openings: AtomicU64::new(0),
             latency_ewma_us: AtomicU64::new(0),
             stats: crate::stats::RunStats::default(),
+            paused_since_us: AtomicU64::new(0),
+            paused_us: AtomicU64::new(0),
         }
     }
 }
@@ -117,6 +124,10 @@ pub struct Snapshot {
     pub breaker_openings: u64,
     /// Seconds since the run started.
     pub elapsed_secs: f64,
+    /// Whether the run is paused now: nothing new starts, the ETA stops.
+    pub paused: bool,
+    /// Seconds the run was paused (its clock stood still).
+    pub paused_secs: f64,
 }
 
 impl Snapshot {
@@ -135,9 +146,18 @@ impl Snapshot {
         }
     }
 
-    /// Estimated time to finish at the average rate so far.
+    /// Estimated time to finish at the average rate so far, the time spent
+    /// paused left out; none while paused (the run's clock stands still).
     pub fn eta(&self) -> Option<Duration> {
-        let rate = self.items_per_sec();
+        if self.paused {
+            return None;
+        }
+        let active = self.elapsed_secs - self.paused_secs;
+        let rate = if active > 0.0 {
+            (self.done + self.failed) as f64 / active
+        } else {
+            0.0
+        };
         (rate > 0.0).then(|| Duration::from_secs_f64(self.remaining() as f64 / rate))
     }
 }
@@ -145,6 +165,13 @@ impl Snapshot {
 impl Progress {
     /// Reads every counter.
     pub fn snapshot(&self) -> Snapshot {
+        let elapsed = self.started.elapsed();
+        let since = self.paused_since_us.load(Relaxed);
+        let current = match since {
+            0 => 0,
+            s => (elapsed.as_micros() as u64).saturating_sub(s - 1),
+        };
+        let paused_us = self.paused_us.load(Relaxed) + current;
         Snapshot {
             total: self.total.load(Relaxed),
             skipped: self.skipped.load(Relaxed),
@@ -163,7 +190,24 @@ impl Progress {
             budget_reached: self.budget_reached.load(Relaxed) > 0,
             webhook_failures: self.webhook_failures.load(Relaxed),
             breaker_openings: self.breaker_openings.load(Relaxed),
-            elapsed_secs: self.started.elapsed().as_secs_f64(),
+            elapsed_secs: elapsed.as_secs_f64(),
+            paused: since > 0,
+            paused_secs: paused_us as f64 / 1e6,
+        }
+    }
+
+    /// Starts or ends a pause of the run's clock (idempotent).
+    pub(crate) fn set_paused(&self, paused: bool) {
+        let now = self.started.elapsed().as_micros() as u64 + 1;
+        if paused {
+            let _ = self
+                .paused_since_us
+                .compare_exchange(0, now, Relaxed, Relaxed);
+        } else {
+            let since = self.paused_since_us.swap(0, Relaxed);
+            if since > 0 {
+                self.paused_us.fetch_add(now.saturating_sub(since), Relaxed);
+            }
         }
     }
 
@@ -186,5 +230,36 @@ impl Progress {
 
     pub(crate) fn sub(counter: &AtomicU64, n: u64) {
         counter.fetch_sub(n, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_eta_stops_while_paused_and_leaves_the_pause_out() {
+        let s = Snapshot {
+            total: 100,
+            done: 10,
+            elapsed_secs: 20.0,
+            paused_secs: 10.0,
+            ..Snapshot::default()
+        };
+        // 10 items in 10 s of work: 90 left take 90 s.
+        assert_eq!(s.eta(), Some(Duration::from_secs(90)));
+        let paused = Snapshot { paused: true, ..s };
+        assert_eq!(paused.eta(), None);
+        let progress = Progress::default();
+        progress.set_paused(true);
+        progress.set_paused(true);
+        std::thread::sleep(Duration::from_millis(20));
+        let during = progress.snapshot();
+        assert!(during.paused && during.paused_secs >= 0.02, "{during:?}");
+        progress.set_paused(false);
+        let after = progress.snapshot();
+        assert!(!after.paused && after.paused_secs >= during.paused_secs);
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(progress.snapshot().paused_secs, after.paused_secs);
     }
 }

@@ -15,16 +15,17 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::calls::{self, CallEnd, CallEnv, CallRequest, Tally};
 use crate::control::RunControl;
+use crate::early_stop::FirstCalls;
 use crate::error::{Error, Result};
 use crate::input::{survey, BadLine, InputSource, LineReader, Request};
 use crate::input_list::{bad_line_id, input_list};
 use crate::inputs::{spool_stdin_jsonl, InputError};
 use crate::lease::ExecutorLease;
-use crate::lifecycle::RunStart;
-use crate::lifecycle::{close_run, drain, open_run, StopSignals};
+use crate::lifecycle::{close_run, drain_halted, open_run, RunStart, StopSignals};
 use crate::limiter::Limiter;
 use crate::progress::{Progress, Snapshot};
-use crate::stopping::Stopping;
+use crate::recording::Recording;
+use crate::stopping::{Halt, Stopping};
 use crate::writer::{Message, Writer};
 
 /// Lines read (and looked up in the store on resume) per chunk.
@@ -65,6 +66,9 @@ pub struct QuickConfig {
     /// How long this process's hold on the run lasts without its heartbeat
     /// (a killed process blocks a rerun at most this long).
     pub lease: Duration,
+    /// Stop sending when the first answers all fail the same way no retry
+    /// can fix (a wrong key, URL or model); `--no-early-stop` turns it off.
+    pub early_stop: bool,
 }
 
 /// How a run ended.
@@ -105,9 +109,14 @@ struct Shared {
     retries: u32,
     timeout: Duration,
     progress: Arc<Progress>,
-    stopping: Stopping,
+    /// Set on a signal or a cancel, and by a halt (the store, early stop).
+    stopping: Arc<Stopping>,
     /// Pause and cancel from other processes, through the store.
     control: Arc<RunControl>,
+    /// The first answers, watched for a systematic failure.
+    first_calls: FirstCalls,
+    /// The writer's store calls: a hanging store holds new calls.
+    recording: Arc<Recording>,
 }
 
 /// Runs (or resumes) a quick-mode batch on its own single-threaded runtime.
@@ -211,8 +220,10 @@ pub fn run_quick_with(
         retries: cfg.retries,
         timeout: cfg.timeout,
         progress: progress.clone(),
-        stopping: Stopping::default(),
+        stopping: Arc::new(Stopping::default()),
         control: control.clone(),
+        first_calls: FirstCalls::new(cfg.early_stop, None),
+        recording: Arc::new(Recording::default()),
     });
     let writer = Writer::start(
         cfg.store.open()?,
@@ -220,7 +231,13 @@ pub fn run_quick_with(
         progress.clone(),
         None,
         Some(crate::control::Watch::new(control.clone(), seen)),
+        shared.stopping.clone(),
+        shared.recording.clone(),
     );
+    runtime.spawn(crate::lifecycle::mirror_pause(
+        control.clone(),
+        progress.clone(),
+    ));
     runtime.spawn(crate::live::beat_loop(
         writer.tx.clone(),
         run.id.clone(),
@@ -247,9 +264,15 @@ pub fn run_quick_with(
     writer.finish()?;
     tracing::debug!(elapsed = ?dispatched.elapsed(), "all outcomes committed");
 
-    let report = close_run(&cfg.store, run, resumed, interrupted, &progress);
-    drop(lease);
-    report
+    let report = close_run(&cfg.store, run, resumed, interrupted, &progress)?;
+    match shared.stopping.halted() {
+        Some(Halt::Systematic(why)) => Err(crate::early_stop::stopped(
+            why,
+            &report.run_id,
+            &report.progress,
+        )),
+        _ => Ok(report),
+    }
 }
 
 struct Dispatch {
@@ -318,7 +341,8 @@ impl Drop for WorkerGuard {
 }
 
 impl Dispatch {
-    /// Sends every pending line; returns whether it was interrupted.
+    /// Sends every pending line; returns whether it was interrupted (by a
+    /// signal, a cancel or a halt).
     async fn run(mut self, path: &Path, concurrency: usize) -> Result<bool> {
         let signals = StopSignals::watch(self.shared.control.clone());
         let stop = &signals.stop;
@@ -430,6 +454,9 @@ impl Dispatch {
                 tokio::select! {
                     sent = work_tx.send((endpoint, request)) => if sent.is_err() { break 'read },
                     _ = stop.notified() => { interrupted = true; break 'read; }
+                    // Halted (the store failed, or the first answers all
+                    // failed alike): nothing more is handed out.
+                    () = self.shared.stopping.wait() => break 'read,
                 }
             }
             if !moves.is_empty() {
@@ -440,7 +467,7 @@ impl Dispatch {
         // signal, get a short grace period for the calls on the wire).
         drop(work_tx);
         let all_done = workers.all_done();
-        Ok(drain(all_done, stop, &self.shared.stopping, interrupted).await)
+        Ok(drain_halted(all_done, stop, &self.shared.stopping, interrupted).await)
     }
 
     /// What the store holds for this chunk's ids (empty for a new run).
@@ -578,6 +605,8 @@ async fn attempt(
         tenant: 0,
         control: Some(&shared.control),
         meters: [None, None],
+        first_calls: Some(&shared.first_calls),
+        recording: Some(&shared.recording),
     };
     let route = calls::Fixed(endpoint);
     let call_request = CallRequest {

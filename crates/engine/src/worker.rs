@@ -34,6 +34,9 @@ pub struct WorkerConfig {
     pub lease: Duration,
     /// How often an idle worker looks for runnable runs.
     pub poll: Duration,
+    /// Stop working a run whose step's first answers all fail the same way
+    /// no retry can fix (the run is then held for every process).
+    pub early_stop: bool,
 }
 
 /// What the worker did, for the caller to show.
@@ -168,13 +171,29 @@ fn work(cfg: &WorkerConfig, run: RunMeta) -> Result<(RunReport, bool)> {
         seen,
         on_commit: None,
         files,
+        early_stop: cfg.early_stop,
     };
-    let (interrupted, breakers) = job::execute(work, runtime, lanes, env, |shared| {
+    let job::Executed {
+        interrupted,
+        breakers,
+        stopped_early,
+    } = job::execute(work, runtime, lanes, env, |shared| {
         job::claimed_dispatch(shared, store, run_id, concurrency, lease)
     })?;
-    let cancelled = control.is_cancelled();
+    // A run stopped early is held for every process, as a cancel is.
+    let cancelled = control.is_cancelled() || stopped_early.is_some();
+    if let Some(why) = &stopped_early {
+        job::hold_stopped(&cfg.store, &run.id, why)?;
+    }
     let mut report = close_shared_run(&cfg.store, run, true, (interrupted, cancelled), &progress)?;
     report.breakers = breakers;
     report.notes = job::offload_notes(&offload);
+    if let Some(why) = stopped_early {
+        return Err(crate::early_stop::stopped(
+            &why,
+            &report.run_id,
+            &report.progress,
+        ));
+    }
     Ok((report, cancelled))
 }

@@ -10,7 +10,10 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
 
 use crate::control::Watch;
+use crate::error::{Error, Result};
 use crate::progress::Progress;
+use crate::recording::Recording;
+use crate::stopping::{Halt, Stopping};
 
 /// Outcomes waiting for the writer; bounded so memory is too.
 const QUEUE: usize = 4_096;
@@ -48,7 +51,7 @@ pub(crate) enum Message {
 /// Handle to the writer thread.
 pub(crate) struct Writer {
     pub(crate) tx: mpsc::Sender<Message>,
-    handle: JoinHandle<sluice_store::Result<()>>,
+    handle: JoinHandle<Result<()>>,
 }
 
 impl Writer {
@@ -56,91 +59,52 @@ impl Writer {
     /// `progress`, hands each committed batch of outcomes to `on_commit`
     /// (after the commit, so it only ever sees durable outcomes) and, with
     /// each heartbeat, applies changes of the stored control through `watch`.
+    ///
+    /// A commit that fails halts the run through `stopping` at once (no call
+    /// starts whose result could not be kept); the writer then only counts
+    /// the outcomes still arriving, which are lost, and [`Writer::finish`]
+    /// reports the store's error.
     pub(crate) fn start(
         mut store: Box<dyn Store>,
         run_id: String,
         progress: Arc<Progress>,
         on_commit: Option<crate::control::CommitHook>,
         mut watch: Option<Watch>,
+        stopping: Arc<Stopping>,
+        recording: Arc<Recording>,
     ) -> Writer {
         let (tx, mut rx) = mpsc::channel::<Message>(QUEUE);
         let handle = std::thread::Builder::new()
             .name("sluice-writer".into())
             .spawn(move || {
                 let mut batch = Batch::default();
-                let mut open = true;
-                while open {
-                    let Some(first) = rx.blocking_recv() else {
-                        break;
-                    };
-                    apply(&mut *store, &run_id, first, &mut batch, &mut watch)?;
-                    let deadline = Instant::now() + GATHER;
-                    while batch.len() < BATCH {
-                        match rx.try_recv() {
-                            Ok(message) => {
-                                apply(&mut *store, &run_id, message, &mut batch, &mut watch)?
-                            }
-                            Err(TryRecvError::Disconnected) => {
-                                open = false;
-                                break;
-                            }
-                            Err(TryRecvError::Empty) if Instant::now() >= deadline => break,
-                            Err(TryRecvError::Empty) => std::thread::sleep(POLL),
-                        }
+                let hooks = Hooks {
+                    progress: &progress,
+                    on_commit: on_commit.as_ref(),
+                    recording: &recording,
+                };
+                let committed = commit_all(
+                    &mut *store,
+                    &run_id,
+                    &mut rx,
+                    &mut batch,
+                    &hooks,
+                    &mut watch,
+                );
+                let Err(error) = committed else {
+                    return Ok(());
+                };
+                stopping.halt(Halt::Store);
+                tracing::debug!("{error}: sending stopped");
+                // Outcomes of calls that were on the wire still arrive: they
+                // were paid for and cannot be kept, so they are counted.
+                let mut lost = (batch.items.len() + batch.fenced.len()) as u64;
+                while let Some(message) = rx.blocking_recv() {
+                    if matches!(message, Message::Record(_) | Message::Fenced(..)) {
+                        lost += 1;
                     }
-                    if batch.is_empty() {
-                        continue;
-                    }
-                    if !batch.cache.is_empty() {
-                        store.cache_put(&batch.cache)?;
-                        batch.cache.clear();
-                    }
-                    if !batch.fenced.is_empty() {
-                        // Steps and leased units' outcomes in one commit.
-                        let accepted =
-                            complete(&mut *store, &run_id, &batch.steps, &mut batch.fenced)?;
-                        batch.fenced_done = accepted;
-                    } else if !batch.steps.is_empty() {
-                        store.write_steps(&run_id, &batch.steps)?;
-                    }
-                    if !batch.steps.is_empty() {
-                        let tokens: u64 = batch.steps.iter().map(step_tokens).sum();
-                        Progress::add(&progress.tokens, tokens);
-                        Progress::add(&progress.steps, batch.steps.len() as u64);
-                        batch.steps.clear();
-                    }
-                    if !batch.items.is_empty() {
-                        store.write_batch(&run_id, &batch.items)?;
-                    }
-                    batch.items.append(&mut batch.fenced_done);
-                    if batch.items.is_empty() {
-                        continue;
-                    }
-                    // Counted only once committed: what is reported is durable.
-                    let failed = batch
-                        .items
-                        .iter()
-                        .filter(|r| r.status == ItemStatus::Failed)
-                        .count();
-                    Progress::add(&progress.failed, failed as u64);
-                    Progress::add(&progress.done, (batch.items.len() - failed) as u64);
-                    if !batch.pipeline {
-                        // A pipeline's tokens were counted with its steps.
-                        let tokens: u64 = batch
-                            .items
-                            .iter()
-                            .map(|r| {
-                                r.prompt_tokens.unwrap_or(0) + r.completion_tokens.unwrap_or(0)
-                            })
-                            .sum();
-                        Progress::add(&progress.tokens, tokens);
-                    }
-                    if let Some(hook) = &on_commit {
-                        hook(&batch.items);
-                    }
-                    batch.items.clear();
                 }
-                Ok(())
+                Err(Error::StoreFailed { cause: error, lost })
             })
             .expect("spawning the writer thread");
         Writer { tx, handle }
@@ -148,12 +112,102 @@ impl Writer {
 
     /// Waits for every queued outcome to be committed. Every sender clone must
     /// be dropped first.
-    pub(crate) fn finish(self) -> sluice_store::Result<()> {
+    pub(crate) fn finish(self) -> Result<()> {
         drop(self.tx);
         self.handle
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     }
+}
+
+/// What the writer tells about each commit.
+struct Hooks<'a> {
+    progress: &'a Progress,
+    on_commit: Option<&'a crate::control::CommitHook>,
+    /// Marks each store call, so one that hangs holds new calls.
+    recording: &'a Recording,
+}
+
+/// Commits every message until the channel closes; the first store error
+/// ends it (what `batch` still holds was not committed).
+fn commit_all(
+    store: &mut dyn Store,
+    run_id: &str,
+    rx: &mut mpsc::Receiver<Message>,
+    batch: &mut Batch,
+    hooks: &Hooks<'_>,
+    watch: &mut Option<Watch>,
+) -> sluice_store::Result<()> {
+    let progress = hooks.progress;
+    let mut open = true;
+    while open {
+        let Some(first) = rx.blocking_recv() else {
+            break;
+        };
+        apply(store, run_id, first, batch, watch, hooks.recording)?;
+        let deadline = Instant::now() + GATHER;
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(message) => apply(store, run_id, message, batch, watch, hooks.recording)?,
+                Err(TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+                Err(TryRecvError::Empty) if Instant::now() >= deadline => break,
+                Err(TryRecvError::Empty) => std::thread::sleep(POLL),
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let _busy = hooks.recording.busy();
+        if !batch.cache.is_empty() {
+            store.cache_put(&batch.cache)?;
+            batch.cache.clear();
+        }
+        if !batch.fenced.is_empty() {
+            // Steps and leased units' outcomes in one commit.
+            let accepted = complete(store, run_id, &batch.steps, &mut batch.fenced)?;
+            batch.fenced_done = accepted;
+        } else if !batch.steps.is_empty() {
+            store.write_steps(run_id, &batch.steps)?;
+        }
+        if !batch.steps.is_empty() {
+            let tokens: u64 = batch.steps.iter().map(step_tokens).sum();
+            Progress::add(&progress.tokens, tokens);
+            Progress::add(&progress.steps, batch.steps.len() as u64);
+            batch.steps.clear();
+        }
+        if !batch.items.is_empty() {
+            store.write_batch(run_id, &batch.items)?;
+        }
+        batch.items.append(&mut batch.fenced_done);
+        if batch.items.is_empty() {
+            continue;
+        }
+        // Counted only once committed: what is reported is durable.
+        let failed = batch
+            .items
+            .iter()
+            .filter(|r| r.status == ItemStatus::Failed)
+            .count();
+        Progress::add(&progress.failed, failed as u64);
+        Progress::add(&progress.done, (batch.items.len() - failed) as u64);
+        if !batch.pipeline {
+            // A pipeline's tokens were counted with its steps.
+            let tokens: u64 = batch
+                .items
+                .iter()
+                .map(|r| r.prompt_tokens.unwrap_or(0) + r.completion_tokens.unwrap_or(0))
+                .sum();
+            Progress::add(&progress.tokens, tokens);
+        }
+        if let Some(hook) = hooks.on_commit {
+            hook(&batch.items);
+        }
+        batch.items.clear();
+    }
+    Ok(())
 }
 
 /// Outcomes gathered for one commit.
@@ -222,6 +276,7 @@ fn apply(
     message: Message,
     batch: &mut Batch,
     watch: &mut Option<Watch>,
+    recording: &Recording,
 ) -> sluice_store::Result<()> {
     match message {
         Message::Record(record) => {
@@ -237,12 +292,16 @@ fn apply(
             batch.steps.push(record);
             Ok(())
         }
-        Message::Moves(moves) => store.set_positions(run_id, &moves),
+        Message::Moves(moves) => {
+            let _busy = recording.busy();
+            store.set_positions(run_id, &moves)
+        }
         Message::Cache(key, output, at) => {
             batch.cache.push((key, output, at));
             Ok(())
         }
         Message::Beat(beat) => {
+            let _busy = recording.busy();
             // A lost beat only makes the live view a second older; it must
             // never stop the recording of outcomes.
             if let Err(e) = store.heartbeat(&beat) {

@@ -41,6 +41,10 @@ pub struct MockConfig {
     pub api_key: Option<String>,
     /// Reply length in tokens when the request sets no `max_tokens`; 0 means 16.
     pub completion_tokens: u64,
+    /// The models served; when not empty, an OpenAI-route request naming
+    /// another model gets 404 at once (`model_not_found`), as a provider
+    /// answers a wrong model name.
+    pub models: Vec<String>,
     /// Share (0.0..=1.0) of distinct requests answered 422 on every attempt:
     /// inputs the service cannot process. Decided by the seed and the
     /// request's content, so the same request is refused on every host with

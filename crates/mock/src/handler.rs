@@ -49,6 +49,20 @@ pub(crate) async fn api(
             return Ok(with_rates(response::bad_request(&msg), &rates));
         }
     };
+    if !shared.cfg.models.is_empty() && !shared.cfg.models.iter().any(|m| *m == parsed.model) {
+        let rates = shared.refuse(Outcome::NotFound);
+        let message = format!(
+            "The model `{}` does not exist or you do not have access to it.",
+            parsed.model
+        );
+        let res = response::error(
+            StatusCode::NOT_FOUND,
+            &message,
+            "invalid_request_error",
+            Some("model_not_found"),
+        );
+        return Ok(with_rates(res, &rates));
+    }
     let hash = xxhash_rust::xxh3::xxh3_64_with_seed(&body, shared.cfg.seed);
     if shared.rejects(hash) {
         return Ok(rejected(shared, StatusCode::UNPROCESSABLE_ENTITY, REJECTED));

@@ -13,8 +13,10 @@
 //!    `Authorization: Bearer <key>` gets 401 at once.
 //! 2. **Parse.** A body that is not JSON, lacks a required field (`model`, and
 //!    `messages`, `prompt` or `input`), is empty where a list is required, or asks
-//!    for `stream: true` gets 400 at once. 401 and 400 skip the latency: they
-//!    model a gateway rejecting the request before it reaches the model.
+//!    for `stream: true` gets 400 at once; with [`MockConfig::models`] set, a
+//!    model not among them gets 404 at once. 401, 400 and 404 skip the
+//!    latency: they model a gateway rejecting the request before it reaches
+//!    the model.
 //! 3. **Concurrency.** Past [`MockConfig::max_concurrency`] requests in flight,
 //!    429 at once with `retry-after-ms` = max(latency, 1).
 //! 4. **Fault draws**, in this order, first match wins: reset (the connection is
@@ -44,9 +46,10 @@
 //! # Counting
 //!
 //! Each API request lands in exactly one outcome counter, so `ok + rate_limited +
-//! server_errors + resets + hangs + truncated + unauthorized + bad_requests ==
-//! requests`; a truncated 200 counts as `truncated`, not `ok`. Outcomes are counted
-//! when decided, before the latency; the first/last OK times when the 200 is sent.
+//! server_errors + resets + hangs + truncated + unauthorized + bad_requests +
+//! rejected + not_found == requests`; a truncated 200 counts as `truncated`, not
+//! `ok`. Outcomes are counted when decided, before the latency; the first/last
+//! OK times when the 200 is sent.
 //! The per-minute maxima are measured over accepted requests (200s, truncated or
 //! not) at admission time, to the millisecond; since the limiter allows a little
 //! slack, a client pacing at exactly the limit may show one request (or one

@@ -32,6 +32,10 @@ pub struct MockStats {
     /// `reject_rate`), which no retry can fix.
     #[serde(default)]
     pub rejected: u64,
+    /// 404s: a model the mock does not serve (`models`), as a provider
+    /// answers a wrong model name.
+    #[serde(default)]
+    pub not_found: u64,
     /// Peak number of requests being handled at once (past the concurrency cap
     /// check, so never above it).
     pub max_in_flight: u64,
@@ -93,6 +97,7 @@ pub(crate) enum Outcome {
     Unauthorized,
     BadRequest,
     Rejected,
+    NotFound,
 }
 
 /// Accepted requests of one millisecond: the sliding window's unit, which keeps
@@ -134,6 +139,7 @@ impl Recorder {
             Outcome::Unauthorized => &mut s.unauthorized,
             Outcome::BadRequest => &mut s.bad_requests,
             Outcome::Rejected => &mut s.rejected,
+            Outcome::NotFound => &mut s.not_found,
         };
         *counter += 1;
     }
@@ -227,11 +233,12 @@ mod tests {
             Outcome::Truncated,
             Outcome::Hang,
             Outcome::BadRequest,
+            Outcome::NotFound,
         ] {
             r.count(o);
         }
         let s = &r.stats;
-        assert_eq!((s.requests, s.ok, s.truncated, s.hangs), (4, 1, 1, 1));
-        assert_eq!(s.bad_requests, 1);
+        assert_eq!((s.requests, s.ok, s.truncated, s.hangs), (5, 1, 1, 1));
+        assert_eq!((s.bad_requests, s.not_found), (1, 1));
     }
 }

@@ -37,7 +37,9 @@ fn is_active(view: &Value) -> bool {
     let working = view["workers"]
         .as_array()
         .is_some_and(|w| w.iter().any(|w| w["state"] == "running"));
-    view["executed_here"] == true || (state == "running" && working) || state == "paused"
+    view["executed_here"] == true
+        || (state == "running" && working)
+        || matches!(state, "paused" | "pausing")
 }
 
 /// The feed of run `key` (an id, or a name: its latest run when the feed

@@ -11,7 +11,8 @@ use tokio::sync::watch;
 /// How a run's thread ended.
 #[derive(Debug, Clone)]
 pub(crate) enum Ending {
-    Report(RunReport),
+    /// Boxed: far larger than an error.
+    Report(Box<RunReport>),
     Error(String),
 }
 

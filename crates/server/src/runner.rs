@@ -153,8 +153,9 @@ pub(crate) enum StreamMsg {
     Items(Vec<ItemRecord>),
     /// Its client fell too far behind: no more outcomes come.
     Lagged,
-    /// The run ended (its report), or stopped with an error.
-    Done(Result<RunReport, String>),
+    /// The run ended (its report, boxed: far larger than the rest), or
+    /// stopped with an error.
+    Done(Result<Box<RunReport>, String>),
 }
 
 /// Outcomes waiting for a `wait=stream` client at most; past them the
@@ -261,6 +262,7 @@ pub(crate) async fn start(state: &AppState, launch: Launch) -> ApiResult<(Arc<Li
         sets: Vec::new(),
         lease: sluice_engine::DEFAULT_LEASE,
         queue_only: false,
+        early_stop: true,
     };
     let hooks = RunHooks {
         control: Some(control.clone()),
@@ -296,7 +298,7 @@ pub(crate) async fn start(state: &AppState, launch: Launch) -> ApiResult<(Arc<Li
             drop(scratch);
             drop(slot);
             let ending = match &result {
-                Ok(report) => Ending::Report(report.clone()),
+                Ok(report) => Ending::Report(Box::new(report.clone())),
                 Err(e) => Ending::Error(e.to_string()),
             };
             // Ended before the stream hears of it: the summary it builds

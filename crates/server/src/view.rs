@@ -5,7 +5,7 @@
 //! and the advice derived from it.
 
 use serde_json::{json, Value as Json};
-use sluice_engine::{read_control, worker_state, ControlState, StoredControl};
+use sluice_engine::{read_control, shown_state, worker_state, StoredControl};
 use sluice_store::{RunCounts, RunMeta, Store, WorkerBeat};
 
 use crate::advice::{advise, Advice};
@@ -50,19 +50,20 @@ pub(crate) fn live_here(run: &LiveRun) -> Live {
     }
 }
 
-/// The run's public state: the store's, or `paused`/`running` for a run
-/// executed here; a run running elsewhere whose stored control asks for a
-/// pause is `paused` (its processes hold within a second).
-fn state(run: &RunMeta, here: Option<&LiveRun>, control: Option<&StoredControl>) -> String {
+/// The run's public state: `paused`/`running` for a run executed here
+/// (a pause applies at once in this process); otherwise as every surface
+/// shows it ([`shown_state`]: `pausing` until each process executing it
+/// applied a pause, `interrupted (process gone)` when none is left).
+fn state(
+    run: &RunMeta,
+    here: Option<&LiveRun>,
+    control: Option<&StoredControl>,
+    beats: &[WorkerBeat],
+) -> String {
     match here {
         Some(r) if !r.is_finished() && r.control.is_paused() => "paused".into(),
         Some(r) if !r.is_finished() => "running".into(),
-        _ if run.state == sluice_store::STATE_RUNNING
-            && control.is_some_and(|c| c.state == ControlState::Pause) =>
-        {
-            "paused".into()
-        }
-        _ => run.state.clone(),
+        _ => shown_state(run, control, beats, sluice_engine::now_ms()),
     }
 }
 
@@ -73,6 +74,15 @@ pub(crate) fn control_of(store: &mut dyn Store, run: &RunMeta) -> ApiResult<Opti
         return Ok(None);
     }
     Ok(read_control(store, &run.id)?)
+}
+
+/// The heartbeats of a run still running, for [`state`] (none for ended
+/// runs: their state is the stored one).
+pub(crate) fn beats_of(store: &mut dyn Store, run: &RunMeta) -> ApiResult<Vec<WorkerBeat>> {
+    if run.state != sluice_store::STATE_RUNNING {
+        return Ok(Vec::new());
+    }
+    Ok(store.workers(&run.id)?)
 }
 
 /// Builds the view of `run` (store reads: call on a blocking thread).
@@ -117,7 +127,7 @@ pub(crate) fn view(
     Ok(json!({
         "id": run.id,
         "name": run.name,
-        "state": state(run, here, control.as_ref()),
+        "state": state(run, here, control.as_ref(), &beats),
         "control": control,
         "mode": mode,
         "executed_here": here.is_some_and(|r| !r.is_finished()),
@@ -133,17 +143,19 @@ pub(crate) fn view(
     }))
 }
 
-/// A run in the list of runs (`control`: see [`control_of`]).
+/// A run in the list of runs (`control`, `beats`: see [`control_of`],
+/// [`beats_of`]).
 pub(crate) fn summary(
     run: &RunMeta,
     counts: &RunCounts,
     here: Option<&LiveRun>,
     control: Option<&StoredControl>,
+    beats: &[WorkerBeat],
 ) -> Json {
     json!({
         "id": run.id,
         "name": run.name,
-        "state": state(run, here, control),
+        "state": state(run, here, control, beats),
         "created_at": run.created_at,
         "finished_at": run.finished_at,
         "counts": Counts::new(run, counts),

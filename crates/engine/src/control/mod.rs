@@ -89,6 +89,25 @@ impl RunControl {
         }
     }
 
+    /// Resolves once the run is paused or cancelled (at once if it is):
+    /// a call waiting for its place or rate slot then goes back to wait in
+    /// [`RunControl::proceed`] instead of going out.
+    pub(crate) async fn held(&self) {
+        loop {
+            let changed = self.changed.notified();
+            if self.paused.load(Relaxed) || self.is_cancelled() {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    /// A wake-up for the next pause, resume or cancel (registered when
+    /// enabled or first polled).
+    pub(crate) fn on_change(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
+    }
+
     /// Resolves once the run is cancelled.
     pub(crate) async fn cancelled(&self) {
         loop {

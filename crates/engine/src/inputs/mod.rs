@@ -141,8 +141,26 @@ enum Kind {
 }
 
 impl Kind {
-    /// Opens the source and streams its entries.
+    /// Opens the source and streams its entries; an item holding a NUL
+    /// character anywhere is a bad entry ([`crate::nul`]).
     fn entries(&self) -> Result<Entries, InputError> {
+        let entries = self.raw_entries()?;
+        Ok(Box::new(entries.map(|entry| {
+            entry.map(|e| {
+                e.and_then(|item| match crate::nul::in_value(&item.value) {
+                    None => Ok(item),
+                    Some(path) => Err(BadItem {
+                        position: item.position,
+                        line: item.line,
+                        message: crate::nul::message(&format!("field {path}")),
+                    }),
+                })
+            })
+        })))
+    }
+
+    /// The source's entries as read.
+    fn raw_entries(&self) -> Result<Entries, InputError> {
         match self {
             Kind::File {
                 path,

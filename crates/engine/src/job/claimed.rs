@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value as Json};
 use sluice_spec::Job;
-use sluice_store::{Claimed, ItemRecord, JobDef, NewRun, QueuedUnit, RunMeta, Store};
+use sluice_store::{
+    Claimed, ItemRecord, JobDef, NewRun, QueuedUnit, RunMeta, Store, StoreLocation,
+};
 use tokio::sync::Semaphore;
 
 use super::runner::{Shared, Unit};
@@ -19,7 +21,7 @@ use super::units::{Combos, UnitIds};
 use super::{bad_item_record, spawn_unit, JobConfig, Window};
 use crate::error::{Error, Result};
 use crate::inputs::Prepared;
-use crate::lifecycle::{drain, StopSignals};
+use crate::lifecycle::StopSignals;
 use crate::progress::Progress;
 use crate::writer::Message;
 
@@ -267,7 +269,9 @@ pub(crate) async fn dispatch(
     let mut interrupted = false;
     let mut pace = Pace::new(&shared.progress);
     let result = loop {
-        if shared.progress.budget_reached.load(Relaxed) > 0 {
+        if shared.stopping.is_set() {
+            // The budget is spent, the store failed, or the first answers
+            // all failed alike.
             break Ok(());
         }
         if control.state() != crate::control::ControlState::Run {
@@ -344,6 +348,7 @@ pub(crate) async fn dispatch(
             }
             _ = tokio::time::sleep(Duration::from_millis(5)), if !may_start => {}
             _ = stop.notified() => { interrupted = true; break Ok(()); }
+            () = shared.stopping.wait() => {}
         }
     };
     // A claim still on its way lands before the last (stopped) heartbeat
@@ -353,7 +358,23 @@ pub(crate) async fn dispatch(
     }
     result?;
     let all_done = window.all_done(&slots, &shared);
-    Ok(drain(all_done, stop, &shared.stopping, interrupted).await)
+    Ok(crate::lifecycle::drain_halted(all_done, stop, &shared.stopping, interrupted).await)
+}
+
+/// Holds a shared run that stopped early for every process: its stored
+/// control says cancel (by "early stop"), so the other processes leave it
+/// at their next heartbeat and no worker joins it until `sluice run`
+/// starts it again or `sluice resume` releases it.
+pub(crate) fn hold_stopped(location: &StoreLocation, run_id: &str, why: &str) -> Result<()> {
+    let mut store = location.open()?;
+    tracing::warn!("run {run_id}: held for every process: {why}");
+    crate::control::write_control(
+        &mut *store,
+        run_id,
+        crate::control::ControlState::Cancel,
+        &crate::control::requester("early stop"),
+    )?;
+    Ok(())
 }
 
 fn failed_unit(entry: &Claimed, message: String) -> ItemRecord {

@@ -15,6 +15,7 @@ use super::choose::Offload;
 use super::lanes::Lanes;
 use super::runner::Shared;
 use super::webhook_target;
+use crate::early_stop::FirstCalls;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::quick::preflight;
@@ -79,19 +80,32 @@ pub(crate) struct Work<'a> {
     pub(crate) on_commit: Option<crate::control::CommitHook>,
     /// Where files named at run time may be read from (`None`: anywhere).
     pub(crate) files: Option<Arc<crate::FileAccess>>,
+    /// Stop when a step's first answers all fail alike ([`crate::early_stop`]).
+    pub(crate) early_stop: bool,
+}
+
+/// How [`execute`] ended.
+pub(crate) struct Executed {
+    /// Stopped before its end: a signal, a cancel, or a halt.
+    pub(crate) interrupted: bool,
+    /// Endpoints whose breakers opened.
+    pub(crate) breakers: Vec<crate::BreakerReport>,
+    /// Why the first answers stopped the run, if they did.
+    pub(crate) stopped_early: Option<String>,
 }
 
 /// Works a run: starts the writer and heartbeats, runs the units `dispatch`
 /// hands out (on a shared store with limits held together with the other
 /// processes), then records what is left to record; returns whether the run
-/// was interrupted, and the endpoints whose breakers opened.
+/// was interrupted (by a signal, a cancel or a halt), the endpoints whose
+/// breakers opened, and why it halted on its own, if it did.
 pub(crate) fn execute<F, Fut>(
     work: Work<'_>,
     runtime: tokio::runtime::Runtime,
     mut lanes: Lanes,
     env: Env,
     dispatch: F,
-) -> Result<(bool, Vec<crate::BreakerReport>)>
+) -> Result<Executed>
 where
     F: FnOnce(Arc<Shared>) -> Fut,
     Fut: std::future::Future<Output = Result<bool>>,
@@ -107,6 +121,7 @@ where
         seen,
         on_commit,
         files,
+        early_stop,
     } = work;
     let Env {
         vars: env,
@@ -124,19 +139,22 @@ where
     } else {
         Vec::new()
     };
+    let stopping = Arc::new(Stopping::default());
+    let recording = Arc::new(crate::recording::Recording::default());
     let writer = Writer::start(
         location.open()?,
         run.id.clone(),
         progress.clone(),
         on_commit,
         Some(crate::control::Watch::new(control.clone(), seen)),
+        stopping.clone(),
+        recording.clone(),
     );
     let batched: Vec<String> = offload
         .iter()
         .filter(|(_, o)| o.batched())
         .map(|(name, _)| name.clone())
         .collect();
-    let stopping = Arc::new(Stopping::default());
     let batches = if batched.is_empty() {
         Batches::none()
     } else {
@@ -156,6 +174,10 @@ where
         run.id.clone(),
         progress.clone(),
         control.clone(),
+    ));
+    runtime.spawn(crate::lifecycle::mirror_pause(
+        control.clone(),
+        progress.clone(),
     ));
     let shared = Arc::new(Shared {
         job: Arc::new(job.clone()),
@@ -196,6 +218,12 @@ where
         },
         batches,
         control,
+        first_calls: job
+            .steps
+            .iter()
+            .map(|s| FirstCalls::new(early_stop, Some(s.name.clone())))
+            .collect(),
+        recording,
     });
     let run_hook = match &job.webhook {
         Some(hook) if hook.on == WebhookOn::Run => Some(webhook_target(hook, &env_value)?),
@@ -214,6 +242,7 @@ where
     );
     progress.stats.freeze_providers();
     let delivered = shared.batches.delivered();
+    let shared_halt = shared.stopping.halted().cloned();
     drop(runtime);
     drop(shared);
     writer.finish()?;
@@ -259,5 +288,13 @@ where
         settings["spent_usd"] = serde_json::json!(before + spent);
         store.update_settings(&run.id, &settings)?;
     }
-    Ok((interrupted, breakers))
+    let stopped_early = match shared_halt {
+        Some(crate::stopping::Halt::Systematic(why)) => Some(why),
+        _ => None,
+    };
+    Ok(Executed {
+        interrupted,
+        breakers,
+        stopped_early,
+    })
 }

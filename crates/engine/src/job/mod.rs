@@ -26,7 +26,7 @@ use crate::control::RunHooks;
 use crate::error::{Error, Result};
 use crate::inputs::{self, BadItem};
 use crate::lease::ExecutorLease;
-use crate::lifecycle::{close_run, drain, open_run, RunStart, StopSignals};
+use crate::lifecycle::{close_run, open_run, RunStart, StopSignals};
 use crate::progress::Progress;
 use crate::quick::{now_ms, RunReport};
 use crate::writer::Message;
@@ -35,9 +35,9 @@ use runner::{run_unit, Shared};
 use units::{Combos, UnitIds};
 
 pub use choose::Offload;
-pub(crate) use claimed::dispatch as claimed_dispatch;
 pub use claimed::DEFAULT_LEASE;
-pub(crate) use execute::{check_reachable, execute, new_runtime, Env, Work};
+pub(crate) use claimed::{dispatch as claimed_dispatch, hold_stopped};
+pub(crate) use execute::{check_reachable, execute, new_runtime, Env, Executed, Work};
 pub use export::unit_result;
 pub(crate) use lanes::Lanes as JobLanes;
 pub(crate) use offload::{for_worker as worker_offload, notes as offload_notes};
@@ -61,6 +61,10 @@ pub struct JobConfig {
     /// On a shared store: queue the units and return, leaving the work to
     /// `sluice worker` processes.
     pub queue_only: bool,
+    /// Stop sending when a step's first answers all fail the same way no
+    /// retry can fix (a wrong key, URL or model); `--no-early-stop` turns
+    /// it off.
+    pub early_stop: bool,
 }
 
 /// Units looked up in the store per batch on resume.
@@ -226,8 +230,9 @@ pub fn run_job_with(
         seen,
         on_commit: hooks.on_commit.take(),
         files: hooks.files.take(),
+        early_stop: cfg.early_stop,
     };
-    let (interrupted, breakers) = if shared_run {
+    let executed = if shared_run {
         let lease = cfg.lease;
         execute(work, runtime, lanes, env, |shared| {
             claimed::dispatch(shared, store, run_id, limit, lease)
@@ -238,8 +243,17 @@ pub fn run_job_with(
             dispatch(shared, &prepared, &ids, &combos, lookup, run_id, limit)
         })?
     };
+    let Executed {
+        interrupted,
+        breakers,
+        stopped_early,
+    } = executed;
     let mut report = if shared_run {
-        let cancelled = control.is_cancelled();
+        // A run stopped early is held for every process, as a cancel is.
+        let cancelled = control.is_cancelled() || stopped_early.is_some();
+        if let Some(why) = &stopped_early {
+            hold_stopped(location, &run.id, why)?;
+        }
         crate::lifecycle::close_shared_run(
             location,
             run,
@@ -253,7 +267,14 @@ pub fn run_job_with(
     report.breakers = breakers;
     report.notes = offload::notes(&offload);
     drop(lease);
-    Ok(report)
+    match stopped_early {
+        Some(why) => Err(crate::early_stop::stopped(
+            &why,
+            &report.run_id,
+            &report.progress,
+        )),
+        None => Ok(report),
+    }
 }
 
 /// The webhook's target: headers rendered (they may use `env`), the HMAC key
@@ -424,14 +445,11 @@ async fn dispatch(
             let permit = tokio::select! {
                 permit = slots.clone().acquire_owned() => permit.expect("semaphore never closed"),
                 _ = stop.notified() => { interrupted = true; break 'outer; }
+                () = shared.stopping.wait() => break 'outer,
             };
-            if shared
-                .progress
-                .budget_reached
-                .load(std::sync::atomic::Ordering::Relaxed)
-                > 0
-            {
-                // The budget is spent: the rest stays pending.
+            if shared.stopping.is_set() {
+                // The budget is spent, the store failed, or the first
+                // answers all failed alike: the rest stays pending.
                 break 'outer;
             }
             spawn_unit(&shared, unit, permit, None);
@@ -441,7 +459,7 @@ async fn dispatch(
         }
     }
     let all_done = window.all_done(&slots, &shared);
-    Ok(drain(all_done, stop, &shared.stopping, interrupted).await)
+    Ok(crate::lifecycle::drain_halted(all_done, stop, &shared.stopping, interrupted).await)
 }
 
 /// Runs one unit in its own task holding `permit`, then records it (under

@@ -55,12 +55,14 @@ pub(crate) async fn list(State(state): State<AppState>) -> ApiResult<Json<Value>
                 .map(|s| {
                     // Read for running runs only: few, and the list stays one query else.
                     let control = view::control_of(store, &s.run)?;
+                    let beats = view::beats_of(store, &s.run)?;
                     let here = st.live(&s.run.id);
                     Ok(view::summary(
                         &s.run,
                         &s.counts,
                         here.as_deref(),
                         control.as_ref(),
+                        &beats,
                     ))
                 })
                 .collect::<ApiResult<Vec<_>>>()

@@ -124,10 +124,12 @@ function update(p) {
   text($("c-calls"), fmt(rates.calls_per_sec || 0));
   text($("c-tokens"), fmt(rates.tokens_per_min || 0));
   text($("c-inflight"), String(inflight || 0));
-  text($("c-eta"), live ? duration(live.eta_secs) : (p.state === "finished" ? "done" : "–"));
+  // A paused run's clock stands still: no ETA.
+  text($("c-eta"), p.state === "paused" ? "paused" : live ? duration(live.eta_secs) : (p.state === "finished" ? "done" : "–"));
   $("btn-pause").disabled = p.state !== "running";
-  $("btn-resume").disabled = !(p.state === "paused" || p.state === "interrupted");
-  $("btn-cancel").disabled = !(p.state === "running" || p.state === "paused");
+  const held = p.state === "paused" || p.state === "pausing";
+  $("btn-resume").disabled = !(held || p.state.startsWith("interrupted"));
+  $("btn-cancel").disabled = !(p.state === "running" || held);
 
   const provs = stats.providers || [];
   const rpsLimit = sum(provs.map((x) => x.limits.rps ?? (x.limits.rpm ? x.limits.rpm / 60 : null)));

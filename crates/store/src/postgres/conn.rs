@@ -2,6 +2,14 @@
 //! tokio-postgres client and a runtime of its own, and runs each store call
 //! sent to it as a closure.
 //!
+//! A lost connection (a terminated backend, a database failover, a restarted
+//! pooler, a network cut) is reconnected with backoff and the call run again
+//! on the new connection: each call is one transaction (rolled back by the
+//! server when its connection died) or a read, and the writes are upserts or
+//! fenced by lease tokens, so running it again is safe. Only a database that
+//! stays away past [`reconnect_limit`] fails the call, with the server's own
+//! error.
+//!
 //! Why a thread: the `Store` trait is synchronous and is called both from
 //! plain threads (the engine's writer) and from inside async tasks of a
 //! current-thread runtime (resume look-ups, step records). Blocking on a
@@ -11,6 +19,7 @@
 use std::collections::HashMap;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row, Statement};
@@ -26,20 +35,53 @@ pub(super) type PgResult<T> = std::result::Result<T, tokio_postgres::Error>;
 /// Work for the connection thread.
 type Task = Box<dyn FnOnce(&mut Conn) + Send>;
 
+/// How long a lost connection is tried again before a store call fails:
+/// `SLUICE_PG_RECONNECT_SECS` (seconds), default 60 — a failover or a
+/// restarted pooler takes seconds; a database gone for longer needs a person.
+pub(super) fn reconnect_limit() -> Duration {
+    std::env::var("SLUICE_PG_RECONNECT_SECS")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map_or(Duration::from_secs(60), Duration::from_secs_f64)
+}
+
+/// First and longest wait between reconnection attempts.
+const RECONNECT_FIRST: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
+
 /// One connection, used only on its own thread.
 pub(super) struct Conn {
     rt: tokio::runtime::Runtime,
     client: Client,
+    config: tokio_postgres::Config,
     /// Prepared once per connection, by SQL text.
     prepared: HashMap<&'static str, Statement>,
+    /// The connection was lost during the current call: how (the server's
+    /// error, when it said one).
+    lost: Option<String>,
+    /// Connections made so far: a transaction spanning several calls (an
+    /// input list) checks it did not change under it.
+    pub(super) generation: u64,
 }
 
 impl Conn {
+    /// Notes a lost connection behind `result`'s error, if it is one.
+    fn watch<T>(&mut self, result: PgResult<T>) -> PgResult<T> {
+        if let Err(e) = &result {
+            if self.lost.is_none() && (connection_lost(e) || self.client.is_closed()) {
+                self.lost = Some(describe(e));
+            }
+        }
+        result
+    }
+
     fn statement(&mut self, sql: &'static str) -> PgResult<Statement> {
         if let Some(s) = self.prepared.get(sql) {
             return Ok(s.clone());
         }
-        let s = self.rt.block_on(self.client.prepare(sql))?;
+        let prepared = self.rt.block_on(self.client.prepare(sql));
+        let s = self.watch(prepared)?;
         self.prepared.insert(sql, s.clone());
         Ok(s)
     }
@@ -47,7 +89,8 @@ impl Conn {
     /// Runs a prepared statement and returns its rows.
     pub(super) fn query(&mut self, sql: &'static str, params: Params<'_>) -> PgResult<Vec<Row>> {
         let s = self.statement(sql)?;
-        self.rt.block_on(self.client.query(&s, params))
+        let rows = self.rt.block_on(self.client.query(&s, params));
+        self.watch(rows)
     }
 
     /// Runs a prepared statement and returns its row, if any.
@@ -57,18 +100,49 @@ impl Conn {
         params: Params<'_>,
     ) -> PgResult<Option<Row>> {
         let s = self.statement(sql)?;
-        self.rt.block_on(self.client.query_opt(&s, params))
+        let row = self.rt.block_on(self.client.query_opt(&s, params));
+        self.watch(row)
     }
 
     /// Runs a prepared statement and returns the rows it changed.
     pub(super) fn execute(&mut self, sql: &'static str, params: Params<'_>) -> PgResult<u64> {
         let s = self.statement(sql)?;
-        self.rt.block_on(self.client.execute(&s, params))
+        let changed = self.rt.block_on(self.client.execute(&s, params));
+        self.watch(changed)
     }
 
     /// Runs SQL text (several statements, no parameters).
     pub(super) fn batch(&mut self, sql: &str) -> PgResult<()> {
-        self.rt.block_on(self.client.batch_execute(sql))
+        let done = self.rt.block_on(self.client.batch_execute(sql));
+        self.watch(done)
+    }
+
+    /// Connects again, with backoff, until `deadline`; the error of the
+    /// last attempt when the database stays away.
+    fn reconnect(&mut self, deadline: Instant) -> std::result::Result<(), String> {
+        let mut wait = RECONNECT_FIRST;
+        loop {
+            let (client, connection) =
+                match self.rt.block_on(self.config.connect(tokio_postgres::NoTls)) {
+                    Ok(connected) => connected,
+                    Err(e) => {
+                        let now = Instant::now();
+                        if now >= deadline {
+                            return Err(describe(&e));
+                        }
+                        std::thread::sleep(wait.min(deadline - now));
+                        wait = (wait * 2).min(RECONNECT_MAX);
+                        continue;
+                    }
+                };
+            self.rt.spawn(async move {
+                let _ = connection.await;
+            });
+            self.client = client;
+            self.prepared.clear();
+            self.generation += 1;
+            return Ok(());
+        }
     }
 
     /// Runs `f` in one transaction: committed if it returns `Ok`, rolled
@@ -146,14 +220,15 @@ impl Handle {
         }
     }
 
-    /// Runs `f` on the connection thread and waits for its result.
+    /// Runs `f` on the connection thread and waits for its result; a lost
+    /// connection is made again and `f` run again on it (see the module).
     pub(super) fn call<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Conn) -> Result<T> + Send + 'static,
+        mut f: impl FnMut(&mut Conn) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let (reply, answer) = mpsc::sync_channel(1);
         let task: Task = Box::new(move |conn| {
-            let _ = reply.send(f(conn));
+            let _ = reply.send(with_reconnect(conn, &mut f));
         });
         self.tasks
             .as_ref()
@@ -175,6 +250,96 @@ impl Drop for Handle {
     }
 }
 
+/// Runs `f`, reconnecting and running it again while the connection is
+/// lost, until the database has stayed away for [`reconnect_limit`].
+fn with_reconnect<T>(conn: &mut Conn, f: &mut impl FnMut(&mut Conn) -> Result<T>) -> Result<T> {
+    let mut deadline = None;
+    loop {
+        conn.lost = None;
+        let result = f(conn);
+        let Some(how) = conn.lost.take() else {
+            return result;
+        };
+        let limit = reconnect_limit();
+        let deadline = *deadline.get_or_insert_with(|| Instant::now() + limit);
+        let gave_up = |last: &str| {
+            Error::Unsupported(format!(
+                "lost the connection to PostgreSQL ({how}) and could not work again within \
+                 {} s: {last} (is the database up? SLUICE_PG_RECONNECT_SECS sets how long to \
+                 keep trying)",
+                limit.as_secs_f64()
+            ))
+        };
+        if Instant::now() >= deadline {
+            // Connections come back but keep being lost.
+            return Err(gave_up(&how));
+        }
+        tracing::warn!("the PostgreSQL connection was lost ({how}); reconnecting");
+        match conn.reconnect(deadline) {
+            Ok(()) => tracing::info!("reconnected to PostgreSQL"),
+            Err(last) => return Err(gave_up(&last)),
+        }
+    }
+}
+
+/// Whether `e` means the connection is gone (not that the statement failed).
+fn connection_lost(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    if let Some(code) = e.code() {
+        // 08: connection exception; 57P01-03: the server shut the backend
+        // down (pg_terminate_backend, a shutdown, a restart).
+        let code = code.code();
+        return code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03");
+    }
+    std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+}
+
+/// A driver error as the server said it: severity, message, SQLSTATE,
+/// detail and hint of a database error (the driver's own text is only "db
+/// error"), else the driver's text with its cause.
+pub(super) fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut text = format!(
+            "{}: {} (SQLSTATE {})",
+            db.severity(),
+            db.message(),
+            db.code().code()
+        );
+        if let Some(detail) = db.detail() {
+            text += &format!("; detail: {detail}");
+        }
+        if let Some(hint) = db.hint() {
+            text += &format!("; hint: {hint}");
+        }
+        return text;
+    }
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
+}
+
+/// A driver error kept as its description (so `{}` shows what the server
+/// said), for the store's boxed causes.
+#[derive(Debug)]
+pub(super) struct PgError(String);
+
+impl PgError {
+    pub(super) fn boxed(e: &tokio_postgres::Error) -> Box<dyn std::error::Error + Send + Sync> {
+        Box::new(PgError(describe(e)))
+    }
+}
+
+impl std::fmt::Display for PgError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PgError {}
+
 fn gone() -> Error {
     Error::Unsupported(
         "the PostgreSQL connection thread stopped (a panic in the store; see the log above)".into(),
@@ -192,7 +357,7 @@ fn connect(config: &tokio_postgres::Config) -> std::result::Result<Conn, Connect
         .block_on(config.connect(tokio_postgres::NoTls))
         .map_err(|e| {
             let hint = super::hint(&e);
-            (Box::new(e) as _, hint)
+            (PgError::boxed(&e), hint)
         })?;
     // Driven whenever the thread blocks on a query; between calls nothing
     // arrives that needs an answer. A lost connection shows up as the next
@@ -203,6 +368,9 @@ fn connect(config: &tokio_postgres::Config) -> std::result::Result<Conn, Connect
     Ok(Conn {
         rt,
         client,
+        config: config.clone(),
         prepared: HashMap::new(),
+        lost: None,
+        generation: 0,
     })
 }

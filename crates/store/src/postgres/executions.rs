@@ -153,8 +153,11 @@ pub(super) fn replace_inputs(
     let op = "record the run's input list";
     let id = run_id.to_owned();
     // One transaction over several calls on this connection (the rows come
-    // from the caller's thread), always ended below.
-    handle.call(move |c| {
+    // from the caller's thread), always ended below. A connection made
+    // again meanwhile lost the transaction: each call checks it is still on
+    // the connection that began it, and the list fails rather than being
+    // finished half on a new one.
+    let generation = handle.call(move |c| {
         c.batch("BEGIN").during(op)?;
         let started = touch(c, &id).and_then(|()| {
             c.execute("DELETE FROM inputs WHERE run_id = $1", &[&id])
@@ -163,11 +166,14 @@ pub(super) fn replace_inputs(
         if started.is_err() {
             let _ = c.batch("ROLLBACK");
         }
-        started.map(|_| ())
+        started.map(|_| c.generation)
     })?;
-    let result = fill(handle, run_id, rows);
+    let result = fill(handle, run_id, rows, generation);
     let end = match &result {
-        Ok(_) => handle.call(|c| c.batch("COMMIT").during(op)),
+        Ok(_) => handle.call(move |c| {
+            same_connection(c, generation)?;
+            c.batch("COMMIT").during(op)
+        }),
         Err(_) => handle.call(|c| c.batch("ROLLBACK").during(op)),
     };
     let counts = result?;
@@ -175,11 +181,24 @@ pub(super) fn replace_inputs(
     Ok(counts)
 }
 
+/// Fails when the connection was made again since `generation`.
+fn same_connection(c: &Conn, generation: u64) -> Result<()> {
+    if c.generation == generation {
+        return Ok(());
+    }
+    Err(Error::Unsupported(
+        "the connection to PostgreSQL was lost while the run's input list was being \
+         recorded (nothing was sent yet); run the same command again"
+            .into(),
+    ))
+}
+
 /// The inside of [`replace_inputs`]' transaction.
 fn fill(
     handle: &Handle,
     run_id: &str,
     rows: &mut dyn Iterator<Item = std::result::Result<InputRow, SinkError>>,
+    generation: u64,
 ) -> Result<InputCounts> {
     let op = "record the run's input list";
     let mut total = 0u64;
@@ -198,6 +217,7 @@ fn fill(
         }
         let id = run_id.to_owned();
         total += handle.call(move |c| {
+            same_connection(c, generation)?;
             c.execute(
                 "INSERT INTO inputs (run_id, item_id, idx, hash) \
                  SELECT $1, * FROM unnest($2::text[], $3::int8[], $4::int8[]) \
@@ -209,6 +229,7 @@ fn fill(
     }
     let id = run_id.to_owned();
     let done: i64 = handle.call(move |c| {
+        same_connection(c, generation)?;
         // Earlier failures are sent again by the execution starting now:
         // until then they are pending, not their old error.
         c.execute(

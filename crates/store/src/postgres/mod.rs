@@ -67,12 +67,15 @@ impl PostgresStore {
         let mut config = tokio_postgres::Config::from_str(url).map_err(|e| Error::Open {
             path: path.clone(),
             hint: " (expected postgres://USER@HOST:PORT/DATABASE)",
-            cause: Box::new(e),
+            cause: conn::PgError::boxed(&e),
         })?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
-        config.application_name("sluice");
+        if config.get_application_name().is_none() {
+            // A URL's own `application_name` wins: operators tell processes apart by it.
+            config.application_name("sluice");
+        }
         let open_path = path.clone();
         let open_error = move |cause, hint| Error::Open {
             path: open_path.clone(),
@@ -98,7 +101,7 @@ fn migrate(conn: &mut Conn, path: &std::path::Path, target: usize) -> Result<()>
     let open_err = |e: tokio_postgres::Error| Error::Open {
         path: path.to_path_buf(),
         hint: hint(&e),
-        cause: Box::new(e),
+        cause: conn::PgError::boxed(&e),
     };
     let too_new = |found| Error::TooNew {
         path: path.to_path_buf(),
@@ -165,7 +168,7 @@ impl<T> During<T> for std::result::Result<T, tokio_postgres::Error> {
         self.map_err(|e| Error::Db {
             op,
             hint: hint(&e),
-            cause: Box::new(e),
+            cause: conn::PgError::boxed(&e),
         })
     }
 }

@@ -378,12 +378,19 @@ impl SharedRuns for PostgresStore {
 
     fn update_shared(&mut self, key: &str, update: SharedUpdate) -> Result<serde_json::Value> {
         let key = key.to_owned();
+        let mut update = Some(update);
         self.handle
-            .call(move |c| c.tx("update shared limits", |c| update_in(c, &key, update)))
+            .call(move |c| c.tx("update shared limits", |c| update_in(c, &key, &mut update)))
     }
 }
 
-fn update_in(c: &mut Conn, key: &str, update: SharedUpdate) -> Result<serde_json::Value> {
+/// `update` runs once: if the connection is lost after it ran, the call
+/// fails rather than running again (the caller's next exchange retries).
+fn update_in(
+    c: &mut Conn,
+    key: &str,
+    update: &mut Option<SharedUpdate>,
+) -> Result<serde_json::Value> {
     let op = "update shared limits";
     c.execute(
         "INSERT INTO shared_state (key, value, updated_at) VALUES ($1, 'null', $2) \
@@ -404,6 +411,13 @@ fn update_in(c: &mut Conn, key: &str, update: SharedUpdate) -> Result<serde_json
     let stored = match rows::json("shared state", &text)? {
         serde_json::Value::Null => None,
         v => Some(v),
+    };
+    let Some(update) = update.take() else {
+        return Err(crate::Error::Unsupported(
+            "the PostgreSQL connection was lost while shared limits were being updated; \
+             the next exchange tries again"
+                .into(),
+        ));
     };
     let (value, out) = update(stored, now_us);
     c.execute(

@@ -31,6 +31,22 @@ pub(super) fn all<T>(rows: &[Row], decode: fn(&dyn Columns) -> Result<T>) -> Res
     rows.iter().map(|r| decode(r)).collect()
 }
 
+/// Text PostgreSQL can keep: a NUL character (which it refuses, failing the
+/// whole commit) becomes U+FFFD. Input holding one is refused before
+/// anything is sent; this keeps what a service answers (a response, an
+/// error message) from stopping a run.
+fn storable(s: &str) -> String {
+    if s.contains('\0') {
+        s.replace('\0', "\u{FFFD}")
+    } else {
+        s.to_owned()
+    }
+}
+
+fn opt_storable(s: &Option<String>) -> Option<String> {
+    s.as_deref().map(storable)
+}
+
 fn opt(what: &'static str, v: Option<u64>) -> Result<Option<i64>> {
     v.map(|v| to_i64(what, v)).transpose()
 }
@@ -69,23 +85,23 @@ impl ItemColumns {
             if last.get(r.item_id.as_str()) != Some(&i) {
                 continue;
             }
-            c.item_id.push(r.item_id.clone());
+            c.item_id.push(storable(&r.item_id));
             c.idx.push(to_i64("item idx", r.idx)?);
             c.hash.push(hash_to_i64(r.hash));
             c.status.push(r.status.as_str());
             c.attempts.push(i64::from(r.attempts));
             c.throttled.push(i64::from(r.throttled));
             c.status_code.push(r.status_code.map(i64::from));
-            c.response.push(r.response.clone());
-            c.error.push(r.error.clone());
+            c.response.push(opt_storable(&r.response));
+            c.error.push(opt_storable(&r.error));
             c.prompt_tokens.push(opt("prompt tokens", r.prompt_tokens)?);
             c.completion_tokens
                 .push(opt("completion tokens", r.completion_tokens)?);
             c.latency_ms.push(to_i64("latency", r.latency_ms)?);
             c.started_at.push(r.started_at);
             c.finished_at.push(r.finished_at);
-            c.metadata.push(r.metadata.clone());
-            c.custom_id.push(r.custom_id.clone());
+            c.metadata.push(opt_storable(&r.metadata));
+            c.custom_id.push(opt_storable(&r.custom_id));
         }
         Ok(c)
     }
@@ -123,8 +139,8 @@ impl StepColumns {
             if last.get(&(r.unit_id.as_str(), r.step.as_str(), r.part)) != Some(&i) {
                 continue;
             }
-            c.unit_id.push(r.unit_id.clone());
-            c.step.push(r.step.clone());
+            c.unit_id.push(storable(&r.unit_id));
+            c.step.push(storable(&r.step));
             c.part.push(r.part);
             c.hash.push(hash_to_i64(r.hash));
             c.status.push(r.status.as_str());
@@ -137,8 +153,8 @@ impl StepColumns {
             c.latency_ms.push(to_i64("latency", r.latency_ms)?);
             c.started_at.push(r.started_at);
             c.finished_at.push(r.finished_at);
-            c.error.push(r.error.clone());
-            c.output.push(r.output.clone());
+            c.error.push(opt_storable(&r.error));
+            c.output.push(opt_storable(&r.output));
         }
         Ok(c)
     }

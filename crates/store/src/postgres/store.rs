@@ -264,7 +264,12 @@ impl Store for PostgresStore {
         let (run_id, state) = (run_id.to_owned(), state.to_owned());
         self.handle.call(move |c| {
             let sql = "UPDATE runs SET state = $2, finished_at = $3, updated_at = $4 WHERE id = $1";
-            update_run(c, sql, &run_id, RunUpdate::State(state, finished_at))
+            update_run(
+                c,
+                sql,
+                &run_id,
+                RunUpdate::State(state.clone(), finished_at),
+            )
         })
     }
 
@@ -272,7 +277,7 @@ impl Store for PostgresStore {
         let (run_id, text) = (run_id.to_owned(), settings.to_string());
         self.handle.call(move |c| {
             let sql = "UPDATE runs SET settings = $2, updated_at = $3 WHERE id = $1";
-            update_run(c, sql, &run_id, RunUpdate::Text(text))
+            update_run(c, sql, &run_id, RunUpdate::Text(text.clone()))
         })
     }
 

@@ -57,6 +57,10 @@ pub(crate) struct Shared {
     pub(crate) control: Arc<crate::control::RunControl>,
     /// The batch API of each provider that sends through it.
     pub(crate) batches: super::batch::Batches,
+    /// Per step (by index): the watch over its first calls' endings.
+    pub(crate) first_calls: Vec<crate::early_stop::FirstCalls>,
+    /// The writer's store calls: a hanging store holds new calls.
+    pub(crate) recording: Arc<crate::recording::Recording>,
 }
 
 impl Shared {

@@ -274,6 +274,13 @@ pub(super) async fn send(
         tenant: lane.tenant,
         control: Some(&shared.control),
         meters: [Some(&run_meter), Some(&process_meter)],
+        first_calls: shared
+            .job
+            .steps
+            .iter()
+            .position(|s| s.name == step.name)
+            .and_then(|i| shared.first_calls.get(i)),
+        recording: Some(&shared.recording),
     };
     let options = CallOptions {
         headers,
