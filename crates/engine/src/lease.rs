@@ -151,6 +151,10 @@ fn keeper(
     };
     let (flag, wake) = stop;
     let Ok(mut stopped) = flag.lock() else { return };
+    // Since when renewals fail (a busy or full store): warned about once
+    // half the lease is gone, when another process could soon take over.
+    let mut failing_since: Option<std::time::Instant> = None;
+    let mut warned = false;
     loop {
         let Ok((guard, _)) = wake.wait_timeout(stopped, BEAT_PERIOD) else {
             return;
@@ -160,9 +164,21 @@ fn keeper(
             break;
         }
         match store.renew_lease(key, me, ttl) {
-            Ok(true) => {}
-            // A busy store only delays the renewal to the next beat.
-            Err(e) => tracing::warn!("could not renew the run's lease: {e}"),
+            Ok(true) => {
+                failing_since = None;
+                warned = false;
+            }
+            Err(e) => {
+                let since = *failing_since.get_or_insert_with(std::time::Instant::now);
+                if !warned && since.elapsed() >= ttl / 2 {
+                    warned = true;
+                    tracing::warn!(
+                        "could not renew this process's hold on the run for {:.0} s ({e}); \
+                         if it lapses another process may take the run over",
+                        since.elapsed().as_secs_f64()
+                    );
+                }
+            }
             Ok(false) => {
                 tracing::error!(
                     "this process lost its hold on the run (it stalled past --lease and \
@@ -177,7 +193,10 @@ fn keeper(
         }
     }
     if let Err(e) = store.release_lease(key, me) {
-        tracing::warn!("could not release the run's lease (it lapses by itself): {e}");
+        // Nothing to act on: once this process is gone the next run on
+        // this machine takes the run over at once (elsewhere: it lapses).
+        // The store's failure, if it matters, was reported by the run.
+        tracing::debug!("could not release the run's lease: {e}");
     }
 }
 
