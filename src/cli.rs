@@ -162,6 +162,11 @@ pub(crate) struct RunArgs {
     /// the work to `sluice worker` processes.
     #[arg(long)]
     pub(crate) queue_only: bool,
+    /// Run only the first N units (lines in quick mode) as a trial, in a run
+    /// of its own named NAME-firstN: the full run still sends them. Results
+    /// go to stdout unless --out is given (never to the job's [output] path).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) limit: Option<u64>,
     /// Send every item even when the first answers all fail the same way
     /// no retry can fix (by default the first 20 alike — a wrong key, URL
     /// or model — stop the run, exit 1, the rest left pending).
@@ -195,11 +200,44 @@ pub(crate) struct WorkerArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct PlanArgs {
-    /// The job file.
-    pub(crate) job: PathBuf,
+    /// A job file (`.toml`), or a JSONL file of requests with --url (quick mode).
+    pub(crate) input: String,
     /// Job file override, repeatable (as for `run`).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub(crate) sets: Vec<String>,
+    /// Quick mode: the endpoint URL, as for `run`.
+    #[arg(long, env = "SLUICE_URL")]
+    pub(crate) url: Option<String>,
+    /// Quick mode: calls in progress at most, as for `run` (default 64).
+    #[arg(long)]
+    pub(crate) concurrency: Option<usize>,
+    /// Quick mode: requests per minute, as for `run`.
+    #[arg(long)]
+    pub(crate) rpm: Option<u64>,
+    /// Quick mode: tokens per minute, as for `run`.
+    #[arg(long)]
+    pub(crate) tpm: Option<u64>,
+    /// Quick mode: the API key's environment variable (shown masked with --show).
+    #[arg(long)]
+    pub(crate) api_key_env: Option<String>,
+    /// Quick mode: USD per million prompt and completion tokens, for the cost: `2.5,10`.
+    #[arg(long, value_name = "IN,OUT")]
+    pub(crate) prices: Option<String>,
+    /// Plan only the first N units (lines in quick mode): what `run --limit N` runs.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) limit: Option<u64>,
+    /// Print the first N units' requests as they would be sent (secrets masked;
+    /// earlier steps' answers as ⟨steps.NAME.text⟩).
+    #[arg(long, value_name = "N")]
+    pub(crate) show: Option<usize>,
+    /// Measure latency for the time estimate with N real calls per step (the
+    /// first units' requests; these are sent and paid for, not recorded).
+    #[arg(long, value_name = "N")]
+    pub(crate) probe: Option<usize>,
+    /// Latency of one call for the time estimate when nothing is measured
+    /// (job files: steps and providers without their own assume_latency).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub(crate) assume_latency: Option<Duration>,
     /// Machine-readable output.
     #[arg(long)]
     pub(crate) json: bool,
@@ -372,6 +410,10 @@ pub(crate) struct MockArgs {
     /// Bytes of padding added to each line of an OpenAI batch output file.
     #[arg(long, value_name = "BYTES", default_value_t = 0)]
     pub(crate) batch_result_pad_bytes: u64,
+    /// Share of answers to a JSON response_format (json_object, json_schema)
+    /// sent as plain text instead, drawn per answer (0.0–1.0).
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) json_invalid_rate: f64,
 }
 
 #[derive(Debug, Args)]

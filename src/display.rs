@@ -188,10 +188,50 @@ pub(crate) fn summary(report: &RunReport) -> String {
             fmt_count(s.webhook_failures)
         );
     }
+    if !report.errors.is_empty() {
+        text += "  errors     by cause (step · code · message; reply text and ids left out)\n";
+        for line in error_group_lines(&report.errors, "             ") {
+            text += &line;
+        }
+    }
     if s.failed > 0 {
         text += &format!("  see errors with `sluice status {}`\n", report.run_id);
     }
     text
+}
+
+/// Each group as `COUNT × step · code: cause` and an example item, indented.
+pub(crate) fn error_group_lines(groups: &[sluice_engine::ErrorGroup], indent: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    for g in groups {
+        let step = g
+            .key
+            .step
+            .as_ref()
+            .map(|s| format!("{s} · "))
+            .unwrap_or_default();
+        lines.push(format!(
+            "{indent}{:>7} × {step}{}: {}\n",
+            fmt_count(g.count),
+            g.key.code,
+            shorten(&g.key.cause, 160)
+        ));
+        lines.push(format!(
+            "{indent}          e.g. {}: {}\n",
+            g.example.item,
+            shorten(&g.example.message, 160)
+        ));
+    }
+    lines
+}
+
+/// `text` cut to `max` characters with an ellipsis.
+fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let cut: String = text.chars().take(max).collect();
+    format!("{cut}…")
 }
 
 /// 1234567 → "1,234,567".

@@ -130,6 +130,7 @@ pub(crate) fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         sets: Vec::new(),
         lease: sluice_engine::DEFAULT_LEASE,
         queue_only: false,
+        limit: None,
         early_stop: true,
     };
     let outcome = super::run::with_progress(1.0, true, &location, |p, on_start| {

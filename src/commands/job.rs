@@ -3,11 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use sluice_engine::{run_job_with, JobConfig, Plan, RunHooks, RunStart, StartHook};
+use sluice_engine::{run_job_with, JobConfig, RunHooks, RunStart, StartHook};
 
 use super::UsageError;
-use crate::cli::{PlanArgs, RetryArgs, RunArgs};
-use crate::display::fmt_count;
+use crate::cli::{RetryArgs, RunArgs};
 
 pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let quick_only = [
@@ -23,7 +22,13 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .into());
     }
     let job = sluice_spec::load(Path::new(&args.input), &args.sets)?;
-    if let Some(out) = args.out.as_ref().or(job.output.path.as_ref()) {
+    super::plan::print_warnings(&job);
+    // A trial of the first units never replaces the job's results file.
+    let out = match args.limit {
+        Some(_) => args.out.clone(),
+        None => args.out.clone().or_else(|| job.output.path.clone()),
+    };
+    if let Some(out) = &out {
         let mut inputs = vec![job.path.as_path()];
         if let sluice_spec::InputSource::File { path, .. } = &job.input.source {
             inputs.push(path.as_path());
@@ -38,6 +43,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         sets: args.sets.clone(),
         lease: args.lease,
         queue_only: args.queue_only,
+        limit: args.limit,
         early_stop: !args.no_early_stop,
     };
     if args.queue_only && !store.is_shared() {
@@ -76,134 +82,8 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         super::run::with_progress(args.progress_interval, !args.json, &store, |p, on_start| {
             run_job_with(&job, &config, p, started(on_start))
         })?;
-    let out = args.out.clone().or_else(|| job.output.path.clone());
     super::run::deliver(&store, &report, out.as_deref(), args.json)?;
     Ok(code)
-}
-
-pub(crate) fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
-    let job = sluice_spec::load(&args.job, &args.sets)?;
-    let spool = std::env::temp_dir().join(format!("sluice-plan-{}", std::process::id()));
-    let plan = sluice_engine::plan(&job, &spool);
-    let _ = std::fs::remove_dir_all(&spool);
-    let plan = plan?;
-    if args.json {
-        outln!("{}", serde_json::to_string_pretty(&plan)?);
-    } else {
-        out!("{}", describe(&job, &plan));
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// The plan for a person.
-fn describe(job: &sluice_spec::Job, plan: &Plan) -> String {
-    let mut text = format!("job        {} ({})\n", plan.name, job.path.display());
-    let unknown = || "? (url input: fetched when the run starts)".to_string();
-    text += &format!(
-        "items      {}\n",
-        plan.items.map(fmt_count).unwrap_or_else(unknown)
-    );
-    if !job.matrix.is_empty() {
-        let axes: Vec<String> = job
-            .matrix
-            .iter()
-            .map(|a| format!("{} ({})", a.name, a.values.len()))
-            .collect();
-        text += &format!(
-            "matrix     {} = {} combinations\n",
-            axes.join(" × "),
-            plan.combinations
-        );
-    }
-    text += &format!(
-        "units      {}  (items × combinations; {} at once)\n",
-        plan.units.map(fmt_count).unwrap_or_else(|| "?".into()),
-        job.concurrency
-    );
-    text += "steps\n";
-    for s in &plan.steps {
-        let calls = format!(
-            "{}{} calls",
-            if s.calls_at_least { "≥ " } else { "" },
-            fmt_count(s.calls)
-        );
-        let tokens = match s.tokens {
-            Some(t) => format!(
-                " · {}{} tokens",
-                if s.tokens_partial { "≥ " } else { "~" },
-                fmt_count(t)
-            ),
-            None => String::new(),
-        };
-        text += &format!(
-            "  {:<16} {:<13} {:<12} {calls}{tokens}\n",
-            s.name,
-            s.kind,
-            s.provider.as_deref().unwrap_or("-"),
-        );
-    }
-    // Each provider at the price of the path it takes.
-    let total: Option<f64> = plan
-        .providers
-        .iter()
-        .filter_map(|p| {
-            if p.offload.batched() {
-                p.batch_cost_usd
-            } else {
-                p.cost_usd
-            }
-        })
-        .reduce(|a, b| a + b);
-    if let Some(usd) = total {
-        text += &format!("cost       ~${usd:.2} (completions at their max_tokens; a ceiling)\n");
-    }
-    if let Some(budget) = job.budget_usd {
-        text += &format!("budget     ${budget:.2}: no new call starts once it is spent\n");
-    }
-    if !plan.providers.is_empty() {
-        text += "providers  (lower bound on wall time from each provider's limits)\n";
-        for p in &plan.providers {
-            let bound = match (p.bound_seconds, p.binding.as_str()) {
-                (Some(s), limit) => format!(
-                    "≥ {} ({limit} binds)",
-                    crate::display::fmt_duration(std::time::Duration::from_secs_f64(s))
-                ),
-                (None, _) => "no rate limit: bound by latency × calls ÷ concurrency".into(),
-            };
-            let cost = p
-                .cost_usd
-                .map(|c| format!(" · ~${c:.2}"))
-                .unwrap_or_default();
-            text += &format!(
-                "  {:<16} {} calls · {} tokens{cost} → {bound}\n",
-                p.name,
-                fmt_count(p.calls),
-                fmt_count(p.tokens)
-            );
-            if p.offload.configured != "live" {
-                let prices = match (p.cost_usd, p.batch_cost_usd) {
-                    (Some(live), Some(batch)) => {
-                        format!(" (~${live:.2} live, ~${batch:.2} batch)")
-                    }
-                    _ => String::new(),
-                };
-                let enqueued = p
-                    .max_enqueued_tokens
-                    .map(|n| format!(" · at most {} enqueued tokens per model", fmt_count(n)))
-                    .unwrap_or_default();
-                text += &format!(
-                    "  {:<16} {}: {}{prices}{enqueued}\n",
-                    "",
-                    match p.offload.configured.as_str() {
-                        "auto" => format!("auto → {}", p.offload.mode),
-                        _ => "batch API".to_string(),
-                    },
-                    p.offload.reason
-                );
-            }
-        }
-    }
-    text
 }
 
 /// Hooks that only announce the run's start.
@@ -295,12 +175,19 @@ pub(crate) fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
             sets,
             lease: sluice_engine::DEFAULT_LEASE,
             queue_only: false,
+            limit: run.settings.get("limit").and_then(|v| v.as_u64()),
             early_stop: !args.no_early_stop,
         };
         let (report, code) = super::run::with_progress(5.0, !args.json, &location, |p, s| {
             run_job_with(&job, &config, p, started(s))
         })?;
-        super::run::deliver(&location, &report, job.output.path.as_deref(), args.json)?;
+        // A trial run of the first units (--limit) never writes the job's results file.
+        let out = job
+            .output
+            .path
+            .as_deref()
+            .filter(|_| config.limit.is_none());
+        super::run::deliver(&location, &report, out, args.json)?;
         return Ok(code);
     }
     let input = setting("input")
@@ -331,8 +218,9 @@ pub(crate) fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
             base_ms: 500,
             cap_ms: 60_000,
         },
-        lease: sluice_engine::DEFAULT_LEASE,
+        limit: number("limit"),
         early_stop: !args.no_early_stop,
+        lease: sluice_engine::DEFAULT_LEASE,
     };
     let (report, code) = super::run::execute(&config, 5.0, !args.json)?;
     super::run::deliver(&location, &report, None, args.json)?;

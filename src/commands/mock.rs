@@ -19,6 +19,7 @@ pub(crate) fn mock(args: MockArgs) -> anyhow::Result<ExitCode> {
         ("--batch-error-rate", args.batch_error_rate),
         ("--batch-expire-rate", args.batch_expire_rate),
         ("--batch-invalid-rate", args.batch_invalid_rate),
+        ("--json-invalid-rate", args.json_invalid_rate),
     ] {
         if !(0.0..=1.0).contains(&rate) {
             return Err(UsageError(format!("{name} must be between 0 and 1, not {rate}")).into());
@@ -66,6 +67,7 @@ pub(crate) fn mock(args: MockArgs) -> anyhow::Result<ExitCode> {
         batch_invalid_rate: args.batch_invalid_rate,
         batch_create_hangs: args.batch_create_hangs,
         batch_result_pad_bytes: args.batch_result_pad_bytes,
+        json_invalid_rate: args.json_invalid_rate,
     };
     // Before binding, so a bad --cms stops here with exit code 2.
     config

@@ -12,6 +12,7 @@ mod demo;
 mod export;
 mod job;
 mod mock;
+mod plan;
 mod run;
 mod serve;
 mod status;
@@ -39,7 +40,7 @@ pub(crate) fn existing_store(arg: &StoreArg) -> anyhow::Result<StoreLocation> {
 pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => run::run(args),
-        Command::Plan(args) => job::plan(args),
+        Command::Plan(args) => plan::plan(args),
         Command::Retry(args) => job::retry(args),
         Command::Status(args) => status::status(args),
         Command::Runs(args) => status::runs(args),

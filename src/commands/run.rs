@@ -78,6 +78,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             cap_ms: args.backoff_cap.as_millis() as u64,
         },
         lease: args.lease,
+        limit: args.limit,
         early_stop: !args.no_early_stop,
     };
     let (report, code) = execute(&config, args.progress_interval, !args.json)?;

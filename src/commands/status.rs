@@ -29,6 +29,7 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     };
     let counts = store.counts(&run.id)?;
     let errors = store.top_errors(&run.id, 5)?;
+    let groups = sluice_engine::group_errors(&mut *store, &run.id, 10)?;
     let workers = store.workers(&run.id)?;
     // A shared run's queue (PostgreSQL): units waiting and leased to workers.
     let queue = match store.shared() {
@@ -64,6 +65,7 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
                 "ready": q.ready,
             })),
             "top_errors": errors.iter().map(|(m, n)| serde_json::json!({"error": m, "count": n})).collect::<Vec<_>>(),
+            "error_groups": groups,
             "workers": workers.iter().map(|w| serde_json::json!({
                 "worker_id": w.worker_id,
                 "host": w.host,
@@ -213,10 +215,10 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    if !errors.is_empty() {
-        outln!("errors");
-        for (message, count) in errors {
-            outln!("  {count:>7} × {message}");
+    if !groups.is_empty() {
+        outln!("errors     by cause (step · code · message; reply text and ids left out)");
+        for line in crate::display::error_group_lines(&groups, "") {
+            out!("{line}");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -19,6 +19,7 @@ mod input;
 mod jobs;
 mod jobs_more;
 mod limits;
+mod plan;
 mod resilience;
 mod results;
 mod resume;

@@ -7,7 +7,8 @@
 //!
 //! The rule: the first [`WINDOW`] calls that end in this process decide.
 //! If every one of them ended in a final 4xx (not 408, 409 or 429) with the
-//! same status and the same message, the run halts; any other ending among
+//! same status and the same message (compared as `errors::normalise` sees
+//! it: request ids, numbers and quoted answers left out), the run halts; any other ending among
 //! them (a success, a failure of another kind or message) clears the watch
 //! for the rest of the run. A run of fewer calls is never stopped early.
 
@@ -45,10 +46,11 @@ pub(crate) struct FirstCalls {
 
 #[derive(Debug)]
 enum State {
-    /// `alike` calls so far ended with the refusal `first`.
+    /// `alike` calls so far ended with the refusal `first`: its status,
+    /// its message as the cause compares, and as it came.
     Watching {
         alike: u32,
-        first: Option<(u16, String)>,
+        first: Option<(u16, String, String)>,
     },
     /// Decided: cleared, or stopped once.
     Over,
@@ -90,14 +92,18 @@ impl FirstCalls {
             *state = State::Over;
             return None;
         };
+        // One refusal repeated, not one text: answers that differ only in a
+        // request id or a number are the same refusal.
+        let cause = crate::errors::normalise(message).cause;
         match first {
-            Some((seen_code, seen)) if *seen_code != code || seen != message => {
+            Some((seen_code, seen, _)) if *seen_code != code || *seen != cause => {
                 *state = State::Over;
                 return None;
             }
             Some(_) => {}
-            None => *first = Some((code, message.to_owned())),
+            None => *first = Some((code, cause, message.to_owned())),
         }
+        let message = first.as_ref().map_or(message, |(_, _, m)| m.as_str());
         *alike += 1;
         if *alike < WINDOW {
             return None;
@@ -164,6 +170,21 @@ mod tests {
         assert!(why.contains("first 20 answers were all the same refusal, HTTP 401: bad key"));
         assert!(why.contains("check the API key"), "{why}");
         assert_eq!(watch.observe(refusal(401, "HTTP 401: bad key")), None);
+    }
+
+    #[test]
+    fn refusals_differing_only_in_a_request_id_are_the_same_refusal() {
+        let watch = FirstCalls::new(true, None);
+        let mut why = None;
+        for i in 0..WINDOW {
+            let message = format!("HTTP 401: bad key (request req_{i:08x}a)");
+            why = watch.observe(refusal(401, &message));
+        }
+        let why = why.expect("one refusal, twenty ids");
+        assert!(
+            why.contains("HTTP 401: bad key (request req_00000000a)"),
+            "{why}"
+        );
     }
 
     #[test]

@@ -32,6 +32,10 @@ pub enum Error {
     /// A flag or setting is wrong.
     #[error("{0}")]
     Config(String),
+    /// Some units cannot render a template with the input's items (found
+    /// before anything is sent).
+    #[error("{0}")]
+    Templates(Box<crate::check_report::CheckReport>),
     /// The target host does not accept connections.
     #[error("cannot reach {host} ({reason}); check --url and that the server is running. Nothing was sent.")]
     Unreachable {
@@ -83,6 +87,7 @@ impl Error {
             self,
             Error::BadLine { .. }
                 | Error::Config(_)
+                | Error::Templates(_)
                 | Error::Unreachable { .. }
                 | Error::Read { .. }
                 | Error::Busy(_)

@@ -12,16 +12,21 @@ use crate::input::{LineReader, Survey};
 /// The run state entry that says which input the list was made from.
 const LISTED: &str = "input_list";
 
-/// Makes the run's input list that of `path` (as `found` surveyed it), and
-/// earlier failures pending. An input unchanged since the list was written
-/// (same fingerprint) keeps its list: rewriting a million rows took seconds.
+/// Makes the run's input list that of `path` (as `found` surveyed it; its
+/// first `first` lines for a trial run), and earlier failures pending. An
+/// input unchanged since the list was written (same fingerprint) keeps its
+/// list: rewriting a million rows took seconds.
 pub(crate) fn input_list(
     store: &mut dyn Store,
     run_id: &str,
     path: &Path,
     found: &Survey,
+    first: Option<u64>,
 ) -> Result<InputCounts> {
-    let fingerprint = serde_json::json!({ "fingerprint": format!("{:016x}", found.fingerprint) });
+    let fingerprint = serde_json::json!({
+        "fingerprint": format!("{:016x}", found.fingerprint),
+        "first": first,
+    });
     let unchanged = store
         .run_state(run_id, LISTED)?
         .into_iter()
@@ -30,11 +35,13 @@ pub(crate) fn input_list(
         store.reset_failed(run_id)?;
         let done = store.counts(run_id)?.done;
         return Ok(InputCounts {
-            total: found.total,
+            total: first.map_or(found.total, |n| found.total.min(n)),
             done,
         });
     }
-    let listed = store.replace_inputs(run_id, &mut input_rows(path, &found.duplicate_lines)?)?;
+    let rows = input_rows(path, &found.duplicate_lines)?;
+    let limit = first.map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
+    let listed = store.replace_inputs(run_id, &mut rows.take(limit))?;
     store.put_run_state(run_id, LISTED, &fingerprint)?;
     Ok(listed)
 }

@@ -2,9 +2,11 @@
 //! outcome durably and resumes where a previous run stopped.
 
 mod calls;
+mod check_report;
 mod control;
 mod early_stop;
 mod error;
+mod errors;
 mod export;
 mod fair;
 mod files;
@@ -20,6 +22,7 @@ mod meter;
 mod nul;
 mod progress;
 mod quick;
+mod quick_plan;
 mod recording;
 mod shared_limits;
 mod shown;
@@ -37,19 +40,21 @@ pub use control::{
     RunControl, RunHooks, StartHook, StoredControl, CONTROL_KEY,
 };
 pub use error::{Busy, Error, Result};
+pub use errors::{group_errors, normalise, ErrorExample, ErrorGroup, ErrorKey};
 pub use export::{export_run, ExportFormat};
 pub use files::{FileAccess, FILE_ACCESS_STATE};
 pub use input::InputSource;
 pub use job::{
-    plan, run_job, run_job_with, unit_result, JobConfig, Offload, Plan, ProviderPlan, StepPlan,
-    DEFAULT_LEASE,
+    plan, probe, run_job, run_job_with, unit_result, Bound, CheckReport, Estimate, JobConfig,
+    Measured, Offload, Plan, PlanOptions, ProviderPlan, ShownRequest, StepLatency, StepPlan,
+    TemplateProblem, UnitWindow, DEFAULT_LEASE,
 };
-
-pub use lifecycle::RunStart;
+pub use lifecycle::{limited_name, RunStart};
 pub use live::{worker_state, Rates, BEAT_PERIOD, BEAT_STALE};
 pub use meter::{quantile_ms, CallCounts, FAILURE_KINDS, LATENCY_BUCKETS_MS};
 pub use progress::{Progress, Snapshot};
 pub use quick::{now_ms, run_quick, run_quick_with, BreakerReport, QuickConfig, RunReport};
+pub use quick_plan::{probe_quick, quick_plan, QuickPlan, QuickPlanConfig};
 pub use shown::{shown_state, STATE_PROCESS_GONE};
 pub use stats::{
     process_calls, process_providers, EndpointReport, Latency, Limits, ProviderReport, RecentError,

@@ -156,6 +156,9 @@ pub(crate) fn close_shared_run(
     last_beat(&mut *store, run, resumed, interrupted, progress)
 }
 
+/// Causes of failure the run summary names.
+const SUMMARY_GROUPS: usize = 3;
+
 /// Writes this process's last (`stopped`) beat and reports the run.
 fn last_beat(
     store: &mut dyn Store,
@@ -168,13 +171,20 @@ fn last_beat(
     if let Err(e) = store.heartbeat(&last_beat) {
         tracing::warn!("could not record this worker's last heartbeat: {e}");
     }
+    let snapshot = progress.snapshot();
+    let errors = if snapshot.failed > 0 {
+        crate::errors::group_errors(store, &run.id, SUMMARY_GROUPS)?
+    } else {
+        Vec::new()
+    };
     Ok(RunReport {
         run_id: run.id,
         resumed,
         interrupted,
-        progress: progress.snapshot(),
+        progress: snapshot,
         breakers: Vec::new(),
         notes: Vec::new(),
+        errors,
     })
 }
 
@@ -301,9 +311,27 @@ pub(crate) async fn watch_signals(stop: Arc<Notify>) {
     }
 }
 
+/// The name of a run of the first `n` units of `name` (`--limit`):
+/// `NAME-firstN`, the name shortened to keep it within the longest name.
+pub fn limited_name(name: &str, n: u64) -> String {
+    let suffix = format!("-first{n}");
+    let keep = sluice_spec::MAX_NAME.saturating_sub(suffix.len());
+    let base: String = name.chars().take(keep).collect();
+    format!("{base}{suffix}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_limited_run_is_named_after_its_job_within_the_longest_name() {
+        assert_eq!(super::limited_name("eval", 5), "eval-first5");
+        let long = "x".repeat(64);
+        let name = super::limited_name(&long, 100);
+        assert_eq!(name.len(), sluice_spec::MAX_NAME);
+        assert!(name.ends_with("-first100"), "{name}");
+    }
 
     /// What `watch_signals` does for one signal.
     fn signal(stop: &Notify) {

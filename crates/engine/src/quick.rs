@@ -66,6 +66,9 @@ pub struct QuickConfig {
     /// How long this process's hold on the run lasts without its heartbeat
     /// (a killed process blocks a rerun at most this long).
     pub lease: Duration,
+    /// Send only the first N lines, as a run of their own (`NAME-firstN`),
+    /// so that the full run still sends them.
+    pub limit: Option<u64>,
     /// Stop sending when the first answers all fail the same way no retry
     /// can fix (a wrong key, URL or model); `--no-early-stop` turns it off.
     pub early_stop: bool,
@@ -88,6 +91,9 @@ pub struct RunReport {
     /// batch, and why).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// The run's failures by cause, most frequent first (the top few).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<crate::ErrorGroup>,
 }
 
 /// One endpoint whose circuit breaker opened.
@@ -168,10 +174,7 @@ pub fn run_quick_with(
     runtime.block_on(preflight(&base))?;
 
     let mut store = cfg.store.open()?;
-    let source = source_key(&input_path);
-    // Before the run is found or created: of two processes started on this
-    // input together, one executes it and the other is refused.
-    let lease = ExecutorLease::acquire(&cfg.store, &mut *store, &source, cfg.lease)?;
+    let mut source = source_key(&input_path);
     let settings = settings_json(cfg, &input_path);
     let name = match &cfg.name {
         Some(name) => {
@@ -182,13 +185,26 @@ pub fn run_quick_with(
         }
         None => default_name(&input_path),
     };
+    let mut name = name;
+    let mut total = found.total;
+    if let Some(n) = cfg.limit {
+        // A run of its own: the full run (another source) still sends these lines.
+        source = format!("{source}|first={n}");
+        if cfg.name.is_none() {
+            name = crate::lifecycle::limited_name(&name, n);
+        }
+        total = total.min(n);
+    }
+    // Before the run is found or created: of two processes started on this
+    // input together, one executes it and the other is refused.
+    let lease = ExecutorLease::acquire(&cfg.store, &mut *store, &source, cfg.lease)?;
     let (run, resumed) = open_run(&mut *store, cfg.fresh, source, name, settings)?;
     let listing = std::time::Instant::now();
-    let listed = input_list(&mut *store, &run.id, &input_path, &found)?;
+    let listed = input_list(&mut *store, &run.id, &input_path, &found, cfg.limit)?;
     tracing::debug!(items = listed.total, elapsed = ?listing.elapsed(), "recorded the input list");
-    store.set_total(&run.id, found.total)?;
+    store.set_total(&run.id, total)?;
     store.set_state(&run.id, "running", None)?;
-    Progress::add(&progress.total, found.total);
+    Progress::add(&progress.total, total);
     let input = match &cfg.input {
         InputSource::Path(p) => p.display().to_string(),
         InputSource::Stdin => "-".into(),
@@ -197,7 +213,7 @@ pub fn run_quick_with(
         &run,
         input,
         resumed,
-        found.total,
+        total,
         listed.done,
         lease.took_over(),
     ));
@@ -254,6 +270,7 @@ pub fn run_quick_with(
         duplicate_lines: found.duplicate_lines,
         exact_tokens: cfg.tpm.is_some(),
         grow_to_rpm: if cfg.grow_to_rate { cfg.rpm } else { None },
+        first: cfg.limit,
     };
     let dispatched = std::time::Instant::now();
     let interrupted = runtime.block_on(dispatch.run(&input_path, cfg.concurrency))?;
@@ -288,6 +305,8 @@ struct Dispatch {
     exact_tokens: bool,
     /// `--rpm` without `--concurrency`: grow the workers to reach it.
     grow_to_rpm: Option<u64>,
+    /// `--limit N`: read only the first N lines.
+    first: Option<u64>,
 }
 
 /// Most workers a rate may grow to.
@@ -388,9 +407,14 @@ impl Dispatch {
         let mut reader = LineReader::open(path)?;
         let mut chunk: Vec<std::result::Result<Request, BadLine>> = Vec::with_capacity(CHUNK);
         let mut interrupted = false;
+        let mut read = 0u64;
         'read: loop {
             chunk.clear();
             while chunk.len() < CHUNK {
+                if self.first.is_some_and(|n| read >= n) {
+                    break;
+                }
+                read += 1;
                 match reader.next_entry(&self.duplicate_lines)? {
                     Some(entry) => chunk.push(entry),
                     None => break,
@@ -662,7 +686,7 @@ pub(crate) async fn preflight(endpoint: &Endpoint) -> Result<()> {
     }
 }
 
-fn read_api_key(var: Option<&str>) -> Result<Option<(String, String)>> {
+pub(crate) fn read_api_key(var: Option<&str>) -> Result<Option<(String, String)>> {
     let Some(var) = var else { return Ok(None) };
     match std::env::var(var) {
         Ok(key) if !key.trim().is_empty() => Ok(Some((var.to_string(), key.trim().to_string()))),
@@ -703,6 +727,7 @@ fn settings_json(cfg: &QuickConfig, input: &Path) -> serde_json::Value {
         "timeout_ms": cfg.timeout.as_millis() as u64,
         "api_key_env": cfg.api_key_env,
         "skip_bad": cfg.skip_bad,
+        "limit": cfg.limit,
     })
 }
 

@@ -153,7 +153,7 @@ fn work(cfg: &WorkerConfig, run: RunMeta) -> Result<(RunReport, bool)> {
     Progress::add(&progress.total, run.total.unwrap_or(0));
     let (run_id, lease) = (run.id.clone(), cfg.lease);
     let env = Env { vars, value };
-    let concurrency = job.concurrency;
+    let concurrency = job::unit_window(&job).units;
     let offload = job::worker_offload(&job);
     let control = crate::control::RunControl::new();
     // Joined, not started on purpose: a cancel made meanwhile is honoured.

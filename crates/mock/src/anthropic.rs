@@ -104,6 +104,7 @@ pub(crate) fn parse(body: &[u8], default_completion: u64) -> Result<Parsed<'_>, 
         body: completion(Some(max_tokens), default_completion),
         conversation: Some(conversation),
         stream: raw.stream.unwrap_or(false).then_some(true),
+        json: None,
     })
 }
 

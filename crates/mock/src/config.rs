@@ -84,6 +84,9 @@ pub struct MockConfig {
     /// Bytes added to each line of an OpenAI output file (a `_mock_padding`
     /// field), to make result files as large as real embedding batches'.
     pub batch_result_pad_bytes: u64,
+    /// Share (0.0..=1.0) of answers to a JSON `response_format` sent as plain
+    /// text instead (drawn per answer: a retry may get valid JSON).
+    pub json_invalid_rate: f64,
 }
 
 impl MockConfig {

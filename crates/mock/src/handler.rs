@@ -76,12 +76,16 @@ pub(crate) async fn api(
             .conversation
             .map_or(hash, |c| crate::convo::reply_seed(shared.cfg.seed, c));
         let created = unix_ms() / 1_000;
+        let invalid = parsed.json.is_some() && shared.invalid_json(hash, id);
         match parsed.stream {
             Some(usage) => (
                 crate::sse::EVENT_STREAM,
-                crate::sse::openai_chat(&parsed, id, created, seed, usage),
+                crate::sse::openai_chat(&parsed, id, created, seed, usage, invalid),
             ),
-            None => (JSON, response::success(api, &parsed, id, created, seed)),
+            None => (
+                JSON,
+                response::success(api, &parsed, id, created, seed, invalid),
+            ),
         }
     })
     .await

@@ -94,6 +94,7 @@ mod convo;
 mod faults;
 mod handler;
 mod journal;
+mod json_reply;
 mod limits;
 mod reply;
 mod request;

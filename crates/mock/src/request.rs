@@ -35,6 +35,8 @@ pub(crate) struct Parsed<'a> {
     /// Chat with `stream: true`: answer as server-sent events; the flag is
     /// `stream_options.include_usage` (a final usage chunk).
     pub(crate) stream: Option<bool>,
+    /// Chat with a JSON `response_format`: answer with JSON.
+    pub(crate) json: Option<crate::json_reply::JsonReply>,
 }
 
 /// The part of a request that differs by API.
@@ -91,6 +93,10 @@ pub(crate) fn parse(api: Api, body: &[u8], default_completion: u64) -> Result<Pa
                     .stream
                     .unwrap_or(false)
                     .then(|| raw.stream_options.is_some_and(|o| o.include_usage)),
+                json: raw
+                    .response_format
+                    .as_ref()
+                    .and_then(crate::json_reply::JsonReply::of),
             })
         }
         Api::Completions => {
@@ -102,6 +108,7 @@ pub(crate) fn parse(api: Api, body: &[u8], default_completion: u64) -> Result<Pa
                 body: completion(raw.max_tokens, default_completion),
                 conversation: None,
                 stream: None,
+                json: None,
             })
         }
         Api::Embeddings => {
@@ -135,6 +142,7 @@ pub(crate) fn parse(api: Api, body: &[u8], default_completion: u64) -> Result<Pa
                 },
                 conversation: None,
                 stream: None,
+                json: None,
             })
         }
     }
@@ -175,6 +183,7 @@ struct RawChat<'a> {
     max_completion_tokens: Option<u64>,
     stream: Option<bool>,
     stream_options: Option<StreamOptions>,
+    response_format: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]

@@ -126,6 +126,7 @@ pub(crate) fn success(
     id: u64,
     created: u64,
     reply_seed: u64,
+    invalid_json: bool,
 ) -> Vec<u8> {
     let model = &*parsed.model;
     match &parsed.body {
@@ -133,7 +134,14 @@ pub(crate) fn success(
             completion_tokens,
             cut_short,
         } => {
-            let text = reply::text(reply_seed, *completion_tokens);
+            let text = crate::json_reply::chat(
+                parsed.json.as_ref(),
+                reply_seed,
+                *completion_tokens,
+                invalid_json,
+            );
+            let completion_tokens =
+                &crate::json_reply::answer_tokens(parsed.json.as_ref(), &text, *completion_tokens);
             let finish_reason = if *cut_short { "length" } else { "stop" };
             let usage = Usage {
                 prompt_tokens: parsed.prompt_tokens,

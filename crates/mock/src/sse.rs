@@ -25,11 +25,13 @@ pub(crate) const EVENT_STREAM: &str = "text/event-stream";
 
 /// The reply of `tokens` tokens, cut into one piece per token (4 characters).
 fn pieces(seed: u64, tokens: u64) -> Vec<String> {
-    let text = reply::text(seed, tokens);
-    text.as_bytes()
-        .chunks(4)
-        .map(|c| String::from_utf8_lossy(c).into_owned())
-        .collect()
+    split(&reply::text(seed, tokens))
+}
+
+/// `text` in pieces of 4 characters (one token each).
+fn split(text: &str) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    chars.chunks(4).map(|c| c.iter().collect()).collect()
 }
 
 fn completion(parsed: &Parsed<'_>) -> (u64, bool) {
@@ -49,8 +51,11 @@ pub(crate) fn openai_chat(
     created: u64,
     seed: u64,
     include_usage: bool,
+    invalid_json: bool,
 ) -> Vec<u8> {
-    let (tokens, cut_short) = completion(parsed);
+    let (asked, cut_short) = completion(parsed);
+    let text = crate::json_reply::chat(parsed.json.as_ref(), seed, asked, invalid_json);
+    let tokens = crate::json_reply::answer_tokens(parsed.json.as_ref(), &text, asked);
     let id = format!("chatcmpl-{id}");
     let chunk = |choices: serde_json::Value| {
         json!({"id": id, "object": "chat.completion.chunk", "created": created,
@@ -65,7 +70,7 @@ pub(crate) fn openai_chat(
     event(chunk(
         json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]),
     ));
-    for piece in pieces(seed, tokens) {
+    for piece in split(&text) {
         event(chunk(
             json!([{"index": 0, "delta": {"content": piece}, "finish_reason": null}]),
         ));

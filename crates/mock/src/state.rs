@@ -115,6 +115,21 @@ impl Shared {
 
     /// Whether `reject_rate` refuses the request whose content hashes to
     /// `hash`: a function of the two, so the answer never changes.
+    /// Whether the JSON answer to request `hash`, answered as number `id`,
+    /// is made invalid (`--json-invalid-rate`): drawn per answer, so a
+    /// retry of the same request may get valid JSON.
+    pub(crate) fn invalid_json(&self, hash: u64, id: u64) -> bool {
+        if self.cfg.json_invalid_rate <= 0.0 {
+            return false;
+        }
+        let mut key = [0u8; 16];
+        key[..8].copy_from_slice(&hash.to_le_bytes());
+        key[8..].copy_from_slice(&id.to_le_bytes());
+        let draw = xxhash_rust::xxh3::xxh3_64_with_seed(&key, self.cfg.seed ^ 0x150);
+        let share = (draw >> 11) as f64 / (1u64 << 53) as f64;
+        share < self.cfg.json_invalid_rate
+    }
+
     pub(crate) fn rejects(&self, hash: u64) -> bool {
         if self.cfg.reject_rate <= 0.0 {
             return false;

@@ -262,6 +262,7 @@ pub(crate) async fn start(state: &AppState, launch: Launch) -> ApiResult<(Arc<Li
         sets: Vec::new(),
         lease: sluice_engine::DEFAULT_LEASE,
         queue_only: false,
+        limit: None,
         early_stop: true,
     };
     let hooks = RunHooks {

@@ -122,7 +122,19 @@ pub(crate) fn view(
     } else {
         Vec::new()
     };
-    let advice: Vec<Advice> = advise(live.as_ref(), &counts, &errors);
+    // The same failures by cause (step, code, message without reply text
+    // and ids), with counts and an example item.
+    let groups = if top_errors {
+        sluice_engine::group_errors(store, &run.id, 10)?
+    } else {
+        Vec::new()
+    };
+    // Advice names the most common cause, not one item's exact message.
+    let causes: Vec<(String, u64)> = groups
+        .iter()
+        .map(|g| (format!("{}: {}", g.key.code, g.key.cause), g.count))
+        .collect();
+    let advice: Vec<Advice> = advise(live.as_ref(), &counts, &causes);
     let notices: Vec<String> = store
         .run_state(&run.id, crate::policy::NOTICES)?
         .into_iter()
@@ -148,6 +160,7 @@ pub(crate) fn view(
         "live": live,
         "workers": beats.iter().map(|w| worker(w, now)).collect::<Vec<_>>(),
         "top_errors": errors.iter().map(|(m, n)| json!({"error": m, "count": n})).collect::<Vec<_>>(),
+        "error_groups": groups,
         "recommendations": advice,
         "notices": notices,
     }))

@@ -86,6 +86,7 @@ pub(crate) fn job(raw: RawJob, path: PathBuf, ctx: &mut Ctx) -> (Job, Vec<StepRe
         unit_timeout,
         webhook,
         budget_usd,
+        warnings: Vec::new(),
     };
     (job, step_refs)
 }

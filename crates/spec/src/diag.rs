@@ -67,6 +67,8 @@ pub(crate) struct Diags<'a> {
     /// Byte offset where each line starts.
     line_starts: Vec<usize>,
     list: Vec<Diagnostic>,
+    /// Likely mistakes that do not stop the job (a near-miss in `params`).
+    warnings: Vec<Diagnostic>,
 }
 
 impl<'a> Diags<'a> {
@@ -79,6 +81,7 @@ impl<'a> Diags<'a> {
             text,
             line_starts,
             list: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
@@ -91,6 +94,24 @@ impl<'a> Diags<'a> {
             column,
             message: message.into(),
         });
+    }
+
+    /// A likely mistake at `span` that does not stop the job.
+    pub(crate) fn warn(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let (line, column) = self.position(span.start);
+        self.warnings.push(Diagnostic {
+            path: self.path.to_path_buf(),
+            line,
+            column,
+            message: message.into(),
+        });
+    }
+
+    /// The warnings, by position.
+    pub(crate) fn take_warnings(&mut self) -> Vec<Diagnostic> {
+        let mut out = std::mem::take(&mut self.warnings);
+        out.sort_by_key(|d| (d.line, d.column));
+        out
     }
 
     /// A problem in a `--set` override.
@@ -131,6 +152,22 @@ impl<'a> Diags<'a> {
         out
     }
 
+    /// Where the string at `span` (quotes included) starts, and whether it
+    /// is `source` written verbatim between one pair of quotes.
+    pub(crate) fn origin(&self, span: &Range<usize>, source: &str) -> crate::template::Origin {
+        let (line, column) = self.position(span.start);
+        let written = self.text.get(span.clone()).unwrap_or_default();
+        let verbatim = ['"', '\'']
+            .iter()
+            .any(|q| written.strip_prefix(*q).and_then(|w| w.strip_suffix(*q)) == Some(source))
+            && !source.contains('\n');
+        crate::template::Origin {
+            line,
+            column,
+            verbatim,
+        }
+    }
+
     /// 1-based line and character column of a byte offset.
     fn position(&self, offset: usize) -> (usize, usize) {
         let offset = offset.min(self.text.len());
@@ -157,7 +194,10 @@ fn humanize(message: &str, key: Option<&str>) -> String {
     if let Some(rest) = message.strip_prefix("unknown field ") {
         if let Some((field, expected)) = rest.split_once(", expected ") {
             let expected = expected.strip_prefix("one of ").unwrap_or(expected);
-            return format!("unknown key {field}; allowed keys: {expected}");
+            let bare = |s: &'_ str| s.trim().trim_matches('`').to_string();
+            let keys: Vec<String> = expected.split(", ").map(bare).collect();
+            let hint = crate::suggest::did_you_mean(&bare(field), keys.iter().map(String::as_str));
+            return format!("unknown key {field}{hint}; allowed keys: {expected}");
         }
         return format!("unknown key {rest}; this table takes no keys");
     }
@@ -217,6 +257,10 @@ mod tests {
         assert_eq!(
             h("unknown field `foo`, expected one of `a`, `b`"),
             "unknown key `foo`; allowed keys: `a`, `b`"
+        );
+        assert_eq!(
+            h("unknown field `rmp`, expected one of `rps`, `rpm`"),
+            "unknown key `rmp`; did you mean `rpm`?; allowed keys: `rps`, `rpm`"
         );
     }
 }

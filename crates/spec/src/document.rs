@@ -62,6 +62,9 @@ pub(crate) struct StepEntry {
     /// `name`, read directly so a step that failed to deserialize can still
     /// be referenced by later steps without spurious errors.
     pub(crate) name_hint: Option<String>,
+    /// `kind`, read directly, so that unknown keys are reported with the
+    /// keys of this kind even when the step does not deserialize.
+    pub(crate) kind_hint: Option<String>,
     pub(crate) raw: Option<RawStep>,
 }
 
@@ -92,10 +95,13 @@ pub(crate) fn parse(text: &str, diags: &mut Diags<'_>) -> Option<RawJob> {
                 job.steps_span = Some(value.span());
                 job.steps = steps(value, diags);
             }
-            other => diags.at(
-                key.span(),
-                format!("unknown top-level key `{other}`; allowed: {TOP_KEYS}"),
-            ),
+            other => {
+                let hint = crate::suggest::did_you_mean(other, TOP_KEYS.split(", "));
+                diags.at(
+                    key.span(),
+                    format!("unknown top-level key `{other}`{hint}; allowed: {TOP_KEYS}"),
+                )
+            }
         }
     }
     Some(job)
@@ -166,10 +172,22 @@ fn steps(value: &Spanned<DeValue<'_>>, diags: &mut Diags) -> Vec<StepEntry> {
             .iter()
             .find(|(k, _)| k.get_ref() == "name")
             .and_then(|(_, v)| v.get_ref().as_str().map(str::to_string));
+        let kind_hint = t
+            .iter()
+            .find(|(k, _)| k.get_ref() == "kind")
+            .and_then(|(_, v)| v.get_ref().as_str().map(str::to_string));
         let context = match &name_hint {
             Some(name) => format!("step {name:?}"),
             None => format!("step {}", i + 1),
         };
+        // Unknown keys are reported by `steps` with the keys of the step's
+        // kind and a suggestion; the rest of the step is still checked.
+        let known: DeTable<'_> = t
+            .iter()
+            .filter(|(k, _)| crate::step_keys::is_step_key(k.get_ref()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let known = Spanned::new(item.span(), DeValue::Table(known));
         out.push(StepEntry {
             span: item.span(),
             keys: t
@@ -177,7 +195,8 @@ fn steps(value: &Spanned<DeValue<'_>>, diags: &mut Diags) -> Vec<StepEntry> {
                 .map(|k| Spanned::new(k.span(), k.get_ref().to_string()))
                 .collect(),
             name_hint,
-            raw: de(item, &context, None, diags),
+            kind_hint,
+            raw: de(&known, &context, None, diags),
         });
     }
     out

@@ -124,12 +124,23 @@ fn params(raw: &RawStep, s: &StepCtx, reserved: &[&str], ctx: &mut Ctx) -> TValu
         ctx.diags.at(params.span(), message);
         return TValue::empty_object();
     };
+    let body = if reserved.contains(&"input") {
+        "embed"
+    } else {
+        "chat"
+    };
     for (key, value) in fields {
         if reserved.contains(&key.as_str()) {
             let message = format!(
                 "params.{key} would replace the step's own `{key}`; set {key} on the step instead"
             );
             ctx.diags.at(value.span(), message);
+        } else if let Some(warning) = s
+            .api
+            .and_then(|api| crate::params::near_miss(api.name(), body, key))
+        {
+            ctx.diags
+                .warn(value.span(), format!("{}: {warning}", s.label));
         }
     }
     ctx.tvalue(params, format!("{}.params", s.place), s.scope)

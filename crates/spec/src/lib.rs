@@ -2,6 +2,7 @@
 //! with file, line and column), and the templates it renders per unit.
 
 mod build;
+mod calls_check;
 mod ctx;
 mod diag;
 mod document;
@@ -11,10 +12,14 @@ mod load;
 mod model;
 mod names;
 mod offload;
+mod params;
+mod placeholder;
 mod provider;
 mod raw;
 mod sets;
+mod step_keys;
 mod steps;
+mod suggest;
 mod template;
 mod templates_check;
 
@@ -29,4 +34,6 @@ pub use model::{
 };
 pub use names::{name_from_stem, name_problem, MAX_NAME};
 pub use offload::{Api, BatchRetry, BatchSpec, Mode, COMPLETION_WINDOW};
-pub use template::{RenderError, TValue, Template};
+pub use placeholder::Placeholder;
+pub use suggest::{closest, did_you_mean};
+pub use template::{Failure, Origin, RenderError, TValue, Template};

@@ -58,6 +58,7 @@ pub fn parse_str(text: &str, path: &Path, sets: &[String]) -> Result<Job, SpecEr
         steps: &step_refs,
     };
     templates.finish(&mut job, &known, &mut diags);
+    job.warnings = diags.take_warnings();
     if diags.is_empty() {
         Ok(job)
     } else {

@@ -40,6 +40,9 @@ pub struct Job {
     /// `budget = { usd }`: spend (by the providers' `prices`) after which no
     /// new call starts. Only set when some provider has prices.
     pub budget_usd: Option<f64>,
+    /// Likely mistakes that do not stop the job (a near-miss of a request
+    /// parameter in `params`), by position; shown by `plan` and `run`.
+    pub warnings: Vec<crate::diag::Diagnostic>,
 }
 
 impl Job {
@@ -172,6 +175,9 @@ pub struct Provider {
     pub mode: Mode,
     /// How calls are gathered into batches (with `mode = "batch"` or `"auto"`).
     pub batch: BatchSpec,
+    /// `assume_latency`: what one call takes, for `plan`'s time estimates
+    /// (none: measured with `--probe`, else a default `plan` states).
+    pub assume_latency: Option<Duration>,
 }
 
 impl Default for Provider {
@@ -201,6 +207,7 @@ impl Default for Provider {
             api: Api::default(),
             mode: Mode::default(),
             batch: BatchSpec::default(),
+            assume_latency: None,
         }
     }
 }
@@ -304,6 +311,9 @@ pub struct Step {
     /// `stream = true` (chat and conversation): read the answer as server-sent
     /// events and record the time to first token and tokens per second.
     pub stream: bool,
+    /// `assume_latency`: what one call of this step takes, for `plan`'s time
+    /// estimates (overrides the provider's).
+    pub assume_latency: Option<Duration>,
     /// What the step does.
     pub kind: StepKind,
 }

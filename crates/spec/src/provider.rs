@@ -57,6 +57,10 @@ pub(crate) fn provider(entry: Entry<RawProvider>, ctx: &mut Ctx) -> Provider {
     if let Some(d) = raw.timeout.as_ref().and_then(|t| ctx.nonzero(t, "timeout")) {
         provider.timeout = d;
     }
+    provider.assume_latency = raw
+        .assume_latency
+        .as_ref()
+        .and_then(|t| ctx.nonzero(t, &format!("{ctx_name} assume_latency")));
     if let Some(d) = raw
         .connect_timeout
         .as_ref()

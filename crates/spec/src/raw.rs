@@ -53,6 +53,7 @@ pub(crate) struct RawProvider {
     pub(crate) mode: Option<Spanned<String>>,
     pub(crate) deadline: Option<Spanned<String>>,
     pub(crate) batch: Option<Spanned<RawBatch>>,
+    pub(crate) assume_latency: Option<Spanned<String>>,
 }
 
 /// `batch = { size, window, poll, waiting, retry, completion_window,
@@ -197,6 +198,7 @@ pub(crate) struct RawStep {
     pub(crate) system: Option<Spanned<String>>,
     pub(crate) turns: Option<Spanned<Vec<Spanned<String>>>>,
     pub(crate) stream: Option<Spanned<bool>>,
+    pub(crate) assume_latency: Option<Spanned<String>>,
 }
 
 /// `fallback = { value = ... }` or `{ provider = "NAME" }`.

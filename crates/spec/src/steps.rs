@@ -10,53 +10,8 @@ use crate::ctx::{is_identifier, Ctx};
 use crate::document::StepEntry;
 use crate::model::{Fallback, Provider, Retries, Step};
 use crate::raw::RawStep;
+use crate::step_keys::{is_step_key, kind_keys, COMMON, KINDS};
 use crate::templates_check::Scope;
-
-/// Keys every step kind takes.
-const COMMON: [&str; 7] = [
-    "name",
-    "kind",
-    "concurrency",
-    "for_each",
-    "timeout",
-    "retries",
-    "fallback",
-];
-
-/// The step kinds and the keys each takes besides [`COMMON`].
-pub(crate) const KINDS: [(&str, &[&str]); 5] = [
-    (
-        "chat",
-        &[
-            "provider",
-            "model",
-            "messages",
-            "params",
-            "response_format",
-            "path",
-            "cache",
-            "stream",
-        ],
-    ),
-    (
-        "embed",
-        &["provider", "model", "input", "params", "path", "cache"],
-    ),
-    (
-        "http",
-        &[
-            "provider", "method", "url", "path", "headers", "json", "body", "upload", "save",
-            "cache",
-        ],
-    ),
-    ("command", &["command", "stdin"]),
-    (
-        "conversation",
-        &[
-            "provider", "model", "system", "turns", "params", "path", "stream",
-        ],
-    ),
-];
 
 /// What a kind builder needs to know about its step.
 pub(crate) struct StepCtx {
@@ -68,6 +23,8 @@ pub(crate) struct StepCtx {
     pub(crate) span: Range<usize>,
     /// Scope of the step's templates.
     pub(crate) scope: Scope,
+    /// The API of the step's provider, for the check of `params`.
+    pub(crate) api: Option<crate::offload::Api>,
 }
 
 /// What templates may read of one `[[steps]]` entry, also of one that failed
@@ -100,6 +57,7 @@ pub(crate) fn steps(
     let names: Vec<Option<String>> = refs.iter().map(|r| r.name.clone()).collect();
     let mut out = Vec::new();
     for (index, entry) in entries.into_iter().enumerate() {
+        unknown_keys(&entry, index, ctx);
         if let Some(step) = step(index, entry, &names, providers, ctx) {
             out.push(step);
         }
@@ -222,6 +180,7 @@ fn step(
         place,
         span: entry.span,
         scope,
+        api: provider.map(|p| p.api),
     };
     let kind = crate::kinds::build(kind?, &raw, &step_ctx, ctx)?;
     Some(Step {
@@ -235,8 +194,64 @@ fn step(
         fallback,
         cache_ttl,
         stream: raw.stream.as_ref().is_some_and(|s| *s.get_ref()),
+        assume_latency: raw
+            .assume_latency
+            .as_ref()
+            .and_then(|t| ctx.nonzero(t, "assume_latency")),
         kind,
     })
+}
+
+/// Keys no step kind takes: "did you mean" among the keys of the step's
+/// kind (of every kind when the kind is unknown), and that kind's keys.
+fn unknown_keys(entry: &StepEntry, index: usize, ctx: &mut Ctx) {
+    let label = match &entry.name_hint {
+        Some(name) => format!("step {name:?}"),
+        None => format!("step {}", index + 1),
+    };
+    let kind = entry.kind_hint.as_deref();
+    let own = kind.and_then(kind_keys);
+    for key in entry.keys.iter().filter(|k| !is_step_key(k.get_ref())) {
+        let name = key.get_ref();
+        let message = match (&own, kind) {
+            (Some(keys), Some(kind))
+                if crate::suggest::closest(name, keys.iter().copied()).is_none()
+                    && crate::params::request_param(kind, name).is_some() =>
+            {
+                let meant = crate::params::request_param(kind, name).unwrap_or(name);
+                let hint = if meant == name {
+                    String::new()
+                } else {
+                    format!("; did you mean `{meant}`?")
+                };
+                format!(
+                    "{label}: unknown key `{name}`{hint}; request parameters go in \
+                     params = {{ {meant} = ... }}; {kind} steps take: {}",
+                    keys.join(", ")
+                )
+            }
+            (Some(keys), Some(kind)) => {
+                let hint = crate::suggest::did_you_mean(name, keys.iter().copied());
+                format!(
+                    "{label}: unknown key `{name}`{hint}; {kind} steps take: {}",
+                    keys.join(", ")
+                )
+            }
+            _ => {
+                let every = COMMON
+                    .iter()
+                    .chain(KINDS.iter().flat_map(|(_, f)| f.iter()))
+                    .copied();
+                let hint = crate::suggest::did_you_mean(name, every);
+                format!(
+                    "{label}: unknown key `{name}`{hint}; every step takes: {}, and the keys of its kind ({})",
+                    COMMON.join(", "),
+                    kind_list()
+                )
+            }
+        };
+        ctx.diags.at(key.span(), message);
+    }
 }
 
 /// Keys that belong to another kind are errors naming this kind's keys.

@@ -19,6 +19,39 @@ pub struct RenderError {
     pub message: String,
     /// The template text.
     pub source_text: String,
+    /// What kind of failure, for checks that treat them differently.
+    pub failure: Failure,
+    /// The failing part of the template text (byte offsets), when known.
+    pub range: Option<std::ops::Range<usize>>,
+}
+
+/// Kinds of template failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// A variable, field or element that is not there.
+    Undefined,
+    /// `| name` with no such filter.
+    UnknownFilter,
+    /// `is name` with no such test.
+    UnknownTest,
+    /// `name(...)` with no such function, or a method a value does not have.
+    UnknownFunction,
+    /// Anything else: a wrong type for an operation or a filter, a value
+    /// that is not JSON, …
+    Other,
+}
+
+impl Failure {
+    fn of(kind: minijinja::ErrorKind) -> Failure {
+        use minijinja::ErrorKind as K;
+        match kind {
+            K::UndefinedError => Failure::Undefined,
+            K::UnknownFilter => Failure::UnknownFilter,
+            K::UnknownTest => Failure::UnknownTest,
+            K::UnknownFunction | K::UnknownMethod => Failure::UnknownFunction,
+            _ => Failure::Other,
+        }
+    }
 }
 
 /// The environment every template of one job renders in.
@@ -30,12 +63,37 @@ pub(crate) fn environment() -> Environment<'static> {
     env
 }
 
+/// Where a template's string starts in the job file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    /// 1-based line of the string's opening quote.
+    pub line: usize,
+    /// 1-based column (in characters) of the opening quote.
+    pub column: usize,
+    /// The string is written on one line without escapes, so an offset in
+    /// the template text is the same offset in the file after the quote.
+    pub verbatim: bool,
+}
+
+impl Origin {
+    /// Line and column of the character at `offset` (bytes) in `source`:
+    /// exact for a verbatim string, else the string's start.
+    pub fn at(&self, source: &str, offset: usize) -> (usize, usize) {
+        match source.get(..offset) {
+            Some(before) if self.verbatim => (self.line, self.column + 1 + before.chars().count()),
+            _ => (self.line, self.column),
+        }
+    }
+}
+
 /// A compiled template with its place in the job.
 #[derive(Clone)]
 pub struct Template {
     env: Arc<Environment<'static>>,
     /// The template's name in the environment (its place).
     place: String,
+    /// Where it is in the job file (none for templates built by hand).
+    origin: Option<Origin>,
     source: String,
     /// The expression of a template that is exactly `{{ expr }}`.
     expression: Option<String>,
@@ -70,6 +128,7 @@ impl Template {
         Template {
             env: env.clone(),
             place: place.to_string(),
+            origin: None,
             source: source.to_string(),
             expression: single_expression(source).map(str::to_string),
             literal: !source.contains("{{") && !source.contains("{%") && !source.contains("{#"),
@@ -95,6 +154,22 @@ impl Template {
         &self.place
     }
 
+    /// Where its string starts in the job file, when it came from one.
+    pub fn origin(&self) -> Option<Origin> {
+        self.origin
+    }
+
+    /// The same template, placed at `origin` in the job file.
+    pub(crate) fn at(mut self, origin: Option<Origin>) -> Template {
+        self.origin = origin;
+        self
+    }
+
+    /// Whether it has any template syntax (otherwise it renders to itself).
+    pub fn is_literal(&self) -> bool {
+        self.literal
+    }
+
     /// The variables it reads, as dotted paths (`item.name`, `steps.plan.json`).
     pub fn variables(&self) -> BTreeSet<String> {
         match self.env.get_template(&self.place) {
@@ -118,26 +193,46 @@ impl Template {
     /// Renders to a JSON value: the expression's own value for `{{ expr }}`,
     /// otherwise the rendered text as a string.
     pub fn render_value(&self, ctx: &Value) -> Result<serde_json::Value, RenderError> {
-        let Some(expr) = &self.expression else {
+        if self.expression.is_none() {
             return self.render(ctx).map(serde_json::Value::String);
+        }
+        let value = self.eval(ctx)?;
+        serde_json::to_value(&value).map_err(|e| RenderError {
+            place: self.place.clone(),
+            message: format!("cannot turn the value into JSON: {e}"),
+            source_text: self.source.clone(),
+            failure: Failure::Other,
+            range: None,
+        })
+    }
+
+    /// The value of a template that is exactly `{{ expr }}` (its text for
+    /// any other template), as minijinja sees it; undefined is an error.
+    pub fn eval(&self, ctx: &Value) -> Result<Value, RenderError> {
+        let Some(expr) = &self.expression else {
+            return self.render(ctx).map(Value::from);
+        };
+        // The expression's offsets, moved to the template text's.
+        let shift = self.source.find(expr.as_str()).unwrap_or(0);
+        let moved = |mut e: RenderError| {
+            e.range = e.range.map(|r| r.start + shift..r.end + shift);
+            e
         };
         let compiled = self
             .env
             .compile_expression(expr)
-            .map_err(|e| self.error(&e))?;
-        let value = compiled.eval(ctx).map_err(|e| self.error(&e))?;
+            .map_err(|e| moved(self.error(&e)))?;
+        let value = compiled.eval(ctx).map_err(|e| moved(self.error(&e)))?;
         if value.is_undefined() {
             return Err(RenderError {
                 place: self.place.clone(),
                 message: "undefined value".into(),
                 source_text: self.source.clone(),
+                failure: Failure::Undefined,
+                range: None,
             });
         }
-        serde_json::to_value(&value).map_err(|e| RenderError {
-            place: self.place.clone(),
-            message: format!("cannot turn the value into JSON: {e}"),
-            source_text: self.source.clone(),
-        })
+        Ok(value)
     }
 
     fn error(&self, e: &minijinja::Error) -> RenderError {
@@ -145,6 +240,8 @@ impl Template {
             place: self.place.clone(),
             message: describe(e),
             source_text: self.source.clone(),
+            failure: Failure::of(e.kind()),
+            range: e.range(),
         }
     }
 }

@@ -85,7 +85,8 @@ impl Templates {
                 false
             }
         };
-        let template = Template::bind(&self.placeholder, &place, text);
+        let origin = diags.origin(&source.span(), text);
+        let template = Template::bind(&self.placeholder, &place, text).at(Some(origin));
         self.entries.push(Entry {
             place,
             source: text.clone(),
@@ -101,31 +102,68 @@ impl Templates {
     pub(crate) fn finish(self, job: &mut Job, known: &Known<'_>, diags: &mut Diags) {
         let env = Arc::new(self.env);
         for t in templates_mut(job) {
-            *t = Template::bind(&env, t.place(), t.source());
+            *t = Template::bind(&env, t.place(), t.source()).at(t.origin());
         }
         for entry in self.entries.iter().filter(|e| e.compiled) {
             let template = Template::bind(&env, &entry.place, &entry.source);
+            let mut fine = true;
             for var in template.variables() {
                 let root = var.split('.').next().unwrap_or_default();
                 if env.globals().any(|(name, _)| name == root) {
                     continue; // range(), dict(), namespace() …
                 }
                 if let Err(problem) = check(&var, entry.scope, known) {
+                    let problem = match function_call(root, &entry.source) {
+                        true => unknown_function(root, &env),
+                        false => problem,
+                    };
                     let (place, source) = (&entry.place, &entry.source);
                     let message = format!("{place}: {problem}; template: {source:?}");
                     diags.at(entry.span.clone(), message);
+                    fine = false;
                 }
+            }
+            if !fine {
+                continue;
+            }
+            let unknown = crate::calls_check::unknown_call(&env, &template, roots(entry.scope));
+            if let Some((message, range)) = unknown {
+                let origin = diags.origin(&entry.span, &entry.source);
+                let span = match range {
+                    // Inside a string written as is: at the name itself.
+                    Some(r) if origin.verbatim => {
+                        entry.span.start + 1 + r.start..entry.span.start + 1 + r.end
+                    }
+                    _ => entry.span.clone(),
+                };
+                diags.at(span, message);
             }
         }
     }
 }
 
-/// Whether `var` (a dotted path) may be read in `scope`; else why not.
-fn check(var: &str, scope: Scope, known: &Known<'_>) -> Result<(), String> {
-    let mut parts = var.split('.');
-    let root = parts.next().unwrap_or_default();
-    let first = parts.next();
-    let roots: &[&str] = match scope {
+/// Whether `name` is called in `source` (`name(`), not read as a variable.
+fn function_call(name: &str, source: &str) -> bool {
+    source.match_indices(name).any(|(at, _)| {
+        let before = source[..at].chars().next_back();
+        let after = source[at + name.len()..].trim_start();
+        after.starts_with('(')
+            && !before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.')
+    })
+}
+
+fn unknown_function(name: &str, env: &Environment<'static>) -> String {
+    let functions: Vec<&str> = env.globals().map(|(n, _)| n).collect();
+    let hint = crate::suggest::did_you_mean(name, functions.iter().copied());
+    format!(
+        "unknown function `{name}`{hint}; functions: {}",
+        functions.join(", ")
+    )
+}
+
+/// The variables templates at `scope` may read.
+fn roots(scope: Scope) -> &'static [&'static str] {
+    match scope {
         Scope::InputId => &["item", "index"],
         Scope::EnvOnly => &["env"],
         Scope::Step { each, answers, .. } => match (each, answers) {
@@ -151,7 +189,15 @@ fn check(var: &str, scope: Scope, known: &Known<'_>) -> Result<(), String> {
             (false, true) => &["item", "index", "matrix", "steps", "env", "answers"],
             (false, false) => &["item", "index", "matrix", "steps", "env"],
         },
-    };
+    }
+}
+
+/// Whether `var` (a dotted path) may be read in `scope`; else why not.
+fn check(var: &str, scope: Scope, known: &Known<'_>) -> Result<(), String> {
+    let mut parts = var.split('.');
+    let root = parts.next().unwrap_or_default();
+    let first = parts.next();
+    let roots = roots(scope);
     if !roots.contains(&root) {
         return Err(unknown_root(root, scope, roots));
     }

@@ -30,8 +30,8 @@ pub use postgres::PostgresStore;
 pub use shared::{Claimed, JobDef, QueueCounts, QueuedUnit, SharedRuns, SharedUpdate};
 pub use sqlite::SqliteStore;
 pub use types::{
-    ItemRecord, ItemStatus, Known, NewRun, RunCounts, RunMeta, RunSummary, StepRecord, WorkerBeat,
-    RUN_STATES, STATE_FINISHED, STATE_INTERRUPTED, STATE_RUNNING,
+    ErrorMessage, ItemRecord, ItemStatus, Known, NewRun, RunCounts, RunMeta, RunSummary,
+    StepRecord, WorkerBeat, RUN_STATES, STATE_FINISHED, STATE_INTERRUPTED, STATE_RUNNING,
 };
 
 use std::path::PathBuf;
@@ -77,6 +77,10 @@ pub trait Store: Send {
     /// The most frequent error messages of failed items: (message, count), most
     /// frequent first (ties by message), at most `limit`.
     fn top_errors(&mut self, run_id: &str, limit: usize) -> Result<Vec<(String, u64)>>;
+    /// The distinct error messages of failed items with their counts and an
+    /// example item, most frequent first (ties by message), at most `limit`:
+    /// the input of grouping by cause, which happens outside the store.
+    fn error_messages(&mut self, run_id: &str, limit: usize) -> Result<Vec<ErrorMessage>>;
     /// Calls `f` for every recorded item in input order (idx, then item_id),
     /// streaming rather than loading all rows. Stops at the first error `f`
     /// returns and passes it on as [`Error::Callback`].

@@ -252,3 +252,14 @@ pub struct WorkerBeat {
     /// The engine's live counters and rates (free-form JSON, no secrets).
     pub live: serde_json::Value,
 }
+
+/// One distinct error message of a run's failed items.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ErrorMessage {
+    /// The message as recorded (`(no error message)` for none).
+    pub message: String,
+    /// Failed items with exactly this message.
+    pub count: u64,
+    /// One of them (the least item id), to look at.
+    pub example: String,
+}

@@ -32,30 +32,35 @@ pub(super) struct Paging<'a> {
     pub(super) limit_param: &'a str,
     /// Query parameter carrying the offset.
     pub(super) offset_param: &'a str,
+    /// Fetch only the first page (`plan`: a look at the data, not all of it).
+    pub(super) first_only: bool,
 }
 
-/// Fetches every page of `url` into `dir/url-<hash of url>.jsonl` and returns
-/// that path. The file is replaced atomically, so a run reading an older
-/// spool of the same URL is not disturbed.
+/// Fetches every page of `url` (only the first with `first_only`) into
+/// `dir/url-<hash of url>.jsonl` and returns that path, and whether pages
+/// were left unread. The file is replaced atomically, so a run reading an
+/// older spool of the same URL is not disturbed.
 pub(super) async fn spool_url(
     client: &Client,
     url: &str,
     paging: &Paging<'_>,
     headers: &[(String, String)],
     dir: &Path,
-) -> Result<PathBuf, InputError> {
+) -> Result<(PathBuf, bool), InputError> {
     let tmp = spool::temp_path(dir, "url");
-    let result = write_pages(client, url, paging, headers, &tmp).await;
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
+    let more = match write_pages(client, url, paging, headers, &tmp).await {
+        Ok(more) => more,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
     let path = dir.join(format!(
         "url-{:016x}.jsonl",
         xxhash_rust::xxh3::xxh3_64(url.as_bytes())
     ));
     spool::commit(&tmp, &path)?;
-    Ok(path)
+    Ok((path, more))
 }
 
 async fn write_pages(
@@ -64,7 +69,7 @@ async fn write_pages(
     paging: &Paging<'_>,
     headers: &[(String, String)],
     tmp: &Path,
-) -> Result<(), InputError> {
+) -> Result<bool, InputError> {
     let mut out = spool::create(tmp)?;
     let write_err = |source| InputError::Write {
         path: tmp.to_path_buf(),
@@ -101,11 +106,16 @@ async fn write_pages(
             out.write_all(b"\n").map_err(write_err)?;
         }
         match paging.page_size {
+            Some(size) if list.len() as u64 >= size && paging.first_only => {
+                out.flush().map_err(write_err)?;
+                return Ok(true);
+            }
             Some(size) if list.len() as u64 >= size => offset += list.len() as u64,
             _ => break,
         }
     }
-    out.flush().map_err(write_err)
+    out.flush().map_err(write_err)?;
+    Ok(false)
 }
 
 /// The list in a page: at `pointer`, or the page itself.

@@ -201,6 +201,9 @@ pub(crate) struct Prepared {
     /// A stable key to find this run again: `file:<canonical path>`,
     /// `glob:<pattern>`, `url:<url>` or `stdin:<content hash>`.
     pub(crate) source_key: String,
+    /// A url input read only up to its first page, which was full: more
+    /// items may follow.
+    pub(crate) more_pages: bool,
 }
 
 impl Prepared {
@@ -266,6 +269,19 @@ pub(crate) async fn prepare(
     spool_dir: &Path,
     env: &minijinja::Value,
 ) -> Result<Prepared, InputError> {
+    prepare_with(source, client, spool_dir, env, false).await
+}
+
+/// [`prepare`], reading only the first page of a url input when
+/// `first_page_only` (a look at the data that fetches little).
+pub(crate) async fn prepare_with(
+    source: &InputSource,
+    client: &sluice_provider::Client,
+    spool_dir: &Path,
+    env: &minijinja::Value,
+    first_page_only: bool,
+) -> Result<Prepared, InputError> {
+    let mut more_pages = false;
     let (kind, source_key) = match source {
         InputSource::File { path, format } => {
             let canonical = std::fs::canonicalize(path).map_err(|source| InputError::Read {
@@ -314,8 +330,10 @@ pub(crate) async fn prepare(
                 page_size: page_size.filter(|n| *n > 0),
                 limit_param,
                 offset_param,
+                first_only: first_page_only,
             };
-            let path = fetch::spool_url(client, url, &paging, &headers, spool_dir).await?;
+            let (path, more) = fetch::spool_url(client, url, &paging, &headers, spool_dir).await?;
+            more_pages = more;
             let kind = Kind::File {
                 path,
                 format: InputFormat::Jsonl,
@@ -333,6 +351,7 @@ pub(crate) async fn prepare(
         bad,
         bad_count,
         source_key,
+        more_pages,
     })
 }
 

@@ -2,8 +2,10 @@
 //! limited by its provider, every step outcome recorded, resumable per step.
 
 mod batch;
+mod check;
 mod choose;
 mod claimed;
+mod estimate;
 mod execute;
 pub(crate) mod export;
 mod lanes;
@@ -11,10 +13,13 @@ mod offload;
 mod output;
 mod place;
 mod plan;
+mod probe;
 mod requests;
 mod runner;
 pub(crate) mod sharing;
+mod show;
 mod units;
+mod window;
 
 use std::sync::Arc;
 
@@ -26,7 +31,7 @@ use crate::control::RunHooks;
 use crate::error::{Error, Result};
 use crate::inputs::{self, BadItem};
 use crate::lease::ExecutorLease;
-use crate::lifecycle::{close_run, open_run, RunStart, StopSignals};
+use crate::lifecycle::{close_run, limited_name, open_run, RunStart, StopSignals};
 use crate::progress::Progress;
 use crate::quick::{now_ms, RunReport};
 use crate::writer::Message;
@@ -34,14 +39,20 @@ use lanes::Lanes;
 use runner::{run_unit, Shared};
 use units::{Combos, UnitIds};
 
+pub use check::{CheckReport, TemplateProblem};
 pub use choose::Offload;
 pub use claimed::DEFAULT_LEASE;
 pub(crate) use claimed::{dispatch as claimed_dispatch, hold_stopped};
+pub use estimate::{Bound, Estimate, Measured, StepLatency};
 pub(crate) use execute::{check_reachable, execute, new_runtime, Env, Executed, Work};
 pub use export::unit_result;
 pub(crate) use lanes::Lanes as JobLanes;
 pub(crate) use offload::{for_worker as worker_offload, notes as offload_notes};
-pub use plan::{plan, Plan, ProviderPlan, StepPlan};
+pub use plan::{plan, Plan, PlanOptions, ProviderPlan, StepPlan};
+pub use probe::probe;
+pub use show::ShownRequest;
+pub(crate) use window::unit_window;
+pub use window::UnitWindow;
 
 /// How a job run was asked for (besides the job itself).
 #[derive(Debug, Clone)]
@@ -61,6 +72,9 @@ pub struct JobConfig {
     /// On a shared store: queue the units and return, leaving the work to
     /// `sluice worker` processes.
     pub queue_only: bool,
+    /// Run only the first N units, as a run of its own (`NAME-firstN`), so
+    /// that the full run still sends them.
+    pub limit: Option<u64>,
     /// Stop sending when a step's first answers all fail the same way no
     /// retry can fix (a wrong key, URL or model); `--no-early-stop` turns
     /// it off.
@@ -110,18 +124,38 @@ pub fn run_job_with(
     // Ids are checked before anything is sent: a template error or a repeated
     // id is an input error like a malformed line.
     let ids = UnitIds::check(job, &prepared, &input_name)?;
+    // Every step's templates against the items (one item per shape: the
+    // full check is `plan`'s), before anything is sent.
+    let (report, _) = check::whole_input(job, &prepared, &env, true, cfg.limit)?;
+    if !report.is_clean() {
+        return Err(Error::Templates(Box::new(report)));
+    }
     check_reachable(&runtime, &lanes)?;
 
     let combos = Combos::new(job);
     let mut offload = offload::decide_all(job, &prepared)?;
     let mut store = cfg.store.open()?;
-    let source = format!("job:{}|{}", job.path.display(), prepared.source_key);
+    let mut source = format!("job:{}|{}", job.path.display(), prepared.source_key);
+    let mut run_name = job.name.clone();
+    if let Some(n) = cfg.limit {
+        if cfg.store.is_shared() {
+            return Err(Error::Config(
+                "--limit runs the first units in this process, not on a shared store's queue; \
+                 use a SQLite store (--store FILE) for the trial run"
+                    .into(),
+            ));
+        }
+        // A run of its own: the full run (another source) still sends these units.
+        source = format!("{source}|first={n}");
+        run_name = limited_name(&job.name, n);
+    }
     let mut settings = serde_json::json!({
         "mode": "job",
         "job": job.path.display().to_string(),
         "sets": cfg.sets,
         "input": prepared.source_key,
         "skip_bad": cfg.skip_bad,
+        "limit": cfg.limit,
         // Column names of the CSV export.
         "steps": job.steps.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
         "matrix": job.matrix.iter().map(|a| a.name.clone()).collect::<Vec<_>>(),
@@ -134,7 +168,10 @@ pub fn run_job_with(
         offload = offload::live_only(offload);
     }
     settings["offload"] = offload::to_json(&offload);
-    let total = prepared.total * combos.len() as u64;
+    let mut total = prepared.total * combos.len() as u64;
+    if let Some(n) = cfg.limit {
+        total = total.min(n);
+    }
     // On a shared store several processes may work this run: its units go on
     // the store's queue and are claimed from there, by this process too.
     let shared_run = cfg.store.is_shared();
@@ -160,13 +197,7 @@ pub fn run_job_with(
         };
         claimed::create_or_join(&mut *store, job, cfg, source, &progress)?
     } else {
-        open_run(
-            &mut *store,
-            cfg.fresh,
-            source,
-            job.name.clone(),
-            settings.clone(),
-        )?
+        open_run(&mut *store, cfg.fresh, source, run_name, settings.clone())?
     };
     if let Some(on_open) = hooks.on_open.take() {
         on_open(&run);
@@ -179,7 +210,11 @@ pub fn run_job_with(
         // Counted while the units were queued.
         progress.snapshot().skipped
     } else {
-        let mut rows = units::input_rows(&prepared, &ids, &combos)?;
+        // A trial run (--limit) lists its first units only.
+        let first = cfg
+            .limit
+            .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
+        let mut rows = units::input_rows(&prepared, &ids, &combos)?.take(first);
         store.replace_inputs(&run.id, &mut rows)?.done
     };
     store.set_total(&run.id, total)?;
@@ -211,6 +246,7 @@ pub fn run_job_with(
             progress,
             breakers: Vec::new(),
             notes: Vec::new(),
+            errors: Vec::new(),
         });
     }
     let run_id = run.id.clone();
@@ -218,7 +254,7 @@ pub fn run_job_with(
         vars: env,
         value: env_value,
     };
-    let (location, limit) = (&cfg.store, job.concurrency);
+    let (location, limit) = (&cfg.store, window::unit_window(job).units);
     let work = Work {
         job,
         location,
@@ -239,8 +275,14 @@ pub fn run_job_with(
         })?
     } else {
         let lookup = resumed.then_some(store);
+        let units = Units {
+            prepared: &prepared,
+            ids: &ids,
+            combos: &combos,
+            first: cfg.limit,
+        };
         execute(work, runtime, lanes, env, |shared| {
-            dispatch(shared, &prepared, &ids, &combos, lookup, run_id, limit)
+            dispatch(shared, units, lookup, run_id, limit)
         })?
     };
     let Executed {
@@ -377,16 +419,30 @@ pub(crate) fn bad_item(input: &str, bad: &BadItem, others: u64) -> Error {
     }
 }
 
+/// The units a dispatcher hands out: the input's items × the matrix, the
+/// first `first` of them with `--limit`.
+struct Units<'a> {
+    prepared: &'a inputs::Prepared,
+    ids: &'a UnitIds,
+    combos: &'a Combos,
+    first: Option<u64>,
+}
+
 /// Streams units into tasks, `limit` at once; returns whether it was interrupted.
 async fn dispatch(
     shared: Arc<Shared>,
-    prepared: &inputs::Prepared,
-    ids: &UnitIds,
-    combos: &Combos,
+    units: Units<'_>,
     mut lookup: Option<Box<dyn Store>>,
     run_id: String,
     limit: usize,
 ) -> Result<bool> {
+    let Units {
+        prepared,
+        ids,
+        combos,
+        first,
+    } = units;
+    let mut handed_out = 0u64;
     let control = shared.control.clone();
     let signals = StopSignals::watch(control.clone());
     let stop = &signals.stop;
@@ -399,17 +455,30 @@ async fn dispatch(
     'outer: loop {
         pending.clear();
         while pending.len() < CHUNK {
+            if first.is_some_and(|n| handed_out >= n) {
+                break;
+            }
             let Some(entry) = items.next() else { break };
+            let room = first.map_or(usize::MAX, |n| (n - handed_out) as usize);
             match entry {
-                Ok(item) => pending.extend(ids.units(&item, combos)),
+                Ok(item) => {
+                    let units: Vec<_> = ids.units(&item, combos).into_iter().take(room).collect();
+                    handed_out += units.len() as u64;
+                    pending.extend(units);
+                }
                 Err(bad) => {
-                    for unit_id in ids.bad_unit_ids(&bad, combos) {
+                    for unit_id in ids.bad_unit_ids(&bad, combos).into_iter().take(room) {
+                        handed_out += 1;
                         record_bad(&shared, unit_id.0, unit_id.1, &bad).await;
                     }
                 }
             }
         }
-        if pending.is_empty() && items.peek().is_none() {
+        if first.is_some_and(|n| handed_out >= n) && pending.is_empty() {
+            break;
+        }
+        if pending.is_empty() && (items.peek().is_none() || first.is_some_and(|n| handed_out >= n))
+        {
             break;
         }
         let known = match lookup.as_mut() {
@@ -604,9 +673,6 @@ impl Window {
     }
 }
 
-/// Most units a rate may grow the window to.
-const MAX_UNITS: usize = 4_096;
-
 /// Units in flight to sustain `per_sec` calls a second when each unit makes
 /// `steps` calls in turn at the observed latency, with 25% headroom.
 fn needed_units(per_sec: f64, steps: usize, progress: &Progress) -> usize {
@@ -615,7 +681,7 @@ fn needed_units(per_sec: f64, steps: usize, progress: &Progress) -> usize {
         .load(std::sync::atomic::Ordering::Relaxed) as f64
         / 1e6;
     let needed = (per_sec * latency * steps as f64 * 1.25).ceil() as usize;
-    needed.min(MAX_UNITS)
+    needed.min(window::MAX_UNITS)
 }
 
 async fn record_bad(shared: &Shared, unit_id: String, idx: u64, bad: &BadItem) {

@@ -23,7 +23,7 @@ pub(crate) fn decide_all(job: &Job, prepared: &Prepared) -> Result<Vec<(String, 
             .map(|p| (p.name.clone(), decide(p, None, None, None)))
             .collect());
     }
-    let plan = super::plan::estimate_plan(job, Some(prepared))?;
+    let plan = super::plan::estimate_plan(job, Some(prepared), &[], &Default::default(), None)?;
     Ok(plan
         .providers
         .into_iter()

@@ -6,9 +6,15 @@ use sluice_limit::DEFAULT_COMPLETION_ESTIMATE;
 use sluice_provider::dialect::DEFAULT_MAX_TOKENS;
 use sluice_spec::{Api, InputSource, Job, StepKind};
 
+use std::collections::HashMap;
+
+use super::check;
 use super::choose::Offload;
+use super::estimate::{Estimate, Measured, ProviderBound, StepCalls};
 use super::requests;
+use super::show::ShownRequest;
 use super::units::Combos;
+use super::window::UnitWindow;
 use crate::error::{Error, Result};
 use crate::inputs;
 
@@ -71,40 +77,128 @@ pub struct ProviderPlan {
 pub struct Plan {
     /// Job name.
     pub name: String,
-    /// Items in the input, when known without fetching (`None` for url inputs).
+    /// Items in the input (of a url input: on its first page), when read.
     pub items: Option<u64>,
+    /// What to know about the item count (a url input's first page only,
+    /// or why the input could not be read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_note: Option<String>,
     /// Matrix combinations.
     pub combinations: u64,
-    /// Units = items × combinations.
+    /// Units = items × combinations (the first `limit` with `--limit`).
     pub units: Option<u64>,
+    /// `--limit N`: only the first N units are planned (and would be run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+    /// Units in progress at once, and why.
+    pub window: UnitWindow,
     /// Per step.
     pub steps: Vec<StepPlan>,
     /// Per provider.
     pub providers: Vec<ProviderPlan>,
+    /// Wall time of the live calls, one after another, and the speedup.
+    pub estimate: Option<Estimate>,
+    /// `--show N`: the first N units' requests as they would be sent.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shown: Vec<ShownRequest>,
 }
 
-/// Reads the input (not a url input: that would send requests) and estimates.
-pub fn plan(job: &Job, spool_dir: &std::path::Path) -> Result<Plan> {
-    let prepared = if matches!(job.input.source, InputSource::Url { .. }) {
-        None
-    } else {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Error::Config(e.to_string()))?;
-        let client =
-            sluice_provider::Client::new(1, None).map_err(|e| Error::Config(e.to_string()))?;
-        let env = minijinja::Value::from(minijinja::value::Serde(json!({"env": {}})));
-        let prepared = runtime
-            .block_on(inputs::prepare(&job.input.source, &client, spool_dir, &env))
-            .map_err(|e| Error::Config(e.to_string()))?;
-        Some(prepared)
+/// What `plan` is asked for besides the job.
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions {
+    /// Only the first N units, as `run --limit N` would run them.
+    pub limit: Option<u64>,
+    /// Latencies measured by `plan --probe`, by step name.
+    pub measured: HashMap<String, Measured>,
+    /// Show the first N units' requests as they would be sent.
+    pub show: usize,
+    /// Latency for steps with nothing measured and no `assume_latency`.
+    pub default_latency: Option<std::time::Duration>,
+}
+
+/// Reads the input (of a url input only the first page), renders every
+/// unit's templates (an error when some cannot render) and estimates.
+pub fn plan(job: &Job, spool_dir: &std::path::Path, options: &PlanOptions) -> Result<Plan> {
+    let env = env_present(job);
+    let missing: Vec<&str> = job
+        .env
+        .iter()
+        .filter(|n| !env.contains_key(n.as_str()))
+        .map(String::as_str)
+        .collect();
+    let is_url = matches!(job.input.source, InputSource::Url { .. });
+    let url_needs_env = match &job.input.source {
+        InputSource::Url { headers, .. } => headers
+            .iter()
+            .any(|(_, t)| t.variables().iter().any(|v| v.starts_with("env."))),
+        _ => false,
     };
-    estimate_plan(job, prepared.as_ref())
+    if is_url && url_needs_env && !missing.is_empty() {
+        let note = format!(
+            "not read: the url input's headers need {}; export it to let plan read the first page",
+            missing.join(", ")
+        );
+        return estimate_plan(job, None, &[], options, Some(note));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Config(e.to_string()))?;
+    let client = sluice_provider::Client::new(1, None).map_err(|e| Error::Config(e.to_string()))?;
+    let env_value = minijinja::Value::from(minijinja::value::Serde(json!({ "env": env })));
+    let prepared = runtime
+        .block_on(inputs::prepare_with(
+            &job.input.source,
+            &client,
+            spool_dir,
+            &env_value,
+            true,
+        ))
+        .map_err(|e| Error::Config(e.to_string()))?;
+    let (report, fan_outs) = check::whole_input(job, &prepared, &env, false, options.limit)?;
+    if !report.is_clean() {
+        return Err(Error::Templates(Box::new(report)));
+    }
+    let note = match (is_url, prepared.more_pages) {
+        (true, true) => Some(
+            "the url input's first page only (the run fetches every page): a lower bound".into(),
+        ),
+        (true, false) => Some("the url input's only page".into()),
+        _ => None,
+    };
+    let mut plan = estimate_plan(job, Some(&prepared), &fan_outs, options, note)?;
+    if options.show > 0 {
+        let batched: Vec<String> = plan
+            .providers
+            .iter()
+            .filter(|p| p.offload.batched())
+            .map(|p| p.name.clone())
+            .collect();
+        plan.shown = super::show::requests_of(job, &prepared, &env, options.show, &batched)?;
+    }
+    Ok(plan)
+}
+
+/// The job's `env` variables that are set (plan runs without the others).
+fn env_present(job: &Job) -> serde_json::Map<String, Json> {
+    job.env
+        .iter()
+        .filter_map(|name| {
+            std::env::var(name)
+                .ok()
+                .map(|v| (name.clone(), Json::String(v)))
+        })
+        .collect()
 }
 
 /// Estimates over `prepared` items (`None`: not known before the run).
-pub(crate) fn estimate_plan(job: &Job, prepared: Option<&inputs::Prepared>) -> Result<Plan> {
+pub(crate) fn estimate_plan(
+    job: &Job,
+    prepared: Option<&inputs::Prepared>,
+    fan_outs: &[check::FanOut],
+    options: &PlanOptions,
+    input_note: Option<String>,
+) -> Result<Plan> {
     let combos = Combos::new(job);
     let n = combos.len() as u64;
     let mut steps: Vec<StepPlan> = job
@@ -115,7 +209,7 @@ pub(crate) fn estimate_plan(job: &Job, prepared: Option<&inputs::Prepared>) -> R
             kind: s.kind.name().into(),
             provider: s.provider.clone(),
             calls: 0,
-            calls_at_least: s.for_each.is_some(),
+            calls_at_least: false,
             tokens: matches!(
                 s.kind,
                 StepKind::Chat { .. } | StepKind::Embed { .. } | StepKind::Conversation { .. }
@@ -126,13 +220,20 @@ pub(crate) fn estimate_plan(job: &Job, prepared: Option<&inputs::Prepared>) -> R
             batch_cost_usd: None,
         })
         .collect();
-    let items = if let Some(prepared) = prepared {
-        for item in prepared
+    let mut units = 0u64;
+    let mut items_seen = 0u64;
+    if let Some(prepared) = prepared {
+        'items: for item in prepared
             .items()
             .map_err(|e| Error::Config(e.to_string()))?
             .flatten()
         {
+            items_seen += 1;
             for combo in combos.iter() {
+                if options.limit.is_some_and(|l| units >= l) {
+                    break 'items;
+                }
+                units += 1;
                 let ctx = json!({"item": item.value, "index": item.position, "matrix": combo, "env": {}, "steps": {}});
                 let ctx = minijinja::Value::from(minijinja::value::Serde(ctx));
                 for (plan, step) in steps.iter_mut().zip(&job.steps) {
@@ -141,6 +242,7 @@ pub(crate) fn estimate_plan(job: &Job, prepared: Option<&inputs::Prepared>) -> R
                         _ => 1,
                     };
                     plan.calls += turns;
+                    plan.calls_at_least |= step.for_each.is_some();
                     if let Some(tokens) = plan.tokens.as_mut() {
                         let t = match estimate(step, &ctx) {
                             Some(t) => t,
@@ -159,10 +261,19 @@ pub(crate) fn estimate_plan(job: &Job, prepared: Option<&inputs::Prepared>) -> R
                 }
             }
         }
-        Some(prepared.total)
-    } else {
-        None
-    };
+    }
+    // Fan-outs: the lists found in the data, and at least one call per unit
+    // whose list comes from an earlier answer.
+    for ((plan, step), fan) in steps.iter_mut().zip(&job.steps).zip(fan_outs) {
+        if step.for_each.is_some() {
+            plan.calls = fan.elements + fan.unknown_units;
+            plan.calls_at_least = fan.unknown_units > 0;
+        }
+    }
+    let items = prepared.map(|p| match options.limit {
+        Some(_) => items_seen,
+        None => p.total,
+    });
     let providers = job
         .providers
         .iter()
@@ -215,14 +326,45 @@ pub(crate) fn estimate_plan(job: &Job, prepared: Option<&inputs::Prepared>) -> R
                 max_enqueued_tokens: p.batch.max_enqueued_tokens,
             }
         })
+        .collect::<Vec<_>>();
+    let units = prepared.map(|p| match options.limit {
+        Some(_) => units,
+        None => p.total.saturating_sub(p.bad_count) * n,
+    });
+    let window = super::window::unit_window(job);
+    let step_calls: Vec<StepCalls> = steps.iter().map(|s| StepCalls { calls: s.calls }).collect();
+    let bounds: Vec<ProviderBound> = providers
+        .iter()
+        .map(|p| ProviderBound {
+            name: p.name.clone(),
+            batched: p.offload.batched(),
+            bound_seconds: p.bound_seconds,
+            binding: p.binding.clone(),
+        })
         .collect();
+    let estimate = units.and_then(|units| {
+        super::estimate::estimate(&super::estimate::Inputs {
+            job,
+            steps: &step_calls,
+            providers: &bounds,
+            units,
+            window: &window,
+            measured: &options.measured,
+            default_latency: options.default_latency,
+        })
+    });
     Ok(Plan {
         name: job.name.clone(),
         items,
+        input_note,
         combinations: n,
-        units: items.map(|i| i * n),
+        units,
+        limit: options.limit,
+        window,
         steps,
         providers,
+        estimate,
+        shown: Vec::new(),
     })
 }
 

@@ -425,7 +425,8 @@ pub(super) fn answers(
                 output.succeeded += 1;
                 let seed = seed_of(parsed.conversation, &bytes, shared.cfg.seed);
                 *next += 1;
-                let body = response::success(api, &parsed, *next, now / 1000, seed);
+                let invalid = parsed.json.is_some() && shared.invalid_json(seed, *next);
+                let body = response::success(api, &parsed, *next, now / 1000, seed, invalid);
                 let body: Json = serde_json::from_slice(&body).unwrap_or(Json::Null);
                 let mut out = json!({"id": request_id, "custom_id": line.custom_id,
                     "response": {"status_code": 200, "request_id": request_id, "body": body}, "error": null});

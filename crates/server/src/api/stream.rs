@@ -96,6 +96,7 @@ pub(crate) fn progress_of(view: &Value) -> Value {
         "live": view["live"],
         "recommendations": view["recommendations"],
         "top_errors": view["top_errors"],
+        "error_groups": view["error_groups"],
         "workers": view["workers"],
     })
 }

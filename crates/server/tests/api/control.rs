@@ -95,6 +95,12 @@ async fn retry_reruns_the_failed_items() {
     let first = s.wait_for(&id, |v| v["state"] == "finished").await;
     let failed = first["counts"]["failed"].as_u64().unwrap();
     assert!(failed > 0, "{first}");
+    // The failures by cause: one group, every failed item in it.
+    let groups = first["error_groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 1, "{first}");
+    assert_eq!(groups[0]["code"], "server_error", "{first}");
+    assert_eq!(groups[0]["count"], failed, "{first}");
+    assert!(groups[0]["example"]["item"].is_string(), "{first}");
     let r = s.call("POST", &format!("/v1/runs/{id}/retry"), None).await;
     assert_eq!(r.status, 202, "{}", r.text);
     assert_eq!(r.json()["requeued"], failed);

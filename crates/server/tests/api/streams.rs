@@ -288,6 +288,7 @@ fn start_cli_run(
         sets: vec![],
         lease: sluice_engine::DEFAULT_LEASE,
         queue_only: false,
+        limit: None,
         early_stop: true,
     };
     std::thread::spawn(move || {

@@ -293,7 +293,9 @@ fn cache_rules() {
     // Chat steps list `cache` among their keys.
     let list = errors(&chat_plus("turns = [\"q\"]"), &[]);
     assert!(
-        list[0].message.contains("fallback, provider"),
+        list[0]
+            .message
+            .contains("fallback, assume_latency, provider"),
         "{}",
         list[0]
     );

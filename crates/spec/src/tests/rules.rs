@@ -35,8 +35,30 @@ fn unknown_key_inside_a_step() {
         &step_plus("temprature = 0"),
         13,
         1,
-        &["step \"first\"", "unknown key `temprature`", "`params`"],
+        &[
+            "step \"first\"",
+            "unknown key `temprature`",
+            "did you mean `temperature`",
+            "params = { temperature = ... }",
+        ],
     );
+}
+
+#[test]
+fn unknown_key_is_suggested_among_its_kinds_keys_only() {
+    let list = errors(
+        &step_plus("respone_format = { type = \"json_object\" }"),
+        &[],
+    );
+    assert_eq!(list.len(), 1, "{list:?}");
+    let message = &list[0].message;
+    assert!(
+        message.contains("did you mean `response_format`?"),
+        "{message}"
+    );
+    assert!(message.contains("chat steps take: name, kind"), "{message}");
+    assert!(!message.contains("turns"), "only chat keys: {message}");
+    assert!(!message.contains("command"), "only chat keys: {message}");
 }
 
 #[test]
@@ -409,6 +431,40 @@ fn for_each_is_one_expression() {
             "{{ steps.plan",
         ],
     );
+}
+
+#[test]
+fn near_misses_in_params_are_warnings_at_their_key() {
+    let text = BASE.replace(
+        "messages = [",
+        "params = { max_token = 60, repetition_penalty = 1.1 }\nmessages = [",
+    );
+    let job = super::job(&text);
+    assert_eq!(job.warnings.len(), 1, "{:?}", job.warnings);
+    let w = &job.warnings[0];
+    let line = text.lines().position(|l| l.starts_with("params")).unwrap() + 1;
+    assert_eq!((w.line, w.column), (line, 24), "{w}");
+    assert!(w.message.contains("params.max_token"), "{w}");
+    assert!(w.message.contains("did you mean `max_tokens`?"), "{w}");
+}
+
+#[test]
+fn templates_know_where_they_are_in_the_file() {
+    let job = super::job(BASE);
+    let sluice_spec_step = &job.steps[0];
+    let crate::StepKind::Chat { messages, .. } = &sluice_spec_step.kind else {
+        panic!("a chat step");
+    };
+    let t = &messages[0].content;
+    let origin = t.origin().expect("from the file");
+    let line = BASE.lines().position(|l| l.contains("messages")).unwrap() + 1;
+    assert_eq!(origin.line, line);
+    assert!(origin.verbatim);
+    let offset = t.source().find("item").unwrap();
+    let (l, c) = origin.at(t.source(), offset);
+    let text_line = BASE.lines().nth(l - 1).unwrap();
+    let found: String = text_line.chars().skip(c - 1).take(4).collect();
+    assert_eq!(found, "item", "{text_line:?} at column {c}");
 }
 
 #[test]

@@ -234,3 +234,33 @@ fn fan_out_output_is_a_list() {
     let text = two_steps("ok", "{{ steps.first[0].text }}").replacen("name = \"first\"", fan, 1);
     job(&text);
 }
+
+#[test]
+fn unknown_filter_is_found_at_its_name_with_a_suggestion() {
+    let text = BASE.replace("{{ item.name }}", "{{ item.name | uper }}");
+    let line = text.lines().position(|l| l.contains("uper")).unwrap() + 1;
+    let column = text.lines().nth(line - 1).unwrap().find("uper").unwrap() + 1;
+    assert_one(
+        &text,
+        line,
+        column,
+        &[
+            "unknown filter `uper`",
+            "did you mean `upper`?",
+            "filters: ",
+        ],
+    );
+}
+
+#[test]
+fn unknown_function_is_named_as_a_function() {
+    let text = BASE.replace("{{ item.name }}", "{{ shout(item.name) }}");
+    let list = super::errors(&text, &[]);
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert!(
+        list[0].message.contains("unknown function `shout`"),
+        "{}",
+        list[0]
+    );
+    assert!(list[0].message.contains("range"), "{}", list[0]);
+}

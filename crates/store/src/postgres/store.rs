@@ -8,9 +8,9 @@ use crate::num::{
     self, count_sums, hash_from_i64, item_columns, now_ms, run_columns, to_i64, to_u64,
 };
 use crate::{
-    During, Error, InputCounts, InputRow, ItemRecord, Known, Lease, LeaseHolder, NewRun, Output,
-    Result, RunCounts, RunMeta, RunSummary, SharedRuns, SinkError, StepRecord, Store, WorkerBeat,
-    RUN_STATES,
+    During, Error, ErrorMessage, InputCounts, InputRow, ItemRecord, Known, Lease, LeaseHolder,
+    NewRun, Output, Result, RunCounts, RunMeta, RunSummary, SharedRuns, SinkError, StepRecord,
+    Store, WorkerBeat, RUN_STATES,
 };
 
 macro_rules! item_upsert_set {
@@ -357,6 +357,33 @@ impl Store for PostgresStore {
         self.handle.call(move |c| {
             ensure_run(c, &run_id)?;
             counts_of(c, &run_id)
+        })
+    }
+
+    fn error_messages(&mut self, run_id: &str, limit: usize) -> Result<Vec<ErrorMessage>> {
+        let run_id = run_id.to_owned();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.handle.call(move |c| {
+            ensure_run(c, &run_id)?;
+            let op = "group errors";
+            let rows = c
+                .query(
+                    "SELECT COALESCE(error, '(no error message)') AS message, COUNT(*) AS n, \
+                     MIN(item_id COLLATE \"C\") FROM items WHERE run_id = $1 AND status = 'failed' \
+                     GROUP BY message ORDER BY n DESC, COALESCE(error, '(no error message)') COLLATE \"C\" ASC LIMIT $2",
+                    &[&run_id, &limit],
+                )
+                .during(op)?;
+            rows.iter()
+                .map(|r| {
+                    let n: i64 = r.try_get(1).during(op)?;
+                    Ok(ErrorMessage {
+                        message: r.try_get(0).during(op)?,
+                        count: to_u64("error count", n)?,
+                        example: r.try_get(2).during(op)?,
+                    })
+                })
+                .collect()
         })
     }
 

@@ -6,8 +6,9 @@ use rusqlite::{params, TransactionBehavior};
 use super::rows::{self, item_columns, run_columns};
 use super::{SqliteStore, FOR_EACH_SQL, LOOKUP_SIZES};
 use crate::{
-    During, Error, InputCounts, InputRow, ItemRecord, Known, Lease, LeaseHolder, NewRun, Output,
-    Result, RunCounts, RunMeta, RunSummary, SinkError, StepRecord, Store, WorkerBeat, RUN_STATES,
+    During, Error, ErrorMessage, InputCounts, InputRow, ItemRecord, Known, Lease, LeaseHolder,
+    NewRun, Output, Result, RunCounts, RunMeta, RunSummary, SinkError, StepRecord, Store,
+    WorkerBeat, RUN_STATES,
 };
 
 impl Store for SqliteStore {
@@ -230,6 +231,37 @@ impl Store for SqliteStore {
         found
             .into_iter()
             .map(|(m, n)| Ok((m, rows::to_u64("error count", n)?)))
+            .collect()
+    }
+
+    fn error_messages(&mut self, run_id: &str, limit: usize) -> Result<Vec<ErrorMessage>> {
+        self.ensure_run(run_id)?;
+        const SQL: &str =
+            "SELECT COALESCE(error, '(no error message)') AS message, COUNT(*) AS n, \
+            MIN(item_id) FROM items WHERE run_id = ?1 AND status = 'failed' \
+            GROUP BY message ORDER BY n DESC, message ASC LIMIT ?2";
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let op = "group errors";
+        let mut stmt = self.conn.prepare_cached(SQL).during(op)?;
+        let found = stmt
+            .query_map(params![run_id, limit], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .during(op)?;
+        found
+            .into_iter()
+            .map(|(message, n, example)| {
+                Ok(ErrorMessage {
+                    message,
+                    count: rows::to_u64("error count", n)?,
+                    example,
+                })
+            })
             .collect()
     }
 

@@ -195,6 +195,40 @@ pub(crate) fn top_errors_by_frequency(connect: Connect<'_>) {
     assert_eq!(s.top_errors(&run.id, 0).unwrap(), []);
 }
 
+pub(crate) fn error_messages_count_and_name_an_example(connect: Connect<'_>) {
+    let mut s = connect();
+    let run = s.create_run(&new_run("r", "s")).unwrap();
+    let failed = |id: &str, i: u64, msg: Option<&str>| ItemRecord {
+        error: msg.map(Into::into),
+        ..rec(id, i, ItemStatus::Failed)
+    };
+    let batch = vec![
+        failed("b", 0, Some("timeout")),
+        failed("a", 1, Some("timeout")),
+        failed("c", 2, Some("bad request")),
+        failed("d", 3, None),
+        ItemRecord {
+            error: Some("timeout".into()),
+            ..rec("ok", 4, ItemStatus::Done)
+        },
+    ];
+    s.write_batch(&run.id, &batch).unwrap();
+    let found = s.error_messages(&run.id, 10).unwrap();
+    let shown: Vec<(&str, u64, &str)> = found
+        .iter()
+        .map(|m| (m.message.as_str(), m.count, m.example.as_str()))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("timeout", 2, "a"),
+            ("(no error message)", 1, "d"),
+            ("bad request", 1, "c"),
+        ]
+    );
+    assert_eq!(s.error_messages(&run.id, 1).unwrap().len(), 1);
+}
+
 pub(crate) fn reset_failed_makes_items_pending(connect: Connect<'_>) {
     let mut s = connect();
     let run = s.create_run(&new_run("r", "s")).unwrap();

@@ -41,6 +41,7 @@ macro_rules! store_suite {
             lookup_returns_found_ids_only, lookup_handles_large_batches,
             for_each_item_streams_in_input_order, for_each_item_stops_at_callback_error,
             counts_sum_attempts_and_tokens, top_errors_by_frequency,
+            error_messages_count_and_name_an_example,
             reset_failed_makes_items_pending, set_positions_changes_export_order,
             reader_proceeds_while_writer_commits, concurrent_writer_and_reader_threads,
             batch_is_atomic, unknown_run_is_an_error, survives_drop_without_close,

@@ -82,6 +82,7 @@ pub(crate) fn unknown_run_is_an_error(connect: Connect<'_>) {
     no_run(s.lookup("ghost-1", &["a"]).map(drop));
     no_run(s.counts("ghost-1").map(drop));
     no_run(s.top_errors("ghost-1", 5).map(drop));
+    no_run(s.error_messages("ghost-1", 5).map(drop));
     no_run(s.reset_failed("ghost-1").map(drop));
     no_run(s.get_item("ghost-1", "a").map(drop));
     no_run(s.for_each_item("ghost-1", &mut |_| Ok(())));
