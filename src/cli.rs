@@ -336,6 +336,11 @@ pub(crate) struct MockArgs {
     /// through together; the rate is still held).
     #[arg(long, value_name = "MS")]
     pub(crate) slack_ms: Option<u64>,
+    /// Hold --rpm and --tpm as OpenAI and Anthropic do: a bucket of a whole
+    /// minute's allowance that a client may spend at once, refilled at the
+    /// rate (without it each limit is paced evenly, a burst of one request).
+    #[arg(long)]
+    pub(crate) allowance: bool,
     /// Requests in flight at most (429 beyond it).
     #[arg(long)]
     pub(crate) max_concurrency: Option<usize>,

@@ -45,6 +45,7 @@ pub(crate) fn mock(args: MockArgs) -> anyhow::Result<ExitCode> {
         rpm: args.rpm,
         tpm: args.tpm,
         slack_ms: args.slack_ms,
+        allowance: args.allowance,
         max_concurrency: args.max_concurrency,
         fail_rate: args.fail_rate,
         reset_rate: args.reset_rate,

@@ -201,6 +201,11 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    // Limits as held by the processes working on the run: configured, and
+    // those the provider announced, with the window read from their reset.
+    for line in limit_lines(&workers, now) {
+        println!("{line}");
+    }
     if !workers.is_empty() {
         outln!("workers");
         for w in &workers {
@@ -222,6 +227,56 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `limits     NAME: 1,200 requests/minute (burst 1,200) (announced) · …`
+/// per provider, from the newest beat of a process still working, else the
+/// last one written (what the run last held).
+fn limit_lines(workers: &[sluice_store::WorkerBeat], now: i64) -> Vec<String> {
+    let Some(beat) = workers
+        .iter()
+        .max_by_key(|w| (worker_state(w, now) == "running", w.beat_at))
+    else {
+        return Vec::new();
+    };
+    let Some(providers) = beat
+        .live
+        .pointer("/stats/providers")
+        .and_then(|p| serde_json::from_value::<Vec<sluice_engine::ProviderReport>>(p.clone()).ok())
+    else {
+        return Vec::new();
+    };
+    let mut lines = Vec::new();
+    for p in providers {
+        let l = p.limits;
+        let configured = [
+            ("rps", l.rps),
+            ("rpm", l.rpm),
+            ("rph", l.rph),
+            ("rpd", l.rpd),
+            ("tpm", l.tpm),
+            ("tpd", l.tpd),
+            ("itpm", l.itpm),
+            ("otpm", l.otpm),
+        ];
+        // Announced limits fill slots of `limits` too: shown once, as announced.
+        let announced: Vec<String> = p
+            .announced
+            .iter()
+            .map(|a| format!("{} (announced)", a.describe()))
+            .collect();
+        let mut parts: Vec<String> = configured
+            .iter()
+            .filter_map(|(name, v)| v.map(|v| (name, v)))
+            .filter(|(_, v)| !p.announced.iter().any(|a| a.limit == *v))
+            .map(|(name, v)| format!("{name} {}", fmt_count(v)))
+            .collect();
+        parts.extend(announced);
+        if !parts.is_empty() {
+            lines.push(format!("limits     {}: {}", p.name, parts.join(" · ")));
+        }
+    }
+    lines
 }
 
 pub(crate) fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {

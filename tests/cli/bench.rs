@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::util::*;
 
-const SCENARIOS: [&str; 11] = [
+const SCENARIOS: [&str; 13] = [
     "latency",
     "rpm",
     "tpm",
@@ -19,6 +19,8 @@ const SCENARIOS: [&str; 11] = [
     "scale-out",
     "faults",
     "unknown-rpm",
+    "allowance-full",
+    "allowance-binds",
     "server",
 ];
 

@@ -10,6 +10,7 @@ mod bench;
 mod browser;
 mod checks;
 mod commands;
+mod conformance;
 mod control;
 mod dialects;
 mod examples;

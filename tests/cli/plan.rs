@@ -537,11 +537,11 @@ items      40
 units      40  (items × combinations)
 window     20 units at once (derived: 20 (provider mock: its steps' caps); grows at run time to what a provider's rate needs; set concurrency to fix it)
 steps
-  answer           chat          mock         40 calls · ~520 tokens
+  answer           chat          mock         40 calls · ~760 tokens
   grade            chat          mock         40 calls · ≥ 320 tokens
-cost       ~$0.0028 (completions at their max_tokens; a ceiling)
+cost       ~$0.0030 (completions at their max_tokens; a ceiling)
 providers  (lower bound on wall time from each provider's limits)
-  mock             80 calls · 840 tokens · ~$0.0028 → ≥ 40.00s (rpm binds)
+  mock             80 calls · 1,080 tokens · ~$0.0030 → ≥ 40.00s (rpm binds)
 time       ~41.00s (provider mock rpm (120) binds) · one after another ~1m20s · 2.0× faster
 latency    1.00s per call for every step (assume_latency of provider mock)
 limits     provider mock rpm (120) 40.00s · step answer concurrency (10) 4.00s · step grade concurrency (10) 4.00s · unit window (20 units) 4.00s

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
-use sluice_limit::Backoff;
+use sluice_limit::{Backoff, Cost};
 use sluice_provider::{Attempt, CallOptions, Client, Dialect, Endpoint, FailureKind, Success};
 
 use crate::control::RunControl;
@@ -85,8 +85,8 @@ pub(crate) struct CallRequest<'a, R: Route> {
     pub(crate) route: &'a R,
     pub(crate) body: Bytes,
     pub(crate) options: CallOptions<'a>,
-    /// Tokens reserved against tokens/minute before sending.
-    pub(crate) estimate: u64,
+    /// Tokens reserved against token limits before sending.
+    pub(crate) estimate: Cost,
     /// The body asks for a streamed answer in this dialect (read as events).
     pub(crate) stream: Option<Dialect>,
 }
@@ -99,6 +99,9 @@ pub(crate) struct Tally {
 }
 
 /// How a call ended.
+// `Done` is the common case and is moved once, to its reader: boxing it
+// would allocate on every call to save a copy of a few hundred bytes.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum CallEnd {
     /// A successful answer.
     Done(Success),
@@ -213,8 +216,9 @@ pub(crate) async fn call<R: Route>(
                 Waited::Paused => continue,
                 Waited::Stopping => return CallEnd::Stopped,
             };
-        if let Err(too_large) = acquired {
-            return CallEnd::Failed {
+        let admission = match acquired {
+            Ok(admission) => admission,
+            Err(too_large) => return CallEnd::Failed {
                 error: format!(
                     "token_limit: this request needs about {} tokens (prompt estimate + max_tokens) but the tokens/minute limit (--tpm, or the provider's tpm) is {}, so it can never be sent; raise --tpm or lower max_tokens",
                     too_large.tokens, too_large.tpm
@@ -222,8 +226,8 @@ pub(crate) async fn call<R: Route>(
                 status: None,
                 body: None,
                 latency: Duration::ZERO,
-            };
-        }
+            },
+        };
         if env.stopping.is_set() {
             // Stopping: only calls already on the wire may finish. This one
             // waited for its place and rate slot and would start now.
@@ -285,7 +289,7 @@ pub(crate) async fn call<R: Route>(
             match &result {
                 Attempt::Ok(s) => Report::Success(s.latency),
                 Attempt::Failed(f) => Report::Failure {
-                    retryable: f.kind.is_retryable() && f.kind != FailureKind::RateLimited,
+                    retryable: f.is_retryable() && f.kind != FailureKind::RateLimited,
                     // 529: Anthropic's "overloaded".
                     backpressure: matches!(f.kind, FailureKind::RateLimited | FailureKind::Timeout)
                         || matches!(f.status, Some(503 | 529)),
@@ -295,10 +299,12 @@ pub(crate) async fn call<R: Route>(
         let failure = match result {
             Attempt::Ok(success) => {
                 progress.observe_latency(success.latency);
-                env.limiter.observe(&success.signals);
+                env.limiter.observe(&success.signals, Some(admission));
                 if success.prompt_tokens.is_some() || success.completion_tokens.is_some() {
-                    let used =
-                        success.prompt_tokens.unwrap_or(0) + success.completion_tokens.unwrap_or(0);
+                    let used = Cost {
+                        input: success.prompt_tokens.unwrap_or(0),
+                        output: success.completion_tokens.unwrap_or(0),
+                    };
                     env.limiter.settle(request.estimate, used);
                 }
                 watch_ending(env, Ending::Success);
@@ -306,22 +312,23 @@ pub(crate) async fn call<R: Route>(
             }
             Attempt::Failed(failure) => failure,
         };
-        env.limiter.observe(&failure.signals);
+        env.limiter.observe(&failure.signals, Some(admission));
         if matches!(
             failure.kind,
             FailureKind::RateLimited | FailureKind::Connect
         ) {
             // The provider did not take these tokens.
-            env.limiter.settle(request.estimate, 0);
+            env.limiter.settle(request.estimate, Cost::default());
         }
         if failure.kind == FailureKind::RateLimited {
             tally.throttled += 1;
             Progress::add(&progress.throttled, 1);
+            env.limiter.rate_limited();
             if let Some(after) = failure.retry_after {
                 env.limiter.pause(after);
             }
         }
-        if failure.kind.is_retryable() && tally.attempts <= env.retries {
+        if failure.is_retryable() && tally.attempts <= env.retries {
             if env.stopping.is_set() {
                 return CallEnd::Stopped;
             }
@@ -345,7 +352,7 @@ pub(crate) async fn call<R: Route>(
             env,
             Ending::Failure {
                 status: failure.status,
-                retryable: failure.kind.is_retryable(),
+                retryable: failure.is_retryable(),
                 message: &failure.message,
             },
         );

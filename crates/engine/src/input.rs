@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use sluice_limit::{estimate_text_tokens, DEFAULT_COMPLETION_ESTIMATE};
+use sluice_limit::{
+    estimate_text_tokens, Cost, DEFAULT_COMPLETION_ESTIMATE, MESSAGE_OVERHEAD, REPLY_PRIMING,
+};
 
 use crate::error::{Error, Result};
 
@@ -39,8 +41,8 @@ pub(crate) struct Request {
     pub(crate) body: Bytes,
     /// `metadata` passed through to the results.
     pub(crate) metadata: Option<String>,
-    /// Tokens reserved before sending: prompt estimate + `max_tokens`.
-    pub(crate) estimate: u64,
+    /// Tokens reserved before sending: the prompt's estimate and `max_tokens`.
+    pub(crate) estimate: Cost,
     /// Hash of path + body: a changed request is sent again on resume.
     pub(crate) hash: u64,
 }
@@ -120,6 +122,16 @@ enum Content<'a> {
 struct Part<'a> {
     #[serde(borrow, default)]
     text: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    image_url: Option<ImageView<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ImageView<'a> {
+    #[serde(borrow, default)]
+    url: Cow<'a, str>,
+    #[serde(borrow, default)]
+    detail: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -142,22 +154,23 @@ impl TextOrList<'_> {
 
 /// Tokens to reserve for `body` counted as chars ÷ 4 (cheap: every line gets
 /// one, limited or not).
-fn estimate(body: &str) -> std::result::Result<u64, String> {
+fn estimate(body: &str) -> std::result::Result<Cost, String> {
     estimate_with(body, false)
 }
 
 /// The same with the model's own tokenizer when it has one (see `tokens`);
 /// used when a tokens/minute limit makes the estimate matter.
-pub(crate) fn exact_estimate(body: &[u8]) -> u64 {
+pub(crate) fn exact_estimate(body: &[u8]) -> Cost {
     std::str::from_utf8(body)
         .ok()
         .and_then(|b| estimate_with(b, true).ok())
-        .unwrap_or(0)
+        .unwrap_or_default()
 }
 
-/// Tokens to reserve for `body`: the prompt's estimate plus the completion cap
+/// Tokens to reserve for `body`: the prompt's estimate (a few tokens per chat
+/// message for its framing, images by the tile rule) and the completion cap
 /// (chat and completions; embeddings have no completion).
-fn estimate_with(body: &str, exact: bool) -> std::result::Result<u64, String> {
+fn estimate_with(body: &str, exact: bool) -> std::result::Result<Cost, String> {
     let view: EstimateView = serde_json::from_str(body)
         .map_err(|e| format!("the request body is not a JSON object: {e}"))?;
     let model = view.model.as_deref();
@@ -170,13 +183,20 @@ fn estimate_with(body: &str, exact: bool) -> std::result::Result<u64, String> {
     };
     let mut prompt = 0;
     if let Some(messages) = &view.messages {
+        prompt += REPLY_PRIMING;
         for m in messages {
+            prompt += MESSAGE_OVERHEAD;
             prompt += match &m.content {
                 Some(Content::Text(t)) => count(t),
                 Some(Content::Parts(parts)) => parts
                     .iter()
-                    .filter_map(|p| p.text.as_deref())
-                    .map(count)
+                    .map(|p| match (&p.text, &p.image_url) {
+                        (Some(text), _) => count(text),
+                        (None, Some(image)) => {
+                            crate::tokens::image_estimate(&image.url, image.detail.as_deref())
+                        }
+                        (None, None) => 0,
+                    })
                     .sum(),
                 _ => 0,
             };
@@ -195,7 +215,10 @@ fn estimate_with(body: &str, exact: bool) -> std::result::Result<u64, String> {
             .or(view.max_tokens)
             .unwrap_or(DEFAULT_COMPLETION_ESTIMATE)
     };
-    Ok(prompt + completion)
+    Ok(Cost {
+        input: prompt,
+        output: completion,
+    })
 }
 
 /// Parses one input line (already known to be non-blank).
@@ -482,7 +505,14 @@ mod tests {
         assert_eq!(r.item_id, "a1");
         assert_eq!(r.path.as_deref(), Some("/v1/chat/completions"));
         assert_eq!(r.metadata.as_deref(), Some(r#"{"k":1}"#));
-        assert_eq!(r.estimate, 2 + 10);
+        // 2 of text, 3 for the message's framing, 3 for the reply's.
+        assert_eq!(
+            r.estimate,
+            Cost {
+                input: 2 + MESSAGE_OVERHEAD + REPLY_PRIMING,
+                output: 10
+            }
+        );
         assert!(std::str::from_utf8(&r.body)
             .unwrap()
             .starts_with(r#"{"model":"m""#));
@@ -498,19 +528,29 @@ mod tests {
         assert_eq!(r.metadata.as_deref(), Some(r#"{"row":7}"#));
         let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert!(body.get("metadata").is_none());
-        assert_eq!(r.estimate, 1 + DEFAULT_COMPLETION_ESTIMATE);
+        assert_eq!(r.estimate.input, 1 + MESSAGE_OVERHEAD + REPLY_PRIMING);
+        assert_eq!(r.estimate.output, DEFAULT_COMPLETION_ESTIMATE);
     }
 
     #[test]
     fn embeddings_reserve_no_completion() {
         let r = parse_line(r#"{"model":"e","input":["abcd","abcdefgh"]}"#, 1).unwrap();
-        assert_eq!(r.estimate, 3);
+        assert_eq!(r.estimate, Cost::from(3));
     }
 
     #[test]
-    fn content_parts_count_their_text() {
-        let line = r#"{"messages":[{"role":"user","content":[{"type":"text","text":"abcdabcd"},{"type":"image_url","image_url":{"url":"x"}}]}],"max_tokens":1}"#;
-        assert_eq!(parse_line(line, 1).unwrap().estimate, 3);
+    fn content_parts_count_their_text_and_images() {
+        let line = r#"{"messages":[{"role":"user","content":[{"type":"text","text":"abcdabcd"},{"type":"image_url","image_url":{"url":"x","detail":"low"}}]}],"max_tokens":1}"#;
+        let framing = MESSAGE_OVERHEAD + REPLY_PRIMING;
+        assert_eq!(
+            parse_line(line, 1).unwrap().estimate.input,
+            2 + 85 + framing
+        );
+        let line = line.replace(r#","detail":"low""#, "");
+        assert_eq!(
+            parse_line(&line, 1).unwrap().estimate.input,
+            2 + sluice_limit::UNKNOWN_IMAGE_TOKENS + framing
+        );
     }
 
     #[test]

@@ -57,7 +57,7 @@ pub use quick::{now_ms, run_quick, run_quick_with, BreakerReport, QuickConfig, R
 pub use quick_plan::{probe_quick, quick_plan, QuickPlan, QuickPlanConfig};
 pub use shown::{shown_state, STATE_PROCESS_GONE};
 pub use stats::{
-    process_calls, process_providers, EndpointReport, Latency, Limits, ProviderReport, RecentError,
-    RunStats, StatsReport, StepReport,
+    process_calls, process_providers, AnnouncedLimit, EndpointReport, Latency, Limits,
+    ProviderReport, RecentError, RunStats, StatsReport, StepReport,
 };
 pub use worker::{run_worker, WorkerConfig, WorkerEvent};

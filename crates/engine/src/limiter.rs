@@ -1,6 +1,9 @@
 //! One provider's rate limits held together: requests per second, minute,
-//! hour and day and tokens per minute and day (GCRA windows), plus pauses the
-//! provider asks for (`retry-after`, exhausted `x-ratelimit-remaining-*`).
+//! hour and day, tokens per minute and day, input and output tokens per
+//! minute (GCRA windows), the limits the provider announces where the job set
+//! none (mirrored from what it says is left, read against what was sent after
+//! the request it answered: [`Admission`]), plus pauses it asks for
+//! (`retry-after`, an exhausted `remaining`).
 //! Concurrency is held by the caller. On a shared store the limiter sends
 //! only inside slices of sending time claimed for this process
 //! ([`crate::shared_limits`]), so every process together holds the rates.
@@ -13,8 +16,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use sluice_limit::{Rejection, WindowLimits, Windows};
-use sluice_provider::RateSignals;
+use sluice_limit::{Announced, Cost, Dim, Rejection, Report, Span, WindowLimits, Windows};
+use sluice_provider::{Budget, RateSignals};
 
 use crate::fair::{FairTurn, Tenant};
 use crate::meter::Rolling;
@@ -30,8 +33,19 @@ pub(crate) struct TooLarge {
     pub(crate) tpm: u64,
 }
 
+/// A request the limiter let go: when, and how much had been let go up to
+/// and including it (requests, input tokens, output tokens), so a provider's
+/// report on it can be read against what was sent after it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Admission {
+    at: u64,
+    upto: [u64; 3],
+}
+
 /// Shared by every call to one provider.
 pub(crate) struct Limiter {
+    /// Requests, input tokens and output tokens let go so far.
+    admitted: [AtomicU64; 3],
     origin: Instant,
     windows: Mutex<Windows>,
     /// Nothing is sent before this instant (nanoseconds since `origin`); read
@@ -46,7 +60,8 @@ pub(crate) struct Limiter {
     /// What the job configured; the provider's own limits (headers) fill in
     /// what it left out.
     configured: WindowLimits,
-    /// The per-minute limits learned from `x-ratelimit-limit-*` (0 = none).
+    /// The per-minute request and token limits announced (0 = none), as
+    /// published to other processes sharing the limits.
     learned: [AtomicU64; 2],
     /// Limits held together with other processes (a shared store); set once
     /// (the limiter may already be shared by runs of this process).
@@ -67,6 +82,7 @@ impl Limiter {
     pub(crate) fn new(limits: &WindowLimits) -> Limiter {
         let windows = Windows::new(limits, CATCH_UP_NANOS);
         Limiter {
+            admitted: Default::default(),
             origin: Instant::now(),
             limited: std::sync::atomic::AtomicBool::new(windows.is_limited()),
             windows: Mutex::new(windows),
@@ -80,9 +96,16 @@ impl Limiter {
     }
 
     /// Holds the limits together with other processes from now on (the
-    /// first call wins).
+    /// first call wins). Announced limits are then paced evenly: processes
+    /// send in slices of time, which need even spacing.
     pub(crate) fn share(&self, shared: Arc<SharedLimits>) {
-        let _ = self.shared.set(shared);
+        if self.shared.set(shared).is_ok() {
+            let now = self.now();
+            self.windows
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pace_evenly(now);
+        }
     }
 
     /// The limits shared with other processes, if any.
@@ -108,11 +131,18 @@ impl Limiter {
         if (rpm > 0 && rpm != self.learned[0].load(Relaxed))
             || (tpm > 0 && tpm != self.learned[1].load(Relaxed))
         {
-            self.observe(&RateSignals {
-                limit_requests: (rpm > 0).then_some(rpm),
-                limit_tokens: (tpm > 0).then_some(tpm),
-                ..RateSignals::default()
-            });
+            let limit = |n: u64| Budget {
+                limit: (n > 0).then_some(n),
+                ..Budget::default()
+            };
+            self.observe(
+                &RateSignals {
+                    requests: limit(rpm),
+                    tokens: limit(tpm),
+                    ..RateSignals::default()
+                },
+                None,
+            );
         }
     }
 
@@ -131,26 +161,26 @@ impl Limiter {
 
     /// Waits until one request of `tokens` conforms to every limit, and takes it.
     #[cfg(test)]
-    pub(crate) async fn acquire(&self, tokens: u64) -> Result<(), TooLarge> {
-        self.acquire_for(0, tokens).await
+    pub(crate) async fn acquire(&self, tokens: impl Into<Cost>) -> Result<Admission, TooLarge> {
+        self.acquire_for(0, tokens.into()).await
     }
 
     /// [`Limiter::acquire`] for a caller of run `tenant`: while callers wait,
     /// runs take turns.
-    pub(crate) async fn acquire_for(&self, tenant: Tenant, tokens: u64) -> Result<(), TooLarge> {
+    pub(crate) async fn acquire_for(
+        &self,
+        tenant: Tenant,
+        tokens: Cost,
+    ) -> Result<Admission, TooLarge> {
         self.take_up_shared();
         let now = self.now();
         if !self.limited.load(Relaxed) && self.paused_until.load(Relaxed) <= now {
-            self.used.add(now / 1_000_000_000, 1, tokens as i64);
-            return Ok(());
+            return Ok(self.admit(now, tokens));
         }
         let _turn = self.queue.take(tenant).await;
         loop {
             match self.try_take(tokens)? {
-                Take::Now => {
-                    self.used.add(self.now() / 1_000_000_000, 1, tokens as i64);
-                    return Ok(());
-                }
+                Take::Now => return Ok(self.admit(self.now(), tokens)),
                 Take::Wait(n) => tokio::time::sleep(Duration::from_nanos(n)).await,
                 Take::Slice(len) => {
                     if let Some(shared) = self.shared.get() {
@@ -164,15 +194,42 @@ impl Limiter {
         }
     }
 
-    /// The limits held now: the configured ones, and the per-minute ones the
-    /// provider announced where none was configured.
-    pub(crate) fn limits(&self) -> WindowLimits {
-        let learned = |i: usize| Some(self.learned[i].load(Relaxed)).filter(|&n| n > 0);
-        WindowLimits {
-            rpm: self.configured.rpm.or(learned(0)),
-            tpm: self.configured.tpm.or(learned(1)),
-            ..self.configured.clone()
+    /// Counts a request let go at `now`.
+    fn admit(&self, now: u64, tokens: Cost) -> Admission {
+        self.used.add(now / 1_000_000_000, 1, tokens.total() as i64);
+        let add = |i: usize, n: u64| self.admitted[i].fetch_add(n, Relaxed).saturating_add(n);
+        Admission {
+            at: now,
+            upto: [add(0, 1), add(1, tokens.input), add(2, tokens.output)],
         }
+    }
+
+    /// The limits held now: the configured ones, and those the provider
+    /// announced where none was configured (by their inferred span).
+    pub(crate) fn limits(&self) -> WindowLimits {
+        let mut out = self.configured.clone();
+        for a in self.announced() {
+            let slot = match (a.dim, a.learned.span) {
+                (Dim::Requests, Span::Minute) => &mut out.rpm,
+                (Dim::Requests, Span::Hour) => &mut out.rph,
+                (Dim::Requests, Span::Day) => &mut out.rpd,
+                (Dim::Tokens, Span::Minute) => &mut out.tpm,
+                (Dim::Tokens, _) => &mut out.tpd,
+                (Dim::InputTokens, _) => &mut out.itpm,
+                (Dim::OutputTokens, _) => &mut out.otpm,
+            };
+            slot.get_or_insert(a.learned.limit);
+        }
+        out
+    }
+
+    /// The limits the provider announced and that are held (the job set
+    /// none of their kind), each with its inferred span and refill.
+    pub(crate) fn announced(&self) -> Vec<Announced> {
+        self.windows
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .announced()
     }
 
     /// Requests and tokens per minute taken over the last minute (or since
@@ -188,7 +245,7 @@ impl Limiter {
     }
 
     /// Takes the request if it conforms now; otherwise what to do first.
-    fn try_take(&self, tokens: u64) -> Result<Take, TooLarge> {
+    fn try_take(&self, tokens: Cost) -> Result<Take, TooLarge> {
         let now = self.now();
         let paused = self.paused_until.load(Relaxed);
         if paused > now {
@@ -222,13 +279,16 @@ impl Limiter {
     }
 
     /// Corrects the token reservation once the real usage is known.
-    pub(crate) fn settle(&self, reserved: u64, used: u64) {
+    pub(crate) fn settle(&self, reserved: Cost, used: Cost) {
         if reserved == used {
             return;
         }
         let now = self.now();
-        self.used
-            .add(now / 1_000_000_000, 0, used as i64 - reserved as i64);
+        self.used.add(
+            now / 1_000_000_000,
+            0,
+            used.total() as i64 - reserved.total() as i64,
+        );
         self.windows
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -244,62 +304,98 @@ impl Limiter {
         }
     }
 
-    /// Applies the provider's own view: a limit it reports as exhausted pauses
-    /// sending until its reset, and a per-minute limit it announces
-    /// (`x-ratelimit-limit-*`) is held from then on when the job set none,
-    /// so a client that was not told the limit stops drawing 429s.
-    pub(crate) fn observe(&self, signals: &RateSignals) {
-        let rpm = signals
-            .limit_requests
-            .filter(|_| self.configured.rpm.is_none());
-        let tpm = signals
-            .limit_tokens
-            .filter(|_| self.configured.tpm.is_none());
+    /// The provider answered 429: limits it announced are paced evenly from
+    /// now on (it holds them over shorter periods than their capacity says).
+    pub(crate) fn rate_limited(&self) {
+        let now = self.now();
+        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        if windows.back_off(now) {
+            tracing::info!("a 429 while bursting into an announced allowance: pacing evenly");
+        }
+    }
+
+    /// Applies the provider's own view (see [`Windows::observe`]) of the
+    /// request let go as `admission`: the limits it announces are held where
+    /// the job set none of their kind, mirroring what it says is left (less
+    /// what was sent since), and an exhausted one holds everything until the
+    /// provider admits again, configured or not.
+    pub(crate) fn observe(&self, signals: &RateSignals, admission: Option<Admission>) {
+        let c = &self.configured;
+        let requests = c.rps.or(c.rpm).or(c.rph).or(c.rpd).is_some();
+        let all_tokens = c.tpm.or(c.tpd).is_some();
+        let dims = [
+            (Dim::Requests, signals.requests, requests),
+            (
+                Dim::Tokens,
+                signals.tokens,
+                all_tokens || c.itpm.or(c.otpm).is_some(),
+            ),
+            (
+                Dim::InputTokens,
+                signals.input_tokens,
+                all_tokens || c.itpm.is_some(),
+            ),
+            (
+                Dim::OutputTokens,
+                signals.output_tokens,
+                all_tokens || c.otpm.is_some(),
+            ),
+        ];
+        if dims.iter().all(|(_, b, _)| *b == Budget::default()) {
+            return;
+        }
+        let now = self.now();
+        let since = |i: usize| {
+            admission.map_or(0, |a| {
+                self.admitted[i].load(Relaxed).saturating_sub(a.upto[i])
+            })
+        };
+        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        for (dim, budget, configured) in dims {
+            if budget == Budget::default() {
+                continue;
+            }
+            let sent_after = match dim {
+                Dim::Requests => since(0),
+                Dim::Tokens => since(1) + since(2),
+                Dim::InputTokens => since(1),
+                Dim::OutputTokens => since(2),
+            };
+            let report = Report {
+                limit: budget.limit,
+                remaining: budget.remaining,
+                reset_nanos: budget.reset.map(|d| d.as_nanos() as u64),
+                sent_at: admission.map(|a| a.at),
+                sent_after,
+            };
+            tracing::trace!(?dim, ?report, now, "provider report");
+            windows.observe(now, dim, report, configured);
+        }
+        self.limited.store(windows.is_limited(), Relaxed);
+        // Per-minute request and token limits go to other processes sharing them.
+        let minute = |dim: Dim| {
+            windows
+                .announced()
+                .iter()
+                .find(|a| a.dim == dim && a.learned.span == Span::Minute)
+                .map(|a| a.learned.limit)
+        };
+        let (rpm, tpm) = (minute(Dim::Requests), minute(Dim::Tokens));
+        drop(windows);
         let changed = [rpm, tpm]
             .iter()
             .zip(&self.learned)
-            .any(|(new, old)| new.is_some_and(|n| n > 0 && n != old.load(Relaxed)));
+            .any(|(new, old)| new.is_some_and(|n| n != old.load(Relaxed)));
         if changed {
-            if let Some(r) = rpm {
-                self.learned[0].store(r, Relaxed);
-            }
-            if let Some(t) = tpm {
-                self.learned[1].store(t, Relaxed);
+            for (new, old) in [rpm, tpm].iter().zip(&self.learned) {
+                if let Some(n) = new {
+                    old.store(*n, Relaxed);
+                }
             }
             if let Some(shared) = self.shared.get() {
                 shared.publish_learned(rpm, tpm);
             }
-            let learned = |i: usize| Some(self.learned[i].load(Relaxed)).filter(|&n| n > 0);
-            let limits = WindowLimits {
-                rpm: self.configured.rpm.or(learned(0)),
-                tpm: self.configured.tpm.or(learned(1)),
-                ..self.configured.clone()
-            };
-            let mut windows = Windows::new(&limits, CATCH_UP_NANOS);
-            // The request that brought this answer counts against the new
-            // window, so the next one waits its turn instead of drawing a 429.
-            let _ = windows.try_acquire(self.now(), 0);
-            self.limited.store(windows.is_limited(), Relaxed);
-            *self.windows.lock().unwrap_or_else(|e| e.into_inner()) = windows;
-            tracing::debug!(?limits, "holding the limits the provider announced");
-        }
-        // An exhausted budget pauses everyone until its reset — unless that
-        // limit is already held here (configured or learned): the GCRA paces
-        // to it precisely, and the pause would only add lateness.
-        let known = [
-            self.configured.rpm.is_some() || self.learned[0].load(Relaxed) > 0,
-            self.configured.tpm.is_some() || self.learned[1].load(Relaxed) > 0,
-        ];
-        for ((remaining, reset), known) in [
-            (signals.remaining_requests, signals.reset_requests),
-            (signals.remaining_tokens, signals.reset_tokens),
-        ]
-        .into_iter()
-        .zip(known)
-        {
-            if let (Some(0), Some(reset), false) = (remaining, reset, known) {
-                self.pause(reset);
-            }
+            tracing::debug!(?rpm, ?tpm, "holding the limits the provider announced");
         }
     }
 }
@@ -307,6 +403,13 @@ impl Limiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Limiter {
+        /// A report that describes this moment.
+        fn observe_now(&self, signals: &RateSignals) {
+            self.observe(signals, None);
+        }
+    }
 
     #[tokio::test(start_paused = true)]
     async fn rpm_and_tpm_hold_together() {
@@ -331,7 +434,7 @@ mod tests {
     async fn too_large_fails_at_once() {
         let limiter = Limiter::per_minute(None, Some(1_000));
         assert_eq!(
-            limiter.acquire(1_001).await,
+            limiter.acquire(1_001).await.map(|_| ()),
             Err(TooLarge {
                 tokens: 1_001,
                 tpm: 1_000
@@ -354,8 +457,12 @@ mod tests {
     async fn an_announced_limit_is_held_when_none_was_configured() {
         let limiter = Limiter::per_minute(None, None);
         limiter.acquire(1).await.unwrap();
-        limiter.observe(&RateSignals {
-            limit_requests: Some(600),
+        limiter.observe_now(&RateSignals {
+            requests: Budget {
+                limit: Some(600),
+                remaining: Some(0),
+                reset: Some(Duration::from_millis(100)),
+            },
             ..Default::default()
         });
         // The answered request counts: the next two wait 100 ms each.
@@ -366,8 +473,11 @@ mod tests {
         assert!((195..=205).contains(&ms), "{ms}");
         // A configured limit is not replaced by the provider's.
         let configured = Limiter::per_minute(Some(60), None);
-        configured.observe(&RateSignals {
-            limit_requests: Some(6_000),
+        configured.observe_now(&RateSignals {
+            requests: Budget {
+                limit: Some(6_000),
+                ..Budget::default()
+            },
             ..Default::default()
         });
         configured.acquire(1).await.unwrap();
@@ -379,9 +489,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn exhausted_remaining_header_pauses_until_reset() {
         let limiter = Limiter::per_minute(None, None);
-        limiter.observe(&RateSignals {
-            remaining_requests: Some(0),
-            reset_requests: Some(Duration::from_millis(250)),
+        limiter.observe_now(&RateSignals {
+            requests: Budget {
+                remaining: Some(0),
+                reset: Some(Duration::from_millis(250)),
+                ..Budget::default()
+            },
             ..Default::default()
         });
         let start = tokio::time::Instant::now();

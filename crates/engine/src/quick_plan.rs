@@ -109,7 +109,7 @@ pub fn quick_plan(cfg: &QuickPlanConfig) -> Result<QuickPlan> {
             .clone()
             .unwrap_or_else(|| base.uri.path().to_string());
         *plan.paths.entry(path.clone()).or_default() += 1;
-        let exact = crate::input::exact_estimate(&request.body);
+        let exact = crate::input::exact_estimate(&request.body).total();
         let body: Json = serde_json::from_slice(&request.body).unwrap_or(Json::Null);
         let cap = if body.get("input").is_some() && body.get("messages").is_none() {
             0

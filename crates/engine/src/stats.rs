@@ -211,8 +211,13 @@ pub struct ProviderReport {
     pub on_wire: u64,
     /// Its concurrency cap now (`None`: none; adaptive caps move).
     pub concurrency: Option<u64>,
-    /// Limits held: `rps`, `rpm`, `rph`, `rpd`, `tpm`, `tpd` (configured or announced).
+    /// Limits held: `rps`, `rpm`, `rph`, `rpd`, `tpm`, `tpd`, `itpm`, `otpm`
+    /// (configured or announced).
     pub limits: Limits,
+    /// The limits the provider announced (its headers) and that are held,
+    /// each with the window inferred from its reset.
+    #[serde(default)]
+    pub announced: Vec<AnnouncedLimit>,
     /// Requests per minute taken over the last minute.
     pub used_rpm: f64,
     /// Tokens per minute reserved over the last minute (corrected by usage).
@@ -238,6 +243,51 @@ pub struct Limits {
     pub tpm: Option<u64>,
     /// Tokens per day.
     pub tpd: Option<u64>,
+    /// Input tokens per minute (Anthropic holds them apart from output).
+    #[serde(default)]
+    pub itpm: Option<u64>,
+    /// Output tokens per minute.
+    #[serde(default)]
+    pub otpm: Option<u64>,
+}
+
+/// A limit a provider announced, as held.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnnouncedLimit {
+    /// `requests`, `tokens`, `input tokens` or `output tokens`.
+    pub what: String,
+    /// Units per window.
+    pub limit: u64,
+    /// The window inferred from the reset: `minute`, `hour` or `day`.
+    pub per: String,
+    /// `continuous` (a bucket refilled at the rate) or `at_reset` (a quota
+    /// that comes back whole at its reset).
+    pub refill: String,
+    /// Units the provider lets through at once (a continuous bucket).
+    pub burst: u64,
+}
+
+impl AnnouncedLimit {
+    /// `1,200 requests/minute (burst 1,200)`, `10,000 requests/day (a quota until its reset)`.
+    pub fn describe(&self) -> String {
+        let n = |v: u64| {
+            let s = v.to_string();
+            let mut out = String::new();
+            for (i, c) in s.chars().enumerate() {
+                if i > 0 && (s.len() - i).is_multiple_of(3) {
+                    out.push(',');
+                }
+                out.push(c);
+            }
+            out
+        };
+        let how = if self.refill == "at_reset" {
+            "a quota until its reset".to_string()
+        } else {
+            format!("burst {}", n(self.burst))
+        };
+        format!("{} {}/{} ({how})", n(self.limit), self.what, self.per)
+    }
 }
 
 /// One endpoint of a provider's pool.
@@ -307,7 +357,25 @@ fn provider_report(name: &str, share: &ProviderShare) -> ProviderReport {
             rpd: l.rpd,
             tpm: l.tpm,
             tpd: l.tpd,
+            itpm: l.itpm,
+            otpm: l.otpm,
         },
+        announced: share
+            .limiter
+            .announced()
+            .into_iter()
+            .map(|a| AnnouncedLimit {
+                what: a.dim.name().to_string(),
+                limit: a.learned.limit,
+                per: a.learned.span.name().to_string(),
+                refill: match a.learned.refill {
+                    sluice_limit::Refill::Continuous => "continuous",
+                    sluice_limit::Refill::AtReset => "at_reset",
+                }
+                .to_string(),
+                burst: a.learned.capacity,
+            })
+            .collect(),
         used_rpm,
         used_tpm,
         rate_waiting: share.limiter.is_waiting(),

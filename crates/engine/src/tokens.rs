@@ -2,10 +2,12 @@
 //!
 //! OpenAI-family models (`gpt-*`, `o1`/`o3`/`o4*`, `text-embedding-*`, …) are
 //! counted with their own BPE tokenizer (tiktoken-rs embeds the tables, so it
-//! works offline); any other model falls back to characters ÷ 4. Either way
-//! the response's `usage` corrects the reservation afterwards.
+//! works offline); any other model falls back to characters ÷ 4. Images
+//! count by OpenAI's tile rule, their size read from a data URL's header
+//! (PNG, GIF, JPEG, WebP), else the rule's largest answer. Either way the
+//! response's `usage` corrects the reservation afterwards.
 
-use sluice_limit::estimate_text_tokens;
+use sluice_limit::{estimate_text_tokens, image_tokens, UNKNOWN_IMAGE_TOKENS};
 
 /// Estimated tokens of `text` for `model`.
 pub(crate) fn estimate(model: Option<&str>, text: &str) -> u64 {
@@ -13,6 +15,97 @@ pub(crate) fn estimate(model: Option<&str>, text: &str) -> u64 {
         Some(bpe) => bpe.encode_ordinary(text).len() as u64,
         None => estimate_text_tokens(text),
     }
+}
+
+/// Estimated tokens of an image part (`image_url.url`, `image_url.detail`).
+pub(crate) fn image_estimate(url: &str, detail: Option<&str>) -> u64 {
+    let low = detail == Some("low");
+    match url
+        .strip_prefix("data:")
+        .and_then(|r| r.split_once(";base64,"))
+    {
+        Some((_, data)) => match image_size(&decode_head(data, 64 * 1024)) {
+            Some((w, h)) => image_tokens(w, h, low),
+            None => image_tokens(2048, 768, low),
+        },
+        None if low => 85,
+        None => UNKNOWN_IMAGE_TOKENS,
+    }
+}
+
+/// Decodes up to `limit` bytes from the start of base64 `text` (enough for
+/// an image header; the rest is never decoded).
+fn decode_head(text: &str, limit: usize) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' | b'-' => Some(62),
+        b'/' | b'_' => Some(63),
+        _ => None,
+    };
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for v in text.bytes().map_while(value) {
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            if out.len() >= limit {
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// Width and height from an image's header bytes.
+fn image_size(b: &[u8]) -> Option<(u32, u32)> {
+    let be16 = |i: usize| Some(u32::from(u16::from_be_bytes([*b.get(i)?, *b.get(i + 1)?])));
+    let le16 = |i: usize| Some(u32::from(u16::from_le_bytes([*b.get(i)?, *b.get(i + 1)?])));
+    let be32 = |i: usize| Some(u32::from_be_bytes(b.get(i..i + 4)?.try_into().ok()?));
+    if b.starts_with(b"\x89PNG") {
+        return Some((be32(16)?, be32(20)?));
+    }
+    if b.starts_with(b"GIF8") {
+        return Some((le16(6)?, le16(8)?));
+    }
+    if b.starts_with(b"RIFF") && b.get(8..12) == Some(b"WEBP") {
+        let le24 = |i: usize| {
+            Some(u32::from_le_bytes([
+                *b.get(i)?,
+                *b.get(i + 1)?,
+                *b.get(i + 2)?,
+                0,
+            ]))
+        };
+        return match b.get(12..16)? {
+            b"VP8X" => Some((le24(24)? + 1, le24(27)? + 1)),
+            b"VP8 " => Some((le16(26)? & 0x3fff, le16(28)? & 0x3fff)),
+            b"VP8L" => {
+                let bits = u32::from_le_bytes(b.get(21..25)?.try_into().ok()?);
+                Some(((bits & 0x3fff) + 1, ((bits >> 14) & 0x3fff) + 1))
+            }
+            _ => None,
+        };
+    }
+    if b.starts_with(&[0xff, 0xd8]) {
+        // JPEG: walk the segments to a start-of-frame marker.
+        let mut i = 2;
+        while i + 9 < b.len() {
+            if b[i] != 0xff {
+                return None;
+            }
+            let marker = b[i + 1];
+            let len = be16(i + 2)? as usize;
+            if matches!(marker, 0xc0..=0xcf) && !matches!(marker, 0xc4 | 0xc8 | 0xcc) {
+                return Some((be16(i + 7)?, be16(i + 5)?));
+            }
+            i += 2 + len;
+        }
+    }
+    None
 }
 
 /// Loads, on a thread of its own, the tokenizer tables of every model in
@@ -52,5 +145,46 @@ mod tests {
         // 11 characters → 3 by the fallback.
         assert_eq!(estimate(Some("qwen-72b"), "hello world"), 3);
         assert_eq!(estimate(None, "hello world"), 3);
+    }
+
+    #[test]
+    fn image_sizes_are_read_from_data_url_headers() {
+        // A 1024 × 1024 PNG header (signature, IHDR length and type, size).
+        let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+        png.extend_from_slice(&1024u32.to_be_bytes());
+        png.extend_from_slice(&1024u32.to_be_bytes());
+        png.extend_from_slice(&[8, 6, 0, 0, 0]);
+        let url = format!("data:image/png;base64,{}", encode(&png));
+        assert_eq!(image_estimate(&url, None), 765);
+        assert_eq!(image_estimate(&url, Some("low")), 85);
+        // A GIF of 300 × 200: one tile.
+        let mut gif = b"GIF89a".to_vec();
+        gif.extend_from_slice(&300u16.to_le_bytes());
+        gif.extend_from_slice(&200u16.to_le_bytes());
+        let url = format!("data:image/gif;base64,{}", encode(&gif));
+        assert_eq!(image_estimate(&url, Some("high")), 255);
+        // A JPEG with an APP0 segment, then SOF0 of 2048 × 4096 (h, w).
+        let mut jpeg = vec![0xff, 0xd8, 0xff, 0xe0, 0, 4, 0, 0];
+        jpeg.extend_from_slice(&[0xff, 0xc0, 0, 17, 8, 0x10, 0x00, 0x08, 0x00, 3, 0, 0, 0]);
+        let url = format!("data:image/jpeg;base64,{}", encode(&jpeg));
+        assert_eq!(image_estimate(&url, None), 1105);
+        // A URL: the rule's largest answer.
+        assert_eq!(
+            image_estimate("https://x/y.png", None),
+            UNKNOWN_IMAGE_TOKENS
+        );
+    }
+
+    fn encode(bytes: &[u8]) -> String {
+        const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let n =
+                chunk.iter().fold(0u32, |a, &b| (a << 8) | u32::from(b)) << (8 * (3 - chunk.len()));
+            for k in 0..=chunk.len() {
+                out.push(A[(n >> (18 - 6 * k) & 63) as usize] as char);
+            }
+        }
+        out
     }
 }

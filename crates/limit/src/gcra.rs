@@ -154,6 +154,13 @@ impl Gcra {
             .max(now);
     }
 
+    /// Makes the bucket full no sooner than `at`: the state a provider
+    /// reported (what it holds now, and when it is full again), never
+    /// loosening what was already taken here.
+    pub fn hold_until_full(&mut self, at: u64) {
+        self.tat = self.tat.max(at);
+    }
+
     /// Admits nothing before `until` (a provider's `retry-after`, or its reported
     /// reset of an exhausted limit).
     pub fn hold_until(&mut self, until: u64) {

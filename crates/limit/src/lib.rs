@@ -11,6 +11,7 @@ mod aimd;
 mod backoff;
 mod breaker;
 mod gcra;
+mod learned;
 mod shared;
 mod tokens;
 mod windows;
@@ -19,6 +20,10 @@ pub use aimd::{Aimd, AimdConfig};
 pub use backoff::Backoff;
 pub use breaker::{Breaker, BreakerConfig, BreakerState};
 pub use gcra::{Gcra, Rejection};
+pub use learned::{Learned, Refill, Span};
 pub use shared::{Share, SharedLimitState, SliceGrant};
-pub use tokens::{estimate_text_tokens, DEFAULT_COMPLETION_ESTIMATE};
-pub use windows::{WindowLimits, Windows};
+pub use tokens::{
+    estimate_text_tokens, image_tokens, DEFAULT_COMPLETION_ESTIMATE, MESSAGE_OVERHEAD,
+    REPLY_PRIMING, UNKNOWN_IMAGE_TOKENS,
+};
+pub use windows::{Announced, Cost, Dim, Report, WindowLimits, Windows};

@@ -5,7 +5,12 @@
 //! `system` role in `messages` is refused), a required `max_tokens`,
 //! `usage.input_tokens`/`output_tokens`, `anthropic-ratelimit-*` headers with
 //! RFC 3339 resets, `retry-after` in whole seconds, and injected server
-//! errors answered as 529 `overloaded_error`.
+//! errors answered as 529 `overloaded_error`. As the API reference's
+//! Messages schema has it, a field it does not list (an OpenAI-only one such
+//! as `reasoning_effort` or `n`), a `temperature` outside 0–1, a tool
+//! without `name` and `input_schema` or a `tool_choice` of another type is a
+//! 400 `invalid_request_error`, so a translation that lets one through fails
+//! against the mock as it would against the API.
 
 use std::borrow::Cow;
 use std::time::{Duration, Instant};
@@ -46,7 +51,12 @@ pub(crate) fn authorized(key: Option<&str>, headers: &HeaderMap) -> bool {
     })
 }
 
+/// The Messages request (API reference, "Messages"): every top-level field
+/// it documents; any other is refused. Fields the mock does not use are
+/// listed only so that they are accepted.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
 struct RawMessages<'a> {
     #[serde(borrow)]
     model: Cow<'a, str>,
@@ -56,6 +66,69 @@ struct RawMessages<'a> {
     #[serde(default)]
     system: Option<Tokens>,
     stream: Option<bool>,
+    temperature: Option<f64>,
+    #[serde(default)]
+    tools: Option<Vec<serde_json::Value>>,
+    #[serde(default)]
+    tool_choice: Option<serde_json::Value>,
+    #[serde(default)]
+    metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    stop_sequences: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    top_k: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    top_p: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    thinking: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    service_tier: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    container: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    mcp_servers: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    context_management: Option<serde::de::IgnoredAny>,
+}
+
+/// What the schema refuses beyond unknown fields, as the API words it.
+fn check_fields(raw: &RawMessages<'_>) -> Result<(), String> {
+    if let Some(t) = raw.temperature.filter(|t| !(0.0..=1.0).contains(t)) {
+        return Err(format!(
+            "temperature: Input should be less than or equal to 1 (got {t})"
+        ));
+    }
+    for (i, tool) in raw.tools.iter().flatten().enumerate() {
+        // Server tools carry a dated type: `web_search_20250305`.
+        let server_tool = tool["type"].as_str().is_some_and(|t| {
+            t.rsplit_once('_')
+                .is_some_and(|(_, d)| d.len() == 8 && d.bytes().all(|b| b.is_ascii_digit()))
+        });
+        let custom = tool["name"].is_string() && tool["input_schema"].is_object();
+        if !server_tool && !custom {
+            return Err(format!(
+                "tools.{i}: a tool needs name and input_schema (got keys {:?})",
+                tool.as_object().map(|o| o.keys().collect::<Vec<_>>())
+            ));
+        }
+    }
+    if let Some(choice) = &raw.tool_choice {
+        match choice["type"].as_str() {
+            Some("auto" | "any" | "none") => {}
+            Some("tool") if choice["name"].is_string() => {}
+            _ => return Err(format!("tool_choice: Input tag {choice} does not match any of the expected tags: 'auto', 'any', 'tool', 'none'")),
+        }
+    }
+    if let Some(key) = raw
+        .metadata
+        .iter()
+        .flatten()
+        .map(|(k, _)| k)
+        .find(|k| *k != "user_id")
+    {
+        return Err(format!("metadata.{key}: Extra inputs are not permitted"));
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -69,6 +142,7 @@ struct Message<'a> {
 pub(crate) fn parse(body: &[u8], default_completion: u64) -> Result<Parsed<'_>, String> {
     let raw: RawMessages<'_> =
         serde_json::from_slice(body).map_err(|e| format!("Invalid request body: {e}."))?;
+    check_fields(&raw)?;
     let Some(max_tokens) = raw.max_tokens else {
         return Err("max_tokens: Field required".into());
     };
@@ -135,7 +209,8 @@ pub(crate) async fn messages(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ConnectionReset> {
     let arrived = Instant::now();
-    if !authorized(shared.cfg.api_key.as_deref(), req.headers()) {
+    let (parts, body) = req.into_parts();
+    if !authorized(shared.cfg.api_key.as_deref(), &parts.headers) {
         let rates = shared.refuse(Outcome::Unauthorized);
         let res = error(
             StatusCode::UNAUTHORIZED,
@@ -144,7 +219,7 @@ pub(crate) async fn messages(
         );
         return Ok(with_rates(res, &rates));
     }
-    if !req.headers().contains_key("anthropic-version") {
+    if !parts.headers.contains_key("anthropic-version") {
         let rates = shared.refuse(Outcome::BadRequest);
         let res = error(
             StatusCode::BAD_REQUEST,
@@ -153,10 +228,7 @@ pub(crate) async fn messages(
         );
         return Ok(with_rates(res, &rates));
     }
-    let body = match Limited::new(req.into_body(), MAX_BODY_BYTES)
-        .collect()
-        .await
-    {
+    let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
         Ok(c) => c.to_bytes(),
         Err(e) => {
             let rates = shared.refuse(Outcome::BadRequest);
@@ -168,6 +240,28 @@ pub(crate) async fn messages(
             return Ok(with_rates(res, &rates));
         }
     };
+    // Journaled like the OpenAI routes, so a test can see what was sent.
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let seq = shared.journal.arrive(
+        shared.elapsed_ms(),
+        parts.method.as_str(),
+        target,
+        &parts.headers,
+        &body,
+    );
+    let result = respond(shared, arrived, body).await;
+    if let Ok(res) = &result {
+        shared.journal.answer(seq, res.status().as_u16());
+    }
+    result
+}
+
+/// Answers a Messages request whose body was read.
+async fn respond(
+    shared: &Shared,
+    arrived: Instant,
+    body: Bytes,
+) -> Result<Response<Body>, ConnectionReset> {
     let parsed = match parse(&body, shared.cfg.default_completion_tokens()) {
         Ok(p) => p,
         Err(message) => {
@@ -348,6 +442,24 @@ pub(crate) fn answer(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fields_the_schema_does_not_list_are_refused() {
+        let ok = br#"{"model":"m","max_tokens":5,"temperature":1,"tools":[{"name":"f","input_schema":{"type":"object"}}],"tool_choice":{"type":"any"},"messages":[{"role":"user","content":"hi"}]}"#;
+        assert!(parse(ok, 16).is_ok());
+        for (body, fragment) in [
+            (&br#"{"model":"m","max_tokens":5,"reasoning_effort":"high","messages":[{"role":"user","content":"hi"}]}"#[..], "reasoning_effort"),
+            (br#"{"model":"m","max_tokens":5,"temperature":1.5,"messages":[{"role":"user","content":"hi"}]}"#, "temperature"),
+            (br#"{"model":"m","max_tokens":5,"tools":[{"type":"function","function":{"name":"f"}}],"messages":[{"role":"user","content":"hi"}]}"#, "tools.0"),
+            (br#"{"model":"m","max_tokens":5,"tool_choice":"auto","messages":[{"role":"user","content":"hi"}]}"#, "tool_choice"),
+            (br#"{"model":"m","max_tokens":5,"metadata":{"run":"1"},"messages":[{"role":"user","content":"hi"}]}"#, "metadata.run"),
+        ] {
+            let Err(e) = parse(body, 16) else {
+                panic!("accepted: {}", String::from_utf8_lossy(body));
+            };
+            assert!(e.contains(fragment), "{e}");
+        }
+    }
 
     #[test]
     fn system_is_its_own_field_and_max_tokens_is_required() {

@@ -23,6 +23,12 @@ pub struct MockConfig {
     /// of S forgives stalls up to S (letting about S ÷ slot requests through
     /// together; the rate itself is still held).
     pub slack_ms: Option<u64>,
+    /// `rpm` and `tpm` are buckets holding a whole minute's allowance, as
+    /// OpenAI and Anthropic hold them: a client may spend what remains at
+    /// once, then the rate; the headers announce `limit`, `remaining` and
+    /// `reset` (the time until the bucket is full again). Off: each limit is
+    /// paced evenly (a burst of one request).
+    pub allowance: bool,
     /// Requests in flight beyond this get an immediate 429.
     pub max_concurrency: Option<usize>,
     /// Probability (0.0..=1.0) of an injected 500.

@@ -2,7 +2,10 @@
 //!
 //! Each limit is a GCRA with a burst of one unit: a minute's budget is spread
 //! evenly over the minute, so a client that bursts gets 429s even when its
-//! per-minute total is fine. A request is checked as if it arrived a little later
+//! per-minute total is fine. With an allowance ([`Limits::with_allowance`])
+//! each is instead a bucket holding the whole minute's limit, refilled
+//! continuously — what OpenAI's and Anthropic's headers describe — so a
+//! still-full allowance may be spent at once. A request is checked as if it arrived a little later
 //! than it did (the slack), so a client pacing exactly at the limit is not
 //! punished when the network delivers one request a few milliseconds early; the
 //! units are then taken at the real arrival time, so the slack never accumulates.
@@ -78,6 +81,8 @@ pub(crate) struct Limits {
     tpm: Option<Gcra>,
     /// The configured slack (ns); `None`: the default (see the module docs).
     slack_nanos: Option<u64>,
+    /// Buckets hold the whole limit (see the module docs).
+    allowance: bool,
 }
 
 impl Limits {
@@ -89,7 +94,19 @@ impl Limits {
             rpm: rpm.map(per_minute),
             tpm: tpm.map(per_minute),
             slack_nanos: slack_ms.map(|ms| ms.saturating_mul(1_000_000)),
+            allowance: false,
         }
+    }
+
+    /// Makes each limit a bucket holding the whole minute's allowance.
+    pub(crate) fn with_allowance(mut self, allowance: bool) -> Limits {
+        if allowance {
+            let full = |g: Gcra| Gcra::new(g.limit(), MINUTE_NANOS, g.limit());
+            self.rpm = self.rpm.map(full);
+            self.tpm = self.tpm.map(full);
+        }
+        self.allowance = allowance;
+        self
     }
 
     /// Admits one request costing `tokens` at `now` (nanoseconds since the
@@ -129,7 +146,7 @@ impl Limits {
                 LimitState {
                     limit: g.limit(),
                     // A full bucket admits one request of any size up to the limit.
-                    remaining: if reset_nanos == 0 {
+                    remaining: if reset_nanos == 0 || self.allowance {
                         g.limit()
                     } else {
                         g.available(now)
@@ -292,6 +309,20 @@ mod tests {
         let later = l.snapshot(2_000 * MS);
         assert_eq!(later.requests.map(|s| s.remaining), Some(1));
         assert_eq!(later.tokens.map(|s| s.remaining), Some(6_000));
+    }
+
+    #[test]
+    fn an_allowance_is_spent_at_once_then_refills_at_the_rate() {
+        // 600/min: the whole minute at once, then one per 100 ms.
+        let mut l = Limits::new(Some(600), None, None).with_allowance(true);
+        assert!((0..600).all(|_| l.admit(0, 0).is_ok()));
+        assert!(l.admit(0, 0).is_err());
+        let snap = l.snapshot(0).requests.unwrap();
+        assert_eq!((snap.limit, snap.remaining), (600, 0));
+        assert_eq!(snap.reset_nanos, 60_000 * MS, "full again in a minute");
+        assert_eq!(l.admit(100 * MS, 0), Ok(()));
+        // Half a minute later half the allowance is back.
+        assert_eq!(l.snapshot(30_100 * MS).requests.unwrap().remaining, 300);
     }
 
     #[test]

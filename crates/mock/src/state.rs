@@ -71,7 +71,7 @@ impl Locked {
     fn new(cfg: &MockConfig) -> Locked {
         Locked {
             recorder: Recorder::default(),
-            limits: Limits::new(cfg.rpm, cfg.tpm, cfg.slack_ms),
+            limits: Limits::new(cfg.rpm, cfg.tpm, cfg.slack_ms).with_allowance(cfg.allowance),
             faults: Faults::new(cfg),
             next_id: 0,
         }

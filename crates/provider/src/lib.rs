@@ -2,14 +2,15 @@
 //! done, retry or fail — expected outcomes are values, not errors.
 
 mod client;
-pub mod dialect;
 mod outcome;
 mod signals;
 mod stream;
 mod wire;
 
 pub use client::{CallOptions, Client, ClientError, Downloaded, Endpoint};
-pub use dialect::Dialect;
 pub use outcome::{classify, Attempt, Failure, FailureKind, Success};
-pub use signals::{parse_reset_duration, rfc3339_unix, RateSignals};
+pub use signals::{parse_reset_duration, rfc3339_unix, Budget, RateSignals, RETRY_AFTER_CAP};
+/// Request and answer shapes per API family (the `sluice-dialect` crate).
+pub use sluice_dialect as dialect;
+pub use sluice_dialect::Dialect;
 pub use stream::StreamStats;

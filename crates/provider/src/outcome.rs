@@ -2,14 +2,16 @@
 //!
 //! Retryable: 408, 409 (lock contention at some providers), 429, every 5xx,
 //! time-outs, connection errors, and a 2xx whose body is not the JSON it should
-//! be (a truncated body is a transport fault, not an answer).
+//! be (a truncated body is a transport fault, not an answer) — unless the
+//! response says otherwise with `x-should-retry: true|false`, which wins over
+//! the status, as in openai-python and anthropic-sdk-python.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 
-use crate::signals::{retry_after, RateSignals};
+use crate::signals::{retry_after, should_retry, RateSignals};
 
 /// One call's result.
 #[derive(Debug)]
@@ -84,6 +86,16 @@ pub struct Failure {
     pub latency: Duration,
     /// Rate-limit headers, when a response arrived.
     pub signals: RateSignals,
+    /// `x-should-retry`: the provider's word, which overrides the kind's rule.
+    pub should_retry: Option<bool>,
+}
+
+impl Failure {
+    /// Whether trying again may succeed: the provider's `x-should-retry` if it
+    /// sent one, else what the kind of failure says.
+    pub fn is_retryable(&self) -> bool {
+        self.should_retry.unwrap_or(self.kind.is_retryable())
+    }
 }
 
 /// Sorts a complete HTTP response. With `expect_json`, a 2xx whose body is not
@@ -119,6 +131,7 @@ pub fn classify(
                     retry_after: None,
                     latency,
                     signals,
+                    should_retry: None,
                 })
             }
         };
@@ -144,6 +157,7 @@ pub fn classify(
         status: Some(code),
         message: format!("HTTP {code}: {}", error_message(&body)),
         retry_after: retry_after(headers),
+        should_retry: should_retry(headers),
         body: Some(body),
         latency,
         signals,
@@ -273,6 +287,23 @@ mod tests {
         };
         assert_eq!(&s.body[..4], b"\x89PNG");
         assert_eq!(s.prompt_tokens, None);
+    }
+
+    #[test]
+    fn x_should_retry_overrides_the_status_rule() {
+        let Attempt::Failed(f) = run(400, &[("x-should-retry", "true")], "busy") else {
+            panic!()
+        };
+        assert!(!f.kind.is_retryable());
+        assert!(f.is_retryable());
+        let Attempt::Failed(f) = run(503, &[("x-should-retry", "false")], "") else {
+            panic!()
+        };
+        assert!(!f.is_retryable());
+        let Attempt::Failed(f) = run(503, &[], "") else {
+            panic!()
+        };
+        assert!(f.is_retryable());
     }
 
     #[test]

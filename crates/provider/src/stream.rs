@@ -43,6 +43,11 @@ pub(crate) struct Collector {
     /// `data:` lines of the event being read.
     data: String,
     text: String,
+    /// OpenAI's `delta.refusal` pieces.
+    refusal: Option<String>,
+    /// Content blocks by index (Anthropic) or tool calls by index (OpenAI),
+    /// each put together from its deltas.
+    blocks: Vec<Block>,
     id: Option<String>,
     model: Option<String>,
     finish: Option<String>,
@@ -52,6 +57,20 @@ pub(crate) struct Collector {
     ended: bool,
     /// An `error` event: the provider gave up mid-stream.
     error: Option<String>,
+}
+
+/// One content block or tool call being streamed.
+#[derive(Default)]
+struct Block {
+    index: u64,
+    /// `text`, `tool_use` (Anthropic), `function` (an OpenAI tool call), …
+    kind: String,
+    id: String,
+    name: String,
+    /// Text, or a tool call's argument JSON as it arrives.
+    buffer: String,
+    /// An Anthropic block's start, for blocks put back as they came.
+    start: Json,
 }
 
 impl Collector {
@@ -64,6 +83,8 @@ impl Collector {
             partial: Vec::new(),
             data: String::new(),
             text: String::new(),
+            refusal: None,
+            blocks: Vec::new(),
             id: None,
             model: None,
             finish: None,
@@ -113,76 +134,155 @@ impl Collector {
         let Ok(v) = serde_json::from_str::<Json>(data) else {
             return;
         };
-        let text = |s: &str| Some(s.to_string());
         match self.dialect {
-            Dialect::OpenAi => {
-                self.id = self.id.take().or_else(|| v["id"].as_str().and_then(text));
-                self.model = self
-                    .model
-                    .take()
-                    .or_else(|| v["model"].as_str().and_then(text));
-                if let Some(choice) = v.pointer("/choices/0") {
-                    if let Some(piece) = choice.pointer("/delta/content").and_then(Json::as_str) {
-                        self.push_text(piece);
-                    }
-                    if let Some(f) = choice["finish_reason"].as_str() {
-                        self.finish = Some(f.to_string());
-                    }
+            Dialect::OpenAi => self.openai_event(&v),
+            Dialect::Anthropic => self.anthropic_event(&v),
+        }
+    }
+
+    fn openai_event(&mut self, v: &Json) {
+        let text = |s: &str| Some(s.to_string());
+        self.id = self.id.take().or_else(|| v["id"].as_str().and_then(text));
+        self.model = self
+            .model
+            .take()
+            .or_else(|| v["model"].as_str().and_then(text));
+        if let Some(choice) = v.pointer("/choices/0") {
+            let delta = &choice["delta"];
+            if let Some(piece) = delta["content"].as_str() {
+                self.push_text(piece);
+            }
+            if let Some(piece) = delta["refusal"].as_str() {
+                self.mark_first(piece);
+                self.refusal.get_or_insert_with(String::new).push_str(piece);
+            }
+            for call in delta["tool_calls"].as_array().into_iter().flatten() {
+                // Each call's pieces carry its index; the first also its id and name.
+                let index = call["index"].as_u64().unwrap_or(0);
+                let block = self.block(index);
+                block.kind = "function".into();
+                if let Some(id) = call["id"].as_str() {
+                    block.id = id.to_string();
                 }
-                if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
-                    self.prompt_tokens = u["prompt_tokens"].as_u64();
-                    self.completion_tokens = u["completion_tokens"].as_u64();
+                if let Some(name) = call.pointer("/function/name").and_then(Json::as_str) {
+                    block.name.push_str(name);
                 }
-                if let Some(e) = v.get("error") {
-                    self.error = Some(e["message"].as_str().unwrap_or("error").to_string());
+                if let Some(args) = call.pointer("/function/arguments").and_then(Json::as_str) {
+                    block.buffer.push_str(args);
+                    self.mark_first(args);
                 }
             }
-            Dialect::Anthropic => match v["type"].as_str().unwrap_or("") {
-                "message_start" => {
-                    let m = &v["message"];
-                    self.id = m["id"].as_str().and_then(text);
-                    self.model = m["model"].as_str().and_then(text);
-                    self.prompt_tokens = [
-                        "input_tokens",
-                        "cache_creation_input_tokens",
-                        "cache_read_input_tokens",
-                    ]
-                    .iter()
-                    .filter_map(|k| m["usage"][k].as_u64())
-                    .reduce(|a, b| a + b);
-                    self.completion_tokens = m["usage"]["output_tokens"].as_u64();
+            if let Some(f) = choice["finish_reason"].as_str() {
+                self.finish = Some(f.to_string());
+            }
+        }
+        if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+            self.prompt_tokens = u["prompt_tokens"].as_u64();
+            self.completion_tokens = u["completion_tokens"].as_u64();
+        }
+        // Some servers send `"error": null` on every chunk: only a real error counts.
+        if let Some(e) = v.get("error").filter(|e| !e.is_null()) {
+            self.error = Some(
+                e["message"]
+                    .as_str()
+                    .or(e.as_str())
+                    .unwrap_or("error")
+                    .to_string(),
+            );
+        }
+    }
+
+    fn anthropic_event(&mut self, v: &Json) {
+        let text = |s: &str| Some(s.to_string());
+        match v["type"].as_str().unwrap_or("") {
+            "message_start" => {
+                let m = &v["message"];
+                self.id = m["id"].as_str().and_then(text);
+                self.model = m["model"].as_str().and_then(text);
+                self.prompt_tokens = [
+                    "input_tokens",
+                    "cache_creation_input_tokens",
+                    "cache_read_input_tokens",
+                ]
+                .iter()
+                .filter_map(|k| m["usage"][k].as_u64())
+                .reduce(|a, b| a + b);
+                self.completion_tokens = m["usage"]["output_tokens"].as_u64();
+            }
+            "content_block_start" => {
+                let index = v["index"].as_u64().unwrap_or(0);
+                let start = v["content_block"].clone();
+                let block = self.block(index);
+                block.kind = start["type"].as_str().unwrap_or("text").to_string();
+                block.id = start["id"].as_str().unwrap_or("").to_string();
+                block.name = start["name"].as_str().unwrap_or("").to_string();
+                if let Some(t) = start["text"].as_str() {
+                    block.buffer.push_str(t);
                 }
-                "content_block_delta" => {
-                    if let Some(piece) = v.pointer("/delta/text").and_then(Json::as_str) {
-                        self.push_text(piece);
+                block.start = start;
+            }
+            "content_block_delta" => {
+                let index = v["index"].as_u64().unwrap_or(0);
+                let delta = &v["delta"];
+                let piece = match delta["type"].as_str() {
+                    Some("input_json_delta") => delta["partial_json"].as_str(),
+                    Some("text_delta") | None => delta["text"].as_str(),
+                    // thinking, signatures, citations: not part of the answer's text.
+                    _ => None,
+                };
+                if let Some(piece) = piece {
+                    self.mark_first(piece);
+                    let block = self.block(index);
+                    if block.kind.is_empty() {
+                        block.kind = "text".into();
                     }
+                    block.buffer.push_str(piece);
                 }
-                "message_delta" => {
-                    if let Some(f) = v.pointer("/delta/stop_reason").and_then(Json::as_str) {
-                        self.finish = Some(f.to_string());
-                    }
-                    if let Some(n) = v.pointer("/usage/output_tokens").and_then(Json::as_u64) {
-                        self.completion_tokens = Some(n);
-                    }
+            }
+            "message_delta" => {
+                if let Some(f) = v.pointer("/delta/stop_reason").and_then(Json::as_str) {
+                    self.finish = Some(f.to_string());
                 }
-                "message_stop" => self.ended = true,
-                "error" => {
-                    let e = &v["error"];
-                    self.error = Some(format!(
-                        "{}: {}",
-                        e["type"].as_str().unwrap_or("error"),
-                        e["message"].as_str().unwrap_or("")
-                    ));
+                if let Some(n) = v.pointer("/usage/output_tokens").and_then(Json::as_u64) {
+                    self.completion_tokens = Some(n);
                 }
-                _ => {}
-            },
+            }
+            "message_stop" => self.ended = true,
+            "error" => {
+                let e = &v["error"];
+                self.error = Some(format!(
+                    "{}: {}",
+                    e["type"].as_str().unwrap_or("error"),
+                    e["message"].as_str().unwrap_or("")
+                ));
+            }
+            _ => {}
+        }
+    }
+
+    /// The block (or tool call) at `index`, made on its first mention.
+    fn block(&mut self, index: u64) -> &mut Block {
+        let at = match self.blocks.iter().position(|b| b.index == index) {
+            Some(at) => at,
+            None => {
+                self.blocks.push(Block {
+                    index,
+                    ..Block::default()
+                });
+                self.blocks.len() - 1
+            }
+        };
+        &mut self.blocks[at]
+    }
+
+    fn mark_first(&mut self, piece: &str) {
+        if !piece.is_empty() && self.first_token.is_none() {
+            self.first_token = Some(Instant::now());
         }
     }
 
     fn push_text(&mut self, piece: &str) {
-        if !piece.is_empty() && self.first_token.is_none() {
-            self.first_token = Some(Instant::now());
-        }
+        self.mark_first(piece);
         self.text.push_str(piece);
     }
 
@@ -204,17 +304,32 @@ impl Collector {
         if !self.ended && self.finish.is_none() {
             return Err(StreamError::Incomplete);
         }
+        self.blocks.sort_by_key(|b| b.index);
         let body = match self.dialect {
             Dialect::OpenAi => {
+                let mut message = json!({"role": "assistant", "content": self.text});
+                let calls: Vec<Json> = self
+                    .blocks
+                    .iter()
+                    .map(|b| {
+                        json!({"id": b.id, "type": "function",
+                               "function": {"name": b.name, "arguments": b.buffer}})
+                    })
+                    .collect();
+                if !calls.is_empty() {
+                    if self.text.is_empty() {
+                        message["content"] = Json::Null;
+                    }
+                    message["tool_calls"] = Json::Array(calls);
+                }
+                if let Some(r) = self.refusal {
+                    message["refusal"] = Json::String(r);
+                }
                 let mut b = json!({
                     "id": self.id,
                     "object": "chat.completion",
                     "model": self.model,
-                    "choices": [{
-                        "index": 0,
-                        "message": {"role": "assistant", "content": self.text},
-                        "finish_reason": self.finish,
-                    }],
+                    "choices": [{"index": 0, "message": message, "finish_reason": self.finish}],
                 });
                 if let (Some(p), Some(c)) = (self.prompt_tokens, self.completion_tokens) {
                     b["usage"] =
@@ -222,17 +337,37 @@ impl Collector {
                 }
                 b
             }
-            Dialect::Anthropic => json!({
-                "id": self.id,
-                "type": "message",
-                "role": "assistant",
-                "model": self.model,
-                "content": [{"type": "text", "text": self.text}],
-                "stop_reason": self.finish,
-                "usage": {"input_tokens": self.prompt_tokens, "output_tokens": self.completion_tokens},
-            }),
+            Dialect::Anthropic => {
+                let content: Vec<Json> = self.blocks.into_iter().map(anthropic_block).collect();
+                json!({
+                    "id": self.id,
+                    "type": "message",
+                    "role": "assistant",
+                    "model": self.model,
+                    "content": content,
+                    "stop_reason": self.finish,
+                    "usage": {"input_tokens": self.prompt_tokens, "output_tokens": self.completion_tokens},
+                })
+            }
         };
         Ok((Bytes::from(body.to_string()), stats))
+    }
+}
+
+/// A streamed Anthropic block as the non-streamed answer holds it: a
+/// tool_use's input parsed from its JSON pieces (`{}` when none came).
+fn anthropic_block(b: Block) -> Json {
+    match b.kind.as_str() {
+        "text" => json!({"type": "text", "text": b.buffer}),
+        "tool_use" | "server_tool_use" => {
+            let input = if b.buffer.trim().is_empty() {
+                b.start.get("input").cloned().unwrap_or_else(|| json!({}))
+            } else {
+                serde_json::from_str(&b.buffer).unwrap_or(Json::String(b.buffer))
+            };
+            json!({"type": b.kind, "id": b.id, "name": b.name, "input": input})
+        }
+        _ => b.start,
     }
 }
 
@@ -303,6 +438,56 @@ event: message_stop\r\ndata: {\"type\":\"message_stop\"}\r\n\r\n";
         assert_eq!(
             collect(Dialect::OpenAi, cut, 100).unwrap_err(),
             StreamError::Incomplete
+        );
+    }
+
+    #[test]
+    fn streamed_tool_calls_and_refusals_are_kept_in_both_dialects() {
+        // OpenAI: a call's first piece carries id and name, later ones only
+        // the index and more argument text.
+        let openai = "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"arguments\":\"\"}}]}}]}\n\n\
+data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"city\\\":\"}}]}}]}\n\n\
+data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"\\\"Paris\\\"}\"}}]}}]}\n\n\
+data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}],\"error\":null}\n\n\
+data: [DONE]\n\n";
+        let anthropic = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"m\",\"usage\":{\"input_tokens\":9,\"output_tokens\":1}}}\n\n\
+event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"tool_use\",\"id\":\"call_1\",\"name\":\"get_weather\",\"input\":{}}}\n\n\
+event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"city\\\":\"}}\n\n\
+event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\" \\\"Paris\\\"}\"}}\n\n\
+event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n\
+event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\"},\"usage\":{\"output_tokens\":12}}\n\n\
+event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+        for piece in [1, 13, 4096] {
+            for (dialect, text) in [(Dialect::OpenAi, openai), (Dialect::Anthropic, anthropic)] {
+                let (body, _) = collect(dialect, text, piece).expect("a whole answer");
+                let answer = chat_answer(dialect, &body).unwrap();
+                assert_eq!(answer.tool_calls.len(), 1, "{dialect:?}");
+                let call = &answer.tool_calls[0];
+                assert_eq!(
+                    (call.id.as_str(), call.name.as_str()),
+                    ("call_1", "get_weather")
+                );
+                let args: Json = serde_json::from_str(&call.arguments).unwrap();
+                assert_eq!(args, json!({"city": "Paris"}), "{dialect:?}");
+                assert_eq!(answer.finish.as_deref(), Some("tool_calls"));
+            }
+        }
+        let refusal = "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":null,\"refusal\":\"I can't \"}}]}\n\n\
+data: {\"choices\":[{\"index\":0,\"delta\":{\"refusal\":\"help.\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
+        let (body, _) = collect(Dialect::OpenAi, refusal, 5).unwrap();
+        let answer = chat_answer(Dialect::OpenAi, &body).unwrap();
+        assert_eq!(answer.refusal.as_deref(), Some("I can't help."));
+    }
+
+    #[test]
+    fn an_error_field_that_is_null_is_no_error() {
+        let text = OPENAI.replace("\"usage\":", "\"error\":null,\"usage\":");
+        assert!(text.contains("\"error\":null"));
+        assert!(collect(Dialect::OpenAi, &text, 64).is_ok());
+        let failed = "data: {\"error\":{\"message\":\"boom\"}}\n\n";
+        assert_eq!(
+            collect(Dialect::OpenAi, failed, 64).unwrap_err(),
+            StreamError::Provider("boom".into())
         );
     }
 

@@ -42,7 +42,8 @@ const BEFORE_RESPONDING: &str = "before responding";
 #[derive(Debug)]
 pub(crate) struct Response {
     pub(crate) status: StatusCode,
-    /// Only the headers callers read: `retry-after*` and `*ratelimit*`.
+    /// Only the headers callers read: `retry-after*`, `*ratelimit*`,
+    /// `x-should-retry` and `content-type`.
     pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
     /// Whether the connection may carry another request.
@@ -158,6 +159,7 @@ fn wanted(name: &str) -> bool {
     lower("retry-after")
         || lower("x-ratelimit-")
         || lower("anthropic-ratelimit-")
+        || name.eq_ignore_ascii_case("x-should-retry")
         || name.eq_ignore_ascii_case("content-type")
 }
 

@@ -10,7 +10,7 @@ use crate::template::{TValue, Template};
 use crate::templates_check::Scope;
 
 const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
-const ROLES: [&str; 3] = ["system", "user", "assistant"];
+const ROLES: [&str; 5] = ["system", "developer", "user", "assistant", "tool"];
 
 /// Builds the kind named `kind` (already checked to be one of `KINDS`).
 pub(crate) fn build(kind: &str, raw: &RawStep, s: &StepCtx, ctx: &mut Ctx) -> Option<StepKind> {
@@ -93,7 +93,7 @@ fn messages(raw: &RawStep, s: &StepCtx, ctx: &mut Ctx) -> Option<Vec<Message>> {
             None => {
                 ctx.diags.at(
                     m.span(),
-                    "message needs role = \"system\", \"user\" or \"assistant\"",
+                    "message needs role = \"system\", \"user\", \"assistant\" or \"tool\"",
                 );
                 String::new()
             }
@@ -102,10 +102,49 @@ fn messages(raw: &RawStep, s: &StepCtx, ctx: &mut Ctx) -> Option<Vec<Message>> {
             ctx.diags.at(m.span(), "message needs content = \"...\"");
             continue;
         };
-        let place = format!("{}.messages[{i}].content", s.place);
+        let place = format!("{}.messages[{i}]", s.place);
+        // The tool-call fields belong to one role each, as in OpenAI's API.
+        let tool_call_id = match (&message.tool_call_id, role.as_str()) {
+            (Some(id), "tool") => Some(ctx.template(format!("{place}.tool_call_id"), id, s.scope)),
+            (Some(id), _) => {
+                ctx.diags.at(
+                    id.span(),
+                    "tool_call_id belongs on a role = \"tool\" message",
+                );
+                None
+            }
+            (None, "tool") => {
+                let text = "a role = \"tool\" message needs tool_call_id = \"…\" (the id of the call it answers)";
+                ctx.diags.at(m.span(), text);
+                None
+            }
+            (None, _) => None,
+        };
+        let tool_calls = match &message.tool_calls {
+            Some(calls) if role == "assistant" => {
+                if !matches!(calls.get_ref(), RawValue::Array(_) | RawValue::String(_)) {
+                    let text = format!(
+                        "tool_calls must be a list of calls (or a template rendering one), not {}",
+                        calls.get_ref().type_name()
+                    );
+                    ctx.diags.at(calls.span(), text);
+                }
+                Some(ctx.tvalue(calls, format!("{place}.tool_calls"), s.scope))
+            }
+            Some(calls) => {
+                ctx.diags.at(
+                    calls.span(),
+                    "tool_calls belongs on a role = \"assistant\" message",
+                );
+                None
+            }
+            None => None,
+        };
         out.push(Message {
             role,
-            content: ctx.template(place, content, s.scope),
+            content: ctx.template(format!("{place}.content"), content, s.scope),
+            tool_call_id,
+            tool_calls,
         });
     }
     Some(out)

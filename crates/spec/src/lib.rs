@@ -5,6 +5,7 @@ mod build;
 mod calls_check;
 mod ctx;
 mod diag;
+mod dialect_params;
 mod document;
 mod input;
 mod kinds;

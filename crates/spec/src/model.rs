@@ -331,10 +331,16 @@ pub enum Fallback {
 /// A chat message template.
 #[derive(Debug, Clone)]
 pub struct Message {
-    /// `system`, `user` or `assistant`.
+    /// `system`, `developer`, `user`, `assistant` or `tool`.
     pub role: String,
     /// Rendered per unit.
     pub content: Template,
+    /// A `tool` message: the id of the call it answers.
+    pub tool_call_id: Option<Template>,
+    /// An `assistant` message: its tool calls, `[{id, type = "function",
+    /// function = {name, arguments}}]` (OpenAI's shape; translated for
+    /// Anthropic).
+    pub tool_calls: Option<TValue>,
 }
 
 /// A multipart file upload.

@@ -283,6 +283,9 @@ pub(crate) fn step(
             ctx.diags.at(p.span(), message);
         }
     }
+    if matches!(kind, Some("chat" | "conversation")) && provider.api == Api::Anthropic {
+        crate::dialect_params::anthropic(raw, label, &provider.name, ctx);
+    }
     if let Some(s) = raw.stream.as_ref().filter(|s| *s.get_ref()) {
         if provider.mode.may_batch() {
             let message = format!(

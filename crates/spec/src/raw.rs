@@ -228,6 +228,10 @@ pub(crate) struct RawCache {
 pub(crate) struct RawMessage {
     pub(crate) role: Option<Spanned<String>>,
     pub(crate) content: Option<Spanned<String>>,
+    /// A `tool` message: the id of the call it answers.
+    pub(crate) tool_call_id: Option<Spanned<String>>,
+    /// An `assistant` message: the tool calls it made (OpenAI's shape).
+    pub(crate) tool_calls: Option<Spanned<RawValue>>,
 }
 
 /// `upload = { file, field, fields }`.

@@ -331,7 +331,13 @@ fn templates_mut(job: &mut Job) -> Vec<&mut Template> {
                 ..
             } => {
                 out.push(model);
-                out.extend(messages.iter_mut().map(|m| &mut m.content));
+                for m in messages.iter_mut() {
+                    out.push(&mut m.content);
+                    out.extend(m.tool_call_id.as_mut());
+                    if let Some(calls) = &mut m.tool_calls {
+                        tvalue_mut(calls, &mut out);
+                    }
+                }
                 tvalue_mut(params, &mut out);
             }
             StepKind::Embed {

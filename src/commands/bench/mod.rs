@@ -12,6 +12,7 @@ use std::time::Instant;
 use super::UsageError;
 use crate::cli::BenchArgs;
 
+mod allowance;
 mod crash;
 mod data;
 mod engine;
@@ -42,6 +43,8 @@ const SCENARIOS: &[(&str, Measure)] = &[
     ("scale-out", scale::scale_out),
     ("faults", faults::faults),
     ("unknown-rpm", limits::unknown_rpm),
+    ("allowance-full", allowance::allowance_full),
+    ("allowance-binds", allowance::allowance_binds),
     ("server", server::server),
 ];
 

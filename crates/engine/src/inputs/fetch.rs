@@ -167,7 +167,7 @@ async fn get(
             .await
         {
             Attempt::Ok(success) => return Ok(success.body),
-            Attempt::Failed(f) if f.kind.is_retryable() && retries < RETRIES => {
+            Attempt::Failed(f) if f.is_retryable() && retries < RETRIES => {
                 let backoff = BACKOFF * 2u32.pow(retries);
                 tokio::time::sleep(f.retry_after.unwrap_or(backoff).min(MAX_WAIT)).await;
                 retries += 1;

@@ -177,6 +177,7 @@ pub(super) fn new_share(provider: &Provider) -> ProviderShare {
             rpd: provider.rpd,
             tpm: provider.tpm,
             tpd: provider.tpd,
+            ..WindowLimits::default()
         }),
         gate: Gate {
             in_flight: AtomicUsize::new(0),

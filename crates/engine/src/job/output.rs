@@ -21,6 +21,17 @@ pub(crate) struct StepOutput {
     /// Tokens reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) usage: Option<Usage>,
+    /// A chat answer's tool calls, in OpenAI's shape (`[{id, type, function:
+    /// {name, arguments}}]`), whichever dialect answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) tool_calls: Option<Vec<serde_json::Value>>,
+    /// The model declined: OpenAI's `message.refusal`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) refusal: Option<String>,
+    /// Why a chat answer stopped, in OpenAI's words (`stop`, `length`,
+    /// `tool_calls`, `content_filter`; Anthropic's `stop_reason` translated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) finish_reason: Option<String>,
     /// A conversation's turns: `[{prompt, answer}]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) turns: Option<Vec<Turn>>,

@@ -445,7 +445,7 @@ fn estimate(step: &sluice_spec::Step, ctx: &minijinja::Value) -> Option<u64> {
         StepKind::Chat { .. } | StepKind::Embed { .. } => requests::json_request(step, ctx)
             .ok()
             .flatten()
-            .map(|r| r.estimate),
+            .map(|r| r.estimate.total()),
         StepKind::Conversation { turns, .. } => {
             let mut prompts = Vec::new();
             let mut answers = Vec::new();
@@ -457,7 +457,7 @@ fn estimate(step: &sluice_spec::Step, ctx: &minijinja::Value) -> Option<u64> {
                 prompts.push(turn.render(&turn_ctx).ok()?);
                 let request =
                     requests::conversation_request(step, ctx, &prompts, &answers).ok()??;
-                total += request.estimate;
+                total += request.estimate.total();
                 // Earlier answers count at their cap's size in later turns.
                 let cap = request
                     .body

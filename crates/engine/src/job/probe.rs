@@ -182,7 +182,9 @@ async fn call(step: &Step, lane: Option<&Lane>, ctx: &Value) -> Result<Duration>
             let (path, body): (String, Json) = match lane.dialect {
                 Dialect::Anthropic if chat => (
                     lane.dialect.chat_path(&request.path).to_string(),
-                    to_anthropic(&request.body),
+                    to_anthropic(&request.body)
+                        .map_err(|refusal| fail(format!("it cannot go to Anthropic: {refusal}")))?
+                        .body,
                 ),
                 _ => (request.path.clone(), request.body),
             };

@@ -6,7 +6,7 @@
 //! its request would be the same.
 
 use serde_json::{json, Map, Value as Json};
-use sluice_limit::DEFAULT_COMPLETION_ESTIMATE;
+use sluice_limit::{Cost, DEFAULT_COMPLETION_ESTIMATE, MESSAGE_OVERHEAD, REPLY_PRIMING};
 use sluice_provider::dialect::{chat_answer, Dialect};
 use sluice_spec::{RenderError, Step, StepKind};
 
@@ -17,8 +17,9 @@ pub(crate) struct JsonRequest {
     /// Path under the provider's base URL.
     pub(crate) path: String,
     pub(crate) body: Json,
-    /// Tokens to reserve: prompt estimate + completion cap.
-    pub(crate) estimate: u64,
+    /// Tokens to reserve: the prompt's estimate (input) and the completion
+    /// cap (output).
+    pub(crate) estimate: Cost,
 }
 
 /// Renders a chat or embed step (not conversation, not http/command).
@@ -37,7 +38,14 @@ pub(crate) fn json_request(
             let mut body = object(params.render(ctx)?);
             let mut rendered = Vec::with_capacity(messages.len());
             for m in messages {
-                rendered.push(json!({"role": m.role, "content": m.content.render(ctx)?}));
+                let mut message = json!({"role": m.role, "content": m.content.render(ctx)?});
+                if let Some(id) = &m.tool_call_id {
+                    message["tool_call_id"] = Json::String(id.render(ctx)?);
+                }
+                if let Some(calls) = &m.tool_calls {
+                    message["tool_calls"] = calls.render(ctx)?;
+                }
+                rendered.push(message);
             }
             body.insert("model".into(), Json::String(model.render(ctx)?));
             body.insert("messages".into(), Json::Array(rendered));
@@ -60,7 +68,7 @@ pub(crate) fn json_request(
             let mut body = object(params.render(ctx)?);
             let input = input.render(ctx)?;
             let model = model.render(ctx)?;
-            let estimate = text_estimate(Some(&model), &input);
+            let estimate = Cost::from(text_estimate(Some(&model), &input));
             body.insert("model".into(), Json::String(model));
             body.insert("input".into(), input);
             Ok(Some(JsonRequest {
@@ -119,20 +127,37 @@ fn object(value: Json) -> Map<String, Json> {
     }
 }
 
-/// The prompt's tokens (the model's tokenizer, else chars ÷ 4) plus the
-/// completion cap (the same estimate as quick mode).
-fn chat_estimate(body: &Json) -> u64 {
+/// The prompt's tokens (the model's tokenizer, else chars ÷ 4; images by
+/// the tile rule; a few per message for its framing) and the completion cap
+/// (the same estimate as quick mode).
+fn chat_estimate(body: &Json) -> Cost {
     let model = body["model"].as_str();
     let prompt: u64 = body["messages"]
         .as_array()
-        .map(|ms| ms.iter().map(|m| text_estimate(model, &m["content"])).sum())
+        .map(|ms| {
+            REPLY_PRIMING
+                + ms.iter()
+                    .map(|m| {
+                        MESSAGE_OVERHEAD
+                            + text_estimate(model, &m["content"])
+                            + m.get("tool_calls")
+                                .map_or(0, |c| crate::tokens::estimate(model, &c.to_string()))
+                    })
+                    .sum::<u64>()
+        })
         .unwrap_or(0);
+    let tools = body
+        .get("tools")
+        .map_or(0, |t| crate::tokens::estimate(model, &t.to_string()));
     let completion = body
         .get("max_completion_tokens")
         .or_else(|| body.get("max_tokens"))
         .and_then(Json::as_u64)
         .unwrap_or(DEFAULT_COMPLETION_ESTIMATE);
-    prompt + completion
+    Cost {
+        input: prompt + tools,
+        output: completion,
+    }
 }
 
 /// Estimated tokens of a content value (a string, a list of parts or of
@@ -141,7 +166,13 @@ pub(crate) fn text_estimate(model: Option<&str>, value: &Json) -> u64 {
     match value {
         Json::String(s) => crate::tokens::estimate(model, s),
         Json::Array(items) => items.iter().map(|i| text_estimate(model, i)).sum(),
-        Json::Object(o) => o.get("text").map(|t| text_estimate(model, t)).unwrap_or(0),
+        Json::Object(o) => match o.get("image_url") {
+            Some(image) => crate::tokens::image_estimate(
+                image["url"].as_str().unwrap_or(""),
+                image["detail"].as_str(),
+            ),
+            None => o.get("text").map(|t| text_estimate(model, t)).unwrap_or(0),
+        },
         _ => 0,
     }
 }
@@ -163,7 +194,7 @@ pub(crate) fn chat_output(
         }
     );
     let json = parse_json_text(&text);
-    if wants_json && json.is_none() {
+    if wants_json && json.is_none() && answer.tool_calls.is_empty() {
         let start: String = text.chars().take(120).collect();
         return Err(format!(
             "bad_response: the answer is not the JSON the step's response_format asks for; it starts: {start:?}"
@@ -174,10 +205,15 @@ pub(crate) fn chat_output(
             prompt_tokens: answer.prompt_tokens.unwrap_or(0),
             completion_tokens: answer.completion_tokens.unwrap_or(0),
         });
+    let tool_calls = (!answer.tool_calls.is_empty())
+        .then(|| answer.tool_calls.iter().map(|c| c.to_openai()).collect());
     Ok(StepOutput {
         text: Some(text),
         json,
         usage,
+        tool_calls,
+        refusal: answer.refusal,
+        finish_reason: answer.finish,
         ..Default::default()
     })
 }

@@ -167,7 +167,11 @@ impl Shown<'_> {
             let (path, mut body) = match dialect {
                 Dialect::Anthropic if chat => (
                     dialect.chat_path(&request.path).to_string(),
-                    to_anthropic(&request.body),
+                    // A refused request is shown with why it would not be sent.
+                    to_anthropic(&request.body).map_or_else(
+                        |refusal| serde_json::json!({"not_sent": refusal.to_string()}),
+                        |translated| translated.body,
+                    ),
                 ),
                 _ => (request.path.clone(), request.body),
             };

@@ -278,3 +278,145 @@ fn fits_before_keeps_a_request_inside_a_slice_of_sending_time() {
     assert!(!w.fits_before(100 * MS, 150, 200 * MS));
     assert!(w.fits_before(100 * MS, 150, 250 * MS));
 }
+
+fn report(limit: u64, remaining: u64, reset_nanos: u64) -> Report {
+    Report {
+        limit: Some(limit),
+        remaining: Some(remaining),
+        reset_nanos: Some(reset_nanos),
+        ..Report::default()
+    }
+}
+
+#[test]
+fn requests_sent_after_the_reported_one_count_against_the_allowance() {
+    // 64 went out before anything was known; the first answer (of the first
+    // request, admitted at 0) says 239 of 240/min remain. The 63 others are
+    // on their way: 176 are left, not 239.
+    let mut w = windows(WindowLimits::default());
+    let first = Report {
+        sent_at: Some(0),
+        sent_after: 63,
+        ..report(240, 239, 250 * MS)
+    };
+    w.observe(200 * MS, Dim::Requests, first, false);
+    let times = admit(&mut w, 200 * MS, 177, 0);
+    assert_eq!(times[175], 200 * MS, "176 go at once");
+    assert!(times[176] > 200 * MS, "the 177th waits: {}", times[176]);
+    // An evenly paced provider's answer, 20 ms after its request: the next
+    // slot is 50 ms after the request, not after the answer.
+    let mut w = windows(WindowLimits::default());
+    let paced = Report {
+        sent_at: Some(0),
+        ..report(1_200, 0, 50 * MS)
+    };
+    w.observe(20 * MS, Dim::Requests, paced, false);
+    assert_eq!(w.try_acquire(20 * MS, 0), Err(Rejection::Wait(30 * MS)));
+}
+
+#[test]
+fn a_still_full_allowance_goes_at_once_then_at_the_announced_rate() {
+    let mut w = windows(WindowLimits::default());
+    // 1,200/min, one used by the request that brought the answer.
+    w.observe(0, Dim::Requests, report(1_200, 1_199, 50 * MS), false);
+    let times = admit(&mut w, 0, 1_300, 0);
+    assert_eq!(times[1_198], 0, "the 1,199 left go at once");
+    assert_eq!(times[1_199], 50 * MS, "then one per 50 ms");
+    assert_eq!(times[1_299], 101 * 50 * MS);
+    assert_eq!(w.announced()[0].learned.span, crate::Span::Minute);
+}
+
+#[test]
+fn an_evenly_paced_provider_is_mirrored_evenly() {
+    let mut w = windows(WindowLimits::default());
+    w.observe(0, Dim::Requests, report(1_200, 0, 50 * MS), false);
+    assert_eq!(admit(&mut w, 0, 3, 0), [50 * MS, 100 * MS, 150 * MS]);
+}
+
+#[test]
+fn the_first_429_turns_a_burst_into_even_pacing() {
+    let mut w = windows(WindowLimits::default());
+    w.observe(0, Dim::Requests, report(1_200, 1_199, 50 * MS), false);
+    assert_eq!(admit(&mut w, 0, 20, 0), [0; 20]);
+    assert!(w.back_off(0));
+    assert!(!w.back_off(0), "once is enough");
+    // The mirrored bucket still has room: one now (after the 429's own
+    // retry-after, held apart), then one per 50 ms.
+    let times = admit(&mut w, 0, 3, 0);
+    assert_eq!(times, [0, 50 * MS, 100 * MS]);
+    // An emptied bucket: the next unit when one is back, not when all are.
+    let mut w = windows(WindowLimits::default());
+    w.observe(0, Dim::Requests, report(1_200, 1_199, 50 * MS), false);
+    admit(&mut w, 0, 1_199, 0);
+    w.back_off(0);
+    assert_eq!(admit(&mut w, 0, 2, 0), [50 * MS, 100 * MS]);
+    // Later reports keep the even pacing.
+    w.observe(
+        2 * SECOND,
+        Dim::Requests,
+        report(1_200, 1_199, 50 * MS),
+        false,
+    );
+    let t = admit(&mut w, 2 * SECOND, 2, 0);
+    assert_eq!(t[1] - t[0], 50 * MS);
+}
+
+#[test]
+fn a_daily_quota_is_counted_down_to_its_reset() {
+    let mut w = windows(WindowLimits::default());
+    let reset = (23 * 3600 + 47 * 60 + 36) * SECOND;
+    w.observe(0, Dim::Requests, report(10_000, 3, reset), false);
+    assert_eq!(admit(&mut w, 0, 3, 0), [0, 0, 0]);
+    assert_eq!(w.try_acquire(0, 0), Err(Rejection::Wait(reset)));
+    let a = w.announced();
+    assert_eq!(
+        (a[0].learned.span, a[0].learned.limit),
+        (crate::Span::Day, 10_000)
+    );
+}
+
+#[test]
+fn remaining_zero_holds_even_where_a_limit_is_configured() {
+    let mut w = windows(WindowLimits {
+        rpm: Some(6_000),
+        ..Default::default()
+    });
+    // The provider (shared with other clients) has nothing left until its
+    // daily reset: the configured 100/s does not override that.
+    w.observe(0, Dim::Requests, report(1_000, 0, 5 * 3600 * SECOND), true);
+    assert_eq!(w.try_acquire(0, 0), Err(Rejection::Wait(5 * 3600 * SECOND)));
+    assert!(
+        w.announced().is_empty(),
+        "the configured limit is held, not the announced one"
+    );
+}
+
+#[test]
+fn input_and_output_tokens_are_held_apart() {
+    let mut w = windows(WindowLimits::default());
+    // Anthropic: 80k input + 16k output per minute, both full.
+    w.observe(0, Dim::InputTokens, report(80_000, 80_000, 0), false);
+    w.observe(0, Dim::OutputTokens, report(16_000, 16_000, 0), false);
+    let big_output = Cost {
+        input: 1_000,
+        output: 8_000,
+    };
+    assert_eq!(w.try_acquire(0, big_output), Ok(()));
+    assert_eq!(w.try_acquire(0, big_output), Ok(()));
+    // Output is spent (16k), input is not (2k of 80k): output binds.
+    let Err(Rejection::Wait(wait)) = w.try_acquire(0, big_output) else {
+        panic!("output tokens should bind");
+    };
+    assert_eq!(wait, 30 * SECOND, "8,000 of 16,000/min come back in 30 s");
+    // A prompt-only request passes: input has room, output is not spent.
+    assert_eq!(
+        w.try_acquire(
+            0,
+            Cost {
+                input: 5_000,
+                output: 0
+            }
+        ),
+        Ok(())
+    );
+}

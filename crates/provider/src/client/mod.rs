@@ -325,7 +325,7 @@ impl Client {
                     var: var.to_string(),
                 });
             }
-            fixed.extend_from_slice(dialect.auth_line(key).as_bytes());
+            fixed.extend_from_slice(auth_line(dialect, key).as_bytes());
         }
         Ok(Client {
             origins: Arc::new(Mutex::new(HashMap::new())),
@@ -505,6 +505,14 @@ impl Client {
     }
 }
 
+/// The request header line carrying `key` the way `dialect` expects it.
+fn auth_line(dialect: Dialect, key: &str) -> String {
+    match dialect {
+        Dialect::OpenAi => format!("Authorization: Bearer {key}\r\n"),
+        Dialect::Anthropic => format!("x-api-key: {key}\r\n"),
+    }
+}
+
 fn transport_attempt(transport: Transport, endpoint: &Endpoint, started: Instant) -> Attempt {
     match transport {
         Transport::Connect(detail) => Attempt::Failed(transport_failure(
@@ -537,6 +545,7 @@ fn transport_failure(kind: FailureKind, message: String, latency: Duration) -> F
         retry_after: None,
         latency,
         signals: Default::default(),
+        should_retry: None,
     }
 }
 

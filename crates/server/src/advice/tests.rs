@@ -19,6 +19,7 @@ fn provider(
             rpm,
             ..Limits::default()
         },
+        announced: vec![],
         used_rpm,
         used_tpm: 0.0,
         rate_waiting: false,

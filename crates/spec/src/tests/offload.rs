@@ -228,3 +228,77 @@ fn streaming_is_for_live_chat_and_conversation_steps() {
         list[0]
     );
 }
+
+#[test]
+fn anthropic_refuses_parameters_without_an_equivalent_at_their_position() {
+    let anthropic = provider_plus("api = \"anthropic\"");
+    // Line 13 is the step's params (BASE has 12 lines, one added above).
+    let with = |params: &str| format!("{anthropic}params = {params}\n");
+    assert_one(
+        &with("{ reasoning_effort = \"high\" }"),
+        14,
+        31,
+        &[
+            "step \"first\"",
+            "params.reasoning_effort",
+            "provider \"openai\"",
+            "thinking",
+        ],
+    );
+    assert_one(
+        &with("{ temperature = 1.4 }"),
+        14,
+        26,
+        &["params.temperature", "outside Anthropic's range 0–1"],
+    );
+    assert_one(
+        &with("{ metadata = { user_id = \"u\", batch = \"b7\" } }"),
+        14,
+        23,
+        &["params.metadata", "only user_id", "\"batch\""],
+    );
+    // Translated, dropped, within range, or templated (judged once rendered):
+    // all accepted.
+    job(&with(
+        "{ temperature = 1, tools = [], tool_choice = \"required\", seed = 4, n = 1, top_k = 5, \
+         presence_penalty = \"{{ item.p }}\" }",
+    ));
+    // The same parameters are OpenAI's own: nothing to refuse there.
+    job(&format!(
+        "{BASE}params = {{ reasoning_effort = \"high\", temperature = 1.4 }}\n"
+    ));
+}
+
+#[test]
+fn tool_calls_and_tool_messages_can_be_written_and_are_checked() {
+    let turns = r#"messages = [
+  { role = "developer", content = "Use the tools." },
+  { role = "user", content = "Weather in {{ item.name }}?" },
+  { role = "assistant", content = "", tool_calls = [{ id = "call_1", type = "function", function = { name = "get_weather", arguments = "{\"city\":\"{{ item.name }}\"}" } }] },
+  { role = "tool", tool_call_id = "call_1", content = "18C" },
+]
+"#;
+    let text = BASE.replace(
+        "messages = [{ role = \"user\", content = \"Hi {{ item.name }}\" }]\n",
+        turns,
+    );
+    let job = job(&text);
+    let crate::StepKind::Chat { messages, .. } = &job.steps[0].kind else {
+        panic!("a chat step");
+    };
+    assert_eq!(messages[3].role, "tool");
+    assert!(messages[3].tool_call_id.is_some() && messages[2].tool_calls.is_some());
+    // Each field on its own role only, and a tool message answers a call.
+    let misplaced = text.replace(
+        r#"{ role = "tool", tool_call_id = "call_1", content = "18C" }"#,
+        r#"{ role = "user", tool_call_id = "call_1", content = "18C" }"#,
+    );
+    assert_one(
+        &misplaced,
+        16,
+        35,
+        &["tool_call_id belongs on a role = \"tool\""],
+    );
+    let unanswered = text.replace(r#"tool_call_id = "call_1", "#, "");
+    assert_one(&unanswered, 16, 3, &["needs tool_call_id"]);
+}

@@ -314,7 +314,7 @@ fn chat_needs_model_and_valid_roles() {
         &text,
         12,
         22,
-        &["role \"human\" is not one of: system, user, assistant"],
+        &["role \"human\" is not one of: system, developer, user, assistant, tool"],
     );
     assert_one(
         &step_plus("params = { model = \"x\" }"),

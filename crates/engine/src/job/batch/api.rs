@@ -139,7 +139,7 @@ impl Remote {
                 .await
             {
                 Attempt::Ok(success) => return Ok(success.body),
-                Attempt::Failed(f) if f.kind.is_retryable() && attempt <= self.retries => {
+                Attempt::Failed(f) if f.is_retryable() && attempt <= self.retries => {
                     let delay = self.backoff.delay_ms(
                         attempt,
                         fastrand::f64(),
@@ -179,7 +179,7 @@ impl Remote {
                 .map_err(|e| format!("cannot write {}: {e}", to.display()));
             match result {
                 Ok(done) => return flushed.map(|()| done.bytes),
-                Err(f) if f.kind.is_retryable() && attempt <= self.retries => {
+                Err(f) if f.is_retryable() && attempt <= self.retries => {
                     let delay = self.backoff.delay_ms(
                         attempt,
                         fastrand::f64(),

@@ -128,7 +128,7 @@ impl Remote {
                     return Ok(found);
                 }
             }
-            if !failure.kind.is_retryable() || attempt > self.retries {
+            if !failure.is_retryable() || attempt > self.retries {
                 return Err(format!(
                     "POST {} failed: {} (after {attempt} attempt{})",
                     endpoint.uri.path(),

@@ -125,6 +125,8 @@ pub(crate) struct Unit {
 }
 
 /// A part's end: its output, a failure message, or the run stopping.
+// `Done` is the common case: boxing it would allocate on every part.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum PartEnd {
     Done(StepOutput),
     Failed(String),

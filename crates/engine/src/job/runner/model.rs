@@ -8,7 +8,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Method;
 use serde_json::Value as Json;
-use sluice_limit::DEFAULT_COMPLETION_ESTIMATE;
 use sluice_provider::dialect::{to_anthropic, DEFAULT_MAX_TOKENS};
 use sluice_provider::{Dialect, StreamStats};
 use sluice_spec::{Step, StepKind};
@@ -58,17 +57,32 @@ pub(super) async fn call_model(
     // Only a translated body is a new value; an OpenAI one is sent as rendered.
     let (path, translated, estimate) = match lane.dialect {
         Dialect::Anthropic if chat => {
-            let body = to_anthropic(&call.request.body);
+            // Refused before anything is sent: a parameter (or a value
+            // rendered from the item) with no Anthropic equivalent.
+            let body = match to_anthropic(&call.request.body) {
+                Ok(translated) => {
+                    for warning in &translated.warnings {
+                        warn_once(&call.step.name, warning);
+                    }
+                    translated.body
+                }
+                Err(refusal) => {
+                    let error = format!(
+                        "request_error: step {:?} cannot go to provider {:?} (api = \"anthropic\"): \
+                         {refusal}; nothing was sent",
+                        call.step.name, lane.name
+                    );
+                    return ended(CallOutcome::Failed(error), None);
+                }
+            };
             // Anthropic reserves the max_tokens it was sent, which defaults
             // higher than the estimate of a request that set none.
             let unset = call.request.body.get("max_tokens").is_none()
                 && call.request.body.get("max_completion_tokens").is_none();
-            let estimate = if unset {
-                call.request.estimate - DEFAULT_COMPLETION_ESTIMATE.min(call.request.estimate)
-                    + DEFAULT_MAX_TOKENS
-            } else {
-                call.request.estimate
-            };
+            let mut estimate = call.request.estimate;
+            if unset {
+                estimate.output = DEFAULT_MAX_TOKENS;
+            }
             let path = lane.dialect.chat_path(&call.request.path).to_string();
             (path, Some(body), estimate)
         }
@@ -154,6 +168,18 @@ pub(super) async fn call_model(
         latency: sent.latency,
         stream: sent.stream,
         batched: false,
+    }
+}
+
+/// Says once per process and step what a translation left out (every call
+/// of the step leaves out the same).
+fn warn_once(step: &str, warning: &str) {
+    static SAID: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let key = format!("{step}\u{0}{warning}");
+    let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
+    if !said.contains(&key) {
+        tracing::warn!("step {step:?} on an Anthropic provider: not sent: {warning}");
+        said.push(key);
     }
 }
 

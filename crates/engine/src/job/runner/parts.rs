@@ -238,8 +238,8 @@ pub(super) struct Outgoing<'a> {
     pub(super) headers: &'a [(String, String)],
     pub(super) content_type: Option<&'a str>,
     pub(super) expect_json: bool,
-    /// Tokens reserved against tokens/minute.
-    pub(super) estimate: u64,
+    /// Tokens reserved against token limits.
+    pub(super) estimate: sluice_limit::Cost,
     /// Read the answer as server-sent events in this dialect.
     pub(super) stream: Option<Dialect>,
 }
@@ -449,7 +449,7 @@ async fn execute(
                 headers: &headers,
                 content_type: call.content_type.as_deref(),
                 expect_json: call.expect_json,
-                estimate: 0,
+                estimate: sluice_limit::Cost::default(),
                 stream: None,
             };
             let Sent {

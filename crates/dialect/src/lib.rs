@@ -1,13 +1,18 @@
 //! API dialects: one chat request and answer, in the shape each provider
-//! family speaks. The engine builds OpenAI-shaped chat bodies; an Anthropic
-//! provider gets them translated here, and every answer (live, streamed or
-//! from a batch) is read back into the same [`ChatAnswer`].
+//! family speaks. Steps are written once, in OpenAI's terms; an Anthropic
+//! provider gets them translated here — completely, or refused up front with
+//! the parameter and the reason ([`params`]) — and every answer (live,
+//! streamed or from a batch) is read back into the same [`ChatAnswer`].
+//!
+//! Pure JSON, no I/O: the job file's checks (`sluice-spec`), the HTTP client
+//! (`sluice-provider`) and the engine all use the same rules.
 
 mod answer;
 mod anthropic;
+pub mod params;
 
-pub use answer::{chat_answer, ChatAnswer};
-pub use anthropic::{to_anthropic, ANTHROPIC_VERSION, DEFAULT_MAX_TOKENS};
+pub use answer::{chat_answer, finish_reason, ChatAnswer, ToolCall};
+pub use anthropic::{to_anthropic, Refusal, Translated, ANTHROPIC_VERSION, DEFAULT_MAX_TOKENS};
 
 /// Which family of API a provider speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -20,14 +25,6 @@ pub enum Dialect {
 }
 
 impl Dialect {
-    /// The request header line carrying `key`.
-    pub(crate) fn auth_line(self, key: &str) -> String {
-        match self {
-            Dialect::OpenAi => format!("Authorization: Bearer {key}\r\n"),
-            Dialect::Anthropic => format!("x-api-key: {key}\r\n"),
-        }
-    }
-
     /// The chat path under a provider's base URL: the step's own, except that
     /// OpenAI's default means `/messages` to Anthropic.
     pub fn chat_path(self, step_path: &str) -> &str {
