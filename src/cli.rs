@@ -77,10 +77,37 @@ pub(crate) enum Command {
 #[derive(Debug, Args, Clone)]
 pub(crate) struct StoreArg {
     /// Where runs and results are kept: a SQLite file, or a `postgres://` URL
-    /// shared by several workers.
-    #[arg(long, env = "SLUICE_STORE", default_value = ".sluice/sluice.db",
-          value_parser = parse_store)]
-    pub(crate) store: StoreLocation,
+    /// shared by several workers. Default: the nearest `.sluice/sluice.db` at
+    /// or above the job or input file's directory (`run`) or the current
+    /// directory (other commands); a first run creates one next to its file.
+    #[arg(long, env = "SLUICE_STORE", value_parser = parse_store)]
+    pub(crate) store: Option<StoreLocation>,
+}
+
+impl StoreArg {
+    /// The store for running `input` (a path, or `-` for stdin).
+    pub(crate) fn for_input(&self, input: &str) -> StoreLocation {
+        match (&self.store, input) {
+            (Some(given), _) => given.clone(),
+            (None, "-") => self.here(),
+            (None, file) => crate::locate::for_file(std::path::Path::new(file)),
+        }
+    }
+
+    /// The store for a command that works with whatever runs are there (a
+    /// server, a worker): found from the current directory, else a new one.
+    pub(crate) fn here(&self) -> StoreLocation {
+        self.store
+            .clone()
+            .or_else(crate::locate::nearest_here)
+            .unwrap_or_else(crate::locate::new_here)
+    }
+
+    /// The store for a command about an existing run: the one given, else
+    /// the nearest above the current directory, if any.
+    pub(crate) fn existing(&self) -> Option<StoreLocation> {
+        self.store.clone().or_else(crate::locate::nearest_here)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -99,24 +126,26 @@ pub(crate) struct RunArgs {
     /// else https://api.openai.com/v1.
     #[arg(long, env = "SLUICE_URL")]
     pub(crate) url: Option<String>,
-    /// Calls in progress at most, including those waiting to retry (default 64;
-    /// with --rpm and no --concurrency, grows to what the rate needs at the
-    /// latency observed).
-    #[arg(long)]
+    /// Calls in progress at most, including those waiting to retry, 1 to
+    /// 100,000 (default 64; with --rpm and no --concurrency, grows to what the
+    /// rate needs at the latency observed).
+    #[arg(long, value_parser = parse_concurrency)]
     pub(crate) concurrency: Option<usize>,
-    /// Requests per minute, held continuously (GCRA, no bursts).
-    #[arg(long)]
+    /// Requests per minute, held continuously (GCRA, no bursts); at least 1.
+    #[arg(long, value_parser = parse_rate)]
     pub(crate) rpm: Option<u64>,
-    /// Tokens per minute (prompt estimate + max_tokens reserved, corrected by usage).
-    #[arg(long)]
+    /// Tokens per minute (prompt estimate + max_tokens reserved, corrected by
+    /// usage); at least 1.
+    #[arg(long, value_parser = parse_rate)]
     pub(crate) tpm: Option<u64>,
     /// Retries of a retryable failure (429, 5xx, time-out, reset, bad body).
     #[arg(long, default_value_t = 5)]
     pub(crate) retries: u32,
     /// Time-out of one attempt, whole exchange (e.g. 60s, 500ms).
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = parse_positive_duration)]
     pub(crate) timeout: Duration,
-    /// First retry delay ceiling; doubles per attempt, with full jitter.
+    /// First retry delay ceiling; doubles per attempt, with full jitter (at
+    /// most --backoff-cap).
     #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
     pub(crate) backoff_base: Duration,
     /// Longest retry delay.
@@ -129,8 +158,10 @@ pub(crate) struct RunArgs {
     /// Send no API key, even with OPENAI_API_KEY set.
     #[arg(long)]
     pub(crate) no_api_key: bool,
-    /// Write results here when the run ends: `.jsonl`, `.csv` or
-    /// `.parquet`; without it results go to stdout as JSONL (unless --json).
+    /// Write results here once the run reaches its end (`.jsonl` or `.json`
+    /// for JSONL, `.csv` for CSV, `.parquet`), replacing the file atomically;
+    /// a run that does not finish leaves it as it was. Without it results go
+    /// to stdout as JSONL (unless --json).
     #[arg(long)]
     pub(crate) out: Option<PathBuf>,
     /// With --out: carry each item's own fields into the results (see
@@ -161,10 +192,11 @@ pub(crate) struct RunArgs {
     /// --events: between progress events).
     #[arg(long, env = "SLUICE_PROGRESS_INTERVAL", default_value_t = 5.0)]
     pub(crate) progress_interval: f64,
-    /// With a postgres:// store: how long a claimed unit stays leased
-    /// without this process's heartbeat (a killed process's units return
-    /// to the queue after this).
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    /// How long this process's hold on the run lasts without its heartbeat
+    /// (renewed every second): a killed process blocks a rerun at most this
+    /// long (on its own machine not at all). With a postgres:// store, also
+    /// how long a claimed unit stays leased (it then returns to the queue).
+    #[arg(long, default_value = "10s", value_parser = parse_lease)]
     pub(crate) lease: Duration,
     /// With a postgres:// store: queue the job's units and exit, leaving
     /// the work to `sluice worker` processes.
@@ -194,7 +226,7 @@ pub(crate) struct WorkerArgs {
     pub(crate) exit_when_idle: bool,
     /// How long a claimed unit stays leased without this worker's heartbeat
     /// (a killed worker's units return to the queue after this).
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = parse_lease)]
     pub(crate) lease: Duration,
     /// How often an idle worker looks for runnable runs.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
@@ -505,6 +537,46 @@ pub(crate) struct DemoArgs {
     /// 127.0.0.1 port until Ctrl-C (without it the demo ends by itself).
     #[arg(long)]
     pub(crate) serve: bool,
+}
+
+/// Most calls in progress `--concurrency` allows: far beyond what a machine's
+/// sockets sustain, and a bound on what a typo can ask for.
+pub(crate) const MAX_CONCURRENCY: usize = 100_000;
+
+fn parse_concurrency(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if (1..=MAX_CONCURRENCY).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{text:?} is not a number of calls from 1 to {MAX_CONCURRENCY}"
+        )),
+    }
+}
+
+fn parse_rate(text: &str) -> Result<u64, String> {
+    match text.trim().parse::<u64>() {
+        Ok(n) if n >= 1 => Ok(n),
+        Ok(_) => Err("a rate of 0 would never send anything; give at least 1, or leave the flag out for no limit".into()),
+        Err(_) => Err(format!("{text:?} is not a whole number")),
+    }
+}
+
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("must be longer than 0 (e.g. 30s, 500ms)".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn parse_lease(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d >= Duration::from_secs(2) => Ok(d),
+        Ok(_) => Err(
+            "must be at least 2s: the heartbeat renews it every second, and a shorter lease would lapse on a brief stall"
+                .into(),
+        ),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn parse_store(text: &str) -> Result<StoreLocation, String> {

@@ -7,19 +7,24 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+#[macro_use]
+mod output;
 mod cli;
 mod commands;
 mod display;
 mod events;
 mod help;
+mod locate;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     init_logging();
     match commands::dispatch(cli) {
         Ok(code) => code,
+        // The reader of stdout went away (`| head`): nothing to report.
+        Err(error) if output::closed_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", output::describe(&error));
             let invalid = error
                 .downcast_ref::<sluice_engine::Error>()
                 .is_some_and(sluice_engine::Error::is_invalid_input)

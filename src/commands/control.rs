@@ -21,11 +21,12 @@ const CANCEL_WAIT: Duration = Duration::from_secs(30);
 
 /// The run named on the command line, refused if it has finished.
 fn open(args: &ControlArgs, verb: &str) -> anyhow::Result<(Box<dyn Store>, RunMeta)> {
-    let mut store = args.store.store.open()?;
+    let location = super::existing_store(&args.store)?;
+    let mut store = location.open()?;
     let Some(run) = store.find_run(&args.run)? else {
         return Err(UsageError(format!(
-            "no run {:?} in {}; list runs with `sluice runs`",
-            args.run, args.store.store
+            "no run {:?} in {location}; list runs with `sluice runs`",
+            args.run
         ))
         .into());
     };

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use sluice_engine::{run_job, JobConfig};
+use sluice_engine::JobConfig;
 use sluice_mock::{MockConfig, MockServer, MockStats};
 use sluice_server::{AppState, ServerConfig};
 use sluice_store::StoreLocation;
@@ -133,7 +133,13 @@ pub(crate) fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         limit: None,
         early_stop: true,
     };
-    let outcome = super::run::with_progress(1.0, true, |p| run_job(&job, &config, p));
+    let outcome = super::run::with_progress(1.0, true, &location, |p, on_start| {
+        let hooks = sluice_engine::RunHooks {
+            on_start: Some(on_start),
+            ..Default::default()
+        };
+        sluice_engine::run_job_with(&job, &config, p, hooks)
+    });
     let _ = stop_tx.send(());
     let seen = mocks
         .join()

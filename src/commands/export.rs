@@ -9,11 +9,12 @@ use super::UsageError;
 use crate::cli::{ExportArgs, Format};
 
 pub(crate) fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
-    let mut store = args.store.store.open()?;
+    let location = super::existing_store(&args.store)?;
+    let mut store = location.open()?;
     let Some(run) = store.find_run(&args.run)? else {
         return Err(UsageError(format!(
-            "no run {:?} in {}; list runs with `sluice runs`",
-            args.run, args.store.store
+            "no run {:?} in {location}; list runs with `sluice runs`",
+            args.run
         ))
         .into());
     };
@@ -34,6 +35,7 @@ pub(crate) fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     };
     match &args.out {
         Some(out) => {
+            super::run::check_out(out, args.format.is_some(), &[])?;
             let written = super::run::write_atomically(&mut *store, &run.id, out, options)?;
             eprintln!("{written} items of {} → {}", run.id, out.display());
         }

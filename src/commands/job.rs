@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use sluice_engine::{run_job, run_job_with, JobConfig};
+use sluice_engine::{run_job_with, JobConfig, RunHooks, RunStart};
 
 use super::UsageError;
 use crate::cli::{RetryArgs, RunArgs};
@@ -24,8 +24,21 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let job = sluice_spec::load(Path::new(&args.input), &args.sets)?;
     super::plan::print_warnings(&job);
+    // A trial of the first units never replaces the job's results file.
+    let out = match args.limit {
+        Some(_) => args.out.clone(),
+        None => args.out.clone().or_else(|| job.output.path.clone()),
+    };
+    if let Some(out) = &out {
+        let mut inputs = vec![job.path.as_path()];
+        if let sluice_spec::InputSource::File { path, .. } = &job.input.source {
+            inputs.push(path.as_path());
+        }
+        super::run::check_out(out, false, &inputs)?;
+    }
+    let store = args.store.for_input(&args.input);
     let config = JobConfig {
-        store: args.store.store.clone(),
+        store: store.clone(),
         fresh: args.fresh,
         skip_bad: args.skip_bad,
         sets: args.sets.clone(),
@@ -34,49 +47,55 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         limit: args.limit,
         early_stop: !args.no_early_stop,
     };
-    if args.queue_only && !args.store.store.is_shared() {
+    if args.queue_only && !store.is_shared() {
         return Err(UsageError(
             "--queue-only needs a store workers can share: --store postgres://…".into(),
         )
         .into());
     }
     if args.queue_only {
-        let report = run_job(
+        let shown = store.clone();
+        let hooks = RunHooks {
+            on_start: Some(Box::new(move |start: &RunStart| {
+                eprintln!("{}", super::run::start_line(start, &shown));
+            })),
+            ..RunHooks::default()
+        };
+        let report = run_job_with(
             &job,
             &config,
             std::sync::Arc::new(sluice_engine::Progress::default()),
+            hooks,
         )?;
         eprintln!(
-            "sluice: run {} queued ({} units already done); start `sluice worker --store {}` to work it",
-            report.run_id, report.progress.skipped, args.store.store
+            "sluice: run {} queued ({} units already done); start `sluice worker --store {store}` to work it",
+            report.run_id, report.progress.skipped
         );
         if args.json {
-            println!(
+            outln!(
                 "{}",
                 serde_json::json!({"run": report.run_id, "queued": true})
             );
         }
         return Ok(ExitCode::SUCCESS);
     }
-    // A trial of the first units never replaces the job's results file.
-    let out = match args.limit {
-        Some(_) => args.out.clone(),
-        None => args.out.clone().or_else(|| job.output.path.clone()),
-    };
     super::run::check_include_item(&args, out.as_deref())?;
     let results = super::run::results_target(out.as_deref(), args.include_item)?;
     let (report, code, ending) = super::run::watched(
         super::run::Summary::of(&args),
         args.progress_interval,
         args.include_item,
+        &store,
         |p, hooks| run_job_with(&job, &config, p, hooks),
     )?;
-    super::run::deliver(&args.store.store, &report, results, ending)?;
+    super::run::deliver(&store, &report, results, ending)?;
     Ok(code)
 }
 
+/// Hooks that only announce the run's start.
 pub(crate) fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
-    let mut store = args.store.store.open()?;
+    let location = super::existing_store(&args.store)?;
+    let mut store = location.open()?;
     let Some(run) = store.find_run(&args.run)? else {
         return Err(UsageError(format!(
             "no run {:?}; list runs with `sluice runs`",
@@ -145,7 +164,7 @@ pub(crate) fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
             None => sluice_spec::load(Path::new(&job_path), &sets)?,
         };
         let config = JobConfig {
-            store: args.store.store.clone(),
+            store: location.clone(),
             fresh: false,
             skip_bad: run
                 .settings
@@ -165,9 +184,10 @@ pub(crate) fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
             .as_deref()
             .filter(|_| config.limit.is_none());
         let results = super::run::results_target(out, false)?;
-        let (report, code) =
-            super::run::with_progress(5.0, !args.json, |p| run_job(&job, &config, p))?;
-        super::run::deliver(&args.store.store, &report, results, ending(args.json))?;
+        let (report, code) = super::run::with_progress(5.0, !args.json, &location, |p, s| {
+            run_job_with(&job, &config, p, super::run::started(s))
+        })?;
+        super::run::deliver(&location, &report, results, ending(args.json))?;
         return Ok(code);
     }
     let input = setting("input")
@@ -186,7 +206,7 @@ pub(crate) fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
         retries: number("retries").unwrap_or(5) as u32,
         timeout: std::time::Duration::from_millis(number("timeout_ms").unwrap_or(60_000)),
         api_key_env: setting("api_key_env"),
-        store: args.store.store.clone(),
+        store: location.clone(),
         fresh: false,
         skip_bad: run
             .settings
@@ -200,9 +220,10 @@ pub(crate) fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
         },
         limit: number("limit"),
         early_stop: !args.no_early_stop,
+        lease: sluice_engine::DEFAULT_LEASE,
     };
     let (report, code) = super::run::execute(&config, 5.0, !args.json)?;
-    super::run::deliver(&args.store.store, &report, None, ending(args.json))?;
+    super::run::deliver(&location, &report, None, ending(args.json))?;
     Ok(code)
 }
 

@@ -2,7 +2,9 @@
 
 use std::process::ExitCode;
 
-use crate::cli::{Cli, Command};
+use sluice_store::StoreLocation;
+
+use crate::cli::{Cli, Command, StoreArg};
 
 mod bench;
 mod control;
@@ -22,6 +24,19 @@ mod worker;
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub(crate) struct UsageError(pub(crate) String);
+
+/// The store of a command about an existing run, or why there is none.
+pub(crate) fn existing_store(arg: &StoreArg) -> anyhow::Result<StoreLocation> {
+    arg.existing().ok_or_else(|| {
+        UsageError(
+            "no store here: no .sluice/sluice.db in this directory or any above it. A run \
+             keeps its store next to its job or input file (its first line names it): cd \
+             there, or pass --store PATH"
+                .into(),
+        )
+        .into()
+    })
+}
 
 /// Runs the chosen command; `Ok` carries the exit code.
 pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {

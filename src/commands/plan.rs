@@ -49,10 +49,10 @@ pub(crate) fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let _ = std::fs::remove_dir_all(&spool);
     let plan = plan?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&plan)?);
+        outln!("{}", serde_json::to_string_pretty(&plan)?);
     } else {
-        print!("{}", describe(&job, &plan, &args.input));
-        print!("{}", show(&plan.shown));
+        out!("{}", describe(&job, &plan, &args.input));
+        out!("{}", show(&plan.shown));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -120,10 +120,10 @@ fn quick(args: PlanArgs) -> anyhow::Result<ExitCode> {
     }
     let plan = sluice_engine::quick_plan(&cfg)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&plan)?);
+        outln!("{}", serde_json::to_string_pretty(&plan)?);
     } else {
-        print!("{}", describe_quick(&plan, &cfg));
-        print!("{}", show(&plan.shown));
+        out!("{}", describe_quick(&plan, &cfg));
+        out!("{}", show(&plan.shown));
     }
     Ok(ExitCode::SUCCESS)
 }

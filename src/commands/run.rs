@@ -2,19 +2,19 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use sluice_engine::{
-    run_quick, run_quick_with, ExportFormat, ExportOptions, InputSource, Progress, QuickConfig,
-    RunHooks, RunReport,
+    run_quick_with, ExportFormat, ExportOptions, InputSource, Progress, QuickConfig, RunHooks,
+    RunReport, RunStart, StartHook,
 };
 use sluice_limit::Backoff;
 use sluice_store::{Store, StoreLocation};
 
 use super::UsageError;
 use crate::cli::RunArgs;
-use crate::display::{self, ProgressDisplay};
+use crate::display::{self, fmt_count, ProgressDisplay};
 
 pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(problem) = args.name.as_deref().and_then(sluice_spec::name_problem) {
@@ -38,6 +38,19 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let conventions = super::openai::Conventions::resolve(&args)?;
     let url = conventions.url.clone();
+    if args.backoff_base > args.backoff_cap {
+        return Err(UsageError(format!(
+            "--backoff-base {} is above --backoff-cap {}: the first retry delay cannot exceed the longest; lower the base or raise the cap",
+            humantime::format_duration(args.backoff_base),
+            humantime::format_duration(args.backoff_cap)
+        ))
+        .into());
+    }
+    if let Some(out) = &args.out {
+        let input = (args.input != "-").then(|| Path::new(&args.input));
+        check_out(out, false, input.as_slice())?;
+    }
+    let store = args.store.for_input(&args.input);
     let config = QuickConfig {
         input: if args.input == "-" {
             InputSource::Stdin
@@ -52,7 +65,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         retries: args.retries,
         timeout: args.timeout,
         api_key_env: conventions.api_key_env.clone(),
-        store: args.store.store.clone(),
+        store: store.clone(),
         fresh: args.fresh,
         skip_bad: args.skip_bad,
         name: args.name.clone(),
@@ -60,6 +73,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             base_ms: args.backoff_base.as_millis() as u64,
             cap_ms: args.backoff_cap.as_millis() as u64,
         },
+        lease: args.lease,
         limit: args.limit,
         early_stop: !args.no_early_stop,
     };
@@ -72,9 +86,10 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Summary::of(&args),
         args.progress_interval,
         args.include_item,
+        &store,
         |p, hooks| run_quick_with(&config, p, hooks),
     )?;
-    deliver(&args.store.store, &report, out, ending)?;
+    deliver(&store, &report, out, ending)?;
     Ok(code)
 }
 
@@ -115,13 +130,15 @@ pub(crate) fn watched(
     summary: Summary,
     progress_interval: f64,
     include_item: bool,
+    store: &StoreLocation,
     work: impl FnOnce(Arc<Progress>, RunHooks) -> sluice_engine::Result<RunReport>,
 ) -> anyhow::Result<(RunReport, ExitCode, Ending)> {
     match summary {
         Summary::Text | Summary::Json => {
             let text = summary == Summary::Text;
-            let (report, code) =
-                with_progress(progress_interval, text, |p| work(p, RunHooks::default()))?;
+            let (report, code) = with_progress(progress_interval, text, store, |p, on_start| {
+                work(p, started(on_start))
+            })?;
             let ending = if text { Ending::Text } else { Ending::Json };
             Ok((report, code, ending))
         }
@@ -129,15 +146,24 @@ pub(crate) fn watched(
             let interval = std::time::Duration::from_secs_f64(progress_interval.max(0.0));
             let mut stream = None;
             // Plain progress lines would only repeat the events on stderr.
-            let (report, code) = with_progress(0.0, false, |p| {
+            let (report, code) = with_progress(0.0, false, store, |p, on_start| {
                 let events = crate::events::EventStream::start(p.clone(), interval);
-                let hooks = events.hooks(include_item);
+                let mut hooks = events.hooks(include_item);
+                hooks.on_start = Some(on_start);
                 stream = Some(events);
                 work(p, hooks)
             })?;
             let ending = stream.map_or(Ending::Json, Ending::Events);
             Ok((report, code, ending))
         }
+    }
+}
+
+/// Hooks that only tell `on_start` of the run.
+pub(crate) fn started(on_start: StartHook) -> RunHooks {
+    RunHooks {
+        on_start: Some(on_start),
+        ..RunHooks::default()
     }
 }
 
@@ -184,22 +210,44 @@ pub(crate) fn execute(
     progress_interval: f64,
     summary_on_stderr: bool,
 ) -> anyhow::Result<(RunReport, ExitCode)> {
-    with_progress(progress_interval, summary_on_stderr, |p| {
-        run_quick(config, p)
-    })
+    with_progress(
+        progress_interval,
+        summary_on_stderr,
+        &config.store,
+        |p, on_start| run_quick_with(config, p, started(on_start)),
+    )
 }
 
-/// Runs `work` with live progress on stderr, then prints the summary and
-/// picks the exit code.
+/// Runs `work` with the start line and live progress on stderr, then prints
+/// the summary and picks the exit code. `work` calls the hook it is given
+/// once the run is open: it prints the start line and starts the progress
+/// display (after the line, so a live bar does not garble it).
 pub(crate) fn with_progress(
     progress_interval: f64,
     summary_on_stderr: bool,
-    work: impl FnOnce(Arc<Progress>) -> sluice_engine::Result<RunReport>,
+    store: &StoreLocation,
+    work: impl FnOnce(Arc<Progress>, StartHook) -> sluice_engine::Result<RunReport>,
 ) -> anyhow::Result<(RunReport, ExitCode)> {
     let progress = Arc::new(Progress::default());
-    let display = ProgressDisplay::start(progress.clone(), progress_interval);
-    let result = work(progress);
-    display.finish();
+    let display: Arc<Mutex<Option<ProgressDisplay>>> = Arc::default();
+    let on_start: StartHook = {
+        let (progress, display, store) = (progress.clone(), display.clone(), store.clone());
+        Box::new(move |start: &RunStart| {
+            eprintln!("{}", start_line(start, &store));
+            if start.total == 0 {
+                eprintln!(
+                    "sluice: warning: {} holds no items (is it empty?); nothing to send",
+                    start.input
+                );
+            }
+            let shown = ProgressDisplay::start(progress, progress_interval);
+            *display.lock().unwrap_or_else(|e| e.into_inner()) = Some(shown);
+        })
+    };
+    let result = work(progress, on_start);
+    if let Some(shown) = display.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        shown.finish();
+    }
     let report = result?;
     if summary_on_stderr {
         eprint!("{}", display::summary(&report));
@@ -215,7 +263,31 @@ pub(crate) fn with_progress(
     Ok((report, code))
 }
 
-/// Writes the results (to `out`, else stdout) and the JSON summary.
+/// `sluice: new run NAME · store PATH` or `sluice: resuming NAME: N done, M
+/// to send · store PATH`.
+pub(crate) fn start_line(start: &RunStart, store: &StoreLocation) -> String {
+    let what = if start.resumed {
+        format!(
+            "resuming {}: {} done, {} to send",
+            start.run_id,
+            fmt_count(start.done),
+            fmt_count(start.to_send())
+        )
+    } else {
+        format!("new run {}", start.run_id)
+    };
+    let took_over = match &start.took_over {
+        Some((host, pid)) => {
+            format!(" · took it over from pid {pid} on {host}, which is gone")
+        }
+        None => String::new(),
+    };
+    format!("sluice: {what} · store {store}{took_over}")
+}
+
+/// Writes the results (to `out`, else stdout) and the JSON summary, if the
+/// run reached its end: a run that did not leaves an existing `out` as it
+/// was and says how to export what it has.
 pub(crate) fn deliver(
     location: &StoreLocation,
     report: &RunReport,
@@ -224,14 +296,43 @@ pub(crate) fn deliver(
 ) -> anyhow::Result<()> {
     let json = !matches!(ending, Ending::Text);
     let mut store = location.open()?;
-    if let Some(file) = out {
-        let written = write_atomically(&mut *store, &report.run_id, file.path, file.options)?;
+    let counts = store.counts(&report.run_id)?;
+    let total = store
+        .find_run(&report.run_id)?
+        .and_then(|r| r.total)
+        .unwrap_or(0);
+    let pending = total.saturating_sub(counts.done + counts.failed);
+    let complete = !report.interrupted && pending == 0;
+    let mut written = None;
+    if !complete {
+        if !json {
+            let export = format!(
+                "sluice export {}{}{}",
+                report.run_id,
+                out.map(|o| format!(" --out {}", o.path.display()))
+                    .unwrap_or_default(),
+                store_flag(location)
+            );
+            let kept = match out {
+                Some(o) if o.path.exists() => format!("{} is left as it was", o.path.display()),
+                Some(o) => format!("{} is not written", o.path.display()),
+                None => "results are not printed".into(),
+            };
+            eprintln!(
+                "  results    the run did not finish ({} pending): {kept}; run the same \
+                 command again to finish it, or `{export}` for what is done so far",
+                fmt_count(pending)
+            );
+        }
+    } else if let Some(file) = out {
+        let lines = write_atomically(&mut *store, &report.run_id, file.path, file.options)?;
+        written = Some(file.path);
         if !json {
             let unit = match file.options.format {
                 ExportFormat::Jsonl => "lines",
                 ExportFormat::Csv | ExportFormat::Parquet => "rows",
             };
-            eprintln!("  results    {written} {unit} → {}", file.path.display());
+            eprintln!("  results    {lines} {unit} → {}", file.path.display());
         }
     } else if !json {
         let mut stdout = std::io::BufWriter::new(std::io::stdout());
@@ -244,7 +345,6 @@ pub(crate) fn deliver(
         std::io::Write::flush(&mut stdout).context("writing results to stdout")?;
     }
     if json {
-        let counts = store.counts(&report.run_id)?;
         let value = serde_json::json!({
             "run": report.run_id,
             "resumed": report.resumed,
@@ -252,15 +352,73 @@ pub(crate) fn deliver(
             "this_run": report.progress,
             "breakers": report.breakers,
             "recorded": counts,
+            "pending": pending,
             "notes": report.notes,
-            "out": out.map(|f| f.path.display().to_string()),
+            "out": written.map(|p| p.display().to_string()),
         });
         match ending {
             Ending::Events(events) => events.finish(value),
-            _ => println!("{value}"),
+            _ => outln!("{value}"),
         }
     }
     Ok(())
+}
+
+/// ` --store LOCATION`, unless the current directory finds that store by
+/// itself.
+pub(crate) fn store_flag(location: &StoreLocation) -> String {
+    let same = |a: &Path, b: &Path| match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    match (location.sqlite_path(), crate::locate::nearest_here()) {
+        (Some(path), Some(here)) if here.sqlite_path().is_some_and(|h| same(h, path)) => {
+            String::new()
+        }
+        _ => format!(" --store {location}"),
+    }
+}
+
+/// Refuses a results file that would replace an input, is a directory, or
+/// whose extension names no format (unless `format_given`), before
+/// anything is sent.
+pub(crate) fn check_out(out: &Path, format_given: bool, inputs: &[&Path]) -> anyhow::Result<()> {
+    let shown = out.display();
+    let ends_in_slash = out.as_os_str().to_string_lossy().ends_with('/');
+    if out.is_dir() || ends_in_slash {
+        return Err(UsageError(format!(
+            "--out {shown} is a directory; give a file name, e.g. {}",
+            out.join("results.jsonl").display()
+        ))
+        .into());
+    }
+    if !format_given {
+        ExportFormat::from_path(out).map_err(|e| UsageError(format!("--out {e}")))?;
+    }
+    let target = same_file_key(out);
+    for input in inputs {
+        if target.is_some() && same_file_key(input) == target {
+            return Err(UsageError(format!(
+                "--out {shown} is the input {}: writing results there would replace it; choose another file",
+                input.display()
+            ))
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// A path's canonical form, for a file that may not exist yet (its
+/// directory's canonical form and its name).
+fn same_file_key(path: &Path) -> Option<PathBuf> {
+    if let Ok(real) = std::fs::canonicalize(path) {
+        return Some(real);
+    }
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    Some(std::fs::canonicalize(dir).ok()?.join(path.file_name()?))
 }
 
 /// Exports to a temporary file beside `out` and renames it into place, so a
@@ -285,10 +443,20 @@ pub(crate) fn write_atomically(
     let file =
         std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let mut writer = std::io::BufWriter::new(file);
-    let written = sluice_engine::export_with(store, run_id, options, &mut writer)?;
+    let exported = sluice_engine::export_with(store, run_id, options, &mut writer)
+        .map_err(anyhow::Error::from)
+        .and_then(|n| {
+            writer.into_inner().context("flushing results")?;
+            Ok(n)
+        });
     // No fsync: the store is the durable copy and `sluice export` rewrites this
     // file from it; the rename alone keeps a killed process from leaving half a file.
-    writer.into_inner().context("flushing results")?;
-    std::fs::rename(&tmp, out).with_context(|| format!("renaming into {}", out.display()))?;
-    Ok(written)
+    let renamed = exported.and_then(|n| {
+        std::fs::rename(&tmp, out).with_context(|| format!("renaming into {}", out.display()))?;
+        Ok(n)
+    });
+    if renamed.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    renamed
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sluice_server::{AppState, JobPolicy, ServerConfig};
+use sluice_store::StoreLocation;
 
 use super::UsageError;
 use crate::cli::ServeArgs;
@@ -34,7 +35,8 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         ))
     })?;
     let token = token(&args, addr)?;
-    let mut config = ServerConfig::new(args.store.store.clone());
+    let location = args.store.here();
+    let mut config = ServerConfig::new(location.clone());
     config.token = token.value.clone();
     config.max_submit_bytes = args.max_body;
     config.jobs = policy(&args)?;
@@ -51,10 +53,9 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     // A store that cannot be opened stops the server now, not every request later.
     drop(
-        args.store
-            .store
+        location
             .open()
-            .with_context(|| format!("opening the store {}", args.store.store))?,
+            .with_context(|| format!("opening the store {location}"))?,
     );
     raise_open_files_limit();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -69,8 +70,8 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let local = listener.local_addr()?;
         config.bound = Some(local);
         // The first line on stdout is the address (tests and scripts read it).
-        println!("listening on {local}");
-        announce(local, &token, &args);
+        outln!("listening on {local}");
+        announce(local, &token, &args, &location);
         let shutdown = async {
             stop_signal().await;
             eprintln!("sluice serve: stopping; running runs end interrupted (resume them later)");
@@ -158,8 +159,7 @@ fn positive(n: usize, flag: &str) -> anyhow::Result<usize> {
 /// Where the dashboard and the API are, on stderr: a generated token is
 /// shown once, in the dashboard's URL (the page then keeps it in a cookie
 /// and drops it from the address bar); one from the environment is not.
-fn announce(local: SocketAddr, token: &Token, args: &ServeArgs) {
-    let store = &args.store.store;
+fn announce(local: SocketAddr, token: &Token, args: &ServeArgs, store: &StoreLocation) {
     match (&token.value, token.generated) {
         (Some(t), true) => eprintln!(
             "sluice serve: dashboard at http://{local}/?token={t}\n  (open it once: the page keeps the token in a cookie; API clients send Authorization: Bearer <that token>, or start the server with {TOKEN_ENV} set to one of yours)"

@@ -11,7 +11,8 @@ use crate::display::{fmt_count, fmt_duration, fmt_time};
 use sluice_engine::worker_state;
 
 pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let mut store = args.store.store.open()?;
+    let location = super::existing_store(&args.store)?;
+    let mut store = location.open()?;
     let run = match &args.run {
         Some(key) => store
             .find_run(key)?
@@ -20,8 +21,7 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             Some(summary) => summary.run,
             None => {
                 return Err(UsageError(format!(
-                    "no runs in {} yet; start one with `sluice run`",
-                    args.store.store
+                    "no runs in {location} yet; start one with `sluice run`"
                 ))
                 .into())
             }
@@ -79,10 +79,10 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             "offload": run.settings.get("offload"),
             "batches": batches,
         });
-        println!("{value}");
+        outln!("{value}");
         return Ok(ExitCode::SUCCESS);
     }
-    println!("run        {} ({shown})", run.id);
+    outln!("run        {} ({shown})", run.id);
     if let Some(c) = control.as_ref().filter(|c| c.state != ControlState::Run) {
         let asked = match c.state {
             ControlState::Pause => "paused",
@@ -105,44 +105,44 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
                 live.len()
             )
         };
-        println!(
+        outln!(
             "control    {asked} by {} at {}{how_far}",
             c.by,
             fmt_time(c.at)
         );
     }
     if let Some(input) = run.settings.get("input").and_then(|v| v.as_str()) {
-        println!("input      {input}");
+        outln!("input      {input}");
     }
     if let Some(url) = run.settings.get("url").and_then(|v| v.as_str()) {
-        println!("url        {url}");
+        outln!("url        {url}");
     }
-    println!("created    {}", fmt_time(run.created_at));
-    println!(
+    outln!("created    {}", fmt_time(run.created_at));
+    outln!(
         "items      {} total · {} done · {} failed · {} pending",
         run.total.map(fmt_count).unwrap_or_else(|| "?".into()),
         fmt_count(counts.done),
         fmt_count(counts.failed),
         pending.map(fmt_count).unwrap_or_else(|| "?".into()),
     );
-    println!(
+    outln!(
         "calls      {} attempts · {} retries · {} × 429",
         fmt_count(counts.attempts),
         fmt_count(counts.retries),
         fmt_count(counts.throttled)
     );
-    println!(
+    outln!(
         "tokens     {} prompt · {} completion",
         fmt_count(counts.prompt_tokens),
         fmt_count(counts.completion_tokens)
     );
     if let Some(usd) = run.settings.get("spent_usd").and_then(|v| v.as_f64()) {
-        println!("spent      ${usd:.4} (priced providers)");
+        outln!("spent      ${usd:.4} (priced providers)");
     }
     if let (Some(first), Some(last)) = (counts.first_started_at, counts.last_finished_at) {
         let span = (last - first).max(1) as f64 / 1000.0;
         let finished = counts.done + counts.failed;
-        println!(
+        outln!(
             "rate       {:.1} items/s over {} · mean latency {} ms",
             finished as f64 / span,
             fmt_duration(std::time::Duration::from_secs_f64(span)),
@@ -150,7 +150,7 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         );
     }
     if let Some(q) = queue {
-        println!(
+        outln!(
             "queue      {} queued · {} leased to workers{}{}",
             fmt_count(q.queued),
             fmt_count(q.leased),
@@ -171,24 +171,24 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             let text = |k: &str| o.get(k).and_then(|v| v.as_str()).unwrap_or("?");
             match text("configured") {
                 "live" => {}
-                "auto" => println!(
+                "auto" => outln!(
                     "offload    {name}: auto chose {}: {}",
                     text("mode"),
                     text("reason")
                 ),
                 _ if text("mode") == "live" => {
-                    println!("offload    {name}: live: {}", text("reason"))
+                    outln!("offload    {name}: live: {}", text("reason"))
                 }
-                _ => println!("offload    {name}: batch API (mode = \"batch\")"),
+                _ => outln!("offload    {name}: batch API (mode = \"batch\")"),
             }
         }
     }
     if !batches.is_empty() {
-        println!("batches");
+        outln!("batches");
         for b in &batches {
             let text = |k: &str| b.get(k).and_then(|v| v.as_str()).unwrap_or("-");
             let n = |k: &str| b.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
-            println!(
+            outln!(
                 "  {} #{:<4} {:<28} {:<12} {} requests · {} succeeded · {} errored · {} expired",
                 text("provider"),
                 n("seq"),
@@ -207,10 +207,10 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         println!("{line}");
     }
     if !workers.is_empty() {
-        println!("workers");
+        outln!("workers");
         for w in &workers {
             let ago = std::time::Duration::from_millis((now - w.beat_at).max(0) as u64);
-            println!(
+            outln!(
                 "  {}  pid {:<7} {:<8} {:>5} in flight · last beat {} ago",
                 w.host,
                 w.pid,
@@ -221,9 +221,9 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if !groups.is_empty() {
-        println!("errors     by cause (step · code · message; reply text and ids left out)");
+        outln!("errors     by cause (step · code · message; reply text and ids left out)");
         for line in crate::display::error_group_lines(&groups, "") {
-            print!("{line}");
+            out!("{line}");
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -280,23 +280,30 @@ fn limit_lines(workers: &[sluice_store::WorkerBeat], now: i64) -> Vec<String> {
 }
 
 pub(crate) fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
-    let mut store = args.store.store.open()?;
+    let location = super::existing_store(&args.store)?;
+    let mut store = location.open()?;
     let runs = store.list_runs()?;
     if args.json {
-        println!("{}", serde_json::to_string(&runs)?);
+        outln!("{}", serde_json::to_string(&runs)?);
         return Ok(ExitCode::SUCCESS);
     }
     if runs.is_empty() {
-        eprintln!("no runs in {}", args.store.store);
+        eprintln!("no runs in {location}");
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "{:<28} {:<12} {:<20} {:>10} {:>10} {:>8} {:>10}",
-        "RUN", "STATE", "CREATED", "TOTAL", "DONE", "FAILED", "PENDING"
+        "RUN",
+        "STATE",
+        "CREATED",
+        "TOTAL",
+        "DONE",
+        "FAILED",
+        "PENDING"
     );
     for summary in runs {
         let pending = pending(&summary.run, &summary.counts);
-        println!(
+        outln!(
             "{:<28} {:<12} {:<20} {:>10} {:>10} {:>8} {:>10}",
             summary.run.id,
             summary.run.state,

@@ -9,7 +9,7 @@ use crate::display::fmt_count;
 
 pub(crate) fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let cfg = WorkerConfig {
-        store: args.store.store.clone(),
+        store: args.store.here(),
         run: args.run.clone(),
         exit_when_idle: args.exit_when_idle,
         lease: args.lease,

@@ -86,10 +86,11 @@ fn status_json(s: &Scratch, store: &Path, run: &str) -> Value {
 #[test]
 fn a_full_store_stops_sending_at_once_and_keeps_what_it_recorded() {
     let s = Scratch::new();
-    let Some(fs) = Tmpfs::mount(&s.path("small"), "320k") else {
+    let Some(fs) = Tmpfs::mount(&s.path("small"), "1m") else {
         return;
     };
-    // Large answers fill the store after a few dozen results.
+    // Large answers fill the store after a few dozen results (1 MB: the
+    // input list of 3,000 lines, written before anything is sent, fits).
     let mock = Mock::start(&["--latency-ms", "20", "--completion-tokens", "400"]);
     let n = 3_000;
     let concurrency = 8;
@@ -146,7 +147,7 @@ fn a_full_store_stops_sending_at_once_and_keeps_what_it_recorded() {
 #[test]
 fn a_full_store_stops_a_job_run_at_once_too() {
     let s = Scratch::new();
-    let Some(fs) = Tmpfs::mount(&s.path("small"), "320k") else {
+    let Some(fs) = Tmpfs::mount(&s.path("small"), "1m") else {
         return;
     };
     let mock = Mock::start(&["--latency-ms", "20", "--completion-tokens", "400"]);

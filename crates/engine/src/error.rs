@@ -47,6 +47,9 @@ pub enum Error {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] sluice_store::Error),
+    /// Another process executes the run (it holds the run's lease).
+    #[error("{0}")]
+    Busy(Box<Busy>),
     /// The store stopped recording in the middle of a run: sending stopped
     /// at once, and what was committed before stays.
     #[error(
@@ -87,6 +90,7 @@ impl Error {
                 | Error::Templates(_)
                 | Error::Unreachable { .. }
                 | Error::Read { .. }
+                | Error::Busy(_)
         )
     }
 }
@@ -103,5 +107,43 @@ fn more_errors(others: u64) -> String {
     match others {
         0 => " (nothing was sent; fix the line, or pass --skip-bad to record it as failed and run the rest)".to_string(),
         n => format!(" (and {n} more bad line{}; nothing was sent; fix them, or pass --skip-bad to record them as failed and run the rest)", if n == 1 { "" } else { "s" }),
+    }
+}
+
+/// Why a second process may not execute a run now.
+#[derive(Debug)]
+pub struct Busy {
+    /// The run being executed, if it exists yet.
+    pub run: Option<String>,
+    /// The live lease.
+    pub lease: sluice_store::Lease,
+    /// This process's lease time-to-live (what the holder's would be too).
+    pub ttl: std::time::Duration,
+    /// The store, for the commands the message suggests.
+    pub store: String,
+}
+
+impl std::fmt::Display for Busy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let h = &self.lease.holder;
+        let secs = |ms: i64| format!("{:.1} s", ms.max(0) as f64 / 1000.0);
+        let run = self.run.as_deref().unwrap_or("this input");
+        let name = self.run.as_deref().unwrap_or("RUN");
+        write!(
+            f,
+            "{run} is being executed by pid {} on {} (for {}, last heartbeat {} ago); nothing \
+             was sent. Wait for it to end (`sluice status {name} --store {store}` shows its \
+             progress) or stop it (`sluice cancel {name} --store {store}`). If that process \
+             crashed, run this again once its hold lapses, {} after its last heartbeat (in {}); \
+             on {} a dead process is noticed at once",
+            h.pid,
+            h.host,
+            secs(self.lease.now - self.lease.acquired_at),
+            secs(self.lease.now - self.lease.renewed_at),
+            secs(self.ttl.as_millis() as i64),
+            secs(self.lease.expires_at - self.lease.now),
+            h.host,
+            store = self.store,
+        )
     }
 }

@@ -12,7 +12,7 @@ use std::io::Write;
 use std::path::Path;
 
 use serde_json::value::RawValue;
-use sluice_store::{ItemRecord, ItemStatus, Store};
+use sluice_store::{ItemRecord, ItemStatus, Output, Store};
 
 use crate::error::{Error, Result};
 use table::{Cell, Flatten};
@@ -29,17 +29,17 @@ pub enum ExportFormat {
 }
 
 impl ExportFormat {
-    /// The format a file name's extension names: `.jsonl` (or `.ndjson`),
-    /// `.csv`, `.parquet`. Anything else is refused with what to use, so a
+    /// The format a file name's extension names: `.jsonl` (or `.ndjson`,
+    /// `.json`: JSON lines), `.csv`, `.parquet`. Anything else is refused with what to use, so a
     /// typo never writes JSONL under a name that promises another format.
     pub fn from_path(path: &Path) -> std::result::Result<ExportFormat, String> {
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
         match ext.to_ascii_lowercase().as_str() {
-            "jsonl" | "ndjson" => Ok(ExportFormat::Jsonl),
+            "jsonl" | "ndjson" | "json" => Ok(ExportFormat::Jsonl),
             "csv" => Ok(ExportFormat::Csv),
             "parquet" => Ok(ExportFormat::Parquet),
             _ => Err(format!(
-                "{}: unknown results format {}; name the file .jsonl, .csv or .parquet (or give --format)",
+                "{}: unknown results format {}; name the file .jsonl or .json (JSON lines), .csv or .parquet (or give --format)",
                 path.display(),
                 if ext.is_empty() {
                     "(no extension)".to_string()
@@ -67,13 +67,21 @@ pub struct ExportOptions {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Quick mode's JSONL: one Batch API output line per item, in input order.
+/// Quick mode's JSONL: one Batch API output line per item of its input, in
+/// input order (`pending` where it has no outcome for its current request),
+/// or for a run without an input list one per recorded item.
 pub(crate) fn write_lines(store: &mut dyn Store, run_id: &str, out: &mut dyn Write) -> Result<u64> {
     let mut count = 0u64;
     let mut io_error: Option<std::io::Error> = None;
-    let result = store.for_each_item(run_id, &mut |item| {
+    let result = store.for_each_output(run_id, &mut |output| {
         count += 1;
-        write_output_line(&mut *out, run_id, &item).map_err(|e| {
+        let written = match &output {
+            Output::Recorded(item) => write_output_line(&mut *out, run_id, item),
+            Output::Pending { item_id, idx } => {
+                write_pending_line(&mut *out, run_id, item_id, *idx)
+            }
+        };
+        written.map_err(|e| {
             let boxed: BoxError = e.to_string().into();
             io_error = Some(e);
             boxed
@@ -95,21 +103,29 @@ pub(crate) fn write_table(
     format: ExportFormat,
     out: &mut (dyn Write + Send),
 ) -> Result<u64> {
-    store.for_each_item(run_id, &mut |item| {
-        table.observe(&item);
+    store.for_each_output(run_id, &mut |output| {
+        if let Output::Recorded(item) = &output {
+            table.observe(item);
+        }
         Ok(())
     })?;
     let columns = table.columns();
     let mut count = 0u64;
     let mut cells: Vec<Cell> = Vec::with_capacity(columns.len());
+    let mut fill = |output: &Output, cells: &mut Vec<Cell>| {
+        count += 1;
+        cells.clear();
+        match output {
+            Output::Recorded(item) => table.row(item, cells),
+            Output::Pending { item_id, .. } => pending_cells(&columns, item_id, cells),
+        }
+    };
     match format {
         ExportFormat::Parquet => {
             let mut sink = parquet::ParquetSink::new(&mut *out, &columns)?;
             let mut failure: Option<Error> = None;
-            let result = store.for_each_item(run_id, &mut |item| {
-                count += 1;
-                cells.clear();
-                table.row(&item, &mut cells);
+            let result = store.for_each_output(run_id, &mut |output| {
+                fill(&output, &mut cells);
                 sink.push(&cells).map_err(|e| {
                     let boxed: BoxError = e.to_string().into();
                     failure = Some(e);
@@ -123,10 +139,8 @@ pub(crate) fn write_table(
             sink.finish()?;
         }
         ExportFormat::Jsonl => {
-            let result = store.for_each_item(run_id, &mut |item| {
-                count += 1;
-                cells.clear();
-                table.row(&item, &mut cells);
+            let result = store.for_each_output(run_id, &mut |output| {
+                fill(&output, &mut cells);
                 write_flat(&mut *out, &columns, &cells).map_err(|e| Box::new(e) as BoxError)
             });
             result?;
@@ -136,10 +150,8 @@ pub(crate) fn write_table(
             writer
                 .write_record(columns.iter().map(|c| c.name.as_str()))
                 .map_err(csv_error)?;
-            let result = store.for_each_item(run_id, &mut |item| {
-                count += 1;
-                cells.clear();
-                table.row(&item, &mut cells);
+            let result = store.for_each_output(run_id, &mut |output| {
+                fill(&output, &mut cells);
                 writer
                     .write_record(cells.iter().map(Cell::to_csv))
                     .map_err(|e| Box::new(e) as BoxError)
@@ -149,6 +161,20 @@ pub(crate) fn write_table(
         }
     }
     Ok(count)
+}
+
+/// The row of an item with no outcome yet: its id in the first column,
+/// `pending` as its status and error, the rest empty (never an earlier
+/// error: a rerun sends it again).
+fn pending_cells(columns: &[table::Column], item_id: &str, cells: &mut Vec<Cell>) {
+    for (i, column) in columns.iter().enumerate() {
+        cells.push(match column.name.as_str() {
+            _ if i == 0 => Cell::Str(item_id.to_owned()),
+            "status" => Cell::Str("pending".into()),
+            "error" => Cell::Str(format!("pending: {PENDING_MESSAGE}")),
+            _ => Cell::Null,
+        });
+    }
 }
 
 /// One row as a JSON object, keys in column order (a `serde_json::Map`
@@ -243,6 +269,26 @@ pub(crate) fn write_output_line(
         out.write_all(metadata.as_bytes())?;
     }
     out.write_all(b"}\n")
+}
+
+/// What a pending item's line and row say.
+pub(crate) const PENDING_MESSAGE: &str =
+    "not sent yet (the run did not finish): run it again to send it";
+
+/// The line of an item with no outcome yet: no response, error `pending`.
+fn write_pending_line(
+    out: &mut dyn Write,
+    run_id: &str,
+    item_id: &str,
+    idx: u64,
+) -> std::io::Result<()> {
+    let line = serde_json::json!({
+        "id": format!("{run_id}-{idx}"),
+        "custom_id": item_id,
+        "response": null,
+        "error": {"code": "pending", "message": PENDING_MESSAGE},
+    });
+    writeln!(out, "{line}")
 }
 
 #[cfg(test)]

@@ -68,6 +68,10 @@ struct LineKeys<'a> {
     body: Option<&'a RawValue>,
     #[serde(borrow, default)]
     metadata: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    method: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    url: Option<&'a RawValue>,
 }
 
 /// A Batch API request line; unknown keys are rejected so a typo is not ignored.
@@ -249,6 +253,18 @@ pub(crate) fn parse_line(text: &str, line: u64) -> std::result::Result<Request, 
     let keys: LineKeys =
         serde_json::from_str(trimmed).map_err(|e| bad(None, format!("invalid JSON: {e}")))?;
     let batch = keys.body.is_some();
+    if !batch && (keys.method.is_some() || keys.url.is_some()) {
+        // A Batch API line without its body would be sent as a bare body:
+        // the line itself, `url` and `method` included.
+        let key = if keys.url.is_some() { "url" } else { "method" };
+        return Err(bad(
+            None,
+            format!(
+                "a Batch API line (it has \"{key}\") needs a \"body\" holding the request; \
+                 add it, or remove \"url\" and \"method\" to send the line itself"
+            ),
+        ));
+    }
     let ours = keys.custom_id.is_some() || keys.metadata.is_some();
     let (custom_id, path, body, metadata) = if batch {
         let parsed: BatchLine = serde_json::from_str(trimmed)
@@ -328,9 +344,12 @@ pub(crate) fn parse_line(text: &str, line: u64) -> std::result::Result<Request, 
 pub(crate) struct LineReader {
     reader: BufReader<File>,
     line: u64,
-    buf: String,
+    buf: Vec<u8>,
     path: PathBuf,
 }
+
+/// A UTF-8 byte order mark, which some editors put at the start of a file.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 impl LineReader {
     pub(crate) fn open(path: &Path) -> Result<LineReader> {
@@ -341,18 +360,22 @@ impl LineReader {
         Ok(LineReader {
             reader: BufReader::with_capacity(256 * 1024, file),
             line: 0,
-            buf: String::new(),
+            buf: Vec::new(),
             path: path.to_path_buf(),
         })
     }
 
-    /// The next non-blank line and its number, or `None` at the end.
-    pub(crate) fn next_line(&mut self) -> Result<Option<(u64, &str)>> {
-        loop {
+    /// The next non-blank line and its number, or `None` at the end. A line
+    /// that is not UTF-8 is a bad line (with its number), not the end of
+    /// the file; a byte order mark before the first line is skipped.
+    pub(crate) fn next_line(
+        &mut self,
+    ) -> Result<Option<(u64, std::result::Result<&str, BadLine>)>> {
+        let start = loop {
             self.buf.clear();
             let n = self
                 .reader
-                .read_line(&mut self.buf)
+                .read_until(b'\n', &mut self.buf)
                 .map_err(|source| Error::Read {
                     path: self.path.clone(),
                     source,
@@ -361,10 +384,57 @@ impl LineReader {
                 return Ok(None);
             }
             self.line += 1;
-            if !self.buf.trim().is_empty() {
-                return Ok(Some((self.line, self.buf.as_str())));
+            let start = if self.line == 1 && self.buf.starts_with(BOM) {
+                BOM.len()
+            } else {
+                0
+            };
+            let blank = std::str::from_utf8(&self.buf[start..]).is_ok_and(|t| t.trim().is_empty());
+            if !blank {
+                break start;
+            }
+        };
+        match std::str::from_utf8(&self.buf[start..]) {
+            Ok(text) => Ok(Some((self.line, Ok(text)))),
+            Err(e) => {
+                let bad = BadLine {
+                    line: self.line,
+                    custom_id: None,
+                    message: format!(
+                        "not valid UTF-8 (at byte {} of the line); save the file as UTF-8",
+                        e.valid_up_to() + 1
+                    ),
+                };
+                Ok(Some((self.line, Err(bad))))
             }
         }
+    }
+
+    /// The next non-blank line as a request, or why it cannot be one
+    /// (including a repeated id: `duplicates` holds those lines, sorted).
+    pub(crate) fn next_entry(
+        &mut self,
+        duplicates: &[u64],
+        base_url: bool,
+    ) -> Result<Option<std::result::Result<Request, BadLine>>> {
+        let Some((line, text)) = self.next_line()? else {
+            return Ok(None);
+        };
+        Ok(Some(
+            text.and_then(|text| parse_line(text, line))
+                .and_then(|r| routable(r, base_url))
+                .and_then(|r| {
+                    if duplicates.binary_search(&line).is_ok() {
+                        Err(BadLine {
+                            line,
+                            custom_id: r.custom_id,
+                            message: format!("custom_id {:?} repeats an earlier line", r.item_id),
+                        })
+                    } else {
+                        Ok(r)
+                    }
+                }),
+        ))
     }
 }
 
@@ -378,6 +448,12 @@ pub(crate) struct Survey {
     pub(crate) bad_count: u64,
     /// Line numbers whose id repeats an earlier line's.
     pub(crate) duplicate_lines: Vec<u64>,
+    /// A hash of every non-blank line with its number: the same for the same
+    /// input, so an unchanged file's input list need not be written again.
+    pub(crate) fingerprint: u64,
+    /// The URL is a base URL: bodies go where their shape says
+    /// ([`routable`]).
+    pub(crate) base_url: bool,
 }
 
 /// Reads the whole input once before anything is sent: counts items, finds
@@ -390,9 +466,18 @@ pub(crate) fn survey(path: &Path, base_url: bool) -> Result<Survey> {
     let mut reader = LineReader::open(path)?;
     let mut survey = Survey::default();
     let mut seen = std::collections::HashSet::<u64>::new();
+    let mut fingerprint = xxhash_rust::xxh3::Xxh3::new();
     while let Some((line, text)) = reader.next_line()? {
         survey.total += 1;
-        match parse_line(text, line).and_then(|r| routable(r, base_url)) {
+        fingerprint.update(&line.to_le_bytes());
+        match &text {
+            Ok(text) => fingerprint.update(text.as_bytes()),
+            Err(bad) => fingerprint.update(bad.message.as_bytes()),
+        }
+        match text
+            .and_then(|text| parse_line(text, line))
+            .and_then(|r| routable(r, base_url))
+        {
             Ok(request) => {
                 if !seen.insert(xxhash_rust::xxh3::xxh3_64(request.item_id.as_bytes())) {
                     survey.duplicate_lines.push(line);
@@ -418,6 +503,10 @@ pub(crate) fn survey(path: &Path, base_url: bool) -> Result<Survey> {
             }
         }
     }
+    // Routing by shape decides which lines can be sent at all.
+    fingerprint.update(&[u8::from(base_url)]);
+    survey.fingerprint = fingerprint.digest();
+    survey.base_url = base_url;
     Ok(survey)
 }
 
@@ -440,7 +529,7 @@ fn first_line_with_id(path: &Path, id: &str, before: u64) -> Result<u64> {
         if line >= before {
             break;
         }
-        if let Ok(r) = parse_line(text, line) {
+        if let Ok(r) = text.and_then(|text| parse_line(text, line)) {
             if r.item_id == id {
                 return Ok(line);
             }
@@ -537,6 +626,33 @@ mod tests {
         let e = parse_line(r#"{"custom_id":"a","method":"GET","body":{}}"#, 7).unwrap_err();
         assert!(e.message.contains("GET"));
         assert_eq!(e.custom_id.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn a_batch_line_without_a_body_is_invalid() {
+        let e = parse_line(
+            r#"{"custom_id":"a","method":"POST","url":"/v1/chat/completions"}"#,
+            2,
+        )
+        .unwrap_err();
+        assert!(e.message.contains("needs a \"body\""), "{}", e.message);
+        let e = parse_line(r#"{"model":"m","url":"/v1/x"}"#, 3).unwrap_err();
+        assert!(e.message.contains("\"url\""), "{}", e.message);
+    }
+
+    #[test]
+    fn a_bom_is_skipped_and_invalid_utf8_is_a_bad_line_with_its_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.jsonl");
+        let mut bytes = b"\xEF\xBB\xBF{\"custom_id\":\"a\",\"body\":{}}\n".to_vec();
+        bytes.extend_from_slice(b"{\"custom_id\":\"b\",\"body\":{\"x\":\"\xff\"}}\n");
+        bytes.extend_from_slice(b"{\"custom_id\":\"c\",\"body\":{}}\n");
+        std::fs::write(&path, bytes).unwrap();
+        let s = survey(&path, false).unwrap();
+        assert_eq!(s.total, 3);
+        assert_eq!(s.bad_count, 1);
+        assert_eq!(s.bad[0].line, 2);
+        assert!(s.bad[0].message.contains("UTF-8"), "{}", s.bad[0].message);
     }
 
     #[test]

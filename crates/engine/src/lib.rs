@@ -11,8 +11,10 @@ mod export;
 mod fair;
 mod files;
 mod input;
+mod input_list;
 mod inputs;
 mod job;
+mod lease;
 mod lifecycle;
 mod limiter;
 mod live;
@@ -37,9 +39,9 @@ mod writer;
 
 pub use control::{
     executing, read_control, requester, write_control, CommitHook, ControlState, OpenHook,
-    RunControl, RunHooks, StoredControl, CONTROL_KEY,
+    RunControl, RunHooks, StartHook, StoredControl, CONTROL_KEY,
 };
-pub use error::{Error, Result};
+pub use error::{Busy, Error, Result};
 pub use errors::{group_errors, normalise, ErrorExample, ErrorGroup, ErrorKey};
 pub use export::{ExportFormat, ExportOptions};
 pub use files::{FileAccess, FILE_ACCESS_STATE};
@@ -49,7 +51,7 @@ pub use job::{
     Measured, Offload, Plan, PlanOptions, ProviderPlan, ShownRequest, StepLatency, StepPlan,
     TemplateProblem, UnitWindow, DEFAULT_LEASE,
 };
-pub use lifecycle::limited_name;
+pub use lifecycle::{limited_name, RunStart};
 pub use live::{worker_state, Rates, BEAT_PERIOD, BEAT_STALE};
 pub use meter::{quantile_ms, CallCounts, FAILURE_KINDS, LATENCY_BUCKETS_MS};
 pub use progress::{Progress, Snapshot};

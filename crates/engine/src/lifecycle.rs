@@ -17,6 +17,50 @@ use crate::stopping::Stopping;
 /// How long calls on the wire may finish after a stop signal.
 const GRACE: Duration = Duration::from_secs(5);
 
+/// What a run says when it opens, before anything is sent: `new run NAME`
+/// or `resuming NAME: N done, M to send`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RunStart {
+    /// The run's id.
+    pub run_id: String,
+    /// The input, as named in messages (a file, a glob, a URL, `-`).
+    pub input: String,
+    /// An earlier execution of the run is continued.
+    pub resumed: bool,
+    /// Items (units) in the input.
+    pub total: u64,
+    /// Of them, already done with the same request: skipped.
+    pub done: u64,
+    /// The process this one took the run over from, gone without giving it
+    /// up (host, pid).
+    pub took_over: Option<(String, u32)>,
+}
+
+impl RunStart {
+    pub(crate) fn new(
+        run: &RunMeta,
+        input: String,
+        resumed: bool,
+        total: u64,
+        done: u64,
+        took_over: Option<(String, u32)>,
+    ) -> RunStart {
+        RunStart {
+            run_id: run.id.clone(),
+            input,
+            resumed,
+            total,
+            done,
+            took_over,
+        }
+    }
+
+    /// Items left to send (failed ones included).
+    pub fn to_send(&self) -> u64 {
+        self.total.saturating_sub(self.done)
+    }
+}
+
 /// The latest run of `source` (resumed, `true`) unless `fresh`, else a new one.
 pub(crate) fn open_run(
     store: &mut dyn Store,

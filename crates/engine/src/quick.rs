@@ -17,9 +17,11 @@ use crate::calls::{self, CallEnd, CallEnv, CallRequest, Tally};
 use crate::control::{RunControl, RunHooks};
 use crate::early_stop::FirstCalls;
 use crate::error::{Error, Result};
-use crate::input::{parse_line, survey, BadLine, InputSource, LineReader, Request};
+use crate::input::{survey, BadLine, InputSource, LineReader, Request};
+use crate::input_list::{bad_line_id, input_list};
 use crate::inputs::{spool_stdin_jsonl, InputError};
-use crate::lifecycle::{close_run, drain_halted, open_run, StopSignals};
+use crate::lease::ExecutorLease;
+use crate::lifecycle::{close_run, drain_halted, open_run, RunStart, StopSignals};
 use crate::limiter::Limiter;
 use crate::progress::{Progress, Snapshot};
 use crate::recording::Recording;
@@ -61,6 +63,9 @@ pub struct QuickConfig {
     pub name: Option<String>,
     /// Delays between retries.
     pub backoff: Backoff,
+    /// How long this process's hold on the run lasts without its heartbeat
+    /// (a killed process blocks a rerun at most this long).
+    pub lease: Duration,
     /// Send only the first N lines, as a run of their own (`NAME-firstN`),
     /// so that the full run still sends them.
     pub limit: Option<u64>,
@@ -128,9 +133,11 @@ pub fn run_quick(cfg: &QuickConfig, progress: Arc<Progress>) -> Result<RunReport
     run_quick_with(cfg, progress, RunHooks::default())
 }
 
-/// [`run_quick`] watched from outside: `hooks` learn the run once it is open
-/// and see each batch of outcomes once committed (`hooks.control` is not
-/// used: quick mode is steered through the store, like every run).
+/// [`run_quick`] watched from outside: `hooks.on_start` learns which run it
+/// is and what is left to send once the run is open, before anything is
+/// sent; `hooks.on_open` learns the run too and `hooks.on_commit` sees each
+/// batch of outcomes once committed (`hooks.control` is not used: quick mode
+/// is steered through the store, like every run).
 pub fn run_quick_with(
     cfg: &QuickConfig,
     progress: Arc<Progress>,
@@ -192,14 +199,35 @@ pub fn run_quick_with(
         }
         total = total.min(n);
     }
+    // Before the run is found or created: of two processes started on this
+    // input together, one executes it and the other is refused.
+    let lease = ExecutorLease::acquire(&cfg.store, &mut *store, &source, cfg.lease)?;
     let (run, resumed) = open_run(&mut *store, cfg.fresh, source, name, settings)?;
+    let listing = std::time::Instant::now();
+    let listed = input_list(&mut *store, &run.id, &input_path, &found, cfg.limit)?;
+    tracing::debug!(items = listed.total, elapsed = ?listing.elapsed(), "recorded the input list");
     store.set_total(&run.id, total)?;
     store.set_state(&run.id, "running", None)?;
     Progress::add(&progress.total, total);
     if let Some(on_open) = hooks.on_open.take() {
         on_open(&run);
     }
+    let input = match &cfg.input {
+        InputSource::Path(p) => p.display().to_string(),
+        InputSource::Stdin => "-".into(),
+    };
+    if let Some(on_start) = hooks.on_start.take() {
+        on_start(&RunStart::new(
+            &run,
+            input,
+            resumed,
+            total,
+            listed.done,
+            lease.took_over(),
+        ));
+    }
     let control = RunControl::new();
+    lease.guard(control.clone());
     // Started on purpose: an earlier cancel is over, a pause holds.
     let seen = crate::control::attach(&mut *store, &run.id, &control, true)?;
 
@@ -296,6 +324,10 @@ struct Dispatch {
 /// Most workers a rate may grow to.
 const MAX_WORKERS: usize = 2_048;
 
+/// Requests read ahead of the workers at most, per worker up to this many
+/// workers (bodies wait in memory there).
+const MAX_QUEUE: usize = 2_048;
+
 /// Workers to reach `rpm` at the observed latency, with 25% headroom.
 fn needed_workers(rpm: u64, progress: &Progress) -> usize {
     let latency = progress.latency_ewma_us.load(Relaxed) as f64 / 1e6;
@@ -349,7 +381,11 @@ impl Dispatch {
         // response sends its next request in the same poll, so requests and
         // responses interleave instead of alternating in waves (which left the
         // server idle half the time at zero latency).
-        let (work_tx, work_rx) = mpsc::channel::<(Arc<Endpoint>, Request)>(concurrency.max(32) * 2);
+        // Workers start as requests are queued, up to `concurrency`: memory
+        // follows the calls actually made, never the flag (100,000 workers
+        // started for 2 items took 387 MB).
+        let queue = concurrency.clamp(32, MAX_QUEUE) * 2;
+        let (work_tx, work_rx) = mpsc::channel::<(Arc<Endpoint>, Request)>(queue);
         let work_rx = Arc::new(tokio::sync::Mutex::new(work_rx));
         let workers = Arc::new(Workers::default());
         let (worker_shared, worker_tx) = (self.shared.clone(), self.tx.clone());
@@ -375,7 +411,7 @@ impl Dispatch {
                 });
             }
         };
-        spawn(concurrency);
+        let mut spawned = 0;
         // With a rate but no --concurrency, workers are added until there are
         // enough to reach the rate at the latency observed (Little's law).
         let mut grown = concurrency;
@@ -391,22 +427,8 @@ impl Dispatch {
                     break;
                 }
                 read += 1;
-                match reader.next_line()? {
-                    Some((line, text)) => chunk.push(parse_line(text, line).and_then(|r| {
-                        let r = crate::input::routable(r, self.base_url)?;
-                        if self.duplicate_lines.binary_search(&line).is_ok() {
-                            Err(BadLine {
-                                line,
-                                custom_id: r.custom_id,
-                                message: format!(
-                                    "custom_id {:?} repeats an earlier line",
-                                    r.item_id
-                                ),
-                            })
-                        } else {
-                            Ok(r)
-                        }
-                    })),
+                match reader.next_entry(&self.duplicate_lines, self.base_url)? {
+                    Some(entry) => chunk.push(entry),
                     None => break,
                 }
             }
@@ -419,7 +441,7 @@ impl Dispatch {
                 let request = match entry {
                     Ok(r) => r,
                     Err(bad) => {
-                        self.record_bad(bad).await;
+                        self.record_bad(bad, None).await;
                         continue;
                     }
                 };
@@ -439,12 +461,15 @@ impl Dispatch {
                 let endpoint = match self.endpoint(request.path.as_deref(), request.shape) {
                     Ok(e) => e,
                     Err(message) => {
-                        self.record_bad(BadLine {
+                        // Under its own id and hash: the input list has
+                        // this line as the request it parsed to.
+                        let id = Some((request.item_id, request.hash));
+                        let bad = BadLine {
                             line: request.line,
                             custom_id: request.custom_id,
                             message,
-                        })
-                        .await;
+                        };
+                        self.record_bad(bad, id).await;
                         continue;
                     }
                 };
@@ -454,10 +479,13 @@ impl Dispatch {
                         let needed = needed_workers(rpm, &self.shared.progress);
                         if needed > grown {
                             tracing::debug!(needed, "adding workers to reach the rate");
-                            spawn(needed - grown);
                             grown = needed;
                         }
                     }
+                }
+                if spawned < grown {
+                    spawn(1);
+                    spawned += 1;
                 }
                 tokio::select! {
                     sent = work_tx.send((endpoint, request)) => if sent.is_err() { break 'read },
@@ -525,12 +553,15 @@ impl Dispatch {
         Ok(endpoint)
     }
 
-    async fn record_bad(&self, bad: BadLine) {
+    /// Records a line that cannot be sent as failed: under `line-N` (as in
+    /// [`input_rows`]) unless it parsed to a request with an id and hash.
+    async fn record_bad(&self, bad: BadLine, id: Option<(String, u64)>) {
         let now = now_ms();
+        let (item_id, hash) = id.unwrap_or_else(|| bad_line_id(bad.line));
         let record = ItemRecord {
-            item_id: format!("line-{}", bad.line),
+            item_id,
             idx: bad.line,
-            hash: 0,
+            hash,
             status: ItemStatus::Failed,
             attempts: 0,
             throttled: 0,

@@ -101,7 +101,7 @@ pub fn quick_plan(cfg: &QuickPlanConfig) -> Result<QuickPlan> {
         if cfg.limit.is_some_and(|n| plan.requests >= n) {
             break;
         }
-        let Ok(request) = parse_line(text, line) else {
+        let Ok(request) = text.and_then(|text| parse_line(text, line)) else {
             continue; // the survey found none
         };
         plan.requests += 1;
@@ -155,12 +155,14 @@ pub fn probe_quick(cfg: &QuickPlanConfig, n: usize) -> Result<(f64, String)> {
         if times.len() >= n {
             break;
         }
-        let request = parse_line(text, line).map_err(|bad| Error::BadLine {
-            path: cfg.input.display().to_string(),
-            line: bad.line,
-            message: bad.message,
-            others: 0,
-        })?;
+        let request = text
+            .and_then(|text| parse_line(text, line))
+            .map_err(|bad| Error::BadLine {
+                path: cfg.input.display().to_string(),
+                line: bad.line,
+                message: bad.message,
+                others: 0,
+            })?;
         let endpoint = match &request.path {
             Some(path) => base
                 .with_path(path)

@@ -9,8 +9,10 @@ use crate::error::Result;
 use crate::export::{quick_table, write_lines, write_output_line, write_table};
 use crate::export::{ExportFormat, ExportOptions};
 
-/// Writes every recorded item of `run_id` to `out`, in input order, without
-/// item fields. Returns the number of items written.
+/// Writes the results of `run_id` to `out`, in input order, without item
+/// fields: one line per item of its input (`pending` where it has no outcome
+/// for its current request), or for a run without an input list one per
+/// recorded item. Returns the number of lines written.
 pub fn export_run(
     store: &mut dyn Store,
     run_id: &str,
@@ -25,8 +27,7 @@ pub fn export_run(
     export_with(store, run_id, options, out)
 }
 
-/// Writes every recorded item of `run_id` to `out` as `options` say, in
-/// input order. Returns the number of items written.
+/// [`export_run`] as `options` say (format, item fields, flat lines).
 pub fn export_with(
     store: &mut dyn Store,
     run_id: &str,

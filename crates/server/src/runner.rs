@@ -275,6 +275,7 @@ pub(crate) async fn start(state: &AppState, launch: Launch) -> ApiResult<(Arc<Li
                 }
             })
         }),
+        on_start: None,
         on_commit: launch.stream.clone().map(|sink| {
             Arc::new(move |items: &[ItemRecord]| sink.items(items)) as sluice_engine::CommitHook
         }),

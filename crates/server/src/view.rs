@@ -92,6 +92,16 @@ pub(crate) fn view(
     here: Option<&LiveRun>,
     top_errors: bool,
 ) -> ApiResult<Json> {
+    // A run whose thread here has ended recorded its final state first:
+    // `run`, read before, may still say `running` (the end event showed it).
+    let reread;
+    let run = match here {
+        Some(r) if r.is_finished() => {
+            reread = store.find_run(&run.id)?.unwrap_or_else(|| run.clone());
+            &reread
+        }
+        _ => run,
+    };
     let counts = Counts::new(run, &store.counts(&run.id)?);
     let beats = store.workers(&run.id)?;
     let control = control_of(store, run)?;

@@ -11,6 +11,7 @@
 //! later record for the same `(run, item_id)` replaces an earlier one.
 
 mod error;
+mod executions;
 mod location;
 mod num;
 mod postgres;
@@ -23,6 +24,7 @@ mod tests;
 
 pub(crate) use error::During;
 pub use error::{Error, Result};
+pub use executions::{InputCounts, InputRow, Lease, LeaseHolder, Output};
 pub use location::{redact_url, StoreLocation};
 pub use postgres::PostgresStore;
 pub use shared::{Claimed, JobDef, QueueCounts, QueuedUnit, SharedRuns, SharedUpdate};
@@ -69,7 +71,8 @@ pub trait Store: Send {
     /// Records outcomes in one transaction: all or none are stored. A record
     /// replaces an earlier one with the same item id (e.g. a failed item retried).
     fn write_batch(&mut self, run_id: &str, records: &[ItemRecord]) -> Result<()>;
-    /// Totals over the run's recorded items.
+    /// Totals over the run's recorded items (for a run with an input list,
+    /// those of listed items with their current request).
     fn counts(&mut self, run_id: &str) -> Result<RunCounts>;
     /// The most frequent error messages of failed items: (message, count), most
     /// frequent first (ties by message), at most `limit`.
@@ -113,6 +116,45 @@ pub trait Store: Send {
     /// The run's state entries whose key starts with `prefix` (`""`: all), by key.
     fn run_state(&mut self, run_id: &str, prefix: &str)
         -> Result<Vec<(String, serde_json::Value)>>;
+    /// Takes the executor lease on `key` for `holder`, valid for `ttl` by
+    /// the store's clock: granted (`None`) when nobody holds it, when its
+    /// lease lapsed, when `holder` already holds it, or when it is held by
+    /// `replace` (a holder known to be gone). Otherwise nothing changes and
+    /// the live lease is returned. Atomic: of processes asking at once, one
+    /// gets it.
+    fn acquire_lease(
+        &mut self,
+        key: &str,
+        holder: &LeaseHolder,
+        ttl: std::time::Duration,
+        replace: Option<&str>,
+    ) -> Result<Option<Lease>>;
+    /// Extends `holder`'s lease on `key` to `ttl` from now; `false` when it
+    /// no longer holds it (it lapsed and another process took it).
+    fn renew_lease(&mut self, key: &str, holder: &str, ttl: std::time::Duration) -> Result<bool>;
+    /// Gives up `holder`'s lease on `key` (nothing if it does not hold it).
+    fn release_lease(&mut self, key: &str, holder: &str) -> Result<()>;
+    /// The lease on `key`, lapsed or not, if there is one.
+    fn lease(&mut self, key: &str) -> Result<Option<Lease>>;
+    /// Replaces the run's input list with `rows` in one transaction (an
+    /// `Err` from `rows` rolls it back and is returned as
+    /// [`Error::Callback`]; a repeated id keeps its first row), and makes
+    /// earlier failures pending again (the execution starting sends them
+    /// again). From then on exports and counts follow the list.
+    fn replace_inputs(
+        &mut self,
+        run_id: &str,
+        rows: &mut dyn Iterator<Item = std::result::Result<InputRow, SinkError>>,
+    ) -> Result<InputCounts>;
+    /// Calls `f` with every line of the run's results in input order: for a
+    /// run with an input list, one per listed item (pending where it has no
+    /// outcome for its current request); otherwise one per recorded item.
+    /// Stops at the first error `f` returns ([`Error::Callback`]).
+    fn for_each_output(
+        &mut self,
+        run_id: &str,
+        f: &mut dyn FnMut(Output) -> std::result::Result<(), SinkError>,
+    ) -> Result<()>;
     /// The shared-run operations, for a store several processes work on at
     /// once (PostgreSQL); `None` for a single-process store (SQLite).
     fn shared(&mut self) -> Option<&mut dyn SharedRuns> {

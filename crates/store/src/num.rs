@@ -79,7 +79,44 @@ macro_rules! item_columns {
     };
 }
 
-pub(crate) use {item_columns, run_columns};
+/// [`item_columns!`] over `inputs i LEFT JOIN items it`: the input's id and
+/// position, the record's other columns (NULL for a pending item), then the
+/// record's own position (NULL: pending), read by [`output_from`].
+macro_rules! output_columns {
+    () => {
+        "i.item_id, i.idx, it.hash, it.status, it.attempts, it.throttled, it.status_code, \
+         it.response, it.error, it.prompt_tokens, it.completion_tokens, it.latency_ms, \
+         it.started_at, it.finished_at, it.metadata, it.custom_id, it.idx"
+    };
+}
+
+/// The sums of `counts` over the items in `FROM` (aliased `it`), in SQL
+/// both backends read alike (`CAST`: PostgreSQL sums BIGINT to NUMERIC).
+macro_rules! count_sums {
+    () => {
+        "COUNT(*) FILTER (WHERE it.status = 'done'), \
+         COUNT(*) FILTER (WHERE it.status = 'failed'), \
+         CAST(COALESCE(SUM(it.attempts), 0) AS BIGINT), \
+         CAST(COALESCE(SUM(it.throttled), 0) AS BIGINT), \
+         CAST(COALESCE(SUM(it.prompt_tokens), 0) AS BIGINT), \
+         CAST(COALESCE(SUM(it.completion_tokens), 0) AS BIGINT), \
+         CAST(COALESCE(SUM(it.latency_ms), 0) AS BIGINT), \
+         MIN(it.started_at), MAX(it.finished_at)"
+    };
+}
+
+pub(crate) use {count_sums, item_columns, output_columns, run_columns};
+
+/// Decodes a row selected with [`output_columns!`].
+pub(crate) fn output_from(row: &dyn Columns) -> Result<crate::Output> {
+    if row.opt_int(16)?.is_none() {
+        return Ok(crate::Output::Pending {
+            item_id: row.text(0)?,
+            idx: to_u64("input idx", row.int(1)?)?,
+        });
+    }
+    item_from(row).map(crate::Output::Recorded)
+}
 
 /// Decodes a row selected with [`run_columns!`].
 pub(crate) fn run_from(row: &dyn Columns) -> Result<crate::RunMeta> {

@@ -132,6 +132,10 @@ pub(crate) async fn stop_on_cancel(control: Arc<RunControl>, stop: Arc<Notify>) 
 /// call is sent).
 pub type OpenHook = Box<dyn FnOnce(&RunMeta) + Send>;
 
+/// Called once the run is open, before anything is sent: which run it is and
+/// what is left to send.
+pub type StartHook = Box<dyn FnOnce(&crate::RunStart) + Send>;
+
 /// Called by the writer thread with each batch of unit outcomes right after
 /// the batch is committed: what it is given is durable. It runs on the
 /// writer thread, so it must be quick (hand the records on, do not block).
@@ -146,6 +150,8 @@ pub struct RunHooks {
     pub control: Option<Arc<RunControl>>,
     /// The run is open.
     pub on_open: Option<OpenHook>,
+    /// The run is open and knows what is left to send.
+    pub on_start: Option<StartHook>,
     /// Outcomes were committed.
     pub on_commit: Option<CommitHook>,
     /// Where files named at run time (an upload's `file`) may be read from;

@@ -14,7 +14,7 @@
 use std::io::Write;
 
 use serde_json::{json, Value as Json};
-use sluice_store::{ItemRecord, ItemStatus, RunMeta, Store};
+use sluice_store::{ItemRecord, ItemStatus, Output, RunMeta, Store};
 
 use crate::error::Result;
 use crate::export::table::{embedding_type, widen, Cell, ColType, Column, Flatten, ItemFields};
@@ -22,7 +22,9 @@ use crate::export::{split_error, write_table, ExportFormat, ExportOptions};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Writes every recorded unit of `run` in input order; returns how many.
+/// Writes a line per unit of `run`'s input in input order (`pending` where
+/// it has no outcome yet; for a run without an input list, one per
+/// recorded unit); returns how many.
 pub(crate) fn export_units(
     store: &mut dyn Store,
     run: &RunMeta,
@@ -34,9 +36,12 @@ pub(crate) fn export_units(
         return write_table(store, &run.id, &mut table, options.format, out);
     }
     let mut count = 0u64;
-    store.for_each_item(&run.id, &mut |item| {
+    store.for_each_output(&run.id, &mut |output| {
         count += 1;
-        let line = result_line(&item, options.include_item);
+        let line = match &output {
+            Output::Recorded(item) => result_line(item, options.include_item),
+            Output::Pending { item_id, .. } => pending_result(item_id),
+        };
         writeln!(out, "{line}").map_err(|e| Box::new(e) as BoxError)
     })?;
     Ok(count)
@@ -128,6 +133,18 @@ impl StepColumns {
         ]);
         fields
     }
+}
+
+/// The line of a unit with no outcome yet.
+fn pending_result(unit_id: &str) -> Json {
+    json!({
+        "id": unit_id,
+        "item_id": null,
+        "matrix": null,
+        "status": "pending",
+        "error": null,
+        "steps": {},
+    })
 }
 
 /// Flattens a job run's unit records.

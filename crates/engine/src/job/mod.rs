@@ -30,7 +30,8 @@ use tokio::sync::Semaphore;
 use crate::control::RunHooks;
 use crate::error::{Error, Result};
 use crate::inputs::{self, BadItem};
-use crate::lifecycle::{close_run, limited_name, open_run, StopSignals};
+use crate::lease::ExecutorLease;
+use crate::lifecycle::{close_run, limited_name, open_run, RunStart, StopSignals};
 use crate::progress::Progress;
 use crate::quick::{now_ms, RunReport};
 use crate::writer::Message;
@@ -176,6 +177,18 @@ pub fn run_job_with(
     // On a shared store several processes may work this run: its units go on
     // the store's queue and are claimed from there, by this process too.
     let shared_run = cfg.store.is_shared();
+    // Otherwise one process executes it: taken before the run is found or
+    // created, so of two started together one is refused.
+    let lease = if shared_run {
+        None
+    } else {
+        Some(ExecutorLease::acquire(
+            &cfg.store,
+            &mut *store,
+            &source,
+            cfg.lease,
+        )?)
+    };
     let (run, resumed) = if shared_run {
         let source = claimed::Source {
             key: source,
@@ -195,10 +208,35 @@ pub fn run_job_with(
         settings["offload"] = offload::to_json(&offload);
         store.update_settings(&run.id, &settings)?;
     }
+    let done = if shared_run {
+        // Counted while the units were queued.
+        progress.snapshot().skipped
+    } else {
+        // A trial run (--limit) lists its first units only.
+        let first = cfg
+            .limit
+            .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
+        let mut rows = units::input_rows(&prepared, &ids, &combos)?.take(first);
+        store.replace_inputs(&run.id, &mut rows)?.done
+    };
     store.set_total(&run.id, total)?;
     store.set_state(&run.id, "running", None)?;
     Progress::add(&progress.total, total);
+    if let Some(on_start) = hooks.on_start.take() {
+        let input = input_name.clone();
+        on_start(&RunStart::new(
+            &run,
+            input,
+            resumed,
+            total,
+            done,
+            lease.as_ref().and_then(ExecutorLease::took_over),
+        ));
+    }
     let control = hooks.control.clone().unwrap_or_default();
+    if let Some(lease) = &lease {
+        lease.guard(control.clone());
+    }
     // Started on purpose: an earlier cancel is over, a pause holds.
     let seen = crate::control::attach(&mut *store, &run.id, &control, true)?;
     if shared_run && cfg.queue_only {
@@ -272,6 +310,7 @@ pub fn run_job_with(
     };
     report.breakers = breakers;
     report.notes = offload::notes(&offload);
+    drop(lease);
     match stopped_early {
         Some(why) => Err(crate::early_stop::stopped(
             &why,

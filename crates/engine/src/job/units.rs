@@ -5,6 +5,7 @@ use std::collections::HashSet;
 
 use serde_json::{json, Map, Value as Json};
 use sluice_spec::{Job, Template};
+use sluice_store::InputRow;
 
 use super::runner::Unit;
 use crate::error::{Error, Result};
@@ -195,4 +196,37 @@ impl UnitIds {
             })
             .collect()
     }
+}
+
+/// The input list of a job run: every unit's id, position and hash (a bad
+/// entry's units as they are recorded failed).
+pub(super) fn input_rows<'a>(
+    prepared: &'a Prepared,
+    ids: &'a UnitIds,
+    combos: &'a Combos,
+) -> Result<impl Iterator<Item = std::result::Result<InputRow, sluice_store::SinkError>> + 'a> {
+    let items = prepared.items().map_err(|e| Error::Config(e.to_string()))?;
+    Ok(items.flat_map(move |entry| {
+        let rows: Vec<InputRow> = match entry {
+            Ok(item) => ids
+                .units(&item, combos)
+                .into_iter()
+                .map(|u| InputRow {
+                    item_id: u.id,
+                    idx: u.idx,
+                    hash: u.hash,
+                })
+                .collect(),
+            Err(bad) => ids
+                .bad_unit_ids(&bad, combos)
+                .into_iter()
+                .map(|(item_id, idx)| InputRow {
+                    item_id,
+                    idx,
+                    hash: 0,
+                })
+                .collect(),
+        };
+        rows.into_iter().map(Ok)
+    }))
 }

@@ -43,31 +43,30 @@ impl Client {
             .map_err(|m| transport_failure(FailureKind::Client, m, Duration::ZERO))?;
         let origin = self.origin(endpoint);
         let mut bytes = 0u64;
+        // One exchange is one attempt (see `send`): a dropped kept-alive
+        // connection is the caller's to retry.
         let call = async {
-            loop {
-                let (mut conn, reused) = self.checkout(&origin, endpoint).await?;
-                let mut counted = |piece: &[u8]| {
-                    bytes += piece.len() as u64;
-                    sink(piece)
-                };
-                let result = exchange_streaming(
-                    &mut conn.stream,
-                    &mut conn.buf,
-                    &head,
-                    &body,
-                    Sink::Download(&mut counted),
-                )
-                .await;
-                match result {
-                    Ok(response) => {
-                        if response.keep_alive {
-                            self.checkin(&origin, conn);
-                        }
-                        return Ok(response);
+            let mut conn = self.checkout(&origin, endpoint).await?;
+            let mut counted = |piece: &[u8]| {
+                bytes += piece.len() as u64;
+                sink(piece)
+            };
+            let result = exchange_streaming(
+                &mut conn.stream,
+                &mut conn.buf,
+                &head,
+                &body,
+                Sink::Download(&mut counted),
+            )
+            .await;
+            match result {
+                Ok(response) => {
+                    if response.keep_alive {
+                        self.checkin(&origin, conn);
                     }
-                    Err(e) if reused && e.nothing_received() => continue,
-                    Err(e) => return Err(Transport::Exchange(e)),
+                    Ok(response)
                 }
+                Err(e) => Err(Transport::Exchange(e)),
             }
         };
         let response = match tokio::time::timeout(timeout, call).await {

@@ -390,18 +390,14 @@ impl Client {
         })
     }
 
-    /// An idle connection, or a new one; the flag says whether it was reused.
-    async fn checkout(
-        &self,
-        origin: &Origin,
-        endpoint: &Endpoint,
-    ) -> Result<(Conn, bool), Transport> {
+    /// An idle connection that is still open, or a new one.
+    async fn checkout(&self, origin: &Origin, endpoint: &Endpoint) -> Result<Conn, Transport> {
         loop {
             let idle = origin.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
             match idle {
                 Some(conn) if conn.went_stale() => continue,
-                Some(conn) => return Ok((conn, true)),
-                None => return Ok((self.connect(endpoint).await?, false)),
+                Some(conn) => return Ok(conn),
+                None => return self.connect(endpoint).await,
             }
         }
     }
@@ -442,21 +438,20 @@ impl Client {
             }
         };
         let origin = self.origin(endpoint);
+        // One exchange is one attempt, also when a kept-alive connection
+        // closes before answering: the server may have read the request
+        // (and charged for it), so a resend is a retry the caller counts
+        // and limits, never a silent one here.
         let call = async {
-            loop {
-                let (mut conn, reused) = self.checkout(&origin, endpoint).await?;
-                match exchange(&mut conn.stream, &mut conn.buf, &head, &body).await {
-                    Ok(response) => {
-                        if response.keep_alive {
-                            self.checkin(&origin, conn);
-                        }
-                        return Ok(response);
+            let mut conn = self.checkout(&origin, endpoint).await?;
+            match exchange(&mut conn.stream, &mut conn.buf, &head, &body).await {
+                Ok(response) => {
+                    if response.keep_alive {
+                        self.checkin(&origin, conn);
                     }
-                    // The server closed a pooled connection just as it was
-                    // reused, before answering: not an attempt, try a new one.
-                    Err(e) if reused && e.nothing_received() => continue,
-                    Err(e) => return Err(Transport::Exchange(e)),
+                    Ok(response)
                 }
+                Err(e) => Err(Transport::Exchange(e)),
             }
         };
         // A timed-out call drops its connection with the future: it may still

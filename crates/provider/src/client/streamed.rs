@@ -39,29 +39,27 @@ impl Client {
             }
         };
         let origin = self.origin(endpoint);
+        // One exchange is one attempt (see `send`).
         let call = async {
-            loop {
-                let (mut conn, reused) = self.checkout(&origin, endpoint).await?;
-                let mut collector = Collector::new(dialect, started);
-                let mut sink = |piece: &[u8]| collector.feed(piece);
-                let result = exchange_streaming(
-                    &mut conn.stream,
-                    &mut conn.buf,
-                    &head,
-                    &body,
-                    Sink::Events(&mut sink),
-                )
-                .await;
-                match result {
-                    Ok(response) => {
-                        if response.keep_alive {
-                            self.checkin(&origin, conn);
-                        }
-                        return Ok((response, collector));
+            let mut conn = self.checkout(&origin, endpoint).await?;
+            let mut collector = Collector::new(dialect, started);
+            let mut sink = |piece: &[u8]| collector.feed(piece);
+            let result = exchange_streaming(
+                &mut conn.stream,
+                &mut conn.buf,
+                &head,
+                &body,
+                Sink::Events(&mut sink),
+            )
+            .await;
+            match result {
+                Ok(response) => {
+                    if response.keep_alive {
+                        self.checkin(&origin, conn);
                     }
-                    Err(e) if reused && e.nothing_received() => continue,
-                    Err(e) => return Err(Transport::Exchange(e)),
+                    Ok((response, collector))
                 }
+                Err(e) => Err(Transport::Exchange(e)),
             }
         };
         let (response, collector) = match tokio::time::timeout(timeout, call).await {

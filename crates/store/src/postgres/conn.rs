@@ -60,6 +60,9 @@ pub(super) struct Conn {
     /// The connection was lost during the current call: how (the server's
     /// error, when it said one).
     lost: Option<String>,
+    /// Connections made so far: a transaction spanning several calls (an
+    /// input list) checks it did not change under it.
+    pub(super) generation: u64,
 }
 
 impl Conn {
@@ -137,6 +140,7 @@ impl Conn {
             });
             self.client = client;
             self.prepared.clear();
+            self.generation += 1;
             return Ok(());
         }
     }
@@ -367,5 +371,6 @@ fn connect(config: &tokio_postgres::Config) -> std::result::Result<Conn, Connect
         config: config.clone(),
         prepared: HashMap::new(),
         lost: None,
+        generation: 0,
     })
 }

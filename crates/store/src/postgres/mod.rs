@@ -8,6 +8,7 @@
 //! workers starting at the same moment migrate once.
 
 mod conn;
+mod executions;
 mod live;
 mod queue;
 mod rows;
@@ -26,6 +27,7 @@ use crate::{During, Error, Result};
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_init.sql"),
     include_str!("../../migrations/postgres/0002_shared.sql"),
+    include_str!("../../migrations/postgres/0003_executions.sql"),
 ];
 
 /// A connection to a PostgreSQL store.

@@ -4,10 +4,13 @@
 use super::conn::Conn;
 use super::rows::{self, ItemColumns};
 use super::PostgresStore;
-use crate::num::{self, hash_from_i64, item_columns, now_ms, run_columns, to_i64, to_u64};
+use crate::num::{
+    self, count_sums, hash_from_i64, item_columns, now_ms, run_columns, to_i64, to_u64,
+};
 use crate::{
-    During, Error, ErrorMessage, ItemRecord, Known, NewRun, Result, RunCounts, RunMeta, RunSummary,
-    SharedRuns, SinkError, StepRecord, Store, WorkerBeat, RUN_STATES,
+    During, Error, ErrorMessage, InputCounts, InputRow, ItemRecord, Known, Lease, LeaseHolder,
+    NewRun, Output, Result, RunCounts, RunMeta, RunSummary, SharedRuns, SinkError, StepRecord,
+    Store, WorkerBeat, RUN_STATES,
 };
 
 macro_rules! item_upsert_set {
@@ -151,20 +154,34 @@ pub(super) fn create_run_in(c: &mut Conn, new: &NewRun) -> Result<RunMeta> {
 }
 
 /// Retries: a pipeline unit's record sums its steps' attempts, so a run with
-/// step records counts retries per step (webhook deliveries aside).
+/// step records counts retries per step (webhook deliveries aside). A run
+/// with an input list counts its listed items' current records.
 pub(super) fn counts_of(c: &mut Conn, run_id: &str) -> Result<RunCounts> {
-    const SQL: &str = "SELECT COUNT(*) FILTER (WHERE status = 'done'), \
-        COUNT(*) FILTER (WHERE status = 'failed'), COALESCE(SUM(attempts), 0)::int8, \
-        CASE WHEN EXISTS (SELECT 1 FROM steps WHERE run_id = $1) \
-            THEN (SELECT COALESCE(SUM(GREATEST(attempts - 1, 0)), 0)::int8 FROM steps \
-                  WHERE run_id = $1 AND step <> '(webhook)') \
-            ELSE COALESCE(SUM(GREATEST(attempts - 1, 0)), 0)::int8 END, \
-        COALESCE(SUM(throttled), 0)::int8, \
-        COALESCE(SUM(prompt_tokens), 0)::int8, COALESCE(SUM(completion_tokens), 0)::int8, \
-        COALESCE(SUM(latency_ms), 0)::int8, MIN(started_at), MAX(finished_at) \
-        FROM items WHERE run_id = $1";
+    macro_rules! counts_sql {
+        ($from:literal) => {
+            concat!(
+                "SELECT ",
+                count_sums!(),
+                ", CASE WHEN EXISTS (SELECT 1 FROM steps WHERE run_id = $1) \
+                 THEN (SELECT COALESCE(SUM(GREATEST(attempts - 1, 0)), 0)::int8 FROM steps \
+                       WHERE run_id = $1 AND step <> '(webhook)') \
+                 ELSE COALESCE(SUM(GREATEST(it.attempts - 1, 0)), 0)::int8 END ",
+                $from
+            )
+        };
+    }
+    const ALL: &str = counts_sql!("FROM items it WHERE it.run_id = $1");
+    const LISTED: &str = counts_sql!(
+        "FROM inputs i JOIN items it ON it.run_id = i.run_id \
+         AND it.item_id = i.item_id AND it.hash = i.hash WHERE i.run_id = $1"
+    );
+    let sql = if super::executions::has_inputs(c, run_id)? {
+        LISTED
+    } else {
+        ALL
+    };
     let row = c
-        .query_opt(SQL, &[&run_id])
+        .query_opt(sql, &[&run_id])
         .during("count items")?
         .ok_or_else(|| num::corrupt("counts", "no row".into()))?;
     let get = |i: usize, what| -> Result<u64> {
@@ -174,13 +191,13 @@ pub(super) fn counts_of(c: &mut Conn, run_id: &str) -> Result<RunCounts> {
         done: get(0, "done count")?,
         failed: get(1, "failed count")?,
         attempts: get(2, "attempts")?,
-        retries: get(3, "retries")?,
-        throttled: get(4, "throttled")?,
-        prompt_tokens: get(5, "prompt tokens")?,
-        completion_tokens: get(6, "completion tokens")?,
-        latency_ms_sum: get(7, "latency")?,
-        first_started_at: row.try_get(8).during("count items")?,
-        last_finished_at: row.try_get(9).during("count items")?,
+        throttled: get(3, "throttled")?,
+        prompt_tokens: get(4, "prompt tokens")?,
+        completion_tokens: get(5, "completion tokens")?,
+        latency_ms_sum: get(6, "latency")?,
+        first_started_at: row.try_get(7).during("count items")?,
+        last_finished_at: row.try_get(8).during("count items")?,
+        retries: get(9, "retries")?,
     })
 }
 
@@ -527,6 +544,44 @@ impl Store for PostgresStore {
         prefix: &str,
     ) -> Result<Vec<(String, serde_json::Value)>> {
         super::live::run_state(&self.handle, run_id, prefix)
+    }
+
+    fn acquire_lease(
+        &mut self,
+        key: &str,
+        holder: &LeaseHolder,
+        ttl: std::time::Duration,
+        replace: Option<&str>,
+    ) -> Result<Option<Lease>> {
+        super::executions::acquire_lease(&self.handle, key, holder, ttl, replace)
+    }
+
+    fn renew_lease(&mut self, key: &str, holder: &str, ttl: std::time::Duration) -> Result<bool> {
+        super::executions::renew_lease(&self.handle, key, holder, ttl)
+    }
+
+    fn release_lease(&mut self, key: &str, holder: &str) -> Result<()> {
+        super::executions::release_lease(&self.handle, key, holder)
+    }
+
+    fn lease(&mut self, key: &str) -> Result<Option<Lease>> {
+        super::executions::lease(&self.handle, key)
+    }
+
+    fn replace_inputs(
+        &mut self,
+        run_id: &str,
+        rows: &mut dyn Iterator<Item = std::result::Result<InputRow, SinkError>>,
+    ) -> Result<InputCounts> {
+        super::executions::replace_inputs(&self.handle, run_id, rows)
+    }
+
+    fn for_each_output(
+        &mut self,
+        run_id: &str,
+        f: &mut dyn FnMut(Output) -> std::result::Result<(), SinkError>,
+    ) -> Result<()> {
+        super::executions::for_each_output(self, run_id, f)
     }
 
     fn shared(&mut self) -> Option<&mut dyn SharedRuns> {

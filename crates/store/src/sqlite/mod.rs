@@ -7,6 +7,7 @@
 //! commits, never corrupt the file. `FULL` would fsync every commit and cap the
 //! writer at the disk's flush rate.
 
+mod executions;
 mod live;
 mod rows;
 mod steps;
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, ErrorCode, TransactionBehavior};
 
+use crate::num::count_sums;
 use crate::{During, Error, Result, RunCounts, RunMeta};
 use rows::item_columns;
 
@@ -26,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0002_steps.sql"),
     include_str!("../../migrations/0003_cache.sql"),
     include_str!("../../migrations/0004_workers.sql"),
+    include_str!("../../migrations/0005_executions.sql"),
 ];
 
 /// How long a statement waits for another connection's write lock before failing.
@@ -150,31 +153,45 @@ impl SqliteStore {
 
     /// Retries: a pipeline unit's record sums its steps' attempts, so a run
     /// with step records counts retries per step (webhook deliveries aside).
+    /// A run with an input list counts its listed items' current records.
     fn counts_unchecked(&self, run_id: &str) -> Result<RunCounts> {
-        const SQL: &str = "SELECT COALESCE(SUM(status = 'done'), 0), \
-            COALESCE(SUM(status = 'failed'), 0), COALESCE(SUM(attempts), 0), \
-            CASE WHEN EXISTS (SELECT 1 FROM steps WHERE run_id = ?1) \
-                THEN (SELECT COALESCE(SUM(MAX(attempts - 1, 0)), 0) FROM steps \
-                      WHERE run_id = ?1 AND step <> '(webhook)') \
-                ELSE COALESCE(SUM(MAX(attempts - 1, 0)), 0) END, \
-            COALESCE(SUM(throttled), 0), \
-            COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0), \
-            COALESCE(SUM(latency_ms), 0), MIN(started_at), MAX(finished_at) \
-            FROM items WHERE run_id = ?1";
-        let (sums, first_started_at, last_finished_at) = self
+        macro_rules! counts_sql {
+            ($from:literal) => {
+                concat!(
+                    "SELECT ",
+                    count_sums!(),
+                    ", CASE WHEN EXISTS (SELECT 1 FROM steps WHERE run_id = ?1) \
+                     THEN (SELECT COALESCE(SUM(MAX(attempts - 1, 0)), 0) FROM steps \
+                           WHERE run_id = ?1 AND step <> '(webhook)') \
+                     ELSE COALESCE(SUM(MAX(it.attempts - 1, 0)), 0) END ",
+                    $from
+                )
+            };
+        }
+        const ALL: &str = counts_sql!("FROM items it WHERE it.run_id = ?1");
+        const LISTED: &str = counts_sql!(
+            "FROM inputs i JOIN items it ON it.run_id = i.run_id \
+             AND it.item_id = i.item_id AND it.hash = i.hash WHERE i.run_id = ?1"
+        );
+        let sql = if executions::has_inputs(&self.conn, run_id)? {
+            LISTED
+        } else {
+            ALL
+        };
+        let (sums, first_started_at, last_finished_at, retries) = self
             .conn
-            .prepare_cached(SQL)
+            .prepare_cached(sql)
             .and_then(|mut s| {
                 s.query_row([run_id], |r| {
-                    let mut sums = [0i64; 8];
+                    let mut sums = [0i64; 7];
                     for (i, v) in sums.iter_mut().enumerate() {
                         *v = r.get(i)?;
                     }
-                    Ok((sums, r.get(8)?, r.get(9)?))
+                    Ok((sums, r.get(7)?, r.get(8)?, r.get::<_, i64>(9)?))
                 })
             })
             .during("count items")?;
-        let [done, failed, attempts, retries, throttled, prompt, completion, latency] = sums;
+        let [done, failed, attempts, throttled, prompt, completion, latency] = sums;
         Ok(RunCounts {
             done: rows::to_u64("done count", done)?,
             failed: rows::to_u64("failed count", failed)?,

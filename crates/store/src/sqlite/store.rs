@@ -6,8 +6,9 @@ use rusqlite::{params, TransactionBehavior};
 use super::rows::{self, item_columns, run_columns};
 use super::{SqliteStore, FOR_EACH_SQL, LOOKUP_SIZES};
 use crate::{
-    During, Error, ErrorMessage, ItemRecord, Known, NewRun, Result, RunCounts, RunMeta, RunSummary,
-    SinkError, StepRecord, Store, WorkerBeat, RUN_STATES,
+    During, Error, ErrorMessage, InputCounts, InputRow, ItemRecord, Known, Lease, LeaseHolder,
+    NewRun, Output, Result, RunCounts, RunMeta, RunSummary, SinkError, StepRecord, Store,
+    WorkerBeat, RUN_STATES,
 };
 
 impl Store for SqliteStore {
@@ -353,5 +354,43 @@ impl Store for SqliteStore {
     ) -> Result<Vec<(String, serde_json::Value)>> {
         self.ensure_run(run_id)?;
         super::live::run_state(self, run_id, prefix)
+    }
+
+    fn acquire_lease(
+        &mut self,
+        key: &str,
+        holder: &LeaseHolder,
+        ttl: std::time::Duration,
+        replace: Option<&str>,
+    ) -> Result<Option<Lease>> {
+        super::executions::acquire_lease(self, key, holder, ttl, replace)
+    }
+
+    fn renew_lease(&mut self, key: &str, holder: &str, ttl: std::time::Duration) -> Result<bool> {
+        super::executions::renew_lease(self, key, holder, ttl)
+    }
+
+    fn release_lease(&mut self, key: &str, holder: &str) -> Result<()> {
+        super::executions::release_lease(self, key, holder)
+    }
+
+    fn lease(&mut self, key: &str) -> Result<Option<Lease>> {
+        super::executions::lease(self, key)
+    }
+
+    fn replace_inputs(
+        &mut self,
+        run_id: &str,
+        rows: &mut dyn Iterator<Item = std::result::Result<InputRow, SinkError>>,
+    ) -> Result<InputCounts> {
+        super::executions::replace_inputs(self, run_id, rows)
+    }
+
+    fn for_each_output(
+        &mut self,
+        run_id: &str,
+        f: &mut dyn FnMut(Output) -> std::result::Result<(), SinkError>,
+    ) -> Result<()> {
+        super::executions::for_each_output(self, run_id, f)
     }
 }

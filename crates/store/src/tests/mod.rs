@@ -5,12 +5,14 @@
 //! backend (see `sqlite/tests.rs` and `postgres/tests.rs`).
 
 mod connections;
+mod executions;
 mod items;
 mod live;
 mod runs;
 mod steps;
 
 pub(crate) use connections::*;
+pub(crate) use executions::*;
 pub(crate) use items::*;
 pub(crate) use live::*;
 pub(crate) use runs::*;
@@ -46,7 +48,10 @@ macro_rules! store_suite {
             reopening_is_idempotent, lists_runs_newest_first,
             step_records_round_trip_and_replace, reset_failed_steps_reopens_their_units,
             cache_entries_expire_by_age, heartbeats_replace_per_worker, run_state_by_prefix,
-            retries_of_pipeline_runs_count_per_step);
+            retries_of_pipeline_runs_count_per_step,
+            lease_is_exclusive_until_released_or_lapsed,
+            one_of_many_concurrent_acquirers_gets_the_lease,
+            outputs_and_counts_follow_the_input_list);
     };
     (@each_optional $fresh:path; $($check:ident),* $(,)?) => {
         $(
