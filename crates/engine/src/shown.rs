@@ -5,7 +5,7 @@
 use sluice_store::{RunMeta, WorkerBeat, STATE_RUNNING};
 
 use crate::control::{ControlState, StoredControl};
-use crate::live::worker_state;
+use crate::identity::worker_state;
 
 /// A run's state as every surface shows it (`sluice status`, the server's
 /// views, the dashboard): the stored state, except for a `running` run —
@@ -48,8 +48,8 @@ pub const STATE_PROCESS_GONE: &str = "interrupted (process gone)";
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::live::identity;
-    use crate::quick::now_ms;
+    use crate::clock::now_ms;
+    use crate::identity::identity;
 
     fn beat_of(host: &str, pid: u32, beat_at: i64, control: &str) -> WorkerBeat {
         WorkerBeat {

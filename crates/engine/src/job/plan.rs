@@ -225,7 +225,7 @@ pub(crate) fn estimate_plan(
     if let Some(prepared) = prepared {
         'items: for item in prepared
             .items()
-            .map_err(|e| Error::Config(e.to_string()))?
+            .map_err(|e| Error::Input(e.to_string()))?
             .flatten()
         {
             items_seen += 1;

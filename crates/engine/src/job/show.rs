@@ -56,7 +56,7 @@ pub(crate) fn requests_of(
     let env_value = Value::from(minijinja::value::Serde(Json::Object(env.clone())));
     let mut out = Vec::new();
     let mut seen = 0;
-    let items = prepared.items().map_err(|e| Error::Config(e.to_string()))?;
+    let items = prepared.items().map_err(|e| Error::Input(e.to_string()))?;
     'items: for item in items.flatten() {
         for unit in ids.units(&item, &combos) {
             if seen >= n {

@@ -15,13 +15,14 @@ use tokio::sync::{mpsc, Semaphore};
 
 use super::lanes::Lanes;
 use super::output::{StepOutput, Usage};
+use crate::clock::now_ms;
 use crate::progress::Progress;
-use crate::quick::now_ms;
 use crate::writer::Message;
 
 mod model;
 mod multi;
 mod parts;
+mod send;
 
 use multi::{conversation, fan_out};
 use parts::part;
@@ -69,7 +70,17 @@ impl Shared {
         let reader = self.reader.as_ref()?;
         let since = now_ms() - ttl.as_millis().min(i64::MAX as u128) as i64;
         let mut store = reader.lock().unwrap_or_else(|e| e.into_inner());
-        let text = store.cache_get(key, since).ok()??;
+        let text = match store.cache_get(key, since) {
+            Ok(text) => text?,
+            Err(e) => {
+                // Not "nothing cached": say so, then call as on a miss.
+                tracing::warn!(
+                    "run {}: cannot read the step cache ({e}); the step is sent again",
+                    self.run_id
+                );
+                return None;
+            }
+        };
         serde_json::from_str(&text).ok()
     }
 
@@ -294,8 +305,18 @@ fn known_parts(shared: &Shared, unit_id: &str, resume: bool) -> Known {
         return Known::new();
     };
     let mut store = reader.lock().unwrap_or_else(|e| e.into_inner());
-    let Ok(records) = store.unit_steps(&shared.run_id, unit_id) else {
-        return Known::new();
+    let records = match store.unit_steps(&shared.run_id, unit_id) {
+        Ok(records) => records,
+        Err(e) => {
+            // Not "no steps recorded": the steps are sent (and paid) again,
+            // which the user must hear about.
+            tracing::warn!(
+                "run {}, unit {unit_id}: cannot read its recorded steps ({e}); \
+                 its steps are sent again",
+                shared.run_id
+            );
+            return Known::new();
+        }
     };
     records
         .into_iter()
