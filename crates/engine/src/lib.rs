@@ -29,6 +29,7 @@ mod quick_plan;
 mod recording;
 mod report;
 mod results;
+mod settings;
 mod shape;
 mod shared_limits;
 mod shown;
@@ -65,6 +66,7 @@ pub use quick::{run_quick, run_quick_with, QuickConfig};
 pub use quick_plan::{probe_quick, quick_plan, QuickPlan, QuickPlanConfig};
 pub use report::{BreakerReport, RunReport};
 pub use results::{export_run, export_with, result_line};
+pub use settings::{JobSettings, QuickSettings, RunMode, RunSettings};
 pub use shape::is_base_url;
 pub use shown::{shown_state, STATE_PROCESS_GONE};
 pub use stats::{

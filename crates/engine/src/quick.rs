@@ -28,6 +28,7 @@ use crate::preflight::{preflight, read_api_key};
 use crate::progress::Progress;
 use crate::recording::Recording;
 use crate::report::RunReport;
+use crate::settings::{QuickSettings, RunSettings};
 use crate::stopping::{Halt, Stopping};
 use crate::writer::{Message, Writer};
 
@@ -676,23 +677,22 @@ fn default_name(path: &Path) -> String {
     sluice_spec::name_from_stem(stem)
 }
 
-/// What the run was told, for `sluice status` and for retrying it later. The
-/// API key's variable name is kept, never its value.
+/// What the run was told, for `sluice status` and for retrying it later.
 fn settings_json(cfg: &QuickConfig, input: &Path) -> serde_json::Value {
-    serde_json::json!({
-        "mode": "quick",
-        "input": input.display().to_string(),
+    RunSettings::Quick(QuickSettings {
+        input: input.display().to_string(),
         // Shown by `status` and `runs`: never with its credentials (which
         // `retry` then cannot reuse: it says to rerun with the URL).
-        "url": sluice_store::redact_url(&cfg.url),
-        "url_redacted": sluice_store::redact_url(&cfg.url) != cfg.url,
-        "concurrency": cfg.concurrency,
-        "rpm": cfg.rpm,
-        "tpm": cfg.tpm,
-        "retries": cfg.retries,
-        "timeout_ms": cfg.timeout.as_millis() as u64,
-        "api_key_env": cfg.api_key_env,
-        "skip_bad": cfg.skip_bad,
-        "limit": cfg.limit,
+        url: sluice_store::redact_url(&cfg.url),
+        url_redacted: sluice_store::redact_url(&cfg.url) != cfg.url,
+        concurrency: cfg.concurrency,
+        rpm: cfg.rpm,
+        tpm: cfg.tpm,
+        retries: cfg.retries,
+        timeout_ms: cfg.timeout.as_millis() as u64,
+        api_key_env: cfg.api_key_env.clone(),
+        skip_bad: cfg.skip_bad,
+        limit: cfg.limit,
     })
+    .to_json()
 }

@@ -141,11 +141,7 @@ pub(crate) fn view(
         .next()
         .and_then(|(_, v)| serde_json::from_value(v).ok())
         .unwrap_or_default();
-    let mode = run
-        .settings
-        .get("mode")
-        .and_then(Json::as_str)
-        .unwrap_or("quick");
+    let mode = sluice_engine::RunMode::of(&run.settings).as_str();
     Ok(json!({
         "id": run.id,
         "name": run.name,

@@ -35,6 +35,7 @@ use crate::lease::ExecutorLease;
 use crate::lifecycle::{close_run, limited_name, open_run, RunStart, StopSignals};
 use crate::progress::Progress;
 use crate::report::RunReport;
+use crate::settings::{JobSettings, RunSettings};
 use crate::writer::Message;
 use lanes::Lanes;
 use runner::{run_unit, Shared};
@@ -151,21 +152,28 @@ pub fn run_job_with(
         source = format!("{source}|first={n}");
         run_name = limited_name(&job.name, n);
     }
-    let mut settings = serde_json::json!({
-        "mode": "job",
-        "job": job.path.display().to_string(),
-        "sets": cfg.sets,
-        "input": prepared.source_key,
-        "skip_bad": cfg.skip_bad,
-        "limit": cfg.limit,
-        // Column names of the CSV export.
-        "steps": job.steps.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
-        "matrix": job.matrix.iter().map(|a| a.name.clone()).collect::<Vec<_>>(),
-        // Steps whose outputs carry streaming figures (extra CSV columns).
-        "streamed": job.steps.iter().filter(|s| s.stream).map(|s| s.name.clone()).collect::<Vec<_>>(),
-        // Steps whose outputs are embeddings (a vector column instead of text).
-        "embeds": job.steps.iter().filter(|s| matches!(s.kind, sluice_spec::StepKind::Embed { .. })).map(|s| s.name.clone()).collect::<Vec<_>>(),
-    });
+    let mut settings = RunSettings::Job(JobSettings {
+        job: job.path.display().to_string(),
+        sets: cfg.sets.clone(),
+        input: prepared.source_key.clone(),
+        skip_bad: cfg.skip_bad,
+        limit: cfg.limit,
+        steps: job.steps.iter().map(|s| s.name.clone()).collect(),
+        matrix: job.matrix.iter().map(|a| a.name.clone()).collect(),
+        streamed: job
+            .steps
+            .iter()
+            .filter(|s| s.stream)
+            .map(|s| s.name.clone())
+            .collect(),
+        embeds: job
+            .steps
+            .iter()
+            .filter(|s| matches!(s.kind, sluice_spec::StepKind::Embed { .. }))
+            .map(|s| s.name.clone())
+            .collect(),
+    })
+    .to_json();
     if cfg.store.is_shared() {
         // Several processes share the run: calls go live (the batch API's
         // submissions are kept per process).
