@@ -49,17 +49,46 @@ fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-/// `running`, `stopped`, or `lost` for a running worker that is gone: its
+/// A process's part in a run, read from its heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerState {
+    /// It beats: it executes the run now.
+    Running,
+    /// It left the run (its last beat said so).
+    Stopped,
+    /// It was running and is gone (killed, or its machine lost).
+    Lost,
+}
+
+impl WorkerState {
+    /// `running`, `stopped` or `lost`, as shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerState::Running => "running",
+            WorkerState::Stopped => "stopped",
+            WorkerState::Lost => "lost",
+        }
+    }
+}
+
+impl std::fmt::Display for WorkerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `Running`, `Stopped`, or `Lost` for a running worker that is gone: its
 /// beats stopped (killed, or its machine lost), or, on this host, its
 /// process no longer exists (known at once, without waiting for the beats
 /// to go stale), as of `now` (unix ms).
-pub fn worker_state(beat: &WorkerBeat, now: i64) -> &'static str {
+pub fn worker_state(beat: &WorkerBeat, now: i64) -> WorkerState {
     let stale = BEAT_STALE.as_millis() as i64;
     match beat.state.as_str() {
-        "running" if now - beat.beat_at > stale => "lost",
-        "running" if beat.host == identity().host && !process_exists(beat.pid) => "lost",
-        "running" => "running",
-        _ => "stopped",
+        "running" if now - beat.beat_at > stale => WorkerState::Lost,
+        "running" if beat.host == identity().host && !process_exists(beat.pid) => WorkerState::Lost,
+        "running" => WorkerState::Running,
+        _ => WorkerState::Stopped,
     }
 }
 

@@ -51,7 +51,7 @@ pub use error::{Busy, Error, Result};
 pub use errors::{group_errors, normalise, ErrorExample, ErrorGroup, ErrorKey};
 pub use export::{ExportFormat, ExportOptions};
 pub use files::{FileAccess, FILE_ACCESS_STATE};
-pub use identity::{worker_state, BEAT_PERIOD, BEAT_STALE};
+pub use identity::{worker_state, WorkerState, BEAT_PERIOD, BEAT_STALE};
 pub use input::InputSource;
 pub use job::{
     plan, probe, process_providers, run_job, run_job_with, unit_result, Bound, CheckReport,
@@ -68,7 +68,7 @@ pub use report::{BreakerReport, RunReport};
 pub use results::{export_run, export_with, result_line};
 pub use settings::{JobSettings, QuickSettings, RunMode, RunSettings};
 pub use shape::is_base_url;
-pub use shown::{shown_state, STATE_PROCESS_GONE};
+pub use shown::{shown_state, RunState, STATE_PROCESS_GONE};
 pub use stats::{
     process_calls, AnnouncedLimit, EndpointReport, Latency, Limits, ProviderReport, RecentError,
     RunStats, StatsReport, StepReport,

@@ -12,6 +12,7 @@ use sluice_store::{Store, WorkerBeat};
 
 use super::RunControl;
 use crate::clock::now_ms;
+use crate::identity::WorkerState;
 
 /// The run-state key of a run's control.
 pub const CONTROL_KEY: &str = "control";
@@ -98,7 +99,7 @@ pub fn executing(store: &mut dyn Store, run_id: &str) -> sluice_store::Result<Ve
     Ok(store
         .workers(run_id)?
         .into_iter()
-        .filter(|w| crate::identity::worker_state(w, now) == "running")
+        .filter(|w| crate::identity::worker_state(w, now) == WorkerState::Running)
         .collect())
 }
 
