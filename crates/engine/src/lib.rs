@@ -15,6 +15,7 @@ mod identity;
 mod input;
 mod input_list;
 mod inputs;
+mod item_error;
 mod job;
 mod lease;
 mod lifecycle;
@@ -53,6 +54,7 @@ pub use export::{ExportFormat, ExportOptions};
 pub use files::{FileAccess, FILE_ACCESS_STATE};
 pub use identity::{worker_state, WorkerState, BEAT_PERIOD, BEAT_STALE};
 pub use input::InputSource;
+pub use item_error::ItemError;
 pub use job::{
     plan, probe, process_providers, run_job, run_job_with, unit_result, Bound, CheckReport,
     Estimate, JobConfig, Measured, Offload, Plan, PlanOptions, ProviderPlan, ShownRequest,

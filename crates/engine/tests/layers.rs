@@ -19,6 +19,7 @@ const BASE: &[&str] = &[
     "identity",
     "error",
     "errors",
+    "item_error",
     "check_report",
     "meter",
     "fair",

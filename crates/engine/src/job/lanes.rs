@@ -13,7 +13,7 @@ use std::time::Duration;
 use http::Method;
 use sluice_limit::Backoff;
 use sluice_provider::{Client, Dialect, Endpoint};
-use sluice_spec::{Api, Job, Price, Provider, Retries, Step};
+use sluice_spec::{Job, Price, Provider, Retries, Step};
 
 use super::sharing::{self, Gate, GateGuard, ProviderShare};
 use crate::calls::{Report, Route};
@@ -62,10 +62,7 @@ impl Lane {
             },
             None => None,
         };
-        let dialect = match provider.api {
-            Api::OpenAi => Dialect::OpenAi,
-            Api::Anthropic => Dialect::Anthropic,
-        };
+        let dialect = provider.api;
         let client = Client::for_dialect(
             dialect,
             provider.concurrency.or(provider.adaptive).unwrap_or(256),

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::{json, Value as Json};
 use sluice_provider::dialect::{to_anthropic, ANTHROPIC_VERSION};
 use sluice_provider::Dialect;
-use sluice_spec::{Api, Job, Placeholder, Step, StepKind};
+use sluice_spec::{Job, Placeholder, Step, StepKind};
 
 use super::check::typed_output;
 use super::requests;
@@ -135,10 +135,7 @@ impl Shown<'_> {
         let render = |e: sluice_spec::RenderError| Error::Config(e.to_string());
         let step = self.step;
         let provider = step.provider.as_deref().and_then(|p| self.job.provider(p));
-        let dialect = match provider.map(|p| p.api) {
-            Some(Api::Anthropic) => Dialect::Anthropic,
-            _ => Dialect::OpenAi,
-        };
+        let dialect = provider.map(|p| p.api).unwrap_or_default();
         let base = provider
             .and_then(|p| p.base_urls.first())
             .map(|u| u.trim_end_matches('/').to_string())

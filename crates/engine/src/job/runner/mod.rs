@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, Semaphore};
 use super::lanes::Lanes;
 use super::output::{StepOutput, Usage};
 use crate::clock::now_ms;
+use crate::item_error::ItemError;
 use crate::progress::Progress;
 use crate::writer::Message;
 
@@ -267,16 +268,13 @@ fn humantime_like(d: std::time::Duration) -> String {
 /// `timeout`, …; `template_error` for a template that did not render), so
 /// exports can group by it, then the step.
 fn unit_error(step: &str, message: &str) -> String {
-    let coded = message.split_once(": ").filter(|(code, _)| {
-        !code.is_empty() && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
-    });
-    match coded {
-        Some((code, rest)) => format!("{code}: step {step}: {rest}"),
-        None if message.contains("(template: ") => {
-            format!("template_error: step {step}: {message}")
-        }
-        None => format!("step_failed: step {step}: {message}"),
-    }
+    let fallback = if message.contains("(template: ") {
+        "template_error"
+    } else {
+        "step_failed"
+    };
+    let ItemError { code, message } = ItemError::parse(message, fallback);
+    ItemError::new(code, format!("step {step}: {message}")).to_string()
 }
 
 /// A step's end with its output as JSON.
