@@ -70,7 +70,7 @@ pub use report::{BreakerReport, RunReport};
 pub use results::{export_run, export_with, result_line};
 pub use settings::{JobSettings, QuickSettings, RunMode, RunSettings};
 pub use shape::is_base_url;
-pub use shown::{shown_state, RunState, STATE_PROCESS_GONE};
+pub use shown::{shown_state, worker_view, RunState, STATE_PROCESS_GONE};
 pub use stats::{
     process_calls, AnnouncedLimit, EndpointReport, Latency, Limits, ProviderReport, RecentError,
     RunStats, StatsReport, StepReport,

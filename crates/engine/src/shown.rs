@@ -123,6 +123,22 @@ pub fn shown_state(
     }
 }
 
+/// A process executing a run (its heartbeat), as every surface lists it —
+/// `sluice status --json` and the server's run view alike: who, its state
+/// as of `now` (unix ms), and its live counters, rates and stats.
+pub fn worker_view(w: &WorkerBeat, now: i64) -> serde_json::Value {
+    serde_json::json!({
+        "worker_id": w.worker_id,
+        "host": w.host,
+        "pid": w.pid,
+        "state": worker_state(w, now),
+        "in_flight": w.in_flight,
+        "started_at": w.started_at,
+        "last_beat_at": w.beat_at,
+        "live": w.live,
+    })
+}
+
 /// How a `running` run whose executing processes are all gone is shown.
 pub const STATE_PROCESS_GONE: &str = "interrupted (process gone)";
 
