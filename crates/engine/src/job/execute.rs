@@ -205,7 +205,7 @@ where
             || location.is_shared()
             || job.steps.iter().any(|s| s.cache_ttl.is_some())
         {
-            Some(Mutex::new(location.open()?))
+            Some(Arc::new(Mutex::new(location.open()?)))
         } else {
             None
         },

@@ -39,7 +39,7 @@ pub(super) async fn part(
     }
     let cache_key = step.cache_ttl.map(|_| cache_key(step, hash));
     if let (Some(ttl), Some(key)) = (step.cache_ttl, cache_key) {
-        if let Some(mut output) = shared.cached(key, ttl) {
+        if let Some(mut output) = shared.cached(key, ttl).await {
             output.cached = Some(true);
             Progress::add(&shared.progress.cache_hits, 1);
             let end = PartEnd::Done(output);
