@@ -163,6 +163,41 @@ mod tests {
     }
 
     #[test]
+    fn a_run_executed_here_shows_its_own_control_at_once() {
+        let control = RunControl::new();
+        assert_eq!(RunState::here(&control), RunState::Running);
+        control.pause();
+        assert_eq!(RunState::here(&control), "paused");
+        // A cancel is shown as `status` shows it from the stored control.
+        control.cancel();
+        assert_eq!(RunState::here(&control), RunState::Cancelling);
+        let cancel = StoredControl {
+            state: ControlState::Cancel,
+            by: "t".into(),
+            at: 0,
+        };
+        let run = RunMeta {
+            id: "r-1".into(),
+            name: "r".into(),
+            source: "s".into(),
+            created_at: 0,
+            updated_at: 0,
+            finished_at: None,
+            total: None,
+            settings: serde_json::json!({}),
+            state: STATE_RUNNING.into(),
+        };
+        assert_eq!(
+            shown_state(&run, Some(&cancel), &[], now_ms()),
+            RunState::here(&control)
+        );
+        assert_eq!(
+            serde_json::to_value(RunState::Cancelling).unwrap(),
+            "cancelling"
+        );
+    }
+
+    #[test]
     fn a_run_shows_process_gone_pausing_and_paused_from_its_beats() {
         let now = now_ms();
         let run = RunMeta {
