@@ -53,7 +53,7 @@ pub use errors::{group_errors, normalise, ErrorExample, ErrorGroup, ErrorKey};
 pub use export::{ExportFormat, ExportOptions};
 pub use files::{FileAccess, FILE_ACCESS_STATE};
 pub use identity::{worker_state, WorkerState, BEAT_PERIOD, BEAT_STALE};
-pub use input::InputSource;
+pub use input::QuickInput;
 pub use item_error::ItemError;
 pub use job::{
     plan, probe, process_providers, run_job, run_job_with, unit_result, Bound, CheckReport,

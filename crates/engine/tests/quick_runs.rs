@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_engine::{run_quick, InputSource, Progress, QuickConfig, RunReport};
+use sluice_engine::{run_quick, Progress, QuickConfig, QuickInput, RunReport};
 use sluice_limit::Backoff;
 use sluice_mock::{MockConfig, MockServer};
 use sluice_store::StoreLocation;
@@ -68,7 +68,7 @@ fn write_input(dir: &Path, n: usize) -> std::path::PathBuf {
 
 fn config(dir: &Path, input: &Path, url: String, retries: u32) -> QuickConfig {
     QuickConfig {
-        input: InputSource::Path(input.to_path_buf()),
+        input: QuickInput::Path(input.to_path_buf()),
         url,
         concurrency: 8,
         grow_to_rate: false,

@@ -244,7 +244,7 @@ pub(crate) async fn run_unit(shared: &Shared, unit: Unit) -> Option<ItemRecord> 
 async fn run_steps(
     shared: &Shared,
     unit: &Unit,
-    known: &Known,
+    known: &RecordedParts,
     outputs: &mut Map<String, Json>,
     tally: &mut UnitTally,
     failure: &mut Option<String>,
@@ -315,17 +315,19 @@ impl PartEnd {
     }
 }
 
-pub(super) type Known = HashMap<(String, i64), (u64, StepOutput)>;
+/// A unit's parts recorded done by earlier runs: (step, part) → (request
+/// hash, output).
+pub(super) type RecordedParts = HashMap<(String, i64), (u64, StepOutput)>;
 
 /// Done parts recorded by earlier runs of this unit: (step, part) → (hash, output).
-async fn known_parts(shared: &Shared, unit_id: &str, resume: bool) -> Known {
+async fn known_parts(shared: &Shared, unit_id: &str, resume: bool) -> RecordedParts {
     if !(shared.resumed || resume) {
-        return Known::new();
+        return RecordedParts::new();
     }
     let (run, unit) = (shared.run_id.clone(), unit_id.to_owned());
     let read = shared.read_store(move |s| s.unit_steps(&run, &unit));
     let records = match read.await {
-        None => return Known::new(),
+        None => return RecordedParts::new(),
         Some(Ok(records)) => records,
         Some(Err(e)) => {
             // Not "no steps recorded": the steps are sent (and paid) again,
@@ -335,7 +337,7 @@ async fn known_parts(shared: &Shared, unit_id: &str, resume: bool) -> Known {
                  its steps are sent again",
                 shared.run_id
             );
-            return Known::new();
+            return RecordedParts::new();
         }
     };
     records

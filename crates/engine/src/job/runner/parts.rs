@@ -8,7 +8,7 @@ use sluice_store::{ItemStatus, StepRecord};
 
 use super::model::{call_model, chat_part_output, ModelCall};
 use super::send::{send, CallOutcome, Outgoing, Sent, Target};
-use super::{Known, PartEnd, Shared, Unit, UnitTally};
+use super::{PartEnd, RecordedParts, Shared, Unit, UnitTally};
 use crate::calls::Tally;
 use crate::clock::now_ms;
 use crate::job::output::{parse_json_text, StepOutput};
@@ -25,7 +25,7 @@ pub(super) async fn part(
     ctx: &minijinja::Value,
     part: i64,
     file_stem: &str,
-    known: &Known,
+    known: &RecordedParts,
     tally: &mut UnitTally,
 ) -> PartEnd {
     let hash = match requests::fingerprint(step, ctx, part) {
