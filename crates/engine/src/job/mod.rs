@@ -118,7 +118,7 @@ pub fn run_job_with(
             &spool,
             &env_value,
         ))
-        .map_err(|e| Error::Config(e.to_string()))?;
+        .map_err(|e| Error::Input(e.to_string()))?;
     let input_name = input_name(&job.input.source);
     if prepared.bad_count > 0 && !cfg.skip_bad {
         let first = &prepared.bad[0];
