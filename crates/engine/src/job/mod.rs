@@ -18,6 +18,7 @@ mod requests;
 mod runner;
 pub(crate) mod sharing;
 mod show;
+mod timing;
 mod units;
 mod window;
 

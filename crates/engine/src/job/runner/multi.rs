@@ -10,6 +10,7 @@ use super::{context, Done, Failed, Known, PartEnd, Shared, StepEnd, Stopped, Uni
 use crate::calls::Tally;
 use crate::job::output::{parse_json_text, StepOutput, Turn, Usage};
 use crate::job::requests::{self, hash_json};
+use crate::job::timing;
 use crate::quick::now_ms;
 
 #[allow(clippy::too_many_arguments)]
@@ -99,7 +100,9 @@ pub(super) async fn conversation(
     let mut streams: Vec<(Option<u64>, Option<f64>)> = Vec::new();
     let mut total = Usage::default();
     let mut latency_ms: Option<u64> = None;
+    let mut times: Vec<Json> = Vec::with_capacity(turns.len());
     for (k, turn) in turns.iter().enumerate() {
+        let entered = now_ms();
         // A turn may quote earlier answers: `answers[0]`.
         let mut turn_ctx: Json = serde_json::to_value(ctx).unwrap_or(Json::Null);
         turn_ctx["answers"] = json!(answers);
@@ -148,6 +151,7 @@ pub(super) async fn conversation(
                         match chat_part_output(step, lane, &body, ended.stream) {
                             Ok(mut o) => {
                                 o.latency_ms = Some(latency.as_millis() as u64);
+                                timing::set(&mut o, entered, now_ms());
                                 let model = model_of(&request.body);
                                 shared.charge(lane, model, o.usage, ended.batched);
                                 PartEnd::Done(o)
@@ -181,6 +185,7 @@ pub(super) async fn conversation(
         if let Some(ms) = output.latency_ms {
             *latency_ms.get_or_insert(0) += ms;
         }
+        times.push(json!({"started_at": output.started_at, "finished_at": output.finished_at}));
         answers.push(output.text.clone().unwrap_or_default());
         usages.push(output.usage);
         streams.push((output.ttft_ms, output.tokens_per_s));
@@ -201,7 +206,14 @@ pub(super) async fn conversation(
         )
         .collect();
     let (ttft_ms, tokens_per_s) = conversation_stream(&turns);
+    let (started_at, finished_at, duration_ms) = match timing::span(&times) {
+        Some((s, f, d)) => (Some(s), Some(f), Some(d)),
+        None => (None, None, None),
+    };
     let out = StepOutput {
+        started_at,
+        finished_at,
+        duration_ms,
         json: parse_json_text(&last),
         text: Some(last),
         usage: Some(total),

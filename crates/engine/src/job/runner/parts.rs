@@ -15,6 +15,7 @@ use crate::calls::{self, CallEnd, CallEnv, CallRequest, Tally};
 use crate::job::lanes::{Lane, LaneRoute};
 use crate::job::output::{parse_json_text, StepOutput};
 use crate::job::requests;
+use crate::job::timing;
 use crate::progress::Progress;
 use crate::quick::now_ms;
 use crate::writer::Message;
@@ -31,6 +32,7 @@ pub(super) async fn part(
     known: &Known,
     tally: &mut UnitTally,
 ) -> PartEnd {
+    let entered = now_ms();
     let hash = match requests::fingerprint(step, ctx, part) {
         Ok(h) => h,
         Err(e) => return PartEnd::Failed(e.to_string()),
@@ -44,6 +46,7 @@ pub(super) async fn part(
     if let (Some(ttl), Some(key)) = (step.cache_ttl, cache_key) {
         if let Some(mut output) = shared.cached(key, ttl) {
             output.cached = Some(true);
+            timing::set(&mut output, entered, now_ms());
             Progress::add(&shared.progress.cache_hits, 1);
             let end = PartEnd::Done(output);
             let none = Tally::default();
@@ -127,6 +130,9 @@ pub(super) async fn part(
     }
     tally.attempts += t.attempts;
     tally.throttled += t.throttled;
+    if let PartEnd::Done(o) = &mut end {
+        timing::set(o, entered, now_ms());
+    }
     if let PartEnd::Done(o) = &end {
         tally.add_usage(o.usage);
         if let (Some(key), None) = (cache_key, &o.fallback) {
