@@ -87,6 +87,7 @@ pub(crate) fn job(raw: RawJob, path: PathBuf, ctx: &mut Ctx) -> (Job, Vec<StepRe
         webhook,
         budget_usd,
         warnings: Vec::new(),
+        files: crate::FileScope::default(),
     };
     (job, step_refs)
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::offload::{Api, BatchSpec, Mode};
-use crate::template::{TValue, Template};
+use crate::template::{RenderError, TValue, Template};
 
 /// A whole job file, validated.
 #[derive(Debug, Clone)]
@@ -43,6 +43,9 @@ pub struct Job {
     /// Likely mistakes that do not stop the job (a near-miss of a request
     /// parameter in `params`), by position; shown by `plan` and `run`.
     pub warnings: Vec<crate::diag::Diagnostic>,
+    /// Where `data_url()` and `base64()` read files from (the job file's
+    /// directory; [`crate::FileScope::confine`] limits a submitted job).
+    pub files: crate::FileScope,
 }
 
 impl Job {
@@ -333,14 +336,59 @@ pub enum Fallback {
 pub struct Message {
     /// `system`, `developer`, `user`, `assistant` or `tool`.
     pub role: String,
-    /// Rendered per unit.
-    pub content: Template,
+    /// Rendered per unit: text, or OpenAI content parts.
+    pub content: Content,
     /// A `tool` message: the id of the call it answers.
     pub tool_call_id: Option<Template>,
     /// An `assistant` message: its tool calls, `[{id, type = "function",
     /// function = {name, arguments}}]` (OpenAI's shape; translated for
     /// Anthropic).
     pub tool_calls: Option<TValue>,
+}
+
+/// A message's `content`: a text template, or a list of OpenAI content
+/// parts (`text`, `image_url`, `input_audio`, `file`) whose strings are
+/// templates.
+#[derive(Debug, Clone)]
+pub enum Content {
+    /// `content = "..."`.
+    Text(Template),
+    /// `content = [{ type = "text", text = "..." }, { type = "image_url", ... }]`.
+    Parts(TValue),
+}
+
+impl Content {
+    /// The content as the request carries it: a string, or the parts.
+    pub fn render(&self, ctx: &minijinja::Value) -> Result<serde_json::Value, RenderError> {
+        Ok(match self {
+            Content::Text(t) => serde_json::Value::String(t.render(ctx)?),
+            Content::Parts(parts) => parts.render(ctx)?,
+        })
+    }
+
+    /// Every template inside.
+    pub fn templates(&self) -> Vec<&Template> {
+        match self {
+            Content::Text(t) => vec![t],
+            Content::Parts(parts) => parts.templates(),
+        }
+    }
+
+    /// Every template inside, to rebind.
+    pub(crate) fn templates_mut(&mut self) -> Vec<&mut Template> {
+        match self {
+            Content::Text(t) => vec![t],
+            Content::Parts(parts) => parts.templates_mut(),
+        }
+    }
+
+    /// The text template of a plain-text content.
+    pub fn as_text(&self) -> Option<&Template> {
+        match self {
+            Content::Text(t) => Some(t),
+            Content::Parts(_) => None,
+        }
+    }
 }
 
 /// A multipart file upload.

@@ -227,7 +227,8 @@ pub(crate) struct RawCache {
 )]
 pub(crate) struct RawMessage {
     pub(crate) role: Option<Spanned<String>>,
-    pub(crate) content: Option<Spanned<String>>,
+    /// Text, or a list of OpenAI content parts.
+    pub(crate) content: Option<Spanned<RawValue>>,
     /// A `tool` message: the id of the call it answers.
     pub(crate) tool_call_id: Option<Spanned<String>>,
     /// An `assistant` message: the tool calls it made (OpenAI's shape).

@@ -58,9 +58,12 @@ pub(crate) struct Templates {
 }
 
 impl Templates {
-    pub(crate) fn new() -> Self {
+    /// Templates whose file functions read through `files`.
+    pub(crate) fn new(files: &crate::FileScope) -> Self {
+        let mut env = environment();
+        files.register(&mut env);
         Templates {
-            env: environment(),
+            env,
             placeholder: Arc::new(environment()),
             entries: Vec::new(),
         }
@@ -332,7 +335,7 @@ fn templates_mut(job: &mut Job) -> Vec<&mut Template> {
             } => {
                 out.push(model);
                 for m in messages.iter_mut() {
-                    out.push(&mut m.content);
+                    out.extend(m.content.templates_mut());
                     out.extend(m.tool_call_id.as_mut());
                     if let Some(calls) = &mut m.tool_calls {
                         tvalue_mut(calls, &mut out);

@@ -123,6 +123,10 @@ where
         files,
         early_stop,
     } = work;
+    if let Some(files) = &files {
+        // data_url() and base64() read under the same confinement as uploads.
+        job.files.confine(files.roots());
+    }
     let Env {
         vars: env,
         value: env_value,

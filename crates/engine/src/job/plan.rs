@@ -475,7 +475,11 @@ fn estimate(step: &sluice_spec::Step, ctx: &minijinja::Value) -> Option<u64> {
 /// A floor when prompts cannot be rendered yet: the template text itself.
 fn template_estimate(step: &sluice_spec::Step) -> u64 {
     let text: usize = match &step.kind {
-        StepKind::Chat { messages, .. } => messages.iter().map(|m| m.content.source().len()).sum(),
+        StepKind::Chat { messages, .. } => messages
+            .iter()
+            .flat_map(|m| m.content.templates())
+            .map(|t| t.source().len())
+            .sum(),
         StepKind::Conversation { turns, .. } => turns.iter().map(|t| t.source().len()).sum(),
         _ => 0,
     };

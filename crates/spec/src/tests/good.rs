@@ -216,12 +216,12 @@ fn full_job_chat_and_embed_steps() {
     assert_eq!(model.render(&c).unwrap(), "b");
     assert_eq!(messages[0].role, "system");
     assert_eq!(
-        messages[1].content.place(),
+        messages[1].content.as_text().unwrap().place(),
         "steps.plan.messages[1].content"
     );
     assert_eq!(
         messages[1].content.render(&c).unwrap(),
-        "Describe u (run 2)"
+        json!("Describe u (run 2)")
     );
     // Keys keep their order; non-strings stay literal.
     let expected =

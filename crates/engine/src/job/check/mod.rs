@@ -291,7 +291,7 @@ fn templates(step: &Step) -> Vec<&Template> {
             ..
         } => {
             out.push(model);
-            out.extend(messages.iter().map(|m| &m.content));
+            out.extend(messages.iter().flat_map(|m| m.content.templates()));
             out.extend(TValue::templates(params));
         }
         StepKind::Embed {
