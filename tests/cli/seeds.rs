@@ -223,3 +223,229 @@ fn a_retried_unit_keeps_the_times_of_the_steps_it_does_not_redo() {
         "{again}"
     );
 }
+
+/// A real 2 × 3 PNG (73 bytes).
+const PNG_2X3: &str = "89504e470d0a1a0a0000000d4948445200000002000000030802000000368849d6000000104944415478da6338212707440c281400440d0619fc27ceec0000000049454e44ae426082";
+
+const VISION: &str = r#"
+name = "vision"
+
+[input]
+path = "posters.jsonl"
+
+[providers.p]
+base_url = "{MOCK}"
+API
+
+[[steps]]
+name = "describe"
+kind = "chat"
+provider = "p"
+model = "m"
+messages = [
+  { role = "system", content = "You describe posters." },
+  { role = "user", content = [
+      { type = "text", text = "Describe poster {{ item.id }}." },
+      { type = "image_url", image_url = { url = "{{ data_url(item.poster) }}", detail = "low" } },
+  ] },
+]
+params = { max_tokens = 20 }
+
+[output]
+path = "results.jsonl"
+"#;
+
+/// Three posters under `posters/` and their items (`missing` names one
+/// that is not there instead of the second).
+fn posters(s: &Scratch, missing: bool) {
+    std::fs::create_dir_all(s.path("posters")).unwrap();
+    let png = hex::decode(PNG_2X3).unwrap();
+    let mut lines = Vec::new();
+    for i in 1..=3 {
+        std::fs::write(s.path(&format!("posters/p{i}.png")), &png).unwrap();
+        let file = if missing && i == 2 {
+            "posters/nope.png".to_owned()
+        } else {
+            format!("posters/p{i}.png")
+        };
+        lines.push(json!({"id": format!("p{i}"), "poster": file}).to_string());
+    }
+    s.write_lines("posters.jsonl", &lines);
+}
+
+#[test]
+fn posters_reach_openai_and_anthropic_as_images_the_mock_checks_and_counts() {
+    for (api, route) in [
+        ("", "/v1/chat/completions"),
+        ("api = \"anthropic\"", "/v1/messages"),
+    ] {
+        let mock = Mock::start(&["--journal", "10"]);
+        let s = Scratch::new();
+        posters(&s, false);
+        let job = s.job(&VISION.replace("API", api), Some(&mock), None);
+        let out = s.sluice(&["run", job.to_str().unwrap()]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{api}: {}", stderr(&out));
+        let stats = mock.stats();
+        assert_eq!(u(&stats["ok"]), 3, "{stats}");
+        assert_eq!(u(&stats["images"]), 3, "an image in every call: {stats}");
+        assert_eq!(u(&stats["requests_with_images"]), 3, "{stats}");
+        assert_eq!(u(&stats["image_bytes"]), 3 * 73, "{stats}");
+        let sent = mock.journal(route);
+        let body: Value = serde_json::from_str(sent[0]["body"].as_str().unwrap()).unwrap();
+        let image = &body["messages"][body["messages"].as_array().unwrap().len() - 1]["content"][1];
+        if api.is_empty() {
+            let url = image["image_url"]["url"].as_str().unwrap();
+            assert!(
+                url.starts_with("data:image/png;base64,iVBORw0KGgo"),
+                "{image}"
+            );
+            assert_eq!(image["image_url"]["detail"], "low");
+        } else {
+            assert_eq!(image["type"], "image", "{body}");
+            assert_eq!(image["source"]["media_type"], "image/png");
+            assert_eq!(image["source"]["type"], "base64");
+        }
+        let results = read_jsonl(&s.path("results.jsonl"));
+        assert!(results.iter().all(|r| r["status"] == "done"), "{results:?}");
+    }
+}
+
+#[test]
+fn a_missing_image_file_is_named_by_plan_and_fails_only_its_unit_in_a_run() {
+    let mock = Mock::start(&[]);
+    let s = Scratch::new();
+    posters(&s, true);
+    let job = s.job(&VISION.replace("API", ""), Some(&mock), None);
+    let plan = s.sluice(&["plan", job.to_str().unwrap()]).output().unwrap();
+    let err = stderr(&plan);
+    assert_eq!(plan.status.code(), Some(2), "{err}");
+    assert!(err.contains("nope.png"), "{err}");
+    assert!(err.contains("job.toml:20:"), "at the part's line: {err}");
+    assert_eq!(u(&mock.stats()["requests"]), 0);
+    let out = s.sluice(&["run", job.to_str().unwrap()]).output().unwrap();
+    let err = stderr(&out);
+    let results = read_jsonl(&s.path("results.jsonl"));
+    match out.status.code() {
+        // The check before the run found it: nothing was sent.
+        Some(2) => {
+            assert!(err.contains("nope.png"), "{err}");
+            assert_eq!(u(&mock.stats()["requests"]), 0);
+        }
+        // Or the unit whose file is missing failed, naming it, and no other.
+        _ => {
+            assert_eq!(out.status.code(), Some(1), "{err}");
+            assert_eq!(results[1]["status"], "failed");
+            let message = results[1]["error"]["message"].as_str().unwrap();
+            assert!(message.contains("nope.png"), "{message}");
+            assert_eq!(u(&mock.stats()["images"]), 2);
+        }
+    }
+}
+
+#[test]
+fn content_parts_are_checked_at_their_position_before_anything_is_sent() {
+    let mock = Mock::start(&[]);
+    let s = Scratch::new();
+    posters(&s, false);
+    let bad = VISION
+        .replace("API", "")
+        .replace(
+            r#"{ role = "system", content = "You describe posters." },"#,
+            r#"{ role = "system", content = [{ type = "image_url", image_url = { url = "x" } }] },"#,
+        )
+        .replace(r#"{ type = "text", text = "Describe"#, r#"{ type = "txt", text = "Describe"#)
+        .replace(r#", detail = "low" }"#, r#", detail = "tiny" }"#);
+    let job = s.job(&bad, Some(&mock), None);
+    let out = s.sluice(&["run", job.to_str().unwrap()]).output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("job.toml:17:33: steps.describe.messages[0].content[0]: an image_url part belongs in a role = \"user\" message"),
+        "{err}"
+    );
+    assert!(
+        err.contains("job.toml:19:16: steps.describe.messages[1].content[0].type \"txt\" is not a content part type; did you mean `text`?"),
+        "{err}"
+    );
+    assert!(
+        err.contains("job.toml:20:89: steps.describe.messages[1].content[1].image_url.detail \"tiny\" is not one of: auto, low, high"),
+        "{err}"
+    );
+    assert!(err.contains("3 errors in the job"), "{err}");
+    assert_eq!(u(&mock.stats()["requests"]), 0);
+}
+
+#[test]
+fn an_image_past_anthropics_limit_fails_its_unit_before_it_is_sent() {
+    let mock = Mock::start(&[]);
+    let s = Scratch::new();
+    posters(&s, false);
+    // A 6 MB PNG: under OpenAI's 20 MB, over Anthropic's 5 MB.
+    let mut big = hex::decode(PNG_2X3).unwrap();
+    big.resize(6 << 20, 0);
+    std::fs::write(s.path("posters/p2.png"), &big).unwrap();
+    let job = s.job(
+        &VISION.replace("API", "api = \"anthropic\""),
+        Some(&mock),
+        None,
+    );
+    let out = s.sluice(&["run", job.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let results = read_jsonl(&s.path("results.jsonl"));
+    assert_eq!(results[1]["status"], "failed");
+    let message = results[1]["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("Anthropic takes at most 5 MB per image"),
+        "{message}"
+    );
+    assert!(message.contains("nothing was sent"), "{message}");
+    assert_eq!(u(&mock.stats()["requests"]), 2, "only the two small ones");
+}
+
+#[test]
+fn a_submitted_job_reads_files_only_where_the_server_allows() {
+    let mock = Mock::start(&[]);
+    let s = Scratch::new();
+    posters(&s, false);
+    let allowed = s.path("posters");
+    let job = |path: &str| {
+        json!({
+            "name": "confined",
+            "items": [{"poster": path}],
+            "provider": {"base_url": mock.url("/v1")},
+            "step": {"kind": "chat", "model": "m", "messages": [{"role": "user", "content": [
+                {"type": "text", "text": "What is this?"},
+                {"type": "image_url", "image_url": {"url": "{{ data_url(item.poster) }}"}},
+            ]}]},
+        })
+        .to_string()
+    };
+    let server = Serve::start(&s, &["--allow-dir", allowed.to_str().unwrap()], &[]);
+    let json = "Content-Type: application/json";
+    let outside = s.path("secret.png");
+    std::fs::write(&outside, hex::decode(PNG_2X3).unwrap()).unwrap();
+    let (status, body) = server.http(
+        "POST",
+        "/v1/runs?wait=all",
+        &[json],
+        &job(outside.to_str().unwrap()),
+    );
+    // Found by the check before the run: a 400 naming the template's place.
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("image_url.url"), "{body}");
+    assert!(
+        body.contains("outside the directories this run may read"),
+        "{body}"
+    );
+    assert_eq!(u(&mock.stats()["requests"]), 0, "nothing sent: {body}");
+    // The same job naming a file in an --allow-dir directory sends it.
+    let inside = allowed.join("p1.png");
+    let (status, body) = server.http(
+        "POST",
+        "/v1/runs?wait=all",
+        &[json],
+        &job(inside.to_str().unwrap()),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(u(&mock.stats()["images"]), 1, "{body}");
+}

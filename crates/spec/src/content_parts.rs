@@ -86,10 +86,15 @@ fn check_part(part: &Spanned<RawValue>, role: &str, place: &str, ctx: &mut Ctx) 
             return;
         }
     };
+    let a = if kind.starts_with(['i', 'a']) {
+        "an"
+    } else {
+        "a"
+    };
     for (key, value) in fields {
         if key != "type" && key != kind {
             let message = format!(
-                "{place}: a {kind} part takes only type and {kind}, not {key:?} (OpenAI's shape: {})",
+                "{place}: {a} {kind} part takes only type and {kind}, not {key:?} (OpenAI's shape: {})",
                 example(kind)
             );
             ctx.diags.at(value.span(), message);
@@ -97,12 +102,12 @@ fn check_part(part: &Spanned<RawValue>, role: &str, place: &str, ctx: &mut Ctx) 
     }
     if kind != "text" && role != "user" && !role.is_empty() {
         let message = format!(
-            "{place}: a {kind} part belongs in a role = \"user\" message (APIs take images, audio and files from the user only)"
+            "{place}: {a} {kind} part belongs in a role = \"user\" message (APIs take images, audio and files from the user only)"
         );
         ctx.diags.at(part.span(), message);
     }
     let Some(value) = field(kind) else {
-        let message = format!("{place}: a {kind} part needs {kind}: {}", example(kind));
+        let message = format!("{place}: {a} {kind} part needs {kind}: {}", example(kind));
         ctx.diags.at(part.span(), message);
         return;
     };
