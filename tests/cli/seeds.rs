@@ -449,3 +449,217 @@ fn a_submitted_job_reads_files_only_where_the_server_allows() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(u(&mock.stats()["images"]), 1, "{body}");
 }
+
+const EMBED: &str = r#"
+name = "vectors"
+concurrency = 100
+
+[input]
+path = "texts.jsonl"
+
+[providers.local]
+base_url = "{MOCK}"
+
+[[steps]]
+name = "vec"
+kind = "embed"
+provider = "local"
+model = "e"
+input = "{{ item.text }}"
+BATCH
+
+[output]
+path = "results.jsonl"
+"#;
+
+fn texts(s: &Scratch, n: usize) {
+    let lines: Vec<String> = (0..n)
+        .map(|i| {
+            json!({"id": format!("t{i}"), "text": format!("text number {i} about rivers")})
+                .to_string()
+        })
+        .collect();
+    s.write_lines("texts.jsonl", &lines);
+}
+
+/// Inputs of each embeddings request the mock journaled.
+fn inputs_per_request(mock: &Mock) -> Vec<Vec<String>> {
+    mock.journal("/v1/embeddings")
+        .iter()
+        .map(|r| {
+            let body: Value = serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
+            match &body["input"] {
+                Value::Array(list) => list
+                    .iter()
+                    .map(|t| t.as_str().unwrap().to_owned())
+                    .collect(),
+                one => vec![one.as_str().unwrap().to_owned()],
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn batched_embeddings_send_many_units_a_request_and_give_each_its_own_vector() {
+    const N: usize = 250;
+    // The same job one text a request, for the vectors to compare with.
+    let single_mock = Mock::start(&[]);
+    let single = Scratch::new();
+    texts(&single, N);
+    let job = single.job(&EMBED.replace("BATCH", ""), Some(&single_mock), None);
+    let out = single
+        .sluice(&["run", job.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(u(&single_mock.stats()["ok"]), N as u64);
+    let alone = read_jsonl(&single.path("results.jsonl"));
+
+    let mock = Mock::start(&["--journal", "1000", "--latency-ms", "20"]);
+    let s = Scratch::new();
+    texts(&s, N);
+    let job = s.job(&EMBED.replace("BATCH", "batch = 100"), Some(&mock), None);
+    let plan = s
+        .sluice(&["plan", job.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(plan.status.code(), Some(0), "{}", stderr(&plan));
+    let planned = json_stdout(&plan);
+    assert_eq!(
+        planned["steps"][0]["calls"], 3,
+        "250 units by 100: {planned}"
+    );
+    let out = s.sluice(&["run", job.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let requests = inputs_per_request(&mock);
+    assert!(
+        requests.iter().all(|r| r.len() <= 100),
+        "at most batch a request"
+    );
+    assert!(
+        requests.len() <= N / 10,
+        "{} requests for {N} texts",
+        requests.len()
+    );
+    let mut sent: Vec<String> = requests.concat();
+    sent.sort();
+    let mut expected: Vec<String> = (0..N)
+        .map(|i| format!("text number {i} about rivers"))
+        .collect();
+    expected.sort();
+    assert_eq!(sent, expected, "every text once");
+    let batched = read_jsonl(&s.path("results.jsonl"));
+    assert_eq!(batched.len(), N);
+    let mut tokens = 0;
+    for (b, a) in batched.iter().zip(&alone) {
+        assert_eq!(b["id"], a["id"]);
+        assert_eq!(b["status"], "done");
+        assert_eq!(
+            b["steps"]["vec"]["json"], a["steps"]["vec"]["json"],
+            "its own vector"
+        );
+        tokens += u(&b["steps"]["vec"]["usage"]["prompt_tokens"]);
+    }
+    // The tokens the API reported for each request, shared out whole.
+    assert_eq!(tokens, u(&mock.stats()["tokens_charged"]));
+}
+
+#[test]
+fn an_interrupted_batched_run_resumes_with_each_unit_recorded_on_its_own() {
+    const N: usize = 200;
+    let mock = Mock::start(&["--journal", "1000", "--latency-ms", "300"]);
+    let s = Scratch::new();
+    texts(&s, N);
+    let text = EMBED
+        .replace("concurrency = 100", "concurrency = 40")
+        .replace("BATCH", "batch = 20");
+    let job = s.job(&text, Some(&mock), None);
+    let child = std::process::Command::new(bin())
+        .current_dir(s.dir.path())
+        .args(["run", job.to_str().unwrap(), "--json"])
+        .env("SLUICE_STORE", s.store())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while u(&mock.stats()["ok"]) < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let first = child.wait_with_output().unwrap();
+    assert_eq!(first.status.code(), Some(130), "{}", stderr(&first));
+    let done = u(&json_stdout(&first)["recorded"]["done"]);
+    assert!(done > 0 && done < N as u64, "{}", json_stdout(&first));
+    let before = inputs_per_request(&mock).concat().len();
+
+    let again = s
+        .sluice(&["run", job.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    assert_eq!(
+        u(&json_stdout(&again)["this_run"]["skipped"]),
+        done,
+        "each unit kept"
+    );
+    let after = inputs_per_request(&mock).concat().len();
+    assert_eq!(
+        after - before,
+        N - done as usize,
+        "only the units not recorded were sent again"
+    );
+    let results = read_jsonl(&s.path("results.jsonl"));
+    assert!(results
+        .iter()
+        .all(|r| r["status"] == "done" && r["steps"]["vec"]["json"].is_array()));
+}
+
+#[test]
+fn a_bad_batch_is_an_error_at_its_position_before_anything_is_sent() {
+    let mock = Mock::start(&[]);
+    let s = Scratch::new();
+    texts(&s, 3);
+    for (batch, says) in [
+        (
+            "batch = 0",
+            "job.toml:17:9: step \"vec\": batch = 0: give 1 to 2048 units per request",
+        ),
+        ("batch = 5000", "batch = 5000: give 1 to 2048"),
+        (
+            "batch = 10\nfor_each = \"{{ [1, 2] }}\"",
+            "batch and for_each do not go together",
+        ),
+    ] {
+        let job = s.job(&EMBED.replace("BATCH", batch), Some(&mock), None);
+        let out = s.sluice(&["run", job.to_str().unwrap()]).output().unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{batch}: {err}");
+        assert!(err.contains(says), "{batch}: {err}");
+    }
+    let on_chat = r#"
+[input]
+path = "texts.jsonl"
+[providers.local]
+base_url = "{MOCK}"
+[[steps]]
+name = "ask"
+kind = "chat"
+provider = "local"
+model = "m"
+messages = [{ role = "user", content = "{{ item.text }}" }]
+batch = 10
+"#;
+    let job = s.job(on_chat, Some(&mock), None);
+    let out = s.sluice(&["run", job.to_str().unwrap()]).output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("job.toml:12:1") && err.contains("batch"),
+        "{err}"
+    );
+    assert_eq!(u(&mock.stats()["requests"]), 0);
+}

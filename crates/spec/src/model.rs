@@ -317,6 +317,9 @@ pub struct Step {
     /// `assume_latency`: what one call of this step takes, for `plan`'s time
     /// estimates (overrides the provider's).
     pub assume_latency: Option<Duration>,
+    /// `batch = N` on an `embed` step: the inputs of up to N units go in one
+    /// request, and each unit gets its own vectors back.
+    pub batch: Option<usize>,
     /// What the step does.
     pub kind: StepKind,
 }

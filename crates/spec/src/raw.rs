@@ -199,6 +199,8 @@ pub(crate) struct RawStep {
     pub(crate) turns: Option<Spanned<Vec<Spanned<String>>>>,
     pub(crate) stream: Option<Spanned<bool>>,
     pub(crate) assume_latency: Option<Spanned<String>>,
+    /// `embed`: units' inputs sent in one request.
+    pub(crate) batch: Option<Spanned<u64>>,
 }
 
 /// `fallback = { value = ... }` or `{ provider = "NAME" }`.

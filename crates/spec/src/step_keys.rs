@@ -30,7 +30,9 @@ pub(crate) const KINDS: [(&str, &[&str]); 5] = [
     ),
     (
         "embed",
-        &["provider", "model", "input", "params", "path", "cache"],
+        &[
+            "provider", "model", "input", "params", "path", "cache", "batch",
+        ],
     ),
     (
         "http",

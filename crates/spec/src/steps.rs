@@ -169,6 +169,7 @@ fn step(
     let retries = raw.retries.as_ref().map(|r| ctx.retries(r, base));
     let fallback = fallback(&raw, kind, &label, providers, ctx);
     let cache_ttl = cache(&raw, kind, &label, ctx);
+    let batch = embed_batch(&raw, for_each.is_some(), provider, &label, ctx);
 
     let scope = Scope::Step {
         index,
@@ -198,8 +199,47 @@ fn step(
             .assume_latency
             .as_ref()
             .and_then(|t| ctx.nonzero(t, "assume_latency")),
+        batch,
         kind,
     })
+}
+
+/// Most inputs OpenAI takes in one embeddings request.
+const MAX_EMBED_BATCH: u64 = 2048;
+
+/// `batch = N` (embed steps only; the key check refuses it elsewhere): 1 to
+/// 2,048 units a request, live calls only, not in a fan-out.
+fn embed_batch(
+    raw: &RawStep,
+    fan_out: bool,
+    provider: Option<&crate::Provider>,
+    label: &str,
+    ctx: &mut Ctx,
+) -> Option<usize> {
+    let n = raw.batch.as_ref()?;
+    let value = *n.get_ref();
+    let problem = if value == 0 || value > MAX_EMBED_BATCH {
+        Some(format!(
+            "{label}: batch = {value}: give 1 to {MAX_EMBED_BATCH} units per request (OpenAI takes at most {MAX_EMBED_BATCH} inputs)"
+        ))
+    } else if fan_out {
+        Some(format!(
+            "{label}: batch and for_each do not go together: batch gathers units, not a unit's elements; drop one"
+        ))
+    } else if provider.is_some_and(|p| p.mode != crate::Mode::Live) {
+        Some(format!(
+            "{label}: batch gathers live requests; its provider sends through the batch API (mode), which takes each unit's request on its own: drop batch or set mode = \"live\""
+        ))
+    } else {
+        None
+    };
+    match problem {
+        Some(message) => {
+            ctx.diags.at(n.span(), message);
+            None
+        }
+        None => usize::try_from(value).ok(),
+    }
 }
 
 /// Keys no step kind takes: "did you mean" among the keys of the step's

@@ -228,6 +228,7 @@ where
             .map(|s| FirstCalls::new(early_stop, Some(s.name.clone())))
             .collect(),
         recording,
+        embed_batches: Default::default(),
     });
     let run_hook = match &job.webhook {
         Some(hook) if hook.on == WebhookOn::Run => Some(webhook_target(hook, &env_value)?),

@@ -269,6 +269,11 @@ pub(crate) fn estimate_plan(
             plan.calls = fan.elements + fan.unknown_units;
             plan.calls_at_least = fan.unknown_units > 0;
         }
+        // `batch = N`: N units' inputs a request (fewer when a gathering
+        // does not fill, so this is the least).
+        if let Some(n) = step.batch {
+            plan.calls = plan.calls.div_ceil(n as u64);
+        }
     }
     let items = prepared.map(|p| match options.limit {
         Some(_) => items_seen,

@@ -19,6 +19,7 @@ use crate::progress::Progress;
 use crate::quick::now_ms;
 use crate::writer::Message;
 
+mod embed_batch;
 mod model;
 mod multi;
 mod parts;
@@ -61,6 +62,8 @@ pub(crate) struct Shared {
     pub(crate) first_calls: Vec<crate::early_stop::FirstCalls>,
     /// The writer's store calls: a hanging store holds new calls.
     pub(crate) recording: Arc<crate::recording::Recording>,
+    /// Embed steps with `batch`: the units gathering for a shared request.
+    pub(crate) embed_batches: embed_batch::Gatherings,
 }
 
 impl Shared {

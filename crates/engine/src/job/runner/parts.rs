@@ -406,7 +406,12 @@ async fn execute(
                 part: key.0,
                 hash: key.1,
             };
-            let end = call_model(shared, &call, tally).await;
+            let end = match step.batch {
+                Some(size) if matches!(step.kind, StepKind::Embed { .. }) => {
+                    super::embed_batch::call(shared, &call, size, tally).await
+                }
+                _ => call_model(shared, &call, tally).await,
+            };
             let outcome = match end.outcome {
                 CallOutcome::Done(body) => {
                     let parsed = if matches!(step.kind, StepKind::Chat { .. }) {
