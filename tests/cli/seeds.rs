@@ -663,3 +663,39 @@ batch = 10
     );
     assert_eq!(u(&mock.stats()["requests"]), 0);
 }
+
+#[test]
+fn plan_counts_images_by_the_tile_rule_and_says_which_sizes_it_does_not_know() {
+    let s = Scratch::new();
+    posters(&s, false);
+    let mut lines: Vec<String> = std::fs::read_to_string(s.path("posters.jsonl"))
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    lines[2] = json!({"id": "p3", "poster": "https://images.example.com/p3.png"}).to_string();
+    s.write_lines("posters.jsonl", &lines);
+    let job = s.job(
+        &VISION.replace("API", "").replace(", detail = \"low\"", ""),
+        None,
+        None,
+    );
+    let job_text = std::fs::read_to_string(&job)
+        .unwrap()
+        .replace("{MOCK}", "http://127.0.0.1:9/v1");
+    std::fs::write(&job, job_text).unwrap();
+    let out = s.sluice(&["plan", job.to_str().unwrap()]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("3 images: 2 by OpenAI's tile rule from their size; 1 of a size not known before sending (URLs)"),
+        "{text}"
+    );
+    let json = s
+        .sluice(&["plan", job.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    let plan = json_stdout(&json);
+    assert_eq!(plan["steps"][0]["images"], 3, "{plan}");
+    assert_eq!(plan["steps"][0]["images_unsized"], 1, "{plan}");
+}

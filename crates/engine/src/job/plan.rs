@@ -40,6 +40,11 @@ pub struct StepPlan {
     pub cost_usd: Option<f64>,
     /// The same through the provider's batch API (its batch prices).
     pub batch_cost_usd: Option<f64>,
+    /// Image parts its requests carry (over the units rendered).
+    pub images: u64,
+    /// Of those, images whose size is not known before sending (a URL the
+    /// API fetches): counted at the tile rule's largest answer.
+    pub images_unsized: u64,
 }
 
 /// The lower bound one provider's limits put on the run's wall time.
@@ -218,6 +223,8 @@ pub(crate) fn estimate_plan(
             tokens_partial: false,
             cost_usd: None,
             batch_cost_usd: None,
+            images: 0,
+            images_unsized: 0,
         })
         .collect();
     let mut units = 0u64;
@@ -245,7 +252,11 @@ pub(crate) fn estimate_plan(
                     plan.calls_at_least |= step.for_each.is_some();
                     if let Some(tokens) = plan.tokens.as_mut() {
                         let t = match estimate(step, &ctx) {
-                            Some(t) => t,
+                            Some((t, (images, unknown))) => {
+                                plan.images += images;
+                                plan.images_unsized += unknown;
+                                t
+                            }
                             None => {
                                 plan.tokens_partial = true;
                                 template_estimate(step)
@@ -441,8 +452,8 @@ fn unset_cap_gap(job: &Job, step: &sluice_spec::Step, ctx: &minijinja::Value) ->
 }
 
 /// Tokens of one unit's call(s) of `step`, when its templates render without
-/// earlier steps' outputs.
-fn estimate(step: &sluice_spec::Step, ctx: &minijinja::Value) -> Option<u64> {
+/// earlier steps' outputs, and its image parts (all, and those of unknown size).
+fn estimate(step: &sluice_spec::Step, ctx: &minijinja::Value) -> Option<(u64, (u64, u64))> {
     if step.for_each.is_some() {
         return None;
     }
@@ -450,7 +461,7 @@ fn estimate(step: &sluice_spec::Step, ctx: &minijinja::Value) -> Option<u64> {
         StepKind::Chat { .. } | StepKind::Embed { .. } => requests::json_request(step, ctx)
             .ok()
             .flatten()
-            .map(|r| r.estimate.total()),
+            .map(|r| (r.estimate.total(), images(&r.body))),
         StepKind::Conversation { turns, .. } => {
             let mut prompts = Vec::new();
             let mut answers = Vec::new();
@@ -471,10 +482,32 @@ fn estimate(step: &sluice_spec::Step, ctx: &minijinja::Value) -> Option<u64> {
                     .unwrap_or(256);
                 answers.push("x".repeat((cap * 4) as usize));
             }
-            Some(total)
+            Some((total, (0, 0)))
         }
         _ => None,
     }
+}
+
+/// Image parts of a chat body, and those whose size a data URL does not say.
+fn images(body: &Json) -> (u64, u64) {
+    let parts = body["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["content"].as_array())
+        .flatten()
+        .filter_map(|p| p.pointer("/image_url/url").and_then(Json::as_str));
+    parts.fold((0, 0), |(all, unknown), url| {
+        let known = sluice_provider::dialect::media::data_url(url)
+            .and_then(|(_, data)| {
+                let head: String = data.chars().take(1024).collect();
+                let head = &head[..head.len() - head.len() % 4];
+                sluice_provider::dialect::media::base64_decode(head)
+            })
+            .and_then(|b| sluice_provider::dialect::media::image_size(&b))
+            .is_some();
+        (all + 1, unknown + u64::from(!known))
+    })
 }
 
 /// A floor when prompts cannot be rendered yet: the template text itself.
