@@ -699,3 +699,49 @@ fn plan_counts_images_by_the_tile_rule_and_says_which_sizes_it_does_not_know() {
     assert_eq!(plan["steps"][0]["images"], 3, "{plan}");
     assert_eq!(plan["steps"][0]["images_unsized"], 1, "{plan}");
 }
+
+#[test]
+fn a_conversation_turn_may_carry_an_image_kept_in_its_history() {
+    for api in ["", "api = \"anthropic\""] {
+        let mock = Mock::start(&[]);
+        let s = Scratch::new();
+        posters(&s, false);
+        let job = format!(
+            r#"
+[input]
+path = "posters.jsonl"
+
+[providers.p]
+base_url = "{{MOCK}}"
+{api}
+
+[[steps]]
+name = "talk"
+kind = "conversation"
+provider = "p"
+model = "m"
+turns = [
+  [{{ type = "text", text = "What is on poster {{{{ item.id }}}}?" }},
+   {{ type = "image_url", image_url = {{ url = "{{{{ data_url(item.poster) }}}}" }} }}],
+  "And its colours?",
+]
+params = {{ max_tokens = 10 }}
+
+[output]
+path = "results.jsonl"
+"#
+        );
+        let job = s.job(&job, Some(&mock), None);
+        let out = s.sluice(&["run", job.to_str().unwrap()]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{api}: {}", stderr(&out));
+        let stats = mock.stats();
+        // Both turns of each of the 3 posters carry the image (the second in
+        // the history).
+        assert_eq!(u(&stats["ok"]), 6, "{stats}");
+        assert_eq!(u(&stats["images"]), 6, "{stats}");
+        let results = read_jsonl(&s.path("results.jsonl"));
+        let turns = &results[0]["steps"]["talk"]["turns"];
+        assert_eq!(turns[0]["prompt"], "What is on poster p1?", "{turns}");
+        assert_eq!(turns[1]["prompt"], "And its colours?");
+    }
+}

@@ -14,15 +14,15 @@ use crate::templates_check::Scope;
 /// The content part types a message may hold.
 pub(crate) const PART_TYPES: [&str; 4] = ["text", "image_url", "input_audio", "file"];
 
-/// `content` of the message at `place` (`steps.NAME.messages[i]`).
+/// The content at `place` (`steps.NAME.messages[i].content`, a
+/// conversation's `steps.NAME.turns[i]`) of a message of `role`.
 pub(crate) fn content(
     raw: &Spanned<RawValue>,
     role: &str,
-    place: &str,
+    place: String,
     scope: Scope,
     ctx: &mut Ctx,
 ) -> Content {
-    let place = format!("{place}.content");
     match raw.get_ref() {
         RawValue::String(s) => {
             let text = Spanned::new(raw.span(), s.clone());

@@ -144,7 +144,13 @@ fn messages(raw: &RawStep, s: &StepCtx, ctx: &mut Ctx) -> Option<Vec<Message>> {
             None => None,
         };
         out.push(Message {
-            content: crate::content_parts::content(content, &role, &place, s.scope, ctx),
+            content: crate::content_parts::content(
+                content,
+                &role,
+                format!("{place}.content"),
+                s.scope,
+                ctx,
+            ),
             role,
             tool_call_id,
             tool_calls,
@@ -441,7 +447,10 @@ fn conversation(raw: &RawStep, s: &StepCtx, ctx: &mut Ctx) -> Option<StepKind> {
         .get_ref()
         .iter()
         .enumerate()
-        .map(|(i, t)| ctx.template(format!("{}.turns[{i}]", s.place), t, turn_scope))
+        .map(|(i, t)| {
+            let place = format!("{}.turns[{i}]", s.place);
+            crate::content_parts::content(t, "user", place, turn_scope, ctx)
+        })
         .collect();
     Some(StepKind::Conversation {
         model: model?,

@@ -466,8 +466,8 @@ pub enum StepKind {
         model: Template,
         /// Optional system message.
         system: Option<Template>,
-        /// The user turns.
-        turns: Vec<Template>,
+        /// The user turns: text, or content parts.
+        turns: Vec<Content>,
         /// Other body fields.
         params: TValue,
         /// Path under the provider's base URL (default `/chat/completions`).

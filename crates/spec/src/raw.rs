@@ -196,7 +196,8 @@ pub(crate) struct RawStep {
     pub(crate) command: Option<Spanned<Vec<Spanned<String>>>>,
     pub(crate) stdin: Option<Spanned<String>>,
     pub(crate) system: Option<Spanned<String>>,
-    pub(crate) turns: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Each turn: text, or a list of OpenAI content parts.
+    pub(crate) turns: Option<Spanned<Vec<Spanned<RawValue>>>>,
     pub(crate) stream: Option<Spanned<bool>>,
     pub(crate) assume_latency: Option<Spanned<String>>,
     /// `embed`: units' inputs sent in one request.

@@ -387,7 +387,9 @@ fn templates_mut(job: &mut Job) -> Vec<&mut Template> {
             } => {
                 out.push(model);
                 out.extend(system.as_mut());
-                out.extend(turns.iter_mut());
+                for turn in turns.iter_mut() {
+                    out.extend(turn.templates_mut());
+                }
                 tvalue_mut(params, &mut out);
             }
         }

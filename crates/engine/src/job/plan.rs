@@ -518,7 +518,11 @@ fn template_estimate(step: &sluice_spec::Step) -> u64 {
             .flat_map(|m| m.content.templates())
             .map(|t| t.source().len())
             .sum(),
-        StepKind::Conversation { turns, .. } => turns.iter().map(|t| t.source().len()).sum(),
+        StepKind::Conversation { turns, .. } => turns
+            .iter()
+            .flat_map(|t| t.templates())
+            .map(|t| t.source().len())
+            .sum(),
         _ => 0,
     };
     (text as u64).div_ceil(4)

@@ -234,8 +234,11 @@ impl<'a> Checker<'a> {
                     .map(|i| Value::from(format!("⟨answers[{i}]⟩")))
                     .collect();
                 turn_ctx.insert("answers".into(), Value::from(answers));
-                if let Err(e) = turn.render(&Value::from(turn_ctx.clone())) {
-                    self.render_failed(turn, &e, &turn_ctx, position, each_uncertain);
+                let value = Value::from(turn_ctx.clone());
+                for template in turn.templates() {
+                    if let Err(e) = template.render(&value) {
+                        self.render_failed(template, &e, &turn_ctx, position, each_uncertain);
+                    }
                 }
             }
         }

@@ -94,7 +94,7 @@ pub(super) async fn conversation(
     let Some(lane) = step.provider.as_deref().and_then(|p| shared.lanes.get(p)) else {
         return Failed("the step has no provider".into());
     };
-    let mut prompts: Vec<String> = Vec::new();
+    let mut prompts: Vec<Json> = Vec::new();
     let mut answers: Vec<String> = Vec::new();
     let mut usages: Vec<Option<Usage>> = Vec::new();
     let mut streams: Vec<(Option<u64>, Option<f64>)> = Vec::new();
@@ -111,7 +111,7 @@ pub(super) async fn conversation(
             Ok(p) => p,
             Err(e) => return Failed(e.to_string()),
         };
-        prompts.push(prompt.clone());
+        prompts.push(prompt);
         let request = match requests::conversation_request(step, ctx, &prompts, &answers) {
             Ok(Some(r)) => r,
             Ok(None) => return Failed("not a conversation".into()),
@@ -197,7 +197,7 @@ pub(super) async fn conversation(
         .zip(usages.into_iter().zip(streams))
         .map(
             |((prompt, answer), (usage, (ttft_ms, tokens_per_s)))| Turn {
-                prompt,
+                prompt: requests::prompt_text(&prompt),
                 answer,
                 usage,
                 ttft_ms,
