@@ -745,3 +745,133 @@ path = "results.jsonl"
         assert_eq!(turns[1]["prompt"], "And its colours?");
     }
 }
+
+const EPISODES: &str = r#"
+name = "episodes"
+concurrency = 1
+max_in_flight = 5
+
+[input]
+path = "episodes.jsonl"
+
+[providers.gen]
+base_url = "{MOCK}"
+
+[[steps]]
+name = "script"
+kind = "chat"
+provider = "gen"
+model = "script"
+messages = [{ role = "user", content = "Script for {{ item.id }}" }]
+
+[[steps]]
+name = "voice"
+kind = "chat"
+needs = ["script"]
+provider = "gen"
+model = "voice"
+messages = [{ role = "user", content = "Voice {{ item.id }}: {{ steps.script.text }}" }]
+
+[[steps]]
+name = "scenes"
+kind = "chat"
+needs = ["script"]
+for_each = "{{ item.scenes }}"
+concurrency = 6
+provider = "gen"
+model = "scene"
+messages = [{ role = "user", content = "Scene {{ each }} of {{ item.id }}" }]
+
+[[steps]]
+name = "broll"
+kind = "chat"
+needs = ["script"]
+provider = "gen"
+model = "broll"
+messages = [{ role = "user", content = "B-roll for {{ item.id }}" }]
+
+[[steps]]
+name = "assemble"
+kind = "chat"
+needs = ["voice", "scenes", "broll"]
+provider = "gen"
+model = "assemble"
+messages = [{ role = "user", content = "{{ steps.voice.text }} {{ steps.broll.text }} {{ steps.scenes | length }}" }]
+
+[output]
+path = "results.jsonl"
+"#;
+
+#[test]
+fn steps_whose_needs_are_met_run_at_once_under_the_units_max_in_flight() {
+    // 300 ms a call: the eight calls that become ready together when the
+    // script is done are all waiting long before the first ends.
+    let mock = Mock::start(&["--latency-ms", "300"]);
+    let s = Scratch::new();
+    let lines: Vec<String> = (1..=2)
+        .map(|i| json!({"id": format!("ep{i}"), "scenes": [1, 2, 3, 4, 5, 6]}).to_string())
+        .collect();
+    s.write_lines("episodes.jsonl", &lines);
+    let job = s.job(EPISODES, Some(&mock), None);
+    let out = s.sluice(&["run", job.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let stats = mock.stats();
+    assert_eq!(u(&stats["ok"]), 2 * (1 + 1 + 6 + 1 + 1), "{stats}");
+    // One episode at a time (concurrency = 1): the mock's peak is one
+    // unit's, held at max_in_flight, and above what steps in a row allow.
+    let peak = u(&stats["max_in_flight"]);
+    assert!((3..=5).contains(&peak), "{peak} in flight: {stats}");
+    for r in read_jsonl(&s.path("results.jsonl")) {
+        assert_eq!(r["status"], "done", "{r}");
+        let steps = &r["steps"];
+        let end = |v: &Value| ms(&v["finished_at"]);
+        let start = |v: &Value| ms(&v["started_at"]);
+        let script_end = end(&steps["script"]);
+        let mut last = 0;
+        for v in [&steps["voice"], &steps["broll"]]
+            .into_iter()
+            .chain(steps["scenes"].as_array().unwrap())
+        {
+            assert!(start(v) >= script_end, "after what it needs: {r}");
+            last = last.max(end(v));
+        }
+        // voice, b-roll and the scenes overlapped ...
+        assert!(start(&steps["broll"]) < end(&steps["voice"]), "{r}");
+        // ... and assemble waited for all three.
+        assert!(start(&steps["assemble"]) >= last, "{r}");
+        assert_eq!(steps["assemble"]["status"], Value::Null);
+    }
+}
+
+#[test]
+fn needs_are_checked_at_their_position_and_templates_read_only_what_a_step_needs() {
+    let mock = Mock::start(&[]);
+    let s = Scratch::new();
+    s.write_lines(
+        "episodes.jsonl",
+        &[json!({"id": "ep1", "scenes": [1]}).to_string()],
+    );
+    for (edit, says) in [
+        (
+            ("needs = [\"script\"]\nprovider = \"gen\"\nmodel = \"voice\"", "needs = [\"scrpt\"]\nprovider = \"gen\"\nmodel = \"voice\""),
+            "job.toml:22:10: needs \"scrpt\": there is no such step; did you mean `script`?; steps above it: script",
+        ),
+        (
+            ("needs = [\"script\"]\nprovider = \"gen\"\nmodel = \"voice\"", "needs = [\"broll\"]\nprovider = \"gen\"\nmodel = \"voice\""),
+            "needs \"broll\", which comes later in the file; a step may need only steps above it",
+        ),
+        (
+            ("needs = [\"voice\", \"scenes\", \"broll\"]", "needs = [\"voice\", \"scenes\"]"),
+            "steps.assemble.messages[0].content: step \"broll\" is not among the steps this one needs",
+        ),
+    ] {
+        let text = EPISODES.replacen(edit.0, edit.1, 1);
+        assert_ne!(text, EPISODES);
+        let job = s.job(&text, Some(&mock), None);
+        let out = s.sluice(&["run", job.to_str().unwrap()]).output().unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(says), "{says}\n{err}");
+    }
+    assert_eq!(u(&mock.stats()["requests"]), 0);
+}

@@ -72,6 +72,12 @@ pub(crate) fn job(raw: RawJob, path: PathBuf, ctx: &mut Ctx) -> (Job, Vec<StepRe
         .and_then(|t| ctx.nonzero(t, "unit_timeout"));
     let webhook = webhook(raw.webhook, ctx);
     let budget_usd = budget(raw.budget.as_ref(), &providers, ctx);
+    let max_in_flight = match (ctx.sets.max_in_flight, &raw.max_in_flight) {
+        (Some(n), _) => Some(n),
+        (None, Some(n)) => ctx.positive(n, "max_in_flight"),
+        (None, None) => None,
+    }
+    .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
     let job = Job {
         name,
         path,
@@ -88,6 +94,7 @@ pub(crate) fn job(raw: RawJob, path: PathBuf, ctx: &mut Ctx) -> (Job, Vec<StepRe
         budget_usd,
         warnings: Vec::new(),
         files: crate::FileScope::default(),
+        max_in_flight,
     };
     (job, step_refs)
 }

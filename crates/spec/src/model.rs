@@ -46,6 +46,9 @@ pub struct Job {
     /// Where `data_url()` and `base64()` read files from (the job file's
     /// directory; [`crate::FileScope::confine`] limits a submitted job).
     pub files: crate::FileScope,
+    /// `max_in_flight`: one unit's calls in flight at most, across its steps
+    /// (those running at once, see [`Step::needs`]) and fan-outs.
+    pub max_in_flight: Option<usize>,
 }
 
 impl Job {
@@ -317,6 +320,10 @@ pub struct Step {
     /// `assume_latency`: what one call of this step takes, for `plan`'s time
     /// estimates (overrides the provider's).
     pub assume_latency: Option<Duration>,
+    /// The steps (by index, all earlier in the file) whose outputs this one
+    /// waits for: `needs = [...]`, else the step before it. Steps whose
+    /// needs are met run at once within a unit.
+    pub needs: Vec<usize>,
     /// `batch = N` on an `embed` step: the inputs of up to N units go in one
     /// request, and each unit gets its own vectors back.
     pub batch: Option<usize>,

@@ -202,6 +202,8 @@ pub(crate) struct RawStep {
     pub(crate) assume_latency: Option<Spanned<String>>,
     /// `embed`: units' inputs sent in one request.
     pub(crate) batch: Option<Spanned<u64>>,
+    /// The steps this one waits for.
+    pub(crate) needs: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// `fallback = { value = ... }` or `{ provider = "NAME" }`.

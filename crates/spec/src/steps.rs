@@ -34,6 +34,9 @@ pub(crate) struct StepRef {
     pub(crate) name: Option<String>,
     /// It has `for_each`, so its output is a list.
     pub(crate) fans_out: bool,
+    /// The steps whose outputs it may read: what it needs, and what they
+    /// need, all the way up (by index).
+    pub(crate) upstream: Vec<usize>,
 }
 
 /// Builds every step; returns them and what templates may read of each entry.
@@ -47,22 +50,95 @@ pub(crate) fn steps(
         let message = "the job has no steps; add a [[steps]] section with a name and a kind";
         ctx.diags.at(steps_span.unwrap_or(0..0), message);
     }
-    let refs: Vec<StepRef> = entries
+    let names: Vec<Option<String>> = entries.iter().map(|e| e.name_hint.clone()).collect();
+    let needs: Vec<Vec<usize>> = entries
         .iter()
-        .map(|e| StepRef {
+        .enumerate()
+        .map(|(i, e)| declared_needs(i, e.raw.as_ref(), &names))
+        .collect();
+    let mut refs: Vec<StepRef> = Vec::with_capacity(entries.len());
+    for (i, e) in entries.iter().enumerate() {
+        let mut upstream = std::collections::BTreeSet::new();
+        for &j in &needs[i] {
+            upstream.insert(j);
+            upstream.extend(refs[j].upstream.iter().copied());
+        }
+        refs.push(StepRef {
             name: e.name_hint.clone(),
             fans_out: e.raw.as_ref().is_some_and(|r| r.for_each.is_some()),
-        })
-        .collect();
-    let names: Vec<Option<String>> = refs.iter().map(|r| r.name.clone()).collect();
+            upstream: upstream.into_iter().collect(),
+        });
+    }
     let mut out = Vec::new();
     for (index, entry) in entries.into_iter().enumerate() {
         unknown_keys(&entry, index, ctx);
-        if let Some(step) = step(index, entry, &names, providers, ctx) {
+        check_needs(index, entry.raw.as_ref(), &names, ctx);
+        if let Some(mut step) = step(index, entry, &names, providers, ctx) {
+            step.needs = needs[index].clone();
             out.push(step);
         }
     }
     (out, refs)
+}
+
+/// The earlier steps `needs` names (those it names wrongly are reported by
+/// [`check_needs`]), else the step before.
+fn declared_needs(index: usize, raw: Option<&RawStep>, names: &[Option<String>]) -> Vec<usize> {
+    match raw.and_then(|r| r.needs.as_ref()) {
+        Some(list) => {
+            let mut out: Vec<usize> = list
+                .get_ref()
+                .iter()
+                .filter_map(|n| {
+                    names[..index]
+                        .iter()
+                        .position(|m| m.as_ref() == Some(n.get_ref()))
+                })
+                .collect();
+            out.sort_unstable();
+            out.dedup();
+            out
+        }
+        None => index.checked_sub(1).into_iter().collect(),
+    }
+}
+
+/// `needs = [...]`: names of steps above this one, each once.
+fn check_needs(index: usize, raw: Option<&RawStep>, names: &[Option<String>], ctx: &mut Ctx) {
+    let Some(list) = raw.and_then(|r| r.needs.as_ref()) else {
+        return;
+    };
+    let above: Vec<&str> = names[..index]
+        .iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
+    let above_text = if above.is_empty() {
+        "none (it is the first step)".to_owned()
+    } else {
+        above.join(", ")
+    };
+    let mut seen: Vec<&str> = Vec::new();
+    for need in list.get_ref() {
+        let name = need.get_ref().as_str();
+        let at = names.iter().position(|n| n.as_deref() == Some(name));
+        let problem = match at {
+            _ if seen.contains(&name) => Some(format!("needs lists {name:?} twice")),
+            Some(p) if p == index => Some(format!("a step cannot need itself ({name:?}); steps above it: {above_text}")),
+            Some(_) if !above.contains(&name) => Some(format!(
+                "needs {name:?}, which comes later in the file; a step may need only steps above it (move {name:?} up); steps above it: {above_text}"
+            )),
+            Some(_) => None,
+            None => Some(format!(
+                "needs {name:?}: there is no such step{}; steps above it: {above_text}",
+                crate::suggest::did_you_mean(name, above.iter().copied())
+            )),
+        };
+        if let Some(message) = problem {
+            ctx.diags.at(need.span(), message);
+        }
+        seen.push(name);
+    }
 }
 
 fn step(
@@ -200,6 +276,7 @@ fn step(
             .as_ref()
             .and_then(|t| ctx.nonzero(t, "assume_latency")),
         batch,
+        needs: Vec::new(),
         kind,
     })
 }

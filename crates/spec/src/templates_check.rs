@@ -265,6 +265,17 @@ fn check_step(
              steps; available here: {earlier}"
         ));
     }
+    if !known.steps[index].upstream.contains(&p) {
+        let needed = list_or_none(
+            known.steps[index]
+                .upstream
+                .iter()
+                .filter_map(|&u| known.steps[u].name.as_deref()),
+        );
+        return Err(format!(
+            "step {name:?} is not among the steps this one needs, so it may not have run yet; add it to needs; steps available here: {needed}"
+        ));
+    }
     if let (Some(f), true) = (field, known.steps[p].fans_out) {
         return Err(format!(
             "step {name:?} has for_each, so steps.{name} is a list of outputs; \

@@ -135,6 +135,10 @@ pub(super) async fn conversation(
                     return Stopped;
                 }
                 let started = now_ms();
+                let _unit_slot = match &unit.in_flight {
+                    Some(slots) => slots.clone().acquire_owned().await.ok(),
+                    None => None,
+                };
                 let mut t = Tally::default();
                 let call = ModelCall {
                     unit,

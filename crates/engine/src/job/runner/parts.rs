@@ -70,6 +70,11 @@ pub(super) async fn part(
         // Items stay pending; a rerun with a higher budget continues.
         return PartEnd::Stopped;
     }
+    // One of the unit's `max_in_flight` places, then the step's own cap.
+    let _unit_slot = match &unit.in_flight {
+        Some(slots) => slots.clone().acquire_owned().await.ok(),
+        None => None,
+    };
     let _step_slot = match &shared.step_slots[step.index] {
         Some(slots) if step.for_each.is_none() => slots.clone().acquire_owned().await.ok(),
         _ => None,
