@@ -23,7 +23,7 @@ use sluice_limit::Cost;
 use tokio::sync::{oneshot, Notify};
 
 use super::model::{ModelCall, ModelEnd};
-use super::parts::{send, CallOutcome, Outgoing, Target};
+use super::send::{send, CallOutcome, Outgoing, Target};
 use super::Shared;
 use crate::calls::Tally;
 
