@@ -875,3 +875,201 @@ fn needs_are_checked_at_their_position_and_templates_read_only_what_a_step_needs
     }
     assert_eq!(u(&mock.stats()["requests"]), 0);
 }
+
+const AFFINITY: &str = r#"
+name = "stages"
+concurrency = 8
+
+[input]
+path = "files.jsonl"
+
+[providers.gpu]
+urls = [URLS]
+retries = { max = 2, base = "10ms", cap = "50ms" }
+circuit_breaker = { failures = 1, cooldown = "300ms" }
+
+[[steps]]
+name = "upload"
+kind = "http"
+provider = "gpu"
+path = "/stages/upload"
+json = { file = "{{ item.path }}" }
+affinity = "{{ item.path }}"
+FAILOVER
+
+[[steps]]
+name = "denoise"
+kind = "http"
+provider = "gpu"
+path = "/stages/denoise"
+json = { file = "{{ item.path }}" }
+affinity = "{{ item.path }}"
+FAILOVER
+
+[[steps]]
+name = "transcribe"
+kind = "http"
+provider = "gpu"
+path = "/stages/transcribe"
+json = { file = "{{ item.path }}" }
+affinity = "{{ item.path }}"
+FAILOVER
+
+[output]
+path = "results.jsonl"
+"#;
+
+fn files(s: &Scratch, n: usize) {
+    let lines: Vec<String> = (0..n)
+        .map(|i| json!({"id": format!("f{i}"), "path": format!("audio/f{i}.wav")}).to_string())
+        .collect();
+    s.write_lines("files.jsonl", &lines);
+}
+
+/// The host each stage of a result line went to.
+fn hosts(line: &Value) -> Vec<String> {
+    ["upload", "denoise", "transcribe"]
+        .iter()
+        .map(|s| {
+            line["steps"][*s]["json"]["host"]
+                .as_str()
+                .unwrap_or("-")
+                .to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn calls_with_the_same_affinity_key_stay_on_one_host_of_the_pool() {
+    let pool: Vec<Mock> = (0..3)
+        .map(|_| Mock::start(&["--latency-ms", "20"]))
+        .collect();
+    let urls: Vec<String> = pool.iter().map(|m| format!("\"{}\"", m.url(""))).collect();
+    let s = Scratch::new();
+    files(&s, 24);
+    let job = s.job(
+        &AFFINITY
+            .replace("URLS", &urls.join(", "))
+            .replace("FAILOVER", ""),
+        None,
+        None,
+    );
+    let out = s.sluice(&["run", job.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let results = read_jsonl(&s.path("results.jsonl"));
+    let mut homes = std::collections::BTreeSet::new();
+    for r in &results {
+        let h = hosts(r);
+        assert!(
+            h.iter().all(|x| *x == h[0]),
+            "every stage of a file on one host: {h:?}"
+        );
+        homes.insert(h[0].clone());
+    }
+    assert_eq!(homes.len(), 3, "the files spread over the pool: {homes:?}");
+    // A second run (new run, same keys): the same homes.
+    let again = s
+        .sluice(&["run", job.to_str().unwrap(), "--fresh"])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    let second = read_jsonl(&s.path("results.jsonl"));
+    for (a, b) in results.iter().zip(&second) {
+        assert_eq!(hosts(a), hosts(b), "{}", a["id"]);
+    }
+}
+
+#[test]
+fn while_its_host_is_down_a_keyed_call_waits_for_it_or_fails_over_as_the_step_says() {
+    let live: Vec<Mock> = (0..2).map(|_| Mock::start(&[])).collect();
+    // A host that refuses every connection: a port that was free a moment ago.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let urls = [
+        format!("\"http://127.0.0.1:{dead}\""),
+        format!("\"{}\"", live[0].url("")),
+        format!("\"{}\"", live[1].url("")),
+    ];
+    let s = Scratch::new();
+    files(&s, 24);
+    // Waiting for its own host: the files homed on the dead one fail, the
+    // others are done, and no call of theirs went to another host.
+    let job = s.job(
+        &AFFINITY
+            .replace("URLS", &urls.join(", "))
+            .replace("FAILOVER", ""),
+        None,
+        None,
+    );
+    let out = s.sluice(&["run", job.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let waited = read_jsonl(&s.path("results.jsonl"));
+    let failed: Vec<&Value> = waited.iter().filter(|r| r["status"] == "failed").collect();
+    assert!(
+        !failed.is_empty() && failed.len() < 24,
+        "some homed on the dead host"
+    );
+    for r in &failed {
+        assert!(
+            r["steps"].get("upload").is_none(),
+            "nothing went elsewhere: {r}"
+        );
+    }
+    let sent: u64 = live.iter().map(|m| u(&m.stats()["requests"])).sum();
+    assert_eq!(
+        sent,
+        3 * (24 - failed.len() as u64),
+        "only the others' three stages"
+    );
+    // With affinity_failover, they go to the next host in their order, all
+    // three stages on that same one.
+    let job = s.job(
+        &AFFINITY
+            .replace("URLS", &urls.join(", "))
+            .replace("FAILOVER", "affinity_failover = true"),
+        None,
+        None,
+    );
+    let out = s
+        .sluice(&["run", job.to_str().unwrap(), "--fresh"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for r in read_jsonl(&s.path("results.jsonl")) {
+        let h = hosts(&r);
+        assert!(h.iter().all(|x| *x == h[0]), "{h:?}");
+    }
+}
+
+#[test]
+fn affinity_without_a_pool_to_choose_in_is_an_error_at_its_position() {
+    let s = Scratch::new();
+    files(&s, 1);
+    let job = r#"
+[input]
+path = "files.jsonl"
+
+[[steps]]
+name = "up"
+kind = "http"
+url = "http://127.0.0.1:9/x"
+affinity = "{{ item.path }}"
+
+[[steps]]
+name = "down"
+kind = "http"
+url = "http://127.0.0.1:9/y"
+affinity_failover = true
+"#;
+    std::fs::write(s.path("job.toml"), job).unwrap();
+    let out = s.sluice(&["run", "job.toml"]).output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("job.toml:9:12: step \"up\": affinity keeps calls on one endpoint of a provider's pool (urls); the step has no provider"), "{err}");
+    assert!(
+        err.contains("job.toml:15:21: step \"down\": affinity_failover goes with affinity"),
+        "{err}"
+    );
+}

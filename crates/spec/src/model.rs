@@ -324,6 +324,12 @@ pub struct Step {
     /// waits for: `needs = [...]`, else the step before it. Steps whose
     /// needs are met run at once within a unit.
     pub needs: Vec<usize>,
+    /// `affinity = "{{ … }}"`: calls with the same rendered key go to the
+    /// same endpoint of the provider's pool (rendezvous hashing over `urls`).
+    pub affinity: Option<Template>,
+    /// `affinity_failover = true`: while that endpoint's breaker is open, go
+    /// to the next one in the key's order instead of waiting for it.
+    pub affinity_failover: bool,
     /// `batch = N` on an `embed` step: the inputs of up to N units go in one
     /// request, and each unit gets its own vectors back.
     pub batch: Option<usize>,

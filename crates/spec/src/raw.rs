@@ -204,6 +204,10 @@ pub(crate) struct RawStep {
     pub(crate) batch: Option<Spanned<u64>>,
     /// The steps this one waits for.
     pub(crate) needs: Option<Spanned<Vec<Spanned<String>>>>,
+    /// The key that keeps calls on one endpoint of a pool.
+    pub(crate) affinity: Option<Spanned<String>>,
+    /// With `affinity`: go to the next endpoint while its own is down.
+    pub(crate) affinity_failover: Option<Spanned<bool>>,
 }
 
 /// `fallback = { value = ... }` or `{ provider = "NAME" }`.

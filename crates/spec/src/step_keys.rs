@@ -27,6 +27,8 @@ pub(crate) const KINDS: [(&str, &[&str]); 5] = [
             "path",
             "cache",
             "stream",
+            "affinity",
+            "affinity_failover",
         ],
     ),
     (
@@ -38,8 +40,18 @@ pub(crate) const KINDS: [(&str, &[&str]); 5] = [
     (
         "http",
         &[
-            "provider", "method", "url", "path", "headers", "json", "body", "upload", "save",
+            "provider",
+            "method",
+            "url",
+            "path",
+            "headers",
+            "json",
+            "body",
+            "upload",
+            "save",
             "cache",
+            "affinity",
+            "affinity_failover",
         ],
     ),
     ("command", &["command", "stdin"]),

@@ -246,6 +246,29 @@ fn step(
     let fallback = fallback(&raw, kind, &label, providers, ctx);
     let cache_ttl = cache(&raw, kind, &label, ctx);
     let batch = embed_batch(&raw, for_each.is_some(), provider, &label, ctx);
+    let affinity_scope = Scope::Step {
+        index,
+        each: for_each.is_some(),
+        answers: false,
+    };
+    let affinity = match (&raw.affinity, provider) {
+        (Some(key), Some(_)) => {
+            Some(ctx.template(format!("{place}.affinity"), key, affinity_scope))
+        }
+        (Some(key), None) => {
+            let message = format!(
+                "{label}: affinity keeps calls on one endpoint of a provider's pool (urls); the step has no provider"
+            );
+            ctx.diags.at(key.span(), message);
+            None
+        }
+        (None, _) => None,
+    };
+    if let (Some(flag), None) = (&raw.affinity_failover, &raw.affinity) {
+        let message = format!("{label}: affinity_failover goes with affinity = \"{{{{ … }}}}\"; add affinity or drop it");
+        ctx.diags.at(flag.span(), message);
+    }
+    let affinity_failover = raw.affinity_failover.as_ref().is_some_and(|f| *f.get_ref());
 
     let scope = Scope::Step {
         index,
@@ -277,6 +300,8 @@ fn step(
             .and_then(|t| ctx.nonzero(t, "assume_latency")),
         batch,
         needs: Vec::new(),
+        affinity,
+        affinity_failover,
         kind,
     })
 }

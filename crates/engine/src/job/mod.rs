@@ -1,6 +1,7 @@
 //! Job-file runs: units (item × matrix) streamed through the steps, each step
 //! limited by its provider, every step outcome recorded, resumable per step.
 
+mod affinity;
 mod batch;
 mod check;
 mod choose;

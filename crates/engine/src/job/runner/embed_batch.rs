@@ -194,6 +194,7 @@ async fn send_group(shared: &Shared, call: &ModelCall<'_>, members: Vec<Member>)
         stream: None,
     };
     let target = Target::Pool {
+        affinity: call.affinity,
         path: call.request.path.clone(),
         method: Method::POST,
     };
@@ -293,7 +294,14 @@ fn key(call: &ModelCall<'_>) -> u64 {
     if let Some(map) = body.as_object_mut() {
         map.remove("input");
     }
-    let text = json!([call.step.name, call.lane.name, call.request.path, body]).to_string();
+    let text = json!([
+        call.step.name,
+        call.lane.name,
+        call.request.path,
+        call.affinity,
+        body
+    ])
+    .to_string();
     xxhash_rust::xxh3::xxh3_64(text.as_bytes())
 }
 

@@ -32,6 +32,8 @@ pub(super) struct ModelCall<'a> {
     pub(super) part: i64,
     /// The request's fingerprint.
     pub(super) hash: u64,
+    /// The step's `affinity` key, rendered and hashed.
+    pub(super) affinity: Option<u64>,
 }
 
 /// How a model call ended.
@@ -166,6 +168,7 @@ pub(super) async fn call_model(
         stream,
     };
     let target = Target::Pool {
+        affinity: call.affinity,
         path,
         method: Method::POST,
     };

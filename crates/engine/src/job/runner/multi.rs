@@ -141,6 +141,10 @@ pub(super) async fn conversation(
                     None => None,
                 };
                 let mut t = Tally::default();
+                let affinity = match super::parts::affinity_of(step, ctx) {
+                    Ok(a) => a,
+                    Err(e) => return Failed(e),
+                };
                 let call = ModelCall {
                     unit,
                     lane,
@@ -148,6 +152,7 @@ pub(super) async fn conversation(
                     request: &request,
                     part,
                     hash,
+                    affinity,
                 };
                 let ended = call_model(shared, &call, &mut t).await;
                 let (code, latency) = (ended.code, ended.latency);

@@ -255,6 +255,10 @@ async fn execute(
             };
             let single = !request.body["input"].is_array();
             let model = request.body["model"].as_str().map(str::to_string);
+            let affinity = match affinity_of(step, ctx) {
+                Ok(a) => a,
+                Err(e) => return (PartEnd::Failed(e), None, Duration::ZERO),
+            };
             let call = ModelCall {
                 unit,
                 lane,
@@ -262,6 +266,7 @@ async fn execute(
                 request: &request,
                 part: key.0,
                 hash: key.1,
+                affinity,
             };
             let end = match step.batch {
                 Some(size) if matches!(step.kind, StepKind::Embed { .. }) => {
@@ -310,6 +315,10 @@ async fn execute(
             let uri = call.endpoint.uri.to_string();
             let target = match (provider_lane, first_base.and_then(|b| uri.strip_prefix(b))) {
                 (Some(_), Some(path)) if path.starts_with('/') => Target::Pool {
+                    affinity: match affinity_of(step, ctx) {
+                        Ok(a) => a,
+                        Err(e) => return (PartEnd::Failed(e), None, Duration::ZERO),
+                    },
                     path: path.to_string(),
                     method: call.endpoint.method.clone(),
                 },
@@ -401,4 +410,16 @@ async fn execute(
             Duration::ZERO,
         ),
     }
+}
+
+/// The step's `affinity` key for this part, rendered and hashed.
+pub(super) fn affinity_of(step: &Step, ctx: &minijinja::Value) -> Result<Option<u64>, String> {
+    step.affinity
+        .as_ref()
+        .map(|t| {
+            t.render(ctx)
+                .map(|k| crate::job::affinity::key(&k))
+                .map_err(|e| e.to_string())
+        })
+        .transpose()
 }
