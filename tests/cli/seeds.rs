@@ -1073,3 +1073,115 @@ affinity_failover = true
         "{err}"
     );
 }
+
+const SPANNING: &str = r#"
+name = "span"
+concurrency = 30
+
+[input]
+path = "items.jsonl"
+
+[matrix]
+provider = ["gpt", "claude", "qwen"]
+
+[providers.gpt]
+base_url = "{A}"
+
+[providers.claude]
+base_url = "{B}"
+api = "anthropic"
+
+[providers.qwen]
+base_url = "{C}"
+concurrency = 2
+
+[[steps]]
+name = "ask"
+kind = "chat"
+provider = "{{ matrix.provider }}"
+model = "m-{{ matrix.provider }}"
+messages = [{ role = "user", content = "{{ item.q }}" }]
+params = { max_tokens = 8 }
+
+[output]
+path = "results.jsonl"
+"#;
+
+#[test]
+fn a_matrix_value_picks_each_units_provider_with_its_own_limits_and_dialect() {
+    let mocks: Vec<Mock> = (0..3)
+        .map(|_| Mock::start(&["--latency-ms", "50", "--journal", "100"]))
+        .collect();
+    let s = Scratch::new();
+    let items: Vec<String> = (0..10)
+        .map(|i| json!({"id": format!("q{i}"), "q": format!("question {i}")}).to_string())
+        .collect();
+    s.write_lines("items.jsonl", &items);
+    let text = SPANNING
+        .replace("{A}", &mocks[0].url("/v1"))
+        .replace("{B}", &mocks[1].url("/v1"))
+        .replace("{C}", &mocks[2].url("/v1"));
+    std::fs::write(s.path("job.toml"), text).unwrap();
+    // plan: each provider's share, under its own limits.
+    let plan = s.sluice(&["plan", "job.toml", "--json"]).output().unwrap();
+    assert_eq!(plan.status.code(), Some(0), "{}", stderr(&plan));
+    let plan = json_stdout(&plan);
+    for p in plan["providers"].as_array().unwrap() {
+        assert_eq!(p["calls"], 10, "{p}");
+        assert!(u(&p["tokens"]) > 0, "{p}");
+    }
+    assert_eq!(plan["steps"][0]["provider"], "{{ matrix.provider }}");
+    let out = s.sluice(&["run", "job.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for (mock, route, model) in [
+        (&mocks[0], "/v1/chat/completions", "m-gpt"),
+        (&mocks[1], "/v1/messages", "m-claude"),
+        (&mocks[2], "/v1/chat/completions", "m-qwen"),
+    ] {
+        let sent = mock.journal("/v1/");
+        assert_eq!(sent.len(), 10, "each provider its own units");
+        for r in &sent {
+            assert_eq!(r["path"], route, "its dialect: {r}");
+            let body: Value = serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
+            assert_eq!(body["model"], model);
+        }
+    }
+    assert!(u(&mocks[2].stats()["max_in_flight"]) <= 2, "qwen's own cap");
+    assert!(u(&mocks[0].stats()["max_in_flight"]) > 2, "gpt has none");
+    let results = read_jsonl(&s.path("results.jsonl"));
+    assert_eq!(results.len(), 30);
+    assert!(results.iter().all(|r| r["status"] == "done"));
+}
+
+#[test]
+fn a_templated_provider_naming_no_provider_is_an_error_before_anything_is_sent() {
+    let mock = Mock::start(&[]);
+    let s = Scratch::new();
+    s.write_lines("items.jsonl", &[json!({"id": "q", "q": "x"}).to_string()]);
+    let url = mock.url("/v1");
+    let base = SPANNING
+        .replace("{A}", &url)
+        .replace("{B}", &url)
+        .replace("{C}", &url);
+    for (from, to, says) in [
+        (
+            r#"provider = ["gpt", "claude", "qwen"]"#,
+            r#"provider = ["gpt", "claud"]"#,
+            "job.toml:25:12: step \"ask\": provider renders \"claud\" for matrix {\"provider\":\"claud\"}, which is not a defined provider; did you mean `claude`?",
+        ),
+        (
+            r#"provider = "{{ matrix.provider }}""#,
+            r#"provider = "{{ item.q }}""#,
+            "a templated provider may read only matrix values",
+        ),
+    ] {
+        let text = base.replace(from, to);
+        assert_ne!(text, base);
+        std::fs::write(s.path("job.toml"), text).unwrap();
+        let out = s.sluice(&["run", "job.toml"]).output().unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(says), "{says}\n{err}");
+    }
+    assert_eq!(u(&mock.stats()["requests"]), 0);
+}

@@ -64,7 +64,8 @@ pub(crate) fn job(raw: RawJob, path: PathBuf, ctx: &mut Ctx) -> (Job, Vec<StepRe
         .into_iter()
         .map(|p| crate::provider::provider(p, ctx))
         .collect();
-    let (steps, step_refs) = crate::steps::steps(raw.steps, raw.steps_span, &providers, ctx);
+    let (steps, step_refs) =
+        crate::steps::steps(raw.steps, raw.steps_span, &providers, &matrix, ctx);
     let output = output(raw.output, ctx);
     let unit_timeout = raw
         .unit_timeout

@@ -18,6 +18,7 @@ mod offload;
 mod params;
 mod placeholder;
 mod provider;
+mod provider_choice;
 mod raw;
 mod sets;
 mod step_keys;

@@ -324,6 +324,10 @@ pub struct Step {
     /// waits for: `needs = [...]`, else the step before it. Steps whose
     /// needs are met run at once within a unit.
     pub needs: Vec<usize>,
+    /// `provider = "{{ matrix.KEY }}"`: the provider chosen per unit from its
+    /// matrix values (every value was checked to name one); `provider` is
+    /// then `None` until the runner resolves it for a unit.
+    pub provider_template: Option<Template>,
     /// `affinity = "{{ … }}"`: calls with the same rendered key go to the
     /// same endpoint of the provider's pool (rendezvous hashing over `urls`).
     pub affinity: Option<Template>,

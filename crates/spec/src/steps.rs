@@ -44,6 +44,7 @@ pub(crate) fn steps(
     entries: Vec<StepEntry>,
     steps_span: Option<Range<usize>>,
     providers: &[Provider],
+    matrix: &[crate::MatrixAxis],
     ctx: &mut Ctx,
 ) -> (Vec<Step>, Vec<StepRef>) {
     if entries.is_empty() {
@@ -73,7 +74,7 @@ pub(crate) fn steps(
     for (index, entry) in entries.into_iter().enumerate() {
         unknown_keys(&entry, index, ctx);
         check_needs(index, entry.raw.as_ref(), &names, ctx);
-        if let Some(mut step) = step(index, entry, &names, providers, ctx) {
+        if let Some(mut step) = step(index, entry, &names, providers, matrix, ctx) {
             step.needs = needs[index].clone();
             out.push(step);
         }
@@ -146,6 +147,7 @@ fn step(
     entry: StepEntry,
     names: &[Option<String>],
     providers: &[Provider],
+    matrix: &[crate::MatrixAxis],
     ctx: &mut Ctx,
 ) -> Option<Step> {
     let raw = entry.raw?;
@@ -213,7 +215,30 @@ fn step(
         },
     };
 
-    let provider = provider(&raw.provider, kind, &label, &entry.span, providers, ctx);
+    let templated = raw
+        .provider
+        .as_ref()
+        .filter(|p| p.get_ref().contains("{{") || p.get_ref().contains("{%"));
+    let (provider, provider_template) = match templated {
+        Some(t) => {
+            for p in crate::provider_choice::values(t, matrix, &label, providers, ctx) {
+                crate::offload::step(&raw, kind, &label, p, ctx);
+            }
+            let scope = Scope::Step {
+                index,
+                each: false,
+                answers: false,
+            };
+            (
+                None,
+                Some(ctx.template(format!("{place}.provider"), t, scope)),
+            )
+        }
+        None => (
+            provider(&raw.provider, kind, &label, &entry.span, providers, ctx),
+            None,
+        ),
+    };
     if let Some(p) = provider {
         crate::offload::step(&raw, kind, &label, p, ctx);
     }
@@ -286,7 +311,11 @@ fn step(
     Some(Step {
         name,
         index,
-        provider: raw.provider.as_ref().map(|p| p.get_ref().clone()),
+        provider: provider_template
+            .is_none()
+            .then(|| raw.provider.as_ref().map(|p| p.get_ref().clone()))
+            .flatten(),
+        provider_template,
         concurrency: concurrency.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
         for_each,
         timeout,

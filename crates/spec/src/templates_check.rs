@@ -338,6 +338,7 @@ fn templates_mut(job: &mut Job) -> Vec<&mut Template> {
     for step in &mut job.steps {
         out.extend(step.for_each.as_mut());
         out.extend(step.affinity.as_mut());
+        out.extend(step.provider_template.as_mut());
         match &mut step.kind {
             StepKind::Chat {
                 model,

@@ -45,6 +45,10 @@ pub struct StepPlan {
     /// Of those, images whose size is not known before sending (a URL the
     /// API fetches): counted at the tile rule's largest answer.
     pub images_unsized: u64,
+    /// A step whose provider is chosen per unit (`provider = "{{ matrix.… }}"`):
+    /// its calls and tokens by the provider each unit goes to.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub by_provider: std::collections::BTreeMap<String, (u64, u64)>,
 }
 
 /// The lower bound one provider's limits put on the run's wall time.
@@ -212,7 +216,10 @@ pub(crate) fn estimate_plan(
         .map(|s| StepPlan {
             name: s.name.clone(),
             kind: s.kind.name().into(),
-            provider: s.provider.clone(),
+            provider: s
+                .provider
+                .clone()
+                .or_else(|| s.provider_template.as_ref().map(|t| t.source().to_owned())),
             calls: 0,
             calls_at_least: false,
             tokens: matches!(
@@ -225,6 +232,7 @@ pub(crate) fn estimate_plan(
             batch_cost_usd: None,
             images: 0,
             images_unsized: 0,
+            by_provider: Default::default(),
         })
         .collect();
     let mut units = 0u64;
@@ -244,6 +252,18 @@ pub(crate) fn estimate_plan(
                 let ctx = json!({"item": item.value, "index": item.position, "matrix": combo, "env": {}, "steps": {}});
                 let ctx = minijinja::Value::from(minijinja::value::Serde(ctx));
                 for (plan, step) in steps.iter_mut().zip(&job.steps) {
+                    // A provider chosen per unit: this unit's.
+                    let resolved;
+                    let step = match &step.provider_template {
+                        Some(t) => {
+                            let mut own = step.clone();
+                            own.provider = t.render(&ctx).ok().map(|n| n.trim().to_owned());
+                            resolved = own;
+                            &resolved
+                        }
+                        None => step,
+                    };
+                    let (calls_before, tokens_before) = (plan.calls, plan.tokens.unwrap_or(0));
                     let turns = match &step.kind {
                         StepKind::Conversation { turns, .. } => turns.len() as u64,
                         _ => 1,
@@ -268,6 +288,11 @@ pub(crate) fn estimate_plan(
                             *plan.cost_usd.get_or_insert(0.0) += live;
                             *plan.batch_cost_usd.get_or_insert(0.0) += batch;
                         }
+                    }
+                    if let (Some(_), Some(name)) = (&step.provider_template, &step.provider) {
+                        let mine = plan.by_provider.entry(name.clone()).or_default();
+                        mine.0 += plan.calls - calls_before;
+                        mine.1 += plan.tokens.unwrap_or(0) - tokens_before;
                     }
                 }
             }
@@ -299,6 +324,11 @@ pub(crate) fn estimate_plan(
                 .filter(|s| s.provider.as_deref() == Some(&p.name));
             let (calls, tokens) =
                 mine.fold((0, 0), |(c, t), s| (c + s.calls, t + s.tokens.unwrap_or(0)));
+            // And its share of the steps whose provider each unit chooses.
+            let (calls, tokens) = steps
+                .iter()
+                .filter_map(|s| s.by_provider.get(&p.name))
+                .fold((calls, tokens), |(c, t), (sc, st)| (c + sc, t + st));
             let rpm_seconds = p.rpm.map(|r| calls as f64 / r as f64 * 60.0);
             let tpm_seconds = p.tpm.map(|t| tokens as f64 / t as f64 * 60.0);
             let windows = [

@@ -284,6 +284,21 @@ async fn run_step(
 ) -> (usize, StepEnd, UnitTally) {
     let mut tally = UnitTally::default();
     let ctx = context(shared, unit, &outputs, None);
+    // `provider = "{{ matrix.… }}"`: this unit's own provider (every value
+    // was checked to name one when the job was loaded).
+    let resolved;
+    let step = match &step.provider_template {
+        Some(t) => match t.render(&ctx) {
+            Ok(name) => {
+                let mut own = step.clone();
+                own.provider = Some(name.trim().to_owned());
+                resolved = own;
+                &resolved
+            }
+            Err(e) => return (step.index, Failed(e.to_string()), tally),
+        },
+        None => step,
+    };
     let end = if let Some(for_each) = &step.for_each {
         fan_out(
             shared, unit, step, &outputs, &ctx, for_each, known, &mut tally,
