@@ -300,7 +300,7 @@ async fn run_step(
     unit: &Unit,
     step: &sluice_spec::Step,
     outputs: Map<String, Json>,
-    known: &Known,
+    known: &RecordedParts,
 ) -> (usize, StepEnd, UnitTally) {
     let mut tally = UnitTally::default();
     let ctx = context(shared, unit, &outputs, None);
