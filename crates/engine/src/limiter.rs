@@ -278,8 +278,9 @@ impl Limiter {
         }
     }
 
-    /// Corrects the token reservation once the real usage is known.
-    pub(crate) fn settle(&self, reserved: Cost, used: Cost) {
+    /// Corrects the token reservation of the request let go as `admission`
+    /// once the real usage is known.
+    pub(crate) fn settle(&self, admission: Admission, reserved: Cost, used: Cost) {
         if reserved == used {
             return;
         }
@@ -292,7 +293,7 @@ impl Limiter {
         self.windows
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .settle(now, reserved, used);
+            .settle(now, admission.at, reserved, used);
     }
 
     /// Pauses every caller for `wait` (a provider's `retry-after`).
