@@ -12,6 +12,8 @@ mod fair;
 mod files;
 mod input;
 mod input_list;
+#[cfg(test)]
+mod input_props;
 mod inputs;
 mod job;
 mod lease;
