@@ -209,6 +209,7 @@ impl Shared {
                     }
                     Ok(()) => {
                         locked.recorder.accept(now / 1_000_000, tokens, hash);
+                        locked.recorder.admitted(now, tokens);
                         locked.recorder.count(if draws.truncate {
                             Outcome::Truncated
                         } else {
@@ -251,6 +252,11 @@ impl Shared {
         stats.first_ok_unix_ms = some(self.first_ok_ms.load(Ordering::Relaxed));
         stats.last_ok_unix_ms = some(self.last_ok_ms.load(Ordering::Relaxed));
         stats
+    }
+
+    /// The accepted requests' rates over windows of `window_ms`.
+    pub(crate) fn rates(&self, window_ms: u64) -> crate::WindowRates {
+        self.lock().recorder.rates(window_ms)
     }
 
     /// Zeroes the stats and the journal and restarts the limiters, RNG and
