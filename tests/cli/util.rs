@@ -62,6 +62,12 @@ impl Mock {
         self.get_json("/_mock/stats")
     }
 
+    /// The rates the mock's referee measured over windows of `window_ms`
+    /// (`GET /_mock/stats?window_ms=N`, its `window` part).
+    pub(crate) fn rates(&self, window_ms: u64) -> Value {
+        self.get_json(&format!("/_mock/stats?window_ms={window_ms}"))["window"].clone()
+    }
+
     /// The mock's journal of requests whose path starts with `prefix`
     /// (`GET /_mock/requests`; the mock needs `--journal N`).
     pub(crate) fn journal(&self, prefix: &str) -> Vec<Value> {
