@@ -132,9 +132,13 @@ fn kill_9_mid_run_then_rerun_gives_every_item_exactly_once() {
     assert!(seen.values().all(|&c| c == 1));
     let stats = mock.stats();
     // Only what was in flight (or answered but not yet committed) at each kill
-    // was sent twice.
+    // was sent twice: per kill, the 40 in flight plus what the writer had
+    // not committed yet — it commits every 4 ms, a handful of answers at
+    // this rate; a loaded machine may hold it back longer, so as many again
+    // as are in flight. Measured here: 87 and 88 after two kills.
     let duplicates = u(&stats["duplicate_requests"]);
-    assert!(duplicates < 1_000, "{duplicates} requests sent twice");
+    eprintln!("{duplicates} requests sent twice after two kills");
+    assert!(duplicates <= 2 * (40 + 40), "{duplicates} requests sent twice");
     assert_eq!(u(&stats["ok"]) - duplicates, n as u64);
 }
 

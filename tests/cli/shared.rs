@@ -267,6 +267,18 @@ fn three_workers_hold_one_shared_rpm() {
         "the workers together went too fast: {stats}"
     );
     assert!(u(&stats["max_requests_per_minute"]) <= 1200, "{stats}");
+    // The other side: the rate the mock's referee measured is not far below
+    // the limit. Measured here: 910/min (76%) — three processes hand
+    // sending time over in slices, and each handover leaves part of a slot
+    // unused (a shortfall reported in issue #22, not hidden): the bound is
+    // that measurement less a 10-point margin for a loaded machine, so a
+    // limiter running well below it (e.g. one worker's share only, 33%) fails.
+    let achieved = mock.rates(60_000)["requests_per_minute"].as_f64().unwrap();
+    eprintln!("three workers achieved {achieved:.1} of 1200/min");
+    assert!(
+        (0.66 * 1200.0..=1.05 * 1200.0).contains(&achieved),
+        "three workers achieved {achieved:.1} of 1200/min"
+    );
     let status = wait_status(&s, &pg, "the final status", |v| {
         v["run"]["state"] == "finished"
     });
