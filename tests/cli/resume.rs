@@ -138,7 +138,10 @@ fn kill_9_mid_run_then_rerun_gives_every_item_exactly_once() {
     // as are in flight. Measured here: 87 and 88 after two kills.
     let duplicates = u(&stats["duplicate_requests"]);
     eprintln!("{duplicates} requests sent twice after two kills");
-    assert!(duplicates <= 2 * (40 + 40), "{duplicates} requests sent twice");
+    assert!(
+        duplicates <= 2 * (40 + 40),
+        "{duplicates} requests sent twice"
+    );
     assert_eq!(u(&stats["ok"]) - duplicates, n as u64);
 }
 
