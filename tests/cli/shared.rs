@@ -450,3 +450,42 @@ fn workers_hold_on_pause_and_give_their_units_back_on_cancel() {
     assert_eq!(stats["duplicate_requests"], 0, "{stats}");
     assert_eq!(stats["requests"], n as u64, "{stats}");
 }
+
+#[test]
+fn sigterm_to_a_worker_hands_its_units_back_and_exits_0() {
+    let Some(pg) = PgSchema::create() else { return };
+    let mock = Mock::start(&["--latency-ms", "200"]);
+    let s = Scratch::new();
+    let n = 40;
+    let job = job(&s, &mock, n, "concurrency = 2");
+    let queued = sluice(
+        &s,
+        &pg,
+        &["run", job.to_str().unwrap(), "--queue-only", "--json"],
+    );
+    assert!(queued.status.success(), "{}", stderr(&queued));
+    // No --exit-when-idle: only the signal ends it.
+    let worker = spawn(&s, &pg, &["worker", "--lease", "120s"]);
+    wait_status(&s, &pg, "some results", |v| u(&v["counts"]["done"]) >= 2);
+    let kill = Command::new("sh")
+        .args(["-c", &format!("kill -TERM {}", worker.id())])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let (code, err) = finish(worker, Duration::from_secs(30));
+    assert_eq!(code, Some(0), "a worker told to stop exits 0: {err}");
+    let status = wait_status(&s, &pg, "the stopped beat", |v| {
+        v["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|w| w["state"] == "stopped")
+    });
+    assert_eq!(status["queue"]["leased"], 0, "units handed back: {status}");
+    // Another worker finishes without waiting for the 120 s lease.
+    let out = sluice(&s, &pg, &["worker", "--exit-when-idle", "--lease", "120s"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let export = sluice(&s, &pg, &["export", "shared-1", "--out", "all.jsonl"]);
+    assert!(export.status.success(), "{}", stderr(&export));
+    exported_once(&s.path("all.jsonl"), n);
+}
