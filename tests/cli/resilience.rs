@@ -362,9 +362,12 @@ fn while_the_breaker_is_open_items_wait_instead_of_burning_retries() {
 #[test]
 fn with_only_a_rate_the_unit_window_grows_to_reach_it() {
     // 100 calls/s at 1 s latency needs ~100 units in flight; the default is 64.
+    // The window grows once a latency is measured (after the first second),
+    // so the run lasts long enough after that to show it on a loaded
+    // machine: 600 calls, 6 s at the rate.
     let mock = Mock::start(&["--latency-ms", "1000"]);
     let s = Scratch::new();
-    items(&s, 300);
+    items(&s, 600);
     let head = format!(
         "[providers.main]\nbase_url = \"{}\"\nrpm = 6000",
         mock.url("/v1")
@@ -373,7 +376,13 @@ fn with_only_a_rate_the_unit_window_grows_to_reach_it() {
     let out = s.sluice(&["run", path.to_str().unwrap()]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let stats = mock.stats();
-    assert_eq!(stats["ok"], 300);
+    assert_eq!(stats["ok"], 600);
     let peak = u(&stats["max_in_flight"]);
-    assert!(peak > 64, "the window did not grow past 64: peak {peak}");
+    // Every call takes at least the mock's 1 s, so 64 units in flight can
+    // never make more than 64 calls a second: the rate shows the growth too.
+    let rate = mock.rates(1_000)["max_requests"].clone();
+    assert!(
+        peak > 64,
+        "the window did not grow past 64: peak {peak}, at most {rate} calls in a second"
+    );
 }
