@@ -243,6 +243,11 @@ fn serve_refuses_flags_that_would_open_it_and_names_what_to_do() {
             vec!["--bind", "0.0.0.0:0", "--no-token"],
             "loopback binds only",
         ),
+        // Every IPv6 interface is as public as every IPv4 one.
+        (
+            vec!["--bind", "[::]:0", "--no-token"],
+            "loopback binds only",
+        ),
         (
             vec!["--token-env", "SLUICE_TEST_NO_SUCH_VAR"],
             "SLUICE_TEST_NO_SUCH_VAR",
@@ -368,12 +373,14 @@ fn stopping_the_server_leaves_its_runs_interrupted_and_resumable() {
         &job.to_string(),
     );
     assert_eq!(status, 202, "{body}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let (_, body) = server.http("GET", "/v1/runs/long-1", &[], "");
         let v: Value = serde_json::from_str(&body).unwrap();
         if v["counts"]["done"].as_u64() > Some(5) {
             break;
         }
+        assert!(std::time::Instant::now() < deadline, "no progress: {v}");
         std::thread::sleep(Duration::from_millis(50));
     }
     let pid = server.child.id();
