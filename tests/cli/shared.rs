@@ -489,3 +489,34 @@ fn sigterm_to_a_worker_hands_its_units_back_and_exits_0() {
     assert!(export.status.success(), "{}", stderr(&export));
     exported_once(&s.path("all.jsonl"), n);
 }
+
+#[test]
+fn the_api_key_reaches_the_provider_but_never_the_postgresql_store() {
+    let Some(pg) = PgSchema::create() else { return };
+    let secret = "sk-test-pg-0123456789-very-secret";
+    let mock = Mock::start_with_env(&["--api-key-env", "MOCK_KEY"], &[("MOCK_KEY", secret)]);
+    let s = Scratch::new();
+    let job = job(&s, &mock, 10, "api_key_env = \"MY_KEY\"");
+    let out = s
+        .sluice(&["run", job.to_str().unwrap(), "--out", "out.jsonl"])
+        .env("SLUICE_STORE", &pg.url)
+        .env("MY_KEY", secret)
+        .env("SLUICE_LOG", "debug")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // It was sent: the mock answers 401 without it.
+    assert_eq!(mock.stats()["ok"], 10);
+    let dump = pg.dump();
+    assert!(
+        dump.contains("question 3"),
+        "the dump holds the run: {dump:.200}"
+    );
+    assert!(!dump.contains(secret), "the key is in the PostgreSQL store");
+    for hay in [&out.stdout, &out.stderr] {
+        assert!(!String::from_utf8_lossy(hay).contains(secret));
+    }
+    assert!(!std::fs::read_to_string(s.path("out.jsonl"))
+        .unwrap()
+        .contains(secret));
+}

@@ -405,7 +405,10 @@ fn heartbeats_renew_leases_and_a_stopped_beat_returns_them() {
     while start.elapsed() < lease + Duration::from_millis(500) {
         std::thread::sleep(Duration::from_millis(300));
         let gap = last.elapsed();
-        assert!(gap < lease, "{gap:?} between two beats: longer than the lease");
+        assert!(
+            gap < lease,
+            "{gap:?} between two beats: longer than the lease"
+        );
         a.heartbeat(&beat(&run, "wa", "running")).unwrap();
         last = std::time::Instant::now();
     }
