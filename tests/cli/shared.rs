@@ -520,3 +520,28 @@ fn the_api_key_reaches_the_provider_but_never_the_postgresql_store() {
         .unwrap()
         .contains(secret));
 }
+
+#[test]
+fn the_process_that_created_a_postgresql_run_killed_with_9_its_units_are_finished_by_a_worker() {
+    let Some(pg) = PgSchema::create() else { return };
+    let mock = Mock::start(&["--latency-ms", "100"]);
+    let s = Scratch::new();
+    let n = 200;
+    let job = job(&s, &mock, n, "concurrency = 4");
+    // The creator leases units for 3 s at a time; killed, it renews none.
+    let mut creator = spawn(&s, &pg, &["run", job.to_str().unwrap(), "--lease", "3s"]);
+    wait_status(&s, &pg, "some results", |v| u(&v["counts"]["done"]) >= 8);
+    creator.kill().unwrap(); // SIGKILL: no last beat, no units handed back
+    creator.wait().unwrap();
+    let at_kill = u(&mock.stats()["ok"]);
+    assert!(at_kill < n as u64, "the kill came after the run finished");
+    let out = sluice(&s, &pg, &["worker", "--exit-when-idle", "--lease", "3s"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let export = sluice(&s, &pg, &["export", "shared", "--out", "all.jsonl"]);
+    assert!(export.status.success(), "{}", stderr(&export));
+    exported_once(&s.path("all.jsonl"), n);
+    // Sent twice: only what the creator had on the wire (4) or had been
+    // answered but not yet committed.
+    let dup = u(&mock.stats()["duplicate_requests"]);
+    assert!(dup <= 8, "{dup} duplicates");
+}
