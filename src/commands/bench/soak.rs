@@ -43,6 +43,8 @@ fn usage(pid: u32) -> Option<(f64, i64)> {
 }
 
 /// An SSE client reading the run's events until told to stop; counts them.
+/// A stream that ends (the run looked idle: queued, or between workers) is
+/// opened again, as the dashboard does.
 fn sse_client(port: u16, path: String, stop: Arc<AtomicBool>, events: Arc<AtomicU64>) {
     std::thread::spawn(move || {
         while !stop.load(Ordering::Relaxed) {
@@ -53,7 +55,7 @@ fn sse_client(port: u16, path: String, stop: Arc<AtomicBool>, events: Arc<Atomic
             let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
             let _ = write!(
                 stream,
-                "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n\r\n"
+                "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n"
             );
             let mut buf = [0u8; 16 * 1024];
             while !stop.load(Ordering::Relaxed) {
