@@ -10,7 +10,7 @@
 /// Tokens the mock charges for `text`.
 pub(crate) fn text_tokens(text: &str) -> u64 {
     let chars = text.chars().count() as u64;
-    chars / 4 + u64::from(chars % 4 != 0)
+    chars / 4 + u64::from(!chars.is_multiple_of(4))
 }
 
 #[cfg(test)]
