@@ -248,6 +248,7 @@ impl Shared {
     pub(crate) fn stats(&self) -> MockStats {
         let mut stats = self.lock().recorder.stats.clone();
         stats.max_in_flight = self.max_in_flight.load(Ordering::Relaxed);
+        stats.in_flight = self.in_flight.load(Ordering::Acquire);
         let some = |ms: u64| (ms > 0).then_some(ms);
         stats.first_ok_unix_ms = some(self.first_ok_ms.load(Ordering::Relaxed));
         stats.last_ok_unix_ms = some(self.last_ok_ms.load(Ordering::Relaxed));

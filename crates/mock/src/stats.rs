@@ -39,6 +39,10 @@ pub struct MockStats {
     /// Peak number of requests being handled at once (past the concurrency cap
     /// check, so never above it).
     pub max_in_flight: u64,
+    /// Requests being handled now (a test waits on it for a dropped
+    /// connection's place to be freed, instead of sleeping).
+    #[serde(default)]
+    pub in_flight: u64,
     /// Most accepted requests in any sliding 60 s window: compare with rpm.
     pub max_requests_per_minute: u64,
     /// Most tokens charged to accepted requests in any sliding 60 s window:
