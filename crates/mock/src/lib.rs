@@ -102,6 +102,7 @@ mod handler;
 mod journal;
 mod json_reply;
 mod limits;
+mod media;
 mod referee;
 mod reply;
 mod request;
