@@ -14,6 +14,8 @@ mod files;
 mod identity;
 mod input;
 mod input_list;
+#[cfg(test)]
+mod input_props;
 mod inputs;
 mod item_error;
 mod job;
