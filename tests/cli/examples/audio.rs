@@ -144,7 +144,10 @@ fn audio_pipeline_keeps_each_file_on_its_host_records_only_successes_and_signs_w
             assert_eq!(ok, files, "{address} {s}: {homes:?}");
         }
     }
-    assert!(homes.len() >= 2, "the files spread over the pool: {homes:?}");
+    assert!(
+        homes.len() >= 2,
+        "the files spread over the pool: {homes:?}"
+    );
     // The flaky host's 500s were all retried, on that host (its files are
     // there): none failed a file. A breaker that opened is the flaky host's
     // (and only it); its files waited for it, which costs no retries.
