@@ -8,7 +8,7 @@ use sluice_store::{ItemStatus, StepRecord};
 
 use super::model::{call_model, chat_part_output, ModelCall};
 use super::send::{send, CallOutcome, Outgoing, Sent, Target};
-use super::{Known, PartEnd, Shared, Unit, UnitTally};
+use super::{PartEnd, RecordedParts, Shared, Unit, UnitTally};
 use crate::calls::Tally;
 use crate::clock::now_ms;
 use crate::job::output::{parse_json_text, StepOutput};
@@ -26,7 +26,7 @@ pub(super) async fn part(
     ctx: &minijinja::Value,
     part: i64,
     file_stem: &str,
-    known: &Known,
+    known: &RecordedParts,
     tally: &mut UnitTally,
 ) -> PartEnd {
     let entered = now_ms();
@@ -41,7 +41,7 @@ pub(super) async fn part(
     }
     let cache_key = step.cache_ttl.map(|_| cache_key(step, hash));
     if let (Some(ttl), Some(key)) = (step.cache_ttl, cache_key) {
-        if let Some(mut output) = shared.cached(key, ttl) {
+        if let Some(mut output) = shared.cached(key, ttl).await {
             output.cached = Some(true);
             timing::set(&mut output, entered, now_ms());
             Progress::add(&shared.progress.cache_hits, 1);
