@@ -1279,13 +1279,21 @@ fn an_items_value_picks_its_provider_with_its_own_limits_and_dialect() {
             assert_eq!(r["path"], route, "its dialect: {r}");
             let body: Value = serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
             assert_eq!(body["model"], format!("m-{vendor}"));
-            got.push(body["messages"][0]["content"].as_str().unwrap_or_default().to_string());
+            got.push(
+                body["messages"][0]["content"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            );
         }
         got.sort();
         want.sort();
         assert_eq!(got, want, "{vendor} gets exactly its items");
     }
-    assert!(u(&mocks[1].stats()["max_in_flight"]) <= 2, "claude's own cap");
+    assert!(
+        u(&mocks[1].stats()["max_in_flight"]) <= 2,
+        "claude's own cap"
+    );
     let results = read_jsonl(&s.path("results.jsonl"));
     assert_eq!(results.len(), 12);
     assert!(results.iter().all(|r| r["status"] == "done"));
