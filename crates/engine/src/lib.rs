@@ -10,6 +10,7 @@ mod errors;
 mod export;
 mod fair;
 mod files;
+mod history;
 mod input;
 mod input_list;
 mod inputs;
@@ -25,6 +26,7 @@ mod quick;
 mod quick_plan;
 mod recording;
 mod results;
+mod retry_scope;
 mod shape;
 mod shared_limits;
 mod shown;
@@ -45,6 +47,7 @@ pub use error::{Busy, Error, Result};
 pub use errors::{group_errors, normalise, ErrorExample, ErrorGroup, ErrorKey};
 pub use export::{ExportFormat, ExportOptions};
 pub use files::{FileAccess, FILE_ACCESS_STATE};
+pub use history::{Recorder, Sample, MAX_SAMPLES, SESSION_PREFIX};
 pub use input::InputSource;
 pub use job::{
     plan, probe, run_job, run_job_with, unit_result, Bound, CheckReport, Estimate, JobConfig,
@@ -58,6 +61,7 @@ pub use progress::{Progress, Snapshot};
 pub use quick::{now_ms, run_quick, run_quick_with, BreakerReport, QuickConfig, RunReport};
 pub use quick_plan::{probe_quick, quick_plan, QuickPlan, QuickPlanConfig};
 pub use results::{export_run, export_with, result_line};
+pub use retry_scope::{keep_failed, KEEP_FAILED};
 pub use shape::is_base_url;
 pub use shown::{shown_state, STATE_PROCESS_GONE};
 pub use stats::{

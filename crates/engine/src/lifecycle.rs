@@ -171,6 +171,13 @@ fn last_beat(
     if let Err(e) = store.heartbeat(&last_beat) {
         tracing::warn!("could not record this worker's last heartbeat: {e}");
     }
+    // The session's story with its final figures, for charts and summaries.
+    let story = progress
+        .history
+        .entry(&progress.snapshot(), &progress.stats.report(), true);
+    if let Err(e) = store.put_run_state(&run.id, &progress.history.key(), &story) {
+        tracing::warn!("could not keep the run's history: {e}");
+    }
     let snapshot = progress.snapshot();
     let errors = if snapshot.failed > 0 {
         crate::errors::group_errors(store, &run.id, SUMMARY_GROUPS)?

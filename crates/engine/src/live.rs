@@ -9,6 +9,7 @@ use sluice_store::WorkerBeat;
 use tokio::sync::mpsc;
 
 use crate::control::RunControl;
+use crate::history::{Sample, FLUSH_BEATS};
 use crate::progress::{Progress, Snapshot};
 use crate::quick::now_ms;
 use crate::writer::Message;
@@ -124,12 +125,18 @@ pub(crate) fn beat(
         .latency_ewma_us
         .load(std::sync::atomic::Ordering::Relaxed) as f64
         / 1e3;
+    let stats = progress.stats.report();
+    let beat_at = now_ms();
+    progress.history.record(
+        Sample::of(beat_at, &snapshot, &stats, latency_ms),
+        state != "running",
+    );
     let live = serde_json::json!({
         "counters": snapshot,
         "rates": rates,
         "latency_ewma_ms": latency_ms,
         "eta_secs": snapshot.eta().map(|d| d.as_secs_f64()),
-        "stats": progress.stats.report(),
+        "stats": stats,
         "control": control.map(|c| c.state().as_str()),
     });
     let beat = WorkerBeat {
@@ -138,7 +145,7 @@ pub(crate) fn beat(
         host: id.host.clone(),
         pid: id.pid,
         started_at: id.started_at,
-        beat_at: now_ms(),
+        beat_at,
         state: state.to_owned(),
         in_flight: snapshot.in_flight,
         live,
@@ -157,6 +164,7 @@ pub(crate) async fn beat_loop(
     let mut previous = None;
     let mut ticks = tokio::time::interval(BEAT_PERIOD);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut beats = 0u64;
     loop {
         ticks.tick().await;
         let (beat, now) = beat(&run_id, "running", &progress, Some(&control), previous);
@@ -164,7 +172,22 @@ pub(crate) async fn beat_loop(
         if tx.send(Message::Beat(Box::new(beat))).await.is_err() {
             return;
         }
+        beats += 1;
+        if beats % FLUSH_BEATS == 0 {
+            let story = session_story(&progress, now.1, false);
+            if tx.send(story).await.is_err() {
+                return;
+            }
+        }
     }
+}
+
+/// The message that keeps this session's story (see [`crate::history`]).
+pub(crate) fn session_story(progress: &Progress, snapshot: Snapshot, ended: bool) -> Message {
+    let entry = progress
+        .history
+        .entry(&snapshot, &progress.stats.report(), ended);
+    Message::State(progress.history.key(), Box::new(entry))
 }
 
 #[cfg(test)]
