@@ -17,7 +17,7 @@ function duration(secs) {
   return Math.floor(secs / 3600) + " h " + Math.floor((secs % 3600) / 60) + " min";
 }
 
-const usd = (v) => (Number.isFinite(v) ? "$" + (v >= 100 ? v.toFixed(0) : v.toFixed(v >= 1 ? 2 : 4)) : "–");
+const usd = (v) => (!Number.isFinite(v) ? "–" : v === 0 ? "$0" : "$" + (v >= 100 ? v.toFixed(0) : v.toFixed(v >= 1 ? 2 : 4)));
 const ago = (ms) => duration((Date.now() - ms) / 1000) + " ago";
 
 function text(el, value) { if (el.textContent !== value) el.textContent = value; }

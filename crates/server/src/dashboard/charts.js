@@ -1,6 +1,7 @@
 // Line charts over a run's points, drawn by hand on canvases (no library:
 // the page works offline): a time axis, a dashed limit line, hover values,
 // crisp on hi-DPI screens (drawn at devicePixelRatio), as wide as their box.
+(() => {
 "use strict";
 
 const css = (name) => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
@@ -17,7 +18,7 @@ function fmt(n) {
 
 function clock(t) {
   const d = new Date(t);
-  return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
 }
 
 // A chart of `series` ([{name, color, get(point)}]) read from the shared
@@ -83,8 +84,8 @@ class Chart {
     const ticks = Math.max(2, Math.min(5, Math.floor((w - left) / 80)));
     for (let i = 0; i < ticks; i++) {
       const t = t0 + (span * i) / (ticks - 1);
-      const tx = Math.min(Math.max(x(t), left + 22), w - right - 22);
-      g.fillText(clock(t), tx, h - bottom + 4);
+      const label = clock(t), half = g.measureText(label).width / 2;
+      g.fillText(label, Math.min(Math.max(x(t), left + half), w - right - half), h - bottom + 4);
     }
     if (Number.isFinite(limit) && limit > 0) {
       g.setLineDash([5, 4]); g.strokeStyle = css("--limit") || "#e0a030";
@@ -140,3 +141,4 @@ class Chart {
 }
 
 window.SluiceCharts = { Chart, fmt, clock };
+})();
