@@ -30,6 +30,8 @@ const origin = new URL(url).origin;
 
 async function open(page, hash) {
   page.on("pageerror", (e) => errors.push(String(e)));
+  // Offline: nothing is loaded from anywhere but the server.
+  page.on("request", (r) => { if (!r.url().startsWith(origin) && !r.url().startsWith("data:")) errors.push("loaded " + r.url()); });
   page.on("dialog", (d) => d.accept());
   const opened = await page.goto(`${url}#run=${encodeURIComponent(hash)}`);
   if (opened.status() !== 200) fail(`the printed URL answered ${opened.status()}`);
@@ -157,6 +159,10 @@ async function finished() {
   await open(missing, "no-such-run");
   await until("the missing run to be told", async () => (await missing.textContent("#empty-text")).includes("no-such-run"), 10000);
   if (await missing.isVisible("#run")) fail("a deep link to a missing run opened another run");
+  // Runs are reached by keyboard: Tab to the run, Enter opens it.
+  await missing.focus(`#runs button[data-id="${runId}"]`);
+  await missing.keyboard.press("Enter");
+  await missing.waitForSelector("#run:not([hidden])", { timeout: 10000 });
   return `summary and ${after.points} points after a reload; cause server_error (${retried} items) expanded, item ${item} opened, retried: failed ${failedBefore} -> ${failedAfter}, done ${done}; 390 px wide: ${width}`;
 }
 

@@ -351,6 +351,55 @@ fn a_run_from_the_cli_is_listed_and_its_results_served() {
 }
 
 #[test]
+fn a_finished_cli_run_opens_with_its_summary_and_history() {
+    let s = Scratch::new();
+    let mock = Mock::start(&[]);
+    let input = s.write_lines(
+        "items.jsonl",
+        &(0..20)
+            .map(|i| format!("{{\"q\":\"q{i}\"}}"))
+            .collect::<Vec<_>>(),
+    );
+    let job = s.path("job.toml");
+    std::fs::write(
+        &job,
+        format!(
+            "name = \"told\"\n[input]\npath = \"{}\"\n[providers.p]\nbase_url = \"{}\"\n[[steps]]\nname = \"a\"\nkind = \"chat\"\nprovider = \"p\"\nmodel = \"m\"\nmessages = [{{ role = \"user\", content = \"{{{{ item.q }}}}\" }}]\n",
+            input.display(),
+            mock.url("/v1")
+        ),
+    )
+    .unwrap();
+    // The CLI ran it with no server around; a server started later shows it.
+    let out = s.sluice(&["run", job.to_str().unwrap()]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let server = Serve::start(&s, &[], &[]);
+    let (status, body) = server.http("GET", "/v1/runs/told-1", &[], "");
+    assert_eq!(status, 200, "{body}");
+    let view: Value = serde_json::from_str(&body).unwrap();
+    let summary = &view["summary"];
+    assert_eq!(summary["sessions"], 1, "{view}");
+    assert_eq!(summary["done"], 20, "{summary}");
+    assert_eq!(summary["attempts"], 20, "{summary}");
+    assert_eq!(summary["steps"][0]["step"], "a", "{summary}");
+    assert_eq!(summary["providers"][0]["name"], "p", "{summary}");
+    let (status, body) = server.http("GET", "/v1/runs/told-1/history", &[], "");
+    assert_eq!(status, 200, "{body}");
+    let history: Value = serde_json::from_str(&body).unwrap();
+    let points = history["points"].as_array().unwrap();
+    assert!(!points.is_empty(), "{history}");
+    let done: f64 = points
+        .iter()
+        .map(|p| p["done_per_min"].as_f64().unwrap())
+        .sum();
+    assert!(done > 0.0, "{history}");
+}
+
+#[test]
 fn stopping_the_server_leaves_its_runs_interrupted_and_resumable() {
     let s = Scratch::new();
     let mock = Mock::start(&["--latency-ms", "20"]);
