@@ -107,6 +107,11 @@ async function finished() {
   await page.reload();
   const after = await story(page);
   if (after.points < before.points) fail(`a reload lost points: ${before.points} -> ${after.points}`);
+  // Hovering a chart tells the values at that time.
+  const box = await page.locator("#ch-calls").boundingBox();
+  await page.mouse.move(box.x + box.width * 0.6, box.y + box.height / 2);
+  const hover = await until("hover values", async () => page.getAttribute("#ch-calls", "data-hover"), 5000);
+  if (!/\d\d:\d\d:\d\d · calls\/s: [\d.]+\/s/.test(hover)) fail(`the hover says ${hover}`);
   await page.screenshot({ path: `${out}/desktop.png`, fullPage: true });
 
   // Failures: a row per cause, expanded to its items; an item's records.

@@ -174,7 +174,7 @@ impl Series {
     fn push(&mut self, sample: Sample, last: bool) {
         let stride = self.stride.max(1);
         self.seen += 1;
-        if !last && (self.seen - 1) % stride != 0 {
+        if !last && !(self.seen - 1).is_multiple_of(stride) {
             return;
         }
         if self.samples.len() >= MAX_SAMPLES {

@@ -173,7 +173,7 @@ pub(crate) async fn beat_loop(
             return;
         }
         beats += 1;
-        if beats % FLUSH_BEATS == 0 {
+        if beats.is_multiple_of(FLUSH_BEATS) {
             let story = session_story(&progress, now.1, false);
             if tx.send(story).await.is_err() {
                 return;

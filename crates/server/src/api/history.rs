@@ -38,6 +38,18 @@ pub(crate) async fn history(
 /// The run's budget (`budget = { usd }` of its job), when it can be read:
 /// from the job kept at submission, else the job file it ran.
 pub(crate) fn budget_usd(store: &mut dyn Store, run: &RunMeta) -> Option<f64> {
+    // `--set budget.usd=N` wins over the file, as when the job was loaded.
+    let set = run
+        .settings
+        .get("sets")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .rev()
+        .find_map(|s| s.as_str()?.strip_prefix("budget.usd=")?.trim().parse().ok());
+    if set.is_some() {
+        return set;
+    }
     let text = match crate::runner::saved(store, &run.id).ok().flatten() {
         Some(saved) => saved.text,
         None => std::fs::read_to_string(run.settings.get("job")?.as_str()?).ok()?,

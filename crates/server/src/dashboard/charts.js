@@ -130,6 +130,8 @@ class Chart {
     g.strokeStyle = css("--fg") || "#1d2330"; g.globalAlpha = 0.35;
     g.beginPath(); g.moveTo(px, top); g.lineTo(px, h - bottom); g.stroke(); g.globalAlpha = 1;
     const lines = [clock(best.t)].concat(this.series.map((s) => `${s.name}: ${fmt(s.get(best))}${this.unit}`));
+    // What the tooltip says, for assistive tech and tests.
+    this.canvas.dataset.hover = lines.join(" · ");
     g.font = "11px system-ui, sans-serif";
     const bw = Math.max(...lines.map((l) => g.measureText(l).width)) + 12, bh = lines.length * 14 + 6;
     const bx = px + bw + 10 < w ? px + 8 : px - bw - 8;

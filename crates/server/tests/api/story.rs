@@ -247,3 +247,32 @@ async fn results_download_as_jsonl_csv_and_parquet() {
         (400, "invalid_query")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spend_is_charted_against_the_budget() {
+    let s = Setup::new(MockConfig::default()).await;
+    let mut job = s.job(
+        6,
+        json!({"concurrency": 2, "prices": {"*": {"input": 1.0, "output": 2.0}}}),
+    );
+    job["budget"] = json!({"usd": 50.0});
+    let id = s.submit(&job).await;
+    s.wait_for(&id, |v| {
+        v["state"] == "finished" && v["executed_here"] == false
+    })
+    .await;
+    let h = s
+        .call("GET", &format!("/v1/runs/{id}/history"), None)
+        .await
+        .json();
+    assert_eq!(h["budget_usd"], 50.0, "{h}");
+    let spent = h["summary"]["spent_usd"].as_f64().unwrap();
+    assert!(spent > 0.0, "{h}");
+    let last = h["points"].as_array().unwrap().last().unwrap()["spent_usd"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (last - spent).abs() < 1e-6,
+        "the last point's spend is the run's: {h}"
+    );
+}
