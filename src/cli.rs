@@ -158,8 +158,8 @@ pub(crate) struct RunArgs {
     /// Send no API key, even with OPENAI_API_KEY set.
     #[arg(long)]
     pub(crate) no_api_key: bool,
-    /// Write results here once the run reaches its end (`.jsonl` or `.json`
-    /// for JSONL, `.csv` for CSV, `.parquet`), replacing the file atomically;
+    /// Write results here once the run reaches its end (`.jsonl` for
+    /// JSON lines, `.csv` for CSV, `.parquet`), replacing the file atomically;
     /// a run that does not finish leaves it as it was. Without it results go
     /// to stdout as JSONL (unless --json).
     #[arg(long)]

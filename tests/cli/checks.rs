@@ -71,8 +71,8 @@ fn a_results_file_that_would_lose_data_is_refused_before_anything_is_sent() {
         &s,
         &mock,
         &input,
-        &["--out", "x.parquet"],
-        ".parquet names no results format",
+        &["--out", "x.json"],
+        ".json names no results format",
     );
     refused(&s, &mock, &input, &["--out", "results.txt"], ".txt");
     refused(
@@ -87,14 +87,14 @@ fn a_results_file_that_would_lose_data_is_refused_before_anything_is_sent() {
         before,
         "the input is untouched"
     );
-    // The known ones work, .json as JSON lines.
-    s.run(&input, &mock.chat_url(), &["--out", "r.json"])
+    // The known ones work.
+    s.run(&input, &mock.chat_url(), &["--out", "r.jsonl"])
         .assert()
         .success();
-    assert_eq!(read_jsonl(&s.path("r.json")).len(), 3);
+    assert_eq!(read_jsonl(&s.path("r.jsonl")).len(), 3);
     // `sluice export` checks the same (an explicit --format allows any name).
     let export = s
-        .sluice(&["export", "in", "--out", "x.parquet"])
+        .sluice(&["export", "in", "--out", "x.txt"])
         .output()
         .unwrap();
     assert_eq!(export.status.code(), Some(2), "{}", stderr(&export));

@@ -29,22 +29,23 @@ pub enum ExportFormat {
 }
 
 impl ExportFormat {
-    /// The format a file name's extension names: `.jsonl` (or `.ndjson`,
-    /// `.json`: JSON lines), `.csv`, `.parquet`. Anything else is refused with what to use, so a
+    /// The format a file name's extension names: `.jsonl` (or `.ndjson`),
+    /// `.csv`, `.parquet`. `.json` is refused too: it promises one JSON
+    /// document, and results are JSON lines. Anything else is refused with what to use, so a
     /// typo never writes JSONL under a name that promises another format.
     pub fn from_path(path: &Path) -> std::result::Result<ExportFormat, String> {
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
         match ext.to_ascii_lowercase().as_str() {
-            "jsonl" | "ndjson" | "json" => Ok(ExportFormat::Jsonl),
+            "jsonl" | "ndjson" => Ok(ExportFormat::Jsonl),
             "csv" => Ok(ExportFormat::Csv),
             "parquet" => Ok(ExportFormat::Parquet),
             _ => Err(format!(
-                "{}: unknown results format {}; name the file .jsonl or .json (JSON lines), .csv or .parquet (or give --format)",
+                "{}: {} names no results format; name the file .jsonl, .csv or .parquet (or give --format)",
                 path.display(),
                 if ext.is_empty() {
-                    "(no extension)".to_string()
+                    "a file without an extension".to_string()
                 } else {
-                    format!("\".{ext}\"")
+                    format!("the extension .{ext}")
                 }
             )),
         }
