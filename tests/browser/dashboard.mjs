@@ -155,7 +155,6 @@ async function finished() {
   await phone.waitForTimeout(300);
   await phone.screenshot({ path: `${out}/phone-dark.png`, fullPage: false });
   await page.emulateMedia({ colorScheme: "dark" });
-  await page.evaluate(() => window.dispatchEvent(new Event("resize")));
   await page.waitForTimeout(300);
   await page.screenshot({ path: `${out}/desktop-dark.png`, fullPage: true });
 

@@ -36,6 +36,8 @@ class Chart {
     canvas.addEventListener("mousemove", (e) => this.track(e));
     canvas.addEventListener("mouseleave", () => { this.hover = null; this.draw(); });
     if (window.ResizeObserver) new ResizeObserver(() => this.draw()).observe(canvas);
+    // Colours come from the style: redraw when the scheme turns dark or light.
+    if (window.matchMedia) matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => this.draw());
   }
 
   set(points) {
@@ -97,7 +99,7 @@ class Chart {
     const steps = [];
     for (let i = 1; i < pts.length; i++) steps.push(pts[i].t - pts[i - 1].t);
     steps.sort((a, b) => a - b);
-    const gap = Math.max(5000, 3 * (steps[Math.floor(steps.length / 2)] || 1000));
+    const gap = Math.max(2500, 2.5 * (steps[Math.floor(steps.length / 2)] || 1000));
     this.series.forEach((s) => {
       g.strokeStyle = s.color; g.lineWidth = 1.75; g.beginPath();
       let on = false, prev = null;
