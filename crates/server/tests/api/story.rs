@@ -276,3 +276,34 @@ async fn spend_is_charted_against_the_budget() {
         "the last point's spend is the run's: {h}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_events_carry_points_with_rates_and_the_end_its_summary() {
+    let s = crate::util::Setup::with(MockConfig::default(), |c| c.tick_ms = 100).await;
+    let addr = s.listen().await;
+    // 40 items at 1,200 requests/minute: two seconds of ticks.
+    let id = s
+        .submit(&s.job(40, json!({"concurrency": 2, "rpm": 1200})))
+        .await;
+    let mut events =
+        crate::util::SseClient::open(addr, "GET", &format!("/v1/runs/{id}/events"), None).await;
+    let mut points = Vec::new();
+    let end = loop {
+        let e = events.next().await.expect("the stream ended before `end`");
+        match e.event.as_str() {
+            "progress" if !e.data["point"].is_null() => points.push(e.data["point"].clone()),
+            "end" => break e.data,
+            _ => {}
+        }
+    };
+    assert!(points.len() >= 2, "{points:?}");
+    let ts: Vec<i64> = points.iter().map(|p| p["t"].as_i64().unwrap()).collect();
+    assert!(ts.windows(2).all(|w| w[0] < w[1]), "{ts:?}");
+    assert!(
+        points
+            .iter()
+            .any(|p| p["calls_per_sec"].as_f64() > Some(0.0)),
+        "{points:?}"
+    );
+    assert_eq!(end["summary"]["attempts"], 40, "{end}");
+}
