@@ -15,10 +15,6 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::progress::Snapshot;
-use crate::quick::now_ms;
-use crate::stats::StatsReport;
-
 /// The run-state key prefix of every session's story.
 pub const SESSION_PREFIX: &str = "session/";
 
@@ -128,38 +124,6 @@ impl From<Sample> for Row {
     }
 }
 
-impl Sample {
-    /// The sample of `snapshot` and `stats` at `t` (unix ms).
-    pub fn of(t: i64, snapshot: &Snapshot, stats: &StatsReport, latency_ms: f64) -> Sample {
-        let (mut place, mut rate) = (0.0, 0.0);
-        for s in &stats.steps {
-            place += s.place_waits.1;
-            rate += s.rate_waits.1;
-        }
-        Sample {
-            t,
-            done: snapshot.done,
-            failed: snapshot.failed,
-            attempts: snapshot.attempts,
-            retries: snapshot.retries,
-            throttled: snapshot.throttled,
-            tokens: snapshot.tokens,
-            cache_hits: snapshot.cache_hits,
-            spent_usd: snapshot.spent_usd,
-            on_wire: snapshot.in_flight,
-            // Places held minus calls on the wire: those waiting for a slot.
-            rate_waiting: stats
-                .providers
-                .iter()
-                .map(|p| p.in_flight.saturating_sub(p.on_wire))
-                .sum(),
-            place_wait_secs: place,
-            rate_wait_secs: rate,
-            latency_ms,
-        }
-    }
-}
-
 /// One session's samples, thinned when full.
 #[derive(Debug, Default)]
 struct Series {
@@ -195,6 +159,13 @@ pub struct Recorder {
     series: Mutex<Series>,
 }
 
+/// Unix ms now (here rather than from a front end: this module is below them).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 impl Default for Recorder {
     fn default() -> Self {
         Recorder {
@@ -220,26 +191,32 @@ impl Recorder {
         self.series().samples.clone()
     }
 
-    /// The run-state key of this session (sorted by start, then process).
-    pub fn key(&self) -> String {
-        let id = crate::live::identity();
-        format!("{SESSION_PREFIX}{:015}/{}", self.started_at, id.worker_id)
+    /// The run-state key of this session of process `worker_id` (sorted by
+    /// start, then process).
+    pub fn key(&self, worker_id: &str) -> String {
+        format!("{SESSION_PREFIX}{:015}/{worker_id}", self.started_at)
     }
 
-    /// The session's entry as kept in the store: who ran it, when, its
-    /// counters and statistics now, and its samples (`ended`: the session is over).
-    pub fn entry(&self, snapshot: &Snapshot, stats: &StatsReport, ended: bool) -> Value {
-        let id = crate::live::identity();
+    /// The session's entry as kept in the store: who ran it (`who`: worker
+    /// id, host, pid), when, its counters and statistics now, and its
+    /// samples (`ended`: the session is over).
+    pub fn entry(
+        &self,
+        who: (&str, &str, u32),
+        counters: &impl Serialize,
+        stats: &impl Serialize,
+        ended: bool,
+    ) -> Value {
         let series = self.series();
         json!({
-            "worker_id": id.worker_id,
-            "host": id.host,
-            "pid": id.pid,
+            "worker_id": who.0,
+            "host": who.1,
+            "pid": who.2,
             "started_at": self.started_at,
             "updated_at": now_ms(),
             "ended": ended,
             "stride_secs": series.stride.max(1),
-            "counters": snapshot,
+            "counters": counters,
             "stats": stats,
             "samples": series.samples,
         })

@@ -55,7 +55,7 @@ pub use job::{
     TemplateProblem, UnitWindow, DEFAULT_LEASE,
 };
 pub use lifecycle::{limited_name, RunStart};
-pub use live::{worker_state, Rates, BEAT_PERIOD, BEAT_STALE};
+pub use live::{session_entry, worker_state, Rates, BEAT_PERIOD, BEAT_STALE};
 pub use meter::{quantile_ms, CallCounts, FAILURE_KINDS, LATENCY_BUCKETS_MS};
 pub use progress::{Progress, Snapshot};
 pub use quick::{now_ms, run_quick, run_quick_with, BreakerReport, QuickConfig, RunReport};

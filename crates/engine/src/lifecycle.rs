@@ -172,10 +172,8 @@ fn last_beat(
         tracing::warn!("could not record this worker's last heartbeat: {e}");
     }
     // The session's story with its final figures, for charts and summaries.
-    let story = progress
-        .history
-        .entry(&progress.snapshot(), &progress.stats.report(), true);
-    if let Err(e) = store.put_run_state(&run.id, &progress.history.key(), &story) {
+    let (key, story) = crate::live::session_entry(progress, true);
+    if let Err(e) = store.put_run_state(&run.id, &key, &story) {
         tracing::warn!("could not keep the run's history: {e}");
     }
     let snapshot = progress.snapshot();

@@ -128,7 +128,7 @@ pub(crate) fn beat(
     let stats = progress.stats.report();
     let beat_at = now_ms();
     progress.history.record(
-        Sample::of(beat_at, &snapshot, &stats, latency_ms),
+        sample(beat_at, &snapshot, &stats, latency_ms),
         state != "running",
     );
     let live = serde_json::json!({
@@ -174,7 +174,7 @@ pub(crate) async fn beat_loop(
         }
         beats += 1;
         if beats.is_multiple_of(FLUSH_BEATS) {
-            let story = session_story(&progress, now.1, false);
+            let story = session_story(&progress, false);
             if tx.send(story).await.is_err() {
                 return;
             }
@@ -183,11 +183,57 @@ pub(crate) async fn beat_loop(
 }
 
 /// The message that keeps this session's story (see [`crate::history`]).
-pub(crate) fn session_story(progress: &Progress, snapshot: Snapshot, ended: bool) -> Message {
-    let entry = progress
-        .history
-        .entry(&snapshot, &progress.stats.report(), ended);
-    Message::State(progress.history.key(), Box::new(entry))
+pub(crate) fn session_story(progress: &Progress, ended: bool) -> Message {
+    let (key, entry) = session_entry(progress, ended);
+    Message::State(key, Box::new(entry))
+}
+
+/// This process's session of the run `progress` counts, as kept in the
+/// store: its run-state key and entry (see [`crate::history`]).
+pub fn session_entry(progress: &Progress, ended: bool) -> (String, serde_json::Value) {
+    let id = identity();
+    let entry = progress.history.entry(
+        (&id.worker_id, &id.host, id.pid),
+        &progress.snapshot(),
+        &progress.stats.report(),
+        ended,
+    );
+    (progress.history.key(&id.worker_id), entry)
+}
+
+/// The sample of one heartbeat: `snapshot`'s counters, the waits in `stats`.
+fn sample(
+    t: i64,
+    snapshot: &Snapshot,
+    stats: &crate::stats::StatsReport,
+    latency_ms: f64,
+) -> Sample {
+    let (mut place, mut rate) = (0.0, 0.0);
+    for s in &stats.steps {
+        place += s.place_waits.1;
+        rate += s.rate_waits.1;
+    }
+    Sample {
+        t,
+        done: snapshot.done,
+        failed: snapshot.failed,
+        attempts: snapshot.attempts,
+        retries: snapshot.retries,
+        throttled: snapshot.throttled,
+        tokens: snapshot.tokens,
+        cache_hits: snapshot.cache_hits,
+        spent_usd: snapshot.spent_usd,
+        on_wire: snapshot.in_flight,
+        // Places held minus calls on the wire: those waiting for a slot.
+        rate_waiting: stats
+            .providers
+            .iter()
+            .map(|p| p.in_flight.saturating_sub(p.on_wire))
+            .sum(),
+        place_wait_secs: place,
+        rate_wait_secs: rate,
+        latency_ms,
+    }
 }
 
 #[cfg(test)]

@@ -69,11 +69,8 @@ pub(crate) fn sessions(
         .into_iter()
         .collect();
     if let Some(run) = here.filter(|r| !r.is_finished()) {
-        let progress = &run.progress;
-        let entry = progress
-            .history
-            .entry(&progress.snapshot(), &progress.stats.report(), false);
-        entries.insert(progress.history.key(), entry);
+        let (key, entry) = sluice_engine::session_entry(&run.progress, false);
+        entries.insert(key, entry);
     }
     Ok(entries.values().filter_map(Session::parse).collect())
 }
