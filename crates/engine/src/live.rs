@@ -201,6 +201,19 @@ pub fn session_entry(progress: &Progress, ended: bool) -> (String, serde_json::V
     (progress.history.key(&id.worker_id), entry)
 }
 
+/// [`session_entry`] of a session that ends now, with its last sample.
+pub(crate) fn final_story(progress: &Progress) -> (String, serde_json::Value) {
+    let latency_ms = progress
+        .latency_ewma_us
+        .load(std::sync::atomic::Ordering::Relaxed) as f64
+        / 1e3;
+    let (snapshot, stats) = (progress.snapshot(), progress.stats.report());
+    progress
+        .history
+        .record(sample(now_ms(), &snapshot, &stats, latency_ms), true);
+    session_entry(progress, true)
+}
+
 /// The sample of one heartbeat: `snapshot`'s counters, the waits in `stats`.
 fn sample(
     t: i64,

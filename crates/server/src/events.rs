@@ -69,7 +69,19 @@ async fn feed(state: AppState, key: String, tx: Arc<watch::Sender<Frame>>) {
                             .await;
                         tracker.base_spent = Some(base.unwrap_or(0.0));
                     }
-                    let point = tracker.point(sluice_engine::now_ms(), &view["live"]);
+                    let now = sluice_engine::now_ms();
+                    // Other processes (workers of a shared run): all of them.
+                    let sample = if view["live"]["source"] == "worker" {
+                        let run_id = run.clone();
+                        state
+                            .with_store(move |store| Ok(store.workers(&run_id)?))
+                            .await
+                            .ok()
+                            .and_then(|beats| crate::history::sample_of_beats(now, &beats))
+                    } else {
+                        crate::history::sample_of_live(now, &view["live"])
+                    };
+                    let point = tracker.point(sample);
                     data["point"] = serde_json::json!(point);
                 }
                 Frame::Event {

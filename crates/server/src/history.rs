@@ -462,14 +462,56 @@ pub(crate) struct Tracker {
 impl Tracker {
     /// The point since the last view, from `live` (none for the first, or
     /// when the counters went back: a new session started).
-    pub(crate) fn point(&mut self, t: i64, live: &Json) -> Option<Point> {
-        let cur = sample_of_live(t, live)?;
+    pub(crate) fn point(&mut self, cur: Option<Sample>) -> Option<Point> {
+        let cur = cur?;
         let prev = self.prev.replace(cur)?;
         if cur.attempts < prev.attempts || cur.done + cur.failed < prev.done + prev.failed {
             return None;
         }
         point_between(&prev, &cur, self.base_spent.unwrap_or(0.0) + cur.spent_usd)
     }
+}
+
+/// The sample of every process working on a run now (`beats`: their
+/// heartbeats), counters and gauges summed, latency averaged: workers of a
+/// shared run each count their own calls.
+pub(crate) fn sample_of_beats(t: i64, beats: &[sluice_store::WorkerBeat]) -> Option<Sample> {
+    let now = sluice_engine::now_ms();
+    let mut total: Option<Sample> = None;
+    let mut latencies = Vec::new();
+    for b in beats
+        .iter()
+        .filter(|b| sluice_engine::worker_state(b, now) == "running")
+    {
+        let Some(s) = sample_of_live(t, &b.live) else {
+            continue;
+        };
+        if s.latency_ms > 0.0 {
+            latencies.push(s.latency_ms);
+        }
+        let sum = total.get_or_insert(Sample {
+            t,
+            ..Sample::default()
+        });
+        sum.done += s.done;
+        sum.failed += s.failed;
+        sum.attempts += s.attempts;
+        sum.retries += s.retries;
+        sum.throttled += s.throttled;
+        sum.tokens += s.tokens;
+        sum.cache_hits += s.cache_hits;
+        sum.spent_usd += s.spent_usd;
+        sum.on_wire += s.on_wire;
+        sum.rate_waiting += s.rate_waiting;
+        sum.place_wait_secs += s.place_wait_secs;
+        sum.rate_wait_secs += s.rate_wait_secs;
+    }
+    if let Some(sum) = total.as_mut() {
+        if !latencies.is_empty() {
+            sum.latency_ms = latencies.iter().sum::<f64>() / latencies.len() as f64;
+        }
+    }
+    total
 }
 
 /// Spend of the sessions of `run_id` that ended.

@@ -185,3 +185,28 @@ fn a_live_view_gives_the_sample_it_shows() {
     let p = point_between(&s, &later, 0.5).unwrap();
     assert_eq!(p.done_per_min, 120.0);
 }
+
+#[test]
+fn the_processes_on_a_shared_run_are_summed() {
+    let now = sluice_engine::now_ms();
+    let beat = |worker: &str, done: u64, state: &str| sluice_store::WorkerBeat {
+        run_id: "r".into(),
+        worker_id: worker.into(),
+        host: "elsewhere".into(),
+        pid: 1,
+        started_at: now,
+        beat_at: now,
+        state: state.into(),
+        in_flight: 1,
+        live: json!({"counters": {"done": done, "attempts": done, "in_flight": 1}, "latency_ewma_ms": 10.0 * done as f64}),
+    };
+    let beats = [
+        beat("a", 3, "running"),
+        beat("b", 5, "running"),
+        beat("c", 100, "stopped"),
+    ];
+    let s = sample_of_beats(now, &beats).unwrap();
+    assert_eq!((s.done, s.attempts, s.on_wire), (8, 8, 2));
+    assert_eq!(s.latency_ms, 40.0);
+    assert!(sample_of_beats(now, &beats[2..]).is_none());
+}
