@@ -25,10 +25,12 @@ fn main() -> ExitCode {
         Err(error) if output::closed_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {}", output::describe(&error));
-            let invalid = error
-                .downcast_ref::<sluice_engine::Error>()
-                .is_some_and(sluice_engine::Error::is_invalid_input)
-                || error.downcast_ref::<commands::UsageError>().is_some()
+            // Configuration and input: 2 (nothing was sent); the store and
+            // the runtime: 1. The engine's error knows which it is.
+            if let Some(engine) = error.downcast_ref::<sluice_engine::Error>() {
+                return ExitCode::from(engine.exit_code());
+            }
+            let invalid = error.downcast_ref::<commands::UsageError>().is_some()
                 || error.downcast_ref::<sluice_spec::SpecError>().is_some();
             ExitCode::from(if invalid { 2 } else { 1 })
         }

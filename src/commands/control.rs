@@ -210,8 +210,11 @@ fn how_to_continue(store: &mut dyn Store, run: &RunMeta) -> anyhow::Result<Strin
         Some(shared) => shared.job_def(&run.id)?.is_some(),
         None => false,
     };
-    Ok(match (setting("mode"), setting("job")) {
-        (Some("job"), Some(job)) => {
+    let job = (sluice_engine::RunMode::of(&run.settings) == sluice_engine::RunMode::Job)
+        .then(|| setting("job"))
+        .flatten();
+    Ok(match job {
+        Some(job) => {
             let sets: String = run
                 .settings
                 .get("sets")

@@ -103,14 +103,10 @@ pub(crate) fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
         ))
         .into());
     };
-    let mode = run
-        .settings
-        .get("mode")
-        .and_then(|m| m.as_str())
-        .unwrap_or("quick");
+    let job = sluice_engine::RunMode::of(&run.settings) == sluice_engine::RunMode::Job;
     // Before anything is re-queued: a URL kept without its credentials
     // cannot be called again.
-    if mode != "job" && run.settings.get("url_redacted").and_then(|v| v.as_bool()) == Some(true) {
+    if !job && run.settings.get("url_redacted").and_then(|v| v.as_bool()) == Some(true) {
         let get = |key: &str| {
             run.settings
                 .get(key)
@@ -124,8 +120,8 @@ pub(crate) fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
         ))
         .into());
     }
-    let reopened = match (&args.step, mode) {
-        (_, "job") => store.reset_failed_steps(&run.id, args.step.as_deref())?,
+    let reopened = match (&args.step, job) {
+        (_, true) => store.reset_failed_steps(&run.id, args.step.as_deref())?,
         (Some(_), _) => {
             return Err(
                 UsageError("--step applies to job runs; this run has no steps".into()).into(),
@@ -146,7 +142,7 @@ pub(crate) fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
             .and_then(|v| v.as_str())
             .map(str::to_string)
     };
-    if mode == "job" {
+    if job {
         let job_path = setting("job")
             .ok_or_else(|| UsageError("the run does not say which job file it ran".into()))?;
         let sets: Vec<String> = run

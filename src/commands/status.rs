@@ -8,7 +8,7 @@ use sluice_store::{RunCounts, RunMeta};
 use super::UsageError;
 use crate::cli::{RunsArgs, StatusArgs};
 use crate::display::{fmt_count, fmt_duration, fmt_time};
-use sluice_engine::worker_state;
+use sluice_engine::{worker_state, WorkerState};
 
 pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let location = super::existing_store(&args.store)?;
@@ -91,7 +91,7 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         // Processes apply it with their next heartbeat: say how many have.
         let live: Vec<_> = workers
             .iter()
-            .filter(|w| worker_state(w, now) == "running")
+            .filter(|w| worker_state(w, now) == WorkerState::Running)
             .collect();
         let applied = live
             .iter()
@@ -235,7 +235,7 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
 fn limit_lines(workers: &[sluice_store::WorkerBeat], now: i64) -> Vec<String> {
     let Some(beat) = workers
         .iter()
-        .max_by_key(|w| (worker_state(w, now) == "running", w.beat_at))
+        .max_by_key(|w| (worker_state(w, now) == WorkerState::Running, w.beat_at))
     else {
         return Vec::new();
     };

@@ -25,6 +25,23 @@ pub enum Dialect {
 }
 
 impl Dialect {
+    /// The `api = "..."` spelling in a job file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dialect::OpenAi => "openai",
+            Dialect::Anthropic => "anthropic",
+        }
+    }
+
+    /// The dialect a job file's `api = "..."` names.
+    pub fn parse(text: &str) -> Option<Dialect> {
+        match text {
+            "openai" => Some(Dialect::OpenAi),
+            "anthropic" => Some(Dialect::Anthropic),
+            _ => None,
+        }
+    }
+
     /// The chat path under a provider's base URL: the step's own, except that
     /// OpenAI's default means `/messages` to Anthropic.
     pub fn chat_path(self, step_path: &str) -> &str {

@@ -194,7 +194,7 @@ pub(crate) async fn call<R: Route>(
             Ok(picked) => picked,
             Err(e) => {
                 // A route error carries its own code when it has one.
-                let coded = e.split_once(": ").is_some_and(|(c, _)| !c.contains(' '));
+                let coded = crate::item_error::split(&e).is_some();
                 return CallEnd::Failed {
                     error: if coded {
                         e

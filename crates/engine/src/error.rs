@@ -29,9 +29,18 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// A flag or setting is wrong.
+    /// A flag or setting is wrong (configuration: exit code 2).
     #[error("{0}")]
     Config(String),
+    /// The input's items cannot be read or do not fit the job (exit code 2,
+    /// nothing was sent).
+    #[error("{0}")]
+    Input(String),
+    /// This machine could not do its part: the async runtime did not start,
+    /// a store connection went away mid-run (exit code 1: not the user's
+    /// input).
+    #[error("{0}")]
+    Runtime(String),
     /// Some units cannot render a template with the input's items (found
     /// before anything is sent).
     #[error("{0}")]
@@ -87,11 +96,23 @@ impl Error {
             self,
             Error::BadLine { .. }
                 | Error::Config(_)
+                | Error::Input(_)
                 | Error::Templates(_)
                 | Error::Unreachable { .. }
                 | Error::Read { .. }
                 | Error::Busy(_)
         )
+    }
+
+    /// The process's exit code for this error: 2 for configuration and
+    /// input (nothing was sent; fix and rerun), 1 for the store and the
+    /// runtime.
+    pub fn exit_code(&self) -> u8 {
+        if self.is_invalid_input() {
+            2
+        } else {
+            1
+        }
     }
 }
 

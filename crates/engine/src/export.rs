@@ -211,12 +211,9 @@ pub(crate) fn csv_error(e: csv::Error) -> Error {
     }
 }
 
-/// Splits a recorded error into its code and message.
+/// Splits a recorded error into its code and message (see [`crate::ItemError`]).
 pub(crate) fn split_error(error: &str) -> (&str, &str) {
-    match error.split_once(": ") {
-        Some((code, message)) if !code.contains(' ') => (code, message),
-        _ => ("error", error),
-    }
+    crate::item_error::split(error).unwrap_or(("error", error))
 }
 
 /// Writes one Batch API output line:

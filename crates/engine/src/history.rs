@@ -15,6 +15,8 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::clock::now_ms;
+
 /// The run-state key prefix of every session's story.
 pub const SESSION_PREFIX: &str = "session/";
 
@@ -157,13 +159,6 @@ pub struct Recorder {
     /// When the session started (unix ms): part of its key.
     started_at: i64,
     series: Mutex<Series>,
-}
-
-/// Unix ms now (here rather than from a front end: this module is below them).
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Default for Recorder {

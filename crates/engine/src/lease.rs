@@ -17,7 +17,7 @@ use sluice_store::{Lease, LeaseHolder, Store, StoreLocation};
 
 use crate::control::RunControl;
 use crate::error::{Busy, Error, Result};
-use crate::live::{identity, BEAT_PERIOD};
+use crate::identity::{identity, BEAT_PERIOD};
 
 /// The lease this process holds on one run's execution; given up on drop.
 pub(crate) struct ExecutorLease {

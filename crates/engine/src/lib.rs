@@ -3,6 +3,7 @@
 
 mod calls;
 mod check_report;
+mod clock;
 mod control;
 mod early_stop;
 mod error;
@@ -11,9 +12,11 @@ mod export;
 mod fair;
 mod files;
 mod history;
+mod identity;
 mod input;
 mod input_list;
 mod inputs;
+mod item_error;
 mod job;
 mod lease;
 mod lifecycle;
@@ -21,12 +24,15 @@ mod limiter;
 mod live;
 mod meter;
 mod nul;
+mod preflight;
 mod progress;
 mod quick;
 mod quick_plan;
 mod recording;
+mod report;
 mod results;
 mod retry_scope;
+mod settings;
 mod shape;
 mod shared_limits;
 mod shown;
@@ -39,6 +45,7 @@ mod webhook;
 mod worker;
 mod writer;
 
+pub use clock::now_ms;
 pub use control::{
     executing, read_control, requester, write_control, CommitHook, ControlState, OpenHook,
     RunControl, RunHooks, StartHook, StoredControl, CONTROL_KEY,
@@ -48,24 +55,28 @@ pub use errors::{group_errors, normalise, ErrorExample, ErrorGroup, ErrorKey};
 pub use export::{ExportFormat, ExportOptions};
 pub use files::{FileAccess, FILE_ACCESS_STATE};
 pub use history::{Recorder, Sample, MAX_SAMPLES, SESSION_PREFIX};
+pub use identity::{worker_state, WorkerState, BEAT_PERIOD, BEAT_STALE};
 pub use input::InputSource;
+pub use item_error::ItemError;
 pub use job::{
-    plan, probe, run_job, run_job_with, unit_result, Bound, CheckReport, Estimate, JobConfig,
-    Measured, Offload, Plan, PlanOptions, ProviderPlan, ShownRequest, StepLatency, StepPlan,
-    TemplateProblem, UnitWindow, DEFAULT_LEASE,
+    plan, probe, process_providers, run_job, run_job_with, unit_result, Bound, CheckReport,
+    Estimate, JobConfig, Measured, Offload, Plan, PlanOptions, ProviderPlan, ShownRequest,
+    StepLatency, StepPlan, TemplateProblem, UnitWindow, DEFAULT_LEASE,
 };
 pub use lifecycle::{limited_name, RunStart};
-pub use live::{session_entry, worker_state, Rates, BEAT_PERIOD, BEAT_STALE};
+pub use live::{session_entry, Rates};
 pub use meter::{quantile_ms, CallCounts, FAILURE_KINDS, LATENCY_BUCKETS_MS};
 pub use progress::{Progress, Snapshot};
-pub use quick::{now_ms, run_quick, run_quick_with, BreakerReport, QuickConfig, RunReport};
+pub use quick::{run_quick, run_quick_with, QuickConfig};
 pub use quick_plan::{probe_quick, quick_plan, QuickPlan, QuickPlanConfig};
+pub use report::{BreakerReport, RunReport};
 pub use results::{export_run, export_with, result_line};
 pub use retry_scope::{keep_failed, KEEP_FAILED};
+pub use settings::{JobSettings, QuickSettings, RunMode, RunSettings};
 pub use shape::is_base_url;
-pub use shown::{shown_state, STATE_PROCESS_GONE};
+pub use shown::{shown_state, RunState, STATE_PROCESS_GONE};
 pub use stats::{
-    process_calls, process_providers, AnnouncedLimit, EndpointReport, Latency, Limits,
-    ProviderReport, RecentError, RunStats, StatsReport, StepReport,
+    process_calls, AnnouncedLimit, EndpointReport, Latency, Limits, ProviderReport, RecentError,
+    RunStats, StatsReport, StepReport,
 };
 pub use worker::{run_worker, WorkerConfig, WorkerEvent};

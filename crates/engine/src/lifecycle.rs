@@ -8,10 +8,11 @@ use std::time::Duration;
 use sluice_store::{NewRun, RunMeta, Store, StoreLocation};
 use tokio::sync::Notify;
 
+use crate::clock::now_ms;
 use crate::control::RunControl;
 use crate::error::Result;
 use crate::progress::Progress;
-use crate::quick::{now_ms, RunReport};
+use crate::report::RunReport;
 use crate::stopping::Stopping;
 
 /// How long calls on the wire may finish after a stop signal.
@@ -136,8 +137,8 @@ pub(crate) fn close_shared_run(
     if interrupted && cancelled {
         store.set_state(&run.id, "interrupted", None)?;
     } else if interrupted {
-        let me = &crate::live::identity().worker_id;
-        let stale = crate::live::BEAT_STALE.as_millis() as i64;
+        let me = &crate::identity::identity().worker_id;
+        let stale = crate::identity::BEAT_STALE.as_millis() as i64;
         let now = now_ms();
         let others = store
             .workers(&run.id)?

@@ -1,80 +1,19 @@
-//! This process's heartbeat in a run: who it is, and its live counters and
-//! rates, written to the store every second so `sluice status`, the server and
-//! other workers see runs that other processes are working on.
+//! This process's heartbeat in a run: its live counters and rates (who it
+//! is: `identity.rs`), written to the store every second so `sluice status`,
+//! the server and other workers see runs that other processes are working on.
 
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use sluice_store::WorkerBeat;
 use tokio::sync::mpsc;
 
+use crate::clock::now_ms;
 use crate::control::RunControl;
 use crate::history::{Sample, FLUSH_BEATS};
+use crate::identity::{identity, BEAT_PERIOD};
 use crate::progress::{Progress, Snapshot};
-use crate::quick::now_ms;
 use crate::writer::Message;
-
-/// How often a working process records its heartbeat.
-pub const BEAT_PERIOD: Duration = Duration::from_secs(1);
-
-/// A beat older than this means the process is gone (killed, or its machine lost).
-pub const BEAT_STALE: Duration = Duration::from_secs(15);
-
-/// Who this process is, fixed for its lifetime.
-#[derive(Debug, Clone)]
-pub(crate) struct Identity {
-    pub(crate) worker_id: String,
-    pub(crate) host: String,
-    pub(crate) pid: u32,
-    pub(crate) started_at: i64,
-}
-
-/// The process's identity (computed once).
-pub(crate) fn identity() -> &'static Identity {
-    static ID: OnceLock<Identity> = OnceLock::new();
-    ID.get_or_init(|| {
-        let host = hostname();
-        let pid = std::process::id();
-        let started_at = now_ms();
-        Identity {
-            worker_id: format!("{host}:{pid}:{started_at}"),
-            host,
-            pid,
-            started_at,
-        }
-    })
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
-}
-
-/// `running`, `stopped`, or `lost` for a running worker that is gone: its
-/// beats stopped (killed, or its machine lost), or, on this host, its
-/// process no longer exists (known at once, without waiting for the beats
-/// to go stale), as of `now` (unix ms).
-pub fn worker_state(beat: &WorkerBeat, now: i64) -> &'static str {
-    let stale = BEAT_STALE.as_millis() as i64;
-    match beat.state.as_str() {
-        "running" if now - beat.beat_at > stale => "lost",
-        "running" if beat.host == identity().host && !process_exists(beat.pid) => "lost",
-        "running" => "running",
-        _ => "stopped",
-    }
-}
-
-/// Whether a process with this id runs on this host. Where that cannot be
-/// told (no `/proc`), it is taken to run: only a stale beat then says it
-/// is gone. A reused pid only delays that until the beat is stale.
-fn process_exists(pid: u32) -> bool {
-    let proc = std::path::Path::new("/proc");
-    !proc.join("self").exists() || proc.join(pid.to_string()).exists()
-}
 
 /// Rates over the interval between two snapshots.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use http::Method;
 use sluice_limit::Backoff;
@@ -14,6 +14,7 @@ use sluice_store::{ItemRecord, ItemStatus, Known, Store, StoreLocation};
 use tokio::sync::{mpsc, Notify};
 
 use crate::calls::{self, CallEnd, CallEnv, CallRequest, Tally};
+use crate::clock::now_ms;
 use crate::control::{RunControl, RunHooks};
 use crate::early_stop::FirstCalls;
 use crate::error::{Error, Result};
@@ -23,8 +24,11 @@ use crate::inputs::{spool_stdin_jsonl, InputError};
 use crate::lease::ExecutorLease;
 use crate::lifecycle::{close_run, drain_halted, open_run, RunStart, StopSignals};
 use crate::limiter::Limiter;
-use crate::progress::{Progress, Snapshot};
+use crate::preflight::{preflight, read_api_key};
+use crate::progress::Progress;
 use crate::recording::Recording;
+use crate::report::RunReport;
+use crate::settings::{QuickSettings, RunSettings};
 use crate::stopping::{Halt, Stopping};
 use crate::writer::{Message, Writer};
 
@@ -72,39 +76,6 @@ pub struct QuickConfig {
     /// Stop sending when the first answers all fail the same way no retry
     /// can fix (a wrong key, URL or model); `--no-early-stop` turns it off.
     pub early_stop: bool,
-}
-
-/// How a run ended.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct RunReport {
-    /// The run's id in the store.
-    pub run_id: String,
-    /// Whether an earlier run of the same input was continued.
-    pub resumed: bool,
-    /// Whether the run was stopped by a signal before finishing.
-    pub interrupted: bool,
-    /// Final counters.
-    pub progress: Snapshot,
-    /// Endpoints whose circuit breaker opened in this run (job runs).
-    pub breakers: Vec<BreakerReport>,
-    /// Things the run decided that the summary should say (e.g. live or
-    /// batch, and why).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub notes: Vec<String>,
-    /// The run's failures by cause, most frequent first (the top few).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub errors: Vec<crate::ErrorGroup>,
-}
-
-/// One endpoint whose circuit breaker opened.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct BreakerReport {
-    /// The `[providers.NAME]` it belongs to.
-    pub provider: String,
-    /// Its base URL.
-    pub url: String,
-    /// Times it opened.
-    pub openings: u64,
 }
 
 /// State every call task shares.
@@ -174,7 +145,7 @@ pub fn run_quick_with(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::Config(format!("cannot start the async runtime: {e}")))?;
+        .map_err(|e| Error::Runtime(format!("cannot start the async runtime: {e}")))?;
     runtime.block_on(preflight(&base))?;
 
     let mut store = cfg.store.open()?;
@@ -695,36 +666,6 @@ async fn attempt(
     }
 }
 
-/// Fails fast, before anything is sent, when the host refuses connections.
-pub(crate) async fn preflight(endpoint: &Endpoint) -> Result<()> {
-    let host = endpoint.host_port();
-    let connect = tokio::net::TcpStream::connect(host.clone());
-    match tokio::time::timeout(Duration::from_secs(10), connect).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(Error::Unreachable {
-            host,
-            reason: e.to_string(),
-        }),
-        Err(_) => Err(Error::Unreachable {
-            host,
-            reason: "no answer within 10 s".into(),
-        }),
-    }
-}
-
-pub(crate) fn read_api_key(var: Option<&str>) -> Result<Option<(String, String)>> {
-    let Some(var) = var else { return Ok(None) };
-    match std::env::var(var) {
-        Ok(key) if !key.trim().is_empty() => Ok(Some((var.to_string(), key.trim().to_string()))),
-        Ok(_) => Err(Error::Config(format!(
-            "the environment variable {var} (from --api-key-env) is empty; set it to your API key"
-        ))),
-        Err(_) => Err(Error::Config(format!(
-            "the environment variable {var} (from --api-key-env) is not set; export {var}=<your key> first"
-        ))),
-    }
-}
-
 /// The key that finds this input's run again on a rerun.
 fn source_key(path: &Path) -> String {
     let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
@@ -736,31 +677,22 @@ fn default_name(path: &Path) -> String {
     sluice_spec::name_from_stem(stem)
 }
 
-/// What the run was told, for `sluice status` and for retrying it later. The
-/// API key's variable name is kept, never its value.
+/// What the run was told, for `sluice status` and for retrying it later.
 fn settings_json(cfg: &QuickConfig, input: &Path) -> serde_json::Value {
-    serde_json::json!({
-        "mode": "quick",
-        "input": input.display().to_string(),
+    RunSettings::Quick(QuickSettings {
+        input: input.display().to_string(),
         // Shown by `status` and `runs`: never with its credentials (which
         // `retry` then cannot reuse: it says to rerun with the URL).
-        "url": sluice_store::redact_url(&cfg.url),
-        "url_redacted": sluice_store::redact_url(&cfg.url) != cfg.url,
-        "concurrency": cfg.concurrency,
-        "rpm": cfg.rpm,
-        "tpm": cfg.tpm,
-        "retries": cfg.retries,
-        "timeout_ms": cfg.timeout.as_millis() as u64,
-        "api_key_env": cfg.api_key_env,
-        "skip_bad": cfg.skip_bad,
-        "limit": cfg.limit,
+        url: sluice_store::redact_url(&cfg.url),
+        url_redacted: sluice_store::redact_url(&cfg.url) != cfg.url,
+        concurrency: cfg.concurrency,
+        rpm: cfg.rpm,
+        tpm: cfg.tpm,
+        retries: cfg.retries,
+        timeout_ms: cfg.timeout.as_millis() as u64,
+        api_key_env: cfg.api_key_env.clone(),
+        skip_bad: cfg.skip_bad,
+        limit: cfg.limit,
     })
-}
-
-/// Milliseconds since the unix epoch (0 if the clock is before 1970).
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    .to_json()
 }

@@ -142,7 +142,7 @@ pub fn quick_plan(cfg: &QuickPlanConfig) -> Result<QuickPlan> {
 /// `plan --probe N`: sends the first `n` requests one at a time (real,
 /// paid for, not recorded) and returns their median latency.
 pub fn probe_quick(cfg: &QuickPlanConfig, n: usize) -> Result<(f64, String)> {
-    let key = crate::quick::read_api_key(cfg.api_key_env.as_deref())?;
+    let key = crate::preflight::read_api_key(cfg.api_key_env.as_deref())?;
     let client =
         sluice_provider::Client::new(1, key.as_ref().map(|(var, k)| (var.as_str(), k.as_str())))
             .map_err(|e| Error::Config(e.to_string()))?;

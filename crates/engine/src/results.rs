@@ -8,6 +8,7 @@ use sluice_store::{ItemRecord, RunMeta, Store};
 use crate::error::Result;
 use crate::export::{quick_table, write_lines, write_output_line, write_table};
 use crate::export::{ExportFormat, ExportOptions};
+use crate::settings::RunMode;
 
 /// Writes the results of `run_id` to `out`, in input order, without item
 /// fields: one line per item of its input (`pending` where it has no outcome
@@ -59,5 +60,5 @@ pub fn result_line(run: &RunMeta, item: &ItemRecord, include_item: bool) -> Stri
 }
 
 fn is_job(run: &RunMeta) -> bool {
-    run.settings.get("mode").and_then(|m| m.as_str()) == Some("job")
+    RunMode::of(&run.settings) == RunMode::Job
 }

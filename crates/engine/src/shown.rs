@@ -2,10 +2,87 @@
 //! views, the dashboard), from what the store holds: its state, its control
 //! and the heartbeats of the processes executing it.
 
-use sluice_store::{RunMeta, WorkerBeat, STATE_RUNNING};
+use sluice_store::{RunMeta, WorkerBeat, STATE_FINISHED, STATE_INTERRUPTED, STATE_RUNNING};
 
-use crate::control::{ControlState, StoredControl};
-use crate::live::worker_state;
+use crate::control::{ControlState, RunControl, StoredControl};
+use crate::identity::{worker_state, WorkerState};
+
+/// A run's state as every surface shows it. Serialized (and displayed) as
+/// the text the store and the API have always used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunState {
+    /// Some process executes it.
+    Running,
+    /// A pause is asked; not every process executing it has applied it yet.
+    Pausing,
+    /// Paused: nothing new starts anywhere.
+    Paused,
+    /// A cancel is asked; calls on the wire are finishing.
+    Cancelling,
+    /// Every process that was executing it is gone (killed, machine lost).
+    ProcessGone,
+    /// Ended: every item has its outcome.
+    Finished,
+    /// Ended before every item had its outcome (a signal, a cancel, a stop).
+    Interrupted,
+    /// A stored state this version does not know, shown as stored.
+    Other(String),
+}
+
+impl RunState {
+    /// The state as stored (`running`, `finished`, `interrupted`).
+    pub fn stored(state: &str) -> RunState {
+        match state {
+            STATE_RUNNING => RunState::Running,
+            STATE_FINISHED => RunState::Finished,
+            STATE_INTERRUPTED => RunState::Interrupted,
+            other => RunState::Other(other.to_owned()),
+        }
+    }
+
+    /// The text shown: `running`, `pausing`, `paused`, `cancelling`,
+    /// `interrupted (process gone)`, `finished`, `interrupted`.
+    pub fn as_str(&self) -> &str {
+        match self {
+            RunState::Running => STATE_RUNNING,
+            RunState::Pausing => "pausing",
+            RunState::Paused => "paused",
+            RunState::Cancelling => "cancelling",
+            RunState::ProcessGone => STATE_PROCESS_GONE,
+            RunState::Finished => STATE_FINISHED,
+            RunState::Interrupted => STATE_INTERRUPTED,
+            RunState::Other(s) => s,
+        }
+    }
+
+    /// The state of a run this process executes: its own control tells at
+    /// once (there is no heartbeat of another process to wait for).
+    pub fn here(control: &RunControl) -> RunState {
+        match control.state() {
+            ControlState::Run => RunState::Running,
+            ControlState::Pause => RunState::Paused,
+            ControlState::Cancel => RunState::Cancelling,
+        }
+    }
+}
+
+impl std::fmt::Display for RunState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for RunState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for RunState {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
 
 /// A run's state as every surface shows it (`sluice status`, the server's
 /// views, the dashboard): the stored state, except for a `running` run —
@@ -19,26 +96,30 @@ pub fn shown_state(
     control: Option<&StoredControl>,
     beats: &[WorkerBeat],
     now: i64,
-) -> String {
+) -> RunState {
     if run.state != STATE_RUNNING {
-        return run.state.clone();
+        return RunState::stored(&run.state);
     }
     let live: Vec<&WorkerBeat> = beats
         .iter()
-        .filter(|b| worker_state(b, now) == "running")
+        .filter(|b| worker_state(b, now) == WorkerState::Running)
         .collect();
     if live.is_empty() && beats.iter().any(|b| b.state == "running") {
-        return STATE_PROCESS_GONE.into();
+        return RunState::ProcessGone;
     }
     match control.map(|c| c.state) {
         Some(ControlState::Pause) => {
             let applied = live.iter().all(|b| {
                 b.live.get("control").and_then(|v| v.as_str()) == Some(ControlState::Pause.as_str())
             });
-            if applied { "paused" } else { "pausing" }.into()
+            if applied {
+                RunState::Paused
+            } else {
+                RunState::Pausing
+            }
         }
-        Some(ControlState::Cancel) => "cancelling".into(),
-        _ => run.state.clone(),
+        Some(ControlState::Cancel) => RunState::Cancelling,
+        _ => RunState::Running,
     }
 }
 
@@ -48,8 +129,8 @@ pub const STATE_PROCESS_GONE: &str = "interrupted (process gone)";
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::live::identity;
-    use crate::quick::now_ms;
+    use crate::clock::now_ms;
+    use crate::identity::identity;
 
     fn beat_of(host: &str, pid: u32, beat_at: i64, control: &str) -> WorkerBeat {
         WorkerBeat {
@@ -91,8 +172,8 @@ mod tests {
         let dead = beat_of(here, 4_999_999, now, "run");
         let stale = beat_of("elsewhere", 7, now - 60_000, "run");
         let far = beat_of("elsewhere", 7, now, "pause");
-        assert_eq!(worker_state(&dead, now), "lost");
-        assert_eq!(worker_state(&alive, now), "running");
+        assert_eq!(worker_state(&dead, now), WorkerState::Lost);
+        assert_eq!(worker_state(&alive, now), WorkerState::Running);
         assert_eq!(
             shown_state(&run, None, std::slice::from_ref(&alive), now),
             "running"

@@ -8,9 +8,8 @@ use std::sync::{Arc, Mutex, Weak};
 
 use serde::{Deserialize, Serialize};
 
-use crate::job::sharing::{live_shares, ProviderShare};
+use crate::clock::now_ms;
 use crate::meter::{quantile_ms, CallCounts, CallStats};
-use crate::quick::now_ms;
 
 /// Errors kept for the live view.
 const RECENT_ERRORS: usize = 20;
@@ -23,12 +22,21 @@ struct StepMeter {
     global: Arc<CallStats>,
 }
 
+/// A provider as the live view shows it. The job runner's provider share
+/// (`job/sharing.rs`) implements it and registers itself with the run, so
+/// its figures are pushed up to the statistics, never pulled from a layer
+/// above them.
+pub(crate) trait ProviderView: Send + Sync {
+    /// Its limits, use and endpoints now, under the run's `name` for it.
+    fn report(&self, name: &str) -> ProviderReport;
+}
+
 /// The detail of one run, kept beside its [`crate::Progress`] counters.
 #[derive(Default)]
 pub struct RunStats {
     steps: Mutex<Vec<StepMeter>>,
     /// The providers the run uses (by its own names), while it runs.
-    providers: Mutex<Vec<(String, Weak<ProviderShare>)>>,
+    providers: Mutex<Vec<(String, Weak<dyn ProviderView>)>>,
     /// The providers as last seen, shown once the run let go of them.
     last_providers: Mutex<Vec<ProviderReport>>,
     errors: Mutex<VecDeque<RecentError>>,
@@ -85,8 +93,9 @@ impl RunStats {
     }
 
     /// The run uses `share` as its provider `name`.
-    pub(crate) fn add_provider(&self, name: &str, share: &Arc<ProviderShare>) {
-        lock(&self.providers).push((name.to_owned(), Arc::downgrade(share)));
+    pub(crate) fn add_provider<P: ProviderView + 'static>(&self, name: &str, share: &Arc<P>) {
+        let share: Weak<dyn ProviderView> = Arc::<P>::downgrade(share);
+        lock(&self.providers).push((name.to_owned(), share));
     }
 
     /// Keeps the providers' last state, before the run lets go of them.
@@ -115,7 +124,7 @@ impl RunStats {
     fn live_providers(&self) -> Vec<ProviderReport> {
         lock(&self.providers)
             .iter()
-            .filter_map(|(name, w)| Some(provider_report(name, &*w.upgrade()?)))
+            .filter_map(|(name, w)| Some(w.upgrade()?.report(name)))
             .collect()
     }
 
@@ -340,61 +349,10 @@ fn step_report(step: &str, provider: &str, c: CallCounts) -> StepReport {
     }
 }
 
-fn provider_report(name: &str, share: &ProviderShare) -> ProviderReport {
-    let l = share.limiter.limits();
-    let (used_rpm, used_tpm) = share.limiter.used_per_minute();
-    let cap = share.gate.limit();
-    ProviderReport {
-        name: name.to_owned(),
-        in_flight: share.gate.in_flight() as u64,
-        // Filled in by `report` from the run's steps.
-        on_wire: 0,
-        concurrency: (cap != usize::MAX).then_some(cap as u64),
-        limits: Limits {
-            rps: l.rps,
-            rpm: l.rpm,
-            rph: l.rph,
-            rpd: l.rpd,
-            tpm: l.tpm,
-            tpd: l.tpd,
-            itpm: l.itpm,
-            otpm: l.otpm,
-        },
-        announced: share
-            .limiter
-            .announced()
-            .into_iter()
-            .map(|a| AnnouncedLimit {
-                what: a.dim.name().to_string(),
-                limit: a.learned.limit,
-                per: a.learned.span.name().to_string(),
-                refill: match a.learned.refill {
-                    sluice_limit::Refill::Continuous => "continuous",
-                    sluice_limit::Refill::AtReset => "at_reset",
-                }
-                .to_string(),
-                burst: a.learned.capacity,
-            })
-            .collect(),
-        used_rpm,
-        used_tpm,
-        rate_waiting: share.limiter.is_waiting(),
-        endpoints: share.endpoints(),
-    }
-}
-
 /// The process's totals per (provider, step), cumulative across runs.
 pub fn process_calls() -> Vec<(String, String, CallCounts)> {
     lock(global())
         .iter()
         .map(|(p, s, stats)| (p.clone(), s.clone(), stats.counts()))
-        .collect()
-}
-
-/// Every provider some run of this process uses now.
-pub fn process_providers() -> Vec<ProviderReport> {
-    live_shares()
-        .iter()
-        .map(|s| provider_report(&s.name, s))
         .collect()
 }

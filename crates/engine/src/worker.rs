@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::job::{self, Env, JobLanes, Work};
 use crate::lifecycle::{close_shared_run, watch_signals};
 use crate::progress::Progress;
-use crate::quick::RunReport;
+use crate::report::RunReport;
 
 /// How `sluice worker` was asked to work.
 #[derive(Debug, Clone)]

@@ -481,7 +481,7 @@ pub(crate) fn sample_of_beats(t: i64, beats: &[sluice_store::WorkerBeat]) -> Opt
     let mut latencies = Vec::new();
     for b in beats
         .iter()
-        .filter(|b| sluice_engine::worker_state(b, now) == "running")
+        .filter(|b| sluice_engine::worker_state(b, now) == sluice_engine::WorkerState::Running)
     {
         let Some(s) = sample_of_live(t, &b.live) else {
             continue;

@@ -5,7 +5,9 @@
 //! and the advice derived from it.
 
 use serde_json::{json, Value as Json};
-use sluice_engine::{read_control, shown_state, worker_state, StoredControl};
+use sluice_engine::{
+    read_control, shown_state, worker_state, RunState, StoredControl, WorkerState,
+};
 use sluice_store::{RunCounts, RunMeta, Store, WorkerBeat};
 
 use crate::advice::{advise, Advice};
@@ -50,8 +52,9 @@ pub(crate) fn live_here(run: &LiveRun) -> Live {
     }
 }
 
-/// The run's public state: `paused`/`running` for a run executed here
-/// (a pause applies at once in this process); otherwise as every surface
+/// The run's public state: for a run executed here its own control's
+/// (`running`, `paused`, `cancelling`: it applies at once in this process);
+/// otherwise as every surface
 /// shows it ([`shown_state`]: `pausing` until each process executing it
 /// applied a pause, `interrupted (process gone)` when none is left).
 fn state(
@@ -59,10 +62,11 @@ fn state(
     here: Option<&LiveRun>,
     control: Option<&StoredControl>,
     beats: &[WorkerBeat],
-) -> String {
+) -> RunState {
     match here {
-        Some(r) if !r.is_finished() && r.control.is_paused() => "paused".into(),
-        Some(r) if !r.is_finished() => "running".into(),
+        // Executed here: its own control tells at once, as `status` tells
+        // from the heartbeats (a cancel shows `cancelling` on both).
+        Some(r) if !r.is_finished() => RunState::here(&r.control),
         _ => shown_state(run, control, beats, sluice_engine::now_ms()),
     }
 }
@@ -110,7 +114,7 @@ pub(crate) fn view(
         Some(r) => Some(live_here(r)),
         None => beats
             .iter()
-            .find(|w| worker_state(w, now) == "running")
+            .find(|w| worker_state(w, now) == WorkerState::Running)
             .and_then(|w| serde_json::from_value::<Live>(w.live.clone()).ok())
             .map(|mut l| {
                 l.source = "worker".into();
@@ -149,11 +153,7 @@ pub(crate) fn view(
         .next()
         .and_then(|(_, v)| serde_json::from_value(v).ok())
         .unwrap_or_default();
-    let mode = run
-        .settings
-        .get("mode")
-        .and_then(Json::as_str)
-        .unwrap_or("quick");
+    let mode = sluice_engine::RunMode::of(&run.settings).as_str();
     Ok(json!({
         "id": run.id,
         "name": run.name,

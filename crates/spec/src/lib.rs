@@ -34,7 +34,7 @@ pub use model::{
     Price, Provider, Retries, Step, StepKind, Upload, Webhook, WebhookOn,
 };
 pub use names::{name_from_stem, name_problem, MAX_NAME};
-pub use offload::{Api, BatchRetry, BatchSpec, Mode, COMPLETION_WINDOW};
+pub use offload::{BatchRetry, BatchSpec, Dialect, Mode, COMPLETION_WINDOW};
 pub use placeholder::Placeholder;
 pub use suggest::{closest, did_you_mean};
 pub use template::{Failure, Origin, RenderError, TValue, Template};

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::offload::{Api, BatchSpec, Mode};
+use crate::offload::{BatchSpec, Dialect, Mode};
 use crate::template::{TValue, Template};
 
 /// A whole job file, validated.
@@ -169,7 +169,7 @@ pub struct Provider {
     /// USD per million tokens by model, in file order, for cost and `budget`.
     pub prices: Vec<Price>,
     /// The API's shape: OpenAI-compatible (default) or Anthropic Messages.
-    pub api: Api,
+    pub api: Dialect,
     /// Whether chat, embed and conversation calls go out live, through the
     /// provider's batch API, or whichever the `deadline` allows.
     pub mode: Mode,
@@ -204,7 +204,7 @@ impl Default for Provider {
             retries: Retries::default(),
             headers: Vec::new(),
             prices: Vec::new(),
-            api: Api::default(),
+            api: Dialect::default(),
             mode: Mode::default(),
             batch: BatchSpec::default(),
             assume_latency: None,

@@ -11,33 +11,8 @@ use crate::model::Provider;
 use crate::raw::{RawBatch, RawProvider, RawStep};
 
 /// `api = "openai" | "anthropic"`: the shape of requests, answers, auth and
-/// rate-limit headers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Api {
-    /// OpenAI-compatible: chat completions, completions, embeddings; bearer token.
-    #[default]
-    OpenAi,
-    /// Anthropic Messages: `POST /v1/messages`, `x-api-key`, `anthropic-version`.
-    Anthropic,
-}
-
-impl Api {
-    /// The `api = "..."` spelling.
-    pub fn name(self) -> &'static str {
-        match self {
-            Api::OpenAi => "openai",
-            Api::Anthropic => "anthropic",
-        }
-    }
-
-    fn parse(text: &str) -> Option<Api> {
-        match text {
-            "openai" => Some(Api::OpenAi),
-            "anthropic" => Some(Api::Anthropic),
-            _ => None,
-        }
-    }
-}
+/// rate-limit headers — the one dialect enum, `sluice_dialect::Dialect`.
+pub use sluice_dialect::Dialect;
 
 /// `mode = "live" | "batch" | "auto"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -130,9 +105,9 @@ impl Default for BatchSpec {
 pub(crate) fn provider(raw: &RawProvider, ctx_name: &str, provider: &mut Provider, ctx: &mut Ctx) {
     let name = provider.name.clone();
     if let Some(api) = ctx.sets.word(&name, "api") {
-        provider.api = Api::parse(api).unwrap_or_default();
+        provider.api = Dialect::parse(api).unwrap_or_default();
     } else if let Some(api) = &raw.api {
-        match Api::parse(api.get_ref()) {
+        match Dialect::parse(api.get_ref()) {
             Some(a) => provider.api = a,
             None => ctx.diags.at(
                 api.span(),
@@ -273,7 +248,7 @@ pub(crate) fn step(
     provider: &Provider,
     ctx: &mut Ctx,
 ) {
-    if kind == Some("embed") && provider.api == Api::Anthropic {
+    if kind == Some("embed") && provider.api == Dialect::Anthropic {
         if let Some(p) = &raw.provider {
             let message = format!(
                 "{label}: embed steps need an OpenAI-compatible provider; provider {:?} has \
@@ -283,7 +258,7 @@ pub(crate) fn step(
             ctx.diags.at(p.span(), message);
         }
     }
-    if matches!(kind, Some("chat" | "conversation")) && provider.api == Api::Anthropic {
+    if matches!(kind, Some("chat" | "conversation")) && provider.api == Dialect::Anthropic {
         crate::dialect_params::anthropic(raw, label, &provider.name, ctx);
     }
     if let Some(s) = raw.stream.as_ref().filter(|s| *s.get_ref()) {

@@ -24,7 +24,7 @@ pub(crate) struct StepCtx {
     /// Scope of the step's templates.
     pub(crate) scope: Scope,
     /// The API of the step's provider, for the check of `params`.
-    pub(crate) api: Option<crate::offload::Api>,
+    pub(crate) api: Option<crate::offload::Dialect>,
 }
 
 /// What templates may read of one `[[steps]]` entry, also of one that failed

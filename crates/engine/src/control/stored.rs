@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use sluice_store::{Store, WorkerBeat};
 
 use super::RunControl;
-use crate::quick::now_ms;
+use crate::clock::now_ms;
+use crate::identity::WorkerState;
 
 /// The run-state key of a run's control.
 pub const CONTROL_KEY: &str = "control";
@@ -88,7 +89,7 @@ pub fn write_control(
 
 /// Who this process is, as a control's `by`: `sluice pause on HOST (pid N)`.
 pub fn requester(what: &str) -> String {
-    let id = crate::live::identity();
+    let id = crate::identity::identity();
     format!("{what} on {} (pid {})", id.host, id.pid)
 }
 
@@ -98,7 +99,7 @@ pub fn executing(store: &mut dyn Store, run_id: &str) -> sluice_store::Result<Ve
     Ok(store
         .workers(run_id)?
         .into_iter()
-        .filter(|w| crate::live::worker_state(w, now) == "running")
+        .filter(|w| crate::identity::worker_state(w, now) == WorkerState::Running)
         .collect())
 }
 
@@ -144,7 +145,7 @@ pub(crate) fn attach(
 
 /// Whether a process other than this one executes the run now.
 fn others_executing(store: &mut dyn Store, run_id: &str) -> sluice_store::Result<bool> {
-    let me = &crate::live::identity().worker_id;
+    let me = &crate::identity::identity().worker_id;
     Ok(executing(store, run_id)?.iter().any(|w| &w.worker_id != me))
 }
 

@@ -23,9 +23,9 @@ const LONG_QUOTE: usize = 48;
 /// The cause of `message` (as recorded: `code: step NAME: text` for job
 /// units, `code: text` in quick mode).
 pub fn normalise(message: &str) -> ErrorKey {
-    let (code, rest) = match message.split_once(": ") {
-        Some((code, rest)) if is_code(code) => (code.to_string(), rest),
-        _ => ("error".to_string(), message),
+    let (code, rest) = match crate::item_error::split(message) {
+        Some((code, rest)) => (code.to_string(), rest),
+        None => ("error".to_string(), message),
     };
     let (step, rest) = match rest.strip_prefix("step ").and_then(|r| r.split_once(": ")) {
         Some((name, rest)) if !name.contains(' ') => (Some(name.to_string()), rest),
@@ -36,10 +36,6 @@ pub fn normalise(message: &str) -> ErrorKey {
         code,
         cause: strip(rest),
     }
-}
-
-fn is_code(word: &str) -> bool {
-    !word.is_empty() && word.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
 }
 
 /// Replaces quoted answers with `"…"`, ids with `ID` and numbers with `N`

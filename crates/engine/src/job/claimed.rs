@@ -133,7 +133,7 @@ pub(crate) fn create_or_join(
     let items = source
         .prepared
         .items()
-        .map_err(|e| Error::Config(e.to_string()))?;
+        .map_err(|e| Error::Input(e.to_string()))?;
     let mut batch = Vec::with_capacity(ENQUEUE_CHUNK);
     let mut bad = Vec::new();
     for entry in items {
@@ -261,7 +261,7 @@ pub(crate) async fn dispatch(
     let stop = &signals.stop;
     let slots = Arc::new(Semaphore::new(limit.max(1)));
     let mut window = Window::new(&shared.job, limit);
-    let worker = crate::live::identity().worker_id.clone();
+    let worker = crate::identity::identity().worker_id.clone();
     let mut store = Some(store);
     let mut pending: Option<Pending> = None;
     let mut buffer: VecDeque<Claimed> = VecDeque::new();
@@ -304,7 +304,7 @@ pub(crate) async fn dispatch(
             // Nothing claimed last time: done once the queue is complete;
             // otherwise other workers' leases may still expire.
             let Some(s) = store.take() else {
-                break Err(Error::Config("the store connection was lost".into()));
+                break Err(Error::Runtime("the store connection was lost".into()));
             };
             let run = run_id.clone();
             let (back, counts) = on_blocking(s, move |q| q.queue_counts(&run))

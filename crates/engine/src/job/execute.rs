@@ -17,8 +17,8 @@ use super::runner::Shared;
 use super::webhook_target;
 use crate::early_stop::FirstCalls;
 use crate::error::{Error, Result};
+use crate::preflight::preflight;
 use crate::progress::Progress;
-use crate::quick::preflight;
 use crate::stopping::Stopping;
 use crate::writer::Writer;
 
@@ -52,7 +52,7 @@ pub(crate) fn new_runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::Config(format!("cannot start the async runtime: {e}")))
+        .map_err(|e| Error::Runtime(format!("cannot start the async runtime: {e}")))
 }
 
 /// The environment variables a job lists, as read and as template values.
@@ -129,7 +129,7 @@ where
     } = env;
     let shared_limits = if location.is_shared() {
         let store: crate::shared_limits::SharedStore = Arc::new(Mutex::new(location.open()?));
-        let limits = lanes.share(&store, &crate::live::identity().worker_id);
+        let limits = lanes.share(&store, &crate::identity::identity().worker_id);
         for l in &limits {
             // The first share of each provider's concurrency before any call.
             runtime.block_on(l.sync());
@@ -265,7 +265,7 @@ where
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| Error::Config(format!("cannot start the async runtime: {e}")))?;
+            .map_err(|e| Error::Runtime(format!("cannot start the async runtime: {e}")))?;
         if let crate::webhook::Delivery::Failed { error, .. } =
             runtime.block_on(crate::webhook::deliver(&client, target, &event))
         {

@@ -6,132 +6,24 @@
 //! concurrency and the breakers to the other processes' (`shared_limits.rs`).
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::Method;
-use sluice_limit::{Aimd, AimdConfig, Backoff, Breaker, BreakerConfig, WindowLimits};
+use sluice_limit::Backoff;
 use sluice_provider::{Client, Dialect, Endpoint};
-use sluice_spec::{Api, Job, Price, Provider, Retries, Step};
-use tokio::sync::Notify;
-use tokio::time::Instant;
+use sluice_spec::{Job, Price, Provider, Retries, Step};
 
-use super::sharing::{self, ProviderShare};
+use super::sharing::{self, Gate, GateGuard, ProviderShare};
 use crate::calls::{Report, Route};
 use crate::error::{Error, Result};
-use crate::fair::{FairTurn, Tenant};
+use crate::fair::Tenant;
 use crate::limiter::Limiter;
 use crate::shared_limits::{SharedLimits, SharedStore};
 
 /// How often a caller waiting on a full per-URL concurrency looks again.
 const POLL: Duration = Duration::from_millis(5);
-
-/// One base URL of a provider's pool.
-pub(super) struct Base {
-    pub(super) url: String,
-    pub(super) in_flight: AtomicUsize,
-    pub(super) breaker: Option<Mutex<Breaker>>,
-}
-
-/// Calls in flight to a provider: a fixed cap, an adaptive one, or none.
-pub(crate) struct Gate {
-    in_flight: AtomicUsize,
-    fixed: Option<usize>,
-    adaptive: Option<Mutex<Aimd>>,
-    freed: Notify,
-    /// Runs waiting for a place take turns (one run's queue cannot starve another's).
-    turns: FairTurn,
-    /// Callers waiting for a place (reported with a shared concurrency share).
-    waiting: AtomicUsize,
-    /// This process's share of a concurrency limit held with other processes
-    /// (set once, by the first run of the process on a shared store).
-    shared: OnceLock<Arc<SharedLimits>>,
-}
-
-/// A place inside a [`Gate`]; leaving it lets the next caller in.
-pub(crate) struct GateGuard<'a>(&'a Gate);
-
-impl Drop for GateGuard<'_> {
-    fn drop(&mut self) {
-        let now = self.0.in_flight.fetch_sub(1, Relaxed) - 1;
-        self.0.report(now);
-        self.0.freed.notify_one();
-    }
-}
-
-impl Gate {
-    /// The cap now (`usize::MAX`: none).
-    pub(crate) fn limit(&self) -> usize {
-        match (&self.adaptive, self.fixed, self.shared.get()) {
-            (Some(aimd), _, _) => aimd.lock().unwrap_or_else(|e| e.into_inner()).limit(),
-            (None, Some(n), Some(shared)) => n.min(shared.granted.load(Relaxed)),
-            (None, Some(n), None) => n,
-            (None, None, _) => usize::MAX,
-        }
-    }
-
-    /// Tells the shared share what this process has in flight and wants.
-    fn report(&self, in_flight: usize) {
-        if let Some(shared) = self.shared.get() {
-            shared.in_flight.store(in_flight, Relaxed);
-            // The most wanted since the last exchange, and one more to grow:
-            // a share sized to the calls in flight at one instant would drop
-            // to nothing between two calls.
-            shared
-                .wanted
-                .fetch_max(in_flight + self.waiting.load(Relaxed) + 1, Relaxed);
-        }
-    }
-
-    /// Calls inside now.
-    pub(crate) fn in_flight(&self) -> usize {
-        self.in_flight.load(Relaxed)
-    }
-
-    /// Takes a place if one is free under the limit.
-    fn try_take(&self) -> Option<GateGuard<'_>> {
-        let limit = self.limit();
-        // Runs on other threads may share the gate: claim the place atomically.
-        let now = self
-            .in_flight
-            .fetch_update(Relaxed, Relaxed, |n| (n < limit).then_some(n + 1))
-            .ok()?;
-        self.report(now + 1);
-        if let Some(aimd) = &self.adaptive {
-            aimd.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .on_start(now + 1);
-        }
-        Some(GateGuard(self))
-    }
-
-    /// Waits for a place under the current limit; while places are short,
-    /// the waiting runs (`tenant`s) take turns.
-    pub(crate) async fn enter(&self, tenant: Tenant) -> GateGuard<'_> {
-        if self.turns.is_idle() {
-            if let Some(guard) = self.try_take() {
-                return guard;
-            }
-        }
-        self.waiting.fetch_add(1, Relaxed);
-        self.report(self.in_flight());
-        if let Some(shared) = self.shared.get() {
-            // Out of places: ask for a bigger share now, not in a second.
-            shared.wake.notify_one();
-        }
-        let _turn = self.turns.take(tenant).await;
-        loop {
-            let notified = self.freed.notified();
-            if let Some(guard) = self.try_take() {
-                self.waiting.fetch_sub(1, Relaxed);
-                return guard;
-            }
-            // A shrinking adaptive (or shared) limit frees no place: look again soon.
-            let _ = tokio::time::timeout(POLL * 20, notified).await;
-        }
-    }
-}
 
 /// One provider while a job runs.
 pub(crate) struct Lane {
@@ -156,54 +48,6 @@ pub(crate) struct Lane {
     shared: Option<Arc<SharedLimits>>,
 }
 
-/// The shared part of a lane, built when no run of this process holds one.
-pub(super) fn new_share(provider: &Provider) -> ProviderShare {
-    let breaker = |_: &String| {
-        provider.breaker.as_ref().map(|b| {
-            Mutex::new(Breaker::new(BreakerConfig {
-                failures: b.failures,
-                cooldown_nanos: b.cooldown.as_nanos() as u64,
-                window: b.window,
-                rate: b.rate,
-            }))
-        })
-    };
-    ProviderShare {
-        name: provider.name.clone(),
-        limiter: Limiter::new(&WindowLimits {
-            rps: provider.rps,
-            rpm: provider.rpm,
-            rph: provider.rph,
-            rpd: provider.rpd,
-            tpm: provider.tpm,
-            tpd: provider.tpd,
-            ..WindowLimits::default()
-        }),
-        gate: Gate {
-            in_flight: AtomicUsize::new(0),
-            fixed: provider.concurrency,
-            adaptive: provider
-                .adaptive
-                .map(|max| Mutex::new(Aimd::new(AimdConfig::up_to(max)))),
-            freed: Notify::new(),
-            turns: FairTurn::default(),
-            waiting: AtomicUsize::new(0),
-            shared: OnceLock::new(),
-        },
-        bases: provider
-            .base_urls
-            .iter()
-            .map(|u| Base {
-                url: u.trim_end_matches('/').to_string(),
-                in_flight: AtomicUsize::new(0),
-                breaker: breaker(u),
-            })
-            .collect(),
-        url_concurrency: provider.url_concurrency,
-        origin: Instant::now(),
-    }
-}
-
 impl Lane {
     fn new(provider: &Provider, env: &minijinja::Value, tenant: Tenant) -> Result<Lane> {
         let key = match &provider.api_key_env {
@@ -218,10 +62,7 @@ impl Lane {
             },
             None => None,
         };
-        let dialect = match provider.api {
-            Api::OpenAi => Dialect::OpenAi,
-            Api::Anthropic => Dialect::Anthropic,
-        };
+        let dialect = provider.api;
         let client = Client::for_dialect(
             dialect,
             provider.concurrency.or(provider.adaptive).unwrap_or(256),

@@ -16,7 +16,7 @@ mod plan;
 mod probe;
 mod requests;
 mod runner;
-pub(crate) mod sharing;
+mod sharing;
 mod show;
 mod units;
 mod window;
@@ -27,13 +27,15 @@ use sluice_spec::{InputSource, Job, Webhook};
 use sluice_store::{ItemRecord, ItemStatus, Store, StoreLocation};
 use tokio::sync::Semaphore;
 
+use crate::clock::now_ms;
 use crate::control::RunHooks;
 use crate::error::{Error, Result};
 use crate::inputs::{self, BadItem};
 use crate::lease::ExecutorLease;
 use crate::lifecycle::{close_run, limited_name, open_run, RunStart, StopSignals};
 use crate::progress::Progress;
-use crate::quick::{now_ms, RunReport};
+use crate::report::RunReport;
+use crate::settings::{JobSettings, RunSettings};
 use crate::writer::Message;
 use lanes::Lanes;
 use runner::{run_unit, Shared};
@@ -50,6 +52,7 @@ pub(crate) use lanes::Lanes as JobLanes;
 pub(crate) use offload::{for_worker as worker_offload, notes as offload_notes};
 pub use plan::{plan, Plan, PlanOptions, ProviderPlan, StepPlan};
 pub use probe::probe;
+pub use sharing::process_providers;
 pub use show::ShownRequest;
 pub(crate) use window::unit_window;
 pub use window::UnitWindow;
@@ -149,21 +152,28 @@ pub fn run_job_with(
         source = format!("{source}|first={n}");
         run_name = limited_name(&job.name, n);
     }
-    let mut settings = serde_json::json!({
-        "mode": "job",
-        "job": job.path.display().to_string(),
-        "sets": cfg.sets,
-        "input": prepared.source_key,
-        "skip_bad": cfg.skip_bad,
-        "limit": cfg.limit,
-        // Column names of the CSV export.
-        "steps": job.steps.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
-        "matrix": job.matrix.iter().map(|a| a.name.clone()).collect::<Vec<_>>(),
-        // Steps whose outputs carry streaming figures (extra CSV columns).
-        "streamed": job.steps.iter().filter(|s| s.stream).map(|s| s.name.clone()).collect::<Vec<_>>(),
-        // Steps whose outputs are embeddings (a vector column instead of text).
-        "embeds": job.steps.iter().filter(|s| matches!(s.kind, sluice_spec::StepKind::Embed { .. })).map(|s| s.name.clone()).collect::<Vec<_>>(),
-    });
+    let mut settings = RunSettings::Job(JobSettings {
+        job: job.path.display().to_string(),
+        sets: cfg.sets.clone(),
+        input: prepared.source_key.clone(),
+        skip_bad: cfg.skip_bad,
+        limit: cfg.limit,
+        steps: job.steps.iter().map(|s| s.name.clone()).collect(),
+        matrix: job.matrix.iter().map(|a| a.name.clone()).collect(),
+        streamed: job
+            .steps
+            .iter()
+            .filter(|s| s.stream)
+            .map(|s| s.name.clone())
+            .collect(),
+        embeds: job
+            .steps
+            .iter()
+            .filter(|s| matches!(s.kind, sluice_spec::StepKind::Embed { .. }))
+            .map(|s| s.name.clone())
+            .collect(),
+    })
+    .to_json();
     if cfg.store.is_shared() {
         // Several processes share the run: calls go live (the batch API's
         // submissions are kept per process).
@@ -466,7 +476,7 @@ async fn dispatch(
     let stop = &signals.stop;
     let slots = Arc::new(Semaphore::new(limit.max(1)));
     let mut window = Window::new(&shared.job, limit);
-    let items = prepared.items().map_err(|e| Error::Config(e.to_string()))?;
+    let items = prepared.items().map_err(|e| Error::Input(e.to_string()))?;
     let mut pending: Vec<runner::Unit> = Vec::with_capacity(CHUNK);
     let mut interrupted = false;
     let mut items = items.peekable();

@@ -4,7 +4,7 @@ use serde::Serialize;
 use serde_json::{json, Value as Json};
 use sluice_limit::DEFAULT_COMPLETION_ESTIMATE;
 use sluice_provider::dialect::DEFAULT_MAX_TOKENS;
-use sluice_spec::{Api, InputSource, Job, StepKind};
+use sluice_spec::{Dialect, InputSource, Job, StepKind};
 
 use std::collections::HashMap;
 
@@ -225,7 +225,7 @@ pub(crate) fn estimate_plan(
     if let Some(prepared) = prepared {
         'items: for item in prepared
             .items()
-            .map_err(|e| Error::Config(e.to_string()))?
+            .map_err(|e| Error::Input(e.to_string()))?
             .flatten()
         {
             items_seen += 1;
@@ -396,7 +396,7 @@ fn cost(
         })
         .unwrap_or(if params.is_none() {
             0
-        } else if provider.api == Api::Anthropic {
+        } else if provider.api == Dialect::Anthropic {
             DEFAULT_MAX_TOKENS
         } else {
             DEFAULT_COMPLETION_ESTIMATE
@@ -419,7 +419,7 @@ fn unset_cap_gap(job: &Job, step: &sluice_spec::Step, ctx: &minijinja::Value) ->
         .provider
         .as_deref()
         .and_then(|name| job.provider(name))
-        .is_some_and(|p| p.api == Api::Anthropic);
+        .is_some_and(|p| p.api == Dialect::Anthropic);
     let params = match &step.kind {
         StepKind::Chat { params, .. } | StepKind::Conversation { params, .. } => params,
         _ => return 0,

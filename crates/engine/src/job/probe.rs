@@ -40,7 +40,7 @@ pub fn probe(job: &Job, spool_dir: &Path, n: usize) -> Result<HashMap<String, Me
     let combos = Combos::new(job);
     let mut samples: BTreeMap<String, Vec<Duration>> = BTreeMap::new();
     let mut units = 0;
-    let items = prepared.items().map_err(|e| Error::Config(e.to_string()))?;
+    let items = prepared.items().map_err(|e| Error::Input(e.to_string()))?;
     'items: for item in items.flatten() {
         for combo in combos.iter() {
             if units >= n {

@@ -4,15 +4,23 @@
 //! stay within the provider's limits, and the gate and limiter let the runs
 //! in by turns, so one huge run cannot starve a small one.
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
 
-use sluice_limit::BreakerState;
+use sluice_limit::{Aimd, AimdConfig, Breaker, BreakerConfig, BreakerState, WindowLimits};
 use sluice_spec::Provider;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::lanes::{new_share, Base, Gate};
+use crate::fair::{FairTurn, Tenant};
 use crate::limiter::Limiter;
-use crate::stats::EndpointReport;
+use crate::shared_limits::SharedLimits;
+use crate::stats::{AnnouncedLimit, EndpointReport, Limits, ProviderReport, ProviderView};
+
+/// How long a caller waiting for a place sleeps at most before looking again
+/// (a shrinking adaptive or shared limit frees no place to be woken by).
+const PLACE_POLL: Duration = Duration::from_millis(100);
 
 /// What runs using one provider share.
 pub(crate) struct ProviderShare {
@@ -74,6 +82,209 @@ impl ProviderShare {
     }
 }
 
+/// One base URL of a provider's pool.
+pub(super) struct Base {
+    pub(super) url: String,
+    pub(super) in_flight: AtomicUsize,
+    pub(super) breaker: Option<Mutex<Breaker>>,
+}
+
+/// Calls in flight to a provider: a fixed cap, an adaptive one, or none.
+pub(crate) struct Gate {
+    in_flight: AtomicUsize,
+    pub(super) fixed: Option<usize>,
+    pub(super) adaptive: Option<Mutex<Aimd>>,
+    freed: Notify,
+    /// Runs waiting for a place take turns (one run's queue cannot starve another's).
+    turns: FairTurn,
+    /// Callers waiting for a place (reported with a shared concurrency share).
+    waiting: AtomicUsize,
+    /// This process's share of a concurrency limit held with other processes
+    /// (set once, by the first run of the process on a shared store).
+    pub(super) shared: OnceLock<Arc<SharedLimits>>,
+}
+
+/// A place inside a [`Gate`]; leaving it lets the next caller in.
+pub(crate) struct GateGuard<'a>(&'a Gate);
+
+impl Drop for GateGuard<'_> {
+    fn drop(&mut self) {
+        let now = self.0.in_flight.fetch_sub(1, Relaxed) - 1;
+        self.0.report(now);
+        self.0.freed.notify_one();
+    }
+}
+
+impl Gate {
+    /// The cap now (`usize::MAX`: none).
+    pub(crate) fn limit(&self) -> usize {
+        match (&self.adaptive, self.fixed, self.shared.get()) {
+            (Some(aimd), _, _) => aimd.lock().unwrap_or_else(|e| e.into_inner()).limit(),
+            (None, Some(n), Some(shared)) => n.min(shared.granted.load(Relaxed)),
+            (None, Some(n), None) => n,
+            (None, None, _) => usize::MAX,
+        }
+    }
+
+    /// Tells the shared share what this process has in flight and wants.
+    fn report(&self, in_flight: usize) {
+        if let Some(shared) = self.shared.get() {
+            shared.in_flight.store(in_flight, Relaxed);
+            // The most wanted since the last exchange, and one more to grow:
+            // a share sized to the calls in flight at one instant would drop
+            // to nothing between two calls.
+            shared
+                .wanted
+                .fetch_max(in_flight + self.waiting.load(Relaxed) + 1, Relaxed);
+        }
+    }
+
+    /// Calls inside now.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Relaxed)
+    }
+
+    /// Takes a place if one is free under the limit.
+    fn try_take(&self) -> Option<GateGuard<'_>> {
+        let limit = self.limit();
+        // Runs on other threads may share the gate: claim the place atomically.
+        let now = self
+            .in_flight
+            .fetch_update(Relaxed, Relaxed, |n| (n < limit).then_some(n + 1))
+            .ok()?;
+        self.report(now + 1);
+        if let Some(aimd) = &self.adaptive {
+            aimd.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .on_start(now + 1);
+        }
+        Some(GateGuard(self))
+    }
+
+    /// Waits for a place under the current limit; while places are short,
+    /// the waiting runs (`tenant`s) take turns.
+    pub(crate) async fn enter(&self, tenant: Tenant) -> GateGuard<'_> {
+        if self.turns.is_idle() {
+            if let Some(guard) = self.try_take() {
+                return guard;
+            }
+        }
+        self.waiting.fetch_add(1, Relaxed);
+        self.report(self.in_flight());
+        if let Some(shared) = self.shared.get() {
+            // Out of places: ask for a bigger share now, not in a second.
+            shared.wake.notify_one();
+        }
+        let _turn = self.turns.take(tenant).await;
+        loop {
+            let notified = self.freed.notified();
+            if let Some(guard) = self.try_take() {
+                self.waiting.fetch_sub(1, Relaxed);
+                return guard;
+            }
+            // A shrinking adaptive (or shared) limit frees no place: look again soon.
+            let _ = tokio::time::timeout(PLACE_POLL, notified).await;
+        }
+    }
+}
+
+/// The shared part of a lane, built when no run of this process holds one.
+fn new_share(provider: &Provider) -> ProviderShare {
+    let breaker = |_: &String| {
+        provider.breaker.as_ref().map(|b| {
+            Mutex::new(Breaker::new(BreakerConfig {
+                failures: b.failures,
+                cooldown_nanos: b.cooldown.as_nanos() as u64,
+                window: b.window,
+                rate: b.rate,
+            }))
+        })
+    };
+    ProviderShare {
+        name: provider.name.clone(),
+        limiter: Limiter::new(&WindowLimits {
+            rps: provider.rps,
+            rpm: provider.rpm,
+            rph: provider.rph,
+            rpd: provider.rpd,
+            tpm: provider.tpm,
+            tpd: provider.tpd,
+            ..WindowLimits::default()
+        }),
+        gate: Gate {
+            in_flight: AtomicUsize::new(0),
+            fixed: provider.concurrency,
+            adaptive: provider
+                .adaptive
+                .map(|max| Mutex::new(Aimd::new(AimdConfig::up_to(max)))),
+            freed: Notify::new(),
+            turns: FairTurn::default(),
+            waiting: AtomicUsize::new(0),
+            shared: OnceLock::new(),
+        },
+        bases: provider
+            .base_urls
+            .iter()
+            .map(|u| Base {
+                url: u.trim_end_matches('/').to_string(),
+                in_flight: AtomicUsize::new(0),
+                breaker: breaker(u),
+            })
+            .collect(),
+        url_concurrency: provider.url_concurrency,
+        origin: Instant::now(),
+    }
+}
+
+impl ProviderView for ProviderShare {
+    fn report(&self, name: &str) -> ProviderReport {
+        provider_report(name, self)
+    }
+}
+
+fn provider_report(name: &str, share: &ProviderShare) -> ProviderReport {
+    let l = share.limiter.limits();
+    let (used_rpm, used_tpm) = share.limiter.used_per_minute();
+    let cap = share.gate.limit();
+    ProviderReport {
+        name: name.to_owned(),
+        in_flight: share.gate.in_flight() as u64,
+        // Filled in by `report` from the run's steps.
+        on_wire: 0,
+        concurrency: (cap != usize::MAX).then_some(cap as u64),
+        limits: Limits {
+            rps: l.rps,
+            rpm: l.rpm,
+            rph: l.rph,
+            rpd: l.rpd,
+            tpm: l.tpm,
+            tpd: l.tpd,
+            itpm: l.itpm,
+            otpm: l.otpm,
+        },
+        announced: share
+            .limiter
+            .announced()
+            .into_iter()
+            .map(|a| AnnouncedLimit {
+                what: a.dim.name().to_string(),
+                limit: a.learned.limit,
+                per: a.learned.span.name().to_string(),
+                refill: match a.learned.refill {
+                    sluice_limit::Refill::Continuous => "continuous",
+                    sluice_limit::Refill::AtReset => "at_reset",
+                }
+                .to_string(),
+                burst: a.learned.capacity,
+            })
+            .collect(),
+        used_rpm,
+        used_tpm,
+        rate_waiting: share.limiter.is_waiting(),
+        endpoints: share.endpoints(),
+    }
+}
+
 type Registry = Mutex<Vec<(String, Weak<ProviderShare>)>>;
 
 fn registry() -> &'static Registry {
@@ -123,6 +334,14 @@ pub(super) fn share(provider: &Provider) -> Arc<ProviderShare> {
 pub(crate) fn live_shares() -> Vec<Arc<ProviderShare>> {
     let shares = registry().lock().unwrap_or_else(|e| e.into_inner());
     shares.iter().filter_map(|(_, w)| w.upgrade()).collect()
+}
+
+/// Every provider some run of this process uses now.
+pub fn process_providers() -> Vec<ProviderReport> {
+    live_shares()
+        .iter()
+        .map(|s| provider_report(&s.name, s))
+        .collect()
 }
 
 #[cfg(test)]

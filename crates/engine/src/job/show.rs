@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::{json, Value as Json};
 use sluice_provider::dialect::{to_anthropic, ANTHROPIC_VERSION};
 use sluice_provider::Dialect;
-use sluice_spec::{Api, Job, Placeholder, Step, StepKind};
+use sluice_spec::{Job, Placeholder, Step, StepKind};
 
 use super::check::typed_output;
 use super::requests;
@@ -56,7 +56,7 @@ pub(crate) fn requests_of(
     let env_value = Value::from(minijinja::value::Serde(Json::Object(env.clone())));
     let mut out = Vec::new();
     let mut seen = 0;
-    let items = prepared.items().map_err(|e| Error::Config(e.to_string()))?;
+    let items = prepared.items().map_err(|e| Error::Input(e.to_string()))?;
     'items: for item in items.flatten() {
         for unit in ids.units(&item, &combos) {
             if seen >= n {
@@ -135,10 +135,7 @@ impl Shown<'_> {
         let render = |e: sluice_spec::RenderError| Error::Config(e.to_string());
         let step = self.step;
         let provider = step.provider.as_deref().and_then(|p| self.job.provider(p));
-        let dialect = match provider.map(|p| p.api) {
-            Some(Api::Anthropic) => Dialect::Anthropic,
-            _ => Dialect::OpenAi,
-        };
+        let dialect = provider.map(|p| p.api).unwrap_or_default();
         let base = provider
             .and_then(|p| p.base_urls.first())
             .map(|u| u.trim_end_matches('/').to_string())

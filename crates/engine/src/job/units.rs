@@ -82,7 +82,7 @@ impl UnitIds {
             fingerprint: xxhash_rust::xxh3::xxh3_64(&text),
         };
         let mut seen = HashSet::new();
-        let items = prepared.items().map_err(|e| Error::Config(e.to_string()))?;
+        let items = prepared.items().map_err(|e| Error::Input(e.to_string()))?;
         let mut errors: Vec<BadItem> = Vec::new();
         let mut count = 0u64;
         for item in items.flatten() {
@@ -205,7 +205,7 @@ pub(super) fn input_rows<'a>(
     ids: &'a UnitIds,
     combos: &'a Combos,
 ) -> Result<impl Iterator<Item = std::result::Result<InputRow, sluice_store::SinkError>> + 'a> {
-    let items = prepared.items().map_err(|e| Error::Config(e.to_string()))?;
+    let items = prepared.items().map_err(|e| Error::Input(e.to_string()))?;
     Ok(items.flat_map(move |entry| {
         let rows: Vec<InputRow> = match entry {
             Ok(item) => ids

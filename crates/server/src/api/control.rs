@@ -305,8 +305,7 @@ fn saved_job(
     config: &crate::state::ServerConfig,
 ) -> ApiResult<Loaded> {
     let workdir = &config.workdir;
-    let mode = run.settings.get("mode").and_then(Value::as_str);
-    if mode != Some("job") {
+    if sluice_engine::RunMode::of(&run.settings) != sluice_engine::RunMode::Job {
         return Err(ApiError::conflict(format!(
             "run {} is a quick-mode run (a JSONL file and --url); resume or retry it with `sluice run` / `sluice retry`",
             run.id

@@ -123,7 +123,7 @@ pub(crate) async fn item(
                 )));
             };
             let steps = store.unit_steps(&run.id, &item)?;
-            let job = run.settings.get("mode").and_then(Value::as_str) == Some("job");
+            let job = sluice_engine::RunMode::of(&run.settings) == sluice_engine::RunMode::Job;
             let result = if job {
                 sluice_engine::unit_result(&record)
             } else {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::{assert_one, assert_one_with, errors, job, job_with, BASE};
-use crate::{Api, BatchRetry, BatchSpec, Mode};
+use crate::{BatchRetry, BatchSpec, Dialect, Mode};
 
 /// `BASE` with `lines` added to `[providers.openai]`, starting on line 6.
 fn provider_plus(lines: &str) -> String {
@@ -15,7 +15,7 @@ fn provider_plus(lines: &str) -> String {
 fn defaults_are_openai_live_with_the_default_batch_settings() {
     let job = job(BASE);
     let p = &job.providers[0];
-    assert_eq!((p.api, p.mode), (Api::OpenAi, Mode::Live));
+    assert_eq!((p.api, p.mode), (Dialect::OpenAi, Mode::Live));
     assert_eq!(p.batch, BatchSpec::default());
     assert_eq!(p.batch.size, 10_000);
     assert_eq!(p.batch.completion_window, Duration::from_secs(86_400));
@@ -33,7 +33,7 @@ prices = { "m" = { input = 3, output = 15, batch_output = 6 } }"#,
     );
     let job = job(&text);
     let p = &job.providers[0];
-    assert_eq!(p.api, Api::Anthropic);
+    assert_eq!(p.api, Dialect::Anthropic);
     assert_eq!(
         p.mode,
         Mode::Auto {
@@ -70,7 +70,7 @@ fn set_overrides_switch_dialect_and_mode() {
         ],
     );
     let p = &job.providers[0];
-    assert_eq!(p.api, Api::Anthropic);
+    assert_eq!(p.api, Dialect::Anthropic);
     assert_eq!(
         p.mode,
         Mode::Auto {

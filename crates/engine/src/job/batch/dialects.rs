@@ -14,7 +14,7 @@ use sluice_provider::{Attempt, CallOptions, Dialect, FailureKind};
 use super::api::{Remote, Status};
 use super::state::{BatchRecord, LineResult};
 use super::{anthropic, openai};
-use crate::quick::now_ms;
+use crate::clock::now_ms;
 
 impl Remote {
     /// Sends the batch of `lines` (OpenAI: reusing an uploaded file),

@@ -35,7 +35,7 @@ pub(crate) fn whole_input(
     let mut checker = Checker::new(job, env, skip_seen_shapes);
     let items = prepared
         .items()
-        .map_err(|e| crate::error::Error::Config(e.to_string()))?;
+        .map_err(|e| crate::error::Error::Input(e.to_string()))?;
     let mut units = 0u64;
     for item in items.flatten() {
         if limit.is_some_and(|l| units >= l) {

@@ -15,13 +15,15 @@ use tokio::sync::{mpsc, Semaphore};
 
 use super::lanes::Lanes;
 use super::output::{StepOutput, Usage};
+use crate::clock::now_ms;
+use crate::item_error::ItemError;
 use crate::progress::Progress;
-use crate::quick::now_ms;
 use crate::writer::Message;
 
 mod model;
 mod multi;
 mod parts;
+mod send;
 
 use multi::{conversation, fan_out};
 use parts::part;
@@ -69,7 +71,17 @@ impl Shared {
         let reader = self.reader.as_ref()?;
         let since = now_ms() - ttl.as_millis().min(i64::MAX as u128) as i64;
         let mut store = reader.lock().unwrap_or_else(|e| e.into_inner());
-        let text = store.cache_get(key, since).ok()??;
+        let text = match store.cache_get(key, since) {
+            Ok(text) => text?,
+            Err(e) => {
+                // Not "nothing cached": say so, then call as on a miss.
+                tracing::warn!(
+                    "run {}: cannot read the step cache ({e}); the step is sent again",
+                    self.run_id
+                );
+                return None;
+            }
+        };
         serde_json::from_str(&text).ok()
     }
 
@@ -256,16 +268,13 @@ fn humantime_like(d: std::time::Duration) -> String {
 /// `timeout`, …; `template_error` for a template that did not render), so
 /// exports can group by it, then the step.
 fn unit_error(step: &str, message: &str) -> String {
-    let coded = message.split_once(": ").filter(|(code, _)| {
-        !code.is_empty() && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
-    });
-    match coded {
-        Some((code, rest)) => format!("{code}: step {step}: {rest}"),
-        None if message.contains("(template: ") => {
-            format!("template_error: step {step}: {message}")
-        }
-        None => format!("step_failed: step {step}: {message}"),
-    }
+    let fallback = if message.contains("(template: ") {
+        "template_error"
+    } else {
+        "step_failed"
+    };
+    let ItemError { code, message } = ItemError::parse(message, fallback);
+    ItemError::new(code, format!("step {step}: {message}")).to_string()
 }
 
 /// A step's end with its output as JSON.
@@ -294,8 +303,18 @@ fn known_parts(shared: &Shared, unit_id: &str, resume: bool) -> Known {
         return Known::new();
     };
     let mut store = reader.lock().unwrap_or_else(|e| e.into_inner());
-    let Ok(records) = store.unit_steps(&shared.run_id, unit_id) else {
-        return Known::new();
+    let records = match store.unit_steps(&shared.run_id, unit_id) {
+        Ok(records) => records,
+        Err(e) => {
+            // Not "no steps recorded": the steps are sent (and paid) again,
+            // which the user must hear about.
+            tracing::warn!(
+                "run {}, unit {unit_id}: cannot read its recorded steps ({e}); \
+                 its steps are sent again",
+                shared.run_id
+            );
+            return Known::new();
+        }
     };
     records
         .into_iter()

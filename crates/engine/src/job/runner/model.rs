@@ -12,7 +12,7 @@ use sluice_provider::dialect::{to_anthropic, DEFAULT_MAX_TOKENS};
 use sluice_provider::{Dialect, StreamStats};
 use sluice_spec::{Step, StepKind};
 
-use super::parts::{send, CallOutcome, Outgoing, Target};
+use super::send::{send, CallOutcome, Outgoing, Target};
 use super::{Shared, Unit};
 use crate::calls::Tally;
 use crate::job::batch::{BatchEnd, BatchRequest};

@@ -5,12 +5,13 @@ use serde_json::{json, Map, Value as Json};
 use sluice_spec::{Step, StepKind};
 
 use super::model::{call_model, chat_part_output, conversation_stream, model_of, ModelCall};
-use super::parts::{part, record, CallOutcome};
+use super::parts::{part, record};
+use super::send::CallOutcome;
 use super::{context, Done, Failed, Known, PartEnd, Shared, StepEnd, Stopped, Unit, UnitTally};
 use crate::calls::Tally;
+use crate::clock::now_ms;
 use crate::job::output::{parse_json_text, StepOutput, Turn, Usage};
 use crate::job::requests::{self, hash_json};
-use crate::quick::now_ms;
 
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn fan_out(

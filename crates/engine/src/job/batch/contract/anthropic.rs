@@ -220,7 +220,7 @@ async fn a_lost_create_is_found_by_size_and_time_paging_with_after_id() {
     let dir = tempfile::tempdir().unwrap();
     let remote = remote(dir.path(), &server.base, "anthropic");
     let mut rec = record("/v1/messages", 2);
-    rec.create_sent_at = Some(crate::quick::now_ms());
+    rec.create_sent_at = Some(crate::clock::now_ms());
     // `msgbatch_mine_already` is another batch of this run: never taken.
     let known = HashSet::from(["msgbatch_mine_already".to_string()]);
     let found = remote.find(&rec, &known).await.unwrap().unwrap();

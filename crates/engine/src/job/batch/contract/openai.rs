@@ -312,7 +312,7 @@ async fn a_lost_create_is_found_by_paging_through_the_list() {
     // `has_more`; the next page is asked with `after` = the last id
     // (openai-python `SyncCursorPage`). The example's batches are given
     // today's `created_at` so that the look-up reads past the first page.
-    let now = crate::quick::now_ms() / 1000;
+    let now = crate::clock::now_ms() / 1000;
     let page = |id: &str, key: &str| json!({"id": id, "object": "batch", "endpoint": "/v1/chat/completions", "errors": null, "input_file_id": "file-other", "completion_window": "24h", "status": "in_progress", "created_at": now, "request_counts": {"total": 2, "completed": 0, "failed": 0}, "metadata": {"sluice": key}});
     let first = json!({"object": "list", "data": [page("batch_abc123", "someone-else"), page("batch_abc456", "run-1:p:2")], "first_id": "batch_abc123", "last_id": "batch_abc456", "has_more": true});
     let second = json!({"object": "list", "data": [page("batch_ours", "run-1:p:1")], "first_id": "batch_ours", "last_id": "batch_ours", "has_more": false});
@@ -328,7 +328,7 @@ async fn a_lost_create_is_found_by_paging_through_the_list() {
     let dir = tempfile::tempdir().unwrap();
     let remote = remote(dir.path(), &server.base, "openai");
     let mut rec = record("/v1/chat/completions", 2);
-    rec.create_sent_at = Some(crate::quick::now_ms());
+    rec.create_sent_at = Some(crate::clock::now_ms());
     let found = remote.find(&rec, &HashSet::new()).await.unwrap().unwrap();
     assert_eq!(found["id"], "batch_ours");
     let targets: Vec<String> = server.seen().into_iter().map(|s| s.target).collect();

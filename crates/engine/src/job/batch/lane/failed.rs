@@ -19,10 +19,10 @@ use std::time::Duration;
 
 use super::poll::Ended;
 use super::{LaneBatcher, Waiter};
+use crate::clock::now_ms;
 use crate::job::batch::api::BatchError;
 use crate::job::batch::enqueued::announced_limit;
 use crate::job::batch::state::{BatchRecord, LineResult, SPLIT, SUBMITTING};
-use crate::quick::now_ms;
 
 /// Longest wait before a batch refused for the enqueued-token limit is
 /// created again when none of this run's batches of its model is pending

@@ -21,8 +21,8 @@ use super::enqueued::Enqueued;
 use super::limits::{BatchLimits, Weight};
 use super::state::{self, BatchRecord, LineResult, Requests, ABANDONED, SPLIT, SUBMITTING};
 use super::{BatchEnd, BatchRequest};
+use crate::clock::now_ms;
 use crate::job::runner::Unit;
-use crate::quick::now_ms;
 use crate::stopping::Stopping;
 
 /// A batch being filled.

@@ -10,9 +10,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::{lock, Inner, LaneBatcher, Waiter};
+use crate::clock::now_ms;
 use crate::job::batch::state::{BatchRecord, LineResult, ABANDONED};
 use crate::job::batch::BatchEnd;
-use crate::quick::now_ms;
 use sluice_spec::BatchRetry;
 
 /// Status checks failing in a row (each already retried) before the batch's

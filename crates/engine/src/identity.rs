@@ -1,0 +1,101 @@
+//! Who this process is (host, pid, start) and how fresh a heartbeat must be
+//! to count as alive: the lowest layer of run ownership, used by the
+//! heartbeat, the lease, run control and every view of a run.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use sluice_store::WorkerBeat;
+
+use crate::clock::now_ms;
+
+/// How often a working process records its heartbeat.
+pub const BEAT_PERIOD: Duration = Duration::from_secs(1);
+
+/// A beat older than this means the process is gone (killed, or its machine lost).
+pub const BEAT_STALE: Duration = Duration::from_secs(15);
+
+/// Who this process is, fixed for its lifetime.
+#[derive(Debug, Clone)]
+pub(crate) struct Identity {
+    pub(crate) worker_id: String,
+    pub(crate) host: String,
+    pub(crate) pid: u32,
+    pub(crate) started_at: i64,
+}
+
+/// The process's identity (computed once).
+pub(crate) fn identity() -> &'static Identity {
+    static ID: OnceLock<Identity> = OnceLock::new();
+    ID.get_or_init(|| {
+        let host = hostname();
+        let pid = std::process::id();
+        let started_at = now_ms();
+        Identity {
+            worker_id: format!("{host}:{pid}:{started_at}"),
+            host,
+            pid,
+            started_at,
+        }
+    })
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// A process's part in a run, read from its heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerState {
+    /// It beats: it executes the run now.
+    Running,
+    /// It left the run (its last beat said so).
+    Stopped,
+    /// It was running and is gone (killed, or its machine lost).
+    Lost,
+}
+
+impl WorkerState {
+    /// `running`, `stopped` or `lost`, as shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerState::Running => "running",
+            WorkerState::Stopped => "stopped",
+            WorkerState::Lost => "lost",
+        }
+    }
+}
+
+impl std::fmt::Display for WorkerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `Running`, `Stopped`, or `Lost` for a running worker that is gone: its
+/// beats stopped (killed, or its machine lost), or, on this host, its
+/// process no longer exists (known at once, without waiting for the beats
+/// to go stale), as of `now` (unix ms).
+pub fn worker_state(beat: &WorkerBeat, now: i64) -> WorkerState {
+    let stale = BEAT_STALE.as_millis() as i64;
+    match beat.state.as_str() {
+        "running" if now - beat.beat_at > stale => WorkerState::Lost,
+        "running" if beat.host == identity().host && !process_exists(beat.pid) => WorkerState::Lost,
+        "running" => WorkerState::Running,
+        _ => WorkerState::Stopped,
+    }
+}
+
+/// Whether a process with this id runs on this host. Where that cannot be
+/// told (no `/proc`), it is taken to run: only a stale beat then says it
+/// is gone. A reused pid only delays that until the beat is stale.
+fn process_exists(pid: u32) -> bool {
+    let proc = std::path::Path::new("/proc");
+    !proc.join("self").exists() || proc.join(pid.to_string()).exists()
+}
