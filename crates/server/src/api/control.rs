@@ -269,7 +269,7 @@ async fn restart(state: &AppState, run: RunMeta, retry: Option<Requeue>) -> ApiR
         Some((files, notices)) => (Some(files), notices),
         None => (None, Vec::new()),
     };
-    let (_, meta) = runner::start(
+    let started = runner::start(
         state,
         Launch {
             job,
@@ -281,7 +281,21 @@ async fn restart(state: &AppState, run: RunMeta, retry: Option<Requeue>) -> ApiR
             notices,
         },
     )
-    .await?;
+    .await;
+    let (_, meta) = match started {
+        Ok(started) => started,
+        Err(e) => {
+            // Not started: a later resume must not find the flag of this retry.
+            let id = run_id.clone();
+            let _ = state
+                .with_store(move |store| {
+                    store.put_run_state(&id, sluice_engine::KEEP_FAILED, &json!(false))?;
+                    Ok(())
+                })
+                .await;
+            return Err(e);
+        }
+    };
     if meta.id != run_id {
         tracing::warn!("resumed {} as {}", run_id, meta.id);
     }
