@@ -101,18 +101,25 @@ class Chart {
     steps.sort((a, b) => a - b);
     const gap = Math.max(2500, 2.5 * (steps[Math.floor(steps.length / 2)] || 1000));
     this.series.forEach((s) => {
-      g.strokeStyle = s.color; g.lineWidth = 1.75; g.beginPath();
-      let on = false, prev = null;
+      // Runs of points without a gap; a lone point (a short session) is a dot.
+      const runs = [];
+      let cur = null, prev = null;
       for (const p of pts) {
         const v = s.get(p);
-        if (!Number.isFinite(v) || (prev && p.t - prev.t > gap)) on = false;
+        if (!Number.isFinite(v) || (prev && p.t - prev.t > gap)) cur = null;
         if (Number.isFinite(v)) {
-          if (on) g.lineTo(x(p.t), y(v)); else { g.moveTo(x(p.t), y(v)); on = true; }
-          if (pts.length === 1) g.arc(x(p.t), y(v), 2, 0, 2 * Math.PI);
+          if (!cur) { cur = []; runs.push(cur); }
+          cur.push([x(p.t), y(v)]);
         }
         prev = p;
       }
-      g.stroke();
+      g.strokeStyle = s.color; g.fillStyle = s.color; g.lineWidth = 1.75;
+      for (const run of runs) {
+        g.beginPath();
+        if (run.length === 1) { g.arc(run[0][0], run[0][1], 2.5, 0, 2 * Math.PI); g.fill(); continue; }
+        run.forEach(([px, py], i) => (i ? g.lineTo(px, py) : g.moveTo(px, py)));
+        g.stroke();
+      }
     });
     // Legend.
     g.textAlign = "left"; g.textBaseline = "bottom";
