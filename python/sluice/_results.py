@@ -34,11 +34,12 @@ def read_results(path_or_run: Any, *, store: Optional[Union[str, "os.PathLike[st
     For requests: ``custom_id, status, status_code, attempts, latency_ms,
     prompt_tokens, completion_tokens``, ``content`` (the answer's text) and/or
     ``embedding`` (a list of floats), ``error``, and each metadata field as
-    ``item.FIELD``. For job files: ``id, item_id, status, error``,
-    ``matrix.AXIS``, ``item.FIELD``, and per step ``STEP.text``,
-    ``STEP.json`` (JSON text), ``STEP.file``, ``STEP.status``,
-    ``STEP.prompt_tokens``, ``STEP.completion_tokens``, ``STEP.latency_ms``
-    (an embed step: ``STEP.embedding``).
+    ``item.FIELD``. For job files: ``id, item_id, status, error,
+    started_at, finished_at, duration_ms``, ``matrix.AXIS``, ``item.FIELD``,
+    and per step ``STEP.text``, ``STEP.json`` (JSON text), ``STEP.file``,
+    ``STEP.status``, ``STEP.prompt_tokens``, ``STEP.completion_tokens``,
+    ``STEP.latency_ms``, ``STEP.started_at``, ``STEP.finished_at``,
+    ``STEP.duration_ms`` (an embed step: ``STEP.embedding``).
 
     Args:
         path_or_run: the Results of :func:`sluice.run`, a run id, or a file

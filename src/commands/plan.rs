@@ -252,6 +252,22 @@ fn describe(job: &sluice_spec::Job, plan: &Plan, shown_path: &str) -> String {
             s.kind,
             s.provider.as_deref().unwrap_or("-"),
         );
+        if s.images > 0 {
+            let sized = s.images - s.images_unsized;
+            text += &format!(
+                "  {:<16} {} images: {} by OpenAI's tile rule from their size",
+                "",
+                fmt_count(s.images),
+                fmt_count(sized),
+            );
+            if s.images_unsized > 0 {
+                text += &format!(
+                    "; {} of a size not known before sending (URLs): counted at the rule's largest, 1,445 tokens each (the API's usage corrects it)",
+                    fmt_count(s.images_unsized)
+                );
+            }
+            text += "\n";
+        }
     }
     // Each provider at the price of the path it takes.
     let total: Option<f64> = plan

@@ -176,16 +176,25 @@ fn one_job_gives_the_same_results_and_exports_on_every_path() {
     );
 }
 
-/// Results with each step's `latency_ms` taken out: the one field that
-/// differs by path (and by run).
+/// Results with the unit's and each step's times taken out (`latency_ms`,
+/// `started_at`, `finished_at`, `duration_ms`): the fields that differ by
+/// path (and by run).
 fn without_latency_jsonl(text: &str) -> String {
     text.lines()
         .map(|l| {
             let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let timed = ["latency_ms", "started_at", "finished_at", "duration_ms"];
+            if let Some(unit) = v.as_object_mut() {
+                for key in &timed[1..] {
+                    unit.remove(*key);
+                }
+            }
             if let Some(steps) = v["steps"].as_object_mut() {
                 for out in steps.values_mut() {
                     if let Some(out) = out.as_object_mut() {
-                        out.remove("latency_ms");
+                        for key in timed {
+                            out.remove(key);
+                        }
                     }
                 }
             }
@@ -194,12 +203,17 @@ fn without_latency_jsonl(text: &str) -> String {
         .collect()
 }
 
-/// A CSV export without its `<step>.latency_ms` columns.
+/// A CSV export without its time columns (`<step>.latency_ms`, and the
+/// unit's and steps' `started_at`, `finished_at`, `duration_ms`).
 fn without_latency_csv(text: &str) -> String {
     let mut reader = csv::Reader::from_reader(text.as_bytes());
     let header = reader.headers().unwrap().clone();
     let keep: Vec<usize> = (0..header.len())
-        .filter(|&i| !header[i].ends_with(".latency_ms"))
+        .filter(|&i| {
+            let h = &header[i];
+            let field = h.rsplit('.').next().unwrap_or(h);
+            !["latency_ms", "started_at", "finished_at", "duration_ms"].contains(&field)
+        })
         .collect();
     let mut out = csv::Writer::from_writer(Vec::new());
     out.write_record(keep.iter().map(|&i| &header[i])).unwrap();
@@ -495,7 +509,7 @@ fn streamed_answers_record_time_to_first_token_and_tokens_per_second() {
             csv.lines()
                 .next()
                 .unwrap()
-                .contains("ask.status,ask.ttft_ms,ask.tokens_per_s,ask.prompt_tokens,ask.completion_tokens,ask.latency_ms,talk.text"),
+                .contains("ask.status,ask.ttft_ms,ask.tokens_per_s,ask.prompt_tokens,ask.completion_tokens,ask.latency_ms,ask.started_at,ask.finished_at,ask.duration_ms,talk.text"),
             "{csv}"
         );
     }

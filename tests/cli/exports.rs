@@ -231,9 +231,11 @@ fn job_exports_carry_item_fields_usage_latency_and_one_vector_column() {
     let csv = String::from_utf8_lossy(&csv.stdout).into_owned();
     assert_eq!(
         csv.lines().next().unwrap(),
-        "id,item_id,status,error,item.id,item.score,item.title,item.year,\
-         vec.embedding,vec.prompt_tokens,vec.latency_ms,\
-         ask.text,ask.json,ask.file,ask.status,ask.prompt_tokens,ask.completion_tokens,ask.latency_ms"
+        "id,item_id,status,error,started_at,finished_at,duration_ms,\
+         item.id,item.score,item.title,item.year,\
+         vec.embedding,vec.prompt_tokens,vec.latency_ms,vec.started_at,vec.finished_at,vec.duration_ms,\
+         ask.text,ask.json,ask.file,ask.status,ask.prompt_tokens,ask.completion_tokens,ask.latency_ms,\
+         ask.started_at,ask.finished_at,ask.duration_ms"
     );
     let parquet = s.path("r.parquet");
     let exported = s

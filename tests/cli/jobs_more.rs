@@ -385,7 +385,9 @@ params = { dimensions = 4 }
     let header = csv.lines().next().unwrap();
     assert_eq!(
         header,
-        "id,item_id,status,error,one.embedding,one.prompt_tokens,one.latency_ms,both.embedding,both.prompt_tokens,both.latency_ms"
+        "id,item_id,status,error,started_at,finished_at,duration_ms,\
+         one.embedding,one.prompt_tokens,one.latency_ms,one.started_at,one.finished_at,one.duration_ms,\
+         both.embedding,both.prompt_tokens,both.latency_ms,both.started_at,both.finished_at,both.duration_ms"
     );
     assert!(
         csv.lines().nth(1).unwrap().starts_with("d1,d1,done,,"),

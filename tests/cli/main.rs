@@ -27,6 +27,7 @@ mod resilience;
 mod results;
 mod resume;
 mod run;
+mod seeds;
 mod serve;
 mod serve_attacks;
 mod serve_streams;

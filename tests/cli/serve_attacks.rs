@@ -498,6 +498,22 @@ fn a_listed_origin_gets_cors_and_its_preflight_others_do_not() {
         b"",
     );
     assert_eq!((status, code(&body).as_str()), (403, "forbidden_origin"));
+    // Its preflight is refused too, with no CORS header a browser could use.
+    let (status, head, _) = exchange(
+        server.port,
+        "OPTIONS",
+        "/v1/runs",
+        &[
+            "Origin: http://localhost:3001",
+            "Access-Control-Request-Method: POST",
+        ],
+        b"",
+    );
+    assert_eq!(status, 403, "{head}");
+    assert!(
+        !head.to_ascii_lowercase().contains("access-control-allow"),
+        "{head}"
+    );
 }
 
 #[test]

@@ -20,14 +20,19 @@ pub(crate) struct Mock {
 }
 
 impl Mock {
-    /// Starts `sluice mock --port 0 ARGS...` and waits for its address line.
+    /// Starts `sluice mock --port 0 ARGS...` (the port ARGS give, if any)
+    /// and waits for its address line.
     pub(crate) fn start(args: &[&str]) -> Mock {
         Mock::start_with_env(args, &[])
     }
 
     pub(crate) fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Mock {
         let mut cmd = Command::new(bin());
-        cmd.args(["mock", "--port", "0"]).args(args);
+        cmd.arg("mock");
+        if !args.contains(&"--port") {
+            cmd.args(["--port", "0"]);
+        }
+        cmd.args(args);
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -9,6 +9,7 @@
 
 mod answer;
 mod anthropic;
+pub mod media;
 pub mod params;
 
 pub use answer::{chat_answer, finish_reason, ChatAnswer, ToolCall};

@@ -41,6 +41,11 @@ impl FileAccess {
         }))
     }
 
+    /// The directories it allows (canonical).
+    pub fn roots(&self) -> &[PathBuf] {
+        &self.roots
+    }
+
     /// The directories as kept with a run (see [`FILE_ACCESS_STATE`]).
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!(self.roots)

@@ -179,6 +179,10 @@ pub(crate) fn parse(body: &[u8], default_completion: u64) -> Result<Parsed<'_>, 
         conversation: Some(conversation),
         stream: raw.stream.unwrap_or(false).then_some(true),
         json: None,
+        images: raw
+            .messages
+            .iter()
+            .fold(Default::default(), |a, m| a.plus(m.content.2)),
     })
 }
 
@@ -263,7 +267,10 @@ async fn respond(
     body: Bytes,
 ) -> Result<Response<Body>, ConnectionReset> {
     let parsed = match parse(&body, shared.cfg.default_completion_tokens()) {
-        Ok(p) => p,
+        Ok(p) => {
+            shared.count_images(p.images);
+            p
+        }
         Err(message) => {
             let rates = shared.refuse(Outcome::BadRequest);
             let res = error(StatusCode::BAD_REQUEST, "invalid_request_error", &message);

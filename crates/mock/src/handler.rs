@@ -43,7 +43,10 @@ pub(crate) async fn api(
         return Ok(res);
     }
     let parsed = match request::parse(api, &body, shared.cfg.default_completion_tokens()) {
-        Ok(parsed) => parsed,
+        Ok(parsed) => {
+            shared.count_images(parsed.images);
+            parsed
+        }
         Err(msg) => {
             let rates = shared.refuse(Outcome::BadRequest);
             return Ok(with_rates(response::bad_request(&msg), &rates));

@@ -96,6 +96,7 @@ mod handler;
 mod journal;
 mod json_reply;
 mod limits;
+mod media;
 mod reply;
 mod request;
 mod response;

@@ -37,6 +37,8 @@ pub(crate) struct Parsed<'a> {
     pub(crate) stream: Option<bool>,
     /// Chat with a JSON `response_format`: answer with JSON.
     pub(crate) json: Option<crate::json_reply::JsonReply>,
+    /// Chat: the images its messages carry.
+    pub(crate) images: crate::media::Images,
 }
 
 /// The part of a request that differs by API.
@@ -97,6 +99,10 @@ pub(crate) fn parse(api: Api, body: &[u8], default_completion: u64) -> Result<Pa
                     .response_format
                     .as_ref()
                     .and_then(crate::json_reply::JsonReply::of),
+                images: raw
+                    .messages
+                    .iter()
+                    .fold(Default::default(), |a, m| a.plus(m.content.2)),
             })
         }
         Api::Completions => {
@@ -109,6 +115,7 @@ pub(crate) fn parse(api: Api, body: &[u8], default_completion: u64) -> Result<Pa
                 conversation: None,
                 stream: None,
                 json: None,
+                images: Default::default(),
             })
         }
         Api::Embeddings => {
@@ -143,6 +150,7 @@ pub(crate) fn parse(api: Api, body: &[u8], default_completion: u64) -> Result<Pa
                 conversation: None,
                 stream: None,
                 json: None,
+                images: Default::default(),
             })
         }
     }
@@ -222,10 +230,15 @@ struct RawEmbeddings<'a> {
     encoding_format: Option<Cow<'a, str>>,
 }
 
-/// The tokens of a message's `content` (a string, or an array of parts of
-/// which only `{"type":"text","text":...}` count), and a hash of its text.
+/// The tokens of a message's `content` (a string, or an array of parts:
+/// text by its length, images by the tile rule), a hash of its text, and
+/// the images it carries.
 #[derive(Default)]
-pub(crate) struct Tokens(pub(crate) u64, pub(crate) u64);
+pub(crate) struct Tokens(
+    pub(crate) u64,
+    pub(crate) u64,
+    pub(crate) crate::media::Images,
+);
 
 impl<'de> Deserialize<'de> for Tokens {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Tokens, D::Error> {
@@ -246,42 +259,52 @@ impl<'de> Visitor<'de> for TokensVisitor {
         Ok(Tokens(
             estimate_text_tokens(s),
             crate::convo::text_hash([s]),
+            Default::default(),
         ))
     }
 
     fn visit_unit<E>(self) -> Result<Tokens, E> {
-        Ok(Tokens(0, crate::convo::text_hash([])))
+        Ok(Tokens(0, crate::convo::text_hash([]), Default::default()))
     }
 
     fn visit_none<E>(self) -> Result<Tokens, E> {
-        Ok(Tokens(0, crate::convo::text_hash([])))
+        Ok(Tokens(0, crate::convo::text_hash([]), Default::default()))
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Tokens, A::Error> {
         let mut total = 0;
         let mut texts: Vec<Cow<'de, str>> = Vec::new();
+        let mut images = crate::media::Images::default();
         while let Some(part) = seq.next_element::<Part<'de>>()? {
             if part.kind == "text" {
                 if let Some(Text(t)) = part.text {
                     total += estimate_text_tokens(&t);
                     texts.push(t);
                 }
+            } else if let Some(image) = crate::media::of_part(&part.kind, &part.rest) {
+                // An image that is not one is the client's error: a 400.
+                total += images.add(image.map_err(serde::de::Error::custom)?);
             }
         }
         Ok(Tokens(
             total,
             crate::convo::text_hash(texts.iter().map(|t| &**t)),
+            images,
         ))
     }
 }
 
-/// One content part; image and audio parts carry no text tokens.
+/// One content part: text, or an image (`image_url`, Anthropic's `image`)
+/// checked and counted; other parts carry no tokens here.
 #[derive(Deserialize)]
 struct Part<'a> {
     #[serde(rename = "type", borrow)]
     kind: Cow<'a, str>,
     #[serde(borrow)]
     text: Option<Text<'a>>,
+    /// The rest of the part (`image_url`, `source`, …).
+    #[serde(flatten)]
+    rest: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A string or an array of strings (`prompt`, `input`).
@@ -335,11 +358,20 @@ mod tests {
         let body = r#"{"model":"m","messages":[
             {"role":"system","content":"abcde"},
             {"role":"user","content":[{"type":"text","text":"abcd"},
-                {"type":"image_url","image_url":{"url":"data:xxxxxxxxxxxxxxxx"}},
+                {"type":"image_url","image_url":{"url":"https://x.test/poster.png"}},
                 {"text":"a\"bcd\u00e9","type":"text"}]},
             {"role":"assistant","content":null,"tool_calls":[]}],"temperature":0}"#;
-        // 2 + 1 + 2 (six characters once unescaped).
-        assert_eq!(tokens_of(Api::Chat, body), Ok((5, 16)));
+        // 2 + 1 + 2 (six characters once unescaped), and an image by URL at
+        // the tile rule's 1024 × 1024 answer.
+        assert_eq!(tokens_of(Api::Chat, body), Ok((5 + 765, 16)));
+        let parsed = parse(Api::Chat, body.as_bytes(), 16).unwrap();
+        assert_eq!(parsed.images.count, 1);
+        let bad = body.replace(
+            "https://x.test/poster.png",
+            "data:image/png;base64,aGVsbG8=",
+        );
+        let e = tokens_of(Api::Chat, &bad).unwrap_err();
+        assert!(e.contains("not a PNG, JPEG, GIF or WebP"), "{e}");
     }
 
     #[test]

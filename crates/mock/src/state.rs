@@ -145,6 +145,17 @@ impl Shared {
         self.lock().recorder.route(path, status);
     }
 
+    /// Counts the images of a chat request that passed its checks.
+    pub(crate) fn count_images(&self, images: crate::media::Images) {
+        if images.count == 0 {
+            return;
+        }
+        let stats = &mut self.lock().recorder.stats;
+        stats.images += images.count;
+        stats.image_bytes += images.bytes;
+        stats.requests_with_images += 1;
+    }
+
     /// Counts a webhook delivery and whether its signature was checked and good.
     pub(crate) fn count_hook(&self, verified: Option<bool>) {
         let hooks = &mut self.lock().recorder.stats.hooks;

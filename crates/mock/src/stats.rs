@@ -60,6 +60,17 @@ pub struct MockStats {
     /// Webhook deliveries to `/hooks/*`.
     #[serde(default)]
     pub hooks: HookStats,
+    /// Image parts in chat requests that passed the checks (an inline image
+    /// must decode to the PNG, JPEG, GIF or WebP it claims to be, or the
+    /// request is a 400), answered or not.
+    #[serde(default)]
+    pub images: u64,
+    /// Decoded bytes of those images sent inline.
+    #[serde(default)]
+    pub image_bytes: u64,
+    /// Chat requests that carried at least one image.
+    #[serde(default)]
+    pub requests_with_images: u64,
 }
 
 /// What one generic route answered.

@@ -88,6 +88,8 @@ impl SavedJob {
             },
         )?;
         let files = readable(config, self.uploads.as_deref());
+        // Its templates' file functions too, from the first check on.
+        job.files.confine(files.roots());
         Ok((job, notices, files))
     }
 

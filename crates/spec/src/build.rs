@@ -64,7 +64,8 @@ pub(crate) fn job(raw: RawJob, path: PathBuf, ctx: &mut Ctx) -> (Job, Vec<StepRe
         .into_iter()
         .map(|p| crate::provider::provider(p, ctx))
         .collect();
-    let (steps, step_refs) = crate::steps::steps(raw.steps, raw.steps_span, &providers, ctx);
+    let (steps, step_refs) =
+        crate::steps::steps(raw.steps, raw.steps_span, &providers, &matrix, ctx);
     let output = output(raw.output, ctx);
     let unit_timeout = raw
         .unit_timeout
@@ -72,6 +73,12 @@ pub(crate) fn job(raw: RawJob, path: PathBuf, ctx: &mut Ctx) -> (Job, Vec<StepRe
         .and_then(|t| ctx.nonzero(t, "unit_timeout"));
     let webhook = webhook(raw.webhook, ctx);
     let budget_usd = budget(raw.budget.as_ref(), &providers, ctx);
+    let max_in_flight = match (ctx.sets.max_in_flight, &raw.max_in_flight) {
+        (Some(n), _) => Some(n),
+        (None, Some(n)) => ctx.positive(n, "max_in_flight"),
+        (None, None) => None,
+    }
+    .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
     let job = Job {
         name,
         path,
@@ -87,6 +94,8 @@ pub(crate) fn job(raw: RawJob, path: PathBuf, ctx: &mut Ctx) -> (Job, Vec<StepRe
         webhook,
         budget_usd,
         warnings: Vec::new(),
+        files: crate::FileScope::default(),
+        max_in_flight,
     };
     (job, step_refs)
 }

@@ -12,8 +12,8 @@ use crate::diag::Diags;
 use crate::raw::{RawBudget, RawInput, RawOutput, RawProvider, RawStep, RawValue, RawWebhook};
 
 /// The top-level keys, in the order the docs list them.
-const TOP_KEYS: &str = "name, env, concurrency, unit_timeout, budget, input, matrix, providers, \
-                        steps, output, webhook";
+const TOP_KEYS: &str = "name, env, concurrency, max_in_flight, unit_timeout, budget, input, \
+                        matrix, providers, steps, output, webhook";
 
 /// The whole file, as raw sections.
 #[derive(Default)]
@@ -22,6 +22,8 @@ pub(crate) struct RawJob {
     pub(crate) env: Option<Spanned<Vec<Spanned<String>>>>,
     pub(crate) concurrency: Option<Spanned<u64>>,
     pub(crate) unit_timeout: Option<Spanned<String>>,
+    /// One unit's calls in flight at most, across its steps and fan-outs.
+    pub(crate) max_in_flight: Option<Spanned<u64>>,
     pub(crate) budget: Option<Spanned<RawBudget>>,
     pub(crate) input: Part<RawInput>,
     /// `[matrix]` keys with their values (none when the value had a TOML error).
@@ -85,6 +87,7 @@ pub(crate) fn parse(text: &str, diags: &mut Diags<'_>) -> Option<RawJob> {
             "env" => job.env = de(value, "", Some("env"), diags),
             "concurrency" => job.concurrency = de(value, "", Some("concurrency"), diags),
             "unit_timeout" => job.unit_timeout = de(value, "", Some("unit_timeout"), diags),
+            "max_in_flight" => job.max_in_flight = de(value, "", Some("max_in_flight"), diags),
             "budget" => job.budget = de(value, "", Some("budget"), diags),
             "webhook" => job.webhook = part(value, "[webhook]", diags),
             "input" => job.input = part(value, "[input]", diags),

@@ -99,7 +99,10 @@ fn messages(raw: &RawStep, s: &StepCtx, ctx: &mut Ctx) -> Option<Vec<Message>> {
             }
         };
         let Some(content) = &message.content else {
-            ctx.diags.at(m.span(), "message needs content = \"...\"");
+            ctx.diags.at(
+                m.span(),
+                "message needs content = \"...\" (or a list of content parts)",
+            );
             continue;
         };
         let place = format!("{}.messages[{i}]", s.place);
@@ -141,8 +144,14 @@ fn messages(raw: &RawStep, s: &StepCtx, ctx: &mut Ctx) -> Option<Vec<Message>> {
             None => None,
         };
         out.push(Message {
+            content: crate::content_parts::content(
+                content,
+                &role,
+                format!("{place}.content"),
+                s.scope,
+                ctx,
+            ),
             role,
-            content: ctx.template(format!("{place}.content"), content, s.scope),
             tool_call_id,
             tool_calls,
         });
@@ -438,7 +447,10 @@ fn conversation(raw: &RawStep, s: &StepCtx, ctx: &mut Ctx) -> Option<StepKind> {
         .get_ref()
         .iter()
         .enumerate()
-        .map(|(i, t)| ctx.template(format!("{}.turns[{i}]", s.place), t, turn_scope))
+        .map(|(i, t)| {
+            let place = format!("{}.turns[{i}]", s.place);
+            crate::content_parts::content(t, "user", place, turn_scope, ctx)
+        })
         .collect();
     Some(StepKind::Conversation {
         model: model?,

@@ -3,10 +3,12 @@
 
 mod build;
 mod calls_check;
+mod content_parts;
 mod ctx;
 mod diag;
 mod dialect_params;
 mod document;
+mod file_functions;
 mod input;
 mod kinds;
 mod load;
@@ -16,6 +18,7 @@ mod offload;
 mod params;
 mod placeholder;
 mod provider;
+mod provider_choice;
 mod raw;
 mod sets;
 mod step_keys;
@@ -28,10 +31,11 @@ mod templates_check;
 mod tests;
 
 pub use diag::{Diagnostic, SpecError};
+pub use file_functions::FileScope;
 pub use load::{load, parse_str};
 pub use model::{
-    BreakerSpec, Fallback, Input, InputFormat, InputSource, Job, MatrixAxis, Message, Output,
-    Price, Provider, Retries, Step, StepKind, Upload, Webhook, WebhookOn,
+    BreakerSpec, Content, Fallback, Input, InputFormat, InputSource, Job, MatrixAxis, Message,
+    Output, Price, Provider, Retries, Step, StepKind, Upload, Webhook, WebhookOn,
 };
 pub use names::{name_from_stem, name_problem, MAX_NAME};
 pub use offload::{BatchRetry, BatchSpec, Dialect, Mode, COMPLETION_WINDOW};

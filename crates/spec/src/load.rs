@@ -34,9 +34,10 @@ pub fn parse_str(text: &str, path: &Path, sets: &[String]) -> Result<Job, SpecEr
     let dir = absolute
         .parent()
         .map_or_else(PathBuf::new, Path::to_path_buf);
+    let files = crate::FileScope::new(dir.clone());
     let mut ctx = Ctx {
         diags,
-        templates: Templates::new(),
+        templates: Templates::new(&files),
         dir,
         sets,
     };
@@ -58,6 +59,7 @@ pub fn parse_str(text: &str, path: &Path, sets: &[String]) -> Result<Job, SpecEr
         steps: &step_refs,
     };
     templates.finish(&mut job, &known, &mut diags);
+    job.files = files;
     job.warnings = diags.take_warnings();
     if diags.is_empty() {
         Ok(job)

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::offload::{BatchSpec, Dialect, Mode};
-use crate::template::{TValue, Template};
+use crate::template::{RenderError, TValue, Template};
 
 /// A whole job file, validated.
 #[derive(Debug, Clone)]
@@ -43,6 +43,12 @@ pub struct Job {
     /// Likely mistakes that do not stop the job (a near-miss of a request
     /// parameter in `params`), by position; shown by `plan` and `run`.
     pub warnings: Vec<crate::diag::Diagnostic>,
+    /// Where `data_url()` and `base64()` read files from (the job file's
+    /// directory; [`crate::FileScope::confine`] limits a submitted job).
+    pub files: crate::FileScope,
+    /// `max_in_flight`: one unit's calls in flight at most, across its steps
+    /// (those running at once, see [`Step::needs`]) and fan-outs.
+    pub max_in_flight: Option<usize>,
 }
 
 impl Job {
@@ -314,6 +320,23 @@ pub struct Step {
     /// `assume_latency`: what one call of this step takes, for `plan`'s time
     /// estimates (overrides the provider's).
     pub assume_latency: Option<Duration>,
+    /// The steps (by index, all earlier in the file) whose outputs this one
+    /// waits for: `needs = [...]`, else the step before it. Steps whose
+    /// needs are met run at once within a unit.
+    pub needs: Vec<usize>,
+    /// `provider = "{{ matrix.KEY }}"`: the provider chosen per unit from its
+    /// matrix values (every value was checked to name one); `provider` is
+    /// then `None` until the runner resolves it for a unit.
+    pub provider_template: Option<Template>,
+    /// `affinity = "{{ … }}"`: calls with the same rendered key go to the
+    /// same endpoint of the provider's pool (rendezvous hashing over `urls`).
+    pub affinity: Option<Template>,
+    /// `affinity_failover = true`: while that endpoint's breaker is open, go
+    /// to the next one in the key's order instead of waiting for it.
+    pub affinity_failover: bool,
+    /// `batch = N` on an `embed` step: the inputs of up to N units go in one
+    /// request, and each unit gets its own vectors back.
+    pub batch: Option<usize>,
     /// What the step does.
     pub kind: StepKind,
 }
@@ -333,14 +356,59 @@ pub enum Fallback {
 pub struct Message {
     /// `system`, `developer`, `user`, `assistant` or `tool`.
     pub role: String,
-    /// Rendered per unit.
-    pub content: Template,
+    /// Rendered per unit: text, or OpenAI content parts.
+    pub content: Content,
     /// A `tool` message: the id of the call it answers.
     pub tool_call_id: Option<Template>,
     /// An `assistant` message: its tool calls, `[{id, type = "function",
     /// function = {name, arguments}}]` (OpenAI's shape; translated for
     /// Anthropic).
     pub tool_calls: Option<TValue>,
+}
+
+/// A message's `content`: a text template, or a list of OpenAI content
+/// parts (`text`, `image_url`, `input_audio`, `file`) whose strings are
+/// templates.
+#[derive(Debug, Clone)]
+pub enum Content {
+    /// `content = "..."`.
+    Text(Template),
+    /// `content = [{ type = "text", text = "..." }, { type = "image_url", ... }]`.
+    Parts(TValue),
+}
+
+impl Content {
+    /// The content as the request carries it: a string, or the parts.
+    pub fn render(&self, ctx: &minijinja::Value) -> Result<serde_json::Value, RenderError> {
+        Ok(match self {
+            Content::Text(t) => serde_json::Value::String(t.render(ctx)?),
+            Content::Parts(parts) => parts.render(ctx)?,
+        })
+    }
+
+    /// Every template inside.
+    pub fn templates(&self) -> Vec<&Template> {
+        match self {
+            Content::Text(t) => vec![t],
+            Content::Parts(parts) => parts.templates(),
+        }
+    }
+
+    /// Every template inside, to rebind.
+    pub(crate) fn templates_mut(&mut self) -> Vec<&mut Template> {
+        match self {
+            Content::Text(t) => vec![t],
+            Content::Parts(parts) => parts.templates_mut(),
+        }
+    }
+
+    /// The text template of a plain-text content.
+    pub fn as_text(&self) -> Option<&Template> {
+        match self {
+            Content::Text(t) => Some(t),
+            Content::Parts(_) => None,
+        }
+    }
 }
 
 /// A multipart file upload.
@@ -415,8 +483,8 @@ pub enum StepKind {
         model: Template,
         /// Optional system message.
         system: Option<Template>,
-        /// The user turns.
-        turns: Vec<Template>,
+        /// The user turns: text, or content parts.
+        turns: Vec<Content>,
         /// Other body fields.
         params: TValue,
         /// Path under the provider's base URL (default `/chat/completions`).

@@ -196,9 +196,18 @@ pub(crate) struct RawStep {
     pub(crate) command: Option<Spanned<Vec<Spanned<String>>>>,
     pub(crate) stdin: Option<Spanned<String>>,
     pub(crate) system: Option<Spanned<String>>,
-    pub(crate) turns: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Each turn: text, or a list of OpenAI content parts.
+    pub(crate) turns: Option<Spanned<Vec<Spanned<RawValue>>>>,
     pub(crate) stream: Option<Spanned<bool>>,
     pub(crate) assume_latency: Option<Spanned<String>>,
+    /// `embed`: units' inputs sent in one request.
+    pub(crate) batch: Option<Spanned<u64>>,
+    /// The steps this one waits for.
+    pub(crate) needs: Option<Spanned<Vec<Spanned<String>>>>,
+    /// The key that keeps calls on one endpoint of a pool.
+    pub(crate) affinity: Option<Spanned<String>>,
+    /// With `affinity`: go to the next endpoint while its own is down.
+    pub(crate) affinity_failover: Option<Spanned<bool>>,
 }
 
 /// `fallback = { value = ... }` or `{ provider = "NAME" }`.
@@ -227,7 +236,8 @@ pub(crate) struct RawCache {
 )]
 pub(crate) struct RawMessage {
     pub(crate) role: Option<Spanned<String>>,
-    pub(crate) content: Option<Spanned<String>>,
+    /// Text, or a list of OpenAI content parts.
+    pub(crate) content: Option<Spanned<RawValue>>,
     /// A `tool` message: the id of the call it answers.
     pub(crate) tool_call_id: Option<Spanned<String>>,
     /// An `assistant` message: the tool calls it made (OpenAI's shape).

@@ -4,7 +4,8 @@
 use crate::diag::Diags;
 
 /// The forms `--set` accepts, for messages.
-const FORMS: &str = "matrix.KEY=a,b,c, concurrency=N, steps.NAME.concurrency=N (NAME * for \
+const FORMS: &str =
+    "matrix.KEY=a,b,c, concurrency=N, max_in_flight=N, steps.NAME.concurrency=N (NAME * for \
                      every step), \
                      providers.NAME.LIMIT=N (LIMIT: concurrency, url_concurrency, rps, rpm, \
                      rph, rpd, tpm, tpd), providers.NAME.api=openai|anthropic, \
@@ -30,6 +31,8 @@ pub(crate) struct Sets {
     /// Replaced or added matrix axes.
     pub(crate) matrix: Vec<(String, Vec<serde_json::Value>)>,
     pub(crate) concurrency: Option<u64>,
+    /// `max_in_flight`, replacing (or adding) the job's.
+    pub(crate) max_in_flight: Option<u64>,
     /// `steps.NAME.concurrency`, with the override as written.
     pub(crate) steps: Vec<(String, u64, String)>,
     /// `providers.NAME.<limit>`, with the override as written.
@@ -71,6 +74,7 @@ impl Sets {
                 self.matrix.push((axis.to_string(), values));
             }
             ["concurrency"] => self.concurrency = Some(positive(value)?),
+            ["max_in_flight"] => self.max_in_flight = Some(positive(value)?),
             ["steps", name, "concurrency"] => {
                 self.steps
                     .push((name.to_string(), positive(value)?, set.to_string()));

@@ -2,7 +2,7 @@
 //! aside) and by the step builder (to report them with their kind's keys).
 
 /// Keys every step kind takes.
-pub(crate) const COMMON: [&str; 8] = [
+pub(crate) const COMMON: [&str; 9] = [
     "name",
     "kind",
     "concurrency",
@@ -11,6 +11,7 @@ pub(crate) const COMMON: [&str; 8] = [
     "retries",
     "fallback",
     "assume_latency",
+    "needs",
 ];
 
 /// The step kinds and the keys each takes besides [`COMMON`].
@@ -26,17 +27,31 @@ pub(crate) const KINDS: [(&str, &[&str]); 5] = [
             "path",
             "cache",
             "stream",
+            "affinity",
+            "affinity_failover",
         ],
     ),
     (
         "embed",
-        &["provider", "model", "input", "params", "path", "cache"],
+        &[
+            "provider", "model", "input", "params", "path", "cache", "batch",
+        ],
     ),
     (
         "http",
         &[
-            "provider", "method", "url", "path", "headers", "json", "body", "upload", "save",
+            "provider",
+            "method",
+            "url",
+            "path",
+            "headers",
+            "json",
+            "body",
+            "upload",
+            "save",
             "cache",
+            "affinity",
+            "affinity_failover",
         ],
     ),
     ("command", &["command", "stdin"]),

@@ -34,6 +34,9 @@ pub(crate) struct StepRef {
     pub(crate) name: Option<String>,
     /// It has `for_each`, so its output is a list.
     pub(crate) fans_out: bool,
+    /// The steps whose outputs it may read: what it needs, and what they
+    /// need, all the way up (by index).
+    pub(crate) upstream: Vec<usize>,
 }
 
 /// Builds every step; returns them and what templates may read of each entry.
@@ -41,28 +44,102 @@ pub(crate) fn steps(
     entries: Vec<StepEntry>,
     steps_span: Option<Range<usize>>,
     providers: &[Provider],
+    matrix: &[crate::MatrixAxis],
     ctx: &mut Ctx,
 ) -> (Vec<Step>, Vec<StepRef>) {
     if entries.is_empty() {
         let message = "the job has no steps; add a [[steps]] section with a name and a kind";
         ctx.diags.at(steps_span.unwrap_or(0..0), message);
     }
-    let refs: Vec<StepRef> = entries
+    let names: Vec<Option<String>> = entries.iter().map(|e| e.name_hint.clone()).collect();
+    let needs: Vec<Vec<usize>> = entries
         .iter()
-        .map(|e| StepRef {
+        .enumerate()
+        .map(|(i, e)| declared_needs(i, e.raw.as_ref(), &names))
+        .collect();
+    let mut refs: Vec<StepRef> = Vec::with_capacity(entries.len());
+    for (i, e) in entries.iter().enumerate() {
+        let mut upstream = std::collections::BTreeSet::new();
+        for &j in &needs[i] {
+            upstream.insert(j);
+            upstream.extend(refs[j].upstream.iter().copied());
+        }
+        refs.push(StepRef {
             name: e.name_hint.clone(),
             fans_out: e.raw.as_ref().is_some_and(|r| r.for_each.is_some()),
-        })
-        .collect();
-    let names: Vec<Option<String>> = refs.iter().map(|r| r.name.clone()).collect();
+            upstream: upstream.into_iter().collect(),
+        });
+    }
     let mut out = Vec::new();
     for (index, entry) in entries.into_iter().enumerate() {
         unknown_keys(&entry, index, ctx);
-        if let Some(step) = step(index, entry, &names, providers, ctx) {
+        check_needs(index, entry.raw.as_ref(), &names, ctx);
+        if let Some(mut step) = step(index, entry, &names, providers, matrix, ctx) {
+            step.needs = needs[index].clone();
             out.push(step);
         }
     }
     (out, refs)
+}
+
+/// The earlier steps `needs` names (those it names wrongly are reported by
+/// [`check_needs`]), else the step before.
+fn declared_needs(index: usize, raw: Option<&RawStep>, names: &[Option<String>]) -> Vec<usize> {
+    match raw.and_then(|r| r.needs.as_ref()) {
+        Some(list) => {
+            let mut out: Vec<usize> = list
+                .get_ref()
+                .iter()
+                .filter_map(|n| {
+                    names[..index]
+                        .iter()
+                        .position(|m| m.as_ref() == Some(n.get_ref()))
+                })
+                .collect();
+            out.sort_unstable();
+            out.dedup();
+            out
+        }
+        None => index.checked_sub(1).into_iter().collect(),
+    }
+}
+
+/// `needs = [...]`: names of steps above this one, each once.
+fn check_needs(index: usize, raw: Option<&RawStep>, names: &[Option<String>], ctx: &mut Ctx) {
+    let Some(list) = raw.and_then(|r| r.needs.as_ref()) else {
+        return;
+    };
+    let above: Vec<&str> = names[..index]
+        .iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
+    let above_text = if above.is_empty() {
+        "none (it is the first step)".to_owned()
+    } else {
+        above.join(", ")
+    };
+    let mut seen: Vec<&str> = Vec::new();
+    for need in list.get_ref() {
+        let name = need.get_ref().as_str();
+        let at = names.iter().position(|n| n.as_deref() == Some(name));
+        let problem = match at {
+            _ if seen.contains(&name) => Some(format!("needs lists {name:?} twice")),
+            Some(p) if p == index => Some(format!("a step cannot need itself ({name:?}); steps above it: {above_text}")),
+            Some(_) if !above.contains(&name) => Some(format!(
+                "needs {name:?}, which comes later in the file; a step may need only steps above it (move {name:?} up); steps above it: {above_text}"
+            )),
+            Some(_) => None,
+            None => Some(format!(
+                "needs {name:?}: there is no such step{}; steps above it: {above_text}",
+                crate::suggest::did_you_mean(name, above.iter().copied())
+            )),
+        };
+        if let Some(message) = problem {
+            ctx.diags.at(need.span(), message);
+        }
+        seen.push(name);
+    }
 }
 
 fn step(
@@ -70,6 +147,7 @@ fn step(
     entry: StepEntry,
     names: &[Option<String>],
     providers: &[Provider],
+    matrix: &[crate::MatrixAxis],
     ctx: &mut Ctx,
 ) -> Option<Step> {
     let raw = entry.raw?;
@@ -137,7 +215,30 @@ fn step(
         },
     };
 
-    let provider = provider(&raw.provider, kind, &label, &entry.span, providers, ctx);
+    let templated = raw
+        .provider
+        .as_ref()
+        .filter(|p| p.get_ref().contains("{{") || p.get_ref().contains("{%"));
+    let (provider, provider_template) = match templated {
+        Some(t) => {
+            for p in crate::provider_choice::values(t, matrix, &label, providers, ctx) {
+                crate::offload::step(&raw, kind, &label, p, ctx);
+            }
+            let scope = Scope::Step {
+                index,
+                each: false,
+                answers: false,
+            };
+            (
+                None,
+                Some(ctx.template(format!("{place}.provider"), t, scope)),
+            )
+        }
+        None => (
+            provider(&raw.provider, kind, &label, &entry.span, providers, ctx),
+            None,
+        ),
+    };
     if let Some(p) = provider {
         crate::offload::step(&raw, kind, &label, p, ctx);
     }
@@ -169,6 +270,30 @@ fn step(
     let retries = raw.retries.as_ref().map(|r| ctx.retries(r, base));
     let fallback = fallback(&raw, kind, &label, providers, ctx);
     let cache_ttl = cache(&raw, kind, &label, ctx);
+    let batch = embed_batch(&raw, for_each.is_some(), provider, &label, ctx);
+    let affinity_scope = Scope::Step {
+        index,
+        each: for_each.is_some(),
+        answers: false,
+    };
+    let affinity = match (&raw.affinity, provider) {
+        (Some(key), Some(_)) => {
+            Some(ctx.template(format!("{place}.affinity"), key, affinity_scope))
+        }
+        (Some(key), None) => {
+            let message = format!(
+                "{label}: affinity keeps calls on one endpoint of a provider's pool (urls); the step has no provider"
+            );
+            ctx.diags.at(key.span(), message);
+            None
+        }
+        (None, _) => None,
+    };
+    if let (Some(flag), None) = (&raw.affinity_failover, &raw.affinity) {
+        let message = format!("{label}: affinity_failover goes with affinity = \"{{{{ … }}}}\"; add affinity or drop it");
+        ctx.diags.at(flag.span(), message);
+    }
+    let affinity_failover = raw.affinity_failover.as_ref().is_some_and(|f| *f.get_ref());
 
     let scope = Scope::Step {
         index,
@@ -186,7 +311,11 @@ fn step(
     Some(Step {
         name,
         index,
-        provider: raw.provider.as_ref().map(|p| p.get_ref().clone()),
+        provider: provider_template
+            .is_none()
+            .then(|| raw.provider.as_ref().map(|p| p.get_ref().clone()))
+            .flatten(),
+        provider_template,
         concurrency: concurrency.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
         for_each,
         timeout,
@@ -198,8 +327,50 @@ fn step(
             .assume_latency
             .as_ref()
             .and_then(|t| ctx.nonzero(t, "assume_latency")),
+        batch,
+        needs: Vec::new(),
+        affinity,
+        affinity_failover,
         kind,
     })
+}
+
+/// Most inputs OpenAI takes in one embeddings request.
+const MAX_EMBED_BATCH: u64 = 2048;
+
+/// `batch = N` (embed steps only; the key check refuses it elsewhere): 1 to
+/// 2,048 units a request, live calls only, not in a fan-out.
+fn embed_batch(
+    raw: &RawStep,
+    fan_out: bool,
+    provider: Option<&crate::Provider>,
+    label: &str,
+    ctx: &mut Ctx,
+) -> Option<usize> {
+    let n = raw.batch.as_ref()?;
+    let value = *n.get_ref();
+    let problem = if value == 0 || value > MAX_EMBED_BATCH {
+        Some(format!(
+            "{label}: batch = {value}: give 1 to {MAX_EMBED_BATCH} units per request (OpenAI takes at most {MAX_EMBED_BATCH} inputs)"
+        ))
+    } else if fan_out {
+        Some(format!(
+            "{label}: batch and for_each do not go together: batch gathers units, not a unit's elements; drop one"
+        ))
+    } else if provider.is_some_and(|p| p.mode != crate::Mode::Live) {
+        Some(format!(
+            "{label}: batch gathers live requests; its provider sends through the batch API (mode), which takes each unit's request on its own: drop batch or set mode = \"live\""
+        ))
+    } else {
+        None
+    };
+    match problem {
+        Some(message) => {
+            ctx.diags.at(n.span(), message);
+            None
+        }
+        None => usize::try_from(value).ok(),
+    }
 }
 
 /// Keys no step kind takes: "did you mean" among the keys of the step's

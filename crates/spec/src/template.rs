@@ -307,6 +307,19 @@ impl TValue {
         }
     }
 
+    /// Every template inside, to rebind.
+    pub(crate) fn templates_mut(&mut self) -> Vec<&mut Template> {
+        match self {
+            TValue::Literal(_) => Vec::new(),
+            TValue::Template(t) => vec![t],
+            TValue::Array(items) => items.iter_mut().flat_map(TValue::templates_mut).collect(),
+            TValue::Object(fields) => fields
+                .iter_mut()
+                .flat_map(|(_, v)| v.templates_mut())
+                .collect(),
+        }
+    }
+
     /// An empty object.
     pub fn empty_object() -> TValue {
         TValue::Object(Vec::new())

@@ -58,9 +58,12 @@ pub(crate) struct Templates {
 }
 
 impl Templates {
-    pub(crate) fn new() -> Self {
+    /// Templates whose file functions read through `files`.
+    pub(crate) fn new(files: &crate::FileScope) -> Self {
+        let mut env = environment();
+        files.register(&mut env);
         Templates {
-            env: environment(),
+            env,
             placeholder: Arc::new(environment()),
             entries: Vec::new(),
         }
@@ -262,6 +265,17 @@ fn check_step(
              steps; available here: {earlier}"
         ));
     }
+    if !known.steps[index].upstream.contains(&p) {
+        let needed = list_or_none(
+            known.steps[index]
+                .upstream
+                .iter()
+                .filter_map(|&u| known.steps[u].name.as_deref()),
+        );
+        return Err(format!(
+            "step {name:?} is not among the steps this one needs, so it may not have run yet; add it to needs; steps available here: {needed}"
+        ));
+    }
     if let (Some(f), true) = (field, known.steps[p].fans_out) {
         return Err(format!(
             "step {name:?} has for_each, so steps.{name} is a list of outputs; \
@@ -323,6 +337,8 @@ fn templates_mut(job: &mut Job) -> Vec<&mut Template> {
     }
     for step in &mut job.steps {
         out.extend(step.for_each.as_mut());
+        out.extend(step.affinity.as_mut());
+        out.extend(step.provider_template.as_mut());
         match &mut step.kind {
             StepKind::Chat {
                 model,
@@ -332,7 +348,7 @@ fn templates_mut(job: &mut Job) -> Vec<&mut Template> {
             } => {
                 out.push(model);
                 for m in messages.iter_mut() {
-                    out.push(&mut m.content);
+                    out.extend(m.content.templates_mut());
                     out.extend(m.tool_call_id.as_mut());
                     if let Some(calls) = &mut m.tool_calls {
                         tvalue_mut(calls, &mut out);
@@ -384,7 +400,9 @@ fn templates_mut(job: &mut Job) -> Vec<&mut Template> {
             } => {
                 out.push(model);
                 out.extend(system.as_mut());
-                out.extend(turns.iter_mut());
+                for turn in turns.iter_mut() {
+                    out.extend(turn.templates_mut());
+                }
                 tvalue_mut(params, &mut out);
             }
         }

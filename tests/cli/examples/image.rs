@@ -22,15 +22,19 @@ use super::Example;
 use crate::serve::Serve;
 use crate::util::*;
 
-/// The job's `concurrency`: images in flight at once.
+/// Images in flight at once: the server's default for a submitted job that
+/// sets no `concurrency` (the example's `run.sh` starts it so).
 const N: usize = 4;
+
+/// `sluice serve` as the example's `run.sh` starts it: N workers a job.
+const WORKERS: &[&str] = &["--default-concurrency", "4", "--max-concurrency", "4"];
 
 #[test]
 fn image_service_streams_each_image_as_it_finishes_and_leaves_no_temp_files() {
     let ex = Example::copy("image-service");
     let model = Model::start();
     ex.point_to(9500, model.port);
-    let server = Serve::start(&ex.s, &[], &[]);
+    let server = Serve::start(&ex.s, WORKERS, &[]);
     let images = images(&ex);
     assert!(images.len() > 2 * N, "the example sends more images than N");
     let (content_type, body) = form(&ex.job, &images);
@@ -102,7 +106,7 @@ fn a_client_that_leaves_mid_stream_leaves_the_run_to_finish() {
     let ex = Example::copy("image-service");
     let model = Model::start();
     ex.point_to(9500, model.port);
-    let server = Serve::start(&ex.s, &[], &[]);
+    let server = Serve::start(&ex.s, WORKERS, &[]);
     let images = images(&ex);
     let (content_type, body) = form(&ex.job, &images);
     model.hold(true);
@@ -153,7 +157,18 @@ fn the_compare_script_submits_both_ways_against_the_mock() {
     // The example's mock, faster (run.sh: 300-900 ms an image).
     let mock = Mock::start(&["--latency-ms", "20", "--jitter-ms", "60", "--seed", "8"]);
     ex.point(9500, &mock);
-    let server = Serve::start(&ex.s, &["--store", ".sluice/sluice.db"], &[]);
+    let server = Serve::start(
+        &ex.s,
+        &[
+            "--store",
+            ".sluice/sluice.db",
+            "--default-concurrency",
+            "4",
+            "--max-concurrency",
+            "4",
+        ],
+        &[],
+    );
     let out = std::process::Command::new("python3")
         .arg(ex.path("compare.py"))
         .args(["--server", &format!("http://127.0.0.1:{}", server.port)])

@@ -143,6 +143,8 @@ fn video_episodes_run_strictly_in_order_with_one_worker() {
         "--set",
         "concurrency=1",
         "--set",
+        "max_in_flight=1",
+        "--set",
         "steps.*.concurrency=1",
         "--json",
     ]);
@@ -166,17 +168,83 @@ fn video_episodes_run_strictly_in_order_with_one_worker() {
     calls.sort_by_key(|(at, _)| *at);
     let mut order: Vec<String> = calls.into_iter().map(|(_, c)| c).collect();
     order.dedup();
+    // One episode after the other; within one, its three kinds of asset take
+    // turns (they need nothing of each other), each kind's elements in order.
     let mut expected = Vec::new();
     for episode in episodes(&ex) {
         let id = episode["id"].as_str().unwrap();
+        let mut mine: Vec<String> = order
+            .iter()
+            .filter(|c| c.starts_with(&format!("{id} ")))
+            .cloned()
+            .collect();
         for (list, key) in [("lines", "line"), ("scenes", "scene"), ("broll", "cue")] {
-            for k in 0..episode[list].as_array().unwrap().len() {
-                expected.push(format!("{id} {key} {k}"));
-            }
+            let kind: Vec<String> = mine
+                .iter()
+                .filter(|c| c.starts_with(&format!("{id} {key} ")))
+                .cloned()
+                .collect();
+            let in_order: Vec<String> = (0..episode[list].as_array().unwrap().len())
+                .map(|k| format!("{id} {key} {k}"))
+                .collect();
+            assert_eq!(kind, in_order, "{id} {key}s in order");
         }
+        expected.append(&mut mine);
     }
-    assert_eq!(order, expected, "workers = 1 is strictly sequential");
+    assert_eq!(order, expected, "one episode after the other");
     for mock in [&voice, &images] {
         assert_eq!(mock.stats()["max_in_flight"], 1);
     }
+}
+
+/// One episode at a time, 200 ms a call: an episode's voice lines, scenes
+/// and b-roll start together, at most `max_in_flight` (5) calls at once — and
+/// more without that cap.
+#[test]
+fn video_episodes_overlap_an_episodes_assets_under_its_max_in_flight() {
+    let mut image_peaks = Vec::new();
+    for cap in ["5", "12"] {
+        let ex = Example::copy("video-episodes");
+        let slow = |seed: &str| Mock::start(&["--latency-ms", "200", "--seed", seed]);
+        let (voice, images) = (slow("4"), slow("5"));
+        ex.point(9301, &voice);
+        ex.point(9302, &images);
+        let out = ex.run(&[
+            "--set",
+            "providers.images.rpm=60000",
+            "--set",
+            "concurrency=1",
+            "--set",
+            &format!("max_in_flight={cap}"),
+            "--json",
+        ]);
+        summary(&out, 0);
+        for r in ex.results() {
+            let times = |step: &str, field: &str| -> Vec<String> {
+                r["steps"][step]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|o| o[field].as_str().unwrap().to_owned())
+                    .collect()
+            };
+            // Scenes and b-roll began before the voice lines were done (a
+            // call takes at least 200 ms): the episode's assets overlapped.
+            let voice_end = times("voice", "finished_at").into_iter().max().unwrap();
+            for step in ["scenes", "broll"] {
+                let start = times(step, "started_at").into_iter().min().unwrap();
+                assert!(start < voice_end, "{step} waited for voice: {r}");
+            }
+        }
+        let peak = u(&images.stats()["max_in_flight"]);
+        assert!(
+            u(&voice.stats()["max_in_flight"]) <= 4,
+            "the voice step's own cap"
+        );
+        image_peaks.push(peak);
+    }
+    // With 5, the image service never saw more than one episode's 5; with
+    // 12, the first episode's 4 scenes and 3 b-roll cues went out together.
+    assert!(image_peaks[0] <= 5, "{image_peaks:?}");
+    assert!(image_peaks[1] > 5, "{image_peaks:?}");
 }

@@ -77,6 +77,19 @@ fn vision_rpm_holds_the_rate_resumes_exactly_once_and_caches_for_a_week() {
         "every poster analysed exactly once: {stats}"
     );
     assert_eq!(stats["duplicate_requests"], 0, "{stats}");
+    // Every call carried its poster's image, which the mock decoded as a PNG.
+    assert_eq!(stats["requests_with_images"], stats["requests"], "{stats}");
+    assert_eq!(stats["images"], stats["requests"], "{stats}");
+    assert!(
+        u(&stats["image_bytes"]) >= 139 * u(&stats["requests"]),
+        "{stats}"
+    );
+    let sent = mock.journal("/v1/");
+    let body: Value = serde_json::from_str(sent[0]["body"].as_str().unwrap()).unwrap();
+    let url = body["messages"][1]["content"][1]["image_url"]["url"]
+        .as_str()
+        .unwrap();
+    assert!(url.starts_with("data:image/png;base64,"), "{url}");
     // The rate held — 1,200/min is 20 in any second, plus the one request
     // of burst, plus what a stall bunches — with several calls in flight,
     // though the job sets no concurrency (unpaced, they would all go at once).

@@ -206,6 +206,7 @@ fn unit_of(claimed: &Claimed) -> std::result::Result<Unit, String> {
         hash: claimed.unit.hash,
         resume: claimed.claims > 1,
         place: None,
+        in_flight: None,
     })
 }
 
@@ -399,6 +400,7 @@ mod tests {
             hash: u64::MAX - 5,
             resume: false,
             place: None,
+            in_flight: None,
         };
         let claimed = Claimed {
             unit: queued(&unit),

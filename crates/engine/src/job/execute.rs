@@ -123,6 +123,10 @@ where
         files,
         early_stop,
     } = work;
+    if let Some(files) = &files {
+        // data_url() and base64() read under the same confinement as uploads.
+        job.files.confine(files.roots());
+    }
     let Env {
         vars: env,
         value: env_value,
@@ -224,6 +228,7 @@ where
             .map(|s| FirstCalls::new(early_stop, Some(s.name.clone())))
             .collect(),
         recording,
+        embed_batches: Default::default(),
     });
     let run_hook = match &job.webhook {
         Some(hook) if hook.on == WebhookOn::Run => Some(webhook_target(hook, &env_value)?),

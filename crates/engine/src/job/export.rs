@@ -1,13 +1,17 @@
 //! Results of a job run: one line (or row) per unit, with every step's output.
 //!
-//! JSONL: `{"id","item_id","matrix","status","error","steps":{name: output}}`
-//! (and `"item"` with the item's fields when asked for).
-//! CSV and Parquet: `id, item_id, status, error`, a column per matrix key,
+//! JSONL: `{"id","item_id","matrix","status","error","started_at",
+//! "finished_at","duration_ms","steps":{name: output}}` (and `"item"` with the
+//! item's fields when asked for); each step's output carries its own times.
+//! CSV and Parquet: `id, item_id, status, error, started_at, finished_at,
+//! duration_ms`, a column per matrix key,
 //! `item.KEY` columns when asked for, then per step: `<step>.text`,
 //! `<step>.json`, `<step>.file`, `<step>.status` (a fan-out step's list is
 //! JSON in its `.json` cell), `<step>.ttft_ms`, `<step>.tokens_per_s` for
 //! steps with `stream = true`, and `<step>.prompt_tokens`,
-//! `<step>.completion_tokens`, `<step>.latency_ms`. An `embed` step has
+//! `<step>.completion_tokens`, `<step>.latency_ms`, `<step>.started_at`,
+//! `<step>.finished_at`, `<step>.duration_ms` (a fan-out step: the span of
+//! its elements). An `embed` step has
 //! `<step>.embedding` (the vector, or the list of vectors of a list input)
 //! instead of text/json/file/status, and no completion tokens.
 
@@ -19,6 +23,7 @@ use sluice_store::{ItemRecord, ItemStatus, Output, RunMeta, Store};
 use crate::error::Result;
 use crate::export::table::{embedding_type, widen, Cell, ColType, Column, Flatten, ItemFields};
 use crate::export::{split_error, write_table, ExportFormat, ExportOptions};
+use crate::job::timing;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -92,6 +97,7 @@ pub(crate) fn result_line(item: &ItemRecord, include_item: bool) -> Json {
     }
     line.insert("status".into(), json!(item.status.as_str()));
     line.insert("error".into(), error_value(item));
+    timing::unit_fields(&mut line, item.started_at, item.finished_at);
     line.insert(
         "steps".into(),
         r.get("steps").cloned().unwrap_or_else(|| json!({})),
@@ -114,6 +120,9 @@ impl StepColumns {
                 ("embedding", ty.unwrap_or(ColType::Vector)),
                 ("prompt_tokens", ColType::Int),
                 ("latency_ms", ColType::Int),
+                ("started_at", ColType::Str),
+                ("finished_at", ColType::Str),
+                ("duration_ms", ColType::Int),
             ];
         }
         let mut fields = vec![
@@ -130,6 +139,9 @@ impl StepColumns {
             ("prompt_tokens", ColType::Int),
             ("completion_tokens", ColType::Int),
             ("latency_ms", ColType::Int),
+            ("started_at", ColType::Str),
+            ("finished_at", ColType::Str),
+            ("duration_ms", ColType::Int),
         ]);
         fields
     }
@@ -143,6 +155,9 @@ fn pending_result(unit_id: &str) -> Json {
         "matrix": null,
         "status": "pending",
         "error": null,
+        "started_at": null,
+        "finished_at": null,
+        "duration_ms": null,
         "steps": {},
     })
 }
@@ -217,6 +232,9 @@ impl Flatten for JobTable {
             Column::new("item_id", ColType::Str),
             Column::new("status", ColType::Str),
             Column::new("error", ColType::Str),
+            Column::new("started_at", ColType::Str),
+            Column::new("finished_at", ColType::Str),
+            Column::new("duration_ms", ColType::Int),
         ];
         columns.extend(
             self.axes
@@ -240,6 +258,11 @@ impl Flatten for JobTable {
         row.push(Cell::of(r.get("item_id"), ColType::Str));
         row.push(Cell::Str(item.status.as_str().to_string()));
         row.push(item.error.clone().map_or(Cell::Null, Cell::Str));
+        let mut times = serde_json::Map::new();
+        timing::unit_fields(&mut times, item.started_at, item.finished_at);
+        row.push(Cell::of(times.get("started_at"), ColType::Str));
+        row.push(Cell::of(times.get("finished_at"), ColType::Str));
+        row.push(Cell::of(times.get("duration_ms"), ColType::Int));
         for a in &self.axes {
             row.push(Cell::of(
                 r.get("matrix").and_then(|m| m.get(a)),
@@ -251,12 +274,21 @@ impl Flatten for JobTable {
         }
         for step in &self.steps {
             let out = r.get("steps").and_then(|s| s.get(&step.name));
+            // A fan-out step's times: from its first element's start to its
+            // last element's end.
+            let span = match out {
+                Some(Json::Array(list)) => timing::span(list),
+                _ => None,
+            };
             for (field, ty) in step.fields() {
-                row.push(match out {
+                row.push(match (out, &span, field) {
+                    (Some(Json::Array(_)), Some((s, _, _)), "started_at") => Cell::Str(s.clone()),
+                    (Some(Json::Array(_)), Some((_, f, _)), "finished_at") => Cell::Str(f.clone()),
+                    (Some(Json::Array(_)), Some((_, _, d)), "duration_ms") => Cell::Int(*d as i64),
                     // A fan-out step: its list of outputs goes in the .json cell.
-                    Some(list @ Json::Array(_)) if field == "json" => Cell::Json(list.to_string()),
-                    Some(Json::Array(_)) | None => Cell::Null,
-                    Some(out) => step_cell(out, field, ty),
+                    (Some(list @ Json::Array(_)), _, "json") => Cell::Json(list.to_string()),
+                    (Some(Json::Array(_)) | None, _, _) => Cell::Null,
+                    (Some(out), _, _) => step_cell(out, field, ty),
                 });
             }
         }

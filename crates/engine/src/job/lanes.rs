@@ -169,15 +169,29 @@ impl Lane {
     /// none does (waiting is not an attempt, so items do not burn retries).
     /// With `fail_when_open`, returns `None` instead of waiting when every
     /// breaker is open (a step with a fallback takes it rather than wait).
-    async fn pick(&self, fail_when_open: bool) -> Option<usize> {
+    async fn pick(&self, fail_when_open: bool, affinity: Option<(u64, bool)>) -> Option<usize> {
         loop {
             let now = self.now();
             let mut best: Option<usize> = None;
             let mut all_open = true;
             let mut wake = now + POLL.as_nanos() as u64;
             let bases = &self.share.bases;
-            let mut order: Vec<usize> = (0..bases.len()).collect();
-            order.sort_by_key(|&i| bases[i].in_flight.load(Relaxed));
+            let order: Vec<usize> = match affinity {
+                Some((key, failover)) => {
+                    let order =
+                        crate::job::affinity::order(key, bases.iter().map(|b| b.url.as_str()));
+                    // Without failover only its own endpoint will do: wait for it.
+                    order
+                        .into_iter()
+                        .take(if failover { usize::MAX } else { 1 })
+                        .collect()
+                }
+                None => {
+                    let mut order: Vec<usize> = (0..bases.len()).collect();
+                    order.sort_by_key(|&i| bases[i].in_flight.load(Relaxed));
+                    order
+                }
+            };
             for i in order {
                 let base = &bases[i];
                 if self
@@ -185,6 +199,8 @@ impl Lane {
                     .url_concurrency
                     .is_some_and(|cap| base.in_flight.load(Relaxed) >= cap)
                 {
+                    // Busy, not failing: a place frees soon.
+                    all_open = false;
                     continue;
                 }
                 if self
@@ -304,6 +320,9 @@ pub(crate) struct LaneRoute<'a> {
     pub(crate) method: Method,
     /// Fail at once while every endpoint's breaker is open (the step has a fallback).
     pub(crate) fail_when_open: bool,
+    /// `affinity`: the call's key, and whether it may go to the next
+    /// endpoint while its own is down (else it waits for it).
+    pub(crate) affinity: Option<(u64, bool)>,
 }
 
 /// An attempt's place in the provider's concurrency and on a base URL;
@@ -332,7 +351,7 @@ impl<'a> Route for LaneRoute<'a> {
 
     async fn pick(&self) -> std::result::Result<(Cow<'_, Endpoint>, Ticket<'a>), String> {
         let place = self.lane.gate().enter(self.lane.tenant).await;
-        let Some(index) = self.lane.pick(self.fail_when_open).await else {
+        let Some(index) = self.lane.pick(self.fail_when_open, self.affinity).await else {
             return Err(format!(
                 "circuit_open: every endpoint of provider {} is failing (its circuit breakers are open)",
                 self.lane.name

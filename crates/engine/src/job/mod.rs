@@ -1,6 +1,7 @@
 //! Job-file runs: units (item × matrix) streamed through the steps, each step
 //! limited by its provider, every step outcome recorded, resumable per step.
 
+mod affinity;
 mod batch;
 mod check;
 mod choose;
@@ -18,6 +19,7 @@ mod requests;
 mod runner;
 mod sharing;
 mod show;
+mod timing;
 mod units;
 mod window;
 

@@ -54,6 +54,17 @@ pub(crate) struct StepOutput {
     /// (a conversation: all its completion tokens over all its generation time).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) tokens_per_s: Option<f64>,
+    /// When the unit entered this step (RFC 3339, UTC, milliseconds); see
+    /// `timing`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) started_at: Option<String>,
+    /// When this output was ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) finished_at: Option<String>,
+    /// Milliseconds from `started_at` to `finished_at`: waits, retries and
+    /// backoff included (`latency_ms` is the call alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) duration_ms: Option<u64>,
 }
 
 /// Token usage of one call (or the sum over a conversation).

@@ -40,6 +40,15 @@ pub struct StepPlan {
     pub cost_usd: Option<f64>,
     /// The same through the provider's batch API (its batch prices).
     pub batch_cost_usd: Option<f64>,
+    /// Image parts its requests carry (over the units rendered).
+    pub images: u64,
+    /// Of those, images whose size is not known before sending (a URL the
+    /// API fetches): counted at the tile rule's largest answer.
+    pub images_unsized: u64,
+    /// A step whose provider is chosen per unit (`provider = "{{ matrix.… }}"`):
+    /// its calls and tokens by the provider each unit goes to.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub by_provider: std::collections::BTreeMap<String, (u64, u64)>,
 }
 
 /// The lower bound one provider's limits put on the run's wall time.
@@ -207,7 +216,10 @@ pub(crate) fn estimate_plan(
         .map(|s| StepPlan {
             name: s.name.clone(),
             kind: s.kind.name().into(),
-            provider: s.provider.clone(),
+            provider: s
+                .provider
+                .clone()
+                .or_else(|| s.provider_template.as_ref().map(|t| t.source().to_owned())),
             calls: 0,
             calls_at_least: false,
             tokens: matches!(
@@ -218,6 +230,9 @@ pub(crate) fn estimate_plan(
             tokens_partial: false,
             cost_usd: None,
             batch_cost_usd: None,
+            images: 0,
+            images_unsized: 0,
+            by_provider: Default::default(),
         })
         .collect();
     let mut units = 0u64;
@@ -237,6 +252,18 @@ pub(crate) fn estimate_plan(
                 let ctx = json!({"item": item.value, "index": item.position, "matrix": combo, "env": {}, "steps": {}});
                 let ctx = minijinja::Value::from(minijinja::value::Serde(ctx));
                 for (plan, step) in steps.iter_mut().zip(&job.steps) {
+                    // A provider chosen per unit: this unit's.
+                    let resolved;
+                    let step = match &step.provider_template {
+                        Some(t) => {
+                            let mut own = step.clone();
+                            own.provider = t.render(&ctx).ok().map(|n| n.trim().to_owned());
+                            resolved = own;
+                            &resolved
+                        }
+                        None => step,
+                    };
+                    let (calls_before, tokens_before) = (plan.calls, plan.tokens.unwrap_or(0));
                     let turns = match &step.kind {
                         StepKind::Conversation { turns, .. } => turns.len() as u64,
                         _ => 1,
@@ -245,7 +272,11 @@ pub(crate) fn estimate_plan(
                     plan.calls_at_least |= step.for_each.is_some();
                     if let Some(tokens) = plan.tokens.as_mut() {
                         let t = match estimate(step, &ctx) {
-                            Some(t) => t,
+                            Some((t, (images, unknown))) => {
+                                plan.images += images;
+                                plan.images_unsized += unknown;
+                                t
+                            }
                             None => {
                                 plan.tokens_partial = true;
                                 template_estimate(step)
@@ -258,6 +289,11 @@ pub(crate) fn estimate_plan(
                             *plan.batch_cost_usd.get_or_insert(0.0) += batch;
                         }
                     }
+                    if let (Some(_), Some(name)) = (&step.provider_template, &step.provider) {
+                        let mine = plan.by_provider.entry(name.clone()).or_default();
+                        mine.0 += plan.calls - calls_before;
+                        mine.1 += plan.tokens.unwrap_or(0) - tokens_before;
+                    }
                 }
             }
         }
@@ -268,6 +304,11 @@ pub(crate) fn estimate_plan(
         if step.for_each.is_some() {
             plan.calls = fan.elements + fan.unknown_units;
             plan.calls_at_least = fan.unknown_units > 0;
+        }
+        // `batch = N`: N units' inputs a request (fewer when a gathering
+        // does not fill, so this is the least).
+        if let Some(n) = step.batch {
+            plan.calls = plan.calls.div_ceil(n as u64);
         }
     }
     let items = prepared.map(|p| match options.limit {
@@ -283,6 +324,11 @@ pub(crate) fn estimate_plan(
                 .filter(|s| s.provider.as_deref() == Some(&p.name));
             let (calls, tokens) =
                 mine.fold((0, 0), |(c, t), s| (c + s.calls, t + s.tokens.unwrap_or(0)));
+            // And its share of the steps whose provider each unit chooses.
+            let (calls, tokens) = steps
+                .iter()
+                .filter_map(|s| s.by_provider.get(&p.name))
+                .fold((calls, tokens), |(c, t), (sc, st)| (c + sc, t + st));
             let rpm_seconds = p.rpm.map(|r| calls as f64 / r as f64 * 60.0);
             let tpm_seconds = p.tpm.map(|t| tokens as f64 / t as f64 * 60.0);
             let windows = [
@@ -436,8 +482,8 @@ fn unset_cap_gap(job: &Job, step: &sluice_spec::Step, ctx: &minijinja::Value) ->
 }
 
 /// Tokens of one unit's call(s) of `step`, when its templates render without
-/// earlier steps' outputs.
-fn estimate(step: &sluice_spec::Step, ctx: &minijinja::Value) -> Option<u64> {
+/// earlier steps' outputs, and its image parts (all, and those of unknown size).
+fn estimate(step: &sluice_spec::Step, ctx: &minijinja::Value) -> Option<(u64, (u64, u64))> {
     if step.for_each.is_some() {
         return None;
     }
@@ -445,7 +491,7 @@ fn estimate(step: &sluice_spec::Step, ctx: &minijinja::Value) -> Option<u64> {
         StepKind::Chat { .. } | StepKind::Embed { .. } => requests::json_request(step, ctx)
             .ok()
             .flatten()
-            .map(|r| r.estimate.total()),
+            .map(|r| (r.estimate.total(), images(&r.body))),
         StepKind::Conversation { turns, .. } => {
             let mut prompts = Vec::new();
             let mut answers = Vec::new();
@@ -466,17 +512,47 @@ fn estimate(step: &sluice_spec::Step, ctx: &minijinja::Value) -> Option<u64> {
                     .unwrap_or(256);
                 answers.push("x".repeat((cap * 4) as usize));
             }
-            Some(total)
+            Some((total, (0, 0)))
         }
         _ => None,
     }
 }
 
+/// Image parts of a chat body, and those whose size a data URL does not say.
+fn images(body: &Json) -> (u64, u64) {
+    let parts = body["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["content"].as_array())
+        .flatten()
+        .filter_map(|p| p.pointer("/image_url/url").and_then(Json::as_str));
+    parts.fold((0, 0), |(all, unknown), url| {
+        let known = sluice_provider::dialect::media::data_url(url)
+            .and_then(|(_, data)| {
+                let head: String = data.chars().take(1024).collect();
+                let head = &head[..head.len() - head.len() % 4];
+                sluice_provider::dialect::media::base64_decode(head)
+            })
+            .and_then(|b| sluice_provider::dialect::media::image_size(&b))
+            .is_some();
+        (all + 1, unknown + u64::from(!known))
+    })
+}
+
 /// A floor when prompts cannot be rendered yet: the template text itself.
 fn template_estimate(step: &sluice_spec::Step) -> u64 {
     let text: usize = match &step.kind {
-        StepKind::Chat { messages, .. } => messages.iter().map(|m| m.content.source().len()).sum(),
-        StepKind::Conversation { turns, .. } => turns.iter().map(|t| t.source().len()).sum(),
+        StepKind::Chat { messages, .. } => messages
+            .iter()
+            .flat_map(|m| m.content.templates())
+            .map(|t| t.source().len())
+            .sum(),
+        StepKind::Conversation { turns, .. } => turns
+            .iter()
+            .flat_map(|t| t.templates())
+            .map(|t| t.source().len())
+            .sum(),
         _ => 0,
     };
     (text as u64).div_ceil(4)

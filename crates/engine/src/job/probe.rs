@@ -103,7 +103,7 @@ fn probeable(step: &Step) -> bool {
             ..
         } => {
             let mut t = vec![model];
-            t.extend(messages.iter().map(|m| &m.content));
+            t.extend(messages.iter().flat_map(|m| m.content.templates()));
             t.extend(params.templates());
             t
         }
@@ -127,7 +127,7 @@ fn probeable(step: &Step) -> bool {
         } => {
             let mut t = vec![model];
             t.extend(system.iter());
-            t.extend(turns.first());
+            t.extend(turns.first().into_iter().flat_map(|c| c.templates()));
             t.extend(params.templates());
             t
         }

@@ -82,11 +82,11 @@ pub(crate) fn json_request(
 }
 
 /// The chat body of conversation turn `k`: the system message, the earlier
-/// turns with their answers, then turn `k`.
+/// turns (text or content parts) with their answers, then turn `k`.
 pub(crate) fn conversation_request(
     step: &Step,
     ctx: &minijinja::Value,
-    prompts: &[String],
+    prompts: &[Json],
     answers: &[String],
 ) -> Result<Option<JsonRequest>, RenderError> {
     let StepKind::Conversation {
@@ -157,6 +157,20 @@ fn chat_estimate(body: &Json) -> Cost {
     Cost {
         input: prompt + tools,
         output: completion,
+    }
+}
+
+/// The text of a rendered turn: itself, or its text parts one per line
+/// (what a conversation's `.turns[k].prompt` keeps).
+pub(crate) fn prompt_text(prompt: &Json) -> String {
+    match prompt {
+        Json::String(s) => s.clone(),
+        Json::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p["text"].as_str())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        other => other.to_string(),
     }
 }
 

@@ -310,7 +310,7 @@ impl Secrets {
 
     fn mask_json(&self, value: Json) -> Json {
         match value {
-            Json::String(s) => Json::String(self.mask(&s)),
+            Json::String(s) => Json::String(shorten_inline_file(self.mask(&s))),
             Json::Array(items) => {
                 Json::Array(items.into_iter().map(|v| self.mask_json(v)).collect())
             }
@@ -321,5 +321,34 @@ impl Secrets {
             ),
             other => other,
         }
+    }
+}
+
+/// A file inlined as a data URL (`data_url()`), shown by its start and size:
+/// thousands of base64 characters say nothing on a terminal.
+fn shorten_inline_file(text: String) -> String {
+    const SHOWN: usize = 48;
+    match sluice_provider::dialect::media::data_url(&text) {
+        Some((media, data)) if data.len() > SHOWN => format!(
+            "data:{media};base64,{}… ({} bytes)",
+            &data[..SHOWN],
+            data.len() * 3 / 4
+        ),
+        _ => text,
+    }
+}
+
+#[cfg(test)]
+mod inline_tests {
+    #[test]
+    fn a_long_data_url_is_shown_by_its_start_and_size() {
+        let url = format!("data:image/png;base64,{}", "A".repeat(400));
+        let shown = super::shorten_inline_file(url);
+        assert_eq!(
+            shown,
+            format!("data:image/png;base64,{}… (300 bytes)", "A".repeat(48))
+        );
+        let short = "data:image/png;base64,AAAA".to_string();
+        assert_eq!(super::shorten_inline_file(short.clone()), short);
     }
 }

@@ -173,6 +173,7 @@ impl UnitIds {
                 ),
                 resume: false,
                 place: None,
+                in_flight: None,
             })
             .collect()
     }

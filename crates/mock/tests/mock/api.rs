@@ -21,8 +21,10 @@ async fn chat_answers_in_openai_shape_with_exact_usage() {
     assert_eq!(res.status, 200);
     assert_eq!(res.header("content-type"), "application/json");
     let v = res.json();
-    let prompt =
-        estimate_text_tokens("You are terse.") + estimate_text_tokens("Describe this picture");
+    // The image by URL counts as the tile rule's answer for 1024 × 1024.
+    let prompt = estimate_text_tokens("You are terse.")
+        + estimate_text_tokens("Describe this picture")
+        + 765;
     assert_eq!(v["object"], "chat.completion");
     assert_eq!(v["model"], "gpt-x");
     assert!(

@@ -147,7 +147,10 @@ pub(crate) async fn submit(
             base.as_deref(),
             &config.jobs,
         )?;
-        Ok::<_, ApiError>((parsed, runner::readable(&config, base.as_deref())))
+        let files = runner::readable(&config, base.as_deref());
+        // Its templates' file functions read only where its uploads may.
+        parsed.job.files.confine(files.roots());
+        Ok::<_, ApiError>((parsed, files))
     })
     .await?;
     let (parsed, files) = parsed?;

@@ -216,12 +216,12 @@ fn full_job_chat_and_embed_steps() {
     assert_eq!(model.render(&c).unwrap(), "b");
     assert_eq!(messages[0].role, "system");
     assert_eq!(
-        messages[1].content.place(),
+        messages[1].content.as_text().unwrap().place(),
         "steps.plan.messages[1].content"
     );
     assert_eq!(
         messages[1].content.render(&c).unwrap(),
-        "Describe u (run 2)"
+        json!("Describe u (run 2)")
     );
     // Keys keep their order; non-strings stay literal.
     let expected =
@@ -320,7 +320,10 @@ fn full_job_http_command_and_conversation_steps() {
     assert_eq!(model.render(&c).unwrap(), "b");
     assert_eq!(system.as_ref().unwrap().source(), "Be brief.");
     assert_eq!(turns[1].render(&c).unwrap(), "You said A0. Q2");
-    assert_eq!(turns[1].place(), "steps.dialogue.turns[1]");
+    assert_eq!(
+        turns[1].as_text().unwrap().place(),
+        "steps.dialogue.turns[1]"
+    );
     assert_eq!(params.render(&c).unwrap(), json!({"temperature": 0.7}));
     assert_eq!(path, "/chat/completions");
 }

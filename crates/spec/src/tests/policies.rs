@@ -295,7 +295,7 @@ fn cache_rules() {
     assert!(
         list[0]
             .message
-            .contains("fallback, assume_latency, provider"),
+            .contains("fallback, assume_latency, needs, provider"),
         "{}",
         list[0]
     );

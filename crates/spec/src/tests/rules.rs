@@ -455,7 +455,7 @@ fn templates_know_where_they_are_in_the_file() {
     let crate::StepKind::Chat { messages, .. } = &sluice_spec_step.kind else {
         panic!("a chat step");
     };
-    let t = &messages[0].content;
+    let t = messages[0].content.as_text().expect("text content");
     let origin = t.origin().expect("from the file");
     let line = BASE.lines().position(|l| l.contains("messages")).unwrap() + 1;
     assert_eq!(origin.line, line);

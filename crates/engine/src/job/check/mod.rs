@@ -234,8 +234,11 @@ impl<'a> Checker<'a> {
                     .map(|i| Value::from(format!("⟨answers[{i}]⟩")))
                     .collect();
                 turn_ctx.insert("answers".into(), Value::from(answers));
-                if let Err(e) = turn.render(&Value::from(turn_ctx.clone())) {
-                    self.render_failed(turn, &e, &turn_ctx, position, each_uncertain);
+                let value = Value::from(turn_ctx.clone());
+                for template in turn.templates() {
+                    if let Err(e) = template.render(&value) {
+                        self.render_failed(template, &e, &turn_ctx, position, each_uncertain);
+                    }
                 }
             }
         }
@@ -291,7 +294,7 @@ fn templates(step: &Step) -> Vec<&Template> {
             ..
         } => {
             out.push(model);
-            out.extend(messages.iter().map(|m| &m.content));
+            out.extend(messages.iter().flat_map(|m| m.content.templates()));
             out.extend(TValue::templates(params));
         }
         StepKind::Embed {

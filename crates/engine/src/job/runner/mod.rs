@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde_json::{json, Map, Value as Json};
 use sluice_spec::{Job, StepKind};
 use sluice_store::{ItemRecord, ItemStatus, Store};
@@ -20,6 +21,7 @@ use crate::item_error::ItemError;
 use crate::progress::Progress;
 use crate::writer::Message;
 
+mod embed_batch;
 mod model;
 mod multi;
 mod parts;
@@ -63,6 +65,8 @@ pub(crate) struct Shared {
     pub(crate) first_calls: Vec<crate::early_stop::FirstCalls>,
     /// The writer's store calls: a hanging store holds new calls.
     pub(crate) recording: Arc<crate::recording::Recording>,
+    /// Embed steps with `batch`: the units gathering for a shared request.
+    pub(crate) embed_batches: embed_batch::Gatherings,
 }
 
 impl Shared {
@@ -134,6 +138,9 @@ pub(crate) struct Unit {
     /// Its place in the run (set when it starts): a unit waiting for a batch
     /// gives up its slot of the window.
     pub(crate) place: Option<Arc<super::place::Place>>,
+    /// `max_in_flight`: its calls in flight at most, across the steps it runs
+    /// at once and their fan-outs (set when it starts).
+    pub(crate) in_flight: Option<Arc<Semaphore>>,
 }
 
 /// A part's end: its output, a failure message, or the run stopping.
@@ -155,8 +162,12 @@ pub(super) struct UnitTally {
 
 /// Runs `unit` through the job; `None` when the run stopped first (the unit
 /// stays pending, its finished steps recorded).
-pub(crate) async fn run_unit(shared: &Shared, unit: Unit) -> Option<ItemRecord> {
+pub(crate) async fn run_unit(shared: &Shared, mut unit: Unit) -> Option<ItemRecord> {
     let started_at = now_ms();
+    unit.in_flight = shared
+        .job
+        .max_in_flight
+        .map(|n| Arc::new(Semaphore::new(n.max(1))));
     let clock = Instant::now();
     let known = known_parts(shared, &unit.id, unit.resume);
     let mut outputs = Map::new();
@@ -220,7 +231,9 @@ pub(crate) async fn run_unit(shared: &Shared, unit: Unit) -> Option<ItemRecord> 
     })
 }
 
-/// Runs the steps in order; `false` when the run stopped first.
+/// Runs the steps, each as soon as the steps it needs are done (in file
+/// order when each needs the one before, the default); `false` when the run
+/// stopped first. After a failure no step starts; those running finish.
 async fn run_steps(
     shared: &Shared,
     unit: &Unit,
@@ -229,30 +242,77 @@ async fn run_steps(
     tally: &mut UnitTally,
     failure: &mut Option<String>,
 ) -> bool {
-    for step in &shared.job.steps {
-        let ctx = context(shared, unit, outputs, None);
-        let end = if let Some(for_each) = &step.for_each {
-            fan_out(shared, unit, step, outputs, &ctx, for_each, known, tally).await
-        } else if matches!(step.kind, StepKind::Conversation { .. }) {
-            conversation(shared, unit, step, &ctx, known, tally).await
-        } else {
-            let stem = crate::steps::http::safe_stem(&unit.id);
-            part(shared, unit, step, &ctx, -1, &stem, known, tally)
-                .await
-                .map_done(|o| o.to_value())
+    let steps = &shared.job.steps;
+    let mut started = vec![false; steps.len()];
+    let mut done = vec![false; steps.len()];
+    let mut running = FuturesUnordered::new();
+    loop {
+        if failure.is_none() {
+            for (i, step) in steps.iter().enumerate() {
+                if !started[i] && step.needs.iter().all(|&j| done[j]) {
+                    started[i] = true;
+                    running.push(run_step(shared, unit, step, outputs.clone(), known));
+                }
+            }
+        }
+        let Some((i, end, t)) = running.next().await else {
+            return true;
         };
+        tally.add(&t);
         match end {
             Done(value) => {
-                outputs.insert(step.name.clone(), value);
+                outputs.insert(steps[i].name.clone(), value);
+                done[i] = true;
             }
             Failed(message) => {
-                *failure = Some(unit_error(&step.name, &message));
-                break;
+                if failure.is_none() {
+                    *failure = Some(unit_error(&steps[i].name, &message));
+                }
             }
             Stopped => return false,
         }
     }
-    true
+}
+
+/// One step of a unit, with the outputs of the steps done when it started.
+async fn run_step(
+    shared: &Shared,
+    unit: &Unit,
+    step: &sluice_spec::Step,
+    outputs: Map<String, Json>,
+    known: &Known,
+) -> (usize, StepEnd, UnitTally) {
+    let mut tally = UnitTally::default();
+    let ctx = context(shared, unit, &outputs, None);
+    // `provider = "{{ matrix.… }}"`: this unit's own provider (every value
+    // was checked to name one when the job was loaded).
+    let resolved;
+    let step = match &step.provider_template {
+        Some(t) => match t.render(&ctx) {
+            Ok(name) => {
+                let mut own = step.clone();
+                own.provider = Some(name.trim().to_owned());
+                resolved = own;
+                &resolved
+            }
+            Err(e) => return (step.index, Failed(e.to_string()), tally),
+        },
+        None => step,
+    };
+    let end = if let Some(for_each) = &step.for_each {
+        fan_out(
+            shared, unit, step, &outputs, &ctx, for_each, known, &mut tally,
+        )
+        .await
+    } else if matches!(step.kind, StepKind::Conversation { .. }) {
+        conversation(shared, unit, step, &ctx, known, &mut tally).await
+    } else {
+        let stem = crate::steps::http::safe_stem(&unit.id);
+        part(shared, unit, step, &ctx, -1, &stem, known, &mut tally)
+            .await
+            .map_done(|o| o.to_value())
+    };
+    (step.index, end, tally)
 }
 
 fn humantime_like(d: std::time::Duration) -> String {

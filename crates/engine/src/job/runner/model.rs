@@ -32,6 +32,8 @@ pub(super) struct ModelCall<'a> {
     pub(super) part: i64,
     /// The request's fingerprint.
     pub(super) hash: u64,
+    /// The step's `affinity` key, rendered and hashed.
+    pub(super) affinity: Option<u64>,
 }
 
 /// How a model call ended.
@@ -54,6 +56,14 @@ pub(super) async fn call_model(
 ) -> ModelEnd {
     let lane = call.lane;
     let chat = !matches!(call.step.kind, StepKind::Embed { .. });
+    // A file too large for this API fails its unit here, not at the API.
+    if let Err(e) = sluice_provider::dialect::media::check_sizes(lane.dialect, &call.request.body) {
+        let error = format!(
+            "request_error: step {:?} to provider {:?}: {e}; nothing was sent",
+            call.step.name, lane.name
+        );
+        return ended(CallOutcome::Failed(error), None);
+    }
     // Only a translated body is a new value; an OpenAI one is sent as rendered.
     let (path, translated, estimate) = match lane.dialect {
         Dialect::Anthropic if chat => {
@@ -158,6 +168,7 @@ pub(super) async fn call_model(
         stream,
     };
     let target = Target::Pool {
+        affinity: call.affinity,
         path,
         method: Method::POST,
     };

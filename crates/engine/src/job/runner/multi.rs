@@ -12,6 +12,7 @@ use crate::calls::Tally;
 use crate::clock::now_ms;
 use crate::job::output::{parse_json_text, StepOutput, Turn, Usage};
 use crate::job::requests::{self, hash_json};
+use crate::job::timing;
 
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn fan_out(
@@ -94,13 +95,15 @@ pub(super) async fn conversation(
     let Some(lane) = step.provider.as_deref().and_then(|p| shared.lanes.get(p)) else {
         return Failed("the step has no provider".into());
     };
-    let mut prompts: Vec<String> = Vec::new();
+    let mut prompts: Vec<Json> = Vec::new();
     let mut answers: Vec<String> = Vec::new();
     let mut usages: Vec<Option<Usage>> = Vec::new();
     let mut streams: Vec<(Option<u64>, Option<f64>)> = Vec::new();
     let mut total = Usage::default();
     let mut latency_ms: Option<u64> = None;
+    let mut times: Vec<Json> = Vec::with_capacity(turns.len());
     for (k, turn) in turns.iter().enumerate() {
+        let entered = now_ms();
         // A turn may quote earlier answers: `answers[0]`.
         let mut turn_ctx: Json = serde_json::to_value(ctx).unwrap_or(Json::Null);
         turn_ctx["answers"] = json!(answers);
@@ -109,7 +112,7 @@ pub(super) async fn conversation(
             Ok(p) => p,
             Err(e) => return Failed(e.to_string()),
         };
-        prompts.push(prompt.clone());
+        prompts.push(prompt);
         let request = match requests::conversation_request(step, ctx, &prompts, &answers) {
             Ok(Some(r)) => r,
             Ok(None) => return Failed("not a conversation".into()),
@@ -133,7 +136,15 @@ pub(super) async fn conversation(
                     return Stopped;
                 }
                 let started = now_ms();
+                let _unit_slot = match &unit.in_flight {
+                    Some(slots) => slots.clone().acquire_owned().await.ok(),
+                    None => None,
+                };
                 let mut t = Tally::default();
+                let affinity = match super::parts::affinity_of(step, ctx) {
+                    Ok(a) => a,
+                    Err(e) => return Failed(e),
+                };
                 let call = ModelCall {
                     unit,
                     lane,
@@ -141,6 +152,7 @@ pub(super) async fn conversation(
                     request: &request,
                     part,
                     hash,
+                    affinity,
                 };
                 let ended = call_model(shared, &call, &mut t).await;
                 let (code, latency) = (ended.code, ended.latency);
@@ -149,6 +161,7 @@ pub(super) async fn conversation(
                         match chat_part_output(step, lane, &body, ended.stream) {
                             Ok(mut o) => {
                                 o.latency_ms = Some(latency.as_millis() as u64);
+                                timing::set(&mut o, entered, now_ms());
                                 let model = model_of(&request.body);
                                 shared.charge(lane, model, o.usage, ended.batched);
                                 PartEnd::Done(o)
@@ -182,6 +195,7 @@ pub(super) async fn conversation(
         if let Some(ms) = output.latency_ms {
             *latency_ms.get_or_insert(0) += ms;
         }
+        times.push(json!({"started_at": output.started_at, "finished_at": output.finished_at}));
         answers.push(output.text.clone().unwrap_or_default());
         usages.push(output.usage);
         streams.push((output.ttft_ms, output.tokens_per_s));
@@ -193,7 +207,7 @@ pub(super) async fn conversation(
         .zip(usages.into_iter().zip(streams))
         .map(
             |((prompt, answer), (usage, (ttft_ms, tokens_per_s)))| Turn {
-                prompt,
+                prompt: requests::prompt_text(&prompt),
                 answer,
                 usage,
                 ttft_ms,
@@ -202,7 +216,14 @@ pub(super) async fn conversation(
         )
         .collect();
     let (ttft_ms, tokens_per_s) = conversation_stream(&turns);
+    let (started_at, finished_at, duration_ms) = match timing::span(&times) {
+        Some((s, f, d)) => (Some(s), Some(f), Some(d)),
+        None => (None, None, None),
+    };
     let out = StepOutput {
+        started_at,
+        finished_at,
+        duration_ms,
         json: parse_json_text(&last),
         text: Some(last),
         usage: Some(total),

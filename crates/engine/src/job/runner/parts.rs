@@ -13,6 +13,7 @@ use crate::calls::Tally;
 use crate::clock::now_ms;
 use crate::job::output::{parse_json_text, StepOutput};
 use crate::job::requests;
+use crate::job::timing;
 use crate::progress::Progress;
 use crate::writer::Message;
 
@@ -28,6 +29,7 @@ pub(super) async fn part(
     known: &Known,
     tally: &mut UnitTally,
 ) -> PartEnd {
+    let entered = now_ms();
     let hash = match requests::fingerprint(step, ctx, part) {
         Ok(h) => h,
         Err(e) => return PartEnd::Failed(e.to_string()),
@@ -41,6 +43,7 @@ pub(super) async fn part(
     if let (Some(ttl), Some(key)) = (step.cache_ttl, cache_key) {
         if let Some(mut output) = shared.cached(key, ttl) {
             output.cached = Some(true);
+            timing::set(&mut output, entered, now_ms());
             Progress::add(&shared.progress.cache_hits, 1);
             let end = PartEnd::Done(output);
             let none = Tally::default();
@@ -64,6 +67,11 @@ pub(super) async fn part(
         // Items stay pending; a rerun with a higher budget continues.
         return PartEnd::Stopped;
     }
+    // One of the unit's `max_in_flight` places, then the step's own cap.
+    let _unit_slot = match &unit.in_flight {
+        Some(slots) => slots.clone().acquire_owned().await.ok(),
+        None => None,
+    };
     let _step_slot = match &shared.step_slots[step.index] {
         Some(slots) if step.for_each.is_none() => slots.clone().acquire_owned().await.ok(),
         _ => None,
@@ -124,6 +132,9 @@ pub(super) async fn part(
     }
     tally.attempts += t.attempts;
     tally.throttled += t.throttled;
+    if let PartEnd::Done(o) = &mut end {
+        timing::set(o, entered, now_ms());
+    }
     if let PartEnd::Done(o) = &end {
         tally.add_usage(o.usage);
         if let (Some(key), None) = (cache_key, &o.fallback) {
@@ -244,6 +255,10 @@ async fn execute(
             };
             let single = !request.body["input"].is_array();
             let model = request.body["model"].as_str().map(str::to_string);
+            let affinity = match affinity_of(step, ctx) {
+                Ok(a) => a,
+                Err(e) => return (PartEnd::Failed(e), None, Duration::ZERO),
+            };
             let call = ModelCall {
                 unit,
                 lane,
@@ -251,8 +266,14 @@ async fn execute(
                 request: &request,
                 part: key.0,
                 hash: key.1,
+                affinity,
             };
-            let end = call_model(shared, &call, tally).await;
+            let end = match step.batch {
+                Some(size) if matches!(step.kind, StepKind::Embed { .. }) => {
+                    super::embed_batch::call(shared, &call, size, tally).await
+                }
+                _ => call_model(shared, &call, tally).await,
+            };
             let outcome = match end.outcome {
                 CallOutcome::Done(body) => {
                     let parsed = if matches!(step.kind, StepKind::Chat { .. }) {
@@ -294,6 +315,10 @@ async fn execute(
             let uri = call.endpoint.uri.to_string();
             let target = match (provider_lane, first_base.and_then(|b| uri.strip_prefix(b))) {
                 (Some(_), Some(path)) if path.starts_with('/') => Target::Pool {
+                    affinity: match affinity_of(step, ctx) {
+                        Ok(a) => a,
+                        Err(e) => return (PartEnd::Failed(e), None, Duration::ZERO),
+                    },
                     path: path.to_string(),
                     method: call.endpoint.method.clone(),
                 },
@@ -385,4 +410,16 @@ async fn execute(
             Duration::ZERO,
         ),
     }
+}
+
+/// The step's `affinity` key for this part, rendered and hashed.
+pub(super) fn affinity_of(step: &Step, ctx: &minijinja::Value) -> Result<Option<u64>, String> {
+    step.affinity
+        .as_ref()
+        .map(|t| {
+            t.render(ctx)
+                .map(|k| crate::job::affinity::key(&k))
+                .map_err(|e| e.to_string())
+        })
+        .transpose()
 }

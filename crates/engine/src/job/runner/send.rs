@@ -22,8 +22,13 @@ pub(super) enum CallOutcome {
 
 /// Where a step's calls go.
 pub(super) enum Target {
-    /// `path` on the lane's least busy healthy base URL, per attempt.
-    Pool { path: String, method: Method },
+    /// `path` on the lane's least busy healthy base URL, per attempt (with
+    /// `affinity`, on the one its key maps to).
+    Pool {
+        path: String,
+        method: Method,
+        affinity: Option<u64>,
+    },
     /// One absolute URL.
     Url(Endpoint),
 }
@@ -95,12 +100,17 @@ pub(super) async fn send(
         expect_json,
     };
     let end = match target {
-        Target::Pool { path, method } => {
+        Target::Pool {
+            path,
+            method,
+            affinity,
+        } => {
             let route = LaneRoute {
                 lane,
                 path,
                 method,
                 fail_when_open: step.fallback.is_some(),
+                affinity: affinity.map(|key| (key, step.affinity_failover)),
             };
             calls::call(
                 &env,
