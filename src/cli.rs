@@ -596,9 +596,13 @@ pub(crate) struct BenchArgs {
     #[arg(long)]
     pub(crate) json: bool,
     /// Run only these scenarios: latency, rpm, tpm, overhead, memory, pipeline,
-    /// crash-resume, scale-out, faults, unknown-rpm.
+    /// crash-resume, scale-out, faults, unknown-rpm, allowance-full,
+    /// allowance-binds, server; and `soak`, which runs only when named here.
     #[arg(long, num_args = 1.., value_name = "NAME")]
     pub(crate) only: Vec<String>,
+    /// How long `--only soak` runs (minutes).
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub(crate) minutes: u64,
 }
 
 #[derive(Debug, Args)]

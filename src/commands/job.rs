@@ -193,7 +193,7 @@ pub(crate) fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
 
     let number = |key: &str| run.settings.get(key).and_then(|v| v.as_u64());
     let config = sluice_engine::QuickConfig {
-        input: sluice_engine::InputSource::Path(PathBuf::from(input)),
+        input: sluice_engine::QuickInput::Path(PathBuf::from(input)),
         url,
         concurrency: number("concurrency").unwrap_or(64) as usize,
         grow_to_rate: false,

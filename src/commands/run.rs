@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use sluice_engine::{
-    run_quick_with, ExportFormat, ExportOptions, InputSource, Progress, QuickConfig, RunHooks,
+    run_quick_with, ExportFormat, ExportOptions, Progress, QuickConfig, QuickInput, RunHooks,
     RunReport, RunStart, StartHook,
 };
 use sluice_limit::Backoff;
@@ -53,9 +53,9 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let store = args.store.for_input(&args.input);
     let config = QuickConfig {
         input: if args.input == "-" {
-            InputSource::Stdin
+            QuickInput::Stdin
         } else {
-            InputSource::Path(PathBuf::from(&args.input))
+            QuickInput::Path(PathBuf::from(&args.input))
         },
         url,
         concurrency: args.concurrency.unwrap_or(64),

@@ -66,16 +66,7 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             })),
             "top_errors": errors.iter().map(|(m, n)| serde_json::json!({"error": m, "count": n})).collect::<Vec<_>>(),
             "error_groups": groups,
-            "workers": workers.iter().map(|w| serde_json::json!({
-                "worker_id": w.worker_id,
-                "host": w.host,
-                "pid": w.pid,
-                "state": worker_state(w, now),
-                "in_flight": w.in_flight,
-                "started_at": w.started_at,
-                "last_beat_at": w.beat_at,
-                "live": w.live,
-            })).collect::<Vec<_>>(),
+            "workers": workers.iter().map(|w| sluice_engine::worker_view(w, now)).collect::<Vec<_>>(),
             "offload": run.settings.get("offload"),
             "batches": batches,
         });

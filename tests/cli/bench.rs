@@ -63,12 +63,18 @@ fn the_quick_suite_runs_every_scenario_and_every_check_holds() {
                     );
                 }
             }
-            // Scale-out needs `sluice worker` and PostgreSQL; it must say so.
+            // Scale-out needs `sluice worker`, PostgreSQL and `psql`; it must
+            // say so, and where they are required (CI:
+            // SLUICE_REQUIRE_POSTGRES=1) a skip is a failure, not a pass.
             "skipped" => {
                 assert_eq!(name, "scale-out");
-                assert!(scenario["reason"]
-                    .as_str()
-                    .is_some_and(|r| r.contains("needs")));
+                let reason = scenario["reason"].as_str().unwrap_or("");
+                assert!(reason.contains("needs"), "{reason}");
+                assert!(
+                    std::env::var("SLUICE_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+                    "scale-out was skipped but PostgreSQL and its tools are required \
+                     (SLUICE_REQUIRE_POSTGRES=1): {reason}"
+                );
             }
             other => panic!("{name} {other}: {}", scenario["reason"]),
         }

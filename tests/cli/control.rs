@@ -123,7 +123,10 @@ fn ids_once(path: &Path, n: usize) {
 fn a_cancelled_cli_run_ends_interrupted_and_a_rerun_finishes_the_rest() {
     let mock = Mock::start(&["--latency-ms", "200"]);
     let s = Scratch::new();
-    let n = 60;
+    // One call at a time for 40 s: on a loaded machine the status polls and
+    // the cancel take seconds, and a run that finished first would make the
+    // cancel a no-op ("stopped (finished)"). The rerun goes wide.
+    let n = 200;
     let input = s.write_lines("in.jsonl", &chat_lines(n));
     let url = mock.chat_url();
     let args = [
@@ -132,7 +135,7 @@ fn a_cancelled_cli_run_ends_interrupted_and_a_rerun_finishes_the_rest() {
         "--url",
         &url,
         "--concurrency",
-        "2",
+        "1",
     ];
     let run = spawn(&s, &args);
     wait_status(&s, "in", "some results", |v| u(&v["counts"]["done"]) >= 4);
@@ -166,8 +169,10 @@ fn a_cancelled_cli_run_ends_interrupted_and_a_rerun_finishes_the_rest() {
         said.contains("is not executing") && said.contains("rerun `sluice run"),
         "{said}"
     );
+    let mut wide = args;
+    wide[5] = "50";
     let rerun = s
-        .sluice(&args)
+        .sluice(&wide)
         .arg("--out")
         .arg("out.jsonl")
         .output()
@@ -208,8 +213,10 @@ fn the_server_pauses_resumes_and_cancels_a_run_started_from_the_cli() {
     let mock = Mock::start(&["--latency-ms", "200"]);
     let s = Scratch::new();
     let server = Serve::start(&s, &[], &[]);
-    let n = 100;
-    let job = job(&s, &mock, n, "concurrency = 2");
+    // 100 s at one call at a time: the run cannot end on its own before the
+    // cancel however slowly this machine polls.
+    let n = 500;
+    let job = job(&s, &mock, n, "concurrency = 1");
     let run = spawn(&s, &["run", job.to_str().unwrap()]);
     wait_status(&s, "shared", "some results", |v| {
         u(&v["counts"]["done"]) >= 4

@@ -153,4 +153,40 @@ fn the_api_key_is_sent_but_never_stored_logged_or_exported() {
             "the key leaked"
         );
     }
+
+    // A run killed mid-way leaves SQLite's write-ahead log beside the
+    // database: its pages are store too.
+    let slow = Mock::start_with_env(
+        &["--api-key-env", "MOCK_KEY", "--latency-ms", "200"],
+        &[("MOCK_KEY", secret)],
+    );
+    let many = s.write_lines("many.jsonl", &chat_lines(200));
+    let mut child = std::process::Command::new(bin())
+        .current_dir(s.dir.path())
+        .args(["run", many.to_str().unwrap(), "--url", &slow.chat_url()])
+        .args(["--api-key-env", "MY_KEY", "--concurrency", "2"])
+        .env("SLUICE_STORE", s.store())
+        .env("MY_KEY", secret)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while u(&slow.stats()["ok"]) < 6 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL: no checkpoint, the -wal stays
+    child.wait().unwrap();
+    let mut wal = false;
+    for entry in std::fs::read_dir(s.path("store")).unwrap() {
+        let path = entry.unwrap().path();
+        wal |= path.to_string_lossy().ends_with("-wal");
+        let hay = std::fs::read(&path).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&hay).contains(secret),
+            "the key leaked into {}",
+            path.display()
+        );
+    }
+    assert!(wal, "no -wal file was left to scan");
 }

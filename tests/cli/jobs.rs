@@ -188,6 +188,42 @@ fn validation_errors_name_file_line_and_column_and_send_nothing() {
     assert_eq!(mock.stats()["requests"], 0);
 }
 
+#[test]
+fn bad_toml_exits_2_naming_the_place_and_sends_nothing() {
+    let mock = Mock::start(&[]);
+    let s = Scratch::new();
+    eval_inputs(&s);
+    // Not a template problem but TOML itself: an unclosed string, a key
+    // given twice, a table where a value belongs.
+    let broken = [
+        EVAL.replacen("model = \"", "model = \"unclosed\n#", 1),
+        EVAL.replacen(
+            "[[steps]]",
+            "concurrency = 1\nconcurrency = 2\n[[steps]]",
+            1,
+        ),
+        format!("{EVAL}\n[[steps]]\nname = {{ = }}\n"),
+    ];
+    for text in &broken {
+        let job = s.job(text, Some(&mock), None);
+        for cmd in ["run", "plan"] {
+            let output = s.sluice(&[cmd, job.to_str().unwrap()]).output().unwrap();
+            let err = stderr(&output);
+            assert_eq!(output.status.code(), Some(2), "{cmd}: {err}");
+            let line = err
+                .split("job.toml:")
+                .nth(1)
+                .and_then(|rest| rest.split(':').next())
+                .and_then(|n| n.parse::<usize>().ok());
+            assert!(
+                line.is_some_and(|n| n >= 1 && n <= text.lines().count() + 1),
+                "{cmd}: no file:line in {err}"
+            );
+        }
+    }
+    assert_eq!(mock.stats()["requests"], 0, "nothing was sent");
+}
+
 const PIPELINE: &str = r#"
 name = "audio"
 

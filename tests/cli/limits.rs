@@ -30,7 +30,7 @@ fn rpm_limit_paces_requests_so_the_provider_never_throttles() {
     // next) but still refuses two requests at once or any faster rate.
     let mock = Mock::start(&["--rpm", "240", "--slack-ms", "125"]);
     let s = Scratch::new();
-    let input = s.write_lines("in.jsonl", &chat_lines(16));
+    let input = s.write_lines("in.jsonl", &chat_lines(40));
     let output = s
         .run(&input, &mock.chat_url(), &["--rpm", "240", "--json"])
         .output()
@@ -38,13 +38,32 @@ fn rpm_limit_paces_requests_so_the_provider_never_throttles() {
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let stats = mock.stats();
     assert_eq!(stats["rate_limited"], 0, "{stats}");
-    assert_eq!(stats["ok"], 16);
+    assert_eq!(stats["ok"], 40);
     assert!(u(&stats["max_requests_per_minute"]) <= 240);
-    // The spacing is the limiter's doing: 15 gaps of at least ~250 ms.
-    let span = u(&stats["last_ok_unix_ms"]) - u(&stats["first_ok_unix_ms"]);
+    // Both sides, as the mock's referee measured them: never faster than
+    // the limit, and not much slower either (a limiter at 10% of its limit
+    // would pass "no 429"). See RATE_MARGIN for the bounds.
+    assert_near_limit(&mock.rates(60_000)["requests_per_minute"], 240.0);
+}
+
+/// How far from its limit a paced run may land, as the mock's referee
+/// measures it from the first admission to the last. Measured here (2
+/// cores, three other builds running): with 16 requests 237.9 and 242.6 of
+/// 240/min, 15,989 and 16,019 of 16,000 tokens/min; but under two more CPU
+/// hogs (benches/under-load.sh) 16 requests once came to 14,976 tokens/min
+/// (-6.4%): the first request also opens the connection, and a stall near
+/// either end of a 4 s run moves that end. With 40 requests (10 s) under the
+/// hogs: 237.5 and 239.3 of 240, 15,555 and 15,978 of 16,000 — within 2.8%,
+/// so 5% holds with room. (Faster than the limit over any window is what the
+/// referee's 429s catch: none were sent.)
+const RATE_MARGIN: f64 = 0.05;
+
+fn assert_near_limit(achieved: &serde_json::Value, limit: f64) {
+    let achieved = achieved.as_f64().expect("a rate");
+    eprintln!("achieved {achieved:.1} of {limit}");
     assert!(
-        span >= 15 * 250 - 125,
-        "16 requests at 240/min took only {span} ms"
+        (achieved - limit).abs() <= limit * RATE_MARGIN,
+        "achieved {achieved:.1} per minute against a limit of {limit}"
     );
 }
 
@@ -78,7 +97,7 @@ fn tpm_limit_is_held_with_estimates_corrected_by_usage() {
     let mock = Mock::start(&["--tpm", "16000", "--slack-ms", "120"]);
     let s = Scratch::new();
     let prompt = "word ".repeat(40);
-    let lines: Vec<String> = (0..16)
+    let lines: Vec<String> = (0..40)
         .map(|i| chat_line(&format!("t{i}"), &format!("{prompt}{i:03}"), i))
         .collect();
     let lines: Vec<String> = lines
@@ -93,15 +112,14 @@ fn tpm_limit_is_held_with_estimates_corrected_by_usage() {
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let stats = mock.stats();
     assert_eq!(stats["rate_limited"], 0, "{stats}");
-    assert_eq!(stats["ok"], 16);
+    assert_eq!(stats["ok"], 40);
     let summary = json_stdout(&output);
     let used =
         u(&summary["recorded"]["prompt_tokens"]) + u(&summary["recorded"]["completion_tokens"]);
     assert_eq!(used, u(&stats["tokens_charged"]));
-    // Paced by actual usage (~66 tokens each), not by the 100-token reservation:
-    // 16 × 66 tokens at 16,000/min is at least ~3.6 s of sending.
-    let span = u(&stats["last_ok_unix_ms"]) - u(&stats["first_ok_unix_ms"]);
-    assert!(span >= 3_400, "tokens/min not held: {span} ms");
+    // Paced by actual usage (~66 tokens each), not by the 100-token
+    // reservation: at the limit both ways, as the referee measured it.
+    assert_near_limit(&mock.rates(60_000)["tokens_per_minute"], 16_000.0);
 }
 
 #[test]

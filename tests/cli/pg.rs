@@ -115,6 +115,48 @@ impl PgSchema {
     }
 }
 
+impl PgSchema {
+    /// Every row of every table in the schema, as text (`row::text`): what
+    /// the store holds, to search for what it must not.
+    pub(crate) fn dump(&self) -> String {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (client, connection) = tokio_postgres::connect(&self.base, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            let driver = tokio::spawn(connection);
+            let tables = client
+                .query(
+                    "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1",
+                    &[&self.name],
+                )
+                .await
+                .unwrap();
+            let mut out = String::new();
+            for t in tables {
+                let table: String = t.get(0);
+                let rows = client
+                    .query(
+                        &format!("SELECT t::text FROM {}.\"{table}\" t", self.name),
+                        &[],
+                    )
+                    .await
+                    .unwrap();
+                for r in rows {
+                    out.push_str(&r.get::<_, String>(0));
+                    out.push('\n');
+                }
+            }
+            drop(client);
+            let _ = driver.await;
+            out
+        })
+    }
+}
+
 impl Drop for PgSchema {
     fn drop(&mut self) {
         let _ = exec(

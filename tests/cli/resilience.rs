@@ -211,7 +211,9 @@ fn webhooks_are_signed_and_verify() {
 
 #[test]
 fn a_unit_deadline_cuts_a_hung_unit() {
-    let mock = Mock::start(&["--latency-ms", "5000"]);
+    // Calls of a minute: a run not cut by the 300 ms deadline takes at
+    // least that long, far from the 30 s a loaded debug run is allowed.
+    let mock = Mock::start(&["--latency-ms", "60000"]);
     let s = Scratch::new();
     items(&s, 2);
     let head = format!(
@@ -223,8 +225,8 @@ fn a_unit_deadline_cuts_a_hung_unit() {
     let out = s.sluice(&["run", path.to_str().unwrap()]).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
-        started.elapsed() < std::time::Duration::from_secs(4),
-        "the 5 s calls were not cut"
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "the 60 s calls were not cut"
     );
     for r in read_jsonl(&s.path("results.jsonl")) {
         assert_eq!(r["error"]["code"], "deadline", "{r}");
@@ -327,7 +329,9 @@ fn a_run_webhook_fires_once_with_the_totals() {
 /// A pipeline against one endpoint that is down for the first `outage`.
 fn outage_run(breaker: &str) -> (Option<i32>, Vec<serde_json::Value>) {
     let host = FakeHost::start(Behaviour {
-        outage: Some(std::time::Duration::from_millis(600)),
+        // Long against the 60 ms four quick attempts take, so a loaded
+        // machine's stall cannot carry them past the outage.
+        outage: Some(std::time::Duration::from_millis(3_000)),
         ..Default::default()
     });
     let s = Scratch::new();
@@ -345,12 +349,12 @@ fn outage_run(breaker: &str) -> (Option<i32>, Vec<serde_json::Value>) {
 #[test]
 fn while_the_breaker_is_open_items_wait_instead_of_burning_retries() {
     // With the breaker, items wait out the outage and all succeed: only the
-    // half-open probes (one per 300 ms cooldown, at most two inside the
-    // outage) spend an attempt of the item that carries them.
-    let (code, results) = outage_run("circuit_breaker = { failures = 2, cooldown = \"300ms\" }");
+    // half-open probes (one per 1.5 s cooldown, at most two inside the
+    // 3 s outage) spend an attempt of the item that carries them.
+    let (code, results) = outage_run("circuit_breaker = { failures = 2, cooldown = \"1500ms\" }");
     assert_eq!(code, Some(0), "{results:?}");
     assert!(results.iter().all(|r| r["status"] == "done"));
-    // Without it, four quick attempts all land inside the 600 ms outage.
+    // Without it, four quick attempts all land inside the 3 s outage.
     let (code, results) = outage_run("circuit_breaker = false");
     assert_eq!(code, Some(1));
     assert!(
@@ -362,9 +366,12 @@ fn while_the_breaker_is_open_items_wait_instead_of_burning_retries() {
 #[test]
 fn with_only_a_rate_the_unit_window_grows_to_reach_it() {
     // 100 calls/s at 1 s latency needs ~100 units in flight; the default is 64.
+    // The window grows once a latency is measured (after the first second),
+    // so the run lasts long enough after that to show it on a loaded
+    // machine: 600 calls, 6 s at the rate.
     let mock = Mock::start(&["--latency-ms", "1000"]);
     let s = Scratch::new();
-    items(&s, 300);
+    items(&s, 600);
     let head = format!(
         "[providers.main]\nbase_url = \"{}\"\nrpm = 6000",
         mock.url("/v1")
@@ -373,7 +380,13 @@ fn with_only_a_rate_the_unit_window_grows_to_reach_it() {
     let out = s.sluice(&["run", path.to_str().unwrap()]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let stats = mock.stats();
-    assert_eq!(stats["ok"], 300);
+    assert_eq!(stats["ok"], 600);
     let peak = u(&stats["max_in_flight"]);
-    assert!(peak > 64, "the window did not grow past 64: peak {peak}");
+    // Every call takes at least the mock's 1 s, so 64 units in flight can
+    // never make more than 64 calls a second: the rate shows the growth too.
+    let rate = mock.rates(1_000)["max_requests"].clone();
+    assert!(
+        peak > 64,
+        "the window did not grow past 64: peak {peak}, at most {rate} calls in a second"
+    );
 }

@@ -132,9 +132,16 @@ fn kill_9_mid_run_then_rerun_gives_every_item_exactly_once() {
     assert!(seen.values().all(|&c| c == 1));
     let stats = mock.stats();
     // Only what was in flight (or answered but not yet committed) at each kill
-    // was sent twice.
+    // was sent twice: per kill, the 40 in flight plus what the writer had
+    // not committed yet — it commits every 4 ms, a handful of answers at
+    // this rate; a loaded machine may hold it back longer, so as many again
+    // as are in flight. Measured here: 87 and 88 after two kills.
     let duplicates = u(&stats["duplicate_requests"]);
-    assert!(duplicates < 1_000, "{duplicates} requests sent twice");
+    eprintln!("{duplicates} requests sent twice after two kills");
+    assert!(
+        duplicates <= 2 * (40 + 40),
+        "{duplicates} requests sent twice"
+    );
     assert_eq!(u(&stats["ok"]) - duplicates, n as u64);
 }
 
@@ -203,8 +210,15 @@ fn sigint_does_not_wait_out_the_grace_period_for_calls_still_waiting_for_their_r
     while u(&mock.stats()["ok"]) < 1 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    // Let the answer be recorded (the writer commits within milliseconds).
-    std::thread::sleep(Duration::from_millis(300));
+    // Until the answer is recorded (an event, not a guess at the writer's
+    // speed).
+    while Instant::now() < deadline {
+        let status = s.sluice(&["status", "--json"]).output().unwrap();
+        if status.status.success() && u(&json_stdout(&status)["counts"]["done"]) >= 1 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let signalled = Instant::now();
     Command::new("sh")
         .args(["-c", &format!("kill -INT {}", child.id())])
@@ -214,8 +228,10 @@ fn sigint_does_not_wait_out_the_grace_period_for_calls_still_waiting_for_their_r
     let took = signalled.elapsed();
     assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
     // Nothing was on the wire, so nothing earns the 5 s grace period: the
-    // waiting calls give up at once (4 s leaves room for a loaded machine).
-    assert!(took < Duration::from_secs(4), "exit took {took:?}");
+    // waiting calls give up at once. Waiting out the grace (the bug this
+    // catches) takes at least 5 s however fast the machine; the next rate
+    // slot is 30 s away.
+    assert!(took < Duration::from_secs(5), "exit took {took:?}");
     assert_eq!(
         u(&mock.stats()["requests"]),
         1,

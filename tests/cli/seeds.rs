@@ -1185,3 +1185,72 @@ fn a_templated_provider_naming_no_provider_is_an_error_before_anything_is_sent()
     }
     assert_eq!(u(&mock.stats()["requests"]), 0);
 }
+
+/// An upload to the least busy host, then a stage at the host its answer
+/// names: `url` built from an earlier step's output.
+const PINNED: &str = r#"
+name = "pinned"
+concurrency = 12
+
+[input]
+path = "files.jsonl"
+
+[providers.gpu]
+urls = [URLS]
+url_concurrency = 1
+
+[[steps]]
+name = "upload"
+kind = "http"
+provider = "gpu"
+path = "/stages/upload"
+json = { file = "{{ item.path }}" }
+
+[[steps]]
+name = "denoise"
+kind = "http"
+provider = "gpu"
+url = "http://{{ steps.upload.json.host }}/stages/denoise"
+json = { file = "{{ steps.upload.json.id }}" }
+
+[output]
+path = "results.jsonl"
+"#;
+
+#[test]
+fn a_url_naming_a_host_of_the_pool_goes_to_that_host_under_its_limit() {
+    let pool: Vec<Mock> = (0..3)
+        .map(|_| Mock::start(&["--latency-ms", "20"]))
+        .collect();
+    let urls: Vec<String> = pool.iter().map(|m| format!("\"{}\"", m.url(""))).collect();
+    let s = Scratch::new();
+    files(&s, 12);
+    std::fs::write(s.path("job.toml"), PINNED.replace("URLS", &urls.join(", "))).unwrap();
+    let out = s.sluice(&["run", "job.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut homes = std::collections::BTreeMap::<String, u64>::new();
+    for r in read_jsonl(&s.path("results.jsonl")) {
+        let upload = r["steps"]["upload"]["json"]["host"].as_str().unwrap();
+        let denoise = r["steps"]["denoise"]["json"]["host"].as_str().unwrap();
+        assert_eq!(
+            upload, denoise,
+            "the stage at the host that took the upload"
+        );
+        *homes.entry(upload.to_owned()).or_default() += 1;
+    }
+    assert!(homes.len() >= 2, "the uploads spread: {homes:?}");
+    for m in &pool {
+        let stats = m.stats();
+        let host = m.url("").trim_start_matches("http://").to_owned();
+        assert_eq!(
+            stats["routes"]["/stages/denoise"]["statuses"]["200"]
+                .as_u64()
+                .unwrap_or(0),
+            homes.get(&host).copied().unwrap_or(0),
+            "{host}: {stats}"
+        );
+        // The pinned calls count against the host's url_concurrency, like
+        // the pool's own: never two at once on a host.
+        assert_eq!(stats["max_in_flight"], 1, "{host}: {stats}");
+    }
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::util::{bin, Mock, Scratch};
+use crate::util::{bin, u, Mock, Scratch};
 
 /// A `sluice serve` child process, killed on drop.
 pub(crate) struct Serve {
@@ -241,6 +241,11 @@ fn serve_refuses_flags_that_would_open_it_and_names_what_to_do() {
     for (args, says) in [
         (
             vec!["--bind", "0.0.0.0:0", "--no-token"],
+            "loopback binds only",
+        ),
+        // Every IPv6 interface is as public as every IPv4 one.
+        (
+            vec!["--bind", "[::]:0", "--no-token"],
             "loopback binds only",
         ),
         (
@@ -495,12 +500,14 @@ fn stopping_the_server_leaves_its_runs_interrupted_and_resumable() {
         &job.to_string(),
     );
     assert_eq!(status, 202, "{body}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let (_, body) = server.http("GET", "/v1/runs/long-1", &[], "");
         let v: Value = serde_json::from_str(&body).unwrap();
         if v["counts"]["done"].as_u64() > Some(5) {
             break;
         }
+        assert!(std::time::Instant::now() < deadline, "no progress: {v}");
         std::thread::sleep(Duration::from_millis(50));
     }
     let pid = server.child.id();
@@ -594,4 +601,61 @@ fn a_server_on_postgres_streams_a_submitted_run_and_records_it() {
     let (status, results) = server.http("GET", "/v1/runs/pg-1/results", &[], "");
     assert_eq!(status, 200, "{results}");
     assert_eq!(results.lines().count(), 20);
+}
+
+#[test]
+fn a_server_killed_with_9_leaves_its_run_resumable_and_nothing_is_done_twice() {
+    let s = Scratch::new();
+    let mock = Mock::start(&["--latency-ms", "100"]);
+    let mut server = Serve::start(&s, &[], &[]);
+    let n = 300;
+    let job = serde_json::json!({
+        "name": "long",
+        "items": (0..n).map(|i| serde_json::json!({"q": format!("q{i}")})).collect::<Vec<_>>(),
+        "provider": {"base_url": mock.url("/v1"), "concurrency": 2},
+        "step": {"kind": "chat", "model": "m", "messages": [{"role": "user", "content": "{{ item.q }}"}]},
+    });
+    let (status, body) = server.http(
+        "POST",
+        "/v1/runs",
+        &["Content-Type: application/json"],
+        &job.to_string(),
+    );
+    assert_eq!(status, 202, "{body}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, body) = server.http("GET", "/v1/runs/long-1", &[], "");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        if v["counts"]["done"].as_u64() > Some(5) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no progress: {v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.child.kill().unwrap(); // SIGKILL: no last word from the server
+    server.child.wait().unwrap();
+    let out = s.sluice(&["status", "long-1", "--json"]).output().unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Stored as running, shown as what it is: nobody executes it.
+    assert_eq!(v["state"], "interrupted (process gone)", "{v}");
+    // A new server resumes it; every item ends done once.
+    let server = Serve::start(&s, &[], &[]);
+    let (status, body) = server.http("POST", "/v1/runs/long-1/resume", &[], "");
+    assert_eq!(status, 202, "{body}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, body) = server.http("GET", "/v1/runs/long-1", &[], "");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        if v["state"] == "finished" {
+            assert_eq!(v["counts"]["done"], n);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let stats = mock.stats();
+    // Sent twice: at most what was on the wire at the kill (2) or answered
+    // and not yet committed.
+    assert!(u(&stats["duplicate_requests"]) <= 4, "{stats}");
+    assert_eq!(u(&stats["ok"]) - u(&stats["duplicate_requests"]), n);
 }

@@ -556,3 +556,91 @@ fn credentials_in_a_url_are_masked_in_status_runs_and_the_api() {
     assert!(err.contains("rerun `sluice run"), "{err}");
     assert!(!err.contains("re-queued"), "{err}");
 }
+
+#[test]
+fn an_allowed_key_reaches_the_provider_but_never_the_servers_output_store_or_api() {
+    let s = Scratch::new();
+    let secret = "sk-serve-0123456789-very-secret";
+    let mock = Mock::start_with_env(&["--api-key-env", "MOCK_KEY"], &[("MOCK_KEY", secret)]);
+    let (out, err) = (s.path("serve.out"), s.path("serve.err"));
+    let mut child = std::process::Command::new(crate::util::bin())
+        .current_dir(s.dir.path())
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--no-token",
+            "--allow-env",
+            "MY_KEY",
+        ])
+        .env("SLUICE_STORE", s.store())
+        .env("MY_KEY", secret)
+        .env("SLUICE_LOG", "debug")
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    // Its address is its first line of output.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let port = loop {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        if let Some(p) = text
+            .lines()
+            .next()
+            .and_then(|l| l.trim().rsplit(':').next())
+            .and_then(|p| p.parse::<u16>().ok())
+        {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "no address from sluice serve");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let job = json!({
+        "name": "keyed",
+        "items": (0..5).map(|i| json!({"q": format!("q{i}")})).collect::<Vec<_>>(),
+        "provider": {"base_url": mock.url("/v1"), "api_key_env": "MY_KEY"},
+        "step": {"kind": "chat", "model": "m", "messages": [{"role": "user", "content": "{{ item.q }}"}]},
+    })
+    .to_string();
+    let (status, body) = http(
+        port,
+        "POST",
+        "/v1/runs?wait=all",
+        &["Content-Type: application/json"],
+        &job,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(mock.stats()["ok"], 5, "the key was sent");
+    let mut answers = vec![body];
+    for path in ["/v1/runs", "/v1/runs/keyed-1", "/v1/runs/keyed-1/results"] {
+        answers.push(http(port, "GET", path, &[], "").1);
+    }
+    // Killed, not stopped: whatever it had written stays as it was.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut haystacks: Vec<(String, Vec<u8>)> = answers
+        .into_iter()
+        .map(|a| ("an API answer".to_string(), a.into_bytes()))
+        .collect();
+    for path in [out, err] {
+        haystacks.push((path.display().to_string(), std::fs::read(&path).unwrap()));
+    }
+    // The store, its -wal, and whatever else the server wrote beside it.
+    let mut dirs = vec![s.path("store")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                haystacks.push((path.display().to_string(), std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    for (what, hay) in haystacks {
+        assert!(
+            !String::from_utf8_lossy(&hay).contains(secret),
+            "the key is in {what}"
+        );
+    }
+}

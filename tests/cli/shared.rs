@@ -267,6 +267,19 @@ fn three_workers_hold_one_shared_rpm() {
         "the workers together went too fast: {stats}"
     );
     assert!(u(&stats["max_requests_per_minute"]) <= 1200, "{stats}");
+    // The other side: the rate the mock's referee measured is not far below
+    // the limit. Measured here (debug build, loaded machine): 910/min, 76%
+    // — 160 units is 8 s of sending, so the three workers' start (connect,
+    // first slice claims) and the tail weigh; the release bench reaches
+    // 0.98 of the limit over 1,200 units (BENCHMARKS.md). The bound is this
+    // measurement less 10 points for a loaded machine, so a limiter running
+    // well below it (e.g. one worker's share only, 33%) fails.
+    let achieved = mock.rates(60_000)["requests_per_minute"].as_f64().unwrap();
+    eprintln!("three workers achieved {achieved:.1} of 1200/min");
+    assert!(
+        (0.66 * 1200.0..=1.05 * 1200.0).contains(&achieved),
+        "three workers achieved {achieved:.1} of 1200/min"
+    );
     let status = wait_status(&s, &pg, "the final status", |v| {
         v["run"]["state"] == "finished"
     });
@@ -437,4 +450,99 @@ fn workers_hold_on_pause_and_give_their_units_back_on_cancel() {
     let stats = mock.stats();
     assert_eq!(stats["duplicate_requests"], 0, "{stats}");
     assert_eq!(stats["requests"], n as u64, "{stats}");
+}
+
+#[test]
+fn sigterm_to_a_worker_hands_its_units_back_and_exits_0() {
+    let Some(pg) = PgSchema::create() else { return };
+    let mock = Mock::start(&["--latency-ms", "200"]);
+    let s = Scratch::new();
+    let n = 40;
+    let job = job(&s, &mock, n, "concurrency = 2");
+    let queued = sluice(
+        &s,
+        &pg,
+        &["run", job.to_str().unwrap(), "--queue-only", "--json"],
+    );
+    assert!(queued.status.success(), "{}", stderr(&queued));
+    // No --exit-when-idle: only the signal ends it.
+    let worker = spawn(&s, &pg, &["worker", "--lease", "120s"]);
+    wait_status(&s, &pg, "some results", |v| u(&v["counts"]["done"]) >= 2);
+    let kill = Command::new("sh")
+        .args(["-c", &format!("kill -TERM {}", worker.id())])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let (code, err) = finish(worker, Duration::from_secs(30));
+    assert_eq!(code, Some(0), "a worker told to stop exits 0: {err}");
+    let status = wait_status(&s, &pg, "the stopped beat", |v| {
+        v["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|w| w["state"] == "stopped")
+    });
+    assert_eq!(status["queue"]["leased"], 0, "units handed back: {status}");
+    // Another worker finishes without waiting for the 120 s lease.
+    let out = sluice(&s, &pg, &["worker", "--exit-when-idle", "--lease", "120s"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let export = sluice(&s, &pg, &["export", "shared-1", "--out", "all.jsonl"]);
+    assert!(export.status.success(), "{}", stderr(&export));
+    exported_once(&s.path("all.jsonl"), n);
+}
+
+#[test]
+fn the_api_key_reaches_the_provider_but_never_the_postgresql_store() {
+    let Some(pg) = PgSchema::create() else { return };
+    let secret = "sk-test-pg-0123456789-very-secret";
+    let mock = Mock::start_with_env(&["--api-key-env", "MOCK_KEY"], &[("MOCK_KEY", secret)]);
+    let s = Scratch::new();
+    let job = job(&s, &mock, 10, "api_key_env = \"MY_KEY\"");
+    let out = s
+        .sluice(&["run", job.to_str().unwrap(), "--out", "out.jsonl"])
+        .env("SLUICE_STORE", &pg.url)
+        .env("MY_KEY", secret)
+        .env("SLUICE_LOG", "debug")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // It was sent: the mock answers 401 without it.
+    assert_eq!(mock.stats()["ok"], 10);
+    let dump = pg.dump();
+    assert!(
+        dump.contains("question 3"),
+        "the dump holds the run: {dump:.200}"
+    );
+    assert!(!dump.contains(secret), "the key is in the PostgreSQL store");
+    for hay in [&out.stdout, &out.stderr] {
+        assert!(!String::from_utf8_lossy(hay).contains(secret));
+    }
+    assert!(!std::fs::read_to_string(s.path("out.jsonl"))
+        .unwrap()
+        .contains(secret));
+}
+
+#[test]
+fn the_process_that_created_a_postgresql_run_killed_with_9_its_units_are_finished_by_a_worker() {
+    let Some(pg) = PgSchema::create() else { return };
+    let mock = Mock::start(&["--latency-ms", "100"]);
+    let s = Scratch::new();
+    let n = 200;
+    let job = job(&s, &mock, n, "concurrency = 4");
+    // The creator leases units for 3 s at a time; killed, it renews none.
+    let mut creator = spawn(&s, &pg, &["run", job.to_str().unwrap(), "--lease", "3s"]);
+    wait_status(&s, &pg, "some results", |v| u(&v["counts"]["done"]) >= 8);
+    creator.kill().unwrap(); // SIGKILL: no last beat, no units handed back
+    creator.wait().unwrap();
+    let at_kill = u(&mock.stats()["ok"]);
+    assert!(at_kill < n as u64, "the kill came after the run finished");
+    let out = sluice(&s, &pg, &["worker", "--exit-when-idle", "--lease", "3s"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let export = sluice(&s, &pg, &["export", "shared", "--out", "all.jsonl"]);
+    assert!(export.status.success(), "{}", stderr(&export));
+    exported_once(&s.path("all.jsonl"), n);
+    // Sent twice: only what the creator had on the wire (4) or had been
+    // answered but not yet committed.
+    let dup = u(&mock.stats()["duplicate_requests"]);
+    assert!(dup <= 8, "{dup} duplicates");
 }

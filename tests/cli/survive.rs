@@ -179,6 +179,11 @@ impl Proxy {
                     continue;
                 };
                 let mut open = open.lock().unwrap();
+                // Cut while this one was being connected: it must not
+                // outlive the cut (the run would reconnect through it).
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
                 open.push(client.try_clone().unwrap());
                 open.push(server.try_clone().unwrap());
                 for (mut from, mut to) in [
@@ -202,8 +207,11 @@ impl Proxy {
     }
 
     fn cut(&self) {
+        // Under the lock, so a connection being set up either is in the
+        // list to be shut or sees the flag and is dropped.
+        let mut open = self.streams.lock().unwrap_or_else(|e| e.into_inner());
         self.cut.store(true, Ordering::SeqCst);
-        for s in self.streams.lock().unwrap().drain(..) {
+        for s in open.drain(..) {
             let _ = s.shutdown(Shutdown::Both);
         }
     }

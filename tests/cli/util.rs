@@ -13,10 +13,91 @@ pub(crate) fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_sluice"))
 }
 
+/// A per-test time limit: a test still running `SLUICE_TEST_TIMEOUT_SECS`
+/// (default 300) after it made its scratch directory or mock fails the run
+/// with its own name, instead of hanging until CI's timeout names nothing.
+/// The harness runs tests as threads of one process, so the only way to
+/// stop a hung one is to end the process: its message says which test.
+pub(crate) struct Watchdog(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Watchdog {
+    pub(crate) fn start() -> Watchdog {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let secs: u64 = std::env::var("SLUICE_TEST_TIMEOUT_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(300);
+        let done = std::sync::Arc::new(AtomicBool::new(false));
+        let name = std::thread::current()
+            .name()
+            .unwrap_or("a test")
+            .to_string();
+        let flag = std::sync::Arc::clone(&done);
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+            while std::time::Instant::now() < deadline {
+                if flag.load(Ordering::Relaxed) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            if !flag.load(Ordering::Relaxed) {
+                // Straight to the stream: the harness captures `eprintln!`
+                // and would lose it when the process exits.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "\nTIMEOUT: test {name} still running after {secs} s \
+                     (SLUICE_TEST_TIMEOUT_SECS); failing the run"
+                );
+                kill_children();
+                std::process::exit(124);
+            }
+        });
+        Watchdog(done)
+    }
+}
+
+/// Kills this process's children (mocks, runs, servers the tests started),
+/// which would otherwise outlive an exit that skips their guards.
+fn kill_children() {
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for pid in entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+    {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`: the command may hold spaces.
+        let ppid = stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(me) {
+            // SAFETY: kill(2) on a pid read just now; the worst case is a
+            // signal to a process that replaced a child that just ended.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// A `sluice mock` child process, killed on drop.
 pub(crate) struct Mock {
     child: Child,
     pub(crate) port: u16,
+    _watchdog: Watchdog,
 }
 
 impl Mock {
@@ -51,7 +132,11 @@ impl Mock {
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
         let port = addr.rsplit(':').next().unwrap().parse().unwrap();
-        Mock { child, port }
+        Mock {
+            child,
+            port,
+            _watchdog: Watchdog::start(),
+        }
     }
 
     pub(crate) fn url(&self, path: &str) -> String {
@@ -65,6 +150,12 @@ impl Mock {
     /// What the mock has seen (`GET /_mock/stats`).
     pub(crate) fn stats(&self) -> Value {
         self.get_json("/_mock/stats")
+    }
+
+    /// The rates the mock's referee measured over windows of `window_ms`
+    /// (`GET /_mock/stats?window_ms=N`, its `window` part).
+    pub(crate) fn rates(&self, window_ms: u64) -> Value {
+        self.get_json(&format!("/_mock/stats?window_ms={window_ms}"))["window"].clone()
     }
 
     /// The mock's journal of requests whose path starts with `prefix`
@@ -102,12 +193,14 @@ impl Drop for Mock {
 /// A scratch directory with a store, for one test.
 pub(crate) struct Scratch {
     pub(crate) dir: tempfile::TempDir,
+    _watchdog: Watchdog,
 }
 
 impl Scratch {
     pub(crate) fn new() -> Scratch {
         Scratch {
             dir: tempfile::tempdir().unwrap(),
+            _watchdog: Watchdog::start(),
         }
     }
 

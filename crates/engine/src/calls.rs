@@ -305,7 +305,7 @@ pub(crate) async fn call<R: Route>(
                         input: success.prompt_tokens.unwrap_or(0),
                         output: success.completion_tokens.unwrap_or(0),
                     };
-                    env.limiter.settle(request.estimate, used);
+                    env.limiter.settle(admission, request.estimate, used);
                 }
                 watch_ending(env, Ending::Success);
                 return CallEnd::Done(success);
@@ -318,7 +318,8 @@ pub(crate) async fn call<R: Route>(
             FailureKind::RateLimited | FailureKind::Connect
         ) {
             // The provider did not take these tokens.
-            env.limiter.settle(request.estimate, Cost::default());
+            env.limiter
+                .settle(admission, request.estimate, Cost::default());
         }
         if failure.kind == FailureKind::RateLimited {
             tally.throttled += 1;

@@ -168,3 +168,29 @@ impl std::fmt::Display for Busy {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configuration_and_input_exit_2_the_store_and_the_runtime_exit_1() {
+        let store = sluice_store::Error::CreateDir {
+            path: "/x".into(),
+            cause: std::io::Error::other("read-only"),
+        };
+        for (error, code) in [
+            (Error::Config("--concurrency must be at least 1".into()), 2),
+            (Error::Input("items.csv: line 3: bad".into()), 2),
+            (Error::Store(store), 1),
+            (
+                Error::Runtime("cannot start the async runtime: no threads".into()),
+                1,
+            ),
+            (Error::StoppedEarly("every call failed alike".into()), 1),
+        ] {
+            assert_eq!(error.exit_code(), code, "{error}");
+            assert_eq!(error.is_invalid_input(), code == 2, "{error}");
+        }
+    }
+}

@@ -16,9 +16,9 @@ use sluice_limit::{
 
 use crate::error::{Error, Result};
 
-/// Where the batch comes from.
+/// Where a quick-mode batch comes from (a job's input is `sluice_spec::InputSource`).
 #[derive(Debug, Clone)]
-pub enum InputSource {
+pub enum QuickInput {
     /// A JSONL file.
     Path(PathBuf),
     /// Standard input, spooled to a file under the store's directory first, so

@@ -15,6 +15,8 @@ mod history;
 mod identity;
 mod input;
 mod input_list;
+#[cfg(test)]
+mod input_props;
 mod inputs;
 mod item_error;
 mod job;
@@ -56,7 +58,7 @@ pub use export::{ExportFormat, ExportOptions};
 pub use files::{FileAccess, FILE_ACCESS_STATE};
 pub use history::{Recorder, Sample, MAX_SAMPLES, SESSION_PREFIX};
 pub use identity::{worker_state, WorkerState, BEAT_PERIOD, BEAT_STALE};
-pub use input::InputSource;
+pub use input::QuickInput;
 pub use item_error::ItemError;
 pub use job::{
     plan, probe, process_providers, run_job, run_job_with, unit_result, Bound, CheckReport,
@@ -74,7 +76,7 @@ pub use results::{export_run, export_with, result_line};
 pub use retry_scope::{keep_failed, KEEP_FAILED};
 pub use settings::{JobSettings, QuickSettings, RunMode, RunSettings};
 pub use shape::is_base_url;
-pub use shown::{shown_state, RunState, STATE_PROCESS_GONE};
+pub use shown::{shown_state, worker_view, RunState, STATE_PROCESS_GONE};
 pub use stats::{
     process_calls, AnnouncedLimit, EndpointReport, Latency, Limits, ProviderReport, RecentError,
     RunStats, StatsReport, StepReport,

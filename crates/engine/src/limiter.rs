@@ -66,6 +66,11 @@ pub(crate) struct Limiter {
     /// Limits held together with other processes (a shared store); set once
     /// (the limiter may already be shared by runs of this process).
     shared: OnceLock<Arc<SharedLimits>>,
+    /// Told when a settlement gave tokens back: the waiter sleeping on a
+    /// wait computed before it looks again at once (else a run whose
+    /// estimates exceed its usage paces by the estimates, ~60% of a tpm
+    /// limit in `limits::tpm_limit_is_held_with_estimates_corrected_by_usage`).
+    refunded: tokio::sync::Notify,
 }
 
 /// What a caller must do before its request may go.
@@ -92,6 +97,7 @@ impl Limiter {
             queue: FairTurn::default(),
             used: Rolling::default(),
             shared: OnceLock::new(),
+            refunded: tokio::sync::Notify::new(),
         }
     }
 
@@ -179,9 +185,19 @@ impl Limiter {
         }
         let _turn = self.queue.take(tenant).await;
         loop {
+            // Registered before looking, so a refund made after the look
+            // still ends the sleep.
+            let refund = self.refunded.notified();
+            tokio::pin!(refund);
+            refund.as_mut().enable();
             match self.try_take(tokens)? {
                 Take::Now => return Ok(self.admit(self.now(), tokens)),
-                Take::Wait(n) => tokio::time::sleep(Duration::from_nanos(n)).await,
+                Take::Wait(n) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_nanos(n)) => {}
+                        _ = refund => {}
+                    }
+                }
                 Take::Slice(len) => {
                     if let Some(shared) = self.shared.get() {
                         if let Some(wait) = shared.claim(len).await {
@@ -278,8 +294,9 @@ impl Limiter {
         }
     }
 
-    /// Corrects the token reservation once the real usage is known.
-    pub(crate) fn settle(&self, reserved: Cost, used: Cost) {
+    /// Corrects the token reservation of the request let go as `admission`
+    /// once the real usage is known.
+    pub(crate) fn settle(&self, admission: Admission, reserved: Cost, used: Cost) {
         if reserved == used {
             return;
         }
@@ -292,7 +309,10 @@ impl Limiter {
         self.windows
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .settle(now, reserved, used);
+            .settle(now, admission.at, reserved, used);
+        if used.input < reserved.input || used.output < reserved.output {
+            self.refunded.notify_waiters();
+        }
     }
 
     /// Pauses every caller for `wait` (a provider's `retry-after`).
@@ -428,6 +448,24 @@ mod tests {
         // waited 100 ms for the 50 tokens taken before it).
         let ms = start.elapsed().as_millis();
         assert_eq!(ms, 3_100);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refund_wakes_the_waiter_at_once() {
+        // 60,000 tpm = 1,000 tokens a second: a reservation of 1,000 holds
+        // the next caller for a second, unless it comes back.
+        let limiter = Arc::new(Limiter::per_minute(None, Some(60_000)));
+        let first = limiter.acquire(1_000).await.unwrap();
+        let start = tokio::time::Instant::now();
+        let waiter = tokio::spawn({
+            let limiter = Arc::clone(&limiter);
+            async move { limiter.acquire(100).await.map(|_| ()) }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Answered after 100 ms having used 100 tokens: 900 come back.
+        limiter.settle(first, Cost::from(1_000), Cost::from(100));
+        waiter.await.unwrap().unwrap();
+        assert_eq!(start.elapsed().as_millis(), 100);
     }
 
     #[tokio::test(start_paused = true)]

@@ -18,7 +18,7 @@ use crate::clock::now_ms;
 use crate::control::{RunControl, RunHooks};
 use crate::early_stop::FirstCalls;
 use crate::error::{Error, Result};
-use crate::input::{survey, BadLine, InputSource, LineReader, Request};
+use crate::input::{survey, BadLine, LineReader, QuickInput, Request};
 use crate::input_list::{bad_line_id, input_list};
 use crate::inputs::{spool_stdin_jsonl, InputError};
 use crate::lease::ExecutorLease;
@@ -39,7 +39,7 @@ const CHUNK: usize = 1_024;
 #[derive(Debug, Clone)]
 pub struct QuickConfig {
     /// The requests.
-    pub input: InputSource,
+    pub input: QuickInput,
     /// Full endpoint URL; a Batch API line's `url` path replaces its path.
     pub url: String,
     /// Calls in progress at most (including those waiting to retry).
@@ -78,8 +78,9 @@ pub struct QuickConfig {
     pub early_stop: bool,
 }
 
-/// State every call task shares.
-struct Shared {
+/// State every call task of a quick-mode run shares (named apart from the
+/// job runner's `Shared`).
+struct CallState {
     client: Client,
     limiter: Limiter,
     backoff: Backoff,
@@ -115,8 +116,8 @@ pub fn run_quick_with(
     mut hooks: RunHooks,
 ) -> Result<RunReport> {
     let input_path = match &cfg.input {
-        InputSource::Path(p) => p.clone(),
-        InputSource::Stdin => {
+        QuickInput::Path(p) => p.clone(),
+        QuickInput::Stdin => {
             spool_stdin_jsonl(&cfg.store.local_dir().join("inputs")).map_err(|e| match e {
                 InputError::Read { path, source } => Error::Read { path, source },
                 InputError::Write { path, source } => Error::Write { path, source },
@@ -184,8 +185,8 @@ pub fn run_quick_with(
         on_open(&run);
     }
     let input = match &cfg.input {
-        InputSource::Path(p) => p.display().to_string(),
-        InputSource::Stdin => "-".into(),
+        QuickInput::Path(p) => p.display().to_string(),
+        QuickInput::Stdin => "-".into(),
     };
     if let Some(on_start) = hooks.on_start.take() {
         on_start(&RunStart::new(
@@ -209,7 +210,7 @@ pub fn run_quick_with(
             .map(|(var, key)| (var.as_str(), key.as_str())),
     )
     .map_err(|e| Error::Config(e.to_string()))?;
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(CallState {
         client,
         limiter: Limiter::per_minute(cfg.rpm, cfg.tpm),
         backoff: cfg.backoff,
@@ -274,7 +275,7 @@ pub fn run_quick_with(
 }
 
 struct Dispatch {
-    shared: Arc<Shared>,
+    shared: Arc<CallState>,
     base: Endpoint,
     endpoints: HashMap<String, Arc<Endpoint>>,
     tx: tokio::sync::mpsc::Sender<Message>,
@@ -583,7 +584,7 @@ impl Outcome {
 
 /// Sends one request until it succeeds, fails for good, or the run stops.
 /// Returns the outcome to record, or `None` to leave the item pending.
-async fn call(shared: &Shared, endpoint: &Endpoint, request: Request) -> Option<ItemRecord> {
+async fn call(shared: &CallState, endpoint: &Endpoint, request: Request) -> Option<ItemRecord> {
     let started_at = now_ms();
     let (mut attempts, mut throttled) = (0u32, 0u32);
     let outcome = attempt(shared, endpoint, &request, &mut attempts, &mut throttled).await?;
@@ -609,7 +610,7 @@ async fn call(shared: &Shared, endpoint: &Endpoint, request: Request) -> Option<
 
 /// The attempts themselves, mapped to what quick mode records.
 async fn attempt(
-    shared: &Shared,
+    shared: &CallState,
     endpoint: &Endpoint,
     request: &Request,
     attempts: &mut u32,

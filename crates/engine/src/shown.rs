@@ -123,6 +123,22 @@ pub fn shown_state(
     }
 }
 
+/// A process executing a run (its heartbeat), as every surface lists it —
+/// `sluice status --json` and the server's run view alike: who, its state
+/// as of `now` (unix ms), and its live counters, rates and stats.
+pub fn worker_view(w: &WorkerBeat, now: i64) -> serde_json::Value {
+    serde_json::json!({
+        "worker_id": w.worker_id,
+        "host": w.host,
+        "pid": w.pid,
+        "state": worker_state(w, now),
+        "in_flight": w.in_flight,
+        "started_at": w.started_at,
+        "last_beat_at": w.beat_at,
+        "live": w.live,
+    })
+}
+
 /// How a `running` run whose executing processes are all gone is shown.
 pub const STATE_PROCESS_GONE: &str = "interrupted (process gone)";
 
@@ -144,6 +160,41 @@ mod tests {
             in_flight: 0,
             live: serde_json::json!({ "control": control }),
         }
+    }
+
+    #[test]
+    fn a_run_executed_here_shows_its_own_control_at_once() {
+        let control = RunControl::new();
+        assert_eq!(RunState::here(&control), RunState::Running);
+        control.pause();
+        assert_eq!(RunState::here(&control), "paused");
+        // A cancel is shown as `status` shows it from the stored control.
+        control.cancel();
+        assert_eq!(RunState::here(&control), RunState::Cancelling);
+        let cancel = StoredControl {
+            state: ControlState::Cancel,
+            by: "t".into(),
+            at: 0,
+        };
+        let run = RunMeta {
+            id: "r-1".into(),
+            name: "r".into(),
+            source: "s".into(),
+            created_at: 0,
+            updated_at: 0,
+            finished_at: None,
+            total: None,
+            settings: serde_json::json!({}),
+            state: STATE_RUNNING.into(),
+        };
+        assert_eq!(
+            shown_state(&run, Some(&cancel), &[], now_ms()),
+            RunState::here(&control)
+        );
+        assert_eq!(
+            serde_json::to_value(RunState::Cancelling).unwrap(),
+            "cancelling"
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use sluice_store::{RunMeta, StoreLocation};
 use tokio::sync::Notify;
 
 use crate::error::{Error, Result};
-use crate::job::{self, Env, JobLanes, Work};
+use crate::job::{self, Work};
 use crate::lifecycle::{close_shared_run, watch_signals};
 use crate::progress::Progress;
 use crate::report::RunReport;
@@ -141,18 +141,16 @@ fn work(cfg: &WorkerConfig, run: RunMeta) -> Result<(RunReport, bool)> {
         .ok_or_else(|| Error::Config(format!("run {} keeps no job definition", run.id)))?;
     let job = sluice_spec::parse_str(&def.text, Path::new(&def.path), &def.sets)
         .map_err(|e| Error::Config(format!("the job of run {} does not load here: {e}", run.id)))?;
-    let vars = job::job_env(&job)?;
-    let value = minijinja::Value::from(minijinja::value::Serde(serde_json::json!({ "env": vars })));
-    let runtime = job::new_runtime()?;
-    let lanes = JobLanes::new(&job, &value, crate::fair::new_tenant())?;
-    job::check_reachable(&runtime, &lanes)?;
     let progress = Arc::new(Progress::default());
-    for lane in lanes.all() {
-        progress.stats.add_provider(&lane.name, &lane.share);
-    }
+    // The same setup as `sluice run`'s.
+    let job::Setup {
+        env,
+        runtime,
+        lanes,
+    } = job::setup(&job, &progress)?;
+    job::check_reachable(&runtime, &lanes)?;
     Progress::add(&progress.total, run.total.unwrap_or(0));
     let (run_id, lease) = (run.id.clone(), cfg.lease);
-    let env = Env { vars, value };
     let concurrency = job::unit_window(&job).units;
     let offload = job::worker_offload(&job);
     let control = crate::control::RunControl::new();

@@ -144,14 +144,25 @@ impl Gcra {
             .saturating_add(cost.saturating_mul(self.unit_nanos));
     }
 
-    /// Gives back `cost` units taken earlier but not spent (an estimate that was
-    /// higher than the response's usage). Never moves below `now`, so a refund
-    /// cannot create a burst larger than the bucket.
-    pub fn refund(&mut self, now: u64, cost: u64) {
-        self.tat = self
-            .tat
-            .saturating_sub(cost.saturating_mul(self.unit_nanos))
-            .max(now);
+    /// Gives back `cost` units of the `reserved` taken at `admitted_at` but
+    /// not spent (an estimate higher than the response's usage).
+    ///
+    /// Only sending time still ahead comes back: the reservation occupied the
+    /// schedule from its admission (less the catch-up) for `reserved` units,
+    /// and the part of that already past was time the limit did not give to
+    /// anyone else; refunding it would hand it to the requests admitted since,
+    /// bunching them closer than the limit allows. Never moves below `now`,
+    /// so a refund cannot create a burst larger than the bucket.
+    pub fn refund(&mut self, now: u64, admitted_at: u64, reserved: u64, cost: u64) {
+        let end = admitted_at
+            .saturating_sub(self.catch_up)
+            .saturating_add(reserved.saturating_mul(self.unit_nanos));
+        let ahead = end.saturating_sub(now);
+        let credit = cost
+            .min(reserved)
+            .saturating_mul(self.unit_nanos)
+            .min(ahead);
+        self.tat = self.tat.saturating_sub(credit).max(now);
     }
 
     /// Makes the bucket full no sooner than `at`: the state a provider
@@ -249,12 +260,28 @@ mod tests {
         let mut g = Gcra::per_minute(60_000);
         g.try_acquire(0, 3_000).unwrap();
         assert_eq!(g.check(SEC, 1), Err(Rejection::Wait(2 * SEC)));
-        g.refund(SEC, 2_000);
+        g.refund(SEC, 0, 3_000, 2_000);
         assert_eq!(g.check(SEC, 1), Ok(()));
-        g.refund(SEC, 1_000_000);
+        g.refund(SEC, 0, 3_000, 1_000_000);
         g.try_acquire(SEC, 1_000).unwrap();
         // The huge refund did not bank credit: the next 1,000 wait a full second.
         assert_eq!(g.check(SEC, 1_000), Err(Rejection::Wait(SEC)));
+    }
+
+    #[test]
+    fn a_refund_gives_back_only_the_reserved_time_still_ahead() {
+        let mut g = Gcra::per_minute(60_000); // 1,000 units a second
+        g.try_acquire(0, 1_000).unwrap(); // reserved [0 s, 1 s)
+        g.try_acquire(SEC, 1_000).unwrap(); // [1 s, 2 s)
+                                            // The first was answered at 1.5 s having used nothing: its second
+                                            // has passed, so nothing comes back.
+        g.refund(SEC + SEC / 2, 0, 1_000, 1_000);
+        assert_eq!(g.check(SEC + SEC / 2, 1), Err(Rejection::Wait(SEC / 2)));
+        // Answered within its second, half of it is still ahead.
+        let mut g = Gcra::per_minute(60_000);
+        g.try_acquire(0, 1_000).unwrap();
+        g.refund(SEC / 2, 0, 1_000, 1_000);
+        assert_eq!(g.check(SEC / 2, 1), Ok(()));
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //!
 //! Characters ÷ 4 (rounded up) is the usual estimate for English text with
 //! OpenAI-family tokenizers; the response's `usage` corrects it afterwards. The
-//! built-in mock counts usage with the same function, so its accounting and the
-//! client's agree exactly. Chat prompts also cost a few tokens per message
+//! built-in mock charges by the same rule with its own code (not this
+//! function), so an estimator bug here shows against it. Chat prompts also cost a few tokens per message
 //! and images by OpenAI's published tile rule ([`image_tokens`]).
 
 /// Completion tokens assumed for a chat request that sets no `max_tokens`.

@@ -66,7 +66,7 @@ pub(crate) fn chat(json: Option<&JsonReply>, seed: u64, tokens: u64, invalid_jso
 /// length is its own (chars ÷ 4, the estimate the client uses).
 pub(crate) fn answer_tokens(json: Option<&JsonReply>, text: &str, asked: u64) -> u64 {
     match json {
-        Some(_) => sluice_limit::estimate_text_tokens(text),
+        Some(_) => crate::count::text_tokens(text),
         None => asked,
     }
 }

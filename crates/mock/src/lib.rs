@@ -23,8 +23,9 @@
 //!    closed with no response), hang (no response for an hour), 500. Faulted
 //!    requests are not charged against the limits.
 //! 5. **Admission.** Cost is one request and `prompt + completion` tokens, both
-//!    known before the reply is written. Each limit is a [`sluice_limit::Gcra`] with
-//!    a burst of one unit, so a client that bursts a minute's budget gets 429s,
+//!    known before the reply is written. Each limit is judged by the mock's
+//!    own referee (`referee`: a log of admissions checked over every window,
+//!    sharing no code with the client's limiter) with a burst of one unit, so a client that bursts a minute's budget gets 429s,
 //!    checked with a little slack (by default min(25 ms, half the request's
 //!    own time slot); see [`MockConfig::slack_ms`]) so a client that paces
 //!    exactly is not punished for network jitter. A request
@@ -81,6 +82,10 @@
 //! ([`MockConfig::hook_secret`]), and a journal of recent requests at
 //! `GET /_mock/requests` ([`MockConfig::journal`]).
 //!
+//! `GET /_mock/stats?window_ms=N` adds [`WindowRates`]: the most requests
+//! and tokens accepted in any window of N ms, and the rates achieved from
+//! the first admission to the last, from the mock's own log.
+//!
 //! `GET /healthz`, `GET /_mock/stats`, `GET /_mock/batches`, `GET
 //! /_mock/requests` and `POST /_mock/reset` need no key and are not counted.
 //! Reset zeroes the stats and returns the limiters, RNG and id counter to
@@ -91,12 +96,14 @@ mod batches;
 mod cms;
 mod config;
 mod convo;
+mod count;
 mod faults;
 mod handler;
 mod journal;
 mod json_reply;
 mod limits;
 mod media;
+mod referee;
 mod reply;
 mod request;
 mod response;
@@ -112,4 +119,4 @@ pub use batches::BatchStats;
 pub use config::MockConfig;
 pub use journal::JournalEntry;
 pub use server::{serve, MockServer};
-pub use stats::{HookStats, MockStats, RouteStats};
+pub use stats::{HookStats, MockStats, RouteStats, WindowRates};

@@ -1,6 +1,8 @@
 //! Requests/minute and tokens/minute held the way providers hold them.
 //!
-//! Each limit is a GCRA with a burst of one unit: a minute's budget is spread
+//! Each limit is judged by a [`Referee`] (the mock's own log of what it
+//! admitted, checked over every window; no code shared with the client's
+//! limiter) with a burst of one unit: a minute's budget is spread
 //! evenly over the minute, so a client that bursts gets 429s even when its
 //! per-minute total is fine. With an allowance ([`Limits::with_allowance`])
 //! each is instead a bucket holding the whole minute's limit, refilled
@@ -19,7 +21,7 @@
 //! requests through together). It never adds to the rate: the units are
 //! still taken at the real arrival time.
 
-use sluice_limit::{Gcra, Rejection};
+use crate::referee::Referee;
 
 const MINUTE_NANOS: u64 = 60_000_000_000;
 
@@ -77,8 +79,8 @@ pub(crate) struct RateSnapshot {
 /// The requests/minute and tokens/minute limiters of one server.
 #[derive(Debug)]
 pub(crate) struct Limits {
-    rpm: Option<Gcra>,
-    tpm: Option<Gcra>,
+    rpm: Option<Referee>,
+    tpm: Option<Referee>,
     /// The configured slack (ns); `None`: the default (see the module docs).
     slack_nanos: Option<u64>,
     /// Buckets hold the whole limit (see the module docs).
@@ -89,7 +91,7 @@ impl Limits {
     /// Fresh limiters for the configured limits, checked with `slack_ms` of
     /// slack (`None`: the default).
     pub(crate) fn new(rpm: Option<u64>, tpm: Option<u64>, slack_ms: Option<u64>) -> Limits {
-        let per_minute = |limit| Gcra::new(limit, MINUTE_NANOS, 1);
+        let per_minute = |limit| Referee::new(limit, MINUTE_NANOS, 1);
         Limits {
             rpm: rpm.map(per_minute),
             tpm: tpm.map(per_minute),
@@ -101,7 +103,7 @@ impl Limits {
     /// Makes each limit a bucket holding the whole minute's allowance.
     pub(crate) fn with_allowance(mut self, allowance: bool) -> Limits {
         if allowance {
-            let full = |g: Gcra| Gcra::new(g.limit(), MINUTE_NANOS, g.limit());
+            let full = |g: Referee| Referee::new(g.limit(), MINUTE_NANOS, g.limit());
             self.rpm = self.rpm.map(full);
             self.tpm = self.tpm.map(full);
         }
@@ -160,18 +162,21 @@ impl Limits {
 
 /// Checks `cost` units against `g` with `slack` (ns), or by default with
 /// half the request's own time slot, at most [`DEFAULT_SLACK_NANOS`].
-fn check(g: &Gcra, now: u64, cost: u64, kind: Kind, slack: Option<u64>) -> Result<(), Throttle> {
+fn check(g: &Referee, now: u64, cost: u64, kind: Kind, slack: Option<u64>) -> Result<(), Throttle> {
     let slack = slack
         .unwrap_or_else(|| DEFAULT_SLACK_NANOS.min(cost.max(1).saturating_mul(g.unit_nanos()) / 2));
-    match g.check(now.saturating_add(slack), cost) {
-        Ok(()) => Ok(()),
-        Err(Rejection::Wait(wait)) => Err(Throttle::Wait {
+    match g.wait(now.saturating_add(slack), cost) {
+        Some(0) => Ok(()),
+        Some(wait) => Err(Throttle::Wait {
             kind,
             limit: g.limit(),
             cost,
             wait_nanos: wait + slack,
         }),
-        Err(Rejection::TooLarge { cost, limit }) => Err(Throttle::TooLarge { limit, cost }),
+        None => Err(Throttle::TooLarge {
+            limit: g.limit(),
+            cost,
+        }),
     }
 }
 

@@ -69,7 +69,7 @@ pub(crate) fn base64_f32(v: &[f32]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_limit::estimate_text_tokens;
+    use crate::count::text_tokens as estimate_text_tokens;
 
     #[test]
     fn replies_have_exactly_the_asked_token_count() {

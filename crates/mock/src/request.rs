@@ -6,9 +6,9 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use crate::count::text_tokens as estimate_text_tokens;
 use serde::de::{Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
-use sluice_limit::estimate_text_tokens;
 
 /// Which API a request is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

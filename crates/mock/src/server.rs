@@ -55,6 +55,12 @@ impl MockServer {
         self.shared.stats()
     }
 
+    /// The accepted requests' rates over windows of `window_ms` (see
+    /// [`crate::WindowRates`]).
+    pub fn rates(&self, window_ms: u64) -> crate::WindowRates {
+        self.shared.rates(window_ms)
+    }
+
     /// What the batch APIs saw.
     pub fn batch_stats(&self) -> crate::BatchStats {
         self.shared.offload.stats()
@@ -157,7 +163,17 @@ async fn route(
             return Ok(res);
         }
         "/_mock/stats" if req.method() == Method::GET => {
-            let body = response::to_json(&shared.stats());
+            let mut stats = shared.stats();
+            // `?window_ms=N`: the rates over windows of that length too.
+            stats.window = req
+                .uri()
+                .query()
+                .unwrap_or("")
+                .split('&')
+                .find_map(|p| p.strip_prefix("window_ms="))
+                .and_then(|v| v.parse().ok())
+                .map(|ms| shared.rates(ms));
+            let body = response::to_json(&stats);
             return Ok(response::json(StatusCode::OK, body));
         }
         "/_mock/reset" if req.method() == Method::POST => {

@@ -220,6 +220,7 @@ impl Shared {
                     }
                     Ok(()) => {
                         locked.recorder.accept(now / 1_000_000, tokens, hash);
+                        locked.recorder.admitted(now, tokens);
                         locked.recorder.count(if draws.truncate {
                             Outcome::Truncated
                         } else {
@@ -258,10 +259,16 @@ impl Shared {
     pub(crate) fn stats(&self) -> MockStats {
         let mut stats = self.lock().recorder.stats.clone();
         stats.max_in_flight = self.max_in_flight.load(Ordering::Relaxed);
+        stats.in_flight = self.in_flight.load(Ordering::Acquire);
         let some = |ms: u64| (ms > 0).then_some(ms);
         stats.first_ok_unix_ms = some(self.first_ok_ms.load(Ordering::Relaxed));
         stats.last_ok_unix_ms = some(self.last_ok_ms.load(Ordering::Relaxed));
         stats
+    }
+
+    /// The accepted requests' rates over windows of `window_ms`.
+    pub(crate) fn rates(&self, window_ms: u64) -> crate::WindowRates {
+        self.lock().recorder.rates(window_ms)
     }
 
     /// Zeroes the stats and the journal and restarts the limiters, RNG and

@@ -39,6 +39,10 @@ pub struct MockStats {
     /// Peak number of requests being handled at once (past the concurrency cap
     /// check, so never above it).
     pub max_in_flight: u64,
+    /// Requests being handled now (a test waits on it for a dropped
+    /// connection's place to be freed, instead of sleeping).
+    #[serde(default)]
+    pub in_flight: u64,
     /// Most accepted requests in any sliding 60 s window: compare with rpm.
     pub max_requests_per_minute: u64,
     /// Most tokens charged to accepted requests in any sliding 60 s window:
@@ -71,6 +75,34 @@ pub struct MockStats {
     /// Chat requests that carried at least one image.
     #[serde(default)]
     pub requests_with_images: u64,
+    /// Rates over a window of the length asked (`GET
+    /// /_mock/stats?window_ms=N`, [`crate::MockServer::rates`]); absent
+    /// unless asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<WindowRates>,
+}
+
+/// What the accepted requests came to over windows of one length, measured
+/// from the mock's log of admissions (to the nanosecond), for a test to
+/// compare both ways with a limit: never above it, and close to it.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct WindowRates {
+    /// The window's length.
+    pub window_ms: u64,
+    /// Most accepted requests in any window of that length.
+    pub max_requests: u64,
+    /// Most tokens charged in any window of that length.
+    pub max_tokens: u64,
+    /// Accepted requests.
+    pub accepted: u64,
+    /// From the first admission to the last (ms).
+    pub span_ms: f64,
+    /// Requests per minute achieved over the span: each request but the
+    /// last over the span (a limit paced at `r` admits `n` in `(n-1)/r`).
+    pub requests_per_minute: f64,
+    /// Tokens per minute achieved over the span, likewise (each request's
+    /// tokens but the last's).
+    pub tokens_per_minute: f64,
 }
 
 /// What one generic route answered.
@@ -133,6 +165,8 @@ pub(crate) struct Recorder {
     window_tokens: u64,
     /// Hashes of accepted bodies.
     seen: HashSet<u64>,
+    /// Every admission: nanoseconds since the origin, tokens charged.
+    admissions: Vec<(u64, u64)>,
 }
 
 impl Recorder {
@@ -204,9 +238,72 @@ impl Recorder {
     }
 }
 
+impl Recorder {
+    /// Logs an admission at `now_nanos` charged `tokens`, for [`WindowRates`].
+    pub(crate) fn admitted(&mut self, now_nanos: u64, tokens: u64) {
+        self.admissions.push((now_nanos, tokens));
+    }
+
+    /// The rates over windows of `window_ms` (at least 1 ms).
+    pub(crate) fn rates(&self, window_ms: u64) -> WindowRates {
+        let window = window_ms.max(1).saturating_mul(1_000_000);
+        let log = &self.admissions;
+        let (mut start, mut tokens) = (0, 0u64);
+        let (mut max_requests, mut max_tokens) = (0u64, 0u64);
+        for (end, &(t, cost)) in log.iter().enumerate() {
+            tokens += cost;
+            // The window (t - window, t].
+            while log[start].0 + window <= t {
+                tokens -= log[start].1;
+                start += 1;
+            }
+            max_requests = max_requests.max((end + 1 - start) as u64);
+            max_tokens = max_tokens.max(tokens);
+        }
+        let span = match (log.first(), log.last()) {
+            (Some(a), Some(b)) => b.0 - a.0,
+            _ => 0,
+        };
+        let per_minute = |units: u64| {
+            if span == 0 {
+                0.0
+            } else {
+                units as f64 * 60e9 / span as f64
+            }
+        };
+        let before_last: u64 = log.iter().rev().skip(1).map(|a| a.1).sum();
+        WindowRates {
+            window_ms: window_ms.max(1),
+            max_requests,
+            max_tokens,
+            accepted: log.len() as u64,
+            span_ms: span as f64 / 1e6,
+            requests_per_minute: per_minute((log.len() as u64).saturating_sub(1)),
+            tokens_per_minute: per_minute(before_last),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rates_are_measured_over_any_window_length() {
+        let mut r = Recorder::default();
+        let ms = 1_000_000;
+        // One request of 10 tokens every 100 ms for a second.
+        for i in 0..=10 {
+            r.admitted(i * 100 * ms, 10);
+        }
+        let w = r.rates(1_000);
+        assert_eq!((w.max_requests, w.max_tokens), (10, 100));
+        assert_eq!(r.rates(100).max_requests, 1);
+        assert_eq!(r.rates(101).max_requests, 2);
+        assert_eq!(w.accepted, 11);
+        assert!((w.requests_per_minute - 600.0).abs() < 1e-6);
+        assert!((w.tokens_per_minute - 6_000.0).abs() < 1e-6);
+    }
 
     #[test]
     fn window_maxima_forget_what_is_a_minute_old() {

@@ -3,6 +3,8 @@
 
 mod client;
 mod outcome;
+#[cfg(test)]
+mod props;
 mod signals;
 mod stream;
 mod wire;

@@ -15,19 +15,6 @@ use crate::error::ApiResult;
 use crate::figures::{Counts, Live, LiveRates};
 use crate::live_run::LiveRun;
 
-/// A worker as listed with a run.
-fn worker(w: &WorkerBeat, now: i64) -> Json {
-    json!({
-        "worker_id": w.worker_id,
-        "host": w.host,
-        "pid": w.pid,
-        "state": worker_state(w, now),
-        "in_flight": w.in_flight,
-        "started_at": w.started_at,
-        "last_beat_at": w.beat_at,
-    })
-}
-
 /// The live detail of a run executed here.
 pub(crate) fn live_here(run: &LiveRun) -> Live {
     let (snapshot, rates) = run.sample();
@@ -166,7 +153,8 @@ pub(crate) fn view(
         "finished_at": run.finished_at,
         "counts": counts,
         "live": live,
-        "workers": beats.iter().map(|w| worker(w, now)).collect::<Vec<_>>(),
+        // Listed as `status --json` lists them (one view of a worker).
+        "workers": beats.iter().map(|w| sluice_engine::worker_view(w, now)).collect::<Vec<_>>(),
         "top_errors": errors.iter().map(|(m, n)| json!({"error": m, "count": n})).collect::<Vec<_>>(),
         "error_groups": groups,
         "summary": summary,

@@ -381,6 +381,11 @@ impl Running {
         }
     }
 
+    /// The child's pid while it has not been reaped.
+    pub(super) fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// `kill -9`, then reaps it.
     pub(super) fn kill(mut self) -> anyhow::Result<Exit> {
         if let Some(child) = &mut self.child {

@@ -25,6 +25,7 @@ mod report;
 mod runs;
 mod scale;
 mod server;
+mod soak;
 
 use harness::Ctx;
 use report::{Report, Scenario};
@@ -48,8 +49,12 @@ const SCENARIOS: &[(&str, Measure)] = &[
     ("server", server::server),
 ];
 
+/// Scenarios run only when named with `--only` (they take minutes).
+const ON_REQUEST: &[&str] = &["soak"];
+
 pub(crate) fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    let names: Vec<&str> = SCENARIOS.iter().map(|(name, _)| *name).collect();
+    let mut names: Vec<&str> = SCENARIOS.iter().map(|(name, _)| *name).collect();
+    names.extend(ON_REQUEST);
     if let Some(unknown) = args.only.iter().find(|o| !names.contains(&o.as_str())) {
         return Err(UsageError(format!(
             "--only {unknown}: no such scenario; choose from {}",
@@ -85,6 +90,19 @@ pub(crate) fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 (_, true, false) => "missed a target",
                 (_, true, true) => "ok",
             },
+            scenario.seconds
+        );
+        scenarios.push(scenario);
+    }
+    if args.only.iter().any(|o| o == "soak") && !harness::interrupted() {
+        eprintln!("bench: soak for {} min …", args.minutes);
+        let began = Instant::now();
+        let mut scenario =
+            soak::soak(&ctx, args.minutes).unwrap_or_else(|e| Scenario::crashed("soak", &e));
+        scenario.seconds = began.elapsed().as_secs_f64();
+        eprintln!(
+            "bench: soak {} in {:.1} s",
+            if scenario.correct { "ok" } else { "BROKEN" },
             scenario.seconds
         );
         scenarios.push(scenario);

@@ -84,15 +84,15 @@ fn run_on_workers(
 }
 
 /// A schema of its own in the PostgreSQL database, dropped when this is.
-struct Schema {
+pub(super) struct Schema {
     base: String,
     name: String,
     /// The store URL that works inside the schema.
-    url: String,
+    pub(super) url: String,
 }
 
 impl Schema {
-    fn create(base: &str, tag: &str) -> anyhow::Result<Schema> {
+    pub(super) fn create(base: &str, tag: &str) -> anyhow::Result<Schema> {
         let name = format!("sluice_bench_{tag}_{}", std::process::id());
         psql(
             base,
@@ -131,8 +131,23 @@ fn psql(url: &str, sql: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(super) fn scale_out(ctx: &Ctx) -> anyhow::Result<Scenario> {
-    let skip = |reason: &str| Ok(Scenario::skipped("scale-out", ABOUT, reason));
+/// The PostgreSQL URL to work on, or the scenario `name` skipped with the
+/// reason (no `sluice worker`, no `psql`, no server) — except where
+/// PostgreSQL is required (CI: SLUICE_REQUIRE_POSTGRES=1), where any of
+/// them missing is an error.
+pub(super) fn postgres_or_skip(
+    ctx: &Ctx,
+    name: &'static str,
+    about: &'static str,
+) -> anyhow::Result<Result<String, Scenario>> {
+    let required = std::env::var("SLUICE_REQUIRE_POSTGRES").is_ok_and(|v| v == "1");
+    let skip = |reason: &str| -> anyhow::Result<Result<String, Scenario>> {
+        anyhow::ensure!(
+            !required,
+            "{name}: {reason}, and PostgreSQL is required (SLUICE_REQUIRE_POSTGRES=1)"
+        );
+        Ok(Err(Scenario::skipped(name, about, reason)))
+    };
     let has_worker = Command::new(&ctx.bin)
         .args(["worker", "--help"])
         .stdout(Stdio::null())
@@ -152,12 +167,19 @@ pub(super) fn scale_out(ctx: &Ctx) -> anyhow::Result<Scenario> {
     }
     let postgres = std::env::var("SLUICE_BENCH_POSTGRES").unwrap_or_else(|_| POSTGRES.into());
     if let Err(e) = psql(&postgres, "SELECT 1") {
-        // CI sets this: there a missing server is a failure, not a skip.
-        if std::env::var("SLUICE_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
+        if required {
             return Err(e.context("PostgreSQL is required (SLUICE_REQUIRE_POSTGRES=1)"));
         }
         return skip("needs PostgreSQL at 127.0.0.1:5432 (or SLUICE_BENCH_POSTGRES)");
     }
+    Ok(Ok(postgres))
+}
+
+pub(super) fn scale_out(ctx: &Ctx) -> anyhow::Result<Scenario> {
+    let postgres = match postgres_or_skip(ctx, "scale-out", ABOUT)? {
+        Ok(url) => url,
+        Err(skipped) => return Ok(skipped),
+    };
     let n = ctx.size(2_000, 30_000);
     let free = Mock::start(ctx, &[])?;
     let mut runs = Vec::new();
@@ -222,7 +244,7 @@ pub(super) fn scale_out(ctx: &Ctx) -> anyhow::Result<Scenario> {
 }
 
 /// DIR/job.toml and DIR/items.jsonl: `n` chat calls to `url`, at `rpm` if given.
-fn write_job(dir: &Path, url: &str, n: u64, rpm: Option<u64>) -> anyhow::Result<()> {
+pub(super) fn write_job(dir: &Path, url: &str, n: u64, rpm: Option<u64>) -> anyhow::Result<()> {
     write_items(&dir.join("items.jsonl"), n)?;
     let rpm = rpm.map_or(String::new(), |r| format!("\nrpm = {r}"));
     let provider = format!("base_url = \"{url}\"\nconcurrency = 64{rpm}");

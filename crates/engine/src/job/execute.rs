@@ -61,6 +61,32 @@ pub(crate) struct Env {
     pub(crate) value: minijinja::Value,
 }
 
+/// What every executor of a job (`sluice run`, `sluice worker`) sets up
+/// first: the job's variables, its runtime, and a lane per provider, each
+/// registered with the run's statistics.
+pub(crate) struct Setup {
+    pub(crate) env: Env,
+    pub(crate) runtime: tokio::runtime::Runtime,
+    pub(crate) lanes: Lanes,
+}
+
+/// Sets up `job` for a run counted by `progress`; fails when a variable or
+/// a provider's key is missing, or the runtime does not start.
+pub(crate) fn setup(job: &sluice_spec::Job, progress: &Progress) -> Result<Setup> {
+    let vars = super::job_env(job)?;
+    let value = minijinja::Value::from(minijinja::value::Serde(serde_json::json!({ "env": vars })));
+    let runtime = new_runtime()?;
+    let lanes = Lanes::new(job, &value, crate::fair::new_tenant())?;
+    for lane in lanes.all() {
+        progress.stats.add_provider(&lane.name, &lane.share);
+    }
+    Ok(Setup {
+        env: Env { vars, value },
+        runtime,
+        lanes,
+    })
+}
+
 /// What [`execute`] works on.
 pub(crate) struct Work<'a> {
     pub(crate) job: &'a Job,
@@ -209,7 +235,7 @@ where
             || location.is_shared()
             || job.steps.iter().any(|s| s.cache_ttl.is_some())
         {
-            Some(Mutex::new(location.open()?))
+            Some(Arc::new(Mutex::new(location.open()?)))
         } else {
             None
         },

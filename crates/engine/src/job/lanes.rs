@@ -133,6 +133,17 @@ impl Lane {
         self.share.bases.iter().map(|b| b.url.as_str())
     }
 
+    /// The pool member `url` starts with (its index), and the path after it:
+    /// a step's `url` naming one of the pool's hosts goes to that host,
+    /// under its breaker and `url_concurrency`.
+    pub(crate) fn member_of<'u>(&self, url: &'u str) -> Option<(usize, &'u str)> {
+        self.share.bases.iter().enumerate().find_map(|(i, b)| {
+            url.strip_prefix(b.url.trim_end_matches('/'))
+                .filter(|rest| rest.starts_with('/'))
+                .map(|rest| (i, rest))
+        })
+    }
+
     /// The first base URL (to build a request whose path is then re-based).
     pub(crate) fn first_base(&self) -> &str {
         self.share
@@ -169,15 +180,22 @@ impl Lane {
     /// none does (waiting is not an attempt, so items do not burn retries).
     /// With `fail_when_open`, returns `None` instead of waiting when every
     /// breaker is open (a step with a fallback takes it rather than wait).
-    async fn pick(&self, fail_when_open: bool, affinity: Option<(u64, bool)>) -> Option<usize> {
+    /// With `pinned`, only that endpoint will do: the call waits for it.
+    async fn pick(
+        &self,
+        fail_when_open: bool,
+        affinity: Option<(u64, bool)>,
+        pinned: Option<usize>,
+    ) -> Option<usize> {
         loop {
             let now = self.now();
             let mut best: Option<usize> = None;
             let mut all_open = true;
             let mut wake = now + POLL.as_nanos() as u64;
             let bases = &self.share.bases;
-            let order: Vec<usize> = match affinity {
-                Some((key, failover)) => {
+            let order: Vec<usize> = match (pinned, affinity) {
+                (Some(i), _) => vec![i],
+                (None, Some((key, failover))) => {
                     let order =
                         crate::job::affinity::order(key, bases.iter().map(|b| b.url.as_str()));
                     // Without failover only its own endpoint will do: wait for it.
@@ -186,7 +204,7 @@ impl Lane {
                         .take(if failover { usize::MAX } else { 1 })
                         .collect()
                 }
-                None => {
+                (None, None) => {
                     let mut order: Vec<usize> = (0..bases.len()).collect();
                     order.sort_by_key(|&i| bases[i].in_flight.load(Relaxed));
                     order
@@ -323,6 +341,8 @@ pub(crate) struct LaneRoute<'a> {
     /// `affinity`: the call's key, and whether it may go to the next
     /// endpoint while its own is down (else it waits for it).
     pub(crate) affinity: Option<(u64, bool)>,
+    /// The endpoint a step's `url` named (index in the pool), if any.
+    pub(crate) pinned: Option<usize>,
 }
 
 /// An attempt's place in the provider's concurrency and on a base URL;
@@ -351,7 +371,11 @@ impl<'a> Route for LaneRoute<'a> {
 
     async fn pick(&self) -> std::result::Result<(Cow<'_, Endpoint>, Ticket<'a>), String> {
         let place = self.lane.gate().enter(self.lane.tenant).await;
-        let Some(index) = self.lane.pick(self.fail_when_open, self.affinity).await else {
+        let Some(index) = self
+            .lane
+            .pick(self.fail_when_open, self.affinity, self.pinned)
+            .await
+        else {
             return Err(format!(
                 "circuit_open: every endpoint of provider {} is failing (its circuit breakers are open)",
                 self.lane.name

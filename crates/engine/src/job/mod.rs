@@ -39,7 +39,6 @@ use crate::progress::Progress;
 use crate::report::RunReport;
 use crate::settings::{JobSettings, RunSettings};
 use crate::writer::Message;
-use lanes::Lanes;
 use runner::{run_unit, Shared};
 use units::{Combos, UnitIds};
 
@@ -48,9 +47,10 @@ pub use choose::Offload;
 pub use claimed::DEFAULT_LEASE;
 pub(crate) use claimed::{dispatch as claimed_dispatch, hold_stopped};
 pub use estimate::{Bound, Estimate, Measured, StepLatency};
-pub(crate) use execute::{check_reachable, execute, new_runtime, Env, Executed, Work};
+pub(crate) use execute::{
+    check_reachable, execute, new_runtime, setup, Env, Executed, Setup, Work,
+};
 pub use export::unit_result;
-pub(crate) use lanes::Lanes as JobLanes;
 pub(crate) use offload::{for_worker as worker_offload, notes as offload_notes};
 pub use plan::{plan, Plan, PlanOptions, ProviderPlan, StepPlan};
 pub use probe::probe;
@@ -103,15 +103,15 @@ pub fn run_job_with(
     progress: Arc<Progress>,
     mut hooks: RunHooks,
 ) -> Result<RunReport> {
-    let env = job_env(job)?;
+    let Setup {
+        env: Env {
+            vars: env,
+            value: env_value,
+        },
+        runtime,
+        lanes,
+    } = setup(job, &progress)?;
     crate::tokens::warm_up(model_names(job));
-    let env_value =
-        minijinja::Value::from(minijinja::value::Serde(serde_json::json!({ "env": env })));
-    let runtime = new_runtime()?;
-    let lanes = Lanes::new(job, &env_value, crate::fair::new_tenant())?;
-    for lane in lanes.all() {
-        progress.stats.add_provider(&lane.name, &lane.share);
-    }
     let spool = cfg.store.local_dir().join("inputs");
     let prepared = runtime
         .block_on(inputs::prepare(
@@ -120,7 +120,7 @@ pub fn run_job_with(
             &spool,
             &env_value,
         ))
-        .map_err(|e| Error::Config(e.to_string()))?;
+        .map_err(|e| Error::Input(e.to_string()))?;
     let input_name = input_name(&job.input.source);
     if prepared.bad_count > 0 && !cfg.skip_bad {
         let first = &prepared.bad[0];

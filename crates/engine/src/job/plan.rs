@@ -163,7 +163,7 @@ pub fn plan(job: &Job, spool_dir: &std::path::Path, options: &PlanOptions) -> Re
             &env_value,
             true,
         ))
-        .map_err(|e| Error::Config(e.to_string()))?;
+        .map_err(|e| Error::Input(e.to_string()))?;
     let (report, fan_outs) = check::whole_input(job, &prepared, &env, false, options.limit)?;
     if !report.is_clean() {
         return Err(Error::Templates(Box::new(report)));

@@ -36,7 +36,7 @@ pub fn probe(job: &Job, spool_dir: &Path, n: usize) -> Result<HashMap<String, Me
             &env_value,
             true,
         ))
-        .map_err(|e| Error::Config(e.to_string()))?;
+        .map_err(|e| Error::Input(e.to_string()))?;
     let combos = Combos::new(job);
     let mut samples: BTreeMap<String, Vec<Duration>> = BTreeMap::new();
     let mut units = 0;

@@ -375,13 +375,20 @@ impl Windows {
     }
 
     /// Corrects the token windows once a response reports its usage: gives
-    /// back what was `reserved` but not `used`, or charges the excess.
-    pub fn settle(&mut self, now: u64, reserved: impl Into<Cost>, used: impl Into<Cost>) {
+    /// back what was `reserved` at `admitted_at` but not `used` (only the
+    /// sending time still ahead: see [`Gcra::refund`]), or charges the excess.
+    pub fn settle(
+        &mut self,
+        now: u64,
+        admitted_at: u64,
+        reserved: impl Into<Cost>,
+        used: impl Into<Cost>,
+    ) {
         let (reserved, used): (Cost, Cost) = (reserved.into(), used.into());
         for w in self.windows.iter_mut().filter(|w| w.dim != Dim::Requests) {
             let (reserved, used) = (w.dim.of(reserved), w.dim.of(used));
             if used < reserved {
-                w.gcra.refund(now, reserved - used);
+                w.gcra.refund(now, admitted_at, reserved, reserved - used);
             } else if used > reserved {
                 w.gcra.take(now, used - reserved);
             }

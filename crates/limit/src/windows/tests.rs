@@ -194,11 +194,11 @@ fn settle_refunds_and_charges_every_token_window() {
     // The day window binds: 2,100 tokens of debt against a bucket of 1,440.
     assert!(matches!(w.try_acquire(0, 100), Err(Rejection::Wait(_))));
     // Only 200 were used: both windows get 1,800 back.
-    w.settle(0, 2_000, 200);
+    w.settle(0, 0, 2_000, 200);
     assert_eq!(debts(&w, 0), [2 * SECOND, 200 * day_unit]);
     assert_eq!(w.try_acquire(2 * SECOND, 100), Ok(()));
     // Using more than reserved charges both.
-    w.settle(2 * SECOND, 100, 600);
+    w.settle(2 * SECOND, 2 * SECOND, 100, 600);
     assert_eq!(
         debts(&w, 2 * SECOND),
         [6 * SECOND, 800 * day_unit - 2 * SECOND]

@@ -241,7 +241,7 @@ fn read_file(file: &File, endpoint: &str, shared: &Shared) -> (Vec<(String, Json
 fn prompt_tokens(body: &Json) -> u64 {
     fn text(v: &Json) -> u64 {
         match v {
-            Json::String(s) => sluice_limit::estimate_text_tokens(s),
+            Json::String(s) => crate::count::text_tokens(s),
             Json::Array(items) => items.iter().map(text).sum(),
             Json::Object(o) => o.get("text").map_or(0, text),
             _ => 0,

@@ -104,7 +104,12 @@ async fn a_hung_request_frees_its_place_when_the_client_gives_up() {
             raw.bytes.is_empty() && raw.end.is_none(),
             "expected no response: {raw:?}"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Until the mock noticed (an event, not a guess at how fast).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while mock.server.stats().in_flight > 0 {
+            assert!(Instant::now() < deadline, "the place was never freed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
     let stats = mock.server.stats();
     assert_eq!((stats.requests, stats.hangs, stats.rate_limited), (2, 2, 0));

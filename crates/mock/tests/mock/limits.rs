@@ -11,27 +11,35 @@ use crate::{chat_body, Mock};
 
 #[tokio::test]
 async fn rpm_refuses_a_burst_and_admits_after_retry_after() {
-    // One request per 100 ms.
+    // One request per 3 s: the second request surely arrives within the
+    // slot even if this process stalls for seconds, and the wait it is told
+    // is checked against the gap measured here, not a guess.
     let mock = Mock::start(MockConfig {
-        rpm: Some(600),
+        rpm: Some(20),
         ..MockConfig::default()
     })
     .await;
+    let sent = Instant::now();
     let first = mock.chat("a").await;
     assert_eq!(first.status, 200);
-    assert_eq!(first.number("x-ratelimit-limit-requests"), 600);
+    assert_eq!(first.number("x-ratelimit-limit-requests"), 20);
     assert_eq!(first.number("x-ratelimit-remaining-requests"), 0);
     assert!(
-        first.header("x-ratelimit-reset-requests").ends_with("ms"),
+        first.header("x-ratelimit-reset-requests") == "3s",
         "{first:?}"
     );
     assert_eq!(first.header("x-ratelimit-limit-tokens"), "");
 
     let refused = mock.chat("b").await;
+    let gap = sent.elapsed().as_millis() as u64;
     assert_eq!(refused.status, 429);
     let wait_ms = refused.number("retry-after-ms");
-    assert!((60..=100).contains(&wait_ms), "retry-after-ms {wait_ms}");
-    assert_eq!(refused.number("retry-after"), 1);
+    // The slot less the time between the two arrivals (at most `gap`).
+    assert!(
+        (3_000 - gap.min(3_000)..=3_000).contains(&wait_ms),
+        "retry-after-ms {wait_ms} after {gap} ms"
+    );
+    assert_eq!(refused.number("retry-after"), wait_ms.div_ceil(1_000));
     let error = &refused.json()["error"];
     assert_eq!(
         (&error["type"], &error["code"]),
@@ -60,32 +68,39 @@ async fn rpm_refuses_a_burst_and_admits_after_retry_after() {
 
 #[tokio::test]
 async fn tpm_refuses_by_tokens_and_never_admits_a_too_large_request() {
-    // 6,000 tokens/min: 10 ms per token. Each chat below costs 4 + 16 = 20 tokens.
+    // 600 tokens/min: 100 ms per token. Each chat below costs 4 + 16 = 20
+    // tokens, a 2 s slot: wide enough that a stalled process still sends
+    // the second request inside it; the wait is checked against the gap
+    // measured here.
     let mock = Mock::start(MockConfig {
-        tpm: Some(6_000),
+        tpm: Some(600),
         ..MockConfig::default()
     })
     .await;
     let prompt = "0123456789abcdef";
     assert_eq!(estimate_text_tokens(prompt), 4);
+    let sent = Instant::now();
     let first = mock.chat(prompt).await;
     assert_eq!(first.status, 200);
-    assert_eq!(first.number("x-ratelimit-limit-tokens"), 6_000);
+    assert_eq!(first.number("x-ratelimit-limit-tokens"), 600);
     assert_eq!(first.number("x-ratelimit-remaining-tokens"), 0);
 
     let refused = mock.chat(prompt).await;
+    let gap = sent.elapsed().as_millis() as u64;
     assert_eq!(refused.status, 429);
     assert_eq!(refused.json()["error"]["type"], "tokens");
     let wait_ms = refused.number("retry-after-ms");
-    assert!((150..=200).contains(&wait_ms), "retry-after-ms {wait_ms}");
+    assert!(
+        (2_000 - gap.min(2_000)..=2_000).contains(&wait_ms),
+        "retry-after-ms {wait_ms} after {gap} ms"
+    );
     tokio::time::sleep(Duration::from_millis(wait_ms)).await;
     let admitted = mock.chat(prompt).await;
     assert_eq!(admitted.status, 200);
 
-    // 6,000 characters of prompt alone exceed the whole limit: refused with no
-    // retry-after, since waiting would not help.
-    tokio::time::sleep(Duration::from_millis(250)).await;
-    let huge = mock.chat(&"x".repeat(24_000)).await;
+    // 2,400 characters of prompt alone exceed the whole limit: refused with
+    // no retry-after, since waiting would not help.
+    let huge = mock.chat(&"x".repeat(2_400)).await;
     assert_eq!(huge.status, 429);
     assert_eq!(huge.header("retry-after"), "");
     let message = huge.json()["error"]["message"]
@@ -93,7 +108,9 @@ async fn tpm_refuses_by_tokens_and_never_admits_a_too_large_request() {
         .unwrap_or_default()
         .to_owned();
     assert!(message.contains("Request too large"), "{message}");
-    // ...and it did not use up the budget either.
+    // ...and it did not use up the budget either: once the admitted
+    // request's slot has passed, the next one is admitted.
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
     let idle = mock.chat(prompt).await;
     assert_eq!(idle.status, 200);
     let stats = mock.server.stats();
@@ -106,11 +123,11 @@ async fn tpm_refuses_by_tokens_and_never_admits_a_too_large_request() {
 
 #[tokio::test]
 async fn concurrency_cap_answers_429_at_once() {
-    // A latency of 1 s, so the third request surely arrives while the first
+    // A latency of 3 s, so the third request surely arrives while the first
     // two wait, and "at once" is far from "after the latency" even when a
-    // loaded machine delays this process.
+    // loaded machine delays this process by a second or more.
     let cfg = MockConfig {
-        latency_ms: 1_000,
+        latency_ms: 3_000,
         max_concurrency: Some(2),
         ..MockConfig::default()
     };
@@ -128,14 +145,14 @@ async fn concurrency_cap_answers_429_at_once() {
     let (x, y, z) = tokio::join!(timed("x", 0), timed("y", 0), timed("z", 100));
     assert_eq!((x.0.status, y.0.status), (200, 200));
     assert!(
-        x.1 >= Duration::from_millis(1_000),
+        x.1 >= Duration::from_millis(3_000),
         "latency applies: {:?}",
         x.1
     );
     assert_eq!(z.0.status, 429);
-    assert!(z.1 < Duration::from_millis(500), "429 at once: {:?}", z.1);
-    assert_eq!(z.0.number("retry-after-ms"), 1_000);
-    assert_eq!(z.0.number("retry-after"), 1);
+    assert!(z.1 < Duration::from_millis(1_500), "429 at once: {:?}", z.1);
+    assert_eq!(z.0.number("retry-after-ms"), 3_000);
+    assert_eq!(z.0.number("retry-after"), 3);
     // Finished requests free their places.
     assert_eq!(timed("w", 0).await.0.status, 200);
     let stats = mock.server.stats();

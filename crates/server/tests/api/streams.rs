@@ -138,8 +138,13 @@ async fn events_follow_a_run_started_by_another_process_through_its_heartbeats()
     let addr = s.listen().await;
     // What `sluice run job.toml` would do, against the same store.
     let cli = start_cli_run(&s, 150, 4, "rpm = 30000\n");
-    // Wait for its first heartbeat to be recorded.
+    // Wait for its first heartbeat to be recorded (a minute at most).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let id = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no heartbeat from the CLI run"
+        );
         let list = s.call("GET", "/v1/runs", None).await.json();
         if let Some(run) = list["runs"].as_array().unwrap().first() {
             let id = run["id"].as_str().unwrap().to_owned();

@@ -395,13 +395,24 @@ fn heartbeats_renew_leases_and_a_stopped_beat_returns_them() {
     let mut a = schema.open();
     let run = queued_run(&mut a, 4);
     let mut b = schema.open();
-    let lease = Duration::from_millis(600);
+    // Beats every 300 ms against a 2 s lease, for longer than the lease:
+    // only the beats can keep it. A stall between two beats would have to
+    // outlast the whole lease to spoil that, and is then named, not guessed.
+    let lease = Duration::from_millis(2_000);
     let held = a.claim(&run, "wa", 2, lease).unwrap();
-    for _ in 0..4 {
+    let start = std::time::Instant::now();
+    let mut last = start;
+    while start.elapsed() < lease + Duration::from_millis(500) {
         std::thread::sleep(Duration::from_millis(300));
+        let gap = last.elapsed();
+        assert!(
+            gap < lease,
+            "{gap:?} between two beats: longer than the lease"
+        );
         a.heartbeat(&beat(&run, "wa", "running")).unwrap();
+        last = std::time::Instant::now();
     }
-    // 1.2 s after a 0.6 s lease: still held because the beats kept it.
+    // Past the lease: still held because the beats kept it.
     let other = b.claim(&run, "wb", 4, lease).unwrap();
     assert_eq!(other.len(), 2, "only the units wa does not hold");
     a.heartbeat(&beat(&run, "wa", "stopped")).unwrap();

@@ -195,6 +195,7 @@ async fn send_group(shared: &Shared, call: &ModelCall<'_>, members: Vec<Member>)
     };
     let target = Target::Pool {
         affinity: call.affinity,
+        pinned: None,
         path: call.request.path.clone(),
         method: Method::POST,
     };

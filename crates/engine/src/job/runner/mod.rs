@@ -48,8 +48,9 @@ pub(crate) struct Shared {
     /// `env` for templates: only the variables the job lists.
     pub(crate) env: Json,
     /// Reads earlier step records on resume and the cache; `None` for a new
-    /// run without cached steps.
-    pub(crate) reader: Option<Mutex<Box<dyn Store>>>,
+    /// run without cached steps. Read off the dispatcher thread
+    /// ([`Shared::read_store`]).
+    pub(crate) reader: Option<Arc<Mutex<Box<dyn Store>>>>,
     /// Whether `reader` holds step records worth reading (a resumed run).
     pub(crate) resumed: bool,
     pub(crate) run_id: String,
@@ -70,12 +71,31 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Runs `read` on the reader's store on a blocking thread, not the
+    /// dispatcher's (a store call blocks: on PostgreSQL it is a round trip);
+    /// `None` without a reader.
+    async fn read_store<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&mut dyn Store) -> sluice_store::Result<T> + Send + 'static,
+    ) -> Option<sluice_store::Result<T>> {
+        let reader = self.reader.clone()?;
+        let task = tokio::task::spawn_blocking(move || {
+            let mut store = reader.lock().unwrap_or_else(|e| e.into_inner());
+            read(&mut **store)
+        });
+        match task.await {
+            Ok(result) => Some(result),
+            Err(e) => {
+                tracing::warn!("run {}: a store read did not finish ({e})", self.run_id);
+                None
+            }
+        }
+    }
+
     /// A cached output for `key` younger than `ttl`, if any.
-    pub(crate) fn cached(&self, key: u64, ttl: std::time::Duration) -> Option<StepOutput> {
-        let reader = self.reader.as_ref()?;
+    pub(crate) async fn cached(&self, key: u64, ttl: std::time::Duration) -> Option<StepOutput> {
         let since = now_ms() - ttl.as_millis().min(i64::MAX as u128) as i64;
-        let mut store = reader.lock().unwrap_or_else(|e| e.into_inner());
-        let text = match store.cache_get(key, since) {
+        let text = match self.read_store(move |s| s.cache_get(key, since)).await? {
             Ok(text) => text?,
             Err(e) => {
                 // Not "nothing cached": say so, then call as on a miss.
@@ -169,7 +189,7 @@ pub(crate) async fn run_unit(shared: &Shared, mut unit: Unit) -> Option<ItemReco
         .max_in_flight
         .map(|n| Arc::new(Semaphore::new(n.max(1))));
     let clock = Instant::now();
-    let known = known_parts(shared, &unit.id, unit.resume);
+    let known = known_parts(shared, &unit.id, unit.resume).await;
     let mut outputs = Map::new();
     let mut tally = UnitTally::default();
     let mut failure: Option<String> = None;
@@ -237,7 +257,7 @@ pub(crate) async fn run_unit(shared: &Shared, mut unit: Unit) -> Option<ItemReco
 async fn run_steps(
     shared: &Shared,
     unit: &Unit,
-    known: &Known,
+    known: &RecordedParts,
     outputs: &mut Map<String, Json>,
     tally: &mut UnitTally,
     failure: &mut Option<String>,
@@ -280,7 +300,7 @@ async fn run_step(
     unit: &Unit,
     step: &sluice_spec::Step,
     outputs: Map<String, Json>,
-    known: &Known,
+    known: &RecordedParts,
 ) -> (usize, StepEnd, UnitTally) {
     let mut tally = UnitTally::default();
     let ctx = context(shared, unit, &outputs, None);
@@ -355,17 +375,21 @@ impl PartEnd {
     }
 }
 
-pub(super) type Known = HashMap<(String, i64), (u64, StepOutput)>;
+/// A unit's parts recorded done by earlier runs: (step, part) → (request
+/// hash, output).
+pub(super) type RecordedParts = HashMap<(String, i64), (u64, StepOutput)>;
 
 /// Done parts recorded by earlier runs of this unit: (step, part) → (hash, output).
-fn known_parts(shared: &Shared, unit_id: &str, resume: bool) -> Known {
-    let Some(reader) = shared.reader.as_ref().filter(|_| shared.resumed || resume) else {
-        return Known::new();
-    };
-    let mut store = reader.lock().unwrap_or_else(|e| e.into_inner());
-    let records = match store.unit_steps(&shared.run_id, unit_id) {
-        Ok(records) => records,
-        Err(e) => {
+async fn known_parts(shared: &Shared, unit_id: &str, resume: bool) -> RecordedParts {
+    if !(shared.resumed || resume) {
+        return RecordedParts::new();
+    }
+    let (run, unit) = (shared.run_id.clone(), unit_id.to_owned());
+    let read = shared.read_store(move |s| s.unit_steps(&run, &unit));
+    let records = match read.await {
+        None => return RecordedParts::new(),
+        Some(Ok(records)) => records,
+        Some(Err(e)) => {
             // Not "no steps recorded": the steps are sent (and paid) again,
             // which the user must hear about.
             tracing::warn!(
@@ -373,7 +397,7 @@ fn known_parts(shared: &Shared, unit_id: &str, resume: bool) -> Known {
                  its steps are sent again",
                 shared.run_id
             );
-            return Known::new();
+            return RecordedParts::new();
         }
     };
     records

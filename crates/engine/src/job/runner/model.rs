@@ -169,6 +169,7 @@ pub(super) async fn call_model(
     };
     let target = Target::Pool {
         affinity: call.affinity,
+        pinned: None,
         path,
         method: Method::POST,
     };

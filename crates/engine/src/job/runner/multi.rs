@@ -7,7 +7,9 @@ use sluice_spec::{Step, StepKind};
 use super::model::{call_model, chat_part_output, conversation_stream, model_of, ModelCall};
 use super::parts::{part, record};
 use super::send::CallOutcome;
-use super::{context, Done, Failed, Known, PartEnd, Shared, StepEnd, Stopped, Unit, UnitTally};
+use super::{
+    context, Done, Failed, PartEnd, RecordedParts, Shared, StepEnd, Stopped, Unit, UnitTally,
+};
 use crate::calls::Tally;
 use crate::clock::now_ms;
 use crate::job::output::{parse_json_text, StepOutput, Turn, Usage};
@@ -22,7 +24,7 @@ pub(super) async fn fan_out(
     outputs: &Map<String, Json>,
     ctx: &minijinja::Value,
     for_each: &sluice_spec::Template,
-    known: &Known,
+    known: &RecordedParts,
     tally: &mut UnitTally,
 ) -> StepEnd {
     let list = match for_each.render_value(ctx) {
@@ -86,7 +88,7 @@ pub(super) async fn conversation(
     unit: &Unit,
     step: &Step,
     ctx: &minijinja::Value,
-    known: &Known,
+    known: &RecordedParts,
     tally: &mut UnitTally,
 ) -> StepEnd {
     let StepKind::Conversation { turns, .. } = &step.kind else {

@@ -8,7 +8,7 @@ use sluice_store::{ItemStatus, StepRecord};
 
 use super::model::{call_model, chat_part_output, ModelCall};
 use super::send::{send, CallOutcome, Outgoing, Sent, Target};
-use super::{Known, PartEnd, Shared, Unit, UnitTally};
+use super::{PartEnd, RecordedParts, Shared, Unit, UnitTally};
 use crate::calls::Tally;
 use crate::clock::now_ms;
 use crate::job::output::{parse_json_text, StepOutput};
@@ -26,7 +26,7 @@ pub(super) async fn part(
     ctx: &minijinja::Value,
     part: i64,
     file_stem: &str,
-    known: &Known,
+    known: &RecordedParts,
     tally: &mut UnitTally,
 ) -> PartEnd {
     let entered = now_ms();
@@ -41,7 +41,7 @@ pub(super) async fn part(
     }
     let cache_key = step.cache_ttl.map(|_| cache_key(step, hash));
     if let (Some(ttl), Some(key)) = (step.cache_ttl, cache_key) {
-        if let Some(mut output) = shared.cached(key, ttl) {
+        if let Some(mut output) = shared.cached(key, ttl).await {
             output.cached = Some(true);
             timing::set(&mut output, entered, now_ms());
             Progress::add(&shared.progress.cache_hits, 1);
@@ -312,13 +312,25 @@ async fn execute(
             headers.extend(call.headers.iter().cloned());
             // A `path` step was built on the first base URL; each attempt
             // re-bases it on the least busy healthy one of the pool.
+            // A `url` naming a host of the pool (e.g. the one an earlier
+            // step's answer names) goes to that host, never re-based.
             let uri = call.endpoint.uri.to_string();
-            let target = match (provider_lane, first_base.and_then(|b| uri.strip_prefix(b))) {
+            let by_url = matches!(step.kind, StepKind::Http { url: Some(_), .. });
+            let (pinned, rest) = match (provider_lane, by_url) {
+                (Some(l), true) => match l.member_of(&uri) {
+                    Some((i, path)) => (Some(i), Some(path)),
+                    None => (None, None),
+                },
+                (_, true) => (None, None),
+                (_, false) => (None, first_base.and_then(|b| uri.strip_prefix(b))),
+            };
+            let target = match (provider_lane, rest) {
                 (Some(_), Some(path)) if path.starts_with('/') => Target::Pool {
                     affinity: match affinity_of(step, ctx) {
                         Ok(a) => a,
                         Err(e) => return (PartEnd::Failed(e), None, Duration::ZERO),
                     },
+                    pinned,
                     path: path.to_string(),
                     method: call.endpoint.method.clone(),
                 },

@@ -28,6 +28,8 @@ pub(super) enum Target {
         path: String,
         method: Method,
         affinity: Option<u64>,
+        /// The pool member a step's `url` named: every attempt goes there.
+        pinned: Option<usize>,
     },
     /// One absolute URL.
     Url(Endpoint),
@@ -104,6 +106,7 @@ pub(super) async fn send(
             path,
             method,
             affinity,
+            pinned,
         } => {
             let route = LaneRoute {
                 lane,
@@ -111,6 +114,7 @@ pub(super) async fn send(
                 method,
                 fail_when_open: step.fallback.is_some(),
                 affinity: affinity.map(|key| (key, step.affinity_failover)),
+                pinned,
             };
             calls::call(
                 &env,
