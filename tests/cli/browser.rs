@@ -1,8 +1,11 @@
 //! The dashboard in real headless Chromium: `sluice serve` (with the token it
-//! generates) and a run against `sluice mock`, the page opened through the
-//! URL the server printed while the run progresses; the token moves into a
-//! cookie, the page without it is 401, its counters and a chart update, and
-//! a screenshot is kept under target/tmp/.
+//! generates) and runs against `sluice mock`, the page opened through the
+//! URL the server printed. While a run progresses: the token moves into a
+//! cookie, the page without it is 401, its counters and a chart update.
+//! Once a run with failures has finished: its summary and charts after a
+//! reload, a failure found in the failures table and retried from the page,
+//! no sideways scrolling at 390 × 844. Screenshots are kept under
+//! target/tmp/ and target/dashboard-shots/.
 //!
 //! Needs Debian's `chromium` and `npm ci` in tests/browser (playwright-core
 //! drives the browser). Skipped with a message when they are missing,
@@ -72,7 +75,7 @@ fn the_dashboard_shows_a_run_progressing_live() {
     let profile = tempfile::tempdir().unwrap();
     let out = Command::new("node")
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/dashboard.mjs"))
-        .args([&server.dashboard, run_id, shot.to_str().unwrap()])
+        .args(["live", &server.dashboard, run_id, shot.to_str().unwrap()])
         .env("CHROMIUM_PROFILE", profile.path())
         .output()
         .unwrap();
@@ -93,4 +96,103 @@ fn the_dashboard_shows_a_run_progressing_live() {
         shot.display()
     );
     eprintln!("dashboard screenshot: {}", shot.display());
+}
+
+#[test]
+fn the_dashboard_opens_a_finished_run_with_its_story_and_retries_a_failure() {
+    if let Some(why) = missing() {
+        assert!(
+            std::env::var("SLUICE_REQUIRE_BROWSER").as_deref() != Ok("1"),
+            "SLUICE_REQUIRE_BROWSER=1 but {why}"
+        );
+        eprintln!("skipping the browser test: {why}");
+        return;
+    }
+    let s = Scratch::new();
+    // 500s (retryable) and 422s (never cured), no retries: failures remain.
+    let mock = Mock::start(&[
+        "--latency-ms",
+        "20",
+        "--fail-rate",
+        "0.25",
+        "--reject-rate",
+        "0.1",
+        "--seed",
+        "5",
+    ]);
+    let server = Serve::start(&s, &[], &[("SLUICE_TOKEN", "")]);
+    // 150 items at 3,000 requests/minute: about three seconds, so the
+    // history has a few points to draw.
+    let job = json!({
+        "name": "story",
+        "items": (0..150).map(|i| json!({"id": format!("q{i:03}"), "q": format!("question {i}")})).collect::<Vec<_>>(),
+        "id": "{{ item.id }}",
+        "provider": {"base_url": mock.url("/v1"), "concurrency": 4, "rpm": 3000,
+                     "retries": {"max": 0}, "circuit_breaker": false},
+        "step": {"kind": "chat", "model": "m", "messages": [{"role": "user", "content": "{{ item.q }}"}]},
+    });
+    let (status, body) = server.http(
+        "POST",
+        "/v1/runs",
+        &["Content-Type: application/json"],
+        &job.to_string(),
+    );
+    assert_eq!(status, 202, "{body}");
+    let run: Value = serde_json::from_str(&body).unwrap();
+    let run_id = run["id"].as_str().unwrap().to_owned();
+    let view = loop {
+        let (_, body) = server.http("GET", &format!("/v1/runs/{run_id}"), &[], "");
+        let view: Value = serde_json::from_str(&body).unwrap();
+        if view["state"] == "finished" && view["executed_here"] == false {
+            break view;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(view["counts"]["failed"].as_u64() > Some(0), "{view}");
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .join("dashboard-shots");
+    std::fs::create_dir_all(&shots).unwrap();
+    for name in ["desktop", "phone", "failures", "phone-dark", "desktop-dark"] {
+        let _ = std::fs::remove_file(shots.join(format!("{name}.png")));
+    }
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new("node")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/dashboard.mjs"))
+        .args([
+            "finished",
+            &server.dashboard,
+            &run_id,
+            shots.to_str().unwrap(),
+        ])
+        .env("CHROMIUM_PROFILE", profile.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "dashboard check failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("ok summary"), "{stdout}");
+    eprintln!("{stdout}");
+    // The page's retry reached the server: the run has fewer failures.
+    let (_, body) = server.http("GET", &format!("/v1/runs/{run_id}"), &[], "");
+    let after: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        after["counts"]["failed"].as_u64() < view["counts"]["failed"].as_u64(),
+        "{after}"
+    );
+    for name in ["desktop", "phone", "failures"] {
+        let shot = shots.join(format!("{name}.png"));
+        assert!(
+            std::fs::metadata(&shot)
+                .map(|m| m.len() > 10_000)
+                .unwrap_or(false),
+            "screenshot at {}",
+            shot.display()
+        );
+    }
+    eprintln!("dashboard screenshots: {}", shots.display());
 }

@@ -356,6 +356,133 @@ fn a_run_from_the_cli_is_listed_and_its_results_served() {
 }
 
 #[test]
+fn a_finished_cli_run_opens_with_its_summary_and_history() {
+    let s = Scratch::new();
+    let mock = Mock::start(&[]);
+    let input = s.write_lines(
+        "items.jsonl",
+        &(0..20)
+            .map(|i| format!("{{\"q\":\"q{i}\"}}"))
+            .collect::<Vec<_>>(),
+    );
+    let job = s.path("job.toml");
+    std::fs::write(
+        &job,
+        format!(
+            "name = \"told\"\n[input]\npath = \"{}\"\n[providers.p]\nbase_url = \"{}\"\n[[steps]]\nname = \"a\"\nkind = \"chat\"\nprovider = \"p\"\nmodel = \"m\"\nmessages = [{{ role = \"user\", content = \"{{{{ item.q }}}}\" }}]\n",
+            input.display(),
+            mock.url("/v1")
+        ),
+    )
+    .unwrap();
+    // The CLI ran it with no server around; a server started later shows it.
+    let out = s.sluice(&["run", job.to_str().unwrap()]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let server = Serve::start(&s, &[], &[]);
+    let (status, body) = server.http("GET", "/v1/runs/told-1", &[], "");
+    assert_eq!(status, 200, "{body}");
+    let view: Value = serde_json::from_str(&body).unwrap();
+    let summary = &view["summary"];
+    assert_eq!(summary["sessions"], 1, "{view}");
+    assert_eq!(summary["done"], 20, "{summary}");
+    assert_eq!(summary["attempts"], 20, "{summary}");
+    assert_eq!(summary["steps"][0]["step"], "a", "{summary}");
+    assert_eq!(summary["providers"][0]["name"], "p", "{summary}");
+    let (status, body) = server.http("GET", "/v1/runs/told-1/history", &[], "");
+    assert_eq!(status, 200, "{body}");
+    let history: Value = serde_json::from_str(&body).unwrap();
+    let points = history["points"].as_array().unwrap();
+    assert!(!points.is_empty(), "{history}");
+    let done: f64 = points
+        .iter()
+        .map(|p| p["done_per_min"].as_f64().unwrap())
+        .sum();
+    assert!(done > 0.0, "{history}");
+}
+
+#[test]
+fn the_server_follows_a_cli_run_live_and_its_end_carries_the_summary() {
+    let s = Scratch::new();
+    let mock = Mock::start(&["--latency-ms", "10"]);
+    let server = Serve::start(&s, &[], &[]);
+    let input = s.write_lines(
+        "items.jsonl",
+        &(0..150)
+            .map(|i| format!("{{\"q\":\"q{i}\"}}"))
+            .collect::<Vec<_>>(),
+    );
+    let job = s.path("job.toml");
+    // 150 items at 1,800 requests/minute: five seconds at least.
+    std::fs::write(
+        &job,
+        format!(
+            "name = \"followed\"\n[input]\npath = \"{}\"\n[providers.p]\nbase_url = \"{}\"\nrpm = 1800\n[[steps]]\nname = \"a\"\nkind = \"chat\"\nprovider = \"p\"\nmodel = \"m\"\nmessages = [{{ role = \"user\", content = \"{{{{ item.q }}}}\" }}]\n",
+            input.display(),
+            mock.url("/v1")
+        ),
+    )
+    .unwrap();
+    let mut cli = Command::new(bin())
+        .current_dir(s.dir.path())
+        .args(["run", job.to_str().unwrap()])
+        .env("SLUICE_STORE", s.store())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        // Running, with its process's first heartbeat in (else the stream
+        // sees a run nobody works on, and ends at once).
+        let (status, body) = server.http("GET", "/v1/runs/followed-1", &[], "");
+        let view: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        let beating = view["workers"]
+            .as_array()
+            .is_some_and(|w| w.iter().any(|w| w["state"] == "running"));
+        if status == 200 && view["state"] == "running" && beating {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the CLI run never showed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The stream ends with the run.
+    let (status, body) = server.http("GET", "/v1/runs/followed-1/events", &[], "");
+    assert_eq!(status, 200);
+    assert!(cli.wait().unwrap().success());
+    let events: Vec<(String, Value)> = body
+        .split("\n\n")
+        .filter_map(|e| {
+            let name = e.lines().find_map(|l| l.strip_prefix("event: "))?;
+            let data = e.lines().find_map(|l| l.strip_prefix("data: "))?;
+            Some((name.to_owned(), serde_json::from_str(data).ok()?))
+        })
+        .collect();
+    let points: Vec<&Value> = events
+        .iter()
+        .filter(|(n, d)| n == "progress" && !d["point"].is_null())
+        .map(|(_, d)| &d["point"])
+        .collect();
+    assert!(!points.is_empty(), "{body}");
+    assert!(
+        points
+            .iter()
+            .any(|p| p["calls_per_sec"].as_f64() > Some(0.0)),
+        "{points:?}"
+    );
+    let (name, end) = events.last().unwrap();
+    assert_eq!(name, "end", "{body}");
+    assert_eq!(end["summary"]["attempts"], 150, "{end}");
+    assert_eq!(end["summary"]["done"], 150, "{end}");
+}
+
+#[test]
 fn stopping_the_server_leaves_its_runs_interrupted_and_resumable() {
     let s = Scratch::new();
     let mock = Mock::start(&["--latency-ms", "20"]);

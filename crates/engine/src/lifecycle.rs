@@ -105,6 +105,7 @@ pub(crate) fn close_run(
     progress: &Progress,
 ) -> Result<RunReport> {
     let mut store = location.open()?;
+    keep_story(&mut *store, &run.id, progress);
     let state = if interrupted {
         "interrupted"
     } else {
@@ -126,6 +127,7 @@ pub(crate) fn close_shared_run(
     progress: &Progress,
 ) -> Result<RunReport> {
     let mut store = location.open()?;
+    keep_story(&mut *store, &run.id, progress);
     // Cancelled for every process only when the store says so: a server
     // shutting down cancels just its own execution, and the workers on the
     // run go on.
@@ -157,6 +159,16 @@ pub(crate) fn close_shared_run(
     last_beat(&mut *store, run, resumed, interrupted, progress)
 }
 
+/// Writes the session's story with its final figures (charts and summaries
+/// of the run), before the run's state says it ended: whoever sees it ended
+/// finds them.
+fn keep_story(store: &mut dyn Store, run_id: &str, progress: &Progress) {
+    let (key, story) = crate::live::final_story(progress);
+    if let Err(e) = store.put_run_state(run_id, &key, &story) {
+        tracing::warn!("could not keep the run's history: {e}");
+    }
+}
+
 /// Causes of failure the run summary names.
 const SUMMARY_GROUPS: usize = 3;
 
@@ -172,6 +184,7 @@ fn last_beat(
     if let Err(e) = store.heartbeat(&last_beat) {
         tracing::warn!("could not record this worker's last heartbeat: {e}");
     }
+    // The session's story with its final figures, for charts and summaries.
     let snapshot = progress.snapshot();
     let errors = if snapshot.failed > 0 {
         crate::errors::group_errors(store, &run.id, SUMMARY_GROUPS)?

@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 
 use crate::clock::now_ms;
 use crate::control::RunControl;
+use crate::history::{Sample, FLUSH_BEATS};
 use crate::identity::{identity, BEAT_PERIOD};
 use crate::progress::{Progress, Snapshot};
 use crate::writer::Message;
@@ -63,12 +64,18 @@ pub(crate) fn beat(
         .latency_ewma_us
         .load(std::sync::atomic::Ordering::Relaxed) as f64
         / 1e3;
+    let stats = progress.stats.report();
+    let beat_at = now_ms();
+    progress.history.record(
+        sample(beat_at, &snapshot, &stats, latency_ms),
+        state != "running",
+    );
     let live = serde_json::json!({
         "counters": snapshot,
         "rates": rates,
         "latency_ewma_ms": latency_ms,
         "eta_secs": snapshot.eta().map(|d| d.as_secs_f64()),
-        "stats": progress.stats.report(),
+        "stats": stats,
         "control": control.map(|c| c.state().as_str()),
     });
     let beat = WorkerBeat {
@@ -77,7 +84,7 @@ pub(crate) fn beat(
         host: id.host.clone(),
         pid: id.pid,
         started_at: id.started_at,
-        beat_at: now_ms(),
+        beat_at,
         state: state.to_owned(),
         in_flight: snapshot.in_flight,
         live,
@@ -96,6 +103,7 @@ pub(crate) async fn beat_loop(
     let mut previous = None;
     let mut ticks = tokio::time::interval(BEAT_PERIOD);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut beats = 0u64;
     loop {
         ticks.tick().await;
         let (beat, now) = beat(&run_id, "running", &progress, Some(&control), previous);
@@ -103,6 +111,80 @@ pub(crate) async fn beat_loop(
         if tx.send(Message::Beat(Box::new(beat))).await.is_err() {
             return;
         }
+        beats += 1;
+        if beats.is_multiple_of(FLUSH_BEATS) {
+            let story = session_story(&progress, false);
+            if tx.send(story).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// The message that keeps this session's story (see [`crate::history`]).
+pub(crate) fn session_story(progress: &Progress, ended: bool) -> Message {
+    let (key, entry) = session_entry(progress, ended);
+    Message::State(key, Box::new(entry))
+}
+
+/// This process's session of the run `progress` counts, as kept in the
+/// store: its run-state key and entry (see [`crate::history`]).
+pub fn session_entry(progress: &Progress, ended: bool) -> (String, serde_json::Value) {
+    let id = identity();
+    let entry = progress.history.entry(
+        (&id.worker_id, &id.host, id.pid),
+        &progress.snapshot(),
+        &progress.stats.report(),
+        ended,
+    );
+    (progress.history.key(&id.worker_id), entry)
+}
+
+/// [`session_entry`] of a session that ends now, with its last sample.
+pub(crate) fn final_story(progress: &Progress) -> (String, serde_json::Value) {
+    let latency_ms = progress
+        .latency_ewma_us
+        .load(std::sync::atomic::Ordering::Relaxed) as f64
+        / 1e3;
+    let (snapshot, stats) = (progress.snapshot(), progress.stats.report());
+    progress
+        .history
+        .record(sample(now_ms(), &snapshot, &stats, latency_ms), true);
+    session_entry(progress, true)
+}
+
+/// The sample of one heartbeat: `snapshot`'s counters, the waits in `stats`.
+fn sample(
+    t: i64,
+    snapshot: &Snapshot,
+    stats: &crate::stats::StatsReport,
+    latency_ms: f64,
+) -> Sample {
+    let (mut place, mut rate) = (0.0, 0.0);
+    for s in &stats.steps {
+        place += s.place_waits.1;
+        rate += s.rate_waits.1;
+    }
+    Sample {
+        t,
+        done: snapshot.done,
+        failed: snapshot.failed,
+        attempts: snapshot.attempts,
+        retries: snapshot.retries,
+        throttled: snapshot.throttled,
+        tokens: snapshot.tokens,
+        cache_hits: snapshot.cache_hits,
+        spent_usd: snapshot.spent_usd,
+        on_wire: snapshot.in_flight,
+        // Places held minus calls on the wire: those waiting for a slot.
+        rate_waiting: stats
+            .providers
+            .iter()
+            .map(|p| p.in_flight.saturating_sub(p.on_wire))
+            .sum(),
+        place_wait_secs: place,
+        rate_wait_secs: rate,
+        latency_ms,
     }
 }
 

@@ -49,6 +49,8 @@ pub struct Progress {
     pub latency_ewma_us: AtomicU64,
     /// Per step and provider detail (job runs).
     pub stats: crate::stats::RunStats,
+    /// The session's samples, one per heartbeat (see [`crate::history`]).
+    pub history: crate::history::Recorder,
     /// While paused: microseconds since `started` when the pause began,
     /// plus one (0: not paused).
     paused_since_us: AtomicU64,
@@ -79,6 +81,7 @@ impl Default for Progress {
             breaker_openings: AtomicU64::new(0),
             latency_ewma_us: AtomicU64::new(0),
             stats: crate::stats::RunStats::default(),
+            history: crate::history::Recorder::default(),
             paused_since_us: AtomicU64::new(0),
             paused_us: AtomicU64::new(0),
         }

@@ -46,6 +46,9 @@ pub(crate) enum Message {
     /// This process's live state, written at once (see [`crate::live`]);
     /// a `running` beat also reads the run's stored control.
     Beat(Box<WorkerBeat>),
+    /// A piece of run state to keep (the session's story, see
+    /// [`crate::history`]): key and value.
+    State(String, Box<serde_json::Value>),
 }
 
 /// Handle to the writer thread.
@@ -298,6 +301,14 @@ fn apply(
         }
         Message::Cache(key, output, at) => {
             batch.cache.push((key, output, at));
+            Ok(())
+        }
+        Message::State(key, value) => {
+            let _busy = recording.busy();
+            // Like a beat: losing it only makes the story older.
+            if let Err(e) = store.put_run_state(run_id, &key, &value) {
+                tracing::warn!("could not keep the run's history: {e}");
+            }
             Ok(())
         }
         Message::Beat(beat) => {

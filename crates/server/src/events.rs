@@ -47,6 +47,7 @@ fn is_active(view: &Value) -> bool {
 async fn feed(state: AppState, key: String, tx: Arc<watch::Sender<Frame>>) {
     let id = key.clone();
     let mut run = key.clone();
+    let mut tracker = crate::history::Tracker::default();
     let mut ticks = tokio::time::interval(Duration::from_millis(state.config().tick_ms));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -59,8 +60,32 @@ async fn feed(state: AppState, key: String, tx: Arc<watch::Sender<Frame>>) {
                 }
                 let active = is_active(&view);
                 let name = if active { "progress" } else { "end" };
+                let mut data = progress_of(&view);
+                if active {
+                    if tracker.base_spent.is_none() {
+                        let run_id = run.clone();
+                        let base = state
+                            .with_store(move |store| crate::history::ended_spend(store, &run_id))
+                            .await;
+                        tracker.base_spent = Some(base.unwrap_or(0.0));
+                    }
+                    let now = sluice_engine::now_ms();
+                    // Other processes (workers of a shared run): all of them.
+                    let sample = if view["live"]["source"] == "worker" {
+                        let run_id = run.clone();
+                        state
+                            .with_store(move |store| Ok(store.workers(&run_id)?))
+                            .await
+                            .ok()
+                            .and_then(|beats| crate::history::sample_of_beats(now, &beats))
+                    } else {
+                        crate::history::sample_of_live(now, &view["live"])
+                    };
+                    let point = tracker.point(sample);
+                    data["point"] = serde_json::json!(point);
+                }
                 Frame::Event {
-                    bytes: sse::frame(name, &progress_of(&view)),
+                    bytes: sse::frame(name, &data),
                     last: !active,
                 }
             }

@@ -13,6 +13,7 @@ mod error;
 mod events;
 mod feeds;
 mod figures;
+mod history;
 mod live_run;
 mod metrics;
 mod policy;
@@ -59,12 +60,17 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/runs/{id}/retry", post(api::retry))
         .route("/v1/runs/{id}/results", get(api::results::results))
         .route("/v1/runs/{id}/items/{item}", get(api::results::item))
+        .route("/v1/runs/{id}/history", get(api::history::history))
+        .route("/v1/runs/{id}/failures", get(api::failures::failures))
+        .route("/v1/runs/{id}/export", get(api::failures::export))
+        .route("/favicon.ico", get(dashboard::favicon))
         .route("/v1/runs/{id}/events", get(events::events));
     Router::new()
         .merge(runs)
         .route("/", get(dashboard::index))
         .route("/assets/app.js", get(dashboard::script))
         .route("/assets/style.css", get(dashboard::style))
+        .route("/assets/charts.js", get(dashboard::charts))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::metrics))
         .route("/openapi.json", get(openapi))

@@ -108,6 +108,14 @@ pub(crate) fn view(
                 l
             }),
     };
+    // A run nobody works on now opens with its final figures.
+    let summary = match (&live, top_errors) {
+        (None, true) => {
+            let sessions = crate::history::sessions(store, &run.id, None)?;
+            (!sessions.is_empty()).then(|| crate::history::summary(&sessions))
+        }
+        _ => None,
+    };
     let errors = if top_errors {
         store.top_errors(&run.id, 5)?
     } else {
@@ -149,6 +157,7 @@ pub(crate) fn view(
         "workers": beats.iter().map(|w| sluice_engine::worker_view(w, now)).collect::<Vec<_>>(),
         "top_errors": errors.iter().map(|(m, n)| json!({"error": m, "count": n})).collect::<Vec<_>>(),
         "error_groups": groups,
+        "summary": summary,
         "recommendations": advice,
         "notices": notices,
     }))

@@ -102,6 +102,10 @@ pub trait Store: Send {
     /// records of the units they failed (without a step: every failed unit),
     /// so a rerun retries them; returns how many units became pending.
     fn reset_failed_steps(&mut self, run_id: &str, step: Option<&str>) -> Result<u64>;
+    /// Deletes the records of the failed units among `units` and their
+    /// failed step records, so a rerun retries just them (a group of
+    /// failures, the retryable ones); returns how many became pending.
+    fn reset_failed_units(&mut self, run_id: &str, units: &[String]) -> Result<u64>;
     /// A cached step output stored at or after `since` (unix ms), if any.
     fn cache_get(&mut self, key: u64, since: i64) -> Result<Option<String>>;
     /// Stores step outputs in the cache (replacing older ones), in one transaction.

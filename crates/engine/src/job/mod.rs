@@ -220,6 +220,7 @@ pub fn run_job_with(
         settings["offload"] = offload::to_json(&offload);
         store.update_settings(&run.id, &settings)?;
     }
+    let mut keep_failed = false;
     let done = if shared_run {
         // Counted while the units were queued.
         progress.snapshot().skipped
@@ -229,7 +230,18 @@ pub fn run_job_with(
             .limit
             .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
         let mut rows = units::input_rows(&prepared, &ids, &combos)?.take(first);
-        store.replace_inputs(&run.id, &mut rows)?.done
+        // A retry of chosen failures keeps the run's other failures failed
+        // (a new input list makes every failure pending again).
+        let kept = match resumed && crate::retry_scope::take(&mut *store, &run.id)? {
+            true => crate::retry_scope::failures(&mut *store, &run.id)?,
+            false => Vec::new(),
+        };
+        keep_failed = !kept.is_empty();
+        let done = store.replace_inputs(&run.id, &mut rows)?.done;
+        if keep_failed {
+            store.write_batch(&run.id, &kept)?;
+        }
+        done
     };
     store.set_total(&run.id, total)?;
     store.set_state(&run.id, "running", None)?;
@@ -294,6 +306,7 @@ pub fn run_job_with(
             ids: &ids,
             combos: &combos,
             first: cfg.limit,
+            keep_failed,
         };
         execute(work, runtime, lanes, env, |shared| {
             dispatch(shared, units, lookup, run_id, limit)
@@ -440,6 +453,8 @@ struct Units<'a> {
     ids: &'a UnitIds,
     combos: &'a Combos,
     first: Option<u64>,
+    /// Failed units stay failed (a retry of chosen failures).
+    keep_failed: bool,
 }
 
 /// Streams units into tasks, `limit` at once; returns whether it was interrupted.
@@ -455,6 +470,7 @@ async fn dispatch(
         ids,
         combos,
         first,
+        keep_failed,
     } = units;
     let mut handed_out = 0u64;
     let control = shared.control.clone();
@@ -509,7 +525,9 @@ async fn dispatch(
         let mut moves = Vec::new();
         for unit in pending.drain(..) {
             if let Some(k) = known.get(&unit.id) {
-                if k.status == ItemStatus::Done && k.hash == unit.hash {
+                let kept =
+                    k.status == ItemStatus::Done || (keep_failed && k.status == ItemStatus::Failed);
+                if kept && k.hash == unit.hash {
                     Progress::add(&shared.progress.skipped, 1);
                     if k.idx != unit.idx {
                         moves.push((unit.id.clone(), unit.idx));

@@ -16,6 +16,7 @@ use sluice_engine::{executing, read_control, requester, write_control, ControlSt
 use sluice_spec::Job;
 use sluice_store::{RunMeta, Store, STATE_FINISHED};
 
+use super::failures::Select;
 use super::{find, run_view};
 use crate::error::{ApiError, ApiResult};
 use crate::runner::{self, Launch};
@@ -171,14 +172,28 @@ pub(crate) async fn resume(
     }
 }
 
-/// `?step=` of a retry.
+/// `?step=`, `?group=` or `?retryable=true` of a retry.
 #[derive(Debug, Deserialize)]
 pub(crate) struct RetryQuery {
     step: Option<String>,
+    /// A cause's id (as `GET /v1/runs/{id}/failures` lists them).
+    group: Option<String>,
+    /// Only failures another attempt may cure (429s, 5xx, time-outs, …).
+    #[serde(default)]
+    retryable: bool,
 }
 
-/// `POST /v1/runs/{id}/retry[?step=S]`: re-queues failed items (or one
-/// step's failures) and runs them.
+/// What a restart re-queues first.
+enum Requeue {
+    /// Failed items (of one step, or all).
+    Step(Option<String>),
+    /// The failed items a selection names.
+    Select(Select),
+}
+
+/// `POST /v1/runs/{id}/retry[?step=S|?group=G|?retryable=true]`: re-queues
+/// failed items (all, one step's, one cause's, or the retryable ones) and
+/// runs them.
 pub(crate) async fn retry(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -189,16 +204,25 @@ pub(crate) async fn retry(
             "run {} is still running; retry it once it has ended",
             live.id
         ))),
-        Here::Idle(run) => restart(&state, run, Some(query.step)).await,
+        Here::Idle(run) => {
+            let requeue = match (query.step, query.group, query.retryable) {
+                (None, Some(group), false) => Requeue::Select(Select::Group(group)),
+                (None, None, true) => Requeue::Select(Select::Retryable),
+                (step, None, false) => Requeue::Step(step),
+                _ => {
+                    return Err(ApiError::bad_request(
+                        "invalid_query",
+                        "give one of step=, group= and retryable=true, or none (every failure)",
+                    ))
+                }
+            };
+            restart(&state, run, Some(requeue)).await
+        }
     }
 }
 
 /// Starts `run` again (resume), first re-queuing failures when `retry` is set.
-async fn restart(
-    state: &AppState,
-    run: RunMeta,
-    retry: Option<Option<String>>,
-) -> ApiResult<Response> {
+async fn restart(state: &AppState, run: RunMeta, retry: Option<Requeue>) -> ApiResult<Response> {
     let config = state.config().clone();
     let run_id = run.id.clone();
     let (loaded, reopened) = state
@@ -217,7 +241,19 @@ async fn restart(
             }
             let loaded = saved_job(store, &run, &config)?;
             let reopened = match retry {
-                Some(step) => Some(store.reset_failed_steps(&run.id, step.as_deref())?),
+                Some(Requeue::Step(step)) => Some(store.reset_failed_steps(&run.id, step.as_deref())?),
+                Some(Requeue::Select(select)) => {
+                    let units = super::failures::selected(store, &run.id, &select)?;
+                    if units.is_empty() {
+                        return Err(ApiError::conflict(format!(
+                            "run {} has no failed items of that kind to retry; GET /v1/runs/{}/failures lists them",
+                            run.id, run.id
+                        )));
+                    }
+                    let reopened = store.reset_failed_units(&run.id, &units)?;
+                    sluice_engine::keep_failed(store, &run.id)?;
+                    Some(reopened)
+                }
                 None => None,
             };
             // Asked to run: a pause or cancel left from before is over.
@@ -233,7 +269,7 @@ async fn restart(
         Some((files, notices)) => (Some(files), notices),
         None => (None, Vec::new()),
     };
-    let (_, meta) = runner::start(
+    let started = runner::start(
         state,
         Launch {
             job,
@@ -245,7 +281,21 @@ async fn restart(
             notices,
         },
     )
-    .await?;
+    .await;
+    let (_, meta) = match started {
+        Ok(started) => started,
+        Err(e) => {
+            // Not started: a later resume must not find the flag of this retry.
+            let id = run_id.clone();
+            let _ = state
+                .with_store(move |store| {
+                    store.put_run_state(&id, sluice_engine::KEEP_FAILED, &json!(false))?;
+                    Ok(())
+                })
+                .await;
+            return Err(e);
+        }
+    };
     if meta.id != run_id {
         tracing::warn!("resumed {} as {}", run_id, meta.id);
     }

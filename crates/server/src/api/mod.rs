@@ -2,7 +2,9 @@
 //! cancel and retry them, and read their results and items.
 
 mod control;
+pub(crate) mod failures;
 pub(crate) mod form;
+pub(crate) mod history;
 pub(crate) mod results;
 pub(crate) mod stream;
 pub(crate) mod submit;

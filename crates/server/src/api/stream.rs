@@ -98,6 +98,7 @@ pub(crate) fn progress_of(view: &Value) -> Value {
         "top_errors": view["top_errors"],
         "error_groups": view["error_groups"],
         "workers": view["workers"],
+        "summary": view["summary"],
     })
 }
 

@@ -7,5 +7,6 @@ mod control;
 mod forms;
 mod openapi;
 mod routes;
+mod story;
 mod streams;
 mod util;

@@ -101,6 +101,32 @@ pub(super) fn reset_failed(handle: &Handle, run_id: &str, step: Option<&str>) ->
     })
 }
 
+pub(super) fn reset_failed_units(handle: &Handle, run_id: &str, units: &[String]) -> Result<u64> {
+    let (run_id, units) = (run_id.to_owned(), units.to_vec());
+    handle.call(move |c| {
+        let op = "reset failed units";
+        c.tx(op, |c| {
+            touch(c, &run_id)?;
+            // Only units that failed: their failed steps go with them.
+            let reopened = c
+                .query(
+                    "DELETE FROM items WHERE run_id = $1 AND status = 'failed' \
+                     AND item_id = ANY($2::text[]) RETURNING item_id",
+                    &[&run_id, &units],
+                )
+                .during(op)?;
+            let ids: Vec<String> = reopened.iter().map(|r| r.get(0)).collect();
+            c.execute(
+                "DELETE FROM steps WHERE run_id = $1 AND status = 'failed' \
+                 AND unit_id = ANY($2::text[])",
+                &[&run_id, &ids],
+            )
+            .during(op)?;
+            Ok(ids.len() as u64)
+        })
+    })
+}
+
 pub(super) fn cache_get(handle: &Handle, key: u64, since: i64) -> Result<Option<String>> {
     let key = hash_to_i64(key);
     handle.call(move |c| {

@@ -518,6 +518,10 @@ impl Store for PostgresStore {
         super::steps::reset_failed(&self.handle, run_id, step)
     }
 
+    fn reset_failed_units(&mut self, run_id: &str, units: &[String]) -> Result<u64> {
+        super::steps::reset_failed_units(&self.handle, run_id, units)
+    }
+
     fn cache_get(&mut self, key: u64, since: i64) -> Result<Option<String>> {
         super::steps::cache_get(&self.handle, key, since)
     }

@@ -101,6 +101,38 @@ pub(super) fn reset_failed(
     Ok(units as u64)
 }
 
+pub(super) fn reset_failed_units(
+    store: &mut SqliteStore,
+    run_id: &str,
+    units: &[String],
+) -> Result<u64> {
+    let op = "reset failed units";
+    let tx = store
+        .conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .during(op)?;
+    SqliteStore::touch(&tx, run_id)?;
+    let mut reopened = 0;
+    for unit in units {
+        let n = tx
+            .prepare_cached(
+                "DELETE FROM items WHERE run_id = ?1 AND item_id = ?2 AND status = 'failed'",
+            )
+            .and_then(|mut s| s.execute(params![run_id, unit]))
+            .during(op)?;
+        if n > 0 {
+            tx.prepare_cached(
+                "DELETE FROM steps WHERE run_id = ?1 AND unit_id = ?2 AND status = 'failed'",
+            )
+            .and_then(|mut s| s.execute(params![run_id, unit]))
+            .during(op)?;
+        }
+        reopened += n as u64;
+    }
+    tx.commit().during(op)?;
+    Ok(reopened)
+}
+
 fn from_row(row: &Row<'_>) -> Result<StepRecord> {
     crate::num::step_from(row)
 }

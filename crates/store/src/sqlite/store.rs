@@ -326,6 +326,10 @@ impl Store for SqliteStore {
         super::steps::reset_failed(self, run_id, step)
     }
 
+    fn reset_failed_units(&mut self, run_id: &str, units: &[String]) -> Result<u64> {
+        super::steps::reset_failed_units(self, run_id, units)
+    }
+
     fn cache_get(&mut self, key: u64, since: i64) -> Result<Option<String>> {
         super::steps::cache_get(self, key, since)
     }

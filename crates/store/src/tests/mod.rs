@@ -47,6 +47,7 @@ macro_rules! store_suite {
             batch_is_atomic, unknown_run_is_an_error, survives_drop_without_close,
             reopening_is_idempotent, lists_runs_newest_first,
             step_records_round_trip_and_replace, reset_failed_steps_reopens_their_units,
+            reset_failed_units_reopens_just_those,
             cache_entries_expire_by_age, heartbeats_replace_per_worker, run_state_by_prefix,
             retries_of_pipeline_runs_count_per_step,
             lease_is_exclusive_until_released_or_lapsed,

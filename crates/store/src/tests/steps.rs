@@ -139,3 +139,39 @@ pub(crate) fn retries_of_pipeline_runs_count_per_step(connect: Connect<'_>) {
     s.write_batch(&quick.id, &[item]).unwrap();
     assert_eq!(s.counts(&quick.id).unwrap().retries, 3);
 }
+
+/// Resetting chosen units reopens those that failed, with their failed
+/// steps, and leaves the others (failed or done) alone.
+pub(crate) fn reset_failed_units_reopens_just_those(connect: Connect<'_>) {
+    let mut s = connect();
+    let run = s.create_run(&new_run("job", "job:units")).unwrap();
+    s.write_steps(
+        &run.id,
+        &[
+            step("u1", "a", -1, ItemStatus::Failed),
+            step("u2", "a", -1, ItemStatus::Failed),
+            step("u3", "a", -1, ItemStatus::Done),
+        ],
+    )
+    .unwrap();
+    s.write_batch(
+        &run.id,
+        &[
+            rec("u1", 0, ItemStatus::Failed),
+            rec("u2", 1, ItemStatus::Failed),
+            rec("u3", 2, ItemStatus::Done),
+        ],
+    )
+    .unwrap();
+    let chosen = ["u1".to_string(), "u3".to_string(), "nobody".to_string()];
+    assert_eq!(s.reset_failed_units(&run.id, &chosen).unwrap(), 1);
+    assert!(s.get_item(&run.id, "u1").unwrap().is_none());
+    assert!(s.unit_steps(&run.id, "u1").unwrap().is_empty());
+    assert!(s.get_item(&run.id, "u2").unwrap().is_some(), "not chosen");
+    assert_eq!(s.unit_steps(&run.id, "u2").unwrap().len(), 1);
+    assert!(
+        s.get_item(&run.id, "u3").unwrap().is_some(),
+        "done stays done"
+    );
+    assert_eq!(s.reset_failed_units(&run.id, &[]).unwrap(), 0);
+}
