@@ -1356,6 +1356,43 @@ fn an_items_provider_naming_no_provider_is_an_error_with_its_item_count_before_a
     assert_eq!(u(&mock.stats()["requests"]), 0, "nothing sent");
 }
 
+#[test]
+fn an_item_choosing_a_provider_that_cannot_take_the_step_is_an_error_before_anything_is_sent() {
+    let mock = Mock::start(&[]);
+    let s = Scratch::new();
+    vendor_items(&s, 6, None);
+    let url = mock.url("/v1");
+    let job = format!(
+        r#"
+[input]
+path = "items.jsonl"
+
+[providers.gpt]
+base_url = "{url}"
+
+[providers.claude]
+base_url = "{url}"
+api = "anthropic"
+
+[[steps]]
+name = "vec"
+kind = "embed"
+provider = "{{{{ item.vendor }}}}"
+model = "e"
+input = "{{{{ item.q }}}}"
+"#
+    );
+    std::fs::write(s.path("job.toml"), job).unwrap();
+    let out = s.sluice(&["run", "job.toml"]).output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("job.toml:15:12: steps.vec.provider: embed steps need an OpenAI-compatible provider; provider \"claude\" has api = \"anthropic\", which has no embeddings API (2 of 6 items)"),
+        "{err}"
+    );
+    assert_eq!(u(&mock.stats()["requests"]), 0, "nothing sent");
+}
+
 /// An upload to the least busy host, then a stage at the host its answer
 /// names: `url` built from an earlier step's output.
 const PINNED: &str = r#"

@@ -170,9 +170,17 @@ impl<'a> Checker<'a> {
             match template.render(&value) {
                 Ok(name) => {
                     let name = name.trim();
-                    if self.job.provider(name).is_none() {
-                        self.problems
-                            .unknown_provider(template, name, self.job, position);
+                    match self.job.provider(name) {
+                        None => self
+                            .problems
+                            .unknown_provider(template, name, self.job, position),
+                        // What the load checks for a fixed provider, for
+                        // the one this unit chose.
+                        Some(p) => {
+                            if let Some(message) = unfit(step, p) {
+                                self.problems.other(template, &message, None, position);
+                            }
+                        }
                     }
                 }
                 Err(e) => self.render_failed(template, &e, ctx, position, false),
@@ -319,6 +327,27 @@ impl<'a> Checker<'a> {
         self.problems
             .other(template, &e.message, e.range.clone(), position);
     }
+}
+
+/// Why `step` cannot go to `provider`, as the job loader says for a step
+/// naming it outright (embeddings at an Anthropic API, streaming through a
+/// batch API).
+fn unfit(step: &Step, provider: &sluice_spec::Provider) -> Option<String> {
+    let name = &provider.name;
+    if matches!(step.kind, StepKind::Embed { .. })
+        && provider.api == sluice_spec::Dialect::Anthropic
+    {
+        return Some(format!(
+            "embed steps need an OpenAI-compatible provider; provider {name:?} has api = \"anthropic\", which has no embeddings API"
+        ));
+    }
+    if step.stream && provider.mode.may_batch() {
+        return Some(format!(
+            "stream = true reads a live answer as it is generated, but provider {name:?} has mode = {:?} (its calls may go through the batch API, which does not stream); remove stream or use mode = \"live\"",
+            provider.mode.name()
+        ));
+    }
+    None
 }
 
 /// Every template of one call of `step` but its `for_each` and a
