@@ -1172,7 +1172,7 @@ fn a_templated_provider_naming_no_provider_is_an_error_before_anything_is_sent()
         (
             r#"provider = "{{ matrix.provider }}""#,
             r#"provider = "{{ item.q }}""#,
-            "a templated provider may read only matrix values",
+            "provider renders \"x\", which is not a defined provider",
         ),
     ] {
         let text = base.replace(from, to);
@@ -1184,6 +1184,213 @@ fn a_templated_provider_naming_no_provider_is_an_error_before_anything_is_sent()
         assert!(err.contains(says), "{says}\n{err}");
     }
     assert_eq!(u(&mock.stats()["requests"]), 0);
+}
+
+const BY_VENDOR: &str = r#"
+name = "vendors"
+concurrency = 30
+
+[input]
+path = "items.jsonl"
+
+[providers.gpt]
+base_url = "{A}"
+
+[providers.claude]
+base_url = "{B}"
+api = "anthropic"
+concurrency = 2
+
+[[steps]]
+name = "ask"
+kind = "chat"
+provider = "{{ item.vendor }}"
+model = "m-{{ item.vendor }}"
+messages = [{ role = "user", content = "{{ item.q }}" }]
+params = { max_tokens = 8 }
+
+[output]
+path = "results.jsonl"
+"#;
+
+/// `n` items, every third one for claude, the others for gpt.
+fn vendor_items(s: &Scratch, n: usize, odd: Option<&str>) -> Vec<(String, String)> {
+    let items: Vec<(String, String)> = (0..n)
+        .map(|i| {
+            let vendor = match (i % 3, odd) {
+                (0, _) => "claude",
+                (1, Some(v)) => v,
+                _ => "gpt",
+            };
+            (format!("question {i}"), vendor.to_string())
+        })
+        .collect();
+    let lines: Vec<String> = items
+        .iter()
+        .enumerate()
+        .map(|(i, (q, v))| json!({"id": format!("q{i}"), "q": q, "vendor": v}).to_string())
+        .collect();
+    s.write_lines("items.jsonl", &lines);
+    items
+}
+
+#[test]
+fn an_items_value_picks_its_provider_with_its_own_limits_and_dialect() {
+    let mocks: Vec<Mock> = (0..2)
+        .map(|_| Mock::start(&["--latency-ms", "50", "--journal", "100"]))
+        .collect();
+    let s = Scratch::new();
+    let items = vendor_items(&s, 12, None);
+    let text = BY_VENDOR
+        .replace("{A}", &mocks[0].url("/v1"))
+        .replace("{B}", &mocks[1].url("/v1"));
+    std::fs::write(s.path("job.toml"), text).unwrap();
+    // plan: each provider's share counted item by item.
+    let plan = s.sluice(&["plan", "job.toml", "--json"]).output().unwrap();
+    assert_eq!(plan.status.code(), Some(0), "{}", stderr(&plan));
+    let plan = json_stdout(&plan);
+    let share = |name: &str| {
+        plan["providers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {plan}"))
+            .clone()
+    };
+    assert_eq!(share("gpt")["calls"], 8, "{plan}");
+    assert_eq!(share("claude")["calls"], 4, "{plan}");
+    assert!(u(&share("claude")["tokens"]) > 0, "{plan}");
+    assert_eq!(plan["steps"][0]["provider"], "{{ item.vendor }}");
+    let out = s.sluice(&["run", "job.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for (mock, vendor, route) in [
+        (&mocks[0], "gpt", "/v1/chat/completions"),
+        (&mocks[1], "claude", "/v1/messages"),
+    ] {
+        let mut want: Vec<&str> = items
+            .iter()
+            .filter(|(_, v)| v == vendor)
+            .map(|(q, _)| q.as_str())
+            .collect();
+        let sent = mock.journal("/v1/");
+        let mut got: Vec<String> = Vec::new();
+        for r in &sent {
+            assert_eq!(r["path"], route, "its dialect: {r}");
+            let body: Value = serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
+            assert_eq!(body["model"], format!("m-{vendor}"));
+            got.push(
+                body["messages"][0]["content"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            );
+        }
+        got.sort();
+        want.sort();
+        assert_eq!(got, want, "{vendor} gets exactly its items");
+    }
+    assert!(
+        u(&mocks[1].stats()["max_in_flight"]) <= 2,
+        "claude's own cap"
+    );
+    let results = read_jsonl(&s.path("results.jsonl"));
+    assert_eq!(results.len(), 12);
+    assert!(results.iter().all(|r| r["status"] == "done"));
+}
+
+#[test]
+fn an_items_provider_naming_no_provider_is_an_error_with_its_item_count_before_anything_is_sent() {
+    let mock = Mock::start(&[]);
+    let s = Scratch::new();
+    // Every item has the same shape: run's quick check renders one item per
+    // shape, but a provider is checked for every item.
+    vendor_items(&s, 9, Some("claud"));
+    let url = mock.url("/v1");
+    let text = BY_VENDOR.replace("{A}", &url).replace("{B}", &url);
+    std::fs::write(s.path("job.toml"), &text).unwrap();
+    let says = "job.toml:19:12: steps.ask.provider: provider renders \"claud\", which is not a defined provider; did you mean `claude`? (3 of 9 items); defined: gpt, claude";
+    for command in ["plan", "run"] {
+        let out = s.sluice(&[command, "job.toml"]).output().unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{command}: {err}");
+        assert!(err.contains(says), "{command}:\n{says}\n{err}");
+    }
+    // A template reading what is known only during the run is refused at load.
+    let steps = text.replace(
+        r#"provider = "{{ item.vendor }}""#,
+        r#"provider = "{{ steps.ask.text }}""#,
+    );
+    std::fs::write(s.path("job.toml"), steps).unwrap();
+    let out = s.sluice(&["run", "job.toml"]).output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("job.toml:19:12: step \"ask\": a templated provider may read only item, index and matrix values, so that each can be checked before the run; it reads `steps`"),
+        "{err}"
+    );
+    // A submitted job: the same check, before the run, as a 400.
+    let server = Serve::start(&s, &[], &[]);
+    let body = json!({
+        "name": "vendors",
+        "items": [{"q": "a", "vendor": "gpt"}, {"q": "b", "vendor": "claud"}],
+        "providers": {"gpt": {"base_url": url}, "claude": {"base_url": url, "api": "anthropic"}},
+        "steps": [{"name": "ask", "kind": "chat", "provider": "{{ item.vendor }}", "model": "m",
+            "messages": [{"role": "user", "content": "{{ item.q }}"}], "params": {"max_tokens": 8}}],
+    })
+    .to_string();
+    let (status, answer) = server.http(
+        "POST",
+        "/v1/runs?wait=all",
+        &["Content-Type: application/json"],
+        &body,
+    );
+    assert_eq!(status, 400, "{answer}");
+    let answer: Value = serde_json::from_str(&answer).unwrap();
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("steps.ask.provider: provider renders \"claud\", which is not a defined provider; did you mean `claude`? (1 of 2 items)"),
+        "{message}"
+    );
+    assert!(message.contains("nothing was sent"), "{message}");
+    assert_eq!(u(&mock.stats()["requests"]), 0, "nothing sent");
+}
+
+#[test]
+fn an_item_choosing_a_provider_that_cannot_take_the_step_is_an_error_before_anything_is_sent() {
+    let mock = Mock::start(&[]);
+    let s = Scratch::new();
+    vendor_items(&s, 6, None);
+    let url = mock.url("/v1");
+    let job = format!(
+        r#"
+[input]
+path = "items.jsonl"
+
+[providers.gpt]
+base_url = "{url}"
+
+[providers.claude]
+base_url = "{url}"
+api = "anthropic"
+
+[[steps]]
+name = "vec"
+kind = "embed"
+provider = "{{{{ item.vendor }}}}"
+model = "e"
+input = "{{{{ item.q }}}}"
+"#
+    );
+    std::fs::write(s.path("job.toml"), job).unwrap();
+    let out = s.sluice(&["run", "job.toml"]).output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("job.toml:15:12: steps.vec.provider: embed steps need an OpenAI-compatible provider; provider \"claude\" has api = \"anthropic\", which has no embeddings API (2 of 6 items)"),
+        "{err}"
+    );
+    assert_eq!(u(&mock.stats()["requests"]), 0, "nothing sent");
 }
 
 /// An upload to the least busy host, then a stage at the host its answer

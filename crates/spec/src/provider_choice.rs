@@ -1,8 +1,11 @@
-//! `provider = "{{ matrix.provider }}"`: a step whose provider is chosen per
-//! unit from its matrix values. Every combination is rendered when the job is
-//! loaded, so a value that names no provider (or a template that reads more
-//! than the matrix) is an error at the key before anything is sent; each
-//! provider it can name keeps its own limits, breakers and dialect.
+//! `provider = "{{ matrix.provider }}"` or `"{{ item.vendor }}"`: a step whose
+//! provider is chosen per unit. A template over the matrix alone is rendered
+//! for every combination when the job is loaded; one that reads `item` or
+//! `index` is rendered for every unit by the input check (`plan`, and `run`
+//! before it sends anything). Either way a value that names no provider (or a
+//! template that reads more than item, index and matrix) is an error at the
+//! key before anything is sent; each provider it can name keeps its own
+//! limits, breakers and dialect.
 
 use toml::Spanned;
 
@@ -10,8 +13,14 @@ use crate::ctx::Ctx;
 use crate::model::{MatrixAxis, Provider};
 use crate::template::Template;
 
+/// What a template may read: each unit's own values, known before the run.
+const READABLE: [&str; 3] = ["matrix", "item", "index"];
+
 /// The providers `template` names over every matrix combination (each once,
-/// in the order met); what names none is reported.
+/// in the order met); what names none is reported. A template that reads the
+/// item is checked against the input later (`check` in the engine), so none
+/// is returned here: checking the step against every declared provider would
+/// refuse jobs whose items never choose the one that does not fit.
 pub(crate) fn values<'p>(
     template: &Spanned<String>,
     matrix: &[MatrixAxis],
@@ -22,6 +31,21 @@ pub(crate) fn values<'p>(
     let Ok(compiled) = Template::standalone("provider", template.get_ref()) else {
         return Vec::new(); // its compile error is reported with the template
     };
+    let roots: Vec<String> = compiled
+        .variables()
+        .iter()
+        .map(|v| v.split('.').next().unwrap_or_default().to_owned())
+        .collect();
+    if let Some(other) = roots.iter().find(|r| !READABLE.contains(&r.as_str())) {
+        let message = format!(
+            "{label}: a templated provider may read only item, index and matrix values, so that each can be checked before the run; it reads `{other}`"
+        );
+        ctx.diags.at(template.span(), message);
+        return Vec::new();
+    }
+    if roots.iter().any(|r| r != "matrix") {
+        return Vec::new();
+    }
     let mut found: Vec<&Provider> = Vec::new();
     let mut reported: Vec<String> = Vec::new();
     for combo in combinations(matrix) {
@@ -45,7 +69,7 @@ pub(crate) fn values<'p>(
                 )),
             },
             Err(e) => Some(format!(
-                "{label}: a templated provider may read only matrix values, so that each can be checked before the run: {}",
+                "{label}: a templated provider may read only item, index and matrix values, so that each can be checked before the run: {}",
                 e.message
             )),
         };

@@ -264,3 +264,27 @@ fn unknown_function_is_named_as_a_function() {
     );
     assert!(list[0].message.contains("range"), "{}", list[0]);
 }
+
+#[test]
+fn a_provider_template_may_read_the_item_and_is_checked_against_the_input_later() {
+    let text = BASE.replace("provider = \"openai\"", "provider = \"{{ item.vendor }}\"");
+    let job = job(&text);
+    let step = &job.steps[0];
+    assert!(step.provider.is_none());
+    assert_eq!(
+        step.provider_template.as_ref().map(|t| t.source()),
+        Some("{{ item.vendor }}")
+    );
+}
+
+#[test]
+fn a_provider_template_may_not_read_what_is_known_only_during_the_run() {
+    let text = BASE.replace("provider = \"openai\"", "provider = \"{{ env.P }}\"");
+    let found = super::errors(&text, &[]);
+    assert!(
+        found.iter().any(|d| d.to_string().contains(
+            "job.toml:10:12: step \"first\": a templated provider may read only item, index and matrix values, so that each can be checked before the run; it reads `env`"
+        )),
+        "{found:?}"
+    );
+}

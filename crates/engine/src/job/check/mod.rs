@@ -108,13 +108,19 @@ impl<'a> Checker<'a> {
     pub(crate) fn item(&mut self, item: &Json, position: u64, combos: &Combos) {
         self.items += 1;
         let shape = self.fine_shapes.as_ref().map(|_| shape::of(item));
+        let item_value = Value::from(minijinja::value::Serde(item.clone()));
         if let (Some(shapes), Some(shape)) = (&self.fine_shapes, shape) {
             if shapes.contains(&shape) {
+                // A provider chosen per item is checked for every item even
+                // so: its value, not the item's shape, decides (and it is cheap).
+                for combo in combos.iter() {
+                    let ctx = self.unit_ctx(&item_value, position, combo);
+                    self.providers(&ctx, position);
+                }
                 return;
             }
         }
         let before = self.problems.hits();
-        let item_value = Value::from(minijinja::value::Serde(item.clone()));
         for combo in combos.iter() {
             self.unit(&item_value, position, combo);
         }
@@ -135,7 +141,13 @@ impl<'a> Checker<'a> {
         self.problems.finish(self.job, self.items)
     }
 
-    fn unit(&mut self, item: &Value, position: u64, combo: &Map<String, Json>) {
+    /// A unit's values before any step has run.
+    fn unit_ctx(
+        &self,
+        item: &Value,
+        position: u64,
+        combo: &Map<String, Json>,
+    ) -> BTreeMap<String, Value> {
         let mut ctx: BTreeMap<String, Value> = BTreeMap::new();
         ctx.insert("item".into(), item.clone());
         ctx.insert("index".into(), Value::from(position));
@@ -144,6 +156,41 @@ impl<'a> Checker<'a> {
             Value::from(minijinja::value::Serde(combo.clone())),
         );
         ctx.insert("env".into(), self.env.clone());
+        ctx
+    }
+
+    /// `provider = "{{ … }}"`: the provider each templated step chooses for
+    /// this unit must be a declared one.
+    fn providers(&mut self, ctx: &BTreeMap<String, Value>, position: u64) {
+        let value = Value::from(ctx.clone());
+        for step in &self.job.steps {
+            let Some(template) = &step.provider_template else {
+                continue;
+            };
+            match template.render(&value) {
+                Ok(name) => {
+                    let name = name.trim();
+                    match self.job.provider(name) {
+                        None => self
+                            .problems
+                            .unknown_provider(template, name, self.job, position),
+                        // What the load checks for a fixed provider, for
+                        // the one this unit chose.
+                        Some(p) => {
+                            if let Some(message) = unfit(step, p) {
+                                self.problems.other(template, &message, None, position);
+                            }
+                        }
+                    }
+                }
+                Err(e) => self.render_failed(template, &e, ctx, position, false),
+            }
+        }
+    }
+
+    fn unit(&mut self, item: &Value, position: u64, combo: &Map<String, Json>) {
+        let mut ctx = self.unit_ctx(item, position, combo);
+        self.providers(&ctx, position);
         let mut steps: BTreeMap<String, Value> = BTreeMap::new();
         for step in &self.job.steps {
             ctx.insert("steps".into(), Value::from(steps.clone()));
@@ -280,6 +327,27 @@ impl<'a> Checker<'a> {
         self.problems
             .other(template, &e.message, e.range.clone(), position);
     }
+}
+
+/// Why `step` cannot go to `provider`, as the job loader says for a step
+/// naming it outright (embeddings at an Anthropic API, streaming through a
+/// batch API).
+fn unfit(step: &Step, provider: &sluice_spec::Provider) -> Option<String> {
+    let name = &provider.name;
+    if matches!(step.kind, StepKind::Embed { .. })
+        && provider.api == sluice_spec::Dialect::Anthropic
+    {
+        return Some(format!(
+            "embed steps need an OpenAI-compatible provider; provider {name:?} has api = \"anthropic\", which has no embeddings API"
+        ));
+    }
+    if step.stream && provider.mode.may_batch() {
+        return Some(format!(
+            "stream = true reads a live answer as it is generated, but provider {name:?} has mode = {:?} (its calls may go through the batch API, which does not stream); remove stream or use mode = \"live\"",
+            provider.mode.name()
+        ));
+    }
+    None
 }
 
 /// Every template of one call of `step` but its `for_each` and a

@@ -156,6 +156,27 @@ impl Problems {
         });
     }
 
+    /// A templated provider that renders `name`, which no `[providers.*]`
+    /// declares, in the item at `position`.
+    pub(crate) fn unknown_provider(
+        &mut self,
+        template: &Template,
+        name: &str,
+        job: &Job,
+        position: u64,
+    ) {
+        let key = format!("{}\u{0}provider\u{0}{name}", template.place());
+        self.add(key, template, None, position, || {
+            let declared: Vec<&str> = job.providers.iter().map(|p| p.name.as_str()).collect();
+            (
+                format!("provider renders {name:?}, which is not a defined provider"),
+                sluice_spec::closest(name, declared.iter().copied())
+                    .map(|c| format!("did you mean `{c}`?")),
+                Some(format!("defined: {}", declared.join(", "))),
+            )
+        });
+    }
+
     /// Any other failure of `template` (minijinja's message), found in the
     /// item at `position`.
     pub(crate) fn other(

@@ -304,11 +304,20 @@ async fn run_step(
 ) -> (usize, StepEnd, UnitTally) {
     let mut tally = UnitTally::default();
     let ctx = context(shared, unit, &outputs, None);
-    // `provider = "{{ matrix.… }}"`: this unit's own provider (every value
-    // was checked to name one when the job was loaded).
+    // `provider = "{{ matrix.… }}"` or `"{{ item.… }}"`: this unit's own
+    // provider (every value was checked to name one before the run; a unit
+    // the check did not see fails here, alone, instead of going nowhere).
     let resolved;
     let step = match &step.provider_template {
         Some(t) => match t.render(&ctx) {
+            Ok(name) if shared.lanes.get(name.trim()).is_none() => {
+                let message = format!(
+                    "provider renders {:?}, which is not a defined provider (template: {:?})",
+                    name.trim(),
+                    t.source()
+                );
+                return (step.index, Failed(message), tally);
+            }
             Ok(name) => {
                 let mut own = step.clone();
                 own.provider = Some(name.trim().to_owned());
