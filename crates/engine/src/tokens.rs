@@ -8,6 +8,7 @@
 //! response's `usage` corrects the reservation afterwards.
 
 use sluice_limit::{estimate_text_tokens, image_tokens, UNKNOWN_IMAGE_TOKENS};
+use sluice_provider::dialect::media::image_size;
 
 /// Estimated tokens of `text` for `model`.
 pub(crate) fn estimate(model: Option<&str>, text: &str) -> u64 {
@@ -58,54 +59,6 @@ fn decode_head(text: &str, limit: usize) -> Vec<u8> {
         }
     }
     out
-}
-
-/// Width and height from an image's header bytes.
-fn image_size(b: &[u8]) -> Option<(u32, u32)> {
-    let be16 = |i: usize| Some(u32::from(u16::from_be_bytes([*b.get(i)?, *b.get(i + 1)?])));
-    let le16 = |i: usize| Some(u32::from(u16::from_le_bytes([*b.get(i)?, *b.get(i + 1)?])));
-    let be32 = |i: usize| Some(u32::from_be_bytes(b.get(i..i + 4)?.try_into().ok()?));
-    if b.starts_with(b"\x89PNG") {
-        return Some((be32(16)?, be32(20)?));
-    }
-    if b.starts_with(b"GIF8") {
-        return Some((le16(6)?, le16(8)?));
-    }
-    if b.starts_with(b"RIFF") && b.get(8..12) == Some(b"WEBP") {
-        let le24 = |i: usize| {
-            Some(u32::from_le_bytes([
-                *b.get(i)?,
-                *b.get(i + 1)?,
-                *b.get(i + 2)?,
-                0,
-            ]))
-        };
-        return match b.get(12..16)? {
-            b"VP8X" => Some((le24(24)? + 1, le24(27)? + 1)),
-            b"VP8 " => Some((le16(26)? & 0x3fff, le16(28)? & 0x3fff)),
-            b"VP8L" => {
-                let bits = u32::from_le_bytes(b.get(21..25)?.try_into().ok()?);
-                Some(((bits & 0x3fff) + 1, ((bits >> 14) & 0x3fff) + 1))
-            }
-            _ => None,
-        };
-    }
-    if b.starts_with(&[0xff, 0xd8]) {
-        // JPEG: walk the segments to a start-of-frame marker.
-        let mut i = 2;
-        while i + 9 < b.len() {
-            if b[i] != 0xff {
-                return None;
-            }
-            let marker = b[i + 1];
-            let len = be16(i + 2)? as usize;
-            if matches!(marker, 0xc0..=0xcf) && !matches!(marker, 0xc4 | 0xc8 | 0xcc) {
-                return Some((be16(i + 7)?, be16(i + 5)?));
-            }
-            i += 2 + len;
-        }
-    }
-    None
 }
 
 /// Loads, on a thread of its own, the tokenizer tables of every model in
