@@ -41,7 +41,7 @@ pub(super) fn rpm(ctx: &Ctx) -> anyhow::Result<Scenario> {
     let mut s = Scenario::new(
         "rpm",
         format!(
-            "{} calls at --rpm {rpm}, the mock enforcing {rpm}/min (GCRA, burst of one); bound N ÷ R",
+            "{} calls at --rpm {rpm}, the mock enforcing {rpm}/min (its referee: an exact sliding-window log, burst of one); bound N ÷ R",
             fmt_int(n)
         ),
     );
