@@ -2,8 +2,7 @@
 
 use std::process::ExitCode;
 
-use sluice_engine::{read_control, shown_state, ControlState};
-use sluice_store::{RunCounts, RunMeta};
+use sluice_engine::{ControlState, RunView, ViewParts};
 
 use super::UsageError;
 use crate::cli::{RunsArgs, StatusArgs};
@@ -27,52 +26,32 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             }
         },
     };
-    let counts = store.counts(&run.id)?;
-    let errors = store.top_errors(&run.id, 5)?;
-    let groups = sluice_engine::group_errors(&mut *store, &run.id, 10)?;
-    let workers = store.workers(&run.id)?;
-    // A shared run's queue (PostgreSQL): units waiting and leased to workers.
-    let queue = match store.shared() {
-        Some(shared) => match shared.job_def(&run.id)? {
-            Some(_) => Some(shared.queue_counts(&run.id)?),
-            None => None,
-        },
-        None => None,
-    };
-    // Batches submitted to providers' batch APIs (named run state `batch:*`).
-    let batches: Vec<serde_json::Value> = store
-        .run_state(&run.id, "batch:")?
-        .into_iter()
-        .map(|(_, v)| v)
-        .collect();
-    let pending = pending(&run, &counts);
     let now = sluice_engine::now_ms();
-    // What `sluice pause|resume|cancel` (or a server) last asked of the run.
-    let control = read_control(&mut *store, &run.id)?;
-    let shown = shown_state(&run, control.as_ref(), &workers, now);
+    let parts = ViewParts { errors: true };
+    // The one view of a run, as the server shows it too.
+    let view = sluice_engine::run_view(&mut *store, &run, None, parts, now)?;
     if args.json {
-        let value = serde_json::json!({
-            "run": run,
-            "state": shown,
-            "control": control,
-            "counts": counts,
-            "pending": pending,
-            "queue": queue.map(|q| serde_json::json!({
-                "queued": q.queued,
-                "leased": q.leased,
-                "expired_leases": q.expired,
-                "done": q.done,
-                "ready": q.ready,
-            })),
-            "top_errors": errors.iter().map(|(m, n)| serde_json::json!({"error": m, "count": n})).collect::<Vec<_>>(),
-            "error_groups": groups,
-            "workers": workers.iter().map(|w| sluice_engine::worker_view(w, now)).collect::<Vec<_>>(),
-            "offload": run.settings.get("offload"),
-            "batches": batches,
-        });
+        let mut value = serde_json::to_value(&view)?;
+        if let Some(fields) = value.as_object_mut() {
+            // The stored record with its settings: the CLI reads the store it
+            // owns (the server keeps its host's paths to itself).
+            fields.insert("run".into(), serde_json::to_value(&run)?);
+        }
         outln!("{value}");
         return Ok(ExitCode::SUCCESS);
     }
+    let RunView {
+        state: shown,
+        control,
+        counts,
+        pending,
+        workers: _,
+        error_groups: groups,
+        queue,
+        batches,
+        ..
+    } = view;
+    let workers = store.workers(&run.id)?;
     outln!("run        {} ({shown})", run.id);
     if let Some(c) = control.as_ref().filter(|c| c.state != ControlState::Run) {
         let asked = match c.state {
@@ -145,8 +124,8 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             "queue      {} queued · {} leased to workers{}{}",
             fmt_count(q.queued),
             fmt_count(q.leased),
-            if q.expired > 0 {
-                format!(" ({} with an expired lease)", fmt_count(q.expired))
+            if q.expired_leases > 0 {
+                format!(" ({} with an expired lease)", fmt_count(q.expired_leases))
             } else {
                 String::new()
             },
@@ -293,7 +272,7 @@ pub(crate) fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
         "PENDING"
     );
     for summary in runs {
-        let pending = pending(&summary.run, &summary.counts);
+        let pending = sluice_engine::pending(&summary.run, &summary.counts);
         outln!(
             "{:<28} {:<12} {:<20} {:>10} {:>10} {:>8} {:>10}",
             summary.run.id,
@@ -310,10 +289,4 @@ pub(crate) fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Items of the input with no recorded outcome.
-fn pending(run: &RunMeta, counts: &RunCounts) -> Option<u64> {
-    run.total
-        .map(|t| t.saturating_sub(counts.done + counts.failed))
 }

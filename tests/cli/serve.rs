@@ -659,3 +659,73 @@ fn a_server_killed_with_9_leaves_its_run_resumable_and_nothing_is_done_twice() {
     assert!(u(&stats["duplicate_requests"]) <= 4, "{stats}");
     assert_eq!(u(&stats["ok"]) - u(&stats["duplicate_requests"]), n);
 }
+
+#[test]
+fn status_json_and_the_servers_run_view_agree() {
+    let s = Scratch::new();
+    let mock = Mock::start(&["--fail-rate", "0.4", "--seed", "7"]);
+    let input = s.write_lines(
+        "items.jsonl",
+        &(0..20)
+            .map(|i| format!("{{\"q\":\"q{i}\"}}"))
+            .collect::<Vec<_>>(),
+    );
+    let job = s.path("job.toml");
+    std::fs::write(
+        &job,
+        format!(
+            "name = \"same\"\n[input]\npath = \"{}\"\n[providers.p]\nbase_url = \"{}\"\nretries = {{ max = 0 }}\ncircuit_breaker = false\n[[steps]]\nname = \"a\"\nkind = \"chat\"\nprovider = \"p\"\nmodel = \"m\"\nmessages = [{{ role = \"user\", content = \"{{{{ item.q }}}}\" }}]\n",
+            input.display(),
+            mock.url("/v1")
+        ),
+    )
+    .unwrap();
+    let out = s.sluice(&["run", job.to_str().unwrap()]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = s.sluice(&["status", "same-1", "--json"]).output().unwrap();
+    assert!(out.status.success());
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let server = Serve::start(&s, &[], &[]);
+    let (code, body) = server.http("GET", "/v1/runs/same-1", &[], "");
+    assert_eq!(code, 200, "{body}");
+    let view: Value = serde_json::from_str(&body).unwrap();
+    let failed = u(&status["counts"]["failed"]);
+    assert!(failed > 0 && failed < 20, "{status}");
+    assert!(!status["error_groups"].as_array().unwrap().is_empty());
+    // One view of a run: every field both surfaces show is the same.
+    for field in [
+        "id",
+        "name",
+        "state",
+        "control",
+        "mode",
+        "executed_here",
+        "created_at",
+        "updated_at",
+        "finished_at",
+        "counts",
+        "pending",
+        "live",
+        "workers",
+        "top_errors",
+        "error_groups",
+        "queue",
+        "batches",
+        "offload",
+    ] {
+        assert!(
+            status.get(field).is_some(),
+            "status lacks {field}: {status}"
+        );
+        assert_eq!(status[field], view[field], "{field} differs");
+    }
+    // What each adds: the stored record (CLI), advice and summary (server).
+    assert_eq!(status["run"]["id"], "same-1");
+    assert!(view.get("run").is_none() && view["recommendations"].is_array());
+    assert_eq!(status["state"], "finished");
+}

@@ -34,6 +34,7 @@ mod recording;
 mod report;
 mod results;
 mod retry_scope;
+mod run_view;
 mod settings;
 mod shape;
 mod shared_limits;
@@ -66,7 +67,7 @@ pub use job::{
     StepLatency, StepPlan, TemplateProblem, UnitWindow, DEFAULT_LEASE,
 };
 pub use lifecycle::{limited_name, RunStart};
-pub use live::{session_entry, Rates};
+pub use live::{session_entry, LiveFigures, Rates};
 pub use meter::{quantile_ms, CallCounts, FAILURE_KINDS, LATENCY_BUCKETS_MS};
 pub use progress::{Progress, Snapshot};
 pub use quick::{run_quick, run_quick_with, QuickConfig};
@@ -74,6 +75,10 @@ pub use quick_plan::{probe_quick, quick_plan, QuickPlan, QuickPlanConfig};
 pub use report::{BreakerReport, RunReport};
 pub use results::{export_run, export_with, result_line};
 pub use retry_scope::{keep_failed, KEEP_FAILED};
+pub use run_view::{
+    pending, run_view, view_state, ExecutedHere, QueueView, RunView, TopError, ViewCounts,
+    ViewParts, ERROR_GROUPS, TOP_ERRORS,
+};
 pub use settings::{JobSettings, QuickSettings, RunMode, RunSettings};
 pub use shape::is_base_url;
 pub use shown::{shown_state, worker_view, RunState, STATE_PROCESS_GONE};

@@ -16,7 +16,8 @@ use crate::progress::{Progress, Snapshot};
 use crate::writer::Message;
 
 /// Rates over the interval between two snapshots.
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Rates {
     /// Calls sent per second (retries included).
     pub calls_per_sec: f64,
@@ -44,6 +45,55 @@ impl Rates {
     }
 }
 
+/// The live figures of a process executing a run — what its heartbeat
+/// carries as `live`, and what the run view shows as `live` (for a run
+/// executed in the caller's own process, taken from its [`Progress`] at once).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct LiveFigures {
+    /// Where the view took them: `server` (executed in the viewing process)
+    /// or `worker` (a heartbeat). Empty, and not written, in a heartbeat.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub source: String,
+    /// The counters ([`Snapshot`]) as JSON.
+    pub counters: serde_json::Value,
+    /// Rates since the previous sample.
+    pub rates: Rates,
+    /// Smoothed call latency, milliseconds.
+    pub latency_ewma_ms: f64,
+    /// Seconds left at the current rate, when known.
+    pub eta_secs: Option<f64>,
+    /// Per-step and per-provider statistics.
+    pub stats: crate::stats::StatsReport,
+    /// What the process applies now: `run`, `pause` or `cancel` (lags a
+    /// stored control by up to a heartbeat).
+    pub control: Option<String>,
+}
+
+impl LiveFigures {
+    /// The figures of `progress` now: `snapshot` and `rates` as sampled by
+    /// the caller, `control` the process's own (if it has one).
+    pub fn of(
+        progress: &Progress,
+        snapshot: &Snapshot,
+        rates: Rates,
+        control: Option<&RunControl>,
+    ) -> LiveFigures {
+        LiveFigures {
+            source: String::new(),
+            counters: serde_json::to_value(snapshot).unwrap_or(serde_json::Value::Null),
+            rates,
+            latency_ewma_ms: progress
+                .latency_ewma_us
+                .load(std::sync::atomic::Ordering::Relaxed) as f64
+                / 1e3,
+            eta_secs: snapshot.eta().map(|d| d.as_secs_f64()),
+            stats: progress.stats.report(),
+            control: control.map(|c| c.state().as_str().to_owned()),
+        }
+    }
+}
+
 /// Builds one beat: the counters now, the rates since `previous`, and
 /// whether this process has the run paused or cancelled (`control`).
 pub(crate) fn beat(
@@ -60,24 +110,13 @@ pub(crate) fn beat(
         Some((at, before)) => Rates::between(&before, &snapshot, (now - at).as_secs_f64()),
         None => Rates::between(&Snapshot::default(), &snapshot, snapshot.elapsed_secs),
     };
-    let latency_ms = progress
-        .latency_ewma_us
-        .load(std::sync::atomic::Ordering::Relaxed) as f64
-        / 1e3;
-    let stats = progress.stats.report();
+    let figures = LiveFigures::of(progress, &snapshot, rates, control);
     let beat_at = now_ms();
     progress.history.record(
-        sample(beat_at, &snapshot, &stats, latency_ms),
+        sample(beat_at, &snapshot, &figures.stats, figures.latency_ewma_ms),
         state != "running",
     );
-    let live = serde_json::json!({
-        "counters": snapshot,
-        "rates": rates,
-        "latency_ewma_ms": latency_ms,
-        "eta_secs": snapshot.eta().map(|d| d.as_secs_f64()),
-        "stats": stats,
-        "control": control.map(|c| c.state().as_str()),
-    });
+    let live = serde_json::to_value(&figures).unwrap_or(serde_json::Value::Null);
     let beat = WorkerBeat {
         run_id: run_id.to_owned(),
         worker_id: id.worker_id.clone(),

@@ -4,9 +4,7 @@
 //! here, not in the browser, so it is tested and the same for every client.
 
 use serde::Serialize;
-use sluice_engine::{ProviderReport, StepReport};
-
-use crate::figures::{Counts, Live};
+use sluice_engine::{LiveFigures, ProviderReport, StepReport, ViewCounts};
 
 /// One piece of advice.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -34,8 +32,8 @@ fn median_ms(steps: &[StepReport], provider: &str) -> Option<f64> {
 
 /// Advice for the live detail `live` (if the run is running) and its totals.
 pub(crate) fn advise(
-    live: Option<&Live>,
-    counts: &Counts,
+    live: Option<&LiveFigures>,
+    counts: &ViewCounts,
     top_errors: &[(String, u64)],
 ) -> Vec<Advice> {
     let mut out = Vec::new();

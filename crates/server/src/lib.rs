@@ -12,7 +12,6 @@ mod dashboard;
 mod error;
 mod events;
 mod feeds;
-mod figures;
 mod history;
 mod live_run;
 mod metrics;

@@ -49,14 +49,14 @@ fn step(attempts: u64, throttled: u64, p50: f64, p99: f64) -> StepReport {
     }
 }
 
-fn live(p: ProviderReport, s: StepReport) -> Live {
-    Live {
+fn live(p: ProviderReport, s: StepReport) -> LiveFigures {
+    LiveFigures {
         stats: StatsReport {
             steps: vec![s],
             providers: vec![p],
             recent_errors: vec![],
         },
-        ..Live::default()
+        ..LiveFigures::default()
     }
 }
 
@@ -70,7 +70,7 @@ fn a_rate_limit_near_full_is_binding_and_latency_is_not() {
         provider(Some(600), 588.0, Some(100), 12),
         step(500, 0, 80.0, 120.0),
     );
-    let a = advise(Some(&l), &Counts::default(), &[]);
+    let a = advise(Some(&l), &ViewCounts::default(), &[]);
     assert_eq!(a[0].level, "limit");
     assert!(
         a[0].message.starts_with(
@@ -90,7 +90,7 @@ fn a_full_concurrency_cap_is_binding_with_a_suggested_size() {
         provider(Some(1_200), 480.0, Some(8), 8),
         step(100, 0, 1_000.0, 1_200.0),
     );
-    let a = advise(Some(&l), &Counts::default(), &[]);
+    let a = advise(Some(&l), &ViewCounts::default(), &[]);
     let m = messages(&a);
     assert!(
         m[0].starts_with(
@@ -107,7 +107,7 @@ fn neither_binding_means_latency_sets_the_pace() {
         provider(Some(6_000), 600.0, Some(100), 10),
         step(100, 0, 50.0, 60.0),
     );
-    let a = advise(Some(&l), &Counts::default(), &[]);
+    let a = advise(Some(&l), &ViewCounts::default(), &[]);
     assert_eq!(a.len(), 1);
     assert_eq!(a[0].level, "info");
     assert!(
@@ -141,7 +141,7 @@ fn many_429s_and_an_open_breaker_are_warnings() {
         },
     ];
     let l = live(p, step(200, 10, 50.0, 60.0));
-    let m = messages(&advise(Some(&l), &Counts::default(), &[]));
+    let m = messages(&advise(Some(&l), &ViewCounts::default(), &[]));
     assert!(
         m.iter().any(|m| m.contains("answered 429 to 5% of calls")),
         "{m:?}"
@@ -155,10 +155,10 @@ fn many_429s_and_an_open_breaker_are_warnings() {
 #[test]
 fn failures_and_slow_tails_are_named() {
     let l = live(provider(None, 0.0, None, 0), step(100, 0, 100.0, 2_000.0));
-    let counts = Counts {
+    let counts = ViewCounts {
         done: 80,
         failed: 20,
-        ..Counts::default()
+        ..ViewCounts::default()
     };
     let errors = vec![("timeout: no answer".to_string(), 15)];
     let m = messages(&advise(Some(&l), &counts, &errors));
@@ -173,9 +173,9 @@ fn failures_and_slow_tails_are_named() {
         "{m:?}"
     );
     // A healthy finished run gets no warning.
-    let fine = Counts {
+    let fine = ViewCounts {
         done: 100,
-        ..Counts::default()
+        ..ViewCounts::default()
     };
     assert!(advise(None, &fine, &[]).is_empty());
 }
