@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use sluice_engine::JobConfig;
+use sluice_engine::{Engine, JobConfig};
 use sluice_mock::{MockConfig, MockServer, MockStats};
 use sluice_server::{AppState, ServerConfig};
 use sluice_store::StoreLocation;
@@ -34,7 +34,7 @@ struct Seen {
     transcripts: Vec<serde_json::Value>,
 }
 
-pub(crate) fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn demo(args: DemoArgs, engine: &Engine) -> anyhow::Result<ExitCode> {
     let dir = args
         .dir
         .clone()
@@ -135,7 +135,7 @@ pub(crate) fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         limit: None,
         early_stop: true,
     };
-    let outcome = super::run::with_progress(1.0, true, &location, |p, on_start| {
+    let outcome = super::run::with_progress(engine, 1.0, true, &location, |p, on_start| {
         let hooks = sluice_engine::RunHooks {
             on_start: Some(on_start),
             ..Default::default()

@@ -3,12 +3,12 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use sluice_engine::{run_job_with, JobConfig, RunHooks, RunStart};
+use sluice_engine::{run_job_with, Engine, JobConfig, RunHooks, RunStart};
 
 use super::UsageError;
 use crate::cli::{RetryArgs, RunArgs};
 
-pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: RunArgs, engine: &Engine) -> anyhow::Result<ExitCode> {
     let quick_only = [
         ("--url", args.url.is_some()),
         ("--rpm", args.rpm.is_some()),
@@ -64,7 +64,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let report = run_job_with(
             &job,
             &config,
-            std::sync::Arc::new(sluice_engine::Progress::default()),
+            std::sync::Arc::new(sluice_engine::Progress::new(engine)),
             hooks,
         )?;
         eprintln!(
@@ -82,6 +82,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     super::run::check_include_item(&args, out.as_deref())?;
     let results = super::run::results_target(out.as_deref(), args.include_item)?;
     let (report, code, ending) = super::run::watched(
+        engine,
         super::run::Summary::of(&args),
         args.progress_interval,
         args.include_item,
@@ -93,7 +94,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Hooks that only announce the run's start.
-pub(crate) fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn retry(args: RetryArgs, engine: &Engine) -> anyhow::Result<ExitCode> {
     let location = super::existing_store(&args.store)?;
     let mut store = location.open()?;
     let Some(run) = store.find_run(&args.run)? else {
@@ -180,9 +181,10 @@ pub(crate) fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
             .as_deref()
             .filter(|_| config.limit.is_none());
         let results = super::run::results_target(out, false)?;
-        let (report, code) = super::run::with_progress(5.0, !args.json, &location, |p, s| {
-            run_job_with(&job, &config, p, super::run::started(s))
-        })?;
+        let (report, code) =
+            super::run::with_progress(engine, 5.0, !args.json, &location, |p, s| {
+                run_job_with(&job, &config, p, super::run::started(s))
+            })?;
         super::run::deliver(&location, &report, results, ending(args.json))?;
         return Ok(code);
     }
@@ -218,7 +220,7 @@ pub(crate) fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
         early_stop: !args.no_early_stop,
         lease: sluice_engine::DEFAULT_LEASE,
     };
-    let (report, code) = super::run::execute(&config, 5.0, !args.json)?;
+    let (report, code) = super::run::execute(engine, &config, 5.0, !args.json)?;
     super::run::deliver(&location, &report, None, ending(args.json))?;
     Ok(code)
 }

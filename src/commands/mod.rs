@@ -40,10 +40,12 @@ pub(crate) fn existing_store(arg: &StoreArg) -> anyhow::Result<StoreLocation> {
 
 /// Runs the chosen command; `Ok` carries the exit code.
 pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    // The process's one engine: the runs it starts share its providers.
+    let engine = sluice_engine::Engine::new();
     match cli.command {
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => run::run(args, &engine),
         Command::Plan(args) => plan::plan(args),
-        Command::Retry(args) => job::retry(args),
+        Command::Retry(args) => job::retry(args, &engine),
         Command::Status(args) => status::status(args),
         Command::Runs(args) => status::runs(args),
         Command::Export(args) => export::export(args),
@@ -51,8 +53,8 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Resume(args) => control::resume(args),
         Command::Cancel(args) => control::cancel(args),
         Command::Mock(args) => mock::mock(args),
-        Command::Demo(args) => demo::demo(args),
-        Command::Worker(args) => worker::worker(args),
+        Command::Demo(args) => demo::demo(args, &engine),
+        Command::Worker(args) => worker::worker(args, &engine),
         Command::Bench(args) => bench::bench(args),
         Command::Serve(args) => serve::serve(args),
         Command::Completions(args) => shell::completions(args),

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use sluice_engine::{
-    run_quick_with, ExportFormat, ExportOptions, Progress, QuickConfig, QuickInput, RunHooks,
-    RunReport, RunStart, StartHook,
+    run_quick_with, Engine, ExportFormat, ExportOptions, Progress, QuickConfig, QuickInput,
+    RunHooks, RunReport, RunStart, StartHook,
 };
 use sluice_limit::Backoff;
 use sluice_store::{Store, StoreLocation};
@@ -16,13 +16,13 @@ use super::UsageError;
 use crate::cli::RunArgs;
 use crate::display::{self, fmt_count, ProgressDisplay};
 
-pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: RunArgs, engine: &Engine) -> anyhow::Result<ExitCode> {
     if let Some(problem) = args.name.as_deref().and_then(sluice_spec::name_problem) {
         let name = args.name.as_deref().unwrap_or_default();
         return Err(UsageError(format!("--name {name:?} {problem}")).into());
     }
     if args.input.ends_with(".toml") {
-        return super::job::run(args);
+        return super::job::run(args, engine);
     }
     if args.queue_only {
         return Err(UsageError(
@@ -83,6 +83,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         eprintln!("{line}");
     }
     let (report, code, ending) = watched(
+        engine,
         Summary::of(&args),
         args.progress_interval,
         args.include_item,
@@ -127,6 +128,7 @@ pub(crate) enum Ending {
 /// Runs `work` with progress on stderr and, for `Summary::Events`, its
 /// events on stdout, which [`deliver`] ends.
 pub(crate) fn watched(
+    engine: &Engine,
     summary: Summary,
     progress_interval: f64,
     include_item: bool,
@@ -136,9 +138,10 @@ pub(crate) fn watched(
     match summary {
         Summary::Text | Summary::Json => {
             let text = summary == Summary::Text;
-            let (report, code) = with_progress(progress_interval, text, store, |p, on_start| {
-                work(p, started(on_start))
-            })?;
+            let (report, code) =
+                with_progress(engine, progress_interval, text, store, |p, on_start| {
+                    work(p, started(on_start))
+                })?;
             let ending = if text { Ending::Text } else { Ending::Json };
             Ok((report, code, ending))
         }
@@ -146,7 +149,7 @@ pub(crate) fn watched(
             let interval = std::time::Duration::from_secs_f64(progress_interval.max(0.0));
             let mut stream = None;
             // Plain progress lines would only repeat the events on stderr.
-            let (report, code) = with_progress(0.0, false, store, |p, on_start| {
+            let (report, code) = with_progress(engine, 0.0, false, store, |p, on_start| {
                 let events = crate::events::EventStream::start(p.clone(), interval);
                 let mut hooks = events.hooks(include_item);
                 hooks.on_start = Some(on_start);
@@ -206,11 +209,13 @@ pub(crate) fn results_target(
 
 /// Runs `config` with live progress on stderr and the summary after it.
 pub(crate) fn execute(
+    engine: &Engine,
     config: &QuickConfig,
     progress_interval: f64,
     summary_on_stderr: bool,
 ) -> anyhow::Result<(RunReport, ExitCode)> {
     with_progress(
+        engine,
         progress_interval,
         summary_on_stderr,
         &config.store,
@@ -223,12 +228,13 @@ pub(crate) fn execute(
 /// once the run is open: it prints the start line and starts the progress
 /// display (after the line, so a live bar does not garble it).
 pub(crate) fn with_progress(
+    engine: &Engine,
     progress_interval: f64,
     summary_on_stderr: bool,
     store: &StoreLocation,
     work: impl FnOnce(Arc<Progress>, StartHook) -> sluice_engine::Result<RunReport>,
 ) -> anyhow::Result<(RunReport, ExitCode)> {
-    let progress = Arc::new(Progress::default());
+    let progress = Arc::new(Progress::new(engine));
     let display: Arc<Mutex<Option<ProgressDisplay>>> = Arc::default();
     let on_start: StartHook = {
         let (progress, display, store) = (progress.clone(), display.clone(), store.clone());

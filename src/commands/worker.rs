@@ -2,12 +2,12 @@
 
 use std::process::ExitCode;
 
-use sluice_engine::{run_worker, WorkerConfig, WorkerEvent};
+use sluice_engine::{run_worker, Engine, WorkerConfig, WorkerEvent};
 
 use crate::cli::WorkerArgs;
 use crate::display::fmt_count;
 
-pub(crate) fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn worker(args: WorkerArgs, engine: &Engine) -> anyhow::Result<ExitCode> {
     let cfg = WorkerConfig {
         store: args.store.here(),
         run: args.run.clone(),
@@ -15,6 +15,7 @@ pub(crate) fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         lease: args.lease,
         poll: args.poll,
         early_stop: !args.no_early_stop,
+        engine: engine.clone(),
     };
     eprintln!("sluice worker: looking for runs in {}", cfg.store);
     let stopped = run_worker(&cfg, &mut |event| match event {

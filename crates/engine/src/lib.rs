@@ -6,6 +6,7 @@ mod check_report;
 mod clock;
 mod control;
 mod early_stop;
+mod engine;
 mod error;
 mod errors;
 mod export;
@@ -53,6 +54,7 @@ pub use control::{
     executing, read_control, requester, write_control, CommitHook, ControlState, OpenHook,
     RunControl, RunHooks, StartHook, StoredControl, CONTROL_KEY,
 };
+pub use engine::Engine;
 pub use error::{Busy, Error, Result};
 pub use errors::{group_errors, normalise, ErrorExample, ErrorGroup, ErrorKey};
 pub use export::{ExportFormat, ExportOptions};
@@ -62,9 +64,9 @@ pub use identity::{worker_state, WorkerState, BEAT_PERIOD, BEAT_STALE};
 pub use input::QuickInput;
 pub use item_error::ItemError;
 pub use job::{
-    plan, probe, process_providers, run_job, run_job_with, unit_result, Bound, CheckReport,
-    Estimate, JobConfig, Measured, Offload, Plan, PlanOptions, ProviderPlan, ShownRequest,
-    StepLatency, StepPlan, TemplateProblem, UnitWindow, DEFAULT_LEASE,
+    plan, probe, run_job, run_job_with, unit_result, Bound, CheckReport, Estimate, JobConfig,
+    Measured, Offload, Plan, PlanOptions, ProviderPlan, ShownRequest, StepLatency, StepPlan,
+    TemplateProblem, UnitWindow, DEFAULT_LEASE,
 };
 pub use lifecycle::{limited_name, RunStart};
 pub use live::{session_entry, LiveFigures, Rates};
@@ -83,7 +85,7 @@ pub use settings::{JobSettings, QuickSettings, RunMode, RunSettings};
 pub use shape::is_base_url;
 pub use shown::{shown_state, worker_view, RunState, STATE_PROCESS_GONE};
 pub use stats::{
-    process_calls, AnnouncedLimit, EndpointReport, Latency, Limits, ProviderReport, RecentError,
-    RunStats, StatsReport, StepReport,
+    AnnouncedLimit, EndpointReport, Latency, Limits, ProviderReport, RecentError, RunStats,
+    StatsReport, StepReport,
 };
 pub use worker::{run_worker, WorkerConfig, WorkerEvent};

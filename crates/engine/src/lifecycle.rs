@@ -385,7 +385,7 @@ mod tests {
             run.clone(),
             false,
             (true, true),
-            &Progress::default(),
+            &Progress::new(&crate::engine::Engine::new()),
         )
         .unwrap();
         assert_eq!(state(&mut store), "running");
@@ -402,7 +402,7 @@ mod tests {
             run.clone(),
             false,
             (true, true),
-            &Progress::default(),
+            &Progress::new(&crate::engine::Engine::new()),
         )
         .unwrap();
         assert_eq!(state(&mut store), "interrupted");

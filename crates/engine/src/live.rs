@@ -262,7 +262,7 @@ mod tests {
 
     #[test]
     fn beat_carries_identity_and_counters() {
-        let progress = Progress::default();
+        let progress = Progress::new(&crate::engine::Engine::new());
         Progress::add(&progress.done, 3);
         Progress::add(&progress.in_flight, 2);
         let control = RunControl::new();

@@ -4,6 +4,8 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+use crate::engine::Engine;
+
 /// Counters updated as the run goes; read with [`Progress::snapshot`].
 ///
 /// `done` and `failed` are bumped only after the outcome is committed to the
@@ -56,10 +58,13 @@ pub struct Progress {
     paused_since_us: AtomicU64,
     /// Microseconds spent paused before the current pause.
     paused_us: AtomicU64,
+    /// The engine the run belongs to (its providers and totals).
+    engine: Engine,
 }
 
-impl Default for Progress {
-    fn default() -> Self {
+impl Progress {
+    /// The counters of a new run of `engine`.
+    pub fn new(engine: &Engine) -> Self {
         Progress {
             started: Instant::now(),
             total: AtomicU64::new(0),
@@ -80,11 +85,17 @@ impl Default for Progress {
             webhook_failures: AtomicU64::new(0),
             breaker_openings: AtomicU64::new(0),
             latency_ewma_us: AtomicU64::new(0),
-            stats: crate::stats::RunStats::default(),
+            stats: crate::stats::RunStats::counting_into(engine.totals().clone()),
             history: crate::history::Recorder::default(),
             paused_since_us: AtomicU64::new(0),
             paused_us: AtomicU64::new(0),
+            engine: engine.clone(),
         }
+    }
+
+    /// The engine the run belongs to.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 }
 
@@ -253,7 +264,7 @@ mod tests {
         assert_eq!(s.eta(), Some(Duration::from_secs(90)));
         let paused = Snapshot { paused: true, ..s };
         assert_eq!(paused.eta(), None);
-        let progress = Progress::default();
+        let progress = Progress::new(&crate::engine::Engine::new());
         progress.set_paused(true);
         progress.set_paused(true);
         std::thread::sleep(Duration::from_millis(20));

@@ -40,6 +40,8 @@ pub struct RunStats {
     /// The providers as last seen, shown once the run let go of them.
     last_providers: Mutex<Vec<ProviderReport>>,
     errors: Mutex<VecDeque<RecentError>>,
+    /// The engine's totals its calls count into as well.
+    totals: Arc<ProcessTotals>,
 }
 
 impl std::fmt::Debug for RunStats {
@@ -52,15 +54,43 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// (provider, step) → the process's stats, cumulative across runs.
-type Global = Mutex<Vec<(String, String, Arc<CallStats>)>>;
+/// (provider, step) → an engine's stats, cumulative across its runs (see
+/// [`crate::Engine`]).
+#[derive(Default)]
+pub(crate) struct ProcessTotals(Mutex<Vec<(String, String, Arc<CallStats>)>>);
 
-fn global() -> &'static Global {
-    static GLOBAL: Global = Mutex::new(Vec::new());
-    &GLOBAL
+impl ProcessTotals {
+    /// The stats of `step` on `provider` (created on first use).
+    fn meter(&self, provider: &str, step: &str) -> Arc<CallStats> {
+        let mut all = lock(&self.0);
+        match all.iter().find(|(p, s, _)| p == provider && s == step) {
+            Some((_, _, g)) => g.clone(),
+            None => {
+                let g = Arc::new(CallStats::default());
+                all.push((provider.to_owned(), step.to_owned(), g.clone()));
+                g
+            }
+        }
+    }
+
+    /// The totals per (provider, step).
+    pub(crate) fn counts(&self) -> Vec<(String, String, CallCounts)> {
+        lock(&self.0)
+            .iter()
+            .map(|(p, s, stats)| (p.clone(), s.clone(), stats.counts()))
+            .collect()
+    }
 }
 
 impl RunStats {
+    /// A run's statistics, counting into `totals` as well (its engine's).
+    pub(crate) fn counting_into(totals: Arc<ProcessTotals>) -> RunStats {
+        RunStats {
+            totals,
+            ..RunStats::default()
+        }
+    }
+
     /// The run's and the process's stats of `step` on `provider` (created on
     /// first use; looked up once per call, not per attempt).
     pub(crate) fn meters(&self, step: &str, provider: &str) -> (Arc<CallStats>, Arc<CallStats>) {
@@ -71,17 +101,7 @@ impl RunStats {
         {
             return (m.run.clone(), m.global.clone());
         }
-        let global = {
-            let mut all = lock(global());
-            match all.iter().find(|(p, s, _)| p == provider && s == step) {
-                Some((_, _, g)) => g.clone(),
-                None => {
-                    let g = Arc::new(CallStats::default());
-                    all.push((provider.to_owned(), step.to_owned(), g.clone()));
-                    g
-                }
-            }
-        };
+        let global = self.totals.meter(provider, step);
         let run = Arc::new(CallStats::default());
         steps.push(StepMeter {
             step: step.to_owned(),
@@ -347,12 +367,4 @@ fn step_report(step: &str, provider: &str, c: CallCounts) -> StepReport {
         rate_waits: c.rate_waits,
         by_status: c.by_status,
     }
-}
-
-/// The process's totals per (provider, step), cumulative across runs.
-pub fn process_calls() -> Vec<(String, String, CallCounts)> {
-    lock(global())
-        .iter()
-        .map(|(p, s, stats)| (p.clone(), s.clone(), stats.counts()))
-        .collect()
 }

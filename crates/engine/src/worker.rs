@@ -15,6 +15,7 @@ use std::time::Duration;
 use sluice_store::{RunMeta, StoreLocation};
 use tokio::sync::Notify;
 
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::job::{self, Work};
 use crate::lifecycle::{close_shared_run, watch_signals};
@@ -37,6 +38,9 @@ pub struct WorkerConfig {
     /// Stop working a run whose step's first answers all fail the same way
     /// no retry can fix (the run is then held for every process).
     pub early_stop: bool,
+    /// The process's engine: the runs it works share its providers and
+    /// count into its totals.
+    pub engine: Engine,
 }
 
 /// What the worker did, for the caller to show.
@@ -141,7 +145,7 @@ fn work(cfg: &WorkerConfig, run: RunMeta) -> Result<(RunReport, bool)> {
         .ok_or_else(|| Error::Config(format!("run {} keeps no job definition", run.id)))?;
     let job = sluice_spec::parse_str(&def.text, Path::new(&def.path), &def.sets)
         .map_err(|e| Error::Config(format!("the job of run {} does not load here: {e}", run.id)))?;
-    let progress = Arc::new(Progress::default());
+    let progress = Arc::new(Progress::new(&cfg.engine));
     // The same setup as `sluice run`'s.
     let job::Setup {
         env,

@@ -6,7 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_engine::{run_job, run_job_with, JobConfig, Progress, RunControl, RunHooks, RunReport};
+use sluice_engine::{
+    run_job, run_job_with, Engine, JobConfig, Progress, RunControl, RunHooks, RunReport,
+};
 use sluice_mock::{MockConfig, MockServer};
 use sluice_store::StoreLocation;
 
@@ -93,6 +95,11 @@ fn run(dir: &Path, text: &str) -> RunReport {
 }
 
 fn run_hooked(dir: &Path, text: &str, hooks: RunHooks) -> RunReport {
+    run_in(&Engine::new(), dir, text, hooks)
+}
+
+/// Runs the job `text` in `dir` as a run of `engine`.
+fn run_in(engine: &Engine, dir: &Path, text: &str, hooks: RunHooks) -> RunReport {
     let path = dir.join("job.toml");
     std::fs::write(&path, text).unwrap();
     let job = sluice_spec::load(&path, &[]).expect("the job loads");
@@ -107,9 +114,9 @@ fn run_hooked(dir: &Path, text: &str, hooks: RunHooks) -> RunReport {
         early_stop: false,
     };
     if hooks.control.is_none() {
-        return run_job(&job, &cfg, Arc::new(Progress::default())).expect("the run ends");
+        return run_job(&job, &cfg, Arc::new(Progress::new(engine))).expect("the run ends");
     }
-    run_job_with(&job, &cfg, Arc::new(Progress::default()), hooks).expect("the run ends")
+    run_job_with(&job, &cfg, Arc::new(Progress::new(engine)), hooks).expect("the run ends")
 }
 
 #[test]
@@ -173,4 +180,64 @@ fn a_cancel_mid_run_leaves_the_rest_pending_and_a_rerun_sends_only_those() {
     assert_eq!(again.progress.done + again.progress.skipped, 200);
     // Nothing answered was asked again: the units done stay done.
     assert_eq!(again.progress.skipped, done);
+}
+
+/// At a commit: the providers one engine holds, and how many the other does.
+type Seen = (Vec<String>, usize);
+
+/// All attempts an engine counted, over its providers and steps.
+fn attempts(engine: &Engine) -> u64 {
+    engine
+        .process_calls()
+        .iter()
+        .map(|(_, _, c)| c.attempts)
+        .sum()
+}
+
+#[test]
+fn two_engines_in_one_process_share_neither_providers_nor_totals() {
+    let mock = Mock::start(0);
+    let text = job_text(&mock.base(), "Rate:");
+    let (one, two) = (Engine::new(), Engine::new());
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    for dir in &dirs {
+        let items: String = (0..3).map(|i| format!("{{\"q\":\"q{i}\"}}\n")).collect();
+        std::fs::write(dir.path().join("items.jsonl"), items).unwrap();
+    }
+    // While a run of `one` commits, `one` holds its provider and `two` none.
+    let seen: Arc<std::sync::Mutex<Vec<Seen>>> = Arc::default();
+    let on_commit = {
+        let (one, two, seen) = (one.clone(), two.clone(), seen.clone());
+        Arc::new(move |_: &[sluice_store::ItemRecord]| {
+            let names = one
+                .process_providers()
+                .into_iter()
+                .map(|p| p.name)
+                .collect();
+            let lock = seen.lock();
+            lock.unwrap_or_else(|e| e.into_inner())
+                .push((names, two.process_providers().len()));
+        })
+    };
+    let hooks = RunHooks {
+        control: Some(RunControl::new()),
+        on_commit: Some(on_commit),
+        ..RunHooks::default()
+    };
+    let first = run_in(&one, dirs[0].path(), &text, hooks);
+    assert_eq!(first.progress.done, 3);
+    let seen = seen.lock().unwrap().clone();
+    assert!(!seen.is_empty());
+    assert!(
+        seen.iter()
+            .any(|(names, _)| names.iter().any(|n| n == "local")),
+        "{seen:?}"
+    );
+    assert!(seen.iter().all(|(_, others)| *others == 0), "{seen:?}");
+    // Totals: two steps for each of 3 units, counted by `one` alone.
+    assert_eq!((attempts(&one), attempts(&two)), (6, 0));
+    let second = run_in(&two, dirs[1].path(), &text, RunHooks::default());
+    assert_eq!(second.progress.done, 3);
+    assert_eq!((attempts(&one), attempts(&two)), (6, 6));
+    assert_eq!(mock.requests(), 12);
 }

@@ -93,7 +93,7 @@ fn config(dir: &Path, input: &Path, url: String, retries: u32) -> QuickConfig {
 }
 
 fn run(cfg: &QuickConfig) -> RunReport {
-    run_quick(cfg, Arc::new(Progress::default())).expect("the run ends")
+    run_quick(cfg, Arc::new(Progress::new(&sluice_engine::Engine::new()))).expect("the run ends")
 }
 
 #[test]

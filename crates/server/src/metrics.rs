@@ -13,7 +13,7 @@ use std::fmt::Write;
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
-use sluice_engine::{process_calls, process_providers, LATENCY_BUCKETS_MS};
+use sluice_engine::{Engine, LATENCY_BUCKETS_MS};
 
 use crate::state::AppState;
 
@@ -32,9 +32,9 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-/// The whole exposition.
-pub(crate) fn render(active_runs: usize) -> String {
-    let calls = process_calls();
+/// The whole exposition of `engine`'s figures.
+pub(crate) fn render(engine: &Engine, active_runs: usize) -> String {
+    let calls = engine.process_calls();
     let mut out = String::new();
     header(
         &mut out,
@@ -150,7 +150,7 @@ pub(crate) fn render(active_runs: usize) -> String {
             );
         }
     }
-    let providers = process_providers();
+    let providers = engine.process_providers();
     header(
         &mut out,
         "sluice_provider_in_flight",
@@ -269,6 +269,6 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
     let active = state.active_runs().len();
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        render(active),
+        render(&state.inner.engine, active),
     )
 }

@@ -252,7 +252,7 @@ pub(crate) async fn start(state: &AppState, launch: Launch) -> ApiResult<(Arc<Li
             )
             .with_retry_after(RUNS_RETRY_AFTER)
         })?;
-    let progress = Arc::new(Progress::default());
+    let progress = Arc::new(Progress::new(&state.inner.engine));
     let control = RunControl::new();
     let (open_tx, open_rx) = oneshot::channel::<Result<RunMeta, sluice_engine::Error>>();
     let open_tx = Arc::new(Mutex::new(Some(open_tx)));

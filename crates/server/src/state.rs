@@ -98,6 +98,9 @@ pub(crate) struct Inner {
     pub(crate) run_slots: Arc<tokio::sync::Semaphore>,
     /// The progress feeds of `/v1/runs/{id}/events`, one per run watched.
     pub(crate) feeds: crate::feeds::Feeds,
+    /// The engine its runs belong to: they share providers (limits, pools)
+    /// and count into its totals (`/metrics`).
+    pub(crate) engine: sluice_engine::Engine,
 }
 
 impl AppState {
@@ -112,6 +115,7 @@ impl AppState {
                 },
                 run_slots: Arc::new(tokio::sync::Semaphore::new(config.max_runs.max(1))),
                 feeds: crate::feeds::Feeds::default(),
+                engine: sluice_engine::Engine::new(),
                 config,
                 runs: Mutex::new(HashMap::new()),
             }),

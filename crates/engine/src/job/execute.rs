@@ -76,7 +76,7 @@ pub(crate) fn setup(job: &sluice_spec::Job, progress: &Progress) -> Result<Setup
     let vars = super::job_env(job)?;
     let value = minijinja::Value::from(minijinja::value::Serde(serde_json::json!({ "env": vars })));
     let runtime = new_runtime()?;
-    let lanes = Lanes::new(job, &value, crate::fair::new_tenant())?;
+    let lanes = Lanes::new(progress.engine(), job, &value, crate::fair::new_tenant())?;
     for lane in lanes.all() {
         progress.stats.add_provider(&lane.name, &lane.share);
     }

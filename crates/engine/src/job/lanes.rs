@@ -17,6 +17,7 @@ use sluice_spec::{Job, Price, Provider, Retries, Step};
 
 use super::sharing::{self, Gate, GateGuard, ProviderShare};
 use crate::calls::{Report, Route};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::fair::Tenant;
 use crate::limiter::Limiter;
@@ -49,7 +50,12 @@ pub(crate) struct Lane {
 }
 
 impl Lane {
-    fn new(provider: &Provider, env: &minijinja::Value, tenant: Tenant) -> Result<Lane> {
+    fn new(
+        engine: &Engine,
+        provider: &Provider,
+        env: &minijinja::Value,
+        tenant: Tenant,
+    ) -> Result<Lane> {
         let key = match &provider.api_key_env {
             Some(var) => match std::env::var(var) {
                 Ok(k) if !k.trim().is_empty() => Some((var.clone(), k.trim().to_string())),
@@ -93,7 +99,7 @@ impl Lane {
                 sluice_provider::dialect::ANTHROPIC_VERSION.into(),
             ));
         }
-        let share = sharing::share(provider);
+        let share = sharing::share(engine, provider);
         let openings_before = share.breaker_openings();
         Ok(Lane {
             name: provider.name.clone(),
@@ -406,15 +412,21 @@ pub(crate) struct Lanes {
 }
 
 impl Lanes {
-    /// Builds a lane per provider for the run `tenant`; fails when a key
-    /// variable is missing.
-    pub(crate) fn new(job: &Job, env: &minijinja::Value, tenant: Tenant) -> Result<Lanes> {
+    /// Builds a lane per provider for the run `tenant` of `engine` (sharing
+    /// providers with its other runs); fails when a key variable is missing.
+    pub(crate) fn new(
+        engine: &Engine,
+        job: &Job,
+        env: &minijinja::Value,
+        tenant: Tenant,
+    ) -> Result<Lanes> {
         let lanes = job
             .providers
             .iter()
-            .map(|p| Lane::new(p, env, tenant))
+            .map(|p| Lane::new(engine, p, env, tenant))
             .collect::<Result<Vec<_>>>()?;
         let direct = Lane::new(
+            engine,
             &Provider {
                 name: "(direct)".into(),
                 base_urls: vec!["http://127.0.0.1".into()],

@@ -54,7 +54,6 @@ pub use export::unit_result;
 pub(crate) use offload::{for_worker as worker_offload, notes as offload_notes};
 pub use plan::{plan, Plan, PlanOptions, ProviderPlan, StepPlan};
 pub use probe::probe;
-pub use sharing::process_providers;
 pub use show::ShownRequest;
 pub(crate) use window::unit_window;
 pub use window::UnitWindow;

@@ -27,7 +27,9 @@ pub fn probe(job: &Job, spool_dir: &Path, n: usize) -> Result<HashMap<String, Me
     let env = super::job_env(job)?;
     let env_value = Value::from(minijinja::value::Serde(serde_json::json!({ "env": env })));
     let runtime = super::new_runtime()?;
-    let lanes = Lanes::new(job, &env_value, crate::fair::new_tenant())?;
+    // An engine of its own: `sluice plan` runs nothing else to share with.
+    let engine = crate::engine::Engine::new();
+    let lanes = Lanes::new(&engine, job, &env_value, crate::fair::new_tenant())?;
     let prepared = runtime
         .block_on(inputs::prepare_with(
             &job.input.source,

@@ -5,7 +5,7 @@
 //! in by turns, so one huge run cannot starve a small one.
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use sluice_limit::{Aimd, AimdConfig, Breaker, BreakerConfig, BreakerState, WindowLimits};
@@ -13,6 +13,7 @@ use sluice_spec::Provider;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::engine::Engine;
 use crate::fair::{FairTurn, Tenant};
 use crate::limiter::Limiter;
 use crate::shared_limits::SharedLimits;
@@ -24,8 +25,6 @@ const PLACE_POLL: Duration = Duration::from_millis(100);
 
 /// What runs using one provider share.
 pub(crate) struct ProviderShare {
-    /// The provider's name in the run that created the share.
-    pub(crate) name: String,
     pub(crate) limiter: Limiter,
     pub(crate) gate: Gate,
     pub(super) bases: Vec<Base>,
@@ -201,7 +200,6 @@ fn new_share(provider: &Provider) -> ProviderShare {
         })
     };
     ProviderShare {
-        name: provider.name.clone(),
         limiter: Limiter::new(&WindowLimits {
             rps: provider.rps,
             rpm: provider.rpm,
@@ -285,13 +283,6 @@ fn provider_report(name: &str, share: &ProviderShare) -> ProviderReport {
     }
 }
 
-type Registry = Mutex<Vec<(String, Weak<ProviderShare>)>>;
-
-fn registry() -> &'static Registry {
-    static SHARES: Registry = Mutex::new(Vec::new());
-    &SHARES
-}
-
 /// What makes two runs' providers the same one: where calls go, with which
 /// key, under which limits. (A changed limit makes a new share rather than
 /// being ignored in favour of an older run's.)
@@ -313,35 +304,10 @@ fn key(p: &Provider) -> String {
     )
 }
 
-/// The share of `provider`: the one a live run already holds, else a new one.
-pub(super) fn share(provider: &Provider) -> Arc<ProviderShare> {
-    let key = key(provider);
-    let mut shares = registry().lock().unwrap_or_else(|e| e.into_inner());
-    shares.retain(|(_, weak)| weak.strong_count() > 0);
-    if let Some(existing) = shares
-        .iter()
-        .find(|(k, _)| *k == key)
-        .and_then(|(_, w)| w.upgrade())
-    {
-        return existing;
-    }
-    let share = Arc::new(new_share(provider));
-    shares.push((key, Arc::downgrade(&share)));
-    share
-}
-
-/// Every provider share some run of this process holds now.
-pub(crate) fn live_shares() -> Vec<Arc<ProviderShare>> {
-    let shares = registry().lock().unwrap_or_else(|e| e.into_inner());
-    shares.iter().filter_map(|(_, w)| w.upgrade()).collect()
-}
-
-/// Every provider some run of this process uses now.
-pub fn process_providers() -> Vec<ProviderReport> {
-    live_shares()
-        .iter()
-        .map(|s| provider_report(&s.name, s))
-        .collect()
+/// The share of `provider` in `engine`: the one a live run of it already
+/// holds, else a new one.
+pub(super) fn share(engine: &Engine, provider: &Provider) -> Arc<ProviderShare> {
+    engine.share(key(provider), &provider.name, || new_share(provider))
 }
 
 #[cfg(test)]
@@ -359,17 +325,21 @@ mod tests {
 
     #[test]
     fn same_provider_and_limits_share_one_limiter() {
-        let a = share(&provider("http://127.0.0.1:1/v1", Some(60)));
-        let b = share(&provider("http://127.0.0.1:1/v1", Some(60)));
+        let engine = Engine::new();
+        let a = share(&engine, &provider("http://127.0.0.1:1/v1", Some(60)));
+        let b = share(&engine, &provider("http://127.0.0.1:1/v1", Some(60)));
         assert!(Arc::ptr_eq(&a, &b));
-        let other_limit = share(&provider("http://127.0.0.1:1/v1", Some(120)));
+        let other_limit = share(&engine, &provider("http://127.0.0.1:1/v1", Some(120)));
         assert!(!Arc::ptr_eq(&a, &other_limit));
-        let other_url = share(&provider("http://127.0.0.1:2/v1", Some(60)));
+        let other_url = share(&engine, &provider("http://127.0.0.1:2/v1", Some(60)));
         assert!(!Arc::ptr_eq(&a, &other_url));
-        assert!(live_shares().iter().any(|s| Arc::ptr_eq(s, &a)));
+        assert_eq!(engine.process_providers().len(), 3);
+        // Another engine of the same process holds providers of its own.
+        let elsewhere = share(&Engine::new(), &provider("http://127.0.0.1:1/v1", Some(60)));
+        assert!(!Arc::ptr_eq(&a, &elsewhere));
         drop((a, b));
         // Once no run holds it, the next run starts afresh.
-        let again = share(&provider("http://127.0.0.1:1/v1", Some(60)));
+        let again = share(&engine, &provider("http://127.0.0.1:1/v1", Some(60)));
         assert_eq!(again.gate.in_flight(), 0);
     }
 }

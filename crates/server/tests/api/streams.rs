@@ -297,6 +297,10 @@ fn start_cli_run(
         early_stop: true,
     };
     std::thread::spawn(move || {
-        sluice_engine::run_job(&job, &config, Arc::new(sluice_engine::Progress::default()))
+        sluice_engine::run_job(
+            &job,
+            &config,
+            Arc::new(sluice_engine::Progress::new(&sluice_engine::Engine::new())),
+        )
     })
 }

@@ -72,7 +72,7 @@ pub(super) async fn call_model(
             let body = match to_anthropic(&call.request.body) {
                 Ok(translated) => {
                     for warning in &translated.warnings {
-                        warn_once(&call.step.name, warning);
+                        warn_once(shared.progress.engine(), &call.step.name, warning);
                     }
                     translated.body
                 }
@@ -183,15 +183,11 @@ pub(super) async fn call_model(
     }
 }
 
-/// Says once per process and step what a translation left out (every call
+/// Says once per engine and step what a translation left out (every call
 /// of the step leaves out the same).
-fn warn_once(step: &str, warning: &str) {
-    static SAID: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-    let key = format!("{step}\u{0}{warning}");
-    let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
-    if !said.contains(&key) {
+fn warn_once(engine: &crate::engine::Engine, step: &str, warning: &str) {
+    if engine.first_time(format!("{step}\u{0}{warning}")) {
         tracing::warn!("step {step:?} on an Anthropic provider: not sent: {warning}");
-        said.push(key);
     }
 }
 

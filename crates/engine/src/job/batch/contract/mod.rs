@@ -152,7 +152,7 @@ fn remote(dir: &std::path::Path, base: &str, api: &str) -> Remote {
     );
     let job = sluice_spec::parse_str(&text, &dir.join("job.toml"), &[]).unwrap();
     let env = minijinja::Value::from(minijinja::value::Serde(json!({"env": {}})));
-    let lanes = Lanes::new(&job, &env, 0).unwrap();
+    let lanes = Lanes::new(&crate::engine::Engine::new(), &job, &env, 0).unwrap();
     Remote::new(lanes.get("p").unwrap())
 }
 

@@ -18,7 +18,7 @@ fn batcher_with(
     let text = "[input]\npath = \"x.jsonl\"\n[providers.p]\nbase_url = \"http://127.0.0.1:9/v1\"\nmode = \"batch\"\n[[steps]]\nname = \"a\"\nkind = \"chat\"\nprovider = \"p\"\nmodel = \"m\"\nmessages = [{ role = \"user\", content = \"hi\" }]\n";
     let job = sluice_spec::parse_str(text, &dir.join("job.toml"), &[]).unwrap();
     let env = minijinja::Value::from(minijinja::value::Serde(json!({"env": {}})));
-    let lanes = Lanes::new(&job, &env, 0).unwrap();
+    let lanes = Lanes::new(&crate::engine::Engine::new(), &job, &env, 0).unwrap();
     let lane = lanes.get("p").unwrap();
     let mut store = sluice_store::SqliteStore::open(&dir.join("s.db")).unwrap();
     let run = store
