@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use sluice_engine::{ControlState, RunView, ViewParts};
+use sluice_engine::{ControlState, KeptWithRun, RunView, ViewParts};
 
 use super::UsageError;
 use crate::cli::{RunsArgs, StatusArgs};
@@ -49,6 +49,7 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         error_groups: groups,
         queue,
         batches,
+        offload,
         ..
     } = view;
     let workers = store.workers(&run.id)?;
@@ -106,7 +107,7 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         fmt_count(counts.prompt_tokens),
         fmt_count(counts.completion_tokens)
     );
-    if let Some(usd) = run.settings.get("spent_usd").and_then(|v| v.as_f64()) {
+    if let Some(usd) = KeptWithRun::of(&run.settings).spent_usd {
         outln!("spent      ${usd:.4} (priced providers)");
     }
     if let (Some(first), Some(last)) = (counts.first_started_at, counts.last_finished_at) {
@@ -136,21 +137,12 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             },
         );
     }
-    if let Some(offload) = run.settings.get("offload").and_then(|o| o.as_object()) {
-        for (name, o) in offload {
-            let text = |k: &str| o.get(k).and_then(|v| v.as_str()).unwrap_or("?");
-            match text("configured") {
-                "live" => {}
-                "auto" => outln!(
-                    "offload    {name}: auto chose {}: {}",
-                    text("mode"),
-                    text("reason")
-                ),
-                _ if text("mode") == "live" => {
-                    outln!("offload    {name}: live: {}", text("reason"))
-                }
-                _ => outln!("offload    {name}: batch API (mode = \"batch\")"),
-            }
+    for (name, o) in offload.iter().flatten() {
+        match o.configured.as_str() {
+            "live" => {}
+            "auto" => outln!("offload    {name}: auto chose {}: {}", o.mode, o.reason),
+            _ if !o.batched() => outln!("offload    {name}: live: {}", o.reason),
+            _ => outln!("offload    {name}: batch API (mode = \"batch\")"),
         }
     }
     if !batches.is_empty() {

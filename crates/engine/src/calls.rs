@@ -12,6 +12,7 @@ use sluice_provider::{Attempt, CallOptions, Client, Dialect, Endpoint, FailureKi
 use crate::control::RunControl;
 use crate::early_stop::{Ending, FirstCalls};
 use crate::fair::Tenant;
+use crate::item_error::ItemError;
 use crate::limiter::Limiter;
 use crate::meter::CallStats;
 use crate::progress::Progress;
@@ -60,9 +61,10 @@ pub(crate) trait Route {
     /// when the call is cut off).
     type Ticket;
     /// The endpoint for the next attempt; waits while every endpoint is
-    /// cooling down (that wait is not an attempt). An `Err` is a request
-    /// that cannot be addressed (a bad URL).
-    async fn pick(&self) -> Result<(Cow<'_, Endpoint>, Self::Ticket), String>;
+    /// cooling down (that wait is not an attempt). An `Err` is the call's
+    /// end: a request that cannot be addressed (a bad URL), or no endpoint
+    /// left to try (every breaker open).
+    async fn pick(&self) -> Result<(Cow<'_, Endpoint>, Self::Ticket), ItemError>;
     /// What the attempt said about its endpoint.
     fn report(&self, ticket: Self::Ticket, report: Report);
 }
@@ -73,7 +75,7 @@ pub(crate) struct Fixed<'a>(pub(crate) &'a Endpoint);
 impl Route for Fixed<'_> {
     type Ticket = ();
 
-    async fn pick(&self) -> Result<(Cow<'_, Endpoint>, ()), String> {
+    async fn pick(&self) -> Result<(Cow<'_, Endpoint>, ()), ItemError> {
         Ok((Cow::Borrowed(self.0), ()))
     }
 
@@ -105,9 +107,10 @@ pub(crate) struct Tally {
 pub(crate) enum CallEnd {
     /// A successful answer.
     Done(Success),
-    /// Failed for good; `error` is `code: message (after N attempts)`.
+    /// Failed for good; `error`'s message ends `(after N attempts)` when
+    /// an attempt was made.
     Failed {
-        error: String,
+        error: ItemError,
         status: Option<u16>,
         body: Option<Bytes>,
         latency: Duration,
@@ -192,15 +195,9 @@ pub(crate) async fn call<R: Route>(
         };
         let (endpoint, ticket) = match picked {
             Ok(picked) => picked,
-            Err(e) => {
-                // A route error carries its own code when it has one.
-                let coded = crate::item_error::split(&e).is_some();
+            Err(error) => {
                 return CallEnd::Failed {
-                    error: if coded {
-                        e
-                    } else {
-                        format!("request_error: {e}")
-                    },
+                    error,
                     status: None,
                     body: None,
                     latency: Duration::ZERO,
@@ -219,10 +216,10 @@ pub(crate) async fn call<R: Route>(
         let admission = match acquired {
             Ok(admission) => admission,
             Err(too_large) => return CallEnd::Failed {
-                error: format!(
-                    "token_limit: this request needs about {} tokens (prompt estimate + max_tokens) but the tokens/minute limit (--tpm, or the provider's tpm) is {}, so it can never be sent; raise --tpm or lower max_tokens",
+                error: ItemError::new("token_limit", format!(
+                    "this request needs about {} tokens (prompt estimate + max_tokens) but the tokens/minute limit (--tpm, or the provider's tpm) is {}, so it can never be sent; raise --tpm or lower max_tokens",
                     too_large.tokens, too_large.tpm
-                ),
+                )),
                 status: None,
                 body: None,
                 latency: Duration::ZERO,
@@ -362,10 +359,9 @@ pub(crate) async fn call<R: Route>(
             n => format!("{n} attempts"),
         };
         return CallEnd::Failed {
-            error: format!(
-                "{}: {} (after {tries})",
+            error: ItemError::new(
                 error_code(failure.kind),
-                failure.message
+                format!("{} (after {tries})", failure.message),
             ),
             status: failure.status,
             body: failure.body,

@@ -81,7 +81,7 @@ pub use run_view::{
     pending, run_view, view_state, ExecutedHere, QueueView, RunView, TopError, ViewCounts,
     ViewParts, ERROR_GROUPS, TOP_ERRORS,
 };
-pub use settings::{JobSettings, QuickSettings, RunMode, RunSettings};
+pub use settings::{JobSettings, KeptWithRun, QuickSettings, RunMode, RunSettings};
 pub use shape::is_base_url;
 pub use shown::{shown_state, worker_view, RunState, STATE_PROCESS_GONE};
 pub use stats::{

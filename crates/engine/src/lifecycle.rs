@@ -13,6 +13,7 @@ use crate::control::RunControl;
 use crate::error::Result;
 use crate::progress::Progress;
 use crate::report::RunReport;
+use crate::settings::KeptWithRun;
 use crate::stopping::Stopping;
 
 /// How long calls on the wire may finish after a stop signal.
@@ -79,8 +80,8 @@ pub(crate) fn open_run(
         Some(run) => {
             let mut settings = settings;
             // Totals kept with the run survive the new settings.
-            if let Some(spent) = run.settings.get("spent_usd") {
-                settings["spent_usd"] = spent.clone();
+            if let Some(spent) = KeptWithRun::of(&run.settings).spent_usd {
+                KeptWithRun::put_spent_usd(&mut settings, spent);
             }
             store.update_settings(&run.id, &settings)?;
             (run, true)

@@ -660,7 +660,7 @@ async fn attempt(
         } => Some(Outcome::failed(
             status,
             body.map(|b| String::from_utf8_lossy(&b).into_owned()),
-            error,
+            error.to_string(),
             latency,
         )),
         CallEnd::Stopped => None,

@@ -4,6 +4,8 @@
 //! batches — plus, for a run executed in the caller's own process, the
 //! figures the caller holds live.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 use serde_json::Value as Json;
 use sluice_store::{RunCounts, RunMeta, Store, WorkerBeat};
@@ -12,7 +14,7 @@ use crate::control::{read_control, StoredControl};
 use crate::errors::{group_errors, ErrorGroup};
 use crate::identity::{worker_state, WorkerState};
 use crate::live::LiveFigures;
-use crate::settings::RunMode;
+use crate::settings::{KeptWithRun, Offload, RunMode};
 use crate::shown::{shown_state, worker_view, RunState};
 
 /// The most frequent error messages listed (`top_errors`).
@@ -157,8 +159,8 @@ pub struct RunView {
     /// Batches submitted to providers' batch APIs (run state `batch:*`).
     pub batches: Vec<Json>,
     /// How each provider's calls were sent: live or through its batch API
-    /// (and why), when the job offloads.
-    pub offload: Option<Json>,
+    /// (and why), for a job run.
+    pub offload: Option<BTreeMap<String, Offload>>,
 }
 
 /// The state of `run` as shown: the caller's own if it executes it,
@@ -251,7 +253,7 @@ pub fn run_view(
         error_groups,
         queue,
         batches,
-        offload: run.settings.get("offload").cloned(),
+        offload: KeptWithRun::of(&run.settings).offload,
     })
 }
 
@@ -319,7 +321,8 @@ mod tests {
             .create_run(&NewRun {
                 name: "r".into(),
                 source: "s".into(),
-                settings: serde_json::json!({"mode": "job", "offload": {"p": {"mode": "live"}}}),
+                settings: serde_json::json!({"mode": "job", "offload": {"p": {
+                    "mode": "live", "configured": "live", "reason": "r"}}}),
             })
             .unwrap();
         store.set_total(&run.id, 5).unwrap();
@@ -362,7 +365,7 @@ mod tests {
         assert_eq!(view.top_errors[0].count, 1);
         assert_eq!(view.error_groups[0].key.code, "server_error");
         assert!(view.queue.is_none() && view.batches.is_empty());
-        assert_eq!(view.offload.as_ref().unwrap()["p"]["mode"], "live");
+        assert!(!view.offload.as_ref().unwrap()["p"].batched());
 
         let json = serde_json::to_value(&view).unwrap();
         assert_eq!(json["state"], "pausing");

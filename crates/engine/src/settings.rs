@@ -3,6 +3,8 @@
 //! `status`, `retry`, the server) asks [`RunMode::of`] instead of looking up
 //! the string `settings["mode"]` itself.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
@@ -115,6 +117,62 @@ pub struct JobSettings {
     pub embeds: Vec<String>,
 }
 
+/// How a provider's model calls go out a run, as kept with it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Offload {
+    /// `live` or `batch`.
+    pub mode: String,
+    /// The job's `mode`: `live`, `batch` or `auto`.
+    pub configured: String,
+    /// Why, in a sentence.
+    pub reason: String,
+}
+
+impl Offload {
+    /// Whether calls go through the batch API.
+    pub fn batched(&self) -> bool {
+        self.mode == "batch"
+    }
+}
+
+/// What runs write into their settings beside their kind's fields: the
+/// job runner each provider's [`Offload`], every run its spend (kept across
+/// resumes). Read leniently, each field alone: one missing or of another
+/// shape reads as absent.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KeptWithRun {
+    /// Per provider, live or batch and why (`settings.offload`).
+    pub offload: Option<BTreeMap<String, Offload>>,
+    /// USD spent on priced providers, over every session (`settings.spent_usd`).
+    pub spent_usd: Option<f64>,
+}
+
+impl KeptWithRun {
+    /// What `settings` keep.
+    pub fn of(settings: &Json) -> KeptWithRun {
+        KeptWithRun {
+            offload: settings
+                .get(OFFLOAD)
+                .and_then(|v| serde_json::from_value(v.clone()).ok()),
+            spent_usd: settings.get(SPENT_USD).and_then(Json::as_f64),
+        }
+    }
+
+    /// Writes each provider's `offload` into `settings`.
+    pub fn put_offload(settings: &mut Json, offload: &[(String, Offload)]) {
+        let map: BTreeMap<&str, &Offload> = offload.iter().map(|(n, o)| (n.as_str(), o)).collect();
+        settings[OFFLOAD] = serde_json::to_value(map).unwrap_or_default();
+    }
+
+    /// Writes the spend into `settings`.
+    pub fn put_spent_usd(settings: &mut Json, usd: f64) {
+        settings[SPENT_USD] = serde_json::json!(usd);
+    }
+}
+
+const OFFLOAD: &str = "offload";
+const SPENT_USD: &str = "spent_usd";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,5 +218,26 @@ mod tests {
         let back: RunSettings = serde_json::from_value(job).unwrap();
         assert_eq!(back.mode(), RunMode::Job);
         assert_eq!(RunMode::of(&serde_json::json!({})), RunMode::Quick);
+    }
+
+    #[test]
+    fn what_runs_keep_beside_their_settings_is_read_typed_and_written_back() {
+        let mut settings = serde_json::json!({"mode": "job", "spent_usd": "lots"});
+        // A field of another shape reads as absent; the others still read.
+        assert_eq!(KeptWithRun::of(&settings), KeptWithRun::default());
+        let batch = Offload {
+            mode: "batch".into(),
+            configured: "auto".into(),
+            reason: "the deadline allows it".into(),
+        };
+        KeptWithRun::put_offload(&mut settings, &[("p".into(), batch.clone())]);
+        KeptWithRun::put_spent_usd(&mut settings, 0.25);
+        assert_eq!(settings["offload"]["p"]["configured"], "auto");
+        let kept = KeptWithRun::of(&settings);
+        assert_eq!(kept.spent_usd, Some(0.25));
+        let offload = kept.offload.unwrap();
+        assert!(offload["p"].batched());
+        assert_eq!(offload["p"], batch);
+        assert_eq!(RunMode::of(&settings), RunMode::Job);
     }
 }

@@ -182,7 +182,7 @@ fn a_cancel_mid_run_leaves_the_rest_pending_and_a_rerun_sends_only_those() {
     assert_eq!(again.progress.skipped, done);
 }
 
-/// At a commit: the providers one engine holds, and how many the other does.
+/// At a run's opening: the providers one engine holds, and how many the other does.
 type Seen = (Vec<String>, usize);
 
 /// All attempts an engine counted, over its providers and steps.
@@ -204,11 +204,12 @@ fn two_engines_in_one_process_share_neither_providers_nor_totals() {
         let items: String = (0..3).map(|i| format!("{{\"q\":\"q{i}\"}}\n")).collect();
         std::fs::write(dir.path().join("items.jsonl"), items).unwrap();
     }
-    // While a run of `one` commits, `one` holds its provider and `two` none.
+    // Once a run of `one` is open (its providers set up, nothing sent yet),
+    // `one` holds its provider and `two` none.
     let seen: Arc<std::sync::Mutex<Vec<Seen>>> = Arc::default();
-    let on_commit = {
+    let on_open = {
         let (one, two, seen) = (one.clone(), two.clone(), seen.clone());
-        Arc::new(move |_: &[sluice_store::ItemRecord]| {
+        Box::new(move |_: &sluice_store::RunMeta| {
             let names = one
                 .process_providers()
                 .into_iter()
@@ -221,19 +222,16 @@ fn two_engines_in_one_process_share_neither_providers_nor_totals() {
     };
     let hooks = RunHooks {
         control: Some(RunControl::new()),
-        on_commit: Some(on_commit),
+        on_open: Some(on_open),
         ..RunHooks::default()
     };
     let first = run_in(&one, dirs[0].path(), &text, hooks);
     assert_eq!(first.progress.done, 3);
     let seen = seen.lock().unwrap().clone();
-    assert!(!seen.is_empty());
-    assert!(
-        seen.iter()
-            .any(|(names, _)| names.iter().any(|n| n == "local")),
-        "{seen:?}"
-    );
-    assert!(seen.iter().all(|(_, others)| *others == 0), "{seen:?}");
+    assert_eq!(seen.len(), 1);
+    let (names, others) = &seen[0];
+    assert!(names.iter().any(|n| n == "local"), "{names:?}");
+    assert_eq!(*others, 0);
     // Totals: two steps for each of 3 units, counted by `one` alone.
     assert_eq!((attempts(&one), attempts(&two)), (6, 0));
     let second = run_in(&two, dirs[1].path(), &text, RunHooks::default());

@@ -7,26 +7,9 @@
 //! longer than that window anyway (then it is also faster); otherwise it goes
 //! live, the only path that can meet a deadline shorter than the window.
 
-use serde::{Deserialize, Serialize};
 use sluice_spec::{Mode, Provider};
 
-/// How a provider's model calls go out this run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Offload {
-    /// `live` or `batch`.
-    pub mode: String,
-    /// The job's `mode`: `live`, `batch` or `auto`.
-    pub configured: String,
-    /// Why, in a sentence.
-    pub reason: String,
-}
-
-impl Offload {
-    /// Whether calls go through the batch API.
-    pub fn batched(&self) -> bool {
-        self.mode == "batch"
-    }
-}
+pub use crate::settings::Offload;
 
 /// Decides for `provider`, given the live wall time its limits imply and
 /// the estimated cost of both paths.

@@ -19,6 +19,7 @@ use crate::early_stop::FirstCalls;
 use crate::error::{Error, Result};
 use crate::preflight::preflight;
 use crate::progress::Progress;
+use crate::settings::KeptWithRun;
 use crate::stopping::Stopping;
 use crate::writer::Writer;
 
@@ -312,11 +313,8 @@ where
             .find_run(&run.id)?
             .map(|r| r.settings)
             .unwrap_or_default();
-        let before = settings
-            .get("spent_usd")
-            .and_then(|v| v.as_f64())
-            .unwrap_or(0.0);
-        settings["spent_usd"] = serde_json::json!(before + spent);
+        let before = KeptWithRun::of(&settings).spent_usd.unwrap_or(0.0);
+        KeptWithRun::put_spent_usd(&mut settings, before + spent);
         store.update_settings(&run.id, &settings)?;
     }
     let stopped_early = match shared_halt {

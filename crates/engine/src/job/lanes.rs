@@ -20,6 +20,7 @@ use crate::calls::{Report, Route};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::fair::Tenant;
+use crate::item_error::ItemError;
 use crate::limiter::Limiter;
 use crate::shared_limits::{SharedLimits, SharedStore};
 
@@ -375,16 +376,19 @@ impl Drop for Ticket<'_> {
 impl<'a> Route for LaneRoute<'a> {
     type Ticket = Ticket<'a>;
 
-    async fn pick(&self) -> std::result::Result<(Cow<'_, Endpoint>, Ticket<'a>), String> {
+    async fn pick(&self) -> std::result::Result<(Cow<'_, Endpoint>, Ticket<'a>), ItemError> {
         let place = self.lane.gate().enter(self.lane.tenant).await;
         let Some(index) = self
             .lane
             .pick(self.fail_when_open, self.affinity, self.pinned)
             .await
         else {
-            return Err(format!(
-                "circuit_open: every endpoint of provider {} is failing (its circuit breakers are open)",
-                self.lane.name
+            return Err(ItemError::new(
+                "circuit_open",
+                format!(
+                    "every endpoint of provider {} is failing (its circuit breakers are open)",
+                    self.lane.name
+                ),
             ));
         };
         let ticket = Ticket {
@@ -394,7 +398,8 @@ impl<'a> Route for LaneRoute<'a> {
             _place: place,
         };
         let url = format!("{}{}", self.lane.share.bases[index].url, self.path);
-        let endpoint = Endpoint::parse(&url, self.method.clone()).map_err(|e| e.to_string())?;
+        let endpoint = Endpoint::parse(&url, self.method.clone())
+            .map_err(|e| ItemError::new("request_error", e.to_string()))?;
         Ok((Cow::Owned(endpoint), ticket))
     }
 

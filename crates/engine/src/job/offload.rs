@@ -9,6 +9,7 @@ use sluice_spec::{Job, Mode};
 use super::choose::{decide, Offload};
 use crate::error::Result;
 use crate::inputs::Prepared;
+use crate::settings::KeptWithRun;
 
 /// Each provider's path, in job order.
 pub(crate) fn decide_all(job: &Job, prepared: &Prepared) -> Result<Vec<(String, Offload)>> {
@@ -31,14 +32,12 @@ pub(crate) fn decide_all(job: &Job, prepared: &Prepared) -> Result<Vec<(String, 
         .collect())
 }
 
-/// As stored with the run: `{provider: {mode, configured, reason}}`.
+/// As stored with the run: `{provider: {mode, configured, reason}}` (see
+/// [`KeptWithRun`]).
 pub(crate) fn to_json(offload: &[(String, Offload)]) -> Json {
-    Json::Object(
-        offload
-            .iter()
-            .map(|(name, o)| (name.clone(), serde_json::to_value(o).unwrap_or_default()))
-            .collect(),
-    )
+    let mut kept = Json::Object(Default::default());
+    KeptWithRun::put_offload(&mut kept, offload);
+    kept["offload"].take()
 }
 
 /// A resumed run keeps what `auto` chose when it started (its batches are
@@ -46,11 +45,11 @@ pub(crate) fn to_json(offload: &[(String, Offload)]) -> Json {
 /// anything changed.
 pub(crate) fn keep_earlier(offload: &mut [(String, Offload)], earlier: &Json) -> bool {
     let mut changed = false;
+    let Some(mut kept) = KeptWithRun::of(earlier).offload else {
+        return false;
+    };
     for (name, now) in offload.iter_mut() {
-        let Some(before) = earlier
-            .pointer(&format!("/offload/{name}"))
-            .and_then(|v| serde_json::from_value::<Offload>(v.clone()).ok())
-        else {
+        let Some(before) = kept.remove(name) else {
             continue;
         };
         if now.configured == "auto" && before.configured == "auto" && *now != before {

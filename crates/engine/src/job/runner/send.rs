@@ -167,7 +167,7 @@ pub(super) async fn send(
             status,
             latency,
             ..
-        } => sent(CallOutcome::Failed(error), status, latency),
+        } => sent(CallOutcome::Failed(error.to_string()), status, latency),
         CallEnd::Stopped => sent(CallOutcome::Stopped, None, Duration::ZERO),
     }
 }
