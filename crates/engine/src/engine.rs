@@ -8,6 +8,7 @@ use std::any::Any;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, Weak};
 
+use crate::identity::Identity;
 use crate::meter::CallCounts;
 use crate::stats::{ProcessTotals, ProviderReport, ProviderView};
 
@@ -18,7 +19,6 @@ pub struct Engine {
     inner: Arc<Inner>,
 }
 
-#[derive(Default)]
 struct Inner {
     /// The providers some run holds now, by what makes two the same.
     providers: Mutex<Vec<Held>>,
@@ -26,6 +26,19 @@ struct Inner {
     totals: Arc<ProcessTotals>,
     /// Warnings already said (each once per engine).
     said: Mutex<HashSet<String>>,
+    /// Who executes its runs (their heartbeats, claims and shared limits).
+    identity: Identity,
+}
+
+impl Default for Inner {
+    fn default() -> Inner {
+        Inner {
+            providers: Mutex::default(),
+            totals: Arc::default(),
+            said: Mutex::default(),
+            identity: Identity::new(),
+        }
+    }
 }
 
 /// A provider share some run holds: weak, so it goes when the last run
@@ -89,6 +102,11 @@ impl Engine {
         self.inner.totals.counts()
     }
 
+    /// Who executes its runs: the worker id of their heartbeats and claims.
+    pub(crate) fn identity(&self) -> &Identity {
+        &self.inner.identity
+    }
+
     /// The totals its runs' statistics count into.
     pub(crate) fn totals(&self) -> &Arc<ProcessTotals> {
         &self.inner.totals
@@ -146,5 +164,10 @@ mod tests {
         assert_eq!(again.0, "d");
         assert!(one.first_time("w".into()) && !one.first_time("w".into()));
         assert!(other.first_time("w".into()));
+        // Each engine executes runs under a worker id of its own.
+        let (a, b) = (one.identity(), other.identity());
+        assert_ne!(a.worker_id, b.worker_id);
+        assert_eq!((a.pid, &a.host), (b.pid, &b.host));
+        assert_eq!(one.clone().identity().worker_id, a.worker_id);
     }
 }

@@ -2,6 +2,7 @@
 //! to count as alive: the lowest layer of run ownership, used by the
 //! heartbeat, the lease, run control and every view of a run.
 
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -15,7 +16,9 @@ pub const BEAT_PERIOD: Duration = Duration::from_secs(1);
 /// A beat older than this means the process is gone (killed, or its machine lost).
 pub const BEAT_STALE: Duration = Duration::from_secs(15);
 
-/// Who this process is, fixed for its lifetime.
+/// Who executes a run: the host and pid of the process, and when its
+/// engine started — `worker_id` (`host:pid:started_at`) tells apart the
+/// engines of one process, as it does processes.
 #[derive(Debug, Clone)]
 pub(crate) struct Identity {
     pub(crate) worker_id: String,
@@ -24,8 +27,35 @@ pub(crate) struct Identity {
     pub(crate) started_at: i64,
 }
 
-/// The process's identity (computed once).
-pub(crate) fn identity() -> &'static Identity {
+impl Identity {
+    /// A new identity in this process, its start later than any before
+    /// (two engines made in one millisecond still differ).
+    pub(crate) fn new() -> Identity {
+        static LAST: AtomicI64 = AtomicI64::new(0);
+        let now = now_ms();
+        let mut last = LAST.load(Relaxed);
+        let started_at = loop {
+            let next = now.max(last + 1);
+            match LAST.compare_exchange(last, next, Relaxed, Relaxed) {
+                Ok(_) => break next,
+                Err(seen) => last = seen,
+            }
+        };
+        let host = process().host.clone();
+        let pid = std::process::id();
+        Identity {
+            worker_id: format!("{host}:{pid}:{started_at}"),
+            host,
+            pid,
+            started_at,
+        }
+    }
+}
+
+/// The process itself (computed once): what leases, a control's `by` and
+/// the liveness of a pid on this host go by — facts of the process, not of
+/// an engine.
+pub(crate) fn process() -> &'static Identity {
     static ID: OnceLock<Identity> = OnceLock::new();
     ID.get_or_init(|| {
         let host = hostname();
@@ -86,7 +116,7 @@ pub fn worker_state(beat: &WorkerBeat, now: i64) -> WorkerState {
     let stale = BEAT_STALE.as_millis() as i64;
     match beat.state.as_str() {
         "running" if now - beat.beat_at > stale => WorkerState::Lost,
-        "running" if beat.host == identity().host && !process_exists(beat.pid) => WorkerState::Lost,
+        "running" if beat.host == process().host && !process_exists(beat.pid) => WorkerState::Lost,
         "running" => WorkerState::Running,
         _ => WorkerState::Stopped,
     }

@@ -17,7 +17,7 @@ use sluice_store::{Lease, LeaseHolder, Store, StoreLocation};
 
 use crate::control::RunControl;
 use crate::error::{Busy, Error, Result};
-use crate::identity::{identity, BEAT_PERIOD};
+use crate::identity::{process, BEAT_PERIOD};
 
 /// The lease this process holds on one run's execution; given up on drop.
 pub(crate) struct ExecutorLease {
@@ -204,7 +204,7 @@ fn keeper(
 /// so two runs in one process (a server) never mistake each other's lease.
 fn holder() -> LeaseHolder {
     static NEXT: AtomicU64 = AtomicU64::new(1);
-    let id = identity();
+    let id = process();
     LeaseHolder {
         holder: format!("{}#{}", id.worker_id, NEXT.fetch_add(1, Relaxed)),
         host: id.host.clone(),

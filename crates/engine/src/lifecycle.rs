@@ -138,7 +138,7 @@ pub(crate) fn close_shared_run(
     if interrupted && cancelled {
         store.set_state(&run.id, "interrupted", None)?;
     } else if interrupted {
-        let me = &crate::identity::identity().worker_id;
+        let me = &progress.engine().identity().worker_id;
         let stale = crate::identity::BEAT_STALE.as_millis() as i64;
         let now = now_ms();
         let others = store

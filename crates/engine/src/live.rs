@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use crate::clock::now_ms;
 use crate::control::RunControl;
 use crate::history::{Sample, FLUSH_BEATS};
-use crate::identity::{identity, BEAT_PERIOD};
+use crate::identity::BEAT_PERIOD;
 use crate::progress::{Progress, Snapshot};
 use crate::writer::Message;
 
@@ -103,7 +103,7 @@ pub(crate) fn beat(
     control: Option<&RunControl>,
     previous: Option<(Instant, Snapshot)>,
 ) -> (WorkerBeat, (Instant, Snapshot)) {
-    let id = identity();
+    let id = progress.engine().identity();
     let now = Instant::now();
     let snapshot = progress.snapshot();
     let rates = match previous {
@@ -169,7 +169,7 @@ pub(crate) fn session_story(progress: &Progress, ended: bool) -> Message {
 /// This process's session of the run `progress` counts, as kept in the
 /// store: its run-state key and entry (see [`crate::history`]).
 pub fn session_entry(progress: &Progress, ended: bool) -> (String, serde_json::Value) {
-    let id = identity();
+    let id = progress.engine().identity();
     let entry = progress.history.entry(
         (&id.worker_id, &id.host, id.pid),
         &progress.snapshot(),
@@ -274,6 +274,6 @@ mod tests {
         assert_eq!(b.live["counters"]["done"], 3);
         assert_eq!(b.live["control"], "pause");
         assert!(b.worker_id.starts_with(&format!("{}:", b.host)));
-        assert_eq!(identity().worker_id, b.worker_id);
+        assert_eq!(progress.engine().identity().worker_id, b.worker_id);
     }
 }

@@ -274,7 +274,7 @@ fn worker_live(beats: &[WorkerBeat], now: i64) -> Option<LiveFigures> {
 mod tests {
     use super::*;
     use crate::control::{write_control, ControlState};
-    use crate::identity::identity;
+    use crate::identity::process;
     use sluice_store::{ItemRecord, ItemStatus, NewRun, SqliteStore};
 
     fn record(i: u64, status: ItemStatus, error: Option<&str>) -> ItemRecord {
@@ -299,7 +299,7 @@ mod tests {
     }
 
     fn beat(run: &str, live: Json) -> WorkerBeat {
-        let me = identity();
+        let me = process();
         WorkerBeat {
             run_id: run.into(),
             worker_id: me.worker_id.clone(),

@@ -146,7 +146,7 @@ pub const STATE_PROCESS_GONE: &str = "interrupted (process gone)";
 mod tests {
     use super::*;
     use crate::clock::now_ms;
-    use crate::identity::identity;
+    use crate::identity::process;
 
     fn beat_of(host: &str, pid: u32, beat_at: i64, control: &str) -> WorkerBeat {
         WorkerBeat {
@@ -212,7 +212,7 @@ mod tests {
             state: STATE_RUNNING.into(),
         };
         let me = std::process::id();
-        let here = &identity().host;
+        let here = &process().host;
         let pause = StoredControl {
             state: ControlState::Pause,
             by: "t".into(),

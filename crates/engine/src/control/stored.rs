@@ -89,7 +89,7 @@ pub fn write_control(
 
 /// Who this process is, as a control's `by`: `sluice pause on HOST (pid N)`.
 pub fn requester(what: &str) -> String {
-    let id = crate::identity::identity();
+    let id = crate::identity::process();
     format!("{what} on {} (pid {})", id.host, id.pid)
 }
 
@@ -145,8 +145,10 @@ pub(crate) fn attach(
 
 /// Whether a process other than this one executes the run now.
 fn others_executing(store: &mut dyn Store, run_id: &str) -> sluice_store::Result<bool> {
-    let me = &crate::identity::identity().worker_id;
-    Ok(executing(store, run_id)?.iter().any(|w| &w.worker_id != me))
+    let me = crate::identity::process();
+    Ok(executing(store, run_id)?
+        .iter()
+        .any(|w| w.host != me.host || w.pid != me.pid))
 }
 
 /// The writer thread's view of the stored control: applied to the run's

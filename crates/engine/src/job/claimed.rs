@@ -262,7 +262,7 @@ pub(crate) async fn dispatch(
     let stop = &signals.stop;
     let slots = Arc::new(Semaphore::new(limit.max(1)));
     let mut window = Window::new(&shared.job, limit);
-    let worker = crate::identity::identity().worker_id.clone();
+    let worker = shared.progress.engine().identity().worker_id.clone();
     let mut store = Some(store);
     let mut pending: Option<Pending> = None;
     let mut buffer: VecDeque<Claimed> = VecDeque::new();

@@ -160,7 +160,7 @@ where
     } = env;
     let shared_limits = if location.is_shared() {
         let store: crate::shared_limits::SharedStore = Arc::new(Mutex::new(location.open()?));
-        let limits = lanes.share(&store, &crate::identity::identity().worker_id);
+        let limits = lanes.share(&store, &progress.engine().identity().worker_id);
         for l in &limits {
             // The first share of each provider's concurrency before any call.
             runtime.block_on(l.sync());
