@@ -10,10 +10,11 @@ use std::time::Instant;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde_json::{json, Map, Value as Json};
-use sluice_spec::{Job, StepKind};
+use sluice_spec::Job;
 use sluice_store::{ItemRecord, ItemStatus, Store};
 use tokio::sync::{mpsc, Semaphore};
 
+use super::kinds::{self, Transport};
 use super::lanes::Lanes;
 use super::output::{StepOutput, Usage};
 use crate::clock::now_ms;
@@ -333,10 +334,10 @@ async fn run_step(
             shared, unit, step, &outputs, &ctx, for_each, known, &mut tally,
         )
         .await
-    } else if matches!(step.kind, StepKind::Conversation { .. }) {
+    } else if kinds::of(&step.kind).transport() == Transport::Turns {
         conversation(shared, unit, step, &ctx, known, &mut tally).await
     } else {
-        let stem = crate::steps::http::safe_stem(&unit.id);
+        let stem = kinds::http::safe_stem(&unit.id);
         part(shared, unit, step, &ctx, -1, &stem, known, &mut tally)
             .await
             .map_done(|o| o.to_value())

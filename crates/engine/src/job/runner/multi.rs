@@ -2,7 +2,7 @@
 
 use futures_util::stream::{self, StreamExt};
 use serde_json::{json, Map, Value as Json};
-use sluice_spec::{Step, StepKind};
+use sluice_spec::Step;
 
 use super::model::{call_model, chat_part_output, conversation_stream, model_of, ModelCall};
 use super::parts::{part, record};
@@ -12,8 +12,8 @@ use super::{
 };
 use crate::calls::Tally;
 use crate::clock::now_ms;
+use crate::job::kinds::{self, hash_json};
 use crate::job::output::{parse_json_text, StepOutput, Turn, Usage};
-use crate::job::requests::{self, hash_json};
 use crate::job::timing;
 
 #[allow(clippy::too_many_arguments)]
@@ -39,7 +39,7 @@ pub(super) async fn fan_out(
         Err(e) => return Failed(e.to_string()),
     };
     let width = step.concurrency.unwrap_or(4).max(1);
-    let base_stem = crate::steps::http::safe_stem(&unit.id);
+    let base_stem = kinds::http::safe_stem(&unit.id);
     // Futures built first, then run `width` at a time in order: a closure
     // inside the stream trips rustc's Send inference (rust-lang/rust#64552).
     let mut elements = Vec::with_capacity(list.len());
@@ -91,9 +91,11 @@ pub(super) async fn conversation(
     known: &RecordedParts,
     tally: &mut UnitTally,
 ) -> StepEnd {
-    let StepKind::Conversation { turns, .. } = &step.kind else {
+    let rules = kinds::of(&step.kind);
+    if rules.transport() != kinds::Transport::Turns {
         return Failed("not a conversation".into());
-    };
+    }
+    let turns = rules.turns();
     let Some(lane) = step.provider.as_deref().and_then(|p| shared.lanes.get(p)) else {
         return Failed("the step has no provider".into());
     };
@@ -115,7 +117,7 @@ pub(super) async fn conversation(
             Err(e) => return Failed(e.to_string()),
         };
         prompts.push(prompt);
-        let request = match requests::conversation_request(step, ctx, &prompts, &answers) {
+        let request = match rules.turn_request(ctx, &prompts, &answers) {
             Ok(Some(r)) => r,
             Ok(None) => return Failed("not a conversation".into()),
             Err(e) => return Failed(e.to_string()),
@@ -160,7 +162,7 @@ pub(super) async fn conversation(
                 let (code, latency) = (ended.code, ended.latency);
                 let end = match ended.outcome {
                     CallOutcome::Done(body) => {
-                        match chat_part_output(step, lane, &body, ended.stream) {
+                        match chat_part_output(rules.wants_json(), lane, &body, ended.stream) {
                             Ok(mut o) => {
                                 o.latency_ms = Some(latency.as_millis() as u64);
                                 timing::set(&mut o, entered, now_ms());
@@ -209,7 +211,7 @@ pub(super) async fn conversation(
         .zip(usages.into_iter().zip(streams))
         .map(
             |((prompt, answer), (usage, (ttft_ms, tokens_per_s)))| Turn {
-                prompt: requests::prompt_text(&prompt),
+                prompt: kinds::conversation::prompt_text(&prompt),
                 answer,
                 usage,
                 ttft_ms,
