@@ -24,7 +24,7 @@ pub(super) async fn fan_out(
     outputs: &Map<String, Json>,
     ctx: &minijinja::Value,
     for_each: &sluice_spec::Template,
-    known: &RecordedParts,
+    recorded: &RecordedParts,
     tally: &mut UnitTally,
 ) -> StepEnd {
     let list = match for_each.render_value(ctx) {
@@ -48,7 +48,7 @@ pub(super) async fn fan_out(
         let stem = format!("{base_stem}-{i}");
         elements.push(async move {
             let mut t = UnitTally::default();
-            let end = part(shared, unit, step, &ctx, i as i64, &stem, known, &mut t).await;
+            let end = part(shared, unit, step, &ctx, i as i64, &stem, recorded, &mut t).await;
             (end, t)
         });
     }
@@ -88,7 +88,7 @@ pub(super) async fn conversation(
     unit: &Unit,
     step: &Step,
     ctx: &minijinja::Value,
-    known: &RecordedParts,
+    recorded: &RecordedParts,
     tally: &mut UnitTally,
 ) -> StepEnd {
     let rules = kinds::of(&step.kind);
@@ -124,7 +124,7 @@ pub(super) async fn conversation(
         };
         let hash = hash_json(&json!([step.name, k, request.path, request.body]));
         let part = k as i64;
-        let output = if let Some((h, output)) = known.get(&(step.name.clone(), part)) {
+        let output = if let Some((h, output)) = recorded.get(&(step.name.clone(), part)) {
             if *h == hash {
                 Some(output.clone())
             } else {

@@ -26,7 +26,7 @@ pub(super) async fn part(
     ctx: &minijinja::Value,
     part: i64,
     file_stem: &str,
-    known: &RecordedParts,
+    recorded: &RecordedParts,
     tally: &mut UnitTally,
 ) -> PartEnd {
     let entered = now_ms();
@@ -34,7 +34,7 @@ pub(super) async fn part(
         Ok(h) => h,
         Err(e) => return PartEnd::Failed(e.to_string()),
     };
-    if let Some((h, output)) = known.get(&(step.name.clone(), part)) {
+    if let Some((h, output)) = recorded.get(&(step.name.clone(), part)) {
         if *h == hash {
             return PartEnd::Done(output.clone());
         }
