@@ -232,4 +232,24 @@ response_format = { type = "json_object" }"#;
         assert_eq!((out.json, out.usage.is_none()), (None, true));
         assert!(read_answer(false, Dialect::OpenAi, b"not json").is_err());
     }
+
+    #[test]
+    fn check_sees_its_templates_and_text_usage_stand_ins() {
+        let step = test_step(STEP);
+        let rules = of(&step.kind);
+        let sources: Vec<&str> = rules.templates().iter().map(|t| t.source()).collect();
+        assert!(sources.contains(&"m-{{ item.n }}"), "{sources:?}");
+        assert!(sources.contains(&"Say {{ item.q }}"), "{sources:?}");
+        assert_eq!(
+            rules.probe_templates().map(|t| t.len()),
+            Some(sources.len())
+        );
+        let mut fields = BTreeMap::new();
+        rules.output_fields("steps.s", &mut fields);
+        assert_eq!(
+            fields.keys().copied().collect::<Vec<_>>(),
+            ["text", "usage"]
+        );
+        assert_eq!(fields["text"].as_str(), Some("⟨steps.s.text⟩"));
+    }
 }

@@ -430,4 +430,21 @@ mod tests {
             Err(CommandError::Empty)
         ));
     }
+
+    #[test]
+    fn its_output_before_an_answer_is_text_and_status() {
+        let step = super::super::test_step(
+            "kind = \"command\"\ncommand = [\"cat\"]\nstdin = \"{{ item.n }}\"",
+        );
+        let rules = super::super::of(&step.kind);
+        let sources: Vec<&str> = rules.templates().iter().map(|t| t.source()).collect();
+        assert_eq!(sources, ["cat", "{{ item.n }}"]);
+        let mut fields = BTreeMap::new();
+        rules.output_fields("steps.s", &mut fields);
+        assert_eq!(
+            fields.keys().copied().collect::<Vec<_>>(),
+            ["status", "text"]
+        );
+        assert_eq!(fields["status"].as_i64(), Some(0));
+    }
 }

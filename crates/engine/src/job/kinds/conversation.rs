@@ -246,4 +246,36 @@ params = { max_tokens = 5 }"#;
         ]);
         assert_eq!(prompt_text(&parts), "a\nb");
     }
+
+    #[test]
+    fn check_and_probe_see_the_turns_their_own_way() {
+        let step = test_step(STEP);
+        let rules = of(&step.kind);
+        // The turns render with `answers`: the check renders them itself.
+        let sources: Vec<&str> = rules.templates().iter().map(|t| t.source()).collect();
+        assert!(
+            !sources.iter().any(|s| s.contains("answers")),
+            "{sources:?}"
+        );
+        // A probe asks the first turn only.
+        let probed: Vec<&str> = rules
+            .probe_templates()
+            .unwrap()
+            .iter()
+            .map(|t| t.source())
+            .collect();
+        assert!(probed.contains(&"Hi {{ item.name }}"), "{probed:?}");
+        assert!(!probed.iter().any(|s| s.contains("answers")), "{probed:?}");
+        let mut fields = BTreeMap::new();
+        rules.output_fields("steps.s", &mut fields);
+        assert_eq!(
+            fields.keys().copied().collect::<Vec<_>>(),
+            ["text", "turns", "usage"]
+        );
+        let turns = &fields["turns"];
+        assert_eq!(turns.len(), Some(2));
+        let second = turns.get_item(&Value::from(1)).unwrap();
+        let answer = second.get_attr("answer").unwrap();
+        assert_eq!(answer.as_str(), Some("⟨steps.s.turns[1].answer⟩"));
+    }
 }

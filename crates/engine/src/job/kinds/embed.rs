@@ -159,4 +159,16 @@ mod tests {
         let e = read_answer(br#"{"object":"list"}"#, true).unwrap_err();
         assert!(e.contains("no data list"), "{e}");
     }
+
+    #[test]
+    fn its_output_before_an_answer_is_usage_only() {
+        let step = test_step("kind = \"embed\"\nmodel = \"e\"\ninput = \"{{ item.a }}\"");
+        let rules = of(&step.kind);
+        let mut fields = BTreeMap::new();
+        rules.output_fields("steps.s", &mut fields);
+        assert_eq!(fields.keys().copied().collect::<Vec<_>>(), ["usage"]);
+        let sources: Vec<&str> = rules.templates().iter().map(|t| t.source()).collect();
+        assert_eq!(sources, ["e", "{{ item.a }}"]);
+        assert!(rules.chat_params().is_none() && rules.model().is_some());
+    }
 }

@@ -618,4 +618,42 @@ mod tests {
         let unicode = safe_stem("café ☕");
         assert!(unicode.bytes().all(|b| b.is_ascii()), "{unicode}");
     }
+
+    #[test]
+    fn a_saved_body_is_a_file_and_a_probe_skips_form_fields() {
+        let mut kind = step(Some("http://h/{{ item.n }}"), None);
+        if let StepKind::Http { upload, save, .. } = &mut kind {
+            *upload = Some(Upload {
+                field: "file".into(),
+                file: t("{{ item.file }}"),
+                fields: vec![("lang".into(), t("{{ item.lang }}"))],
+            });
+            *save = true;
+        }
+        let rules = super::super::of(&kind);
+        let sources: Vec<&str> = rules.templates().iter().map(|t| t.source()).collect();
+        assert_eq!(
+            sources,
+            [
+                "http://h/{{ item.n }}",
+                "{{ item.id }}",
+                "{{ item.file }}",
+                "{{ item.lang }}"
+            ]
+        );
+        let probed = rules.probe_templates().unwrap();
+        assert_eq!(probed.len(), 3);
+        let mut fields = BTreeMap::new();
+        rules.output_fields("steps.call", &mut fields);
+        assert_eq!(
+            fields.keys().copied().collect::<Vec<_>>(),
+            ["file", "status"]
+        );
+        let mut fields = BTreeMap::new();
+        super::super::of(&step(Some("http://h/"), None)).output_fields("steps.call", &mut fields);
+        assert_eq!(
+            fields.keys().copied().collect::<Vec<_>>(),
+            ["status", "text"]
+        );
+    }
 }
