@@ -92,10 +92,7 @@ impl<'a> StepRules<'a> for Conversation<'a> {
         let mut answers = Vec::new();
         let mut total = 0;
         for turn in self.turns {
-            let mut turn_ctx: Json = serde_json::to_value(ctx).ok()?;
-            turn_ctx["answers"] = json!(answers);
-            let turn_ctx = minijinja::Value::from(minijinja::value::Serde(turn_ctx));
-            prompts.push(turn.render(&turn_ctx).ok()?);
+            prompts.push(turn.render(&turn_context(ctx, &answers)).ok()?);
             let request = self.request(ctx, &prompts, &answers).ok()?;
             total += request.estimate.total();
             let cap = request
@@ -162,6 +159,14 @@ impl Conversation<'_> {
             body,
         })
     }
+}
+
+/// `ctx` with `answers`: the answers so far, which a turn may quote
+/// (`answers[0]`).
+pub(crate) fn turn_context(ctx: &minijinja::Value, answers: &[String]) -> minijinja::Value {
+    let mut turn_ctx: Json = serde_json::to_value(ctx).unwrap_or(Json::Null);
+    turn_ctx["answers"] = json!(answers);
+    minijinja::Value::from(minijinja::value::Serde(turn_ctx))
 }
 
 /// The text of a rendered turn: itself, or its text parts one per line
@@ -277,5 +282,15 @@ params = { max_tokens = 5 }"#;
         let second = turns.get_item(&Value::from(1)).unwrap();
         let answer = second.get_attr("answer").unwrap();
         assert_eq!(answer.as_str(), Some("⟨steps.s.turns[1].answer⟩"));
+    }
+
+    #[test]
+    fn a_turn_may_quote_the_answers_so_far() {
+        let step = test_step(STEP);
+        let second = &of(&step.kind).turns()[1];
+        let ctx = turn_context(&test_ctx(json!({"name": "Ada"})), &["yes".to_string()]);
+        assert_eq!(second.render(&ctx).unwrap(), json!("And yes?"));
+        let none = turn_context(&test_ctx(json!({})), &[]);
+        assert!(second.render(&none).is_err());
     }
 }

@@ -108,11 +108,7 @@ pub(super) async fn conversation(
     let mut times: Vec<Json> = Vec::with_capacity(turns.len());
     for (k, turn) in turns.iter().enumerate() {
         let entered = now_ms();
-        // A turn may quote earlier answers: `answers[0]`.
-        let mut turn_ctx: Json = serde_json::to_value(ctx).unwrap_or(Json::Null);
-        turn_ctx["answers"] = json!(answers);
-        let turn_ctx = minijinja::Value::from(minijinja::value::Serde(turn_ctx));
-        let prompt = match turn.render(&turn_ctx) {
+        let prompt = match turn.render(&kinds::conversation::turn_context(ctx, &answers)) {
             Ok(p) => p,
             Err(e) => return Failed(e.to_string()),
         };
