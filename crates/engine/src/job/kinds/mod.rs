@@ -4,9 +4,10 @@
 //! on [`StepKind`]: [`of`] hands out a kind's [`StepRules`], and everything
 //! else asks those.
 //!
-//! Adding a kind: a variant in `sluice_spec::StepKind` (with its parsing in
-//! `crates/spec/src/kinds.rs`), a file here with a view of the variant's
-//! fields implementing [`StepRules`], and one arm in [`of`].
+//! Adding a kind: a variant in `sluice_spec::StepKind` (read and checked in
+//! `crates/spec/src/kinds/`), a file here with a view of the variant's fields
+//! implementing [`StepRules`], and one arm in [`of`] (docs/ARCHITECTURE.md,
+//! "Adding a step kind").
 
 use std::collections::BTreeMap;
 
