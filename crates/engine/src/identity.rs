@@ -42,7 +42,7 @@ impl Identity {
             }
         };
         let host = process().host.clone();
-        let pid = std::process::id();
+        let pid = process().pid;
         Identity {
             worker_id: format!("{host}:{pid}:{started_at}"),
             host,
@@ -52,21 +52,24 @@ impl Identity {
     }
 }
 
-/// The process itself (computed once): what leases, a control's `by` and
-/// the liveness of a pid on this host go by — facts of the process, not of
-/// an engine.
-pub(crate) fn process() -> &'static Identity {
-    static ID: OnceLock<Identity> = OnceLock::new();
-    ID.get_or_init(|| {
-        let host = hostname();
-        let pid = std::process::id();
-        let started_at = now_ms();
-        Identity {
-            worker_id: format!("{host}:{pid}:{started_at}"),
-            host,
-            pid,
-            started_at,
-        }
+/// The process itself: its host, pid and start. No worker id — a run's
+/// heartbeats and claims go by its engine's ([`Identity`]), never by this.
+#[derive(Debug, Clone)]
+pub(crate) struct Process {
+    pub(crate) host: String,
+    pub(crate) pid: u32,
+    pub(crate) started_at: i64,
+}
+
+/// The process (computed once): what leases, a control's `by` and the
+/// liveness of a pid on this host go by — facts of the process, not of an
+/// engine.
+pub(crate) fn process() -> &'static Process {
+    static ID: OnceLock<Process> = OnceLock::new();
+    ID.get_or_init(|| Process {
+        host: hostname(),
+        pid: std::process::id(),
+        started_at: now_ms(),
     })
 }
 

@@ -206,7 +206,13 @@ fn holder() -> LeaseHolder {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     let id = process();
     LeaseHolder {
-        holder: format!("{}#{}", id.worker_id, NEXT.fetch_add(1, Relaxed)),
+        holder: format!(
+            "{}:{}:{}#{}",
+            id.host,
+            id.pid,
+            id.started_at,
+            NEXT.fetch_add(1, Relaxed)
+        ),
         host: id.host.clone(),
         pid: id.pid,
         machine: machine().to_owned(),

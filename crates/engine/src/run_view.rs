@@ -302,7 +302,7 @@ mod tests {
         let me = process();
         WorkerBeat {
             run_id: run.into(),
-            worker_id: me.worker_id.clone(),
+            worker_id: format!("{}:{}:0", me.host, me.pid),
             host: me.host.clone(),
             pid: me.pid,
             started_at: 0,
