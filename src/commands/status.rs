@@ -7,7 +7,7 @@ use sluice_engine::{ControlState, KeptWithRun, RunView, ViewParts};
 use super::UsageError;
 use crate::cli::{RunsArgs, StatusArgs};
 use crate::display::{fmt_count, fmt_duration, fmt_time};
-use sluice_engine::{worker_state, WorkerState};
+use sluice_engine::{WorkerState, WorkerView};
 
 pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let location = super::existing_store(&args.store)?;
@@ -45,14 +45,13 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         control,
         counts,
         pending,
-        workers: _,
+        workers,
         error_groups: groups,
         queue,
         batches,
         offload,
         ..
     } = view;
-    let workers = store.workers(&run.id)?;
     outln!("run        {} ({shown})", run.id);
     if let Some(c) = control.as_ref().filter(|c| c.state != ControlState::Run) {
         let asked = match c.state {
@@ -62,11 +61,11 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         // Processes apply it with their next heartbeat: say how many have.
         let live: Vec<_> = workers
             .iter()
-            .filter(|w| worker_state(w, now) == WorkerState::Running)
+            .filter(|w| w.state == WorkerState::Running)
             .collect();
         let applied = live
             .iter()
-            .filter(|w| w.live.get("control").and_then(|v| v.as_str()) == Some(c.state.as_str()))
+            .filter(|w| w.applied_control() == Some(c.state.as_str()))
             .count();
         let how_far = if live.is_empty() {
             String::new()
@@ -165,18 +164,18 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     }
     // Limits as held by the processes working on the run: configured, and
     // those the provider announced, with the window read from their reset.
-    for line in limit_lines(&workers, now) {
+    for line in limit_lines(&workers) {
         println!("{line}");
     }
     if !workers.is_empty() {
         outln!("workers");
         for w in &workers {
-            let ago = std::time::Duration::from_millis((now - w.beat_at).max(0) as u64);
+            let ago = std::time::Duration::from_millis((now - w.last_beat_at).max(0) as u64);
             outln!(
                 "  {}  pid {:<7} {:<8} {:>5} in flight · last beat {} ago",
                 w.host,
                 w.pid,
-                worker_state(w, now),
+                w.state,
                 fmt_count(w.in_flight),
                 fmt_duration(ago)
             );
@@ -194,10 +193,10 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
 /// `limits     NAME: 1,200 requests/minute (burst 1,200) (announced) · …`
 /// per provider, from the newest beat of a process still working, else the
 /// last one written (what the run last held).
-fn limit_lines(workers: &[sluice_store::WorkerBeat], now: i64) -> Vec<String> {
+fn limit_lines(workers: &[WorkerView]) -> Vec<String> {
     let Some(beat) = workers
         .iter()
-        .max_by_key(|w| (worker_state(w, now) == WorkerState::Running, w.beat_at))
+        .max_by_key(|w| (w.state == WorkerState::Running, w.last_beat_at))
     else {
         return Vec::new();
     };

@@ -82,7 +82,7 @@ pub use run_view::{
 };
 pub use settings::{JobSettings, KeptWithRun, QuickSettings, RunMode, RunSettings};
 pub use shape::is_base_url;
-pub use shown::{shown_state, worker_view, RunState, STATE_PROCESS_GONE};
+pub use shown::{shown_state, worker_view, RunState, WorkerView, STATE_PROCESS_GONE};
 pub use stats::{
     AnnouncedLimit, EndpointReport, Latency, Limits, ProviderReport, RecentError, RunStats,
     StatsReport, StepReport,

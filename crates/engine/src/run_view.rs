@@ -15,7 +15,7 @@ use crate::errors::{group_errors, ErrorGroup};
 use crate::identity::{worker_state, WorkerState};
 use crate::live::LiveFigures;
 use crate::settings::{KeptWithRun, Offload, RunMode};
-use crate::shown::{shown_state, worker_view, RunState};
+use crate::shown::{shown_state, worker_view, RunState, WorkerView};
 
 /// The most frequent error messages listed (`top_errors`).
 pub const TOP_ERRORS: usize = 5;
@@ -149,7 +149,7 @@ pub struct RunView {
     /// or the heartbeat of a process executing it (`source: worker`).
     pub live: Option<LiveFigures>,
     /// The processes executing it, by their heartbeats ([`worker_view`]).
-    pub workers: Vec<Json>,
+    pub workers: Vec<WorkerView>,
     /// The most frequent error messages (empty unless asked for).
     pub top_errors: Vec<TopError>,
     /// The failures by cause (empty unless asked for).

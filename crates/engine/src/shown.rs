@@ -124,19 +124,47 @@ pub fn shown_state(
 }
 
 /// A process executing a run (its heartbeat), as every surface lists it —
-/// `sluice status --json` and the server's run view alike: who, its state
-/// as of `now` (unix ms), and its live counters, rates and stats.
-pub fn worker_view(w: &WorkerBeat, now: i64) -> serde_json::Value {
-    serde_json::json!({
-        "worker_id": w.worker_id,
-        "host": w.host,
-        "pid": w.pid,
-        "state": worker_state(w, now),
-        "in_flight": w.in_flight,
-        "started_at": w.started_at,
-        "last_beat_at": w.beat_at,
-        "live": w.live,
-    })
+/// `sluice status` and the server's run view alike.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct WorkerView {
+    /// Its worker id (`host:pid:start`).
+    pub worker_id: String,
+    /// Its host.
+    pub host: String,
+    /// Its pid.
+    pub pid: u32,
+    /// Its state as of the view.
+    pub state: WorkerState,
+    /// Calls it has on the wire.
+    pub in_flight: u64,
+    /// When it joined the run, unix ms.
+    pub started_at: i64,
+    /// Its last heartbeat, unix ms.
+    pub last_beat_at: i64,
+    /// Its heartbeat's live figures (counters, rates, stats, control) as
+    /// written, kept whole.
+    pub live: serde_json::Value,
+}
+
+impl WorkerView {
+    /// The control it applies now (`run`, `pause`, `cancel`), per its beat.
+    pub fn applied_control(&self) -> Option<&str> {
+        self.live.get("control").and_then(|v| v.as_str())
+    }
+}
+
+/// The view of heartbeat `w` as of `now` (unix ms).
+pub fn worker_view(w: &WorkerBeat, now: i64) -> WorkerView {
+    WorkerView {
+        worker_id: w.worker_id.clone(),
+        host: w.host.clone(),
+        pid: w.pid,
+        state: worker_state(w, now),
+        in_flight: w.in_flight,
+        started_at: w.started_at,
+        last_beat_at: w.beat_at,
+        live: w.live.clone(),
+    }
 }
 
 /// How a `running` run whose executing processes are all gone is shown.
