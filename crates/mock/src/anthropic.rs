@@ -23,10 +23,10 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::count::Counter;
 use crate::faults::Fault;
 use crate::handler::ConnectionReset;
 use crate::limits::{LimitState, RateSnapshot, Throttle};
-use crate::count::Counter;
 use crate::request::{completion, Content, Parsed, ParsedBody};
 use crate::response::{self, Body};
 use crate::state::{unix_ms, Shared, Verdict};

@@ -107,7 +107,15 @@ mod tests {
         ] {
             assert_eq!(Counter::for_model(m), Counter::Cl100k, "{m}");
         }
-        for m in ["m", "gpt-mock", "gpt-x", "o10", "claude-3-5-haiku", "qwen-72b", ""] {
+        for m in [
+            "m",
+            "gpt-mock",
+            "gpt-x",
+            "o10",
+            "claude-3-5-haiku",
+            "qwen-72b",
+            "",
+        ] {
             assert_eq!(Counter::for_model(m), Counter::Chars, "{m}");
         }
     }

@@ -302,9 +302,8 @@ impl<'de: 'a, 'a> Visitor<'de> for ContentVisitor<'a> {
                 }
             } else if let Some(image) = crate::media::of_part(&part.kind, &part.rest) {
                 // An image that is not one is the client's error: a 400.
-                content.image_tokens += content
-                    .images
-                    .add(image.map_err(serde::de::Error::custom)?);
+                content.image_tokens +=
+                    content.images.add(image.map_err(serde::de::Error::custom)?);
             }
         }
         Ok(content)

@@ -25,7 +25,10 @@ store_suite!(fresh);
 /// A temporary directory for one test, and the test's time limit
 /// (`SLUICE_TEST_TIMEOUT_SECS`).
 fn scratch() -> (tempfile::TempDir, crate::watchdog::Watchdog) {
-    (tempfile::tempdir().unwrap(), crate::watchdog::Watchdog::start())
+    (
+        tempfile::tempdir().unwrap(),
+        crate::watchdog::Watchdog::start(),
+    )
 }
 
 fn run_in(store: &mut SqliteStore, name: &str) -> String {
