@@ -288,7 +288,7 @@ async fn respond(
     let place = shared.enter();
     let hash = xxhash_rust::xxh3::xxh3_64_with_seed(&body, shared.cfg.seed);
     let tokens = parsed.prompt_tokens + parsed_completion(&parsed);
-    let decision = shared.decide(place.is_some(), tokens, hash);
+    let decision = shared.decide(place.is_some(), tokens, hash, arrived);
     let delay = Duration::from_millis(shared.cfg.latency_ms.saturating_add(decision.jitter_ms));
     let pause = || async {
         if !delay.is_zero() {

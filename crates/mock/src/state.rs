@@ -65,6 +65,9 @@ struct Locked {
     limits: Limits,
     faults: Faults,
     next_id: u64,
+    /// The latest time (ns since `origin`) a request was judged at: the
+    /// limits see time only move forward.
+    judged_at: u64,
 }
 
 impl Locked {
@@ -74,6 +77,7 @@ impl Locked {
             limits: Limits::new(cfg.rpm, cfg.tpm, cfg.slack_ms).with_allowance(cfg.allowance),
             faults: Faults::new(cfg),
             next_id: 0,
+            judged_at: 0,
         }
     }
 }
@@ -197,11 +201,26 @@ impl Shared {
         Some(InFlight(&self.in_flight))
     }
 
-    /// Decides a parsed request costing `tokens`, with body hash `hash`;
-    /// `entered` says whether it got a place in flight.
-    pub(crate) fn decide(&self, entered: bool, tokens: u64, hash: u64) -> Decision {
+    /// Decides a parsed request costing `tokens`, with body hash `hash`,
+    /// that `arrived` then; `entered` says whether it got a place in flight.
+    ///
+    /// The limits judge it at its arrival, not after the mock has read and
+    /// counted it (the first count of a model builds its tokenizer's state:
+    /// hundreds of milliseconds unoptimised), so the mock's own delays never
+    /// bunch a client's well-paced requests; never before a request already
+    /// judged, so time only moves forward.
+    pub(crate) fn decide(
+        &self,
+        entered: bool,
+        tokens: u64,
+        hash: u64,
+        arrived: Instant,
+    ) -> Decision {
         let mut locked = self.lock();
-        let now = self.now_nanos();
+        let arrival = u64::try_from(arrived.saturating_duration_since(self.origin).as_nanos())
+            .unwrap_or(u64::MAX);
+        let now = arrival.max(locked.judged_at);
+        locked.judged_at = now;
         let (verdict, jitter_ms) = if entered {
             let draws = locked.faults.draw();
             let verdict = match draws.fault {
