@@ -39,7 +39,6 @@ mod shape;
 mod shared_limits;
 mod shown;
 mod stats;
-mod steps;
 mod stopping;
 mod tokens;
 #[allow(dead_code)] // Wired into the job runner separately.

@@ -1,6 +1,7 @@
 //! Job runs in-process against a real `sluice-mock` and a real SQLite store:
-//! a rerun reuses every step recorded done, and a changed step is the only
-//! one sent again. Assertions are on counts, never on speed.
+//! every step kind end to end, a rerun reuses every step recorded done, and
+//! a changed step (or conversation turn) is the only one sent again.
+//! Assertions are on counts and outputs, never on speed.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -173,4 +174,126 @@ fn a_cancel_mid_run_leaves_the_rest_pending_and_a_rerun_sends_only_those() {
     assert_eq!(again.progress.done + again.progress.skipped, 200);
     // Nothing answered was asked again: the units done stay done.
     assert_eq!(again.progress.skipped, done);
+}
+
+/// One step of each kind, each reading the one before: chat → embed (the
+/// answer's vector) → conversation (two turns) → http (a JSON call) →
+/// command (a local program given the http status).
+fn every_kind_job(base: &str, second_turn: &str, command_word: &str) -> String {
+    format!(
+        r#"
+name = "kinds"
+
+[input]
+path = "items.jsonl"
+
+[providers.local]
+base_url = "{base}"
+concurrency = 4
+
+[[steps]]
+name = "answer"
+kind = "chat"
+provider = "local"
+model = "m"
+messages = [{{ role = "user", content = "{{{{ item.q }}}}" }}]
+
+[[steps]]
+name = "vector"
+kind = "embed"
+provider = "local"
+model = "e"
+input = "{{{{ steps.answer.text }}}}"
+
+[[steps]]
+name = "talk"
+kind = "conversation"
+provider = "local"
+model = "m"
+turns = ["{{{{ item.q }}}}", "{second_turn} {{{{ answers[0] }}}}"]
+
+[[steps]]
+name = "call"
+kind = "http"
+provider = "local"
+path = "/embeddings"
+json = {{ model = "e", input = "{{{{ item.q }}}}" }}
+
+[[steps]]
+name = "local"
+kind = "command"
+command = ["echo", "{command_word}", "{{{{ steps.call.status }}}}"]
+"#
+    )
+}
+
+/// Each unit's `steps` (outputs by step name), read back from the store.
+fn outputs(dir: &Path, run_id: &str) -> Vec<serde_json::Value> {
+    use sluice_store::Store;
+    let mut store = sluice_store::SqliteStore::open(&dir.join("store.db")).unwrap();
+    let mut out = Vec::new();
+    store
+        .for_each_item(run_id, &mut |record| {
+            let response: serde_json::Value =
+                serde_json::from_str(record.response.as_deref().unwrap_or("null")).unwrap();
+            out.push(response["steps"].clone());
+            Ok(())
+        })
+        .unwrap();
+    out
+}
+
+#[test]
+fn every_step_kind_runs_and_a_rerun_sends_only_what_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let items: String = (0..3).map(|i| format!("{{\"q\":\"q{i}\"}}\n")).collect();
+    std::fs::write(dir.path().join("items.jsonl"), items).unwrap();
+    let mock = Mock::start(0);
+
+    let first = run(dir.path(), &every_kind_job(&mock.base(), "Why", "status"));
+    assert_eq!(
+        (first.progress.done, first.progress.failed),
+        (3, 0),
+        "{:?}",
+        first.errors
+    );
+    // chat, embed, two turns, http: five calls a unit; the command is local.
+    assert_eq!(mock.requests(), 15);
+    let units = outputs(dir.path(), &first.run_id);
+    assert_eq!(units.len(), 3);
+    for unit in &units {
+        assert!(
+            unit["answer"]["text"]
+                .as_str()
+                .is_some_and(|t| !t.is_empty()),
+            "{unit}"
+        );
+        assert!(
+            unit["vector"]["json"]
+                .as_array()
+                .is_some_and(|v| !v.is_empty()),
+            "{unit}"
+        );
+        assert_eq!(
+            unit["talk"]["turns"].as_array().map(Vec::len),
+            Some(2),
+            "{unit}"
+        );
+        assert_eq!(unit["call"]["status"], 200, "{unit}");
+        assert_eq!(unit["local"]["text"], "status 200\n", "{unit}");
+    }
+
+    // Unchanged: nothing is sent.
+    let again = run(dir.path(), &every_kind_job(&mock.base(), "Why", "status"));
+    assert!(again.resumed);
+    assert_eq!(mock.requests(), 15);
+
+    // The second turn changed: only it is asked again (the first turn's
+    // body is the same), and the program runs again without a call.
+    let changed = run(dir.path(), &every_kind_job(&mock.base(), "How", "code"));
+    assert_eq!((changed.progress.done, changed.progress.failed), (3, 0));
+    assert_eq!(mock.requests(), 18);
+    for unit in outputs(dir.path(), &changed.run_id) {
+        assert_eq!(unit["local"]["text"], "code 200\n", "{unit}");
+    }
 }

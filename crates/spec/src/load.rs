@@ -8,7 +8,7 @@ use crate::ctx::Ctx;
 use crate::diag::{Diags, SpecError};
 use crate::model::Job;
 use crate::sets::Sets;
-use crate::templates_check::{Known, Templates};
+use crate::templates_check::{Defined, Templates};
 
 /// Loads and validates a job file. `sets` are `--set KEY=VALUE` overrides:
 /// `matrix.KEY=a,b,c`, `concurrency=N`, `steps.NAME.concurrency=N`,
@@ -53,12 +53,12 @@ pub fn parse_str(text: &str, path: &Path, sets: &[String]) -> Result<Job, SpecEr
     sets.check_names(&steps, &providers, &mut diags);
     let matrix: Vec<String> = job.matrix.iter().map(|a| a.name.clone()).collect();
     let env = job.env.clone();
-    let known = Known {
+    let defined = Defined {
         matrix: matrix.iter().map(String::as_str).collect(),
         env: &env,
         steps: &step_refs,
     };
-    templates.finish(&mut job, &known, &mut diags);
+    templates.finish(&mut job, &defined, &mut diags);
     job.files = files;
     job.warnings = diags.take_warnings();
     if diags.is_empty() {

@@ -34,7 +34,7 @@ pub(crate) enum Scope {
 }
 
 /// What the job defines, for the variable check.
-pub(crate) struct Known<'a> {
+pub(crate) struct Defined<'a> {
     pub(crate) matrix: Vec<&'a str>,
     pub(crate) env: &'a [String],
     /// Every `[[steps]]` entry by position.
@@ -102,7 +102,7 @@ impl Templates {
 
     /// Binds every template of `job` to one shared environment and checks the
     /// variables each one reads.
-    pub(crate) fn finish(self, job: &mut Job, known: &Known<'_>, diags: &mut Diags) {
+    pub(crate) fn finish(self, job: &mut Job, defined: &Defined<'_>, diags: &mut Diags) {
         let env = Arc::new(self.env);
         for t in templates_mut(job) {
             *t = Template::bind(&env, t.place(), t.source()).at(t.origin());
@@ -115,7 +115,7 @@ impl Templates {
                 if env.globals().any(|(name, _)| name == root) {
                     continue; // range(), dict(), namespace() …
                 }
-                if let Err(problem) = check(&var, entry.scope, known) {
+                if let Err(problem) = check(&var, entry.scope, defined) {
                     let problem = match function_call(root, &entry.source) {
                         true => unknown_function(root, &env),
                         false => problem,
@@ -196,7 +196,7 @@ fn roots(scope: Scope) -> &'static [&'static str] {
 }
 
 /// Whether `var` (a dotted path) may be read in `scope`; else why not.
-fn check(var: &str, scope: Scope, known: &Known<'_>) -> Result<(), String> {
+fn check(var: &str, scope: Scope, defined: &Defined<'_>) -> Result<(), String> {
     let mut parts = var.split('.');
     let root = parts.next().unwrap_or_default();
     let first = parts.next();
@@ -208,7 +208,7 @@ fn check(var: &str, scope: Scope, known: &Known<'_>) -> Result<(), String> {
         return Ok(());
     };
     match root {
-        "matrix" if !known.matrix.contains(&first) => Err(if known.matrix.is_empty() {
+        "matrix" if !defined.matrix.contains(&first) => Err(if defined.matrix.is_empty() {
             format!(
                 "matrix.{first} is used but the job has no [matrix]; add [matrix] \
                  {first} = [...] or pass --set matrix.{first}=a,b"
@@ -216,19 +216,19 @@ fn check(var: &str, scope: Scope, known: &Known<'_>) -> Result<(), String> {
         } else {
             format!(
                 "matrix key {first:?} is not defined; defined: {}",
-                known.matrix.join(", ")
+                defined.matrix.join(", ")
             )
         }),
-        "env" if !known.env.iter().any(|e| e == first) => Err(format!(
+        "env" if !defined.env.iter().any(|e| e == first) => Err(format!(
             "env.{first} is not listed in `env`; add \"{first}\" to env = [...] at the top \
              of the job (listed: {})",
-            list_or_none(known.env.iter().map(String::as_str))
+            list_or_none(defined.env.iter().map(String::as_str))
         )),
         "steps" => {
             let Scope::Step { index, .. } = scope else {
                 return Ok(()); // other scopes do not allow `steps` at all
             };
-            check_step(first, parts.next(), index, known)
+            check_step(first, parts.next(), index, defined)
         }
         _ => Ok(()),
     }
@@ -238,14 +238,14 @@ fn check_step(
     name: &str,
     field: Option<&str>,
     index: usize,
-    known: &Known<'_>,
+    defined: &Defined<'_>,
 ) -> Result<(), String> {
     let earlier = list_or_none(
-        known.steps[..index]
+        defined.steps[..index]
             .iter()
             .filter_map(|s| s.name.as_deref()),
     );
-    let position = known
+    let position = defined
         .steps
         .iter()
         .position(|s| s.name.as_deref() == Some(name));
@@ -265,18 +265,18 @@ fn check_step(
              steps; available here: {earlier}"
         ));
     }
-    if !known.steps[index].upstream.contains(&p) {
+    if !defined.steps[index].upstream.contains(&p) {
         let needed = list_or_none(
-            known.steps[index]
+            defined.steps[index]
                 .upstream
                 .iter()
-                .filter_map(|&u| known.steps[u].name.as_deref()),
+                .filter_map(|&u| defined.steps[u].name.as_deref()),
         );
         return Err(format!(
             "step {name:?} is not among the steps this one needs, so it may not have run yet; add it to needs; steps available here: {needed}"
         ));
     }
-    if let (Some(f), true) = (field, known.steps[p].fans_out) {
+    if let (Some(f), true) = (field, defined.steps[p].fans_out) {
         return Err(format!(
             "step {name:?} has for_each, so steps.{name} is a list of outputs; \
              use steps.{name}[0].{f} or {{% for x in steps.{name} %}}…{{{{ x.{f} }}}}"

@@ -7,7 +7,9 @@
 use std::collections::HashMap;
 
 use serde::Serialize;
-use sluice_spec::{Job, Step, StepKind};
+use sluice_spec::{Job, Step};
+
+use super::kinds::{self, Transport};
 
 use super::window::UnitWindow;
 
@@ -66,17 +68,6 @@ fn round(seconds: f64) -> f64 {
     (seconds * 1e6).round() / 1e6
 }
 
-/// Default latency by step kind when nothing better is known: an LLM
-/// answer of a few hundred tokens, an embedding, a web call, a program.
-pub(crate) fn default_latency(kind: &StepKind) -> f64 {
-    match kind {
-        StepKind::Chat { .. } | StepKind::Conversation { .. } => 2.0,
-        StepKind::Embed { .. } => 0.3,
-        StepKind::Http { .. } => 0.5,
-        StepKind::Command { .. } => 1.0,
-    }
-}
-
 /// The latency used for `step`: measured, else `assume_latency` (the
 /// step's, then its provider's), else the kind's default.
 pub(crate) fn latency(
@@ -109,7 +100,7 @@ pub(crate) fn latency(
         (d.as_secs_f64(), "--assume-latency".to_string())
     } else {
         (
-            default_latency(&step.kind),
+            kinds::of(&step.kind).default_latency(),
             format!("default for {} steps", step.kind.name()),
         )
     };
@@ -180,8 +171,8 @@ pub(crate) fn estimate(i: &Inputs<'_>) -> Option<Estimate> {
         let per_unit = plan.calls as f64 / i.units as f64;
         let rounds = match (&step.for_each, &step.kind) {
             (Some(_), _) => (per_unit / step.concurrency.unwrap_or(4).max(1) as f64).ceil(),
-            (None, StepKind::Conversation { turns, .. }) => turns.len() as f64,
-            _ => 1.0,
+            // One call after another: a conversation's turns, else one.
+            (None, _) => kinds::of(&step.kind).calls_per_unit() as f64,
         };
         parts.push(rounds * lat.seconds);
         if let (None, Some(k)) = (&step.for_each, step.concurrency) {
@@ -190,7 +181,7 @@ pub(crate) fn estimate(i: &Inputs<'_>) -> Option<Estimate> {
                 seconds: work / k as f64,
             });
         }
-        if matches!(step.kind, StepKind::Command { .. }) {
+        if kinds::of(&step.kind).transport() == Transport::Command {
             command_work += work;
         }
         if let Some(p) = step.provider.as_deref() {

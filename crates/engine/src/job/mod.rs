@@ -9,13 +9,13 @@ mod claimed;
 mod estimate;
 mod execute;
 pub(crate) mod export;
+mod kinds;
 mod lanes;
 mod offload;
 mod output;
 mod place;
 mod plan;
 mod probe;
-mod requests;
 mod runner;
 mod sharing;
 mod show;
@@ -171,7 +171,7 @@ pub fn run_job_with(
         embeds: job
             .steps
             .iter()
-            .filter(|s| matches!(s.kind, sluice_spec::StepKind::Embed { .. }))
+            .filter(|s| kinds::of(&s.kind).transport() == kinds::Transport::Model { chat: false })
             .map(|s| s.name.clone())
             .collect(),
     })
@@ -383,16 +383,10 @@ fn webhook_target(hook: &Webhook, env: &minijinja::Value) -> Result<crate::webho
 /// Model names a job may send: literal `model` fields and every matrix value
 /// (a templated model usually comes from the matrix).
 fn model_names(job: &Job) -> Vec<String> {
-    use sluice_spec::StepKind;
     let mut names: Vec<String> = job
         .steps
         .iter()
-        .filter_map(|s| match &s.kind {
-            StepKind::Chat { model, .. }
-            | StepKind::Embed { model, .. }
-            | StepKind::Conversation { model, .. } => Some(model.source().to_owned()),
-            _ => None,
-        })
+        .filter_map(|s| kinds::of(&s.kind).model().map(|m| m.source().to_owned()))
         .filter(|m| !m.contains("{{"))
         .collect();
     for axis in &job.matrix {

@@ -4,14 +4,14 @@ use serde::Serialize;
 use serde_json::{json, Value as Json};
 use sluice_limit::DEFAULT_COMPLETION_ESTIMATE;
 use sluice_provider::dialect::DEFAULT_MAX_TOKENS;
-use sluice_spec::{Dialect, InputSource, Job, StepKind};
+use sluice_spec::{Dialect, InputSource, Job};
 
 use std::collections::HashMap;
 
 use super::check;
 use super::choose::Offload;
 use super::estimate::{Estimate, Measured, ProviderBound, StepCalls};
-use super::requests;
+use super::kinds;
 use super::show::ShownRequest;
 use super::units::Combos;
 use super::window::UnitWindow;
@@ -222,11 +222,8 @@ pub(crate) fn estimate_plan(
                 .or_else(|| s.provider_template.as_ref().map(|t| t.source().to_owned())),
             calls: 0,
             calls_at_least: false,
-            tokens: matches!(
-                s.kind,
-                StepKind::Chat { .. } | StepKind::Embed { .. } | StepKind::Conversation { .. }
-            )
-            .then_some(0),
+            // Model steps count tokens; http and command steps none.
+            tokens: kinds::of(&s.kind).model().is_some().then_some(0),
             tokens_partial: false,
             cost_usd: None,
             batch_cost_usd: None,
@@ -264,10 +261,7 @@ pub(crate) fn estimate_plan(
                         None => step,
                     };
                     let (calls_before, tokens_before) = (plan.calls, plan.tokens.unwrap_or(0));
-                    let turns = match &step.kind {
-                        StepKind::Conversation { turns, .. } => turns.len() as u64,
-                        _ => 1,
-                    };
+                    let turns = kinds::of(&step.kind).calls_per_unit();
                     plan.calls += turns;
                     plan.calls_at_least |= step.for_each.is_some();
                     if let Some(tokens) = plan.tokens.as_mut() {
@@ -425,13 +419,8 @@ fn cost(
     calls: u64,
 ) -> Option<(f64, f64)> {
     let provider = job.provider(step.provider.as_deref()?)?;
-    let (model, params) = match &step.kind {
-        StepKind::Chat { model, params, .. } | StepKind::Conversation { model, params, .. } => {
-            (model, Some(params))
-        }
-        StepKind::Embed { model, .. } => (model, None),
-        _ => return None,
-    };
+    let rules = kinds::of(&step.kind);
+    let (model, params) = (rules.model()?, rules.chat_params());
     let price = provider.price(&model.render(ctx).ok()?)?;
     let cap = params
         .and_then(|p| p.render(ctx).ok())
@@ -466,9 +455,9 @@ fn unset_cap_gap(job: &Job, step: &sluice_spec::Step, ctx: &minijinja::Value) ->
         .as_deref()
         .and_then(|name| job.provider(name))
         .is_some_and(|p| p.api == Dialect::Anthropic);
-    let params = match &step.kind {
-        StepKind::Chat { params, .. } | StepKind::Conversation { params, .. } => params,
-        _ => return 0,
+    let rules = kinds::of(&step.kind);
+    let Some(params) = rules.chat_params() else {
+        return 0;
     };
     let unset = params
         .render(ctx)
@@ -487,73 +476,11 @@ fn estimate(step: &sluice_spec::Step, ctx: &minijinja::Value) -> Option<(u64, (u
     if step.for_each.is_some() {
         return None;
     }
-    match &step.kind {
-        StepKind::Chat { .. } | StepKind::Embed { .. } => requests::json_request(step, ctx)
-            .ok()
-            .flatten()
-            .map(|r| (r.estimate.total(), images(&r.body))),
-        StepKind::Conversation { turns, .. } => {
-            let mut prompts = Vec::new();
-            let mut answers = Vec::new();
-            let mut total = 0;
-            for turn in turns {
-                let mut turn_ctx: Json = serde_json::to_value(ctx).ok()?;
-                turn_ctx["answers"] = json!(answers);
-                let turn_ctx = minijinja::Value::from(minijinja::value::Serde(turn_ctx));
-                prompts.push(turn.render(&turn_ctx).ok()?);
-                let request =
-                    requests::conversation_request(step, ctx, &prompts, &answers).ok()??;
-                total += request.estimate.total();
-                // Earlier answers count at their cap's size in later turns.
-                let cap = request
-                    .body
-                    .get("max_tokens")
-                    .and_then(Json::as_u64)
-                    .unwrap_or(256);
-                answers.push("x".repeat((cap * 4) as usize));
-            }
-            Some((total, (0, 0)))
-        }
-        _ => None,
-    }
-}
-
-/// Image parts of a chat body, and those whose size a data URL does not say.
-fn images(body: &Json) -> (u64, u64) {
-    let parts = body["messages"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|m| m["content"].as_array())
-        .flatten()
-        .filter_map(|p| p.pointer("/image_url/url").and_then(Json::as_str));
-    parts.fold((0, 0), |(all, unknown), url| {
-        let known = sluice_provider::dialect::media::data_url(url)
-            .and_then(|(_, data)| {
-                let head: String = data.chars().take(1024).collect();
-                let head = &head[..head.len() - head.len() % 4];
-                sluice_provider::dialect::media::base64_decode(head)
-            })
-            .and_then(|b| sluice_provider::dialect::media::image_size(&b))
-            .is_some();
-        (all + 1, unknown + u64::from(!known))
-    })
+    kinds::of(&step.kind).plan_tokens(ctx)
 }
 
 /// A floor when prompts cannot be rendered yet: the template text itself.
 fn template_estimate(step: &sluice_spec::Step) -> u64 {
-    let text: usize = match &step.kind {
-        StepKind::Chat { messages, .. } => messages
-            .iter()
-            .flat_map(|m| m.content.templates())
-            .map(|t| t.source().len())
-            .sum(),
-        StepKind::Conversation { turns, .. } => turns
-            .iter()
-            .flat_map(|t| t.templates())
-            .map(|t| t.source().len())
-            .sum(),
-        _ => 0,
-    };
+    let text = kinds::of(&step.kind).template_chars();
     (text as u64).div_ceil(4)
 }

@@ -13,11 +13,11 @@ use minijinja::Value;
 use serde_json::Value as Json;
 use sluice_provider::dialect::to_anthropic;
 use sluice_provider::{Attempt, CallOptions, Dialect, Endpoint};
-use sluice_spec::{Job, Step, StepKind};
+use sluice_spec::{Job, Step};
 
 use super::estimate::Measured;
+use super::kinds::{self, Transport};
 use super::lanes::{Lane, Lanes};
-use super::requests;
 use super::units::Combos;
 use crate::error::{Error, Result};
 use crate::inputs;
@@ -95,59 +95,8 @@ fn probeable(step: &Step) -> bool {
             .iter()
             .any(|v| v.starts_with("steps") || v.starts_with("answers"))
     };
-    let templates: Vec<&sluice_spec::Template> = match &step.kind {
-        StepKind::Chat {
-            model,
-            messages,
-            params,
-            ..
-        } => {
-            let mut t = vec![model];
-            t.extend(messages.iter().flat_map(|m| m.content.templates()));
-            t.extend(params.templates());
-            t
-        }
-        StepKind::Embed {
-            model,
-            input,
-            params,
-            ..
-        } => {
-            let mut t = vec![model];
-            t.extend(input.templates());
-            t.extend(params.templates());
-            t
-        }
-        StepKind::Conversation {
-            model,
-            system,
-            turns,
-            params,
-            ..
-        } => {
-            let mut t = vec![model];
-            t.extend(system.iter());
-            t.extend(turns.first().into_iter().flat_map(|c| c.templates()));
-            t.extend(params.templates());
-            t
-        }
-        StepKind::Http {
-            url,
-            path,
-            headers,
-            json,
-            body,
-            upload,
-            ..
-        } => {
-            let mut t: Vec<&sluice_spec::Template> = url.iter().chain(path.iter()).collect();
-            t.extend(headers.iter().map(|(_, v)| v));
-            t.extend(json.iter().flat_map(|j| j.templates()));
-            t.extend(body.iter());
-            t.extend(upload.iter().map(|u| &u.file));
-            t
-        }
-        StepKind::Command { .. } => return false,
+    let Some(templates) = kinds::of(&step.kind).probe_templates() else {
+        return false;
     };
     step.for_each.is_none() && !templates.into_iter().any(reads_steps)
 }
@@ -156,10 +105,13 @@ fn probeable(step: &Step) -> bool {
 async fn call(step: &Step, lane: Option<&Lane>, ctx: &Value) -> Result<Duration> {
     let fail = |what: String| Error::Config(format!("--probe: step {}: {what}", step.name));
     let render = |e: sluice_spec::RenderError| fail(e.to_string());
-    let (lane, endpoint, body, headers, content_type) = match &step.kind {
-        StepKind::Http { .. } => {
+    let rules = kinds::of(&step.kind);
+    let (lane, endpoint, body, headers, content_type) = match rules.transport() {
+        Transport::Http => {
             let base = lane.and_then(|l| l.base_urls().next()).map(str::to_string);
-            let call = crate::steps::http::build(&step.kind, base.as_deref(), &[], ctx, None)
+            let call = rules
+                .http_call(base.as_deref(), &[], ctx, None)
+                .ok_or_else(|| fail("not an http step".into()))?
                 .map_err(|e| fail(e.to_string()))?;
             let mut headers = lane.map(|l| l.headers.clone()).unwrap_or_default();
             headers.extend(call.headers);
@@ -167,18 +119,19 @@ async fn call(step: &Step, lane: Option<&Lane>, ctx: &Value) -> Result<Duration>
         }
         _ => {
             let lane = lane.ok_or_else(|| fail("it has no provider".into()))?;
-            let request = match &step.kind {
-                StepKind::Conversation { turns, .. } => {
-                    let first = turns
+            let request = match rules.transport() {
+                Transport::Turns => {
+                    let first = rules
+                        .turns()
                         .first()
                         .ok_or_else(|| fail("it has no turns".into()))?;
                     let prompt = first.render(ctx).map_err(render)?;
-                    requests::conversation_request(step, ctx, &[prompt], &[]).map_err(render)?
+                    rules.turn_request(ctx, &[prompt], &[]).map_err(render)?
                 }
-                _ => requests::json_request(step, ctx).map_err(render)?,
+                _ => rules.model_request(ctx).map_err(render)?,
             };
             let request = request.ok_or_else(|| fail("nothing to send".into()))?;
-            let chat = !matches!(step.kind, StepKind::Embed { .. });
+            let chat = rules.transport().is_chat();
             let (path, body): (String, Json) = match lane.dialect {
                 Dialect::Anthropic if chat => (
                     lane.dialect.chat_path(&request.path).to_string(),

@@ -9,10 +9,10 @@ use serde::Serialize;
 use serde_json::{json, Value as Json};
 use sluice_provider::dialect::{to_anthropic, ANTHROPIC_VERSION};
 use sluice_provider::Dialect;
-use sluice_spec::{Job, Placeholder, Step, StepKind};
+use sluice_spec::{Job, Placeholder, Step};
 
 use super::check::typed_output;
-use super::requests;
+use super::kinds::{self, Transport};
 use crate::error::{Error, Result};
 use crate::inputs::Prepared;
 
@@ -159,8 +159,9 @@ impl Shown<'_> {
                 headers.push(("anthropic-version".into(), ANTHROPIC_VERSION.into()));
             }
         }
-        let model_call = |request: requests::JsonRequest, part: Option<String>| {
-            let chat = !matches!(step.kind, StepKind::Embed { .. });
+        let rules = kinds::of(&step.kind);
+        let chat = rules.transport().is_chat();
+        let model_call = |request: kinds::JsonRequest, part: Option<String>| {
             let (path, mut body) = match dialect {
                 Dialect::Anthropic if chat => (
                     dialect.chat_path(&request.path).to_string(),
@@ -179,15 +180,15 @@ impl Shown<'_> {
             headers.push(("Content-Type".into(), "application/json".into()));
             self.finish(part, "POST", format!("{base}{path}"), headers, body)
         };
-        match &step.kind {
-            StepKind::Chat { .. } | StepKind::Embed { .. } => {
-                let request = requests::json_request(step, &value).map_err(render)?;
+        match rules.transport() {
+            Transport::Model { .. } => {
+                let request = rules.model_request(&value).map_err(render)?;
                 Ok(request.map(|r| model_call(r, part)).into_iter().collect())
             }
-            StepKind::Conversation { turns, .. } => {
+            Transport::Turns => {
                 let mut out = Vec::new();
                 let (mut prompts, mut answers) = (Vec::new(), Vec::new());
-                for (k, turn) in turns.iter().enumerate() {
+                for (k, turn) in rules.turns().iter().enumerate() {
                     let mut turn_ctx = ctx.clone();
                     let said: Vec<Value> = answers
                         .iter()
@@ -195,7 +196,8 @@ impl Shown<'_> {
                         .collect();
                     turn_ctx.insert("answers".into(), Value::from(said));
                     prompts.push(turn.render(&Value::from(turn_ctx)).map_err(render)?);
-                    let request = requests::conversation_request(step, &value, &prompts, &answers)
+                    let request = rules
+                        .turn_request(&value, &prompts, &answers)
                         .map_err(render)?;
                     let label = match &part {
                         Some(p) => format!("{p}, turn {}", k + 1),
@@ -206,19 +208,20 @@ impl Shown<'_> {
                 }
                 Ok(out)
             }
-            StepKind::Http { .. } => {
+            Transport::Http => {
                 let provider_headers = provider.map(|p| p.headers.as_slice()).unwrap_or(&[]);
-                let call = crate::steps::http::build(
-                    &step.kind,
-                    provider
-                        .and_then(|p| p.base_urls.first())
-                        .map(String::as_str),
-                    provider_headers,
-                    &value,
-                    // `plan` runs the user's own job: no file confinement.
-                    None,
-                )
-                .map_err(|e| Error::Config(e.to_string()))?;
+                let call = rules
+                    .http_call(
+                        provider
+                            .and_then(|p| p.base_urls.first())
+                            .map(String::as_str),
+                        provider_headers,
+                        &value,
+                        // `plan` runs the user's own job: no file confinement.
+                        None,
+                    )
+                    .ok_or_else(|| Error::Config("not an http step".into()))?
+                    .map_err(|e| Error::Config(e.to_string()))?;
                 let mut headers = call.headers.clone();
                 if provider.is_some_and(|p| p.api_key_env.is_some()) {
                     headers.push(("Authorization".into(), format!("Bearer {MASK}")));
@@ -235,19 +238,13 @@ impl Shown<'_> {
                 let method = call.endpoint.method.to_string();
                 Ok(vec![self.finish(part, &method, url, headers, body)])
             }
-            StepKind::Command { argv, stdin } => {
-                let args: Vec<String> = argv
-                    .iter()
-                    .map(|a| a.render(&value))
-                    .collect::<std::result::Result<_, _>>()
+            Transport::Command => {
+                let line = rules
+                    .command_line(&value)
+                    .ok_or_else(|| Error::Config("not a command step".into()))?
                     .map_err(render)?;
-                let stdin = stdin
-                    .as_ref()
-                    .map(|t| t.render(&value))
-                    .transpose()
-                    .map_err(render)?;
-                let program = args.first().cloned().unwrap_or_default();
-                let body = json!({"argv": args, "stdin": stdin});
+                let program = line.argv.first().cloned().unwrap_or_default();
+                let body = json!({"argv": line.argv, "stdin": line.stdin});
                 Ok(vec![self.finish(part, "RUN", program, Vec::new(), body)])
             }
         }

@@ -4,7 +4,9 @@
 //! needs 200 units in flight to keep every step full; a fixed default of 64
 //! made the unit window, not the provider, the limit.
 
-use sluice_spec::{Job, Step, StepKind};
+use sluice_spec::{Job, Step};
+
+use super::kinds::{self, Transport};
 
 /// A step or provider without a cap of its own contributes this many units
 /// (the window's old fixed default); a provider rate grows it at run time.
@@ -109,10 +111,10 @@ fn step_units(step: &Step, provider_cap: Option<usize>) -> Option<usize> {
         let width = step.concurrency.unwrap_or(4).max(1);
         return provider_cap.map(|cap| cap.div_ceil(width));
     }
-    match (&step.kind, step.concurrency) {
-        (_, Some(n)) => Some(n),
-        (StepKind::Command { .. }, None) => Some(cpus()),
-        _ => None,
+    match step.concurrency {
+        Some(n) => Some(n),
+        None if kinds::of(&step.kind).transport() == Transport::Command => Some(cpus()),
+        None => None,
     }
 }
 

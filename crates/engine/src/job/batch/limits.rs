@@ -93,7 +93,7 @@ pub(crate) fn embedding_inputs(input: &Json) -> usize {
 /// enqueued-token limit.
 pub(crate) fn prompt_tokens(body: &Json) -> u64 {
     let model = body["model"].as_str();
-    let text = crate::job::requests::text_estimate;
+    let text = crate::job::kinds::model_request::text_estimate;
     let messages: u64 = body["messages"]
         .as_array()
         .map(|ms| ms.iter().map(|m| text(model, &m["content"])).sum())

@@ -28,8 +28,13 @@ pub(crate) async fn submit(
         file.push(b'\n');
         let fields = [("purpose".to_string(), "batch".to_string())];
         let name = format!("sluice-{}.jsonl", record.key.replace(':', "-"));
-        let (content_type, body) =
-            crate::steps::multipart::encode(&fields, "file", &name, "application/jsonl", &file);
+        let (content_type, body) = crate::job::kinds::multipart::encode(
+            &fields,
+            "file",
+            &name,
+            "application/jsonl",
+            &file,
+        );
         let answer = remote
             .exchange(Method::POST, "/files", body, Some(&content_type), true)
             .await?;

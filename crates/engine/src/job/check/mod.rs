@@ -14,8 +14,9 @@ use std::collections::{BTreeMap, HashSet};
 
 use minijinja::Value;
 use serde_json::{Map, Value as Json};
-use sluice_spec::{Failure, Job, Placeholder, RenderError, Step, StepKind, TValue, Template};
+use sluice_spec::{Failure, Job, Placeholder, RenderError, Step, Template};
 
+use super::kinds;
 use super::units::Combos;
 pub(crate) use outputs::typed as typed_output;
 pub use report::{CheckReport, TemplateProblem};
@@ -274,18 +275,16 @@ impl<'a> Checker<'a> {
                 self.render_failed(template, &e, ctx, position, each_uncertain);
             }
         }
-        if let StepKind::Conversation { turns, .. } = &step.kind {
-            for (k, turn) in turns.iter().enumerate() {
-                let mut turn_ctx = ctx.clone();
-                let answers: Vec<Value> = (0..k)
-                    .map(|i| Value::from(format!("⟨answers[{i}]⟩")))
-                    .collect();
-                turn_ctx.insert("answers".into(), Value::from(answers));
-                let value = Value::from(turn_ctx.clone());
-                for template in turn.templates() {
-                    if let Err(e) = template.render(&value) {
-                        self.render_failed(template, &e, &turn_ctx, position, each_uncertain);
-                    }
+        for (k, turn) in kinds::of(&step.kind).turns().iter().enumerate() {
+            let mut turn_ctx = ctx.clone();
+            let answers: Vec<Value> = (0..k)
+                .map(|i| Value::from(format!("⟨answers[{i}]⟩")))
+                .collect();
+            turn_ctx.insert("answers".into(), Value::from(answers));
+            let value = Value::from(turn_ctx.clone());
+            for template in turn.templates() {
+                if let Err(e) = template.render(&value) {
+                    self.render_failed(template, &e, &turn_ctx, position, each_uncertain);
                 }
             }
         }
@@ -334,12 +333,8 @@ impl<'a> Checker<'a> {
 /// batch API).
 fn unfit(step: &Step, provider: &sluice_spec::Provider) -> Option<String> {
     let name = &provider.name;
-    if matches!(step.kind, StepKind::Embed { .. })
-        && provider.api == sluice_spec::Dialect::Anthropic
-    {
-        return Some(format!(
-            "embed steps need an OpenAI-compatible provider; provider {name:?} has api = \"anthropic\", which has no embeddings API"
-        ));
+    if let Some(why) = kinds::of(&step.kind).unfit_for(provider.api, name) {
+        return Some(why);
     }
     if step.stream && provider.mode.may_batch() {
         return Some(format!(
@@ -353,65 +348,7 @@ fn unfit(step: &Step, provider: &sluice_spec::Provider) -> Option<String> {
 /// Every template of one call of `step` but its `for_each` and a
 /// conversation's turns (rendered with `answers`).
 fn templates(step: &Step) -> Vec<&Template> {
-    let mut out: Vec<&Template> = Vec::new();
-    match &step.kind {
-        StepKind::Chat {
-            model,
-            messages,
-            params,
-            ..
-        } => {
-            out.push(model);
-            out.extend(messages.iter().flat_map(|m| m.content.templates()));
-            out.extend(TValue::templates(params));
-        }
-        StepKind::Embed {
-            model,
-            input,
-            params,
-            ..
-        } => {
-            out.push(model);
-            out.extend(TValue::templates(input));
-            out.extend(TValue::templates(params));
-        }
-        StepKind::Http {
-            url,
-            path,
-            headers,
-            json,
-            body,
-            upload,
-            ..
-        } => {
-            out.extend(url.iter());
-            out.extend(path.iter());
-            out.extend(headers.iter().map(|(_, t)| t));
-            if let Some(json) = json {
-                out.extend(TValue::templates(json));
-            }
-            out.extend(body.iter());
-            if let Some(upload) = upload {
-                out.push(&upload.file);
-                out.extend(upload.fields.iter().map(|(_, t)| t));
-            }
-        }
-        StepKind::Command { argv, stdin } => {
-            out.extend(argv.iter());
-            out.extend(stdin.iter());
-        }
-        StepKind::Conversation {
-            model,
-            system,
-            params,
-            ..
-        } => {
-            out.push(model);
-            out.extend(system.iter());
-            out.extend(TValue::templates(params));
-        }
-    }
-    out
+    kinds::of(&step.kind).templates()
 }
 
 #[cfg(test)]

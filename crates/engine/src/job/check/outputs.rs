@@ -6,54 +6,15 @@
 use std::collections::BTreeMap;
 
 use minijinja::Value;
-use sluice_spec::{Fallback, Placeholder, Step, StepKind};
+use sluice_spec::{Fallback, Placeholder, Step};
+
+use crate::job::kinds;
 
 /// The output of one call (or conversation) of `step`, as later templates see it.
 pub(crate) fn typed(step: &Step, path: &str) -> Value {
-    let text = || Value::from(format!("⟨{path}.text⟩"));
-    let usage = || {
-        let mut u = BTreeMap::new();
-        u.insert("prompt_tokens", Value::from(0));
-        u.insert("completion_tokens", Value::from(0));
-        Value::from(u)
-    };
     let mut fields: BTreeMap<&str, Value> = BTreeMap::new();
     fields.insert("json", Placeholder::value(format!("{path}.json")));
-    match &step.kind {
-        StepKind::Chat { .. } => {
-            fields.insert("text", text());
-            fields.insert("usage", usage());
-        }
-        StepKind::Embed { .. } => {
-            fields.insert("usage", usage());
-        }
-        StepKind::Http { save, .. } => {
-            fields.insert("status", Value::from(200));
-            if *save {
-                fields.insert("file", Value::from(format!("⟨{path}.file⟩")));
-            } else {
-                fields.insert("text", text());
-            }
-        }
-        StepKind::Command { .. } => {
-            fields.insert("text", text());
-            fields.insert("status", Value::from(0));
-        }
-        StepKind::Conversation { turns, .. } => {
-            fields.insert("text", text());
-            fields.insert("usage", usage());
-            let exchanges: Vec<Value> = (0..turns.len())
-                .map(|k| {
-                    let mut t = BTreeMap::new();
-                    t.insert("prompt", Value::from(format!("⟨{path}.turns[{k}].prompt⟩")));
-                    t.insert("answer", Value::from(format!("⟨{path}.turns[{k}].answer⟩")));
-                    t.insert("usage", usage());
-                    Value::from(t)
-                })
-                .collect();
-            fields.insert("turns", Value::from(exchanges));
-        }
-    }
+    kinds::of(&step.kind).output_fields(path, &mut fields);
     if step.stream {
         fields.insert("ttft_ms", Value::from(0));
         fields.insert("tokens_per_s", Value::from(0.0));
@@ -61,7 +22,9 @@ pub(crate) fn typed(step: &Step, path: &str) -> Value {
     if let Some(Fallback::Value(_)) = &step.fallback {
         // A fallback value stands in with text and json (and a file when
         // it names one): those may be read whichever way the step ends.
-        fields.entry("text").or_insert_with(text);
+        fields
+            .entry("text")
+            .or_insert_with(|| kinds::placeholder_text(path));
     }
     Value::from(fields)
 }

@@ -10,10 +10,11 @@ use std::time::Instant;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde_json::{json, Map, Value as Json};
-use sluice_spec::{Job, StepKind};
+use sluice_spec::Job;
 use sluice_store::{ItemRecord, ItemStatus, Store};
 use tokio::sync::{mpsc, Semaphore};
 
+use super::kinds::{self, Transport};
 use super::lanes::Lanes;
 use super::output::{StepOutput, Usage};
 use crate::clock::now_ms;
@@ -189,14 +190,14 @@ pub(crate) async fn run_unit(shared: &Shared, mut unit: Unit) -> Option<ItemReco
         .max_in_flight
         .map(|n| Arc::new(Semaphore::new(n.max(1))));
     let clock = Instant::now();
-    let known = known_parts(shared, &unit.id, unit.resume).await;
+    let recorded = recorded_parts(shared, &unit.id, unit.resume).await;
     let mut outputs = Map::new();
     let mut tally = UnitTally::default();
     let mut failure: Option<String> = None;
     let steps = run_steps(
         shared,
         &unit,
-        &known,
+        &recorded,
         &mut outputs,
         &mut tally,
         &mut failure,
@@ -257,7 +258,7 @@ pub(crate) async fn run_unit(shared: &Shared, mut unit: Unit) -> Option<ItemReco
 async fn run_steps(
     shared: &Shared,
     unit: &Unit,
-    known: &RecordedParts,
+    recorded: &RecordedParts,
     outputs: &mut Map<String, Json>,
     tally: &mut UnitTally,
     failure: &mut Option<String>,
@@ -271,7 +272,7 @@ async fn run_steps(
             for (i, step) in steps.iter().enumerate() {
                 if !started[i] && step.needs.iter().all(|&j| done[j]) {
                     started[i] = true;
-                    running.push(run_step(shared, unit, step, outputs.clone(), known));
+                    running.push(run_step(shared, unit, step, outputs.clone(), recorded));
                 }
             }
         }
@@ -300,7 +301,7 @@ async fn run_step(
     unit: &Unit,
     step: &sluice_spec::Step,
     outputs: Map<String, Json>,
-    known: &RecordedParts,
+    recorded: &RecordedParts,
 ) -> (usize, StepEnd, UnitTally) {
     let mut tally = UnitTally::default();
     let ctx = context(shared, unit, &outputs, None);
@@ -330,14 +331,14 @@ async fn run_step(
     };
     let end = if let Some(for_each) = &step.for_each {
         fan_out(
-            shared, unit, step, &outputs, &ctx, for_each, known, &mut tally,
+            shared, unit, step, &outputs, &ctx, for_each, recorded, &mut tally,
         )
         .await
-    } else if matches!(step.kind, StepKind::Conversation { .. }) {
-        conversation(shared, unit, step, &ctx, known, &mut tally).await
+    } else if kinds::of(&step.kind).transport() == Transport::Turns {
+        conversation(shared, unit, step, &ctx, recorded, &mut tally).await
     } else {
-        let stem = crate::steps::http::safe_stem(&unit.id);
-        part(shared, unit, step, &ctx, -1, &stem, known, &mut tally)
+        let stem = kinds::http::safe_stem(&unit.id);
+        part(shared, unit, step, &ctx, -1, &stem, recorded, &mut tally)
             .await
             .map_done(|o| o.to_value())
     };
@@ -389,7 +390,7 @@ impl PartEnd {
 pub(super) type RecordedParts = HashMap<(String, i64), (u64, StepOutput)>;
 
 /// Done parts recorded by earlier runs of this unit: (step, part) → (hash, output).
-async fn known_parts(shared: &Shared, unit_id: &str, resume: bool) -> RecordedParts {
+async fn recorded_parts(shared: &Shared, unit_id: &str, resume: bool) -> RecordedParts {
     if !(shared.resumed || resume) {
         return RecordedParts::new();
     }

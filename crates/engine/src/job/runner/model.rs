@@ -10,15 +10,15 @@ use http::Method;
 use serde_json::Value as Json;
 use sluice_provider::dialect::{to_anthropic, DEFAULT_MAX_TOKENS};
 use sluice_provider::{Dialect, StreamStats};
-use sluice_spec::{Step, StepKind};
+use sluice_spec::Step;
 
 use super::send::{send, CallOutcome, Outgoing, Target};
 use super::{Shared, Unit};
 use crate::calls::Tally;
 use crate::job::batch::{BatchEnd, BatchRequest};
+use crate::job::kinds::{self, JsonRequest};
 use crate::job::lanes::Lane;
 use crate::job::output::StepOutput;
-use crate::job::requests::{self, JsonRequest};
 use crate::progress::Progress;
 
 /// One model call: which unit, step and part it belongs to, and its request
@@ -55,7 +55,7 @@ pub(super) async fn call_model(
     tally: &mut Tally,
 ) -> ModelEnd {
     let lane = call.lane;
-    let chat = !matches!(call.step.kind, StepKind::Embed { .. });
+    let chat = kinds::of(&call.step.kind).transport().is_chat();
     // A file too large for this API fails its unit here, not at the API.
     if let Err(e) = sluice_provider::dialect::media::check_sizes(lane.dialect, &call.request.body) {
         let error = format!(
@@ -216,12 +216,12 @@ fn custom_id(call: &ModelCall<'_>, provider: &str) -> String {
 
 /// A chat answer read from its dialect's body, with a streamed answer's timing.
 pub(super) fn chat_part_output(
-    step: &Step,
+    wants_json: bool,
     lane: &Lane,
     body: &[u8],
     stream: Option<StreamStats>,
 ) -> Result<StepOutput, String> {
-    let mut output = requests::chat_output(step, lane.dialect, body)?;
+    let mut output = kinds::chat::read_answer(wants_json, lane.dialect, body)?;
     if let Some(stats) = stream {
         let completion = output.usage.map_or(0, |u| u.completion_tokens);
         output.ttft_ms = stats.first_token.map(|d| d.as_millis() as u64);

@@ -2,7 +2,7 @@
 
 use futures_util::stream::{self, StreamExt};
 use serde_json::{json, Map, Value as Json};
-use sluice_spec::{Step, StepKind};
+use sluice_spec::Step;
 
 use super::model::{call_model, chat_part_output, conversation_stream, model_of, ModelCall};
 use super::parts::{part, record};
@@ -12,8 +12,8 @@ use super::{
 };
 use crate::calls::Tally;
 use crate::clock::now_ms;
+use crate::job::kinds::{self, hash_json};
 use crate::job::output::{parse_json_text, StepOutput, Turn, Usage};
-use crate::job::requests::{self, hash_json};
 use crate::job::timing;
 
 #[allow(clippy::too_many_arguments)]
@@ -24,7 +24,7 @@ pub(super) async fn fan_out(
     outputs: &Map<String, Json>,
     ctx: &minijinja::Value,
     for_each: &sluice_spec::Template,
-    known: &RecordedParts,
+    recorded: &RecordedParts,
     tally: &mut UnitTally,
 ) -> StepEnd {
     let list = match for_each.render_value(ctx) {
@@ -39,7 +39,7 @@ pub(super) async fn fan_out(
         Err(e) => return Failed(e.to_string()),
     };
     let width = step.concurrency.unwrap_or(4).max(1);
-    let base_stem = crate::steps::http::safe_stem(&unit.id);
+    let base_stem = kinds::http::safe_stem(&unit.id);
     // Futures built first, then run `width` at a time in order: a closure
     // inside the stream trips rustc's Send inference (rust-lang/rust#64552).
     let mut elements = Vec::with_capacity(list.len());
@@ -48,7 +48,7 @@ pub(super) async fn fan_out(
         let stem = format!("{base_stem}-{i}");
         elements.push(async move {
             let mut t = UnitTally::default();
-            let end = part(shared, unit, step, &ctx, i as i64, &stem, known, &mut t).await;
+            let end = part(shared, unit, step, &ctx, i as i64, &stem, recorded, &mut t).await;
             (end, t)
         });
     }
@@ -88,12 +88,14 @@ pub(super) async fn conversation(
     unit: &Unit,
     step: &Step,
     ctx: &minijinja::Value,
-    known: &RecordedParts,
+    recorded: &RecordedParts,
     tally: &mut UnitTally,
 ) -> StepEnd {
-    let StepKind::Conversation { turns, .. } = &step.kind else {
+    let rules = kinds::of(&step.kind);
+    if rules.transport() != kinds::Transport::Turns {
         return Failed("not a conversation".into());
-    };
+    }
+    let turns = rules.turns();
     let Some(lane) = step.provider.as_deref().and_then(|p| shared.lanes.get(p)) else {
         return Failed("the step has no provider".into());
     };
@@ -106,23 +108,19 @@ pub(super) async fn conversation(
     let mut times: Vec<Json> = Vec::with_capacity(turns.len());
     for (k, turn) in turns.iter().enumerate() {
         let entered = now_ms();
-        // A turn may quote earlier answers: `answers[0]`.
-        let mut turn_ctx: Json = serde_json::to_value(ctx).unwrap_or(Json::Null);
-        turn_ctx["answers"] = json!(answers);
-        let turn_ctx = minijinja::Value::from(minijinja::value::Serde(turn_ctx));
-        let prompt = match turn.render(&turn_ctx) {
+        let prompt = match turn.render(&kinds::conversation::turn_context(ctx, &answers)) {
             Ok(p) => p,
             Err(e) => return Failed(e.to_string()),
         };
         prompts.push(prompt);
-        let request = match requests::conversation_request(step, ctx, &prompts, &answers) {
+        let request = match rules.turn_request(ctx, &prompts, &answers) {
             Ok(Some(r)) => r,
             Ok(None) => return Failed("not a conversation".into()),
             Err(e) => return Failed(e.to_string()),
         };
         let hash = hash_json(&json!([step.name, k, request.path, request.body]));
         let part = k as i64;
-        let output = if let Some((h, output)) = known.get(&(step.name.clone(), part)) {
+        let output = if let Some((h, output)) = recorded.get(&(step.name.clone(), part)) {
             if *h == hash {
                 Some(output.clone())
             } else {
@@ -160,7 +158,7 @@ pub(super) async fn conversation(
                 let (code, latency) = (ended.code, ended.latency);
                 let end = match ended.outcome {
                     CallOutcome::Done(body) => {
-                        match chat_part_output(step, lane, &body, ended.stream) {
+                        match chat_part_output(rules.wants_json(), lane, &body, ended.stream) {
                             Ok(mut o) => {
                                 o.latency_ms = Some(latency.as_millis() as u64);
                                 timing::set(&mut o, entered, now_ms());
@@ -209,7 +207,7 @@ pub(super) async fn conversation(
         .zip(usages.into_iter().zip(streams))
         .map(
             |((prompt, answer), (usage, (ttft_ms, tokens_per_s)))| Turn {
-                prompt: requests::prompt_text(&prompt),
+                prompt: kinds::conversation::prompt_text(&prompt),
                 answer,
                 usage,
                 ttft_ms,

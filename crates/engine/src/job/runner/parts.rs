@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use sluice_spec::{Fallback, Step, StepKind};
+use sluice_spec::{Fallback, Step};
 use sluice_store::{ItemStatus, StepRecord};
 
 use super::model::{call_model, chat_part_output, ModelCall};
@@ -11,8 +11,8 @@ use super::send::{send, CallOutcome, Outgoing, Sent, Target};
 use super::{PartEnd, RecordedParts, Shared, Unit, UnitTally};
 use crate::calls::Tally;
 use crate::clock::now_ms;
-use crate::job::output::{parse_json_text, StepOutput};
-use crate::job::requests;
+use crate::job::kinds::{self, Transport};
+use crate::job::output::StepOutput;
 use crate::job::timing;
 use crate::progress::Progress;
 use crate::writer::Message;
@@ -26,15 +26,15 @@ pub(super) async fn part(
     ctx: &minijinja::Value,
     part: i64,
     file_stem: &str,
-    known: &RecordedParts,
+    recorded: &RecordedParts,
     tally: &mut UnitTally,
 ) -> PartEnd {
     let entered = now_ms();
-    let hash = match requests::fingerprint(step, ctx, part) {
+    let hash = match kinds::fingerprint(step, ctx, part) {
         Ok(h) => h,
         Err(e) => return PartEnd::Failed(e.to_string()),
     };
-    if let Some((h, output)) = known.get(&(step.name.clone(), part)) {
+    if let Some((h, output)) = recorded.get(&(step.name.clone(), part)) {
         if *h == hash {
             return PartEnd::Done(output.clone());
         }
@@ -78,7 +78,7 @@ pub(super) async fn part(
     };
     let started = now_ms();
     let mut t = Tally::default();
-    let (mut end, mut code, mut latency) = execute(
+    let (mut end, mut code, mut latency) = call_once(
         shared,
         unit,
         step,
@@ -110,7 +110,7 @@ pub(super) async fn part(
             Fallback::Provider(other) => {
                 let key = (part, hash);
                 let (again, c, l) =
-                    execute(shared, unit, step, ctx, file_stem, Some(other), key, &mut t).await;
+                    call_once(shared, unit, step, ctx, file_stem, Some(other), key, &mut t).await;
                 (end, code, latency) = match again {
                     PartEnd::Done(mut o) => {
                         o.fallback = Some(format!("provider {other} after: {reason}"));
@@ -218,10 +218,11 @@ pub(super) async fn record(
     let _ = shared.tx.send(Message::Step(record)).await;
 }
 
-/// Runs a chat, embed, http or command step once; `key` is the part and
-/// the request's fingerprint (a batched call's identity).
+/// Sends one call of a chat, embed, http or command step, the way its kind
+/// goes out; `key` is the part and the request's fingerprint (a batched
+/// call's identity).
 #[allow(clippy::too_many_arguments)]
-async fn execute(
+async fn call_once(
     shared: &Shared,
     unit: &Unit,
     step: &Step,
@@ -233,31 +234,23 @@ async fn execute(
 ) -> (PartEnd, Option<u16>, Duration) {
     // `provider` overrides the step's own (a fallback provider).
     let provider = provider.or(step.provider.as_deref());
-    match &step.kind {
-        StepKind::Chat { .. } | StepKind::Embed { .. } => {
+    let rules = kinds::of(&step.kind);
+    let not_sent = |why: String| (PartEnd::Failed(why), None, Duration::ZERO);
+    match rules.transport() {
+        Transport::Model { chat } => {
             let Some(lane) = provider.and_then(|p| shared.lanes.get(p)) else {
-                return (
-                    PartEnd::Failed("the step has no provider".into()),
-                    None,
-                    Duration::ZERO,
-                );
+                return not_sent("the step has no provider".into());
             };
-            let request = match requests::json_request(step, ctx) {
+            let request = match rules.model_request(ctx) {
                 Ok(Some(r)) => r,
-                Ok(None) => {
-                    return (
-                        PartEnd::Failed("not a JSON step".into()),
-                        None,
-                        Duration::ZERO,
-                    )
-                }
-                Err(e) => return (PartEnd::Failed(e.to_string()), None, Duration::ZERO),
+                Ok(None) => return not_sent("not a JSON step".into()),
+                Err(e) => return not_sent(e.to_string()),
             };
             let single = !request.body["input"].is_array();
             let model = request.body["model"].as_str().map(str::to_string);
             let affinity = match affinity_of(step, ctx) {
                 Ok(a) => a,
-                Err(e) => return (PartEnd::Failed(e), None, Duration::ZERO),
+                Err(e) => return not_sent(e),
             };
             let call = ModelCall {
                 unit,
@@ -269,17 +262,15 @@ async fn execute(
                 affinity,
             };
             let end = match step.batch {
-                Some(size) if matches!(step.kind, StepKind::Embed { .. }) => {
-                    super::embed_batch::call(shared, &call, size, tally).await
-                }
+                Some(size) if !chat => super::embed_batch::call(shared, &call, size, tally).await,
                 _ => call_model(shared, &call, tally).await,
             };
             let outcome = match end.outcome {
                 CallOutcome::Done(body) => {
-                    let parsed = if matches!(step.kind, StepKind::Chat { .. }) {
-                        chat_part_output(step, lane, &body, end.stream)
+                    let parsed = if chat {
+                        chat_part_output(rules.wants_json(), lane, &body, end.stream)
                     } else {
-                        requests::embed_output(&body, single)
+                        kinds::embed::read_answer(&body, single)
                     };
                     match parsed {
                         Ok(o) => {
@@ -294,18 +285,13 @@ async fn execute(
             };
             (outcome, end.code, end.latency)
         }
-        StepKind::Http { save, .. } => {
+        Transport::Http => {
             let provider_lane = provider.and_then(|p| shared.lanes.get(p));
             let first_base = provider_lane.map(|l| l.first_base());
-            let call = match crate::steps::http::build(
-                &step.kind,
-                first_base,
-                &[],
-                ctx,
-                shared.files.as_deref(),
-            ) {
-                Ok(c) => c,
-                Err(e) => return (PartEnd::Failed(e.to_string()), None, Duration::ZERO),
+            let call = match rules.http_call(first_base, &[], ctx, shared.files.as_deref()) {
+                Some(Ok(c)) => c,
+                Some(Err(e)) => return not_sent(e.to_string()),
+                None => return not_sent("not an http step".into()),
             };
             let mut headers: Vec<(String, String)> =
                 provider_lane.map(|l| l.headers.clone()).unwrap_or_default();
@@ -315,8 +301,7 @@ async fn execute(
             // A `url` naming a host of the pool (e.g. the one an earlier
             // step's answer names) goes to that host, never re-based.
             let uri = call.endpoint.uri.to_string();
-            let by_url = matches!(step.kind, StepKind::Http { url: Some(_), .. });
-            let (pinned, rest) = match (provider_lane, by_url) {
+            let (pinned, rest) = match (provider_lane, call.by_url) {
                 (Some(l), true) => match l.member_of(&uri) {
                     Some((i, path)) => (Some(i), Some(path)),
                     None => (None, None),
@@ -328,7 +313,7 @@ async fn execute(
                 (Some(_), Some(path)) if path.starts_with('/') => Target::Pool {
                     affinity: match affinity_of(step, ctx) {
                         Ok(a) => a,
-                        Err(e) => return (PartEnd::Failed(e), None, Duration::ZERO),
+                        Err(e) => return not_sent(e),
                     },
                     pinned,
                     path: path.to_string(),
@@ -353,8 +338,8 @@ async fn execute(
                 ..
             } = send(shared, lane, step, target, out, tally).await;
             let end = match end {
-                CallOutcome::Done(body) => match crate::steps::http::finish(
-                    *save,
+                CallOutcome::Done(body) => match kinds::http::finish(
+                    call.save,
                     &shared.output_dir,
                     &step.name,
                     file_stem,
@@ -362,13 +347,7 @@ async fn execute(
                     code.unwrap_or(200),
                     &body,
                 ) {
-                    Ok(out) => PartEnd::Done(StepOutput {
-                        text: out.text,
-                        json: out.json,
-                        file: out.file.map(|p| p.display().to_string()),
-                        status: Some(i64::from(out.status)),
-                        ..Default::default()
-                    }),
+                    Ok(out) => PartEnd::Done(out.into_step_output()),
                     Err(e) => PartEnd::Failed(e.to_string()),
                 },
                 CallOutcome::Failed(m) => PartEnd::Failed(m),
@@ -376,38 +355,22 @@ async fn execute(
             };
             (end, code, latency)
         }
-        StepKind::Command { argv, stdin } => {
-            let mut args = Vec::with_capacity(argv.len());
-            for t in argv {
-                match t.render(ctx) {
-                    Ok(a) => args.push(a),
-                    Err(e) => return (PartEnd::Failed(e.to_string()), None, Duration::ZERO),
-                }
-            }
-            let input = match stdin.as_ref().map(|t| t.render(ctx)).transpose() {
-                Ok(i) => i,
-                Err(e) => return (PartEnd::Failed(e.to_string()), None, Duration::ZERO),
+        Transport::Command => {
+            let line = match rules.command_line(ctx) {
+                Some(Ok(line)) => line,
+                Some(Err(e)) => return not_sent(e.to_string()),
+                None => return not_sent("not a command step".into()),
             };
             let _slot = shared.command_slots.clone().acquire_owned().await.ok();
             let timeout = step.timeout.unwrap_or(Duration::from_secs(600));
             tally.attempts += 1;
             let started = Instant::now();
-            let result = crate::steps::command::run(&args, input.as_deref(), timeout).await;
+            let result = kinds::command::run(&line.argv, line.stdin.as_deref(), timeout).await;
             let latency = started.elapsed();
-            let _ = unit;
             match result {
                 Ok(out) => {
                     let code = u16::try_from(out.code).ok();
-                    (
-                        PartEnd::Done(StepOutput {
-                            json: parse_json_text(&out.stdout),
-                            text: Some(out.stdout),
-                            status: Some(i64::from(out.code)),
-                            ..Default::default()
-                        }),
-                        code,
-                        latency,
-                    )
+                    (PartEnd::Done(out.into_step_output()), code, latency)
                 }
                 Err(e) => (
                     PartEnd::Failed(format!("command_error: {e}")),
@@ -416,11 +379,7 @@ async fn execute(
                 ),
             }
         }
-        StepKind::Conversation { .. } => (
-            PartEnd::Failed("conversation steps run turn by turn".into()),
-            None,
-            Duration::ZERO,
-        ),
+        Transport::Turns => not_sent("conversation steps run turn by turn".into()),
     }
 }
 

@@ -2,13 +2,132 @@
 //! one unit, and turning its response into `steps.<name>` (saving the body to
 //! a file with `save = "file"`).
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use sluice_spec::{StepKind, Template};
+use minijinja::Value;
+use serde_json::{json, Value as Json};
+use sluice_spec::{RenderError, TValue, Template, Upload};
 
 use super::multipart;
+use super::{placeholder_text, StepRules, Transport};
+use crate::job::output::StepOutput;
+
+/// An http step's fields.
+pub(crate) struct Http<'a> {
+    /// GET, POST, PUT, PATCH or DELETE.
+    pub(super) method: &'a str,
+    /// Absolute URL; or `path` on the provider's base URL.
+    pub(super) url: Option<&'a Template>,
+    pub(super) path: Option<&'a Template>,
+    pub(super) headers: &'a [(String, Template)],
+    /// JSON body.
+    pub(super) json: Option<&'a TValue>,
+    /// Raw text body.
+    pub(super) body: Option<&'a Template>,
+    /// Multipart upload.
+    pub(super) upload: Option<&'a Upload>,
+    /// Write the response body to a file (`.file`).
+    pub(super) save: bool,
+}
+
+impl<'a> StepRules<'a> for Http<'a> {
+    fn transport(&self) -> Transport {
+        Transport::Http
+    }
+
+    fn default_latency(&self) -> f64 {
+        0.5
+    }
+
+    fn templates(&self) -> Vec<&'a Template> {
+        let mut out: Vec<&'a Template> = Vec::new();
+        out.extend(self.url);
+        out.extend(self.path);
+        out.extend(self.headers.iter().map(|(_, t)| t));
+        if let Some(json) = self.json {
+            out.extend(TValue::templates(json));
+        }
+        out.extend(self.body);
+        if let Some(upload) = self.upload {
+            out.push(&upload.file);
+            out.extend(upload.fields.iter().map(|(_, t)| t));
+        }
+        out
+    }
+
+    /// Not the upload's other form fields (a probe reads only what picks
+    /// the call's size and place).
+    fn probe_templates(&self) -> Option<Vec<&'a Template>> {
+        let mut out: Vec<&'a Template> = self.url.iter().chain(self.path.iter()).copied().collect();
+        out.extend(self.headers.iter().map(|(_, v)| v));
+        out.extend(self.json.iter().flat_map(|j| j.templates()));
+        out.extend(self.body);
+        out.extend(self.upload.map(|u| &u.file));
+        Some(out)
+    }
+
+    fn fingerprint(
+        &self,
+        ctx: &minijinja::Value,
+        parts: &mut Vec<Json>,
+    ) -> Result<(), RenderError> {
+        parts.push(json!(self.method));
+        parts.push(json!(self.save));
+        for t in self
+            .url
+            .iter()
+            .chain(self.path.iter())
+            .chain(self.body.iter())
+        {
+            parts.push(Json::String(t.render(ctx)?));
+        }
+        for (name, t) in self.headers {
+            parts.push(json!([name, t.render(ctx)?]));
+        }
+        if let Some(j) = self.json {
+            parts.push(j.render(ctx)?);
+        }
+        if let Some(u) = self.upload {
+            let file = u.file.render(ctx)?;
+            // The file's identity, not its bytes: path, size and mtime.
+            let meta = std::fs::metadata(&file).ok();
+            parts.push(json!([
+                u.field,
+                file,
+                meta.as_ref().map(|m| m.len()),
+                meta.and_then(|m| m.modified().ok())
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_millis() as u64),
+            ]));
+            for (name, t) in &u.fields {
+                parts.push(json!([name, t.render(ctx)?]));
+            }
+        }
+        Ok(())
+    }
+
+    fn http_call(
+        &self,
+        base_url: Option<&str>,
+        provider_headers: &[(String, Template)],
+        ctx: &minijinja::Value,
+        files: Option<&crate::FileAccess>,
+    ) -> Option<Result<HttpCall, StepError>> {
+        Some(self.build(base_url, provider_headers, ctx, files))
+    }
+
+    fn output_fields(&self, path: &str, fields: &mut BTreeMap<&'static str, Value>) {
+        fields.insert("status", Value::from(200));
+        if self.save {
+            fields.insert("file", Value::from(format!("⟨{path}.file⟩")));
+        } else {
+            fields.insert("text", placeholder_text(path));
+        }
+    }
+}
 
 /// A rendered http step call, ready to send.
 #[derive(Debug, Clone)]
@@ -26,6 +145,11 @@ pub(crate) struct HttpCall {
     /// only when the step asks for JSON with an `Accept` header and does not
     /// save the body; any other answer is taken as it comes.
     pub(crate) expect_json: bool,
+    /// With `save = "file"`: the body goes to a file, not into the results.
+    pub(crate) save: bool,
+    /// Built from `url` (which may name one host of the provider's pool),
+    /// not from `path` on its base URL.
+    pub(crate) by_url: bool,
 }
 
 /// Why an http step could not be built or finished for one unit.
@@ -51,124 +175,123 @@ pub(crate) enum StepError {
     },
 }
 
-/// Renders an http step's call with `ctx`: method; `url`, or `path` joined to
-/// `base_url` ("http://h/v1" + "/x" → "http://h/v1/x"); headers (provider's
-/// first, then the step's); body (`json` serialized, `body` as text/plain,
-/// `upload` as multipart reading the file now, else empty).
-pub(crate) fn build(
-    kind: &StepKind,
-    base_url: Option<&str>,
-    provider_headers: &[(String, Template)],
-    ctx: &minijinja::Value,
-    files: Option<&crate::FileAccess>,
-) -> Result<HttpCall, StepError> {
-    let StepKind::Http {
-        method,
-        url,
-        path,
-        headers,
-        json,
-        body,
-        upload,
-        save,
-    } = kind
-    else {
-        return Err(StepError::Input(format!(
-            "a {} step was given to the http step builder",
-            kind.name()
-        )));
-    };
-    let method =
-        http::Method::from_bytes(method.to_ascii_uppercase().as_bytes()).map_err(|_| {
-            StepError::Input(format!(
-                "{method:?} is not an HTTP method; use GET, POST, PUT, PATCH or DELETE"
-            ))
-        })?;
-    let target = match (url, path) {
-        (Some(url), _) => url.render(ctx)?,
-        (None, Some(path)) => {
-            let path = path.render(ctx)?;
-            let Some(base) = base_url else {
-                return Err(StepError::Input(format!(
+impl Http<'_> {
+    /// Renders the call with `ctx`: method; `url`, or `path` joined to
+    /// `base_url` ("http://h/v1" + "/x" → "http://h/v1/x"); headers
+    /// (provider's first, then the step's); body (`json` serialized, `body`
+    /// as text/plain, `upload` as multipart reading the file now, else empty).
+    fn build(
+        &self,
+        base_url: Option<&str>,
+        provider_headers: &[(String, Template)],
+        ctx: &minijinja::Value,
+        files: Option<&crate::FileAccess>,
+    ) -> Result<HttpCall, StepError> {
+        let Http {
+            method,
+            url,
+            path,
+            headers,
+            json,
+            body,
+            upload,
+            save,
+        } = *self;
+        let method =
+            http::Method::from_bytes(method.to_ascii_uppercase().as_bytes()).map_err(|_| {
+                StepError::Input(format!(
+                    "{method:?} is not an HTTP method; use GET, POST, PUT, PATCH or DELETE"
+                ))
+            })?;
+        let target = match (url, path) {
+            (Some(url), _) => url.render(ctx)?,
+            (None, Some(path)) => {
+                let path = path.render(ctx)?;
+                let Some(base) = base_url else {
+                    return Err(StepError::Input(format!(
                     "the step's path {path:?} needs a provider with a base_url; set provider, or give url instead"
                 )));
-            };
-            join(base, &path)
-        }
-        (None, None) => {
-            return Err(StepError::Input(
-                "the step has neither url nor path; give one".into(),
-            ))
-        }
-    };
-    let endpoint = sluice_provider::Endpoint::parse(&target, method)?;
+                };
+                join(base, &path)
+            }
+            (None, None) => {
+                return Err(StepError::Input(
+                    "the step has neither url nor path; give one".into(),
+                ))
+            }
+        };
+        let endpoint = sluice_provider::Endpoint::parse(&target, method)?;
 
-    let mut rendered = Vec::with_capacity(provider_headers.len() + headers.len());
-    let mut content_type = None;
-    for (name, value) in provider_headers.iter().chain(headers) {
-        let value = value.render(ctx)?;
-        if value.contains(['\r', '\n']) {
-            return Err(StepError::Input(format!(
+        let mut rendered = Vec::with_capacity(provider_headers.len() + headers.len());
+        let mut content_type = None;
+        for (name, value) in provider_headers.iter().chain(headers) {
+            let value = value.render(ctx)?;
+            if value.contains(['\r', '\n']) {
+                return Err(StepError::Input(format!(
                 "header {name:?} rendered with a line break; fix its template (trim the value?)"
             )));
+            }
+            if name.eq_ignore_ascii_case("content-type") {
+                content_type = Some(value);
+            } else {
+                rendered.push((name.clone(), value));
+            }
         }
-        if name.eq_ignore_ascii_case("content-type") {
-            content_type = Some(value);
-        } else {
-            rendered.push((name.clone(), value));
-        }
-    }
-    let expect_json = !save
-        && rendered
-            .iter()
-            .any(|(n, v)| n.eq_ignore_ascii_case("accept") && v.contains("json"));
+        let expect_json = !save
+            && rendered
+                .iter()
+                .any(|(n, v)| n.eq_ignore_ascii_case("accept") && v.contains("json"));
 
-    let body = if let Some(json) = json {
-        let value = json.render(ctx)?;
-        content_type.get_or_insert_with(|| "application/json".into());
-        // Serializing a `serde_json::Value` cannot fail.
-        Bytes::from(serde_json::to_vec(&value).unwrap_or_default())
-    } else if let Some(text) = body {
-        content_type.get_or_insert_with(|| "text/plain; charset=utf-8".into());
-        Bytes::from(text.render(ctx)?)
-    } else if let Some(upload) = upload {
-        let mut file = PathBuf::from(upload.file.render(ctx)?);
-        if let Some(files) = files {
-            file = files
-                .readable(&file, "upload.file")
-                .map_err(StepError::Input)?;
-        }
-        let bytes = std::fs::read(&file).map_err(|e| {
-            StepError::Input(format!(
-                "cannot read the upload file {}: {e}; check the step's upload.file",
-                file.display()
-            ))
-        })?;
-        let fields = upload
-            .fields
-            .iter()
-            .map(|(k, v)| Ok((k.clone(), v.render(ctx)?)))
-            .collect::<Result<Vec<_>, StepError>>()?;
-        let name = file
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "file".into());
-        let file_type = multipart::content_type_for(&file);
-        let (header, body) = multipart::encode(&fields, &upload.field, &name, file_type, &bytes);
-        // The boundary must match the body: a Content-Type header from the
-        // step cannot replace this one.
-        content_type = Some(header);
-        body
-    } else {
-        Bytes::new()
-    };
-    Ok(HttpCall {
-        endpoint,
-        headers: rendered,
-        content_type,
-        body,
-        expect_json,
-    })
+        let body = if let Some(json) = json {
+            let value = json.render(ctx)?;
+            content_type.get_or_insert_with(|| "application/json".into());
+            // Serializing a `serde_json::Value` cannot fail.
+            Bytes::from(serde_json::to_vec(&value).unwrap_or_default())
+        } else if let Some(text) = body {
+            content_type.get_or_insert_with(|| "text/plain; charset=utf-8".into());
+            Bytes::from(text.render(ctx)?)
+        } else if let Some(upload) = upload {
+            let mut file = PathBuf::from(upload.file.render(ctx)?);
+            if let Some(files) = files {
+                file = files
+                    .readable(&file, "upload.file")
+                    .map_err(StepError::Input)?;
+            }
+            let bytes = std::fs::read(&file).map_err(|e| {
+                StepError::Input(format!(
+                    "cannot read the upload file {}: {e}; check the step's upload.file",
+                    file.display()
+                ))
+            })?;
+            let fields = upload
+                .fields
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), v.render(ctx)?)))
+                .collect::<Result<Vec<_>, StepError>>()?;
+            let name = file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "file".into());
+            let file_type = multipart::content_type_for(&file);
+            let (header, body) =
+                multipart::encode(&fields, &upload.field, &name, file_type, &bytes);
+            // The boundary must match the body: a Content-Type header from the
+            // step cannot replace this one.
+            content_type = Some(header);
+            body
+        } else {
+            Bytes::new()
+        };
+        Ok(HttpCall {
+            endpoint,
+            headers: rendered,
+            content_type,
+            body,
+            expect_json,
+            save,
+            by_url: url.is_some(),
+        })
+    }
 }
 
 /// `base` + `path` with exactly one `/` between them.
@@ -192,6 +315,19 @@ pub(crate) struct HttpOutput {
     pub(crate) json: Option<serde_json::Value>,
     /// The saved file, with `save`.
     pub(crate) file: Option<PathBuf>,
+}
+
+impl HttpOutput {
+    /// The output as `steps.<name>` holds it.
+    pub(crate) fn into_step_output(self) -> StepOutput {
+        StepOutput {
+            text: self.text,
+            json: self.json,
+            file: self.file.map(|p| p.display().to_string()),
+            status: Some(i64::from(self.status)),
+            ..Default::default()
+        }
+    }
 }
 
 /// Turns a successful response into the output. With `save`, writes the body
@@ -290,10 +426,21 @@ pub(crate) fn safe_stem(unit_id: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-    use sluice_spec::{TValue, Upload};
+    use sluice_spec::StepKind;
 
     use super::*;
+
+    fn build(
+        kind: &StepKind,
+        base_url: Option<&str>,
+        provider_headers: &[(String, Template)],
+        ctx: &minijinja::Value,
+        files: Option<&crate::FileAccess>,
+    ) -> Result<HttpCall, StepError> {
+        super::super::of(kind)
+            .http_call(base_url, provider_headers, ctx, files)
+            .expect("an http step")
+    }
 
     fn t(source: &str) -> Template {
         Template::standalone("steps.call", source).unwrap()
@@ -342,6 +489,7 @@ mod tests {
         let body: serde_json::Value = serde_json::from_slice(&call.body).unwrap();
         assert_eq!(body, json!({"n": 3, "fixed": [true]}));
         assert!(!call.expect_json);
+        assert!(!call.by_url && !call.save);
     }
 
     #[test]
@@ -365,6 +513,7 @@ mod tests {
         assert_eq!(&call.body[..], b"n=3");
         assert_eq!(call.content_type.as_deref(), Some("text/csv"));
         assert!(call.expect_json);
+        assert!(call.by_url);
         assert!(!call.headers.iter().any(|(n, _)| n == "content-type"));
     }
 
@@ -435,10 +584,18 @@ mod tests {
         assert_eq!((out.status, out.text, out.json), (201, None, None));
 
         let out = run(true, "u1-0", Some("audio/mpeg"), b"ID3");
-        let file = out.file.unwrap();
+        let file = out.file.clone().unwrap();
         assert_eq!(file, dir.path().join("tts/u1-0.mp3"));
         assert_eq!(std::fs::read(&file).unwrap(), b"ID3");
         assert_eq!(out.text, None);
+        assert_eq!(
+            out.clone().into_step_output(),
+            StepOutput {
+                file: Some(file.display().to_string()),
+                status: Some(201),
+                ..Default::default()
+            }
+        );
         let out = run(true, "u2", None, b"?");
         assert_eq!(out.file.unwrap(), dir.path().join("tts/u2.bin"));
         // Only the two files: no temporary file left behind.
@@ -460,5 +617,43 @@ mod tests {
         assert_ne!(long, safe_stem(&"x".repeat(501)));
         let unicode = safe_stem("café ☕");
         assert!(unicode.bytes().all(|b| b.is_ascii()), "{unicode}");
+    }
+
+    #[test]
+    fn a_saved_body_is_a_file_and_a_probe_skips_form_fields() {
+        let mut kind = step(Some("http://h/{{ item.n }}"), None);
+        if let StepKind::Http { upload, save, .. } = &mut kind {
+            *upload = Some(Upload {
+                field: "file".into(),
+                file: t("{{ item.file }}"),
+                fields: vec![("lang".into(), t("{{ item.lang }}"))],
+            });
+            *save = true;
+        }
+        let rules = super::super::of(&kind);
+        let sources: Vec<&str> = rules.templates().iter().map(|t| t.source()).collect();
+        assert_eq!(
+            sources,
+            [
+                "http://h/{{ item.n }}",
+                "{{ item.id }}",
+                "{{ item.file }}",
+                "{{ item.lang }}"
+            ]
+        );
+        let probed = rules.probe_templates().unwrap();
+        assert_eq!(probed.len(), 3);
+        let mut fields = BTreeMap::new();
+        rules.output_fields("steps.call", &mut fields);
+        assert_eq!(
+            fields.keys().copied().collect::<Vec<_>>(),
+            ["file", "status"]
+        );
+        let mut fields = BTreeMap::new();
+        super::super::of(&step(Some("http://h/"), None)).output_fields("steps.call", &mut fields);
+        assert_eq!(
+            fields.keys().copied().collect::<Vec<_>>(),
+            ["status", "text"]
+        );
     }
 }

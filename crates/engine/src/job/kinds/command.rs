@@ -1,11 +1,86 @@
 //! `kind = "command"` steps: a local program per unit, run without a shell,
 //! its output captured (capped) and the process killed on time-out.
 
+use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::Duration;
 
+use minijinja::Value;
+use serde_json::Value as Json;
+use sluice_spec::{RenderError, Template};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::Command;
+
+use super::{placeholder_text, StepRules, Transport};
+use crate::job::output::{parse_json_text, StepOutput};
+
+/// A command step's fields.
+pub(crate) struct Command<'a> {
+    /// Program and arguments (no shell).
+    pub(super) argv: &'a [Template],
+    /// Written to the program's standard input.
+    pub(super) stdin: Option<&'a Template>,
+}
+
+/// A command step rendered for one unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CommandLine {
+    /// The program, then its arguments.
+    pub(crate) argv: Vec<String>,
+    /// What its standard input gets; `None`: an empty one.
+    pub(crate) stdin: Option<String>,
+}
+
+impl<'a> StepRules<'a> for Command<'a> {
+    fn transport(&self) -> Transport {
+        Transport::Command
+    }
+
+    fn default_latency(&self) -> f64 {
+        1.0
+    }
+
+    fn templates(&self) -> Vec<&'a Template> {
+        self.argv.iter().chain(self.stdin).collect()
+    }
+
+    /// Never: a probe would run the user's program.
+    fn probe_templates(&self) -> Option<Vec<&'a Template>> {
+        None
+    }
+
+    fn fingerprint(
+        &self,
+        ctx: &minijinja::Value,
+        parts: &mut Vec<Json>,
+    ) -> Result<(), RenderError> {
+        let line = self.render(ctx)?;
+        parts.extend(line.argv.into_iter().map(Json::String));
+        parts.extend(line.stdin.map(Json::String));
+        Ok(())
+    }
+
+    fn command_line(&self, ctx: &minijinja::Value) -> Option<Result<CommandLine, RenderError>> {
+        Some(self.render(ctx))
+    }
+
+    fn output_fields(&self, path: &str, fields: &mut BTreeMap<&'static str, Value>) {
+        fields.insert("text", placeholder_text(path));
+        fields.insert("status", Value::from(0));
+    }
+}
+
+impl Command<'_> {
+    fn render(&self, ctx: &minijinja::Value) -> Result<CommandLine, RenderError> {
+        Ok(CommandLine {
+            argv: self
+                .argv
+                .iter()
+                .map(|t| t.render(ctx))
+                .collect::<Result<_, _>>()?,
+            stdin: self.stdin.map(|t| t.render(ctx)).transpose()?,
+        })
+    }
+}
 
 /// Most bytes kept from each of stdout and stderr.
 const CAP: usize = 16 * 1024 * 1024;
@@ -21,6 +96,19 @@ pub(crate) struct CommandOutput {
     pub(crate) stderr: String,
     /// Exit code (0: the only code that is not a failure).
     pub(crate) code: i32,
+}
+
+impl CommandOutput {
+    /// The output as `steps.<name>` holds it: stdout as `.text` (and `.json`
+    /// when it parses), the exit code as `.status`.
+    pub(crate) fn into_step_output(self) -> StepOutput {
+        StepOutput {
+            json: parse_json_text(&self.stdout),
+            text: Some(self.stdout),
+            status: Some(i64::from(self.code)),
+            ..Default::default()
+        }
+    }
 }
 
 /// Why a command step failed for one unit.
@@ -92,7 +180,7 @@ pub(crate) async fn run(
     let Some(program) = argv.first().filter(|p| !p.is_empty()) else {
         return Err(CommandError::Empty);
     };
-    let mut child = Command::new(program)
+    let mut child = tokio::process::Command::new(program)
         .args(&argv[1..])
         .stdin(if stdin.is_some() {
             Stdio::piped()
@@ -207,6 +295,41 @@ mod tests {
         args.iter().map(|s| s.to_string()).collect()
     }
 
+    #[test]
+    fn a_command_line_renders_argv_and_stdin() {
+        use serde_json::json;
+        let step = super::super::test_step(
+            "kind = \"command\"\ncommand = [\"wc\", \"-c\", \"{{ item.f }}\"]\nstdin = \"{{ item.n }}\"",
+        );
+        let rules = super::super::of(&step.kind);
+        let line = rules
+            .command_line(&super::super::test_ctx(json!({"f": "a b", "n": 3})))
+            .unwrap()
+            .unwrap();
+        assert_eq!(line.argv, ["wc", "-c", "a b"]);
+        assert_eq!(line.stdin.as_deref(), Some("3"));
+        assert!(rules.probe_templates().is_none());
+        let e = rules
+            .command_line(&super::super::test_ctx(json!({})))
+            .unwrap();
+        assert!(e.is_err());
+    }
+
+    #[test]
+    fn stdout_is_text_and_json_when_it_parses() {
+        let out = CommandOutput {
+            stdout: "{\"n\": 2}\n".into(),
+            stderr: "noise".into(),
+            code: 0,
+        }
+        .into_step_output();
+        assert_eq!(out.json, Some(serde_json::json!({"n": 2})));
+        assert_eq!(
+            (out.text.as_deref(), out.status),
+            (Some("{\"n\": 2}\n"), Some(0))
+        );
+    }
+
     #[tokio::test]
     async fn echo_and_cat_round_trip() {
         let out = run(
@@ -306,5 +429,22 @@ mod tests {
             run(&[], None, Duration::from_secs(1)).await,
             Err(CommandError::Empty)
         ));
+    }
+
+    #[test]
+    fn its_output_before_an_answer_is_text_and_status() {
+        let step = super::super::test_step(
+            "kind = \"command\"\ncommand = [\"cat\"]\nstdin = \"{{ item.n }}\"",
+        );
+        let rules = super::super::of(&step.kind);
+        let sources: Vec<&str> = rules.templates().iter().map(|t| t.source()).collect();
+        assert_eq!(sources, ["cat", "{{ item.n }}"]);
+        let mut fields = BTreeMap::new();
+        rules.output_fields("steps.s", &mut fields);
+        assert_eq!(
+            fields.keys().copied().collect::<Vec<_>>(),
+            ["status", "text"]
+        );
+        assert_eq!(fields["status"].as_i64(), Some(0));
     }
 }
