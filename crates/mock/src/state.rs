@@ -311,3 +311,31 @@ pub(crate) fn unix_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn requests_are_judged_at_their_arrival_and_time_never_goes_back() {
+        // 600/min: one request per 100 ms, a slack of 25 ms.
+        let cfg = MockConfig {
+            rpm: Some(600),
+            ..MockConfig::default()
+        };
+        let shared = Shared::new(cfg, "127.0.0.1:0".into()).expect("no CMS directory");
+        let at = |ms: u64| shared.origin + Duration::from_millis(ms);
+        let accepted = |d: Decision| matches!(d.verdict, Verdict::Accept { .. });
+        // Decided one after the other now, whenever the mock gets to them:
+        // what counts is that they arrived 100 ms apart.
+        assert!(accepted(shared.decide(true, 1, 1, at(1_000))));
+        assert!(accepted(shared.decide(true, 1, 2, at(1_100))));
+        // One that arrived earlier but is judged later is judged at the
+        // latest time already judged: 0 ms after the last, refused.
+        let late = shared.decide(true, 1, 3, at(1_050));
+        assert!(matches!(late.verdict, Verdict::Throttled(_)), "{late:?}");
+        assert!(accepted(shared.decide(true, 1, 4, at(1_200))));
+    }
+}
