@@ -378,7 +378,11 @@ pub(crate) struct MockArgs {
     /// Requests per minute enforced (429 beyond it).
     #[arg(long)]
     pub(crate) rpm: Option<u64>,
-    /// Tokens per minute enforced (429 beyond it).
+    /// Tokens per minute enforced (429 beyond it). A request costs its
+    /// prompt plus its reply; an OpenAI model's texts are counted with its
+    /// BPE tokenizer (o200k: gpt-4o, gpt-4.1, gpt-4.5, gpt-5, o1/o3/o4;
+    /// cl100k: gpt-3.5-turbo, gpt-4, text-embedding-*), any other model's
+    /// at characters ÷ 4.
     #[arg(long)]
     pub(crate) tpm: Option<u64>,
     /// How early a request may arrive against its --rpm/--tpm slot and still

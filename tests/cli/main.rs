@@ -4,6 +4,8 @@
 mod fakehost;
 mod pg;
 mod util;
+#[path = "../support/watchdog.rs"]
+mod watchdog;
 
 mod batches;
 mod bench;

@@ -116,6 +116,24 @@ impl PgSchema {
 }
 
 impl PgSchema {
+    /// The one number `sql` selects, in this schema.
+    pub(crate) fn count(&self, sql: &str) -> i64 {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            let driver = tokio::spawn(connection);
+            let row = client.query_one(sql, &[]).await.unwrap();
+            drop(client);
+            let _ = driver.await;
+            row.get::<_, i64>(0)
+        })
+    }
+
     /// Every row of every table in the schema, as text (`row::text`): what
     /// the store holds, to search for what it must not.
     pub(crate) fn dump(&self) -> String {

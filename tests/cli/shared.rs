@@ -113,6 +113,12 @@ pub(crate) fn exported_once(path: &Path, n: usize) {
     );
 }
 
+/// Units of the run claimed more than once: the only ones a unit's
+/// request can have been sent twice for.
+fn reclaimed_units(pg: &PgSchema) -> u64 {
+    pg.count("SELECT count(*) FROM units WHERE claims > 1") as u64
+}
+
 fn worker_done(status: &Value) -> Vec<u64> {
     status["workers"]
         .as_array()
@@ -206,14 +212,17 @@ fn a_killed_workers_units_are_finished_by_the_others() {
     let (code, err) = finish(survivor, Duration::from_secs(60));
     assert_eq!(code, Some(0), "{err}");
     exported_once(&s.path("out.jsonl"), n);
-    // Sent twice: only what the victim had on the wire or had been answered
-    // but not yet committed (6 places × 40 ms; the writer commits every few
-    // ms, slower on a loaded machine): a fraction of a second of its calls,
-    // never its whole share of the run.
+    // Sent twice: only units the victim held when it died (on the wire, or
+    // answered but not yet committed), which the survivor claimed again —
+    // never a unit it had committed. How many it held is not a matter of
+    // timing luck (how far the writer lagged) but recorded: every claim
+    // counts in `units.claims`.
     let dup = u(&mock.stats()["duplicate_requests"]);
+    let reclaimed = reclaimed_units(&pg);
+    eprintln!("{dup} duplicates; {reclaimed} units claimed twice");
     assert!(
-        dup <= 40,
-        "{dup} duplicates: more than the victim's last moments"
+        dup <= reclaimed,
+        "{dup} duplicates, but only {reclaimed} units were claimed twice"
     );
     let status = wait_status(&s, &pg, "the final status", |v| {
         v["run"]["state"] == "finished"
@@ -267,17 +276,28 @@ fn three_workers_hold_one_shared_rpm() {
         "the workers together went too fast: {stats}"
     );
     assert!(u(&stats["max_requests_per_minute"]) <= 1200, "{stats}");
-    // The other side: the rate the mock's referee measured is not far below
-    // the limit. Measured here (debug build, loaded machine): 910/min, 76%
-    // — 160 units is 8 s of sending, so the three workers' start (connect,
-    // first slice claims) and the tail weigh; the release bench reaches
-    // 0.98 of the limit over 1,200 units (BENCHMARKS.md). The bound is this
-    // measurement less 10 points for a loaded machine, so a limiter running
-    // well below it (e.g. one worker's share only, 33%) fails.
+    // The other side, as the mock's referee measured it. The steady state
+    // is the busiest 5 s of the ~10 s run (start-up and drain left out): at
+    // the limit that is 100 requests, at most 102 with the 125 ms slack.
+    // Measured here (debug build, commit 9af4ca4; 3 runs quiet, 3 under two
+    // CPU hogs, benches/under-load.sh): 80 or 81 every time, and 938-957/min
+    // over the whole run. So the start-up and the drain cost little; the
+    // shared limiter itself holds ~80% in a debug build (a slice of 250 ms
+    // of sending time per store round trip; the release bench reaches 0.98
+    // over 1,200 units, BENCHMARKS.md). The lower bounds are these
+    // measurements less 5 points of the limit (75 of 100; 73% of 1200 over
+    // the run, whose start-up weighs a little more), so a limiter at one
+    // worker's share (33%) or well below what it does now fails; the upper
+    // bounds are the limit's, so a faster limiter passes.
+    let steady = u(&mock.rates(5_000)["max_requests"]);
     let achieved = mock.rates(60_000)["requests_per_minute"].as_f64().unwrap();
-    eprintln!("three workers achieved {achieved:.1} of 1200/min");
+    eprintln!("three workers: busiest 5 s {steady} of 100, {achieved:.1} of 1200/min over the run");
     assert!(
-        (0.66 * 1200.0..=1.05 * 1200.0).contains(&achieved),
+        (75..=102).contains(&steady),
+        "three workers sent {steady} requests in their busiest 5 s, against 100 at the limit"
+    );
+    assert!(
+        (0.73 * 1200.0..=1.02 * 1200.0).contains(&achieved),
         "three workers achieved {achieved:.1} of 1200/min"
     );
     let status = wait_status(&s, &pg, "the final status", |v| {
@@ -541,8 +561,13 @@ fn the_process_that_created_a_postgresql_run_killed_with_9_its_units_are_finishe
     let export = sluice(&s, &pg, &["export", "shared", "--out", "all.jsonl"]);
     assert!(export.status.success(), "{}", stderr(&export));
     exported_once(&s.path("all.jsonl"), n);
-    // Sent twice: only what the creator had on the wire (4) or had been
-    // answered but not yet committed.
+    // Sent twice: only units the creator held when it died (on the wire, or
+    // answered but not yet committed), each claimed again by the worker.
     let dup = u(&mock.stats()["duplicate_requests"]);
-    assert!(dup <= 8, "{dup} duplicates");
+    let reclaimed = reclaimed_units(&pg);
+    eprintln!("{dup} duplicates; {reclaimed} units claimed twice");
+    assert!(
+        dup <= reclaimed,
+        "{dup} duplicates, but only {reclaimed} units were claimed twice"
+    );
 }

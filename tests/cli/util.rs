@@ -8,89 +8,11 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::watchdog::Watchdog;
+
 /// Path of the binary under test.
 pub(crate) fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_sluice"))
-}
-
-/// A per-test time limit: a test still running `SLUICE_TEST_TIMEOUT_SECS`
-/// (default 300) after it made its scratch directory or mock fails the run
-/// with its own name, instead of hanging until CI's timeout names nothing.
-/// The harness runs tests as threads of one process, so the only way to
-/// stop a hung one is to end the process: its message says which test.
-pub(crate) struct Watchdog(std::sync::Arc<std::sync::atomic::AtomicBool>);
-
-impl Watchdog {
-    pub(crate) fn start() -> Watchdog {
-        use std::sync::atomic::{AtomicBool, Ordering};
-        let secs: u64 = std::env::var("SLUICE_TEST_TIMEOUT_SECS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(300);
-        let done = std::sync::Arc::new(AtomicBool::new(false));
-        let name = std::thread::current()
-            .name()
-            .unwrap_or("a test")
-            .to_string();
-        let flag = std::sync::Arc::clone(&done);
-        std::thread::spawn(move || {
-            let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-            while std::time::Instant::now() < deadline {
-                if flag.load(Ordering::Relaxed) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            if !flag.load(Ordering::Relaxed) {
-                // Straight to the stream: the harness captures `eprintln!`
-                // and would lose it when the process exits.
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "\nTIMEOUT: test {name} still running after {secs} s \
-                     (SLUICE_TEST_TIMEOUT_SECS); failing the run"
-                );
-                kill_children();
-                std::process::exit(124);
-            }
-        });
-        Watchdog(done)
-    }
-}
-
-/// Kills this process's children (mocks, runs, servers the tests started),
-/// which would otherwise outlive an exit that skips their guards.
-fn kill_children() {
-    let me = std::process::id();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for pid in entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-    {
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // `pid (comm) state ppid ...`: the command may hold spaces.
-        let ppid = stat
-            .rsplit(')')
-            .next()
-            .and_then(|rest| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        if ppid == Some(me) {
-            // SAFETY: kill(2) on a pid read just now; the worst case is a
-            // signal to a process that replaced a child that just ended.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
-        }
-    }
-}
-
-impl Drop for Watchdog {
-    fn drop(&mut self) {
-        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
 }
 
 /// A `sluice mock` child process, killed on drop.

@@ -23,10 +23,11 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::count::Counter;
 use crate::faults::Fault;
 use crate::handler::ConnectionReset;
 use crate::limits::{LimitState, RateSnapshot, Throttle};
-use crate::request::{completion, Parsed, ParsedBody, Tokens};
+use crate::request::{completion, Content, Parsed, ParsedBody};
 use crate::response::{self, Body};
 use crate::state::{unix_ms, Shared, Verdict};
 use crate::stats::Outcome;
@@ -63,8 +64,8 @@ struct RawMessages<'a> {
     #[serde(borrow)]
     messages: Vec<Message<'a>>,
     max_tokens: Option<u64>,
-    #[serde(default)]
-    system: Option<Tokens>,
+    #[serde(borrow, default)]
+    system: Option<Content<'a>>,
     stream: Option<bool>,
     temperature: Option<f64>,
     #[serde(default)]
@@ -135,7 +136,8 @@ fn check_fields(raw: &RawMessages<'_>) -> Result<(), String> {
 struct Message<'a> {
     #[serde(borrow)]
     role: Cow<'a, str>,
-    content: Tokens,
+    #[serde(borrow)]
+    content: Content<'a>,
 }
 
 /// Parses a Messages body; `Err` is the 400's message.
@@ -159,19 +161,25 @@ pub(crate) fn parse(body: &[u8], default_completion: u64) -> Result<Parsed<'_>, 
             m.role
         ));
     }
+    let counter = Counter::for_model(&raw.model);
+    // A `system` with no text and no image is no system prompt.
     let system = raw
         .system
         .as_ref()
-        .filter(|s| s.0 > 0 || s.1 != crate::convo::text_hash([]));
+        .filter(|s| s.texts.iter().any(|t| !t.is_empty()) || s.image_tokens > 0);
     let conversation = crate::convo::hash(
         &raw.model,
         system
-            .map(|s| ("system", s.1))
+            .map(|s| ("system", s.hash()))
             .into_iter()
-            .chain(raw.messages.iter().map(|m| (&*m.role, m.content.1))),
+            .chain(raw.messages.iter().map(|m| (&*m.role, m.content.hash()))),
     );
-    let prompt_tokens =
-        system.map_or(0, |s| s.0) + raw.messages.iter().map(|m| m.content.0).sum::<u64>();
+    let prompt_tokens = system.map_or(0, |s| s.tokens(counter))
+        + raw
+            .messages
+            .iter()
+            .map(|m| m.content.tokens(counter))
+            .sum::<u64>();
     Ok(Parsed {
         model: raw.model,
         prompt_tokens,
@@ -182,7 +190,7 @@ pub(crate) fn parse(body: &[u8], default_completion: u64) -> Result<Parsed<'_>, 
         images: raw
             .messages
             .iter()
-            .fold(Default::default(), |a, m| a.plus(m.content.2)),
+            .fold(Default::default(), |a, m| a.plus(m.content.images)),
     })
 }
 
@@ -280,7 +288,7 @@ async fn respond(
     let place = shared.enter();
     let hash = xxhash_rust::xxh3::xxh3_64_with_seed(&body, shared.cfg.seed);
     let tokens = parsed.prompt_tokens + parsed_completion(&parsed);
-    let decision = shared.decide(place.is_some(), tokens, hash);
+    let decision = shared.decide(place.is_some(), tokens, hash, arrived);
     let delay = Duration::from_millis(shared.cfg.latency_ms.saturating_add(decision.jitter_ms));
     let pause = || async {
         if !delay.is_zero() {

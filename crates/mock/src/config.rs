@@ -11,9 +11,14 @@ pub struct MockConfig {
     /// Uniform extra latency `0..=jitter_ms`, drawn from the seeded RNG, so
     /// responses come back out of order as they do from real providers.
     pub jitter_ms: u64,
-    /// Requests per minute, enforced as a GCRA with a burst of one request.
+    /// Requests per minute, enforced by the mock's referee (an exact
+    /// sliding-window log) with a burst of one request.
     pub rpm: Option<u64>,
-    /// Tokens (prompt + completion) per minute, enforced as a GCRA.
+    /// Tokens (prompt + completion) per minute, enforced likewise. The mock
+    /// counts a prompt's texts with the model's BPE tokenizer for OpenAI
+    /// models (o200k_base: gpt-4o, gpt-4.1, gpt-4.5, gpt-5, o1, o3, o4;
+    /// cl100k_base: gpt-3.5-turbo, gpt-4, text-embedding-*), at characters
+    /// ÷ 4 otherwise (see `count.rs`).
     pub tpm: Option<u64>,
     /// How early (ms) a request may arrive against its slot in `rpm`/`tpm`
     /// and still be admitted: arrival jitter forgiven. `None`: 25 ms, at most

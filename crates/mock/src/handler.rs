@@ -134,7 +134,7 @@ pub(crate) async fn answer(
     success: impl FnOnce(u64) -> (&'static str, Vec<u8>),
 ) -> Result<Response<Body>, ConnectionReset> {
     let place = shared.enter();
-    let decision = shared.decide(place.is_some(), tokens, hash);
+    let decision = shared.decide(place.is_some(), tokens, hash, arrived);
     let delay = Duration::from_millis(shared.cfg.latency_ms.saturating_add(decision.jitter_ms));
     let res = match decision.verdict {
         Verdict::Busy => {

@@ -63,10 +63,16 @@ pub(crate) fn chat(json: Option<&JsonReply>, seed: u64, tokens: u64, invalid_jso
 }
 
 /// Completion tokens of an answer: as asked, except a JSON answer, whose
-/// length is its own (chars ÷ 4, the estimate the client uses).
-pub(crate) fn answer_tokens(json: Option<&JsonReply>, text: &str, asked: u64) -> u64 {
+/// length is its own (counted as the model's texts are, see
+/// [`crate::count`]).
+pub(crate) fn answer_tokens(
+    json: Option<&JsonReply>,
+    text: &str,
+    asked: u64,
+    counter: crate::count::Counter,
+) -> u64 {
     match json {
-        Some(_) => crate::count::text_tokens(text),
+        Some(_) => counter.tokens(text),
         None => asked,
     }
 }

@@ -23,7 +23,9 @@
 //!    closed with no response), hang (no response for an hour), 500. Faulted
 //!    requests are not charged against the limits.
 //! 5. **Admission.** Cost is one request and `prompt + completion` tokens, both
-//!    known before the reply is written. Each limit is judged by the mock's
+//!    known before the reply is written; the prompt is counted by the mock
+//!    itself (`count`: an OpenAI model's texts by its BPE tokenizer, any
+//!    other model's at characters ÷ 4), not by the client's estimator. Each limit is judged by the mock's
 //!    own referee (`referee`: a log of admissions checked over every window,
 //!    sharing no code with the client's limiter) with a burst of one unit, so a client that bursts a minute's budget gets 429s,
 //!    checked with a little slack (by default min(25 ms, half the request's
@@ -36,7 +38,7 @@
 //!
 //! Every API response carries OpenAI's `x-ratelimit-{limit,remaining,reset}-
 //! {requests,tokens}` headers for the limits that are set. `remaining-requests`
-//! is the GCRA bucket level (0 or 1 with a burst of one); `remaining-tokens` is
+//! is the bucket level (0 or 1 with a burst of one); `remaining-tokens` is
 //! the largest request that would be admitted now (the whole limit when the
 //! bucket is full, since a full bucket admits one request of any size). Both are
 //! measured strictly, without the slack. `reset` is the time until the bucket is

@@ -4,10 +4,14 @@
 //! request is a 400. Each is counted (with its bytes) for `GET /_mock/stats`,
 //! and priced: OpenAI's tile rule for `image_url`, width × height ÷ 750 for
 //! Anthropic's `image`. An image given by URL is counted, not fetched.
+//!
+//! The tile rule is the mock's own, in exact integer arithmetic, so the
+//! client's estimate (`sluice_limit::image_tokens`, in floating point) is
+//! checked against an independent reading of the rule; a test compares the
+//! two over a grid of sizes.
 
 use serde_json::{Map, Value as Json};
 use sluice_dialect::media::{base64_decode, data_url, image_size, media_type};
-use sluice_limit::image_tokens;
 
 /// Images of a message or request.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -56,7 +60,7 @@ pub(crate) fn of_part(kind: &str, rest: &Map<String, Json>) -> Option<Result<Ima
             Some(match data_url(url) {
                 Some((claimed, data)) => inline(claimed, data).map(|(bytes, (w, h))| Image {
                     bytes,
-                    tokens: image_tokens(w, h, low),
+                    tokens: tile_rule_tokens(w, h, low),
                 }),
                 None if url.starts_with("http://") || url.starts_with("https://") => Ok(Image {
                     bytes: 0,
@@ -88,6 +92,34 @@ pub(crate) fn of_part(kind: &str, rest: &Map<String, Json>) -> Option<Result<Ima
         }
         _ => None,
     }
+}
+
+/// OpenAI's tile rule for an image of `width` × `height` (vision guide,
+/// "Calculating costs"): low detail is 85 tokens; high detail scales the
+/// image to fit in 2048 × 2048, then its shortest side down to 768 (never
+/// up), both keeping the aspect ratio with whole pixels, and costs 85 plus
+/// 170 for each 512-pixel tile that covers it.
+fn tile_rule_tokens(width: u32, height: u32, low: bool) -> u64 {
+    if low {
+        return 85;
+    }
+    let (mut w, mut h) = (u64::from(width.max(1)), u64::from(height.max(1)));
+    if w > 2_048 || h > 2_048 {
+        // The longer side becomes 2048; the other keeps the ratio, floored.
+        if w >= h {
+            (w, h) = (2_048, h * 2_048 / w);
+        } else {
+            (w, h) = (w * 2_048 / h, 2_048);
+        }
+    }
+    if w.min(h) > 768 {
+        if w <= h {
+            (w, h) = (768, h * 768 / w);
+        } else {
+            (w, h) = (w * 768 / h, 768);
+        }
+    }
+    85 + 170 * w.div_ceil(512) * h.div_ceil(512)
 }
 
 /// Decodes an inline image claimed to be `claimed`: its size in bytes and
@@ -145,6 +177,61 @@ mod tests {
         let anthropic =
             json!({"source": {"type": "base64", "media_type": "image/png", "data": data}});
         assert_eq!(part("image", anthropic).unwrap().unwrap().tokens, 100);
+    }
+
+    #[test]
+    fn the_tile_rule_gives_the_guides_examples() {
+        assert_eq!(tile_rule_tokens(1024, 1024, false), 765);
+        assert_eq!(tile_rule_tokens(2048, 4096, false), 1_105);
+        assert_eq!(tile_rule_tokens(4096, 8192, true), 85);
+        // Small images are not scaled up: one tile.
+        assert_eq!(tile_rule_tokens(300, 200, false), 255);
+    }
+
+    /// Sides around every boundary of the rule (a tile, 768, 2048) and far
+    /// beyond them.
+    const SIDES: [u32; 26] = [
+        0, 1, 2, 100, 511, 512, 513, 767, 768, 769, 1_000, 1_023, 1_024, 1_025, 1_365, 1_536,
+        1_537, 2_047, 2_048, 2_049, 3_000, 4_095, 4_096, 8_192, 10_000, 65_535,
+    ];
+
+    #[test]
+    fn the_mocks_tile_rule_agrees_with_the_clients_estimate_on_a_grid() {
+        // Two implementations written apart (exact integers here, floating
+        // point in sluice-limit) agreeing is the check on both.
+        for w in SIDES {
+            for h in SIDES {
+                for low in [false, true] {
+                    assert_eq!(
+                        tile_rule_tokens(w, h, low),
+                        sluice_limit::image_tokens(w, h, low),
+                        "{w} x {h}, low detail {low}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Cases: `SLUICE_PROPTEST_CASES`, default 256 (each is two sums).
+    fn cases() -> u32 {
+        std::env::var("SLUICE_PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(256)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(cases()))]
+        #[test]
+        fn the_mocks_tile_rule_agrees_with_the_clients_estimate_anywhere(
+            w in 0u32..40_000,
+            h in 0u32..40_000,
+        ) {
+            proptest::prop_assert_eq!(
+                tile_rule_tokens(w, h, false),
+                sluice_limit::image_tokens(w, h, false)
+            );
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use crate::count::text_tokens as estimate_text_tokens;
+use crate::count::Counter;
 use serde::de::{Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
@@ -84,11 +84,13 @@ pub(crate) fn parse(api: Api, body: &[u8], default_completion: u64) -> Result<Pa
                 &raw.model,
                 raw.messages
                     .iter()
-                    .map(|m| (m.role.as_deref().unwrap_or("user"), m.content.1)),
+                    .map(|m| (m.role.as_deref().unwrap_or("user"), m.content.hash())),
             );
+            let counter = Counter::for_model(&raw.model);
+            let prompt_tokens = raw.messages.iter().map(|m| m.content.tokens(counter)).sum();
             Ok(Parsed {
                 model: raw.model,
-                prompt_tokens: raw.messages.iter().map(|m| m.content.0).sum(),
+                prompt_tokens,
                 body: completion(max, default_completion),
                 conversation: Some(conversation),
                 stream: raw
@@ -102,15 +104,16 @@ pub(crate) fn parse(api: Api, body: &[u8], default_completion: u64) -> Result<Pa
                 images: raw
                     .messages
                     .iter()
-                    .fold(Default::default(), |a, m| a.plus(m.content.2)),
+                    .fold(Default::default(), |a, m| a.plus(m.content.images)),
             })
         }
         Api::Completions => {
             let raw: RawCompletion<'_> = serde_json::from_slice(body).map_err(invalid)?;
             refuse_stream(raw.stream)?;
+            let prompt_tokens = non_empty(&raw.prompt, "prompt", Counter::for_model(&raw.model))?;
             Ok(Parsed {
                 model: raw.model,
-                prompt_tokens: non_empty(&raw.prompt, "prompt")?,
+                prompt_tokens,
                 body: completion(raw.max_tokens, default_completion),
                 conversation: None,
                 stream: None,
@@ -120,7 +123,7 @@ pub(crate) fn parse(api: Api, body: &[u8], default_completion: u64) -> Result<Pa
         }
         Api::Embeddings => {
             let raw: RawEmbeddings<'_> = serde_json::from_slice(body).map_err(invalid)?;
-            let prompt_tokens = non_empty(&raw.input, "input")?;
+            let prompt_tokens = non_empty(&raw.input, "input", Counter::for_model(&raw.model))?;
             let dims = match raw.dimensions {
                 None => DEFAULT_DIMENSIONS,
                 Some(d @ 1..=MAX_DIMENSIONS) => d as usize,
@@ -174,11 +177,11 @@ fn refuse_stream(stream: Option<bool>) -> Result<(), String> {
 }
 
 /// The tokens of `texts`, which must not be an empty list.
-fn non_empty(texts: &Texts<'_>, field: &str) -> Result<u64, String> {
+fn non_empty(texts: &Texts<'_>, field: &str, counter: Counter) -> Result<u64, String> {
     if texts.0.is_empty() {
         return Err(format!("`{field}` must not be an empty array."));
     }
-    Ok(texts.0.iter().map(|t| estimate_text_tokens(t)).sum())
+    Ok(texts.0.iter().map(|t| counter.tokens(t)).sum())
 }
 
 #[derive(Deserialize)]
@@ -205,8 +208,8 @@ struct Message<'a> {
     #[serde(borrow, default)]
     role: Option<Cow<'a, str>>,
     /// Absent or null for e.g. an assistant turn that only called tools.
-    #[serde(default)]
-    content: Tokens,
+    #[serde(borrow, default)]
+    content: Content<'a>,
 }
 
 #[derive(Deserialize)]
@@ -230,67 +233,80 @@ struct RawEmbeddings<'a> {
     encoding_format: Option<Cow<'a, str>>,
 }
 
-/// The tokens of a message's `content` (a string, or an array of parts:
-/// text by its length, images by the tile rule), a hash of its text, and
-/// the images it carries.
+/// A message's `content` (a string, or an array of parts), read for what
+/// it costs and what the model reads: its texts, the tokens of its images
+/// (by the tile rule), and the images themselves. Texts are kept, not
+/// counted, since the model (which decides how) may come later in the body.
 #[derive(Default)]
-pub(crate) struct Tokens(
-    pub(crate) u64,
-    pub(crate) u64,
-    pub(crate) crate::media::Images,
-);
+pub(crate) struct Content<'a> {
+    pub(crate) texts: Vec<Cow<'a, str>>,
+    pub(crate) image_tokens: u64,
+    pub(crate) images: crate::media::Images,
+}
 
-impl<'de> Deserialize<'de> for Tokens {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Tokens, D::Error> {
-        d.deserialize_any(TokensVisitor)
+impl Content<'_> {
+    /// Its tokens: the texts as `counter` counts them, and the images.
+    pub(crate) fn tokens(&self, counter: Counter) -> u64 {
+        self.texts.iter().map(|t| counter.tokens(t)).sum::<u64>() + self.image_tokens
+    }
+
+    /// A hash of its texts (see [`crate::convo`]).
+    pub(crate) fn hash(&self) -> u64 {
+        crate::convo::text_hash(self.texts.iter().map(|t| &**t))
     }
 }
 
-struct TokensVisitor;
+impl<'de: 'a, 'a> Deserialize<'de> for Content<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Content<'a>, D::Error> {
+        d.deserialize_any(ContentVisitor(std::marker::PhantomData))
+    }
+}
 
-impl<'de> Visitor<'de> for TokensVisitor {
-    type Value = Tokens;
+struct ContentVisitor<'a>(std::marker::PhantomData<&'a str>);
+
+impl<'de: 'a, 'a> Visitor<'de> for ContentVisitor<'a> {
+    type Value = Content<'a>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a string, an array of content parts, or null")
     }
 
-    fn visit_str<E>(self, s: &str) -> Result<Tokens, E> {
-        Ok(Tokens(
-            estimate_text_tokens(s),
-            crate::convo::text_hash([s]),
-            Default::default(),
-        ))
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Content<'a>, E> {
+        Ok(Content {
+            texts: vec![Cow::Borrowed(s)],
+            ..Content::default()
+        })
     }
 
-    fn visit_unit<E>(self) -> Result<Tokens, E> {
-        Ok(Tokens(0, crate::convo::text_hash([]), Default::default()))
+    fn visit_str<E>(self, s: &str) -> Result<Content<'a>, E> {
+        Ok(Content {
+            texts: vec![Cow::Owned(s.to_owned())],
+            ..Content::default()
+        })
     }
 
-    fn visit_none<E>(self) -> Result<Tokens, E> {
-        Ok(Tokens(0, crate::convo::text_hash([]), Default::default()))
+    fn visit_unit<E>(self) -> Result<Content<'a>, E> {
+        Ok(Content::default())
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Tokens, A::Error> {
-        let mut total = 0;
-        let mut texts: Vec<Cow<'de, str>> = Vec::new();
-        let mut images = crate::media::Images::default();
-        while let Some(part) = seq.next_element::<Part<'de>>()? {
+    fn visit_none<E>(self) -> Result<Content<'a>, E> {
+        Ok(Content::default())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Content<'a>, A::Error> {
+        let mut content = Content::default();
+        while let Some(part) = seq.next_element::<Part<'a>>()? {
             if part.kind == "text" {
                 if let Some(Text(t)) = part.text {
-                    total += estimate_text_tokens(&t);
-                    texts.push(t);
+                    content.texts.push(t);
                 }
             } else if let Some(image) = crate::media::of_part(&part.kind, &part.rest) {
                 // An image that is not one is the client's error: a 400.
-                total += images.add(image.map_err(serde::de::Error::custom)?);
+                content.image_tokens +=
+                    content.images.add(image.map_err(serde::de::Error::custom)?);
             }
         }
-        Ok(Tokens(
-            total,
-            crate::convo::text_hash(texts.iter().map(|t| &**t)),
-            images,
-        ))
+        Ok(content)
     }
 }
 
@@ -348,6 +364,7 @@ impl<'de: 'a, 'a> Visitor<'de> for TextsVisitor<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn tokens_of(api: Api, body: &str) -> Result<(u64, u64), String> {
         parse(api, body.as_bytes(), 16).map(|p| (p.prompt_tokens, p.completion_tokens()))
@@ -372,6 +389,33 @@ mod tests {
         );
         let e = tokens_of(Api::Chat, &bad).unwrap_err();
         assert!(e.contains("not a PNG, JPEG, GIF or WebP"), "{e}");
+    }
+
+    #[test]
+    fn openai_models_are_charged_by_their_tokenizer_others_by_characters() {
+        // "The quick brown fox jumps over the lazy dog. Ünïcödé: 東京, ∑"
+        // is 19 tokens in o200k_base, 24 in cl100k_base, 15 at chars ÷ 4
+        // (see count.rs).
+        let text = "The quick brown fox jumps over the lazy dog. Ünïcödé: 東京, ∑";
+        let chat = |model: &str| {
+            // The model after the messages: it is read first, counted after.
+            let body = json!({"messages": [{"role": "user", "content": text},
+                {"role": "user", "content": [{"type": "text", "text": text}]}], "model": model});
+            tokens_of(Api::Chat, &body.to_string()).map(|t| t.0)
+        };
+        assert_eq!(chat("gpt-4o-mini"), Ok(2 * 19));
+        assert_eq!(chat("gpt-3.5-turbo"), Ok(2 * 24));
+        assert_eq!(chat("llama-3"), Ok(2 * 15));
+        let body = json!({"model": "gpt-4.1", "prompt": [text, text]});
+        assert_eq!(
+            tokens_of(Api::Completions, &body.to_string()).map(|t| t.0),
+            Ok(2 * 19)
+        );
+        let body = json!({"model": "text-embedding-3-small", "input": text});
+        assert_eq!(
+            tokens_of(Api::Embeddings, &body.to_string()).map(|t| t.0),
+            Ok(24)
+        );
     }
 
     #[test]

@@ -140,8 +140,12 @@ pub(crate) fn success(
                 *completion_tokens,
                 invalid_json,
             );
-            let completion_tokens =
-                &crate::json_reply::answer_tokens(parsed.json.as_ref(), &text, *completion_tokens);
+            let completion_tokens = &crate::json_reply::answer_tokens(
+                parsed.json.as_ref(),
+                &text,
+                *completion_tokens,
+                crate::count::Counter::for_model(&parsed.model),
+            );
             let finish_reason = if *cut_short { "length" } else { "stop" };
             let usage = Usage {
                 prompt_tokens: parsed.prompt_tokens,

@@ -55,7 +55,12 @@ pub(crate) fn openai_chat(
 ) -> Vec<u8> {
     let (asked, cut_short) = completion(parsed);
     let text = crate::json_reply::chat(parsed.json.as_ref(), seed, asked, invalid_json);
-    let tokens = crate::json_reply::answer_tokens(parsed.json.as_ref(), &text, asked);
+    let tokens = crate::json_reply::answer_tokens(
+        parsed.json.as_ref(),
+        &text,
+        asked,
+        crate::count::Counter::for_model(&parsed.model),
+    );
     let id = format!("chatcmpl-{id}");
     let chunk = |choices: serde_json::Value| {
         json!({"id": id, "object": "chat.completion.chunk", "created": created,

@@ -65,6 +65,9 @@ struct Locked {
     limits: Limits,
     faults: Faults,
     next_id: u64,
+    /// The latest time (ns since `origin`) a request was judged at: the
+    /// limits see time only move forward.
+    judged_at: u64,
 }
 
 impl Locked {
@@ -74,6 +77,7 @@ impl Locked {
             limits: Limits::new(cfg.rpm, cfg.tpm, cfg.slack_ms).with_allowance(cfg.allowance),
             faults: Faults::new(cfg),
             next_id: 0,
+            judged_at: 0,
         }
     }
 }
@@ -197,11 +201,26 @@ impl Shared {
         Some(InFlight(&self.in_flight))
     }
 
-    /// Decides a parsed request costing `tokens`, with body hash `hash`;
-    /// `entered` says whether it got a place in flight.
-    pub(crate) fn decide(&self, entered: bool, tokens: u64, hash: u64) -> Decision {
+    /// Decides a parsed request costing `tokens`, with body hash `hash`,
+    /// that `arrived` then; `entered` says whether it got a place in flight.
+    ///
+    /// The limits judge it at its arrival, not after the mock has read and
+    /// counted it (the first count of a model builds its tokenizer's state:
+    /// hundreds of milliseconds unoptimised), so the mock's own delays never
+    /// bunch a client's well-paced requests; never before a request already
+    /// judged, so time only moves forward.
+    pub(crate) fn decide(
+        &self,
+        entered: bool,
+        tokens: u64,
+        hash: u64,
+        arrived: Instant,
+    ) -> Decision {
         let mut locked = self.lock();
-        let now = self.now_nanos();
+        let arrival = u64::try_from(arrived.saturating_duration_since(self.origin).as_nanos())
+            .unwrap_or(u64::MAX);
+        let now = arrival.max(locked.judged_at);
+        locked.judged_at = now;
         let (verdict, jitter_ms) = if entered {
             let draws = locked.faults.draw();
             let verdict = match draws.fault {
@@ -291,4 +310,32 @@ pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn requests_are_judged_at_their_arrival_and_time_never_goes_back() {
+        // 600/min: one request per 100 ms, a slack of 25 ms.
+        let cfg = MockConfig {
+            rpm: Some(600),
+            ..MockConfig::default()
+        };
+        let shared = Shared::new(cfg, "127.0.0.1:0".into()).expect("no CMS directory");
+        let at = |ms: u64| shared.origin + Duration::from_millis(ms);
+        let accepted = |d: Decision| matches!(d.verdict, Verdict::Accept { .. });
+        // Decided one after the other now, whenever the mock gets to them:
+        // what counts is that they arrived 100 ms apart.
+        assert!(accepted(shared.decide(true, 1, 1, at(1_000))));
+        assert!(accepted(shared.decide(true, 1, 2, at(1_100))));
+        // One that arrived earlier but is judged later is judged at the
+        // latest time already judged: 0 ms after the last, refused.
+        let late = shared.decide(true, 1, 3, at(1_050));
+        assert!(matches!(late.verdict, Verdict::Throttled(_)), "{late:?}");
+        assert!(accepted(shared.decide(true, 1, 4, at(1_200))));
+    }
 }

@@ -21,6 +21,9 @@ mod types;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+#[path = "../../../tests/support/watchdog.rs"]
+mod watchdog;
 
 pub(crate) use error::During;
 pub use error::{Error, Result};

@@ -11,8 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use minijinja::Value;
 use serde_json::Value as Json;
-use sluice_provider::dialect::to_anthropic;
-use sluice_provider::{Attempt, CallOptions, Dialect, Endpoint};
+use sluice_provider::{Attempt, CallOptions, Endpoint};
 use sluice_spec::{Job, Step};
 
 use super::estimate::Measured;
@@ -134,15 +133,10 @@ async fn call(step: &Step, lane: Option<&Lane>, ctx: &Value) -> Result<Duration>
             };
             let request = request.ok_or_else(|| fail("nothing to send".into()))?;
             let chat = rules.transport().is_chat();
-            let (path, body): (String, Json) = match lane.dialect {
-                Dialect::Anthropic if chat => (
-                    lane.dialect.chat_path(&request.path).to_string(),
-                    to_anthropic(&request.body)
-                        .map_err(|refusal| fail(format!("it cannot go to Anthropic: {refusal}")))?
-                        .body,
-                ),
-                _ => (request.path.clone(), request.body),
-            };
+            let sent = request
+                .in_dialect(lane.dialect, chat)
+                .map_err(|refusal| fail(format!("it cannot go to Anthropic: {refusal}")))?;
+            let (path, body): (String, Json) = (sent.path, sent.translated.unwrap_or(request.body));
             let base = lane.base_urls().next().unwrap_or_default();
             let endpoint = Endpoint::parse(&format!("{base}{path}"), http::Method::POST)
                 .map_err(|e| fail(e.to_string()))?;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use minijinja::Value;
 use serde::Serialize;
 use serde_json::{json, Value as Json};
-use sluice_provider::dialect::{to_anthropic, ANTHROPIC_VERSION};
+use sluice_provider::dialect::ANTHROPIC_VERSION;
 use sluice_provider::Dialect;
 use sluice_spec::{Job, Placeholder, Step};
 
@@ -162,16 +162,13 @@ impl Shown<'_> {
         let rules = kinds::of(&step.kind);
         let chat = rules.transport().is_chat();
         let model_call = |request: kinds::JsonRequest, part: Option<String>| {
-            let (path, mut body) = match dialect {
-                Dialect::Anthropic if chat => (
+            let (path, mut body) = match request.in_dialect(dialect, chat) {
+                Ok(sent) => (sent.path, sent.translated.unwrap_or(request.body)),
+                // A refused request is shown with why it would not be sent.
+                Err(refusal) => (
                     dialect.chat_path(&request.path).to_string(),
-                    // A refused request is shown with why it would not be sent.
-                    to_anthropic(&request.body).map_or_else(
-                        |refusal| serde_json::json!({"not_sent": refusal.to_string()}),
-                        |translated| translated.body,
-                    ),
+                    serde_json::json!({"not_sent": refusal.to_string()}),
                 ),
-                _ => (request.path.clone(), request.body),
             };
             if step.stream && chat && !self.batched {
                 dialect.set_streaming(&mut body);

@@ -16,6 +16,7 @@ use serde_json::{json, Value as Json};
 
 use super::files::File;
 use super::{find, process, seed_of, Batch, Fate, Line, Output, State};
+use crate::count::Counter;
 use crate::request::{self, Api};
 use crate::response::{self, Body};
 use crate::state::Shared;
@@ -237,21 +238,23 @@ fn read_file(file: &File, endpoint: &str, shared: &Shared) -> (Vec<(String, Json
     (lines, errors)
 }
 
-/// Prompt tokens of a request body (its texts at four characters a token).
+/// Prompt tokens of a request body: its texts, counted as its model's
+/// are (see [`crate::count`]).
 fn prompt_tokens(body: &Json) -> u64 {
-    fn text(v: &Json) -> u64 {
+    fn text(v: &Json, counter: Counter) -> u64 {
         match v {
-            Json::String(s) => crate::count::text_tokens(s),
-            Json::Array(items) => items.iter().map(text).sum(),
-            Json::Object(o) => o.get("text").map_or(0, text),
+            Json::String(s) => counter.tokens(s),
+            Json::Array(items) => items.iter().map(|i| text(i, counter)).sum(),
+            Json::Object(o) => o.get("text").map_or(0, |t| text(t, counter)),
             _ => 0,
         }
     }
+    let counter = Counter::for_model(body["model"].as_str().unwrap_or(""));
     let messages: u64 = body["messages"]
         .as_array()
-        .map(|ms| ms.iter().map(|m| text(&m["content"])).sum())
+        .map(|ms| ms.iter().map(|m| text(&m["content"], counter)).sum())
         .unwrap_or(0);
-    messages + text(&body["input"]) + text(&body["prompt"])
+    messages + text(&body["input"], counter) + text(&body["prompt"], counter)
 }
 
 /// Prompt tokens of `model` in batches not yet processed nor failed.

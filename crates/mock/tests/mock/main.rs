@@ -5,6 +5,8 @@ mod dialects;
 mod faults;
 mod limits;
 mod routes;
+#[path = "../../../../tests/support/watchdog.rs"]
+mod watchdog;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -23,6 +25,8 @@ use tokio::net::TcpStream;
 pub(crate) struct Mock {
     pub(crate) server: MockServer,
     client: Client<HttpConnector, Full<Bytes>>,
+    /// The test's time limit (`SLUICE_TEST_TIMEOUT_SECS`).
+    _watchdog: watchdog::Watchdog,
 }
 
 /// A whole response.
@@ -57,9 +61,14 @@ impl Reply {
 
 impl Mock {
     pub(crate) async fn start(cfg: MockConfig) -> Mock {
+        let watchdog = watchdog::Watchdog::start();
         let server = MockServer::start(0, cfg).await.expect("bind 127.0.0.1:0");
         let client = Client::builder(TokioExecutor::new()).build_http();
-        Mock { server, client }
+        Mock {
+            server,
+            client,
+            _watchdog: watchdog,
+        }
     }
 
     pub(crate) fn addr(&self) -> SocketAddr {

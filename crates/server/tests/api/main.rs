@@ -10,3 +10,5 @@ mod routes;
 mod story;
 mod streams;
 mod util;
+#[path = "../../../../tests/support/watchdog.rs"]
+mod watchdog;

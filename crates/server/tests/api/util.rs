@@ -17,6 +17,8 @@ pub(crate) struct Setup {
     pub(crate) state: AppState,
     pub(crate) mock: MockServer,
     pub(crate) dir: tempfile::TempDir,
+    /// The test's time limit (`SLUICE_TEST_TIMEOUT_SECS`).
+    _watchdog: crate::watchdog::Watchdog,
 }
 
 impl Setup {
@@ -25,6 +27,7 @@ impl Setup {
     }
 
     pub(crate) async fn with(mock: MockConfig, tune: impl FnOnce(&mut ServerConfig)) -> Setup {
+        let watchdog = crate::watchdog::Watchdog::start();
         let dir = tempfile::tempdir().unwrap();
         let mut config = ServerConfig::new(dir.path().join("store.db").into());
         config.workdir = dir.path().to_path_buf();
@@ -37,6 +40,7 @@ impl Setup {
             state: AppState::new(config),
             mock,
             dir,
+            _watchdog: watchdog,
         }
     }
 

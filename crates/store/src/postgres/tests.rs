@@ -29,12 +29,15 @@ pub(crate) struct TempSchema {
     pub(crate) url: String,
     name: String,
     admin: Handle,
+    /// The test's time limit (`SLUICE_TEST_TIMEOUT_SECS`).
+    _limit: crate::watchdog::Watchdog,
 }
 
 impl TempSchema {
     /// A new empty schema, or `None` (after saying so) when the server is not
     /// there and not required.
     pub(crate) fn create() -> Option<TempSchema> {
+        let limit = crate::watchdog::Watchdog::start();
         let base = server_url();
         let config = tokio_postgres::Config::from_str(&base).expect("SLUICE_TEST_POSTGRES URL");
         let admin = match Handle::start(
@@ -61,7 +64,12 @@ impl TempSchema {
             .expect("create test schema");
         let sep = if base.contains('?') { '&' } else { '?' };
         let url = format!("{base}{sep}options=-csearch_path%3D{name}");
-        Some(TempSchema { url, name, admin })
+        Some(TempSchema {
+            url,
+            name,
+            admin,
+            _limit: limit,
+        })
     }
 
     /// A new connection to the schema.

@@ -22,6 +22,15 @@ fn fresh() -> (tempfile::TempDir, impl Fn() -> Box<dyn Store>) {
 
 store_suite!(fresh);
 
+/// A temporary directory for one test, and the test's time limit
+/// (`SLUICE_TEST_TIMEOUT_SECS`).
+fn scratch() -> (tempfile::TempDir, crate::watchdog::Watchdog) {
+    (
+        tempfile::tempdir().unwrap(),
+        crate::watchdog::Watchdog::start(),
+    )
+}
+
 fn run_in(store: &mut SqliteStore, name: &str) -> String {
     let new = NewRun {
         name: name.into(),
@@ -48,7 +57,7 @@ fn pragma(store: &SqliteStore, name: &str) -> String {
 
 #[test]
 fn opens_with_wal_normal_sync_foreign_keys_and_busy_timeout() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, _limit) = scratch();
     let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
     assert_eq!(pragma(&store, "journal_mode"), "wal");
     assert_eq!(pragma(&store, "synchronous"), "1", "NORMAL");
@@ -59,7 +68,7 @@ fn opens_with_wal_normal_sync_foreign_keys_and_busy_timeout() {
 
 #[test]
 fn hot_queries_use_indexes() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, _limit) = scratch();
     let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
     // Parameters stay unbound: the plan does not depend on their values.
     let plan = |sql: &str| -> String {
@@ -90,7 +99,7 @@ fn hot_queries_use_indexes() {
 
 #[test]
 fn concurrent_opens_of_a_new_file_all_succeed() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, _limit) = scratch();
     let path = Arc::new(dir.path().join("new.db"));
     let start = Arc::new(Barrier::new(8));
     let threads: Vec<_> = (0..8)
@@ -109,7 +118,7 @@ fn concurrent_opens_of_a_new_file_all_succeed() {
 
 #[test]
 fn refuses_a_store_from_a_newer_sluice() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, _limit) = scratch();
     let path = dir.path().join("s.db");
     drop(SqliteStore::open(&path).unwrap());
     rusqlite::Connection::open(&path)
@@ -123,7 +132,7 @@ fn refuses_a_store_from_a_newer_sluice() {
 
 #[test]
 fn open_errors_say_where_and_what_to_do() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, _limit) = scratch();
     let file = dir.path().join("a-file");
     std::fs::write(&file, "not a directory").unwrap();
     let err = SqliteStore::open(&file.join("sluice.db")).err().unwrap();
@@ -167,7 +176,7 @@ fn kill_9_loses_no_committed_batch() {
     if let Some(path) = std::env::var_os(CHILD_ENV) {
         return write_until_killed(Path::new(&path));
     }
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, _limit) = scratch();
     let path: PathBuf = dir.path().join("s.db");
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
@@ -216,7 +225,7 @@ fn kill_9_loses_no_committed_batch() {
 fn write_throughput() {
     const ROWS: u64 = 100_000;
     const BATCH: u64 = 500;
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, _limit) = scratch();
     let mut store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
     let run = run_in(&mut store, "bench");
     let batches: Vec<Vec<_>> = (0..ROWS / BATCH)

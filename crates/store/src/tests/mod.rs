@@ -58,6 +58,7 @@ macro_rules! store_suite {
         $(
             #[test]
             fn $check() {
+                let _limit = $crate::watchdog::Watchdog::start();
                 // `None`: the backend is not reachable here (the helper said so).
                 let Some((_guard, connect)) = $fresh() else { return };
                 $crate::tests::$check(&connect);
@@ -68,6 +69,7 @@ macro_rules! store_suite {
         $(
             #[test]
             fn $check() {
+                let _limit = $crate::watchdog::Watchdog::start();
                 let (_guard, connect) = $fresh();
                 $crate::tests::$check(&connect);
             }

@@ -56,7 +56,7 @@ impl<'a> StepRules<'a> for Chat<'a> {
         Some(self.templates())
     }
 
-    fn fingerprint(
+    fn fingerprint_parts(
         &self,
         ctx: &minijinja::Value,
         parts: &mut Vec<Json>,

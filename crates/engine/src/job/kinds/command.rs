@@ -48,7 +48,7 @@ impl<'a> StepRules<'a> for Command<'a> {
         None
     }
 
-    fn fingerprint(
+    fn fingerprint_parts(
         &self,
         ctx: &minijinja::Value,
         parts: &mut Vec<Json>,

@@ -69,7 +69,7 @@ impl<'a> StepRules<'a> for Conversation<'a> {
     }
 
     /// Nothing: each turn hashes its own body (history included) in the runner.
-    fn fingerprint(
+    fn fingerprint_parts(
         &self,
         _ctx: &minijinja::Value,
         _parts: &mut Vec<Json>,

@@ -46,7 +46,7 @@ impl<'a> StepRules<'a> for Embed<'a> {
         Some(self.templates())
     }
 
-    fn fingerprint(
+    fn fingerprint_parts(
         &self,
         ctx: &minijinja::Value,
         parts: &mut Vec<Json>,

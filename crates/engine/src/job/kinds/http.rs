@@ -69,7 +69,7 @@ impl<'a> StepRules<'a> for Http<'a> {
         Some(out)
     }
 
-    fn fingerprint(
+    fn fingerprint_parts(
         &self,
         ctx: &minijinja::Value,
         parts: &mut Vec<Json>,

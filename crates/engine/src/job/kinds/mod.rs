@@ -100,8 +100,11 @@ pub(crate) trait StepRules<'a>: Send + Sync {
     fn probe_templates(&self) -> Option<Vec<&'a Template>>;
 
     /// Adds everything one call renders to, for the step's fingerprint.
-    fn fingerprint(&self, ctx: &minijinja::Value, parts: &mut Vec<Json>)
-        -> Result<(), RenderError>;
+    fn fingerprint_parts(
+        &self,
+        ctx: &minijinja::Value,
+        parts: &mut Vec<Json>,
+    ) -> Result<(), RenderError>;
 
     /// The rendered JSON request of a chat or embed step.
     fn model_request(&self, _ctx: &minijinja::Value) -> Result<Option<JsonRequest>, RenderError> {
@@ -234,7 +237,7 @@ pub(crate) fn fingerprint(
     part: i64,
 ) -> Result<u64, RenderError> {
     let mut parts: Vec<Json> = vec![json!(step.name), json!(step.kind.name()), json!(part)];
-    of(&step.kind).fingerprint(ctx, &mut parts)?;
+    of(&step.kind).fingerprint_parts(ctx, &mut parts)?;
     Ok(hash_json(&Json::Array(parts)))
 }
 

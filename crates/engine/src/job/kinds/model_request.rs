@@ -4,6 +4,8 @@
 
 use serde_json::{Map, Value as Json};
 use sluice_limit::{Cost, DEFAULT_COMPLETION_ESTIMATE, MESSAGE_OVERHEAD, REPLY_PRIMING};
+use sluice_provider::dialect::{to_anthropic, Refusal, DEFAULT_MAX_TOKENS};
+use sluice_provider::Dialect;
 
 use crate::job::output::Usage;
 
@@ -15,6 +17,56 @@ pub(crate) struct JsonRequest {
     /// Tokens to reserve: the prompt's estimate (input) and the completion
     /// cap (output).
     pub(crate) estimate: Cost,
+}
+
+/// A model request as its provider's dialect takes it: what the runner
+/// sends, `plan --show` shows and `--probe` times.
+#[derive(Debug)]
+pub(crate) struct DialectRequest {
+    /// Path under the provider's base URL (`/messages` for an Anthropic chat).
+    pub(crate) path: String,
+    /// The translated body; `None`: the rendered (OpenAI) body goes as it is.
+    pub(crate) translated: Option<Json>,
+    /// Parameters the translation left out, each `name: why`.
+    pub(crate) warnings: Vec<String>,
+    /// Tokens to reserve: Anthropic reserves the `max_tokens` it is sent,
+    /// which defaults higher than the estimate of a request that set none.
+    pub(crate) estimate: Cost,
+}
+
+impl JsonRequest {
+    /// This request in `dialect`'s shape; `chat`: a chat-completions body
+    /// (an embeddings body goes as it is). Refused before anything is sent:
+    /// a parameter (or a value rendered from the item) with no equivalent.
+    pub(crate) fn in_dialect(
+        &self,
+        dialect: Dialect,
+        chat: bool,
+    ) -> Result<DialectRequest, Refusal> {
+        match dialect {
+            Dialect::Anthropic if chat => {
+                let translated = to_anthropic(&self.body)?;
+                let unset = self.body.get("max_tokens").is_none()
+                    && self.body.get("max_completion_tokens").is_none();
+                let mut estimate = self.estimate;
+                if unset {
+                    estimate.output = DEFAULT_MAX_TOKENS;
+                }
+                Ok(DialectRequest {
+                    path: dialect.chat_path(&self.path).to_string(),
+                    translated: Some(translated.body),
+                    warnings: translated.warnings,
+                    estimate,
+                })
+            }
+            _ => Ok(DialectRequest {
+                path: self.path.clone(),
+                translated: None,
+                warnings: Vec::new(),
+                estimate: self.estimate,
+            }),
+        }
+    }
 }
 
 /// A rendered `params` value as the body's first fields (nothing when it is
@@ -153,6 +205,55 @@ mod tests {
         ]}]});
         assert_eq!(images(&body), (2, 2));
         assert_eq!(images(&json!({"messages": [{"content": "text"}]})), (0, 0));
+    }
+
+    fn request(body: Json) -> JsonRequest {
+        JsonRequest {
+            path: "/chat/completions".into(),
+            estimate: chat_estimate(&body),
+            body,
+        }
+    }
+
+    #[test]
+    fn an_openai_body_goes_as_rendered_an_anthropic_chat_is_translated() {
+        let chat = request(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}));
+        let openai = chat.in_dialect(Dialect::OpenAi, true).unwrap();
+        assert_eq!(
+            (openai.path.as_str(), openai.translated.is_none()),
+            ("/chat/completions", true)
+        );
+        assert_eq!(openai.estimate, chat.estimate);
+        let anthropic = chat.in_dialect(Dialect::Anthropic, true).unwrap();
+        assert_eq!(anthropic.path, "/messages");
+        let body = anthropic.translated.unwrap();
+        assert_eq!(body["max_tokens"], json!(DEFAULT_MAX_TOKENS));
+        // No cap set: Anthropic reserves the one sent.
+        assert_eq!(anthropic.estimate.output, DEFAULT_MAX_TOKENS);
+        let capped = request(
+            json!({"model": "m", "max_tokens": 9, "messages": [{"role": "user", "content": "hi"}]}),
+        );
+        assert_eq!(
+            capped
+                .in_dialect(Dialect::Anthropic, true)
+                .unwrap()
+                .estimate
+                .output,
+            9
+        );
+        // An embeddings body is never translated.
+        let embed = JsonRequest {
+            path: "/embeddings".into(),
+            body: json!({"model": "e", "input": "x"}),
+            estimate: Cost::from(1),
+        };
+        assert!(embed
+            .in_dialect(Dialect::Anthropic, false)
+            .unwrap()
+            .translated
+            .is_none());
+        let refused = request(json!({"model": "m", "messages": "not a list"}));
+        assert!(refused.in_dialect(Dialect::Anthropic, true).is_err());
     }
 
     #[test]

@@ -8,14 +8,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Method;
 use serde_json::Value as Json;
-use sluice_provider::dialect::{to_anthropic, DEFAULT_MAX_TOKENS};
-use sluice_provider::{Dialect, StreamStats};
+use sluice_provider::StreamStats;
 use sluice_spec::Step;
 
 use super::send::{send, CallOutcome, Outgoing, Target};
 use super::{Shared, Unit};
 use crate::calls::Tally;
 use crate::job::batch::{BatchEnd, BatchRequest};
+use crate::job::kinds::model_request::DialectRequest;
 use crate::job::kinds::{self, JsonRequest};
 use crate::job::lanes::Lane;
 use crate::job::output::StepOutput;
@@ -65,39 +65,27 @@ pub(super) async fn call_model(
         return ended(CallOutcome::Failed(error), None);
     }
     // Only a translated body is a new value; an OpenAI one is sent as rendered.
-    let (path, translated, estimate) = match lane.dialect {
-        Dialect::Anthropic if chat => {
-            // Refused before anything is sent: a parameter (or a value
-            // rendered from the item) with no Anthropic equivalent.
-            let body = match to_anthropic(&call.request.body) {
-                Ok(translated) => {
-                    for warning in &translated.warnings {
-                        warn_once(shared.progress.engine(), &call.step.name, warning);
-                    }
-                    translated.body
-                }
-                Err(refusal) => {
-                    let error = format!(
-                        "request_error: step {:?} cannot go to provider {:?} (api = \"anthropic\"): \
-                         {refusal}; nothing was sent",
-                        call.step.name, lane.name
-                    );
-                    return ended(CallOutcome::Failed(error), None);
-                }
-            };
-            // Anthropic reserves the max_tokens it was sent, which defaults
-            // higher than the estimate of a request that set none.
-            let unset = call.request.body.get("max_tokens").is_none()
-                && call.request.body.get("max_completion_tokens").is_none();
-            let mut estimate = call.request.estimate;
-            if unset {
-                estimate.output = DEFAULT_MAX_TOKENS;
-            }
-            let path = lane.dialect.chat_path(&call.request.path).to_string();
-            (path, Some(body), estimate)
+    let DialectRequest {
+        path,
+        translated,
+        warnings,
+        estimate,
+    } = match call.request.in_dialect(lane.dialect, chat) {
+        Ok(request) => request,
+        Err(refusal) => {
+            let error = format!(
+                "request_error: step {:?} cannot go to provider {:?} (api = {:?}): \
+                 {refusal}; nothing was sent",
+                call.step.name,
+                lane.name,
+                lane.dialect.name()
+            );
+            return ended(CallOutcome::Failed(error), None);
         }
-        _ => (call.request.path.clone(), None, call.request.estimate),
     };
+    for warning in &warnings {
+        warn_once(shared.progress.engine(), &call.step.name, warning);
+    }
     let body = translated.as_ref().unwrap_or(&call.request.body);
     if let Some(batcher) = shared.batches.lane(&lane.name) {
         let request = BatchRequest {
