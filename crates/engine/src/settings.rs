@@ -240,4 +240,53 @@ mod tests {
         assert_eq!(offload["p"], batch);
         assert_eq!(RunMode::of(&settings), RunMode::Job);
     }
+
+    #[test]
+    fn a_run_keeps_its_settings_and_what_it_wrote_beside_them_across_a_rewrite() {
+        let run = RunSettings::Job(JobSettings {
+            job: "j.toml".into(),
+            sets: vec!["a=1".into()],
+            input: "items.csv".into(),
+            skip_bad: false,
+            limit: None,
+            steps: vec!["a".into(), "b".into()],
+            matrix: vec!["m".into()],
+            streamed: vec![],
+            embeds: vec!["b".into()],
+        });
+        let live = Offload {
+            mode: "live".into(),
+            configured: "auto".into(),
+            reason: "the deadline is near".into(),
+        };
+        let batch = Offload {
+            mode: "batch".into(),
+            configured: "batch".into(),
+            reason: "configured".into(),
+        };
+        // Started: the run's settings, then each provider's path.
+        let mut first = run.to_json();
+        KeptWithRun::put_offload(&mut first, &[("p".into(), live.clone())]);
+        KeptWithRun::put_spent_usd(&mut first, 1.5);
+        // Resumed: new settings carry the spend over; the paths are written again.
+        let mut again = run.to_json();
+        if let Some(spent) = KeptWithRun::of(&first).spent_usd {
+            KeptWithRun::put_spent_usd(&mut again, spent);
+        }
+        let offload = [("p".into(), live.clone()), ("q".into(), batch.clone())];
+        KeptWithRun::put_offload(&mut again, &offload);
+        KeptWithRun::put_offload(&mut again, &offload);
+
+        let back: RunSettings = serde_json::from_value(again.clone()).unwrap();
+        assert_eq!(back, run, "the fields written beside the kind's do not stop a read");
+        let kept = KeptWithRun::of(&again);
+        assert_eq!(kept.spent_usd, Some(1.5));
+        let paths = kept.offload.unwrap();
+        assert_eq!(paths.len(), 2);
+        assert_eq!((&paths["p"], &paths["q"]), (&live, &batch));
+        assert!(!paths["p"].batched() && paths["q"].batched());
+        // As stored: one object per provider under `offload`, the spend a number.
+        assert_eq!(again["offload"]["q"]["mode"], "batch");
+        assert_eq!(again["spent_usd"], serde_json::json!(1.5));
+    }
 }

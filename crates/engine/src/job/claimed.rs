@@ -115,8 +115,8 @@ pub(crate) fn create_or_join(
     if resumed {
         let mut settings = new.settings.clone();
         // Totals kept with the run survive the new settings.
-        if let Some(spent) = run.settings.get("spent_usd") {
-            settings["spent_usd"] = spent.clone();
+        if let Some(spent) = crate::settings::KeptWithRun::of(&run.settings).spent_usd {
+            crate::settings::KeptWithRun::put_spent_usd(&mut settings, spent);
         }
         store.update_settings(&run.id, &settings)?;
     }

@@ -180,7 +180,7 @@ pub fn run_job_with(
         // submissions are kept per process).
         offload = offload::live_only(offload);
     }
-    settings["offload"] = offload::to_json(&offload);
+    crate::settings::KeptWithRun::put_offload(&mut settings, &offload);
     let mut total = prepared.total * combos.len() as u64;
     if let Some(n) = cfg.limit {
         total = total.min(n);
@@ -216,7 +216,7 @@ pub fn run_job_with(
         on_open(&run);
     }
     if resumed && offload::keep_earlier(&mut offload, &run.settings) {
-        settings["offload"] = offload::to_json(&offload);
+        crate::settings::KeptWithRun::put_offload(&mut settings, &offload);
         store.update_settings(&run.id, &settings)?;
     }
     let mut keep_failed = false;

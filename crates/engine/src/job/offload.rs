@@ -32,14 +32,6 @@ pub(crate) fn decide_all(job: &Job, prepared: &Prepared) -> Result<Vec<(String, 
         .collect())
 }
 
-/// As stored with the run: `{provider: {mode, configured, reason}}` (see
-/// [`KeptWithRun`]).
-pub(crate) fn to_json(offload: &[(String, Offload)]) -> Json {
-    let mut kept = Json::Object(Default::default());
-    KeptWithRun::put_offload(&mut kept, offload);
-    kept["offload"].take()
-}
-
 /// A resumed run keeps what `auto` chose when it started (its batches are
 /// already at the provider, or its live calls half done); returns whether
 /// anything changed.

@@ -14,6 +14,7 @@ use serde_json::Value as Json;
 
 use super::api::{count, text, Remote, Status, CLOCK_SKEW_SECS, MAX_LOOKUP_PAGES};
 use super::state::{BatchRecord, LineResult};
+use crate::item_error::ItemError;
 
 pub(crate) async fn submit(
     remote: &Remote,
@@ -110,18 +111,24 @@ pub(crate) fn parse_line(line: &[u8]) -> Option<(String, LineResult)> {
             };
             LineResult::Err {
                 status: None,
-                error: format!("{code}: {kind}: {message}"),
+                error: ItemError::new(code, format!("{kind}: {message}")),
                 retryable,
             }
         }
         "expired" => LineResult::Err {
             status: None,
-            error: "batch_expired: the batch ended before this request ran".into(),
+            error: ItemError::new(
+                "batch_expired",
+                "the batch ended before this request ran",
+            ),
             retryable: true,
         },
         "canceled" => LineResult::Err {
             status: None,
-            error: "batch_cancelled: the batch was cancelled before this request ran".into(),
+            error: ItemError::new(
+                "batch_cancelled",
+                "the batch was cancelled before this request ran",
+            ),
             retryable: true,
         },
         _ => return None,
@@ -189,7 +196,7 @@ mod tests {
             parse_line(overloaded).unwrap().1,
             LineResult::Err {
                 status: None,
-                error: "server_error: overloaded_error: Overloaded".into(),
+                error: ItemError::new("server_error", "overloaded_error: Overloaded"),
                 retryable: true
             }
         );

@@ -67,9 +67,9 @@ pub(crate) enum BatchEnd {
         latency: Duration,
         attempts: u32,
     },
-    /// Failed for good; `error` is `code: message`.
+    /// Failed for good.
     Failed {
-        error: String,
+        error: crate::item_error::ItemError,
         status: Option<u16>,
         attempts: u32,
     },

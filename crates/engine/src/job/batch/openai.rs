@@ -15,6 +15,7 @@ use serde_json::{json, Value as Json};
 
 use super::api::{count, text, BatchError, Remote, Status, CLOCK_SKEW_SECS, MAX_LOOKUP_PAGES};
 use super::state::{retryable_status, status_code_name, BatchRecord, LineResult};
+use crate::item_error::ItemError;
 
 pub(crate) async fn submit(
     remote: &Remote,
@@ -137,7 +138,10 @@ pub(crate) fn parse_line(line: &[u8]) -> Option<(String, LineResult)> {
                     .unwrap_or("no message");
                 LineResult::Err {
                     status: Some(status),
-                    error: format!("{}: HTTP {status}: {message}", status_code_name(status)),
+                    error: ItemError::new(
+                        status_code_name(status),
+                        format!("HTTP {status}: {message}"),
+                    ),
                     retryable: retryable_status(status),
                 }
             }
@@ -147,7 +151,7 @@ pub(crate) fn parse_line(line: &[u8]) -> Option<(String, LineResult)> {
             let message = e["message"].as_str().unwrap_or("no message");
             LineResult::Err {
                 status: None,
-                error: format!("{code}: {message}"),
+                error: ItemError::new(code, message),
                 // Expired (and cancelled) requests never ran: another try may.
                 retryable: code != "invalid_request",
             }
@@ -222,7 +226,7 @@ mod tests {
             r,
             LineResult::Err {
                 status: Some(500),
-                error: "server_error: HTTP 500: boom".into(),
+                error: ItemError::new("server_error", "HTTP 500: boom"),
                 retryable: true
             }
         );

@@ -132,10 +132,10 @@ pub(crate) type Requests = Vec<(String, u32)>;
 pub(crate) enum LineResult {
     /// A 2xx answer: the body a live call would have received.
     Ok { status: u16, body: bytes::Bytes },
-    /// An error, expiry or cancellation; `error` is `code: message`.
+    /// An error, expiry or cancellation.
     Err {
         status: Option<u16>,
-        error: String,
+        error: crate::item_error::ItemError,
         retryable: bool,
     },
 }

@@ -11,6 +11,7 @@ use sluice_spec::{Message, RenderError, TValue, Template};
 
 use super::model_request::{chat_estimate, images, object, JsonRequest};
 use super::{placeholder_text, zero_usage, StepRules, Transport};
+use crate::item_error::ItemError;
 use crate::job::output::{parse_json_text, StepOutput, Usage};
 
 /// A chat step's fields.
@@ -127,15 +128,16 @@ pub(crate) fn read_answer(
     wants_json: bool,
     dialect: Dialect,
     body: &[u8],
-) -> Result<StepOutput, String> {
-    let answer = chat_answer(dialect, body).map_err(|e| format!("bad_response: {e}"))?;
+) -> Result<StepOutput, ItemError> {
+    let bad = |message: String| ItemError::new("bad_response", message);
+    let answer = chat_answer(dialect, body).map_err(|e| bad(e.to_string()))?;
     let text = answer.text;
     let json = parse_json_text(&text);
     if wants_json && json.is_none() && answer.tool_calls.is_empty() {
         let start: String = text.chars().take(120).collect();
-        return Err(format!(
-            "bad_response: the answer is not the JSON the step's response_format asks for; it starts: {start:?}"
-        ));
+        return Err(bad(format!(
+            "the answer is not the JSON the step's response_format asks for; it starts: {start:?}"
+        )));
     }
     let usage =
         (answer.prompt_tokens.is_some() || answer.completion_tokens.is_some()).then(|| Usage {
@@ -225,7 +227,7 @@ response_format = { type = "json_object" }"#;
         let prose = br#"{"choices":[{"message":{"role":"assistant","content":"no json here"}}]}"#;
         let e = read_answer(true, Dialect::OpenAi, prose).unwrap_err();
         assert!(
-            e.starts_with("bad_response:") && e.contains("no json here"),
+            e.code == "bad_response" && e.message.contains("no json here"),
             "{e}"
         );
         let out = read_answer(false, Dialect::OpenAi, prose).unwrap();

@@ -10,6 +10,7 @@ use sluice_spec::{Dialect, RenderError, TValue, Template};
 
 use super::model_request::{object, text_estimate, usage, JsonRequest};
 use super::{zero_usage, StepRules, Transport};
+use crate::item_error::ItemError;
 use crate::job::output::StepOutput;
 
 /// An embed step's fields.
@@ -96,11 +97,12 @@ impl Embed<'_> {
 
 /// Reads embeddings: one vector for a string input (`single`), a list for a
 /// list input, in input order whatever order the answer lists them in.
-pub(crate) fn read_answer(body: &[u8], single: bool) -> Result<StepOutput, String> {
-    let value: Json = serde_json::from_slice(body).map_err(|e| format!("bad_response: {e}"))?;
+pub(crate) fn read_answer(body: &[u8], single: bool) -> Result<StepOutput, ItemError> {
+    let bad = |message: String| ItemError::new("bad_response", message);
+    let value: Json = serde_json::from_slice(body).map_err(|e| bad(e.to_string()))?;
     let mut vectors: Vec<(u64, Json)> = value["data"]
         .as_array()
-        .ok_or_else(|| "bad_response: the answer has no data list".to_string())?
+        .ok_or_else(|| bad("the answer has no data list".into()))?
         .iter()
         .map(|d| (d["index"].as_u64().unwrap_or(0), d["embedding"].clone()))
         .collect();
@@ -157,7 +159,7 @@ mod tests {
         assert_eq!(read_answer(one, true).unwrap().json, Some(json!([1.0])));
         assert_eq!(read_answer(one, false).unwrap().json, Some(json!([[1.0]])));
         let e = read_answer(br#"{"object":"list"}"#, true).unwrap_err();
-        assert!(e.contains("no data list"), "{e}");
+        assert_eq!(e, ItemError::new("bad_response", "the answer has no data list"));
     }
 
     #[test]

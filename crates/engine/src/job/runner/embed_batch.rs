@@ -26,6 +26,7 @@ use super::model::{ModelCall, ModelEnd};
 use super::send::{send, CallOutcome, Outgoing, Target};
 use super::Shared;
 use crate::calls::Tally;
+use crate::item_error::ItemError;
 
 /// How long a leader waits for its gathering to fill: long enough for the
 /// units that reach the step together, short beside a call.
@@ -228,12 +229,12 @@ async fn send_group(shared: &Shared, call: &ModelCall<'_>, members: Vec<Member>)
                 });
             }
         }
-        Err(message) => {
+        Err(error) => {
+            let message = format!("{} (a request batching {units} units)", error.message);
+            let error = ItemError::new(error.code, message);
             for m in members {
                 let _ = m.reply.send(Share {
-                    outcome: CallOutcome::Failed(format!(
-                        "{message} (a request batching {units} units)"
-                    )),
+                    outcome: CallOutcome::Failed(error.clone()),
                     code: sent.code,
                     latency: sent.latency,
                     tally: Tally { ..t },
@@ -246,19 +247,17 @@ async fn send_group(shared: &Shared, call: &ModelCall<'_>, members: Vec<Member>)
 /// Each member's part of the shared answer, as the body of an answer to its
 /// own request: its vectors (`index` from 0) and its share of the tokens
 /// (by its estimate; the last takes what rounding left).
-fn split(answer: &[u8], members: &[Member], count: usize) -> Result<Vec<Bytes>, String> {
-    let value: Json = serde_json::from_slice(answer).map_err(|e| format!("bad_response: {e}"))?;
+fn split(answer: &[u8], members: &[Member], count: usize) -> Result<Vec<Bytes>, ItemError> {
+    let bad = |message: String| ItemError::new("bad_response", message);
+    let value: Json = serde_json::from_slice(answer).map_err(|e| bad(e.to_string()))?;
     let mut vectors: Vec<(u64, Json)> = value["data"]
         .as_array()
-        .ok_or("bad_response: the answer has no data list")?
+        .ok_or_else(|| bad("the answer has no data list".into()))?
         .iter()
         .map(|d| (d["index"].as_u64().unwrap_or(0), d["embedding"].clone()))
         .collect();
     if vectors.len() != count {
-        return Err(format!(
-            "bad_response: {} vectors for {count} inputs",
-            vectors.len()
-        ));
+        return Err(bad(format!("{} vectors for {count} inputs", vectors.len())));
     }
     vectors.sort_by_key(|(i, _)| *i);
     let usage = &value["usage"];
@@ -345,6 +344,6 @@ mod tests {
         let answer = json!({"data": [{"index": 0, "embedding": [0.0]}]});
         let members = [member(1, 1), member(1, 1)];
         let e = split(answer.to_string().as_bytes(), &members, 2).unwrap_err();
-        assert_eq!(e, "bad_response: 1 vectors for 2 inputs");
+        assert_eq!(e, ItemError::new("bad_response", "1 vectors for 2 inputs"));
     }
 }

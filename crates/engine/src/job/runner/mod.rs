@@ -23,11 +23,13 @@ use crate::progress::Progress;
 use crate::writer::Message;
 
 mod embed_batch;
+mod failure;
 mod model;
 mod multi;
 mod parts;
 mod send;
 
+use failure::{unit_error, PartError, StepFailure};
 use multi::{conversation, fan_out};
 use parts::part;
 
@@ -164,12 +166,12 @@ pub(crate) struct Unit {
     pub(crate) in_flight: Option<Arc<Semaphore>>,
 }
 
-/// A part's end: its output, a failure message, or the run stopping.
+/// A part's end: its output, why it failed, or the run stopping.
 // `Done` is the common case: boxing it would allocate on every part.
 #[allow(clippy::large_enum_variant)]
 pub(super) enum PartEnd {
     Done(StepOutput),
-    Failed(String),
+    Failed(PartError),
     Stopped,
 }
 
@@ -193,7 +195,7 @@ pub(crate) async fn run_unit(shared: &Shared, mut unit: Unit) -> Option<ItemReco
     let recorded = recorded_parts(shared, &unit.id, unit.resume).await;
     let mut outputs = Map::new();
     let mut tally = UnitTally::default();
-    let mut failure: Option<String> = None;
+    let mut failure: Option<ItemError> = None;
     let steps = run_steps(
         shared,
         &unit,
@@ -207,9 +209,12 @@ pub(crate) async fn run_unit(shared: &Shared, mut unit: Unit) -> Option<ItemReco
             Ok(true) => {}
             Ok(false) => return None,
             Err(_) => {
-                failure = Some(format!(
-                    "deadline: the unit did not finish within unit_timeout ({}); calls in flight were cut",
-                    humantime_like(limit)
+                failure = Some(ItemError::new(
+                    "deadline",
+                    format!(
+                        "the unit did not finish within unit_timeout ({}); calls in flight were cut",
+                        humantime_like(limit)
+                    ),
                 ));
             }
         },
@@ -241,7 +246,7 @@ pub(crate) async fn run_unit(shared: &Shared, mut unit: Unit) -> Option<ItemReco
         throttled: tally.throttled,
         status_code: None,
         response: Some(response.to_string()),
-        error: failure,
+        error: failure.map(|e| e.to_string()),
         prompt_tokens: Some(tally.usage.prompt_tokens),
         completion_tokens: Some(tally.usage.completion_tokens),
         latency_ms: clock.elapsed().as_millis() as u64,
@@ -261,7 +266,7 @@ async fn run_steps(
     recorded: &RecordedParts,
     outputs: &mut Map<String, Json>,
     tally: &mut UnitTally,
-    failure: &mut Option<String>,
+    failure: &mut Option<ItemError>,
 ) -> bool {
     let steps = &shared.job.steps;
     let mut started = vec![false; steps.len()];
@@ -285,9 +290,9 @@ async fn run_steps(
                 outputs.insert(steps[i].name.clone(), value);
                 done[i] = true;
             }
-            Failed(message) => {
+            Failed(why) => {
                 if failure.is_none() {
-                    *failure = Some(unit_error(&steps[i].name, &message));
+                    *failure = Some(unit_error(&steps[i].name, &why));
                 }
             }
             Stopped => return false,
@@ -317,7 +322,8 @@ async fn run_step(
                     name.trim(),
                     t.source()
                 );
-                return (step.index, Failed(message), tally);
+                let why = StepFailure::whole(PartError::Template(message));
+                return (step.index, Failed(why), tally);
             }
             Ok(name) => {
                 let mut own = step.clone();
@@ -325,7 +331,7 @@ async fn run_step(
                 resolved = own;
                 &resolved
             }
-            Err(e) => return (step.index, Failed(e.to_string()), tally),
+            Err(e) => return (step.index, Failed(StepFailure::whole(e)), tally),
         },
         None => step,
     };
@@ -354,23 +360,10 @@ fn humantime_like(d: std::time::Duration) -> String {
     }
 }
 
-/// `code: step NAME: message`: the failure's own code first (`server_error`,
-/// `timeout`, …; `template_error` for a template that did not render), so
-/// exports can group by it, then the step.
-fn unit_error(step: &str, message: &str) -> String {
-    let fallback = if message.contains("(template: ") {
-        "template_error"
-    } else {
-        "step_failed"
-    };
-    let ItemError { code, message } = ItemError::parse(message, fallback);
-    ItemError::new(code, format!("step {step}: {message}")).to_string()
-}
-
 /// A step's end with its output as JSON.
 pub(super) enum StepEnd {
     Done(Json),
-    Failed(String),
+    Failed(StepFailure),
     Stopped,
 }
 pub(super) use StepEnd::{Done, Failed, Stopped};
@@ -379,7 +372,7 @@ impl PartEnd {
     pub(super) fn map_done(self, f: impl FnOnce(StepOutput) -> Json) -> StepEnd {
         match self {
             PartEnd::Done(o) => Done(f(o)),
-            PartEnd::Failed(m) => Failed(m),
+            PartEnd::Failed(e) => Failed(StepFailure::whole(e)),
             PartEnd::Stopped => Stopped,
         }
     }
@@ -454,27 +447,5 @@ impl UnitTally {
             self.usage.prompt_tokens += u.prompt_tokens;
             self.usage.completion_tokens += u.completion_tokens;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn unit_errors_lead_with_the_failure_code() {
-        assert_eq!(
-            super::unit_error("a", "server_error: HTTP 500 (after 1 attempt)"),
-            "server_error: step a: HTTP 500 (after 1 attempt)"
-        );
-        assert_eq!(
-            super::unit_error(
-                "b",
-                "steps.b.json.x: undefined value (template: \"{{ item.x }}\")"
-            ),
-            "template_error: step b: steps.b.json.x: undefined value (template: \"{{ item.x }}\")"
-        );
-        assert_eq!(
-            super::unit_error("c", "element 2: boom"),
-            "step_failed: step c: element 2: boom"
-        );
     }
 }

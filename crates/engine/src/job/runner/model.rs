@@ -14,6 +14,7 @@ use sluice_spec::Step;
 use super::send::{send, CallOutcome, Outgoing, Target};
 use super::{Shared, Unit};
 use crate::calls::Tally;
+use crate::item_error::ItemError;
 use crate::job::batch::{BatchEnd, BatchRequest};
 use crate::job::kinds::model_request::DialectRequest;
 use crate::job::kinds::{self, JsonRequest};
@@ -58,9 +59,12 @@ pub(super) async fn call_model(
     let chat = kinds::of(&call.step.kind).transport().is_chat();
     // A file too large for this API fails its unit here, not at the API.
     if let Err(e) = sluice_provider::dialect::media::check_sizes(lane.dialect, &call.request.body) {
-        let error = format!(
-            "request_error: step {:?} to provider {:?}: {e}; nothing was sent",
-            call.step.name, lane.name
+        let error = ItemError::new(
+            "request_error",
+            format!(
+                "step {:?} to provider {:?}: {e}; nothing was sent",
+                call.step.name, lane.name
+            ),
         );
         return ended(CallOutcome::Failed(error), None);
     }
@@ -73,12 +77,14 @@ pub(super) async fn call_model(
     } = match call.request.in_dialect(lane.dialect, chat) {
         Ok(request) => request,
         Err(refusal) => {
-            let error = format!(
-                "request_error: step {:?} cannot go to provider {:?} (api = {:?}): \
-                 {refusal}; nothing was sent",
-                call.step.name,
-                lane.name,
-                lane.dialect.name()
+            let error = ItemError::new(
+                "request_error",
+                format!(
+                    "step {:?} cannot go to provider {:?} (api = {:?}): {refusal}; nothing was sent",
+                    call.step.name,
+                    lane.name,
+                    lane.dialect.name()
+                ),
             );
             return ended(CallOutcome::Failed(error), None);
         }
@@ -204,7 +210,7 @@ pub(super) fn chat_part_output(
     lane: &Lane,
     body: &[u8],
     stream: Option<StreamStats>,
-) -> Result<StepOutput, String> {
+) -> Result<StepOutput, ItemError> {
     let mut output = kinds::chat::read_answer(wants_json, lane.dialect, body)?;
     if let Some(stats) = stream {
         let completion = output.usage.map_or(0, |u| u.completion_tokens);

@@ -4,6 +4,7 @@ use futures_util::stream::{self, StreamExt};
 use serde_json::{json, Map, Value as Json};
 use sluice_spec::Step;
 
+use super::failure::{PartError, StepFailure, Within};
 use super::model::{call_model, chat_part_output, conversation_stream, model_of, ModelCall};
 use super::parts::{part, record};
 use super::send::CallOutcome;
@@ -30,13 +31,14 @@ pub(super) async fn fan_out(
     let list = match for_each.render_value(ctx) {
         Ok(Json::Array(list)) => list,
         Ok(other) => {
-            return Failed(format!(
+            let message = format!(
                 "for_each must render to a list, got {} (template: {:?})",
                 kind_of(&other),
                 for_each.source()
-            ))
+            );
+            return Failed(StepFailure::whole(PartError::Template(message)));
         }
-        Err(e) => return Failed(e.to_string()),
+        Err(e) => return Failed(StepFailure::whole(e)),
     };
     let width = step.concurrency.unwrap_or(4).max(1);
     let base_stem = kinds::http::safe_stem(&unit.id);
@@ -59,17 +61,21 @@ pub(super) async fn fan_out(
         tally.add(&t);
         match end {
             PartEnd::Done(o) => values.push(o.to_value()),
-            PartEnd::Failed(m) if first_failure.is_none() => {
-                first_failure = Some(format!("element {i}: {m}"))
+            PartEnd::Failed(e) if first_failure.is_none() => {
+                first_failure = Some(StepFailure::within(Within::Element(i), e))
             }
             PartEnd::Failed(_) => {}
             PartEnd::Stopped => return Stopped,
         }
     }
     match first_failure {
-        Some(m) => Failed(m),
+        Some(why) => Failed(why),
         None => Done(Json::Array(values)),
     }
+}
+
+fn not_conversation() -> PartError {
+    PartError::Uncoded("not a conversation".into())
 }
 
 fn kind_of(v: &Json) -> &'static str {
@@ -93,11 +99,12 @@ pub(super) async fn conversation(
 ) -> StepEnd {
     let rules = kinds::of(&step.kind);
     if rules.transport() != kinds::Transport::Turns {
-        return Failed("not a conversation".into());
+        return Failed(StepFailure::whole(not_conversation()));
     }
     let turns = rules.turns();
     let Some(lane) = step.provider.as_deref().and_then(|p| shared.lanes.get(p)) else {
-        return Failed("the step has no provider".into());
+        let why = PartError::Uncoded("the step has no provider".into());
+        return Failed(StepFailure::whole(why));
     };
     let mut prompts: Vec<Json> = Vec::new();
     let mut answers: Vec<String> = Vec::new();
@@ -110,13 +117,13 @@ pub(super) async fn conversation(
         let entered = now_ms();
         let prompt = match turn.render(&kinds::conversation::turn_context(ctx, &answers)) {
             Ok(p) => p,
-            Err(e) => return Failed(e.to_string()),
+            Err(e) => return Failed(StepFailure::whole(e)),
         };
         prompts.push(prompt);
         let request = match rules.turn_request(ctx, &prompts, &answers) {
             Ok(Some(r)) => r,
-            Ok(None) => return Failed("not a conversation".into()),
-            Err(e) => return Failed(e.to_string()),
+            Ok(None) => return Failed(StepFailure::whole(not_conversation())),
+            Err(e) => return Failed(StepFailure::whole(e)),
         };
         let hash = hash_json(&json!([step.name, k, request.path, request.body]));
         let part = k as i64;
@@ -143,7 +150,7 @@ pub(super) async fn conversation(
                 let mut t = Tally::default();
                 let affinity = match super::parts::affinity_of(step, ctx) {
                     Ok(a) => a,
-                    Err(e) => return Failed(e),
+                    Err(e) => return Failed(StepFailure::whole(e)),
                 };
                 let call = ModelCall {
                     unit,
@@ -166,10 +173,10 @@ pub(super) async fn conversation(
                                 shared.charge(lane, model, o.usage, ended.batched);
                                 PartEnd::Done(o)
                             }
-                            Err(m) => PartEnd::Failed(m),
+                            Err(e) => PartEnd::Failed(e.into()),
                         }
                     }
-                    CallOutcome::Failed(m) => PartEnd::Failed(m),
+                    CallOutcome::Failed(e) => PartEnd::Failed(e.into()),
                     CallOutcome::Stopped => PartEnd::Stopped,
                 };
                 tally.attempts += t.attempts;
@@ -183,7 +190,9 @@ pub(super) async fn conversation(
                         tally.add_usage(o.usage);
                         o
                     }
-                    PartEnd::Failed(m) => return Failed(format!("turn {}: {m}", k + 1)),
+                    PartEnd::Failed(e) => {
+                        return Failed(StepFailure::within(Within::Turn(k + 1), e))
+                    }
                     PartEnd::Stopped => return Stopped,
                 }
             }

@@ -6,11 +6,13 @@ use std::time::{Duration, Instant};
 use sluice_spec::{Fallback, Step};
 use sluice_store::{ItemStatus, StepRecord};
 
+use super::failure::PartError;
 use super::model::{call_model, chat_part_output, ModelCall};
 use super::send::{send, CallOutcome, Outgoing, Sent, Target};
 use super::{PartEnd, RecordedParts, Shared, Unit, UnitTally};
 use crate::calls::Tally;
 use crate::clock::now_ms;
+use crate::item_error::ItemError;
 use crate::job::kinds::{self, Transport};
 use crate::job::output::StepOutput;
 use crate::job::timing;
@@ -32,7 +34,7 @@ pub(super) async fn part(
     let entered = now_ms();
     let hash = match kinds::fingerprint(step, ctx, part) {
         Ok(h) => h,
-        Err(e) => return PartEnd::Failed(e.to_string()),
+        Err(e) => return PartEnd::Failed(e.into()),
     };
     if let Some((h, output)) = recorded.get(&(step.name.clone(), part)) {
         if *h == hash {
@@ -103,7 +105,7 @@ pub(super) async fn part(
                     }),
                     json: Some(value.clone()),
                     file: placeholder_file(&shared.job, value),
-                    fallback: Some(reason),
+                    fallback: Some(reason.to_string()),
                     ..Default::default()
                 });
             }
@@ -117,11 +119,14 @@ pub(super) async fn part(
                         o.latency_ms = Some(l.as_millis() as u64);
                         (PartEnd::Done(o), c, l)
                     }
-                    PartEnd::Failed(m) => (
-                        PartEnd::Failed(format!("{reason}; fallback provider {other}: {m}")),
-                        c,
-                        l,
-                    ),
+                    PartEnd::Failed(then) => {
+                        let both = PartError::Fallback {
+                            first: Box::new(reason),
+                            provider: other.clone(),
+                            then: Box::new(then),
+                        };
+                        (PartEnd::Failed(both), c, l)
+                    }
                     PartEnd::Stopped => (PartEnd::Stopped, c, l),
                 };
             }
@@ -185,9 +190,10 @@ pub(super) async fn record(
 ) {
     let (status, output, error) = match end {
         PartEnd::Done(o) => (ItemStatus::Done, Some(o.to_value().to_string()), None),
-        PartEnd::Failed(m) => {
-            shared.progress.stats.error(&unit.id, &step.name, m);
-            (ItemStatus::Failed, None, Some(m.clone()))
+        PartEnd::Failed(e) => {
+            let text = e.to_string();
+            shared.progress.stats.error(&unit.id, &step.name, &text);
+            (ItemStatus::Failed, None, Some(text))
         }
         PartEnd::Stopped => return,
     };
@@ -235,22 +241,23 @@ async fn call_once(
     // `provider` overrides the step's own (a fallback provider).
     let provider = provider.or(step.provider.as_deref());
     let rules = kinds::of(&step.kind);
-    let not_sent = |why: String| (PartEnd::Failed(why), None, Duration::ZERO);
+    let not_sent = |why: PartError| (PartEnd::Failed(why), None, Duration::ZERO);
+    let uncoded = |why: &str| not_sent(PartError::Uncoded(why.into()));
     match rules.transport() {
         Transport::Model { chat } => {
             let Some(lane) = provider.and_then(|p| shared.lanes.get(p)) else {
-                return not_sent("the step has no provider".into());
+                return uncoded("the step has no provider");
             };
             let request = match rules.model_request(ctx) {
                 Ok(Some(r)) => r,
-                Ok(None) => return not_sent("not a JSON step".into()),
-                Err(e) => return not_sent(e.to_string()),
+                Ok(None) => return uncoded("not a JSON step"),
+                Err(e) => return not_sent(e.into()),
             };
             let single = !request.body["input"].is_array();
             let model = request.body["model"].as_str().map(str::to_string);
             let affinity = match affinity_of(step, ctx) {
                 Ok(a) => a,
-                Err(e) => return not_sent(e),
+                Err(e) => return not_sent(e.into()),
             };
             let call = ModelCall {
                 unit,
@@ -277,10 +284,10 @@ async fn call_once(
                             shared.charge(lane, model.as_deref(), o.usage, end.batched);
                             PartEnd::Done(o)
                         }
-                        Err(m) => PartEnd::Failed(m),
+                        Err(e) => PartEnd::Failed(e.into()),
                     }
                 }
-                CallOutcome::Failed(m) => PartEnd::Failed(m),
+                CallOutcome::Failed(e) => PartEnd::Failed(e.into()),
                 CallOutcome::Stopped => PartEnd::Stopped,
             };
             (outcome, end.code, end.latency)
@@ -290,8 +297,8 @@ async fn call_once(
             let first_base = provider_lane.map(|l| l.first_base());
             let call = match rules.http_call(first_base, &[], ctx, shared.files.as_deref()) {
                 Some(Ok(c)) => c,
-                Some(Err(e)) => return not_sent(e.to_string()),
-                None => return not_sent("not an http step".into()),
+                Some(Err(e)) => return not_sent(e.into()),
+                None => return uncoded("not an http step"),
             };
             let mut headers: Vec<(String, String)> =
                 provider_lane.map(|l| l.headers.clone()).unwrap_or_default();
@@ -313,7 +320,7 @@ async fn call_once(
                 (Some(_), Some(path)) if path.starts_with('/') => Target::Pool {
                     affinity: match affinity_of(step, ctx) {
                         Ok(a) => a,
-                        Err(e) => return not_sent(e),
+                        Err(e) => return not_sent(e.into()),
                     },
                     pinned,
                     path: path.to_string(),
@@ -348,9 +355,9 @@ async fn call_once(
                     &body,
                 ) {
                     Ok(out) => PartEnd::Done(out.into_step_output()),
-                    Err(e) => PartEnd::Failed(e.to_string()),
+                    Err(e) => PartEnd::Failed(e.into()),
                 },
-                CallOutcome::Failed(m) => PartEnd::Failed(m),
+                CallOutcome::Failed(e) => PartEnd::Failed(e.into()),
                 CallOutcome::Stopped => PartEnd::Stopped,
             };
             (end, code, latency)
@@ -358,8 +365,8 @@ async fn call_once(
         Transport::Command => {
             let line = match rules.command_line(ctx) {
                 Some(Ok(line)) => line,
-                Some(Err(e)) => return not_sent(e.to_string()),
-                None => return not_sent("not a command step".into()),
+                Some(Err(e)) => return not_sent(e.into()),
+                None => return uncoded("not a command step"),
             };
             let _slot = shared.command_slots.clone().acquire_owned().await.ok();
             let timeout = step.timeout.unwrap_or(Duration::from_secs(600));
@@ -372,25 +379,23 @@ async fn call_once(
                     let code = u16::try_from(out.code).ok();
                     (PartEnd::Done(out.into_step_output()), code, latency)
                 }
-                Err(e) => (
-                    PartEnd::Failed(format!("command_error: {e}")),
-                    None,
-                    latency,
-                ),
+                Err(e) => {
+                    let error = ItemError::new("command_error", e.to_string());
+                    (PartEnd::Failed(error.into()), None, latency)
+                }
             }
         }
-        Transport::Turns => not_sent("conversation steps run turn by turn".into()),
+        Transport::Turns => uncoded("conversation steps run turn by turn"),
     }
 }
 
 /// The step's `affinity` key for this part, rendered and hashed.
-pub(super) fn affinity_of(step: &Step, ctx: &minijinja::Value) -> Result<Option<u64>, String> {
+pub(super) fn affinity_of(
+    step: &Step,
+    ctx: &minijinja::Value,
+) -> Result<Option<u64>, sluice_spec::RenderError> {
     step.affinity
         .as_ref()
-        .map(|t| {
-            t.render(ctx)
-                .map(|k| crate::job::affinity::key(&k))
-                .map_err(|e| e.to_string())
-        })
+        .map(|t| t.render(ctx).map(|k| crate::job::affinity::key(&k)))
         .transpose()
 }

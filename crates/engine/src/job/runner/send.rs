@@ -11,12 +11,13 @@ use sluice_spec::Step;
 
 use super::Shared;
 use crate::calls::{self, CallEnd, CallEnv, CallRequest, Tally};
+use crate::item_error::ItemError;
 use crate::job::lanes::{Lane, LaneRoute};
 
 /// How an HTTP call of a step ended.
 pub(super) enum CallOutcome {
     Done(Bytes),
-    Failed(String),
+    Failed(ItemError),
     Stopped,
 }
 
@@ -167,7 +168,7 @@ pub(super) async fn send(
             status,
             latency,
             ..
-        } => sent(CallOutcome::Failed(error.to_string()), status, latency),
+        } => sent(CallOutcome::Failed(error), status, latency),
         CallEnd::Stopped => sent(CallOutcome::Stopped, None, Duration::ZERO),
     }
 }

@@ -142,8 +142,11 @@ async fn create_poll_and_results_follow_the_reference() {
             retryable, error, ..
         } => {
             assert!(!retryable);
+            assert_eq!(error.code, "request_error");
             assert!(
-                error.contains("not_found_error: The requested resource could not be found."),
+                error
+                    .message
+                    .contains("not_found_error: The requested resource could not be found."),
                 "{error}"
             );
         }

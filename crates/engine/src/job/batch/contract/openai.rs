@@ -192,7 +192,7 @@ async fn upload_create_poll_and_results_follow_the_reference() {
                 *retryable,
                 "an expired request never ran: another batch may"
             );
-            assert!(error.starts_with("batch_expired: "), "{error}");
+            assert_eq!(error.code, "batch_expired", "{error}");
         }
         other => panic!("{other:?}"),
     }
@@ -203,7 +203,8 @@ async fn upload_create_poll_and_results_follow_the_reference() {
             error,
         } => {
             assert_eq!((*retryable, *status), (false, Some(400)));
-            assert!(error.contains("maximum context length"), "{error}");
+            assert_eq!(error.code, "request_error");
+            assert!(error.message.contains("maximum context length"), "{error}");
         }
         other => panic!("{other:?}"),
     }

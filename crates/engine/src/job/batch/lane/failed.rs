@@ -20,6 +20,7 @@ use std::time::Duration;
 use super::poll::Ended;
 use super::{LaneBatcher, Waiter};
 use crate::clock::now_ms;
+use crate::item_error::ItemError;
 use crate::job::batch::api::BatchError;
 use crate::job::batch::enqueued::announced_limit;
 use crate::job::batch::state::{BatchRecord, LineResult, SPLIT, SUBMITTING};
@@ -66,16 +67,16 @@ impl LaneBatcher {
             .map(|e| e.order.clone())
             .unwrap_or_default();
         let batch = record.id.as_deref().unwrap_or("?");
-        let bad: HashMap<String, String> = errors
+        let bad: HashMap<String, ItemError> = errors
             .iter()
             .filter_map(|e| {
                 let line = e.line.filter(|&n| n >= 1)?;
                 let id = order.get(usize::try_from(line - 1).ok()?)?;
-                let why = format!(
-                    "{}: {} (line {line} of batch {batch}; the provider refused it before running the batch)",
-                    e.code, e.message
+                let message = format!(
+                    "{} (line {line} of batch {batch}; the provider refused it before running the batch)",
+                    e.message
                 );
-                Some((id.clone(), why))
+                Some((id.clone(), ItemError::new(e.code.clone(), message)))
             })
             .collect();
         if bad.is_empty() {
@@ -136,7 +137,12 @@ impl LaneBatcher {
     /// Batch `seq` is dissolved before anything of it ran: requests in
     /// `bad` fail with their reason, the others go into new batches (their
     /// attempts unchanged: they never ran).
-    pub(super) fn split(self: &Arc<Self>, seq: u64, bad: &HashMap<String, String>, why: &str) {
+    pub(super) fn split(
+        self: &Arc<Self>,
+        seq: u64,
+        bad: &HashMap<String, ItemError>,
+        why: &str,
+    ) {
         let mut inner = self.lock();
         let Some(entry) = inner.entries.get_mut(&seq) else {
             return;

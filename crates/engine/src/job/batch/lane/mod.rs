@@ -22,6 +22,7 @@ use super::limits::{BatchLimits, Weight};
 use super::state::{self, BatchRecord, LineResult, Requests, ABANDONED, SPLIT, SUBMITTING};
 use super::{BatchEnd, BatchRequest};
 use crate::clock::now_ms;
+use crate::item_error::ItemError;
 use crate::job::runner::Unit;
 use crate::stopping::Stopping;
 
@@ -266,23 +267,24 @@ impl LaneBatcher {
     }
 
     /// Why `weight` cannot go into any batch, if it cannot.
-    fn too_large(&self, weight: &Weight, model: &str) -> Option<String> {
+    fn too_large(&self, weight: &Weight, model: &str) -> Option<ItemError> {
         let limits = &self.limits;
+        let refused = |why: String| Some(ItemError::new("request_error", why));
         if weight.bytes > limits.bytes {
-            return Some(format!(
-                "request_error: the request is {} bytes, more than one batch may hold ({} bytes)",
+            return refused(format!(
+                "the request is {} bytes, more than one batch may hold ({} bytes)",
                 weight.bytes, limits.bytes
             ));
         }
         if weight.inputs > limits.embedding_inputs {
-            return Some(format!(
-                "request_error: the request has {} embedding inputs, more than one batch may hold ({})",
+            return refused(format!(
+                "the request has {} embedding inputs, more than one batch may hold ({})",
                 weight.inputs, limits.embedding_inputs
             ));
         }
         match self.enqueued.limit(model) {
-            Some(limit) if weight.tokens > limit => Some(format!(
-                "request_error: the request's ~{} prompt tokens are more than the enqueued-token limit of model {model:?} at this provider ({limit})",
+            Some(limit) if weight.tokens > limit => refused(format!(
+                "the request's ~{} prompt tokens are more than the enqueued-token limit of model {model:?} at this provider ({limit})",
                 weight.tokens
             )),
             _ => None,

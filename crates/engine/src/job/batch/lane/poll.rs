@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use super::{lock, Inner, LaneBatcher, Waiter};
 use crate::clock::now_ms;
+use crate::item_error::ItemError;
 use crate::job::batch::state::{BatchRecord, LineResult, ABANDONED};
 use crate::job::batch::BatchEnd;
 use sluice_spec::BatchRetry;
@@ -74,7 +75,7 @@ impl LaneBatcher {
             }
         }
         if lines.is_none() && record.input_file_id.is_none() {
-            self.abandon(seq, "nothing of it reached the provider");
+            self.abandon(seq, "nothing of it reached the provider".into());
             return None;
         }
         if !self.admit(seq, &record).await {
@@ -90,7 +91,7 @@ impl LaneBatcher {
             Err(e) => {
                 tracing::warn!(provider = %self.remote.provider, "batch {seq}: {e}");
                 self.release(seq);
-                self.fail_all(seq, &format!("batch_error: could not submit it: {e}"));
+                self.abandon(seq, format!("could not submit it: {e}"));
                 None
             }
         }
@@ -206,9 +207,9 @@ impl LaneBatcher {
                     tracing::warn!(provider = %self.remote.provider, "batch {seq} status: {e}");
                     if failed_polls >= MAX_FAILED_POLLS {
                         let message = format!(
-                            "batch_error: the status of batch {id} could not be read {failed_polls} times in a row ({e}); run again to keep polling it"
+                            "the status of batch {id} could not be read {failed_polls} times in a row ({e}); run again to keep polling it"
                         );
-                        self.fail_all(seq, &message);
+                        self.abandon(seq, message);
                         return None;
                     }
                 }
@@ -232,9 +233,9 @@ impl LaneBatcher {
                 // fetches the results again.
                 let id = record.id.as_deref().unwrap_or("?");
                 let message = format!(
-                    "batch_error: could not fetch the results of batch {id}: {e}; run again to fetch them"
+                    "could not fetch the results of batch {id}: {e}; run again to fetch them"
                 );
-                return self.fail_all(seq, &message);
+                return self.abandon(seq, message);
             }
         };
         self.deliver(seq, record, &files);
@@ -313,14 +314,20 @@ impl LaneBatcher {
             let result = LineResult::Err {
                 status: None,
                 error: match (refused, &record.error) {
-                    (true, Some(why)) => format!(
-                        "batch_failed: the provider refused batch {}: {why}",
-                        record.id.as_deref().unwrap_or("?")
+                    (true, Some(why)) => ItemError::new(
+                        "batch_failed",
+                        format!(
+                            "the provider refused batch {}: {why}",
+                            record.id.as_deref().unwrap_or("?")
+                        ),
                     ),
-                    _ => format!(
-                        "batch_expired: batch {} ended ({}) without a result for this request",
-                        record.id.as_deref().unwrap_or("?"),
-                        record.state
+                    _ => ItemError::new(
+                        "batch_expired",
+                        format!(
+                            "batch {} ended ({}) without a result for this request",
+                            record.id.as_deref().unwrap_or("?"),
+                            record.state
+                        ),
                     ),
                 },
                 retryable: !refused,
@@ -425,9 +432,13 @@ impl LaneBatcher {
                 }
             },
             LineResult::Err { status, error, .. } => BatchEnd::Failed {
-                error: format!(
-                    "{error} (after {attempts} batch attempt{})",
-                    if attempts == 1 { "" } else { "s" }
+                error: ItemError::new(
+                    error.code,
+                    format!(
+                        "{} (after {attempts} batch attempt{})",
+                        error.message,
+                        if attempts == 1 { "" } else { "s" }
+                    ),
                 ),
                 status,
                 attempts,
@@ -440,7 +451,7 @@ impl LaneBatcher {
     /// Fails every waiting request of batch `seq` (it could not be submitted
     /// or its results fetched); a failed submission is forgotten so that a
     /// rerun submits those requests again.
-    pub(super) fn fail_all(&self, seq: u64, error: &str) {
+    fn fail_all(&self, seq: u64, error: &ItemError) {
         let mut inner = self.lock();
         let Some(entry) = inner.entries.get_mut(&seq) else {
             return;
@@ -466,7 +477,7 @@ impl LaneBatcher {
             }
             if let Some(w) = inner.waiters.remove(&id) {
                 let _ = w.tx.send(BatchEnd::Failed {
-                    error: error.to_string(),
+                    error: error.clone(),
                     status: None,
                     attempts: attempt,
                 });
@@ -476,8 +487,9 @@ impl LaneBatcher {
         self.persist(&record);
     }
 
-    pub(super) fn abandon(&self, seq: u64, why: &str) {
-        self.fail_all(seq, &format!("batch_error: {why}"));
+    /// Fails every waiting request of batch `seq` with `batch_error: why`.
+    pub(super) fn abandon(&self, seq: u64, why: String) {
+        self.fail_all(seq, &ItemError::new("batch_error", why));
     }
 
     /// Batches whose every result went to a unit: once the run's records are
@@ -508,7 +520,7 @@ fn tally(counts: &mut (u64, u64, u64), result: &LineResult) {
     match result {
         LineResult::Ok { .. } => counts.0 += 1,
         LineResult::Err { error, .. }
-            if error.starts_with("batch_expired") || error.starts_with("batch_cancelled") =>
+            if error.code == "batch_expired" || error.code == "batch_cancelled" =>
         {
             counts.2 += 1
         }

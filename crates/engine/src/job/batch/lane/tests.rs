@@ -94,7 +94,8 @@ async fn batches_split_before_a_line_would_pass_the_byte_limit() {
     let mut rx = b.register(request(9, 2_000));
     match rx.try_recv() {
         Ok(BatchEnd::Failed { error, .. }) => {
-            assert!(error.contains("more than one batch may hold"), "{error}")
+            assert_eq!(error.code, "request_error");
+            assert!(error.message.contains("more than one batch may hold"), "{error}")
         }
         other => panic!("{other:?}"),
     }
@@ -121,7 +122,8 @@ async fn embedding_batches_split_at_fifty_thousand_inputs() {
     let mut rx = b.register(embedding(99, 50_001));
     match rx.try_recv() {
         Ok(BatchEnd::Failed { error, .. }) => {
-            assert!(error.contains("embedding inputs"), "{error}")
+            assert_eq!(error.code, "request_error");
+            assert!(error.message.contains("embedding inputs"), "{error}")
         }
         other => panic!("{other:?}"),
     }
@@ -152,7 +154,8 @@ async fn batches_stay_under_the_enqueued_token_limit() {
     let mut rx = b.register(request(99, 404));
     match rx.try_recv() {
         Ok(BatchEnd::Failed { error, .. }) => {
-            assert!(error.contains("enqueued-token limit"), "{error}")
+            assert_eq!(error.code, "request_error");
+            assert!(error.message.contains("enqueued-token limit"), "{error}")
         }
         other => panic!("{other:?}"),
     }
