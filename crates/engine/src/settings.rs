@@ -278,7 +278,10 @@ mod tests {
         KeptWithRun::put_offload(&mut again, &offload);
 
         let back: RunSettings = serde_json::from_value(again.clone()).unwrap();
-        assert_eq!(back, run, "the fields written beside the kind's do not stop a read");
+        assert_eq!(
+            back, run,
+            "the fields written beside the kind's do not stop a read"
+        );
         let kept = KeptWithRun::of(&again);
         assert_eq!(kept.spent_usd, Some(1.5));
         let paths = kept.offload.unwrap();

@@ -115,8 +115,8 @@ mod tests {
 
     #[test]
     fn a_resumed_run_keeps_what_auto_chose_first() {
-        let earlier =
-            serde_json::json!({"offload": to_json(&[("p".into(), offload("batch", "auto"))])});
+        let mut earlier = serde_json::json!({});
+        KeptWithRun::put_offload(&mut earlier, &[("p".into(), offload("batch", "auto"))]);
         let mut now = vec![("p".to_string(), offload("live", "auto"))];
         assert!(keep_earlier(&mut now, &earlier));
         assert_eq!(now[0].1.mode, "batch");

@@ -117,10 +117,7 @@ pub(crate) fn parse_line(line: &[u8]) -> Option<(String, LineResult)> {
         }
         "expired" => LineResult::Err {
             status: None,
-            error: ItemError::new(
-                "batch_expired",
-                "the batch ended before this request ran",
-            ),
+            error: ItemError::new("batch_expired", "the batch ended before this request ran"),
             retryable: true,
         },
         "canceled" => LineResult::Err {

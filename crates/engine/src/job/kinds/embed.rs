@@ -159,7 +159,10 @@ mod tests {
         assert_eq!(read_answer(one, true).unwrap().json, Some(json!([1.0])));
         assert_eq!(read_answer(one, false).unwrap().json, Some(json!([[1.0]])));
         let e = read_answer(br#"{"object":"list"}"#, true).unwrap_err();
-        assert_eq!(e, ItemError::new("bad_response", "the answer has no data list"));
+        assert_eq!(
+            e,
+            ItemError::new("bad_response", "the answer has no data list")
+        );
     }
 
     #[test]

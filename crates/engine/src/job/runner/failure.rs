@@ -201,7 +201,10 @@ mod tests {
             "template_error: step b: steps.b.json.x: undefined value (template: \"{{ item.x }}\")"
         );
         assert_eq!(
-            text("c", StepFailure::whole(PartError::Uncoded("the step has no provider".into()))),
+            text(
+                "c",
+                StepFailure::whole(PartError::Uncoded("the step has no provider".into()))
+            ),
             "step_failed: step c: the step has no provider"
         );
     }
@@ -256,8 +259,89 @@ mod tests {
     }
 
     #[test]
+    fn a_template_that_did_not_render_is_a_template_error_wherever_it_comes_from() {
+        let t = sluice_spec::Template::standalone("steps.h.url", "{{ item.missing }}").unwrap();
+        let ctx = minijinja::Value::from(minijinja::value::Serde(serde_json::json!({"item": {}})));
+        let render = t.render(&ctx).unwrap_err();
+        let recorded = render.to_string();
+        let from_render = PartError::from(render.clone());
+        let from_http = PartError::from(StepError::Render(render));
+        assert_eq!(from_render, PartError::Template(recorded.clone()));
+        assert_eq!(from_http, from_render);
+        assert_eq!(
+            text("h", StepFailure::whole(from_http)),
+            format!("template_error: step h: {recorded}")
+        );
+        // A rendered value that cannot be used is the step's own failure.
+        let input = PartError::from(StepError::Input("the step has neither url nor path".into()));
+        assert_eq!(
+            text("h", StepFailure::whole(input)),
+            "step_failed: step h: the step has neither url nor path"
+        );
+    }
+
+    /// How the unit's error was made before it was typed: the step's text
+    /// (`element N: ` before a part's) read back for a leading code.
+    fn read_back(step: &str, failure: &StepFailure) -> String {
+        let message = match failure.within {
+            Some(within) => format!("{within}: {}", failure.error),
+            None => failure.error.to_string(),
+        };
+        let fallback = if message.contains("(template: ") {
+            "template_error"
+        } else {
+            "step_failed"
+        };
+        let ItemError { code, message } = ItemError::parse(&message, fallback);
+        ItemError::new(code, format!("step {step}: {message}")).to_string()
+    }
+
+    // They differ only for a text without a code that starts like one
+    // (`word: …`), which no uncoded failure's text does.
+    #[test]
+    fn the_unit_error_reads_as_the_recorded_text_read_back_did() {
+        let errors = [
+            server_error(),
+            template(),
+            PartError::Uncoded("the step has no provider".into()),
+            ItemError::new(
+                "command_error",
+                "\"x\" failed (exit status: 2); its stderr ends: \"a: b\"",
+            )
+            .into(),
+            PartError::Fallback {
+                first: Box::new(server_error()),
+                provider: "spare".into(),
+                then: Box::new(template()),
+            },
+            PartError::Fallback {
+                first: Box::new(PartError::Uncoded(
+                    "cannot save the response to out/a: denied; check [output] dir".into(),
+                )),
+                provider: "spare".into(),
+                then: Box::new(server_error()),
+            },
+        ];
+        for error in errors {
+            for within in [None, Some(Within::Element(3)), Some(Within::Turn(2))] {
+                let failure = StepFailure {
+                    within,
+                    error: error.clone(),
+                };
+                assert_eq!(text("s", failure.clone()), read_back("s", &failure));
+            }
+        }
+    }
+
+    #[test]
     fn a_part_without_a_code_is_recorded_without_one() {
-        assert_eq!(template().to_string(), "steps.b.json.x: undefined value (template: \"{{ item.x }}\")");
-        assert_eq!(server_error().to_string(), "server_error: HTTP 500 (after 1 attempt)");
+        assert_eq!(
+            template().to_string(),
+            "steps.b.json.x: undefined value (template: \"{{ item.x }}\")"
+        );
+        assert_eq!(
+            server_error().to_string(),
+            "server_error: HTTP 500 (after 1 attempt)"
+        );
     }
 }

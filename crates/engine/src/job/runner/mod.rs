@@ -169,7 +169,7 @@ pub(crate) struct Unit {
 /// A part's end: its output, why it failed, or the run stopping.
 // `Done` is the common case: boxing it would allocate on every part.
 #[allow(clippy::large_enum_variant)]
-pub(super) enum PartEnd {
+enum PartEnd {
     Done(StepOutput),
     Failed(PartError),
     Stopped,
@@ -361,15 +361,15 @@ fn humantime_like(d: std::time::Duration) -> String {
 }
 
 /// A step's end with its output as JSON.
-pub(super) enum StepEnd {
+enum StepEnd {
     Done(Json),
     Failed(StepFailure),
     Stopped,
 }
-pub(super) use StepEnd::{Done, Failed, Stopped};
+use StepEnd::{Done, Failed, Stopped};
 
 impl PartEnd {
-    pub(super) fn map_done(self, f: impl FnOnce(StepOutput) -> Json) -> StepEnd {
+    fn map_done(self, f: impl FnOnce(StepOutput) -> Json) -> StepEnd {
         match self {
             PartEnd::Done(o) => Done(f(o)),
             PartEnd::Failed(e) => Failed(StepFailure::whole(e)),

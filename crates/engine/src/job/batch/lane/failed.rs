@@ -137,12 +137,7 @@ impl LaneBatcher {
     /// Batch `seq` is dissolved before anything of it ran: requests in
     /// `bad` fail with their reason, the others go into new batches (their
     /// attempts unchanged: they never ran).
-    pub(super) fn split(
-        self: &Arc<Self>,
-        seq: u64,
-        bad: &HashMap<String, ItemError>,
-        why: &str,
-    ) {
+    pub(super) fn split(self: &Arc<Self>, seq: u64, bad: &HashMap<String, ItemError>, why: &str) {
         let mut inner = self.lock();
         let Some(entry) = inner.entries.get_mut(&seq) else {
             return;

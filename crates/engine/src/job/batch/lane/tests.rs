@@ -95,7 +95,10 @@ async fn batches_split_before_a_line_would_pass_the_byte_limit() {
     match rx.try_recv() {
         Ok(BatchEnd::Failed { error, .. }) => {
             assert_eq!(error.code, "request_error");
-            assert!(error.message.contains("more than one batch may hold"), "{error}")
+            assert!(
+                error.message.contains("more than one batch may hold"),
+                "{error}"
+            )
         }
         other => panic!("{other:?}"),
     }
