@@ -341,7 +341,10 @@ fn name_names_a_job_files_new_run_and_a_resume_keeps_its_name() {
     eval_inputs(&s);
     let job = s.job(EVAL, Some(&mock), None);
     let job = job.to_str().unwrap();
-    let output = s.sluice(&["run", job, "--name", "trial-7"]).output().unwrap();
+    let output = s
+        .sluice(&["run", job, "--name", "trial-7"])
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert_eq!(run_names(&s), ["trial-7"]);
     let sent = u(&mock.stats()["requests"]);
@@ -357,7 +360,11 @@ fn name_names_a_job_files_new_run_and_a_resume_keeps_its_name() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
-    assert!(stderr(&output).contains("--name \"../x\""), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("--name \"../x\""),
+        "{}",
+        stderr(&output)
+    );
     assert_eq!(u(&mock.stats()["requests"]), sent);
     // A new run takes the name given.
     let output = s
@@ -392,10 +399,19 @@ fn a_concurrency_past_the_flags_bound_exits_2_naming_its_place() {
     // Through --set too.
     let job = s.job(EVAL, Some(&mock), None);
     let output = s
-        .sluice(&["run", job.to_str().unwrap(), "--set", "steps.ask.concurrency=1000000"])
+        .sluice(&[
+            "run",
+            job.to_str().unwrap(),
+            "--set",
+            "steps.ask.concurrency=1000000",
+        ])
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
-    assert!(stderr(&output).contains("1 to 100000"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("1 to 100000"),
+        "{}",
+        stderr(&output)
+    );
     assert_eq!(mock.stats()["requests"], 0);
 }

@@ -161,6 +161,13 @@ fn tpm_on_an_openai_model_counts_with_its_tokenizer_and_never_stalls_into_429s()
     let used =
         u(&summary["recorded"]["prompt_tokens"]) + u(&summary["recorded"]["completion_tokens"]);
     assert_eq!(used, u(&stats["tokens_charged"]));
+    // Measured (debug build, 2 cores, other builds running): 16,001.0,
+    // 16,001.3 and 15,990.7 of 16,000; under two CPU hogs (benches/
+    // under-load.sh, 4 runs) 15,949-15,991 and no 429. RATE_MARGIN's 5%
+    // holds with ten times that spread. Before the mock built its tables
+    // at start, one loaded run in three drew a 429 and runs came to
+    // 15,626-15,842 (its one thread read the heads queued behind the build
+    // together).
     assert_near_limit(&mock.rates(60_000)["tokens_per_minute"], 16_000.0);
 }
 

@@ -309,10 +309,7 @@ pub(crate) async fn start(
             // its temporary files gone, and its place free.
             drop(scratch);
             drop(slot);
-            let opened = open_tx
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_none();
+            let opened = open_tx.lock().unwrap_or_else(|e| e.into_inner()).is_none();
             if opened {
                 written.keep();
             } else {

@@ -8,8 +8,8 @@ use std::time::Duration;
 use toml::Spanned;
 
 use crate::diag::Diags;
-use crate::model::MAX_CONCURRENCY;
 use crate::model::Retries;
+use crate::model::MAX_CONCURRENCY;
 use crate::raw::{RawRetries, RawValue, Table};
 use crate::sets::Sets;
 use crate::template::{TValue, Template};

@@ -151,8 +151,12 @@ async fn a_refused_json_submission_leaves_no_file_behind() {
     let post = |body: serde_json::Value| {
         let s = &s;
         async move {
-            s.call("POST", "/v1/runs", Some(("application/json", body.to_string())))
-                .await
+            s.call(
+                "POST",
+                "/v1/runs",
+                Some(("application/json", body.to_string())),
+            )
+            .await
         }
     };
     let base = s.job(3, json!({}));
@@ -173,14 +177,28 @@ async fn a_refused_json_submission_leaves_no_file_behind() {
     refusals.push((env, 403, "forbidden_job"));
     for (body, status, code) in refusals {
         let r = post(body).await;
-        assert_eq!((r.status.as_u16(), r.error_code().as_str()), (status, code), "{}", r.text);
-        assert_eq!(written(&s), Vec::<String>::new(), "after {code}: {}", r.text);
+        assert_eq!(
+            (r.status.as_u16(), r.error_code().as_str()),
+            (status, code),
+            "{}",
+            r.text
+        );
+        assert_eq!(
+            written(&s),
+            Vec::<String>::new(),
+            "after {code}: {}",
+            r.text
+        );
     }
     // Refused by its run before it opened: the provider is unreachable.
     let mut unreachable = base.clone();
     unreachable["provider"]["base_url"] = json!("http://127.0.0.1:9/v1");
     let r = post(unreachable).await;
-    assert!(r.status.is_client_error() || r.status.is_server_error(), "{}", r.text);
+    assert!(
+        r.status.is_client_error() || r.status.is_server_error(),
+        "{}",
+        r.text
+    );
     assert_eq!(written(&s), Vec::<String>::new(), "{}", r.text);
 
     // An accepted run keeps its files (so this test can fail) ...

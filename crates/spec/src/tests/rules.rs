@@ -516,7 +516,9 @@ fn concurrency_is_bounded_like_the_flag() {
         &["url_concurrency 100001 is above"],
     );
     assert_one(
-        &provider(format!("concurrency = \"auto\"\nmax_concurrency = {too_many}")),
+        &provider(format!(
+            "concurrency = \"auto\"\nmax_concurrency = {too_many}"
+        )),
         7,
         19,
         &["max_concurrency 100001 is above"],
