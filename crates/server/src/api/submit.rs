@@ -357,7 +357,12 @@ mod tests {
             "provider": {"base_url": "http://127.0.0.1:9/v1", "concurrency": 4},
             "step": {"kind": "chat", "model": "m", "messages": [{"role": "user", "content": "{{ item.q }}"}]},
         });
-        let Parsed { job, saved, .. } = parse(
+        let Parsed {
+            job,
+            saved,
+            written,
+            ..
+        } = parse(
             body.to_string().as_bytes(),
             true,
             dir.path(),
@@ -366,6 +371,8 @@ mod tests {
             &JobPolicy::default(),
         )
         .unwrap();
+        // As when its run opens (dropped, the files would go).
+        written.keep();
         assert_eq!(job.name, "api");
         assert_eq!(job.steps[0].name, "main");
         assert_eq!(job.steps[0].provider.as_deref(), Some("default"));
@@ -386,7 +393,12 @@ mod tests {
         let uploads = dir.path().join("uploads/run");
         std::fs::create_dir_all(&uploads).unwrap();
         let body = "name = \"img\"\n[input]\nglob = \"*.png\"\n[providers.p]\nbase_url = \"http://127.0.0.1:9\"\n[[steps]]\nname = \"s\"\nkind = \"http\"\nprovider = \"p\"\npath = \"/x\"\nupload = { file = \"{{ item.path }}\" }\n";
-        let Parsed { job, saved, .. } = parse(
+        let Parsed {
+            job,
+            saved,
+            written,
+            ..
+        } = parse(
             body.as_bytes(),
             false,
             dir.path(),
@@ -395,6 +407,7 @@ mod tests {
             &JobPolicy::default(),
         )
         .unwrap();
+        written.keep();
         let sluice_spec::InputSource::Glob { pattern } = &job.input.source else {
             panic!("{:?}", job.input.source);
         };
