@@ -185,7 +185,8 @@ pub(crate) struct RunArgs {
     /// --json summary. Results still go to --out.
     #[arg(long)]
     pub(crate) events: bool,
-    /// Name of a new run (default: the input file's name).
+    /// Name of a new run (default: a job file's `name`, else the input
+    /// file's name); a resumed run keeps its name.
     #[arg(long)]
     pub(crate) name: Option<String>,
     /// Seconds between progress lines when stderr is not a terminal (with
@@ -543,9 +544,9 @@ pub(crate) struct DemoArgs {
     pub(crate) serve: bool,
 }
 
-/// Most calls in progress `--concurrency` allows: far beyond what a machine's
-/// sockets sustain, and a bound on what a typo can ask for.
-pub(crate) const MAX_CONCURRENCY: usize = 100_000;
+/// Most calls in progress `--concurrency` allows: the bound a job file's
+/// `concurrency` has too.
+pub(crate) const MAX_CONCURRENCY: usize = sluice_spec::MAX_CONCURRENCY;
 
 fn parse_concurrency(text: &str) -> Result<usize, String> {
     match text.trim().parse::<usize>() {

@@ -22,7 +22,12 @@ pub(crate) fn run(args: RunArgs, engine: &Engine) -> anyhow::Result<ExitCode> {
         ))
         .into());
     }
-    let job = sluice_spec::load(Path::new(&args.input), &args.sets)?;
+    let mut job = sluice_spec::load(Path::new(&args.input), &args.sets)?;
+    if let Some(name) = &args.name {
+        // The name of a new run, as in quick mode (checked by `run`): a
+        // resumed run keeps the name it was created with.
+        job.name = name.clone();
+    }
     super::plan::print_warnings(&job);
     // A trial of the first units never replaces the job's results file.
     let out = match args.limit {

@@ -74,6 +74,10 @@ pub(crate) fn mock(args: MockArgs) -> anyhow::Result<ExitCode> {
     config
         .validate()
         .map_err(|e| UsageError(format!("--cms: {e}")))?;
+    if config.tpm.is_some() {
+        // Before "listening" is printed, so no request waits for the tables.
+        sluice_mock::warm_tokenizers();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads.max(1))
         .enable_all()

@@ -319,3 +319,99 @@ fn a_pipeline_uploads_calls_stages_runs_commands_and_fans_out_in_order() {
     assert_eq!(host.count("/upload"), 3);
     assert_eq!(host.count("/image/"), 9);
 }
+
+/// The `name` of each run in the store, sorted.
+fn run_names(s: &Scratch) -> Vec<String> {
+    let runs = s.sluice(&["runs", "--json"]).output().unwrap();
+    assert_eq!(runs.status.code(), Some(0), "{}", stderr(&runs));
+    let runs: Value = serde_json::from_slice(&runs.stdout).unwrap();
+    runs.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["run"]["name"].as_str().unwrap().to_string())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+#[test]
+fn name_names_a_job_files_new_run_and_a_resume_keeps_its_name() {
+    let mock = Mock::start(&[]);
+    let s = Scratch::new();
+    eval_inputs(&s);
+    let job = s.job(EVAL, Some(&mock), None);
+    let job = job.to_str().unwrap();
+    let output = s
+        .sluice(&["run", job, "--name", "trial-7"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(run_names(&s), ["trial-7"]);
+    let sent = u(&mock.stats()["requests"]);
+    assert!(sent > 0);
+    // The same job again resumes its run, which keeps the name it has.
+    let output = s.sluice(&["run", job, "--name", "other"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(run_names(&s), ["trial-7"]);
+    assert_eq!(u(&mock.stats()["requests"]), sent);
+    // A name that cannot be a path is refused before anything is sent.
+    let output = s
+        .sluice(&["run", job, "--name", "../x", "--fresh"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("--name \"../x\""),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(u(&mock.stats()["requests"]), sent);
+    // A new run takes the name given.
+    let output = s
+        .sluice(&["run", job, "--name", "second", "--fresh"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(run_names(&s), ["second", "trial-7"]);
+}
+
+#[test]
+fn a_concurrency_past_the_flags_bound_exits_2_naming_its_place() {
+    let mock = Mock::start(&[]);
+    let s = Scratch::new();
+    eval_inputs(&s);
+    let text = EVAL.replace("concurrency = 8", "concurrency = 1000000");
+    let line = text
+        .lines()
+        .position(|l| l.contains("concurrency = 1000000"))
+        .unwrap()
+        + 1;
+    let job = s.job(&text, Some(&mock), None);
+    let job = job.to_str().unwrap();
+    let output = s.sluice(&["run", job]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let err = stderr(&output);
+    assert!(err.contains(&format!("job.toml:{line}:15")), "{err}");
+    assert!(
+        err.contains("concurrency 1000000 is above") && err.contains("1 to 100000"),
+        "{err}"
+    );
+    // Through --set too.
+    let job = s.job(EVAL, Some(&mock), None);
+    let output = s
+        .sluice(&[
+            "run",
+            job.to_str().unwrap(),
+            "--set",
+            "steps.ask.concurrency=1000000",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("1 to 100000"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(mock.stats()["requests"], 0);
+}

@@ -170,6 +170,39 @@ pub(crate) fn exact_estimate(body: &[u8]) -> Cost {
         .map_or_else(Cost::default, |(tokens, _)| tokens)
 }
 
+/// The models named by the first `lines` requests of `path` (sorted, each
+/// once): which tokenizer tables a run over it will need, to build them
+/// before dispatch ([`crate::tokens::warm_up`]). A model first named further
+/// down has its tables built when first counted.
+pub(crate) fn models_named(path: &Path, lines: u64) -> Vec<String> {
+    #[derive(Deserialize)]
+    struct ModelOnly {
+        #[serde(default)]
+        model: Option<String>,
+    }
+    let mut models = Vec::new();
+    let Ok(mut reader) = LineReader::open(path) else {
+        return models; // the survey reports it
+    };
+    while let Ok(Some((line, text))) = reader.next_line() {
+        if line > lines {
+            break;
+        }
+        let model = text
+            .and_then(|text| parse_line(text, line))
+            .ok()
+            .and_then(|r| serde_json::from_slice::<ModelOnly>(&r.body).ok())
+            .and_then(|m| m.model);
+        if let Some(model) = model {
+            if !models.contains(&model) {
+                models.push(model);
+            }
+        }
+    }
+    models.sort();
+    models
+}
+
 /// Tokens to reserve for `body`: the prompt's estimate (a few tokens per chat
 /// message for its framing, images by the tile rule) and the completion cap
 /// (chat and completions; embeddings have no completion); and the endpoint

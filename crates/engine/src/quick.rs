@@ -130,6 +130,11 @@ pub fn run_quick_with(
     if cfg.concurrency == 0 {
         return Err(Error::Config("--concurrency must be at least 1".into()));
     }
+    // Exact counts (under --tpm) need tokenizer tables: built while the
+    // input is surveyed and the run opened, ready before dispatch.
+    let tokenizers = cfg
+        .tpm
+        .map(|_| crate::tokens::warm_up(crate::input::models_named(&input_path, 64)));
     let surveyed = std::time::Instant::now();
     let base_url = crate::shape::is_base_url(&cfg.url);
     let found = survey(&input_path, base_url)?;
@@ -254,6 +259,9 @@ pub fn run_quick_with(
         grow_to_rpm: if cfg.grow_to_rate { cfg.rpm } else { None },
         first: cfg.limit,
     };
+    if let Some(tokenizers) = tokenizers {
+        tokenizers.wait();
+    }
     let dispatched = std::time::Instant::now();
     let interrupted = runtime.block_on(dispatch.run(&input_path, cfg.concurrency))?;
     tracing::debug!(elapsed = ?dispatched.elapsed(), "all calls finished");

@@ -119,6 +119,7 @@ mod timer;
 
 pub use batches::BatchStats;
 pub use config::MockConfig;
+pub use count::warm_tokenizers;
 pub use journal::JournalEntry;
 pub use server::{serve, MockServer};
 pub use stats::{HookStats, MockStats, RouteStats, WindowRates};

@@ -38,6 +38,12 @@ impl MockServer {
     /// Binds 127.0.0.1:`port` (0 = any free port) and serves in a spawned tokio
     /// task on the current runtime.
     pub async fn start(port: u16, cfg: MockConfig) -> io::Result<MockServer> {
+        if cfg.tpm.is_some() {
+            // Before the first request can arrive (see `warm_tokenizers`).
+            tokio::task::spawn_blocking(crate::count::warm_tokenizers)
+                .await
+                .map_err(io::Error::other)?;
+        }
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::new(cfg, addr.to_string())?);

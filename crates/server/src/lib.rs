@@ -13,6 +13,7 @@ mod error;
 mod events;
 mod feeds;
 mod history;
+mod leftovers;
 mod live_run;
 mod metrics;
 mod policy;

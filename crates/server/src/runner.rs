@@ -18,6 +18,7 @@ use sluice_store::{ItemRecord, RunMeta};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::{ApiError, ApiResult};
+use crate::leftovers::Leftovers;
 pub(crate) use crate::live_run::{Ending, LiveRun};
 use crate::state::AppState;
 use crate::uploads::ScratchDir;
@@ -230,11 +231,19 @@ pub(crate) struct Launch {
     pub(crate) files: Option<FileAccess>,
     /// What the run's view tells about how the server adjusted the job.
     pub(crate) notices: Vec<String>,
+    /// The files its submission wrote: removed if the run does not open.
+    pub(crate) written: Leftovers,
 }
 
 /// Starts `launch` on its own thread; answers once the run is open in the
 /// store (or failed before anything was sent).
-pub(crate) async fn start(state: &AppState, launch: Launch) -> ApiResult<(Arc<LiveRun>, RunMeta)> {
+pub(crate) async fn start(
+    state: &AppState,
+    mut launch: Launch,
+) -> ApiResult<(Arc<LiveRun>, RunMeta)> {
+    // Removed on every refusal below (also when the thread's run fails
+    // before it opens); kept once the run is open, whoever awaits it.
+    let written = std::mem::take(&mut launch.written);
     // Held by the run's thread until the run ends.
     let slot = state
         .inner
@@ -300,6 +309,12 @@ pub(crate) async fn start(state: &AppState, launch: Launch) -> ApiResult<(Arc<Li
             // its temporary files gone, and its place free.
             drop(scratch);
             drop(slot);
+            let opened = open_tx.lock().unwrap_or_else(|e| e.into_inner()).is_none();
+            if opened {
+                written.keep();
+            } else {
+                drop(written);
+            }
             let ending = match &result {
                 Ok(report) => Ending::Report(Box::new(report.clone())),
                 Err(e) => Ending::Error(e.to_string()),

@@ -54,7 +54,7 @@ pub(crate) fn job(raw: RawJob, path: PathBuf, ctx: &mut Ctx) -> (Job, Vec<StepRe
     let concurrency_set = raw.concurrency.is_some() || ctx.sets.concurrency.is_some();
     let concurrency = match (&raw.concurrency, ctx.sets.concurrency) {
         (_, Some(n)) => n,
-        (Some(n), None) => ctx.positive(n, "concurrency").unwrap_or(1),
+        (Some(n), None) => ctx.calls(n, "concurrency").unwrap_or(1),
         (None, None) => DEFAULT_CONCURRENCY,
     };
     let input = crate::input::input(raw.input, ctx);
@@ -75,7 +75,7 @@ pub(crate) fn job(raw: RawJob, path: PathBuf, ctx: &mut Ctx) -> (Job, Vec<StepRe
     let budget_usd = budget(raw.budget.as_ref(), &providers, ctx);
     let max_in_flight = match (ctx.sets.max_in_flight, &raw.max_in_flight) {
         (Some(n), _) => Some(n),
-        (None, Some(n)) => ctx.positive(n, "max_in_flight"),
+        (None, Some(n)) => ctx.calls(n, "max_in_flight"),
         (None, None) => None,
     }
     .map(|n| usize::try_from(n).unwrap_or(usize::MAX));

@@ -9,6 +9,7 @@ use toml::Spanned;
 
 use crate::diag::Diags;
 use crate::model::Retries;
+use crate::model::MAX_CONCURRENCY;
 use crate::raw::{RawRetries, RawValue, Table};
 use crate::sets::Sets;
 use crate::template::{TValue, Template};
@@ -125,6 +126,22 @@ impl Ctx<'_> {
             return None;
         }
         Some(*n.get_ref())
+    }
+
+    /// A number of calls (or units) in flight at once: at least 1 and at
+    /// most [`MAX_CONCURRENCY`], the bound `--concurrency` has too.
+    pub(crate) fn calls(&mut self, n: &Spanned<u64>, what: &str) -> Option<u64> {
+        let count = self.positive(n, what)?;
+        if count > MAX_CONCURRENCY as u64 {
+            self.diags.at(
+                n.span(),
+                format!(
+                    "{what} {count} is above the most calls in progress sluice allows                      ({MAX_CONCURRENCY}); give a number from 1 to {MAX_CONCURRENCY}"
+                ),
+            );
+            return None;
+        }
+        Some(count)
     }
 
     /// `retries = { ... }` with missing fields taken from `base`.

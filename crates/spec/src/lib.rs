@@ -35,7 +35,7 @@ pub use file_functions::FileScope;
 pub use load::{load, parse_str};
 pub use model::{
     BreakerSpec, Content, Fallback, Input, InputFormat, InputSource, Job, MatrixAxis, Message,
-    Output, Price, Provider, Retries, Step, StepKind, Upload, Webhook, WebhookOn,
+    Output, Price, Provider, Retries, Step, StepKind, Upload, Webhook, WebhookOn, MAX_CONCURRENCY,
 };
 pub use names::{name_from_stem, name_problem, MAX_NAME};
 pub use offload::{BatchRetry, BatchSpec, Dialect, Mode, COMPLETION_WINDOW};

@@ -8,6 +8,11 @@ use std::time::Duration;
 use crate::offload::{BatchSpec, Dialect, Mode};
 use crate::template::{RenderError, TValue, Template};
 
+/// Most calls (or units) in progress any `concurrency` in a job file, a
+/// `--set` or the `--concurrency` flag allows: far beyond what a machine's
+/// sockets sustain, and a bound on what a typo can ask for.
+pub const MAX_CONCURRENCY: usize = 100_000;
+
 /// A whole job file, validated.
 #[derive(Debug, Clone)]
 pub struct Job {

@@ -36,18 +36,21 @@ pub(crate) fn provider(entry: Entry<RawProvider>, ctx: &mut Ctx) -> Provider {
         provider.api_key_env = Some(key.get_ref().clone());
     }
     concurrency(&raw, &ctx_name, &mut provider, ctx);
+    let per_url = raw
+        .url_concurrency
+        .as_ref()
+        .and_then(|n| ctx.calls(n, &format!("{ctx_name} url_concurrency")));
+    provider.url_concurrency = ctx
+        .sets
+        .provider(&name, Limit::UrlConcurrency)
+        .or(per_url)
+        .map(to_usize);
     let mut limit = |raw: &Option<Spanned<u64>>, limit: Limit, what: &str| {
         let file = raw
             .as_ref()
             .and_then(|n| ctx.positive(n, &format!("{ctx_name} {what}")));
         ctx.sets.provider(&name, limit).or(file)
     };
-    provider.url_concurrency = limit(
-        &raw.url_concurrency,
-        Limit::UrlConcurrency,
-        "url_concurrency",
-    )
-    .map(to_usize);
     provider.rps = limit(&raw.rps, Limit::Rps, "rps");
     provider.rpm = limit(&raw.rpm, Limit::Rpm, "rpm");
     provider.rph = limit(&raw.rph, Limit::Rph, "rph");
@@ -129,7 +132,7 @@ fn concurrency(raw: &RawProvider, ctx_name: &str, provider: &mut Provider, ctx: 
         Some(c) => match c.get_ref() {
             RawConcurrency::Count(n) => {
                 let n = Spanned::new(c.span(), *n);
-                fixed = ctx.positive(&n, &format!("{ctx_name} concurrency"));
+                fixed = ctx.calls(&n, &format!("{ctx_name} concurrency"));
             }
             RawConcurrency::Word(w) if w == "auto" => auto = true,
             RawConcurrency::Word(w) => {
@@ -154,7 +157,7 @@ fn concurrency(raw: &RawProvider, ctx_name: &str, provider: &mut Provider, ctx: 
             ctx.diags.at(m.span(), message);
             return None;
         }
-        ctx.positive(m, &format!("{ctx_name} max_concurrency"))
+        ctx.calls(m, &format!("{ctx_name} max_concurrency"))
     });
     match ctx.sets.provider(&provider.name, Limit::Concurrency) {
         Some(n) => provider.concurrency = Some(to_usize(n)),

@@ -2,6 +2,7 @@
 //! (before validation, so templates are checked against the final matrix).
 
 use crate::diag::Diags;
+use crate::model::MAX_CONCURRENCY;
 
 /// The forms `--set` accepts, for messages.
 const FORMS: &str =
@@ -73,11 +74,11 @@ impl Sets {
                 self.matrix.retain(|(name, _)| name != axis);
                 self.matrix.push((axis.to_string(), values));
             }
-            ["concurrency"] => self.concurrency = Some(positive(value)?),
-            ["max_in_flight"] => self.max_in_flight = Some(positive(value)?),
+            ["concurrency"] => self.concurrency = Some(calls(value)?),
+            ["max_in_flight"] => self.max_in_flight = Some(calls(value)?),
             ["steps", name, "concurrency"] => {
                 self.steps
-                    .push((name.to_string(), positive(value)?, set.to_string()));
+                    .push((name.to_string(), calls(value)?, set.to_string()));
             }
             ["providers", name, key @ ("api" | "mode" | "deadline")] => {
                 let (key, value) = word(key, value.trim())?;
@@ -96,7 +97,10 @@ impl Sets {
                     "url_concurrency" => Limit::UrlConcurrency,
                     _ => return Err(unknown(key)),
                 };
-                let n = positive(value)?;
+                let n = match limit {
+                    Limit::Concurrency | Limit::UrlConcurrency => calls(value)?,
+                    _ => positive(value)?,
+                };
                 self.providers
                     .push((name.to_string(), limit, n, set.to_string()));
             }
@@ -190,6 +194,18 @@ fn positive(value: &str) -> Result<u64, String> {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err(format!("{value:?} is not a whole number of at least 1")),
     }
+}
+
+/// A number of calls in flight: 1 to [`MAX_CONCURRENCY`], as in a job file.
+fn calls(value: &str) -> Result<u64, String> {
+    let n = positive(value)?;
+    if n > MAX_CONCURRENCY as u64 {
+        return Err(format!(
+            "{value:?} is above the most calls in progress sluice allows \
+             ({MAX_CONCURRENCY}); give a number from 1 to {MAX_CONCURRENCY}"
+        ));
+    }
+    Ok(n)
 }
 
 fn usd(value: &str) -> Result<f64, String> {

@@ -244,7 +244,7 @@ fn step(
     }
     let concurrency = match (ctx.sets.step(&name), &raw.concurrency) {
         (Some(n), _) => Some(n),
-        (None, Some(n)) => ctx.positive(n, "concurrency"),
+        (None, Some(n)) => ctx.calls(n, "concurrency"),
         (None, None) => None,
     };
     let for_each = raw.for_each.as_ref().map(|t| {

@@ -150,6 +150,9 @@ where
         files,
         early_stop,
     } = work;
+    // Every estimate on the dispatcher counts with tables already built
+    // (`run_job_with` started them early; a worker's run starts them here).
+    crate::tokens::warm_up(super::model_names(job)).wait();
     if let Some(files) = &files {
         // data_url() and base64() read under the same confinement as uploads.
         job.files.confine(files.roots());

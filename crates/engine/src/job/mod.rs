@@ -110,7 +110,9 @@ pub fn run_job_with(
         runtime,
         lanes,
     } = setup(job, &progress)?;
-    crate::tokens::warm_up(model_names(job));
+    // Started early, to be built while the input is prepared; `execute`
+    // waits for the tables before dispatch starts.
+    let _tokenizers = crate::tokens::warm_up(model_names(job));
     let spool = cfg.store.local_dir().join("inputs");
     let prepared = runtime
         .block_on(inputs::prepare(
@@ -381,7 +383,7 @@ fn webhook_target(hook: &Webhook, env: &minijinja::Value) -> Result<crate::webho
 
 /// Model names a job may send: literal `model` fields and every matrix value
 /// (a templated model usually comes from the matrix).
-fn model_names(job: &Job) -> Vec<String> {
+pub(crate) fn model_names(job: &Job) -> Vec<String> {
     let mut names: Vec<String> = job
         .steps
         .iter()

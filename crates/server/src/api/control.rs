@@ -279,6 +279,7 @@ async fn restart(state: &AppState, run: RunMeta, retry: Option<Requeue>) -> ApiR
             scratch: None,
             files,
             notices,
+            written: Default::default(),
         },
     )
     .await;

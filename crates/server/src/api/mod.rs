@@ -162,6 +162,7 @@ pub(crate) async fn submit(
         scratch,
         files: Some(files),
         notices: parsed.notices,
+        written: parsed.written,
     };
     match wait.as_str() {
         "stream" => stream::submit_streaming(state, launch).await,

@@ -9,6 +9,7 @@ use serde_json::{Map, Value as Json};
 use sluice_spec::Job;
 
 use super::super::error::{ApiError, ApiResult};
+use crate::leftovers::Leftovers;
 use crate::policy::{JobPolicy, Submission};
 use crate::runner::SavedJob;
 
@@ -64,6 +65,8 @@ pub(crate) struct Parsed {
     pub(crate) saved: SavedJob,
     /// What the run's view tells about how the server adjusted it.
     pub(crate) notices: Vec<String>,
+    /// The files written for it, removed unless its run opens.
+    pub(crate) written: Leftovers,
 }
 
 /// The job a body describes, held to `policy` (see [`crate::policy`]). Its
@@ -78,8 +81,10 @@ pub(crate) fn parse(
     policy: &JobPolicy,
 ) -> ApiResult<Parsed> {
     let base = uploads.unwrap_or(workdir);
+    // Dropped on every early return below: a refused submission leaves no file.
+    let mut written = Leftovers::default();
     let (text, spooled) = if json {
-        json_to_toml(body, spool_dir)?
+        json_to_toml(body, spool_dir, &mut written)?
     } else {
         let text = std::str::from_utf8(body)
             .map_err(|e| {
@@ -147,6 +152,7 @@ pub(crate) fn parse(
     if let Some(dir) = kept.parent() {
         std::fs::create_dir_all(dir).map_err(|e| ApiError::internal("keeping the job", e))?;
     }
+    written.add(kept.clone());
     std::fs::write(&kept, &text).map_err(|e| ApiError::internal("keeping the job", e))?;
     job.path = std::path::absolute(&kept).unwrap_or(kept);
     let saved = SavedJob {
@@ -160,14 +166,19 @@ pub(crate) fn parse(
         job,
         saved,
         notices,
+        written,
     })
 }
 
 /// The JSON form as a job file: `items` spooled to a JSONL file that
 /// `[input] path` names (returned too), `provider` as `[providers.default]`,
 /// `step` as the one `[[steps]]` entry (named `main`, on that provider
-/// unless it names one).
-fn json_to_toml(body: &[u8], spool_dir: &Path) -> ApiResult<(String, Option<PathBuf>)> {
+/// unless it names one). An items file it creates is added to `written`.
+fn json_to_toml(
+    body: &[u8],
+    spool_dir: &Path,
+    written: &mut Leftovers,
+) -> ApiResult<(String, Option<PathBuf>)> {
     let value: Json = serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request(
             "invalid_json",
@@ -198,7 +209,7 @@ fn json_to_toml(body: &[u8], spool_dir: &Path) -> ApiResult<(String, Option<Path
                 "give either `items` or `input`, not both",
             ));
         }
-        let path = spool(&items, spool_dir)?;
+        let path = spool(&items, spool_dir, written)?;
         spooled = Some(PathBuf::from(&path));
         let mut input = Map::new();
         input.insert("path".into(), Json::String(path));
@@ -283,7 +294,10 @@ fn to_toml(v: &Json, at: &str) -> ApiResult<toml::Value> {
 }
 
 /// Writes inline items as JSONL under the store's directory; returns the path.
-fn spool(items: &[Json], dir: &Path) -> ApiResult<String> {
+/// The file is named by its content, so an earlier submission of the same
+/// items may have written it already: only a file this call creates is
+/// added to `written` (a refusal must not take another run's items).
+fn spool(items: &[Json], dir: &Path, written: &mut Leftovers) -> ApiResult<String> {
     if items.is_empty() {
         return Err(ApiError::bad_request(
             "invalid_json",
@@ -305,10 +319,27 @@ fn spool(items: &[Json], dir: &Path) -> ApiResult<String> {
     let hash = xxhash_rust::xxh3::xxh3_64(text.as_bytes());
     let path = dir.join(format!("api-{hash:016x}.jsonl"));
     if !path.exists() {
-        let tmp = dir.join(format!("api-{hash:016x}.jsonl.tmp{}", std::process::id()));
-        std::fs::write(&tmp, &text)
-            .and_then(|_| std::fs::rename(&tmp, &path))
-            .map_err(|e| ApiError::internal("keeping the items", e))?;
+        // Its own temporary name: submissions are parsed on several threads.
+        static TMP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = TMP.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir.join(format!(
+            "api-{hash:016x}.jsonl.tmp{}-{n}",
+            std::process::id()
+        ));
+        // A hard link creates the file only if no one else did meanwhile, so
+        // exactly one submission owns it.
+        let created = std::fs::write(&tmp, &text).and_then(|_| {
+            let linked = std::fs::hard_link(&tmp, &path);
+            let _ = std::fs::remove_file(&tmp);
+            match linked {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(e),
+            }
+        });
+        if created.map_err(|e| ApiError::internal("keeping the items", e))? {
+            written.add(path.clone());
+        }
     }
     let absolute = std::path::absolute(&path).unwrap_or(path);
     Ok(absolute.display().to_string())
@@ -326,7 +357,12 @@ mod tests {
             "provider": {"base_url": "http://127.0.0.1:9/v1", "concurrency": 4},
             "step": {"kind": "chat", "model": "m", "messages": [{"role": "user", "content": "{{ item.q }}"}]},
         });
-        let Parsed { job, saved, .. } = parse(
+        let Parsed {
+            job,
+            saved,
+            written,
+            ..
+        } = parse(
             body.to_string().as_bytes(),
             true,
             dir.path(),
@@ -335,6 +371,8 @@ mod tests {
             &JobPolicy::default(),
         )
         .unwrap();
+        // As when its run opens (dropped, the files would go).
+        written.keep();
         assert_eq!(job.name, "api");
         assert_eq!(job.steps[0].name, "main");
         assert_eq!(job.steps[0].provider.as_deref(), Some("default"));
@@ -355,7 +393,12 @@ mod tests {
         let uploads = dir.path().join("uploads/run");
         std::fs::create_dir_all(&uploads).unwrap();
         let body = "name = \"img\"\n[input]\nglob = \"*.png\"\n[providers.p]\nbase_url = \"http://127.0.0.1:9\"\n[[steps]]\nname = \"s\"\nkind = \"http\"\nprovider = \"p\"\npath = \"/x\"\nupload = { file = \"{{ item.path }}\" }\n";
-        let Parsed { job, saved, .. } = parse(
+        let Parsed {
+            job,
+            saved,
+            written,
+            ..
+        } = parse(
             body.as_bytes(),
             false,
             dir.path(),
@@ -364,6 +407,7 @@ mod tests {
             &JobPolicy::default(),
         )
         .unwrap();
+        written.keep();
         let sluice_spec::InputSource::Glob { pattern } = &job.input.source else {
             panic!("{:?}", job.input.source);
         };

@@ -118,3 +118,106 @@ async fn a_job_file_body_reads_inputs_relative_to_the_working_directory() {
     assert_eq!(v["results"][0]["id"], "line-1");
     assert_eq!(v["results"][1]["status"], "done");
 }
+
+/// The items files a JSON submission spooled (`inputs/api-*.jsonl`) and the
+/// job files kept for its runs (`jobs/*.toml`), by name.
+fn written(s: &Setup) -> Vec<String> {
+    let mut names = Vec::new();
+    for sub in ["inputs", "jobs"] {
+        let Ok(entries) = std::fs::read_dir(s.dir.path().join(sub)) else {
+            continue;
+        };
+        for entry in entries {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            if sub == "jobs" || name.starts_with("api-") {
+                names.push(format!("{sub}/{name}"));
+            }
+        }
+    }
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_json_submission_leaves_no_file_behind() {
+    let s = Setup::with(
+        MockConfig {
+            latency_ms: 50,
+            ..MockConfig::default()
+        },
+        |c| c.max_runs = 1,
+    )
+    .await;
+    let post = |body: serde_json::Value| {
+        let s = &s;
+        async move {
+            s.call(
+                "POST",
+                "/v1/runs",
+                Some(("application/json", body.to_string())),
+            )
+            .await
+        }
+    };
+    let base = s.job(3, json!({}));
+    let mut refusals = Vec::new();
+    // Refused while parsing: `step` is no object, a null, an unknown provider.
+    let mut not_object = base.clone();
+    not_object["step"] = json!("chat");
+    refusals.push((not_object, 400, "invalid_json"));
+    let mut null = base.clone();
+    null["budget"] = serde_json::Value::Null;
+    refusals.push((null, 400, "invalid_json"));
+    let mut unknown = base.clone();
+    unknown["step"]["provider"] = json!("missing");
+    refusals.push((unknown, 400, "invalid_job"));
+    // Refused by the server's policy: an environment variable not allowed.
+    let mut env = base.clone();
+    env["provider"]["api_key_env"] = json!("SLUICE_TEST_NOT_ALLOWED");
+    refusals.push((env, 403, "forbidden_job"));
+    for (body, status, code) in refusals {
+        let r = post(body).await;
+        assert_eq!(
+            (r.status.as_u16(), r.error_code().as_str()),
+            (status, code),
+            "{}",
+            r.text
+        );
+        assert_eq!(
+            written(&s),
+            Vec::<String>::new(),
+            "after {code}: {}",
+            r.text
+        );
+    }
+    // Refused by its run before it opened: the provider is unreachable.
+    let mut unreachable = base.clone();
+    unreachable["provider"]["base_url"] = json!("http://127.0.0.1:9/v1");
+    let r = post(unreachable).await;
+    assert!(
+        r.status.is_client_error() || r.status.is_server_error(),
+        "{}",
+        r.text
+    );
+    assert_eq!(written(&s), Vec::<String>::new(), "{}", r.text);
+
+    // An accepted run keeps its files (so this test can fail) ...
+    let first = s.submit(&s.job(200, json!({"concurrency": 1}))).await;
+    let kept = written(&s);
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    // ... and a submission refused past --max-runs takes back only its own:
+    // new items are removed, the same items as the running run's stay.
+    let r = post(s.job(5, json!({}))).await;
+    assert_eq!(r.status, 429, "{}", r.text);
+    assert_eq!(written(&s), kept);
+    let r = post(s.job(200, json!({"concurrency": 1}))).await;
+    assert_eq!(r.status, 429, "{}", r.text);
+    assert_eq!(written(&s), kept, "the running run's items stay");
+
+    s.call("POST", &format!("/v1/runs/{first}/cancel"), None)
+        .await;
+    s.wait_for(&first, |v| {
+        v["state"] == "interrupted" && v["executed_here"] == false
+    })
+    .await;
+}

@@ -485,3 +485,57 @@ fn a_name_from_the_file_stem_is_made_to_fit() {
     let job = crate::parse_str(BASE, std::path::Path::new("/jobs/my batch (2).toml"), &[]).unwrap();
     assert_eq!(job.name, "my_batch__2_");
 }
+
+/// Every `concurrency` a job sets is bounded like `--concurrency` (1 to
+/// 100,000): a typo of a few zeros is an error at its place, not a run that
+/// opens a million sockets.
+#[test]
+fn concurrency_is_bounded_like_the_flag() {
+    let too_many = crate::MAX_CONCURRENCY + 1;
+    let top = format!("concurrency = {too_many}\n{BASE}");
+    assert_one(&top, 1, 15, &["concurrency 100001 is above", "1 to 100000"]);
+    let top = format!("max_in_flight = {too_many}\n{BASE}");
+    assert_one(&top, 1, 17, &["max_in_flight 100001 is above"]);
+    assert_one(
+        &step_plus(&format!("concurrency = {too_many}")),
+        13,
+        15,
+        &["concurrency 100001 is above"],
+    );
+    let provider = |line: String| BASE.replace("/v1\"", &format!("/v1\"\n{line}"));
+    assert_one(
+        &provider(format!("concurrency = {too_many}")),
+        6,
+        15,
+        &["[providers.openai] concurrency 100001 is above"],
+    );
+    assert_one(
+        &provider(format!("url_concurrency = {too_many}")),
+        6,
+        19,
+        &["url_concurrency 100001 is above"],
+    );
+    assert_one(
+        &provider(format!(
+            "concurrency = \"auto\"\nmax_concurrency = {too_many}"
+        )),
+        7,
+        19,
+        &["max_concurrency 100001 is above"],
+    );
+    // The bound itself is allowed.
+    let job = super::job(&format!("concurrency = {}\n{BASE}", crate::MAX_CONCURRENCY));
+    assert_eq!(job.concurrency, crate::MAX_CONCURRENCY);
+    // --set is bounded the same way.
+    for set in [
+        "concurrency=100001",
+        "max_in_flight=100001",
+        "steps.first.concurrency=100001",
+        "providers.openai.concurrency=100001",
+        "providers.openai.url_concurrency=100001",
+    ] {
+        let d = &errors(BASE, &[set])[0];
+        assert_eq!((d.path.to_str(), d.line), (Some("--set"), 0), "{set}");
+        assert!(d.message.contains("1 to 100000"), "{set}: {d}");
+    }
+}
