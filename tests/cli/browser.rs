@@ -140,12 +140,17 @@ fn the_dashboard_opens_a_finished_run_with_its_story_and_retries_a_failure() {
     assert_eq!(status, 202, "{body}");
     let run: Value = serde_json::from_str(&body).unwrap();
     let run_id = run["id"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     let view = loop {
         let (_, body) = server.http("GET", &format!("/v1/runs/{run_id}"), &[], "");
         let view: Value = serde_json::from_str(&body).unwrap();
         if view["state"] == "finished" && view["executed_here"] == false {
             break view;
         }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never finished: {view}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
     };
     assert!(view["counts"]["failed"].as_u64() > Some(0), "{view}");

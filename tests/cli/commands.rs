@@ -125,12 +125,21 @@ fn demo_with_serve_opens_the_dashboard_on_its_store_until_stopped() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    // Its stderr read on a thread of its own (and drained to the end), so
+    // waiting for the line has a deadline even if the demo hangs silent.
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     let url = loop {
-        let line = lines
-            .next()
-            .expect("the demo ended without serving")
-            .unwrap();
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .expect("the demo ended, or printed no dashboard line in 120 s");
         if let Some(rest) = line.trim().strip_prefix("the dashboard   http://") {
             break rest.split_whitespace().next().unwrap().to_owned();
         }

@@ -1,7 +1,6 @@
 //! Unhappy providers: 500s, resets, hangs, truncated JSON, 4xx, no server.
 
 use serde_json::json;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use crate::util::*;
 
@@ -149,29 +148,4 @@ fn an_unreachable_url_is_one_clear_sentence_and_exit_2() {
     );
     assert!(err.contains("Nothing was sent"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
-}
-
-/// A port on 127.0.0.1 bound by a socket that does not listen (so connects
-/// are refused) and kept bound while the returned guard lives.
-fn refusing_port() -> (u16, OwnedFd) {
-    // SAFETY: plain socket(2)/bind(2)/getsockname(2) on a fresh descriptor
-    // that the OwnedFd then owns and closes.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
-        assert!(fd >= 0, "socket");
-        let fd = OwnedFd::from_raw_fd(fd);
-        let mut addr: libc::sockaddr_in = std::mem::zeroed();
-        addr.sin_family = libc::AF_INET as libc::sa_family_t;
-        addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
-        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        let sa = &mut addr as *mut libc::sockaddr_in as *mut libc::sockaddr;
-        assert_eq!(libc::bind(fd.as_raw_fd(), sa, len), 0, "bind");
-        let mut got = len;
-        assert_eq!(
-            libc::getsockname(fd.as_raw_fd(), sa, &mut got),
-            0,
-            "getsockname"
-        );
-        (u16::from_be(addr.sin_port), fd)
-    }
 }

@@ -58,7 +58,7 @@ fn rpm_limit_paces_requests_so_the_provider_never_throttles() {
 /// referee's 429s catch: none were sent.)
 const RATE_MARGIN: f64 = 0.05;
 
-fn assert_near_limit(achieved: &serde_json::Value, limit: f64) {
+pub(crate) fn assert_near_limit(achieved: &serde_json::Value, limit: f64) {
     let achieved = achieved.as_f64().expect("a rate");
     eprintln!("achieved {achieved:.1} of {limit}");
     assert!(

@@ -66,18 +66,22 @@ fn rate_limit_headers_slow_the_client_before_it_is_throttled() {
     // loaded machine's stalls, never two requests at once (see limits.rs).
     let mock = Mock::start(&["--rpm", "240", "--slack-ms", "125"]);
     let s = Scratch::new();
-    let input = s.write_lines("in.jsonl", &chat_lines(15));
+    // 40 requests (10 s at the limit): long enough that a stall near
+    // either end moves the measured rate little (see limits.rs, RATE_MARGIN).
+    let input = s.write_lines("in.jsonl", &chat_lines(40));
     let out = s
         .run(&input, &mock.chat_url(), &["--concurrency", "1", "--json"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let stats = mock.stats();
-    assert_eq!(stats["ok"], 15);
+    assert_eq!(stats["ok"], 40);
     assert_eq!(
         stats["rate_limited"], 0,
         "headers should have paced the client: {stats}"
     );
+    // The other side: paced by the headers, not slowed far below them.
+    crate::limits::assert_near_limit(&mock.rates(60_000)["requests_per_minute"], 240.0);
 }
 
 #[test]

@@ -982,11 +982,9 @@ fn calls_with_the_same_affinity_key_stay_on_one_host_of_the_pool() {
 #[test]
 fn while_its_host_is_down_a_keyed_call_waits_for_it_or_fails_over_as_the_step_says() {
     let live: Vec<Mock> = (0..2).map(|_| Mock::start(&[])).collect();
-    // A host that refuses every connection: a port that was free a moment ago.
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    // A host that refuses every connection: a port held by a socket that
+    // never listens, so no other test can be handed it meanwhile.
+    let (dead, _held) = refusing_port();
     let urls = [
         format!("\"http://127.0.0.1:{dead}\""),
         format!("\"{}\"", live[0].url("")),

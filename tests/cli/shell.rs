@@ -110,6 +110,8 @@ fn the_man_page_covers_every_command_and_pages_per_command_are_written() {
 
 #[test]
 fn every_command_shows_examples_that_parse() {
+    // No scratch store here: the test's own time limit.
+    let _limit = crate::watchdog::Watchdog::start();
     let help = Command::new(bin()).arg("--help").output().unwrap();
     let commands: Vec<String> = String::from_utf8_lossy(&help.stdout)
         .lines()

@@ -1,6 +1,7 @@
 //! A per-test time limit, shared by the test crates (the CLI tests, the
-//! mock's, the server's and the store's, each including this file with
-//! `#[path]`: there is no test-support crate). A test still running
+//! mock's, the server's, the store's, the engine's runs and the provider's
+//! contract tests, each including this file with `#[path]`: there is no
+//! test-support crate). A test still running
 //! `SLUICE_TEST_TIMEOUT_SECS` (default 300) after it started its watchdog
 //! fails the run with its own name, instead of hanging until CI's timeout
 //! names nothing. The harness runs tests as threads of one process, so the

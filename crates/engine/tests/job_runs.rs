@@ -13,11 +13,17 @@ use sluice_engine::{
 use sluice_mock::{MockConfig, MockServer};
 use sluice_store::StoreLocation;
 
+#[path = "../../../tests/support/watchdog.rs"]
+mod watchdog;
+
 /// A mock on a runtime of its own (a job runs its own runtime on the
 /// calling thread).
 struct Mock {
     server: Option<MockServer>,
     runtime: tokio::runtime::Runtime,
+    /// The test's time limit (`SLUICE_TEST_TIMEOUT_SECS`): a hung run fails
+    /// with the test's name.
+    _watchdog: watchdog::Watchdog,
 }
 
 impl Mock {
@@ -40,6 +46,7 @@ impl Mock {
         Mock {
             server: Some(server),
             runtime,
+            _watchdog: watchdog::Watchdog::start(),
         }
     }
 

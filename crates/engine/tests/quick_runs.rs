@@ -12,11 +12,17 @@ use sluice_limit::Backoff;
 use sluice_mock::{MockConfig, MockServer};
 use sluice_store::StoreLocation;
 
+#[path = "../../../tests/support/watchdog.rs"]
+mod watchdog;
+
 /// A mock on a runtime of its own (quick mode runs its own runtime on the
 /// calling thread).
 struct Mock {
     server: Option<MockServer>,
     runtime: tokio::runtime::Runtime,
+    /// The test's time limit (`SLUICE_TEST_TIMEOUT_SECS`): a hung run fails
+    /// with the test's name.
+    _watchdog: watchdog::Watchdog,
 }
 
 impl Mock {
@@ -32,6 +38,7 @@ impl Mock {
         Mock {
             server: Some(server),
             runtime,
+            _watchdog: watchdog::Watchdog::start(),
         }
     }
 

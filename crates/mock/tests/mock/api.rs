@@ -228,6 +228,8 @@ async fn stats_are_served_and_reset_over_http() {
 
 #[tokio::test]
 async fn serve_answers_on_a_given_listener_until_dropped() {
+    // No `Mock` here (the listener is the test's own): its own time limit.
+    let _limit = crate::watchdog::Watchdog::start();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

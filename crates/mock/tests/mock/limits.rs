@@ -123,26 +123,34 @@ async fn tpm_refuses_by_tokens_and_never_admits_a_too_large_request() {
 
 #[tokio::test]
 async fn concurrency_cap_answers_429_at_once() {
-    // A latency of 3 s, so the third request surely arrives while the first
-    // two wait, and "at once" is far from "after the latency" even when a
-    // loaded machine delays this process by a second or more.
+    // A latency of 3 s, so "at once" is far from "after the latency" even
+    // when a loaded machine delays this process by a second or more. The
+    // third request is sent once the mock holds the first two.
     let cfg = MockConfig {
         latency_ms: 3_000,
         max_concurrency: Some(2),
         ..MockConfig::default()
     };
     let mock = Mock::start(cfg).await;
-    let timed = |content: &'static str, after_ms: u64| {
+    let timed = |content: &'static str, after_both_arrived: bool| {
         let mock = &mock;
         async move {
-            tokio::time::sleep(Duration::from_millis(after_ms)).await;
+            if after_both_arrived {
+                // Until the mock holds both (an event, not a guess at how
+                // long two requests take to arrive on a loaded machine).
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while mock.server.stats().in_flight < 2 {
+                    assert!(Instant::now() < deadline, "the first two never arrived");
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
             let sent = Instant::now();
             let res = mock.chat(content).await;
             (res, sent.elapsed())
         }
     };
     // Two fill the cap; a third, sent while they wait, is refused without latency.
-    let (x, y, z) = tokio::join!(timed("x", 0), timed("y", 0), timed("z", 100));
+    let (x, y, z) = tokio::join!(timed("x", false), timed("y", false), timed("z", true));
     assert_eq!((x.0.status, y.0.status), (200, 200));
     assert!(
         x.1 >= Duration::from_millis(3_000),
@@ -154,7 +162,7 @@ async fn concurrency_cap_answers_429_at_once() {
     assert_eq!(z.0.number("retry-after-ms"), 3_000);
     assert_eq!(z.0.number("retry-after"), 3);
     // Finished requests free their places.
-    assert_eq!(timed("w", 0).await.0.status, 200);
+    assert_eq!(timed("w", false).await.0.status, 200);
     let stats = mock.server.stats();
     assert_eq!(
         (stats.ok, stats.rate_limited, stats.max_in_flight),

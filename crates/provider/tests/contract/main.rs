@@ -25,6 +25,8 @@
 
 mod anthropic;
 mod openai;
+#[path = "../../../../tests/support/watchdog.rs"]
+mod watchdog;
 
 use std::time::Duration;
 
@@ -44,6 +46,8 @@ pub(crate) struct Reply<'a> {
 
 /// Serves `reply` to one request and returns what the client made of it.
 pub(crate) async fn exchange(dialect: Dialect, reply: Reply<'_>) -> Attempt {
+    // The test's time limit: the exchange is all a contract test waits on.
+    let _limit = watchdog::Watchdog::start();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let mut head = format!("HTTP/1.1 {}\r\n", reply.status);

@@ -180,7 +180,14 @@ pub(crate) struct Sse {
 /// A raw HTTP/1.1 connection reading server-sent events.
 pub(crate) struct SseClient {
     reader: BufReader<tokio::net::TcpStream>,
+    /// When reading it must have ended: a stream that keeps sending
+    /// progress (a run that never ends) fails by this, not by a loop of
+    /// the test's that never ends.
+    deadline: tokio::time::Instant,
 }
+
+/// How long a test may read one event stream, however many events come.
+const STREAM_LIMIT: Duration = Duration::from_secs(120);
 
 impl SseClient {
     /// Sends `method path` with `body` and reads the response head.
@@ -206,18 +213,28 @@ impl SseClient {
         assert!(status.contains(" 200 "), "{status}");
         loop {
             let mut line = String::new();
-            reader.read_line(&mut line).await.unwrap();
-            if line == "\r\n" {
+            tokio::time::timeout(Duration::from_secs(60), reader.read_line(&mut line))
+                .await
+                .expect("the response head within 60 s")
+                .unwrap();
+            if line == "\r\n" || line.is_empty() {
                 break;
             }
         }
-        SseClient { reader }
+        SseClient {
+            reader,
+            deadline: tokio::time::Instant::now() + STREAM_LIMIT,
+        }
     }
 
     /// The next event (chunked framing skipped); `None` at the end of the stream.
     pub(crate) async fn next(&mut self) -> Option<Sse> {
         let (mut event, mut data) = (String::new(), String::new());
         loop {
+            assert!(
+                tokio::time::Instant::now() < self.deadline,
+                "the event stream was still open after {STREAM_LIMIT:?}"
+            );
             let mut line = String::new();
             let n = tokio::time::timeout(Duration::from_secs(60), self.reader.read_line(&mut line))
                 .await

@@ -422,6 +422,13 @@ fn heartbeats_renew_leases_and_a_stopped_beat_returns_them() {
     }
     // Past the lease: still held because the beats kept it.
     let other = b.claim(&run, "wb", 4, lease).unwrap();
+    // A stall between the last beat and this claim as long as the lease
+    // would let it lapse: named, not guessed.
+    let since_beat = last.elapsed();
+    assert!(
+        since_beat < lease || other.len() == 2,
+        "{since_beat:?} between the last beat and the claim: longer than the lease"
+    );
     assert_eq!(other.len(), 2, "only the units wa does not hold");
     a.heartbeat(&beat(&run, "wa", "stopped")).unwrap();
     let back = b.claim(&run, "wb", 4, lease).unwrap();
