@@ -186,9 +186,11 @@ fn units_and_steps_carry_their_start_end_and_duration_everywhere() {
 #[test]
 fn a_retried_unit_keeps_the_times_of_the_steps_it_does_not_redo() {
     // The first mock serves model m only: the conversation (model "other")
-    // fails; the retry finds a mock on the same port serving every model.
+    // fails; the retry finds, at the same address, a mock serving every
+    // model. The address is a relay the test holds throughout, so no port is
+    // freed and bound again.
     let mock = Mock::start(&["--models", "m"]);
-    let port = mock.port.to_string();
+    let relay = Relay::start(mock.port);
     let s = Scratch::new();
     s.write_lines(
         "items.jsonl",
@@ -196,13 +198,15 @@ fn a_retried_unit_keeps_the_times_of_the_steps_it_does_not_redo() {
     );
     let text = TIMED.replace("model = \"m\"\nturns", "model = \"other\"\nturns");
     assert_ne!(text, TIMED);
-    let job = s.job(&text, Some(&mock), None);
+    let job = s.path("job.toml");
+    std::fs::write(&job, text.replace("{MOCK}", &relay.url("/v1"))).unwrap();
     let out = s.sluice(&["run", job.to_str().unwrap()]).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let first = read_jsonl(&s.path("results.jsonl"));
     assert_eq!(first[0]["status"], "failed", "{first:?}");
     drop(mock);
-    let _again = Mock::start(&["--port", &port]);
+    let again = Mock::start(&[]);
+    relay.point_to(again.port);
     let out = s.sluice(&["retry", "timed-1"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let exported = s.sluice(&["export", "timed-1"]).output().unwrap();

@@ -5,6 +5,8 @@ use std::net::TcpStream;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -228,5 +230,75 @@ pub(crate) fn refusing_port() -> (u16, OwnedFd) {
             "getsockname"
         );
         (u16::from_be(addr.sin_port), fd)
+    }
+}
+
+/// A port on 127.0.0.1 the test holds for its whole length, relaying each
+/// connection to whichever local port it is pointed at: a server can be
+/// replaced behind one address without freeing the port for another test
+/// to be handed (a server stopped and restarted on its old port would).
+pub(crate) struct Relay {
+    pub(crate) port: u16,
+    target: Arc<AtomicU16>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Relay {
+    pub(crate) fn start(target: u16) -> Relay {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let to = Arc::new(AtomicU16::new(target));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (to_, stop_) = (to.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop_.load(Ordering::SeqCst) {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                client.set_nonblocking(false).unwrap();
+                // Refused by the target: the client sees its connection end.
+                let Ok(server) = TcpStream::connect(("127.0.0.1", to_.load(Ordering::SeqCst)))
+                else {
+                    continue;
+                };
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16 * 1024];
+                        while let Ok(n) = from.read(&mut buf) {
+                            if n == 0 || to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Relay {
+            port,
+            target: to,
+            stop,
+        }
+    }
+
+    /// Relays new connections to `target` from now on.
+    pub(crate) fn point_to(&self, target: u16) {
+        self.target.store(target, Ordering::SeqCst);
+    }
+
+    /// `http://127.0.0.1:PORT{path}` through the relay.
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
     }
 }
