@@ -5,6 +5,8 @@ use std::time::{Duration, Instant};
 use http::Method;
 use sluice_mock::MockConfig;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use crate::{chat_body, raw_exchange, Mock};
 
 #[tokio::test]
@@ -96,20 +98,37 @@ async fn a_hung_request_frees_its_place_when_the_client_gives_up() {
     };
     let mock = Mock::start(cfg).await;
     let body = chat_body("x").to_string();
-    for _ in 0..2 {
-        // Timing out drops the connection; the second request finding the one
-        // place free (it hangs rather than getting 429) shows the first left.
-        let raw = raw_exchange(mock.addr(), &body, Duration::from_millis(200)).await;
-        assert!(
-            raw.bytes.is_empty() && raw.end.is_none(),
-            "expected no response: {raw:?}"
-        );
-        // Until the mock noticed (an event, not a guess at how fast).
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while mock.server.stats().in_flight > 0 {
-            assert!(Instant::now() < deadline, "the place was never freed");
-            tokio::time::sleep(Duration::from_millis(5)).await;
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: mock\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    // Until the mock's count of requests in flight is `n` (events, not a
+    // guess at how fast a loaded machine gets there).
+    let in_flight = |n: u64, what: &'static str| {
+        let mock = &mock;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while mock.server.stats().in_flight != n {
+                assert!(Instant::now() < deadline, "{what}");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
         }
+    };
+    for _ in 0..2 {
+        // The client gives up by dropping the connection; the second request
+        // taking the one place (it hangs rather than getting 429) shows the
+        // first left.
+        let mut stream = tokio::net::TcpStream::connect(mock.addr())
+            .await
+            .expect("connect");
+        stream.write_all(request.as_bytes()).await.expect("write");
+        in_flight(1, "the request never took its place").await;
+        let mut byte = [0u8; 1];
+        let answer = tokio::time::timeout(Duration::from_millis(100), stream.read(&mut byte)).await;
+        assert!(answer.is_err(), "expected no response: {answer:?}");
+        drop(stream);
+        in_flight(0, "the place was never freed").await;
     }
     let stats = mock.server.stats();
     assert_eq!((stats.requests, stats.hangs, stats.rate_limited), (2, 2, 0));
