@@ -49,7 +49,14 @@ fn raise_open_files(needed: u64) {
 /// read is kept in `seen`).
 fn read_until(stream: &mut TcpStream, seen: &mut String, text: &str, times: usize) {
     let mut buf = [0u8; 16 << 10];
+    // Each read has its timeout; a stream that keeps sending something else
+    // is ended by this one.
+    let deadline = Instant::now() + Duration::from_secs(120);
     while seen.matches(text).count() < times {
+        assert!(
+            Instant::now() < deadline,
+            "{text:?} not {times} times in 120 s: {seen}"
+        );
         let n = stream.read(&mut buf).expect("the stream stays open");
         assert!(n > 0, "the server closed a stream: {seen}");
         seen.push_str(&String::from_utf8_lossy(&buf[..n]));

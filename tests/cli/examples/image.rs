@@ -301,6 +301,10 @@ fn post(server: &Serve, path: &str, content_type: &str, body: &[u8]) -> (u16, St
 struct Sse {
     reader: BufReader<TcpStream>,
     text: String,
+    /// When reading it must have ended: progress keeps coming while a run
+    /// lives, so each read's timeout alone would not end a wait for an
+    /// event that never comes.
+    deadline: Instant,
 }
 
 impl Sse {
@@ -337,12 +341,17 @@ impl Sse {
         Sse {
             reader,
             text: String::new(),
+            deadline: Instant::now() + Duration::from_secs(180),
         }
     }
 
     /// The next event (name, data); `None` once the stream has ended.
     fn next(&mut self) -> Option<(String, Value)> {
         loop {
+            assert!(
+                Instant::now() < self.deadline,
+                "the event stream was still open after 180 s"
+            );
             if let Some(end) = self.text.find("\n\n") {
                 let block: String = self.text.drain(..end + 2).collect();
                 let mut name = String::new();
