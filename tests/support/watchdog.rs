@@ -1,7 +1,7 @@
 //! A per-test time limit, shared by the test crates (the CLI tests, the
-//! mock's, the server's, the store's, the engine's runs and the provider's
-//! contract tests, each including this file with `#[path]`: there is no
-//! test-support crate). A test still running
+//! mock's, the server's, the store's, the engine's runs, the provider's
+//! contract tests and the property tests, each including this file with
+//! `#[path]`: there is no test-support crate). A test still running
 //! `SLUICE_TEST_TIMEOUT_SECS` (default 300) after it started its watchdog
 //! fails the run with its own name, instead of hanging until CI's timeout
 //! names nothing. The harness runs tests as threads of one process, so the
@@ -53,6 +53,22 @@ impl Watchdog {
         });
         Watchdog(done)
     }
+}
+
+thread_local! {
+    /// The limit of the test running on this thread, once started.
+    static THIS_TEST: std::cell::OnceCell<Watchdog> = const { std::cell::OnceCell::new() };
+}
+
+/// Starts the time limit of the test running on this thread, once however
+/// often it is called: for property tests, whose setup (`config()`) runs at
+/// the start of each test. It stops when the thread ends, and the harness
+/// ends the thread with the test.
+#[allow(dead_code)] // only the property-test crates call it
+pub(crate) fn once_per_test() {
+    THIS_TEST.with(|limit| {
+        limit.get_or_init(Watchdog::start);
+    });
 }
 
 impl Drop for Watchdog {

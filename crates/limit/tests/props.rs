@@ -15,7 +15,13 @@ const MINUTE: u64 = 60_000 * MS;
 /// The catch-up the engine gives its windows (a waiter woken late keeps its place).
 const CATCH_UP: u64 = 2 * MS;
 
+#[path = "../../../tests/support/watchdog.rs"]
+mod watchdog;
+
 fn config() -> ProptestConfig {
+    // Called on the test's thread before any case: the test's time limit
+    // (`SLUICE_TEST_TIMEOUT_SECS`), so a case that hangs names its test.
+    watchdog::once_per_test();
     let cases = std::env::var("SLUICE_PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())

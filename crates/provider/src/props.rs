@@ -19,7 +19,13 @@ use crate::stream::Collector;
 use crate::wire::{exchange, exchange_streaming, Sink, WireError, MAX_BODY};
 use crate::Dialect;
 
+#[path = "../../../tests/support/watchdog.rs"]
+mod watchdog;
+
 fn config() -> ProptestConfig {
+    // Called on the test's thread before any case: the test's time limit
+    // (`SLUICE_TEST_TIMEOUT_SECS`), so a case that hangs names its test.
+    watchdog::once_per_test();
     let cases = std::env::var("SLUICE_PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -9,7 +9,13 @@ use std::path::Path;
 use proptest::prelude::*;
 use sluice_spec::{parse_str, SpecError};
 
+#[path = "../../../tests/support/watchdog.rs"]
+mod watchdog;
+
 fn config() -> ProptestConfig {
+    // Called on the test's thread before any case: the test's time limit
+    // (`SLUICE_TEST_TIMEOUT_SECS`), so a case that hangs names its test.
+    watchdog::once_per_test();
     let cases = std::env::var("SLUICE_PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())

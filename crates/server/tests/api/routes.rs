@@ -52,6 +52,11 @@ async fn a_run_is_listed_read_and_its_results_paged_in_input_order() {
             .get("x-next-offset")
             .map(|v| v.to_str().unwrap().to_owned());
         pages += 1;
+        // A next offset that never runs out ends here, not in a hang.
+        assert!(
+            pages <= 3,
+            "more than 3 pages of 10 for 25 results: {ids:?}"
+        );
     }
     assert_eq!(pages, 3);
     let expected: Vec<String> = (0..25).map(|i| format!("i{i:04}")).collect();
