@@ -171,3 +171,37 @@ pub(crate) async fn raw_exchange(addr: SocketAddr, body: &str, timeout: Duration
         return Raw { bytes, end };
     }
 }
+
+/// The inode of the socket listening on 127.0.0.1:`port` (`/proc/net/tcp`),
+/// or `None` where /proc cannot say. A closed listener is then checked by
+/// its inode, never by connecting to its port: once freed, the port may be
+/// handed to another test's listener, which would answer.
+pub(crate) fn listener_inode(port: u16) -> Option<u64> {
+    listeners()?
+        .into_iter()
+        .find(|(p, _)| *p == port)
+        .map(|(_, inode)| inode)
+}
+
+/// Whether the listening socket `inode` is still open.
+pub(crate) fn still_listening(inode: u64) -> bool {
+    listeners().is_some_and(|l| l.iter().any(|(_, i)| *i == inode))
+}
+
+/// (port, inode) of every IPv4 listening socket on this host.
+fn listeners() -> Option<Vec<(u16, u64)>> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    Some(
+        table
+            .lines()
+            .skip(1)
+            .filter_map(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                // local address, state 0A (LISTEN), inode.
+                let port = u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()?;
+                (*f.get(3)? == "0A").then_some(())?;
+                Some((port, f.get(9)?.parse().ok()?))
+            })
+            .collect(),
+    )
+}
