@@ -33,6 +33,16 @@ pub(crate) const SYNC_PERIOD: Duration = Duration::from_secs(1);
 const OFFSET_REFRESH_US: i64 = 30_000_000;
 /// The most a slice is trimmed at each end for clock uncertainty (µs).
 const MAX_GUARD_US: i64 = 10_000;
+/// Room left in a slice for each request's lateness (µs): a request sent
+/// late (timers wake a millisecond or more after their instant, later on a
+/// loaded machine) is answered with the provider's own next instant
+/// (`remaining: 0`, its `reset`), which the limiter holds, so every later
+/// request of the slice goes that much later too. Without this room the
+/// slice's last request never fit: 4 of 5 at 1,200/min, 80% of the limit.
+const SLIP_PER_REQUEST_US: i64 = 2_000;
+/// At most this much room for lateness in one slice (µs), however many
+/// short requests it holds.
+const MAX_SLIP_US: i64 = SLICE_US / 10;
 /// A gate waiting for more places asks at most this often.
 const MIN_SYNC_GAP: Duration = Duration::from_millis(50);
 
@@ -257,11 +267,7 @@ impl SharedLimits {
     /// returns how long to wait before looking again when none is free yet.
     pub(crate) async fn claim(&self, min_len_ns: u64) -> Option<Duration> {
         let mut publish = self.publish();
-        // A whole number of requests' spacing (a slice that ends mid-gap
-        // would waste the rest of it), plus the guard trimmed at each end.
-        let unit = (min_len_ns.div_ceil(1_000) as i64).max(1);
-        let count = (SLICE_US + unit - 1) / unit;
-        publish.slice_us = Some(count.max(1) * unit + 2 * self.guard_us());
+        publish.slice_us = Some(slice_len_us(min_len_ns, self.guard_us()));
         if let Some(old) = *lock(&self.slice) {
             let now_db = self.to_db_us(self.origin.elapsed().as_nanos() as u64);
             publish.give_back = Some((now_db, old.db_end));
@@ -331,6 +337,17 @@ impl SharedLimits {
     }
 }
 
+/// The sending time to claim for requests each occupying `unit_ns` of the
+/// schedule (µs): a whole number of them in about [`SLICE_US`] (a slice
+/// that ends mid-gap would waste the rest of it), room for their lateness,
+/// and the guard trimmed at each end.
+fn slice_len_us(unit_ns: u64, guard_us: i64) -> i64 {
+    let unit = (unit_ns.div_ceil(1_000) as i64).max(1);
+    let count = ((SLICE_US + unit - 1) / unit).max(1);
+    let slip = (count * SLIP_PER_REQUEST_US).min(MAX_SLIP_US);
+    count * unit + slip + 2 * guard_us
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -389,4 +406,64 @@ fn update(
     let stored = serde_json::to_value(&state).unwrap_or(serde_json::Value::Null);
     let reply = serde_json::to_value(&reply).unwrap_or(serde_json::Value::Null);
     (stored, reply)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_limit::{WindowLimits, Windows};
+
+    const MS: u64 = 1_000_000;
+
+    /// How many requests a slice of `len_ns` (guards trimmed) admits when
+    /// each is sent `late_ns` after the instant it was due, and the provider
+    /// answers that its next one is due a full spacing after it arrived.
+    fn admitted_in(len_ns: u64, late_ns: u64) -> usize {
+        let mut w = Windows::new(
+            &WindowLimits {
+                rpm: Some(1_200),
+                ..WindowLimits::default()
+            },
+            2 * MS,
+        );
+        let (start, end) = (10_000 * MS, 10_000 * MS + len_ns);
+        let mut due = start;
+        let mut sent = 0;
+        loop {
+            let now = due + late_ns;
+            if !w.fits_before(now, 0, end) {
+                return sent;
+            }
+            w.try_acquire(now, 0).unwrap();
+            // `remaining: 0`, next one in 50 ms: held from the sending.
+            w.hold_until(now + 50 * MS);
+            sent += 1;
+            due = now + 50 * MS;
+        }
+    }
+
+    #[test]
+    fn a_slice_holds_its_requests_sent_late() {
+        // 1,200/min: 50 ms each, so 5 in a slice, with 2 ms of room each
+        // and a guard of 2 ms at each end.
+        let len = slice_len_us(50 * MS, 2_000);
+        assert_eq!(len, 5 * 50_000 + 5 * 2_000 + 2 * 2_000);
+        let usable = (len - 2 * 2_000) as u64 * 1_000;
+        // Each sent 1.5 ms late: the schedule slips by that much per request.
+        assert_eq!(admitted_in(usable, 1_500_000), 5);
+        // Without the room the last one never fit: 4 of 5, 80% of the limit.
+        assert_eq!(admitted_in(250 * MS, 1_500_000), 4);
+        assert_eq!(admitted_in(250 * MS, 0), 5);
+    }
+
+    #[test]
+    fn the_room_for_lateness_is_bounded() {
+        // 100/s: 25 requests of 10 ms; their room is capped, not 50 ms.
+        assert_eq!(slice_len_us(10 * MS, 1_000), 250_000 + MAX_SLIP_US + 2_000);
+        // One request longer than a slice: one request's room.
+        assert_eq!(
+            slice_len_us(1_000 * MS, 1_000),
+            1_000_000 + SLIP_PER_REQUEST_US + 2_000
+        );
+    }
 }
