@@ -281,7 +281,14 @@ impl Limiter {
             match slice {
                 Some(s) if now < s.start => return Ok(Take::Wait(s.start - now)),
                 Some(s) if w.fits_before(now, tokens, s.end) => {}
-                _ => return Ok(Take::Slice(w.occupancy(tokens))),
+                Some(s) => {
+                    // Out of room: how late the slice's schedule ran sizes
+                    // the room for lateness in the next.
+                    let unit = w.occupancy(tokens);
+                    shared.ran_out(&s, now, w.schedule_end(now, tokens), unit);
+                    return Ok(Take::Slice(unit));
+                }
+                None => return Ok(Take::Slice(w.occupancy(tokens))),
             }
         }
         match w.try_acquire(now, tokens) {

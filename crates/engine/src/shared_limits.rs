@@ -33,16 +33,26 @@ pub(crate) const SYNC_PERIOD: Duration = Duration::from_secs(1);
 const OFFSET_REFRESH_US: i64 = 30_000_000;
 /// The most a slice is trimmed at each end for clock uncertainty (µs).
 const MAX_GUARD_US: i64 = 10_000;
-/// Room left in a slice for each request's lateness (µs): a request sent
-/// late (timers wake a millisecond or more after their instant, later on a
-/// loaded machine) is answered with the provider's own next instant
-/// (`remaining: 0`, its `reset`), which the limiter holds, so every later
-/// request of the slice goes that much later too. Without this room the
-/// slice's last request never fit: 4 of 5 at 1,200/min, 80% of the limit.
-const SLIP_PER_REQUEST_US: i64 = 2_000;
-/// At most this much room for lateness in one slice (µs), however many
-/// short requests it holds.
+/// Room left in a slice for its requests' lateness, beyond the most seen
+/// lately (µs). A request sent late (timers wake a millisecond or more after
+/// their instant, later on a loaded machine) can push the rest of the
+/// slice's schedule back: a provider answering `remaining: 0` gives its next
+/// instant from the request's arrival, and the limiter holds it. Without
+/// room the slice's last request then never fits: 4 of 5 at 1,200/min,
+/// 80% of the limit. Room is claimed for what was seen, so a process whose
+/// requests are not late claims (almost) none.
+const SLIP_MARGIN_US: i64 = 2_000;
+/// At most this much room for lateness in one slice (µs).
 const MAX_SLIP_US: i64 = SLICE_US / 10;
+/// The lateness remembered fades by this much per slice (ns), so one stall
+/// does not widen every slice after it (its variation from slice to slice
+/// is a few milliseconds: the worst seen lately is kept a while).
+const SLIP_DECAY_NS: u64 = 250_000;
+/// The lateness assumed before any was seen (ns): about a millisecond per
+/// request of a slice at 1,200/min in a debug build. The first slice then
+/// keeps its last request too; a process whose requests are on time
+/// unlearns it within a few seconds.
+const FIRST_SLIP_NS: u64 = 4_000_000;
 /// A gate waiting for more places asks at most this often.
 const MIN_SYNC_GAP: Duration = Duration::from_millis(50);
 
@@ -56,6 +66,8 @@ pub(crate) struct LocalSlice {
     pub(crate) end: u64,
     /// The slice's end in the store's clock, to give the rest back.
     db_end: i64,
+    /// Room for lateness claimed in it beyond its requests' spacing (ns).
+    room: u64,
 }
 
 /// What one exchange with the store brought back.
@@ -100,6 +112,9 @@ pub(crate) struct SharedLimits {
     /// When it was measured (local µs).
     offset_at_us: AtomicI64,
     pub(crate) slice: Mutex<Option<LocalSlice>>,
+    /// How far this process's schedule ran late in a slice lately (ns):
+    /// the room claimed in the next one.
+    slip_ns: AtomicU64,
     /// This process's pause (local ns) not yet published.
     pause_local: AtomicU64,
     /// Limits this process learned from headers, to publish.
@@ -143,6 +158,7 @@ impl SharedLimits {
             rtt_us: AtomicI64::new(i64::MAX),
             offset_at_us: AtomicI64::new(0),
             slice: Mutex::new(None),
+            slip_ns: AtomicU64::new(FIRST_SLIP_NS),
             pause_local: AtomicU64::new(0),
             learned_here: [AtomicU64::new(0), AtomicU64::new(0)],
             learned_shared: [AtomicU64::new(0), AtomicU64::new(0)],
@@ -267,7 +283,9 @@ impl SharedLimits {
     /// returns how long to wait before looking again when none is free yet.
     pub(crate) async fn claim(&self, min_len_ns: u64) -> Option<Duration> {
         let mut publish = self.publish();
-        publish.slice_us = Some(slice_len_us(min_len_ns, self.guard_us()));
+        let room_us =
+            ((self.slip_ns.load(Relaxed) / 1_000) as i64 + SLIP_MARGIN_US).min(MAX_SLIP_US);
+        publish.slice_us = Some(slice_len_us(min_len_ns, room_us, self.guard_us()));
         if let Some(old) = *lock(&self.slice) {
             let now_db = self.to_db_us(self.origin.elapsed().as_nanos() as u64);
             publish.give_back = Some((now_db, old.db_end));
@@ -283,6 +301,7 @@ impl SharedLimits {
                     start: self.to_local_ns(start + guard),
                     end: self.to_local_ns(end - guard),
                     db_end: end,
+                    room: room_us as u64 * 1_000,
                 });
                 None
             }
@@ -298,6 +317,21 @@ impl SharedLimits {
     /// processes' slices never overlap in real time (µs).
     fn guard_us(&self) -> i64 {
         (self.rtt_us.load(Relaxed).saturating_add(1) / 2 + 1_000).clamp(1_000, MAX_GUARD_US)
+    }
+
+    /// The request that would end at `ends` (local ns) does not fit in
+    /// `slice`: learns from it how late this process's schedule ran there.
+    /// Only while sending back to back (the schedule ends a request's
+    /// spacing or more after `now`): a slice left idle for a while has an
+    /// overshoot that says nothing of lateness.
+    pub(crate) fn ran_out(&self, slice: &LocalSlice, now: u64, ends: u64, unit: u64) {
+        if ends <= slice.end || ends.saturating_sub(unit) <= now {
+            return;
+        }
+        let seen = slip_seen(ends - slice.end, slice.room, unit);
+        let _ = self.slip_ns.fetch_update(Relaxed, Relaxed, |old| {
+            Some(seen.max(old.saturating_sub(SLIP_DECAY_NS)))
+        });
     }
 
     /// Publishes and reads the shared state; renews the concurrency share.
@@ -339,13 +373,29 @@ impl SharedLimits {
 
 /// The sending time to claim for requests each occupying `unit_ns` of the
 /// schedule (µs): a whole number of them in about [`SLICE_US`] (a slice
-/// that ends mid-gap would waste the rest of it), room for their lateness,
-/// and the guard trimmed at each end.
-fn slice_len_us(unit_ns: u64, guard_us: i64) -> i64 {
+/// that ends mid-gap would waste the rest of it), `room_us` for their
+/// lateness, and the guard trimmed at each end.
+fn slice_len_us(unit_ns: u64, room_us: i64, guard_us: i64) -> i64 {
     let unit = (unit_ns.div_ceil(1_000) as i64).max(1);
     let count = ((SLICE_US + unit - 1) / unit).max(1);
-    let slip = (count * SLIP_PER_REQUEST_US).min(MAX_SLIP_US);
-    count * unit + slip + 2 * guard_us
+    count * unit + room_us + 2 * guard_us
+}
+
+/// How late a slice's schedule ran (ns), from how far the request that no
+/// longer fit would have ended past it (`overshoot`), the `room` the slice
+/// had for lateness and the spacing `unit` of its requests: the slice holds
+/// a whole number of units plus the room, so what is left over is the
+/// lateness (whether the last request was lost to it or not). More than
+/// half a unit left over is a schedule running early (the limiter's
+/// catch-up), not late.
+fn slip_seen(overshoot: u64, room: u64, unit: u64) -> u64 {
+    let unit = unit.max(1);
+    let left = overshoot.saturating_add(room) % unit;
+    if left > unit / 2 {
+        0
+    } else {
+        left
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -417,8 +467,9 @@ mod tests {
 
     /// How many requests a slice of `len_ns` (guards trimmed) admits when
     /// each is sent `late_ns` after the instant it was due, and the provider
-    /// answers that its next one is due a full spacing after it arrived.
-    fn admitted_in(len_ns: u64, late_ns: u64) -> usize {
+    /// answers that its next one is due a full spacing after it was sent;
+    /// and where the one that no longer fit would have ended.
+    fn admitted_in(len_ns: u64, late_ns: u64) -> (u64, u64) {
         let mut w = Windows::new(
             &WindowLimits {
                 rpm: Some(1_200),
@@ -432,7 +483,7 @@ mod tests {
         loop {
             let now = due + late_ns;
             if !w.fits_before(now, 0, end) {
-                return sent;
+                return (sent, w.schedule_end(now, 0) - end);
             }
             w.try_acquire(now, 0).unwrap();
             // `remaining: 0`, next one in 50 ms: held from the sending.
@@ -443,27 +494,36 @@ mod tests {
     }
 
     #[test]
-    fn a_slice_holds_its_requests_sent_late() {
-        // 1,200/min: 50 ms each, so 5 in a slice, with 2 ms of room each
-        // and a guard of 2 ms at each end.
-        let len = slice_len_us(50 * MS, 2_000);
-        assert_eq!(len, 5 * 50_000 + 5 * 2_000 + 2 * 2_000);
-        let usable = (len - 2 * 2_000) as u64 * 1_000;
-        // Each sent 1.5 ms late: the schedule slips by that much per request.
-        assert_eq!(admitted_in(usable, 1_500_000), 5);
-        // Without the room the last one never fit: 4 of 5, 80% of the limit.
-        assert_eq!(admitted_in(250 * MS, 1_500_000), 4);
-        assert_eq!(admitted_in(250 * MS, 0), 5);
+    fn a_slice_makes_room_for_the_lateness_seen_in_the_last() {
+        // 1,200/min: 50 ms each, 5 in a slice. Sent 1.5 ms late each, the
+        // schedule slips by that much per request after the first (whose
+        // lateness the limiter's catch-up absorbs; the provider's answers
+        // leave the others none): with 1 ms of room the last one misses
+        // the slice by 4.5 ms (5.5 of lateness).
+        let unit = 50 * MS;
+        let (sent, overshoot) = admitted_in(251 * MS, 1_500_000);
+        assert_eq!((sent, overshoot), (4, 4_500_000));
+        let seen = slip_seen(overshoot, MS, unit);
+        assert_eq!(seen, 5_500_000);
+        // The next slice has that room (and the margin): all 5 fit. What is
+        // left over reads as the lateness up to a sixth request, a little
+        // more: room errs on the side of keeping the fifth.
+        let room_us = (seen / 1_000) as i64 + SLIP_MARGIN_US;
+        let len = slice_len_us(unit, room_us, 2_000) - 2 * 2_000;
+        let (sent, overshoot) = admitted_in(len as u64 * 1_000, 1_500_000);
+        assert_eq!(sent, 5);
+        assert_eq!(slip_seen(overshoot, room_us as u64 * 1_000, unit), 7 * MS);
+        // Requests on time leave no lateness to make room for.
+        let (sent, overshoot) = admitted_in(251 * MS, 0);
+        assert_eq!(sent, 5);
+        assert_eq!(slip_seen(overshoot, MS, unit), 0);
     }
 
     #[test]
-    fn the_room_for_lateness_is_bounded() {
-        // 100/s: 25 requests of 10 ms; their room is capped, not 50 ms.
-        assert_eq!(slice_len_us(10 * MS, 1_000), 250_000 + MAX_SLIP_US + 2_000);
-        // One request longer than a slice: one request's room.
-        assert_eq!(
-            slice_len_us(1_000 * MS, 1_000),
-            1_000_000 + SLIP_PER_REQUEST_US + 2_000
-        );
+    fn a_slice_is_whole_requests_plus_its_room() {
+        // 100/s: 25 requests of 10 ms.
+        assert_eq!(slice_len_us(10 * MS, 3_000, 1_000), 250_000 + 3_000 + 2_000);
+        // One request longer than a slice: one request.
+        assert_eq!(slice_len_us(1_000 * MS, 0, 1_000), 1_000_000 + 2_000);
     }
 }

@@ -327,6 +327,13 @@ impl Windows {
     /// shared limit) must not push its requests' spacing into the next
     /// owner's time.
     pub fn fits_before(&self, now: u64, tokens: impl Into<Cost>, end: u64) -> bool {
+        self.schedule_end(now, tokens) <= end
+    }
+
+    /// Where the paced windows' schedule would end if a request of `tokens`
+    /// were admitted at `now` or when it next conforms (0 without paced
+    /// windows).
+    pub fn schedule_end(&self, now: u64, tokens: impl Into<Cost>) -> u64 {
         let tokens: Cost = tokens.into();
         let wait = self.held_until.saturating_sub(now);
         let at = self
@@ -341,7 +348,9 @@ impl Windows {
         self.windows
             .iter()
             .filter(|w| w.paced && w.applies(tokens))
-            .all(|w| w.gcra.tat_after(at, w.cost(tokens)) <= end)
+            .map(|w| w.gcra.tat_after(at, w.cost(tokens)))
+            .max()
+            .unwrap_or(0)
     }
 
     /// Whether a request of `tokens` can never conform: `(cost, limit)` of

@@ -277,6 +277,7 @@ fn fits_before_keeps_a_request_inside_a_slice_of_sending_time() {
     // 150 tokens end 150 ms after the token window's tat.
     assert!(!w.fits_before(100 * MS, 150, 200 * MS));
     assert!(w.fits_before(100 * MS, 150, 250 * MS));
+    assert_eq!(w.schedule_end(100 * MS, 150), 250 * MS);
 }
 
 fn report(limit: u64, remaining: u64, reset_nanos: u64) -> Report {
