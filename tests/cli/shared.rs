@@ -283,21 +283,21 @@ fn three_workers_hold_one_shared_rpm() {
     // lateness (a late request's `reset` from the mock holds the next one
     // later): without it, 4 of 5 (80 or 81 of 100 measured, 6 of 6 runs).
     // With room for the lateness each worker saw lately (debug build; 2 runs
-    // quiet, 1 under two CPU hogs, benches/under-load.sh): 94-97, and
-    // 1,092-1,131/min over the whole run (0.91-0.94). The lower bounds are
-    // these measurements less 5 points of the limit (89 of 100; 86% of 1200
-    // over the run, whose start-up weighs a little more), so slices that
-    // lose one request in five fail; the upper bounds are the limit's, so a
-    // faster limiter passes.
+    // quiet: 96-97 and 1,113-1,131/min over the whole run; 6 under two CPU
+    // hogs, benches/under-load.sh: 88-94 and 993-1,092/min). The lower
+    // bounds are the worst of these less 4-5 points of the limit (84 of
+    // 100, above the 80-81 of slices that lose one request in five; 78% of
+    // 1200 over the run, whose start-up weighs a little more); the upper
+    // bounds are the limit's, so a faster limiter passes.
     let steady = u(&mock.rates(5_000)["max_requests"]);
     let achieved = mock.rates(60_000)["requests_per_minute"].as_f64().unwrap();
     eprintln!("three workers: busiest 5 s {steady} of 100, {achieved:.1} of 1200/min over the run");
     assert!(
-        (89..=102).contains(&steady),
+        (84..=102).contains(&steady),
         "three workers sent {steady} requests in their busiest 5 s, against 100 at the limit"
     );
     assert!(
-        (0.86 * 1200.0..=1.02 * 1200.0).contains(&achieved),
+        (0.78 * 1200.0..=1.02 * 1200.0).contains(&achieved),
         "three workers achieved {achieved:.1} of 1200/min"
     );
     let status = wait_status(&s, &pg, "the final status", |v| {
