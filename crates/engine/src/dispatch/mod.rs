@@ -31,6 +31,9 @@ pub(crate) enum Next<W> {
     Work(W),
     /// A record for the writer (a bad line, lines that moved).
     Write(Message),
+    /// Nothing yet: ask again (with a fresh count of the work in progress,
+    /// once the loop has looked at pause and stopping again).
+    Wait,
     /// Nothing more.
     End,
 }
@@ -117,6 +120,7 @@ where
                 let _ = run.tx.send(message).await;
                 continue;
             }
+            Ok(Next::Wait) => continue,
             Ok(Next::End) => break Ok(()),
             Err(e) => break Err(e),
         };

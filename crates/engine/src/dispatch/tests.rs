@@ -175,6 +175,53 @@ async fn the_loop_grows_to_the_rate_and_hands_everything_out() {
     );
 }
 
+/// Hands out only while fewer than `ahead` are in progress, as claims
+/// are paced, and waits a tick otherwise.
+struct Paced {
+    left: Numbers,
+    ahead: usize,
+    most_seen: usize,
+}
+
+impl Source for Paced {
+    type Work = u64;
+
+    async fn next(&mut self, in_progress: usize) -> Result<Next<u64>> {
+        self.most_seen = self.most_seen.max(in_progress);
+        if in_progress >= self.ahead {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            return Ok(Next::Wait);
+        }
+        self.left.next(in_progress).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_source_that_paces_itself_is_asked_again_with_fresh_counts() {
+    let (run, _rx) = a_run();
+    let exec = Sleepers::new(8, Duration::from_millis(50), &run.progress);
+    let seen = exec.seen.clone();
+    let source = Paced {
+        left: Numbers::up_to(30),
+        ahead: 3,
+        most_seen: 0,
+    };
+    let interrupted = super::run(&run, source, exec, Window::new(8, None, 1))
+        .await
+        .unwrap();
+    assert!(!interrupted);
+    let seen = seen.lock().unwrap();
+    assert_eq!(
+        seen.started.len(),
+        30,
+        "work finishing frees the source again"
+    );
+    assert_eq!(
+        seen.most_at_once, 3,
+        "never more than the source keeps ahead"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn nothing_starts_while_paused_and_everything_after_resume() {
     let (run, _rx) = a_run();
@@ -378,6 +425,7 @@ async fn the_resume_skip_hands_out_only_what_is_not_done_alike_and_tells_moves()
             Next::Work(line) => out.push(line.id),
             Next::Write(Message::Moves(m)) => moves.extend(m),
             Next::Write(_) => panic!("no records here"),
+            Next::Wait => {}
             Next::End => break,
         }
     }
@@ -396,7 +444,7 @@ async fn the_resume_skip_hands_out_only_what_is_not_done_alike_and_tells_moves()
     loop {
         match source.next(0).await.unwrap() {
             Next::Work(line) => out.push(line.id),
-            Next::Write(_) => {}
+            Next::Write(_) | Next::Wait => {}
             Next::End => break,
         }
     }

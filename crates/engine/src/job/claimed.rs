@@ -312,66 +312,66 @@ impl dispatch::Source for Claims {
     type Work = Started;
 
     async fn next(&mut self, in_progress: usize) -> Result<Next<Started>> {
-        loop {
-            if self.pending.as_ref().is_some_and(|p| p.is_finished()) {
-                let (back, claimed) = landed(&mut self.pending).await;
-                self.landed(back, claimed)?;
-            }
-            let backlog = self.pace.backlog(&self.progress);
-            // Units here but not calling: the buffer, and those in progress
-            // waiting for a place, a rate slot or between steps (roughly
-            // those in progress less the calls on the wire).
-            let calling = self.progress.in_flight.load(Relaxed) as usize;
-            let waiting = in_progress.saturating_sub(calling);
-            let want = backlog.saturating_sub(waiting + self.buffer.len());
-            if self.pending.is_none()
-                && !self.dry
-                && want > 0
-                && self.buffer.len() < backlog.div_ceil(2) + 1
-            {
-                if let Some(s) = self.store.take() {
-                    let (run, who, lease) = (self.run_id.clone(), self.worker.clone(), self.lease);
-                    let n = want.min(CLAIM_MAX);
-                    self.pending = Some(on_blocking(s, move |q| q.claim(&run, &who, n, lease)));
-                }
-            }
-            if self.buffer.is_empty() && self.pending.is_none() {
-                // Nothing claimed last time: done once the queue is
-                // complete; otherwise other workers' leases may still expire.
-                let Some(s) = self.store.take() else {
-                    return Err(Error::Runtime("the store connection was lost".into()));
-                };
-                let run = self.run_id.clone();
-                let (back, counts) = on_blocking(s, move |q| q.queue_counts(&run))
-                    .await
-                    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
-                self.store = Some(back);
-                if counts?.complete() {
-                    return Ok(Next::End);
-                }
-                tokio::time::sleep(POLL).await;
-                self.dry = false;
-                continue;
-            }
-            if waiting < backlog {
-                if let Some(entry) = self.buffer.pop_front() {
-                    return Ok(match unit_of(&entry) {
-                        Ok(unit) => Next::Work(Started {
-                            unit,
-                            token: Some(entry.token),
-                        }),
-                        Err(message) => {
-                            let record = failed_unit(&entry, message);
-                            Next::Write(Message::Fenced(record, entry.token))
-                        }
-                    });
-                }
-            }
-            tokio::select! {
-                (back, claimed) = landed(&mut self.pending) => self.landed(back, claimed)?,
-                _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+        if self.pending.as_ref().is_some_and(|p| p.is_finished()) {
+            let (back, claimed) = landed(&mut self.pending).await;
+            self.landed(back, claimed)?;
+        }
+        let backlog = self.pace.backlog(&self.progress);
+        // Units here but not calling: the buffer, and those in progress
+        // waiting for a place, a rate slot or between steps (roughly
+        // those in progress less the calls on the wire).
+        let calling = self.progress.in_flight.load(Relaxed) as usize;
+        let waiting = in_progress.saturating_sub(calling);
+        let want = backlog.saturating_sub(waiting + self.buffer.len());
+        if self.pending.is_none()
+            && !self.dry
+            && want > 0
+            && self.buffer.len() < backlog.div_ceil(2) + 1
+        {
+            if let Some(s) = self.store.take() {
+                let (run, who, lease) = (self.run_id.clone(), self.worker.clone(), self.lease);
+                let n = want.min(CLAIM_MAX);
+                self.pending = Some(on_blocking(s, move |q| q.claim(&run, &who, n, lease)));
             }
         }
+        if self.buffer.is_empty() && self.pending.is_none() {
+            // Nothing claimed last time: done once the queue is
+            // complete; otherwise other workers' leases may still expire.
+            let Some(s) = self.store.take() else {
+                return Err(Error::Runtime("the store connection was lost".into()));
+            };
+            let run = self.run_id.clone();
+            let (back, counts) = on_blocking(s, move |q| q.queue_counts(&run))
+                .await
+                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+            self.store = Some(back);
+            if counts?.complete() {
+                return Ok(Next::End);
+            }
+            tokio::time::sleep(POLL).await;
+            self.dry = false;
+            return Ok(Next::Wait);
+        }
+        if waiting < backlog {
+            if let Some(entry) = self.buffer.pop_front() {
+                return Ok(match unit_of(&entry) {
+                    Ok(unit) => Next::Work(Started {
+                        unit,
+                        token: Some(entry.token),
+                    }),
+                    Err(message) => {
+                        let record = failed_unit(&entry, message);
+                        Next::Write(Message::Fenced(record, entry.token))
+                    }
+                });
+            }
+        }
+        tokio::select! {
+            (back, claimed) = landed(&mut self.pending) => self.landed(back, claimed)?,
+            _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+        }
+        // Units may have finished meanwhile: asked again with their count.
+        Ok(Next::Wait)
     }
 
     /// A claim still on its way lands before the last (stopped) heartbeat
