@@ -24,10 +24,12 @@ pub(crate) trait Keyed {
 }
 
 /// One entry of a chunk: work to look up, or a record to write as it is (a
-/// bad line is recorded failed, never sent).
+/// bad line is recorded failed, never sent). The record is boxed: a chunk's
+/// slots are as large as its largest entry, and records are rare and larger
+/// than a request.
 pub(crate) enum Entry<R> {
     Read(R),
-    Write(Message),
+    Write(Box<Message>),
 }
 
 /// An input read a chunk at a time.
@@ -36,8 +38,9 @@ pub(crate) trait Chunks {
     type Read: Keyed;
     /// What is handed out.
     type Work;
-    /// Appends the next chunk's entries to `out`; nothing appended: the end.
-    fn read(&mut self, out: &mut Vec<Entry<Self::Read>>) -> Result<()>;
+    /// Appends the next chunk's entries to `out` (empty when called);
+    /// nothing appended: the end.
+    fn read(&mut self, out: &mut VecDeque<Entry<Self::Read>>) -> Result<()>;
     /// Turns a read entry that is not skipped into work (or a record).
     fn ready(&mut self, read: Self::Read) -> Next<Self::Work>;
 }
@@ -96,7 +99,8 @@ pub(crate) struct Local<C: Chunks> {
     chunks: C,
     resume: Resume,
     progress: Arc<Progress>,
-    read: Vec<Entry<C::Read>>,
+    /// The chunk read, less what was skipped (one buffer: memory stays
+    /// what quick mode's reader alone held).
     ready: VecDeque<Entry<C::Read>>,
     /// Records whose line moved, told after their chunk.
     moves: Vec<(String, u64)>,
@@ -109,7 +113,6 @@ impl<C: Chunks> Local<C> {
             chunks,
             resume,
             progress,
-            read: Vec::new(),
             ready: VecDeque::new(),
             moves: Vec::new(),
             ended: false,
@@ -118,18 +121,16 @@ impl<C: Chunks> Local<C> {
 
     /// Reads the next chunk and drops what the store holds done.
     async fn refill(&mut self) -> Result<()> {
-        self.read.clear();
-        self.chunks.read(&mut self.read)?;
-        if self.read.is_empty() {
+        self.chunks.read(&mut self.ready)?;
+        if self.ready.is_empty() {
             self.ended = true;
             return Ok(());
         }
         if self.resume.store.is_none() {
-            self.ready.extend(self.read.drain(..));
             return Ok(());
         }
         let keys = self
-            .read
+            .ready
             .iter()
             .filter_map(|e| match e {
                 Entry::Read(r) => Some(r.key().to_owned()),
@@ -137,20 +138,22 @@ impl<C: Chunks> Local<C> {
             })
             .collect();
         let known = self.resume.known(keys).await?;
-        for entry in self.read.drain(..) {
-            if let Entry::Read(read) = &entry {
-                if let Some(k) = known.get(read.key()) {
-                    if self.resume.kept(k, read) {
-                        Progress::add(&self.progress.skipped, 1);
-                        if k.idx != read.idx() {
-                            self.moves.push((read.key().to_owned(), read.idx()));
-                        }
-                        continue;
+        let (resume, progress, moves) = (&self.resume, &self.progress, &mut self.moves);
+        self.ready.retain(|entry| {
+            let Entry::Read(read) = entry else {
+                return true;
+            };
+            match known.get(read.key()) {
+                Some(k) if resume.kept(k, read) => {
+                    Progress::add(&progress.skipped, 1);
+                    if k.idx != read.idx() {
+                        moves.push((read.key().to_owned(), read.idx()));
                     }
+                    false
                 }
+                _ => true,
             }
-            self.ready.push_back(entry);
-        }
+        });
         Ok(())
     }
 }
@@ -162,7 +165,7 @@ impl<C: Chunks> Source for Local<C> {
         loop {
             match self.ready.pop_front() {
                 Some(Entry::Read(read)) => return Ok(self.chunks.ready(read)),
-                Some(Entry::Write(message)) => return Ok(Next::Write(message)),
+                Some(Entry::Write(message)) => return Ok(Next::Write(*message)),
                 None if !self.moves.is_empty() => {
                     let moves = std::mem::take(&mut self.moves);
                     return Ok(Next::Write(Message::Moves(moves)));

@@ -26,6 +26,9 @@ pub(crate) use local::{Chunks, Entry, Keyed, Local, Resume};
 pub(crate) use window::{Window, MAX_IN_FLIGHT};
 
 /// What a source yields next.
+// Handed over at once, never kept in bulk (a chunk boxes its records:
+// `Entry`), so its size costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Next<W> {
     /// Work to start.
     Work(W),

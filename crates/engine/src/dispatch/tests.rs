@@ -340,10 +340,10 @@ impl Chunks for LinesOf {
     type Read = Line;
     type Work = Line;
 
-    fn read(&mut self, out: &mut Vec<Entry<Line>>) -> Result<()> {
+    fn read(&mut self, out: &mut std::collections::VecDeque<Entry<Line>>) -> Result<()> {
         while out.len() < self.per_chunk {
             match self.lines.pop_front() {
-                Some(line) => out.push(Entry::Read(line)),
+                Some(line) => out.push_back(Entry::Read(line)),
                 None => break,
             }
         }

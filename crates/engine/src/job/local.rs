@@ -60,7 +60,7 @@ impl Chunks for InputUnits<'_> {
     type Read = Unit;
     type Work = Started;
 
-    fn read(&mut self, out: &mut Vec<Entry<Unit>>) -> Result<()> {
+    fn read(&mut self, out: &mut std::collections::VecDeque<Entry<Unit>>) -> Result<()> {
         while out.len() < CHUNK {
             let room = match self.first {
                 Some(n) if self.handed_out >= n => break,
@@ -75,7 +75,7 @@ impl Chunks for InputUnits<'_> {
                     let units = self.ids.units(&item, self.combos);
                     for unit in units.into_iter().take(room) {
                         self.handed_out += 1;
-                        out.push(Entry::Read(unit));
+                        out.push_back(Entry::Read(unit));
                     }
                 }
                 Err(bad) => {
@@ -83,7 +83,7 @@ impl Chunks for InputUnits<'_> {
                     for (unit_id, idx) in unit_ids.into_iter().take(room) {
                         self.handed_out += 1;
                         let record = bad_item_record(unit_id, idx, &bad);
-                        out.push(Entry::Write(Message::Record(record)));
+                        out.push_back(Entry::Write(Box::new(Message::Record(record))));
                     }
                 }
             }

@@ -105,7 +105,7 @@ impl Chunks for Lines {
     type Read = Request;
     type Work = Routed;
 
-    fn read(&mut self, out: &mut Vec<Entry<Request>>) -> Result<()> {
+    fn read(&mut self, out: &mut std::collections::VecDeque<Entry<Request>>) -> Result<()> {
         while out.len() < CHUNK {
             if self.first.is_some_and(|n| self.read >= n) {
                 break;
@@ -115,8 +115,8 @@ impl Chunks for Lines {
                 .reader
                 .next_entry(&self.duplicate_lines, self.base_url)?
             {
-                Some(Ok(request)) => out.push(Entry::Read(request)),
-                Some(Err(bad)) => out.push(Entry::Write(bad_record(bad, None))),
+                Some(Ok(request)) => out.push_back(Entry::Read(request)),
+                Some(Err(bad)) => out.push_back(Entry::Write(Box::new(bad_record(bad, None)))),
                 None => break,
             }
         }
