@@ -5,6 +5,7 @@ mod calls;
 mod check_report;
 mod clock;
 mod control;
+mod dispatch;
 mod early_stop;
 mod engine;
 mod error;

@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::job::{self, Work};
-use crate::lifecycle::{close_shared_run, watch_signals};
+use crate::lifecycle::watch_signals;
 use crate::progress::Progress;
 use crate::report::RunReport;
 
@@ -147,12 +147,8 @@ fn work(cfg: &WorkerConfig, run: RunMeta) -> Result<(RunReport, bool)> {
         .map_err(|e| Error::Config(format!("the job of run {} does not load here: {e}", run.id)))?;
     let progress = Arc::new(Progress::new(&cfg.engine));
     // The same setup as `sluice run`'s.
-    let job::Setup {
-        env,
-        runtime,
-        lanes,
-    } = job::setup(&job, &progress)?;
-    job::check_reachable(&runtime, &lanes)?;
+    let setup = job::setup(&job, &progress)?;
+    job::check_reachable(&setup.runtime, &setup.lanes)?;
     Progress::add(&progress.total, run.total.unwrap_or(0));
     let (run_id, lease) = (run.id.clone(), cfg.lease);
     let concurrency = job::unit_window(&job).units;
@@ -175,27 +171,10 @@ fn work(cfg: &WorkerConfig, run: RunMeta) -> Result<(RunReport, bool)> {
         files,
         early_stop: cfg.early_stop,
     };
-    let job::Executed {
-        interrupted,
-        breakers,
-        stopped_early,
-    } = job::execute(work, runtime, lanes, env, |shared| {
+    let executed = job::execute(work, setup, |shared| {
         job::claimed_dispatch(shared, store, run_id, concurrency, lease)
     })?;
-    // A run stopped early is held for every process, as a cancel is.
-    let cancelled = control.is_cancelled() || stopped_early.is_some();
-    if let Some(why) = &stopped_early {
-        job::hold_stopped(&cfg.store, &run.id, why)?;
-    }
-    let mut report = close_shared_run(&cfg.store, run, true, (interrupted, cancelled), &progress)?;
-    report.breakers = breakers;
-    report.notes = job::offload_notes(&offload);
-    if let Some(why) = stopped_early {
-        return Err(crate::early_stop::stopped(
-            &why,
-            &report.run_id,
-            &report.progress,
-        ));
-    }
-    Ok((report, cancelled))
+    job::close(
+        &cfg.store, run, true, &control, executed, &offload, &progress,
+    )
 }

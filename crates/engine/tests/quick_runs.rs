@@ -162,3 +162,27 @@ fn an_item_past_its_retries_is_recorded_failed_with_its_code_and_the_rest_go_on(
     let group = report.errors.first().expect("the failures, grouped");
     assert_eq!((group.key.code.as_str(), group.count), ("server_error", 5));
 }
+
+#[test]
+fn an_edited_line_alone_is_sent_again_and_lines_shifted_by_an_insert_are_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = Mock::start(MockConfig::default());
+    // More lines than one chunk of look-ups (1,024), so the skip spans chunks.
+    let input = write_input(dir.path(), 1_500);
+    let cfg = config(dir.path(), &input, mock.url(), 0);
+    assert_eq!(run(&cfg).progress.done, 1_500);
+
+    // A new line first (every other line moves down one) and line r7 edited.
+    let text = std::fs::read_to_string(&input).unwrap();
+    let edited = text.replace("\"line 7\"", "\"line seven\"");
+    let new = "{\"custom_id\":\"new\",\"body\":{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"new\"}]}}\n";
+    std::fs::write(&input, format!("{new}{edited}")).unwrap();
+    let again = run(&cfg);
+    assert!(again.resumed && !again.interrupted);
+    assert_eq!(
+        again.progress.skipped, 1_499,
+        "the unchanged lines, moved or not"
+    );
+    assert_eq!(again.progress.done, 2, "the new line and the edited one");
+    assert_eq!(mock.stats().requests, 1_502);
+}

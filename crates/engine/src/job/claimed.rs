@@ -14,14 +14,14 @@ use sluice_spec::Job;
 use sluice_store::{
     Claimed, ItemRecord, JobDef, NewRun, QueuedUnit, RunMeta, Store, StoreLocation,
 };
-use tokio::sync::Semaphore;
 
 use super::runner::{Shared, Unit};
+use super::tasks::Started;
 use super::units::{Combos, UnitIds};
-use super::{bad_item_record, spawn_unit, JobConfig, Window};
+use super::{bad_item_record, JobConfig};
+use crate::dispatch::{self, Next};
 use crate::error::{Error, Result};
 use crate::inputs::Prepared;
-use crate::lifecycle::StopSignals;
 use crate::progress::Progress;
 use crate::writer::Message;
 
@@ -45,7 +45,8 @@ const MIN_BACKLOG: usize = 8;
 /// of work ahead: a unit waiting here under lease is one the other workers
 /// cannot run (with a shared rate, each process sends only in its slices).
 struct Pace {
-    at: std::time::Instant,
+    /// On the runtime's clock (paused in tests).
+    at: tokio::time::Instant,
     count: u64,
     per_sec: f64,
 }
@@ -53,7 +54,7 @@ struct Pace {
 impl Pace {
     fn new(progress: &Progress) -> Pace {
         Pace {
-            at: std::time::Instant::now(),
+            at: tokio::time::Instant::now(),
             count: finished(progress),
             per_sec: 0.0,
         }
@@ -71,7 +72,7 @@ impl Pace {
             } else {
                 0.5 * self.per_sec + 0.5 * rate
             };
-            (self.at, self.count) = (std::time::Instant::now(), count);
+            (self.at, self.count) = (tokio::time::Instant::now(), count);
         }
         ((self.per_sec * 0.5).ceil() as usize).max(MIN_BACKLOG)
     }
@@ -245,11 +246,6 @@ async fn landed(pending: &mut Option<Pending>) -> (Box<dyn Store>, Result<Vec<Cl
 
 /// Claims and runs the run's units until none is left to claim (or the run
 /// stops); returns whether it was interrupted.
-///
-/// Claims run on a blocking thread while units run, so the next batch is
-/// there when places free up; about half a second of work is kept claimed
-/// ahead ([`Pace`]), no more: a unit waiting here under lease is one the
-/// other workers cannot run.
 pub(crate) async fn dispatch(
     shared: Arc<Shared>,
     store: Box<dyn Store>,
@@ -257,109 +253,134 @@ pub(crate) async fn dispatch(
     limit: usize,
     lease: Duration,
 ) -> Result<bool> {
-    let control = shared.control.clone();
-    let signals = StopSignals::watch(control.clone());
-    let stop = &signals.stop;
-    let slots = Arc::new(Semaphore::new(limit.max(1)));
-    let mut window = Window::new(&shared.job, limit);
-    let worker = shared.progress.engine().identity().worker_id.clone();
-    let mut store = Some(store);
-    let mut pending: Option<Pending> = None;
-    let mut buffer: VecDeque<Claimed> = VecDeque::new();
-    let mut dry = false;
-    let mut interrupted = false;
-    let mut pace = Pace::new(&shared.progress);
-    let result = loop {
-        if shared.stopping.is_set() {
-            // The budget is spent, the store failed, or the first answers
-            // all failed alike.
-            break Ok(());
+    let claims = Claims::new(&shared.progress, store, run_id, lease);
+    super::dispatch_units(shared, claims, limit).await
+}
+
+/// The run's units claimed from the shared queue, as a source of the
+/// dispatch loop.
+///
+/// Claims run on a blocking thread while units run, so the next batch is
+/// there when places free up; about half a second of work is kept claimed
+/// ahead ([`Pace`]), no more: a unit waiting here under lease is one the
+/// other workers cannot run.
+pub(crate) struct Claims {
+    progress: Arc<Progress>,
+    run_id: String,
+    worker: String,
+    lease: Duration,
+    /// The store connection, when no claim is on its way with it.
+    store: Option<Box<dyn Store>>,
+    pending: Option<Pending>,
+    buffer: VecDeque<Claimed>,
+    /// The last claim found nothing.
+    dry: bool,
+    pace: Pace,
+}
+
+impl Claims {
+    pub(crate) fn new(
+        progress: &Arc<Progress>,
+        store: Box<dyn Store>,
+        run_id: String,
+        lease: Duration,
+    ) -> Claims {
+        Claims {
+            progress: progress.clone(),
+            run_id,
+            worker: progress.engine().identity().worker_id.clone(),
+            lease,
+            store: Some(store),
+            pending: None,
+            buffer: VecDeque::new(),
+            dry: false,
+            pace: Pace::new(progress),
         }
-        if control.state() != crate::control::ControlState::Run {
-            // Paused: nothing claimed, nothing started; the units claimed
-            // stay leased to this worker (its beats renew them). A cancel
-            // or a signal ends the wait.
-            if !signals.proceed(&control).await {
-                interrupted = true;
-                break Ok(());
-            }
-            continue;
+    }
+
+    /// Takes in a claim that came back.
+    fn landed(&mut self, back: Box<dyn Store>, claimed: Result<Vec<Claimed>>) -> Result<()> {
+        self.store = Some(back);
+        let claimed = claimed?;
+        self.dry = claimed.is_empty();
+        self.buffer.extend(claimed);
+        Ok(())
+    }
+}
+
+impl dispatch::Source for Claims {
+    type Work = Started;
+
+    async fn next(&mut self, in_progress: usize) -> Result<Next<Started>> {
+        if self.pending.as_ref().is_some_and(|p| p.is_finished()) {
+            let (back, claimed) = landed(&mut self.pending).await;
+            self.landed(back, claimed)?;
         }
-        window.grow(&slots, &shared.progress);
-        let backlog = pace.backlog(&shared.progress);
+        let backlog = self.pace.backlog(&self.progress);
         // Units here but not calling: the buffer, and those in progress
-        // waiting for a place, a rate slot or between steps (roughly those
-        // in progress less the calls on the wire).
-        let in_progress = window.size().saturating_sub(slots.available_permits());
-        let calling = shared.progress.in_flight.load(Relaxed) as usize;
+        // waiting for a place, a rate slot or between steps (roughly
+        // those in progress less the calls on the wire).
+        let calling = self.progress.in_flight.load(Relaxed) as usize;
         let waiting = in_progress.saturating_sub(calling);
-        let want = backlog.saturating_sub(waiting + buffer.len());
-        if pending.is_none() && !dry && want > 0 && buffer.len() < backlog.div_ceil(2) + 1 {
-            if let Some(s) = store.take() {
-                let (run, who) = (run_id.clone(), worker.clone());
+        let want = backlog.saturating_sub(waiting + self.buffer.len());
+        if self.pending.is_none()
+            && !self.dry
+            && want > 0
+            && self.buffer.len() < backlog.div_ceil(2) + 1
+        {
+            if let Some(s) = self.store.take() {
+                let (run, who, lease) = (self.run_id.clone(), self.worker.clone(), self.lease);
                 let n = want.min(CLAIM_MAX);
-                pending = Some(on_blocking(s, move |q| q.claim(&run, &who, n, lease)));
+                self.pending = Some(on_blocking(s, move |q| q.claim(&run, &who, n, lease)));
             }
         }
-        if buffer.is_empty() && pending.is_none() {
-            // Nothing claimed last time: done once the queue is complete;
-            // otherwise other workers' leases may still expire.
-            let Some(s) = store.take() else {
-                break Err(Error::Runtime("the store connection was lost".into()));
+        if self.buffer.is_empty() && self.pending.is_none() {
+            // Nothing claimed last time: done once the queue is
+            // complete; otherwise other workers' leases may still expire.
+            let Some(s) = self.store.take() else {
+                return Err(Error::Runtime("the store connection was lost".into()));
             };
-            let run = run_id.clone();
+            let run = self.run_id.clone();
             let (back, counts) = on_blocking(s, move |q| q.queue_counts(&run))
                 .await
                 .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
-            store = Some(back);
-            match counts {
-                Ok(c) if c.complete() => break Ok(()),
-                Ok(_) => {}
-                Err(e) => break Err(e),
+            self.store = Some(back);
+            if counts?.complete() {
+                return Ok(Next::End);
             }
-            tokio::select! {
-                _ = tokio::time::sleep(POLL) => {}
-                _ = stop.notified() => { interrupted = true; break Ok(()); }
-            }
-            dry = false;
-            continue;
+            tokio::time::sleep(POLL).await;
+            self.dry = false;
+            return Ok(Next::Wait);
         }
-        let may_start = !buffer.is_empty() && waiting < backlog;
-        tokio::select! {
-            (back, claimed) = landed(&mut pending) => {
-                store = Some(back);
-                match claimed {
-                    Ok(claimed) => {
-                        dry = claimed.is_empty();
-                        buffer.extend(claimed);
-                    }
-                    Err(e) => break Err(e),
-                }
-            }
-            permit = slots.clone().acquire_owned(), if may_start => {
-                let place = permit.expect("semaphore never closed");
-                let Some(entry) = buffer.pop_front() else { continue };
-                match unit_of(&entry) {
-                    Ok(unit) => spawn_unit(&shared, unit, place, Some(entry.token)),
+        if waiting < backlog {
+            if let Some(entry) = self.buffer.pop_front() {
+                return Ok(match unit_of(&entry) {
+                    Ok(unit) => Next::Work(Started {
+                        unit,
+                        token: Some(entry.token),
+                    }),
                     Err(message) => {
                         let record = failed_unit(&entry, message);
-                        let _ = shared.tx.send(Message::Fenced(record, entry.token)).await;
+                        Next::Write(Message::Fenced(record, entry.token))
                     }
-                }
+                });
             }
-            _ = tokio::time::sleep(Duration::from_millis(5)), if !may_start => {}
-            _ = stop.notified() => { interrupted = true; break Ok(()); }
-            () = shared.stopping.wait() => {}
         }
-    };
-    // A claim still on its way lands before the last (stopped) heartbeat
-    // gives this worker's units back; the buffer's units go back with it.
-    if pending.is_some() {
-        let _ = landed(&mut pending).await;
+        tokio::select! {
+            (back, claimed) = landed(&mut self.pending) => self.landed(back, claimed)?,
+            _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+        }
+        // Units may have finished meanwhile: asked again with their count.
+        Ok(Next::Wait)
     }
-    result?;
-    let all_done = window.all_done(&slots, &shared);
-    Ok(crate::lifecycle::drain_halted(all_done, stop, &shared.stopping, interrupted).await)
+
+    /// A claim still on its way lands before the last (stopped) heartbeat
+    /// gives this worker's units back; the buffer's units go back with it.
+    async fn finish(&mut self) {
+        if self.pending.is_some() {
+            let _ = landed(&mut self.pending).await;
+        }
+    }
 }
 
 /// Holds a shared run that stopped early for every process: its stored
@@ -387,6 +408,34 @@ fn failed_unit(entry: &Claimed, message: String) -> ItemRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn claims_keep_about_half_a_second_of_this_process_pace_ahead() {
+        let progress = Progress::new(&crate::engine::Engine::new());
+        let mut pace = Pace::new(&progress);
+        assert_eq!(pace.backlog(&progress), MIN_BACKLOG, "nothing finished yet");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        Progress::add(&progress.done, 150);
+        Progress::add(&progress.failed, 50);
+        // 200 a second: 100 in half a second.
+        assert_eq!(pace.backlog(&progress), 100);
+        tokio::time::advance(Duration::from_millis(100)).await;
+        Progress::add(&progress.done, 1_000);
+        assert_eq!(
+            pace.backlog(&progress),
+            100,
+            "looked at less than 200 ms ago"
+        );
+        tokio::time::advance(Duration::from_millis(150)).await;
+        // 1,000 in 250 ms is 4,000 a second, averaged with 200: 2,100.
+        assert_eq!(pace.backlog(&progress), 1_050);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(
+            pace.backlog(&progress),
+            525,
+            "idle: the pace halves per look"
+        );
+    }
 
     #[test]
     fn a_queued_unit_comes_back_as_the_same_unit() {

@@ -126,13 +126,7 @@ pub(crate) struct Executed {
 /// processes), then records what is left to record; returns whether the run
 /// was interrupted (by a signal, a cancel or a halt), the endpoints whose
 /// breakers opened, and why it halted on its own, if it did.
-pub(crate) fn execute<F, Fut>(
-    work: Work<'_>,
-    runtime: tokio::runtime::Runtime,
-    mut lanes: Lanes,
-    env: Env,
-    dispatch: F,
-) -> Result<Executed>
+pub(crate) fn execute<F, Fut>(work: Work<'_>, setup: Setup, dispatch: F) -> Result<Executed>
 where
     F: FnOnce(Arc<Shared>) -> Fut,
     Fut: std::future::Future<Output = Result<bool>>,
@@ -157,10 +151,14 @@ where
         // data_url() and base64() read under the same confinement as uploads.
         job.files.confine(files.roots());
     }
-    let Env {
-        vars: env,
-        value: env_value,
-    } = env;
+    let Setup {
+        env: Env {
+            vars: env,
+            value: env_value,
+        },
+        runtime,
+        mut lanes,
+    } = setup;
     let shared_limits = if location.is_shared() {
         let store: crate::shared_limits::SharedStore = Arc::new(Mutex::new(location.open()?));
         let limits = lanes.share(&store, &progress.engine().identity().worker_id);
@@ -329,4 +327,49 @@ where
         breakers,
         stopped_early,
     })
+}
+
+/// Closes a run worked here — on a shared store for this process only, a
+/// run stopped early held first for every process, as a cancel is — with
+/// the endpoints whose breakers opened and the offload notes; a run stopped
+/// early is an error. Returns the report and whether the run was cancelled.
+pub(crate) fn close(
+    location: &StoreLocation,
+    run: RunMeta,
+    resumed: bool,
+    control: &crate::control::RunControl,
+    executed: Executed,
+    offload: &[(String, Offload)],
+    progress: &Progress,
+) -> Result<(crate::report::RunReport, bool)> {
+    let Executed {
+        interrupted,
+        breakers,
+        stopped_early,
+    } = executed;
+    let cancelled = control.is_cancelled() || stopped_early.is_some();
+    let mut report = if location.is_shared() {
+        if let Some(why) = &stopped_early {
+            super::hold_stopped(location, &run.id, why)?;
+        }
+        crate::lifecycle::close_shared_run(
+            location,
+            run,
+            resumed,
+            (interrupted, cancelled),
+            progress,
+        )?
+    } else {
+        crate::lifecycle::close_run(location, run, resumed, interrupted, progress)?
+    };
+    report.breakers = breakers;
+    report.notes = super::offload::notes(offload);
+    match stopped_early {
+        Some(why) => Err(crate::early_stop::stopped(
+            &why,
+            &report.run_id,
+            &report.progress,
+        )),
+        None => Ok((report, cancelled)),
+    }
 }

@@ -11,6 +11,7 @@ mod execute;
 pub(crate) mod export;
 mod kinds;
 mod lanes;
+mod local;
 mod offload;
 mod output;
 mod place;
@@ -19,6 +20,7 @@ mod probe;
 mod runner;
 mod sharing;
 mod show;
+mod tasks;
 mod timing;
 mod units;
 mod window;
@@ -26,32 +28,33 @@ mod window;
 use std::sync::Arc;
 
 use sluice_spec::{InputSource, Job, Webhook};
-use sluice_store::{ItemRecord, ItemStatus, Store, StoreLocation};
-use tokio::sync::Semaphore;
+use sluice_store::{ItemRecord, ItemStatus, StoreLocation};
 
 use crate::clock::now_ms;
 use crate::control::RunHooks;
+use crate::dispatch::{self, Local, Resume};
 use crate::error::{Error, Result};
 use crate::inputs::{self, BadItem};
 use crate::lease::ExecutorLease;
-use crate::lifecycle::{close_run, limited_name, open_run, RunStart, StopSignals};
+use crate::lifecycle::{limited_name, open_run, RunStart};
 use crate::progress::Progress;
 use crate::report::RunReport;
 use crate::settings::{JobSettings, RunSettings};
 use crate::writer::Message;
+use local::InputUnits;
 use runner::{run_unit, Shared};
+use tasks::{Started, Tasks};
 use units::{Combos, UnitIds};
 
 pub use check::{CheckReport, TemplateProblem};
 pub use choose::Offload;
+pub(crate) use claimed::dispatch as claimed_dispatch;
+use claimed::hold_stopped;
 pub use claimed::DEFAULT_LEASE;
-pub(crate) use claimed::{dispatch as claimed_dispatch, hold_stopped};
 pub use estimate::{Bound, Estimate, Measured, StepLatency};
-pub(crate) use execute::{
-    check_reachable, execute, new_runtime, setup, Env, Executed, Setup, Work,
-};
+pub(crate) use execute::{check_reachable, close, execute, new_runtime, setup, Env, Setup, Work};
 pub use export::unit_result;
-pub(crate) use offload::{for_worker as worker_offload, notes as offload_notes};
+pub(crate) use offload::for_worker as worker_offload;
 pub use plan::{plan, Plan, PlanOptions, ProviderPlan, StepPlan};
 pub use probe::probe;
 pub use show::ShownRequest;
@@ -85,9 +88,6 @@ pub struct JobConfig {
     pub early_stop: bool,
 }
 
-/// Units looked up in the store per batch on resume.
-const CHUNK: usize = 512;
-
 /// Runs (or resumes) `job` on a single-threaded runtime (see quick mode for why).
 pub fn run_job(job: &Job, cfg: &JobConfig, progress: Arc<Progress>) -> Result<RunReport> {
     run_job_with(job, cfg, progress, RunHooks::default())
@@ -102,6 +102,7 @@ pub fn run_job_with(
     progress: Arc<Progress>,
     mut hooks: RunHooks,
 ) -> Result<RunReport> {
+    let setup = setup(job, &progress)?;
     let Setup {
         env: Env {
             vars: env,
@@ -109,7 +110,7 @@ pub fn run_job_with(
         },
         runtime,
         lanes,
-    } = setup(job, &progress)?;
+    } = &setup;
     // Started early, to be built while the input is prepared; `execute`
     // waits for the tables before dispatch starts.
     let _tokenizers = crate::tokens::warm_up(model_names(job));
@@ -119,7 +120,7 @@ pub fn run_job_with(
             &job.input.source,
             &lanes.direct().client,
             &spool,
-            &env_value,
+            env_value,
         ))
         .map_err(|e| Error::Input(e.to_string()))?;
     let input_name = input_name(&job.input.source);
@@ -132,11 +133,11 @@ pub fn run_job_with(
     let ids = UnitIds::check(job, &prepared, &input_name)?;
     // Every step's templates against the items (one item per shape: the
     // full check is `plan`'s), before anything is sent.
-    let (report, _) = check::whole_input(job, &prepared, &env, true, cfg.limit)?;
+    let (report, _) = check::whole_input(job, &prepared, env, true, cfg.limit)?;
     if !report.is_clean() {
         return Err(Error::Templates(Box::new(report)));
     }
-    check_reachable(&runtime, &lanes)?;
+    check_reachable(runtime, lanes)?;
 
     let combos = Combos::new(job);
     let mut offload = offload::decide_all(job, &prepared)?;
@@ -277,10 +278,6 @@ pub fn run_job_with(
         });
     }
     let run_id = run.id.clone();
-    let env = Env {
-        vars: env,
-        value: env_value,
-    };
     let (location, limit) = (&cfg.store, window::unit_window(job).units);
     let work = Work {
         job,
@@ -297,54 +294,23 @@ pub fn run_job_with(
     };
     let executed = if shared_run {
         let lease = cfg.lease;
-        execute(work, runtime, lanes, env, |shared| {
+        execute(work, setup, |shared| {
             claimed::dispatch(shared, store, run_id, limit, lease)
         })?
     } else {
         let lookup = resumed.then_some(store);
-        let units = Units {
-            prepared: &prepared,
-            ids: &ids,
-            combos: &combos,
-            first: cfg.limit,
-            keep_failed,
-        };
-        execute(work, runtime, lanes, env, |shared| {
-            dispatch(shared, units, lookup, run_id, limit)
+        let units = InputUnits::new(&prepared, &ids, &combos, cfg.limit)?;
+        execute(work, setup, |shared| {
+            let resume = Resume::new(lookup, run_id, keep_failed);
+            let source = Local::new(units, resume, shared.progress.clone());
+            dispatch_units(shared, source, limit)
         })?
     };
-    let Executed {
-        interrupted,
-        breakers,
-        stopped_early,
-    } = executed;
-    let mut report = if shared_run {
-        // A run stopped early is held for every process, as a cancel is.
-        let cancelled = control.is_cancelled() || stopped_early.is_some();
-        if let Some(why) = &stopped_early {
-            hold_stopped(location, &run.id, why)?;
-        }
-        crate::lifecycle::close_shared_run(
-            location,
-            run,
-            resumed,
-            (interrupted, cancelled),
-            &progress,
-        )?
-    } else {
-        close_run(location, run, resumed, interrupted, &progress)?
-    };
-    report.breakers = breakers;
-    report.notes = offload::notes(&offload);
+    let closed = close(
+        location, run, resumed, &control, executed, &offload, &progress,
+    );
     drop(lease);
-    match stopped_early {
-        Some(why) => Err(crate::early_stop::stopped(
-            &why,
-            &report.run_id,
-            &report.progress,
-        )),
-        None => Ok(report),
-    }
+    Ok(closed?.0)
 }
 
 /// The webhook's target: headers rendered (they may use `env`), the HMAC key
@@ -441,121 +407,22 @@ pub(crate) fn bad_item(input: &str, bad: &BadItem, others: u64) -> Error {
     }
 }
 
-/// The units a dispatcher hands out: the input's items × the matrix, the
-/// first `first` of them with `--limit`.
-struct Units<'a> {
-    prepared: &'a inputs::Prepared,
-    ids: &'a UnitIds,
-    combos: &'a Combos,
-    first: Option<u64>,
-    /// Failed units stay failed (a retry of chosen failures).
-    keep_failed: bool,
-}
-
-/// Streams units into tasks, `limit` at once; returns whether it was interrupted.
-async fn dispatch(
+/// Runs the units `source` yields, `limit` at once (more when a provider's
+/// rate needs it); returns whether the run was interrupted.
+pub(crate) async fn dispatch_units(
     shared: Arc<Shared>,
-    units: Units<'_>,
-    mut lookup: Option<Box<dyn Store>>,
-    run_id: String,
+    source: impl dispatch::Source<Work = Started>,
     limit: usize,
 ) -> Result<bool> {
-    let Units {
-        prepared,
-        ids,
-        combos,
-        first,
-        keep_failed,
-    } = units;
-    let mut handed_out = 0u64;
-    let control = shared.control.clone();
-    let signals = StopSignals::watch(control.clone());
-    let stop = &signals.stop;
-    let slots = Arc::new(Semaphore::new(limit.max(1)));
-    let mut window = Window::new(&shared.job, limit);
-    let items = prepared.items().map_err(|e| Error::Input(e.to_string()))?;
-    let mut pending: Vec<runner::Unit> = Vec::with_capacity(CHUNK);
-    let mut interrupted = false;
-    let mut items = items.peekable();
-    'outer: loop {
-        pending.clear();
-        while pending.len() < CHUNK {
-            if first.is_some_and(|n| handed_out >= n) {
-                break;
-            }
-            let Some(entry) = items.next() else { break };
-            let room = first.map_or(usize::MAX, |n| (n - handed_out) as usize);
-            match entry {
-                Ok(item) => {
-                    let units: Vec<_> = ids.units(&item, combos).into_iter().take(room).collect();
-                    handed_out += units.len() as u64;
-                    pending.extend(units);
-                }
-                Err(bad) => {
-                    for unit_id in ids.bad_unit_ids(&bad, combos).into_iter().take(room) {
-                        handed_out += 1;
-                        record_bad(&shared, unit_id.0, unit_id.1, &bad).await;
-                    }
-                }
-            }
-        }
-        if first.is_some_and(|n| handed_out >= n) && pending.is_empty() {
-            break;
-        }
-        if pending.is_empty() && (items.peek().is_none() || first.is_some_and(|n| handed_out >= n))
-        {
-            break;
-        }
-        let known = match lookup.as_mut() {
-            Some(store) => {
-                let keys: Vec<&str> = pending.iter().map(|u| u.id.as_str()).collect();
-                store
-                    .lookup(&run_id, &keys)?
-                    .into_iter()
-                    .map(|k| (k.item_id.clone(), k))
-                    .collect()
-            }
-            None => std::collections::HashMap::new(),
-        };
-        let mut moves = Vec::new();
-        for unit in pending.drain(..) {
-            if let Some(k) = known.get(&unit.id) {
-                let kept =
-                    k.status == ItemStatus::Done || (keep_failed && k.status == ItemStatus::Failed);
-                if kept && k.hash == unit.hash {
-                    Progress::add(&shared.progress.skipped, 1);
-                    if k.idx != unit.idx {
-                        moves.push((unit.id.clone(), unit.idx));
-                    }
-                    continue;
-                }
-            }
-            window.grow(&slots, &shared.progress);
-            if control.state() != crate::control::ControlState::Run {
-                // Paused: no new unit starts (a cancel or a signal ends the wait).
-                if !signals.proceed(&control).await {
-                    interrupted = true;
-                    break 'outer;
-                }
-            }
-            let permit = tokio::select! {
-                permit = slots.clone().acquire_owned() => permit.expect("semaphore never closed"),
-                _ = stop.notified() => { interrupted = true; break 'outer; }
-                () = shared.stopping.wait() => break 'outer,
-            };
-            if shared.stopping.is_set() {
-                // The budget is spent, the store failed, or the first
-                // answers all failed alike: the rest stays pending.
-                break 'outer;
-            }
-            spawn_unit(&shared, unit, permit, None);
-        }
-        if !moves.is_empty() {
-            let _ = shared.tx.send(Message::Moves(moves)).await;
-        }
-    }
-    let all_done = window.all_done(&slots, &shared);
-    Ok(crate::lifecycle::drain_halted(all_done, stop, &shared.stopping, interrupted).await)
+    let run = dispatch::Run {
+        progress: shared.progress.clone(),
+        stopping: shared.stopping.clone(),
+        control: shared.control.clone(),
+        tx: shared.tx.clone(),
+    };
+    let window = window::growing(&shared.job, limit);
+    let tasks = Tasks::new(shared, limit);
+    dispatch::run(&run, source, tasks, window).await
 }
 
 /// Runs one unit in its own task holding `permit`, then records it (under
@@ -638,82 +505,6 @@ async fn notify(
         output: None,
     };
     let _ = shared.tx.send(Message::Step(record)).await;
-}
-
-/// The units in flight at most. Without a set `concurrency`, the window
-/// grows to what the fastest provider rate needs at the latency observed
-/// (Little's law).
-pub(crate) struct Window {
-    rate: Option<f64>,
-    steps: usize,
-    size: usize,
-    next_check: tokio::time::Instant,
-}
-
-impl Window {
-    pub(crate) fn new(job: &Job, limit: usize) -> Window {
-        let rate = (!job.concurrency_set)
-            .then(|| {
-                job.providers
-                    .iter()
-                    .filter_map(|p| {
-                        let per_sec = [p.rps.map(|r| r as f64), p.rpm.map(|r| r as f64 / 60.0)];
-                        per_sec.into_iter().flatten().reduce(f64::min)
-                    })
-                    .reduce(f64::max)
-            })
-            .flatten();
-        Window {
-            rate,
-            steps: job.steps.len().max(1),
-            size: limit.max(1),
-            next_check: tokio::time::Instant::now(),
-        }
-    }
-
-    /// Adds places to `slots` when the rate needs more units in flight.
-    pub(crate) fn grow(&mut self, slots: &Semaphore, progress: &Progress) {
-        let Some(rate) = self.rate else { return };
-        if tokio::time::Instant::now() < self.next_check {
-            return;
-        }
-        self.next_check += std::time::Duration::from_millis(200);
-        let needed = needed_units(rate, self.steps, progress);
-        if needed > self.size {
-            tracing::debug!(needed, "more units in flight to reach the rate");
-            slots.add_permits(needed - self.size);
-            self.size = needed;
-        }
-    }
-
-    /// Units in flight at most, now.
-    pub(crate) fn size(&self) -> usize {
-        self.size
-    }
-
-    /// Resolves once every unit in flight has finished.
-    pub(crate) async fn all_done(&self, slots: &Semaphore, shared: &Shared) {
-        let all = u32::try_from(self.size).unwrap_or(u32::MAX);
-        let _ = slots.acquire_many(all).await;
-        // Units waiting for a batch hold no slot (see `place`).
-        shared.batches.floating.idle().await;
-    }
-}
-
-/// Units in flight to sustain `per_sec` calls a second when each unit makes
-/// `steps` calls in turn at the observed latency, with 25% headroom.
-fn needed_units(per_sec: f64, steps: usize, progress: &Progress) -> usize {
-    let latency = progress
-        .latency_ewma_us
-        .load(std::sync::atomic::Ordering::Relaxed) as f64
-        / 1e6;
-    let needed = (per_sec * latency * steps as f64 * 1.25).ceil() as usize;
-    needed.min(window::MAX_UNITS)
-}
-
-async fn record_bad(shared: &Shared, unit_id: String, idx: u64, bad: &BadItem) {
-    let record = bad_item_record(unit_id, idx, bad);
-    let _ = shared.tx.send(Message::Record(record)).await;
 }
 
 /// The failed record of a bad input entry's unit.

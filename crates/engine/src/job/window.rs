@@ -11,8 +11,8 @@ use super::kinds::{self, Transport};
 /// A step or provider without a cap of its own contributes this many units
 /// (the window's old fixed default); a provider rate grows it at run time.
 pub(crate) const UNCAPPED_UNITS: usize = 64;
-/// The most units the window is derived to.
-pub(crate) const MAX_UNITS: usize = 4_096;
+/// The most units the window is derived (or grows) to.
+pub(crate) const MAX_UNITS: usize = crate::dispatch::MAX_IN_FLIGHT;
 
 /// The unit window and where it comes from.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -88,6 +88,24 @@ pub(crate) fn unit_window(job: &Job) -> UnitWindow {
         ),
         derived: true,
     }
+}
+
+/// The window a run starts with (`limit` units) and grows at run time:
+/// without a set `concurrency`, to what the fastest provider rate needs at
+/// the latency observed, each unit making one call per step in turn.
+pub(crate) fn growing(job: &Job, limit: usize) -> crate::dispatch::Window {
+    let rate = (!job.concurrency_set)
+        .then(|| {
+            job.providers
+                .iter()
+                .filter_map(|p| {
+                    let per_sec = [p.rps.map(|r| r as f64), p.rpm.map(|r| r as f64 / 60.0)];
+                    per_sec.into_iter().flatten().reduce(f64::min)
+                })
+                .reduce(f64::max)
+        })
+        .flatten();
+    crate::dispatch::Window::new(limit, rate, job.steps.len())
 }
 
 /// Units that keep `steps` (sharing one provider capped at `cap`) busy.

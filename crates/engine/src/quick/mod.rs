@@ -1,28 +1,31 @@
 //! Quick mode: one JSONL file of requests, one URL, every line sent once
-//! under the limits and recorded; a rerun resumes.
+//! under the limits and recorded; a rerun resumes. The lines are a source
+//! of the one dispatch loop ([`crate::dispatch`]), run by a fixed set of
+//! workers (`pool.rs`).
 
-use std::collections::HashMap;
+mod lines;
+mod pool;
+
 use std::path::Path;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::Method;
 use sluice_limit::Backoff;
 use sluice_provider::{CallOptions, Client, Endpoint};
-use sluice_store::{ItemRecord, ItemStatus, Known, Store, StoreLocation};
-use tokio::sync::{mpsc, Notify};
+use sluice_store::{ItemRecord, ItemStatus, StoreLocation};
 
 use crate::calls::{self, CallEnd, CallEnv, CallRequest, Tally};
 use crate::clock::now_ms;
 use crate::control::{RunControl, RunHooks};
+use crate::dispatch::{self, Local, Resume, Window};
 use crate::early_stop::FirstCalls;
 use crate::error::{Error, Result};
-use crate::input::{survey, BadLine, LineReader, QuickInput, Request};
-use crate::input_list::{bad_line_id, input_list};
+use crate::input::{survey, QuickInput, Request};
+use crate::input_list::input_list;
 use crate::inputs::{spool_stdin_jsonl, InputError};
 use crate::lease::ExecutorLease;
-use crate::lifecycle::{close_run, drain_halted, open_run, RunStart, StopSignals};
+use crate::lifecycle::{close_run, open_run, RunStart};
 use crate::limiter::Limiter;
 use crate::preflight::{preflight, read_api_key};
 use crate::progress::Progress;
@@ -30,10 +33,9 @@ use crate::recording::Recording;
 use crate::report::RunReport;
 use crate::settings::{QuickSettings, RunSettings};
 use crate::stopping::{Halt, Stopping};
-use crate::writer::{Message, Writer};
-
-/// Lines read (and looked up in the store on resume) per chunk.
-const CHUNK: usize = 1_024;
+use crate::writer::Writer;
+use lines::Lines;
+use pool::Pool;
 
 /// Everything `sluice run FILE.jsonl --url URL` was told.
 #[derive(Debug, Clone)]
@@ -246,24 +248,37 @@ pub fn run_quick_with(
         progress.clone(),
         control,
     ));
-    let dispatch = Dispatch {
-        shared: shared.clone(),
+    let lines = Lines::open(
+        &input_path,
         base,
-        endpoints: HashMap::new(),
-        tx: writer.tx.clone(),
-        lookup: if resumed { Some(store) } else { None },
-        run_id: run.id.clone(),
-        duplicate_lines: found.duplicate_lines,
-        exact_tokens: cfg.tpm.is_some(),
+        found.duplicate_lines,
         base_url,
-        grow_to_rpm: if cfg.grow_to_rate { cfg.rpm } else { None },
-        first: cfg.limit,
+        cfg.limit,
+        cfg.tpm.is_some(),
+    )?;
+    let resume = Resume::new(resumed.then_some(store), run.id.clone(), false);
+    let source = Local::new(lines, resume, progress.clone());
+    let pool = Pool::new(shared.clone(), writer.tx.clone(), cfg.concurrency);
+    // With a rate but no --concurrency, workers are added until there are
+    // enough to reach the rate at the latency observed.
+    let rate = cfg
+        .rpm
+        .filter(|_| cfg.grow_to_rate)
+        .map(|r| r as f64 / 60.0);
+    let window = Window::new(cfg.concurrency, rate, 1);
+    let run_of = dispatch::Run {
+        progress: progress.clone(),
+        stopping: shared.stopping.clone(),
+        control: shared.control.clone(),
+        tx: writer.tx.clone(),
     };
     if let Some(tokenizers) = tokenizers {
         tokenizers.wait();
     }
     let dispatched = std::time::Instant::now();
-    let interrupted = runtime.block_on(dispatch.run(&input_path, cfg.concurrency))?;
+    let interrupted = runtime.block_on(dispatch::run(&run_of, source, pool, window))?;
+    // Its writer handle too: the writer ends once every handle is gone.
+    drop(run_of);
     tracing::debug!(elapsed = ?dispatched.elapsed(), "all calls finished");
     // Dropping the runtime drops any call still in flight after the grace
     // period; those items stay pending and the next run sends them.
@@ -279,284 +294,6 @@ pub fn run_quick_with(
             &report.progress,
         )),
         _ => Ok(report),
-    }
-}
-
-struct Dispatch {
-    shared: Arc<CallState>,
-    base: Endpoint,
-    endpoints: HashMap<String, Arc<Endpoint>>,
-    tx: tokio::sync::mpsc::Sender<Message>,
-    /// A connection for resume look-ups; `None` for a new run (nothing to skip).
-    lookup: Option<Box<dyn Store>>,
-    run_id: String,
-    duplicate_lines: Vec<u64>,
-    /// A tokens/minute limit is set: estimate with the model's tokenizer.
-    exact_tokens: bool,
-    /// The URL is a base URL: a bare body goes to the endpoint its shape implies.
-    base_url: bool,
-    /// `--rpm` without `--concurrency`: grow the workers to reach it.
-    grow_to_rpm: Option<u64>,
-    /// `--limit N`: read only the first N lines.
-    first: Option<u64>,
-}
-
-/// Most workers a rate may grow to.
-const MAX_WORKERS: usize = 2_048;
-
-/// Requests read ahead of the workers at most, per worker up to this many
-/// workers (bodies wait in memory there).
-const MAX_QUEUE: usize = 2_048;
-
-/// Workers to reach `rpm` at the observed latency, with 25% headroom.
-fn needed_workers(rpm: u64, progress: &Progress) -> usize {
-    let latency = progress.latency_ewma_us.load(Relaxed) as f64 / 1e6;
-    let needed = (rpm as f64 / 60.0 * latency * 1.25).ceil() as usize;
-    needed.min(MAX_WORKERS)
-}
-
-/// Live worker tasks, so the end of the run can wait for all of them.
-#[derive(Default)]
-struct Workers {
-    live: std::sync::atomic::AtomicUsize,
-    gone: Notify,
-}
-
-impl Workers {
-    async fn all_done(&self) {
-        loop {
-            let gone = self.gone.notified();
-            if self.live.load(Relaxed) == 0 {
-                return;
-            }
-            gone.await;
-        }
-    }
-}
-
-/// Counts one worker while it lives.
-struct WorkerGuard(Arc<Workers>);
-
-impl WorkerGuard {
-    fn enter(workers: Arc<Workers>) -> WorkerGuard {
-        workers.live.fetch_add(1, Relaxed);
-        WorkerGuard(workers)
-    }
-}
-
-impl Drop for WorkerGuard {
-    fn drop(&mut self) {
-        self.0.live.fetch_sub(1, Relaxed);
-        self.0.gone.notify_waiters();
-    }
-}
-
-impl Dispatch {
-    /// Sends every pending line; returns whether it was interrupted (by a
-    /// signal, a cancel or a halt).
-    async fn run(mut self, path: &Path, concurrency: usize) -> Result<bool> {
-        let signals = StopSignals::watch(self.shared.control.clone());
-        let stop = &signals.stop;
-        // A fixed set of workers pulls from a short queue: a worker that gets a
-        // response sends its next request in the same poll, so requests and
-        // responses interleave instead of alternating in waves (which left the
-        // server idle half the time at zero latency).
-        // Workers start as requests are queued, up to `concurrency`: memory
-        // follows the calls actually made, never the flag (100,000 workers
-        // started for 2 items took 387 MB).
-        let queue = concurrency.clamp(32, MAX_QUEUE) * 2;
-        let (work_tx, work_rx) = mpsc::channel::<(Arc<Endpoint>, Request)>(queue);
-        let work_rx = Arc::new(tokio::sync::Mutex::new(work_rx));
-        let workers = Arc::new(Workers::default());
-        let (worker_shared, worker_tx) = (self.shared.clone(), self.tx.clone());
-        let spawn = |n: usize| {
-            for _ in 0..n {
-                let (shared, tx, rx) = (worker_shared.clone(), worker_tx.clone(), work_rx.clone());
-                let guard = WorkerGuard::enter(workers.clone());
-                tokio::spawn(async move {
-                    let _guard = guard;
-                    loop {
-                        let next = rx.lock().await.recv().await;
-                        let Some((endpoint, request)) = next else {
-                            break;
-                        };
-                        if shared.stopping.is_set() {
-                            break;
-                        }
-                        if let Some(record) = call(&shared, &endpoint, request).await {
-                            // A send error means the writer died; its error is reported at the end.
-                            let _ = tx.send(Message::Record(record)).await;
-                        }
-                    }
-                });
-            }
-        };
-        let mut spawned = 0;
-        // With a rate but no --concurrency, workers are added until there are
-        // enough to reach the rate at the latency observed (Little's law).
-        let mut grown = concurrency;
-        let mut next_check = tokio::time::Instant::now();
-        let mut reader = LineReader::open(path)?;
-        let mut chunk: Vec<std::result::Result<Request, BadLine>> = Vec::with_capacity(CHUNK);
-        let mut interrupted = false;
-        let mut read = 0u64;
-        'read: loop {
-            chunk.clear();
-            while chunk.len() < CHUNK {
-                if self.first.is_some_and(|n| read >= n) {
-                    break;
-                }
-                read += 1;
-                match reader.next_entry(&self.duplicate_lines, self.base_url)? {
-                    Some(entry) => chunk.push(entry),
-                    None => break,
-                }
-            }
-            if chunk.is_empty() {
-                break;
-            }
-            let known = self.known(&chunk)?;
-            let mut moves = Vec::new();
-            for entry in chunk.drain(..) {
-                let request = match entry {
-                    Ok(r) => r,
-                    Err(bad) => {
-                        self.record_bad(bad, None).await;
-                        continue;
-                    }
-                };
-                if let Some(k) = known.get(request.item_id.as_str()) {
-                    if k.status == ItemStatus::Done && k.hash == request.hash {
-                        Progress::add(&self.shared.progress.skipped, 1);
-                        if k.idx != request.line {
-                            moves.push((request.item_id.clone(), request.line));
-                        }
-                        continue;
-                    }
-                }
-                let mut request = request;
-                if self.exact_tokens {
-                    request.estimate = crate::input::exact_estimate(&request.body);
-                }
-                let endpoint = match self.endpoint(request.path.as_deref(), request.shape) {
-                    Ok(e) => e,
-                    Err(message) => {
-                        // Under its own id and hash: the input list has
-                        // this line as the request it parsed to.
-                        let id = Some((request.item_id, request.hash));
-                        let bad = BadLine {
-                            line: request.line,
-                            custom_id: request.custom_id,
-                            message,
-                        };
-                        self.record_bad(bad, id).await;
-                        continue;
-                    }
-                };
-                if let Some(rpm) = self.grow_to_rpm {
-                    if tokio::time::Instant::now() >= next_check {
-                        next_check += Duration::from_millis(200);
-                        let needed = needed_workers(rpm, &self.shared.progress);
-                        if needed > grown {
-                            tracing::debug!(needed, "adding workers to reach the rate");
-                            grown = needed;
-                        }
-                    }
-                }
-                if spawned < grown {
-                    spawn(1);
-                    spawned += 1;
-                }
-                tokio::select! {
-                    sent = work_tx.send((endpoint, request)) => if sent.is_err() { break 'read },
-                    _ = stop.notified() => { interrupted = true; break 'read; }
-                    // Halted (the store failed, or the first answers all
-                    // failed alike): nothing more is handed out.
-                    () = self.shared.stopping.wait() => break 'read,
-                }
-            }
-            if !moves.is_empty() {
-                let _ = self.tx.send(Message::Moves(moves)).await;
-            }
-        }
-        // Everything queued: the workers drain the queue and stop (or, after a
-        // signal, get a short grace period for the calls on the wire).
-        drop(work_tx);
-        let all_done = workers.all_done();
-        Ok(drain_halted(all_done, stop, &self.shared.stopping, interrupted).await)
-    }
-
-    /// What the store holds for this chunk's ids (empty for a new run).
-    fn known(
-        &mut self,
-        chunk: &[std::result::Result<Request, BadLine>],
-    ) -> Result<HashMap<String, Known>> {
-        let Some(store) = self.lookup.as_mut() else {
-            return Ok(HashMap::new());
-        };
-        let ids: Vec<&str> = chunk
-            .iter()
-            .filter_map(|r| r.as_ref().ok().map(|r| r.item_id.as_str()))
-            .collect();
-        Ok(store
-            .lookup(&self.run_id, &ids)?
-            .into_iter()
-            .map(|k| (k.item_id.clone(), k))
-            .collect())
-    }
-
-    /// Where a request goes: its batch line's `url` path on the URL's
-    /// origin; else, under a base URL, the endpoint its shape implies; else
-    /// the URL itself.
-    fn endpoint(
-        &mut self,
-        path: Option<&str>,
-        shape: Option<&'static str>,
-    ) -> std::result::Result<Arc<Endpoint>, String> {
-        let inferred = match (path, shape) {
-            (None, Some(shape)) if self.base_url => {
-                Some(crate::shape::join(self.base.uri.path(), shape))
-            }
-            _ => None,
-        };
-        let path = path.or(inferred.as_deref());
-        let key = path.unwrap_or("");
-        if let Some(e) = self.endpoints.get(key) {
-            return Ok(e.clone());
-        }
-        let endpoint = match path {
-            None => self.base.clone(),
-            Some(p) => self.base.with_path(p).map_err(|e| e.to_string())?,
-        };
-        let endpoint = Arc::new(endpoint);
-        self.endpoints.insert(key.to_string(), endpoint.clone());
-        Ok(endpoint)
-    }
-
-    /// Records a line that cannot be sent as failed: under `line-N` (as in
-    /// [`input_rows`]) unless it parsed to a request with an id and hash.
-    async fn record_bad(&self, bad: BadLine, id: Option<(String, u64)>) {
-        let now = now_ms();
-        let (item_id, hash) = id.unwrap_or_else(|| bad_line_id(bad.line));
-        let record = ItemRecord {
-            item_id,
-            idx: bad.line,
-            hash,
-            status: ItemStatus::Failed,
-            attempts: 0,
-            throttled: 0,
-            status_code: None,
-            response: None,
-            error: Some(format!("invalid_input: line {}: {}", bad.line, bad.message)),
-            prompt_tokens: None,
-            completion_tokens: None,
-            latency_ms: 0,
-            started_at: now,
-            finished_at: now,
-            metadata: None,
-            custom_id: bad.custom_id,
-        };
-        let _ = self.tx.send(Message::Record(record)).await;
     }
 }
 
