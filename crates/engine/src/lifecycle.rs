@@ -164,7 +164,7 @@ pub(crate) fn close_shared_run(
 /// of the run), before the run's state says it ended: whoever sees it ended
 /// finds them.
 fn keep_story(store: &mut dyn Store, run_id: &str, progress: &Progress) {
-    let (key, story) = crate::live::final_story(progress);
+    let (key, story) = crate::heartbeat::final_story(progress);
     if let Err(e) = store.put_run_state(run_id, &key, &story) {
         tracing::warn!("could not keep the run's history: {e}");
     }
@@ -181,7 +181,7 @@ fn last_beat(
     interrupted: bool,
     progress: &Progress,
 ) -> Result<RunReport> {
-    let (last_beat, _) = crate::live::beat(&run.id, "stopped", progress, None, None);
+    let (last_beat, _) = crate::heartbeat::beat(&run.id, "stopped", progress, None, None);
     if let Err(e) = store.heartbeat(&last_beat) {
         tracing::warn!("could not record this worker's last heartbeat: {e}");
     }

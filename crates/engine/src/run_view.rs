@@ -12,8 +12,8 @@ use sluice_store::{RunCounts, RunMeta, Store, WorkerBeat};
 
 use crate::control::{read_control, StoredControl};
 use crate::errors::{group_errors, ErrorGroup};
+use crate::heartbeat::LiveFigures;
 use crate::identity::{worker_state, WorkerState};
-use crate::live::LiveFigures;
 use crate::settings::{KeptWithRun, Offload, RunMode};
 use crate::shown::{shown_state, worker_view, RunState, WorkerView};
 

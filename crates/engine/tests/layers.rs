@@ -280,7 +280,7 @@ fn the_reader_sees_the_imports() {
     let edges = graph();
     let m = |s: &str| -> Module { s.split("::").map(str::to_owned).collect() };
     assert!(edges.len() > 50, "only {} modules read", edges.len());
-    assert!(edges[&m("live")].contains(&m("identity")));
+    assert!(edges[&m("heartbeat")].contains(&m("identity")));
     assert!(edges[&m("lifecycle")].contains(&m("report")));
     assert!(edges[&m("job::runner::parts")].contains(&m("job::runner::send")));
     let s = b"crate::{a::{b, c as d}, e::*, self};".as_slice();

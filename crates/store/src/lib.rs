@@ -33,7 +33,7 @@ pub use postgres::PostgresStore;
 pub use shared::{Claimed, JobDef, QueueCounts, QueuedUnit, SharedRuns, SharedUpdate};
 pub use sqlite::SqliteStore;
 pub use types::{
-    ErrorMessage, ItemRecord, ItemStatus, Known, NewRun, RunCounts, RunMeta, RunSummary,
+    ErrorMessage, ItemRecord, ItemStatus, NewRun, RecordedItem, RunCounts, RunMeta, RunSummary,
     StepRecord, WorkerBeat, RUN_STATES, STATE_FINISHED, STATE_INTERRUPTED, STATE_RUNNING,
 };
 
@@ -67,7 +67,7 @@ pub trait Store: Send {
     fn update_settings(&mut self, run_id: &str, settings: &serde_json::Value) -> Result<()>;
     /// Existing outcomes for these ids (any order; ids not found are absent).
     /// Meant for batches of ~1,000 ids.
-    fn lookup(&mut self, run_id: &str, item_ids: &[&str]) -> Result<Vec<Known>>;
+    fn lookup(&mut self, run_id: &str, item_ids: &[&str]) -> Result<Vec<RecordedItem>>;
     /// Moves known items to a new input position (an edited input file shifted
     /// them). Ids without a record are ignored.
     fn set_positions(&mut self, run_id: &str, moves: &[(String, u64)]) -> Result<()>;

@@ -145,7 +145,7 @@ pub struct ItemRecord {
 
 /// What the store already holds for an item id (for resume).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Known {
+pub struct RecordedItem {
     /// The item id looked up.
     pub item_id: String,
     /// Hash of the request that produced the stored outcome.

@@ -6,7 +6,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use sluice_store::{ItemStatus, Known, Store};
+use sluice_store::{ItemStatus, RecordedItem, Store};
 
 use super::{Next, Source};
 use crate::error::{Error, Result};
@@ -65,7 +65,7 @@ impl Resume {
 
     /// What the store holds for `keys`, looked up on a blocking thread (a
     /// PostgreSQL round trip must not hold the calls this thread serves).
-    async fn known(&mut self, keys: Vec<String>) -> Result<HashMap<String, Known>> {
+    async fn known(&mut self, keys: Vec<String>) -> Result<HashMap<String, RecordedItem>> {
         let Some(store) = self.store.take() else {
             return Ok(HashMap::new());
         };
@@ -87,7 +87,7 @@ impl Resume {
     }
 
     /// Whether `known` keeps `read` from being handed out again.
-    fn kept(&self, known: &Known, read: &impl Keyed) -> bool {
+    fn kept(&self, known: &RecordedItem, read: &impl Keyed) -> bool {
         let kept = known.status == ItemStatus::Done
             || (self.keep_failed && known.status == ItemStatus::Failed);
         kept && known.hash == read.hash()

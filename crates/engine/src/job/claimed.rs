@@ -15,7 +15,7 @@ use sluice_store::{
     Claimed, ItemRecord, JobDef, NewRun, QueuedUnit, RunMeta, Store, StoreLocation,
 };
 
-use super::runner::{Shared, Unit};
+use super::runner::{Unit, UnitContext};
 use super::tasks::Started;
 use super::units::{Combos, UnitIds};
 use super::{bad_item_record, JobConfig};
@@ -247,7 +247,7 @@ async fn landed(pending: &mut Option<Pending>) -> (Box<dyn Store>, Result<Vec<Cl
 /// Claims and runs the run's units until none is left to claim (or the run
 /// stops); returns whether it was interrupted.
 pub(crate) async fn dispatch(
-    shared: Arc<Shared>,
+    shared: Arc<UnitContext>,
     store: Box<dyn Store>,
     run_id: String,
     limit: usize,

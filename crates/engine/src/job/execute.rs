@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 use super::batch::Batches;
 use super::choose::Offload;
 use super::lanes::Lanes;
-use super::runner::Shared;
+use super::runner::UnitContext;
 use super::webhook_target;
 use crate::early_stop::FirstCalls;
 use crate::error::{Error, Result};
@@ -128,7 +128,7 @@ pub(crate) struct Executed {
 /// breakers opened, and why it halted on its own, if it did.
 pub(crate) fn execute<F, Fut>(work: Work<'_>, setup: Setup, dispatch: F) -> Result<Executed>
 where
-    F: FnOnce(Arc<Shared>) -> Fut,
+    F: FnOnce(Arc<UnitContext>) -> Fut,
     Fut: std::future::Future<Output = Result<bool>>,
 {
     let Work {
@@ -201,7 +201,7 @@ where
             stopping.clone(),
         )?
     };
-    runtime.spawn(crate::live::beat_loop(
+    runtime.spawn(crate::heartbeat::beat_loop(
         writer.tx.clone(),
         run.id.clone(),
         progress.clone(),
@@ -211,7 +211,7 @@ where
         control.clone(),
         progress.clone(),
     ));
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(UnitContext {
         job: Arc::new(job.clone()),
         step_slots: job
             .steps

@@ -42,7 +42,7 @@ use crate::report::RunReport;
 use crate::settings::{JobSettings, RunSettings};
 use crate::writer::Message;
 use local::InputUnits;
-use runner::{run_unit, Shared};
+use runner::{run_unit, UnitContext};
 use tasks::{Started, Tasks};
 use units::{Combos, UnitIds};
 
@@ -410,7 +410,7 @@ pub(crate) fn bad_item(input: &str, bad: &BadItem, others: u64) -> Error {
 /// Runs the units `source` yields, `limit` at once (more when a provider's
 /// rate needs it); returns whether the run was interrupted.
 pub(crate) async fn dispatch_units(
-    shared: Arc<Shared>,
+    shared: Arc<UnitContext>,
     source: impl dispatch::Source<Work = Started>,
     limit: usize,
 ) -> Result<bool> {
@@ -429,7 +429,7 @@ pub(crate) async fn dispatch_units(
 /// its lease `token` for a unit claimed from a shared queue) and fires the
 /// item webhook.
 pub(crate) fn spawn_unit(
-    shared: &Arc<Shared>,
+    shared: &Arc<UnitContext>,
     unit: runner::Unit,
     permit: tokio::sync::OwnedSemaphorePermit,
     token: Option<i64>,
@@ -471,7 +471,7 @@ pub(crate) fn spawn_unit(
 /// Delivers one item webhook and records how it went as a `(webhook)` step
 /// of the unit; a failure never fails the item.
 async fn notify(
-    shared: &Shared,
+    shared: &UnitContext,
     target: &crate::webhook::WebhookTarget,
     event: &serde_json::Value,
     unit_id: &str,

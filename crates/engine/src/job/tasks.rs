@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::runner::{Shared, Unit};
+use super::runner::{Unit, UnitContext};
 use super::spawn_unit;
 use crate::dispatch::Executor;
 
@@ -19,13 +19,13 @@ pub(crate) struct Started {
 
 /// Unit tasks, `size` at once.
 pub(crate) struct Tasks {
-    shared: Arc<Shared>,
+    shared: Arc<UnitContext>,
     slots: Arc<Semaphore>,
     size: usize,
 }
 
 impl Tasks {
-    pub(crate) fn new(shared: Arc<Shared>, size: usize) -> Tasks {
+    pub(crate) fn new(shared: Arc<UnitContext>, size: usize) -> Tasks {
         let size = size.max(1);
         Tasks {
             shared,

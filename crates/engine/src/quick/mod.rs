@@ -81,7 +81,7 @@ pub struct QuickConfig {
 }
 
 /// State every call task of a quick-mode run shares (named apart from the
-/// job runner's `Shared`).
+/// job runner's `UnitContext`).
 struct CallState {
     client: Client,
     limiter: Limiter,
@@ -242,7 +242,7 @@ pub fn run_quick_with(
         control.clone(),
         progress.clone(),
     ));
-    runtime.spawn(crate::live::beat_loop(
+    runtime.spawn(crate::heartbeat::beat_loop(
         writer.tx.clone(),
         run.id.clone(),
         progress.clone(),

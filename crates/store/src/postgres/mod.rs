@@ -9,7 +9,7 @@
 
 mod conn;
 mod executions;
-mod live;
+mod heartbeats;
 mod queue;
 mod rows;
 mod steps;

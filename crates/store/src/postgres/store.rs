@@ -8,9 +8,9 @@ use crate::num::{
     self, count_sums, hash_from_i64, item_columns, now_ms, run_columns, to_i64, to_u64,
 };
 use crate::{
-    During, Error, ErrorMessage, InputCounts, InputRow, ItemRecord, Known, Lease, LeaseHolder,
-    NewRun, Output, Result, RunCounts, RunMeta, RunSummary, SharedRuns, SinkError, StepRecord,
-    Store, WorkerBeat, RUN_STATES,
+    During, Error, ErrorMessage, InputCounts, InputRow, ItemRecord, Lease, LeaseHolder, NewRun,
+    Output, RecordedItem, Result, RunCounts, RunMeta, RunSummary, SharedRuns, SinkError,
+    StepRecord, Store, WorkerBeat, RUN_STATES,
 };
 
 macro_rules! item_upsert_set {
@@ -281,7 +281,7 @@ impl Store for PostgresStore {
         })
     }
 
-    fn lookup(&mut self, run_id: &str, item_ids: &[&str]) -> Result<Vec<Known>> {
+    fn lookup(&mut self, run_id: &str, item_ids: &[&str]) -> Result<Vec<RecordedItem>> {
         let run_id = run_id.to_owned();
         let ids: Vec<String> = item_ids.iter().map(|s| (*s).to_owned()).collect();
         self.handle.call(move |c| {
@@ -297,7 +297,7 @@ impl Store for PostgresStore {
             rows.iter()
                 .map(|r| {
                     let status: String = r.try_get(2).during(op)?;
-                    Ok(Known {
+                    Ok(RecordedItem {
                         item_id: r.try_get(0).during(op)?,
                         hash: hash_from_i64(r.try_get(1).during(op)?),
                         status: num::status_from_str(&status)?,
@@ -531,15 +531,15 @@ impl Store for PostgresStore {
     }
 
     fn heartbeat(&mut self, beat: &WorkerBeat) -> Result<()> {
-        super::live::heartbeat(&self.handle, beat)
+        super::heartbeats::heartbeat(&self.handle, beat)
     }
 
     fn workers(&mut self, run_id: &str) -> Result<Vec<WorkerBeat>> {
-        super::live::workers(&self.handle, run_id)
+        super::heartbeats::workers(&self.handle, run_id)
     }
 
     fn put_run_state(&mut self, run_id: &str, key: &str, value: &serde_json::Value) -> Result<()> {
-        super::live::put_run_state(&self.handle, run_id, key, value)
+        super::heartbeats::put_run_state(&self.handle, run_id, key, value)
     }
 
     fn run_state(
@@ -547,7 +547,7 @@ impl Store for PostgresStore {
         run_id: &str,
         prefix: &str,
     ) -> Result<Vec<(String, serde_json::Value)>> {
-        super::live::run_state(&self.handle, run_id, prefix)
+        super::heartbeats::run_state(&self.handle, run_id, prefix)
     }
 
     fn acquire_lease(

@@ -8,7 +8,7 @@
 //! writer at the disk's flush rate.
 
 mod executions;
-mod live;
+mod heartbeats;
 mod rows;
 mod steps;
 mod store;

@@ -6,8 +6,8 @@ use rusqlite::{params, TransactionBehavior};
 use super::rows::{self, item_columns, run_columns};
 use super::{SqliteStore, FOR_EACH_SQL, LOOKUP_SIZES};
 use crate::{
-    During, Error, ErrorMessage, InputCounts, InputRow, ItemRecord, Known, Lease, LeaseHolder,
-    NewRun, Output, Result, RunCounts, RunMeta, RunSummary, SinkError, StepRecord, Store,
+    During, Error, ErrorMessage, InputCounts, InputRow, ItemRecord, Lease, LeaseHolder, NewRun,
+    Output, RecordedItem, Result, RunCounts, RunMeta, RunSummary, SinkError, StepRecord, Store,
     WorkerBeat, RUN_STATES,
 };
 
@@ -104,7 +104,7 @@ impl Store for SqliteStore {
         self.update_run(run_id, sql, &[&settings.to_string(), &rows::now_ms()])
     }
 
-    fn lookup(&mut self, run_id: &str, item_ids: &[&str]) -> Result<Vec<Known>> {
+    fn lookup(&mut self, run_id: &str, item_ids: &[&str]) -> Result<Vec<RecordedItem>> {
         self.ensure_run(run_id)?;
         let op = "look up items";
         let max = LOOKUP_SIZES[LOOKUP_SIZES.len() - 1];
@@ -130,7 +130,7 @@ impl Store for SqliteStore {
             while let Some(row) = rows.next().during(op)? {
                 let read = |i| row.get::<_, i64>(i).during(op);
                 let status: String = row.get(2).during(op)?;
-                found.push(Known {
+                found.push(RecordedItem {
                     item_id: row.get(0).during(op)?,
                     hash: rows::hash_from_i64(read(1)?),
                     status: rows::status_from_str(&status)?,
@@ -339,16 +339,16 @@ impl Store for SqliteStore {
     }
 
     fn heartbeat(&mut self, beat: &WorkerBeat) -> Result<()> {
-        super::live::heartbeat(self, beat)
+        super::heartbeats::heartbeat(self, beat)
     }
 
     fn workers(&mut self, run_id: &str) -> Result<Vec<WorkerBeat>> {
         self.ensure_run(run_id)?;
-        super::live::workers(self, run_id)
+        super::heartbeats::workers(self, run_id)
     }
 
     fn put_run_state(&mut self, run_id: &str, key: &str, value: &serde_json::Value) -> Result<()> {
-        super::live::put_run_state(self, run_id, key, value)
+        super::heartbeats::put_run_state(self, run_id, key, value)
     }
 
     fn run_state(
@@ -357,7 +357,7 @@ impl Store for SqliteStore {
         prefix: &str,
     ) -> Result<Vec<(String, serde_json::Value)>> {
         self.ensure_run(run_id)?;
-        super::live::run_state(self, run_id, prefix)
+        super::heartbeats::run_state(self, run_id, prefix)
     }
 
     fn acquire_lease(

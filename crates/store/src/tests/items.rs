@@ -1,7 +1,7 @@
 //! Suite checks for item outcomes: upsert, lookup, export order, counts, errors, reset.
 
 use super::{ids, new_run, rec, Connect};
-use crate::{Error, ItemRecord, ItemStatus, Known, RunCounts};
+use crate::{Error, ItemRecord, ItemStatus, RecordedItem, RunCounts};
 
 pub(crate) fn upsert_replaces_earlier_outcome(connect: Connect<'_>) {
     let mut s = connect();
@@ -36,13 +36,13 @@ pub(crate) fn lookup_returns_found_ids_only(connect: Connect<'_>) {
     let mut found = s.lookup(&run.id, &["a", "b", "c", "zzz"]).unwrap();
     found.sort_by(|x, y| x.item_id.cmp(&y.item_id));
     let expect = [
-        Known {
+        RecordedItem {
             item_id: "a".into(),
             hash: rec("a", 3, ItemStatus::Done).hash,
             status: ItemStatus::Done,
             idx: 3,
         },
-        Known {
+        RecordedItem {
             item_id: "b".into(),
             hash: u64::MAX - 1,
             status: ItemStatus::Failed,

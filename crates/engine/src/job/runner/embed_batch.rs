@@ -24,7 +24,7 @@ use tokio::sync::{oneshot, Notify};
 
 use super::model::{ModelCall, ModelEnd};
 use super::send::{send, CallOutcome, Outgoing, Target};
-use super::Shared;
+use super::UnitContext;
 use crate::calls::Tally;
 use crate::item_error::ItemError;
 
@@ -63,7 +63,7 @@ struct Share {
 /// Sends `call` (an embed request) in a request shared with up to `size`
 /// units, and returns this unit's part as if it had been sent alone.
 pub(super) async fn call(
-    shared: &Shared,
+    shared: &UnitContext,
     call: &ModelCall<'_>,
     size: usize,
     tally: &mut Tally,
@@ -154,7 +154,13 @@ impl Drop for Leading<'_> {
 
 /// Waits for the gathering to fill (or the window to pass), then sends it
 /// in requests of at most `size` units and answers every member.
-async fn lead(shared: &Shared, call: &ModelCall<'_>, key: u64, full: Arc<Notify>, size: usize) {
+async fn lead(
+    shared: &UnitContext,
+    call: &ModelCall<'_>,
+    key: u64,
+    full: Arc<Notify>,
+    size: usize,
+) {
     let mut leading = Leading {
         gatherings: &shared.embed_batches,
         key,
@@ -177,7 +183,7 @@ async fn lead(shared: &Shared, call: &ModelCall<'_>, key: u64, full: Arc<Notify>
 }
 
 /// One request for `members`; each gets its vectors, or the failure.
-async fn send_group(shared: &Shared, call: &ModelCall<'_>, members: Vec<Member>) {
+async fn send_group(shared: &UnitContext, call: &ModelCall<'_>, members: Vec<Member>) {
     let mut body = call.request.body.clone();
     let all: Vec<Json> = members.iter().flat_map(|m| m.inputs.clone()).collect();
     let count = all.len();

@@ -33,8 +33,9 @@ use failure::{unit_error, PartError, StepFailure};
 use multi::{conversation, fan_out};
 use parts::part;
 
-/// What every unit task shares.
-pub(crate) struct Shared {
+/// What every unit task of a run shares: the job, the lanes, the writer, the
+/// run's control and counters.
+pub(crate) struct UnitContext {
     pub(crate) job: Arc<Job>,
     pub(crate) lanes: Lanes,
     pub(crate) progress: Arc<Progress>,
@@ -52,7 +53,7 @@ pub(crate) struct Shared {
     pub(crate) env: Json,
     /// Reads earlier step records on resume and the cache; `None` for a new
     /// run without cached steps. Read off the dispatcher thread
-    /// ([`Shared::read_store`]).
+    /// ([`UnitContext::read_store`]).
     pub(crate) reader: Option<Arc<Mutex<Box<dyn Store>>>>,
     /// Whether `reader` holds step records worth reading (a resumed run).
     pub(crate) resumed: bool,
@@ -73,7 +74,7 @@ pub(crate) struct Shared {
     pub(crate) embed_batches: embed_batch::Gatherings,
 }
 
-impl Shared {
+impl UnitContext {
     /// Runs `read` on the reader's store on a blocking thread, not the
     /// dispatcher's (a store call blocks: on PostgreSQL it is a round trip);
     /// `None` without a reader.
@@ -185,7 +186,7 @@ pub(super) struct UnitTally {
 
 /// Runs `unit` through the job; `None` when the run stopped first (the unit
 /// stays pending, its finished steps recorded).
-pub(crate) async fn run_unit(shared: &Shared, mut unit: Unit) -> Option<ItemRecord> {
+pub(crate) async fn run_unit(shared: &UnitContext, mut unit: Unit) -> Option<ItemRecord> {
     let started_at = now_ms();
     unit.in_flight = shared
         .job
@@ -261,7 +262,7 @@ pub(crate) async fn run_unit(shared: &Shared, mut unit: Unit) -> Option<ItemReco
 /// order when each needs the one before, the default); `false` when the run
 /// stopped first. After a failure no step starts; those running finish.
 async fn run_steps(
-    shared: &Shared,
+    shared: &UnitContext,
     unit: &Unit,
     recorded: &RecordedParts,
     outputs: &mut Map<String, Json>,
@@ -302,7 +303,7 @@ async fn run_steps(
 
 /// One step of a unit, with the outputs of the steps done when it started.
 async fn run_step(
-    shared: &Shared,
+    shared: &UnitContext,
     unit: &Unit,
     step: &sluice_spec::Step,
     outputs: Map<String, Json>,
@@ -383,7 +384,7 @@ impl PartEnd {
 pub(super) type RecordedParts = HashMap<(String, i64), (u64, StepOutput)>;
 
 /// Done parts recorded by earlier runs of this unit: (step, part) → (hash, output).
-async fn recorded_parts(shared: &Shared, unit_id: &str, resume: bool) -> RecordedParts {
+async fn recorded_parts(shared: &UnitContext, unit_id: &str, resume: bool) -> RecordedParts {
     if !(shared.resumed || resume) {
         return RecordedParts::new();
     }
@@ -415,7 +416,7 @@ async fn recorded_parts(shared: &Shared, unit_id: &str, resume: bool) -> Recorde
 
 /// The template variables of one unit (and fan-out element).
 pub(super) fn context(
-    shared: &Shared,
+    shared: &UnitContext,
     unit: &Unit,
     steps: &Map<String, Json>,
     each: Option<(&Json, usize)>,

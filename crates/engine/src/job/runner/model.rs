@@ -12,7 +12,7 @@ use sluice_provider::StreamStats;
 use sluice_spec::Step;
 
 use super::send::{send, CallOutcome, Outgoing, Target};
-use super::{Shared, Unit};
+use super::{Unit, UnitContext};
 use crate::calls::Tally;
 use crate::item_error::ItemError;
 use crate::job::batch::{BatchEnd, BatchRequest};
@@ -51,7 +51,7 @@ pub(super) struct ModelEnd {
 
 /// Sends `call` the way its provider takes it.
 pub(super) async fn call_model(
-    shared: &Shared,
+    shared: &UnitContext,
     call: &ModelCall<'_>,
     tally: &mut Tally,
 ) -> ModelEnd {

@@ -9,7 +9,7 @@ use super::model::{call_model, chat_part_output, conversation_stream, model_of, 
 use super::parts::{part, record};
 use super::send::CallOutcome;
 use super::{
-    context, Done, Failed, PartEnd, RecordedParts, Shared, StepEnd, Stopped, Unit, UnitTally,
+    context, Done, Failed, PartEnd, RecordedParts, StepEnd, Stopped, Unit, UnitContext, UnitTally,
 };
 use crate::calls::Tally;
 use crate::clock::now_ms;
@@ -19,7 +19,7 @@ use crate::job::timing;
 
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn fan_out(
-    shared: &Shared,
+    shared: &UnitContext,
     unit: &Unit,
     step: &Step,
     outputs: &Map<String, Json>,
@@ -90,7 +90,7 @@ fn kind_of(v: &Json) -> &'static str {
 }
 
 pub(super) async fn conversation(
-    shared: &Shared,
+    shared: &UnitContext,
     unit: &Unit,
     step: &Step,
     ctx: &minijinja::Value,

@@ -9,7 +9,7 @@ use sluice_store::{ItemStatus, StepRecord};
 use super::failure::PartError;
 use super::model::{call_model, chat_part_output, ModelCall};
 use super::send::{send, CallOutcome, Outgoing, Sent, Target};
-use super::{PartEnd, RecordedParts, Shared, Unit, UnitTally};
+use super::{PartEnd, RecordedParts, Unit, UnitContext, UnitTally};
 use crate::calls::Tally;
 use crate::clock::now_ms;
 use crate::item_error::ItemError;
@@ -22,7 +22,7 @@ use crate::writer::Message;
 /// One step (or fan-out element): reuse or run, then record.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn part(
-    shared: &Shared,
+    shared: &UnitContext,
     unit: &Unit,
     step: &Step,
     ctx: &minijinja::Value,
@@ -177,7 +177,7 @@ fn cache_key(step: &Step, fingerprint: u64) -> u64 {
 
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn record(
-    shared: &Shared,
+    shared: &UnitContext,
     unit: &Unit,
     step: &Step,
     part: i64,
@@ -229,7 +229,7 @@ pub(super) async fn record(
 /// call's identity).
 #[allow(clippy::too_many_arguments)]
 async fn call_once(
-    shared: &Shared,
+    shared: &UnitContext,
     unit: &Unit,
     step: &Step,
     ctx: &minijinja::Value,

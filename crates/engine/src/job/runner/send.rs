@@ -9,7 +9,7 @@ use http::Method;
 use sluice_provider::{CallOptions, Dialect, Endpoint, StreamStats};
 use sluice_spec::Step;
 
-use super::Shared;
+use super::UnitContext;
 use crate::calls::{self, CallEnd, CallEnv, CallRequest, Tally};
 use crate::item_error::ItemError;
 use crate::job::lanes::{Lane, LaneRoute};
@@ -61,7 +61,7 @@ pub(super) struct Outgoing<'a> {
 
 /// Sends one call on `lane`, holding a place in the provider's concurrency.
 pub(super) async fn send(
-    shared: &Shared,
+    shared: &UnitContext,
     lane: &Lane,
     step: &Step,
     target: Target,
