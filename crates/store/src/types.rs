@@ -143,6 +143,38 @@ pub struct ItemRecord {
     pub custom_id: Option<String>,
 }
 
+impl ItemRecord {
+    /// The record of an item that failed before any call (a bad input line,
+    /// a unit that cannot be built): no attempt, no answer, `error` as given,
+    /// started and finished at `now_ms`.
+    pub fn failed_before_sending(
+        item_id: String,
+        idx: u64,
+        hash: u64,
+        error: String,
+        now_ms: i64,
+    ) -> ItemRecord {
+        ItemRecord {
+            item_id,
+            idx,
+            hash,
+            status: ItemStatus::Failed,
+            attempts: 0,
+            throttled: 0,
+            status_code: None,
+            response: None,
+            error: Some(error),
+            prompt_tokens: None,
+            completion_tokens: None,
+            latency_ms: 0,
+            started_at: now_ms,
+            finished_at: now_ms,
+            metadata: None,
+            custom_id: None,
+        }
+    }
+}
+
 /// What the store already holds for an item id (for resume).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordedItem {

@@ -523,23 +523,5 @@ pub(crate) fn bad_item_record(unit_id: String, idx: u64, bad: &BadItem) -> ItemR
 
 /// The record of a unit that failed before any call.
 pub(crate) fn failed_record(unit_id: String, idx: u64, hash: u64, error: String) -> ItemRecord {
-    let now = now_ms();
-    ItemRecord {
-        item_id: unit_id,
-        idx,
-        hash,
-        status: ItemStatus::Failed,
-        attempts: 0,
-        throttled: 0,
-        status_code: None,
-        response: None,
-        error: Some(error),
-        prompt_tokens: None,
-        completion_tokens: None,
-        latency_ms: 0,
-        started_at: now,
-        finished_at: now,
-        metadata: None,
-        custom_id: None,
-    }
+    ItemRecord::failed_before_sending(unit_id, idx, hash, error, now_ms())
 }

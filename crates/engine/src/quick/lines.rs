@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use sluice_provider::Endpoint;
-use sluice_store::{ItemRecord, ItemStatus};
+use sluice_store::ItemRecord;
 
 use crate::clock::now_ms;
 use crate::dispatch::{Chunks, Entry, Keyed, Next};
@@ -147,24 +147,10 @@ impl Chunks for Lines {
 /// The failed record of a line that cannot be sent: under `line-N` (as in
 /// the input list) unless it parsed to a request with an id and hash.
 fn bad_record(bad: BadLine, id: Option<(String, u64)>) -> Message {
-    let now = now_ms();
     let (item_id, hash) = id.unwrap_or_else(|| bad_line_id(bad.line));
+    let error = format!("invalid_input: line {}: {}", bad.line, bad.message);
     Message::Record(ItemRecord {
-        item_id,
-        idx: bad.line,
-        hash,
-        status: ItemStatus::Failed,
-        attempts: 0,
-        throttled: 0,
-        status_code: None,
-        response: None,
-        error: Some(format!("invalid_input: line {}: {}", bad.line, bad.message)),
-        prompt_tokens: None,
-        completion_tokens: None,
-        latency_ms: 0,
-        started_at: now,
-        finished_at: now,
-        metadata: None,
         custom_id: bad.custom_id,
+        ..ItemRecord::failed_before_sending(item_id, bad.line, hash, error, now_ms())
     })
 }
