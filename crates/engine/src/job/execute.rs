@@ -63,18 +63,22 @@ pub(crate) struct Env {
 }
 
 /// What every executor of a job (`sluice run`, `sluice worker`) sets up
-/// first: the job's variables, its runtime, and a lane per provider, each
-/// registered with the run's statistics.
+/// first: the job's variables, its runtime, a lane per provider, each
+/// registered with the run's statistics, and the tokenizer tables its models
+/// need, building meanwhile (waited for before dispatch starts).
 pub(crate) struct Setup {
     pub(crate) env: Env,
     pub(crate) runtime: tokio::runtime::Runtime,
     pub(crate) lanes: Lanes,
+    pub(crate) tokenizers: crate::tokens::Warmup,
 }
 
 /// Sets up `job` for a run counted by `progress`; fails when a variable or
 /// a provider's key is missing, or the runtime does not start.
 pub(crate) fn setup(job: &sluice_spec::Job, progress: &Progress) -> Result<Setup> {
     let vars = super::job_env(job)?;
+    // Built while the rest is set up and the input prepared.
+    let tokenizers = crate::tokens::warm_up(super::model_names(job));
     let value = minijinja::Value::from(minijinja::value::Serde(serde_json::json!({ "env": vars })));
     let runtime = new_runtime()?;
     let lanes = Lanes::new(progress.engine(), job, &value, crate::fair::new_tenant())?;
@@ -85,6 +89,7 @@ pub(crate) fn setup(job: &sluice_spec::Job, progress: &Progress) -> Result<Setup
         env: Env { vars, value },
         runtime,
         lanes,
+        tokenizers,
     })
 }
 
@@ -144,9 +149,6 @@ where
         files,
         early_stop,
     } = work;
-    // Every estimate on the dispatcher counts with tables already built
-    // (`run_job_with` started them early; a worker's run starts them here).
-    crate::tokens::warm_up(super::model_names(job)).wait();
     if let Some(files) = &files {
         // data_url() and base64() read under the same confinement as uploads.
         job.files.confine(files.roots());
@@ -158,7 +160,10 @@ where
         },
         runtime,
         mut lanes,
+        tokenizers,
     } = setup;
+    // Every estimate on the dispatcher counts with tables already built.
+    tokenizers.wait();
     let shared_limits = if location.is_shared() {
         let store: crate::shared_limits::SharedStore = Arc::new(Mutex::new(location.open()?));
         let limits = lanes.share(&store, &progress.engine().identity().worker_id);

@@ -110,10 +110,8 @@ pub fn run_job_with(
         },
         runtime,
         lanes,
+        ..
     } = &setup;
-    // Started early, to be built while the input is prepared; `execute`
-    // waits for the tables before dispatch starts.
-    let _tokenizers = crate::tokens::warm_up(model_names(job));
     let spool = cfg.store.local_dir().join("inputs");
     let prepared = runtime
         .block_on(inputs::prepare(
